@@ -1,0 +1,54 @@
+"""Helpers shared by the peer benchmark scripts (brian2_va.py, nest_va.py).
+
+Each peer script prints exactly one JSON line to stdout. Simulators and compilers print
+banners and progress to stdout, so the scripts move fd 1 onto stderr while they work and
+write the JSON line to the saved original stdout at the end.
+"""
+
+import argparse
+import json
+import os
+
+N_E = 3200
+N_I = 800
+N = N_E + N_I
+P_CONN = 0.02
+DT_MS = 0.1
+DELAY_MS = 0.1
+
+
+def parse_args(description):
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", choices=["cuba", "coba"], required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--duration-ms", type=float, default=1000.0)
+    p.add_argument("--seed", type=int, default=1)
+    return p
+
+
+class StdoutToStderr:
+    """Redirect fd 1 to fd 2 (also for C/C++ code and subprocesses); emit() writes to the real stdout."""
+
+    def __enter__(self):
+        import sys
+
+        sys.stdout.flush()
+        self._saved = os.dup(1)
+        os.dup2(2, 1)
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.stdout.flush()
+        os.dup2(self._saved, 1)
+        os.close(self._saved)
+        return False
+
+    def emit(self, obj):
+        line = json.dumps(obj, sort_keys=False) + "\n"
+        os.write(self._saved, line.encode())
+
+
+def rate_hz(n_spikes, n_neurons, duration_ms):
+    return float(n_spikes) / (n_neurons * duration_ms * 1e-3)

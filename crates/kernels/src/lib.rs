@@ -1,0 +1,15 @@
+//! Numeric kernels of fum: plain functions over slices, with no ECS and no I/O.
+//!
+//! Every kernel here is the CPU reference for its CUDA twin: same constants, same order of
+//! operations, no fused multiply-add where Rust does not fuse. The engine's systems call these
+//! per shard (in parallel over shards with rayon); tests compare them with analytic solutions.
+//!
+//! - [`rng`]: Philox4x32-10, the counter-based generator keyed by (seed, stream, entity, step).
+//! - [`lif`]: the neuron models (`lif_cuba`, `lif_coba`) and their exact propagators.
+//! - [`delivery`]: packed synapse rows, fixed-point delay ring buffers, spike delivery.
+//! - [`stdp`]: pair-based STDP with lazily evaluated traces.
+
+pub mod delivery;
+pub mod lif;
+pub mod rng;
+pub mod stdp;

@@ -1,0 +1,221 @@
+//! Philox4x32-10 (Salmon et al. 2011, "Parallel random numbers: as easy as 1, 2, 3"), the
+//! counter-based generator behind every random number in a run.
+//!
+//! A counter-based generator maps (key, counter) to random bits with no hidden state, so the
+//! number used for neuron `n` at step `t` is the same whichever thread, shard or device asks for
+//! it. The key is the model seed; the counter is `[stream, entity, index_lo, index_hi]`.
+
+const M0: u32 = 0xD251_1F53;
+const M1: u32 = 0xCD9E_8D57;
+const W0: u32 = 0x9E37_79B9;
+const W1: u32 = 0xBB67_AE85;
+
+/// One Philox4x32-10 block: ten rounds over `counter` with the Weyl-bumped `key`.
+#[inline]
+pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    let mut c = counter;
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k[0] = k[0].wrapping_add(W0);
+            k[1] = k[1].wrapping_add(W1);
+        }
+        let p0 = u64::from(M0) * u64::from(c[0]);
+        let p1 = u64::from(M1) * u64::from(c[2]);
+        c = [
+            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
+            p1 as u32,
+            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
+    }
+    c
+}
+
+/// What a random stream is used for; the high half of the counter's first word.
+///
+/// Streams never overlap: each purpose has its own tag, and the low half carries the index of
+/// the population, projection or input it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum Purpose {
+    /// Initial membrane potential and synaptic state of a population's neurons.
+    InitialState = 1,
+    /// Which presynaptic neurons a projection connects (per postsynaptic or presynaptic neuron).
+    Connectivity = 2,
+    /// Per-synapse weights and delays drawn from distributions.
+    SynapseParameters = 3,
+    /// Poisson input counts, per neuron and step.
+    PoissonInput = 4,
+}
+
+/// The seed of a run, split into Philox's two key words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Key(pub [u32; 2]);
+
+impl Key {
+    pub fn from_seed(seed: u64) -> Self {
+        Key([seed as u32, (seed >> 32) as u32])
+    }
+
+    /// Four random words for (purpose, index, entity, step).
+    #[inline]
+    pub fn block(self, purpose: Purpose, index: u16, entity: u32, step: u64) -> [u32; 4] {
+        let stream = ((purpose as u32) << 16) | u32::from(index);
+        philox4x32_10([stream, entity, step as u32, (step >> 32) as u32], self.0)
+    }
+
+    /// An endless stream of words for one (purpose, index, entity), for the builder, which
+    /// needs a variable amount of randomness per neuron.
+    pub fn stream(self, purpose: Purpose, index: u16, entity: u32) -> Stream {
+        Stream { key: self, purpose, index, entity, block: 0, words: [0; 4], used: 4 }
+    }
+}
+
+/// Sequential words drawn from consecutive Philox blocks of one (purpose, index, entity).
+pub struct Stream {
+    key: Key,
+    purpose: Purpose,
+    index: u16,
+    entity: u32,
+    block: u64,
+    words: [u32; 4],
+    used: usize,
+}
+
+impl Stream {
+    #[inline]
+    pub fn next_u32(&mut self) -> u32 {
+        if self.used == 4 {
+            self.words = self.key.block(self.purpose, self.index, self.entity, self.block);
+            self.block += 1;
+            self.used = 0;
+        }
+        self.used += 1;
+        self.words[self.used - 1]
+    }
+
+    /// Uniform in [0, 1) with 53 random bits.
+    #[inline]
+    pub fn uniform(&mut self) -> f64 {
+        uniform_f64(self.next_u32(), self.next_u32())
+    }
+
+    /// Uniform integer in [0, n) without modulo bias (Lemire's multiply-shift with rejection).
+    #[inline]
+    pub fn below(&mut self, n: u32) -> u32 {
+        debug_assert!(n > 0);
+        loop {
+            let m = u64::from(self.next_u32()) * u64::from(n);
+            let low = m as u32;
+            if low >= n.wrapping_neg() % n {
+                return (m >> 32) as u32;
+            }
+        }
+    }
+
+    /// Standard normal deviate (Box-Muller, one of the pair).
+    #[inline]
+    pub fn normal(&mut self) -> f64 {
+        let u1 = 1.0 - self.uniform(); // (0, 1]: log stays finite
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// Uniform in [0, 1) from two words, 53 bits.
+#[inline]
+pub fn uniform_f64(hi: u32, lo: u32) -> f64 {
+    let bits = (u64::from(hi) << 21) ^ u64::from(lo >> 11);
+    bits as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// A Poisson count with mean `lambda`, given `exp_minus_lambda` precomputed on the host and one
+/// uniform `u` in [0, 1): sequential search of the cumulative distribution (exact; the loop runs
+/// about `lambda` times, fine for the per-step means of input generators). Above a mean of 64 a
+/// rounded normal approximation is used (`normal` is a standard deviate), where the relative
+/// error of the approximation is below the sampling noise of a single step.
+#[inline]
+pub fn poisson(lambda: f64, exp_minus_lambda: f64, u: f64, normal: f64) -> u32 {
+    if lambda > 64.0 {
+        return (lambda + lambda.sqrt() * normal).round().max(0.0) as u32;
+    }
+    let mut k = 0u32;
+    let mut p = exp_minus_lambda;
+    let mut cdf = p;
+    while u > cdf && k < 1024 {
+        k += 1;
+        p = p * lambda / f64::from(k);
+        cdf += p;
+    }
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known-answer vectors from Random123's kat_vectors for philox4x32_10.
+    #[test]
+    fn philox_matches_random123_known_answers() {
+        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(
+            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
+            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
+        );
+        assert_eq!(
+            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
+            [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
+        );
+    }
+
+    #[test]
+    fn uniform_and_normal_moments() {
+        let mut s = Key::from_seed(7).stream(Purpose::InitialState, 0, 0);
+        let n = 200_000;
+        let (mut su, mut sn, mut sn2) = (0.0, 0.0, 0.0);
+        for _ in 0..n {
+            su += s.uniform();
+            let z = s.normal();
+            sn += z;
+            sn2 += z * z;
+        }
+        let n = n as f64;
+        assert!((su / n - 0.5).abs() < 0.005);
+        assert!((sn / n).abs() < 0.01);
+        assert!((sn2 / n - 1.0).abs() < 0.02);
+    }
+
+    #[test]
+    fn poisson_mean_and_variance() {
+        for lambda in [0.05f64, 1.6, 20.0, 200.0] {
+            let key = Key::from_seed(3);
+            let n = 100_000u32;
+            let (mut s1, mut s2) = (0.0, 0.0);
+            for i in 0..n {
+                let w = key.block(Purpose::PoissonInput, 0, i, 0);
+                let z = Key::from_seed(4).stream(Purpose::PoissonInput, 1, i).normal();
+                let k = f64::from(poisson(lambda, (-lambda).exp(), uniform_f64(w[0], w[1]), z));
+                s1 += k;
+                s2 += k * k;
+            }
+            let mean = s1 / f64::from(n);
+            let var = s2 / f64::from(n) - mean * mean;
+            let tol = 5.0 * (lambda / f64::from(n)).sqrt() + 0.01 * lambda;
+            assert!((mean - lambda).abs() < tol, "lambda {lambda}: mean {mean}");
+            assert!((var - lambda).abs() < 0.05 * lambda + 0.01, "lambda {lambda}: var {var}");
+        }
+    }
+
+    #[test]
+    fn below_is_in_range_and_uniform() {
+        let mut s = Key::from_seed(1).stream(Purpose::Connectivity, 0, 0);
+        let mut counts = [0u32; 10];
+        for _ in 0..100_000 {
+            counts[s.below(10) as usize] += 1;
+        }
+        for c in counts {
+            assert!((9_500..10_500).contains(&c), "{counts:?}");
+        }
+    }
+}
