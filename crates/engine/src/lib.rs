@@ -1,1 +1,13 @@
+//! The fum engine: the description of a network (model files, builder) and the runner that
+//! executes it (shards in a bevy_ecs world, a staged schedule, outputs).
 
+pub mod build;
+pub mod column;
+pub mod components;
+pub mod model;
+pub mod recording;
+pub mod simulation;
+
+pub use build::{BuildError, build_world};
+pub use model::{Model, ModelError};
+pub use simulation::{Plugin, Simulation, Stage};

@@ -1,1 +1,38 @@
+//! The systems that advance a fum simulation, grouped into plugins.
+//!
+//! Each system runs in one [`Stage`](fum_engine::Stage) and works on all shards in parallel
+//! (rayon), writing only the shard it is given; [`DefaultPlugins`] assembles the standard set.
+//! Swap or drop a plugin to change the model (e.g. leave out [`StdpPlugin`] to freeze weights).
 
+pub mod delivery;
+pub mod exchange;
+pub mod input;
+pub mod lif;
+pub mod record;
+pub mod stdp;
+
+pub use delivery::DeliveryPlugin;
+pub use exchange::ExchangePlugin;
+pub use input::InputPlugin;
+pub use lif::LifPlugin;
+pub use record::RecordPlugin;
+pub use stdp::StdpPlugin;
+
+/// Every plugin of a standard run, in stage order.
+pub struct DefaultPlugins;
+
+impl fum_engine::Plugin for DefaultPlugins {
+    fn build(&self, sim: &mut fum_engine::Simulation) {
+        sim.add_plugins((InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin));
+    }
+}
+
+/// Runs `f` on every item in parallel on the current rayon pool; a single item runs inline.
+pub(crate) fn for_each_shard<T: Send>(items: &mut [T], f: impl Fn(&mut T) + Sync + Send) {
+    use rayon::prelude::*;
+    if items.len() == 1 {
+        f(&mut items[0]);
+    } else {
+        items.par_iter_mut().for_each(f);
+    }
+}

@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""Compare fum with Brian2 (C++ standalone) and NEST on the Vogels-Abbott CUBA and COBA networks.
+
+Runs, for each model, REPEATS rounds of (fum, brian2, nest), interleaved, measures each
+command's wall time from outside, and prints a markdown table of medians.
+
+  fum:    target/release/fum run assets/models/vogels_abbott_<model>.toml --out DIR --threads T --quiet
+          reads DIR/run.json (timing.build_s, timing.simulate_s, timing.total_s, rates_hz.E, rates_hz.I)
+  brian2: benchmarks/peers/brian2_va.py --model M --threads T --duration-ms D --seed S
+  nest:   benchmarks/peers/nest_va.py   --model M --threads T --duration-ms D --seed S
+
+fum is skipped (with a note) when its binary is missing. Usually called through
+benchmarks/compare_cpu.sh.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
+PEERS = ("fum", "brian2", "nest")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cmd_output(cmd):
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        return (r.stdout or r.stderr).strip().splitlines()[0] if (r.stdout or r.stderr).strip() else "?"
+    except Exception as e:  # noqa: BLE001
+        return f"unavailable ({type(e).__name__})"
+
+
+def py_versions(python):
+    code = (
+        "import importlib.metadata as m\n"
+        "for p in ('brian2','nest-simulator','numpy','sympy','Cython'):\n"
+        "    try: print(p, m.version(p))\n"
+        "    except Exception: print(p, 'not installed')\n"
+    )
+    r = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    return dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+
+
+def run_fum(args, model, workdir, rep):
+    out = os.path.join(workdir, f"fum_{model}_{rep}")
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [
+        args.fum,
+        "run",
+        os.path.join(ROOT, "assets", "models", f"vogels_abbott_{model}.toml"),
+        "--out",
+        out,
+        "--threads",
+        str(args.threads),
+        "--quiet",
+    ]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()[-2000:]}")
+    with open(os.path.join(out, "run.json")) as f:
+        j = json.load(f)
+    shutil.rmtree(out, ignore_errors=True)
+    t = j["timing"]
+    rates = j["rates_hz"]
+    return {
+        "build_s": float(t["build_s"]),
+        "simulate_s": float(t["simulate_s"]),
+        "total_s": float(t["total_s"]),
+        "rate_e_hz": float(rates["E"]),
+        "rate_i_hz": float(rates["I"]),
+        "wall_s": wall,
+    }
+
+
+def run_peer(args, peer, model):
+    script = os.path.join(HERE, f"{peer}_va.py")
+    cmd = [
+        args.python,
+        script,
+        "--model",
+        model,
+        "--threads",
+        str(args.threads),
+        "--duration-ms",
+        str(args.duration_ms),
+        "--seed",
+        str(args.seed),
+    ]
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if r.returncode != 0:
+        raise RuntimeError(f"exit {r.returncode}: {r.stderr.strip()[-2000:]}")
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip().startswith("{")]
+    if len(lines) != 1:
+        raise RuntimeError(f"expected one JSON line on stdout, got: {r.stdout[-2000:]!r}")
+    j = json.loads(lines[0])
+    j["wall_s"] = wall
+    return j
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, nd=3):
+    if x is None:
+        return "n/a"
+    if abs(x) >= 100:
+        return f"{x:.1f}"
+    if abs(x) >= 10:
+        return f"{x:.2f}"
+    return f"{x:.{nd}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", nargs="+", default=["cuba", "coba"], choices=["cuba", "coba"])
+    ap.add_argument("--peers", nargs="+", default=list(PEERS), choices=list(PEERS))
+    ap.add_argument(
+        "--duration-ms",
+        type=float,
+        default=1000.0,
+        help="for brian2/nest only; fum simulates the duration in the TOML (1000 ms)",
+    )
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--python", default=sys.executable, help="interpreter for the peer scripts")
+    ap.add_argument("--fum", default=os.path.join(ROOT, "target", "release", "fum"))
+    ap.add_argument("--json-out", help="also write every run's raw record to this file")
+    args = ap.parse_args()
+
+    peers = list(args.peers)
+    notes = []
+    if "fum" in peers and not os.access(args.fum, os.X_OK):
+        notes.append(f"fum skipped: {os.path.relpath(args.fum, ROOT)} not found (cargo build --release)")
+        peers.remove("fum")
+    if "fum" in peers and args.duration_ms != 1000.0:
+        notes.append(
+            f"--duration-ms {args.duration_ms:g} applies to brian2/nest only; fum runs the TOML's 1000 ms"
+        )
+
+    vers = py_versions(args.python)
+    print("# fum vs Brian2 vs NEST: Vogels-Abbott CUBA / COBA (CPU)")
+    print()
+    print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
+    print(f"- machine: {cpu_model()}, nproc {os.cpu_count()}, {platform.system()} {platform.release()}")
+    print(f"- threads: {args.threads}, repeats: {args.repeats}, duration: {args.duration_ms:g} ms, seed: {args.seed}")
+    print(f"- python: {cmd_output([args.python, '--version'])} ({args.python})")
+    print(
+        f"- brian2 {vers.get('brian2')}, nest-simulator {vers.get('nest-simulator')}, "
+        f"numpy {vers.get('numpy')}, sympy {vers.get('sympy')}, Cython {vers.get('Cython')}"
+    )
+    print(f"- g++: {cmd_output(['g++', '--version'])}")
+    if "fum" in peers:
+        print(f"- fum: {cmd_output([args.fum, '--version'])}")
+    for n in notes:
+        print(f"- note: {n}")
+    print()
+    sys.stdout.flush()
+
+    results = {m: {p: [] for p in peers} for m in args.models}
+    failures = []
+    workdir = tempfile.mkdtemp(prefix="fum_compare_")
+    try:
+        for model in args.models:
+            for rep in range(args.repeats):
+                for peer in peers:
+                    try:
+                        if peer == "fum":
+                            rec = run_fum(args, model, workdir, rep)
+                        else:
+                            rec = run_peer(args, peer, model)
+                    except Exception as e:  # noqa: BLE001
+                        failures.append(f"{model}/{peer}/rep{rep}: {e}")
+                        print(f"  [{model} rep {rep + 1}/{args.repeats}] {peer}: FAILED ({str(e)[:300]})",
+                              file=sys.stderr, flush=True)
+                        continue
+                    rec["rep"] = rep
+                    results[model][peer].append(rec)
+                    print(
+                        f"  [{model} rep {rep + 1}/{args.repeats}] {peer}: build {rec['build_s']:.3f} s, "
+                        f"simulate {rec['simulate_s']:.3f} s, wall {rec['wall_s']:.3f} s, "
+                        f"rates E {rec['rate_e_hz']:.2f} / I {rec['rate_i_hz']:.2f} Hz",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(
+        "| model | peer | build_s | simulate_s | total wall s | rate E / I (Hz) "
+        "| simulate vs fum | total vs fum | runs |"
+    )
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+    for model in args.models:
+        fum_runs = results[model].get("fum", [])
+        fum_sim = med([r["simulate_s"] for r in fum_runs])
+        fum_wall = med([r["wall_s"] for r in fum_runs])
+        for peer in peers:
+            runs = results[model][peer]
+            b = med([r["build_s"] for r in runs])
+            s = med([r["simulate_s"] for r in runs])
+            w = med([r["wall_s"] for r in runs])
+            re_ = med([r["rate_e_hz"] for r in runs])
+            ri = med([r["rate_i_hz"] for r in runs])
+            rs = f"{s / fum_sim:.2f}x" if (s is not None and fum_sim) else "n/a"
+            rw = f"{w / fum_wall:.2f}x" if (w is not None and fum_wall) else "n/a"
+            rates = f"{re_:.2f} / {ri:.2f}" if re_ is not None else "n/a"
+            print(
+                f"| {model} | {peer} | {fmt(b)} | {fmt(s)} | {fmt(w)} | {rates} | {rs} | {rw} | {len(runs)} |"
+            )
+    print()
+    print(
+        "Medians over runs. build_s / simulate_s are each tool's own timers (brian2: build_s includes "
+        "code generation and C++ compilation; simulate_s is its Network::run loop timer; nest: "
+        "simulate_s = Prepare+Run+Cleanup = Simulate). total wall s is measured from outside around the "
+        "whole command (process start, imports, build, simulation, output). Ratios are peer median / fum "
+        "median (>1: fum faster)."
+    )
+    if failures:
+        print()
+        print("Failures:")
+        for f in failures:
+            print(f"- {f[:500]}")
+
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"threads": args.threads, "duration_ms": args.duration_ms, "results": results}, f, indent=1)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

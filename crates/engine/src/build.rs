@@ -1,0 +1,410 @@
+//! The network builder: from a validated [`Model`] to a `World` of shards.
+//!
+//! Construction is deterministic in the seed alone. Every random choice is drawn from a Philox
+//! stream keyed by what it is about (the projection and the postsynaptic neuron for
+//! `fixed_probability` / `fixed_indegree`, the presynaptic neuron for `fixed_outdegree`, the
+//! population and neuron for initial state), never by shard or thread. So the same synapses and
+//! initial state come out for any shard or thread count, and shards build in parallel.
+//!
+//! Shards are contiguous ranges of global ids of near-equal size (graph partitioning can replace
+//! this without touching the rest). Each shard stores the synapses into its neurons; within a
+//! row, synapses are sorted by (target, delay, weight) so that the layout is canonical.
+
+use bevy_ecs::prelude::*;
+use rayon::prelude::*;
+use std::ops::Range;
+
+use crate::column::Column;
+use crate::components::*;
+use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel, Receptor};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring, pack};
+use fum_kernels::lif::{CobaConstants, CubaPropagators};
+use fum_kernels::rng::{Key, Purpose, Stream};
+use fum_kernels::stdp::{TraceDecay, Traces};
+
+/// Errors that a valid model can still hit when built with given options.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("a shard of {0} neurons exceeds the limit of {MAX_SHARD_NEURONS}; use more shards")]
+    ShardTooLarge(usize),
+    #[error("projection \"{0}\" has more than 2^32 - 1 synapses into one shard; use more shards")]
+    BlockTooLarge(String),
+    #[error(transparent)]
+    Recording(#[from] crate::recording::OutputError),
+}
+
+/// One synapse while building: population-local source, shard-local target.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Draft {
+    row: u32,
+    target: u32,
+    delay_steps: u32,
+    weight: f32,
+}
+
+/// Splits `total` neurons into `shards` contiguous, near-equal ranges.
+pub fn partition(total: u32, shards: usize) -> Vec<Range<u32>> {
+    let shards = shards.clamp(1, total.max(1) as usize) as u64;
+    (0..shards)
+        .map(|s| ((u64::from(total) * s / shards) as u32)..((u64::from(total) * (s + 1) / shards) as u32))
+        .collect()
+}
+
+/// Builds the world of a model cut into `shards` shards. Runs in the current rayon pool.
+pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
+    let spec = &model.spec;
+    let dt = spec.simulation.dt_ms;
+    let key = Key::from_seed(spec.simulation.seed);
+
+    let mut populations = Vec::with_capacity(spec.populations.len());
+    let mut first = 0u32;
+    for p in &spec.populations {
+        let lif = p.lif();
+        let dynamics = match p.model {
+            NeuronModel::LifCuba => Dynamics::Cuba(CubaPropagators::new(&lif, dt)),
+            NeuronModel::LifCoba => Dynamics::Coba(CobaConstants::new(&lif, p.reversal_ex_mv(), p.reversal_in_mv(), dt)),
+        };
+        let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
+        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa: (p.i_e_pa + dc) as f32 });
+        first += p.size;
+    }
+    let total = first;
+    let ranges = partition(total, shards);
+    if let Some(big) = ranges.iter().map(|r| r.len()).find(|&n| n > MAX_SHARD_NEURONS) {
+        return Err(BuildError::ShardTooLarge(big));
+    }
+    let max_delay = spec
+        .projections
+        .iter()
+        .map(|p| delay_range_steps(p.delay_ms, dt).1)
+        .max()
+        .unwrap_or(1);
+
+    let plastic: Vec<PlasticProjection> = spec
+        .projections
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            let rule_spec = &spec.plasticity[model.plasticity_index(p.plasticity.as_deref()?)?];
+            let src = &populations[model.population_index(&p.source)?];
+            let tgt = &populations[model.population_index(&p.target)?];
+            Some(PlasticProjection {
+                projection: i,
+                rule: rule_spec.rule(),
+                pre_decay: TraceDecay::new(rule_spec.tau_plus_ms, dt),
+                post_decay: TraceDecay::new(rule_spec.tau_minus_ms, dt),
+                source: src.ids(),
+                target: tgt.ids(),
+                pre_traces: Traces::new(src.size as usize),
+            })
+        })
+        .collect();
+
+    let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
+        .par_iter()
+        .enumerate()
+        .map(|(index, range)| {
+            let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
+            let mut blocks = Vec::new();
+            for (pi, _) in spec.projections.iter().enumerate() {
+                if let Some(block) = build_block(model, key, &populations, &plastic, pi, range.clone())? {
+                    blocks.push(block);
+                }
+            }
+            Ok((Shard { index, neurons: range.clone() }, neurons, SynapseBlocks(blocks)))
+        })
+        .collect();
+
+    let mut world = World::new();
+    for part in shard_parts {
+        world.spawn(part?);
+    }
+    let poisson = spec
+        .inputs
+        .iter()
+        .enumerate()
+        .filter(|(_, i)| i.kind == InputKind::Poisson)
+        .map(|(index, i)| {
+            let target = &populations[model.population_index(&i.target).expect("validated")];
+            let mean = i.rate_hz.unwrap_or(0.0) * dt * 1e-3;
+            PoissonSource {
+                index: index as u16,
+                target: target.ids(),
+                mean_per_step: mean,
+                exp_minus_mean: (-mean).exp(),
+                weight: i.weight.unwrap_or(0.0) as f32,
+                receptor: i.receptor,
+            }
+        })
+        .collect();
+    world.insert_resource(Populations(populations));
+    world.insert_resource(PoissonSources(poisson));
+    world.insert_resource(Plasticity { enabled: true, projections: plastic });
+    world.insert_resource(Clock { step: 0, dt_ms: dt });
+    world.insert_resource(Seed(key));
+    world.insert_resource(SpikeExchange::default());
+    Ok(world)
+}
+
+/// Smallest and largest delay of a projection, in steps.
+fn delay_range_steps(delay_ms: Option<Distribution>, dt: f64) -> (u32, u32) {
+    match delay_ms {
+        None => (1, 1),
+        Some(Distribution::Normal { .. }) => (1, MAX_DELAY_STEPS),
+        Some(d) => {
+            let (lo, hi) = d.range();
+            (to_steps(lo, dt), to_steps(hi, dt))
+        }
+    }
+}
+
+fn to_steps(delay_ms: f64, dt: f64) -> u32 {
+    ((delay_ms / dt).round().max(1.0) as u32).min(MAX_DELAY_STEPS)
+}
+
+fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Range<u32>, max_delay: u32) -> NeuronBlock {
+    let n = range.len();
+    let mut segments = Vec::new();
+    let (mut v, mut syn_ex, mut syn_in) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    for (pi, pop) in populations.iter().enumerate() {
+        let lo = pop.first.max(range.start);
+        let hi = (pop.first + pop.size).min(range.end);
+        if lo >= hi {
+            continue;
+        }
+        let local = (lo - range.start) as usize..(hi - range.start) as usize;
+        let spec = &model.spec.populations[pi];
+        for (offset, id) in (lo..hi).enumerate() {
+            // One stream per neuron: v, then syn_ex, then syn_in.
+            let mut s = key.stream(Purpose::InitialState, pi as u16, id - pop.first);
+            let i = local.start + offset;
+            v[i] = spec.v_init_mv.map_or(spec.e_l_mv, |d| d.sample(&mut s)) as f32;
+            syn_ex[i] = spec.syn_ex_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
+            syn_in[i] = spec.syn_in_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
+        }
+        segments.push(Segment { population: pi, local });
+    }
+    NeuronBlock {
+        segments,
+        v: Column::from_vec(v),
+        syn_ex: Column::from_vec(syn_ex),
+        syn_in: Column::from_vec(syn_in),
+        refractory_steps: Column::filled(n, 0),
+        ring_ex: Ring::new(n, max_delay),
+        ring_in: Ring::new(n, max_delay),
+        spiked: Vec::with_capacity(n / 16 + 16),
+    }
+}
+
+/// The synapses of projection `pi` into the neurons `shard` (None if it has none there).
+fn build_block(
+    model: &Model,
+    key: Key,
+    populations: &[Population],
+    plastic: &[PlasticProjection],
+    pi: usize,
+    shard: Range<u32>,
+) -> Result<Option<SynapseBlock>, BuildError> {
+    let spec = &model.spec;
+    let proj = &spec.projections[pi];
+    let dt = spec.simulation.dt_ms;
+    let src = &populations[model.population_index(&proj.source).expect("validated")];
+    let tgt = &populations[model.population_index(&proj.target).expect("validated")];
+    let lo = tgt.first.max(shard.start);
+    let hi = (tgt.first + tgt.size).min(shard.end);
+    if lo >= hi {
+        return Ok(None);
+    }
+    let same = proj.source == proj.target;
+    let bounds = proj.plasticity.as_ref().map(|name| {
+        let r = &spec.plasticity[model.plasticity_index(name).expect("validated")];
+        (r.w_min, r.w_max)
+    });
+    let draw_parameters = |s: &mut Stream| -> (u32, f32) {
+        let delay = proj.delay_ms.map_or(1, |d| to_steps(d.sample(s), dt));
+        let mut w = proj.weight.sample(s).max(0.0);
+        if let Some((w_min, w_max)) = bounds {
+            w = w.clamp(w_min, w_max);
+        }
+        (delay, w as f32)
+    };
+    let pi16 = pi as u16;
+    // Targets in this shard, population-local.
+    let posts = (lo - tgt.first)..(hi - tgt.first);
+    let to_local = |post: u32| tgt.first + post - shard.start;
+
+    let mut drafts: Vec<Draft> = match proj.rule {
+        ConnectionRule::FixedOutdegree(k) => (0..src.size)
+            .into_par_iter()
+            .flat_map_iter(|pre| {
+                let mut s = key.stream(Purpose::Connectivity, pi16, pre);
+                let mut p = key.stream(Purpose::SynapseParameters, pi16, pre);
+                let targets = choose(&mut s, k, tgt.size, (same && !proj.allow_autapses).then_some(pre), proj.allow_multapses);
+                targets
+                    .into_iter()
+                    .map(|post| {
+                        let (delay_steps, weight) = draw_parameters(&mut p);
+                        (post, Draft { row: pre, target: 0, delay_steps, weight })
+                    })
+                    .filter(|(post, _)| posts.contains(post))
+                    .map(|(post, d)| Draft { target: to_local(post), ..d })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        rule => posts
+            .clone()
+            .into_par_iter()
+            .flat_map_iter(|post| {
+                let mut s = key.stream(Purpose::Connectivity, pi16, post);
+                let mut p = key.stream(Purpose::SynapseParameters, pi16, post);
+                let exclude = (same && !proj.allow_autapses).then_some(post);
+                let sources: Vec<u32> = match rule {
+                    ConnectionRule::FixedProbability(q) => bernoulli(&mut s, q, src.size, exclude),
+                    ConnectionRule::FixedIndegree(k) => choose(&mut s, k, src.size, exclude, proj.allow_multapses),
+                    ConnectionRule::OneToOne => vec![post],
+                    ConnectionRule::AllToAll => (0..src.size).filter(|&pre| Some(pre) != exclude).collect(),
+                    ConnectionRule::FixedOutdegree(_) => unreachable!(),
+                };
+                let target = to_local(post);
+                sources
+                    .into_iter()
+                    .map(|row| {
+                        let (delay_steps, weight) = draw_parameters(&mut p);
+                        Draft { row, target, delay_steps, weight }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+    };
+    if drafts.len() >= u32::MAX as usize {
+        return Err(BuildError::BlockTooLarge(proj.name.clone()));
+    }
+    drafts.par_sort_unstable_by(|a, b| {
+        (a.row, a.target, a.delay_steps).cmp(&(b.row, b.target, b.delay_steps)).then(a.weight.total_cmp(&b.weight))
+    });
+
+    let mut row_ptr = vec![0u32; src.size as usize + 1];
+    for d in &drafts {
+        row_ptr[d.row as usize + 1] += 1;
+    }
+    for r in 0..src.size as usize {
+        row_ptr[r + 1] += row_ptr[r];
+    }
+    let packed: Vec<u32> = drafts.iter().map(|d| pack(d.target, d.delay_steps)).collect();
+    let weight: Vec<f32> = drafts.iter().map(|d| d.weight).collect();
+
+    let plastic = plastic.iter().position(|pp| pp.projection == pi).map(|rule| {
+        let n_local = shard.len();
+        let mut incoming_ptr = vec![0u32; n_local + 1];
+        for d in &drafts {
+            incoming_ptr[d.target as usize + 1] += 1;
+        }
+        for i in 0..n_local {
+            incoming_ptr[i + 1] += incoming_ptr[i];
+        }
+        let mut fill = incoming_ptr.clone();
+        let mut incoming = vec![0u32; drafts.len()];
+        for (s, d) in drafts.iter().enumerate() {
+            incoming[fill[d.target as usize] as usize] = s as u32;
+            fill[d.target as usize] += 1;
+        }
+        PlasticSynapses {
+            rule,
+            incoming_ptr: Column::from_vec(incoming_ptr),
+            incoming: Column::from_vec(incoming),
+            post_traces: Traces::new(n_local),
+        }
+    });
+
+    Ok(Some(SynapseBlock {
+        projection: pi,
+        receptor: proj.receptor,
+        source_first: src.first,
+        source_size: src.size,
+        row_ptr: Column::from_vec(row_ptr),
+        packed: Column::from_vec(packed),
+        weight: Column::from_vec(weight),
+        plastic,
+    }))
+}
+
+/// Sources drawn independently with probability `q` (geometric skipping: O(expected count)).
+fn bernoulli(s: &mut Stream, q: f64, n: u32, exclude: Option<u32>) -> Vec<u32> {
+    if q <= 0.0 {
+        return Vec::new();
+    }
+    if q >= 1.0 {
+        return (0..n).filter(|&i| Some(i) != exclude).collect();
+    }
+    let log_miss = (1.0 - q).ln();
+    let mut out = Vec::with_capacity((f64::from(n) * q * 1.2) as usize + 4);
+    let mut i: f64 = -1.0;
+    loop {
+        let u = 1.0 - s.uniform(); // (0, 1]
+        i += 1.0 + (u.ln() / log_miss).floor();
+        if i >= f64::from(n) {
+            return out;
+        }
+        if Some(i as u32) != exclude {
+            out.push(i as u32);
+        }
+    }
+}
+
+/// `k` draws from [0, n), skipping `exclude`, with or without repeats.
+fn choose(s: &mut Stream, k: u32, n: u32, exclude: Option<u32>, multapses: bool) -> Vec<u32> {
+    let available = n - u32::from(exclude.is_some_and(|e| e < n));
+    if available == 0 {
+        return Vec::new();
+    }
+    let k = if multapses { k } else { k.min(available) };
+    let mut out = Vec::with_capacity(k as usize);
+    let mut taken = std::collections::HashSet::new();
+    while out.len() < k as usize {
+        let c = s.below(n);
+        if Some(c) == exclude || (!multapses && !taken.insert(c)) {
+            continue;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The receptor ring a projection writes into.
+pub fn receptor_name(r: Receptor) -> &'static str {
+    match r {
+        Receptor::Excitatory => "excitatory",
+        Receptor::Inhibitory => "inhibitory",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_covers_all_neurons_in_order() {
+        for (total, shards) in [(10, 3), (4000, 8), (5, 8), (1, 1)] {
+            let parts = partition(total, shards);
+            assert_eq!(parts.first().unwrap().start, 0);
+            assert_eq!(parts.last().unwrap().end, total);
+            assert!(parts.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+        }
+    }
+
+    #[test]
+    fn bernoulli_count_matches_probability() {
+        let mut s = Key::from_seed(5).stream(Purpose::Connectivity, 0, 0);
+        let picks = bernoulli(&mut s, 0.02, 1_000_000, None);
+        assert!((19_000..21_000).contains(&picks.len()), "{}", picks.len());
+        assert!(picks.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn choose_without_multapses_is_distinct_and_skips_self() {
+        let mut s = Key::from_seed(5).stream(Purpose::Connectivity, 0, 0);
+        let mut picks = choose(&mut s, 99, 100, Some(7), false);
+        picks.sort();
+        assert_eq!(picks, (0..100).filter(|&i| i != 7).collect::<Vec<_>>());
+    }
+}

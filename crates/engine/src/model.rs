@@ -1,0 +1,725 @@
+//! Model files: the TOML description of a network (populations, projections, plasticity,
+//! inputs, recording, simulation settings), parsed with serde and validated.
+//!
+//! Every mistake is reported as `file:line:column: field: message`. Syntax and type errors come
+//! from the TOML parser with their span; semantic checks (a negative time constant, a delay
+//! shorter than dt, a population that does not exist) name a field path such as
+//! `projections[2].delay_ms`, which is mapped back to its line through the spanned document.
+//! The format is described field by field in `docs/model-format.md`.
+
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+use fum_kernels::delivery::MAX_DELAY_STEPS;
+
+/// A model file that parsed and passed validation.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub spec: ModelSpec,
+    /// Where it was read from, for messages and run metadata.
+    pub path: PathBuf,
+    /// The file's text, kept for run metadata and checkpoints.
+    pub source: String,
+}
+
+/// Errors in a model file.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("{path}: cannot read the model file: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{file}:{line}:{column}: {field}{message}")]
+    Invalid { file: String, line: usize, column: usize, field: String, message: String },
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub simulation: SimulationSpec,
+    #[serde(default)]
+    pub populations: Vec<PopulationSpec>,
+    #[serde(default)]
+    pub projections: Vec<ProjectionSpec>,
+    #[serde(default)]
+    pub plasticity: Vec<PlasticitySpec>,
+    #[serde(default)]
+    pub inputs: Vec<InputSpec>,
+    #[serde(default)]
+    pub recording: RecordingSpec,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulationSpec {
+    #[serde(default = "default_dt")]
+    pub dt_ms: f64,
+    pub duration_ms: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Worker threads; 0 or absent: one per core.
+    #[serde(default)]
+    pub threads: usize,
+    /// Shards; 0 or absent: one per thread.
+    #[serde(default)]
+    pub shards: usize,
+}
+
+fn default_dt() -> f64 {
+    0.1
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeuronModel {
+    /// Current-based exponential synapses, exact integration (NEST `iaf_psc_exp`).
+    LifCuba,
+    /// Conductance-based exponential synapses, exponential Euler (Brian2's COBA).
+    LifCoba,
+}
+
+/// A population of identical neurons. Defaults are NEST's `iaf_psc_exp` / `iaf_cond_exp`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PopulationSpec {
+    pub name: String,
+    pub size: u32,
+    pub model: NeuronModel,
+    #[serde(default = "d::tau_m")]
+    pub tau_m_ms: f64,
+    #[serde(default = "d::c_m")]
+    pub c_m_pf: f64,
+    #[serde(default = "d::e_l")]
+    pub e_l_mv: f64,
+    #[serde(default = "d::v_th")]
+    pub v_th_mv: f64,
+    #[serde(default = "d::e_l")]
+    pub v_reset_mv: f64,
+    #[serde(default = "d::t_ref")]
+    pub t_ref_ms: f64,
+    #[serde(default = "d::tau_syn")]
+    pub tau_syn_ex_ms: f64,
+    #[serde(default = "d::tau_syn")]
+    pub tau_syn_in_ms: f64,
+    /// Constant bias current, pA.
+    #[serde(default)]
+    pub i_e_pa: f64,
+    /// Reversal potentials of `lif_coba` (mV).
+    pub e_ex_mv: Option<f64>,
+    pub e_in_mv: Option<f64>,
+    /// Initial membrane potential; default: the resting potential.
+    pub v_init_mv: Option<Distribution>,
+    /// Initial synaptic variables (pA for `lif_cuba`, nS for `lif_coba`); default 0.
+    pub syn_ex_init: Option<Distribution>,
+    pub syn_in_init: Option<Distribution>,
+}
+
+mod d {
+    pub fn tau_m() -> f64 {
+        10.0
+    }
+    pub fn c_m() -> f64 {
+        250.0
+    }
+    pub fn e_l() -> f64 {
+        -70.0
+    }
+    pub fn v_th() -> f64 {
+        -55.0
+    }
+    pub fn t_ref() -> f64 {
+        2.0
+    }
+    pub fn tau_syn() -> f64 {
+        2.0
+    }
+}
+
+impl PopulationSpec {
+    pub fn reversal_ex_mv(&self) -> f64 {
+        self.e_ex_mv.unwrap_or(0.0)
+    }
+    pub fn reversal_in_mv(&self) -> f64 {
+        self.e_in_mv.unwrap_or(-85.0)
+    }
+    pub fn lif(&self) -> fum_kernels::lif::LifParameters {
+        fum_kernels::lif::LifParameters {
+            tau_m_ms: self.tau_m_ms,
+            c_m_pf: self.c_m_pf,
+            e_l_mv: self.e_l_mv,
+            v_th_mv: self.v_th_mv,
+            v_reset_mv: self.v_reset_mv,
+            t_ref_ms: self.t_ref_ms,
+            tau_syn_ex_ms: self.tau_syn_ex_ms,
+            tau_syn_in_ms: self.tau_syn_in_ms,
+        }
+    }
+}
+
+/// A value that is constant or drawn per neuron / synapse.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(untagged, expecting = "a number, { uniform = [low, high] } or { normal = [mean, std] }")]
+pub enum Distribution {
+    Constant(f64),
+    Uniform {
+        uniform: [f64; 2],
+    },
+    Normal {
+        normal: [f64; 2],
+    },
+}
+
+impl Distribution {
+    /// One draw; `stream` supplies the randomness (untouched for a constant).
+    pub fn sample(&self, stream: &mut fum_kernels::rng::Stream) -> f64 {
+        match *self {
+            Distribution::Constant(v) => v,
+            Distribution::Uniform { uniform: [lo, hi] } => lo + (hi - lo) * stream.uniform(),
+            Distribution::Normal { normal: [mean, std] } => mean + std * stream.normal(),
+        }
+    }
+
+    /// The smallest and largest value a draw can take.
+    pub fn range(&self) -> (f64, f64) {
+        match *self {
+            Distribution::Constant(v) => (v, v),
+            Distribution::Uniform { uniform: [lo, hi] } => (lo, hi),
+            Distribution::Normal { .. } => (f64::NEG_INFINITY, f64::INFINITY),
+        }
+    }
+
+    pub fn mean(&self) -> f64 {
+        match *self {
+            Distribution::Constant(v) => v,
+            Distribution::Uniform { uniform: [lo, hi] } => 0.5 * (lo + hi),
+            Distribution::Normal { normal: [mean, _] } => mean,
+        }
+    }
+}
+
+/// How a projection picks its synapses.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionRule {
+    /// Each (pre, post) pair independently with this probability.
+    FixedProbability(f64),
+    /// Each postsynaptic neuron receives this many synapses from random sources.
+    FixedIndegree(u32),
+    /// Each presynaptic neuron sends this many synapses to random targets.
+    FixedOutdegree(u32),
+    /// Neuron i to neuron i (populations of equal size).
+    OneToOne,
+    /// Every pair.
+    AllToAll,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receptor {
+    #[default]
+    Excitatory,
+    Inhibitory,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectionSpec {
+    pub name: String,
+    pub source: String,
+    pub target: String,
+    pub rule: ConnectionRule,
+    #[serde(default)]
+    pub receptor: Receptor,
+    /// Weight magnitude: pA for `lif_cuba` targets, nS for `lif_coba`.
+    pub weight: Distribution,
+    /// Axonal delay, rounded to whole steps; default one step.
+    pub delay_ms: Option<Distribution>,
+    /// Name of a `[[plasticity]]` rule, for plastic synapses.
+    pub plasticity: Option<String>,
+    #[serde(default)]
+    pub allow_autapses: bool,
+    #[serde(default = "yes")]
+    pub allow_multapses: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightDependence {
+    #[default]
+    Additive,
+    Multiplicative,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pairing {
+    #[default]
+    AllToAll,
+    Nearest,
+}
+
+/// A pair-based STDP rule (see `fum_kernels::stdp`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlasticitySpec {
+    pub name: String,
+    #[serde(default = "d_tau_stdp")]
+    pub tau_plus_ms: f64,
+    #[serde(default = "d_tau_stdp")]
+    pub tau_minus_ms: f64,
+    pub a_plus: f64,
+    pub a_minus: f64,
+    #[serde(default)]
+    pub w_min: f64,
+    pub w_max: f64,
+    #[serde(default)]
+    pub weight_dependence: WeightDependence,
+    #[serde(default)]
+    pub pairing: Pairing,
+}
+
+fn d_tau_stdp() -> f64 {
+    20.0
+}
+
+impl PlasticitySpec {
+    pub fn rule(&self) -> fum_kernels::stdp::StdpRule {
+        use fum_kernels::stdp;
+        stdp::StdpRule {
+            a_plus: self.a_plus as f32,
+            a_minus: self.a_minus as f32,
+            w_min: self.w_min as f32,
+            w_max: self.w_max as f32,
+            dependence: match self.weight_dependence {
+                WeightDependence::Additive => stdp::WeightDependence::Additive,
+                WeightDependence::Multiplicative => stdp::WeightDependence::Multiplicative,
+            },
+            pairing: match self.pairing {
+                Pairing::AllToAll => stdp::Pairing::AllToAll,
+                Pairing::Nearest => stdp::Pairing::Nearest,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputKind {
+    /// An independent Poisson spike train into every neuron of the target.
+    Poisson,
+    /// A constant current into every neuron of the target.
+    Dc,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub name: String,
+    pub kind: InputKind,
+    pub target: String,
+    /// Poisson: rate of the train each neuron receives, Hz.
+    pub rate_hz: Option<f64>,
+    /// Poisson: weight magnitude of each input spike.
+    pub weight: Option<f64>,
+    #[serde(default)]
+    pub receptor: Receptor,
+    /// DC: amplitude, pA.
+    pub amplitude_pa: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSpec {
+    /// Populations whose spikes are written to `spikes.h5`.
+    #[serde(default)]
+    pub spikes: Vec<String>,
+    #[serde(default)]
+    pub probes: Vec<ProbeSpec>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeVariable {
+    /// Membrane potential, mV.
+    V,
+    /// Excitatory / inhibitory synaptic variable (pA or nS).
+    SynEx,
+    SynIn,
+    /// Synaptic weight of chosen synapses of a projection.
+    Weight,
+}
+
+/// Sampled state: `v`/`syn_ex`/`syn_in` of `neurons` of `population`, or `weight` of
+/// `synapses` (pairs of population-local [pre, post] ids) of `projection`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub variable: ProbeVariable,
+    pub population: Option<String>,
+    #[serde(default)]
+    pub neurons: Vec<u32>,
+    pub projection: Option<String>,
+    #[serde(default)]
+    pub synapses: Vec<[u32; 2]>,
+    pub interval_ms: Option<f64>,
+}
+
+impl Model {
+    /// Reads, parses and validates a model file.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
+        let path = path.as_ref();
+        let source = std::fs::read_to_string(path)
+            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        Model::parse(&source, path)
+    }
+
+    /// Parses and validates model text; `path` names it in messages.
+    pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
+        let file = path.display().to_string();
+        let spec: ModelSpec = toml::from_str(source).map_err(|e| {
+            let (line, column) = e.span().map(|s| line_column(source, s.start)).unwrap_or((0, 0));
+            ModelError::Invalid { file: file.clone(), line, column, field: String::new(), message: e.message().trim().to_string() }
+        })?;
+        let model = Model { spec, path: path.to_path_buf(), source: source.to_string() };
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// Number of steps of the run.
+    pub fn steps(&self) -> u64 {
+        (self.spec.simulation.duration_ms / self.spec.simulation.dt_ms).round() as u64
+    }
+
+    pub fn population_index(&self, name: &str) -> Option<usize> {
+        self.spec.populations.iter().position(|p| p.name == name)
+    }
+
+    pub fn plasticity_index(&self, name: &str) -> Option<usize> {
+        self.spec.plasticity.iter().position(|p| p.name == name)
+    }
+
+    pub fn projection_index(&self, name: &str) -> Option<usize> {
+        self.spec.projections.iter().position(|p| p.name == name)
+    }
+
+    /// A hash of the model text (FNV-1a 64), recorded with every output.
+    pub fn hash(&self) -> u64 {
+        self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    }
+
+    /// Re-checks the model after command-line overrides of its simulation settings.
+    pub fn revalidate(&self) -> Result<(), ModelError> {
+        self.validate()
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let mut v = Validator { model: self, doc: None };
+        v.run()
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..offset.min(source.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, column)
+}
+
+#[derive(Clone, Debug)]
+enum Seg {
+    Key(&'static str),
+    Index(usize),
+}
+
+struct Validator<'a> {
+    model: &'a Model,
+    doc: Option<toml::Spanned<toml::de::DeTable<'a>>>,
+}
+
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
+}
+
+impl From<&'static str> for Seg {
+    fn from(k: &'static str) -> Self {
+        Seg::Key(k)
+    }
+}
+impl From<usize> for Seg {
+    fn from(i: usize) -> Self {
+        Seg::Index(i)
+    }
+}
+
+impl<'a> Validator<'a> {
+    fn error(&mut self, path: Vec<Seg>, message: String) -> ModelError {
+        let doc = self.doc.get_or_insert_with(|| {
+            toml::de::DeTable::parse(&self.model.source).expect("the model parsed once already")
+        });
+        let offset = span_of(doc, &path);
+        let (line, column) = line_column(&self.model.source, offset);
+        let mut field = String::new();
+        for seg in &path {
+            match seg {
+                Seg::Key(k) if field.is_empty() => field.push_str(k),
+                Seg::Key(k) => {
+                    field.push('.');
+                    field.push_str(k)
+                }
+                Seg::Index(i) => field.push_str(&format!("[{i}]")),
+            }
+        }
+        ModelError::Invalid { file: self.model.path.display().to_string(), line, column, field: format!("{field}: "), message }
+    }
+
+    fn run(&mut self) -> Result<(), ModelError> {
+        let m = self.model;
+        let s = &m.spec;
+        let sim = &s.simulation;
+        self.positive(path!("simulation", "dt_ms"), sim.dt_ms)?;
+        self.positive(path!("simulation", "duration_ms"), sim.duration_ms)?;
+        if sim.duration_ms / sim.dt_ms > f64::from(u32::MAX - 1) {
+            return Err(self.error(path!("simulation", "duration_ms"), "more than 2^32 steps; use a larger dt_ms or a shorter run".into()));
+        }
+        if s.populations.is_empty() {
+            return Err(self.error(path!("simulation"), "the model has no [[populations]]".into()));
+        }
+        let mut total: u64 = 0;
+        for (i, p) in s.populations.iter().enumerate() {
+            self.name(path!("populations", i, "name"), &p.name, s.populations[..i].iter().map(|q| &q.name))?;
+            if p.size == 0 {
+                return Err(self.error(path!("populations", i, "size"), "must be at least 1".into()));
+            }
+            total += u64::from(p.size);
+            self.positive(path!("populations", i, "tau_m_ms"), p.tau_m_ms)?;
+            self.positive(path!("populations", i, "c_m_pf"), p.c_m_pf)?;
+            self.positive(path!("populations", i, "tau_syn_ex_ms"), p.tau_syn_ex_ms)?;
+            self.positive(path!("populations", i, "tau_syn_in_ms"), p.tau_syn_in_ms)?;
+            self.non_negative(path!("populations", i, "t_ref_ms"), p.t_ref_ms)?;
+            if p.v_reset_mv >= p.v_th_mv {
+                return Err(self.error(path!("populations", i, "v_reset_mv"), format!("must be below v_th_mv ({} mV)", p.v_th_mv)));
+            }
+            if p.model == NeuronModel::LifCuba {
+                for (key, value) in [("e_ex_mv", p.e_ex_mv), ("e_in_mv", p.e_in_mv)] {
+                    if value.is_some() {
+                        return Err(self.error(path!("populations", i, key), "reversal potentials belong to model \"lif_coba\"; \"lif_cuba\" synapses are currents".into()));
+                    }
+                }
+            }
+            for (key, dist) in [("v_init_mv", p.v_init_mv), ("syn_ex_init", p.syn_ex_init), ("syn_in_init", p.syn_in_init)] {
+                if let Some(dist) = dist {
+                    self.distribution(path!("populations", i, key), &dist)?;
+                }
+            }
+        }
+        if total > u64::from(u32::MAX) {
+            return Err(self.error(path!("populations"), format!("{total} neurons: at most 2^32 - 1 are supported")));
+        }
+        for (i, p) in s.plasticity.iter().enumerate() {
+            self.name(path!("plasticity", i, "name"), &p.name, s.plasticity[..i].iter().map(|q| &q.name))?;
+            self.positive(path!("plasticity", i, "tau_plus_ms"), p.tau_plus_ms)?;
+            self.positive(path!("plasticity", i, "tau_minus_ms"), p.tau_minus_ms)?;
+            self.non_negative(path!("plasticity", i, "a_plus"), p.a_plus)?;
+            self.non_negative(path!("plasticity", i, "a_minus"), p.a_minus)?;
+            self.non_negative(path!("plasticity", i, "w_min"), p.w_min)?;
+            if p.w_max <= p.w_min {
+                return Err(self.error(path!("plasticity", i, "w_max"), format!("must be above w_min ({})", p.w_min)));
+            }
+        }
+        for (i, p) in s.projections.iter().enumerate() {
+            self.name(path!("projections", i, "name"), &p.name, s.projections[..i].iter().map(|q| &q.name))?;
+            let src = self.population(path!("projections", i, "source"), &p.source)?;
+            let tgt = self.population(path!("projections", i, "target"), &p.target)?;
+            let (n_src, n_tgt) = (s.populations[src].size, s.populations[tgt].size);
+            match p.rule {
+                ConnectionRule::FixedProbability(q) if !(0.0..=1.0).contains(&q) => {
+                    return Err(self.error(path!("projections", i, "rule", "fixed_probability"), format!("a probability must lie in [0, 1] (got {q})")));
+                }
+                ConnectionRule::FixedIndegree(k) if !p.allow_multapses && k > n_src => {
+                    return Err(self.error(path!("projections", i, "rule", "fixed_indegree"), format!("{k} distinct sources requested from a population of {n_src} (set allow_multapses = true)")));
+                }
+                ConnectionRule::FixedOutdegree(k) if !p.allow_multapses && k > n_tgt => {
+                    return Err(self.error(path!("projections", i, "rule", "fixed_outdegree"), format!("{k} distinct targets requested in a population of {n_tgt} (set allow_multapses = true)")));
+                }
+                ConnectionRule::OneToOne if n_src != n_tgt => {
+                    return Err(self.error(path!("projections", i, "rule"), format!("one_to_one needs populations of equal size ({n_src} and {n_tgt})")));
+                }
+                _ => {}
+            }
+            self.distribution(path!("projections", i, "weight"), &p.weight)?;
+            if p.weight.range().0 < 0.0 && !matches!(p.weight, Distribution::Normal { .. }) {
+                return Err(self.error(path!("projections", i, "weight"), "weights are magnitudes: give a positive weight and receptor = \"inhibitory\" for inhibition".into()));
+            }
+            if let Some(delay) = p.delay_ms {
+                self.distribution(path!("projections", i, "delay_ms"), &delay)?;
+                let (lo, hi) = delay.range();
+                if let Distribution::Normal { .. } = delay {
+                    // Draws are clipped to [dt, max delay]; the mean must lie inside.
+                    let mean = delay.mean();
+                    if mean < sim.dt_ms || mean > f64::from(MAX_DELAY_STEPS) * sim.dt_ms {
+                        return Err(self.error(path!("projections", i, "delay_ms"), format!("mean delay {mean} ms lies outside [dt = {} ms, {} ms]", sim.dt_ms, f64::from(MAX_DELAY_STEPS) * sim.dt_ms)));
+                    }
+                } else if (lo / sim.dt_ms).round() < 1.0 {
+                    return Err(self.error(path!("projections", i, "delay_ms"), format!("a delay of {lo} ms is shorter than one step (dt = {} ms)", sim.dt_ms)));
+                } else if (hi / sim.dt_ms).round() > f64::from(MAX_DELAY_STEPS) {
+                    return Err(self.error(path!("projections", i, "delay_ms"), format!("a delay of {hi} ms is longer than {MAX_DELAY_STEPS} steps")));
+                }
+            }
+            if let Some(name) = &p.plasticity {
+                let Some(k) = m.plasticity_index(name) else {
+                    return Err(self.error(path!("projections", i, "plasticity"), format!("no [[plasticity]] named \"{name}\"")));
+                };
+                let rule = &s.plasticity[k];
+                let (lo, hi) = p.weight.range();
+                if let Distribution::Normal { .. } = p.weight {
+                    // Draws are clipped to the rule's bounds.
+                } else if lo < rule.w_min || hi > rule.w_max {
+                    return Err(self.error(path!("projections", i, "weight"), format!("initial weights must lie within the bounds of rule \"{name}\" [{}, {}]", rule.w_min, rule.w_max)));
+                }
+            }
+        }
+        for (i, input) in s.inputs.iter().enumerate() {
+            self.name(path!("inputs", i, "name"), &input.name, s.inputs[..i].iter().map(|q| &q.name))?;
+            self.population(path!("inputs", i, "target"), &input.target)?;
+            match input.kind {
+                InputKind::Poisson => {
+                    let Some(rate) = input.rate_hz else {
+                        return Err(self.error(path!("inputs", i), "a poisson input needs rate_hz".into()));
+                    };
+                    self.non_negative(path!("inputs", i, "rate_hz"), rate)?;
+                    let Some(w) = input.weight else {
+                        return Err(self.error(path!("inputs", i), "a poisson input needs weight".into()));
+                    };
+                    self.non_negative(path!("inputs", i, "weight"), w)?;
+                    if input.amplitude_pa.is_some() {
+                        return Err(self.error(path!("inputs", i, "amplitude_pa"), "belongs to kind = \"dc\"".into()));
+                    }
+                }
+                InputKind::Dc => {
+                    if input.amplitude_pa.is_none() {
+                        return Err(self.error(path!("inputs", i), "a dc input needs amplitude_pa".into()));
+                    }
+                    for (key, present) in [("rate_hz", input.rate_hz.is_some()), ("weight", input.weight.is_some())] {
+                        if present {
+                            return Err(self.error(path!("inputs", i, key), "belongs to kind = \"poisson\"".into()));
+                        }
+                    }
+                }
+            }
+        }
+        for (i, name) in s.recording.spikes.iter().enumerate() {
+            self.population(path!("recording", "spikes", i), name)?;
+        }
+        for (i, probe) in s.recording.probes.iter().enumerate() {
+            self.name(path!("recording", "probes", i, "name"), &probe.name, s.recording.probes[..i].iter().map(|q| &q.name))?;
+            if let Some(interval) = probe.interval_ms {
+                self.positive(path!("recording", "probes", i, "interval_ms"), interval)?;
+            }
+            if probe.variable == ProbeVariable::Weight {
+                let Some(name) = &probe.projection else {
+                    return Err(self.error(path!("recording", "probes", i), "a weight probe needs projection".into()));
+                };
+                let Some(k) = m.projection_index(name) else {
+                    return Err(self.error(path!("recording", "probes", i, "projection"), format!("no projection named \"{name}\"")));
+                };
+                let proj = &s.projections[k];
+                let n_src = s.populations[m.population_index(&proj.source).unwrap_or(0)].size;
+                let n_tgt = s.populations[m.population_index(&proj.target).unwrap_or(0)].size;
+                if probe.synapses.is_empty() {
+                    return Err(self.error(path!("recording", "probes", i), "a weight probe needs synapses = [[pre, post], ...]".into()));
+                }
+                for [pre, post] in &probe.synapses {
+                    if *pre >= n_src || *post >= n_tgt {
+                        return Err(self.error(path!("recording", "probes", i, "synapses"), format!("synapse [{pre}, {post}] is outside the populations ({n_src} x {n_tgt})")));
+                    }
+                }
+            } else {
+                let Some(name) = &probe.population else {
+                    return Err(self.error(path!("recording", "probes", i), "a state probe needs population".into()));
+                };
+                let k = self.population(path!("recording", "probes", i, "population"), name)?;
+                if probe.neurons.is_empty() {
+                    return Err(self.error(path!("recording", "probes", i), "a state probe needs neurons = [ids]".into()));
+                }
+                if let Some(n) = probe.neurons.iter().find(|&&n| n >= s.populations[k].size) {
+                    return Err(self.error(path!("recording", "probes", i, "neurons"), format!("neuron {n} is outside population \"{name}\" of size {}", s.populations[k].size)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn positive(&mut self, path: Vec<Seg>, value: f64) -> Result<(), ModelError> {
+        if value > 0.0 && value.is_finite() {
+            Ok(())
+        } else {
+            Err(self.error(path, format!("must be positive and finite (got {value})")))
+        }
+    }
+
+    fn non_negative(&mut self, path: Vec<Seg>, value: f64) -> Result<(), ModelError> {
+        if value >= 0.0 && value.is_finite() {
+            Ok(())
+        } else {
+            Err(self.error(path, format!("must not be negative (got {value})")))
+        }
+    }
+
+    fn distribution(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
+        match *d {
+            Distribution::Constant(v) if !v.is_finite() => Err(self.error(path, "must be finite".into())),
+            Distribution::Uniform { uniform: [lo, hi] } if !(lo <= hi) => Err(self.error(path, format!("uniform = [{lo}, {hi}]: low must not exceed high"))),
+            Distribution::Normal { normal: [_, std] } if !(std >= 0.0) => Err(self.error(path, format!("normal standard deviation must not be negative (got {std})"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn name<'n>(&mut self, path: Vec<Seg>, name: &str, earlier: impl Iterator<Item = &'n String>) -> Result<(), ModelError> {
+        if name.is_empty() || name.contains('/') {
+            return Err(self.error(path, format!("\"{name}\" is not a valid name (non-empty, no '/')")));
+        }
+        if earlier.into_iter().any(|n| n == name) {
+            return Err(self.error(path, format!("the name \"{name}\" is used twice")));
+        }
+        Ok(())
+    }
+
+    fn population(&mut self, path: Vec<Seg>, name: &str) -> Result<usize, ModelError> {
+        match self.model.population_index(name) {
+            Some(i) => Ok(i),
+            None => {
+                let known: Vec<&str> = self.model.spec.populations.iter().map(|p| p.name.as_str()).collect();
+                Err(self.error(path, format!("no population named \"{name}\" (populations: {})", known.join(", "))))
+            }
+        }
+    }
+}
+
+/// Byte offset of the value at `path` (or of the deepest part of it that exists).
+fn span_of(doc: &toml::Spanned<toml::de::DeTable<'_>>, path: &[Seg]) -> usize {
+    use toml::de::DeValue;
+    let mut best = doc.span().start;
+    let mut table = Some(doc.get_ref());
+    let mut array: Option<&[toml::Spanned<DeValue<'_>>]> = None;
+    for seg in path {
+        let value = match (seg, table, array) {
+            (Seg::Key(k), Some(t), _) => t.get(*k),
+            (Seg::Index(i), _, Some(a)) => a.get(*i),
+            _ => None,
+        };
+        let Some(value) = value else { break };
+        best = value.span().start;
+        table = None;
+        array = None;
+        match value.get_ref() {
+            DeValue::Table(t) => table = Some(t),
+            DeValue::Array(a) => array = Some(a.as_ref()),
+            _ => {}
+        }
+    }
+    best
+}

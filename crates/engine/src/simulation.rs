@@ -1,0 +1,131 @@
+//! The runner: a bevy_ecs `World` holding the shards and resources, and a `Schedule` whose
+//! stages run once per step, in order.
+//!
+//! Concurrency contract: stages run one after another. Inside a stage, a system works on all
+//! shards in parallel (rayon); a shard's task reads shared resources and writes only its own
+//! components. The spike exchange between `Update` and `Deliver` is the one point where shards
+//! see each other's results, so each step has two barriers, not one per system.
+
+use bevy_ecs::prelude::*;
+use bevy_ecs::schedule::{ScheduleLabel, SystemSet};
+
+/// The per-step schedule.
+#[derive(ScheduleLabel, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Step;
+
+/// The named stages of a step, in the order they run.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// External input (Poisson trains) lands in this step's ring-buffer slot.
+    Input,
+    /// Neurons integrate, fire and reset.
+    Update,
+    /// Each shard's spikes are published to all shards.
+    Exchange,
+    /// Spikes are delivered into the ring buffers of their targets (plastic synapses depress).
+    Deliver,
+    /// Postsynaptic STDP updates and trace bookkeeping.
+    Plasticity,
+    /// Spikes and probes are recorded.
+    Record,
+    /// The clock advances.
+    Advance,
+}
+
+/// A capability of the simulation: adds its resources and systems in one place.
+///
+/// Any `Fn(&mut Simulation)` is a plugin, and so is a tuple of plugins.
+pub trait Plugin {
+    fn build(&self, sim: &mut Simulation);
+}
+
+impl<F: Fn(&mut Simulation)> Plugin for F {
+    fn build(&self, sim: &mut Simulation) {
+        self(sim)
+    }
+}
+
+macro_rules! plugin_tuple {
+    ($($p:ident),*) => {
+        impl<$($p: Plugin),*> Plugin for ($($p,)*) {
+            #[allow(non_snake_case)]
+            fn build(&self, sim: &mut Simulation) {
+                let ($($p,)*) = self;
+                $($p.build(sim);)*
+            }
+        }
+    };
+}
+plugin_tuple!(A, B);
+plugin_tuple!(A, B, C);
+plugin_tuple!(A, B, C, D);
+plugin_tuple!(A, B, C, D, E);
+plugin_tuple!(A, B, C, D, E, F);
+plugin_tuple!(A, B, C, D, E, F, G);
+plugin_tuple!(A, B, C, D, E, F, G, H);
+
+/// A built network and the systems that advance it.
+pub struct Simulation {
+    pub world: World,
+    schedule: Schedule,
+    pool: rayon::ThreadPool,
+}
+
+impl Simulation {
+    /// An empty simulation whose parallel systems use `threads` worker threads.
+    pub fn new(threads: usize) -> Self {
+        let world = World::new();
+        let mut schedule = Schedule::new(Step);
+        schedule.configure_sets(
+            (Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
+        );
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("fum-worker-{i}"))
+            .build()
+            .expect("a thread pool of the requested size");
+        Simulation { world, schedule, pool }
+    }
+
+    pub fn add_plugins(&mut self, plugins: impl Plugin) -> &mut Self {
+        plugins.build(self);
+        self
+    }
+
+    /// Adds systems to the step schedule; they should be placed in a [`Stage`].
+    pub fn add_systems<M>(&mut self, systems: impl IntoScheduleConfigs<bevy_ecs::system::ScheduleSystem, M>) -> &mut Self {
+        self.schedule.add_systems(systems);
+        self
+    }
+
+    /// Builds `model` cut into `shards` shards (in this simulation's thread pool) and prepares
+    /// its recording. Systems come from plugins, e.g. `fum::DefaultPlugins`.
+    pub fn from_model(model: &crate::Model, threads: usize, shards: usize) -> Result<Self, crate::BuildError> {
+        let mut sim = Simulation::new(threads);
+        sim.world = sim.pool.install(|| crate::build_world(model, shards))?;
+        let recorder = crate::recording::Recorder::new(model, &mut sim.world)?;
+        sim.world.insert_resource(recorder);
+        Ok(sim)
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Runs one step.
+    pub fn step(&mut self) {
+        let Simulation { world, schedule, pool } = self;
+        pool.install(|| schedule.run(world));
+    }
+
+    /// Runs `steps` steps, calling `after_step` with the number done after each one.
+    pub fn run(&mut self, steps: u64, mut after_step: impl FnMut(u64) + Send) {
+        let Simulation { world, schedule, pool } = self;
+        pool.install(|| {
+            for done in 1..=steps {
+                schedule.run(world);
+                after_step(done);
+            }
+        });
+    }
+}

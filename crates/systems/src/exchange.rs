@@ -1,0 +1,29 @@
+//! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
+//! read. In one process this is a concatenation in shard order; across processes it is an
+//! all-gather of the same lists. Also advances the clock at the end of the step.
+
+use bevy_ecs::prelude::*;
+use fum_engine::components::{Clock, NeuronBlock, Shard, SpikeExchange};
+use fum_engine::{Plugin, Simulation, Stage};
+
+pub struct ExchangePlugin;
+
+impl Plugin for ExchangePlugin {
+    fn build(&self, sim: &mut Simulation) {
+        sim.add_systems((exchange_spikes.in_set(Stage::Exchange), advance_clock.in_set(Stage::Advance)));
+    }
+}
+
+pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResMut<SpikeExchange>) {
+    let mut parts: Vec<_> = shards.iter().collect();
+    parts.sort_unstable_by_key(|(shard, _)| shard.index);
+    let spikes = &mut exchange.spikes;
+    spikes.clear();
+    for (shard, block) in parts {
+        spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
+    }
+}
+
+pub fn advance_clock(mut clock: ResMut<Clock>) {
+    clock.step += 1;
+}

@@ -1,0 +1,54 @@
+//! External input: independent Poisson trains into every neuron of a population. (Constant
+//! currents need no system: they are part of each population's constant current.)
+
+use bevy_ecs::prelude::*;
+use fum_engine::components::{Clock, NeuronBlock, PoissonSources, Seed, Shard};
+use fum_engine::model::Receptor;
+use fum_engine::{Plugin, Simulation, Stage};
+use fum_kernels::delivery::to_fixed;
+use fum_kernels::rng::{Purpose, poisson, uniform_f64};
+
+pub struct InputPlugin;
+
+impl Plugin for InputPlugin {
+    fn build(&self, sim: &mut Simulation) {
+        sim.add_systems(poisson_input.in_set(Stage::Input));
+    }
+}
+
+/// Adds each neuron's Poisson count times the weight to the ring slot read in this step. The
+/// count of neuron `id` at step `t` comes from Philox block (input, id, t): the same on any shard.
+pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res<PoissonSources>, clock: Res<Clock>, seed: Res<Seed>) {
+    if sources.0.is_empty() {
+        return;
+    }
+    let step = clock.step;
+    let key = seed.0;
+    let mut items: Vec<_> = shards.iter_mut().collect();
+    crate::for_each_shard(&mut items, |(shard, block)| {
+        let slot = block.ring_ex.slot(step);
+        for src in &sources.0 {
+            let lo = src.target.start.max(shard.neurons.start);
+            let hi = src.target.end.min(shard.neurons.end);
+            let quantum = to_fixed(src.weight);
+            let ring = match src.receptor {
+                Receptor::Excitatory => &mut block.ring_ex.sums,
+                Receptor::Inhibitory => &mut block.ring_in.sums,
+            };
+            for id in lo..hi {
+                let w = key.block(Purpose::PoissonInput, src.index, id, step);
+                let normal = if src.mean_per_step > 64.0 { box_muller(w[2], w[3]) } else { 0.0 };
+                let k = poisson(src.mean_per_step, src.exp_minus_mean, uniform_f64(w[0], w[1]), normal);
+                if k > 0 {
+                    ring[slot.start + (id - shard.neurons.start) as usize] += i64::from(k) * quantum;
+                }
+            }
+        }
+    });
+}
+
+fn box_muller(a: u32, b: u32) -> f64 {
+    let u1 = 1.0 - uniform_f64(a, a.rotate_left(16));
+    let u2 = uniform_f64(b, b.rotate_left(16));
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}

@@ -1,0 +1,63 @@
+//! Recording: spikes of the chosen populations, per-population spike counts, and probes of
+//! state variables and weights at their intervals.
+
+use bevy_ecs::prelude::*;
+use fum_engine::components::{Clock, NeuronBlock, Populations, Shard, SpikeExchange, SynapseBlocks};
+use fum_engine::model::ProbeVariable;
+use fum_engine::recording::{ProbeSite, Recorder};
+use fum_engine::{Plugin, Simulation, Stage};
+
+pub struct RecordPlugin;
+
+impl Plugin for RecordPlugin {
+    fn build(&self, sim: &mut Simulation) {
+        sim.add_systems(record.in_set(Stage::Record));
+    }
+}
+
+pub fn record(
+    mut recorder: ResMut<Recorder>,
+    exchange: Res<SpikeExchange>,
+    populations: Res<Populations>,
+    clock: Res<Clock>,
+    shards: Query<(&Shard, &NeuronBlock, &SynapseBlocks)>,
+) {
+    let recorder = &mut *recorder;
+    let step = clock.step;
+    if !exchange.spikes.is_empty() {
+        for (count, pop) in recorder.spike_counts.iter_mut().zip(&populations.0) {
+            let ids = pop.ids();
+            *count += (exchange.spikes.partition_point(|&g| g < ids.end) - exchange.spikes.partition_point(|&g| g < ids.start)) as u64;
+        }
+        for rec in recorder.spikes.iter_mut() {
+            let ids = populations.0[rec.population].ids();
+            let from = exchange.spikes.partition_point(|&g| g < ids.start);
+            let to = exchange.spikes.partition_point(|&g| g < ids.end);
+            rec.steps.extend(std::iter::repeat_n(step as u32, to - from));
+            rec.node_ids.extend(exchange.spikes[from..to].iter().map(|&g| g - ids.start));
+        }
+    }
+    if recorder.probes.iter().all(|p| step % p.interval_steps != 0) {
+        return;
+    }
+    let mut parts: Vec<_> = shards.iter().collect();
+    parts.sort_unstable_by_key(|(shard, _, _)| shard.index);
+    for probe in recorder.probes.iter_mut().filter(|p| step % p.interval_steps == 0) {
+        probe.times_ms.push(step as f64 * clock.dt_ms);
+        for site in &probe.sites {
+            let value = match *site {
+                ProbeSite::Neuron { shard, local } => {
+                    let block = parts[shard].1;
+                    match probe.variable {
+                        ProbeVariable::V => block.v[local],
+                        ProbeVariable::SynEx => block.syn_ex[local],
+                        ProbeVariable::SynIn => block.syn_in[local],
+                        ProbeVariable::Weight => unreachable!("weight probes have synapse sites"),
+                    }
+                }
+                ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight[synapse],
+            };
+            probe.values.push(value);
+        }
+    }
+}
