@@ -49,6 +49,14 @@ def cmd_output(cmd):
         return f"unavailable ({type(e).__name__})"
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def py_versions(python):
     code = (
         "import importlib.metadata as m\n"
@@ -177,6 +185,7 @@ def main():
     print(f"- g++: {cmd_output(['g++', '--version'])}")
     if "fum" in peers:
         print(f"- fum: {cmd_output([args.fum, '--version'])}")
+    print(f"- load average at start (1/5/15 min): {loadavg()}")
     for n in notes:
         print(f"- note: {n}")
     print()
@@ -189,6 +198,7 @@ def main():
         for model in args.models:
             for rep in range(args.repeats):
                 for peer in peers:
+                    load_before = loadavg().split()[0]
                     try:
                         if peer == "fum":
                             rec = run_fum(args, model, workdir, rep)
@@ -200,17 +210,20 @@ def main():
                               file=sys.stderr, flush=True)
                         continue
                     rec["rep"] = rep
+                    rec["load1_before"] = load_before
                     results[model][peer].append(rec)
                     print(
                         f"  [{model} rep {rep + 1}/{args.repeats}] {peer}: build {rec['build_s']:.3f} s, "
                         f"simulate {rec['simulate_s']:.3f} s, wall {rec['wall_s']:.3f} s, "
-                        f"rates E {rec['rate_e_hz']:.2f} / I {rec['rate_i_hz']:.2f} Hz",
+                        f"rates E {rec['rate_e_hz']:.2f} / I {rec['rate_i_hz']:.2f} Hz (load {load_before})",
                         file=sys.stderr,
                         flush=True,
                     )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    print(f"- load average at end (1/5/15 min): {loadavg()} (other work on the machine skews the timings)")
+    print()
     print(
         "| model | peer | build_s | simulate_s | total wall s | rate E / I (Hz) "
         "| simulate vs fum | total vs fum | runs |"

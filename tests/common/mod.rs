@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use fum::engine::components::{Shard, SynapseBlocks};
+use fum::engine::recording::Recorder;
+use fum::{DefaultPlugins, Model, Simulation};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn asset(name: &str) -> Model {
+    Model::load(repo().join("assets/models").join(name)).expect("asset models are valid")
+}
+
+pub fn parse(text: &str) -> Model {
+    Model::parse(text, Path::new("test.toml")).expect("test model is valid")
+}
+
+/// Builds and runs `model` to its end with the given threads and shards.
+pub fn simulate(model: &Model, threads: usize, shards: usize) -> Simulation {
+    let mut sim = Simulation::from_model(model, threads, shards).expect("builds");
+    sim.add_plugins(DefaultPlugins);
+    sim.run(model.steps(), |_| {});
+    sim
+}
+
+/// Recorded spikes as (population index, step, population-local id), in recording order.
+pub fn spikes(sim: &Simulation) -> Vec<(usize, u32, u32)> {
+    let rec = sim.world.resource::<Recorder>();
+    rec.spikes
+        .iter()
+        .flat_map(|r| r.steps.iter().zip(&r.node_ids).map(move |(&s, &n)| (r.population, s, n)))
+        .collect()
+}
+
+/// Every synapse as (projection, global pre, global post, delay-packed word's delay, weight
+/// bits), sorted: a canonical view of the network whatever the sharding.
+pub fn synapses(sim: &mut Simulation) -> Vec<(usize, u32, u32, u32, u32)> {
+    let mut query = sim.world.query::<(&Shard, &SynapseBlocks)>();
+    let mut all = Vec::new();
+    for (shard, blocks) in query.iter(&sim.world) {
+        for b in &blocks.0 {
+            for row in 0..b.source_size as usize {
+                for k in b.row_ptr[row] as usize..b.row_ptr[row + 1] as usize {
+                    let p = b.packed[k];
+                    all.push((
+                        b.projection,
+                        b.source_first + row as u32,
+                        shard.neurons.start + fum::kernels::delivery::target(p) as u32,
+                        fum::kernels::delivery::delay_steps(p),
+                        b.weight[k].to_bits(),
+                    ));
+                }
+            }
+        }
+    }
+    all.sort_unstable();
+    all
+}
+
+/// Mean firing rate (Hz) and mean ISI coefficient of variation of a recorded population,
+/// ignoring spikes before `from_ms`.
+pub fn rate_and_cv(sim: &Simulation, population: usize, size: u32, from_ms: f64, to_ms: f64, dt_ms: f64) -> (f64, f64) {
+    let mut trains: Vec<Vec<f64>> = vec![Vec::new(); size as usize];
+    for (pop, step, id) in spikes(sim) {
+        let t = f64::from(step) * dt_ms;
+        if pop == population && t >= from_ms {
+            trains[id as usize].push(t);
+        }
+    }
+    let count: usize = trains.iter().map(Vec::len).sum();
+    let rate = count as f64 / (f64::from(size) * (to_ms - from_ms) * 1e-3);
+    let cvs: Vec<f64> = trains
+        .iter()
+        .filter(|t| t.len() > 3)
+        .map(|t| {
+            let isi: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+            let mean = isi.iter().sum::<f64>() / isi.len() as f64;
+            let var = isi.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / isi.len() as f64;
+            var.sqrt() / mean
+        })
+        .collect();
+    (rate, cvs.iter().sum::<f64>() / cvs.len().max(1) as f64)
+}
