@@ -64,3 +64,21 @@ fn brunel_asynchronous_irregular_regime() {
         assert!((0.25..0.55).contains(&cv), "population {pop}: ISI CV {cv:.3}");
     }
 }
+
+/// Vogels-Abbott networks (Brette et al. 2007 benchmarks 1 and 2): mean rates in the range the
+/// reference simulators give for the same networks, measured side by side by
+/// benchmarks/compare_cpu.sh (CUBA: Brian2 2.9 5.65 / 5.60 Hz, NEST 3.10 5.37 / 5.60 Hz;
+/// COBA: Brian2 18.8 / 19.0 Hz, NEST 20.0 / 19.1 Hz, E / I). The bounds allow for
+/// seed-to-seed variation of the self-sustained activity.
+#[test]
+fn vogels_abbott_rates_in_the_reference_range() {
+    for (file, range) in [("vogels_abbott_cuba.toml", 4.5..7.0), ("vogels_abbott_coba.toml", 15.0..23.0)] {
+        let model = asset(file);
+        let sim = simulate(&model, 2, 2);
+        for (pop, size) in [(0, 3200), (1, 800)] {
+            let (rate, cv) = rate_and_cv(&sim, pop, size, 0.0, 1000.0, 0.1);
+            assert!(range.contains(&rate), "{file} population {pop}: {rate:.2} Hz");
+            assert!(cv > 0.5, "{file} population {pop}: irregular firing expected, ISI CV {cv:.2}");
+        }
+    }
+}

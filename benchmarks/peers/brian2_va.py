@@ -70,6 +70,8 @@ def main():
         if omp is None:
             omp = 0 if args.threads <= 1 else args.threads
         b2.prefs.devices.cpp_standalone.openmp_threads = omp
+        # Brian2's default is an unbounded "make -j"; bound it by the core count.
+        b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", str(os.cpu_count() or 1)]
 
         t_build0 = time.perf_counter()
         b2.defaultclock.dt = DT_MS * ms

@@ -18,6 +18,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -55,6 +56,29 @@ def loadavg():
             return " ".join(f.read().split()[:3])
     except OSError:
         return "?"
+
+
+def busy_cpu_s():
+    """CPU seconds spent by the whole machine outside idle/iowait since boot (from /proc/stat)."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already in user)
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def disturbed_run(rec):
+    """A run during which the rest of the machine used more than 0.2 s + 10 % of its wall time in CPU."""
+    o = rec.get("other_cpu_s")
+    return o is not None and o > 0.2 + 0.1 * rec["wall_s"]
 
 
 def py_versions(python):
@@ -158,6 +182,14 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--python", default=sys.executable, help="interpreter for the peer scripts")
     ap.add_argument("--fum", default=os.path.join(ROOT, "target", "release", "fum"))
+    ap.add_argument(
+        "--retry-disturbed",
+        type=int,
+        default=0,
+        help="redo a run up to this many times when other processes used much CPU during it "
+        "(more than 0.2 s + 10%% of its wall time); the last attempt is kept either way",
+    )
+    ap.add_argument("--retry-wait-s", type=float, default=10.0, help="pause before such a retry")
     ap.add_argument("--json-out", help="also write every run's raw record to this file")
     args = ap.parse_args()
 
@@ -194,41 +226,55 @@ def main():
     results = {m: {p: [] for p in peers} for m in args.models}
     failures = []
     workdir = tempfile.mkdtemp(prefix="fum_compare_")
+    discarded = []
     try:
         for model in args.models:
             for rep in range(args.repeats):
                 for peer in peers:
-                    load_before = loadavg().split()[0]
-                    try:
-                        if peer == "fum":
-                            rec = run_fum(args, model, workdir, rep)
-                        else:
-                            rec = run_peer(args, peer, model)
-                    except Exception as e:  # noqa: BLE001
-                        failures.append(f"{model}/{peer}/rep{rep}: {e}")
-                        print(f"  [{model} rep {rep + 1}/{args.repeats}] {peer}: FAILED ({str(e)[:300]})",
-                              file=sys.stderr, flush=True)
-                        continue
-                    rec["rep"] = rep
-                    rec["load1_before"] = load_before
-                    results[model][peer].append(rec)
-                    print(
-                        f"  [{model} rep {rep + 1}/{args.repeats}] {peer}: build {rec['build_s']:.3f} s, "
-                        f"simulate {rec['simulate_s']:.3f} s, wall {rec['wall_s']:.3f} s, "
-                        f"rates E {rec['rate_e_hz']:.2f} / I {rec['rate_i_hz']:.2f} Hz (load {load_before})",
-                        file=sys.stderr,
-                        flush=True,
-                    )
+                    tag = f"[{model} rep {rep + 1}/{args.repeats}] {peer}"
+                    for attempt in range(args.retry_disturbed + 1):
+                        busy0, child0 = busy_cpu_s(), children_cpu_s()
+                        try:
+                            if peer == "fum":
+                                rec = run_fum(args, model, workdir, rep)
+                            else:
+                                rec = run_peer(args, peer, model)
+                        except Exception as e:  # noqa: BLE001
+                            failures.append(f"{model}/{peer}/rep{rep}: {e}")
+                            print(f"  {tag}: FAILED ({str(e)[:300]})", file=sys.stderr, flush=True)
+                            rec = None
+                            break
+                        busy1, child1 = busy_cpu_s(), children_cpu_s()
+                        rec["rep"] = rep
+                        rec["attempt"] = attempt
+                        # CPU time the machine used during the run for anything but the command
+                        # itself (this script's own few ms included): a measure of interference.
+                        rec["other_cpu_s"] = (
+                            max(0.0, (busy1 - busy0) - (child1 - child0)) if busy0 is not None else None
+                        )
+                        disturbed = disturbed_run(rec)
+                        print(
+                            f"  {tag}: build {rec['build_s']:.3f} s, simulate {rec['simulate_s']:.3f} s, "
+                            f"wall {rec['wall_s']:.3f} s, rates E {rec['rate_e_hz']:.2f} / "
+                            f"I {rec['rate_i_hz']:.2f} Hz, other CPU {fmt(rec['other_cpu_s'])} s"
+                            + (" DISTURBED" if disturbed else ""),
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        if not disturbed or attempt == args.retry_disturbed:
+                            break
+                        discarded.append({"model": model, "peer": peer, **rec})
+                        time.sleep(args.retry_wait_s)
+                    if rec is not None:
+                        results[model][peer].append(rec)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"- load average at end (1/5/15 min): {loadavg()} (other work on the machine skews the timings)")
-    print()
     print(
         "| model | peer | build_s | simulate_s | total wall s | rate E / I (Hz) "
-        "| simulate vs fum | total vs fum | runs |"
+        "| simulate vs fum | total vs fum | runs | other CPU s (max) |"
     )
-    print("|---|---|---:|---:|---:|---|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for model in args.models:
         fum_runs = results[model].get("fum", [])
         fum_sim = med([r["simulate_s"] for r in fum_runs])
@@ -243,8 +289,10 @@ def main():
             rs = f"{s / fum_sim:.2f}x" if (s is not None and fum_sim) else "n/a"
             rw = f"{w / fum_wall:.2f}x" if (w is not None and fum_wall) else "n/a"
             rates = f"{re_:.2f} / {ri:.2f}" if re_ is not None else "n/a"
+            oc = [r["other_cpu_s"] for r in runs if r.get("other_cpu_s") is not None]
+            other = fmt(max(oc), 2) if oc else "n/a"
             print(
-                f"| {model} | {peer} | {fmt(b)} | {fmt(s)} | {fmt(w)} | {rates} | {rs} | {rw} | {len(runs)} |"
+                f"| {model} | {peer} | {fmt(b)} | {fmt(s)} | {fmt(w)} | {rates} | {rs} | {rw} | {len(runs)} | {other} |"
             )
     print()
     print(
@@ -252,7 +300,9 @@ def main():
         "code generation and C++ compilation; simulate_s is its Network::run loop timer; nest: "
         "simulate_s = Prepare+Run+Cleanup = Simulate). total wall s is measured from outside around the "
         "whole command (process start, imports, build, simulation, output). Ratios are peer median / fum "
-        "median (>1: fum faster)."
+        "median (>1: fum faster). other CPU s: CPU time the rest of the machine used while a run of "
+        "that row was going (from /proc/stat minus the command's own CPU time); well above zero means "
+        "the timings were disturbed (see --retry-disturbed)."
     )
     if failures:
         print()
@@ -262,7 +312,16 @@ def main():
 
     if args.json_out:
         with open(args.json_out, "w") as f:
-            json.dump({"threads": args.threads, "duration_ms": args.duration_ms, "results": results}, f, indent=1)
+            json.dump(
+                {
+                    "threads": args.threads,
+                    "duration_ms": args.duration_ms,
+                    "results": results,
+                    "discarded_disturbed": discarded,
+                },
+                f,
+                indent=1,
+            )
     return 1 if failures else 0
 
 

@@ -190,6 +190,7 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
         syn_ex: Column::from_vec(syn_ex),
         syn_in: Column::from_vec(syn_in),
         refractory_steps: Column::filled(n, 0),
+        fired: Column::filled(n, 0),
         ring_ex: Ring::new(n, max_delay),
         ring_in: Ring::new(n, max_delay),
         spiked: Vec::with_capacity(n / 16 + 16),

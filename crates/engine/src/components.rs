@@ -36,6 +36,8 @@ pub struct NeuronBlock {
     pub syn_ex: Column<f32>,
     pub syn_in: Column<f32>,
     pub refractory_steps: Column<u32>,
+    /// Spike bits of the current step (1: fired), written by the neuron update.
+    pub fired: Column<u8>,
     /// Input in flight, per receptor, in fixed point.
     pub ring_ex: Ring,
     pub ring_in: Ring,
@@ -58,7 +60,7 @@ impl NeuronBlock {
     }
     /// Bytes of neuron state and ring buffers.
     pub fn bytes(&self) -> usize {
-        self.v.bytes() + self.syn_ex.bytes() + self.syn_in.bytes() + self.refractory_steps.bytes()
+        self.v.bytes() + self.syn_ex.bytes() + self.syn_in.bytes() + self.refractory_steps.bytes() + self.fired.bytes()
             + 8 * (self.ring_ex.sums.capacity() + self.ring_in.sums.capacity())
             + 4 * self.spiked.capacity()
     }

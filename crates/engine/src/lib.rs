@@ -2,6 +2,7 @@
 //! executes it (shards in a bevy_ecs world, a staged schedule, outputs).
 
 pub mod build;
+pub mod checkpoint;
 pub mod column;
 pub mod components;
 pub mod model;

@@ -4,7 +4,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fum_kernels::delivery::{Ring, deliver_row, pack};
-use fum_kernels::lif::{CobaConstants, CubaPropagators, LifInput, LifParameters, LifState, coba_step, cuba_step};
+use fum_kernels::lif::{CobaConstants, CubaPropagators, LifInput, LifParameters, LifState, coba_step, collect_spikes, cuba_step};
 use fum_kernels::rng::{Key, Purpose};
 use fum_kernels::stdp::{Pairing, StdpRule, TraceDecay, Traces, WeightDependence, on_post, on_pre_row};
 use std::hint::black_box;
@@ -20,7 +20,9 @@ struct Neurons {
     ex: Vec<f32>,
     inh: Vec<f32>,
     r: Vec<u32>,
-    arriving: Vec<i64>,
+    fired: Vec<u8>,
+    arriving_ex: Vec<i64>,
+    arriving_in: Vec<i64>,
 }
 
 fn neurons(n: usize) -> Neurons {
@@ -30,7 +32,9 @@ fn neurons(n: usize) -> Neurons {
         ex: (0..n).map(|_| (10.0 * s.uniform()) as f32).collect(),
         inh: (0..n).map(|_| (10.0 * s.uniform()) as f32).collect(),
         r: vec![0; n],
-        arriving: vec![0; n],
+        fired: vec![0; n],
+        arriving_ex: vec![0; n],
+        arriving_in: vec![0; n],
     }
 }
 
@@ -41,21 +45,25 @@ fn lif(c: &mut Criterion) {
         let cuba = CubaPropagators::new(&params(), DT);
         let mut st = neurons(n);
         group.bench_with_input(BenchmarkId::new("cuba", n), &n, |b, _| {
+            let mut spikes = Vec::with_capacity(n);
             b.iter(|| {
-                let mut fired = 0usize;
-                cuba_step(&cuba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r },
-                    LifInput { arriving_ex: &st.arriving, arriving_in: &st.arriving, current_pa: 150.0 }, |_| fired += 1);
-                black_box(fired)
+                cuba_step(&cuba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
+                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0 });
+                spikes.clear();
+                collect_spikes(&st.fired, 0, &mut spikes);
+                black_box(spikes.len())
             })
         });
         let coba = CobaConstants::new(&params(), 0.0, -80.0, DT);
         let mut st = neurons(n);
         group.bench_with_input(BenchmarkId::new("coba", n), &n, |b, _| {
+            let mut spikes = Vec::with_capacity(n);
             b.iter(|| {
-                let mut fired = 0usize;
-                coba_step(&coba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r },
-                    LifInput { arriving_ex: &st.arriving, arriving_in: &st.arriving, current_pa: 150.0 }, |_| fired += 1);
-                black_box(fired)
+                coba_step(&coba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
+                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0 });
+                spikes.clear();
+                collect_spikes(&st.fired, 0, &mut spikes);
+                black_box(spikes.len())
             })
         });
     }

@@ -130,73 +130,86 @@ pub struct LifState<'a> {
     pub syn_in: &'a mut [f32],
     /// Steps of refractoriness left.
     pub refractory: &'a mut [u32],
+    /// Written by the update: 1 where the neuron fired in this step, else 0.
+    pub fired: &'a mut [u8],
 }
 
 /// What arrives at these neurons in this step: synaptic input accumulated in fixed point
-/// (see [`crate::delivery`]) and a constant current, pA.
+/// (see [`crate::delivery`]), consumed (zeroed) as it is read so the ring slot can be reused,
+/// and a constant current, pA.
 pub struct LifInput<'a> {
-    pub arriving_ex: &'a [i64],
-    pub arriving_in: &'a [i64],
+    pub arriving_ex: &'a mut [i64],
+    pub arriving_in: &'a mut [i64],
     pub current_pa: f32,
 }
 
 /// Zero for subnormal values. A silent neuron's synaptic variable decays geometrically and
 /// would reach the subnormal range within a second, where x86 arithmetic is ~100x slower;
 /// flushing explicitly (rather than through FTZ flags) keeps CPU and GPU results identical.
-#[inline]
+#[inline(always)]
 pub fn flush_subnormal(x: f32) -> f32 {
     if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
 }
 
-/// One step of `lif_cuba` neurons; calls `on_spike(i)` for each neuron `i` that fires.
-#[inline]
-pub fn cuba_step(c: &CubaPropagators, s: LifState<'_>, input: LifInput<'_>, mut on_spike: impl FnMut(usize)) {
-    let n = s.v.len();
-    assert!(s.syn_ex.len() == n && s.syn_in.len() == n && s.refractory.len() == n);
-    assert!(input.arriving_ex.len() == n && input.arriving_in.len() == n);
+/// The update is one pass without branches (selects only) so that it vectorises; spikes are
+/// left in `fired` and listed afterwards by [`collect_spikes`]. This macro is the shared
+/// body: `$integrate` computes the integrated membrane potential from `v`, `ex`, `inh`.
+macro_rules! lif_pass {
+    ($s:ident, $input:ident, $c:ident, |$v:ident, $ex:ident, $inh:ident| $integrate:expr) => {{
+        let n = $s.v.len();
+        let (syn_ex, syn_in, refractory, fired) = (&mut $s.syn_ex[..n], &mut $s.syn_in[..n], &mut $s.refractory[..n], &mut $s.fired[..n]);
+        let (arriving_ex, arriving_in) = (&mut $input.arriving_ex[..n], &mut $input.arriving_in[..n]);
+        for i in 0..n {
+            let ($v, $ex, $inh, r) = ($s.v[i], syn_ex[i], syn_in[i], refractory[i]);
+            let v = if r == 0 { $integrate } else { $v };
+            syn_ex[i] = flush_subnormal($ex * $c.p11_ex) + crate::delivery::from_fixed(arriving_ex[i]);
+            syn_in[i] = flush_subnormal($inh * $c.p11_in) + crate::delivery::from_fixed(arriving_in[i]);
+            arriving_ex[i] = 0;
+            arriving_in[i] = 0;
+            let spike = v >= $c.v_th;
+            $s.v[i] = if spike { $c.v_reset } else { v };
+            refractory[i] = if spike { $c.refractory_steps } else { r.saturating_sub(1) };
+            fired[i] = u8::from(spike);
+        }
+    }};
+}
+
+/// One step of `lif_cuba` neurons. Compiled for AVX-512 and AVX2 as well as the baseline and
+/// chosen at run time; every version gives the same bits (Rust never fuses multiply-adds).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+pub fn cuba_step(c: &CubaPropagators, s: LifState<'_>, input: LifInput<'_>) {
     let drive = input.current_pa * c.p20;
-    for i in 0..n {
-        let mut v = s.v[i];
-        if s.refractory[i] == 0 {
-            v = c.e_l + (v - c.e_l) * c.p22 + s.syn_ex[i] * c.p21_ex - s.syn_in[i] * c.p21_in + drive;
-        } else {
-            s.refractory[i] -= 1;
-        }
-        s.syn_ex[i] = flush_subnormal(s.syn_ex[i] * c.p11_ex) + crate::delivery::from_fixed(input.arriving_ex[i]);
-        s.syn_in[i] = flush_subnormal(s.syn_in[i] * c.p11_in) + crate::delivery::from_fixed(input.arriving_in[i]);
-        if v >= c.v_th {
-            v = c.v_reset;
-            s.refractory[i] = c.refractory_steps;
-            on_spike(i);
-        }
-        s.v[i] = v;
-    }
+    lif_pass!(s, input, c, |v, ex, inh| c.e_l + (v - c.e_l) * c.p22 + ex * c.p21_ex - inh * c.p21_in + drive);
 }
 
 /// One step of `lif_coba` neurons; `input.current_pa` is added to the membrane current.
-#[inline]
-pub fn coba_step(c: &CobaConstants, s: LifState<'_>, input: LifInput<'_>, mut on_spike: impl FnMut(usize)) {
-    let n = s.v.len();
-    assert!(s.syn_ex.len() == n && s.syn_in.len() == n && s.refractory.len() == n);
-    assert!(input.arriving_ex.len() == n && input.arriving_in.len() == n);
-    for i in 0..n {
-        let mut v = s.v[i];
-        if s.refractory[i] == 0 {
-            let (g_ex, g_in) = (s.syn_ex[i], s.syn_in[i]);
-            let g_total = c.g_l + g_ex + g_in;
-            let v_inf = (c.g_l * c.e_l + g_ex * c.e_ex + g_in * c.e_in + input.current_pa) / g_total;
-            v = v_inf + (v - v_inf) * (g_total * c.minus_h_over_c).exp();
-        } else {
-            s.refractory[i] -= 1;
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+pub fn coba_step(c: &CobaConstants, s: LifState<'_>, input: LifInput<'_>) {
+    let current = input.current_pa;
+    lif_pass!(s, input, c, |v, ex, inh| {
+        let g_total = c.g_l + ex + inh;
+        let v_inf = (c.g_l * c.e_l + ex * c.e_ex + inh * c.e_in + current) / g_total;
+        v_inf + (v - v_inf) * (g_total * c.minus_h_over_c).exp()
+    });
+}
+
+/// Appends `base + i` for every `i` with `fired[i] != 0`, ascending. Scans eight flags at a
+/// time: spikes are rare, so most words are zero.
+pub fn collect_spikes(fired: &[u8], base: u32, out: &mut Vec<u32>) {
+    let mut words = fired.chunks_exact(8);
+    let mut offset = base;
+    for w in &mut words {
+        let mut bits = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        while bits != 0 {
+            out.push(offset + bits.trailing_zeros() / 8);
+            bits &= bits - 1;
         }
-        s.syn_ex[i] = flush_subnormal(s.syn_ex[i] * c.p11_ex) + crate::delivery::from_fixed(input.arriving_ex[i]);
-        s.syn_in[i] = flush_subnormal(s.syn_in[i] * c.p11_in) + crate::delivery::from_fixed(input.arriving_in[i]);
-        if v >= c.v_th {
-            v = c.v_reset;
-            s.refractory[i] = c.refractory_steps;
-            on_spike(i);
+        offset += 8;
+    }
+    for (i, &f) in words.remainder().iter().enumerate() {
+        if f != 0 {
+            out.push(offset + i as u32);
         }
-        s.v[i] = v;
     }
 }
 
@@ -225,19 +238,35 @@ mod tests {
         ex: [f32; 1],
         inh: [f32; 1],
         r: [u32; 1],
+        fired: [u8; 1],
     }
 
     impl One {
         fn at(v: f32) -> Self {
-            One { v: [v], ex: [0.0], inh: [0.0], r: [0] }
+            One { v: [v], ex: [0.0], inh: [0.0], r: [0], fired: [0] }
+        }
+        fn state(&mut self) -> LifState<'_> {
+            LifState { v: &mut self.v, syn_ex: &mut self.ex, syn_in: &mut self.inh, refractory: &mut self.r, fired: &mut self.fired }
         }
         fn cuba(&mut self, c: &CubaPropagators, arriving_ex: f32, current: f32) -> bool {
-            let mut fired = false;
-            let state = LifState { v: &mut self.v, syn_ex: &mut self.ex, syn_in: &mut self.inh, refractory: &mut self.r };
-            let a = [to_fixed(arriving_ex)];
-            cuba_step(c, state, LifInput { arriving_ex: &a, arriving_in: &[0], current_pa: current }, |_| fired = true);
-            fired
+            let (mut a, mut b) = ([to_fixed(arriving_ex)], [0]);
+            cuba_step(c, self.state(), LifInput { arriving_ex: &mut a, arriving_in: &mut b, current_pa: current });
+            self.fired[0] == 1
         }
+        fn coba(&mut self, c: &CobaConstants) {
+            coba_step(c, self.state(), LifInput { arriving_ex: &mut [0], arriving_in: &mut [0], current_pa: 0.0 });
+        }
+    }
+
+    #[test]
+    fn collect_spikes_lists_flags_in_order() {
+        let mut fired = vec![0u8; 37];
+        for i in [0, 7, 8, 20, 36] {
+            fired[i] = 1;
+        }
+        let mut out = vec![99];
+        collect_spikes(&fired, 100, &mut out);
+        assert_eq!(out, vec![99, 100, 107, 108, 120, 136]);
     }
 
     #[test]
@@ -340,19 +369,17 @@ mod tests {
         let p = LifParameters { e_l_mv: -60.0, v_th_mv: -50.0, v_reset_mv: -60.0, tau_m_ms: 20.0, c_m_pf: 200.0, ..params() };
         let c = CobaConstants::new(&p, 0.0, -80.0, DT);
         // Free decay with zero conductances is exact.
-        let (mut v, mut ex, mut inh, mut r) = ([-55.0f32], [0.0f32], [0.0f32], [0u32]);
+        let mut n = One::at(-55.0);
         for step in 1..=200 {
-            coba_step(&c, LifState { v: &mut v, syn_ex: &mut ex, syn_in: &mut inh, refractory: &mut r },
-                LifInput { arriving_ex: &[0], arriving_in: &[0], current_pa: 0.0 }, |_| {});
+            n.coba(&c);
             let exact = -60.0 + 5.0 * (-(step as f64) * DT / 20.0).exp();
-            assert!((f64::from(v[0]) - exact).abs() < 1e-4);
+            assert!((f64::from(n.v[0]) - exact).abs() < 1e-4);
         }
         // A large inhibitory conductance pulls the membrane towards E_in, never past it.
-        inh[0] = 1000.0;
+        n.inh[0] = 1000.0;
         for _ in 0..50 {
-            coba_step(&c, LifState { v: &mut v, syn_ex: &mut ex, syn_in: &mut inh, refractory: &mut r },
-                LifInput { arriving_ex: &[0], arriving_in: &[0], current_pa: 0.0 }, |_| {});
-            assert!(v[0] >= -80.0 && v[0] < -60.0);
+            n.coba(&c);
+            assert!(n.v[0] >= -80.0 && n.v[0] < -60.0);
         }
     }
 }

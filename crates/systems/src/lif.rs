@@ -4,7 +4,7 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, Dynamics, NeuronBlock, Populations};
 use fum_engine::{Plugin, Simulation, Stage};
-use fum_kernels::lif::{LifInput, LifState, coba_step, cuba_step};
+use fum_kernels::lif::{LifInput, LifState, coba_step, collect_spikes, cuba_step};
 
 pub struct LifPlugin;
 
@@ -20,9 +20,9 @@ pub fn lif_update(mut shards: Query<&mut NeuronBlock>, populations: Res<Populati
     crate::for_each_shard(&mut items, |block| update_shard(block, &populations, step));
 }
 
-/// One step of all neurons of a shard; consumes the ring slot of `step`.
+/// One step of all neurons of a shard; consumes (zeroes) the ring slot of `step`.
 pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u64) {
-    let NeuronBlock { segments, v, syn_ex, syn_in, refractory_steps, ring_ex, ring_in, spiked } = block;
+    let NeuronBlock { segments, v, syn_ex, syn_in, refractory_steps, fired, ring_ex, ring_in, spiked } = block;
     spiked.clear();
     let slot = ring_ex.slot(step);
     for seg in segments.iter() {
@@ -32,20 +32,18 @@ pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u6
             syn_ex: &mut syn_ex[r.clone()],
             syn_in: &mut syn_in[r.clone()],
             refractory: &mut refractory_steps[r.clone()],
+            fired: &mut fired[r.clone()],
         };
         let pop = &populations.0[seg.population];
         let input = LifInput {
-            arriving_ex: &ring_ex.sums[slot.start + r.start..slot.start + r.end],
-            arriving_in: &ring_in.sums[slot.start + r.start..slot.start + r.end],
+            arriving_ex: &mut ring_ex.sums[slot.start + r.start..slot.start + r.end],
+            arriving_in: &mut ring_in.sums[slot.start + r.start..slot.start + r.end],
             current_pa: pop.current_pa,
         };
-        let base = r.start as u32;
-        let on_spike = |i: usize| spiked.push(base + i as u32);
         match &pop.dynamics {
-            Dynamics::Cuba(c) => cuba_step(c, state, input, on_spike),
-            Dynamics::Coba(c) => coba_step(c, state, input, on_spike),
+            Dynamics::Cuba(c) => cuba_step(c, state, input),
+            Dynamics::Coba(c) => coba_step(c, state, input),
         }
     }
-    ring_ex.sums[slot.clone()].fill(0);
-    ring_in.sums[slot].fill(0);
+    collect_spikes(fired, 0, spiked);
 }

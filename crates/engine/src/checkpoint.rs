@@ -1,0 +1,423 @@
+//! Checkpoints: the whole mutable state of a simulation in one versioned, checksummed file.
+//!
+//! Layout of a checkpoint file:
+//!
+//! ```text
+//! magic "FUMCKPT\0" | format version u32 | header length u64 | header CRC-32 u32 | header (JSON)
+//! | section data ...
+//! ```
+//!
+//! The header names the model (its text is a section, its hash is in the header), the step, and
+//! every section: name, offset, stored (zstd) length, raw length and the CRC-32 of the stored
+//! bytes. Sections hold raw little-endian columns: neuron state, ring buffers with the input in
+//! flight, plastic weights, STDP traces, the clock, and what the recorder holds. Random numbers
+//! need no state (counter-based). Synapse *structure* is not stored: it is rebuilt from the
+//! embedded model and seed, and a checksum of each block's structure in the header proves it
+//! came out the same.
+//!
+//! Files are written to a temporary name, fsynced, renamed into place and the directory
+//! fsynced, so a crash at any instant leaves the previous checkpoint intact.
+
+use bevy_ecs::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::column::Column;
+use crate::components::{Clock, NeuronBlock, Plasticity, Shard, SynapseBlocks};
+use crate::recording::Recorder;
+
+pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
+pub const FORMAT_VERSION: u32 = 1;
+/// Larger headers are refused before anything is allocated.
+const MAX_HEADER_BYTES: u64 = 64 << 20;
+const FIXED_PREFIX: usize = 8 + 4 + 8 + 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path}: not a fum checkpoint (bad magic)")]
+    NotACheckpoint { path: String },
+    #[error("{path}: checkpoint format version {found}, this fum reads version {FORMAT_VERSION}")]
+    Version { path: String, found: u32 },
+    #[error("{path}: truncated ({detail})")]
+    Truncated { path: String, detail: String },
+    #[error("{path}: checksum mismatch in {what}")]
+    Checksum { path: String, what: String },
+    #[error("{path}: corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("{path}: written for another model (hash {found:016x}, this model {expected:016x})")]
+    OtherModel { path: String, found: u64, expected: u64 },
+}
+
+/// One stored section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SectionEntry {
+    pub name: String,
+    pub offset: u64,
+    pub stored_len: u64,
+    pub raw_len: u64,
+    pub crc32: u32,
+}
+
+/// The JSON header of a checkpoint.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Header {
+    pub fum_version: String,
+    pub model_hash: u64,
+    /// Steps completed when the checkpoint was taken.
+    pub step: u64,
+    pub dt_ms: f64,
+    pub shards: usize,
+    /// Checksums of each shard's synapse structure, shard by shard, block by block.
+    pub structure: Vec<Vec<u32>>,
+    /// Free-form settings of the run that wrote it (for `fum resume`).
+    pub run: serde_json::Value,
+    pub sections: Vec<SectionEntry>,
+}
+
+/// The raw state of a simulation at a step boundary, taken on the simulation thread (a copy)
+/// and written on another.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub header: Header,
+    pub sections: Vec<(String, Vec<u8>)>,
+}
+
+fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
+    bytemuck::cast_slice(v).to_vec()
+}
+
+fn structure_crc(blocks: &SynapseBlocks) -> Vec<u32> {
+    blocks
+        .0
+        .iter()
+        .map(|b| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(b.row_ptr.as_bytes());
+            h.update(b.packed.as_bytes());
+            if b.plastic.is_none() {
+                h.update(b.weight.as_bytes());
+            }
+            h.finalize()
+        })
+        .collect()
+}
+
+fn shards_sorted(world: &mut World) -> Vec<Entity> {
+    let mut query = world.query::<(Entity, &Shard)>();
+    let mut v: Vec<(usize, Entity)> = query.iter(world).map(|(e, s)| (s.index, e)).collect();
+    v.sort_unstable();
+    v.into_iter().map(|(_, e)| e).collect()
+}
+
+impl Snapshot {
+    /// Copies the state of `world` (a step boundary). `model_text` is embedded.
+    pub fn take(world: &mut World, model_text: &str, model_hash: u64, run: serde_json::Value) -> Snapshot {
+        let mut sections: Vec<(String, Vec<u8>)> = Vec::new();
+        sections.push(("model.toml".into(), model_text.as_bytes().to_vec()));
+        let clock = world.resource::<Clock>().clone();
+        let mut structure = Vec::new();
+        let entities = shards_sorted(world);
+        for (i, e) in entities.iter().enumerate() {
+            let n = world.get::<NeuronBlock>(*e).expect("shard has neurons");
+            let p = format!("shard/{i}/");
+            sections.push((p.clone() + "v", bytes(&n.v)));
+            sections.push((p.clone() + "syn_ex", bytes(&n.syn_ex)));
+            sections.push((p.clone() + "syn_in", bytes(&n.syn_in)));
+            sections.push((p.clone() + "refractory", bytes(&n.refractory_steps)));
+            sections.push((p.clone() + "ring_ex", bytes(&n.ring_ex.sums)));
+            sections.push((p.clone() + "ring_in", bytes(&n.ring_in.sums)));
+            let blocks = world.get::<SynapseBlocks>(*e).expect("shard has synapses");
+            structure.push(structure_crc(blocks));
+            for (b, block) in blocks.0.iter().enumerate() {
+                if let Some(plastic) = &block.plastic {
+                    let q = format!("{p}block/{b}/");
+                    sections.push((q.clone() + "weight", bytes(&block.weight)));
+                    sections.push((q.clone() + "post_trace", bytes(&plastic.post_traces.at_last_spike)));
+                    sections.push((q + "post_last_spike", bytes(&plastic.post_traces.last_spike_step)));
+                }
+            }
+        }
+        let plasticity = world.resource::<Plasticity>();
+        sections.push(("plasticity/enabled".into(), vec![u8::from(plasticity.enabled)]));
+        for (k, p) in plasticity.projections.iter().enumerate() {
+            sections.push((format!("plasticity/{k}/pre_trace"), bytes(&p.pre_traces.at_last_spike)));
+            sections.push((format!("plasticity/{k}/pre_last_spike"), bytes(&p.pre_traces.last_spike_step)));
+        }
+        let rec = world.resource::<Recorder>();
+        sections.push(("recorder/spike_counts".into(), bytes(&rec.spike_counts)));
+        for (r, s) in rec.spikes.iter().enumerate() {
+            sections.push((format!("recorder/spikes/{r}/steps"), bytes(&s.steps)));
+            sections.push((format!("recorder/spikes/{r}/node_ids"), bytes(&s.node_ids)));
+        }
+        for (r, p) in rec.probes.iter().enumerate() {
+            sections.push((format!("recorder/probes/{r}/times_ms"), bytes(&p.times_ms)));
+            sections.push((format!("recorder/probes/{r}/values"), bytes(&p.values)));
+        }
+        let header = Header {
+            fum_version: env!("CARGO_PKG_VERSION").into(),
+            model_hash,
+            step: clock.step,
+            dt_ms: clock.dt_ms,
+            shards: entities.len(),
+            structure,
+            run,
+            sections: Vec::new(),
+        };
+        Snapshot { header, sections }
+    }
+
+    /// Writes the snapshot atomically as `dir/ckpt-<step>` and returns its path.
+    pub fn write(mut self, dir: &Path, level: i32) -> Result<PathBuf, CheckpointError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| CheckpointError::Io { path: path.clone(), source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let mut data = Vec::new();
+        self.header.sections.clear();
+        for (name, raw) in &self.sections {
+            let stored = zstd::bulk::compress(raw, level).map_err(io(dir))?;
+            self.header.sections.push(SectionEntry {
+                name: name.clone(),
+                offset: data.len() as u64,
+                stored_len: stored.len() as u64,
+                raw_len: raw.len() as u64,
+                crc32: crc32fast::hash(&stored),
+            });
+            data.extend_from_slice(&stored);
+        }
+        let header = serde_json::to_vec(&self.header).expect("headers serialise");
+        let name = format!("ckpt-{:09}", self.header.step);
+        let path = dir.join(&name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+            f.write_all(MAGIC).map_err(io(&tmp))?;
+            f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io(&tmp))?;
+            f.write_all(&(header.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
+            f.write_all(&crc32fast::hash(&header).to_le_bytes()).map_err(io(&tmp))?;
+            f.write_all(&header).map_err(io(&tmp))?;
+            f.write_all(&data).map_err(io(&tmp))?;
+            f.sync_all().map_err(io(&tmp))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        Ok(path)
+    }
+}
+
+/// A checkpoint file opened and verified: header parsed, every section's checksum checked.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub header: Header,
+    data: Vec<u8>,
+}
+
+impl Checkpoint {
+    /// Opens `path` and verifies its header and every section checksum.
+    pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let p = path.display().to_string();
+        let mut file = std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+        let file_len = file.metadata().map_err(|source| CheckpointError::Io { path: p.clone(), source })?.len();
+        let mut prefix = [0u8; FIXED_PREFIX];
+        file.read_exact(&mut prefix).map_err(|_| CheckpointError::Truncated { path: p.clone(), detail: format!("{file_len} bytes, shorter than the fixed prefix") })?;
+        if &prefix[..8] != MAGIC {
+            return Err(CheckpointError::NotACheckpoint { path: p });
+        }
+        let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
+        if version != FORMAT_VERSION {
+            return Err(CheckpointError::Version { path: p, found: version });
+        }
+        let header_len = u64::from_le_bytes(prefix[12..20].try_into().expect("8 bytes"));
+        let header_crc = u32::from_le_bytes(prefix[20..24].try_into().expect("4 bytes"));
+        if header_len > MAX_HEADER_BYTES || FIXED_PREFIX as u64 + header_len > file_len {
+            return Err(CheckpointError::Truncated { path: p, detail: format!("header of {header_len} bytes in a file of {file_len}") });
+        }
+        let mut header_bytes = vec![0u8; header_len as usize];
+        file.read_exact(&mut header_bytes).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+        if crc32fast::hash(&header_bytes) != header_crc {
+            return Err(CheckpointError::Checksum { path: p, what: "the header".into() });
+        }
+        let header: Header = serde_json::from_slice(&header_bytes).map_err(|e| CheckpointError::Corrupt { path: p.clone(), detail: format!("header: {e}") })?;
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+        for s in &header.sections {
+            let end = s.offset.checked_add(s.stored_len).filter(|&e| e <= data.len() as u64);
+            let Some(end) = end else {
+                return Err(CheckpointError::Truncated { path: p, detail: format!("section {} ends past the end of the file", s.name) });
+            };
+            if crc32fast::hash(&data[s.offset as usize..end as usize]) != s.crc32 {
+                return Err(CheckpointError::Checksum { path: p, what: format!("section {}", s.name) });
+            }
+        }
+        Ok(Checkpoint { path: path.to_path_buf(), header, data })
+    }
+
+    /// The decompressed bytes of a section. Decompression streams into a buffer that grows
+    /// with the real output and stops at the declared length, so a hostile length field
+    /// cannot make it allocate more than the data expands to.
+    pub fn section(&self, name: &str) -> Result<Vec<u8>, CheckpointError> {
+        let p = || self.path.display().to_string();
+        let s = self.header.sections.iter().find(|s| s.name == name).ok_or_else(|| CheckpointError::Corrupt { path: p(), detail: format!("no section {name}") })?;
+        let stored = &self.data[s.offset as usize..(s.offset + s.stored_len) as usize];
+        let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") })?;
+        let mut raw = Vec::new();
+        decoder.take(s.raw_len).read_to_end(&mut raw).map_err(|e| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") })?;
+        if raw.len() as u64 != s.raw_len {
+            return Err(CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {} bytes, header says {}", raw.len(), s.raw_len) });
+        }
+        Ok(raw)
+    }
+
+    /// The model text the checkpoint was written with.
+    pub fn model_text(&self) -> Result<String, CheckpointError> {
+        String::from_utf8(self.section("model.toml")?).map_err(|_| CheckpointError::Corrupt { path: self.path.display().to_string(), detail: "model text is not UTF-8".into() })
+    }
+
+    fn column<T: bytemuck::Pod>(&self, name: &str, expected_len: Option<usize>) -> Result<Vec<T>, CheckpointError> {
+        let raw = self.section(name)?;
+        let size = std::mem::size_of::<T>();
+        let ok = raw.len() % size == 0 && expected_len.is_none_or(|n| n * size == raw.len());
+        if !ok {
+            return Err(CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("section {name}: {} bytes do not fit the network", raw.len()) });
+        }
+        Ok(bytemuck::pod_collect_to_vec(&raw))
+    }
+
+    /// Loads the state into `world`, built from the same model with the same shard count.
+    /// Everything is decoded and checked before anything in the world changes.
+    pub fn restore(&self, world: &mut World, model_hash: u64) -> Result<(), CheckpointError> {
+        let path = self.path.display().to_string();
+        let corrupt = |detail: String| CheckpointError::Corrupt { path: path.clone(), detail };
+        if self.header.model_hash != model_hash {
+            return Err(CheckpointError::OtherModel { path: path.clone(), found: self.header.model_hash, expected: model_hash });
+        }
+        let entities = shards_sorted(world);
+        if entities.len() != self.header.shards || self.header.structure.len() != entities.len() {
+            return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, entities.len())));
+        }
+        // Decode everything first.
+        struct ShardState {
+            v: Vec<f32>,
+            syn_ex: Vec<f32>,
+            syn_in: Vec<f32>,
+            refractory: Vec<u32>,
+            ring_ex: Vec<i64>,
+            ring_in: Vec<i64>,
+            plastic: Vec<(usize, Vec<f32>, Vec<f32>, Vec<u32>)>,
+        }
+        let mut shards = Vec::new();
+        for (i, e) in entities.iter().enumerate() {
+            let n = world.get::<NeuronBlock>(*e).expect("shard has neurons");
+            let blocks = world.get::<SynapseBlocks>(*e).expect("shard has synapses");
+            if structure_crc(blocks) != self.header.structure[i] {
+                return Err(corrupt(format!("the synapses of shard {i} rebuilt differently from the checkpointed network")));
+            }
+            let p = format!("shard/{i}/");
+            let len = n.len();
+            let mut plastic = Vec::new();
+            for (b, block) in blocks.0.iter().enumerate() {
+                if block.plastic.is_some() {
+                    let q = format!("{p}block/{b}/");
+                    plastic.push((
+                        b,
+                        self.column::<f32>(&(q.clone() + "weight"), Some(block.len()))?,
+                        self.column::<f32>(&(q.clone() + "post_trace"), Some(len))?,
+                        self.column::<u32>(&(q + "post_last_spike"), Some(len))?,
+                    ));
+                }
+            }
+            shards.push(ShardState {
+                v: self.column(&(p.clone() + "v"), Some(len))?,
+                syn_ex: self.column(&(p.clone() + "syn_ex"), Some(len))?,
+                syn_in: self.column(&(p.clone() + "syn_in"), Some(len))?,
+                refractory: self.column(&(p.clone() + "refractory"), Some(len))?,
+                ring_ex: self.column(&(p.clone() + "ring_ex"), Some(n.ring_ex.sums.len()))?,
+                ring_in: self.column(&(p + "ring_in"), Some(n.ring_in.sums.len()))?,
+                plastic,
+            });
+        }
+        let plasticity = world.resource::<Plasticity>();
+        let enabled = self.section("plasticity/enabled")?;
+        let mut pre = Vec::new();
+        for (k, proj) in plasticity.projections.iter().enumerate() {
+            let n = proj.pre_traces.at_last_spike.len();
+            pre.push((self.column::<f32>(&format!("plasticity/{k}/pre_trace"), Some(n))?, self.column::<u32>(&format!("plasticity/{k}/pre_last_spike"), Some(n))?));
+        }
+        let rec = world.resource::<Recorder>();
+        let counts = self.column::<u64>("recorder/spike_counts", Some(rec.spike_counts.len()))?;
+        let mut spikes = Vec::new();
+        for r in 0..rec.spikes.len() {
+            let steps = self.column::<u32>(&format!("recorder/spikes/{r}/steps"), None)?;
+            let ids = self.column::<u32>(&format!("recorder/spikes/{r}/node_ids"), Some(steps.len()))?;
+            spikes.push((steps, ids));
+        }
+        let mut probes = Vec::new();
+        for (r, p) in rec.probes.iter().enumerate() {
+            let times = self.column::<f64>(&format!("recorder/probes/{r}/times_ms"), None)?;
+            let values = self.column::<f32>(&format!("recorder/probes/{r}/values"), Some(times.len() * p.sites.len()))?;
+            probes.push((times, values));
+        }
+
+        // Then apply.
+        for (e, s) in entities.iter().zip(shards) {
+            let mut n = world.get_mut::<NeuronBlock>(*e).expect("shard has neurons");
+            n.v = Column::from_vec(s.v);
+            n.syn_ex = Column::from_vec(s.syn_ex);
+            n.syn_in = Column::from_vec(s.syn_in);
+            n.refractory_steps = Column::from_vec(s.refractory);
+            n.ring_ex.sums = s.ring_ex;
+            n.ring_in.sums = s.ring_in;
+            let mut blocks = world.get_mut::<SynapseBlocks>(*e).expect("shard has synapses");
+            for (b, weight, trace, last) in s.plastic {
+                let block = &mut blocks.0[b];
+                block.weight = Column::from_vec(weight);
+                let p = block.plastic.as_mut().expect("plastic block");
+                p.post_traces.at_last_spike = trace;
+                p.post_traces.last_spike_step = last;
+            }
+        }
+        let mut plasticity = world.resource_mut::<Plasticity>();
+        plasticity.enabled = enabled.first() == Some(&1);
+        for (proj, (trace, last)) in plasticity.projections.iter_mut().zip(pre) {
+            proj.pre_traces.at_last_spike = trace;
+            proj.pre_traces.last_spike_step = last;
+        }
+        let mut rec = world.resource_mut::<Recorder>();
+        rec.spike_counts = counts;
+        for (r, (steps, ids)) in rec.spikes.iter_mut().zip(spikes) {
+            r.steps = steps;
+            r.node_ids = ids;
+        }
+        for (p, (times, values)) in rec.probes.iter_mut().zip(probes) {
+            p.times_ms = times;
+            p.values = values;
+        }
+        world.resource_mut::<Clock>().step = self.header.step;
+        Ok(())
+    }
+}
+
+/// Checkpoint files in `dir`, newest first.
+pub fn list(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("ckpt-")))
+        .collect();
+    files.sort();
+    files.reverse();
+    files
+}
+
+/// Deletes all but the newest `keep` checkpoints in `dir`.
+pub fn prune(dir: &Path, keep: usize) {
+    for old in list(dir).into_iter().skip(keep.max(1)) {
+        let _ = std::fs::remove_file(old);
+    }
+}
