@@ -5,7 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fum::Model;
-use fum::run::{RunOptions, run};
+use fum::run::{Outcome, RunOptions, RunReport, resume, run};
+
+/// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
+const EXIT_INTERRUPTED: u8 = 3;
+/// Exit status after a second SIGINT/SIGTERM (no checkpoint).
+const EXIT_ABORTED: i32 = 130;
 
 #[derive(Parser)]
 #[command(name = "fum", version, about = "Simulate large spiking neural networks (LIF neurons, STDP)")]
@@ -35,9 +40,35 @@ enum Command {
         /// Seed, overriding the model.
         #[arg(long)]
         seed: Option<u64>,
+        /// Write a checkpoint every this much biological time (e.g. 500ms), under OUT/checkpoints.
+        #[arg(long, value_parser = parse_duration_ms, requires = "out")]
+        checkpoint_every: Option<f64>,
+        /// Checkpoints to keep.
+        #[arg(long, default_value_t = 3)]
+        keep_checkpoints: usize,
+        /// Stop after this much biological time with a checkpoint; `fum resume OUT` continues.
+        #[arg(long, value_parser = parse_duration_ms, requires = "out")]
+        stop_after: Option<f64>,
+        /// Largest population rate the health monitor accepts, Hz.
+        #[arg(long)]
+        max_rate_hz: Option<f64>,
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
+    },
+    /// Continue a run from its newest valid checkpoint (after a crash, kill, --stop-after or Ctrl-C).
+    Resume {
+        /// The run's output folder.
+        dir: PathBuf,
+        /// Worker threads (default: as the original run).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Describe a checkpoint: model hash, step, sections, checksum status.
+    Inspect {
+        checkpoint: PathBuf,
     },
     /// Validate a model file and print its size.
     Check {
@@ -64,13 +95,28 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, out, threads, shards, duration, seed, quiet } => {
-            cmd_run(model, RunOptions { out, threads, shards }, duration, seed, quiet)
+        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet } => {
+            let options = RunOptions {
+                out,
+                threads,
+                shards,
+                checkpoint_every_ms: checkpoint_every,
+                keep_checkpoints,
+                stop_after_ms: stop_after,
+                duration_ms: duration,
+                seed,
+                health_interval_ms: 0.0,
+                max_rate_hz,
+            };
+            cmd_run(model, options, quiet)
         }
+        Command::Resume { dir, threads, quiet } => cmd_resume(dir, threads, quiet),
+        Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<fum::ModelError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
@@ -78,49 +124,99 @@ fn main() -> ExitCode {
     }
 }
 
-fn cmd_run(path: PathBuf, options: RunOptions, duration: Option<f64>, seed: Option<u64>, quiet: bool) -> anyhow::Result<()> {
-    let mut model = Model::load(&path)?;
-    if let Some(ms) = duration {
-        model.spec.simulation.duration_ms = ms;
+/// SIGINT/SIGTERM: the first finishes the step, checkpoints and writes outputs; a second
+/// exits at once.
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = fum::run::interrupt_flag();
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, EXIT_ABORTED, flag.clone())?;
+        signal_hook::flag::register(signal, flag.clone())?;
     }
-    if let Some(seed) = seed {
-        model.spec.simulation.seed = seed;
-    }
-    model.revalidate()?;
-    let (threads, shards) = options.resolve(&model);
-    let steps = model.steps();
+    Ok(())
+}
+
+fn progress_bar(steps: u64, quiet: bool) -> indicatif::ProgressBar {
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(steps) };
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")
             .expect("a valid template")
             .progress_chars("=> "),
     );
+    bar.set_message("simulating");
+    bar
+}
+
+fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Outcome> {
+    let mut model = Model::load(&path)?;
+    options.apply(&mut model)?;
+    install_signal_handlers()?;
+    let (threads, shards) = options.resolve(&model);
     if !quiet {
         eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms);
     }
-    bar.set_message("simulating");
+    let bar = progress_bar(model.steps(), quiet);
     let report = run(&model, &options, |done| bar.set_position(done))?;
     bar.finish_and_clear();
-    if !quiet {
-        let n = &report.network;
-        let t = &report.timing;
-        println!("neurons          {}", n.neurons);
-        println!("synapses         {} ({} plastic)", n.synapses, n.plastic_synapses);
-        println!("memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse);
-        println!("build            {:.3} s", t.build_s);
-        println!("simulate         {:.3} s for {} ms ({} steps)", t.simulate_s, report.duration_ms, report.steps);
-        println!("real-time factor {:.3} (wall time / biological time)", t.real_time_factor);
-        for (pop, rate) in &report.rates_hz {
-            println!("rate {pop:<11} {rate:.2} Hz");
-        }
-        if let Some(out) = &options.out {
-            println!("outputs          {} in {}", report.outputs.join(", "), out.display());
-        }
-    }
-    Ok(())
+    summarise(&report, options.out.as_deref(), quiet);
+    Ok(report.outcome)
 }
 
-fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
+fn cmd_resume(dir: PathBuf, threads: usize, quiet: bool) -> anyhow::Result<Outcome> {
+    install_signal_handlers()?;
+    let bar = progress_bar(0, quiet);
+    let report = resume(&dir, threads, |done| {
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    summarise(&report, Some(&dir), quiet);
+    Ok(report.outcome)
+}
+
+fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
+    if quiet {
+        return;
+    }
+    let n = &report.network;
+    let t = &report.timing;
+    println!("neurons          {}", n.neurons);
+    println!("synapses         {} ({} plastic)", n.synapses, n.plastic_synapses);
+    println!("memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse);
+    println!("build            {:.3} s", t.build_s);
+    println!("simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms);
+    println!("real-time factor {:.3} (wall time / biological time)", t.real_time_factor);
+    if t.checkpoints_written > 0 {
+        println!("checkpoints      {} written, simulation paused {:.3} s for them", t.checkpoints_written, t.checkpoint_pause_s);
+    }
+    for (pop, rate) in &report.rates_hz {
+        println!("rate {pop:<11} {rate:.2} Hz");
+    }
+    match (report.outcome, out) {
+        (Outcome::Finished, Some(out)) => println!("outputs          {} in {}", report.outputs.join(", "), out.display()),
+        (Outcome::Stopped, Some(out)) => println!("stopped at step {}: `fum resume {}` continues", report.end_step, out.display()),
+        (Outcome::Interrupted, Some(out)) => println!("interrupted at step {}: outputs so far in {}; `fum resume {}` continues", report.end_step, out.display(), out.display()),
+        _ => {}
+    }
+}
+
+fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
+    let ckpt = fum::engine::checkpoint::Checkpoint::open(&path)?;
+    let h = &ckpt.header;
+    println!("{}: fum checkpoint, format {}, written by fum {}", path.display(), fum::engine::checkpoint::FORMAT_VERSION, h.fum_version);
+    println!("model hash       {:016x} ({})", h.model_hash, h.run.get("model_path").and_then(|v| v.as_str()).unwrap_or("?"));
+    println!("step             {} (t = {} ms)", h.step, h.step as f64 * h.dt_ms);
+    println!("shards           {}", h.shards);
+    let stored: u64 = h.sections.iter().map(|s| s.stored_len).sum();
+    let raw: u64 = h.sections.iter().map(|s| s.raw_len).sum();
+    println!("sections         {} ({} stored, {} raw)", h.sections.len(), human_bytes(stored), human_bytes(raw));
+    for s in &h.sections {
+        println!("  {:<40} {:>12} B stored {:>12} B raw  crc32 {:08x}", s.name, s.stored_len, s.raw_len, s.crc32);
+    }
+    println!("checksums        all {} sections and the header verify", h.sections.len());
+    Ok(Outcome::Finished)
+}
+
+fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
     use fum::engine::model::ConnectionRule;
     let model = Model::load(&path)?;
     let spec = &model.spec;
@@ -144,7 +240,7 @@ fn cmd_check(path: PathBuf) -> anyhow::Result<()> {
     }
     println!("synapses         ~{total:.0}");
     println!("duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms);
-    Ok(())
+    Ok(Outcome::Finished)
 }
 
 fn human_bytes(bytes: u64) -> String {

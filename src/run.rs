@@ -1,18 +1,27 @@
-//! A headless run: build, simulate, write the outputs, report.
+//! Headless runs: build (or resume from a checkpoint), simulate with periodic checkpoints and
+//! health checks, write the outputs, report.
+//!
+//! Checkpoints are snapshots copied at a step boundary on the simulation thread and compressed
+//! and written by a background thread, so the simulation pauses only for the copy.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::Context;
-use serde::Serialize;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
 
 use crate::stats::NetworkStats;
 use crate::{DefaultPlugins, Model, Simulation};
+use fum_engine::checkpoint::{self, Checkpoint, Snapshot};
+use fum_engine::health::HealthMonitor;
 use fum_engine::recording::Recorder;
 
 /// How to run a model; zero means "choose".
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunOptions {
     /// Output folder; nothing is written without one.
     pub out: Option<PathBuf>,
@@ -20,6 +29,18 @@ pub struct RunOptions {
     pub threads: usize,
     /// Shards (0: one per thread).
     pub shards: usize,
+    /// Write a checkpoint every this much biological time (needs `out`).
+    pub checkpoint_every_ms: Option<f64>,
+    /// Checkpoints kept (0: 3).
+    pub keep_checkpoints: usize,
+    /// Stop (with a checkpoint) after this much biological time; `fum resume` continues.
+    pub stop_after_ms: Option<f64>,
+    /// Overrides of the model's duration and seed, kept so that a resumed run applies them.
+    pub duration_ms: Option<f64>,
+    pub seed: Option<u64>,
+    /// Health checks every this much biological time (0: 10 ms), and the runaway rate bound.
+    pub health_interval_ms: f64,
+    pub max_rate_hz: Option<f64>,
 }
 
 impl RunOptions {
@@ -31,6 +52,17 @@ impl RunOptions {
         let shards = [self.shards, sim.shards].into_iter().find(|&s| s > 0).unwrap_or(threads);
         (threads, shards)
     }
+
+    /// Applies the duration and seed overrides to a model.
+    pub fn apply(&self, model: &mut Model) -> Result<(), fum_engine::ModelError> {
+        if let Some(ms) = self.duration_ms {
+            model.spec.simulation.duration_ms = ms;
+        }
+        if let Some(seed) = self.seed {
+            model.spec.simulation.seed = seed;
+        }
+        model.revalidate()
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -39,8 +71,22 @@ pub struct Timing {
     pub simulate_s: f64,
     pub write_s: f64,
     pub total_s: f64,
-    /// Wall time of the simulation loop over biological time.
+    /// Wall time of the simulation loop over the biological time it covered.
     pub real_time_factor: f64,
+    /// Time the simulation waited for checkpoint snapshots (copies) and writer hand-over.
+    pub checkpoint_pause_s: f64,
+    pub checkpoints_written: u64,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Finished,
+    /// Stopped by `stop_after_ms`; resumable.
+    Stopped,
+    /// Stopped by SIGINT or SIGTERM; resumable.
+    Interrupted,
 }
 
 /// The summary of a run, written as `run.json`.
@@ -54,42 +100,179 @@ pub struct RunReport {
     pub dt_ms: f64,
     pub duration_ms: f64,
     pub steps: u64,
+    /// Step this session started from (non-zero after `fum resume`).
+    pub start_step: u64,
+    /// Steps completed when this session ended.
+    pub end_step: u64,
+    pub outcome: Outcome,
     pub backend: &'static str,
     pub threads: usize,
     pub network: NetworkStats,
     pub timing: Timing,
-    /// Mean firing rate of every population, Hz.
+    /// Mean firing rate of every population over the simulated time, Hz.
     pub rates_hz: BTreeMap<String, f64>,
     pub spikes_total: u64,
     pub outputs: Vec<String>,
 }
 
-/// Builds and runs `model`, writing outputs to `options.out` if given; `progress` is called
-/// with the number of steps done, every 100 steps and at the end.
+/// Set by SIGINT/SIGTERM (see the CLI); checked at every step boundary.
+pub fn interrupt_flag() -> Arc<AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+    FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone()
+}
+
+/// Builds and runs `model` from its start. `progress` is called with the steps done, every
+/// 100 steps and at the end.
 pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
     let mut sim = Simulation::from_model(model, threads, shards)?;
     sim.add_plugins(DefaultPlugins);
-    let network = NetworkStats::measure(&mut sim.world);
-    let build_s = started.elapsed().as_secs_f64();
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
+    execute(model, options, sim, started, progress)
+}
 
-    let steps = model.steps();
-    let t0 = Instant::now();
-    sim.run(steps, |done| {
-        if done % 100 == 0 || done == steps {
-            progress(done)
+/// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
+/// one that is corrupt or partial. `threads` may differ from the original run's.
+pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
+    let started = Instant::now();
+    let ckpt_dir = dir.join("checkpoints");
+    let candidates = checkpoint::list(&ckpt_dir);
+    if candidates.is_empty() {
+        bail!("{}: no checkpoints to resume from", ckpt_dir.display());
+    }
+    for path in candidates {
+        let attempt = Checkpoint::open(&path).and_then(|c| {
+            let text = c.model_text()?;
+            Ok((c, text))
+        });
+        let (ckpt, text) = match attempt {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("skipping checkpoint: {e}");
+                continue;
+            }
+        };
+        let mut options: RunOptions = serde_json::from_value(ckpt.header.run.clone()).context("the checkpoint's run settings")?;
+        if threads > 0 {
+            options.threads = threads;
         }
+        options.out = Some(dir.to_path_buf());
+        options.stop_after_ms = None;
+        let model_path = ckpt.header.run.get("model_path").and_then(|v| v.as_str()).unwrap_or("model.toml").to_string();
+        let mut model = Model::parse(&text, Path::new(&model_path))?;
+        options.apply(&mut model)?;
+        let (threads, _) = options.resolve(&model);
+        let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
+        sim.add_plugins(DefaultPlugins);
+        if let Err(e) = ckpt.restore(&mut sim.world, model.hash()) {
+            eprintln!("skipping checkpoint: {e}");
+            continue;
+        }
+        eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
+        return execute(&model, &options, sim, started, progress);
+    }
+    bail!("{}: no valid checkpoint to resume from", ckpt_dir.display())
+}
+
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
+    let network = NetworkStats::measure(&mut sim.world);
+    let build_s = started.elapsed().as_secs_f64();
+    let dt = model.spec.simulation.dt_ms;
+    let to_steps = |ms: f64| ((ms / dt).round() as u64).max(1);
+    let steps = model.steps();
+    let start_step = sim.world.resource::<fum_engine::components::Clock>().step;
+    let end_step = options.stop_after_ms.map_or(steps, |ms| to_steps(ms).min(steps));
+    let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
+    let ckpt_every = options.checkpoint_every_ms.map(to_steps);
+    let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
+    let mut run_settings = serde_json::to_value(options)?;
+    run_settings["model_path"] = model.path.display().to_string().into();
+    let (hash, text) = (model.hash(), model.source.clone());
+    let snapshot = |world: &mut bevy_ecs::world::World| Snapshot::take(world, &text, hash, run_settings.clone());
+
+    // The writer thread compresses and writes; a bounded channel of one keeps at most one
+    // snapshot waiting, so memory stays bounded if the disk is slow.
+    let writer = ckpt_dir.clone().map(|dir| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
+        let handle = std::thread::Builder::new()
+            .name("fum-checkpoint".into())
+            .spawn(move || -> anyhow::Result<u64> {
+                let mut written = 0;
+                for snap in rx {
+                    snap.write(&dir, 1)?;
+                    checkpoint::prune(&dir, keep);
+                    written += 1;
+                }
+                Ok(written)
+            })
+            .expect("a thread for the checkpoint writer");
+        (tx, handle)
+    });
+    let mut health = HealthMonitor::new(
+        to_steps(if options.health_interval_ms > 0.0 { options.health_interval_ms } else { 10.0 }),
+        options.max_rate_hz.unwrap_or(1000.0),
+        &sim.world,
+    );
+    let interrupted = interrupt_flag();
+    let mut failure = None;
+    let mut pause_s = 0.0;
+    // A run with checkpoints starts with one, so that it can always be resumed.
+    if let (Some((tx, _)), Some(_), 0) = (&writer, ckpt_every, start_step) {
+        tx.send(snapshot(&mut sim.world)).ok();
+    }
+
+    let t0 = Instant::now();
+    let done = sim.run_until(end_step, |world, done| {
+        if done % 100 == 0 || done == end_step {
+            progress(done);
+        }
+        if let Err(e) = health.check(world, done) {
+            failure = Some(e);
+            return ControlFlow::Break(());
+        }
+        if let (Some((tx, _)), Some(every)) = (&writer, ckpt_every)
+            && done % every == 0
+            && done != end_step
+        {
+            let t = Instant::now();
+            tx.send(snapshot(world)).ok();
+            pause_s += t.elapsed().as_secs_f64();
+        }
+        if interrupted.load(Ordering::Relaxed) {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
     });
     let simulate_s = t0.elapsed().as_secs_f64();
+    let outcome = if done == steps {
+        Outcome::Finished
+    } else if done == end_step && failure.is_none() {
+        Outcome::Stopped
+    } else {
+        Outcome::Interrupted
+    };
+
+    // A final checkpoint wherever the run ends early (stop, signal, failed health check).
+    let mut checkpoints_written = 0;
+    if let Some((tx, handle)) = writer {
+        if outcome != Outcome::Finished || ckpt_every.is_some() {
+            tx.send(snapshot(&mut sim.world)).ok();
+        }
+        drop(tx);
+        checkpoints_written = handle.join().expect("the checkpoint writer does not panic")?;
+    }
+    if let Some(e) = failure {
+        let hint = ckpt_dir.map(|d| format!("; the state is in the newest checkpoint in {}", d.display())).unwrap_or_default();
+        bail!("{e}{hint}");
+    }
 
     let t1 = Instant::now();
     let recorder = sim.world.resource::<Recorder>();
     let mut outputs = Vec::new();
-    if let Some(out) = &options.out {
+    if let Some(out) = options.out.as_ref().filter(|_| outcome != Outcome::Stopped) {
         if !recorder.spikes.is_empty() {
             recorder.write_spikes(&out.join("spikes.h5"), model)?;
             outputs.push("spikes.h5".to_string());
@@ -99,38 +282,49 @@ pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64) + Send + 
             outputs.push("probes.h5".to_string());
         }
     }
-    let duration_ms = steps as f64 * model.spec.simulation.dt_ms;
+    let simulated_ms = done as f64 * dt;
     let rates_hz = model
         .spec
         .populations
         .iter()
         .zip(&recorder.spike_counts)
-        .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * duration_ms * 1e-3)))
+        .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
         .collect();
     let spikes_total = recorder.spike_counts.iter().sum();
     let write_s = t1.elapsed().as_secs_f64();
+    let session_ms = (done - start_step) as f64 * dt;
     let mut report = RunReport {
         fum_version: env!("CARGO_PKG_VERSION"),
         model: model.path.display().to_string(),
         model_hash: format!("{:016x}", model.hash()),
         seed: model.spec.simulation.seed,
-        dt_ms: model.spec.simulation.dt_ms,
-        duration_ms,
+        dt_ms: dt,
+        duration_ms: steps as f64 * dt,
         steps,
+        start_step,
+        end_step: done,
+        outcome,
         backend: "cpu",
         threads: sim.threads(),
         network,
-        timing: Timing { build_s, simulate_s, write_s, total_s: 0.0, real_time_factor: simulate_s / (duration_ms * 1e-3) },
+        timing: Timing {
+            build_s,
+            simulate_s,
+            write_s,
+            total_s: 0.0,
+            real_time_factor: simulate_s / (session_ms.max(dt) * 1e-3),
+            checkpoint_pause_s: pause_s,
+            checkpoints_written,
+        },
         rates_hz,
         spikes_total,
         outputs,
     };
+    report.timing.total_s = started.elapsed().as_secs_f64();
     if let Some(out) = &options.out {
         report.outputs.push("run.json".to_string());
-        report.timing.total_s = started.elapsed().as_secs_f64();
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(out.join("run.json"), json).with_context(|| format!("cannot write {}", out.join("run.json").display()))?;
     }
-    report.timing.total_s = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -4,6 +4,7 @@
 pub mod build;
 pub mod checkpoint;
 pub mod column;
+pub mod health;
 pub mod components;
 pub mod model;
 pub mod recording;

@@ -120,12 +120,27 @@ impl Simulation {
 
     /// Runs `steps` steps, calling `after_step` with the number done after each one.
     pub fn run(&mut self, steps: u64, mut after_step: impl FnMut(u64) + Send) {
+        self.run_until(steps, |_, done| {
+            after_step(done);
+            std::ops::ControlFlow::Continue(())
+        });
+    }
+
+    /// Runs until the clock reaches `end_step` or `between_steps` breaks. It gets the world at
+    /// every step boundary (for checkpoints, health checks, signals) and the steps done so far.
+    /// Returns the steps done.
+    pub fn run_until(&mut self, end_step: u64, mut between_steps: impl FnMut(&mut World, u64) -> std::ops::ControlFlow<()> + Send) -> u64 {
         let Simulation { world, schedule, pool } = self;
         pool.install(|| {
-            for done in 1..=steps {
+            let mut done = world.resource::<crate::components::Clock>().step;
+            while done < end_step {
                 schedule.run(world);
-                after_step(done);
+                done += 1;
+                if between_steps(world, done).is_break() {
+                    break;
+                }
             }
-        });
+            done
+        })
     }
 }

@@ -1,0 +1,74 @@
+//! Cheap invariants checked every few milliseconds of biological time: finite state, rates
+//! below a runaway bound, plastic weights within their bounds. A violation names the
+//! population, the neuron (or synapse) and the step.
+
+use bevy_ecs::prelude::*;
+
+use crate::components::{NeuronBlock, Plasticity, Populations, Shard, SynapseBlocks};
+use crate::recording::Recorder;
+
+#[derive(Debug, thiserror::Error)]
+#[error("health check failed at step {step} (t = {time_ms} ms): {what}")]
+pub struct HealthError {
+    pub step: u64,
+    pub time_ms: f64,
+    pub what: String,
+}
+
+/// Watches a running simulation; `check` is called at step boundaries.
+#[derive(Clone, Debug)]
+pub struct HealthMonitor {
+    pub interval_steps: u64,
+    pub max_rate_hz: f64,
+    last_counts: Vec<u64>,
+    last_step: u64,
+}
+
+impl HealthMonitor {
+    pub fn new(interval_steps: u64, max_rate_hz: f64, world: &World) -> Self {
+        let rec = world.resource::<Recorder>();
+        let step = world.resource::<crate::components::Clock>().step;
+        HealthMonitor { interval_steps: interval_steps.max(1), max_rate_hz, last_counts: rec.spike_counts.clone(), last_step: step }
+    }
+
+    /// Checks the invariants if `step` (steps done) is due.
+    pub fn check(&mut self, world: &mut World, step: u64) -> Result<(), HealthError> {
+        if step % self.interval_steps != 0 || step == self.last_step {
+            return Ok(());
+        }
+        let dt = world.resource::<crate::components::Clock>().dt_ms;
+        let fail = |what: String| HealthError { step, time_ms: step as f64 * dt, what };
+        let populations = world.resource::<Populations>().0.clone();
+        let name_of = |global: u32| populations.iter().find(|p| p.ids().contains(&global)).map_or("?", |p| p.name.as_str()).to_string();
+        let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
+        for (shard, neurons, synapses) in query.iter(world) {
+            for (variable, column) in [("membrane potential", &neurons.v), ("excitatory synaptic variable", &neurons.syn_ex), ("inhibitory synaptic variable", &neurons.syn_in)] {
+                if let Some(i) = column.iter().position(|x| !x.is_finite()) {
+                    let g = shard.neurons.start + i as u32;
+                    let pop = populations.iter().find(|p| p.ids().contains(&g)).expect("every neuron has a population");
+                    return Err(fail(format!("population {}, neuron {}: {variable} is {}", pop.name, g - pop.first, column[i])));
+                }
+            }
+            let plasticity = world.resource::<Plasticity>();
+            for block in &synapses.0 {
+                let Some(p) = &block.plastic else { continue };
+                let rule = &plasticity.projections[p.rule].rule;
+                if let Some(k) = block.weight.iter().position(|&w| !(rule.w_min..=rule.w_max).contains(&w)) {
+                    let target = fum_kernels::delivery::target(block.packed[k]) as u32 + shard.neurons.start;
+                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight[k], rule.w_min, rule.w_max)));
+                }
+            }
+        }
+        let rec = world.resource::<Recorder>();
+        let window_s = (step - self.last_step) as f64 * dt * 1e-3;
+        for ((pop, &now), &before) in populations.iter().zip(&rec.spike_counts).zip(&self.last_counts) {
+            let rate = (now - before) as f64 / (f64::from(pop.size) * window_s);
+            if rate > self.max_rate_hz {
+                return Err(fail(format!("population {}: runaway rate {rate:.0} Hz over the last {:.1} ms (limit {} Hz)", pop.name, window_s * 1e3, self.max_rate_hz)));
+            }
+        }
+        self.last_counts = rec.spike_counts.clone();
+        self.last_step = step;
+        Ok(())
+    }
+}
