@@ -130,6 +130,8 @@ pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64) + Send + 
     sim.add_plugins(DefaultPlugins);
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create the output folder {}", out.display()))?;
+        // Recorded output moves to logs under OUT/recording at each checkpoint.
+        sim.world.resource_mut::<Recorder>().log_dir = Some(out.join("recording"));
     }
     execute(model, options, sim, started, progress)
 }
@@ -167,6 +169,7 @@ pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64) + Send + Sync) 
         let (threads, _) = options.resolve(&model);
         let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
         sim.add_plugins(DefaultPlugins);
+        sim.world.resource_mut::<Recorder>().log_dir = Some(dir.join("recording"));
         if let Err(e) = ckpt.restore(&mut sim.world, model.hash()) {
             eprintln!("skipping checkpoint: {e}");
             continue;

@@ -46,8 +46,8 @@ neurons = [0]
         ));
         let sim = simulate(&model, 1, 1);
         let rec = sim.world.resource::<Recorder>();
-        let first_spike = rec.spikes[0].steps[0];
-        let current = &rec.probes[0].values;
+        let first_spike = rec.spikes[0].steps.pending[0];
+        let current = &rec.probes[0].values.pending;
         let arrival = current.iter().position(|&i| i != 0.0).expect("the spike arrives") as u32;
         assert_eq!(arrival, first_spike + delay_steps, "delay {delay_ms} ms");
         assert_eq!(current[arrival as usize], 123.5);

@@ -32,7 +32,7 @@ pub fn spikes(sim: &Simulation) -> Vec<(usize, u32, u32)> {
     let rec = sim.world.resource::<Recorder>();
     rec.spikes
         .iter()
-        .flat_map(|r| r.steps.iter().zip(&r.node_ids).map(move |(&s, &n)| (r.population, s, n)))
+        .flat_map(|r| r.steps.pending.iter().zip(&r.node_ids.pending).map(move |(&s, &n)| (r.population, s, n)))
         .collect()
 }
 

@@ -83,6 +83,9 @@ pub struct Header {
 pub struct Snapshot {
     pub header: Header,
     pub sections: Vec<(String, Vec<u8>)>,
+    /// Recorded output to append to log files before the checkpoint is written:
+    /// (file, byte offset it starts at, bytes).
+    pub spills: Vec<(PathBuf, u64, Vec<u8>)>,
 }
 
 fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
@@ -113,7 +116,9 @@ fn shards_sorted(world: &mut World) -> Vec<Entity> {
 }
 
 impl Snapshot {
-    /// Copies the state of `world` (a step boundary). `model_text` is embedded.
+    /// Copies the state of `world` (a step boundary). `model_text` is embedded. If the
+    /// recorder has a log folder, its pending output moves into the snapshot's spills and the
+    /// checkpoint keeps only the cursors.
     pub fn take(world: &mut World, model_text: &str, model_hash: u64, run: serde_json::Value) -> Snapshot {
         let mut sections: Vec<(String, Vec<u8>)> = Vec::new();
         sections.push(("model.toml".into(), model_text.as_bytes().to_vec()));
@@ -146,15 +151,21 @@ impl Snapshot {
             sections.push((format!("plasticity/{k}/pre_trace"), bytes(&p.pre_traces.at_last_spike)));
             sections.push((format!("plasticity/{k}/pre_last_spike"), bytes(&p.pre_traces.last_spike_step)));
         }
-        let rec = world.resource::<Recorder>();
+        let mut rec = world.resource_mut::<Recorder>();
         sections.push(("recorder/spike_counts".into(), bytes(&rec.spike_counts)));
-        for (r, s) in rec.spikes.iter().enumerate() {
-            sections.push((format!("recorder/spikes/{r}/steps"), bytes(&s.steps)));
-            sections.push((format!("recorder/spikes/{r}/node_ids"), bytes(&s.node_ids)));
-        }
-        for (r, p) in rec.probes.iter().enumerate() {
-            sections.push((format!("recorder/probes/{r}/times_ms"), bytes(&p.times_ms)));
-            sections.push((format!("recorder/probes/{r}/values"), bytes(&p.values)));
+        let log_dir = rec.log_dir.clone();
+        let mut spills = Vec::new();
+        for (name, column) in rec.columns_mut() {
+            let offset = column.spilled() * column.element_bytes() as u64;
+            let pending = match &log_dir {
+                Some(dir) => {
+                    spills.push((dir.join(format!("{name}.bin")), offset, column.spill()));
+                    Vec::new()
+                }
+                None => column.pending_bytes().to_vec(),
+            };
+            sections.push((format!("recorder/{name}"), pending));
+            sections.push((format!("recorder/{name}.spilled"), column.spilled().to_le_bytes().to_vec()));
         }
         let header = Header {
             fum_version: env!("CARGO_PKG_VERSION").into(),
@@ -166,7 +177,7 @@ impl Snapshot {
             run,
             sections: Vec::new(),
         };
-        Snapshot { header, sections }
+        Snapshot { header, sections, spills }
     }
 
     /// Writes the snapshot atomically as `dir/ckpt-<step>` and returns its path.
@@ -176,6 +187,19 @@ impl Snapshot {
             move |source| CheckpointError::Io { path: path.clone(), source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // Recorded output first: the log is cut back to where this chunk starts (a killed
+        // earlier write may have left more), extended and synced before the checkpoint that
+        // points past it exists.
+        for (file, offset, chunk) in &self.spills {
+            if let Some(parent) = file.parent() {
+                std::fs::create_dir_all(parent).map_err(io(parent))?;
+            }
+            let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(file).map_err(io(file))?;
+            f.set_len(*offset).map_err(io(file))?;
+            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*offset)).map_err(io(file))?;
+            f.write_all(chunk).map_err(io(file))?;
+            f.sync_all().map_err(io(file))?;
+        }
         let mut data = Vec::new();
         self.header.sections.clear();
         for (name, raw) in &self.sections {
@@ -347,19 +371,28 @@ impl Checkpoint {
             let n = proj.pre_traces.at_last_spike.len();
             pre.push((self.column::<f32>(&format!("plasticity/{k}/pre_trace"), Some(n))?, self.column::<u32>(&format!("plasticity/{k}/pre_last_spike"), Some(n))?));
         }
-        let rec = world.resource::<Recorder>();
-        let counts = self.column::<u64>("recorder/spike_counts", Some(rec.spike_counts.len()))?;
-        let mut spikes = Vec::new();
-        for r in 0..rec.spikes.len() {
-            let steps = self.column::<u32>(&format!("recorder/spikes/{r}/steps"), None)?;
-            let ids = self.column::<u32>(&format!("recorder/spikes/{r}/node_ids"), Some(steps.len()))?;
-            spikes.push((steps, ids));
-        }
-        let mut probes = Vec::new();
-        for (r, p) in rec.probes.iter().enumerate() {
-            let times = self.column::<f64>(&format!("recorder/probes/{r}/times_ms"), None)?;
-            let values = self.column::<f32>(&format!("recorder/probes/{r}/values"), Some(times.len() * p.sites.len()))?;
-            probes.push((times, values));
+        let counts = self.column::<u64>("recorder/spike_counts", Some(world.resource::<Recorder>().spike_counts.len()))?;
+        let mut recorded = Vec::new();
+        {
+            let mut rec = world.resource_mut::<Recorder>();
+            let log_dir = rec.log_dir.clone();
+            for (name, column) in rec.columns_mut() {
+                let pending = self.section(&format!("recorder/{name}"))?;
+                let spilled: [u8; 8] = self.section(&format!("recorder/{name}.spilled"))?.try_into().map_err(|_| corrupt(format!("section recorder/{name}.spilled is not a u64")))?;
+                let spilled = u64::from_le_bytes(spilled);
+                let log_bytes = spilled.checked_mul(column.element_bytes() as u64).ok_or_else(|| corrupt(format!("recording cursor of {name} overflows")))?;
+                if pending.len() % column.element_bytes() != 0 {
+                    return Err(corrupt(format!("section recorder/{name} is not whole elements")));
+                }
+                let log = log_dir.as_ref().map(|d| d.join(format!("{name}.bin")));
+                if spilled > 0 {
+                    let len = log.as_ref().and_then(|l| std::fs::metadata(l).ok()).map_or(0, |m| m.len());
+                    if len < log_bytes {
+                        return Err(corrupt(format!("recording log {name}.bin holds {len} bytes, the checkpoint needs {log_bytes}")));
+                    }
+                }
+                recorded.push((log, log_bytes, spilled, pending));
+            }
         }
 
         // Then apply.
@@ -388,13 +421,13 @@ impl Checkpoint {
         }
         let mut rec = world.resource_mut::<Recorder>();
         rec.spike_counts = counts;
-        for (r, (steps, ids)) in rec.spikes.iter_mut().zip(spikes) {
-            r.steps = steps;
-            r.node_ids = ids;
-        }
-        for (p, (times, values)) in rec.probes.iter_mut().zip(probes) {
-            p.times_ms = times;
-            p.values = values;
+        for ((_, column), (log, log_bytes, spilled, pending)) in rec.columns_mut().into_iter().zip(recorded) {
+            // Output written after this checkpoint (before a crash) is cut off: it will be
+            // recorded again.
+            if let Some(log) = log.filter(|l| l.exists()) {
+                std::fs::OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(log_bytes)).map_err(|source| CheckpointError::Io { path: log.display().to_string(), source })?;
+            }
+            column.reset(spilled, &pending);
         }
         world.resource_mut::<Clock>().step = self.header.step;
         Ok(())

@@ -3,19 +3,86 @@
 //! probes of state variables and weights (`probes.h5`), all under the run's output folder.
 
 use bevy_ecs::prelude::*;
+use bytemuck::Pod;
 use hdf5::types::VarLenUnicode;
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use crate::components::{Shard, SynapseBlocks};
 use crate::model::{Model, ProbeVariable};
+
+/// A growing output column. In a run that checkpoints, everything recorded up to the last
+/// checkpoint has been appended to a log file (`spilled` elements) and only the rest is in
+/// memory (`pending`); the checkpoint stores the cursor, so a resumed run truncates the log
+/// there and appends again: no spike is lost or written twice.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recorded<T: Pod> {
+    pub pending: Vec<T>,
+    pub spilled: u64,
+}
+
+impl<T: Pod> Recorded<T> {
+    /// The whole column: the log's first `spilled` elements, then the pending ones.
+    pub fn all(&self, log: Option<&Path>) -> std::io::Result<Vec<T>> {
+        let mut out = Vec::new();
+        if self.spilled > 0 {
+            let log = log.ok_or_else(|| std::io::Error::other("recorded data was spilled but no log folder is set"))?;
+            let mut bytes = Vec::new();
+            std::fs::File::open(log)?.take(self.spilled * std::mem::size_of::<T>() as u64).read_to_end(&mut bytes)?;
+            if bytes.len() as u64 != self.spilled * std::mem::size_of::<T>() as u64 {
+                return Err(std::io::Error::other(format!("{} is shorter than the recording cursor", log.display())));
+            }
+            out = bytemuck::pod_collect_to_vec(&bytes);
+        }
+        out.extend_from_slice(&self.pending);
+        Ok(out)
+    }
+}
+
+/// A [`Recorded`] column seen as bytes, for checkpoints.
+pub trait RecordedColumn {
+    fn element_bytes(&self) -> usize;
+    fn spilled(&self) -> u64;
+    fn pending_bytes(&self) -> &[u8];
+    /// Moves the pending elements out (as bytes), counting them as spilled.
+    fn spill(&mut self) -> Vec<u8>;
+    /// Sets the cursor and the pending elements; false if `pending` is not whole elements.
+    fn reset(&mut self, spilled: u64, pending: &[u8]) -> bool;
+}
+
+impl<T: Pod> RecordedColumn for Recorded<T> {
+    fn element_bytes(&self) -> usize {
+        std::mem::size_of::<T>()
+    }
+    fn spilled(&self) -> u64 {
+        self.spilled
+    }
+    fn pending_bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.pending)
+    }
+    fn spill(&mut self) -> Vec<u8> {
+        let bytes = bytemuck::cast_slice(&self.pending).to_vec();
+        self.spilled += self.pending.len() as u64;
+        self.pending.clear();
+        bytes
+    }
+    fn reset(&mut self, spilled: u64, pending: &[u8]) -> bool {
+        if pending.len() % std::mem::size_of::<T>() != 0 {
+            return false;
+        }
+        self.spilled = spilled;
+        self.pending = bytemuck::pod_collect_to_vec(pending);
+        true
+    }
+}
 
 /// Spikes of one recorded population.
 #[derive(Clone, Debug)]
 pub struct SpikeRecord {
     pub population: usize,
     /// Step of each spike and the spiking neuron's index in its population.
-    pub steps: Vec<u32>,
-    pub node_ids: Vec<u32>,
+    pub steps: Recorded<u32>,
+    pub node_ids: Recorded<u32>,
 }
 
 /// Where a probed quantity lives.
@@ -35,9 +102,9 @@ pub struct Probe {
     /// Population-local neuron ids, or [pre, post] pairs.
     pub labels: Vec<[u32; 2]>,
     pub sites: Vec<ProbeSite>,
-    pub times_ms: Vec<f64>,
+    pub times_ms: Recorded<f64>,
     /// Row-major: one row of `sites.len()` values per sample.
-    pub values: Vec<f32>,
+    pub values: Recorded<f32>,
 }
 
 /// Everything recorded during a run.
@@ -47,6 +114,8 @@ pub struct Recorder {
     pub probes: Vec<Probe>,
     /// Spikes per population (all populations, recorded or not), for mean rates.
     pub spike_counts: Vec<u64>,
+    /// Where recorded columns are spilled at checkpoints (`OUT/recording`); none: all in memory.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Errors writing outputs.
@@ -54,11 +123,32 @@ pub struct Recorder {
 pub enum OutputError {
     #[error("{path}: {source}")]
     Hdf5 { path: String, source: hdf5::Error },
+    #[error("recording log: {0}")]
+    Log(#[from] std::io::Error),
     #[error("weight probe \"{probe}\": projection \"{projection}\" has no synapse from {pre} to {post}")]
     NoSuchSynapse { probe: String, projection: String, pre: u32, post: u32 },
 }
 
 impl Recorder {
+    /// Every growing column with the name of its log file.
+    pub fn columns_mut(&mut self) -> Vec<(String, &mut dyn RecordedColumn)> {
+        let mut columns: Vec<(String, &mut dyn RecordedColumn)> = Vec::new();
+        for (r, s) in self.spikes.iter_mut().enumerate() {
+            columns.push((format!("spikes-{r}-steps"), &mut s.steps));
+            columns.push((format!("spikes-{r}-node_ids"), &mut s.node_ids));
+        }
+        for (r, p) in self.probes.iter_mut().enumerate() {
+            columns.push((format!("probe-{r}-times_ms"), &mut p.times_ms));
+            columns.push((format!("probe-{r}-values"), &mut p.values));
+        }
+        columns
+    }
+
+    /// The log file of column `name`.
+    pub fn log_path(&self, name: &str) -> Option<PathBuf> {
+        self.log_dir.as_ref().map(|d| d.join(format!("{name}.bin")))
+    }
+
     /// Prepares recording for `model` in a built `world` (locates probed neurons and synapses).
     pub fn new(model: &Model, world: &mut World) -> Result<Recorder, OutputError> {
         let spec = &model.spec;
@@ -106,15 +196,15 @@ impl Recorder {
                     .collect();
                 (p.neurons.iter().map(|&n| [n, n]).collect(), sites)
             };
-            probes.push(Probe { name: p.name.clone(), variable: p.variable, interval_steps, labels, sites, times_ms: Vec::new(), values: Vec::new() });
+            probes.push(Probe { name: p.name.clone(), variable: p.variable, interval_steps, labels, sites, times_ms: Recorded::default(), values: Recorded::default() });
         }
         let spikes = spec
             .recording
             .spikes
             .iter()
-            .map(|name| SpikeRecord { population: model.population_index(name).expect("validated"), steps: Vec::new(), node_ids: Vec::new() })
+            .map(|name| SpikeRecord { population: model.population_index(name).expect("validated"), steps: Recorded::default(), node_ids: Recorded::default() })
             .collect();
-        Ok(Recorder { spikes, probes, spike_counts: vec![0; spec.populations.len()] })
+        Ok(Recorder { spikes, probes, spike_counts: vec![0; spec.populations.len()], log_dir: None })
     }
 
     /// Writes `spikes.h5` (SONATA spike report) for the recorded populations.
@@ -124,10 +214,12 @@ impl Recorder {
         let file = hdf5::File::create(path).map_err(err)?;
         let spikes = file.create_group("spikes").map_err(err)?;
         write_str_attr(&spikes, "sorting", "by_time").map_err(err)?;
-        for rec in &self.spikes {
+        for (r, rec) in self.spikes.iter().enumerate() {
             let group = spikes.create_group(&model.spec.populations[rec.population].name).map_err(err)?;
-            let timestamps: Vec<f64> = rec.steps.iter().map(|&s| f64::from(s) * dt).collect();
-            let node_ids: Vec<u64> = rec.node_ids.iter().map(|&n| u64::from(n)).collect();
+            let steps = rec.steps.all(self.log_path(&format!("spikes-{r}-steps")).as_deref())?;
+            let ids = rec.node_ids.all(self.log_path(&format!("spikes-{r}-node_ids")).as_deref())?;
+            let timestamps: Vec<f64> = steps.iter().map(|&s| f64::from(s) * dt).collect();
+            let node_ids: Vec<u64> = ids.iter().map(|&n| u64::from(n)).collect();
             let ts = group.new_dataset_builder().with_data(&timestamps).create("timestamps").map_err(err)?;
             write_str_attr(&ts, "units", "ms").map_err(err)?;
             group.new_dataset_builder().with_data(&node_ids).create("node_ids").map_err(err)?;
@@ -140,8 +232,10 @@ impl Recorder {
     pub fn write_probes(&self, path: &Path) -> Result<(), OutputError> {
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         let file = hdf5::File::create(path).map_err(err)?;
-        for p in &self.probes {
+        for (r, p) in self.probes.iter().enumerate() {
             let group = file.create_group(&p.name).map_err(err)?;
+            let times = p.times_ms.all(self.log_path(&format!("probe-{r}-times_ms")).as_deref())?;
+            let values = p.values.all(self.log_path(&format!("probe-{r}-values")).as_deref())?;
             let variable = match p.variable {
                 ProbeVariable::V => "v_mv",
                 ProbeVariable::SynEx => "syn_ex",
@@ -149,8 +243,8 @@ impl Recorder {
                 ProbeVariable::Weight => "weight",
             };
             write_str_attr(&group, "variable", variable).map_err(err)?;
-            group.new_dataset_builder().with_data(&p.times_ms).create("time_ms").map_err(err)?;
-            let values = ndarray_2d(&p.values, p.sites.len());
+            group.new_dataset_builder().with_data(&times).create("time_ms").map_err(err)?;
+            let values = ndarray_2d(&values, p.sites.len());
             group.new_dataset_builder().with_data(&values).create("values").map_err(err)?;
             if p.variable == ProbeVariable::Weight {
                 group.new_dataset_builder().with_data(&ndarray_2d(&p.labels.iter().flatten().copied().collect::<Vec<_>>(), 2)).create("pre_post").map_err(err)?;

@@ -33,8 +33,8 @@ pub fn record(
             let ids = populations.0[rec.population].ids();
             let from = exchange.spikes.partition_point(|&g| g < ids.start);
             let to = exchange.spikes.partition_point(|&g| g < ids.end);
-            rec.steps.extend(std::iter::repeat_n(step as u32, to - from));
-            rec.node_ids.extend(exchange.spikes[from..to].iter().map(|&g| g - ids.start));
+            rec.steps.pending.extend(std::iter::repeat_n(step as u32, to - from));
+            rec.node_ids.pending.extend(exchange.spikes[from..to].iter().map(|&g| g - ids.start));
         }
     }
     if recorder.probes.iter().all(|p| step % p.interval_steps != 0) {
@@ -43,7 +43,7 @@ pub fn record(
     let mut parts: Vec<_> = shards.iter().collect();
     parts.sort_unstable_by_key(|(shard, _, _)| shard.index);
     for probe in recorder.probes.iter_mut().filter(|p| step % p.interval_steps == 0) {
-        probe.times_ms.push(step as f64 * clock.dt_ms);
+        probe.times_ms.pending.push(step as f64 * clock.dt_ms);
         for site in &probe.sites {
             let value = match *site {
                 ProbeSite::Neuron { shard, local } => {
@@ -57,7 +57,7 @@ pub fn record(
                 }
                 ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight[synapse],
             };
-            probe.values.push(value);
+            probe.values.pending.push(value);
         }
     }
 }
