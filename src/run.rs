@@ -2,7 +2,9 @@
 //! health checks, write the outputs, report.
 //!
 //! Checkpoints are snapshots copied at a step boundary on the simulation thread and compressed
-//! and written by a background thread, so the simulation pauses only for the copy.
+//! and written by a background thread, so the simulation pauses only for the copy. It never
+//! waits for the disk: a snapshot that finds the writer busy is kept and handed over at a later
+//! step; if the next one is due first, it supersedes the waiting one (`checkpoints_superseded`).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -76,6 +78,8 @@ pub struct Timing {
     /// Time the simulation waited for checkpoint snapshots (copies) and writer hand-over.
     pub checkpoint_pause_s: f64,
     pub checkpoints_written: u64,
+    /// Checkpoints not written because a newer one was due before the writer was free.
+    pub checkpoints_superseded: u64,
 }
 
 /// How a run ended.
@@ -222,6 +226,8 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let interrupted = interrupt_flag();
     let mut failure = None;
     let mut pause_s = 0.0;
+    let mut waiting: Option<Snapshot> = None;
+    let mut superseded = 0;
     // A run with checkpoints starts with one, so that it can always be resumed.
     if let (Some((tx, _)), Some(_), 0) = (&writer, ckpt_every, start_step) {
         tx.send(snapshot(&mut sim.world)).ok();
@@ -236,13 +242,27 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
             failure = Some(e);
             return ControlFlow::Break(());
         }
-        if let (Some((tx, _)), Some(every)) = (&writer, ckpt_every)
-            && done % every == 0
-            && done != end_step
-        {
+        if let Some((tx, _)) = &writer {
             let t = Instant::now();
-            tx.send(snapshot(world)).ok();
-            pause_s += t.elapsed().as_secs_f64();
+            let due = ckpt_every.is_some_and(|every| done % every == 0 && done != end_step);
+            if due {
+                let snap = snapshot(world);
+                waiting = Some(match waiting.take() {
+                    Some(older) => {
+                        superseded += 1;
+                        snap.supersede(older)
+                    }
+                    None => snap,
+                });
+            }
+            if let Some(snap) = waiting.take()
+                && let Err(std::sync::mpsc::TrySendError::Full(snap)) = tx.try_send(snap)
+            {
+                waiting = Some(snap);
+            }
+            if due {
+                pause_s += t.elapsed().as_secs_f64();
+            }
         }
         if interrupted.load(Ordering::Relaxed) {
             return ControlFlow::Break(());
@@ -262,7 +282,15 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut checkpoints_written = 0;
     if let Some((tx, handle)) = writer {
         if outcome != Outcome::Finished || ckpt_every.is_some() {
-            tx.send(snapshot(&mut sim.world)).ok();
+            let last = snapshot(&mut sim.world);
+            tx.send(match waiting.take() {
+                Some(older) => {
+                    superseded += 1;
+                    last.supersede(older)
+                }
+                None => last,
+            })
+            .ok();
         }
         drop(tx);
         checkpoints_written = handle.join().expect("the checkpoint writer does not panic")?;
@@ -318,6 +346,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
             real_time_factor: simulate_s / (session_ms.max(dt) * 1e-3),
             checkpoint_pause_s: pause_s,
             checkpoints_written,
+            checkpoints_superseded: superseded,
         },
         rates_hz,
         spikes_total,

@@ -198,6 +198,26 @@ fn stop_after_then_resume_equals_one_run() {
     assert!(outputs(&out) == expected);
 }
 
+#[test]
+fn checkpoints_due_faster_than_the_disk_supersede_each_other_without_losing_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path());
+    let expected = reference(dir.path(), &model);
+    let out = dir.path().join("every-step");
+    let status = fum()
+        .args(["run", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--checkpoint-every", "0.1ms", "--quiet"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let (written, superseded) = (report["timing"]["checkpoints_written"].as_u64().unwrap(), report["timing"]["checkpoints_superseded"].as_u64().unwrap());
+    assert!(superseded > 0 && written > 1, "written {written}, superseded {superseded}");
+    assert!(outputs(&out) == expected, "superseded checkpoints lost recorded output");
+    // And the newest checkpoint resumes to the same outputs.
+    assert!(resume(&out).status.success());
+    assert!(outputs(&out) == expected);
+}
+
 /// Runs to 900 ms with checkpoints at 300 and 600 ms, stopping at 900 (three checkpoints).
 fn stopped_run(dir: &Path, model: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);

@@ -180,6 +180,17 @@ impl Snapshot {
         Snapshot { header, sections, spills }
     }
 
+    /// A newer snapshot that replaces `older`, which was never written: the older one's
+    /// recorded output is kept by prepending it to this one's (same columns, same order).
+    pub fn supersede(mut self, older: Snapshot) -> Snapshot {
+        for ((_, offset, chunk), (_, old_offset, mut old_chunk)) in self.spills.iter_mut().zip(older.spills) {
+            old_chunk.extend_from_slice(chunk);
+            *chunk = old_chunk;
+            *offset = old_offset;
+        }
+        self
+    }
+
     /// Writes the snapshot atomically as `dir/ckpt-<step>` and returns its path.
     pub fn write(mut self, dir: &Path, level: i32) -> Result<PathBuf, CheckpointError> {
         let io = |path: &Path| {
