@@ -7,8 +7,9 @@
 //! initial state come out for any shard or thread count, and shards build in parallel.
 //!
 //! Shards are contiguous ranges of global ids of near-equal size (graph partitioning can replace
-//! this without touching the rest). Each shard stores the synapses into its neurons; within a
-//! row, synapses are sorted by (target, delay, weight) so that the layout is canonical.
+//! this without touching the rest). Each shard stores the synapses into its neurons as CSR rows;
+//! a stable counting sort by row keeps, within a row, the order in which synapses were drawn
+//! (by target for the per-target rules), which does not depend on the sharding either.
 
 use bevy_ecs::prelude::*;
 use rayon::prelude::*;
@@ -17,7 +18,7 @@ use std::ops::Range;
 use crate::column::Column;
 use crate::components::*;
 use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel, Receptor};
-use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring, pack};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring, pack, target};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
 use fum_kernels::stdp::{TraceDecay, Traces};
@@ -234,7 +235,7 @@ fn build_block(
     let posts = (lo - tgt.first)..(hi - tgt.first);
     let to_local = |post: u32| tgt.first + post - shard.start;
 
-    let mut drafts: Vec<Draft> = match proj.rule {
+    let drafts: Vec<Draft> = match proj.rule {
         ConnectionRule::FixedOutdegree(k) => (0..src.size)
             .into_par_iter()
             .flat_map_iter(|pre| {
@@ -280,10 +281,7 @@ fn build_block(
     if drafts.len() >= u32::MAX as usize {
         return Err(BuildError::BlockTooLarge(proj.name.clone()));
     }
-    drafts.par_sort_unstable_by(|a, b| {
-        (a.row, a.target, a.delay_steps).cmp(&(b.row, b.target, b.delay_steps)).then(a.weight.total_cmp(&b.weight))
-    });
-
+    // Stable counting sort by row: O(n), and the order within a row stays the drawing order.
     let mut row_ptr = vec![0u32; src.size as usize + 1];
     for d in &drafts {
         row_ptr[d.row as usize + 1] += 1;
@@ -291,23 +289,31 @@ fn build_block(
     for r in 0..src.size as usize {
         row_ptr[r + 1] += row_ptr[r];
     }
-    let packed: Vec<u32> = drafts.iter().map(|d| pack(d.target, d.delay_steps)).collect();
-    let weight: Vec<f32> = drafts.iter().map(|d| d.weight).collect();
+    let mut fill = row_ptr.clone();
+    let mut packed = vec![0u32; drafts.len()];
+    let mut weight = vec![0f32; drafts.len()];
+    for d in &drafts {
+        let k = fill[d.row as usize] as usize;
+        fill[d.row as usize] += 1;
+        packed[k] = pack(d.target, d.delay_steps);
+        weight[k] = d.weight;
+    }
+    drop(drafts);
 
     let plastic = plastic.iter().position(|pp| pp.projection == pi).map(|rule| {
         let n_local = shard.len();
         let mut incoming_ptr = vec![0u32; n_local + 1];
-        for d in &drafts {
-            incoming_ptr[d.target as usize + 1] += 1;
+        for &p in &packed {
+            incoming_ptr[target(p) + 1] += 1;
         }
         for i in 0..n_local {
             incoming_ptr[i + 1] += incoming_ptr[i];
         }
         let mut fill = incoming_ptr.clone();
-        let mut incoming = vec![0u32; drafts.len()];
-        for (s, d) in drafts.iter().enumerate() {
-            incoming[fill[d.target as usize] as usize] = s as u32;
-            fill[d.target as usize] += 1;
+        let mut incoming = vec![0u32; packed.len()];
+        for (s, &p) in packed.iter().enumerate() {
+            incoming[fill[target(p)] as usize] = s as u32;
+            fill[target(p)] += 1;
         }
         PlasticSynapses {
             rule,

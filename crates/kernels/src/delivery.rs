@@ -20,10 +20,17 @@ const TARGET_MASK: u32 = (1 << TARGET_BITS) - 1;
 /// Fixed-point scale: 2^24 units per pA (or nS).
 pub const FIXED_SCALE: f64 = (1u64 << 24) as f64;
 
-/// A weight in fixed point. The product with a power of two is exact; rounding is the only step.
+/// The 2^52 + 2^51 "magic number": adding it to an f64 below 2^51 in magnitude rounds the
+/// value to an integer (ties to even, the default rounding mode) in the low mantissa bits.
+const MAGIC: f64 = 6_755_399_441_055_744.0;
+
+/// A weight in fixed point: `weight * 2^24` rounded to the nearest integer, ties to even
+/// (CUDA: `__double2ll_rn`). The product with a power of two is exact; rounding is the only
+/// step, done with the magic number because `f64::round` is a libm call on baseline x86-64.
+/// Exact for weights below 2^27 (1.3e8 pA).
 #[inline]
 pub fn to_fixed(weight: f32) -> i64 {
-    (f64::from(weight) * FIXED_SCALE).round() as i64
+    ((f64::from(weight) * FIXED_SCALE + MAGIC).to_bits() as i64).wrapping_sub(MAGIC.to_bits() as i64)
 }
 
 /// An accumulated fixed-point input back in the weight unit.
@@ -33,7 +40,6 @@ pub fn to_fixed(weight: f32) -> i64 {
 /// `as f64`, it vectorises without AVX-512; scaling by 2^-24 is exact.
 #[inline]
 pub fn from_fixed(sum: i64) -> f32 {
-    const MAGIC: f64 = 6_755_399_441_055_744.0;
     let exact = f64::from_bits((sum.wrapping_add(MAGIC.to_bits() as i64)) as u64) - MAGIC;
     (exact * (1.0 / FIXED_SCALE)) as f32
 }
@@ -127,6 +133,16 @@ mod tests {
         assert_eq!(forward, backward);
         let exact: f64 = weights.iter().map(|&w| f64::from(w)).sum();
         assert!((f64::from(from_fixed(forward)) - exact).abs() < 1e-3);
+    }
+
+    #[test]
+    fn to_fixed_rounds_to_nearest_even() {
+        for w in [0.0f32, 1.0, -1.0, 0.1, -0.1, 123.456, -98765.4, 1e-7, 3.0e7] {
+            assert_eq!(to_fixed(w), (f64::from(w) * FIXED_SCALE).round_ties_even() as i64, "{w}");
+        }
+        // A tie: 2^-25 is half a fixed-point unit.
+        assert_eq!(to_fixed(2f32.powi(-25)), 0);
+        assert_eq!(to_fixed(3.0 * 2f32.powi(-25)), 2);
     }
 
     #[test]
