@@ -6,7 +6,7 @@
 //!
 //! ```no_run
 //! let model = fum::Model::load("assets/models/brunel.toml").unwrap();
-//! let report = fum::run::run(&model, &fum::run::RunOptions::default(), |_| {}).unwrap();
+//! let report = fum::run::run(&model, &fum::run::RunOptions::default(), |_, _| {}).unwrap();
 //! println!("{} neurons, {:.1} Hz", report.network.neurons, report.rates_hz["E"]);
 //! ```
 //!

@@ -156,7 +156,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Ou
         eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms);
     }
     let bar = progress_bar(model.steps(), quiet);
-    let report = run(&model, &options, |done| bar.set_position(done))?;
+    let report = run(&model, &options, |done, _| bar.set_position(done))?;
     bar.finish_and_clear();
     summarise(&report, options.out.as_deref(), quiet);
     Ok(report.outcome)
@@ -165,7 +165,8 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Ou
 fn cmd_resume(dir: PathBuf, threads: usize, quiet: bool) -> anyhow::Result<Outcome> {
     install_signal_handlers()?;
     let bar = progress_bar(0, quiet);
-    let report = resume(&dir, threads, |done| {
+    let report = resume(&dir, threads, |done, end| {
+        bar.set_length(end);
         bar.set_position(done);
     })?;
     bar.finish_and_clear();

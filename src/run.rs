@@ -125,9 +125,9 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(false))).clone()
 }
 
-/// Builds and runs `model` from its start. `progress` is called with the steps done, every
-/// 100 steps and at the end.
-pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
+/// Builds and runs `model` from its start. `progress` is called with the steps done and the
+/// step the run ends at, every 100 steps and at the end.
+pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
     let mut sim = Simulation::from_model(model, threads, shards)?;
@@ -142,7 +142,7 @@ pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64) + Send + 
 
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` may differ from the original run's.
-pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
+pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
@@ -184,7 +184,7 @@ pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64) + Send + Sync) 
     bail!("{}: no valid checkpoint to resume from", ckpt_dir.display())
 }
 
-fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64) + Send + Sync) -> anyhow::Result<RunReport> {
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
     let dt = model.spec.simulation.dt_ms;
@@ -236,7 +236,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let t0 = Instant::now();
     let done = sim.run_until(end_step, |world, done| {
         if done % 100 == 0 || done == end_step {
-            progress(done);
+            progress(done, end_step);
         }
         if let Err(e) = health.check(world, done) {
             failure = Some(e);
