@@ -384,6 +384,7 @@ impl Checkpoint {
         }
         let counts = self.column::<u64>("recorder/spike_counts", Some(world.resource::<Recorder>().spike_counts.len()))?;
         let mut recorded = Vec::new();
+        let mut lengths = std::collections::HashMap::new();
         {
             let mut rec = world.resource_mut::<Recorder>();
             let log_dir = rec.log_dir.clone();
@@ -402,7 +403,37 @@ impl Checkpoint {
                         return Err(corrupt(format!("recording log {name}.bin holds {len} bytes, the checkpoint needs {log_bytes}")));
                     }
                 }
+                let elements = spilled.checked_add((pending.len() / column.element_bytes()) as u64).ok_or_else(|| corrupt(format!("recording cursor of {name} overflows")))?;
+                lengths.insert(name, elements);
                 recorded.push((log, log_bytes, spilled, pending));
+            }
+        }
+        // Columns recorded together must stay in step (log and pending together): one node id
+        // per spike step, one row of values per probe time. A checkpoint whose columns disagree
+        // used to restore, and the run then panicked writing probes.h5 (`ndarray_2d` expects
+        // whole rows).
+        {
+            let rec = world.resource::<Recorder>();
+            let len = |name: String| lengths.get(&name).copied().unwrap_or(0);
+            for r in 0..rec.spikes.len() {
+                let (steps, ids) = (len(format!("spikes-{r}-steps")), len(format!("spikes-{r}-node_ids")));
+                if steps != ids {
+                    return Err(corrupt(format!("recorded spikes {r}: {steps} steps but {ids} node ids")));
+                }
+            }
+            for (r, p) in rec.probes.iter().enumerate() {
+                let (times, values) = (len(format!("probe-{r}-times_ms")), len(format!("probe-{r}-values")));
+                if u128::from(times) * p.sites.len() as u128 != u128::from(values) {
+                    return Err(corrupt(format!("probe {r}: {values} values for {times} samples of {} sites", p.sites.len())));
+                }
+            }
+        }
+        // Output written after this checkpoint (before a crash) is cut off: it will be recorded
+        // again. This is done before anything in the world changes (it used to be done while
+        // applying), so that an I/O error here does not leave the world half restored.
+        for (log, log_bytes, _, _) in &recorded {
+            if let Some(log) = log.as_ref().filter(|l| l.exists()) {
+                std::fs::OpenOptions::new().write(true).open(log).and_then(|f| f.set_len(*log_bytes)).map_err(|source| CheckpointError::Io { path: log.display().to_string(), source })?;
             }
         }
 
@@ -432,12 +463,7 @@ impl Checkpoint {
         }
         let mut rec = world.resource_mut::<Recorder>();
         rec.spike_counts = counts;
-        for ((_, column), (log, log_bytes, spilled, pending)) in rec.columns_mut().into_iter().zip(recorded) {
-            // Output written after this checkpoint (before a crash) is cut off: it will be
-            // recorded again.
-            if let Some(log) = log.filter(|l| l.exists()) {
-                std::fs::OpenOptions::new().write(true).open(&log).and_then(|f| f.set_len(log_bytes)).map_err(|source| CheckpointError::Io { path: log.display().to_string(), source })?;
-            }
+        for ((_, column), (_, _, spilled, pending)) in rec.columns_mut().into_iter().zip(recorded) {
             column.reset(spilled, &pending);
         }
         world.resource_mut::<Clock>().step = self.header.step;
