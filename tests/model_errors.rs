@@ -95,6 +95,13 @@ fn negative_weight_and_rate() {
 }
 
 #[test]
+fn non_finite_distribution_parameters() {
+    expect_error("weight = 1.0", "weight = { uniform = [0.0, inf] }", &["projections[0].weight", "must be finite"]);
+    expect_error("delay_ms = 1.0", "delay_ms = { normal = [nan, 0.1] }", &["projections[0].delay_ms", "must be finite"]);
+    expect_error("tau_m_ms = 20.0", "v_init_mv = { normal = [-60.0, inf] }", &["populations[0].v_init_mv", "must be finite"]);
+}
+
+#[test]
 fn missing_required_field() {
     let (text, _) = mutate("weight = 1.0", "");
     let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();

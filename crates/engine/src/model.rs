@@ -693,6 +693,8 @@ impl<'a> Validator<'a> {
     fn distribution(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
         match *d {
             Distribution::Constant(v) if !v.is_finite() => Err(self.error(path, "must be finite".into())),
+            Distribution::Uniform { uniform: [lo, hi] } if !(lo.is_finite() && hi.is_finite()) => Err(self.error(path, format!("uniform = [{lo}, {hi}]: bounds must be finite"))),
+            Distribution::Normal { normal: [mean, std] } if !(mean.is_finite() && std.is_finite()) => Err(self.error(path, format!("normal = [{mean}, {std}]: mean and standard deviation must be finite"))),
             Distribution::Uniform { uniform: [lo, hi] } if !(lo <= hi) => Err(self.error(path, format!("uniform = [{lo}, {hi}]: low must not exceed high"))),
             Distribution::Normal { normal: [_, std] } if !(std >= 0.0) => Err(self.error(path, format!("normal standard deviation must not be negative (got {std})"))),
             _ => Ok(()),
