@@ -246,14 +246,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
             let t = Instant::now();
             let due = ckpt_every.is_some_and(|every| done % every == 0 && done != end_step);
             if due {
-                let snap = snapshot(world);
-                waiting = Some(match waiting.take() {
-                    Some(older) => {
-                        superseded += 1;
-                        snap.supersede(older)
-                    }
-                    None => snap,
-                });
+                waiting = Some(replace_waiting(&mut waiting, snapshot(world), &mut superseded));
             }
             if let Some(snap) = waiting.take()
                 && let Err(std::sync::mpsc::TrySendError::Full(snap)) = tx.try_send(snap)
@@ -282,15 +275,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut checkpoints_written = 0;
     if let Some((tx, handle)) = writer {
         if outcome != Outcome::Finished || ckpt_every.is_some() {
-            let last = snapshot(&mut sim.world);
-            tx.send(match waiting.take() {
-                Some(older) => {
-                    superseded += 1;
-                    last.supersede(older)
-                }
-                None => last,
-            })
-            .ok();
+            tx.send(replace_waiting(&mut waiting, snapshot(&mut sim.world), &mut superseded)).ok();
         }
         drop(tx);
         checkpoints_written = handle.join().expect("the checkpoint writer does not panic")?;
@@ -359,4 +344,15 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         std::fs::write(out.join("run.json"), json).with_context(|| format!("cannot write {}", out.join("run.json").display()))?;
     }
     Ok(report)
+}
+
+/// `newer`, having taken over the snapshot still waiting for the writer, if any (counted).
+fn replace_waiting(waiting: &mut Option<Snapshot>, newer: Snapshot, superseded: &mut u64) -> Snapshot {
+    match waiting.take() {
+        Some(older) => {
+            *superseded += 1;
+            newer.supersede(older)
+        }
+        None => newer,
+    }
 }

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use crate::column::Column;
 use crate::components::*;
-use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel, Receptor};
+use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel};
 use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring, pack, target};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
@@ -375,14 +375,6 @@ fn choose(s: &mut Stream, k: u32, n: u32, exclude: Option<u32>, multapses: bool)
         out.push(c);
     }
     out
-}
-
-/// The receptor ring a projection writes into.
-pub fn receptor_name(r: Receptor) -> &'static str {
-    match r {
-        Receptor::Excitatory => "excitatory",
-        Receptor::Inhibitory => "inhibitory",
-    }
 }
 
 #[cfg(test)]

@@ -78,10 +78,6 @@ impl TraceDecay {
     pub fn after(&self, steps: u32) -> f32 {
         self.table.get(steps as usize).copied().unwrap_or(0.0)
     }
-
-    pub fn as_slice(&self) -> &[f32] {
-        &self.table
-    }
 }
 
 /// Marks a neuron that has not spiked yet.
