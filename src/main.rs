@@ -1,11 +1,13 @@
-//! The `fum` command line: `fum run` (headless batch run) and `fum check` (validate a model).
+//! The `fum` command line: `fum run` (headless batch run), `fum view` (live viewer) and
+//! `fum check` (validate a model).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fum::Model;
-use fum::run::{Outcome, RunOptions, RunReport, resume, run};
+use fum::engine::{observe, serve};
+use fum::run::{Outcome, RunOptions, RunReport, resume, run_observed};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -55,6 +57,44 @@ enum Command {
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
+        /// Serve the run to viewers (`fum view --attach`) on this address: PORT (loopback) or
+        /// HOST:PORT. Prints the token that steering needs.
+        #[arg(long, value_name = "ADDR")]
+        serve: Option<String>,
+    },
+    /// Watch and steer a simulation live: run MODEL in this process, or attach to a run
+    /// started with `fum run --serve`.
+    #[cfg(feature = "viewer")]
+    View {
+        /// Model file (TOML) to simulate in this process.
+        #[arg(required_unless_present = "attach")]
+        model: Option<PathBuf>,
+        /// Attach to a served run at ADDR (PORT or HOST:PORT) instead.
+        #[arg(long, value_name = "ADDR", conflicts_with = "model")]
+        attach: Option<String>,
+        /// The token `fum run --serve` printed; without it an attached viewer only watches.
+        #[arg(long, requires = "attach")]
+        token: Option<String>,
+        /// Output folder (spikes and checkpoints, as `fum run`); raster PNGs go here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long, default_value_t = 0)]
+        shards: usize,
+        #[arg(long, value_parser = parse_duration_ms)]
+        duration: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Start paused.
+        #[arg(long)]
+        paused: bool,
+        /// Frames per second the window aims at.
+        #[arg(long, default_value_t = 60.0)]
+        fps: f64,
+        /// Close the window after this many seconds and print the frames drawn per second.
+        #[arg(long, value_name = "SECONDS")]
+        exit_after: Option<f64>,
     },
     /// Continue a run from its newest valid checkpoint (after a crash, kill, --stop-after or Ctrl-C).
     Resume {
@@ -95,7 +135,7 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet } => {
+        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve } => {
             let options = RunOptions {
                 out,
                 threads,
@@ -108,7 +148,16 @@ fn main() -> ExitCode {
                 health_interval_ms: 0.0,
                 max_rate_hz,
             };
-            cmd_run(model, options, quiet)
+            cmd_run(model, options, quiet, serve)
+        }
+        #[cfg(feature = "viewer")]
+        Command::View { model, attach, token, out, threads, shards, duration, seed, paused, fps, exit_after } => {
+            let options = RunOptions { out: out.clone(), threads, shards, duration_ms: duration, seed, ..RunOptions::default() };
+            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir: out.unwrap_or_else(|| PathBuf::from(".")), fps };
+            match attach {
+                Some(addr) => cmd_attach(&addr, token, window),
+                None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),
+            }
         }
         Command::Resume { dir, threads, quiet } => cmd_resume(dir, threads, quiet),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
@@ -147,7 +196,12 @@ fn progress_bar(steps: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Outcome> {
+/// "7878" -> loopback port 7878; "HOST:PORT" as given.
+fn socket_addr(addr: &str) -> String {
+    if addr.parse::<u16>().is_ok() { format!("127.0.0.1:{addr}") } else { addr.to_string() }
+}
+
+fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<String>) -> anyhow::Result<Outcome> {
     let mut model = Model::load(&path)?;
     options.apply(&mut model)?;
     install_signal_handlers()?;
@@ -155,11 +209,63 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Ou
     if !quiet {
         eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms);
     }
+    let mut serving = match serve_addr {
+        Some(addr) => {
+            let (observer, link) = observe::channel(&model, false);
+            let addr = socket_addr(&addr);
+            let server = serve::serve(&addr, link).map_err(|e| anyhow::anyhow!("cannot serve on {addr}: {e}"))?;
+            // Printed even with --quiet: a viewer needs both.
+            eprintln!("serving on {} (fum view --attach {}); steering token {}", server.addr, server.addr, server.token);
+            Some((observer, server))
+        }
+        None => None,
+    };
     let bar = progress_bar(model.steps(), quiet);
-    let report = run(&model, &options, |done, _| bar.set_position(done))?;
+    let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _)| observer), |done, _| bar.set_position(done));
     bar.finish_and_clear();
+    if let Some((observer, server)) = serving {
+        drop(observer);
+        server.finish();
+    }
+    let report = report?;
     summarise(&report, options.out.as_deref(), quiet);
     Ok(report.outcome)
+}
+
+/// The simulation on its own thread, the window on this one; closing the window stops the run
+/// (with outputs and a checkpoint under --out, as Ctrl-C does).
+#[cfg(feature = "viewer")]
+fn cmd_view(path: PathBuf, options: RunOptions, paused: bool, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
+    let mut model = Model::load(&path)?;
+    options.apply(&mut model)?;
+    let (mut observer, link) = observe::channel(&model, true);
+    if paused {
+        observer.start_paused();
+    }
+    window.title = format!("fum view {}", path.display());
+    let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_, _| {}))?;
+    let stats = fum_viewer::run_window(link, true, window)?;
+    print_window_stats(&stats);
+    let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
+    Ok(report.outcome)
+}
+
+#[cfg(feature = "viewer")]
+fn cmd_attach(addr: &str, token: Option<String>, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
+    let addr = socket_addr(addr);
+    let (link, steering) = serve::attach(&addr, token.clone())?;
+    if token.is_some() && !steering {
+        eprintln!("the token was not accepted: watching only");
+    }
+    window.title = format!("fum view --attach {addr}");
+    let stats = fum_viewer::run_window(link, steering, window)?;
+    print_window_stats(&stats);
+    Ok(Outcome::Finished)
+}
+
+#[cfg(feature = "viewer")]
+fn print_window_stats(stats: &fum_viewer::WindowStats) {
+    println!("viewer           {} frames in {:.2} s ({:.1} frames/s), {} simulation frames received", stats.frames, stats.seconds, stats.frames as f64 / stats.seconds.max(1e-9), stats.frames_received);
 }
 
 fn cmd_resume(dir: PathBuf, threads: usize, quiet: bool) -> anyhow::Result<Outcome> {

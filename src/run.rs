@@ -20,6 +20,7 @@ use crate::stats::NetworkStats;
 use crate::{DefaultPlugins, Model, Simulation};
 use fum_engine::checkpoint::{self, Checkpoint, Snapshot};
 use fum_engine::health::HealthMonitor;
+use fum_engine::observe::Observer;
 use fum_engine::recording::Recorder;
 
 /// How to run a model; zero means "choose".
@@ -128,6 +129,12 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 /// Builds and runs `model` from its start. `progress` is called with the steps done and the
 /// step the run ends at, every 100 steps and at the end.
 pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
+    run_observed(model, options, None, progress)
+}
+
+/// [`run`] watched and steered through `observer` (see `fum_engine::observe`), which is called
+/// at every step boundary and may write checkpoints into the output folder on request.
+pub fn run_observed(model: &Model, options: &RunOptions, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
     let mut sim = Simulation::from_model(model, threads, shards)?;
@@ -137,7 +144,7 @@ pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64, u64) + Se
         // Recorded output moves to logs under OUT/recording at each checkpoint.
         sim.world.resource_mut::<Recorder>().log_dir = Some(out.join("recording"));
     }
-    execute(model, options, sim, started, progress)
+    execute(model, options, sim, started, progress, observer)
 }
 
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
@@ -179,12 +186,12 @@ pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64, u64) + Send + S
             continue;
         }
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
-        return execute(&model, &options, sim, started, progress);
+        return execute(&model, &options, sim, started, progress, None);
     }
     bail!("{}: no valid checkpoint to resume from", ckpt_dir.display())
 }
 
-fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync, mut observer: Option<&mut Observer>) -> anyhow::Result<RunReport> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
     let dt = model.spec.simulation.dt_ms;
@@ -241,6 +248,22 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         if let Err(e) = health.check(world, done) {
             failure = Some(e);
             return ControlFlow::Break(());
+        }
+        if let Some(observer) = observer.as_deref_mut() {
+            // Handed over at once, so that a paused run writes it too.
+            let mut checkpoint_now = |world: &mut bevy_ecs::world::World| match (&writer, &ckpt_dir) {
+                (Some((tx, _)), Some(dir)) => {
+                    let snap = replace_waiting(&mut waiting, snapshot(world), &mut superseded);
+                    if let Err(std::sync::mpsc::TrySendError::Full(snap)) = tx.try_send(snap) {
+                        waiting = Some(snap);
+                    }
+                    Ok(format!("checkpoint of step {done} goes to {}", dir.display()))
+                }
+                _ => Err("checkpoints need an output folder (--out)".to_string()),
+            };
+            if observer.between_steps(world, done, &mut checkpoint_now).is_break() {
+                return ControlFlow::Break(());
+            }
         }
         if let Some((tx, _)) = &writer {
             let t = Instant::now();

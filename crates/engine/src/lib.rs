@@ -7,7 +7,9 @@ pub mod column;
 pub mod health;
 pub mod components;
 pub mod model;
+pub mod observe;
 pub mod recording;
+pub mod serve;
 pub mod simulation;
 
 pub use build::{BuildError, build_world};

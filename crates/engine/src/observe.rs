@@ -1,0 +1,759 @@
+//! Watching and steering a running simulation: the one API through which a viewer (in the same
+//! process, or over a socket with [`crate::serve`]) sees and changes a run.
+//!
+//! [`channel`] makes the two ends: the [`Observer`], which the simulation thread calls at every
+//! step boundary, and the [`ViewerLink`], which the viewer holds. The viewer sees per-step
+//! summaries ([`Frame`]s) and [`Reply`]s to its [`Request`]s; it never touches the world.
+//!
+//! Concurrency contract. The simulation thread owns the world; the observer reads it and
+//! applies commands only between steps, so a command never lands in a half-done step. Nothing
+//! on the simulation thread waits for the viewer: each step's summary is added to a frame under
+//! construction, handed over through a slot that holds one frame at a time. If the viewer has
+//! not taken the previous frame, the new steps are merged into it, so a slow viewer receives
+//! fewer, larger frames; past [`MAX_FRAME_SPIKES`] spike ids in one frame, further ids are
+//! dropped and counted in [`Frame::spikes_dropped`] (population counts stay exact). The slot's
+//! lock is only tried: if the viewer holds it, the steps wait for the next hand-over. While no
+//! viewer watches ([`Slot::set_watching`]), no frame is built at all: a step costs one atomic
+//! load and an empty channel poll. Pausing is the one state in which the simulation thread
+//! waits, and it waits for commands, not for a viewer.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::sync::{Arc, Condvar, Mutex, TryLockError};
+use std::time::{Duration, Instant};
+
+use bevy_ecs::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Populations, Shard, SpikeExchange, SynapseBlocks};
+use crate::model::Model;
+
+/// Version of the messages below (and of the wire format in [`crate::serve`]); a viewer and a
+/// simulation with different versions refuse to talk.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Spike ids one frame holds at most; beyond it ids are dropped (and counted).
+pub const MAX_FRAME_SPIKES: usize = 4 << 20;
+
+/// Frames are handed over at most this often (wall time), so that a fast simulation sends a few
+/// hundred frames per second rather than one per step.
+const HAND_OVER_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How long a paused simulation waits for a command before it publishes a heartbeat frame.
+const PAUSED_POLL: Duration = Duration::from_millis(20);
+
+/// A summary of consecutive steps: the spikes of each step, spike counts per population, the
+/// membrane potential of watched neurons at each step, and the wall time the steps took.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The first step covered (0-based step index; its time is `first_step * dt_ms`).
+    pub first_step: u64,
+    /// Steps covered; 0 for a heartbeat of a paused simulation.
+    pub steps: u64,
+    /// The spikes of step `first_step + k` are `spikes[spike_ends[k - 1]..spike_ends[k]]`
+    /// (from 0 for `k = 0`), global neuron ids in ascending order.
+    pub spike_ends: Vec<u32>,
+    pub spikes: Vec<u32>,
+    /// Spike ids left out of `spikes` because the viewer fell behind.
+    pub spikes_dropped: u64,
+    /// Spikes per population over the covered steps (exact even when ids were dropped).
+    pub population_spikes: Vec<u64>,
+    /// Watched neurons (global ids, see [`Request::Watch`]) and their membrane potentials (mV),
+    /// one row of `watched.len()` values per step.
+    pub watched: Vec<u32>,
+    pub membrane_mv: Vec<f32>,
+    /// Wall time from the previous frame's end to this frame's end, s.
+    pub wall_s: f64,
+    /// Whether the simulation was paused when the frame was handed over.
+    pub paused: bool,
+}
+
+impl Frame {
+    /// The spike ids of the `k`-th step covered.
+    pub fn step_spikes(&self, k: usize) -> &[u32] {
+        let start = if k == 0 { 0 } else { self.spike_ends[k - 1] as usize };
+        &self.spikes[start..self.spike_ends[k] as usize]
+    }
+
+    /// Appends `later` (which must follow this frame) so that one frame covers both.
+    pub fn absorb(&mut self, later: Frame) {
+        if later.steps == 0 {
+            self.wall_s += later.wall_s;
+            self.paused = later.paused;
+            return;
+        }
+        if self.steps == 0 {
+            let wall_s = self.wall_s;
+            *self = later;
+            self.wall_s += wall_s;
+            return;
+        }
+        let base = self.spikes.len() as u32;
+        let room = MAX_FRAME_SPIKES.saturating_sub(self.spikes.len());
+        let kept = later.spikes.len().min(room);
+        self.spikes.extend_from_slice(&later.spikes[..kept]);
+        self.spike_ends.extend(later.spike_ends.iter().map(|&e| base + e.min(kept as u32)));
+        self.spikes_dropped += later.spikes_dropped + (later.spikes.len() - kept) as u64;
+        for (sum, n) in self.population_spikes.iter_mut().zip(&later.population_spikes) {
+            *sum += n;
+        }
+        if self.watched == later.watched {
+            self.membrane_mv.extend_from_slice(&later.membrane_mv);
+        } else {
+            // A new watch list starts with the later steps; rows of the old one would not fit.
+            self.membrane_mv = vec![f32::NAN; self.steps as usize * later.watched.len()];
+            self.membrane_mv.extend_from_slice(&later.membrane_mv);
+            self.watched = later.watched;
+        }
+        self.steps += later.steps;
+        self.wall_s += later.wall_s;
+        self.paused = later.paused;
+    }
+}
+
+/// How fast the simulation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Speed {
+    /// As fast as it can.
+    Max,
+    /// Slowed down to this real-time factor (wall time / biological time; 1: real time).
+    RealTimeFactor(f64),
+}
+
+/// What a viewer asks of the simulation. Reads are open to every viewer; the others steer the
+/// run and, over a socket, need the token (see [`Request::is_steering`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Network description and current settings: answered with [`Reply::Info`].
+    Info,
+    /// The membrane potential of these global neuron ids now: [`Reply::Membrane`].
+    Membrane(Vec<u32>),
+    /// Record these neurons' membrane potential at every step into the frames (empty: none).
+    Watch(Vec<u32>),
+    /// The weight distribution of plastic projection `projection` (model index) in `bins`
+    /// bins between the rule's bounds: [`Reply::WeightHistogram`].
+    WeightHistogram { projection: u32, bins: u32 },
+    Pause,
+    Resume,
+    /// Run this many steps, then pause.
+    Step(u64),
+    Speed(Speed),
+    /// Rate of Poisson input `input` (model index), Hz.
+    SetPoissonRate { input: u32, rate_hz: f64 },
+    /// Constant current into every neuron of population `population` (model index), pA.
+    SetCurrent { population: u32, current_pa: f32 },
+    /// STDP weight updates on or off.
+    Stdp(bool),
+    /// Write a checkpoint at the next step boundary.
+    Checkpoint,
+}
+
+impl Request {
+    /// Whether the request changes the run (rather than reading it).
+    pub fn is_steering(&self) -> bool {
+        !matches!(self, Request::Info | Request::Membrane(_) | Request::Watch(_) | Request::WeightHistogram { .. })
+    }
+}
+
+/// An answer to one [`Request`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Info(Info),
+    Membrane { step: u64, neurons: Vec<u32>, membrane_mv: Vec<f32> },
+    WeightHistogram(WeightHistogram),
+    /// A command was applied; the text says what happened.
+    Done(String),
+    /// A request was refused or failed; the text says why.
+    Error(String),
+}
+
+/// The network and the run's current settings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    pub model: String,
+    /// Steps done.
+    pub step: u64,
+    /// The step the run ends at.
+    pub end_step: u64,
+    pub dt_ms: f64,
+    pub paused: bool,
+    pub speed: Option<Speed>,
+    pub stdp_enabled: bool,
+    pub populations: Vec<PopulationInfo>,
+    pub inputs: Vec<InputInfo>,
+    pub plastic_projections: Vec<ProjectionInfo>,
+    pub shards: Vec<ShardInfo>,
+    /// Resident memory of the simulating process, bytes (0 where unknown).
+    pub memory_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PopulationInfo {
+    pub name: String,
+    /// Global id of the first neuron; the population's ids are contiguous.
+    pub first: u32,
+    pub size: u32,
+    /// Constant current into every neuron, pA.
+    pub current_pa: f32,
+}
+
+/// A Poisson input.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InputInfo {
+    /// Index among the model's inputs (what [`Request::SetPoissonRate`] names).
+    pub index: u32,
+    pub name: String,
+    pub target: String,
+    pub rate_hz: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProjectionInfo {
+    /// Index among the model's projections.
+    pub index: u32,
+    pub name: String,
+}
+
+/// Where a shard lives and how large it is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u32,
+    pub first: u32,
+    pub neurons: u32,
+    pub synapses: u64,
+    /// "cpu", or a device backend.
+    pub backend: String,
+    /// The device's name on a device backend.
+    pub device: Option<String>,
+    /// Where the synapse columns live ("host memory" until storage tiers exist).
+    pub synapse_storage: String,
+}
+
+/// Counts of weights in equal bins over `[w_min, w_max]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WeightHistogram {
+    pub projection: u32,
+    pub step: u64,
+    pub w_min: f32,
+    pub w_max: f32,
+    pub counts: Vec<u64>,
+    pub mean: f64,
+}
+
+/// The hand-over slot for frames (see the module's concurrency contract).
+#[derive(Debug, Default)]
+pub struct Slot {
+    frame: Mutex<Option<Frame>>,
+    ready: Condvar,
+    watching: AtomicBool,
+    closed: AtomicBool,
+}
+
+impl Slot {
+    /// A slot; frames are built only while it is marked as watched.
+    pub fn new(watching: bool) -> Arc<Slot> {
+        let slot = Slot::default();
+        slot.watching.store(watching, Ordering::Relaxed);
+        Arc::new(slot)
+    }
+
+    /// Adds `frame` to the one waiting, if any. Never waits: false (frame given back) when
+    /// the lock is busy.
+    pub fn offer(&self, frame: Frame) -> Result<(), Frame> {
+        match self.frame.try_lock() {
+            Ok(guard) => self.merge(guard, frame),
+            Err(TryLockError::WouldBlock) => return Err(frame),
+            Err(TryLockError::Poisoned(e)) => self.merge(e.into_inner(), frame),
+        }
+        Ok(())
+    }
+
+    /// Adds `frame` to the one waiting, if any, waiting for the lock (not for the simulation
+    /// thread: it uses [`Slot::offer`]).
+    pub fn put(&self, frame: Frame) {
+        self.merge(self.frame.lock().unwrap_or_else(|e| e.into_inner()), frame);
+    }
+
+    fn merge(&self, mut waiting: std::sync::MutexGuard<'_, Option<Frame>>, frame: Frame) {
+        match waiting.as_mut() {
+            Some(older) => older.absorb(frame),
+            None => *waiting = Some(frame),
+        }
+        drop(waiting);
+        self.ready.notify_one();
+    }
+
+    /// The waiting frame, if any, without waiting.
+    pub fn take(&self) -> Option<Frame> {
+        self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    /// The waiting frame, waiting up to `timeout` for one.
+    pub fn take_timeout(&self, timeout: Duration) -> Option<Frame> {
+        let guard = self.frame.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut guard, _) = self.ready.wait_timeout_while(guard, timeout, |f| f.is_none() && !self.is_closed()).unwrap_or_else(|e| e.into_inner());
+        guard.take()
+    }
+
+    /// Whether frames are wanted.
+    pub fn set_watching(&self, watching: bool) {
+        self.watching.store(watching, Ordering::Relaxed);
+    }
+
+    /// Marks the end of the frames (the simulation ended, or the connection closed).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.ready.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+}
+
+/// A request and where to send its reply.
+#[derive(Debug)]
+pub struct Envelope {
+    pub request: Request,
+    pub reply_to: Sender<Reply>,
+}
+
+/// Sends requests to the simulation; replies go to the [`ViewerLink`] it came from.
+#[derive(Clone, Debug)]
+pub struct RequestSender {
+    requests: Sender<Envelope>,
+    reply_to: Sender<Reply>,
+}
+
+impl RequestSender {
+    /// Sends a request; false when the simulation is gone.
+    pub fn send(&self, request: Request) -> bool {
+        self.requests.send(Envelope { request, reply_to: self.reply_to.clone() }).is_ok()
+    }
+
+    /// Delivers a reply that did not come from the simulation (a refusal, or one read from a
+    /// socket).
+    pub fn reply(&self, reply: Reply) {
+        self.reply_to.send(reply).ok();
+    }
+}
+
+/// The viewer's end: frames, replies, and a way to send requests.
+#[derive(Debug)]
+pub struct ViewerLink {
+    pub frames: Arc<Slot>,
+    sender: RequestSender,
+    replies: Receiver<Reply>,
+}
+
+impl ViewerLink {
+    /// A link receiving frames from `frames` and sending requests into `requests`.
+    pub fn new(frames: Arc<Slot>, requests: Sender<Envelope>) -> Self {
+        let (reply_to, replies) = std::sync::mpsc::channel();
+        ViewerLink { frames, sender: RequestSender { requests, reply_to }, replies }
+    }
+
+    /// Another link to the same simulation, with its own frame slot and replies (one per
+    /// socket client).
+    pub fn branch(&self, frames: Arc<Slot>) -> ViewerLink {
+        ViewerLink::new(frames, self.sender.requests.clone())
+    }
+
+    /// Sends a request; false when the simulation is gone.
+    pub fn send(&self, request: Request) -> bool {
+        self.sender.send(request)
+    }
+
+    /// A handle that sends requests (and replies) on this link's behalf from another thread.
+    pub fn sender(&self) -> RequestSender {
+        self.sender.clone()
+    }
+
+    /// A reply that has arrived, if any.
+    pub fn try_reply(&self) -> Option<Reply> {
+        self.replies.try_recv().ok()
+    }
+
+    /// The frame waiting, if any.
+    pub fn try_frame(&self) -> Option<Frame> {
+        self.frames.take()
+    }
+
+    /// Whether the simulation has ended (or the connection to it closed).
+    pub fn is_closed(&self) -> bool {
+        self.frames.is_closed()
+    }
+}
+
+impl Drop for ViewerLink {
+    fn drop(&mut self) {
+        self.frames.set_watching(false);
+    }
+}
+
+/// The simulation's end; call [`Observer::between_steps`] at every step boundary.
+pub struct Observer {
+    slot: Arc<Slot>,
+    requests: Receiver<Envelope>,
+    /// Break the run when the viewer's end is dropped (an in-process window closed).
+    stop_when_detached: bool,
+    model: String,
+    input_names: Vec<(String, String)>,
+    projection_names: Vec<String>,
+    end_step: u64,
+    building: Frame,
+    last_hand_over: Instant,
+    watched: Vec<u32>,
+    /// Pause once this many steps are done (`Some(done)`: paused now).
+    pause_at: Option<u64>,
+    speed: Speed,
+    /// Wall time and step from which a target real-time factor is kept.
+    pace_origin: (Instant, u64),
+    shards: Option<QueryState<(&'static Shard, &'static NeuronBlock, &'static SynapseBlocks)>>,
+}
+
+/// The two ends for a run of `model`. `stop_when_detached`: the run stops when the link is
+/// dropped (a window closed); otherwise it goes on unobserved.
+pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink) {
+    let slot = Slot::new(true);
+    let (tx, requests) = std::sync::mpsc::channel();
+    let observer = Observer {
+        slot: slot.clone(),
+        requests,
+        stop_when_detached,
+        model: model.path.display().to_string(),
+        input_names: model.spec.inputs.iter().map(|i| (i.name.clone(), i.target.clone())).collect(),
+        projection_names: model.spec.projections.iter().map(|p| p.name.clone()).collect(),
+        end_step: model.steps(),
+        building: Frame::default(),
+        last_hand_over: Instant::now(),
+        watched: Vec::new(),
+        pause_at: None,
+        speed: Speed::Max,
+        pace_origin: (Instant::now(), 0),
+        shards: None,
+    };
+    (observer, ViewerLink::new(slot, tx))
+}
+
+impl Observer {
+    /// Starts the run paused (a viewer resumes it).
+    pub fn start_paused(&mut self) {
+        self.pause_at = Some(0);
+    }
+
+    /// Records step `done - 1` into the frame, applies commands and answers reads, keeps the
+    /// target speed, and waits while paused. `checkpoint` writes a checkpoint of the world and
+    /// says where (it is the runner's: only it knows the output folder). Breaks when the
+    /// viewer's end is gone and the run should stop with it.
+    pub fn between_steps(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+        if self.slot.watching.load(Ordering::Relaxed) {
+            self.record_step(world, done);
+            if self.last_hand_over.elapsed() >= HAND_OVER_INTERVAL {
+                self.hand_over(false);
+            }
+        }
+        loop {
+            match self.requests.try_recv() {
+                Ok(envelope) => self.answer(world, done, envelope, checkpoint),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
+                Err(TryRecvError::Disconnected) => break,
+            }
+        }
+        while self.pause_at.is_some_and(|at| done >= at) {
+            self.hand_over(true);
+            match self.requests.recv_timeout(PAUSED_POLL) {
+                Ok(envelope) => self.answer(world, done, envelope, checkpoint),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
+                Err(RecvTimeoutError::Disconnected) => self.pause_at = None,
+            }
+            self.pace_origin = (Instant::now(), done);
+        }
+        if let Speed::RealTimeFactor(factor) = self.speed {
+            let dt_ms = world.resource::<Clock>().dt_ms;
+            let (t0, step0) = self.pace_origin;
+            let due = Duration::from_secs_f64((done - step0) as f64 * dt_ms * 1e-3 * factor);
+            if let Some(ahead) = due.checked_sub(t0.elapsed()) {
+                std::thread::sleep(ahead);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn record_step(&mut self, world: &mut World, done: u64) {
+        let spikes = &world.resource::<SpikeExchange>().spikes;
+        let populations = &world.resource::<Populations>().0;
+        let frame = &mut self.building;
+        if frame.steps == 0 {
+            frame.first_step = done - 1;
+            frame.population_spikes = vec![0; populations.len()];
+            frame.watched.clone_from(&self.watched);
+        }
+        frame.steps += 1;
+        let kept = spikes.len().min(MAX_FRAME_SPIKES.saturating_sub(frame.spikes.len()));
+        frame.spikes.extend_from_slice(&spikes[..kept]);
+        frame.spikes_dropped += (spikes.len() - kept) as u64;
+        frame.spike_ends.push(frame.spikes.len() as u32);
+        if !spikes.is_empty() {
+            for (count, pop) in frame.population_spikes.iter_mut().zip(populations) {
+                *count += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
+            }
+        }
+        if !self.watched.is_empty() {
+            let watched = std::mem::take(&mut self.watched);
+            let values = self.membrane(world, &watched);
+            self.building.membrane_mv.extend(values);
+            self.watched = watched;
+        }
+    }
+
+    fn hand_over(&mut self, paused: bool) {
+        let now = Instant::now();
+        let mut frame = std::mem::take(&mut self.building);
+        frame.wall_s = (now - self.last_hand_over).as_secs_f64();
+        frame.paused = paused;
+        match self.slot.offer(frame) {
+            Ok(()) => self.last_hand_over = now,
+            Err(mut frame) => {
+                // The viewer holds the slot: keep the steps for the next hand-over.
+                frame.wall_s = 0.0;
+                self.building = frame;
+            }
+        }
+    }
+
+    fn answer(&mut self, world: &mut World, done: u64, envelope: Envelope, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
+        let reply = match envelope.request {
+            Request::Info => Reply::Info(self.info(world, done)),
+            Request::Membrane(ids) => Reply::Membrane { step: done, membrane_mv: self.membrane(world, &ids), neurons: ids },
+            Request::Watch(ids) => {
+                let neurons = world.resource::<Populations>().0.iter().map(|p| p.first + p.size).max().unwrap_or(0);
+                match ids.iter().find(|&&id| id >= neurons) {
+                    Some(bad) => Reply::Error(format!("neuron {bad} does not exist (the network has {neurons} neurons)")),
+                    None => {
+                        // The frame under construction keeps one watch list: hand it over first.
+                        self.hand_over(self.pause_at.is_some_and(|at| done >= at));
+                        self.watched = ids;
+                        Reply::Done(format!("watching {} neurons", self.watched.len()))
+                    }
+                }
+            }
+            Request::WeightHistogram { projection, bins } => self.histogram(world, done, projection, bins.clamp(1, 1024)),
+            Request::Pause => {
+                self.pause_at = Some(done);
+                Reply::Done(format!("paused at step {done}"))
+            }
+            Request::Resume => {
+                self.pause_at = None;
+                Reply::Done(format!("running from step {done}"))
+            }
+            Request::Step(n) => {
+                self.pause_at = Some(done + n.max(1));
+                Reply::Done(format!("stepping to step {}", done + n.max(1)))
+            }
+            Request::Speed(speed) => match speed {
+                Speed::RealTimeFactor(f) if !(f.is_finite() && f > 0.0) => Reply::Error(format!("real-time factor {f} is not positive")),
+                _ => {
+                    self.speed = speed;
+                    self.pace_origin = (Instant::now(), done);
+                    Reply::Done(format!("speed {speed:?}"))
+                }
+            },
+            Request::SetPoissonRate { input, rate_hz } => {
+                let dt_ms = world.resource::<Clock>().dt_ms;
+                let mut sources = world.resource_mut::<PoissonSources>();
+                match sources.0.iter_mut().find(|s| u32::from(s.index) == input) {
+                    Some(_) if !(rate_hz.is_finite() && rate_hz >= 0.0) => Reply::Error(format!("rate {rate_hz} Hz is not a non-negative number")),
+                    Some(source) => {
+                        source.mean_per_step = rate_hz * dt_ms * 1e-3;
+                        source.exp_minus_mean = (-source.mean_per_step).exp();
+                        Reply::Done(format!("input {input} at {rate_hz} Hz from step {done}"))
+                    }
+                    None => Reply::Error(format!("input {input} is not a Poisson input of this model")),
+                }
+            }
+            Request::SetCurrent { population, current_pa } => {
+                let mut populations = world.resource_mut::<Populations>();
+                match populations.0.get_mut(population as usize) {
+                    Some(_) if !current_pa.is_finite() => Reply::Error(format!("current {current_pa} pA is not finite")),
+                    Some(p) => {
+                        p.current_pa = current_pa;
+                        Reply::Done(format!("{} at {current_pa} pA from step {done}", p.name))
+                    }
+                    None => Reply::Error(format!("population {population} does not exist")),
+                }
+            }
+            Request::Stdp(enabled) => {
+                world.resource_mut::<Plasticity>().enabled = enabled;
+                Reply::Done(format!("STDP {} from step {done}", if enabled { "on" } else { "off" }))
+            }
+            Request::Checkpoint => match checkpoint(world) {
+                Ok(text) => Reply::Done(text),
+                Err(text) => Reply::Error(text),
+            },
+        };
+        // A viewer that went away no longer wants its reply.
+        envelope.reply_to.send(reply).ok();
+    }
+
+    fn shards<'w>(&mut self, world: &'w World) -> Vec<(&'w Shard, &'w NeuronBlock, &'w SynapseBlocks)> {
+        let query = self.shards.get_or_insert_with(|| world.try_query().expect("a built world has shards"));
+        let mut shards: Vec<_> = query.iter(world).collect();
+        shards.sort_unstable_by_key(|(s, _, _)| s.index);
+        shards
+    }
+
+    /// Membrane potentials of global ids (NaN for ids outside the network).
+    fn membrane(&mut self, world: &World, ids: &[u32]) -> Vec<f32> {
+        let shards = self.shards(world);
+        ids.iter()
+            .map(|&id| {
+                let s = shards.partition_point(|(s, _, _)| s.neurons.end <= id);
+                shards.get(s).map_or(f32::NAN, |(shard, block, _)| block.v[(id - shard.neurons.start) as usize])
+            })
+            .collect()
+    }
+
+    fn histogram(&mut self, world: &World, done: u64, projection: u32, bins: u32) -> Reply {
+        let plasticity = world.resource::<Plasticity>();
+        let Some(rule) = plasticity.projections.iter().find(|p| p.projection == projection as usize).map(|p| p.rule) else {
+            return Reply::Error(format!("projection {projection} is not plastic"));
+        };
+        let (lo, hi) = (rule.w_min, rule.w_max);
+        let mut counts = vec![0u64; bins as usize];
+        let (mut sum, mut n) = (0.0f64, 0u64);
+        let scale = bins as f32 / (hi - lo).max(f32::MIN_POSITIVE);
+        for (_, _, blocks) in self.shards(world) {
+            for block in blocks.0.iter().filter(|b| b.projection == projection as usize) {
+                for &w in block.weight.iter() {
+                    counts[(((w - lo) * scale) as usize).min(bins as usize - 1)] += 1;
+                    sum += f64::from(w);
+                }
+                n += block.weight.len() as u64;
+            }
+        }
+        Reply::WeightHistogram(WeightHistogram { projection, step: done, w_min: lo, w_max: hi, counts, mean: sum / n.max(1) as f64 })
+    }
+
+    fn info(&mut self, world: &World, done: u64) -> Info {
+        let dt_ms = world.resource::<Clock>().dt_ms;
+        let populations: Vec<PopulationInfo> = world
+            .resource::<Populations>()
+            .0
+            .iter()
+            .map(|p| PopulationInfo { name: p.name.clone(), first: p.first, size: p.size, current_pa: p.current_pa })
+            .collect();
+        let inputs = world
+            .resource::<PoissonSources>()
+            .0
+            .iter()
+            .map(|s| {
+                let (name, target) = self.input_names[s.index as usize].clone();
+                InputInfo { index: u32::from(s.index), name, target, rate_hz: s.mean_per_step / (dt_ms * 1e-3) }
+            })
+            .collect();
+        let plasticity = world.resource::<Plasticity>();
+        let plastic_projections = plasticity
+            .projections
+            .iter()
+            .map(|p| ProjectionInfo { index: p.projection as u32, name: self.projection_names[p.projection].clone() })
+            .collect();
+        let stdp_enabled = plasticity.enabled;
+        let shards = self
+            .shards(world)
+            .into_iter()
+            .map(|(shard, _, blocks)| ShardInfo {
+                index: shard.index as u32,
+                first: shard.neurons.start,
+                neurons: shard.neurons.len() as u32,
+                synapses: blocks.0.iter().map(|b| b.len() as u64).sum(),
+                backend: "cpu".into(),
+                device: None,
+                synapse_storage: "host memory".into(),
+            })
+            .collect();
+        Info {
+            model: self.model.clone(),
+            step: done,
+            end_step: self.end_step,
+            dt_ms,
+            paused: self.pause_at.is_some_and(|at| done >= at),
+            speed: Some(self.speed),
+            stdp_enabled,
+            populations,
+            inputs,
+            plastic_projections,
+            shards,
+            memory_bytes: resident_bytes(),
+        }
+    }
+}
+
+impl Drop for Observer {
+    fn drop(&mut self) {
+        if self.building.steps > 0 {
+            // The last steps: wait for the slot rather than lose them.
+            self.slot.put(std::mem::take(&mut self.building));
+        }
+        self.slot.close();
+    }
+}
+
+/// Resident memory of this process (Linux `/proc/self/status`), bytes; 0 elsewhere.
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())))
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(first_step: u64, steps: &[&[u32]]) -> Frame {
+        let mut f = Frame { first_step, steps: steps.len() as u64, population_spikes: vec![0], ..Frame::default() };
+        for s in steps {
+            f.spikes.extend_from_slice(s);
+            f.spike_ends.push(f.spikes.len() as u32);
+            f.population_spikes[0] += s.len() as u64;
+        }
+        f
+    }
+
+    #[test]
+    fn absorbing_keeps_every_step_in_order() {
+        let mut a = frame(10, &[&[1, 2], &[]]);
+        a.absorb(frame(12, &[&[3], &[4, 5]]));
+        assert_eq!((a.first_step, a.steps), (10, 4));
+        let steps: Vec<&[u32]> = (0..4).map(|k| a.step_spikes(k)).collect();
+        assert_eq!(steps, [&[1, 2][..], &[], &[3], &[4, 5]]);
+        assert_eq!(a.population_spikes, [5]);
+    }
+
+    #[test]
+    fn a_heartbeat_takes_the_later_frame_and_the_wall_time() {
+        let mut beat = Frame { wall_s: 0.5, paused: true, ..Frame::default() };
+        beat.absorb(Frame { wall_s: 0.25, ..frame(3, &[&[7]]) });
+        assert_eq!((beat.first_step, beat.steps, beat.wall_s, beat.paused), (3, 1, 0.75, false));
+    }
+
+    #[test]
+    fn the_slot_merges_frames_the_viewer_has_not_taken() {
+        let slot = Slot::new(true);
+        slot.offer(frame(0, &[&[1]])).unwrap();
+        slot.offer(frame(1, &[&[2]])).unwrap();
+        let f = slot.take().unwrap();
+        assert_eq!((f.steps, f.spikes), (2, vec![1, 2]));
+        assert!(slot.take().is_none());
+    }
+
+    #[test]
+    fn reads_are_open_and_commands_steer() {
+        assert!(!Request::Info.is_steering() && !Request::Watch(vec![1]).is_steering());
+        assert!(Request::Pause.is_steering() && Request::Checkpoint.is_steering());
+    }
+}

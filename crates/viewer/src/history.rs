@@ -1,0 +1,174 @@
+//! What the viewer keeps of the frames it has received: recent spikes, population rates over
+//! time, membrane traces of watched neurons, and the performance of the simulation. Plain data,
+//! no drawing, so that it can be tested without a window.
+
+use std::collections::VecDeque;
+
+use fum_engine::observe::{Frame, Info};
+
+/// Biological time of recent spikes kept for the raster and the shard rates, ms.
+pub const RASTER_WINDOW_MS: f64 = 250.0;
+/// Spikes kept at most (the oldest go first); a frame with more keeps a uniform subsample.
+pub const MAX_RASTER_SPIKES: usize = 2_000_000;
+/// Bin of the population rate curves, ms of biological time.
+pub const RATE_BIN_MS: f64 = 5.0;
+/// Rate points kept per population.
+const MAX_RATE_POINTS: usize = 2_000;
+/// Membrane samples kept per watched neuron.
+const MAX_TRACE_SAMPLES: usize = 20_000;
+/// Wall time over which steps per second and the real-time factor are averaged, s.
+const PERF_WINDOW_S: f64 = 1.0;
+
+/// Everything the panels draw, updated frame by frame.
+#[derive(Debug, Default)]
+pub struct History {
+    /// Recent spikes as (step, global id), in step order.
+    pub spikes: VecDeque<(u64, u32)>,
+    /// Steps done (the end of the last frame).
+    pub step: u64,
+    pub dt_ms: f64,
+    /// Per population: (time of the bin's end in ms, rate in Hz).
+    pub rates: Vec<VecDeque<[f64; 2]>>,
+    rate_counts: Vec<u64>,
+    rate_steps: u64,
+    /// Watched neurons and their traces: (time ms, membrane potential mV).
+    pub traces: Vec<(u32, VecDeque<[f64; 2]>)>,
+    /// Recent frames' (steps, wall s), for the performance figures.
+    perf: VecDeque<(u64, f64)>,
+    pub spikes_dropped: u64,
+    pub paused: bool,
+    pub frames_received: u64,
+}
+
+impl History {
+    /// Adds a frame; `info` gives population sizes and the time step.
+    pub fn add(&mut self, frame: &Frame, info: &Info) {
+        self.frames_received += 1;
+        self.dt_ms = info.dt_ms;
+        self.paused = frame.paused;
+        self.spikes_dropped += frame.spikes_dropped;
+        self.perf.push_back((frame.steps, frame.wall_s));
+        while self.perf.len() > 1 && self.perf.iter().skip(1).map(|p| p.1).sum::<f64>() >= PERF_WINDOW_S {
+            self.perf.pop_front();
+        }
+        if frame.steps == 0 {
+            return;
+        }
+        self.step = frame.first_step + frame.steps;
+
+        // A frame too large for the raster keeps every k-th spike.
+        let stride = frame.spikes.len().div_ceil(MAX_RASTER_SPIKES).max(1);
+        for k in 0..frame.steps as usize {
+            let step = frame.first_step + k as u64;
+            self.spikes.extend(frame.step_spikes(k).iter().step_by(stride).map(|&id| (step, id)));
+        }
+        let window_steps = (RASTER_WINDOW_MS / info.dt_ms).ceil() as u64;
+        let oldest = self.step.saturating_sub(window_steps);
+        while self.spikes.front().is_some_and(|&(s, _)| s < oldest) || self.spikes.len() > MAX_RASTER_SPIKES {
+            self.spikes.pop_front();
+        }
+
+        self.rates.resize_with(info.populations.len(), VecDeque::new);
+        self.rate_counts.resize(info.populations.len(), 0);
+        for (sum, n) in self.rate_counts.iter_mut().zip(&frame.population_spikes) {
+            *sum += n;
+        }
+        self.rate_steps += frame.steps;
+        let bin_ms = self.rate_steps as f64 * info.dt_ms;
+        if bin_ms >= RATE_BIN_MS {
+            let t = self.step as f64 * info.dt_ms;
+            for ((points, count), pop) in self.rates.iter_mut().zip(&mut self.rate_counts).zip(&info.populations) {
+                points.push_back([t, *count as f64 / (f64::from(pop.size) * bin_ms * 1e-3)]);
+                if points.len() > MAX_RATE_POINTS {
+                    points.pop_front();
+                }
+                *count = 0;
+            }
+            self.rate_steps = 0;
+        }
+
+        if !frame.watched.is_empty() {
+            if self.traces.iter().map(|t| t.0).ne(frame.watched.iter().copied()) {
+                self.traces = frame.watched.iter().map(|&id| (id, VecDeque::new())).collect();
+            }
+            for (k, row) in frame.membrane_mv.chunks_exact(frame.watched.len()).enumerate() {
+                let t = (frame.first_step + k as u64) as f64 * info.dt_ms;
+                for ((_, trace), &v) in self.traces.iter_mut().zip(row) {
+                    if v.is_finite() {
+                        trace.push_back([t, f64::from(v)]);
+                    }
+                    if trace.len() > MAX_TRACE_SAMPLES {
+                        trace.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steps per second over the last second of frames.
+    pub fn steps_per_s(&self) -> f64 {
+        let (steps, wall): (u64, f64) = self.perf.iter().fold((0, 0.0), |(n, w), &(s, t)| (n + s, w + t));
+        if wall > 0.0 { steps as f64 / wall } else { 0.0 }
+    }
+
+    /// Wall time over biological time (1: real time; below 1: faster than real time).
+    pub fn real_time_factor(&self) -> f64 {
+        let per_s = self.steps_per_s();
+        if per_s > 0.0 { 1.0 / (per_s * self.dt_ms * 1e-3) } else { f64::INFINITY }
+    }
+
+    /// Mean rate (Hz) of neurons `first..first + size` over the raster window.
+    pub fn rate_of(&self, first: u32, size: u32) -> f64 {
+        let n = self.spikes.iter().filter(|&&(_, id)| id >= first && id < first + size).count();
+        let window_ms = (self.step as f64 * self.dt_ms).min(RASTER_WINDOW_MS);
+        if size == 0 || window_ms <= 0.0 { 0.0 } else { n as f64 / (f64::from(size) * window_ms * 1e-3) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fum_engine::observe::PopulationInfo;
+
+    fn info() -> Info {
+        Info { dt_ms: 0.1, populations: vec![PopulationInfo { name: "E".into(), first: 0, size: 10, current_pa: 0.0 }], ..Info::default() }
+    }
+
+    /// A frame of `steps` steps in which neuron 3 fires at every step.
+    fn frame(first_step: u64, steps: u64) -> Frame {
+        Frame {
+            first_step,
+            steps,
+            spike_ends: (1..=steps as u32).collect(),
+            spikes: vec![3; steps as usize],
+            population_spikes: vec![steps],
+            watched: vec![3],
+            membrane_mv: vec![-55.0; steps as usize],
+            wall_s: steps as f64 * 1e-4,
+            ..Frame::default()
+        }
+    }
+
+    #[test]
+    fn rates_are_binned_in_biological_time() {
+        let mut h = History::default();
+        h.add(&frame(0, 30), &info());
+        assert!(h.rates[0].is_empty(), "3 ms is less than a bin");
+        h.add(&frame(30, 30), &info());
+        // 60 spikes from 10 neurons in 6 ms: 1000 Hz.
+        assert_eq!(h.rates[0].len(), 1);
+        assert!((h.rates[0][0][1] - 1000.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_raster_keeps_its_window_and_traces_follow_the_watch_list() {
+        let mut h = History::default();
+        h.add(&frame(0, 5000), &info());
+        let oldest = h.spikes.front().unwrap().0;
+        assert_eq!(oldest, 5000 - (RASTER_WINDOW_MS / 0.1) as u64);
+        assert_eq!(h.traces.len(), 1);
+        assert_eq!(h.traces[0].1.len(), 5000);
+        // 10000 steps per second of wall time with dt 0.1 ms: real time.
+        assert!((h.steps_per_s() - 10_000.0).abs() < 1e-6 && (h.real_time_factor() - 1.0).abs() < 1e-9);
+    }
+}
