@@ -89,6 +89,9 @@ enum Command {
         /// Start paused.
         #[arg(long)]
         paused: bool,
+        /// Trace the membrane potential of these neurons (global ids, e.g. 0,10,3300) from the start.
+        #[arg(long, value_delimiter = ',')]
+        watch: Vec<u32>,
         /// Frames per second the window aims at.
         #[arg(long, default_value_t = 60.0)]
         fps: f64,
@@ -151,9 +154,9 @@ fn main() -> ExitCode {
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
-        Command::View { model, attach, token, out, threads, shards, duration, seed, paused, fps, exit_after } => {
+        Command::View { model, attach, token, out, threads, shards, duration, seed, paused, watch, fps, exit_after } => {
             let options = RunOptions { out: out.clone(), threads, shards, duration_ms: duration, seed, ..RunOptions::default() };
-            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir: out.unwrap_or_else(|| PathBuf::from(".")), fps };
+            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir: out.unwrap_or_else(|| PathBuf::from(".")), fps, watch };
             match attach {
                 Some(addr) => cmd_attach(&addr, token, window),
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),

@@ -490,6 +490,10 @@ impl Observer {
         if frame.steps == 0 {
             frame.first_step = done - 1;
             frame.population_spikes = vec![0; populations.len()];
+        }
+        if frame.watched != self.watched {
+            // A frame has one watch list: earlier rows of a new one are unknown.
+            frame.membrane_mv = vec![f32::NAN; frame.steps as usize * self.watched.len()];
             frame.watched.clone_from(&self.watched);
         }
         frame.steps += 1;
@@ -534,8 +538,6 @@ impl Observer {
                 match ids.iter().find(|&&id| id >= neurons) {
                     Some(bad) => Reply::Error(format!("neuron {bad} does not exist (the network has {neurons} neurons)")),
                     None => {
-                        // The frame under construction keeps one watch list: hand it over first.
-                        self.hand_over(self.pause_at.is_some_and(|at| done >= at));
                         self.watched = ids;
                         Reply::Done(format!("watching {} neurons", self.watched.len()))
                     }

@@ -70,21 +70,21 @@ impl History {
 
         self.rates.resize_with(info.populations.len(), VecDeque::new);
         self.rate_counts.resize(info.populations.len(), 0);
-        for (sum, n) in self.rate_counts.iter_mut().zip(&frame.population_spikes) {
-            *sum += n;
-        }
-        self.rate_steps += frame.steps;
-        let bin_ms = self.rate_steps as f64 * info.dt_ms;
-        if bin_ms >= RATE_BIN_MS {
-            let t = self.step as f64 * info.dt_ms;
-            for ((points, count), pop) in self.rates.iter_mut().zip(&mut self.rate_counts).zip(&info.populations) {
-                points.push_back([t, *count as f64 / (f64::from(pop.size) * bin_ms * 1e-3)]);
-                if points.len() > MAX_RATE_POINTS {
-                    points.pop_front();
+        if frame.spikes_dropped == 0 {
+            // Exact bins from the spikes of each step.
+            for k in 0..frame.steps as usize {
+                let spikes = frame.step_spikes(k);
+                for (sum, pop) in self.rate_counts.iter_mut().zip(&info.populations) {
+                    *sum += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
                 }
-                *count = 0;
+                self.close_rate_bin(1, frame.first_step + k as u64 + 1, info);
             }
-            self.rate_steps = 0;
+        } else {
+            // Some ids are missing: the frame's exact counts, as one piece.
+            for (sum, n) in self.rate_counts.iter_mut().zip(&frame.population_spikes) {
+                *sum += n;
+            }
+            self.close_rate_bin(frame.steps, self.step, info);
         }
 
         if !frame.watched.is_empty() {
@@ -103,6 +103,24 @@ impl History {
                 }
             }
         }
+    }
+
+    /// Counts `steps` more steps into the current rate bin, ending at step `end`, and adds a
+    /// point per population when the bin is full.
+    fn close_rate_bin(&mut self, steps: u64, end: u64, info: &Info) {
+        self.rate_steps += steps;
+        let bin_ms = self.rate_steps as f64 * info.dt_ms;
+        if bin_ms < RATE_BIN_MS {
+            return;
+        }
+        for ((points, count), pop) in self.rates.iter_mut().zip(&mut self.rate_counts).zip(&info.populations) {
+            points.push_back([end as f64 * info.dt_ms, *count as f64 / (f64::from(pop.size) * bin_ms * 1e-3)]);
+            if points.len() > MAX_RATE_POINTS {
+                points.pop_front();
+            }
+            *count = 0;
+        }
+        self.rate_steps = 0;
     }
 
     /// Steps per second over the last second of frames.
@@ -158,6 +176,9 @@ mod tests {
         // 60 spikes from 10 neurons in 6 ms: 1000 Hz.
         assert_eq!(h.rates[0].len(), 1);
         assert!((h.rates[0][0][1] - 1000.0).abs() < 1e-9);
+        // A large frame gives a point per bin, at the bin's end.
+        h.add(&frame(60, 240), &info());
+        assert_eq!(h.rates[0].iter().map(|p| p[0]).collect::<Vec<_>>(), [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]);
     }
 
     #[test]

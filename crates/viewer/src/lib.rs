@@ -223,19 +223,19 @@ impl ViewerApp {
 
     fn controls(&mut self, ui: &mut egui::Ui) {
         ui.horizontal_wrapped(|ui| {
-            if ui.button("▶ Run").clicked() {
+            if ui.button("Run").clicked() {
                 self.send(Request::Resume);
             }
-            if ui.button("⏸ Pause").clicked() {
+            if ui.button("Pause").clicked() {
                 self.send(Request::Pause);
             }
-            if ui.button("⏭ Step").clicked() {
+            if ui.button("Step").clicked() {
                 self.send(Request::Step(1));
             }
             ui.separator();
             let max = ui.checkbox(&mut self.max_speed, "max speed").changed();
-            ui.label("real-time factor");
-            let factor = ui.add_enabled(!self.max_speed, egui::DragValue::new(&mut self.real_time_factor).range(0.01..=1000.0).speed(0.05)).changed();
+            let label = ui.label("real-time factor");
+            let factor = ui.add_enabled(!self.max_speed, egui::DragValue::new(&mut self.real_time_factor).range(0.01..=1000.0).speed(0.05)).labelled_by(label.id).changed();
             if max || factor {
                 self.send(Request::Speed(if self.max_speed { Speed::Max } else { Speed::RealTimeFactor(self.real_time_factor) }));
             }
@@ -246,15 +246,18 @@ impl ViewerApp {
             } else {
                 self.input_choice = self.input_choice.min(inputs.len() - 1);
                 let before = self.input_choice;
-                egui::ComboBox::from_id_salt("input").selected_text(&inputs[self.input_choice].name).show_ui(ui, |ui| {
+                let label = ui.label("input");
+                egui::ComboBox::from_id_salt("input").selected_text(inputs[self.input_choice].name.as_str()).show_ui(ui, |ui| {
                     for (k, input) in inputs.iter().enumerate() {
                         ui.selectable_value(&mut self.input_choice, k, format!("{} -> {}", input.name, input.target));
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
                 if before != self.input_choice {
                     self.rate_hz = inputs[self.input_choice].rate_hz;
                 }
-                ui.add(egui::DragValue::new(&mut self.rate_hz).range(0.0..=1e7).suffix(" Hz"));
+                ui.add(egui::DragValue::new(&mut self.rate_hz).range(0.0..=1e7).suffix(" Hz")).labelled_by(label.id);
                 if ui.button("Set rate").clicked() {
                     self.send(Request::SetPoissonRate { input: inputs[self.input_choice].index, rate_hz: self.rate_hz });
                 }
@@ -263,15 +266,18 @@ impl ViewerApp {
             if !populations.is_empty() {
                 self.population_choice = self.population_choice.min(populations.len() - 1);
                 let before = self.population_choice;
-                egui::ComboBox::from_id_salt("population").selected_text(&populations[self.population_choice].name).show_ui(ui, |ui| {
+                let label = ui.label("DC");
+                egui::ComboBox::from_id_salt("population").selected_text(populations[self.population_choice].name.as_str()).show_ui(ui, |ui| {
                     for (k, p) in populations.iter().enumerate() {
-                        ui.selectable_value(&mut self.population_choice, k, &p.name);
+                        ui.selectable_value(&mut self.population_choice, k, p.name.as_str());
                     }
-                });
+                })
+                .response
+                .labelled_by(label.id);
                 if before != self.population_choice {
                     self.current_pa = populations[self.population_choice].current_pa;
                 }
-                ui.add(egui::DragValue::new(&mut self.current_pa).speed(1.0).suffix(" pA"));
+                ui.add(egui::DragValue::new(&mut self.current_pa).speed(1.0).suffix(" pA")).labelled_by(label.id);
                 if ui.button("Set current").clicked() {
                     self.send(Request::SetCurrent { population: self.population_choice as u32, current_pa: self.current_pa });
                 }
@@ -397,6 +403,7 @@ impl ViewerApp {
 
         let labels = 70.0;
         let (rect, response) = ui.allocate_exact_size(egui::vec2(ui.available_width(), height - 24.0), egui::Sense::click());
+        response.widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, "spike raster"));
         let plot = egui::Rect::from_min_max(rect.min + egui::vec2(labels, 0.0), rect.max - egui::vec2(0.0, 16.0));
         let painter = ui.painter_at(rect);
         painter.image(texture.id(), plot, egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1.0, 1.0)), egui::Color32::WHITE);
@@ -453,18 +460,20 @@ impl ViewerApp {
     }
 
     fn weights_panel(&mut self, ui: &mut egui::Ui) {
-        ui.heading("Weights");
+        let heading = ui.heading("Weights");
         let projections = self.info.as_ref().map(|i| i.plastic_projections.clone()).unwrap_or_default();
         if projections.is_empty() {
             ui.label("no plastic projection");
             return;
         }
         self.projection_choice = self.projection_choice.min(projections.len() - 1);
-        egui::ComboBox::from_id_salt("projection").selected_text(&projections[self.projection_choice].name).show_ui(ui, |ui| {
+        egui::ComboBox::from_id_salt("projection").selected_text(projections[self.projection_choice].name.as_str()).show_ui(ui, |ui| {
             for (k, p) in projections.iter().enumerate() {
-                ui.selectable_value(&mut self.projection_choice, k, &p.name);
+                ui.selectable_value(&mut self.projection_choice, k, p.name.as_str());
             }
-        });
+        })
+        .response
+        .labelled_by(heading.id);
         let Some(h) = &self.histogram else { return };
         let width = f64::from(h.w_max - h.w_min) / h.counts.len().max(1) as f64;
         let bar = |k: usize, n: u64| Bar::new(f64::from(h.w_min) + (k as f64 + 0.5) * width, n as f64).width(width);
@@ -487,7 +496,7 @@ impl ViewerApp {
     }
 }
 
-/// Opens the viewer window options.
+/// How the viewer window runs.
 pub struct WindowOptions {
     pub title: String,
     /// Close after this many seconds (for benchmarks and screenshots).
@@ -496,6 +505,8 @@ pub struct WindowOptions {
     pub save_dir: PathBuf,
     /// Frames per second the window aims at.
     pub fps: f64,
+    /// Neurons traced from the start.
+    pub watch: Vec<u32>,
 }
 
 /// What a window session drew.
@@ -530,6 +541,9 @@ pub fn run_window(link: ViewerLink, steering: bool, options: WindowOptions) -> R
     let stats = std::sync::Arc::new(std::sync::Mutex::new(WindowStats::default()));
     let mut app = ViewerApp::new(link, steering);
     app.save_dir = options.save_dir.clone();
+    for &id in &options.watch {
+        app.watch(id);
+    }
     let native = eframe::NativeOptions { viewport: egui::ViewportBuilder::default().with_title(&options.title).with_inner_size([1400.0, 860.0]), ..Default::default() };
     let window = Window { app, options, stats: stats.clone(), started: std::time::Instant::now() };
     eframe::run_native("fum viewer", native, Box::new(|_| Ok(Box::new(window)))).map_err(|e| ViewerError::Window(e.to_string()))?;

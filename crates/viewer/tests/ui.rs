@@ -1,0 +1,294 @@
+//! UI tests with egui_kittest. Two kinds:
+//! - a scripted simulation (deterministic frames and replies) for snapshots of every panel and
+//!   for checking that every control sends its request;
+//! - a live simulation on its own thread for what the controls do to a run: pausing stops the
+//!   step count, stepping advances one step, a new Poisson rate changes the measured rate,
+//!   STDP switches off, clicking the raster traces a neuron.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use fum_engine::observe::{self, Envelope, Frame, Info, InputInfo, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Slot, Speed, ViewerLink, WeightHistogram};
+use fum_engine::{Model, Simulation};
+use fum_viewer::ViewerApp;
+
+const SIZE: [f32; 2] = [1400.0, 860.0];
+
+/// Answers requests the way a simulation of a fixed network would, and keeps them.
+struct Scripted {
+    requests: Receiver<Envelope>,
+    frames: Arc<Slot>,
+    sent: Vec<Request>,
+}
+
+fn scripted_info() -> Info {
+    Info {
+        model: "scripted.toml".into(),
+        step: 2500,
+        end_step: 10_000,
+        dt_ms: 0.1,
+        paused: false,
+        speed: Some(Speed::Max),
+        stdp_enabled: true,
+        populations: vec![
+            PopulationInfo { name: "E".into(), first: 0, size: 3200, current_pa: 0.0 },
+            PopulationInfo { name: "I".into(), first: 3200, size: 800, current_pa: 0.0 },
+        ],
+        inputs: vec![InputInfo { index: 0, name: "drive".into(), target: "E".into(), rate_hz: 5000.0 }],
+        plastic_projections: vec![ProjectionInfo { index: 0, name: "E_to_E".into() }],
+        shards: (0..4).map(|i| ShardInfo { index: i, first: i * 1000, neurons: 1000, synapses: 80_000, backend: "cpu".into(), device: None, synapse_storage: "host memory".into() }).collect(),
+        memory_bytes: 123_400_000,
+    }
+}
+
+impl Scripted {
+    fn new() -> (Scripted, ViewerLink) {
+        let frames = Slot::new(true);
+        let (tx, requests) = std::sync::mpsc::channel();
+        (Scripted { requests, frames: frames.clone(), sent: Vec::new() }, ViewerLink::new(frames, tx))
+    }
+
+    fn answer(&mut self) {
+        while let Ok(envelope) = self.requests.try_recv() {
+            let reply = match &envelope.request {
+                Request::Info => Reply::Info(scripted_info()),
+                Request::WeightHistogram { projection, bins } => Reply::WeightHistogram(WeightHistogram {
+                    projection: *projection,
+                    step: 2500,
+                    w_min: 0.0,
+                    w_max: 32.4,
+                    counts: (0..*bins as u64).map(|k| 2000 * (20 - (k as i64 - 20).abs()) as u64 / 20 + 10).collect(),
+                    mean: 16.2,
+                }),
+                Request::Checkpoint => Reply::Done("checkpoint of step 2500 goes to out/checkpoints".into()),
+                other => Reply::Done(format!("{other:?} applied")),
+            };
+            envelope.reply_to.send(reply).unwrap();
+            self.sent.push(envelope.request);
+        }
+    }
+
+    /// 2500 steps (250 ms) in which neuron `id` fires at step `s` when a fixed hash says so
+    /// (about 10 Hz), with neurons 7 and 3300 watched.
+    fn publish(&self) {
+        for chunk in 0..10u64 {
+            let first_step = chunk * 250;
+            let mut frame = Frame { first_step, steps: 250, population_spikes: vec![0, 0], watched: vec![7, 3300], wall_s: 0.025, ..Frame::default() };
+            for s in first_step..first_step + 250 {
+                for id in 0..4000u32 {
+                    if (u64::from(id) * 7919 + s * 104_729) % 1000 == 0 {
+                        frame.spikes.push(id);
+                        frame.population_spikes[usize::from(id >= 3200)] += 1;
+                    }
+                }
+                frame.spike_ends.push(frame.spikes.len() as u32);
+                let phase = (s % 200) as f32 / 200.0;
+                frame.membrane_mv.extend([-60.0 + 10.0 * phase, -55.0 + 4.0 * (phase * 6.28).sin()]);
+            }
+            self.frames.put(frame);
+        }
+    }
+}
+
+fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
+    Harness::builder().with_size(SIZE).build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), app)
+}
+
+/// Steps the UI, answering requests in between, so that replies and frames are taken.
+fn settle(h: &mut Harness<'_, ViewerApp>, script: &mut Scripted) {
+    for _ in 0..6 {
+        h.step();
+        script.answer();
+    }
+}
+
+fn scripted(steering: bool) -> (Harness<'static, ViewerApp>, Scripted) {
+    let (mut script, link) = Scripted::new();
+    let mut h = harness(ViewerApp::new(link, steering));
+    settle(&mut h, &mut script);
+    script.publish();
+    settle(&mut h, &mut script);
+    (h, script)
+}
+
+#[test]
+fn every_panel_renders() {
+    let (mut h, mut script) = scripted(true);
+    for heading in ["Spike raster", "Population rates", "Membrane potential", "Weights", "Shards", "Performance"] {
+        h.get_by_label(heading);
+    }
+    let app = h.state();
+    assert_eq!(app.history.step, 2500);
+    assert!(app.history.spikes.len() > 9000, "the raster holds the window's spikes");
+    assert_eq!(app.history.rates.len(), 2, "a rate curve per population");
+    assert_eq!(app.history.traces.iter().map(|t| t.0).collect::<Vec<_>>(), [7, 3300]);
+    h.get_by_label("10000"); // steps/s: 250 steps per 25 ms
+    h.get_by_label("123.4 MB");
+    assert_eq!(h.get_all_by_label("cpu").count(), 4, "a row per shard");
+    h.get_by_label("mean 16.200 (from 16.200)");
+    settle(&mut h, &mut script);
+    h.snapshot("viewer");
+}
+
+/// Clicks the widget labelled `label` and returns the request it sent, leaving out the ones
+/// the viewer sends on a timer (info, weights).
+fn click(h: &mut Harness<'_, ViewerApp>, script: &mut Scripted, label: &str) -> Request {
+    h.get_by_label(label).click();
+    settle(h, script);
+    let sent = script.sent.drain(..).filter(|r| !matches!(r, Request::Info | Request::WeightHistogram { .. })).last();
+    sent.unwrap_or_else(|| panic!("{label} sent nothing"))
+}
+
+#[test]
+fn every_control_sends_its_request() {
+    let (mut h, mut script) = scripted(true);
+    assert_eq!(click(&mut h, &mut script, "Pause"), Request::Pause);
+    assert_eq!(click(&mut h, &mut script, "Step"), Request::Step(1));
+    assert_eq!(click(&mut h, &mut script, "Run"), Request::Resume);
+    assert_eq!(click(&mut h, &mut script, "max speed"), Request::Speed(Speed::RealTimeFactor(1.0)));
+    h.state_mut().rate_hz = 123.0;
+    assert_eq!(click(&mut h, &mut script, "Set rate"), Request::SetPoissonRate { input: 0, rate_hz: 123.0 });
+    h.state_mut().population_choice = 1;
+    h.state_mut().current_pa = 250.0;
+    assert_eq!(click(&mut h, &mut script, "Set current"), Request::SetCurrent { population: 1, current_pa: 250.0 });
+    assert_eq!(click(&mut h, &mut script, "STDP"), Request::Stdp(false));
+    assert_eq!(click(&mut h, &mut script, "Checkpoint now"), Request::Checkpoint);
+    assert_eq!(h.state().status, "checkpoint of step 2500 goes to out/checkpoints");
+
+    h.get_by_role(eframe::egui::Role::TextInput).focus();
+    h.step();
+    h.get_by_role(eframe::egui::Role::TextInput).type_text("42");
+    settle(&mut h, &mut script);
+    assert_eq!(click(&mut h, &mut script, "Watch"), Request::Watch(vec![42]));
+    match click(&mut h, &mut script, "spike raster") {
+        Request::Watch(ids) => {
+            assert_eq!(ids.len(), 2);
+            assert!((1800..2200).contains(&ids[1]), "the middle of the raster is the middle of the network: {ids:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    h.state_mut().save_dir = dir.path().to_path_buf();
+    h.get_by_label("Save raster PNG").click();
+    settle(&mut h, &mut script);
+    let path = dir.path().join("raster-step2500.png");
+    let info = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).read_info().unwrap().info().clone();
+    assert_eq!((info.width, info.height), (720, 300));
+    assert!(h.state().status.contains("raster saved to"));
+}
+
+#[test]
+fn a_viewer_without_the_token_only_watches() {
+    let (mut h, mut script) = scripted(false);
+    script.sent.clear();
+    h.get_by_label("Pause").click();
+    settle(&mut h, &mut script);
+    assert!(script.sent.iter().all(|r| !r.is_steering()), "{:?}", script.sent);
+    assert!(h.state().status.contains("token"));
+    h.get_by_label("· watching only");
+}
+
+/// A simulation of `model_text` on its own thread, stopping when the viewer goes.
+fn live(model_text: &str) -> (Harness<'static, ViewerApp>, std::thread::JoinHandle<u64>) {
+    let model = Model::parse(model_text, Path::new("live.toml")).unwrap();
+    let (mut observer, link) = observe::channel(&model, true);
+    let simulation = std::thread::spawn(move || {
+        let mut sim = Simulation::from_model(&model, 1, 2).unwrap();
+        sim.add_plugins(fum_systems::DefaultPlugins);
+        sim.run_until(model.steps(), |world, done| observer.between_steps(world, done, &mut |_| Err("no checkpoints here".into())))
+    });
+    (harness(ViewerApp::new(link, true)), simulation)
+}
+
+/// Steps the UI until `done` holds (10 s at most).
+fn wait_until(h: &mut Harness<'_, ViewerApp>, what: &str, done: impl Fn(&ViewerApp) -> bool) {
+    let t0 = Instant::now();
+    while !done(h.state()) {
+        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn pausing_stops_the_step_count_and_the_controls_reach_the_simulation() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/models/stdp_balanced.toml")).unwrap();
+    let text = text.replace("duration_ms = 1000.0", "duration_ms = 100000.0");
+    let (mut h, simulation) = live(&text);
+    wait_until(&mut h, "the run has done 50 steps", |a| a.history.step > 50);
+
+    h.get_by_label("Pause").click();
+    wait_until(&mut h, "paused", |a| a.history.paused);
+    let paused_at = h.state().history.step;
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        h.step();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(h.state().history.step, paused_at, "no steps while paused");
+    h.get_by_label("Step").click();
+    wait_until(&mut h, "one step done", |a| a.history.step == paused_at + 1);
+
+    h.get_by_label("spike raster").click();
+    h.get_by_label("STDP").click();
+    wait_until(&mut h, "STDP is off in the simulation", |a| a.status.starts_with("STDP off"));
+    h.get_by_label("Run").click();
+    wait_until(&mut h, "the run goes on with a trace of the clicked neuron", |a| a.history.step > paused_at + 200 && a.history.traces.first().is_some_and(|t| t.1.len() > 100));
+    wait_until(&mut h, "fresh info and weights", |a| a.info().is_some_and(|i| !i.stdp_enabled && i.step > paused_at && i.memory_bytes > 0));
+    let trace = &h.state().history.traces[0].1;
+    assert!(trace.iter().all(|p| p[1] > -90.0 && p[1] < -50.0), "membrane potentials below threshold");
+    drop(h);
+    assert!(simulation.join().unwrap() < 1_000_000, "closing the viewer stops the run");
+}
+
+const DRIVEN: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 100000.0
+seed = 3
+
+[[populations]]
+name = "driven"
+size = 200
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "driven"
+rate_hz = 20000.0
+weight = 50.0
+"#;
+
+#[test]
+fn changing_a_poisson_rate_changes_the_measured_rate() {
+    let (mut h, simulation) = live(DRIVEN);
+    let mean_rate = |a: &ViewerApp| {
+        let points = &a.history.rates[0];
+        points.iter().rev().take(5).map(|p| p[1]).sum::<f64>() / 5.0
+    };
+    wait_until(&mut h, "ten rate points", |a| a.info().is_some() && a.history.rates.first().is_some_and(|r| r.len() >= 10));
+    let driven = mean_rate(h.state());
+    assert!(driven > 20.0, "the input drives the population ({driven} Hz)");
+
+    h.state_mut().rate_hz = 0.0;
+    h.get_by_label("Set rate").click();
+    wait_until(&mut h, "the rate is applied", |a| a.status.starts_with("input 0 at 0 Hz"));
+    let step = h.state().history.step;
+    wait_until(&mut h, "100 ms more", |a| a.history.step > step + 1000);
+    let silent = mean_rate(h.state());
+    assert!(silent < 0.05 * driven, "without input the rate falls ({driven} Hz -> {silent} Hz)");
+    drop(h);
+    simulation.join().unwrap();
+}
