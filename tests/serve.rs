@@ -1,5 +1,5 @@
 //! `fum run --serve` end to end: a headless client attached over TCP receives the spikes the
-//! run writes to spikes.h5, steers it with the token, and clients that disconnect, send
+//! run writes to spikes.h5, steers it with the token (pause, checkpoint, resume), and clients that disconnect, send
 //! garbage or steer without the token neither stop nor change the run.
 
 use std::io::{BufRead, BufReader, Write};
@@ -142,6 +142,7 @@ fn an_attached_client_receives_the_spikes_of_the_output_file_and_steers() {
         if frame.paused && frame.steps == 0 {
             paused_seen += 1;
             if paused_seen == 5 {
+                assert!(link.send(Request::Checkpoint));
                 assert!(link.send(Request::Resume));
             }
         }
@@ -149,7 +150,9 @@ fn an_attached_client_receives_the_spikes_of_the_output_file_and_steers() {
     assert!(paused_seen >= 5, "the run paused (heartbeats seen: {paused_seen})");
     let replies: Vec<Reply> = std::iter::from_fn(|| link.try_reply()).collect();
     assert!(replies.iter().any(|r| matches!(r, Reply::Done(t) if t.starts_with("paused"))), "{replies:?}");
+    assert!(replies.iter().any(|r| matches!(r, Reply::Done(t) if t.starts_with("checkpoint of step"))), "{replies:?}");
     assert!(served.child.wait().unwrap().success());
+    assert_eq!(std::fs::read_dir(dir.path().join("run/checkpoints")).unwrap().count(), 1, "the checkpoint asked for");
 
     let first = received.first().map_or(u64::MAX, |s| s.0);
     let written: Vec<(u64, u32)> = spikes_h5(&dir.path().join("run/spikes.h5")).into_iter().filter(|s| s.0 >= first).collect();

@@ -2,8 +2,9 @@
 //! - a scripted simulation (deterministic frames and replies) for snapshots of every panel and
 //!   for checking that every control sends its request;
 //! - a live simulation on its own thread for what the controls do to a run: pausing stops the
-//!   step count, stepping advances one step, a new Poisson rate changes the measured rate,
-//!   STDP switches off, clicking the raster traces a neuron.
+//!   step count, stepping advances one step, a new Poisson rate or DC current changes the
+//!   measured rate, a target real-time factor sets the speed, STDP switches off, clicking the
+//!   raster traces a neuron.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -289,6 +290,20 @@ fn changing_a_poisson_rate_changes_the_measured_rate() {
     wait_until(&mut h, "100 ms more", |a| a.history.step > step + 1000);
     let silent = mean_rate(h.state());
     assert!(silent < 0.05 * driven, "without input the rate falls ({driven} Hz -> {silent} Hz)");
+
+    h.state_mut().current_pa = 1000.0;
+    h.get_by_label("Set current").click();
+    wait_until(&mut h, "the current is applied", |a| a.status.starts_with("driven at 1000 pA"));
+    let step = h.state().history.step;
+    wait_until(&mut h, "100 ms more", |a| a.history.step > step + 1000);
+    let with_current = mean_rate(h.state());
+    assert!(with_current > 20.0, "a DC current makes the population fire ({with_current} Hz)");
+
+    // Half real time: 5000 steps of 0.1 ms per second.
+    h.state_mut().real_time_factor = 2.0;
+    h.get_by_label("max speed").click();
+    wait_until(&mut h, "the speed is applied", |a| a.status.starts_with("speed RealTimeFactor(2.0)"));
+    wait_until(&mut h, "a second of frames at the new speed", |a| (4000.0..5500.0).contains(&a.history.steps_per_s()));
     drop(h);
     simulation.join().unwrap();
 }
