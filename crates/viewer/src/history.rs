@@ -1,29 +1,27 @@
-//! What the viewer keeps of the frames it has received: recent spikes, population rates over
-//! time, membrane traces of watched neurons, and the performance of the simulation. Plain data,
-//! no drawing, so that it can be tested without a window.
+//! What the viewer keeps of the frames it has received: recent spikes (counted into the
+//! raster's pixels), population rates over time, membrane traces of watched neurons, and the
+//! performance of the simulation. Plain data, no drawing, so that it can be tested without a
+//! window. Adding a frame costs in proportion to the frame, whatever the history holds.
 
 use std::collections::VecDeque;
 
 use fum_engine::observe::{Frame, Info};
 
-/// Biological time of recent spikes kept for the raster and the shard rates, ms.
-pub const RASTER_WINDOW_MS: f64 = 250.0;
-/// Spikes kept at most (the oldest go first); a frame with more keeps a uniform subsample.
-pub const MAX_RASTER_SPIKES: usize = 2_000_000;
+use crate::raster::{self, SpikeWindow};
 /// Bin of the population rate curves, ms of biological time.
 pub const RATE_BIN_MS: f64 = 5.0;
 /// Rate points kept per population.
-const MAX_RATE_POINTS: usize = 2_000;
+const MAX_RATE_POINTS: usize = 1_000;
 /// Membrane samples kept per watched neuron.
-const MAX_TRACE_SAMPLES: usize = 20_000;
+const MAX_TRACE_SAMPLES: usize = 5_000;
 /// Wall time over which steps per second and the real-time factor are averaged, s.
 const PERF_WINDOW_S: f64 = 1.0;
 
 /// Everything the panels draw, updated frame by frame.
 #[derive(Debug, Default)]
 pub struct History {
-    /// Recent spikes as (step, global id), in step order.
-    pub spikes: VecDeque<(u64, u32)>,
+    /// Recent spikes, once the network is known.
+    pub raster: Option<SpikeWindow>,
     /// Steps done (the end of the last frame).
     pub step: u64,
     pub dt_ms: f64,
@@ -56,16 +54,9 @@ impl History {
         }
         self.step = frame.first_step + frame.steps;
 
-        // A frame too large for the raster keeps every k-th spike.
-        let stride = frame.spikes.len().div_ceil(MAX_RASTER_SPIKES).max(1);
+        let window = self.raster.get_or_insert_with(|| SpikeWindow::new(info, (raster::WINDOW_MS / info.dt_ms) as u64, raster::WIDTH, raster::HEIGHT));
         for k in 0..frame.steps as usize {
-            let step = frame.first_step + k as u64;
-            self.spikes.extend(frame.step_spikes(k).iter().step_by(stride).map(|&id| (step, id)));
-        }
-        let window_steps = (RASTER_WINDOW_MS / info.dt_ms).ceil() as u64;
-        let oldest = self.step.saturating_sub(window_steps);
-        while self.spikes.front().is_some_and(|&(s, _)| s < oldest) || self.spikes.len() > MAX_RASTER_SPIKES {
-            self.spikes.pop_front();
+            window.add_step(frame.first_step + k as u64, frame.step_spikes(k));
         }
 
         self.rates.resize_with(info.populations.len(), VecDeque::new);
@@ -135,11 +126,11 @@ impl History {
         if per_s > 0.0 { 1.0 / (per_s * self.dt_ms * 1e-3) } else { f64::INFINITY }
     }
 
-    /// Mean rate (Hz) of neurons `first..first + size` over the raster window.
-    pub fn rate_of(&self, first: u32, size: u32) -> f64 {
-        let n = self.spikes.iter().filter(|&&(_, id)| id >= first && id < first + size).count();
-        let window_ms = (self.step as f64 * self.dt_ms).min(RASTER_WINDOW_MS);
-        if size == 0 || window_ms <= 0.0 { 0.0 } else { n as f64 / (f64::from(size) * window_ms * 1e-3) }
+    /// Mean rate (Hz) of each shard's neurons over the raster window.
+    pub fn shard_rates(&self, info: &Info) -> Vec<f64> {
+        let Some(window) = &self.raster else { return vec![0.0; info.shards.len()] };
+        let window_ms = (self.step.min(window.steps()) as f64 * self.dt_ms).max(self.dt_ms);
+        window.shard_spikes().iter().zip(&info.shards).map(|(&n, s)| n as f64 / (f64::from(s.neurons.max(1)) * window_ms * 1e-3)).collect()
     }
 }
 
@@ -184,9 +175,11 @@ mod tests {
     #[test]
     fn the_raster_keeps_its_window_and_traces_follow_the_watch_list() {
         let mut h = History::default();
-        h.add(&frame(0, 5000), &info());
-        let oldest = h.spikes.front().unwrap().0;
-        assert_eq!(oldest, 5000 - (RASTER_WINDOW_MS / 0.1) as u64);
+        // 5001 steps fill whole raster columns of 3 steps.
+        h.add(&frame(0, 5001), &info());
+        // Neuron 3 fires at every step: the window holds one spike per step it covers.
+        let window = h.raster.as_ref().unwrap();
+        assert_eq!(window.total(), window.steps());
         assert_eq!(h.traces.len(), 1);
         assert_eq!(h.traces[0].1.len(), 5000);
         // 10000 steps per second of wall time with dt 0.1 ms: real time.

@@ -36,8 +36,29 @@ pub enum ViewerError {
 const INFO_INTERVAL_S: f64 = 1.0;
 const HISTOGRAM_INTERVAL_S: f64 = 0.25;
 const HISTOGRAM_BINS: u32 = 40;
-/// Pixels of the raster image (the panel scales it).
-const RASTER_SIZE: [usize; 2] = [720, 300];
+/// Points a curve is drawn with at most: tessellating more costs frames, not detail.
+const MAX_LINE_POINTS: usize = 600;
+
+/// `points` thinned to at most about `MAX_LINE_POINTS`: the lowest and highest point of each
+/// run of neighbours, in order, so that peaks (spikes in a trace) stay visible.
+fn thin(points: &std::collections::VecDeque<[f64; 2]>) -> Vec<[f64; 2]> {
+    let all: Vec<[f64; 2]> = points.iter().copied().collect();
+    let run = all.len().div_ceil(MAX_LINE_POINTS / 2).max(1);
+    if run == 1 {
+        return all;
+    }
+    let mut out = Vec::with_capacity(MAX_LINE_POINTS + 2);
+    for chunk in all.chunks(run) {
+        let low = chunk.iter().min_by(|a, b| a[1].total_cmp(&b[1])).expect("chunks are not empty");
+        let high = chunk.iter().max_by(|a, b| a[1].total_cmp(&b[1])).expect("chunks are not empty");
+        if low[0] <= high[0] {
+            out.extend([*low, *high]);
+        } else {
+            out.extend([*high, *low]);
+        }
+    }
+    out
+}
 
 /// The viewer application: one per window.
 pub struct ViewerApp {
@@ -185,9 +206,11 @@ impl ViewerApp {
 
     /// Writes the raster as shown now into `save_dir`; returns the file's path.
     pub fn save_raster(&mut self) -> Result<PathBuf, ViewerError> {
-        let image = self.raster.get_or_insert_with(|| raster::draw(std::iter::empty(), 0, 1, &[], RASTER_SIZE[0], RASTER_SIZE[1]));
         let path = self.save_dir.join(format!("raster-step{}.png", self.history.step));
-        image.save_png(&path)?;
+        match &self.raster {
+            Some(image) => image.save_png(&path)?,
+            None => return Err(ViewerError::Io(std::io::Error::other("no spikes have arrived yet"))),
+        }
         Ok(path)
     }
 
@@ -357,7 +380,7 @@ impl ViewerApp {
     fn shard_map(&mut self, ui: &mut egui::Ui) {
         ui.heading("Shards");
         let Some(info) = &self.info else { return };
-        let rates: Vec<f64> = info.shards.iter().map(|s| self.history.rate_of(s.first, s.neurons)).collect();
+        let rates = self.history.shard_rates(info);
         let top = rates.iter().copied().fold(1e-9, f64::max);
         ui.horizontal_wrapped(|ui| {
             for (s, rate) in info.shards.iter().zip(&rates) {
@@ -390,10 +413,13 @@ impl ViewerApp {
     fn raster_panel(&mut self, ui: &mut egui::Ui, height: f32) {
         ui.heading("Spike raster");
         let populations = self.info.as_ref().map(|i| i.populations.clone()).unwrap_or_default();
-        let window_steps = (history::RASTER_WINDOW_MS / self.history.dt_ms.max(1e-9)).ceil() as u64;
-        let first = self.history.step.saturating_sub(window_steps);
-        let image = raster::draw(self.history.spikes.iter().copied(), first, window_steps, &populations, RASTER_SIZE[0], RASTER_SIZE[1]);
-        let colour = egui::ColorImage::from_rgba_unmultiplied(RASTER_SIZE, &image.rgba);
+        let Some(window) = &self.history.raster else {
+            ui.label("waiting for the simulation");
+            return;
+        };
+        let first = self.history.step.saturating_sub(window.steps());
+        let image = window.image(&populations);
+        let colour = egui::ColorImage::from_rgba_unmultiplied([image.width, image.height], &image.rgba);
         match &mut self.raster_texture {
             Some(t) => t.set(colour, egui::TextureOptions::NEAREST),
             None => self.raster_texture = Some(ui.ctx().load_texture("raster", colour, egui::TextureOptions::NEAREST)),
@@ -429,8 +455,8 @@ impl ViewerApp {
             && plot.contains(pos)
             && neurons > 0
         {
-            let row = (((pos.y - plot.top()) / plot.height()) * RASTER_SIZE[1] as f32) as usize;
-            let id = raster::neuron_of_row(row.min(RASTER_SIZE[1] - 1), neurons, RASTER_SIZE[1]).min(neurons - 1);
+            let row = (((pos.y - plot.top()) / plot.height()) * raster::HEIGHT as f32) as usize;
+            let id = raster::neuron_of_row(row.min(raster::HEIGHT - 1), neurons, raster::HEIGHT).min(neurons - 1);
             self.watch(id);
             self.status = format!("tracing neuron {id}");
         }
@@ -442,7 +468,7 @@ impl ViewerApp {
         Plot::new("rates").legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("Hz").allow_scroll(false).show(ui, |plot| {
             for (i, (points, name)) in self.history.rates.iter().zip(&names).enumerate() {
                 let [r, g, b] = raster::PALETTE[i % raster::PALETTE.len()];
-                plot.line(Line::new(name.clone(), points.iter().copied().collect::<Vec<_>>()).color(egui::Color32::from_rgb(r, g, b)));
+                plot.line(Line::new(name.clone(), thin(points)).color(egui::Color32::from_rgb(r, g, b)));
             }
         });
     }
@@ -454,7 +480,7 @@ impl ViewerApp {
         }
         Plot::new("membrane").legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("mV").allow_scroll(false).show(ui, |plot| {
             for (id, trace) in &self.history.traces {
-                plot.line(Line::new(format!("neuron {id}"), trace.iter().copied().collect::<Vec<_>>()));
+                plot.line(Line::new(format!("neuron {id}"), thin(trace)));
             }
         });
     }
@@ -549,4 +575,17 @@ pub fn run_window(link: ViewerLink, steering: bool, options: WindowOptions) -> R
     eframe::run_native("fum viewer", native, Box::new(|_| Ok(Box::new(window)))).map_err(|e| ViewerError::Window(e.to_string()))?;
     let stats = *stats.lock().unwrap_or_else(|e| e.into_inner());
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thinning_keeps_the_peaks_in_order() {
+        let mut trace: std::collections::VecDeque<[f64; 2]> = (0..10_000).map(|i| [f64::from(i), -60.0]).collect();
+        trace[4321][1] = -50.0;
+        let thin = super::thin(&trace);
+        assert!(thin.len() <= super::MAX_LINE_POINTS + 2);
+        assert!(thin.iter().any(|p| p == &[4321.0, -50.0]), "the peak survives");
+        assert!(thin.windows(2).all(|w| w[0][0] <= w[1][0]), "in time order");
+    }
 }

@@ -124,7 +124,8 @@ fn every_panel_renders() {
     }
     let app = h.state();
     assert_eq!(app.history.step, 2500);
-    assert!(app.history.spikes.len() > 9000, "the raster holds the window's spikes");
+    let window = app.history.raster.as_ref().unwrap();
+    assert!(window.total() > 8000 && window.steps() == 2160, "the raster holds the window's spikes");
     assert_eq!(app.history.rates.len(), 2, "a rate curve per population");
     assert_eq!(app.history.traces.iter().map(|t| t.0).collect::<Vec<_>>(), [7, 3300]);
     h.get_by_label("10000"); // steps/s: 250 steps per 25 ms
