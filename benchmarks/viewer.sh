@@ -5,11 +5,14 @@
 #   attached   the same with `fum view --attach` drawing under Xvfb for most of the run
 # Prints each run's simulate time and, for attached runs, the viewer's frames per second, then
 # the medians. Needs `xvfb xauth libgl1-mesa-dri`.
+# The viewer aims at 40 frames/s (`--fps 40`): the bar is 30, and on this machine's software
+# renderer each frame costs CPU that the simulation's core should keep.
 # Usage: benchmarks/viewer.sh [repeats, default 5] [duration, default 2s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repeats=${1:-5}
 duration=${2:-2s}
+fps_target=40
 model=assets/models/brunel_100k.toml
 fum=./target/release/fum
 cargo build --release --bin fum
@@ -30,6 +33,7 @@ serve_run() { # $1: label; stdout of the run goes to $tmp/$1.out
 }
 
 headless=() served=() attached=() fps=()
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for i in $(seq "$repeats"); do
   $fum run $model --threads 1 --duration "$duration" >"$tmp/h$i.out" 2>/dev/null
   headless+=("$(simulate_s "$tmp/h$i.out")")
@@ -40,7 +44,7 @@ for i in $(seq "$repeats"); do
   serve_run "a$i"
   # The viewer draws for 80 % of the headless run's time (it starts while the run is live).
   view_s=$(awk -v t="${headless[-1]}" 'BEGIN { printf "%.1f", 0.8 * t }')
-  DISPLAY=$display $fum view --attach "$addr" --exit-after "$view_s" >"$tmp/v$i.out" 2>/dev/null
+  DISPLAY=$display $fum view --attach "$addr" --fps "$fps_target" --exit-after "$view_s" >"$tmp/v$i.out" 2>/dev/null
   wait $run
   attached+=("$(simulate_s "$tmp/a$i.out")")
   fps+=("$(sed -n 's/.*(\([0-9.]*\) frames\/s).*/\1/p' "$tmp/v$i.out")")
@@ -49,6 +53,7 @@ done
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 h=$(median "${headless[@]}"); s=$(median "${served[@]}"); a=$(median "${attached[@]}"); f=$(median "${fps[@]}")
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "median simulate time over $repeats runs of $duration ($model, 1 thread):"
 awk -v h="$h" -v s="$s" -v a="$a" -v f="$f" 'BEGIN {

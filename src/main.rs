@@ -249,8 +249,9 @@ fn cmd_view(path: PathBuf, options: RunOptions, paused: bool, mut window: fum_vi
     let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_, _| {}))?;
     let stats = fum_viewer::run_window(link, true, window)?;
     print_window_stats(&stats);
-    let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
-    Ok(report.outcome)
+    simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
+    // Closing the window is how a viewed run ends: not an interruption.
+    Ok(Outcome::Finished)
 }
 
 #[cfg(feature = "viewer")]

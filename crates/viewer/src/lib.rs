@@ -214,7 +214,7 @@ impl ViewerApp {
         Ok(path)
     }
 
-    /// Draws the whole viewer.
+    /// Draws the whole viewer on a background of `panel_fill` (which it does not paint).
     pub fn ui(&mut self, ui: &mut egui::Ui) {
         let now = ui.input(|i| i.time);
         self.frames_drawn += 1;
@@ -223,16 +223,20 @@ impl ViewerApp {
             self.fps_window = (now, self.frames_drawn);
         }
         self.poll(now);
-        egui::Panel::top("controls").show(ui, |ui| self.controls(ui));
-        egui::Panel::bottom("status").show(ui, |ui| self.status_line(ui));
-        egui::Panel::left("side").default_size(300.0).show(ui, |ui| {
+        // Panels leave their background to the window's clear colour (`panel_fill`, see
+        // `Window`): on a software renderer one full-window fill costs about as much as all the
+        // rest of a frame.
+        let bare = egui::Frame::side_top_panel(ui.style()).fill(egui::Color32::TRANSPARENT);
+        egui::Panel::top("controls").frame(bare).show(ui, |ui| self.controls(ui));
+        egui::Panel::bottom("status").frame(bare).show(ui, |ui| self.status_line(ui));
+        egui::Panel::left("side").frame(bare).default_size(300.0).show(ui, |ui| {
             egui::ScrollArea::vertical().show(ui, |ui| {
                 self.performance(ui);
                 ui.separator();
                 self.shard_map(ui);
             });
         });
-        egui::CentralPanel::default().show(ui, |ui| {
+        egui::CentralPanel::default().frame(egui::Frame::central_panel(ui.style()).fill(egui::Color32::TRANSPARENT)).show(ui, |ui| {
             let raster_height = (ui.available_height() * 0.45).max(120.0);
             self.raster_panel(ui, raster_height);
             ui.separator();
@@ -465,7 +469,7 @@ impl ViewerApp {
     fn rates_panel(&mut self, ui: &mut egui::Ui) {
         ui.heading("Population rates");
         let names: Vec<String> = self.info.as_ref().map(|i| i.populations.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
-        Plot::new("rates").legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("Hz").allow_scroll(false).show(ui, |plot| {
+        Plot::new("rates").show_background(false).legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("Hz").allow_scroll(false).show(ui, |plot| {
             for (i, (points, name)) in self.history.rates.iter().zip(&names).enumerate() {
                 let [r, g, b] = raster::PALETTE[i % raster::PALETTE.len()];
                 plot.line(Line::new(name.clone(), thin(points)).color(egui::Color32::from_rgb(r, g, b)));
@@ -478,7 +482,7 @@ impl ViewerApp {
         if self.watched.is_empty() {
             ui.label("click the raster or type a neuron id to trace it");
         }
-        Plot::new("membrane").legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("mV").allow_scroll(false).show(ui, |plot| {
+        Plot::new("membrane").show_background(false).legend(Legend::default()).x_axis_label("t (ms)").y_axis_label("mV").allow_scroll(false).show(ui, |plot| {
             for (id, trace) in &self.history.traces {
                 plot.line(Line::new(format!("neuron {id}"), thin(trace)));
             }
@@ -510,13 +514,13 @@ impl ViewerApp {
         });
         ui.label(format!("mean {:.3} (from {:.3})", h.mean, self.first_histogram.as_ref().map_or(h.mean, |f| f.mean)));
         let height = ui.available_height() * 0.65;
-        Plot::new("weights").legend(Legend::default()).height(height).x_axis_label("weight").allow_scroll(false).show(ui, |plot| {
+        Plot::new("weights").show_background(false).legend(Legend::default()).height(height).x_axis_label("weight").allow_scroll(false).show(ui, |plot| {
             plot.bar_chart(now);
             if let Some(line) = initial {
                 plot.line(line);
             }
         });
-        Plot::new("weight_mean").x_axis_label("t (ms)").y_axis_label("mean").allow_scroll(false).show(ui, |plot| {
+        Plot::new("weight_mean").show_background(false).x_axis_label("t (ms)").y_axis_label("mean").allow_scroll(false).show(ui, |plot| {
             plot.line(Line::new("mean weight", self.weight_means.clone()));
         });
     }
@@ -551,6 +555,11 @@ struct Window {
 }
 
 impl eframe::App for Window {
+    /// The viewer's background (its panels are not filled).
+    fn clear_color(&self, visuals: &egui::Visuals) -> [f32; 4] {
+        visuals.panel_fill.to_normalized_gamma_f32()
+    }
+
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.app.ui(ui);
         let elapsed = self.started.elapsed().as_secs_f64();
@@ -570,7 +579,12 @@ pub fn run_window(link: ViewerLink, steering: bool, options: WindowOptions) -> R
     for &id in &options.watch {
         app.watch(id);
     }
-    let native = eframe::NativeOptions { viewport: egui::ViewportBuilder::default().with_title(&options.title).with_inner_size([1400.0, 860.0]), ..Default::default() };
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default().with_title(&options.title).with_inner_size([1400.0, 860.0]),
+        // Dithering is per-pixel shader work; on a software renderer (llvmpipe) it costs frames.
+        dithering: false,
+        ..Default::default()
+    };
     let window = Window { app, options, stats: stats.clone(), started: std::time::Instant::now() };
     eframe::run_native("fum viewer", native, Box::new(|_| Ok(Box::new(window)))).map_err(|e| ViewerError::Window(e.to_string()))?;
     let stats = *stats.lock().unwrap_or_else(|e| e.into_inner());

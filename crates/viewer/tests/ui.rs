@@ -96,7 +96,12 @@ impl Scripted {
 }
 
 fn harness(app: ViewerApp) -> Harness<'static, ViewerApp> {
-    Harness::builder().with_size(SIZE).build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), app)
+    // The background eframe's clear colour gives the window.
+    let draw = |ui: &mut eframe::egui::Ui, app: &mut ViewerApp| {
+        ui.painter().rect_filled(ui.max_rect(), 0.0, ui.visuals().panel_fill);
+        app.ui(ui);
+    };
+    Harness::builder().with_size(SIZE).build_ui_state(draw, app)
 }
 
 /// Steps the UI, answering requests in between, so that replies and frames are taken.
