@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Screenshots of the live viewer on the STDP model, for README.md: runs `fum view` under Xvfb
+# A screenshot of the live viewer on the STDP model, for README.md: runs `fum view` under Xvfb
 # and grabs the screen with imagemagick. Needs `xvfb xauth libgl1-mesa-dri imagemagick`.
 # Usage: scripts/screenshots.sh [output folder, default docs/images]
 set -euo pipefail
@@ -15,11 +15,9 @@ trap 'kill $xvfb 2>/dev/null; rm -rf "$run"' EXIT
 sleep 1
 # Trace three excitatory neurons; the run is long enough to still be going at the last shot.
 DISPLAY=$display ./target/release/fum view assets/models/stdp_balanced.toml --duration 60s --threads 1 \
-  --watch 7,1500,3300 --out "$run" --exit-after 14 &
+  --watch 7,1500,3300 --out "$run" --exit-after 12 &
 viewer=$!
-sleep 6
-DISPLAY=$display import -window root "$out/viewer-early.png"
-sleep 6
+sleep 10
 DISPLAY=$display import -window root "$out/viewer.png"
 wait $viewer
-echo "screenshots in $out: viewer-early.png viewer.png"
+echo "screenshot: $out/viewer.png"

@@ -43,6 +43,16 @@ const HAND_OVER_INTERVAL: Duration = Duration::from_millis(5);
 /// How long a paused simulation waits for a command before it publishes a heartbeat frame.
 const PAUSED_POLL: Duration = Duration::from_millis(20);
 
+/// Requests answered at one step boundary at most (the rest wait for the next), and neurons one
+/// request may name at most: reads are open to any viewer and must not slow the run down.
+const MAX_REQUESTS_PER_STEP: usize = 8;
+const MAX_NEURONS_PER_REQUEST: usize = 1024;
+
+/// The slowest pace accepted (wall time / biological time), and the largest Poisson mean per
+/// step (beyond it counts overflow the fixed-point input).
+const MAX_REAL_TIME_FACTOR: f64 = 1e4;
+const MAX_POISSON_MEAN_PER_STEP: f64 = 1e6;
+
 /// A summary of consecutive steps: the spikes of each step, spike counts per population, the
 /// membrane potential of watched neurons at each step, and the wall time the steps took.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -454,7 +464,7 @@ impl Observer {
                 self.hand_over(false);
             }
         }
-        loop {
+        for _ in 0..MAX_REQUESTS_PER_STEP {
             match self.requests.try_recv() {
                 Ok(envelope) => self.answer(world, done, envelope, checkpoint),
                 Err(TryRecvError::Empty) => break,
@@ -531,6 +541,9 @@ impl Observer {
 
     fn answer(&mut self, world: &mut World, done: u64, envelope: Envelope, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
         let reply = match envelope.request {
+            Request::Membrane(ids) | Request::Watch(ids) if ids.len() > MAX_NEURONS_PER_REQUEST => {
+                Reply::Error(format!("{} neurons asked for; at most {MAX_NEURONS_PER_REQUEST}", ids.len()))
+            }
             Request::Info => Reply::Info(self.info(world, done)),
             Request::Membrane(ids) => Reply::Membrane { step: done, membrane_mv: self.membrane(world, &ids), neurons: ids },
             Request::Watch(ids) => {
@@ -553,11 +566,14 @@ impl Observer {
                 Reply::Done(format!("running from step {done}"))
             }
             Request::Step(n) => {
-                self.pause_at = Some(done + n.max(1));
-                Reply::Done(format!("stepping to step {}", done + n.max(1)))
+                let at = done.saturating_add(n.max(1));
+                self.pause_at = Some(at);
+                Reply::Done(format!("stepping to step {at}"))
             }
             Request::Speed(speed) => match speed {
-                Speed::RealTimeFactor(f) if !(f.is_finite() && f > 0.0) => Reply::Error(format!("real-time factor {f} is not positive")),
+                Speed::RealTimeFactor(f) if !(f > 0.0 && f <= MAX_REAL_TIME_FACTOR) => {
+                    Reply::Error(format!("real-time factor {f} is not in (0, {MAX_REAL_TIME_FACTOR}]"))
+                }
                 _ => {
                     self.speed = speed;
                     self.pace_origin = (Instant::now(), done);
@@ -568,7 +584,9 @@ impl Observer {
                 let dt_ms = world.resource::<Clock>().dt_ms;
                 let mut sources = world.resource_mut::<PoissonSources>();
                 match sources.0.iter_mut().find(|s| u32::from(s.index) == input) {
-                    Some(_) if !(rate_hz.is_finite() && rate_hz >= 0.0) => Reply::Error(format!("rate {rate_hz} Hz is not a non-negative number")),
+                    Some(_) if !(rate_hz >= 0.0 && rate_hz * dt_ms * 1e-3 <= MAX_POISSON_MEAN_PER_STEP) => {
+                        Reply::Error(format!("rate {rate_hz} Hz is not between 0 and {} Hz", MAX_POISSON_MEAN_PER_STEP / (dt_ms * 1e-3)))
+                    }
                     Some(source) => {
                         source.mean_per_step = rate_hz * dt_ms * 1e-3;
                         source.exp_minus_mean = (-source.mean_per_step).exp();
@@ -751,6 +769,58 @@ mod tests {
         let f = slot.take().unwrap();
         assert_eq!((f.steps, f.spikes), (2, vec![1, 2]));
         assert!(slot.take().is_none());
+    }
+
+    const MODEL: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 10.0
+[[populations]]
+name = "N"
+size = 20
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "N"
+rate_hz = 1000.0
+weight = 50.0
+"#;
+
+    #[test]
+    fn requests_out_of_bounds_are_refused_and_the_rest_applied() {
+        let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
+        let (mut observer, link) = channel(&model, false);
+        let requests = [
+            Request::Speed(Speed::RealTimeFactor(1e300)),
+            Request::SetPoissonRate { input: 0, rate_hz: 1e300 },
+            Request::Watch((0..5000).collect()),
+            Request::SetPoissonRate { input: 0, rate_hz: 2000.0 },
+            Request::Step(u64::MAX),
+            Request::Membrane(vec![3, 25]),
+        ];
+        for r in &requests {
+            link.send(r.clone());
+        }
+        let mut never = |_: &mut World| Err("no".to_string());
+        assert!(observer.between_steps(&mut sim.world, 0, &mut never).is_continue());
+        let replies: Vec<Reply> = std::iter::from_fn(|| link.try_reply()).collect();
+        assert_eq!(replies.len(), requests.len());
+        assert!(replies[..3].iter().all(|r| matches!(r, Reply::Error(_))), "{replies:?}");
+        assert!(matches!(&replies[3], Reply::Done(_)) && matches!(&replies[4], Reply::Done(_)));
+        let source = &sim.world.resource::<PoissonSources>().0[0];
+        assert!((source.mean_per_step - 0.2).abs() < 1e-12 && (source.exp_minus_mean - (-0.2f64).exp()).abs() < 1e-12);
+        match &replies[5] {
+            Reply::Membrane { membrane_mv, .. } => assert!(membrane_mv[0].is_finite() && membrane_mv[1].is_nan()),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
