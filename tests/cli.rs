@@ -6,75 +6,11 @@ use common::*;
 
 use std::process::Command;
 
-const MODEL: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 200.0
-seed = 7
-
-[[populations]]
-name = "exc"
-size = 300
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-v_init_mv = { uniform = [0.0, 20.0] }
-
-[[populations]]
-name = "inh"
-size = 75
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-
-[[projections]]
-name = "e"
-source = "exc"
-target = "inh"
-rule = { fixed_indegree = 30 }
-weight = 50.0
-delay_ms = 1.5
-
-[[projections]]
-name = "i"
-source = "inh"
-target = "exc"
-rule = { fixed_indegree = 10 }
-receptor = "inhibitory"
-weight = 200.0
-delay_ms = 1.5
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "exc"
-rate_hz = 20000.0
-weight = 50.0
-
-[recording]
-spikes = ["exc", "inh"]
-
-[[recording.probes]]
-name = "membrane"
-variable = "v"
-population = "exc"
-neurons = [0, 5]
-interval_ms = 1.0
-"#;
-
 #[test]
 fn run_writes_sonata_spikes_probes_and_metadata() {
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("small.toml");
-    std::fs::write(&model_path, MODEL).unwrap();
+    std::fs::write(&model_path, SMALL_NETWORK).unwrap();
     let out = dir.path().join("run");
     let status = Command::new(env!("CARGO_BIN_EXE_fum"))
         .args(["run", model_path.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--shards", "3", "--quiet"])
@@ -82,7 +18,7 @@ fn run_writes_sonata_spikes_probes_and_metadata() {
         .unwrap();
     assert!(status.success());
 
-    let expected = spikes(&simulate(&parse(MODEL), 1, 1));
+    let expected = spikes(&simulate(&parse(SMALL_NETWORK), 1, 1));
     assert!(expected.len() > 500, "the test network must fire");
     let file = hdf5::File::open(out.join("spikes.h5")).unwrap();
     let sorting: hdf5::types::VarLenUnicode = file.group("spikes").unwrap().attr("sorting").unwrap().read_scalar().unwrap();

@@ -2,6 +2,9 @@
 //! run writes to spikes.h5, steers it with the token (pause, checkpoint, resume), and clients that disconnect, send
 //! garbage or steer without the token neither stop nor change the run.
 
+mod common;
+use common::SMALL_NETWORK;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -11,62 +14,10 @@ use std::time::Duration;
 use fum::engine::observe::{Reply, Request};
 use fum::engine::serve::{self, ClientMessage, ServerMessage};
 
-const MODEL: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 3000.0
-seed = 11
-
-[[populations]]
-name = "exc"
-size = 400
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-v_init_mv = { uniform = [0.0, 20.0] }
-
-[[populations]]
-name = "inh"
-size = 100
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-
-[[projections]]
-name = "e"
-source = "exc"
-target = "inh"
-rule = { fixed_indegree = 30 }
-weight = 50.0
-delay_ms = 1.5
-
-[[projections]]
-name = "i"
-source = "inh"
-target = "exc"
-rule = { fixed_indegree = 10 }
-receptor = "inhibitory"
-weight = 200.0
-delay_ms = 1.5
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "exc"
-rate_hz = 20000.0
-weight = 50.0
-
-[recording]
-spikes = ["exc", "inh"]
-"#;
+/// The test network, long enough (3 s) for a client to attach while it runs.
+fn model_text() -> String {
+    SMALL_NETWORK.replace("duration_ms = 200.0", "duration_ms = 3000.0")
+}
 
 /// A `fum run --serve` child, its address and token.
 struct Served {
@@ -77,7 +28,7 @@ struct Served {
 
 fn serve_run(dir: &Path, out: &str) -> Served {
     let model = dir.join("model.toml");
-    std::fs::write(&model, MODEL).unwrap();
+    std::fs::write(&model, model_text()).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_fum"))
         .args(["run", model.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--threads", "1", "--quiet", "--serve", "0"])
         .stderr(Stdio::piped())
@@ -96,7 +47,7 @@ fn serve_run(dir: &Path, out: &str) -> Served {
 fn spikes_h5(path: &Path) -> Vec<(u64, u32)> {
     let file = hdf5::File::open(path).unwrap();
     let mut all = Vec::new();
-    for (name, first) in [("exc", 0), ("inh", 400)] {
+    for (name, first) in [("exc", 0), ("inh", 300)] {
         let group = file.group(&format!("spikes/{name}")).unwrap();
         let times: Vec<f64> = group.dataset("timestamps").unwrap().read_raw().unwrap();
         let ids: Vec<u64> = group.dataset("node_ids").unwrap().read_raw().unwrap();

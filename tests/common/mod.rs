@@ -7,6 +7,71 @@ use fum::engine::components::{Shard, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use fum::{DefaultPlugins, Model, Simulation};
 
+/// A small network that fires (300 + 75 neurons, Poisson drive, 200 ms), recorded and probed.
+pub const SMALL_NETWORK: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 200.0
+seed = 7
+
+[[populations]]
+name = "exc"
+size = 300
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+v_init_mv = { uniform = [0.0, 20.0] }
+
+[[populations]]
+name = "inh"
+size = 75
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[projections]]
+name = "e"
+source = "exc"
+target = "inh"
+rule = { fixed_indegree = 30 }
+weight = 50.0
+delay_ms = 1.5
+
+[[projections]]
+name = "i"
+source = "inh"
+target = "exc"
+rule = { fixed_indegree = 10 }
+receptor = "inhibitory"
+weight = 200.0
+delay_ms = 1.5
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "exc"
+rate_hz = 20000.0
+weight = 50.0
+
+[recording]
+spikes = ["exc", "inh"]
+
+[[recording.probes]]
+name = "membrane"
+variable = "v"
+population = "exc"
+neurons = [0, 5]
+interval_ms = 1.0
+"#;
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
