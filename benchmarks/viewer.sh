@@ -33,27 +33,35 @@ serve_run() { # $1: label; stdout of the run goes to $tmp/$1.out
 }
 
 headless=() served=() attached=() fps=()
-echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-for i in $(seq "$repeats"); do
+run_headless() {
   $fum run $model --threads 1 --duration "$duration" >"$tmp/h$i.out" 2>/dev/null
   headless+=("$(simulate_s "$tmp/h$i.out")")
-
+}
+run_served() {
   serve_run "s$i"; wait $run
   served+=("$(simulate_s "$tmp/s$i.out")")
-
+}
+run_attached() {
   serve_run "a$i"
-  # The viewer draws for 80 % of the headless run's time (it starts while the run is live).
-  view_s=$(awk -v t="${headless[-1]}" 'BEGIN { printf "%.1f", 0.8 * t }')
   DISPLAY=$display $fum view --attach "$addr" --fps "$fps_target" --exit-after "$view_s" >"$tmp/v$i.out" 2>/dev/null
   wait $run
   attached+=("$(simulate_s "$tmp/a$i.out")")
   fps+=("$(sed -n 's/.*(\([0-9.]*\) frames\/s).*/\1/p' "$tmp/v$i.out")")
-  echo "run $i: headless ${headless[-1]} s, served ${served[-1]} s, attached ${attached[-1]} s, viewer ${fps[-1]} frames/s ($(cat "$tmp/v$i.out"))"
+}
+# The viewer draws for 80 % of a headless run's time (it starts while the run is live).
+$fum run $model --threads 1 --duration "$duration" >"$tmp/first.out" 2>/dev/null
+view_s=$(awk -v t="$(simulate_s "$tmp/first.out")" 'BEGIN { printf "%.1f", 0.8 * t }')
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+configs=(run_headless run_served run_attached)
+for i in $(seq "$repeats"); do
+  # Each repeat starts with another configuration, so that the order does not favour one.
+  for k in 0 1 2; do ${configs[$(( (i + k) % 3 ))]}; done
+  echo "run $i: headless ${headless[-1]} s, served ${served[-1]} s, attached ${attached[-1]} s, viewer ${fps[-1]} frames/s ($(cat "$tmp/v$i.out")), load $(cut -d' ' -f1 /proc/loadavg)"
 done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 h=$(median "${headless[@]}"); s=$(median "${served[@]}"); a=$(median "${attached[@]}"); f=$(median "${fps[@]}")
-echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "median simulate time over $repeats runs of $duration ($model, 1 thread):"
 awk -v h="$h" -v s="$s" -v a="$a" -v f="$f" 'BEGIN {
