@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fum::engine::observe::{Reply, Request};
+use fum::engine::observe::{Reply, Request, Taken};
 use fum::engine::serve::{self, ClientMessage, ServerMessage};
 
 /// The test network, long enough (3 s) for a client to attach while it runs.
@@ -69,11 +69,10 @@ fn an_attached_client_receives_the_spikes_of_the_output_file_and_steers() {
     let mut pause_sent = false;
     let mut paused_seen = 0;
     loop {
-        let Some(frame) = link.frames.take_timeout(Duration::from_millis(50)) else {
-            if link.is_closed() {
-                break;
-            }
-            continue;
+        let frame = match link.frames.take_timeout(Duration::from_millis(50)) {
+            Taken::Frame(frame) => frame,
+            Taken::Nothing => continue,
+            Taken::Closed => break,
         };
         assert_eq!(frame.spikes_dropped, 0, "a reading client gets every spike");
         if frame.steps > 0 {

@@ -86,14 +86,15 @@ impl Frame {
         &self.spikes[start..self.spike_ends[k] as usize]
     }
 
-    /// Appends `later` (which must follow this frame) so that one frame covers both.
+    /// Appends `later` so that one frame covers both; if `later` does not follow this frame
+    /// (steps went unwatched in between), it replaces it.
     pub fn absorb(&mut self, later: Frame) {
         if later.steps == 0 {
             self.wall_s += later.wall_s;
             self.paused = later.paused;
             return;
         }
-        if self.steps == 0 {
+        if self.steps == 0 || later.first_step != self.first_step + self.steps {
             let wall_s = self.wall_s;
             *self = later;
             self.wall_s += wall_s;
@@ -299,11 +300,17 @@ impl Slot {
         self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
-    /// The waiting frame, waiting up to `timeout` for one.
-    pub fn take_timeout(&self, timeout: Duration) -> Option<Frame> {
+    /// The waiting frame, waiting up to `timeout` for one. `Closed` only once the last frame
+    /// has been taken: a frame is put before the slot is closed, and the flag is read under
+    /// the lock.
+    pub fn take_timeout(&self, timeout: Duration) -> Taken {
         let guard = self.frame.lock().unwrap_or_else(|e| e.into_inner());
         let (mut guard, _) = self.ready.wait_timeout_while(guard, timeout, |f| f.is_none() && !self.is_closed()).unwrap_or_else(|e| e.into_inner());
-        guard.take()
+        match guard.take() {
+            Some(frame) => Taken::Frame(frame),
+            None if self.is_closed() => Taken::Closed,
+            None => Taken::Nothing,
+        }
     }
 
     /// Whether frames are wanted.
@@ -313,13 +320,23 @@ impl Slot {
 
     /// Marks the end of the frames (the simulation ended, or the connection closed).
     pub fn close(&self) {
-        self.closed.store(true, Ordering::Relaxed);
+        self.closed.store(true, Ordering::Release);
         self.ready.notify_all();
     }
 
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.closed.load(Ordering::Acquire)
     }
+}
+
+/// What [`Slot::take_timeout`] found.
+#[derive(Debug)]
+pub enum Taken {
+    Frame(Frame),
+    /// No frame within the time.
+    Nothing,
+    /// No frame, and none will come.
+    Closed,
 }
 
 /// A request and where to send its reply.
@@ -463,6 +480,9 @@ impl Observer {
             if self.last_hand_over.elapsed() >= HAND_OVER_INTERVAL {
                 self.hand_over(false);
             }
+        } else if self.building.steps > 0 {
+            // Nobody watches: a later frame starts afresh rather than after a gap.
+            self.building = Frame::default();
         }
         for _ in 0..MAX_REQUESTS_PER_STEP {
             match self.requests.try_recv() {
@@ -752,6 +772,13 @@ mod tests {
         let steps: Vec<&[u32]> = (0..4).map(|k| a.step_spikes(k)).collect();
         assert_eq!(steps, [&[1, 2][..], &[], &[3], &[4, 5]]);
         assert_eq!(a.population_spikes, [5]);
+    }
+
+    #[test]
+    fn a_frame_after_a_gap_replaces_the_older_one() {
+        let mut a = frame(10, &[&[1, 2]]);
+        a.absorb(frame(50, &[&[3]]));
+        assert_eq!((a.first_step, a.steps, a.spikes), (50, 1, vec![3]));
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::observe::{Frame, PROTOCOL_VERSION, Reply, Request, Slot, ViewerLink};
+use crate::observe::{Frame, PROTOCOL_VERSION, Reply, Request, Slot, Taken, ViewerLink};
 
 /// The largest message either side accepts, bytes.
 pub const MAX_MESSAGE_BYTES: u32 = 64 << 20;
@@ -134,19 +134,23 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink) -> std::io::Result<Serv
         let clients = clients.clone();
         std::thread::Builder::new().name("fum-serve-frames".into()).spawn(move || {
             loop {
-                let frame = run_frames.take_timeout(Duration::from_millis(50));
+                let taken = run_frames.take_timeout(Duration::from_millis(50));
                 let mut clients = clients.lock().unwrap_or_else(|e| e.into_inner());
                 clients.retain(|c| !c.is_closed());
                 run_frames.set_watching(!clients.is_empty());
-                if let Some(frame) = frame {
-                    for client in clients.iter() {
-                        client.put(frame.clone());
+                match taken {
+                    Taken::Frame(frame) => {
+                        for client in clients.iter() {
+                            client.put(frame.clone());
+                        }
                     }
-                } else if run_frames.is_closed() {
-                    for client in clients.iter() {
-                        client.close();
+                    Taken::Nothing => {}
+                    Taken::Closed => {
+                        for client in clients.iter() {
+                            client.close();
+                        }
+                        return;
                     }
-                    return;
                 }
             }
         })?
@@ -208,16 +212,19 @@ fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOn
         // Ends at the run's end (after its last frame) or at the first failed write.
         let _ = (|| -> Result<(), WireError> {
             loop {
-                let frame = link.frames.take_timeout(Duration::from_millis(10));
-                let finished = frame.is_none() && link.is_closed();
-                if let Some(frame) = frame {
-                    write_message(&mut out, &ServerMessage::Frame(frame))?;
-                }
+                let closed = match link.frames.take_timeout(Duration::from_millis(10)) {
+                    Taken::Frame(frame) => {
+                        write_message(&mut out, &ServerMessage::Frame(frame))?;
+                        false
+                    }
+                    Taken::Nothing => false,
+                    Taken::Closed => true,
+                };
                 while let Some(reply) = link.try_reply() {
                     write_message(&mut out, &ServerMessage::Reply(reply))?;
                 }
                 out.flush()?;
-                if finished {
+                if closed {
                     return Ok(());
                 }
             }

@@ -133,11 +133,6 @@ impl ViewerApp {
         self.info.as_ref()
     }
 
-    /// Neurons whose membrane potential is traced.
-    pub fn watched(&self) -> &[u32] {
-        &self.watched
-    }
-
     /// Takes what has arrived from the simulation and asks for what is due.
     fn poll(&mut self, now: f64) {
         while let Some(reply) = self.link.try_reply() {
@@ -160,9 +155,8 @@ impl ViewerApp {
                     }
                     self.histogram = Some(h);
                 }
-                Reply::Membrane { neurons, membrane_mv, .. } => {
-                    self.status = neurons.iter().zip(&membrane_mv).map(|(n, v)| format!("neuron {n}: {v:.2} mV")).collect::<Vec<_>>().join(", ");
-                }
+                // This viewer traces neurons through `Watch`; it never asks for one-off reads.
+                Reply::Membrane { .. } => {}
                 Reply::Done(text) => self.status = text,
                 Reply::Error(text) => self.status = format!("error: {text}"),
             }
