@@ -167,12 +167,14 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink) -> std::io::Result<Serv
             std::thread::Builder::new()
                 .name("fum-serve-client".into())
                 .spawn(move || {
-                    if let Ok(writer) = session(stream, client, &token, || {
+                    // An error ends that session only.
+                    let _ = session(stream, client, &token, |writer| {
+                        // The writer is known before any frame reaches it: `Server::finish`
+                        // waits for it to send the run's last frame.
+                        writers.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
                         clients.lock().unwrap_or_else(|e| e.into_inner()).push(frames);
                         run_frames.set_watching(true);
-                    }) {
-                        writers.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
-                    }
+                    });
                 })
                 .ok();
         }
@@ -180,9 +182,9 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink) -> std::io::Result<Serv
     Ok(Server { addr, token, broadcaster, writers })
 }
 
-/// One client: handshake, then a writer thread (returned) and this thread reading requests
-/// until the client goes. `register` starts the client's frames.
-fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOnce()) -> Result<JoinHandle<()>, WireError> {
+/// One client: handshake, then a writer thread (handed to `register`, which starts the
+/// client's frames) and this thread reading requests until the client goes.
+fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOnce(JoinHandle<()>)) -> Result<(), WireError> {
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
     stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
@@ -204,7 +206,6 @@ fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOn
     }
     out.flush()?;
     stream.set_read_timeout(None)?;
-    register();
 
     let requests = link.sender();
     let frames = link.frames.clone();
@@ -232,6 +233,7 @@ fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOn
         link.frames.close();
         stream.shutdown(Shutdown::Both).ok();
     })?;
+    register(writer);
 
     loop {
         match read_message::<ClientMessage>(&mut reader) {
@@ -249,7 +251,7 @@ fn session(stream: TcpStream, link: ViewerLink, token: &str, register: impl FnOn
         }
     }
     frames.close();
-    Ok(writer)
+    Ok(())
 }
 
 /// Connects to a served run. Returns the link and whether it may steer (`token` was right).
