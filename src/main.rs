@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fum::Model;
-use fum::run::{Outcome, RunOptions, RunReport, resume, run};
+use fum::run::{BackendChoice, Outcome, RunOptions, RunReport, resume, run};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -52,6 +52,9 @@ enum Command {
         /// Largest population rate the health monitor accepts, Hz.
         #[arg(long)]
         max_rate_hz: Option<f64>,
+        /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+        backend: BackendChoice,
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
@@ -63,9 +66,14 @@ enum Command {
         /// Worker threads (default: as the original run).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Backend to continue on (default: as the original run); checkpoints are the same on both.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
         #[arg(long)]
         quiet: bool,
     },
+    /// List the backends this machine offers: CPU cores and each CUDA GPU.
+    Info,
     /// Describe a checkpoint: model hash, step, sections, checksum status.
     Inspect {
         checkpoint: PathBuf,
@@ -95,7 +103,7 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet } => {
+        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, backend, quiet } => {
             let options = RunOptions {
                 out,
                 threads,
@@ -107,10 +115,12 @@ fn main() -> ExitCode {
                 seed,
                 health_interval_ms: 0.0,
                 max_rate_hz,
+                backend,
             };
             cmd_run(model, options, quiet)
         }
-        Command::Resume { dir, threads, quiet } => cmd_resume(dir, threads, quiet),
+        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend, quiet),
+        Command::Info => cmd_info(),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
     };
@@ -153,7 +163,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Ou
     install_signal_handlers()?;
     let (threads, shards) = options.resolve(&model);
     if !quiet {
-        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms);
+        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards, backend {}", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms, format!("{:?}", options.backend).to_lowercase());
     }
     let bar = progress_bar(model.steps(), quiet);
     let report = run(&model, &options, |done, _| bar.set_position(done))?;
@@ -162,10 +172,10 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool) -> anyhow::Result<Ou
     Ok(report.outcome)
 }
 
-fn cmd_resume(dir: PathBuf, threads: usize, quiet: bool) -> anyhow::Result<Outcome> {
+fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quiet: bool) -> anyhow::Result<Outcome> {
     install_signal_handlers()?;
     let bar = progress_bar(0, quiet);
-    let report = resume(&dir, threads, |done, end| {
+    let report = resume(&dir, threads, backend, |done, end| {
         bar.set_length(end);
         bar.set_position(done);
     })?;
@@ -183,6 +193,22 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
     println!("neurons          {}", n.neurons);
     println!("synapses         {} ({} plastic)", n.synapses, n.plastic_synapses);
     println!("memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse);
+    println!("backend          {} ({})", report.backend, report.device);
+    if let Some(g) = &report.gpu {
+        println!(
+            "device memory    {} allocated, {} measured peak ({:.1} B/neuron, {:.2} B/synapse); this card fits ~{} neurons at {:.0} synapses each",
+            human_bytes(g.device_bytes_total),
+            human_bytes(g.device_bytes_peak_measured),
+            g.bytes_per_neuron,
+            g.bytes_per_synapse,
+            g.largest_network_neurons,
+            g.synapses_per_neuron
+        );
+        println!("transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies);
+        if g.stdp_history_overflows > 0 {
+            eprintln!("warning: {} STDP pairings were lost to a full postsynaptic spike history", g.stdp_history_overflows);
+        }
+    }
     println!("build            {:.3} s", t.build_s);
     println!("simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms);
     println!("real-time factor {:.3} (wall time / biological time)", t.real_time_factor);
@@ -198,6 +224,20 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
         (Outcome::Interrupted, Some(out)) => println!("interrupted at step {}: outputs so far in {}; `fum resume {}` continues", report.end_step, out.display(), out.display()),
         _ => {}
     }
+}
+
+fn cmd_info() -> anyhow::Result<Outcome> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpu              {cores} cores (backend cpu, always available)");
+    match fum_cuda::gpus() {
+        Ok(gpus) => {
+            for g in gpus {
+                println!("cuda             {g}");
+            }
+        }
+        Err(e) => println!("cuda             unavailable: {e}"),
+    }
+    Ok(Outcome::Finished)
 }
 
 fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {

@@ -32,8 +32,14 @@ impl HealthMonitor {
     }
 
     /// Checks the invariants if `step` (steps done) is due.
+    /// Whether [`HealthMonitor::check`] looks at the state after `step` (device backends copy
+    /// the neuron state back only then).
+    pub fn due(&self, step: u64) -> bool {
+        step % self.interval_steps == 0 && step != self.last_step
+    }
+
     pub fn check(&mut self, world: &mut World, step: u64) -> Result<(), HealthError> {
-        if step % self.interval_steps != 0 || step == self.last_step {
+        if !self.due(step) {
             return Ok(());
         }
         let dt = world.resource::<crate::components::Clock>().dt_ms;
