@@ -73,7 +73,11 @@ enum Command {
         quiet: bool,
     },
     /// List the backends this machine offers: CPU cores and each CUDA GPU.
-    Info,
+    Info {
+        /// Also measure each GPU's device-to-device copy bandwidth (2 x 1 GiB buffers).
+        #[arg(long)]
+        bandwidth: bool,
+    },
     /// Describe a checkpoint: model hash, step, sections, checksum status.
     Inspect {
         checkpoint: PathBuf,
@@ -120,7 +124,7 @@ fn main() -> ExitCode {
             cmd_run(model, options, quiet)
         }
         Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend, quiet),
-        Command::Info => cmd_info(),
+        Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
     };
@@ -226,13 +230,18 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
     }
 }
 
-fn cmd_info() -> anyhow::Result<Outcome> {
+fn cmd_info(bandwidth: bool) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cpu              {cores} cores (backend cpu, always available)");
     match fum_cuda::gpus() {
         Ok(gpus) => {
             for g in gpus {
                 println!("cuda             {g}");
+                if bandwidth {
+                    let gpu = fum_cuda::Gpu::open(g.ordinal)?;
+                    let bytes_per_s = fum_cuda::copy_bandwidth(&gpu, 1 << 30)?;
+                    println!("                 copy bandwidth {:.0} GB/s (bytes read + written)", bytes_per_s / 1e9);
+                }
             }
         }
         Err(e) => println!("cuda             unavailable: {e}"),

@@ -135,3 +135,29 @@ impl Gpu {
         format!("{} (sm_{major}{minor}, {:.1} GiB)", self.info.name, self.info.total_memory_bytes as f64 / (1u64 << 30) as f64)
     }
 }
+
+/// Device-to-device copy bandwidth (bytes read + written per second) of a plain copy kernel
+/// over two buffers of `bytes` each: the ceiling that memory-bound kernels are quoted against.
+pub fn copy_bandwidth(gpu: &Gpu, bytes: usize) -> Result<f64, CudaError> {
+    use cudarc::driver::{LaunchConfig, PushKernelArg};
+    let stream = gpu.ctx.new_stream()?;
+    let words = (bytes / 16) as u64;
+    let src = stream.alloc_zeros::<u8>(bytes)?;
+    let mut dst = stream.alloc_zeros::<u8>(bytes)?;
+    let sms = gpu.ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+    let cfg = LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
+    let launch = |dst: &mut cudarc::driver::CudaSlice<u8>| -> Result<(), CudaError> {
+        // SAFETY: both buffers hold `words` 16-byte words.
+        unsafe { stream.launch_builder(&gpu.kernels.copy_words).arg(&src).arg(dst).arg(&words).launch(cfg) }?;
+        Ok(())
+    };
+    launch(&mut dst)?;
+    stream.synchronize()?;
+    let iterations = 20;
+    let t = std::time::Instant::now();
+    for _ in 0..iterations {
+        launch(&mut dst)?;
+    }
+    stream.synchronize()?;
+    Ok(2.0 * (words * 16) as f64 * iterations as f64 / t.elapsed().as_secs_f64())
+}
