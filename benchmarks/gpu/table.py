@@ -28,7 +28,8 @@ def ncu(n):
     path = os.path.join(raw, f"ncu_{n}.csv")
     if not os.path.exists(path):
         return {}
-    scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0}
+    scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
+             "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0}
     acc = {}
     lines = [l for l in open(path) if l.startswith('"')]
     for row in csv.DictReader(lines):
