@@ -174,6 +174,8 @@ pub struct RunReport {
     /// Mean firing rate of every population over the simulated time, Hz.
     pub rates_hz: BTreeMap<String, f64>,
     pub spikes_total: u64,
+    /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
+    pub stdp_history_overflows: u64,
     pub outputs: Vec<String>,
 }
 
@@ -394,6 +396,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
         .collect();
     let spikes_total = recorder.spike_counts.iter().sum();
+    let stdp_history_overflows = sim.world.resource::<fum_engine::components::StdpHistoryOverflows>().0;
     let write_s = t1.elapsed().as_secs_f64();
     let session_ms = (done - start_step) as f64 * dt;
     let mut report = RunReport {
@@ -424,9 +427,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         },
         rates_hz,
         spikes_total,
+        stdp_history_overflows,
         outputs,
     };
     report.timing.total_s = started.elapsed().as_secs_f64();
+    if stdp_history_overflows > 0 {
+        eprintln!("warning: {stdp_history_overflows} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]");
+    }
     if let Some(out) = &options.out {
         report.outputs.push("run.json".to_string());
         let json = serde_json::to_string_pretty(&report)?;

@@ -4,9 +4,10 @@ use bevy_ecs::prelude::*;
 use fum_engine::components::{NeuronBlock, Plasticity, SynapseBlocks};
 use serde::Serialize;
 
-/// Counts and bytes of a built network. Synapse bytes are the per-synapse columns (packed
-/// target and delay, weight, and for plastic synapses the transposed index); per-neuron bytes
-/// are everything else (state, ring buffers, row pointers, traces).
+/// Counts and bytes of a built network. Synapse bytes are the per-synapse columns (u16 target,
+/// f32 or f16 weight, u16 delay where delays are drawn per synapse: 6, 4 or 2 more bytes, the
+/// same for plastic synapses); per-neuron bytes are everything else (state, ring buffers, row
+/// pointers, traces, postsynaptic spike histories).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct NetworkStats {
     pub neurons: u64,

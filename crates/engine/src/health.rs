@@ -1,5 +1,6 @@
 //! Cheap invariants checked every few milliseconds of biological time: finite state, rates
-//! below a runaway bound, plastic weights within their bounds. A violation names the
+//! below a runaway bound, plastic weights within their bounds (rounded to the stored type:
+//! an `f16` weight may sit at the `f16` nearest to a bound). A violation names the
 //! population, the neuron (or synapse) and the step.
 
 use bevy_ecs::prelude::*;
@@ -59,9 +60,9 @@ impl HealthMonitor {
             for block in &synapses.0 {
                 let Some(p) = &block.plastic else { continue };
                 let rule = &plasticity.projections[p.rule].rule;
-                if let Some(k) = block.weight.iter().position(|&w| !(rule.w_min..=rule.w_max).contains(&w)) {
-                    let target = fum_kernels::delivery::target(block.packed[k]) as u32 + shard.neurons.start;
-                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight[k], rule.w_min, rule.w_max)));
+                if let Some(k) = block.weight.position_outside(rule.w_min, rule.w_max) {
+                    let target = u32::from(block.target[k]) + shard.neurons.start;
+                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get(k), rule.w_min, rule.w_max)));
                 }
             }
         }

@@ -62,7 +62,7 @@ pub fn record(
                         ProbeVariable::Weight => unreachable!("weight probes have synapse sites"),
                     }
                 }
-                ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight[synapse],
+                ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight.get(synapse),
             };
             probe.values.pending.push(value);
         }
