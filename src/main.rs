@@ -209,9 +209,6 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
             g.synapses_per_neuron
         );
         println!("transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies);
-        if g.stdp_history_overflows > 0 {
-            eprintln!("warning: {} STDP pairings were lost to a full postsynaptic spike history", g.stdp_history_overflows);
-        }
     }
     println!("build            {:.3} s", t.build_s);
     println!("simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms);

@@ -412,7 +412,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         outcome,
         backend: sim.world.resource::<Backend>().name,
         device: sim.world.resource::<Backend>().device.clone(),
-        gpu: sim.world.get_resource_mut::<fum_cuda::runner::CudaRunner>().map(|mut r| crate::stats::GpuStats::measure(&mut r)),
+        gpu: sim.world.get_resource::<fum_cuda::runner::CudaRunner>().map(crate::stats::GpuStats::measure),
         threads: sim.threads(),
         network,
         timing: Timing {

@@ -79,12 +79,10 @@ pub struct GpuStats {
     pub steps: u64,
     pub nvrtc_compile_s: f64,
     pub graph_capture_s: f64,
-    /// Pairings lost because a postsynaptic spike history was full (should be 0).
-    pub stdp_history_overflows: u64,
 }
 
 impl GpuStats {
-    pub fn measure(runner: &mut fum_cuda::runner::CudaRunner) -> Self {
+    pub fn measure(runner: &fum_cuda::runner::CudaRunner) -> Self {
         let net = &runner.net;
         let m = net.memory;
         let neurons = u64::from(net.n).max(1);
@@ -92,7 +90,6 @@ impl GpuStats {
         let per_synapse = if net.synapses == 0 { 0.0 } else { m.synapse_bytes as f64 / net.synapses as f64 };
         let k = net.synapses as f64 / neurons as f64;
         let card = runner.gpu.info.total_memory_bytes as u64;
-        let overflows = runner.net.lost_pairings().unwrap_or(0);
         GpuStats {
             device_bytes: m,
             device_bytes_total: m.total(),
@@ -106,7 +103,6 @@ impl GpuStats {
             steps: runner.steps,
             nvrtc_compile_s: runner.gpu.kernels.compile_s,
             graph_capture_s: runner.capture_s,
-            stdp_history_overflows: overflows,
         }
     }
 }

@@ -13,15 +13,12 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBi
 use std::sync::Arc;
 
 use fum_engine::backend::HostView;
-use fum_engine::components::{Dynamics, NeuronBlock, Plasticity, Populations, Shard, SynapseBlocks};
+use fum_engine::components::{Delays, Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
 use fum_engine::recording::{ProbeSite, Recorder};
 use fum_engine::model::ProbeVariable;
 use fum_kernels::stdp::{NEVER, Pairing, TraceDecay, WeightDependence};
 
 use crate::CudaError;
-
-/// Postsynaptic spikes a plastic synapse remembers between two presynaptic spikes.
-pub const HISTORY_LEN: u32 = 64;
 
 /// A synapse block as `fum.cu` reads it (`struct Block`).
 #[repr(C)]
@@ -117,6 +114,8 @@ impl DeviceMemory {
 
 pub enum DeviceWeights {
     F32(CudaSlice<f32>),
+    /// f16 bits.
+    F16(CudaSlice<u16>),
 }
 
 pub struct DevicePlastic {
@@ -252,9 +251,9 @@ impl DeviceNetwork {
             let n = neurons.len() as u64;
             bytes += n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * neurons.ring_ex.sums.len() as u64;
             for b in &synapses.0 {
-                bytes += 4 * b.row_ptr.len() as u64 + b.len() as u64 * (2 + 2 + 4);
-                if b.plastic.is_some() {
-                    bytes += n * (4 * 4 + 4 * u64::from(HISTORY_LEN));
+                bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
+                if let Some(p) = &b.plastic {
+                    bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * n;
                 }
             }
         }
@@ -330,6 +329,7 @@ impl DeviceNetwork {
             synapses: 0,
             stream: stream.clone(),
         };
+        net.lost_pairings = net.upload(&[world.resource::<StdpHistoryOverflows>().0])?;
         net.v = net.upload(&v)?;
         net.syn_ex = net.upload(&syn_ex)?;
         net.syn_in = net.upload(&syn_in)?;
@@ -410,39 +410,39 @@ impl DeviceNetwork {
         let mut table = Vec::new();
         let mut plastic_index = Vec::new();
         let (ring_ex, ring_in) = (ptr(&self.ring_ex, &self.stream), ptr(&self.ring_in, &self.stream));
+        let history_lens: Vec<usize> = world.resource::<Plasticity>().projections.iter().map(|p| p.history_len).collect();
         for (shard_index, &e) in order.iter().enumerate() {
             let range = self.shards[shard_index].clone();
             let synapses = world.get::<SynapseBlocks>(e).unwrap();
             for (index, b) in synapses.0.iter().enumerate() {
-                let target: Vec<u16> = b.packed.iter().map(|&p| fum_kernels::delivery::target(p) as u16).collect();
                 if range.len() > 1 << 16 {
-                    return Err(CudaError::Unsupported(format!("shard {shard_index} has {} neurons; the CUDA backend needs at most 65,536 per shard (use more shards)", range.len())));
+                    return Err(CudaError::Unsupported(format!("shard {shard_index} has {} neurons; targets are 16-bit, so at most 65,536 per shard", range.len())));
                 }
-                let delays: Vec<u16> = b.packed.iter().map(|&p| fum_kernels::delivery::delay_steps(p) as u16).collect();
-                let constant = delays.first().copied().filter(|&d| delays.iter().all(|&x| x == d));
                 let row_ptr = self.upload(&b.row_ptr)?;
-                let target = self.upload(&target)?;
-                let delay = match constant {
-                    Some(_) => None,
-                    None => Some(self.upload(&delays)?),
+                let target = self.upload(&b.target)?;
+                let (delay, constant) = match &b.delay {
+                    Delays::Constant(d) => (None, *d),
+                    Delays::PerSynapse(d) => (Some(self.upload(d)?), 0),
                 };
-                let weight = DeviceWeights::F32(self.upload(&b.weight)?);
+                let weight = match &b.weight {
+                    Weights::F32(w) => DeviceWeights::F32(self.upload(w)?),
+                    Weights::F16(w) => DeviceWeights::F16(self.upload(bytemuck::cast_slice::<_, u16>(w))?),
+                };
                 self.synapses += b.len() as u64;
-                self.memory.synapse_bytes += b.len() as u64 * (2 + 4 + if delay.is_some() { 2 } else { 0 });
+                self.memory.synapse_bytes += b.synapse_bytes() as u64;
                 self.memory.index_bytes += 4 * b.row_ptr.len() as u64;
                 let plastic = match &b.plastic {
                     Some(p) => {
-                        let local = range.len();
                         let dp = DevicePlastic {
                             post_trace: self.upload(&p.post_traces.at_last_spike)?,
                             post_last: self.upload(&p.post_traces.last_spike_step)?,
-                            history: self.stream.alloc_zeros((local * HISTORY_LEN as usize).max(1))?,
-                            history_count: self.stream.alloc_zeros(local.max(1))?,
-                            history_floor: self.upload(&vec![NEVER; local])?,
+                            history: self.upload(&p.post_history)?,
+                            history_count: self.upload(&p.post_spike_count)?,
+                            history_floor: self.upload(&p.history_floor)?,
                         };
-                        self.memory.plasticity_bytes += local as u64 * (4 * 4 + 4 * u64::from(HISTORY_LEN));
+                        self.memory.plasticity_bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * range.len() as u64;
                         plastic_index.push(table.len() as u32);
-                        Some((p.rule as u32, dp))
+                        Some((p.rule as u32, history_lens[p.rule] as u32, dp))
                     }
                     None => None,
                 };
@@ -453,20 +453,22 @@ impl DeviceNetwork {
                     delay: delay.as_ref().map_or(0, |d| ptr(d, s)),
                     weight: match &weight {
                         DeviceWeights::F32(w) => ptr(w, s),
+                        DeviceWeights::F16(w) => ptr(w, s),
                     },
                     ring: if b.receptor == fum_engine::model::Receptor::Inhibitory { ring_in } else { ring_ex },
                     source_first: b.source_first,
                     source_size: b.source_size,
                     shard_first: range.start,
                     shard_size: range.len() as u32,
-                    const_delay: u32::from(constant.unwrap_or(0)),
-                    weight_f16: 0,
+                    const_delay: u32::from(constant),
+                    weight_f16: u32::from(matches!(weight, DeviceWeights::F16(_))),
                     rule: NEVER,
-                    history_len: HISTORY_LEN,
+                    history_len: 1,
                     ..Default::default()
                 };
-                if let Some((rule, dp)) = &plastic {
+                if let Some((rule, history_len, dp)) = &plastic {
                     desc.rule = *rule;
+                    desc.history_len = *history_len;
                     desc.post_trace = ptr(&dp.post_trace, s);
                     desc.post_last = ptr(&dp.post_last, s);
                     desc.history = ptr(&dp.history, s);
@@ -474,7 +476,7 @@ impl DeviceNetwork {
                     desc.history_floor = ptr(&dp.history_floor, s);
                 }
                 table.push(desc);
-                self.blocks.push(DeviceBlock { shard: shard_index, index, row_ptr, target, delay, weight, plastic: plastic.map(|(_, dp)| dp) });
+                self.blocks.push(DeviceBlock { shard: shard_index, index, row_ptr, target, delay, weight, plastic: plastic.map(|(_, _, dp)| dp) });
             }
         }
         if !table.is_empty() {
@@ -564,17 +566,30 @@ impl DeviceNetwork {
             let e = order[b.shard];
             let len = world.get::<SynapseBlocks>(e).unwrap().0[b.index].len();
             let local = self.shards[b.shard].len();
-            let DeviceWeights::F32(w) = &b.weight;
-            let weight = Self::download(t, &stream, w, len)?;
+            let weight = match &b.weight {
+                DeviceWeights::F32(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
+                DeviceWeights::F16(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
+            };
             let at = Self::download(t, &stream, &dp.post_trace, local)?;
             let last = Self::download(t, &stream, &dp.post_last, local)?;
             let mut synapses = world.get_mut::<SynapseBlocks>(e).unwrap();
             let block = &mut synapses.0[b.index];
-            block.weight.copy_from_slice(&weight);
+            let history_len = block.plastic.as_ref().map_or(0, |p| p.post_history.len());
+            let history = Self::download(t, &stream, &dp.history, history_len)?;
+            let count = Self::download(t, &stream, &dp.history_count, local)?;
+            let floor = Self::download(t, &stream, &dp.history_floor, local)?;
+            match &mut block.weight {
+                Weights::F32(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
+                Weights::F16(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
+            }
             let p = block.plastic.as_mut().expect("a plastic block on the host");
             p.post_traces.at_last_spike.copy_from_slice(&at);
             p.post_traces.last_spike_step.copy_from_slice(&last);
+            p.post_history.copy_from_slice(&history);
+            p.post_spike_count.copy_from_slice(&count);
+            p.history_floor.copy_from_slice(&floor);
         }
+        world.resource_mut::<StdpHistoryOverflows>().0 = Self::download(t, &stream, &self.lost_pairings, 1)?[0];
         let mut plasticity = world.resource_mut::<Plasticity>();
         for (p, r) in plasticity.projections.iter_mut().zip(&self.rules) {
             let len = p.pre_traces.at_last_spike.len();
@@ -584,8 +599,4 @@ impl DeviceNetwork {
         Ok(())
     }
 
-    /// Pairings lost to a full postsynaptic spike history so far.
-    pub fn lost_pairings(&mut self) -> Result<u64, CudaError> {
-        Ok(Self::download(&mut self.transfers, &self.stream.clone(), &self.lost_pairings, 1)?[0])
-    }
 }
