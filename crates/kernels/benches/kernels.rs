@@ -91,7 +91,18 @@ fn delivery(c: &mut Criterion) {
         let spikes = 64;
         let (target, delay, weight) = rows(n, spikes, per_row);
         let mut ring = Ring::new(n, 15);
+        let weight16: Vec<half::f16> = weight.iter().map(|&w| half::f16::set(w)).collect();
         group.throughput(Throughput::Elements((spikes * per_row) as u64));
+        group.bench_with_input(BenchmarkId::new("static_rows_f16", format!("{n}x{per_row}")), &n, |b, _| {
+            let mut step = 0u64;
+            b.iter(|| {
+                for r in 0..spikes {
+                    let row = r * per_row..(r + 1) * per_row;
+                    deliver_row(&mut ring, step, &target[row.clone()], RowDelays::PerSynapse(&delay[row.clone()]), &weight16[row]);
+                }
+                step += 1;
+            })
+        });
         for constant in [false, true] {
             let name = if constant { "static_rows_constant_delay" } else { "static_rows" };
             group.bench_with_input(BenchmarkId::new(name, format!("{n}x{per_row}")), &n, |b, _| {

@@ -224,17 +224,25 @@ fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, 
     for (k, (&j, stored)) in target.iter().zip(weight.iter_mut()).enumerate() {
         let j = usize::from(j);
         let mut w = stored.get();
-        if t_last != NEVER {
+        // The newest history entry is the target's last spike in its trace (both are updated
+        // together), so a target silent since t_last is skipped without touching the history.
+        let newest = post.traces.last_spike_step[j];
+        if t_last != NEVER && newest != NEVER && newest > t_last {
             let steps = &history.steps[j * history.len..(j + 1) * history.len];
             let count = history.spike_count[j] as usize;
-            // The entries after t_last are the newest `pending` ones (the ring is in time order).
             let held = count.min(history.len);
+            let back = |slot: usize| if slot == 0 { history.len - 1 } else { slot - 1 };
+            // Walk back from the newest entry over those after t_last (the ring is in time
+            // order), then apply them oldest first.
+            let mut slot = (count + history.len - 1) % history.len;
             let mut pending = 0;
-            while pending < held && steps[(count - 1 - pending) % history.len] > t_last {
+            while pending < held && steps[slot] > t_last {
                 pending += 1;
+                slot = back(slot);
             }
-            for n in count - pending..count {
-                let tp = steps[n % history.len];
+            for _ in 0..pending {
+                slot = if slot + 1 == history.len { 0 } else { slot + 1 };
+                let tp = steps[slot];
                 if tp < t {
                     w = rule.potentiate(w, x_last * pre.decay.after(tp - t_last));
                 }

@@ -6,6 +6,7 @@
 //!    histories of the plastic blocks into them (the potentiation these spikes cause is applied
 //!    at the next presynaptic spike through each synapse: no transposed index);
 //! 2. the presynaptic traces (global) count this step's spikes.
+//!
 //! Both halves therefore see the partner's trace from earlier steps only. Traces and histories
 //! are kept whether weight updates are enabled or not.
 
