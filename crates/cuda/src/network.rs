@@ -210,6 +210,12 @@ pub fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     slice.device_ptr(stream).0
 }
 
+/// Device bytes of `n` neurons' columns (v, syn_ex, syn_in, refractory: 4 B each; fired: 1 B;
+/// spike list and compaction: 4 + 4 B) and of both rings of `ring_len` sums each.
+fn neuron_bytes(n: u64, ring_len: u64) -> u64 {
+    n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_len
+}
+
 fn decay_table(decay: &TraceDecay) -> Vec<f32> {
     (0..).map(|n| decay.after(n)).take_while(|&x| x != 0.0).collect()
 }
@@ -249,7 +255,7 @@ impl DeviceNetwork {
         let mut q = world.query::<(&NeuronBlock, &SynapseBlocks)>();
         for (neurons, synapses) in q.iter(world) {
             let n = neurons.len() as u64;
-            bytes += n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * neurons.ring_ex.sums.len() as u64;
+            bytes += neuron_bytes(n, neurons.ring_ex.sums.len() as u64);
             for b in &synapses.0 {
                 bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
                 if let Some(p) = &b.plastic {
@@ -336,7 +342,7 @@ impl DeviceNetwork {
         net.refractory = net.upload(&refractory)?;
         net.ring_ex = net.upload(&ring_ex)?;
         net.ring_in = net.upload(&ring_in)?;
-        net.memory.neuron_bytes = (n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_ex.len()) as u64;
+        net.memory.neuron_bytes = neuron_bytes(n as u64, ring_ex.len() as u64);
 
         net.upload_populations(world);
         net.upload_plasticity(world)?;

@@ -59,16 +59,8 @@ pub struct CudaPlugin;
 impl Plugin for CudaPlugin {
     fn build(&self, sim: &mut Simulation) {
         sim.add_systems(cuda_step.in_set(Stage::Update));
-        sim.add_plugins(fum_systems_clock);
+        sim.add_plugins(fum_systems::ClockPlugin);
     }
-}
-
-fn fum_systems_clock(sim: &mut Simulation) {
-    sim.add_systems(advance_clock.in_set(Stage::Advance));
-}
-
-fn advance_clock(mut clock: ResMut<Clock>) {
-    clock.step += 1;
 }
 
 /// Uploads `sim`'s network (built or restored) to `gpu` and makes the simulation step there.
