@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fum::Model;
 use fum::engine::{observe, serve};
-use fum::run::{Outcome, RunOptions, RunReport, resume, run_observed};
+use fum::run::{BackendChoice, Outcome, RunOptions, RunReport, resume, run_observed};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -54,6 +54,9 @@ enum Command {
         /// Largest population rate the health monitor accepts, Hz.
         #[arg(long)]
         max_rate_hz: Option<f64>,
+        /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
+        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+        backend: BackendChoice,
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
@@ -106,8 +109,17 @@ enum Command {
         /// Worker threads (default: as the original run).
         #[arg(long, default_value_t = 0)]
         threads: usize,
+        /// Backend to continue on (default: as the original run); checkpoints are the same on both.
+        #[arg(long, value_enum)]
+        backend: Option<BackendChoice>,
         #[arg(long)]
         quiet: bool,
+    },
+    /// List the backends this machine offers: CPU cores and each CUDA GPU.
+    Info {
+        /// Also measure each GPU's device-to-device copy bandwidth (2 x 1 GiB buffers).
+        #[arg(long)]
+        bandwidth: bool,
     },
     /// Describe a checkpoint: model hash, step, sections, checksum status.
     Inspect {
@@ -138,7 +150,7 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve } => {
+        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, backend, quiet, serve } => {
             let options = RunOptions {
                 out,
                 threads,
@@ -150,6 +162,7 @@ fn main() -> ExitCode {
                 seed,
                 health_interval_ms: 0.0,
                 max_rate_hz,
+                backend,
             };
             cmd_run(model, options, quiet, serve)
         }
@@ -162,7 +175,8 @@ fn main() -> ExitCode {
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),
             }
         }
-        Command::Resume { dir, threads, quiet } => cmd_resume(dir, threads, quiet),
+        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend, quiet),
+        Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
     };
@@ -210,7 +224,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
     install_signal_handlers()?;
     let (threads, shards) = options.resolve(&model);
     if !quiet {
-        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms);
+        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards, backend {}", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms, format!("{:?}", options.backend).to_lowercase());
     }
     let mut serving = match serve_addr {
         Some(addr) => {
@@ -272,10 +286,10 @@ fn print_window_stats(stats: &fum_viewer::WindowStats) {
     println!("viewer           {} frames in {:.2} s ({:.1} frames/s), {} simulation frames received", stats.frames, stats.seconds, stats.frames as f64 / stats.seconds.max(1e-9), stats.frames_received);
 }
 
-fn cmd_resume(dir: PathBuf, threads: usize, quiet: bool) -> anyhow::Result<Outcome> {
+fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quiet: bool) -> anyhow::Result<Outcome> {
     install_signal_handlers()?;
     let bar = progress_bar(0, quiet);
-    let report = resume(&dir, threads, |done, end| {
+    let report = resume(&dir, threads, backend, |done, end| {
         bar.set_length(end);
         bar.set_position(done);
     })?;
@@ -293,6 +307,19 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
     println!("neurons          {}", n.neurons);
     println!("synapses         {} ({} plastic)", n.synapses, n.plastic_synapses);
     println!("memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse);
+    println!("backend          {} ({})", report.backend, report.device);
+    if let Some(g) = &report.gpu {
+        println!(
+            "device memory    {} allocated, {} measured peak ({:.1} B/neuron, {:.2} B/synapse); this card fits ~{} neurons at {:.0} synapses each",
+            human_bytes(g.device_bytes_total),
+            human_bytes(g.device_bytes_peak_measured),
+            g.bytes_per_neuron,
+            g.bytes_per_synapse,
+            g.largest_network_neurons,
+            g.synapses_per_neuron
+        );
+        println!("transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies);
+    }
     println!("build            {:.3} s", t.build_s);
     println!("simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms);
     println!("real-time factor {:.3} (wall time / biological time)", t.real_time_factor);
@@ -308,6 +335,25 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
         (Outcome::Interrupted, Some(out)) => println!("interrupted at step {}: outputs so far in {}; `fum resume {}` continues", report.end_step, out.display(), out.display()),
         _ => {}
     }
+}
+
+fn cmd_info(bandwidth: bool) -> anyhow::Result<Outcome> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("cpu              {cores} cores (backend cpu, always available)");
+    match fum_cuda::gpus() {
+        Ok(gpus) => {
+            for g in gpus {
+                println!("cuda             {g}");
+                if bandwidth {
+                    let gpu = fum_cuda::Gpu::open(g.ordinal)?;
+                    let bytes_per_s = fum_cuda::copy_bandwidth(&gpu, 1 << 30)?;
+                    println!("                 copy bandwidth {:.0} GB/s (bytes read + written)", bytes_per_s / 1e9);
+                }
+            }
+        }
+        Err(e) => println!("cuda             unavailable: {e}"),
+    }
+    Ok(Outcome::Finished)
 }
 
 fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::stats::NetworkStats;
 use crate::{DefaultPlugins, Model, Simulation};
+use fum_engine::backend::{Backend, HostView, sync_to_host};
 use fum_engine::checkpoint::{self, Checkpoint, Snapshot};
 use fum_engine::health::HealthMonitor;
 use fum_engine::observe::Observer;
@@ -44,6 +45,9 @@ pub struct RunOptions {
     /// Health checks every this much biological time (0: 10 ms), and the runaway rate bound.
     pub health_interval_ms: f64,
     pub max_rate_hz: Option<f64>,
+    /// Where the simulation runs.
+    #[serde(default)]
+    pub backend: BackendChoice,
 }
 
 impl RunOptions {
@@ -66,6 +70,55 @@ impl RunOptions {
         }
         model.revalidate()
     }
+}
+
+/// `--backend`: the CPU, the GPU, or the GPU when one is usable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    #[default]
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+/// The GPU a `cuda` or `auto` run uses, opened (and its kernels compiled) once per process.
+fn gpu() -> Result<Arc<fum_cuda::Gpu>, String> {
+    static GPU: std::sync::OnceLock<Result<Arc<fum_cuda::Gpu>, String>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| fum_cuda::Gpu::open(0).map(Arc::new).map_err(|e| e.to_string())).clone()
+}
+
+/// The GPU a run will use: `None` for the CPU. Called before building, so that `--backend
+/// cuda` without a usable GPU fails at once; `auto` says on stderr which it chose.
+pub fn choose_backend(choice: BackendChoice) -> anyhow::Result<Option<Arc<fum_cuda::Gpu>>> {
+    Ok(match choice {
+        BackendChoice::Cpu => None,
+        BackendChoice::Cuda => Some(gpu().map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))?),
+        BackendChoice::Auto => match gpu() {
+            Ok(gpu) => {
+                eprintln!("backend: cuda ({})", gpu.label());
+                Some(gpu)
+            }
+            Err(e) => {
+                eprintln!("backend: cpu ({e})");
+                None
+            }
+        },
+    })
+}
+
+/// Puts the simulation on its backend: the CPU systems, or the network uploaded to the GPU.
+/// Call after the world is built or restored.
+pub fn attach_backend(sim: &mut Simulation, gpu: Option<Arc<fum_cuda::Gpu>>) -> anyhow::Result<()> {
+    match gpu {
+        Some(gpu) => fum_cuda::install(sim, gpu).context("--backend cuda")?,
+        None => {
+            let threads = sim.threads();
+            sim.world.insert_resource(Backend::cpu(threads));
+            sim.add_plugins(DefaultPlugins);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -111,12 +164,19 @@ pub struct RunReport {
     pub end_step: u64,
     pub outcome: Outcome,
     pub backend: &'static str,
+    /// The device in words (CPU threads, or the GPU's name, architecture and memory).
+    pub device: String,
+    /// Device memory and transfers of a CUDA run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<crate::stats::GpuStats>,
     pub threads: usize,
     pub network: NetworkStats,
     pub timing: Timing,
     /// Mean firing rate of every population over the simulated time, Hz.
     pub rates_hz: BTreeMap<String, f64>,
     pub spikes_total: u64,
+    /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
+    pub stdp_history_overflows: u64,
     pub outputs: Vec<String>,
 }
 
@@ -137,8 +197,9 @@ pub fn run(model: &Model, options: &RunOptions, progress: impl Fn(u64, u64) + Se
 pub fn run_observed(model: &Model, options: &RunOptions, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
+    let gpu = choose_backend(options.backend)?;
     let mut sim = Simulation::from_model(model, threads, shards)?;
-    sim.add_plugins(DefaultPlugins);
+    attach_backend(&mut sim, gpu)?;
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).with_context(|| format!("cannot create the output folder {}", out.display()))?;
         // Recorded output moves to logs under OUT/recording at each checkpoint.
@@ -149,7 +210,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, observer: Option<&mut O
 
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` may differ from the original run's.
-pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
+pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, progress: impl Fn(u64, u64) + Send + Sync) -> anyhow::Result<RunReport> {
     let started = Instant::now();
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
@@ -172,6 +233,9 @@ pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64, u64) + Send + S
         if threads > 0 {
             options.threads = threads;
         }
+        if let Some(backend) = backend {
+            options.backend = backend;
+        }
         options.out = Some(dir.to_path_buf());
         options.stop_after_ms = None;
         let model_path = ckpt.header.run.get("model_path").and_then(|v| v.as_str()).unwrap_or("model.toml").to_string();
@@ -179,12 +243,12 @@ pub fn resume(dir: &Path, threads: usize, progress: impl Fn(u64, u64) + Send + S
         options.apply(&mut model)?;
         let (threads, _) = options.resolve(&model);
         let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
-        sim.add_plugins(DefaultPlugins);
         sim.world.resource_mut::<Recorder>().log_dir = Some(dir.join("recording"));
         if let Err(e) = ckpt.restore(&mut sim.world, model.hash()) {
             eprintln!("skipping checkpoint: {e}");
             continue;
         }
+        attach_backend(&mut sim, choose_backend(options.backend)?)?;
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
         return execute(&model, &options, sim, started, progress, None);
     }
@@ -205,7 +269,11 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut run_settings = serde_json::to_value(options)?;
     run_settings["model_path"] = model.path.display().to_string().into();
     let (hash, text) = (model.hash(), model.source.clone());
-    let snapshot = |world: &mut bevy_ecs::world::World| Snapshot::take(world, &text, hash, run_settings.clone());
+    let mut device_failure: Option<String> = None;
+    let snapshot = |world: &mut bevy_ecs::world::World| -> Result<Snapshot, String> {
+        sync_to_host(world, HostView::Everything)?;
+        Ok(Snapshot::take(world, &text, hash, run_settings.clone()))
+    };
 
     // The writer thread compresses and writes; a bounded channel of one keeps at most one
     // snapshot waiting, so memory stays bounded if the disk is slow.
@@ -237,7 +305,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut superseded = 0;
     // A run with checkpoints starts with one, so that it can always be resumed.
     if let (Some((tx, _)), Some(_), 0) = (&writer, ckpt_every, start_step) {
-        tx.send(snapshot(&mut sim.world)).ok();
+        tx.send(snapshot(&mut sim.world).map_err(anyhow::Error::msg)?).ok();
     }
 
     let t0 = Instant::now();
@@ -245,15 +313,25 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         if done % 100 == 0 || done == end_step {
             progress(done, end_step);
         }
-        if let Err(e) = health.check(world, done) {
-            failure = Some(e);
+        if let Some(e) = fum_engine::backend::failure(world) {
+            device_failure = Some(e);
             return ControlFlow::Break(());
+        }
+        if health.due(done) {
+            if let Err(e) = sync_to_host(world, HostView::Neurons) {
+                device_failure = Some(e);
+                return ControlFlow::Break(());
+            }
+            if let Err(e) = health.check(world, done) {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
         }
         if let Some(observer) = observer.as_deref_mut() {
             // Handed over at once, so that a paused run writes it too.
             let mut checkpoint_now = |world: &mut bevy_ecs::world::World| match (&writer, &ckpt_dir) {
                 (Some((tx, _)), Some(dir)) => {
-                    let snap = replace_waiting(&mut waiting, snapshot(world), &mut superseded);
+                    let snap = replace_waiting(&mut waiting, snapshot(world)?, &mut superseded);
                     if let Err(std::sync::mpsc::TrySendError::Full(snap)) = tx.try_send(snap) {
                         waiting = Some(snap);
                     }
@@ -269,7 +347,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
             let t = Instant::now();
             let due = ckpt_every.is_some_and(|every| done % every == 0 && done != end_step);
             if due {
-                waiting = Some(replace_waiting(&mut waiting, snapshot(world), &mut superseded));
+                match snapshot(world) {
+                    Ok(snap) => waiting = Some(replace_waiting(&mut waiting, snap, &mut superseded)),
+                    Err(e) => {
+                        device_failure = Some(e);
+                        return ControlFlow::Break(());
+                    }
+                }
             }
             if let Some(snap) = waiting.take()
                 && let Err(std::sync::mpsc::TrySendError::Full(snap)) = tx.try_send(snap)
@@ -285,7 +369,11 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         }
         ControlFlow::Continue(())
     });
+    let synced = sync_to_host(&mut sim.world, HostView::Everything);
     let simulate_s = t0.elapsed().as_secs_f64();
+    if let Some(e) = device_failure.or(synced.err()) {
+        bail!("the device failed at step {done}: {e}");
+    }
     let outcome = if done == steps {
         Outcome::Finished
     } else if done == end_step && failure.is_none() {
@@ -298,7 +386,8 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut checkpoints_written = 0;
     if let Some((tx, handle)) = writer {
         if outcome != Outcome::Finished || ckpt_every.is_some() {
-            tx.send(replace_waiting(&mut waiting, snapshot(&mut sim.world), &mut superseded)).ok();
+            let last = snapshot(&mut sim.world).map_err(anyhow::Error::msg)?;
+            tx.send(replace_waiting(&mut waiting, last, &mut superseded)).ok();
         }
         drop(tx);
         checkpoints_written = handle.join().expect("the checkpoint writer does not panic")?;
@@ -330,6 +419,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
         .collect();
     let spikes_total = recorder.spike_counts.iter().sum();
+    let stdp_history_overflows = sim.world.resource::<fum_engine::components::StdpHistoryOverflows>().0;
     let write_s = t1.elapsed().as_secs_f64();
     let session_ms = (done - start_step) as f64 * dt;
     let mut report = RunReport {
@@ -343,7 +433,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         start_step,
         end_step: done,
         outcome,
-        backend: "cpu",
+        backend: sim.world.resource::<Backend>().name,
+        device: sim.world.resource::<Backend>().device.clone(),
+        gpu: sim.world.get_resource::<fum_cuda::runner::CudaRunner>().map(crate::stats::GpuStats::measure),
         threads: sim.threads(),
         network,
         timing: Timing {
@@ -358,9 +450,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         },
         rates_hz,
         spikes_total,
+        stdp_history_overflows,
         outputs,
     };
     report.timing.total_s = started.elapsed().as_secs_f64();
+    if stdp_history_overflows > 0 {
+        eprintln!("warning: {stdp_history_overflows} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]");
+    }
     if let Some(out) = &options.out {
         report.outputs.push("run.json".to_string());
         let json = serde_json::to_string_pretty(&report)?;

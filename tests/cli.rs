@@ -48,7 +48,8 @@ fn run_writes_sonata_spikes_probes_and_metadata() {
     assert_eq!(report["network"]["shards"], 3);
     assert_eq!(report["threads"], 2);
     assert_eq!(report["spikes_total"], expected.len() as u64);
-    assert_eq!(report["network"]["bytes_per_static_synapse"], 8.0);
+    assert_eq!(report["network"]["bytes_per_static_synapse"], 6.0);
+    assert_eq!(report["stdp_history_overflows"], 0);
     for key in ["build_s", "simulate_s", "real_time_factor"] {
         assert!(report["timing"][key].as_f64().unwrap() > 0.0, "{key}");
     }

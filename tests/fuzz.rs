@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use fum::Model;
 use fum::engine::checkpoint::{Checkpoint, FORMAT_VERSION, MAGIC, Snapshot};
-use fum::engine::components::{Clock, NeuronBlock, Plasticity, Shard, SynapseBlocks};
+use fum::engine::components::{Clock, NeuronBlock, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
@@ -148,7 +148,7 @@ const ODD_VALUES: &[&str] = &[
     "1e300", "1.7976931348623157e308", "1023", "1024", "1025", "4194303", "4194304", "2147483647", "2147483648", "4294967294",
     "4294967295", "4294967296", "9223372036854775807", "-9223372036854775808", "18446744073709551615", "0x7fffffff",
     "0xffffffff", "1_000_000_000", "true", "false", "\"\"", "\"E\"", "\"I\"", "\"a/b\"", "\"lif_cuba\"", "\"lif_coba\"",
-    "\"poisson\"", "\"dc\"", "\"weight\"", "\"v\"", "\"one_to_one\"", "\"all_to_all\"", "\"inhibitory\"", "[]", "[0]",
+    "\"poisson\"", "\"dc\"", "\"f32\"", "\"f16\"", "\"weight\"", "\"v\"", "\"one_to_one\"", "\"all_to_all\"", "\"inhibitory\"", "[]", "[0]",
     "[4294967295]", "[[0, 4294967295]]", "{}", "{ uniform = [nan, 1.0] }", "{ uniform = [1.0, nan] }",
     "{ uniform = [-inf, inf] }", "{ uniform = [0.0, inf] }", "{ uniform = [1.0, 1e300] }", "{ uniform = [5e-324, 5e-324] }",
     "{ normal = [nan, 1.0] }", "{ normal = [1.0, nan] }", "{ normal = [inf, 1.0] }", "{ normal = [1.0, inf] }",
@@ -163,7 +163,7 @@ const KEYS: &[&str] = &[
     "syn_in_init", "source", "target", "rule", "receptor", "weight", "delay_ms", "plasticity", "allow_autapses",
     "allow_multapses", "tau_plus_ms", "tau_minus_ms", "a_plus", "a_minus", "w_min", "w_max", "weight_dependence", "pairing",
     "kind", "rate_hz", "amplitude_pa", "spikes", "probes", "variable", "population", "neurons", "projection", "synapses",
-    "interval_ms", "unknown",
+    "interval_ms", "weights", "post_history", "unknown",
 ];
 
 const HEADERS: &[&str] = &[
@@ -533,6 +533,7 @@ fn fingerprint(world: &mut bevy_ecs::world::World) -> Vec<u8> {
     out += &format!("{:?}", world.resource::<Plasticity>());
     out += &format!("{:?}", world.resource::<Recorder>());
     out += &format!("{:?}", world.resource::<Clock>());
+    out += &format!("{:?}", world.resource::<StdpHistoryOverflows>());
     out.into_bytes()
 }
 

@@ -122,3 +122,16 @@ fn cli_reports_the_error_and_writes_nothing() {
     assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
     assert!(!out.exists(), "nothing may be written for an invalid model");
 }
+
+#[test]
+fn weight_type_and_history_length() {
+    let (text, line) = mutate("duration_ms = 10.0", "duration_ms = 10.0\nweights = \"f64\"");
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("bad.toml:{}:", line + 1)) && err.contains("`f32`") && err.contains("`f16`"), "{err}");
+    let rule = "[[plasticity]]\nname = \"stdp\"\na_plus = 0.01\na_minus = 0.01\nw_max = 5.0\npost_history = 0\n\n[recording]";
+    let (text, line) = mutate("[recording]", rule);
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("bad.toml:{}:", line + 5)) && err.contains("plasticity[0].post_history") && err.contains("[1, 4096]"), "{err}");
+    let (text, _) = mutate("[recording]", &rule.replace("post_history = 0", "post_history = 4096"));
+    Model::parse(&text, Path::new("ok.toml")).unwrap();
+}

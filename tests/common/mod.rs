@@ -101,23 +101,16 @@ pub fn spikes(sim: &Simulation) -> Vec<(usize, u32, u32)> {
         .collect()
 }
 
-/// Every synapse as (projection, global pre, global post, delay-packed word's delay, weight
-/// bits), sorted: a canonical view of the network whatever the sharding.
-pub fn synapses(sim: &mut Simulation) -> Vec<(usize, u32, u32, u32, u32)> {
+/// Every synapse as (projection, global pre, global post, delay in steps, weight bits as
+/// f32), sorted: a canonical view of the network whatever the sharding.
+pub fn synapses(sim: &mut Simulation) -> Vec<(usize, u32, u32, u16, u32)> {
     let mut query = sim.world.query::<(&Shard, &SynapseBlocks)>();
     let mut all = Vec::new();
     for (shard, blocks) in query.iter(&sim.world) {
         for b in &blocks.0 {
             for row in 0..b.source_size as usize {
                 for k in b.row_ptr[row] as usize..b.row_ptr[row + 1] as usize {
-                    let p = b.packed[k];
-                    all.push((
-                        b.projection,
-                        b.source_first + row as u32,
-                        shard.neurons.start + fum::kernels::delivery::target(p) as u32,
-                        fum::kernels::delivery::delay_steps(p),
-                        b.weight[k].to_bits(),
-                    ));
+                    all.push((b.projection, b.source_first + row as u32, shard.neurons.start + u32::from(b.target[k]), b.delay.get(k), b.weight.get(k).to_bits()));
                 }
             }
         }

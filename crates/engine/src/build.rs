@@ -7,7 +7,9 @@
 //! initial state come out for any shard or thread count, and shards build in parallel.
 //!
 //! Shards are contiguous ranges of global ids of near-equal size (graph partitioning can replace
-//! this without touching the rest). Each shard stores the synapses into its neurons as CSR rows;
+//! this without touching the rest). Synapse targets are `u16` shard-local indices, so the shard
+//! count is raised to at least `ceil(neurons / 65,536)` whatever was asked for; spikes do not
+//! depend on the shard count. Each shard stores the synapses into its neurons as CSR rows;
 //! a stable counting sort by row keeps, within a row, the order in which synapses were drawn
 //! (by target for the per-target rules), which does not depend on the sharding either.
 
@@ -18,7 +20,7 @@ use std::ops::Range;
 use crate::column::Column;
 use crate::components::*;
 use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel};
-use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring, pack, target};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
 use fum_kernels::stdp::{TraceDecay, Traces};
@@ -26,8 +28,6 @@ use fum_kernels::stdp::{TraceDecay, Traces};
 /// Errors that a valid model can still hit when built with given options.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("a shard of {0} neurons exceeds the limit of {MAX_SHARD_NEURONS}; use more shards")]
-    ShardTooLarge(usize),
     #[error("projection \"{0}\" has more than 2^32 - 1 synapses into one shard; use more shards")]
     BlockTooLarge(String),
     #[error(transparent)]
@@ -39,7 +39,7 @@ pub enum BuildError {
 struct Draft {
     row: u32,
     target: u32,
-    delay_steps: u32,
+    delay_steps: u16,
     weight: f32,
 }
 
@@ -51,7 +51,14 @@ pub fn partition(total: u32, shards: usize) -> Vec<Range<u32>> {
         .collect()
 }
 
-/// Builds the world of a model cut into `shards` shards. Runs in the current rayon pool.
+/// Shards needed for `neurons` neurons when `requested` are asked for: at least one per
+/// [`MAX_SHARD_NEURONS`].
+pub fn shard_count(neurons: u32, requested: usize) -> usize {
+    requested.max((neurons as usize).div_ceil(MAX_SHARD_NEURONS))
+}
+
+/// Builds the world of a model cut into `shards` shards, or more where a shard would exceed
+/// [`MAX_SHARD_NEURONS`] (see [`shard_count`]). Runs in the current rayon pool.
 pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
     let spec = &model.spec;
     let dt = spec.simulation.dt_ms;
@@ -70,10 +77,7 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
         first += p.size;
     }
     let total = first;
-    let ranges = partition(total, shards);
-    if let Some(big) = ranges.iter().map(|r| r.len()).find(|&n| n > MAX_SHARD_NEURONS) {
-        return Err(BuildError::ShardTooLarge(big));
-    }
+    let ranges = partition(total, shard_count(total, shards));
     let max_delay = spec
         .projections
         .iter()
@@ -97,6 +101,7 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
                 source: src.ids(),
                 target: tgt.ids(),
                 pre_traces: Traces::new(src.size as usize),
+                history_len: rule_spec.post_history as usize,
             })
         })
         .collect();
@@ -141,6 +146,7 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
     world.insert_resource(Populations(populations));
     world.insert_resource(PoissonSources(poisson));
     world.insert_resource(Plasticity { enabled: true, projections: plastic });
+    world.insert_resource(StdpHistoryOverflows::default());
     world.insert_resource(Clock { step: 0, dt_ms: dt });
     world.insert_resource(Seed(key));
     world.insert_resource(SpikeExchange::default());
@@ -161,6 +167,11 @@ fn delay_range_steps(delay_ms: Option<Distribution>, dt: f64) -> (u32, u32) {
 
 fn to_steps(delay_ms: f64, dt: f64) -> u32 {
     ((delay_ms / dt).round().max(1.0) as u32).min(MAX_DELAY_STEPS)
+}
+
+/// A delay in steps as stored (`MAX_DELAY_STEPS` fits a `u16`).
+fn stored_steps(delay_ms: f64, dt: f64) -> u16 {
+    to_steps(delay_ms, dt) as u16
 }
 
 fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Range<u32>, max_delay: u32) -> NeuronBlock {
@@ -222,8 +233,8 @@ fn build_block(
         let r = &spec.plasticity[model.plasticity_index(name).expect("validated")];
         (r.w_min, r.w_max)
     });
-    let draw_parameters = |s: &mut Stream| -> (u32, f32) {
-        let delay = proj.delay_ms.map_or(1, |d| to_steps(d.sample(s), dt));
+    let draw_parameters = |s: &mut Stream| -> (u16, f32) {
+        let delay = proj.delay_ms.map_or(1, |d| stored_steps(d.sample(s), dt));
         let mut w = proj.weight.sample(s).max(0.0);
         if let Some((w_min, w_max)) = bounds {
             w = w.clamp(w_min, w_max);
@@ -290,38 +301,28 @@ fn build_block(
         row_ptr[r + 1] += row_ptr[r];
     }
     let mut fill = row_ptr.clone();
-    let mut packed = vec![0u32; drafts.len()];
+    let mut target = vec![0u16; drafts.len()];
+    let mut delay = vec![0u16; drafts.len()];
     let mut weight = vec![0f32; drafts.len()];
     for d in &drafts {
         let k = fill[d.row as usize] as usize;
         fill[d.row as usize] += 1;
-        packed[k] = pack(d.target, d.delay_steps);
+        // Shards hold at most MAX_SHARD_NEURONS neurons, so a local index fits.
+        target[k] = d.target as u16;
+        delay[k] = d.delay_steps;
         weight[k] = d.weight;
     }
     drop(drafts);
-
-    let plastic = plastic.iter().position(|pp| pp.projection == pi).map(|rule| {
-        let n_local = shard.len();
-        let mut incoming_ptr = vec![0u32; n_local + 1];
-        for &p in &packed {
-            incoming_ptr[target(p) + 1] += 1;
-        }
-        for i in 0..n_local {
-            incoming_ptr[i + 1] += incoming_ptr[i];
-        }
-        let mut fill = incoming_ptr.clone();
-        let mut incoming = vec![0u32; packed.len()];
-        for (s, &p) in packed.iter().enumerate() {
-            incoming[fill[target(p)] as usize] = s as u32;
-            fill[target(p)] += 1;
-        }
-        PlasticSynapses {
-            rule,
-            incoming_ptr: Column::from_vec(incoming_ptr),
-            incoming: Column::from_vec(incoming),
-            post_traces: Traces::new(n_local),
-        }
-    });
+    // A constant delay (or the default of one step) is stored once for the block.
+    let delay = match proj.delay_ms {
+        None => Delays::Constant(1),
+        Some(Distribution::Constant(ms)) => Delays::Constant(stored_steps(ms, dt)),
+        Some(_) => Delays::PerSynapse(Column::from_vec(delay)),
+    };
+    let plastic = plastic
+        .iter()
+        .position(|pp| pp.projection == pi)
+        .map(|rule| PlasticSynapses::new(rule, shard.len(), plastic[rule].history_len));
 
     Ok(Some(SynapseBlock {
         projection: pi,
@@ -329,8 +330,9 @@ fn build_block(
         source_first: src.first,
         source_size: src.size,
         row_ptr: Column::from_vec(row_ptr),
-        packed: Column::from_vec(packed),
-        weight: Column::from_vec(weight),
+        target: Column::from_vec(target),
+        delay,
+        weight: Weights::from_f32(weight, spec.simulation.weights),
         plastic,
     }))
 }
@@ -388,6 +390,17 @@ mod tests {
             assert_eq!(parts.first().unwrap().start, 0);
             assert_eq!(parts.last().unwrap().end, total);
             assert!(parts.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+        }
+    }
+
+    #[test]
+    fn shards_never_exceed_the_u16_target_range() {
+        assert_eq!(shard_count(12_500, 2), 2);
+        assert_eq!(shard_count(65_536, 1), 1);
+        assert_eq!(shard_count(65_537, 1), 2);
+        assert_eq!(shard_count(1_000_000, 3), 16);
+        for (total, requested) in [(65_537u32, 1usize), (1_000_000, 3), (200_000, 0)] {
+            assert!(partition(total, shard_count(total, requested)).iter().all(|r| r.len() <= MAX_SHARD_NEURONS));
         }
     }
 

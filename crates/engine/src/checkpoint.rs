@@ -10,7 +10,8 @@
 //! The header names the model (its text is a section, its hash is in the header), the step, and
 //! every section: name, offset, stored (zstd) length, raw length and the CRC-32 of the stored
 //! bytes. Sections hold raw little-endian columns: neuron state, ring buffers with the input in
-//! flight, plastic weights, STDP traces, the clock, and what the recorder holds. Random numbers
+//! flight, plastic weights (as stored, `f32` or `f16`, with a section naming the type), STDP
+//! traces and postsynaptic spike histories, the clock, and what the recorder holds. Random numbers
 //! need no state (counter-based). Synapse *structure* is not stored: it is rebuilt from the
 //! embedded model and seed, and a checksum of each block's structure in the header proves it
 //! came out the same.
@@ -24,11 +25,14 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::column::Column;
-use crate::components::{Clock, NeuronBlock, Plasticity, Shard, SynapseBlocks};
+use crate::components::{Clock, Delays, NeuronBlock, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
+use crate::model::WeightPrecision;
 use crate::recording::Recorder;
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2: u16 targets, delays per block or per synapse, f32 or f16 weights, postsynaptic
+/// spike histories.
+pub const FORMAT_VERSION: u32 = 2;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
 const FIXED_PREFIX: usize = 8 + 4 + 8 + 4;
@@ -99,7 +103,11 @@ fn structure_crc(blocks: &SynapseBlocks) -> Vec<u32> {
         .map(|b| {
             let mut h = crc32fast::Hasher::new();
             h.update(b.row_ptr.as_bytes());
-            h.update(b.packed.as_bytes());
+            h.update(b.target.as_bytes());
+            match &b.delay {
+                Delays::Constant(d) => h.update(&d.to_le_bytes()),
+                Delays::PerSynapse(c) => h.update(c.as_bytes()),
+            }
             if b.plastic.is_none() {
                 h.update(b.weight.as_bytes());
             }
@@ -139,9 +147,13 @@ impl Snapshot {
             for (b, block) in blocks.0.iter().enumerate() {
                 if let Some(plastic) = &block.plastic {
                     let q = format!("{p}block/{b}/");
-                    sections.push((q.clone() + "weight", bytes(&block.weight)));
+                    sections.push((q.clone() + "weight_type", block.weight.precision().name().as_bytes().to_vec()));
+                    sections.push((q.clone() + "weight", block.weight.as_bytes().to_vec()));
                     sections.push((q.clone() + "post_trace", bytes(&plastic.post_traces.at_last_spike)));
-                    sections.push((q + "post_last_spike", bytes(&plastic.post_traces.last_spike_step)));
+                    sections.push((q.clone() + "post_last_spike", bytes(&plastic.post_traces.last_spike_step)));
+                    sections.push((q.clone() + "post_history", bytes(&plastic.post_history)));
+                    sections.push((q.clone() + "post_spike_count", bytes(&plastic.post_spike_count)));
+                    sections.push((q + "history_floor", bytes(&plastic.history_floor)));
                 }
             }
         }
@@ -151,6 +163,8 @@ impl Snapshot {
             sections.push((format!("plasticity/{k}/pre_trace"), bytes(&p.pre_traces.at_last_spike)));
             sections.push((format!("plasticity/{k}/pre_last_spike"), bytes(&p.pre_traces.last_spike_step)));
         }
+        let overflows = world.resource::<StdpHistoryOverflows>().0;
+        sections.push(("plasticity/history_overflows".into(), overflows.to_le_bytes().to_vec()));
         let mut rec = world.resource_mut::<Recorder>();
         sections.push(("recorder/spike_counts".into(), bytes(&rec.spike_counts)));
         let log_dir = rec.log_dir.clone();
@@ -242,6 +256,16 @@ impl Snapshot {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(path)
     }
+}
+
+/// The decoded state of one plastic block, checked against the built network.
+struct PlasticState {
+    weight: Weights,
+    post_trace: Vec<f32>,
+    post_last_spike: Vec<u32>,
+    post_history: Vec<u32>,
+    post_spike_count: Vec<u32>,
+    history_floor: Vec<u32>,
 }
 
 /// A checkpoint file opened and verified: header parsed, every section's checksum checked.
@@ -342,7 +366,7 @@ impl Checkpoint {
             refractory: Vec<u32>,
             ring_ex: Vec<i64>,
             ring_in: Vec<i64>,
-            plastic: Vec<(usize, Vec<f32>, Vec<f32>, Vec<u32>)>,
+            plastic: Vec<(usize, PlasticState)>,
         }
         let mut shards = Vec::new();
         for (i, e) in entities.iter().enumerate() {
@@ -354,14 +378,30 @@ impl Checkpoint {
             let p = format!("shard/{i}/");
             let len = n.len();
             let mut plastic = Vec::new();
+            let plasticity = world.resource::<Plasticity>();
             for (b, block) in blocks.0.iter().enumerate() {
-                if block.plastic.is_some() {
+                if let Some(synapses) = &block.plastic {
                     let q = format!("{p}block/{b}/");
+                    let history = len * plasticity.projections[synapses.rule].history_len;
+                    let precision = block.weight.precision();
+                    let stored = self.section(&(q.clone() + "weight_type"))?;
+                    if stored != precision.name().as_bytes() {
+                        return Err(corrupt(format!("section {q}weight_type: {:?}, the model stores weights as {}", String::from_utf8_lossy(&stored), precision.name())));
+                    }
+                    let weight = match precision {
+                        WeightPrecision::F32 => Weights::F32(Column::from_vec(self.column(&(q.clone() + "weight"), Some(block.len()))?)),
+                        WeightPrecision::F16 => Weights::F16(Column::from_vec(self.column(&(q.clone() + "weight"), Some(block.len()))?)),
+                    };
                     plastic.push((
                         b,
-                        self.column::<f32>(&(q.clone() + "weight"), Some(block.len()))?,
-                        self.column::<f32>(&(q.clone() + "post_trace"), Some(len))?,
-                        self.column::<u32>(&(q + "post_last_spike"), Some(len))?,
+                        PlasticState {
+                            weight,
+                            post_trace: self.column(&(q.clone() + "post_trace"), Some(len))?,
+                            post_last_spike: self.column(&(q.clone() + "post_last_spike"), Some(len))?,
+                            post_history: self.column(&(q.clone() + "post_history"), Some(history))?,
+                            post_spike_count: self.column(&(q.clone() + "post_spike_count"), Some(len))?,
+                            history_floor: self.column(&(q + "history_floor"), Some(len))?,
+                        },
                     ));
                 }
             }
@@ -377,6 +417,7 @@ impl Checkpoint {
         }
         let plasticity = world.resource::<Plasticity>();
         let enabled = self.section("plasticity/enabled")?;
+        let overflows: [u8; 8] = self.section("plasticity/history_overflows")?.try_into().map_err(|_| corrupt("section plasticity/history_overflows is not a u64".into()))?;
         let mut pre = Vec::new();
         for (k, proj) in plasticity.projections.iter().enumerate() {
             let n = proj.pre_traces.at_last_spike.len();
@@ -447,14 +488,18 @@ impl Checkpoint {
             n.ring_ex.sums = s.ring_ex;
             n.ring_in.sums = s.ring_in;
             let mut blocks = world.get_mut::<SynapseBlocks>(*e).expect("shard has synapses");
-            for (b, weight, trace, last) in s.plastic {
+            for (b, state) in s.plastic {
                 let block = &mut blocks.0[b];
-                block.weight = Column::from_vec(weight);
+                block.weight = state.weight;
                 let p = block.plastic.as_mut().expect("plastic block");
-                p.post_traces.at_last_spike = trace;
-                p.post_traces.last_spike_step = last;
+                p.post_traces.at_last_spike = state.post_trace;
+                p.post_traces.last_spike_step = state.post_last_spike;
+                p.post_history = Column::from_vec(state.post_history);
+                p.post_spike_count = Column::from_vec(state.post_spike_count);
+                p.history_floor = Column::from_vec(state.history_floor);
             }
         }
+        world.resource_mut::<StdpHistoryOverflows>().0 = u64::from_le_bytes(overflows);
         let mut plasticity = world.resource_mut::<Plasticity>();
         plasticity.enabled = enabled.first() == Some(&1);
         for (proj, (trace, last)) in plasticity.projections.iter_mut().zip(pre) {

@@ -5,10 +5,12 @@ use bevy_ecs::prelude::*;
 use std::ops::Range;
 
 use crate::column::Column;
-use crate::model::Receptor;
-use fum_kernels::delivery::Ring;
+use crate::model::{Receptor, WeightPrecision};
+use fum_kernels::delivery::{Ring, RowDelays};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
-use fum_kernels::stdp::{StdpRule, TraceDecay, Traces};
+use fum_kernels::stdp::{NEVER, PostHistory, StdpRule, TraceDecay, Traces};
+use fum_kernels::weight::Weight;
+use half::f16;
 
 /// A partition of the network's neurons: the unit of placement and of parallel work.
 #[derive(Component, Clone, Debug)]
@@ -67,7 +69,9 @@ impl NeuronBlock {
 }
 
 /// The synapses of one projection into a shard's neurons: CSR rows keyed by the presynaptic
-/// neuron's index in its population; each entry packs the shard-local target and the delay.
+/// neuron's index in its population. A synapse is its shard-local target, its weight and, for
+/// projections with drawn delays, its delay: 6 bytes with `f32` weights and a constant delay,
+/// 4 with `f16`, 2 more with per-synapse delays; a plastic synapse takes no more.
 #[derive(Debug)]
 pub struct SynapseBlock {
     pub projection: usize,
@@ -77,42 +81,175 @@ pub struct SynapseBlock {
     pub source_size: u32,
     /// Row `r` spans `row_ptr[r]..row_ptr[r + 1]`.
     pub row_ptr: Column<u32>,
-    /// `target | delay_steps << TARGET_BITS` (see `fum_kernels::delivery::pack`).
-    pub packed: Column<u32>,
-    pub weight: Column<f32>,
+    /// Shard-local index of each synapse's postsynaptic neuron.
+    pub target: Column<u16>,
+    pub delay: Delays,
+    pub weight: Weights,
     pub plastic: Option<PlasticSynapses>,
 }
 
-/// What a plastic block keeps beyond a static one: the transposed index (for each shard-local
-/// postsynaptic neuron, the indices of its incoming synapses, ascending) and the postsynaptic
-/// traces of the shard's neurons.
+/// The delays of a block's synapses, in steps.
+#[derive(Debug)]
+pub enum Delays {
+    /// The projection's delay is a constant: no per-synapse bytes.
+    Constant(u16),
+    /// The projection's delay is a distribution: one per synapse, parallel to `target`.
+    PerSynapse(Column<u16>),
+}
+
+impl Delays {
+    /// The delays of synapses `range`, for the kernels.
+    #[inline]
+    pub fn row(&self, range: Range<usize>) -> RowDelays<'_> {
+        match self {
+            Delays::Constant(d) => RowDelays::Constant(*d),
+            Delays::PerSynapse(c) => RowDelays::PerSynapse(&c[range]),
+        }
+    }
+
+    /// The delay of synapse `k`.
+    pub fn get(&self, k: usize) -> u16 {
+        match self {
+            Delays::Constant(d) => *d,
+            Delays::PerSynapse(c) => c[k],
+        }
+    }
+
+    /// Bytes held per synapse (none for a constant).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Delays::Constant(_) => 0,
+            Delays::PerSynapse(c) => c.bytes(),
+        }
+    }
+}
+
+/// The weights of a block's synapses, stored as the model's `simulation.weights` says.
+#[derive(Debug)]
+pub enum Weights {
+    F32(Column<f32>),
+    F16(Column<f16>),
+}
+
+impl Weights {
+    /// `weights` rounded once to `precision`.
+    pub fn from_f32(weights: Vec<f32>, precision: WeightPrecision) -> Self {
+        match precision {
+            WeightPrecision::F32 => Weights::F32(Column::from_vec(weights)),
+            WeightPrecision::F16 => Weights::F16(Column::from_vec(weights.into_iter().map(f16::set).collect())),
+        }
+    }
+
+    pub fn precision(&self) -> WeightPrecision {
+        match self {
+            Weights::F32(_) => WeightPrecision::F32,
+            Weights::F16(_) => WeightPrecision::F16,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Weights::F32(c) => c.len(),
+            Weights::F16(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The weight of synapse `k` (exact in f32).
+    pub fn get(&self, k: usize) -> f32 {
+        match self {
+            Weights::F32(c) => c[k].get(),
+            Weights::F16(c) => c[k].get(),
+        }
+    }
+
+    /// The first synapse whose weight lies outside `[lo, hi]` after both bounds are rounded to
+    /// the stored type (rounding is monotonic, so a clamped weight stays inside).
+    pub fn position_outside(&self, lo: f32, hi: f32) -> Option<usize> {
+        fn find<W: Weight>(c: &[W], lo: f32, hi: f32) -> Option<usize> {
+            let bounds = W::set(lo).get()..=W::set(hi).get();
+            c.iter().position(|w| !bounds.contains(&w.get()))
+        }
+        match self {
+            Weights::F32(c) => find(c, lo, hi),
+            Weights::F16(c) => find(c, lo, hi),
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        match self {
+            Weights::F32(c) => c.bytes(),
+            Weights::F16(c) => c.bytes(),
+        }
+    }
+
+    /// The raw little-endian bytes, for checkpoints and checksums.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Weights::F32(c) => c.as_bytes(),
+            Weights::F16(c) => c.as_bytes(),
+        }
+    }
+}
+
+/// What a plastic block keeps beyond a static one, per shard-local postsynaptic neuron: its
+/// postsynaptic trace (for depression) and the steps of its recent spikes (for potentiation,
+/// applied at the next presynaptic spike; see `fum_kernels::stdp`). No transposed index.
 #[derive(Debug)]
 pub struct PlasticSynapses {
     /// Index into [`Plasticity::projections`].
     pub rule: usize,
-    pub incoming_ptr: Column<u32>,
-    pub incoming: Column<u32>,
     pub post_traces: Traces,
+    /// `history_len` spike steps per neuron, neuron-major, each a ring (see
+    /// `fum_kernels::stdp::PostHistory`).
+    pub post_history: Column<u32>,
+    /// Spikes ever pushed per neuron; the ring head is `count % history_len`.
+    pub post_spike_count: Column<u32>,
+    /// Step of the most recently overwritten history entry per neuron, or `NEVER`.
+    pub history_floor: Column<u32>,
+}
+
+impl PlasticSynapses {
+    /// Empty histories of `history_len` spikes for `neurons` neurons.
+    pub fn new(rule: usize, neurons: usize, history_len: usize) -> Self {
+        PlasticSynapses {
+            rule,
+            post_traces: Traces::new(neurons),
+            post_history: Column::filled(neurons * history_len, 0),
+            post_spike_count: Column::filled(neurons, 0),
+            history_floor: Column::filled(neurons, NEVER),
+        }
+    }
+
+    /// The history as the kernels read it.
+    pub fn history(&self, history_len: usize) -> PostHistory<'_> {
+        PostHistory { len: history_len, steps: &self.post_history, spike_count: &self.post_spike_count, floor: &self.history_floor }
+    }
+
+    /// Bytes per neuron: traces and histories.
+    pub fn bytes(&self) -> usize {
+        8 * self.post_traces.at_last_spike.capacity() + self.post_history.bytes() + self.post_spike_count.bytes() + self.history_floor.bytes()
+    }
 }
 
 impl SynapseBlock {
     pub fn len(&self) -> usize {
-        self.packed.len()
+        self.target.len()
     }
     pub fn is_empty(&self) -> bool {
-        self.packed.is_empty()
+        self.target.is_empty()
     }
-    /// Bytes proportional to the number of synapses.
+    /// Bytes proportional to the number of synapses: targets, weights, per-synapse delays.
     pub fn synapse_bytes(&self) -> usize {
-        self.packed.bytes() + self.weight.bytes() + self.plastic.as_ref().map_or(0, |p| p.incoming.bytes())
+        self.target.bytes() + self.weight.bytes() + self.delay.bytes()
     }
-    /// Bytes proportional to the number of neurons (row pointers, transposed-index pointers,
-    /// postsynaptic traces).
+    /// Bytes proportional to the number of neurons (row pointers, postsynaptic traces and
+    /// spike histories).
     pub fn index_bytes(&self) -> usize {
-        self.row_ptr.bytes()
-            + self.plastic.as_ref().map_or(0, |p| {
-                p.incoming_ptr.bytes() + 8 * p.post_traces.at_last_spike.capacity()
-            })
+        self.row_ptr.bytes() + self.plastic.as_ref().map_or(0, PlasticSynapses::bytes)
     }
     /// The row of presynaptic neuron `global_id`, if it belongs to the source population.
     #[inline]
@@ -200,12 +337,23 @@ pub struct PlasticProjection {
     pub source: Range<u32>,
     pub target: Range<u32>,
     pub pre_traces: Traces,
+    /// Postsynaptic spikes each target neuron remembers (the rule's `post_history`).
+    pub history_len: usize,
 }
 
 /// STDP state shared by all shards.
 #[derive(Resource, Clone, Debug, Default)]
 pub struct Plasticity {
-    /// Weight updates on or off (the viewer toggles this); traces are kept either way.
+    /// Weight updates on or off (the viewer toggles this); traces and spike histories are kept
+    /// either way. While off, presynaptic spikes deliver without changing weights; a
+    /// postsynaptic spike after a synapse's last presynaptic spike still potentiates it at its
+    /// first presynaptic spike once updates are back on.
     pub enabled: bool,
     pub projections: Vec<PlasticProjection>,
 }
+
+/// Pairings lost because a postsynaptic spike history overflowed, summed over shards and
+/// steps: one per synapse and presynaptic spike whose target fired more than `history_len`
+/// times since the previous presynaptic spike (`stdp_history_overflows` in run.json).
+#[derive(Resource, Clone, Copy, Debug, Default)]
+pub struct StdpHistoryOverflows(pub u64);

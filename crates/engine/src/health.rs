@@ -1,5 +1,6 @@
 //! Cheap invariants checked every few milliseconds of biological time: finite state, rates
-//! below a runaway bound, plastic weights within their bounds. A violation names the
+//! below a runaway bound, plastic weights within their bounds (rounded to the stored type:
+//! an `f16` weight may sit at the `f16` nearest to a bound). A violation names the
 //! population, the neuron (or synapse) and the step.
 
 use bevy_ecs::prelude::*;
@@ -32,8 +33,14 @@ impl HealthMonitor {
     }
 
     /// Checks the invariants if `step` (steps done) is due.
+    /// Whether [`HealthMonitor::check`] looks at the state after `step` (device backends copy
+    /// the neuron state back only then).
+    pub fn due(&self, step: u64) -> bool {
+        step % self.interval_steps == 0 && step != self.last_step
+    }
+
     pub fn check(&mut self, world: &mut World, step: u64) -> Result<(), HealthError> {
-        if step % self.interval_steps != 0 || step == self.last_step {
+        if !self.due(step) {
             return Ok(());
         }
         let dt = world.resource::<crate::components::Clock>().dt_ms;
@@ -53,9 +60,9 @@ impl HealthMonitor {
             for block in &synapses.0 {
                 let Some(p) = &block.plastic else { continue };
                 let rule = &plasticity.projections[p.rule].rule;
-                if let Some(k) = block.weight.iter().position(|&w| !(rule.w_min..=rule.w_max).contains(&w)) {
-                    let target = fum_kernels::delivery::target(block.packed[k]) as u32 + shard.neurons.start;
-                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight[k], rule.w_min, rule.w_max)));
+                if let Some(k) = block.weight.position_outside(rule.w_min, rule.w_max) {
+                    let target = u32::from(block.target[k]) + shard.neurons.start;
+                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get(k), rule.w_min, rule.w_max)));
                 }
             }
         }

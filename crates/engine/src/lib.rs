@@ -1,6 +1,7 @@
 //! The fum engine: the description of a network (model files, builder) and the runner that
 //! executes it (shards in a bevy_ecs world, a staged schedule, outputs).
 
+pub mod backend;
 pub mod build;
 pub mod checkpoint;
 pub mod column;

@@ -59,9 +59,32 @@ pub struct SimulationSpec {
     /// Worker threads; 0 or absent: one per core.
     #[serde(default)]
     pub threads: usize,
-    /// Shards; 0 or absent: one per thread.
+    /// Shards; 0 or absent: one per thread (raised to at least one per 65,536 neurons).
     #[serde(default)]
     pub shards: usize,
+    /// How synaptic weights are stored.
+    #[serde(default)]
+    pub weights: WeightPrecision,
+}
+
+/// How synaptic weights are stored (`simulation.weights`). Arithmetic is `f32` either way;
+/// `f16` rounds a weight (to nearest, ties to even) each time it is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightPrecision {
+    #[default]
+    F32,
+    F16,
+}
+
+impl WeightPrecision {
+    /// The name used in model files and checkpoints.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightPrecision::F32 => "f32",
+            WeightPrecision::F16 => "f16",
+        }
+    }
 }
 
 fn default_dt() -> f64 {
@@ -279,11 +302,22 @@ pub struct PlasticitySpec {
     pub weight_dependence: WeightDependence,
     #[serde(default)]
     pub pairing: Pairing,
+    /// Postsynaptic spikes each target neuron remembers for potentiation applied at the next
+    /// presynaptic spike (see `fum_kernels::stdp`).
+    #[serde(default = "d_post_history")]
+    pub post_history: u32,
 }
 
 fn d_tau_stdp() -> f64 {
     20.0
 }
+
+fn d_post_history() -> u32 {
+    64
+}
+
+/// Largest `post_history` accepted (4 bytes per neuron and entry).
+pub const MAX_POST_HISTORY: u32 = 4096;
 
 impl PlasticitySpec {
     pub fn rule(&self) -> fum_kernels::stdp::StdpRule {
@@ -546,6 +580,9 @@ impl<'a> Validator<'a> {
             self.non_negative(path!("plasticity", i, "w_min"), p.w_min)?;
             if p.w_max <= p.w_min {
                 return Err(self.error(path!("plasticity", i, "w_max"), format!("must be above w_min ({})", p.w_min)));
+            }
+            if !(1..=MAX_POST_HISTORY).contains(&p.post_history) {
+                return Err(self.error(path!("plasticity", i, "post_history"), format!("must lie in [1, {MAX_POST_HISTORY}] (got {})", p.post_history)));
             }
         }
         let mut names = HashSet::new();

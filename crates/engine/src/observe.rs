@@ -668,7 +668,8 @@ impl Observer {
         let scale = bins as f32 / (hi - lo).max(f32::MIN_POSITIVE);
         for (_, _, blocks) in self.shards(world) {
             for block in blocks.0.iter().filter(|b| b.projection == projection as usize) {
-                for &w in block.weight.iter() {
+                for k in 0..block.weight.len() {
+                    let w = block.weight.get(k);
                     counts[(((w - lo) * scale) as usize).min(bins as usize - 1)] += 1;
                     sum += f64::from(w);
                 }

@@ -175,7 +175,7 @@ impl Recorder {
                     let found = blocks.0.iter().enumerate().find(|(_, b)| b.projection == pi).and_then(|(bi, b)| {
                         let row = b.row_ptr[pre as usize] as usize..b.row_ptr[pre as usize + 1] as usize;
                         let local = (id - s.neurons.start) as usize;
-                        row.into_iter().find(|&k| fum_kernels::delivery::target(b.packed[k]) == local).map(|k| (bi, k))
+                        row.into_iter().find(|&k| usize::from(b.target[k]) == local).map(|k| (bi, k))
                     });
                     let Some((block, synapse)) = found else {
                         return Err(OutputError::NoSuchSynapse { probe: p.name.clone(), projection: name.into(), pre, post });

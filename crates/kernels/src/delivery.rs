@@ -6,16 +6,17 @@
 //! integer (fixed point, 2^-24 of the weight unit), so the sum does not depend on the order in
 //! which spikes, rows or shards are processed: the same spikes for any thread or shard count.
 //!
-//! A synapse's target and delay are packed into one `u32` (`target | delay << TARGET_BITS`),
-//! which with an `f32` weight makes a static synapse 8 bytes.
+//! A synapse is a `u16` shard-local target (hence shards of at most [`MAX_SHARD_NEURONS`]), a
+//! weight (`f32` or `f16`, see [`crate::weight`]) and, only where a projection's delays are
+//! drawn per synapse, a `u16` delay: 6 bytes (4 with `f16` weights), 2 more with per-synapse
+//! delays.
 
-/// Bits of a packed synapse that hold the shard-local target index.
-pub const TARGET_BITS: u32 = 22;
-/// Largest number of neurons a shard can hold (4,194,304).
-pub const MAX_SHARD_NEURONS: usize = 1 << TARGET_BITS;
+use crate::weight::Weight;
+
+/// Largest number of neurons a shard can hold: targets are `u16` shard-local indices.
+pub const MAX_SHARD_NEURONS: usize = 65_536;
 /// Largest synaptic delay in steps (102.3 ms at dt = 0.1 ms).
-pub const MAX_DELAY_STEPS: u32 = (1 << (32 - TARGET_BITS)) - 1;
-const TARGET_MASK: u32 = (1 << TARGET_BITS) - 1;
+pub const MAX_DELAY_STEPS: u32 = 1023;
 
 /// Fixed-point scale: 2^24 units per pA (or nS).
 pub const FIXED_SCALE: f64 = (1u64 << 24) as f64;
@@ -44,21 +45,14 @@ pub fn from_fixed(sum: i64) -> f32 {
     (exact * (1.0 / FIXED_SCALE)) as f32
 }
 
-/// Packs a shard-local target and a delay in steps into one word.
-#[inline]
-pub fn pack(target: u32, delay_steps: u32) -> u32 {
-    debug_assert!((target as usize) < MAX_SHARD_NEURONS && delay_steps <= MAX_DELAY_STEPS);
-    target | (delay_steps << TARGET_BITS)
-}
-
-#[inline]
-pub fn target(packed: u32) -> usize {
-    (packed & TARGET_MASK) as usize
-}
-
-#[inline]
-pub fn delay_steps(packed: u32) -> u32 {
-    packed >> TARGET_BITS
+/// The delays of one row of synapses, in steps.
+#[derive(Clone, Copy, Debug)]
+pub enum RowDelays<'a> {
+    /// One delay for every synapse (a projection with a constant delay stores no per-synapse
+    /// delay).
+    Constant(u16),
+    /// One delay per synapse, parallel to the row's targets.
+    PerSynapse(&'a [u16]),
 }
 
 /// Per-neuron ring buffers of one receptor: `slots` rows of `neurons` fixed-point sums, slot-major
@@ -84,19 +78,28 @@ impl Ring {
         s * self.neurons..(s + 1) * self.neurons
     }
 
-    /// Adds one synapse's weight `delay` steps after `step`.
+    /// Adds `weight` to the input of `target` arriving `delay_steps` after `step`.
     #[inline]
-    pub fn add(&mut self, step: u64, packed: u32, weight: f32) {
-        let slot = (step as usize + delay_steps(packed) as usize) & (self.slots - 1);
-        self.sums[slot * self.neurons + target(packed)] += to_fixed(weight);
+    pub fn add(&mut self, step: u64, delay_steps: u32, target: usize, weight: f32) {
+        let slot = (step as usize + delay_steps as usize) & (self.slots - 1);
+        self.sums[slot * self.neurons + target] += to_fixed(weight);
     }
 }
 
 /// Delivers one presynaptic spike emitted at `step` through its row of static synapses.
 #[inline]
-pub fn deliver_row(ring: &mut Ring, step: u64, packed: &[u32], weight: &[f32]) {
-    for (&p, &w) in packed.iter().zip(weight) {
-        ring.add(step, p, w);
+pub fn deliver_row<W: Weight>(ring: &mut Ring, step: u64, target: &[u16], delay: RowDelays<'_>, weight: &[W]) {
+    match delay {
+        RowDelays::Constant(d) => {
+            for (&t, &w) in target.iter().zip(weight) {
+                ring.add(step, u32::from(d), usize::from(t), w.get());
+            }
+        }
+        RowDelays::PerSynapse(delays) => {
+            for ((&t, &d), &w) in target.iter().zip(delays).zip(weight) {
+                ring.add(step, u32::from(d), usize::from(t), w.get());
+            }
+        }
     }
 }
 
@@ -108,9 +111,9 @@ mod tests {
     fn spike_arrives_exactly_delay_steps_later_with_its_weight() {
         let mut ring = Ring::new(4, 15);
         assert_eq!(ring.slots, 16);
-        let packed = [pack(1, 1), pack(3, 7), pack(1, 15)];
+        let (target, delay) = ([1u16, 3, 1], [1u16, 7, 15]);
         let weight = [0.5f32, -2.25, 100.125];
-        deliver_row(&mut ring, 10, &packed, &weight);
+        deliver_row(&mut ring, 10, &target, RowDelays::PerSynapse(&delay), &weight);
         for step in 10..40u64 {
             let slot = ring.slot(step);
             let arrived: Vec<f32> = ring.sums[slot.clone()].iter().map(|&s| from_fixed(s)).collect();
@@ -153,9 +156,17 @@ mod tests {
     }
 
     #[test]
-    fn packing_round_trips_at_the_limits() {
-        let p = pack((MAX_SHARD_NEURONS - 1) as u32, MAX_DELAY_STEPS);
-        assert_eq!(target(p), MAX_SHARD_NEURONS - 1);
-        assert_eq!(delay_steps(p), MAX_DELAY_STEPS);
+    fn constant_delays_and_f16_weights_deliver_like_their_f32_per_synapse_twin() {
+        let target = [0u16, 2, 2, u16::MAX];
+        let weight = [1.5f32, 0.1, 16.2, 3.0];
+        let weight16: Vec<half::f16> = weight.iter().map(|&w| half::f16::set(w)).collect();
+        let (mut a, mut b) = (Ring::new(MAX_SHARD_NEURONS, 15), Ring::new(MAX_SHARD_NEURONS, 15));
+        deliver_row(&mut a, 3, &target, RowDelays::Constant(5), &weight16);
+        let rounded: Vec<f32> = weight16.iter().map(|w| w.get()).collect();
+        deliver_row(&mut b, 3, &target, RowDelays::PerSynapse(&[5; 4]), &rounded);
+        assert!(a.sums == b.sums);
+        let slot = a.slot(8);
+        assert_eq!(from_fixed(a.sums[slot.start + MAX_SHARD_NEURONS - 1]), 3.0);
+        assert_eq!(from_fixed(a.sums[slot.start + 2]), half::f16::set(0.1).get() + half::f16::set(16.2).get());
     }
 }

@@ -6,10 +6,12 @@
 //!
 //! - [`rng`]: Philox4x32-10, the counter-based generator keyed by (seed, stream, entity, step).
 //! - [`lif`]: the neuron models (`lif_cuba`, `lif_coba`) and their exact propagators.
-//! - [`delivery`]: packed synapse rows, fixed-point delay ring buffers, spike delivery.
-//! - [`stdp`]: pair-based STDP with lazily evaluated traces.
+//! - [`delivery`]: synapse rows (u16 targets), fixed-point delay ring buffers, spike delivery.
+//! - [`stdp`]: pair-based STDP with lazily evaluated traces and lazily applied potentiation.
+//! - [`weight`]: weights stored as `f32` or `f16`, computed in `f32`.
 
 pub mod delivery;
 pub mod lif;
 pub mod rng;
 pub mod stdp;
+pub mod weight;

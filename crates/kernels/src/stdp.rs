@@ -10,6 +10,20 @@
 //! of that spike; the value at a later step is that times `exp(-elapsed / tau)`, read from a
 //! table computed once on the host. No per-step sweep over all neurons, and the value is the
 //! same bit for bit on every backend.
+//!
+//! Potentiation is applied lazily too, as NEST's `stdp_synapse` does: synapses are stored by
+//! presynaptic row only (no transposed index), and a postsynaptic spike is only recorded in its
+//! neuron's [`PostHistory`]. At the next presynaptic spike through a synapse, [`on_pre_row`]
+//! first applies the potentiation of every postsynaptic spike since the previous presynaptic
+//! spike, oldest first, then the depression. Each weight therefore sees exactly the float
+//! operations of the eager scheme (potentiate at post spikes, depress at pre spikes), in the
+//! same order, as long as no history overflows: a neuron firing more than `history_len` times
+//! between two presynaptic spikes of a source loses the oldest pairings, and [`on_pre_row`]
+//! counts each synapse where that happened. A weight read between presynaptic spikes lacks the
+//! potentiation still pending.
+
+use crate::delivery::{Ring, RowDelays};
+use crate::weight::Weight;
 
 /// How a spike adds to its trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,51 +132,141 @@ impl Traces {
     }
 }
 
-/// A presynaptic spike through a row of plastic synapses: depress each synapse by its target's
-/// postsynaptic trace, then deliver the new weight (NEST's order for `stdp_synapse`).
+/// The recent postsynaptic spikes of a block's target neurons (shard-local), kept until the
+/// next presynaptic spike through each synapse applies their potentiation.
+///
+/// Neuron `j` owns `steps[j * len..(j + 1) * len]`, a ring of the steps of its last `len`
+/// spikes: its spike number `n` (from 0) sits at `n % len`, `spike_count[j]` spikes have been
+/// pushed (so the head is `spike_count[j] % len`), and `floor[j]` is the step of the most
+/// recently overwritten entry, or [`NEVER`].
+#[derive(Clone, Copy, Debug)]
+pub struct PostHistory<'a> {
+    pub len: usize,
+    pub steps: &'a [u32],
+    pub spike_count: &'a [u32],
+    pub floor: &'a [u32],
+}
+
+/// Pushes a spike of neuron `j` at `step` into the history columns of a [`PostHistory`] of
+/// `len` entries per neuron.
 #[inline]
-pub fn on_pre_row(
-    rule: &StdpRule,
-    ring: &mut crate::delivery::Ring,
-    step: u64,
-    packed: &[u32],
-    weight: &mut [f32],
-    post: &Traces,
-    post_decay: &TraceDecay,
-) {
-    for (&p, w) in packed.iter().zip(weight.iter_mut()) {
-        let y = post.value(crate::delivery::target(p), step as u32, post_decay);
-        *w = rule.depress(*w, y);
-        ring.add(step, p, *w);
+pub fn push_post_spike(len: usize, steps: &mut [u32], spike_count: &mut [u32], floor: &mut [u32], j: usize, step: u32) {
+    let count = spike_count[j] as usize;
+    let slot = j * len + count % len;
+    if count >= len {
+        floor[j] = steps[slot];
+    }
+    steps[slot] = step;
+    spike_count[j] = spike_count[j].wrapping_add(1);
+}
+
+/// A presynaptic spike: its step and its source's trace as it was before this step's spikes
+/// are counted (the presynaptic traces are updated after delivery).
+#[derive(Clone, Copy, Debug)]
+pub struct PreSpike<'a> {
+    pub step: u64,
+    /// The source's previous spike step, or [`NEVER`].
+    pub last_spike_step: u32,
+    /// The source's trace just after that spike.
+    pub at_last_spike: f32,
+    pub decay: &'a TraceDecay,
+}
+
+impl<'a> PreSpike<'a> {
+    /// The spike of source `i` of `traces` at `step`.
+    #[inline]
+    pub fn of(traces: &Traces, i: usize, step: u64, decay: &'a TraceDecay) -> Self {
+        PreSpike { step, last_spike_step: traces.last_spike_step[i], at_last_spike: traces.at_last_spike[i], decay }
     }
 }
 
-/// A postsynaptic spike at `step`: potentiate the synapses `incoming` (indices into the CSR
-/// arrays, found through the transposed index) by their sources' presynaptic traces. The source
-/// of a synapse is its CSR row, found by bisection of `row_ptr`; `pre` holds the traces of the
-/// projection's source population, indexed by row.
+/// What a plastic row reads about its targets (shard-local).
+#[derive(Clone, Copy, Debug)]
+pub struct Postsynaptic<'a> {
+    pub traces: &'a Traces,
+    pub decay: &'a TraceDecay,
+    pub history: PostHistory<'a>,
+    /// Spike bits of the current step (the neuron update runs before delivery).
+    pub fired: &'a [u8],
+}
+
+/// One presynaptic row of plastic synapses.
+#[derive(Debug)]
+pub struct PlasticRow<'a, W> {
+    pub target: &'a [u16],
+    pub delay: RowDelays<'a>,
+    pub weight: &'a mut [W],
+}
+
+/// A presynaptic spike through a row of plastic synapses. Per synapse with target `j`, with
+/// `t` the spike's step and `t_last`, `x_last` the source's previous spike and trace:
+/// (a) potentiate by every postsynaptic spike `tp` of `j` with `t_last < tp < t`, oldest first,
+/// by the presynaptic trace at `tp`, `x_last * decay(tp - t_last)`; (b) depress by the
+/// postsynaptic trace of `j` at `t` and deliver the new weight (NEST's order); (c) if `j` fired
+/// in this step, potentiate by the presynaptic trace at `t` (a same-step post spike pairs with
+/// earlier pre spikes only, and the eager scheme applies it after delivery). The weight is
+/// rounded to its stored type once, at the end. Returns the number of synapses whose target's
+/// history had lost spikes after `t_last` (pairings dropped by an overflow).
 #[inline]
-pub fn on_post(
-    rule: &StdpRule,
-    step: u32,
-    incoming: &[u32],
-    row_ptr: &[u32],
-    weight: &mut [f32],
-    pre: &Traces,
-    pre_decay: &TraceDecay,
-) {
-    for &s in incoming {
-        let row = row_ptr.partition_point(|&start| start <= s) - 1;
-        let x = pre.value(row, step, pre_decay);
-        let w = &mut weight[s as usize];
-        *w = rule.potentiate(*w, x);
+pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, row: PlasticRow<'_, W>, post: &Postsynaptic<'_>) -> u64 {
+    match row.delay {
+        RowDelays::Constant(d) => plastic_row(rule, ring, pre, row.target, row.weight, post, |_| u32::from(d)),
+        RowDelays::PerSynapse(delays) => plastic_row(rule, ring, pre, row.target, row.weight, post, |k| u32::from(delays[k])),
     }
+}
+
+#[inline(always)]
+fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, target: &[u16], weight: &mut [W], post: &Postsynaptic<'_>, delay: impl Fn(usize) -> u32) -> u64 {
+    let t = pre.step as u32;
+    let (t_last, x_last) = (pre.last_spike_step, pre.at_last_spike);
+    let history = &post.history;
+    let mut lost = 0;
+    for (k, (&j, stored)) in target.iter().zip(weight.iter_mut()).enumerate() {
+        let j = usize::from(j);
+        let mut w = stored.get();
+        // The newest history entry is the target's last spike in its trace (both are updated
+        // together), so a target silent since t_last is skipped without touching the history.
+        let newest = post.traces.last_spike_step[j];
+        if t_last != NEVER && newest != NEVER && newest > t_last {
+            let steps = &history.steps[j * history.len..(j + 1) * history.len];
+            let count = history.spike_count[j] as usize;
+            let held = count.min(history.len);
+            let back = |slot: usize| if slot == 0 { history.len - 1 } else { slot - 1 };
+            // Walk back from the newest entry over those after t_last (the ring is in time
+            // order), then apply them oldest first.
+            let mut slot = (count + history.len - 1) % history.len;
+            let mut pending = 0;
+            while pending < held && steps[slot] > t_last {
+                pending += 1;
+                slot = back(slot);
+            }
+            for _ in 0..pending {
+                slot = if slot + 1 == history.len { 0 } else { slot + 1 };
+                let tp = steps[slot];
+                if tp < t {
+                    w = rule.potentiate(w, x_last * pre.decay.after(tp - t_last));
+                }
+            }
+            let floor = history.floor[j];
+            if floor != NEVER && floor > t_last {
+                lost += 1;
+            }
+        }
+        w = rule.depress(w, post.traces.value(j, t, post.decay));
+        ring.add(pre.step, delay(k), j, w);
+        if post.fired[j] == 1 && t_last != NEVER {
+            w = rule.potentiate(w, x_last * pre.decay.after(t - t_last));
+        }
+        *stored = W::set(w);
+    }
+    lost
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::delivery::{Ring, pack};
+    use crate::rng::{Key, Purpose};
+    use half::f16;
 
     const DT: f64 = 0.1;
     const TAU: f64 = 20.0;
@@ -171,28 +275,182 @@ mod tests {
         StdpRule { a_plus: 0.01, a_minus: 0.012, w_min: 0.0, w_max: 10.0, dependence, pairing }
     }
 
-    /// One synapse 0 -> 0; pre and post spikes at the given steps; returns the final weight.
-    fn pair_run(rule: &StdpRule, w0: f32, pre_steps: &[u32], post_steps: &[u32]) -> f32 {
-        let decay = TraceDecay::new(TAU, DT);
-        let (mut pre, mut post) = (Traces::new(1), Traces::new(1));
-        let mut ring = Ring::new(1, 1);
-        let mut w = [w0];
-        let end = pre_steps.iter().chain(post_steps).max().copied().unwrap_or(0);
-        for step in 0..=end {
-            if pre_steps.contains(&step) {
-                on_pre_row(rule, &mut ring, u64::from(step), &[pack(0, 1)], &mut w, &post, &decay);
-            }
-            if post_steps.contains(&step) {
-                on_post(rule, step, &[0], &[0, 1], &mut w, &pre, &decay);
-            }
-            if pre_steps.contains(&step) {
-                pre.spike(0, step, &decay, rule.pairing);
-            }
-            if post_steps.contains(&step) {
-                post.spike(0, step, &decay, rule.pairing);
+    /// A plastic block driven step by step through the kernels, in the systems' order:
+    /// presynaptic rows (delivery), then postsynaptic traces and histories, then presynaptic
+    /// traces. Every synapse has a delay of one step.
+    struct Lazy<W> {
+        rule: StdpRule,
+        pre_decay: TraceDecay,
+        post_decay: TraceDecay,
+        row_ptr: Vec<usize>,
+        target: Vec<u16>,
+        weight: Vec<W>,
+        pre: Traces,
+        post: Traces,
+        history_len: usize,
+        history: Vec<u32>,
+        spike_count: Vec<u32>,
+        floor: Vec<u32>,
+        ring: Ring,
+        lost: u64,
+    }
+
+    impl<W: Weight> Lazy<W> {
+        fn new(rule: StdpRule, decays: (f64, f64), net: &Net, history_len: usize) -> Self {
+            let n_post = net.n_post;
+            Lazy {
+                rule,
+                pre_decay: TraceDecay::new(decays.0, DT),
+                post_decay: TraceDecay::new(decays.1, DT),
+                row_ptr: net.row_ptr.clone(),
+                target: net.target.clone(),
+                weight: net.weight.iter().map(|&w| W::set(w)).collect(),
+                pre: Traces::new(net.row_ptr.len() - 1),
+                post: Traces::new(n_post),
+                history_len,
+                history: vec![0; n_post * history_len],
+                spike_count: vec![0; n_post],
+                floor: vec![NEVER; n_post],
+                ring: Ring::new(n_post, 1),
+                lost: 0,
             }
         }
-        w[0]
+
+        fn step(&mut self, t: u32, pre_spikes: &[usize], fired: &[u8]) {
+            let Lazy { rule, pre_decay, post_decay, row_ptr, target, weight, pre, post, history_len, history, spike_count, floor, ring, lost } = self;
+            for &i in pre_spikes {
+                let r = row_ptr[i]..row_ptr[i + 1];
+                let postsynaptic = Postsynaptic {
+                    traces: post,
+                    decay: post_decay,
+                    history: PostHistory { len: *history_len, steps: history, spike_count, floor },
+                    fired,
+                };
+                let row = PlasticRow { target: &target[r.clone()], delay: RowDelays::Constant(1), weight: &mut weight[r] };
+                *lost += on_pre_row(rule, ring, &PreSpike::of(pre, i, u64::from(t), pre_decay), row, &postsynaptic);
+            }
+            for (j, _) in fired.iter().enumerate().filter(|(_, f)| **f == 1) {
+                post.spike(j, t, post_decay, rule.pairing);
+                push_post_spike(*history_len, history, spike_count, floor, j, t);
+            }
+            for &i in pre_spikes {
+                pre.spike(i, t, pre_decay, rule.pairing);
+            }
+        }
+    }
+
+    /// The eager reference (the scheme before lazy potentiation): depress and deliver at
+    /// presynaptic spikes, then potentiate every incoming synapse of a spiking postsynaptic
+    /// neuron, then count the spikes in the traces.
+    struct Eager {
+        rule: StdpRule,
+        pre_decay: TraceDecay,
+        post_decay: TraceDecay,
+        row_ptr: Vec<usize>,
+        target: Vec<u16>,
+        weight: Vec<f32>,
+        pre: Traces,
+        post: Traces,
+        ring: Ring,
+    }
+
+    impl Eager {
+        fn new(rule: StdpRule, decays: (f64, f64), net: &Net) -> Self {
+            Eager {
+                rule,
+                pre_decay: TraceDecay::new(decays.0, DT),
+                post_decay: TraceDecay::new(decays.1, DT),
+                row_ptr: net.row_ptr.clone(),
+                target: net.target.clone(),
+                weight: net.weight.clone(),
+                pre: Traces::new(net.row_ptr.len() - 1),
+                post: Traces::new(net.n_post),
+                ring: Ring::new(net.n_post, 1),
+            }
+        }
+
+        fn step(&mut self, t: u32, pre_spikes: &[usize], fired: &[u8]) {
+            for &i in pre_spikes {
+                for k in self.row_ptr[i]..self.row_ptr[i + 1] {
+                    let j = usize::from(self.target[k]);
+                    self.weight[k] = self.rule.depress(self.weight[k], self.post.value(j, t, &self.post_decay));
+                    self.ring.add(u64::from(t), 1, j, self.weight[k]);
+                }
+            }
+            for i in 0..self.row_ptr.len() - 1 {
+                for k in self.row_ptr[i]..self.row_ptr[i + 1] {
+                    if fired[usize::from(self.target[k])] == 1 {
+                        self.weight[k] = self.rule.potentiate(self.weight[k], self.pre.value(i, t, &self.pre_decay));
+                    }
+                }
+            }
+            for (j, _) in fired.iter().enumerate().filter(|(_, f)| **f == 1) {
+                self.post.spike(j, t, &self.post_decay, self.rule.pairing);
+            }
+            for &i in pre_spikes {
+                self.pre.spike(i, t, &self.pre_decay, self.rule.pairing);
+            }
+        }
+    }
+
+    /// Synapses as CSR rows, and spike trains: `pre[t]` the sources spiking at step `t`,
+    /// `post[t]` the spike bits of the targets.
+    struct Net {
+        n_post: usize,
+        row_ptr: Vec<usize>,
+        target: Vec<u16>,
+        weight: Vec<f32>,
+        pre: Vec<Vec<usize>>,
+        post: Vec<Vec<u8>>,
+    }
+
+    impl Net {
+        /// One synapse 0 -> 0 with weight `w0` and the given spike steps.
+        fn pair(w0: f32, pre_steps: &[u32], post_steps: &[u32]) -> Net {
+            let end = pre_steps.iter().chain(post_steps).max().copied().unwrap_or(0) as usize;
+            let pre = (0..=end).map(|t| if pre_steps.contains(&(t as u32)) { vec![0] } else { vec![] }).collect();
+            let post = (0..=end).map(|t| vec![u8::from(post_steps.contains(&(t as u32)))]).collect();
+            Net { n_post: 1, row_ptr: vec![0, 1], target: vec![0], weight: vec![w0], pre, post }
+        }
+
+        /// `synapses` random synapses (multapses and all) from `n_pre` to `n_post` neurons,
+        /// independent spike trains with per-step probabilities `p_pre`, `p_post`.
+        fn random(seed: u64, n_pre: usize, n_post: usize, synapses: usize, (p_pre, p_post): (f64, f64), steps: usize, (w_min, w_max): (f32, f32)) -> Net {
+            let mut s = Key::from_seed(seed).stream(Purpose::Connectivity, 0, 0);
+            let mut pairs: Vec<(usize, u16, f32)> = (0..synapses)
+                .map(|_| (s.below(n_pre as u32) as usize, s.below(n_post as u32) as u16, w_min + (w_max - w_min) * s.uniform() as f32))
+                .collect();
+            pairs.sort_by_key(|p| p.0);
+            let mut row_ptr = vec![0; n_pre + 1];
+            for p in &pairs {
+                row_ptr[p.0 + 1] += 1;
+            }
+            for i in 0..n_pre {
+                row_ptr[i + 1] += row_ptr[i];
+            }
+            let pre = (0..steps).map(|_| (0..n_pre).filter(|_| s.uniform() < p_pre).collect()).collect();
+            let post = (0..steps).map(|_| (0..n_post).map(|_| u8::from(s.uniform() < p_post)).collect()).collect();
+            Net { n_post, row_ptr, target: pairs.iter().map(|p| p.1).collect(), weight: pairs.iter().map(|p| p.2).collect(), pre, post }
+        }
+
+        fn steps(&self) -> u32 {
+            self.pre.len() as u32
+        }
+    }
+
+    /// One synapse 0 -> 0; pre and post spikes at the given steps, then a final presynaptic
+    /// spike so late that the postsynaptic trace has decayed to an exact 0: it applies the
+    /// pending potentiation and nothing else. Returns the final weight.
+    fn pair_run(rule: &StdpRule, w0: f32, pre_steps: &[u32], post_steps: &[u32]) -> f32 {
+        let net = Net::pair(w0, pre_steps, post_steps);
+        let mut lazy = Lazy::<f32>::new(*rule, (TAU, TAU), &net, 64);
+        for t in 0..net.steps() {
+            lazy.step(t, &net.pre[t as usize], &net.post[t as usize]);
+        }
+        let late = net.steps() + 12 * TraceDecay::new(TAU, DT).table.len() as u32;
+        lazy.step(late, &[0], &[0]);
+        assert_eq!(lazy.lost, 0);
+        lazy.weight[0]
     }
 
     fn close(a: f32, b: f64) -> bool {
@@ -215,6 +473,18 @@ mod tests {
             // Same step: no pairing.
             assert_eq!(pair_run(&r, 5.0, &[100], &[100]), 5.0);
         }
+    }
+
+    #[test]
+    fn potentiation_waits_for_the_next_presynaptic_spike() {
+        let r = rule(WeightDependence::Additive, Pairing::AllToAll);
+        let net = Net::pair(5.0, &[100], &[150]);
+        let mut lazy = Lazy::<f32>::new(r, (TAU, TAU), &net, 64);
+        for t in 0..net.steps() {
+            lazy.step(t, &net.pre[t as usize], &net.post[t as usize]);
+        }
+        assert_eq!(lazy.weight[0], 5.0, "read between presynaptic spikes, the weight lacks pending potentiation");
+        assert_eq!(pair_run(&r, 5.0, &[100], &[150]), r.potentiate(5.0, (-50.0 * DT / TAU).exp() as f32));
     }
 
     #[test]
@@ -244,6 +514,111 @@ mod tests {
         let post: Vec<u32> = pre.iter().map(|s| s + 1).collect();
         assert_eq!(pair_run(&r, 9.9, &pre, &post), 10.0);
         assert_eq!(pair_run(&r, 0.1, &post, &pre), 0.0);
+    }
+
+    /// Amplitudes above 1, so that both bounds clip (the multiplicative rule too, where a trace
+    /// near 1 overshoots); different time constants for the two traces, so that a mix-up shows.
+    fn strong_rules() -> Vec<StdpRule> {
+        let mut rules = Vec::new();
+        for dependence in [WeightDependence::Additive, WeightDependence::Multiplicative] {
+            for pairing in [Pairing::AllToAll, Pairing::Nearest] {
+                rules.push(StdpRule { a_plus: 1.1, a_minus: 1.2, w_min: 0.5, w_max: 2.0, dependence, pairing });
+            }
+        }
+        rules
+    }
+
+    #[test]
+    fn lazy_potentiation_equals_the_eager_reference_bit_for_bit() {
+        for (seed, rule) in strong_rules().into_iter().enumerate() {
+            let net = Net::random(seed as u64, 20, 15, 300, (0.03, 0.03), 3000, (0.5, 2.0));
+            let mut lazy = Lazy::<f32>::new(rule, (15.0, 25.0), &net, 64);
+            let mut eager = Eager::new(rule, (15.0, 25.0), &net);
+            let mut compared = 0;
+            for t in 0..net.steps() {
+                let (pre, post) = (&net.pre[t as usize], &net.post[t as usize]);
+                lazy.step(t, pre, post);
+                eager.step(t, pre, post);
+                for &i in pre {
+                    for k in net.row_ptr[i]..net.row_ptr[i + 1] {
+                        assert_eq!(lazy.weight[k].to_bits(), eager.weight[k].to_bits(), "{rule:?}: synapse {k} after the spike of {i} at step {t}");
+                        compared += 1;
+                    }
+                }
+            }
+            assert!(lazy.ring.sums == eager.ring.sums, "{rule:?}: delivered weights differ");
+            assert_eq!(lazy.lost, 0);
+            assert!(compared > 10_000, "{compared}");
+            for bound in [rule.w_min, rule.w_max] {
+                assert!(eager.weight.contains(&bound), "{rule:?}: no weight clipped at {bound}");
+            }
+        }
+    }
+
+    #[test]
+    fn f16_weights_are_the_f32_results_rounded_once_per_presynaptic_spike() {
+        for rule in strong_rules() {
+            let net = Net::random(7, 20, 15, 300, (0.03, 0.03), 2000, (0.5, 2.0));
+            let mut half = Lazy::<f16>::new(rule, (15.0, 25.0), &net, 64);
+            let mut full = Lazy::<f32>::new(rule, (15.0, 25.0), &net, 64);
+            full.weight.iter_mut().for_each(|w| *w = f16::set(*w).get());
+            for t in 0..net.steps() {
+                let (pre, post) = (&net.pre[t as usize], &net.post[t as usize]);
+                half.step(t, pre, post);
+                full.step(t, pre, post);
+                for &i in pre {
+                    for k in net.row_ptr[i]..net.row_ptr[i + 1] {
+                        full.weight[k] = f16::set(full.weight[k]).get();
+                    }
+                }
+            }
+            assert!(half.weight.iter().zip(&full.weight).all(|(h, f)| h.get() == *f), "{rule:?}");
+            assert!(half.ring.sums == full.ring.sums, "{rule:?}: f16 rows deliver the unrounded f32 weight");
+        }
+    }
+
+    /// Post spikes of each synapse's target strictly between consecutive presynaptic spikes.
+    fn pending_counts(net: &Net) -> Vec<(usize, usize)> {
+        let mut last = vec![None; net.row_ptr.len() - 1];
+        let mut out = Vec::new();
+        for t in 0..net.pre.len() {
+            for &i in &net.pre[t] {
+                if let Some(t_last) = last[i] {
+                    for k in net.row_ptr[i]..net.row_ptr[i + 1] {
+                        let j = usize::from(net.target[k]);
+                        out.push((k, (t_last + 1..t).filter(|&tp| net.post[tp][j] == 1).count()));
+                    }
+                }
+                last[i] = Some(t);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_overflowing_history_counts_exactly_the_synapses_that_lost_pairings() {
+        let rule = strong_rules()[0];
+        for history_len in [1, 3, 8] {
+            let net = Net::random(11, 20, 15, 300, (0.01, 0.1), 3000, (0.5, 2.0));
+            let expected = pending_counts(&net).iter().filter(|(_, n)| *n > history_len).count() as u64;
+            let mut lazy = Lazy::<f32>::new(rule, (15.0, 25.0), &net, history_len);
+            for t in 0..net.steps() {
+                lazy.step(t, &net.pre[t as usize], &net.post[t as usize]);
+            }
+            assert_eq!(lazy.lost, expected, "history of {history_len}");
+            assert!(expected > 0, "history of {history_len}: the test should overflow");
+        }
+        // A history long enough for every gap loses nothing, and matches the eager reference.
+        let net = Net::random(11, 20, 15, 300, (0.01, 0.1), 3000, (0.5, 2.0));
+        let longest = pending_counts(&net).iter().map(|(_, n)| *n).max().unwrap();
+        let mut lazy = Lazy::<f32>::new(rule, (15.0, 25.0), &net, longest);
+        let mut eager = Eager::new(rule, (15.0, 25.0), &net);
+        for t in 0..net.steps() {
+            lazy.step(t, &net.pre[t as usize], &net.post[t as usize]);
+            eager.step(t, &net.pre[t as usize], &net.post[t as usize]);
+        }
+        assert_eq!(lazy.lost, 0);
+        assert!(lazy.ring.sums == eager.ring.sums);
     }
 
     #[test]

@@ -1,13 +1,19 @@
 //! Delivery: every shard walks the rows of this step's spikes in its synapse blocks and adds
-//! the weights into its ring buffers, `delay` steps ahead. A plastic synapse is first depressed
-//! by its target's postsynaptic trace (the presynaptic half of STDP), then delivers its new
-//! weight. Fixed-point sums make the result independent of the order of spikes and shards.
+//! the weights into its ring buffers, `delay` steps ahead. A plastic synapse first receives the
+//! potentiation pending from its target's spikes since its previous presynaptic spike, is then
+//! depressed by its target's postsynaptic trace and delivers its new weight, and is potentiated
+//! once more if its target fired in this step (see `fum_kernels::stdp::on_pre_row`).
+//! Fixed-point sums make the result independent of the order of spikes and shards.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bevy_ecs::prelude::*;
-use fum_engine::components::{Clock, NeuronBlock, Plasticity, SpikeExchange, SynapseBlocks};
+use fum_engine::components::{Clock, Delays, NeuronBlock, PlasticSynapses, Plasticity, SpikeExchange, StdpHistoryOverflows, SynapseBlock, SynapseBlocks, Weights};
+use fum_engine::model::Receptor;
 use fum_engine::{Plugin, Simulation, Stage};
-use fum_kernels::delivery::deliver_row;
-use fum_kernels::stdp::on_pre_row;
+use fum_kernels::delivery::{Ring, deliver_row};
+use fum_kernels::stdp::{PlasticRow, Postsynaptic, PreSpike, on_pre_row};
+use fum_kernels::weight::Weight;
 
 pub struct DeliveryPlugin;
 
@@ -17,29 +23,71 @@ impl Plugin for DeliveryPlugin {
     }
 }
 
-pub fn deliver_spikes(mut shards: Query<(&mut NeuronBlock, &mut SynapseBlocks)>, exchange: Res<SpikeExchange>, plasticity: Res<Plasticity>, clock: Res<Clock>) {
+pub fn deliver_spikes(
+    mut shards: Query<(&mut NeuronBlock, &mut SynapseBlocks)>,
+    exchange: Res<SpikeExchange>,
+    plasticity: Res<Plasticity>,
+    clock: Res<Clock>,
+    mut overflows: ResMut<StdpHistoryOverflows>,
+) {
     if exchange.spikes.is_empty() {
         return;
     }
     let step = clock.step;
+    let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
     crate::for_each_shard(&mut items, |(neurons, synapses)| {
+        let NeuronBlock { ring_ex, ring_in, fired, .. } = &mut **neurons;
         for block in synapses.0.iter_mut() {
             // Spikes are ascending: the ones from this block's source population are one run.
             let first = exchange.spikes.partition_point(|&g| g < block.source_first);
             let last = exchange.spikes.partition_point(|&g| g < block.source_first + block.source_size);
-            let ring = neurons.ring_mut(block.receptor);
-            for &g in &exchange.spikes[first..last] {
-                let row = (g - block.source_first) as usize;
-                let syn = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
-                match &block.plastic {
-                    Some(p) if plasticity.enabled => {
-                        let rule = &plasticity.projections[p.rule];
-                        on_pre_row(&rule.rule, ring, step, &block.packed[syn.clone()], &mut block.weight[syn], &p.post_traces, &rule.post_decay);
-                    }
-                    _ => deliver_row(ring, step, &block.packed[syn.clone()], &block.weight[syn]),
-                }
-            }
+            let ring = match block.receptor {
+                Receptor::Excitatory => &mut *ring_ex,
+                Receptor::Inhibitory => &mut *ring_in,
+            };
+            let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
+            let rows = Rows { source_first: *source_first, row_ptr, target, delay, plastic: plastic.as_ref() };
+            let spikes = &exchange.spikes[first..last];
+            let n = match weight {
+                Weights::F32(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),
+                Weights::F16(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),
+            };
+            lost.fetch_add(n, Ordering::Relaxed);
         }
     });
+    overflows.0 += lost.into_inner();
+}
+
+/// A synapse block's structure, borrowed apart from its weights.
+struct Rows<'a> {
+    source_first: u32,
+    row_ptr: &'a [u32],
+    target: &'a [u16],
+    delay: &'a Delays,
+    plastic: Option<&'a PlasticSynapses>,
+}
+
+/// Delivers `spikes` (global ids from the block's source population) through one block whose
+/// weights are `weight`; returns the pairings lost to overflowing spike histories.
+fn deliver_block<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
+    let stdp = rows.plastic.filter(|_| plasticity.enabled).map(|p| {
+        let rule = &plasticity.projections[p.rule];
+        let post = Postsynaptic { traces: &p.post_traces, decay: &rule.post_decay, history: p.history(rule.history_len), fired };
+        (rule, post)
+    });
+    let mut lost = 0;
+    for &g in spikes {
+        let r = (g - rows.source_first) as usize;
+        let syn = rows.row_ptr[r] as usize..rows.row_ptr[r + 1] as usize;
+        let (target, delay) = (&rows.target[syn.clone()], rows.delay.row(syn.clone()));
+        match &stdp {
+            Some((rule, post)) => {
+                let pre = PreSpike::of(&rule.pre_traces, r, step, &rule.pre_decay);
+                lost += on_pre_row(&rule.rule, ring, &pre, PlasticRow { target, delay, weight: &mut weight[syn] }, post);
+            }
+            None => deliver_row(ring, step, target, delay, &weight[syn]),
+        }
+    }
+    lost
 }

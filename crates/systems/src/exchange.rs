@@ -1,6 +1,6 @@
 //! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
 //! read. In one process this is a concatenation in shard order; across processes it is an
-//! all-gather of the same lists. Also advances the clock at the end of the step.
+//! all-gather of the same lists. [`ClockPlugin`] advances the clock at the end of the step.
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Shard, SpikeExchange};
@@ -10,7 +10,16 @@ pub struct ExchangePlugin;
 
 impl Plugin for ExchangePlugin {
     fn build(&self, sim: &mut Simulation) {
-        sim.add_systems((exchange_spikes.in_set(Stage::Exchange), advance_clock.in_set(Stage::Advance)));
+        sim.add_systems(exchange_spikes.in_set(Stage::Exchange));
+    }
+}
+
+/// Advances the clock at the end of every step (every backend needs it).
+pub struct ClockPlugin;
+
+impl Plugin for ClockPlugin {
+    fn build(&self, sim: &mut Simulation) {
+        sim.add_systems(advance_clock.in_set(Stage::Advance));
     }
 }
 

@@ -12,7 +12,7 @@ pub mod record;
 pub mod stdp;
 
 pub use delivery::DeliveryPlugin;
-pub use exchange::ExchangePlugin;
+pub use exchange::{ClockPlugin, ExchangePlugin};
 pub use input::InputPlugin;
 pub use lif::LifPlugin;
 pub use record::RecordPlugin;
@@ -23,7 +23,7 @@ pub struct DefaultPlugins;
 
 impl fum_engine::Plugin for DefaultPlugins {
     fn build(&self, sim: &mut fum_engine::Simulation) {
-        sim.add_plugins((InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin));
+        sim.add_plugins((InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin, ClockPlugin));
     }
 }
 

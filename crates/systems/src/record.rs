@@ -15,6 +15,25 @@ impl Plugin for RecordPlugin {
     }
 }
 
+/// Counts the spikes of `step` (ascending global ids) per population and appends those of the
+/// recorded populations. Device backends call it for the steps they copy back.
+pub fn record_spikes(recorder: &mut Recorder, populations: &Populations, step: u64, spikes: &[u32]) {
+    if spikes.is_empty() {
+        return;
+    }
+    for (count, pop) in recorder.spike_counts.iter_mut().zip(&populations.0) {
+        let ids = pop.ids();
+        *count += (spikes.partition_point(|&g| g < ids.end) - spikes.partition_point(|&g| g < ids.start)) as u64;
+    }
+    for rec in recorder.spikes.iter_mut() {
+        let ids = populations.0[rec.population].ids();
+        let from = spikes.partition_point(|&g| g < ids.start);
+        let to = spikes.partition_point(|&g| g < ids.end);
+        rec.steps.pending.extend(std::iter::repeat_n(step as u32, to - from));
+        rec.node_ids.pending.extend(spikes[from..to].iter().map(|&g| g - ids.start));
+    }
+}
+
 pub fn record(
     mut recorder: ResMut<Recorder>,
     exchange: Res<SpikeExchange>,
@@ -24,19 +43,7 @@ pub fn record(
 ) {
     let recorder = &mut *recorder;
     let step = clock.step;
-    if !exchange.spikes.is_empty() {
-        for (count, pop) in recorder.spike_counts.iter_mut().zip(&populations.0) {
-            let ids = pop.ids();
-            *count += (exchange.spikes.partition_point(|&g| g < ids.end) - exchange.spikes.partition_point(|&g| g < ids.start)) as u64;
-        }
-        for rec in recorder.spikes.iter_mut() {
-            let ids = populations.0[rec.population].ids();
-            let from = exchange.spikes.partition_point(|&g| g < ids.start);
-            let to = exchange.spikes.partition_point(|&g| g < ids.end);
-            rec.steps.pending.extend(std::iter::repeat_n(step as u32, to - from));
-            rec.node_ids.pending.extend(exchange.spikes[from..to].iter().map(|&g| g - ids.start));
-        }
-    }
+    record_spikes(recorder, &populations, step, &exchange.spikes);
     if recorder.probes.iter().all(|p| step % p.interval_steps != 0) {
         return;
     }
@@ -55,7 +62,7 @@ pub fn record(
                         ProbeVariable::Weight => unreachable!("weight probes have synapse sites"),
                     }
                 }
-                ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight[synapse],
+                ProbeSite::Synapse { shard, block, synapse } => parts[shard].2.0[block].weight.get(synapse),
             };
             probe.values.pending.push(value);
         }

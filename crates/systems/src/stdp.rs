@@ -1,25 +1,29 @@
 //! The postsynaptic half of STDP and the trace bookkeeping.
 //!
-//! Order within a step (after delivery has depressed synapses of spiking presynaptic neurons):
-//! 1. each shard potentiates the incoming synapses of its spiking neurons by the presynaptic
-//!    traces, then counts those spikes in its postsynaptic traces;
+//! Order within a step (after delivery has applied pending potentiation and depression to the
+//! synapses of spiking presynaptic neurons):
+//! 1. each shard counts the spikes of its neurons in the postsynaptic traces and spike
+//!    histories of the plastic blocks into them (the potentiation these spikes cause is applied
+//!    at the next presynaptic spike through each synapse: no transposed index);
 //! 2. the presynaptic traces (global) count this step's spikes.
-//! Both halves therefore see the partner's trace from earlier steps only.
+//!
+//! Both halves therefore see the partner's trace from earlier steps only. Traces and histories
+//! are kept whether weight updates are enabled or not.
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Plasticity, Shard, SpikeExchange, SynapseBlocks};
 use fum_engine::{Plugin, Simulation, Stage};
-use fum_kernels::stdp::on_post;
+use fum_kernels::stdp::push_post_spike;
 
 pub struct StdpPlugin;
 
 impl Plugin for StdpPlugin {
     fn build(&self, sim: &mut Simulation) {
-        sim.add_systems((potentiate, update_presynaptic_traces).chain().in_set(Stage::Plasticity));
+        sim.add_systems((record_postsynaptic_spikes, update_presynaptic_traces).chain().in_set(Stage::Plasticity));
     }
 }
 
-pub fn potentiate(mut shards: Query<(&Shard, &NeuronBlock, &mut SynapseBlocks)>, plasticity: Res<Plasticity>, clock: Res<Clock>) {
+pub fn record_postsynaptic_spikes(mut shards: Query<(&Shard, &NeuronBlock, &mut SynapseBlocks)>, plasticity: Res<Plasticity>, clock: Res<Clock>) {
     if plasticity.projections.is_empty() {
         return;
     }
@@ -30,16 +34,12 @@ pub fn potentiate(mut shards: Query<(&Shard, &NeuronBlock, &mut SynapseBlocks)>,
             let Some(p) = block.plastic.as_mut() else { continue };
             let rule = &plasticity.projections[p.rule];
             for &local in &neurons.spiked {
-                let global = shard.neurons.start + local;
-                if !rule.target.contains(&global) {
+                if !rule.target.contains(&(shard.neurons.start + local)) {
                     continue;
                 }
-                let i = local as usize;
-                if plasticity.enabled {
-                    let incoming = &p.incoming[p.incoming_ptr[i] as usize..p.incoming_ptr[i + 1] as usize];
-                    on_post(&rule.rule, step, incoming, &block.row_ptr, &mut block.weight, &rule.pre_traces, &rule.pre_decay);
-                }
-                p.post_traces.spike(i, step, &rule.post_decay, rule.rule.pairing);
+                let j = local as usize;
+                p.post_traces.spike(j, step, &rule.post_decay, rule.rule.pairing);
+                push_post_spike(rule.history_len, &mut p.post_history, &mut p.post_spike_count, &mut p.history_floor, j, step);
             }
         }
     });

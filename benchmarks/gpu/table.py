@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Turns the raw results of scripts/gpu-check.sh into the Markdown tables of RESULTS.md."""
+import csv
+import glob
+import json
+import os
+import re
+import sys
+
+raw = sys.argv[1]
+info = open(os.path.join(raw, "info.txt")).read()
+m = re.search(r"copy bandwidth (\d+) GB/s", info)
+copy_gbs = float(m.group(1)) if m else float("nan")
+card = open(os.path.join(raw, "card.txt")).read().strip() if os.path.exists(os.path.join(raw, "card.txt")) else "?"
+tests = open(os.path.join(raw, "tests.txt")).read()
+t = re.search(r"test result: (\w+)\. (\d+) passed; (\d+) failed", tests)
+print(f"Card: {card}; copy bandwidth {copy_gbs:.0f} GB/s (read + write, `fum info --bandwidth`)\n")
+print(f"GPU tests (tests/gpu.rs): {t.group(0) if t else 'no result'}\n")
+
+def load(path):
+    try:
+        return json.load(open(path))
+    except (OSError, ValueError):
+        return None
+
+def ncu(n):
+    """Per kernel: total DRAM bytes / total time over the profiled launches, GB/s."""
+    path = os.path.join(raw, f"ncu_{n}.csv")
+    if not os.path.exists(path):
+        return {}
+    scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0,
+             "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1.0}
+    acc = {}
+    lines = [l for l in open(path) if l.startswith('"')]
+    for row in csv.DictReader(lines):
+        name = row["Kernel Name"].split("(")[0]
+        value = float(row["Metric Value"].replace(",", "")) * scale.get(row["Metric Unit"], 1.0)
+        k = acc.setdefault(name, {"bytes": 0.0, "time": 0.0})
+        if row["Metric Name"].startswith("dram__bytes"):
+            k["bytes"] += value
+        else:
+            k["time"] += value
+    return {name: (v["bytes"] / v["time"] / 1e9 if v["time"] else float("nan"), v["time"]) for name, v in acc.items()}
+
+sizes = sorted({int(re.search(r"_(\d+)\.json", p).group(1)) for p in glob.glob(os.path.join(raw, "fum_*_*.json"))})
+print("| neurons | synapses | STDP | build s | simulate s | real-time factor | rate Hz | synaptic events/s | device GB | B/synapse | PyTorch simulate s | PyTorch / fum |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+for n in sizes:
+    peer = load(os.path.join(raw, f"torch_{n}.json"))
+    for variant in ["stdp", "static"]:
+        r = load(os.path.join(raw, f"fum_{variant}_{n}.json"))
+        if not r:
+            print(f"| {n:,} | | {variant} | failed |")
+            continue
+        net, tm, g = r["network"], r["timing"], r.get("gpu") or {}
+        rate = sum(r["rates_hz"].values()) / len(r["rates_hz"])
+        events = r["spikes_total"] * net["synapses"] / max(net["neurons"], 1) / tm["simulate_s"]
+        ratio = f"{peer['simulate_s'] / tm['simulate_s']:.1f}x" if peer and variant == "static" else ""
+        psim = f"{peer['simulate_s']:.2f}" if peer and variant == "static" else ""
+        print(f"| {n:,} | {net['synapses']:,} | {variant} | {tm['build_s']:.1f} | {tm['simulate_s']:.3f} | {tm['real_time_factor']:.3f} | {rate:.1f} | {events:.3g} | {g.get('device_bytes_total', 0) / 1e9:.2f} | {g.get('bytes_per_synapse', 0):.2f} | {psim} | {ratio} |")
+
+print("\nDelivery and STDP kernels (Nsight Compute DRAM counters, STDP networks):\n")
+print("| neurons | kernel | GB/s | % of copy bandwidth | profiled time s |")
+print("|---|---|---|---|---|")
+for n in sizes:
+    for name, (gbs, secs) in sorted(ncu(n).items()):
+        print(f"| {n:,} | {name} | {gbs:.0f} | {100 * gbs / copy_gbs:.0f} % | {secs:.4f} |")

@@ -1,0 +1,65 @@
+//! NVRTC compilation of `crates/kernels/cuda/fum.cu` and the handles of its kernels.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
+
+use crate::CudaError;
+
+/// The kernel source, next to the CPU kernels it mirrors.
+pub const SOURCE: &str = include_str!("../../kernels/cuda/fum.cu");
+
+/// Every kernel of `fum.cu`.
+pub struct Kernels {
+    pub poisson_input: CudaFunction,
+    pub lif_cuba: CudaFunction,
+    pub lif_coba: CudaFunction,
+    pub count_fired: CudaFunction,
+    pub scan_counts: CudaFunction,
+    pub write_spikes: CudaFunction,
+    pub deliver: CudaFunction,
+    pub post_spikes: CudaFunction,
+    pub pre_spikes: CudaFunction,
+    pub record: CudaFunction,
+    pub advance: CudaFunction,
+    pub copy_words: CudaFunction,
+    /// Seconds NVRTC took.
+    pub compile_s: f64,
+}
+
+impl Kernels {
+    /// Compiles for the device's architecture with `--fmad=false` (see fum.cu).
+    pub fn compile(ctx: &Arc<CudaContext>, (major, minor): (i32, i32)) -> Result<Kernels, CudaError> {
+        // SAFETY: only probes whether the shared library can be loaded.
+        if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+            return Err(CudaError::NoNvrtc);
+        }
+        let t = Instant::now();
+        let options = CompileOptions {
+            fmad: Some(false),
+            options: vec![format!("--gpu-architecture=sm_{major}{minor}"), "--std=c++17".into()],
+            name: Some("fum.cu".into()),
+            ..Default::default()
+        };
+        let ptx = compile_ptx_with_opts(SOURCE, options).map_err(|e| CudaError::Compile(e.to_string()))?;
+        let module = ctx.load_module(ptx)?;
+        let f = |name: &str| module.load_function(name);
+        Ok(Kernels {
+            poisson_input: f("poisson_input")?,
+            lif_cuba: f("lif_cuba")?,
+            lif_coba: f("lif_coba")?,
+            count_fired: f("count_fired")?,
+            scan_counts: f("scan_counts")?,
+            write_spikes: f("write_spikes")?,
+            deliver: f("deliver")?,
+            post_spikes: f("post_spikes")?,
+            pre_spikes: f("pre_spikes")?,
+            record: f("record")?,
+            advance: f("advance")?,
+            copy_words: f("copy_words")?,
+            compile_s: t.elapsed().as_secs_f64(),
+        })
+    }
+}

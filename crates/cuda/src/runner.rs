@@ -1,0 +1,257 @@
+//! Stepping on the GPU: the whole step captured once as a CUDA graph and replayed every step,
+//! and the host side that reads recorded spikes and probes back without stalling the device.
+//!
+//! Concurrency contract: the host launches step `t`'s graph and returns; it reads step `t - 2`'s
+//! staging slot (after waiting on that step's event, normally long complete), so up to two
+//! steps are queued on the device at any time. Three slots make that safe: the slot step `t`
+//! writes was read when the host handled step `t - 3`. Anything that reads host columns between
+//! steps first calls `sync_to_host`, which waits for the device and drains every pending step.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use bevy_ecs::prelude::*;
+use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
+
+use fum_engine::backend::{Backend, HostView};
+use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
+use fum_engine::recording::Recorder;
+use fum_engine::{Plugin, Simulation, Stage};
+
+use crate::network::{DeviceNetwork, ptr};
+use crate::{CudaError, Gpu};
+
+/// Staging slots for recorded output (see the module comment).
+const SLOTS: usize = 3;
+/// Steps the host reads behind the device.
+const LAG: usize = SLOTS - 1;
+
+/// The device network, its captured step and the staging area, held as a resource.
+#[derive(Resource)]
+pub struct CudaRunner {
+    pub gpu: Arc<Gpu>,
+    pub net: DeviceNetwork,
+    graph: Option<CudaGraph>,
+    events: Vec<CudaEvent>,
+    /// Owns the staging memory `staging_ptr` points into.
+    _staging: PinnedHostSlice<u32>,
+    /// Its address (host and device alike under unified addressing).
+    staging_ptr: *mut u32,
+    slot_words: usize,
+    multiprocessors: u32,
+    pending: VecDeque<u64>,
+    /// Steps replayed, and the seconds spent capturing the graph.
+    pub steps: u64,
+    pub capture_s: f64,
+    /// Free device memory lost from before the upload to after the graph upload.
+    pub device_bytes_measured: u64,
+}
+
+// SAFETY: the runner is used by one thread at a time: the exclusive step system and the
+// between-steps sync of the run loop, which never overlap. cudarc's graph and pinned-memory
+// handles are raw pointers without thread affinity (the context is bound on every call).
+unsafe impl Send for CudaRunner {}
+unsafe impl Sync for CudaRunner {}
+
+/// Replaces the CPU step systems: one exclusive system in `Stage::Update` replays the graph.
+pub struct CudaPlugin;
+
+impl Plugin for CudaPlugin {
+    fn build(&self, sim: &mut Simulation) {
+        sim.add_systems(cuda_step.in_set(Stage::Update));
+        sim.add_plugins(fum_systems::ClockPlugin);
+    }
+}
+
+/// Uploads `sim`'s network (built or restored) to `gpu` and makes the simulation step there.
+pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
+    let stream = gpu.ctx.new_stream()?;
+    let (free, _) = gpu.ctx.mem_get_info()?;
+    let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, free, &gpu.label())?;
+    let slot_words = 1 + net.n as usize + net.probe_sites();
+    // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
+    // SAFETY: the memory is written by the record kernel before the host reads it.
+    let staging = unsafe { gpu.ctx.alloc_pinned_with_flags::<u32>(SLOTS * slot_words, sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE) }?;
+    let mut staging = staging;
+    // Taken before capture: these calls synchronise, which capture forbids.
+    let staging_ptr = staging.as_mut_ptr()?;
+    let multiprocessors = gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
+    let events = (0..SLOTS).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
+    let mut runner = CudaRunner {
+        gpu: gpu.clone(),
+        net,
+        graph: None,
+        events,
+        _staging: staging,
+        staging_ptr,
+        slot_words,
+        multiprocessors,
+        pending: VecDeque::new(),
+        steps: 0,
+        capture_s: 0.0,
+        device_bytes_measured: 0,
+    };
+    runner.net.memory.staging_bytes = (SLOTS * slot_words * 4) as u64;
+    let t = std::time::Instant::now();
+    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+    let launched = runner.launch_step(&stream);
+    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+    launched?;
+    let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
+    graph.upload()?;
+    runner.graph = Some(graph);
+    runner.capture_s = t.elapsed().as_secs_f64();
+    runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
+    sim.world.insert_resource(runner);
+    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), failure: None });
+    sim.add_plugins(CudaPlugin);
+    Ok(())
+}
+
+fn grid(n: u32, block: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (n.div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+impl CudaRunner {
+    /// Enqueues one step: input, neuron update, compaction, delivery and STDP, recording,
+    /// clock. Called once, under graph capture.
+    fn launch_step(&mut self, stream: &Arc<CudaStream>) -> Result<(), CudaError> {
+        let k = &self.gpu.kernels;
+        let net = &self.net;
+        let (n, slots) = (net.n, net.slots);
+        let step = ptr(&net.step, stream);
+        let (ring_ex, ring_in) = (ptr(&net.ring_ex, stream), ptr(&net.ring_in, stream));
+        unsafe {
+            for src in &net.poisson {
+                let ring = if src.inhibitory { ring_in } else { ring_ex };
+                stream
+                    .launch_builder(&k.poisson_input)
+                    .arg(&step).arg(&net.key[0]).arg(&net.key[1]).arg(&src.stream).arg(&src.first).arg(&src.end)
+                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
+                    .launch(grid(src.end - src.first, 256))?;
+            }
+            let (v, se, si, rf, fired) = (ptr(&net.v, stream), ptr(&net.syn_ex, stream), ptr(&net.syn_in, stream), ptr(&net.refractory, stream), ptr(&net.fired, stream));
+            for pop in &net.populations {
+                let f = if pop.coba { &k.lif_coba } else { &k.lif_cuba };
+                stream
+                    .launch_builder(f)
+                    .arg(&pop.constants).arg(&step).arg(&pop.first).arg(&pop.end).arg(&n).arg(&slots).arg(&pop.current_pa)
+                    .arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
+                    .launch(grid(pop.end - pop.first, 256))?;
+            }
+            let blocks_1024 = n.div_ceil(1024);
+            let (counts, spikes, n_spikes) = (ptr(&net.block_counts, stream), ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
+            let full = LaunchConfig { grid_dim: (blocks_1024.max(1), 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+            stream.launch_builder(&k.count_fired).arg(&fired).arg(&n).arg(&counts).launch(full)?;
+            stream
+                .launch_builder(&k.scan_counts)
+                .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
+                .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
+            stream.launch_builder(&k.write_spikes).arg(&fired).arg(&n).arg(&counts).arg(&spikes).launch(full)?;
+            let n_blocks = net.blocks.len() as u32;
+            let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
+            let sms = self.multiprocessors;
+            if n_blocks > 0 {
+                let enabled = u32::from(net.stdp_enabled);
+                stream
+                    .launch_builder(&k.deliver)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&n_blocks).arg(&rules).arg(&n).arg(&slots)
+                    .arg(&fired).arg(&enabled).arg(&lost)
+                    .launch(LaunchConfig { grid_dim: (sms * 16, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+            }
+            if net.n_plastic_blocks > 0 {
+                let plastic = ptr(&net.plastic_blocks, stream);
+                stream
+                    .launch_builder(&k.post_spikes)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&net.n_plastic_blocks).arg(&rules)
+                    .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                let n_rules = net.rules.len() as u32;
+                stream
+                    .launch_builder(&k.pre_spikes)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&rules).arg(&n_rules)
+                    .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+            }
+            let staging = self.staging_ptr as u64;
+            let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
+            let probes = ptr(&net.probes, stream);
+            stream
+                .launch_builder(&k.record)
+                .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&n)
+                .arg(&probes).arg(&n_probes).arg(&table)
+                .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+            stream.launch_builder(&k.advance).arg(&step).launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 })?;
+        }
+        Ok(())
+    }
+
+    /// Replays the step graph, then handles the oldest queued step once `LAG` are queued.
+    fn step(&mut self, world: &mut World) -> Result<(), CudaError> {
+        let step = world.resource::<Clock>().step;
+        let stdp = world.resource::<Plasticity>().enabled;
+        if stdp != self.net.stdp_enabled {
+            return Err(CudaError::Unsupported("switching STDP on or off while running on the GPU".into()));
+        }
+        self.graph.as_ref().expect("captured at install").launch()?;
+        self.events[step as usize % SLOTS].record(&self.net.stream)?;
+        self.pending.push_back(step);
+        self.steps += 1;
+        while self.pending.len() > LAG {
+            let oldest = self.pending.pop_front().expect("non-empty");
+            self.events[oldest as usize % SLOTS].synchronize()?;
+            self.consume(world, oldest);
+        }
+        Ok(())
+    }
+
+    /// Records step `step` from its staging slot: spikes (and per-population counts), due
+    /// probes; the spikes also become the `SpikeExchange` that viewers read.
+    fn consume(&mut self, world: &mut World, step: u64) {
+        let slot = step as usize % SLOTS;
+        // SAFETY: the slot was written by the device before the event we waited on.
+        let words = unsafe { std::slice::from_raw_parts(self.staging_ptr.add(slot * self.slot_words), self.slot_words) };
+        let count = words[0] as usize;
+        let spikes = &words[1..1 + count];
+        let dt = world.resource::<Clock>().dt_ms;
+        world.resource_scope(|world, mut recorder: Mut<Recorder>| {
+            let populations = world.resource::<Populations>();
+            fum_systems::record::record_spikes(&mut recorder, populations, step, spikes);
+            let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.n as usize..]);
+            for (probe, (range, &interval)) in recorder.probes.iter_mut().zip(self.net.probe_layout.ranges.iter().zip(&self.net.probe_layout.intervals)) {
+                if step % interval == 0 {
+                    probe.times_ms.pending.push(step as f64 * dt);
+                    probe.values.pending.extend_from_slice(&values[range.clone()]);
+                }
+            }
+        });
+        let mut exchange = world.resource_mut::<SpikeExchange>();
+        exchange.spikes.clear();
+        exchange.spikes.extend_from_slice(spikes);
+    }
+
+    /// Waits for the device and records every queued step.
+    pub fn drain(&mut self, world: &mut World) -> Result<(), CudaError> {
+        self.net.stream.synchronize()?;
+        while let Some(step) = self.pending.pop_front() {
+            self.consume(world, step);
+        }
+        Ok(())
+    }
+}
+
+fn cuda_step(world: &mut World) {
+    let result = world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.step(world));
+    if let Err(e) = result {
+        let mut backend = world.resource_mut::<Backend>();
+        backend.failure.get_or_insert(e.to_string());
+    }
+}
+
+/// `Backend::sync` of the CUDA backend.
+fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
+    world
+        .resource_scope(|world, mut runner: Mut<CudaRunner>| {
+            runner.drain(world)?;
+            runner.net.download_world(world, view)
+        })
+        .map_err(|e| e.to_string())
+}

@@ -1,0 +1,403 @@
+// fum's CUDA kernels: the GPU twins of the CPU kernels in crates/kernels/src (lif.rs, rng.rs,
+// delivery.rs, stdp.rs), with the same constants and the same order of operations, so that
+// `lif_cuba` networks give the same bits on both backends. Compiled at start-up by NVRTC with
+// --fmad=false: Rust never fuses a multiply and an add, so neither may we. f64 and f32 division
+// and sqrt are IEEE-rounded (NVRTC's defaults). libm's expf (lif_coba) and the f64 log/cos of
+// the Poisson normal approximation (means above 64 per step) are not bit-identical across
+// backends; everything else is.
+//
+// Every kernel reads the step from device memory (`step`), so one captured CUDA graph replays
+// every step; `advance` increments it at the end of the step.
+//
+// Layout (global arrays over all N neurons; a shard is a contiguous range of them):
+//   v, syn_ex, syn_in: f32[N]; refractory: u32[N]; fired: u8[N]
+//   ring_ex, ring_in: i64[slots][N], fixed point 2^-24 (delivery.rs)
+//   spikes: u32[N] (ascending global ids of this step), n_spikes: u32
+// Synapses: one Block per (projection, shard), CSR rows keyed by presynaptic index in the
+// source population, u16 shard-local targets, f32 or f16 weights.
+
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef long long i64;
+typedef unsigned short u16;
+typedef unsigned char u8;
+
+#define NEVER 0xffffffffu
+
+struct Block {
+    u64 row_ptr;        // const u32*: row r spans row_ptr[r] .. row_ptr[r + 1]
+    u64 target;         // const u16*: shard-local index
+    u64 delay;          // const u16*, or 0 when every synapse has `const_delay`
+    u64 weight;         // float* or f16 bits (u16*)
+    u64 ring;           // i64*: ring of the receptor, [slot][N]
+    u64 post_trace;     // float*: postsynaptic trace just after the last spike (plastic)
+    u64 post_last;      // u32*: step of the last postsynaptic spike, or NEVER
+    u64 history;        // u32*: ring of the last `history_len` postsynaptic spike steps
+    u64 history_count;  // u32*: spikes pushed into the history
+    u64 history_floor;  // u32*: step of the newest overwritten entry, or NEVER
+    u32 source_first, source_size, shard_first, shard_size;
+    u32 const_delay, weight_f16, rule, history_len;  // rule: index of the Rule, or NEVER
+};
+
+struct Rule {
+    float a_plus, a_minus, w_min, w_max;
+    u32 multiplicative, nearest, pre_decay_len, post_decay_len;
+    u64 pre_decay, post_decay;  // const float*: exp(-n dt / tau) tables
+    u64 pre_trace, pre_last;    // float*, u32*: presynaptic traces of the source population
+    u32 source_first, source_size, target_first, target_size;
+};
+
+struct Cuba {
+    float e_l, v_th, v_reset; u32 refractory_steps;
+    float p22, p20, p21_ex, p21_in, p11_ex, p11_in;
+};
+
+struct Coba {
+    float e_l, v_th, v_reset; u32 refractory_steps;
+    float e_ex, e_in, g_l, minus_h_over_c, p11_ex, p11_in;
+};
+
+struct Probe {
+    u64 source;  // const float* (v, syn_ex, syn_in), or the Block* of a weight probe
+    u32 index;   // global neuron id or synapse index
+    u32 kind;    // 0: f32 column, 1: f32 weight, 2: f16 weight
+    u32 interval_steps;
+    u32 pad;
+};
+
+// ---- numerics shared with the CPU (delivery.rs, lif.rs) ----
+
+__device__ __forceinline__ float flush_subnormal(float x) {
+    return fabsf(x) < 1.17549435082228750797e-38f ? 0.0f : x;
+}
+
+// weight * 2^24 rounded to nearest, ties to even (delivery::to_fixed).
+__device__ __forceinline__ i64 to_fixed(float w) {
+    return __double2ll_rn(__dmul_rn((double)w, 16777216.0));
+}
+
+// delivery::from_fixed: exact conversion, exact scaling, one rounding to f32.
+__device__ __forceinline__ float from_fixed(i64 s) {
+    return __double2float_rn(__dmul_rn(__ll2double_rn(s), 1.0 / 16777216.0));
+}
+
+__device__ __forceinline__ float half_to_float(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+
+__device__ __forceinline__ u16 float_to_half(float f) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
+    return h;
+}
+
+__device__ __forceinline__ float load_weight(const Block& b, u32 k) {
+    return b.weight_f16 ? half_to_float(((const u16*)b.weight)[k]) : ((const float*)b.weight)[k];
+}
+
+__device__ __forceinline__ void store_weight(const Block& b, u32 k, float w) {
+    if (b.weight_f16) ((u16*)b.weight)[k] = float_to_half(w);
+    else ((float*)b.weight)[k] = w;
+}
+
+// ---- Philox4x32-10 (rng.rs) ----
+
+__device__ __forceinline__ void philox(u32 c[4], u32 k0, u32 k1) {
+    #pragma unroll
+    for (int round = 0; round < 10; round++) {
+        if (round > 0) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
+        u32 hi0 = __umulhi(0xD2511F53u, c[0]), lo0 = 0xD2511F53u * c[0];
+        u32 hi1 = __umulhi(0xCD9E8D57u, c[2]), lo1 = 0xCD9E8D57u * c[2];
+        u32 n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+        c[0] = n0; c[1] = lo1; c[2] = n2; c[3] = lo0;
+    }
+}
+
+__device__ __forceinline__ double uniform_f64(u32 hi, u32 lo) {
+    u64 bits = ((u64)hi << 21) ^ (u64)(lo >> 11);
+    return __dmul_rn(__ull2double_rn(bits), 1.0 / 9007199254740992.0);
+}
+
+__device__ __forceinline__ u32 rotl16(u32 x) { return (x << 16) | (x >> 16); }
+
+__device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
+    if (lambda > 64.0) {
+        double u1 = __dsub_rn(1.0, uniform_f64(a, rotl16(a)));
+        double u2 = uniform_f64(b, rotl16(b));
+        double normal = __dmul_rn(sqrt(__dmul_rn(-2.0, log(u1))), cos(__dmul_rn(6.283185307179586, u2)));
+        double k = round(__dadd_rn(lambda, __dmul_rn(sqrt(lambda), normal)));
+        return k > 0.0 ? (u32)k : 0u;
+    }
+    u32 k = 0;
+    double p = eml, cdf = eml;
+    while (u > cdf && k < 1024) {
+        k += 1;
+        p = __ddiv_rn(__dmul_rn(p, lambda), (double)k);
+        cdf = __dadd_rn(cdf, p);
+    }
+    return k;
+}
+
+// Independent Poisson counts into neurons [first, end) (systems/src/input.rs).
+extern "C" __global__ void poisson_input(const u64* step, u32 key0, u32 key1, u32 stream, u32 first, u32 end,
+                                         double mean, double eml, i64 quantum, i64* ring, u32 n, u32 slots) {
+    u32 id = first + blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= end) return;
+    u64 t = *step;
+    u32 c[4] = {stream, id, (u32)t, (u32)(t >> 32)};
+    philox(c, key0, key1);
+    u32 k = poisson(mean, eml, uniform_f64(c[0], c[1]), c[2], c[3]);
+    if (k > 0) ring[(u64)(t & (slots - 1)) * n + id] += (i64)k * quantum;
+}
+
+// ---- LIF update (lif.rs: lif_pass!) ----
+
+#define LIF_BODY(INTEGRATE)                                                                  \
+    u32 g = first + blockIdx.x * blockDim.x + threadIdx.x;                                  \
+    if (g >= end) return;                                                                    \
+    u64 at = (u64)(*step & (slots - 1)) * n + g;                                            \
+    float vv = v[g], ex = syn_ex[g], inh = syn_in[g];                                        \
+    u32 r = refractory[g];                                                                   \
+    float vi = r == 0 ? (INTEGRATE) : vv;                                                    \
+    syn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(ex, c.p11_ex)), from_fixed(ring_ex[at])); \
+    syn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(inh, c.p11_in)), from_fixed(ring_in[at])); \
+    ring_ex[at] = 0;                                                                         \
+    ring_in[at] = 0;                                                                         \
+    bool spike = vi >= c.v_th;                                                               \
+    v[g] = spike ? c.v_reset : vi;                                                           \
+    refractory[g] = spike ? c.refractory_steps : (r > 0 ? r - 1 : 0);                        \
+    fired[g] = spike ? 1 : 0;
+
+#define LIF_ARGS                                                                             \
+    const u64* step, u32 first, u32 end, u32 n, u32 slots, float current, float* v,          \
+    float* syn_ex, float* syn_in, u32* refractory, u8* fired, i64* ring_ex, i64* ring_in
+
+extern "C" __global__ void lif_cuba(Cuba c, LIF_ARGS) {
+    // e_l + (v - e_l) p22 + ex p21_ex - inh p21_in + I p20, left to right as in Rust.
+    float drive = __fmul_rn(current, c.p20);
+    LIF_BODY(__fadd_rn(__fsub_rn(__fadd_rn(__fadd_rn(c.e_l, __fmul_rn(__fsub_rn(vv, c.e_l), c.p22)),
+                                           __fmul_rn(ex, c.p21_ex)),
+                                 __fmul_rn(inh, c.p21_in)),
+                       drive))
+}
+
+__device__ __forceinline__ float coba_integrate(const Coba& c, float vv, float ex, float inh, float current) {
+    float g_total = __fadd_rn(__fadd_rn(c.g_l, ex), inh);
+    float num = __fadd_rn(__fadd_rn(__fadd_rn(__fmul_rn(c.g_l, c.e_l), __fmul_rn(ex, c.e_ex)), __fmul_rn(inh, c.e_in)), current);
+    float v_inf = __fdiv_rn(num, g_total);
+    return __fadd_rn(v_inf, __fmul_rn(__fsub_rn(vv, v_inf), expf(__fmul_rn(g_total, c.minus_h_over_c))));
+}
+
+extern "C" __global__ void lif_coba(Coba c, LIF_ARGS) {
+    LIF_BODY(coba_integrate(c, vv, ex, inh, current))
+}
+
+// ---- spike compaction: ascending global ids, the same list the CPU exchange builds ----
+
+// Spikes per block of 1024 neurons.
+extern "C" __global__ void count_fired(const u8* fired, u32 n, u32* block_counts) {
+    __shared__ u32 warp_counts[32];
+    u32 g = blockIdx.x * 1024 + threadIdx.x;
+    u32 ballot = __ballot_sync(0xffffffffu, g < n && fired[g]);
+    if ((threadIdx.x & 31) == 0) warp_counts[threadIdx.x >> 5] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 sum = 0;
+        for (int w = 0; w < 32; w++) sum += warp_counts[w];
+        block_counts[blockIdx.x] = sum;
+    }
+}
+
+// Exclusive scan of the block counts in one block of 1024 threads; the total is n_spikes.
+extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spikes) {
+    __shared__ u32 chunk_sums[1024];
+    u32 per = (blocks + 1023) / 1024;
+    u32 lo = threadIdx.x * per, hi = min(lo + per, blocks);
+    u32 sum = 0;
+    for (u32 i = lo; i < hi; i++) sum += block_counts[i];
+    chunk_sums[threadIdx.x] = sum;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 run = 0;
+        for (int i = 0; i < 1024; i++) { u32 s = chunk_sums[i]; chunk_sums[i] = run; run += s; }
+        *n_spikes = run;
+    }
+    __syncthreads();
+    u32 run = chunk_sums[threadIdx.x];
+    for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
+}
+
+extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes) {
+    __shared__ u32 warp_offsets[32];
+    u32 g = blockIdx.x * 1024 + threadIdx.x;
+    bool f = g < n && fired[g];
+    u32 ballot = __ballot_sync(0xffffffffu, f);
+    u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) warp_offsets[warp] = __popc(ballot);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 run = block_offsets[blockIdx.x];
+        for (int w = 0; w < 32; w++) { u32 s = warp_offsets[w]; warp_offsets[w] = run; run += s; }
+    }
+    __syncthreads();
+    if (f) spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = g;
+}
+
+// ---- STDP (stdp.rs) ----
+
+__device__ __forceinline__ float clampf(float x, float lo, float hi) {
+    return x < lo ? lo : (x > hi ? hi : x);
+}
+
+__device__ __forceinline__ float potentiate(const Rule& r, float w, float x) {
+    float dw = r.multiplicative ? __fmul_rn(__fmul_rn(r.a_plus, __fsub_rn(r.w_max, w)), x)
+                                : __fmul_rn(__fmul_rn(r.a_plus, r.w_max), x);
+    return clampf(__fadd_rn(w, dw), r.w_min, r.w_max);
+}
+
+__device__ __forceinline__ float depress(const Rule& r, float w, float y) {
+    float dw = r.multiplicative ? __fmul_rn(__fmul_rn(r.a_minus, __fsub_rn(w, r.w_min)), y)
+                                : __fmul_rn(__fmul_rn(r.a_minus, r.w_max), y);
+    return clampf(__fsub_rn(w, dw), r.w_min, r.w_max);
+}
+
+__device__ __forceinline__ float decay(u64 table, u32 len, u32 steps) {
+    return steps < len ? ((const float*)table)[steps] : 0.0f;
+}
+
+__device__ __forceinline__ float trace_value(float at_last, u32 last, u64 table, u32 len, u32 t) {
+    return last == NEVER ? 0.0f : __fmul_rn(at_last, decay(table, len, t - last));
+}
+
+// ---- delivery: one warp per (spike, block) row; weights added in fixed point ----
+
+// Strategy "presynaptic row per warp": rows are short (a neuron's synapses into one shard)
+// and contiguous, so a warp reads them coalesced; atomics on 64-bit integers make the sum
+// independent of the order in which warps run. A plastic row first brings each synapse up to
+// date (NEST's scheme: potentiation by the postsynaptic spikes since the last presynaptic
+// spike, then depression), delivers the new weight, then pairs with a postsynaptic spike of
+// this very step.
+extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                   u32 n_blocks, const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                   u32 stdp_enabled, u64* lost_pairings) {
+    u32 t = (u32)*step;
+    u32 lane = threadIdx.x & 31;
+    u64 warps = (u64)gridDim.x * (blockDim.x >> 5);
+    u64 pairs = (u64)*n_spikes * n_blocks;
+    u32 lost = 0;
+    for (u64 p = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); p < pairs; p += warps) {
+        const Block& b = blocks[p % n_blocks];
+        u32 src = spikes[p / n_blocks];
+        u32 row = src - b.source_first;
+        if (src < b.source_first || row >= b.source_size) continue;
+        const u32* row_ptr = (const u32*)b.row_ptr;
+        u32 lo = row_ptr[row], hi = row_ptr[row + 1];
+        i64* ring = (i64*)b.ring;
+        bool plastic = b.rule != NEVER && stdp_enabled;
+        for (u32 k = lo + lane; k < hi; k += 32) {
+            u32 j = ((const u16*)b.target)[k];
+            u32 d = b.delay ? ((const u16*)b.delay)[k] : b.const_delay;
+            float w = load_weight(b, k);
+            if (plastic) {
+                const Rule& r = rules[b.rule];
+                u32 tl = ((const u32*)r.pre_last)[row];
+                float xl = ((const float*)r.pre_trace)[row];
+                if (tl != NEVER) {
+                    const u32* hist = (const u32*)b.history + (u64)j * b.history_len;
+                    u32 c = ((const u32*)b.history_count)[j];
+                    u32 kept = min(c, b.history_len), m = 0;
+                    while (m < kept && hist[(c - 1 - m) % b.history_len] > tl) m++;
+                    for (u32 q = m; q > 0; q--) {
+                        u32 tp = hist[(c - q) % b.history_len];
+                        w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, tp - tl)));
+                    }
+                    u32 floor = ((const u32*)b.history_floor)[j];
+                    if (floor != NEVER && floor > tl) lost++;
+                }
+                float y = trace_value(((const float*)b.post_trace)[j], ((const u32*)b.post_last)[j], r.post_decay, r.post_decay_len, t);
+                w = depress(r, w, y);
+            }
+            atomicAdd((u64*)&ring[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
+            if (plastic) {
+                const Rule& r = rules[b.rule];
+                u32 tl = ((const u32*)r.pre_last)[row];
+                if (fired[b.shard_first + j] && tl != NEVER)
+                    w = potentiate(r, w, __fmul_rn(((const float*)r.pre_trace)[row], decay(r.pre_decay, r.pre_decay_len, t - tl)));
+                store_weight(b, k, w);
+            }
+        }
+    }
+    if (lost) atomicAdd(lost_pairings, (u64)lost);
+}
+
+// Postsynaptic bookkeeping of plastic blocks: trace and spike history of every spiking target.
+extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                       const u32* plastic_blocks, u32 n_plastic, const Rule* rules) {
+    u32 t = (u32)*step;
+    u64 pairs = (u64)*n_spikes * n_plastic;
+    for (u64 p = (u64)blockIdx.x * blockDim.x + threadIdx.x; p < pairs; p += (u64)gridDim.x * blockDim.x) {
+        const Block& b = blocks[plastic_blocks[p % n_plastic]];
+        const Rule& r = rules[b.rule];
+        u32 g = spikes[p / n_plastic];
+        if (g < b.shard_first || g >= b.shard_first + b.shard_size || g < r.target_first || g >= r.target_first + r.target_size) continue;
+        u32 j = g - b.shard_first;
+        float* at = (float*)b.post_trace;
+        u32* last = (u32*)b.post_last;
+        at[j] = r.nearest ? 1.0f : __fadd_rn(trace_value(at[j], last[j], r.post_decay, r.post_decay_len, t), 1.0f);
+        last[j] = t;
+        u32* hist = (u32*)b.history + (u64)j * b.history_len;
+        u32 c = ((u32*)b.history_count)[j];
+        u32 slot = c % b.history_len;
+        if (c >= b.history_len) ((u32*)b.history_floor)[j] = hist[slot];
+        hist[slot] = t;
+        ((u32*)b.history_count)[j] = c + 1;
+    }
+}
+
+// Presynaptic traces count this step's spikes (after every row has read them).
+extern "C" __global__ void pre_spikes(const u64* step, const u32* spikes, const u32* n_spikes, const Rule* rules, u32 n_rules) {
+    u32 t = (u32)*step;
+    u64 pairs = (u64)*n_spikes * n_rules;
+    for (u64 p = (u64)blockIdx.x * blockDim.x + threadIdx.x; p < pairs; p += (u64)gridDim.x * blockDim.x) {
+        const Rule& r = rules[p % n_rules];
+        u32 g = spikes[p / n_rules];
+        if (g < r.source_first || g >= r.source_first + r.source_size) continue;
+        u32 i = g - r.source_first;
+        float* at = (float*)r.pre_trace;
+        u32* last = (u32*)r.pre_last;
+        at[i] = r.nearest ? 1.0f : __fadd_rn(trace_value(at[i], last[i], r.pre_decay, r.pre_decay_len, t), 1.0f);
+        last[i] = t;
+    }
+}
+
+// ---- recording: this step's spikes and due probes into mapped, pinned host memory ----
+
+// `out` is slot (step % slots_out) of the staging area: [n_spikes, ids ...] then probe values.
+// Only the bytes of actual spikes cross the bus.
+extern "C" __global__ void record(const u64* step, const u32* spikes, const u32* n_spikes, u32* staging, u32 slot_words,
+                                  u32 staging_slots, u32 n_max, const Probe* probes, u32 n_probes, const Block* blocks) {
+    u64 t = *step;
+    u32* out = staging + (u64)(t % staging_slots) * slot_words;
+    u32 count = *n_spikes;
+    u64 tid = (u64)blockIdx.x * blockDim.x + threadIdx.x, threads = (u64)gridDim.x * blockDim.x;
+    if (tid == 0) out[0] = count;
+    for (u64 k = tid; k < count; k += threads) out[1 + k] = spikes[k];
+    float* values = (float*)(out + 1 + n_max);
+    for (u64 k = tid; k < n_probes; k += threads) {
+        const Probe& p = probes[k];
+        if (t % p.interval_steps != 0) continue;
+        float value;
+        if (p.kind == 0) value = ((const float*)p.source)[p.index];
+        else value = load_weight(*(const Block*)p.source, p.index);
+        values[k] = value;
+    }
+}
+
+extern "C" __global__ void advance(u64* step) { *step += 1; }
+
+// ---- bandwidth reference: a plain device-to-device copy, the ceiling the benchmarks quote ----
+extern "C" __global__ void copy_words(const uint4* src, uint4* dst, u64 n) {
+    for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (u64)gridDim.x * blockDim.x) dst[i] = src[i];
+}

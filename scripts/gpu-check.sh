@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The GPU test set and the GPU benchmarks, on a machine with a CUDA device. Builds nothing: it
+# takes the release binary and the GPU test binary (tests/gpu.rs) carried there:
+#
+#   cargo build --release && cargo test --release --test gpu --no-run      # here
+#   mkdir -p .carry && cp target/release/fum .carry/ && cp <the gpu test binary> .carry/gpu-tests
+#   (device) bash scripts/gpu-check.sh                                      # writes $OUT/gpu-check.md
+#
+# SIZES chooses the scaling table's networks (default 10k 100k 1M 4M neurons, 1000 synapses
+# each, STDP on E->E); PEER_MAX caps the sizes the PyTorch peer runs (its CSR matrix needs
+# 12 B per synapse plus COO construction space).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BIN=${FUM_BIN:-.carry/fum}
+TESTS=${GPU_TESTS:-.carry/gpu-tests}
+OUT=${OUT:-gpu-check-out}
+SIZES=${SIZES:-10000 100000 1000000 4000000}
+PEER_MAX=${PEER_MAX:-1000000}
+DURATION=${DURATION:-1s}
+export NCCL_NVLS_ENABLE=0
+mkdir -p "$OUT/raw"
+work=$(mktemp -d)
+
+"$BIN" info --bandwidth | tee "$OUT/raw/info.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/raw/card.txt" 2>/dev/null
+
+echo "== GPU tests"
+FUM_BIN="$BIN" "$TESTS" --test-threads 1 --nocapture 2>&1 | tee "$OUT/raw/tests.txt"
+
+echo "== scaling"
+for n in $SIZES; do
+  shards=$(( (n + 65535) / 65536 )); [ "$shards" -lt 16 ] && shards=16
+  for variant in stdp static; do
+    flag=""; [ "$variant" = static ] && flag="--no-stdp"
+    python3 benchmarks/gpu/scaling_model.py "$n" "$work/model.toml" $flag
+    "$BIN" run "$work/model.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/run" --quiet \
+      && cp "$work/run/run.json" "$OUT/raw/fum_${variant}_$n.json"
+    rm -rf "$work/run"
+  done
+  # Hardware counters of the delivery and STDP kernels: DRAM bytes and time per launch.
+  if command -v ncu >/dev/null && [ "$n" -ge 1000000 ]; then
+    python3 benchmarks/gpu/scaling_model.py "$n" "$work/model.toml"
+    ncu --kernel-name regex:'deliver|post_spikes|pre_spikes' --launch-skip 600 --launch-count 12 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv \
+        "$BIN" run "$work/model.toml" --backend cuda --duration 100ms --shards "$shards" --quiet \
+        > "$OUT/raw/ncu_$n.csv" 2>/dev/null
+  fi
+  if [ "$n" -le "$PEER_MAX" ] && python3 -c "import torch" 2>/dev/null; then
+    python3 benchmarks/peers/torch_brunel.py "$n" "${DURATION%s}000" > "$OUT/raw/torch_$n.json" || true
+  fi
+done
+rm -rf "$work"
+python3 benchmarks/gpu/table.py "$OUT/raw" | tee "$OUT/gpu-check.md"
