@@ -27,21 +27,8 @@ enum Command {
     Run {
         /// Model file (TOML).
         model: PathBuf,
-        /// Output folder.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Worker threads (default: the model's setting, else one per core).
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        /// Shards (default: the model's setting, else one per thread).
-        #[arg(long, default_value_t = 0)]
-        shards: usize,
-        /// Biological time to simulate, overriding the model (e.g. 500ms, 2s, 1.5 s).
-        #[arg(long, value_parser = parse_duration_ms)]
-        duration: Option<f64>,
-        /// Seed, overriding the model.
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        sim: SimArgs,
         /// Write a checkpoint every this much biological time (e.g. 500ms), under OUT/checkpoints.
         #[arg(long, value_parser = parse_duration_ms, requires = "out")]
         checkpoint_every: Option<f64>,
@@ -54,9 +41,6 @@ enum Command {
         /// Largest population rate the health monitor accepts, Hz.
         #[arg(long)]
         max_rate_hz: Option<f64>,
-        /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
-        #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-        backend: BackendChoice,
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
@@ -78,17 +62,10 @@ enum Command {
         /// The token `fum run --serve` printed; without it an attached viewer only watches.
         #[arg(long, requires = "attach")]
         token: Option<String>,
-        /// Output folder (spikes and checkpoints, as `fum run`); raster PNGs go here too.
-        #[arg(long)]
-        out: Option<PathBuf>,
-        #[arg(long, default_value_t = 0)]
-        threads: usize,
-        #[arg(long, default_value_t = 0)]
-        shards: usize,
-        #[arg(long, value_parser = parse_duration_ms)]
-        duration: Option<f64>,
-        #[arg(long)]
-        seed: Option<u64>,
+        /// As `fum run`'s; the raster PNGs the window saves go into --out too (else the working
+        /// folder).
+        #[command(flatten)]
+        sim: SimArgs,
         /// Start paused.
         #[arg(long)]
         paused: bool,
@@ -131,6 +108,37 @@ enum Command {
     },
 }
 
+/// How to simulate a model: what `fum run` and `fum view MODEL` share.
+#[derive(clap::Args)]
+struct SimArgs {
+    /// Output folder: spikes.h5, probes.h5, run.json, checkpoints.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads (default: the model's setting, else one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Shards (default: the model's setting, else one per thread).
+    #[arg(long, default_value_t = 0)]
+    shards: usize,
+    /// Biological time to simulate, overriding the model (e.g. 500ms, 2s, 1.5 s).
+    #[arg(long, value_parser = parse_duration_ms)]
+    duration: Option<f64>,
+    /// Seed, overriding the model.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
+    backend: BackendChoice,
+}
+
+impl SimArgs {
+    /// The run options these arguments set; the others as `RunOptions::default()`.
+    fn options(self) -> RunOptions {
+        let SimArgs { out, threads, shards, duration, seed, backend } = self;
+        RunOptions { out, threads, shards, duration_ms: duration, seed, backend, ..RunOptions::default() }
+    }
+}
+
 /// "500ms", "2s", "1.5 s", "250" (ms) -> milliseconds.
 fn parse_duration_ms(text: &str) -> Result<f64, String> {
     let t = text.trim();
@@ -150,26 +158,15 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, out, threads, shards, duration, seed, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, backend, quiet, serve } => {
-            let options = RunOptions {
-                out,
-                threads,
-                shards,
-                checkpoint_every_ms: checkpoint_every,
-                keep_checkpoints,
-                stop_after_ms: stop_after,
-                duration_ms: duration,
-                seed,
-                health_interval_ms: 0.0,
-                max_rate_hz,
-                backend,
-            };
+        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve } => {
+            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, ..sim.options() };
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
-        Command::View { model, attach, token, out, threads, shards, duration, seed, paused, watch, fps, exit_after } => {
-            let options = RunOptions { out: out.clone(), threads, shards, duration_ms: duration, seed, ..RunOptions::default() };
-            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir: out.unwrap_or_else(|| PathBuf::from(".")), fps, watch };
+        Command::View { model, attach, token, sim, paused, watch, fps, exit_after } => {
+            let options = sim.options();
+            let save_dir = options.out.clone().unwrap_or_else(|| PathBuf::from("."));
+            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir, fps, watch };
             match attach {
                 Some(addr) => cmd_attach(&addr, token, window),
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),
@@ -255,6 +252,10 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
 fn cmd_view(path: PathBuf, options: RunOptions, paused: bool, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
     let mut model = Model::load(&path)?;
     options.apply(&mut model)?;
+    if options.backend == BackendChoice::Cuda {
+        // Without a usable GPU, fail here rather than in a window that shows nothing.
+        fum::run::choose_backend(BackendChoice::Cuda)?;
+    }
     let (mut observer, link) = observe::channel(&model, true);
     if paused {
         observer.start_paused();
