@@ -370,6 +370,10 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         ControlFlow::Continue(())
     });
     let synced = sync_to_host(&mut sim.world, HostView::Everything);
+    if let Some(observer) = observer {
+        // On a device backend the last steps' spikes reached the host only now.
+        observer.run_ended(&mut sim.world);
+    }
     let simulate_s = t0.elapsed().as_secs_f64();
     if let Some(e) = device_failure.or(synced.err()) {
         bail!("the device failed at step {done}: {e}");

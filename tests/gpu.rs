@@ -4,6 +4,8 @@
 //! (CI). `scripts/gpu-check.sh` runs this test binary on the GPU machine, pointing `FUM_BIN` at
 //! the carried release binary. Except the last, which checks what happens without a GPU.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -106,6 +108,76 @@ fn a_checkpoint_resumes_on_the_other_backend() {
         fum(&["resume", part.to_str().unwrap(), "--backend", second, "--quiet"]);
         assert!(same_file(&whole.join("spikes.h5"), &part.join("spikes.h5")), "{first} then {second}: spikes differ");
     }
+}
+
+/// `fum run --backend cuda --serve`: the runner reads a step's spikes two steps late (and
+/// several at once when it syncs), yet an attached client receives every step with its own
+/// spikes, those of spikes.h5, to the run's end; traced potentials are sampled, not copied
+/// every step; the weight histogram and shard map come from the device; steering that the
+/// captured step holds (STDP on/off, Poisson rates) is refused and leaves the run as it was.
+#[test]
+fn a_served_cuda_run_streams_the_spikes_it_writes() {
+    use fum::engine::observe::{Reply, Request, Taken};
+    require_cuda!("a_served_cuda_run_streams_the_spikes_it_writes");
+    let dir = tempfile::tempdir().unwrap();
+    let (served, plain) = (dir.path().join("served"), dir.path().join("plain"));
+    let mut run_served = common::serve_run(&fum_bin(), &[&model("stdp_balanced"), "--duration", "3s", "--backend", "cuda", "--quiet", "--out", served.to_str().unwrap()]);
+    let (link, steering) = fum::engine::serve::attach(&run_served.addr, Some(run_served.token.clone())).unwrap();
+    assert!(steering);
+    for request in [Request::Info, Request::Watch(vec![0, 3999]), Request::Stdp(false), Request::SetPoissonRate { input: 0, rate_hz: 0.0 }] {
+        link.send(request);
+    }
+
+    let (mut received, mut replies) = (Vec::new(), Vec::new());
+    let (mut next_step, mut rows, mut sampled_rows) = (None, 0, 0);
+    loop {
+        while let Some(reply) = link.try_reply() {
+            if let Reply::Info(info) = &reply
+                && replies.is_empty()
+            {
+                link.send(Request::WeightHistogram { projection: info.plastic_projections[0].index, bins: 16 });
+            }
+            replies.push(reply);
+        }
+        let frame = match link.frames.take_timeout(std::time::Duration::from_millis(50)) {
+            Taken::Frame(frame) => frame,
+            Taken::Nothing => continue,
+            Taken::Closed => break,
+        };
+        if frame.steps == 0 {
+            continue;
+        }
+        if let Some(next) = next_step {
+            assert_eq!(frame.first_step, next, "frames follow each other without gaps");
+        }
+        next_step = Some(frame.first_step + frame.steps);
+        for k in 0..frame.steps as usize {
+            received.extend(frame.step_spikes(k).iter().map(|&id| (frame.first_step + k as u64, id)));
+        }
+        if frame.watched.len() == 2 {
+            rows += frame.steps;
+            sampled_rows += frame.membrane_mv.chunks(2).filter(|row| row.iter().all(|v| v.is_finite())).count() as u64;
+        }
+    }
+    replies.extend(std::iter::from_fn(|| link.try_reply()));
+    assert!(run_served.child.wait().unwrap().success());
+    assert_eq!(next_step, Some(30_000), "the client saw the run to its end");
+    assert!(sampled_rows > 0 && sampled_rows * 10 < rows, "{sampled_rows} of {rows} steps sampled");
+
+    let Some(Reply::Info(info)) = replies.first() else { panic!("{replies:?}") };
+    assert!(info.shards.iter().all(|s| s.backend == "cuda" && s.device.is_some()), "{:?}", info.shards);
+    let refused = replies.iter().filter(|r| matches!(r, Reply::Error(e) if e.contains("cuda backend"))).count();
+    assert_eq!(refused, 2, "{replies:?}");
+    assert!(replies.iter().any(|r| matches!(r, Reply::WeightHistogram(h) if h.counts.iter().sum::<u64>() > 100_000)), "{replies:?}");
+
+    let populations: Vec<(&str, u32)> = info.populations.iter().map(|p| (p.name.as_str(), p.first)).collect();
+    let first = received.first().map_or(u64::MAX, |s| s.0);
+    let written: Vec<(u64, u32)> = common::spikes_h5(&served.join("spikes.h5"), &populations, info.dt_ms).into_iter().filter(|s| s.0 >= first).collect();
+    assert!(received.len() > 10_000, "the client saw the run ({} spikes)", received.len());
+    assert!(received == written, "the spikes received differ from spikes.h5 ({} received, {} written)", received.len(), written.len());
+    // Refused steering and the observer's syncs leave the run as it was.
+    run(&model("stdp_balanced"), &plain, "cuda", &["--duration", "3s"]);
+    assert!(same_file(&served.join("spikes.h5"), &plain.join("spikes.h5")), "a served, watched run wrote other spikes");
 }
 
 #[test]

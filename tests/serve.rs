@@ -3,12 +3,12 @@
 //! garbage or steer without the token neither stop nor change the run.
 
 mod common;
-use common::SMALL_NETWORK;
+use common::{SMALL_NETWORK, Served};
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use fum::engine::observe::{Reply, Request, Taken};
@@ -19,42 +19,15 @@ fn model_text() -> String {
     SMALL_NETWORK.replace("duration_ms = 200.0", "duration_ms = 3000.0")
 }
 
-/// A `fum run --serve` child, its address and token.
-struct Served {
-    child: Child,
-    addr: String,
-    token: String,
-}
-
 fn serve_run(dir: &Path, out: &str) -> Served {
     let model = dir.join("model.toml");
     std::fs::write(&model, model_text()).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fum"))
-        .args(["run", model.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--threads", "1", "--quiet", "--serve", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let line = lines.next().expect("fum run prints where it serves").unwrap();
-    // "serving on ADDR (fum view --attach ADDR); steering token TOKEN"
-    let addr = line.strip_prefix("serving on ").and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
-    let token = line.rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, addr, token }
+    common::serve_run(Path::new(env!("CARGO_BIN_EXE_fum")), &[model.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--threads", "1", "--quiet"])
 }
 
-/// Spikes of spikes.h5 as (step, global id), sorted.
+/// Spikes of the test network's spikes.h5 as (step, global id), sorted.
 fn spikes_h5(path: &Path) -> Vec<(u64, u32)> {
-    let file = hdf5::File::open(path).unwrap();
-    let mut all = Vec::new();
-    for (name, first) in [("exc", 0), ("inh", 300)] {
-        let group = file.group(&format!("spikes/{name}")).unwrap();
-        let times: Vec<f64> = group.dataset("timestamps").unwrap().read_raw().unwrap();
-        let ids: Vec<u64> = group.dataset("node_ids").unwrap().read_raw().unwrap();
-        all.extend(times.iter().zip(&ids).map(|(&t, &n)| ((t / 0.1).round() as u64, first + n as u32)));
-    }
-    all.sort_unstable();
-    all
+    common::spikes_h5(path, &[("exc", 0), ("inh", 300)], 0.1)
 }
 
 #[test]

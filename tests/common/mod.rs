@@ -72,6 +72,41 @@ neurons = [0, 5]
 interval_ms = 1.0
 "#;
 
+/// A `fum run ... --serve 0` child, the address it serves on and its steering token.
+pub struct Served {
+    pub child: std::process::Child,
+    pub addr: String,
+    pub token: String,
+}
+
+/// Starts `bin run ARGS --serve 0` and reads where it serves from its first line of stderr.
+pub fn serve_run(bin: &Path, args: &[&str]) -> Served {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(bin).arg("run").args(args).args(["--serve", "0"]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().expect("fum run prints where it serves").unwrap();
+    // "serving on ADDR (fum view --attach ADDR); steering token TOKEN"
+    let addr = line.strip_prefix("serving on ").and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
+    let token = line.rsplit(' ').next().unwrap().to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    Served { child, addr, token }
+}
+
+/// The spikes of a run's spikes.h5 as (step, global id), sorted; `populations`: each recorded
+/// population's name and first global id.
+pub fn spikes_h5(path: &Path, populations: &[(&str, u32)], dt_ms: f64) -> Vec<(u64, u32)> {
+    let file = hdf5::File::open(path).unwrap();
+    let mut all = Vec::new();
+    for &(name, first) in populations {
+        let group = file.group(&format!("spikes/{name}")).unwrap();
+        let times: Vec<f64> = group.dataset("timestamps").unwrap().read_raw().unwrap();
+        let ids: Vec<u64> = group.dataset("node_ids").unwrap().read_raw().unwrap();
+        all.extend(times.iter().zip(&ids).map(|(&t, &n)| ((t / dt_ms).round() as u64, first + n as u32)));
+    }
+    all.sort_unstable();
+    all
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }

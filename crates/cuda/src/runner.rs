@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bevy_ecs::prelude::*;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
-use fum_engine::backend::{Backend, HostView};
+use fum_engine::backend::{Backend, HostView, StepSpikes};
 use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
 use fum_engine::recording::Recorder;
 use fum_engine::{Plugin, Simulation, Stage};
@@ -204,7 +204,8 @@ impl CudaRunner {
     }
 
     /// Records step `step` from its staging slot: spikes (and per-population counts), due
-    /// probes; the spikes also become the `SpikeExchange` that viewers read.
+    /// probes; the spikes also become the `SpikeExchange`, and go to `StepSpikes` while an
+    /// observer watches.
     fn consume(&mut self, world: &mut World, step: u64) {
         let slot = step as usize % SLOTS;
         // SAFETY: the slot was written by the device before the event we waited on.
@@ -223,6 +224,10 @@ impl CudaRunner {
                 }
             }
         });
+        // A watching observer takes every step's spikes, labelled, from here (see `StepSpikes`).
+        if let Some(mut log) = world.get_resource_mut::<StepSpikes>() {
+            log.push(step, spikes);
+        }
         let mut exchange = world.resource_mut::<SpikeExchange>();
         exchange.spikes.clear();
         exchange.spikes.extend_from_slice(spikes);

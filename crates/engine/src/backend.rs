@@ -40,6 +40,45 @@ impl Backend {
     }
 }
 
+/// The spikes of the steps a device backend has brought back to the host since a reader last
+/// took them, oldest first, each labelled with its step. A device backend reads a step's spikes
+/// some steps after it ran (and several at once when it syncs), so `SpikeExchange` between steps
+/// holds an older step than the clock's, and not every step passes through it; a reader that
+/// needs every step (the observer of `crate::observe`) inserts this resource and the backend
+/// appends to it while it exists. The CPU backend never fills it: there `SpikeExchange` holds
+/// the step just done.
+#[derive(Resource, Debug, Default)]
+pub struct StepSpikes {
+    steps: Vec<u64>,
+    /// Entry `k`'s spikes are `ids[ends[k - 1]..ends[k]]` (from 0 for `k = 0`).
+    ends: Vec<usize>,
+    ids: Vec<u32>,
+}
+
+impl StepSpikes {
+    /// Appends the spikes of `step` (ascending global ids).
+    pub fn push(&mut self, step: u64, spikes: &[u32]) {
+        self.steps.push(step);
+        self.ids.extend_from_slice(spikes);
+        self.ends.push(self.ids.len());
+    }
+
+    /// Every step held and its spikes, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &[u32])> {
+        self.steps.iter().zip(&self.ends).scan(0, |start, (&step, &end)| {
+            let spikes = &self.ids[*start..end];
+            *start = end;
+            Some((step, spikes))
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.steps.clear();
+        self.ends.clear();
+        self.ids.clear();
+    }
+}
+
 /// Makes the host columns current for `view` (no-op on the CPU backend).
 pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     match world.get_resource::<Backend>().and_then(|b| b.sync) {

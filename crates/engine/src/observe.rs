@@ -16,6 +16,15 @@
 //! viewer watches ([`Slot::set_watching`]), no frame is built at all: a step costs one atomic
 //! load and an empty channel poll. Pausing is the one state in which the simulation thread
 //! waits, and it waits for commands, not for a viewer.
+//!
+//! Device backends (see [`crate::backend`]). On the CPU the observer reads the host columns
+//! directly. On a device backend the host holds a step's spikes only some steps after it ran
+//! and the neuron and synapse columns only after a sync, which waits for the device: there the
+//! observer takes each step's spikes, labelled with their step, from
+//! [`StepSpikes`], syncs neuron columns for watched neurons and membrane reads at most every
+//! [`DEVICE_NEURONS_INTERVAL`] (the steps between get no membrane row, NaN) and everything for
+//! weight histograms at most every [`DEVICE_WEIGHTS_INTERVAL`], and refuses the commands the
+//! device baked into its step (Poisson rates, DC currents, STDP on/off).
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +35,8 @@ use std::time::{Duration, Instant};
 use bevy_ecs::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Populations, Shard, SpikeExchange, SynapseBlocks};
+use crate::backend::{Backend, HostView, StepSpikes, sync_to_host};
+use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Population, Populations, Shard, SpikeExchange, SynapseBlocks};
 use crate::model::Model;
 
 /// Version of the messages below (and of the wire format in [`crate::serve`]); a viewer and a
@@ -53,6 +63,13 @@ const MAX_NEURONS_PER_REQUEST: usize = 1024;
 const MAX_REAL_TIME_FACTOR: f64 = 1e4;
 const MAX_POISSON_MEAN_PER_STEP: f64 = 1e6;
 
+/// On a device backend, how often at most the observer copies the neuron columns to the host
+/// (watched neurons, membrane reads) and everything (weight histograms): each copy stalls the
+/// device's pipeline and moves every neuron's state (every plastic weight), so a watched run
+/// samples its neurons about 50 times a second of wall time rather than at every step.
+pub const DEVICE_NEURONS_INTERVAL: Duration = Duration::from_millis(20);
+pub const DEVICE_WEIGHTS_INTERVAL: Duration = Duration::from_secs(2);
+
 /// A summary of consecutive steps: the spikes of each step, spike counts per population, the
 /// membrane potential of watched neurons at each step, and the wall time the steps took.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,7 +87,8 @@ pub struct Frame {
     /// Spikes per population over the covered steps (exact even when ids were dropped).
     pub population_spikes: Vec<u64>,
     /// Watched neurons (global ids, see [`Request::Watch`]) and their membrane potentials (mV),
-    /// one row of `watched.len()` values per step.
+    /// one row of `watched.len()` values per step (NaN where not sampled: on a device backend
+    /// only some steps are).
     pub watched: Vec<u32>,
     pub membrane_mv: Vec<f32>,
     /// Wall time from the previous frame's end to this frame's end, s.
@@ -438,6 +456,18 @@ pub struct Observer {
     /// Wall time and step from which a target real-time factor is kept.
     pace_origin: (Instant, u64),
     shards: Option<QueryState<(&'static Shard, &'static NeuronBlock, &'static SynapseBlocks)>>,
+    /// Whether the backend has been looked at (at the first step boundary).
+    backend_seen: bool,
+    /// `Some` on a device backend.
+    device: Option<DeviceSyncs>,
+}
+
+/// When the observer last brought device columns to the host: wall time and the steps done
+/// then (what the host columns hold since).
+#[derive(Debug, Default)]
+struct DeviceSyncs {
+    neurons: Option<(Instant, u64)>,
+    everything: Option<(Instant, u64)>,
 }
 
 /// The two ends for a run of `model`. `stop_when_detached`: the run stops when the link is
@@ -460,6 +490,8 @@ pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink
         speed: Speed::Max,
         pace_origin: (Instant::now(), 0),
         shards: None,
+        backend_seen: false,
+        device: None,
     };
     (observer, ViewerLink::new(slot, tx))
 }
@@ -475,14 +507,31 @@ impl Observer {
     /// says where (it is the runner's: only it knows the output folder). Breaks when the
     /// viewer's end is gone and the run should stop with it.
     pub fn between_steps(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
-        if self.slot.watching.load(Ordering::Relaxed) {
-            self.record_step(world, done);
+        if !self.backend_seen {
+            self.backend_seen = true;
+            if world.get_resource::<Backend>().is_some_and(|b| b.name != "cpu") {
+                self.device = Some(DeviceSyncs::default());
+            }
+        }
+        let watching = self.slot.watching.load(Ordering::Relaxed);
+        if watching {
+            if self.device.is_some() {
+                self.record_device_steps(world, done, false);
+            } else {
+                self.record_step(world, done);
+            }
             if self.last_hand_over.elapsed() >= HAND_OVER_INTERVAL {
                 self.hand_over(false);
             }
-        } else if self.building.steps > 0 {
-            // Nobody watches: a later frame starts afresh rather than after a gap.
-            self.building = Frame::default();
+        } else {
+            if self.building.steps > 0 {
+                // Nobody watches: a later frame starts afresh rather than after a gap.
+                self.building = Frame::default();
+            }
+            if self.device.is_some() {
+                // The device backend stops keeping steps for us.
+                world.remove_resource::<StepSpikes>();
+            }
         }
         for _ in 0..MAX_REQUESTS_PER_STEP {
             match self.requests.try_recv() {
@@ -491,6 +540,10 @@ impl Observer {
                 Err(TryRecvError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
                 Err(TryRecvError::Disconnected) => break,
             }
+        }
+        if watching && self.device.is_some() && self.pause_at.is_some_and(|at| done >= at) {
+            // The last steps are still queued on the device: the viewer sees them before the pause.
+            self.record_device_steps(world, done, true);
         }
         while self.pause_at.is_some_and(|at| done >= at) {
             self.hand_over(true);
@@ -513,35 +566,79 @@ impl Observer {
         ControlFlow::Continue(())
     }
 
+    /// CPU backend: step `done - 1` is in `SpikeExchange` and the host columns are current.
     fn record_step(&mut self, world: &mut World, done: u64) {
+        let membrane = (!self.watched.is_empty()).then(|| self.watched_membrane(world));
         let spikes = &world.resource::<SpikeExchange>().spikes;
         let populations = &world.resource::<Populations>().0;
-        let frame = &mut self.building;
-        if frame.steps == 0 {
-            frame.first_step = done - 1;
-            frame.population_spikes = vec![0; populations.len()];
-        }
-        if frame.watched != self.watched {
-            // A frame has one watch list: earlier rows of a new one are unknown.
-            frame.membrane_mv = vec![f32::NAN; frame.steps as usize * self.watched.len()];
-            frame.watched.clone_from(&self.watched);
-        }
-        frame.steps += 1;
-        let kept = spikes.len().min(MAX_FRAME_SPIKES.saturating_sub(frame.spikes.len()));
-        frame.spikes.extend_from_slice(&spikes[..kept]);
-        frame.spikes_dropped += (spikes.len() - kept) as u64;
-        frame.spike_ends.push(frame.spikes.len() as u32);
-        if !spikes.is_empty() {
-            for (count, pop) in frame.population_spikes.iter_mut().zip(populations) {
-                *count += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
+        push_step(&mut self.building, &self.watched, done - 1, spikes, populations, membrane.as_deref());
+    }
+
+    /// Device backend: the steps the backend has brought back since the last call (see
+    /// [`StepSpikes`]), up to a few steps behind `done`. Watched neurons are sampled when the
+    /// last sync is older than [`DEVICE_NEURONS_INTERVAL`]; `catch_up` syncs now, so that every
+    /// step done is recorded (before a pause).
+    fn record_device_steps(&mut self, world: &mut World, done: u64, catch_up: bool) {
+        let mut sample = None;
+        if catch_up || !self.watched.is_empty() {
+            // A sync also brings back every step queued on the device.
+            let synced = self.host_neurons(world, done, catch_up);
+            if synced == Ok(done) && !self.watched.is_empty() {
+                // The state after `done` steps: the row of step `done - 1`.
+                sample = Some((done - 1, self.watched_membrane(world)));
             }
         }
-        if !self.watched.is_empty() {
-            let watched = std::mem::take(&mut self.watched);
-            let values = self.membrane(world, &watched);
-            self.building.membrane_mv.extend(values);
-            self.watched = watched;
+        if !world.contains_resource::<StepSpikes>() {
+            // From now on the backend keeps the steps it brings back.
+            world.init_resource::<StepSpikes>();
         }
+        self.take_device_steps(world, sample);
+    }
+
+    /// Moves the steps in [`StepSpikes`] into the frame; `sample`: a step and the watched
+    /// neurons' potentials at it (the other steps' rows are NaN).
+    fn take_device_steps(&mut self, world: &mut World, sample: Option<(u64, Vec<f32>)>) {
+        world.resource_scope(|world, mut log: Mut<StepSpikes>| {
+            let populations = &world.resource::<Populations>().0;
+            for (step, spikes) in log.iter() {
+                let row = sample.as_ref().filter(|(at, _)| *at == step).map(|(_, row)| row.as_slice());
+                push_step(&mut self.building, &self.watched, step, spikes, populations, row);
+            }
+            log.clear();
+        });
+    }
+
+    /// Records the steps a device backend brought back with its last sync, after the last step
+    /// boundary (the runner calls this once the run's steps are done and synced).
+    pub fn run_ended(&mut self, world: &mut World) {
+        if self.device.is_some() && self.slot.watching.load(Ordering::Relaxed) && world.contains_resource::<StepSpikes>() {
+            self.take_device_steps(world, None);
+        }
+    }
+
+    /// The steps done whose neuron state the host holds: `done` on the CPU; on a device backend
+    /// the steps done at the last sync, syncing first when `now` or when that sync is older
+    /// than [`DEVICE_NEURONS_INTERVAL`].
+    fn host_neurons(&mut self, world: &mut World, done: u64, now: bool) -> Result<u64, String> {
+        let Some(device) = self.device.as_mut() else { return Ok(done) };
+        if now || device.neurons.is_none_or(|(t, _)| t.elapsed() >= DEVICE_NEURONS_INTERVAL) {
+            sync_to_host(world, HostView::Neurons)?;
+            device.neurons = Some((Instant::now(), done));
+        }
+        Ok(device.neurons.expect("synced above").1)
+    }
+
+    /// As [`Observer::host_neurons`], for every column (weights), synced at most every
+    /// [`DEVICE_WEIGHTS_INTERVAL`].
+    fn host_everything(&mut self, world: &mut World, done: u64) -> Result<u64, String> {
+        let Some(device) = self.device.as_mut() else { return Ok(done) };
+        if device.everything.is_none_or(|(t, _)| t.elapsed() >= DEVICE_WEIGHTS_INTERVAL) {
+            sync_to_host(world, HostView::Everything)?;
+            let now = (Instant::now(), done);
+            device.everything = Some(now);
+            device.neurons = Some(now);
+        }
+        Ok(device.everything.expect("synced above").1)
     }
 
     fn hand_over(&mut self, paused: bool) {
@@ -565,7 +662,10 @@ impl Observer {
                 Reply::Error(format!("{} neurons asked for; at most {MAX_NEURONS_PER_REQUEST}", ids.len()))
             }
             Request::Info => Reply::Info(self.info(world, done)),
-            Request::Membrane(ids) => Reply::Membrane { step: done, membrane_mv: self.membrane(world, &ids), neurons: ids },
+            Request::Membrane(ids) => match self.host_neurons(world, done, false) {
+                Ok(step) => Reply::Membrane { step, membrane_mv: self.membrane(world, &ids), neurons: ids },
+                Err(e) => Reply::Error(format!("reading the device: {e}")),
+            },
             Request::Watch(ids) => {
                 let neurons = world.resource::<Populations>().0.iter().map(|p| p.first + p.size).max().unwrap_or(0);
                 match ids.iter().find(|&&id| id >= neurons) {
@@ -576,7 +676,10 @@ impl Observer {
                     }
                 }
             }
-            Request::WeightHistogram { projection, bins } => self.histogram(world, done, projection, bins.clamp(1, 1024)),
+            Request::WeightHistogram { projection, bins } => match self.host_everything(world, done) {
+                Ok(step) => self.histogram(world, step, projection, bins.clamp(1, 1024)),
+                Err(e) => Reply::Error(format!("reading the device: {e}")),
+            },
             Request::Pause => {
                 self.pause_at = Some(done);
                 Reply::Done(format!("paused at step {done}"))
@@ -600,6 +703,13 @@ impl Observer {
                     Reply::Done(format!("speed {speed:?}"))
                 }
             },
+            // A device backend uploads these once, into the step it captured (the CUDA backend's
+            // graph holds the Poisson means and currents as kernel arguments and fails the run
+            // if STDP is switched): changing them there would need a new capture.
+            Request::SetPoissonRate { .. } | Request::SetCurrent { .. } | Request::Stdp(_) if self.device.is_some() => {
+                let backend = world.resource::<Backend>().name;
+                Reply::Error(format!("Poisson rates, DC currents and STDP on/off are fixed while the run is on the {backend} backend (run on the CPU backend to steer them)"))
+            }
             Request::SetPoissonRate { input, rate_hz } => {
                 let dt_ms = world.resource::<Clock>().dt_ms;
                 let mut sources = world.resource_mut::<PoissonSources>();
@@ -646,6 +756,13 @@ impl Observer {
         shards
     }
 
+    fn watched_membrane(&mut self, world: &World) -> Vec<f32> {
+        let watched = std::mem::take(&mut self.watched);
+        let values = self.membrane(world, &watched);
+        self.watched = watched;
+        values
+    }
+
     /// Membrane potentials of global ids (NaN for ids outside the network).
     fn membrane(&mut self, world: &World, ids: &[u32]) -> Vec<f32> {
         let shards = self.shards(world);
@@ -657,7 +774,8 @@ impl Observer {
             .collect()
     }
 
-    fn histogram(&mut self, world: &World, done: u64, projection: u32, bins: u32) -> Reply {
+    /// The histogram of the host's weights, which are those after `step` steps.
+    fn histogram(&mut self, world: &World, step: u64, projection: u32, bins: u32) -> Reply {
         let plasticity = world.resource::<Plasticity>();
         let Some(rule) = plasticity.projections.iter().find(|p| p.projection == projection as usize).map(|p| p.rule) else {
             return Reply::Error(format!("projection {projection} is not plastic"));
@@ -676,7 +794,7 @@ impl Observer {
                 n += block.weight.len() as u64;
             }
         }
-        Reply::WeightHistogram(WeightHistogram { projection, step: done, w_min: lo, w_max: hi, counts, mean: sum / n.max(1) as f64 })
+        Reply::WeightHistogram(WeightHistogram { projection, step, w_min: lo, w_max: hi, counts, mean: sum / n.max(1) as f64 })
     }
 
     fn info(&mut self, world: &World, done: u64) -> Info {
@@ -703,6 +821,10 @@ impl Observer {
             .map(|p| ProjectionInfo { index: p.projection as u32, name: self.projection_names[p.projection].clone() })
             .collect();
         let stdp_enabled = plasticity.enabled;
+        let (backend, device, synapse_storage) = match world.get_resource::<Backend>() {
+            Some(b) if b.name != "cpu" => (b.name.to_string(), Some(b.device.clone()), "device memory"),
+            _ => ("cpu".to_string(), None, "host memory"),
+        };
         let shards = self
             .shards(world)
             .into_iter()
@@ -711,9 +833,9 @@ impl Observer {
                 first: shard.neurons.start,
                 neurons: shard.neurons.len() as u32,
                 synapses: blocks.0.iter().map(|b| b.len() as u64).sum(),
-                backend: "cpu".into(),
-                device: None,
-                synapse_storage: "host memory".into(),
+                backend: backend.clone(),
+                device: device.clone(),
+                synapse_storage: synapse_storage.into(),
             })
             .collect();
         Info {
@@ -740,6 +862,35 @@ impl Drop for Observer {
             self.slot.put(std::mem::take(&mut self.building));
         }
         self.slot.close();
+    }
+}
+
+/// Appends step `step` to `frame`: its spikes (ascending global ids), their counts per
+/// population, and a row of the watched neurons' membrane potentials (`None`: not sampled, NaN).
+fn push_step(frame: &mut Frame, watched: &[u32], step: u64, spikes: &[u32], populations: &[Population], membrane: Option<&[f32]>) {
+    if frame.steps == 0 {
+        frame.first_step = step;
+        frame.population_spikes = vec![0; populations.len()];
+    }
+    debug_assert_eq!(step, frame.first_step + frame.steps, "steps are recorded in order");
+    if frame.watched != watched {
+        // A frame has one watch list: earlier rows of a new one are unknown.
+        frame.membrane_mv = vec![f32::NAN; frame.steps as usize * watched.len()];
+        frame.watched = watched.to_vec();
+    }
+    frame.steps += 1;
+    let kept = spikes.len().min(MAX_FRAME_SPIKES.saturating_sub(frame.spikes.len()));
+    frame.spikes.extend_from_slice(&spikes[..kept]);
+    frame.spikes_dropped += (spikes.len() - kept) as u64;
+    frame.spike_ends.push(frame.spikes.len() as u32);
+    if !spikes.is_empty() {
+        for (count, pop) in frame.population_spikes.iter_mut().zip(populations) {
+            *count += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
+        }
+    }
+    match membrane {
+        Some(row) => frame.membrane_mv.extend_from_slice(row),
+        None => frame.membrane_mv.extend(std::iter::repeat_n(f32::NAN, watched.len())),
     }
 }
 
@@ -838,7 +989,7 @@ weight = 50.0
             link.send(r.clone());
         }
         let mut never = |_: &mut World| Err("no".to_string());
-        assert!(observer.between_steps(&mut sim.world, 0, &mut never).is_continue());
+        assert!(observer.between_steps(&mut sim.world, 1, &mut never).is_continue());
         let replies: Vec<Reply> = std::iter::from_fn(|| link.try_reply()).collect();
         assert_eq!(replies.len(), requests.len());
         assert!(replies[..3].iter().all(|r| matches!(r, Reply::Error(_))), "{replies:?}");
@@ -849,6 +1000,115 @@ weight = 50.0
             Reply::Membrane { membrane_mv, .. } => assert!(membrane_mv[0].is_finite() && membrane_mv[1].is_nan()),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// A device backend without a device, for the observer: it brings a step's spikes back two
+    /// steps late, and every queued step at a sync, as the CUDA runner does.
+    #[derive(Resource, Default)]
+    struct FakeDevice {
+        queued: std::collections::VecDeque<(u64, Vec<u32>)>,
+        syncs: u32,
+    }
+
+    fn bring_back(world: &mut World, keep: usize) {
+        while world.resource::<FakeDevice>().queued.len() > keep {
+            let (step, spikes) = world.resource_mut::<FakeDevice>().queued.pop_front().expect("queued");
+            if let Some(mut log) = world.get_resource_mut::<StepSpikes>() {
+                log.push(step, &spikes);
+            }
+        }
+    }
+
+    fn fake_sync(world: &mut World, _: HostView) -> Result<(), String> {
+        world.resource_mut::<FakeDevice>().syncs += 1;
+        bring_back(world, 0);
+        Ok(())
+    }
+
+    #[test]
+    fn on_a_device_backend_frames_label_late_spikes_with_their_steps_and_baked_in_settings_are_refused() {
+        let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
+        sim.world.insert_resource(Backend { name: "fake", device: "test device".into(), sync: Some(fake_sync), failure: None });
+        sim.world.init_resource::<FakeDevice>();
+        let (mut observer, link) = channel(&model, false);
+        let steering = [Request::SetPoissonRate { input: 0, rate_hz: 10.0 }, Request::SetCurrent { population: 0, current_pa: 5.0 }, Request::Stdp(false)];
+        for r in steering.iter().cloned().chain([Request::Watch(vec![0, 7]), Request::Info]) {
+            link.send(r);
+        }
+        let mut never = |_: &mut World| Err("no".to_string());
+        let steps = 100;
+        let mut expected = Vec::new();
+        for step in 0..steps {
+            let spikes: Vec<u32> = (0..20).filter(|&i| (u64::from(i) * 7 + step) % 5 == 0).collect();
+            expected.push(spikes.clone());
+            sim.world.resource_mut::<FakeDevice>().queued.push_back((step, spikes));
+            bring_back(&mut sim.world, 2);
+            assert!(observer.between_steps(&mut sim.world, step + 1, &mut never).is_continue());
+        }
+        // The runner's last sync, then the end of the run.
+        fake_sync(&mut sim.world, HostView::Everything).unwrap();
+        observer.run_ended(&mut sim.world);
+        drop(observer);
+
+        let frame = link.try_frame().expect("the steps' frame");
+        assert_eq!((frame.first_step, frame.steps), (0, steps), "every step, from the first");
+        for (k, spikes) in expected.iter().enumerate() {
+            assert_eq!(frame.step_spikes(k), spikes.as_slice(), "step {k}");
+        }
+        // The watch list is known from the second boundary on: its first sample (a sync, which
+        // also brings back the queued steps) is the state after step 1; the next ones come
+        // DEVICE_NEURONS_INTERVAL later, not at every step.
+        assert_eq!(frame.watched, [0, 7]);
+        let sampled: Vec<bool> = frame.membrane_mv.chunks(2).map(|row| row.iter().all(|v| v.is_finite())).collect();
+        assert!(!sampled[0] && sampled[1] && sampled.iter().filter(|&&s| s).count() < 25, "{sampled:?}");
+        let syncs = sim.world.resource::<FakeDevice>().syncs;
+        assert!((2..25).contains(&syncs), "{syncs} syncs for 100 steps");
+
+        let replies: Vec<Reply> = std::iter::from_fn(|| link.try_reply()).collect();
+        assert!(replies[..3].iter().all(|r| matches!(r, Reply::Error(e) if e.contains("fake backend"))), "{replies:?}");
+        assert_eq!(sim.world.resource::<PoissonSources>().0[0].mean_per_step, 0.1, "the rate stays");
+        match &replies[4] {
+            Reply::Info(info) => {
+                let shard = &info.shards[0];
+                assert_eq!((shard.backend.as_str(), shard.device.as_deref(), shard.synapse_storage.as_str()), ("fake", Some("test device"), "device memory"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_paused_device_run_shows_every_step_done() {
+        let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
+        sim.world.insert_resource(Backend { name: "fake", device: String::new(), sync: Some(fake_sync), failure: None });
+        sim.world.init_resource::<FakeDevice>();
+        let (mut observer, link) = channel(&model, false);
+        let mut never = |_: &mut World| Err("no".to_string());
+        for step in 0..10 {
+            sim.world.resource_mut::<FakeDevice>().queued.push_back((step, vec![step as u32]));
+            bring_back(&mut sim.world, 2);
+            if step < 9 {
+                assert!(observer.between_steps(&mut sim.world, step + 1, &mut never).is_continue());
+            }
+        }
+        // Paused after 10 steps, the viewer sees steps 0 to 9 (two of them still queued on the
+        // device before the pause), then resumes the run.
+        link.send(Request::Pause);
+        let viewer = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let Taken::Frame(frame) = link.frames.take_timeout(Duration::from_secs(10)) else { panic!("no paused frame") };
+                seen.extend((0..frame.steps as usize).map(|k| (frame.first_step + k as u64, frame.step_spikes(k).to_vec())));
+                if frame.paused {
+                    link.send(Request::Resume);
+                    return seen;
+                }
+            }
+        });
+        assert!(observer.between_steps(&mut sim.world, 10, &mut never).is_continue());
+        let seen = viewer.join().unwrap();
+        assert_eq!(seen, (0..10).map(|s| (s, vec![s as u32])).collect::<Vec<_>>());
     }
 
     #[test]
