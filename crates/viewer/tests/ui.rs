@@ -88,6 +88,8 @@ impl Scripted {
                 }
                 frame.spike_ends.push(frame.spikes.len() as u32);
                 let phase = (s % 200) as f32 / 200.0;
+                // 6.28, not TAU: the checked-in snapshot was drawn with it.
+                #[allow(clippy::approx_constant)]
                 frame.membrane_mv.extend([-60.0 + 10.0 * phase, -55.0 + 4.0 * (phase * 6.28).sin()]);
             }
             self.frames.put(frame);
@@ -146,7 +148,7 @@ fn every_panel_renders() {
 fn click(h: &mut Harness<'_, ViewerApp>, script: &mut Scripted, label: &str) -> Request {
     h.get_by_label(label).click();
     settle(h, script);
-    let sent = script.sent.drain(..).filter(|r| !matches!(r, Request::Info | Request::WeightHistogram { .. })).last();
+    let sent = script.sent.drain(..).rfind(|r| !matches!(r, Request::Info | Request::WeightHistogram { .. }));
     sent.unwrap_or_else(|| panic!("{label} sent nothing"))
 }
 
