@@ -29,11 +29,8 @@ pub struct BlockDesc {
     pub delay: u64,
     pub weight: u64,
     pub ring: u64,
-    pub post_trace: u64,
-    pub post_last: u64,
+    pub post: u64,
     pub history: u64,
-    pub history_count: u64,
-    pub history_floor: u64,
     pub source_first: u32,
     pub source_size: u32,
     pub shard_first: u32,
@@ -42,6 +39,17 @@ pub struct BlockDesc {
     pub weight_f16: u32,
     pub rule: u32,
     pub history_len: u32,
+}
+
+/// What a plastic synapse reads of its target, one 16-byte load (`struct Post`): the trace
+/// and last spike of `Traces`, the history's spike count and floor.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PostState {
+    pub trace: f32,
+    pub last: u32,
+    pub count: u32,
+    pub floor: u32,
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -86,6 +94,7 @@ unsafe impl DeviceRepr for LifConstants {}
 unsafe impl DeviceRepr for BlockDesc {}
 unsafe impl DeviceRepr for RuleDesc {}
 unsafe impl DeviceRepr for ProbeDesc {}
+unsafe impl DeviceRepr for PostState {}
 unsafe impl ValidAsZeroBits for BlockDesc {}
 
 /// Bytes copied each way, and how many copies.
@@ -119,11 +128,8 @@ pub enum DeviceWeights {
 }
 
 pub struct DevicePlastic {
-    pub post_trace: CudaSlice<f32>,
-    pub post_last: CudaSlice<u32>,
+    pub post: CudaSlice<PostState>,
     pub history: CudaSlice<u32>,
-    pub history_count: CudaSlice<u32>,
-    pub history_floor: CudaSlice<u32>,
 }
 
 pub struct DeviceBlock {
@@ -216,6 +222,12 @@ fn neuron_bytes(n: u64, ring_len: u64) -> u64 {
     n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_len
 }
 
+/// Device bytes of a plastic block's per-target state: its history and a [`PostState`] for
+/// each of the shard's `n` neurons.
+fn plastic_bytes(history_bytes: usize, n: u64) -> u64 {
+    history_bytes as u64 + std::mem::size_of::<PostState>() as u64 * n
+}
+
 fn decay_table(decay: &TraceDecay) -> Vec<f32> {
     (0..).map(|n| decay.after(n)).take_while(|&x| x != 0.0).collect()
 }
@@ -238,7 +250,7 @@ impl DeviceNetwork {
         Ok(self.stream.clone_htod(host)?)
     }
 
-    fn download<T: DeviceRepr + Copy + Default>(transfers: &mut Transfers, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+    pub(crate) fn download<T: DeviceRepr + Copy + Default>(transfers: &mut Transfers, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
         let mut out = vec![T::default(); len];
         if len > 0 {
             stream.memcpy_dtoh(&src.slice(..len), &mut out)?;
@@ -259,7 +271,7 @@ impl DeviceNetwork {
             for b in &synapses.0 {
                 bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
                 if let Some(p) = &b.plastic {
-                    bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * n;
+                    bytes += plastic_bytes(p.post_history.bytes(), n);
                 }
             }
         }
@@ -439,14 +451,12 @@ impl DeviceNetwork {
                 self.memory.index_bytes += 4 * b.row_ptr.len() as u64;
                 let plastic = match &b.plastic {
                     Some(p) => {
-                        let dp = DevicePlastic {
-                            post_trace: self.upload(&p.post_traces.at_last_spike)?,
-                            post_last: self.upload(&p.post_traces.last_spike_step)?,
-                            history: self.upload(&p.post_history)?,
-                            history_count: self.upload(&p.post_spike_count)?,
-                            history_floor: self.upload(&p.history_floor)?,
-                        };
-                        self.memory.plasticity_bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * range.len() as u64;
+                        let traces = &p.post_traces;
+                        let post: Vec<PostState> = (0..range.len())
+                            .map(|j| PostState { trace: traces.at_last_spike[j], last: traces.last_spike_step[j], count: p.post_spike_count[j], floor: p.history_floor[j] })
+                            .collect();
+                        let dp = DevicePlastic { post: self.upload(&post)?, history: self.upload(&p.post_history)? };
+                        self.memory.plasticity_bytes += plastic_bytes(p.post_history.bytes(), range.len() as u64);
                         plastic_index.push(table.len() as u32);
                         Some((p.rule as u32, history_lens[p.rule] as u32, dp))
                     }
@@ -475,11 +485,8 @@ impl DeviceNetwork {
                 if let Some((rule, history_len, dp)) = &plastic {
                     desc.rule = *rule;
                     desc.history_len = *history_len;
-                    desc.post_trace = ptr(&dp.post_trace, s);
-                    desc.post_last = ptr(&dp.post_last, s);
+                    desc.post = ptr(&dp.post, s);
                     desc.history = ptr(&dp.history, s);
-                    desc.history_count = ptr(&dp.history_count, s);
-                    desc.history_floor = ptr(&dp.history_floor, s);
                 }
                 table.push(desc);
                 self.blocks.push(DeviceBlock { shard: shard_index, index, row_ptr, target, delay, weight, plastic: plastic.map(|(_, _, dp)| dp) });
@@ -576,24 +583,23 @@ impl DeviceNetwork {
                 DeviceWeights::F32(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
                 DeviceWeights::F16(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
             };
-            let at = Self::download(t, &stream, &dp.post_trace, local)?;
-            let last = Self::download(t, &stream, &dp.post_last, local)?;
+            let post = Self::download(t, &stream, &dp.post, local)?;
             let mut synapses = world.get_mut::<SynapseBlocks>(e).unwrap();
             let block = &mut synapses.0[b.index];
             let history_len = block.plastic.as_ref().map_or(0, |p| p.post_history.len());
             let history = Self::download(t, &stream, &dp.history, history_len)?;
-            let count = Self::download(t, &stream, &dp.history_count, local)?;
-            let floor = Self::download(t, &stream, &dp.history_floor, local)?;
             match &mut block.weight {
                 Weights::F32(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
                 Weights::F16(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
             }
             let p = block.plastic.as_mut().expect("a plastic block on the host");
-            p.post_traces.at_last_spike.copy_from_slice(&at);
-            p.post_traces.last_spike_step.copy_from_slice(&last);
+            for (j, s) in post.iter().enumerate() {
+                p.post_traces.at_last_spike[j] = s.trace;
+                p.post_traces.last_spike_step[j] = s.last;
+                p.post_spike_count[j] = s.count;
+                p.history_floor[j] = s.floor;
+            }
             p.post_history.copy_from_slice(&history);
-            p.post_spike_count.copy_from_slice(&count);
-            p.history_floor.copy_from_slice(&floor);
         }
         world.resource_mut::<StdpHistoryOverflows>().0 = Self::download(t, &stream, &self.lost_pairings, 1)?[0];
         let mut plasticity = world.resource_mut::<Plasticity>();

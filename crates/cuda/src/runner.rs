@@ -103,13 +103,19 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     runner.capture_s = t.elapsed().as_secs_f64();
     runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
     sim.world.insert_resource(runner);
-    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), failure: None });
+    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), check_weights: Some(check_weights), failure: None });
     sim.add_plugins(CudaPlugin);
     Ok(())
 }
 
 fn grid(n: u32, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A launch over synapse blocks (grid y, one per block) that spreads about `total` thread
+/// blocks of `threads` over them.
+fn per_block(total: u32, blocks: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (total.div_ceil(blocks).max(1), blocks, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
 impl CudaRunner {
@@ -155,16 +161,16 @@ impl CudaRunner {
                 let enabled = u32::from(net.stdp_enabled);
                 stream
                     .launch_builder(&k.deliver)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&n_blocks).arg(&rules).arg(&n).arg(&slots)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost)
-                    .launch(LaunchConfig { grid_dim: (sms * 16, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                    .launch(per_block(sms * 16, n_blocks, 256))?;
             }
             if net.n_plastic_blocks > 0 {
                 let plastic = ptr(&net.plastic_blocks, stream);
                 stream
                     .launch_builder(&k.post_spikes)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&net.n_plastic_blocks).arg(&rules)
-                    .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&rules)
+                    .launch(per_block(sms * 2, net.n_plastic_blocks, 256))?;
                 let n_rules = net.rules.len() as u32;
                 stream
                     .launch_builder(&k.pre_spikes)
@@ -228,6 +234,24 @@ impl CudaRunner {
         exchange.spikes.extend_from_slice(spikes);
     }
 
+    /// Whether every plastic weight lies within its rule's bounds (see `check_weights`).
+    fn weights_inside(&mut self) -> Result<bool, CudaError> {
+        let net = &mut self.net;
+        if net.n_plastic_blocks == 0 {
+            return Ok(true);
+        }
+        let stream = net.stream.clone();
+        let mut outside = stream.alloc_zeros::<u32>(1)?;
+        let (table, plastic, rules) = (ptr(&net.block_table, &stream), ptr(&net.plastic_blocks, &stream), ptr(&net.rule_table, &stream));
+        unsafe {
+            stream
+                .launch_builder(&self.gpu.kernels.weights_outside)
+                .arg(&table).arg(&plastic).arg(&rules).arg(&mut outside)
+                .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
+        }
+        Ok(DeviceNetwork::download(&mut net.transfers, &stream, &outside, 1)?[0] == 0)
+    }
+
     /// Waits for the device and records every queued step.
     pub fn drain(&mut self, world: &mut World) -> Result<(), CudaError> {
         self.net.stream.synchronize()?;
@@ -244,6 +268,13 @@ fn cuda_step(world: &mut World) {
         let mut backend = world.resource_mut::<Backend>();
         backend.failure.get_or_insert(e.to_string());
     }
+}
+
+/// `Backend::check_weights` of the CUDA backend: counts plastic weights outside their bounds on
+/// the device, after the queued steps, and copies back one number.
+fn check_weights(world: &mut World) -> Result<bool, String> {
+    let mut runner = world.resource_mut::<CudaRunner>();
+    runner.weights_inside().map_err(|e| e.to_string())
 }
 
 /// `Backend::sync` of the CUDA backend.

@@ -21,6 +21,10 @@ pub enum HostView {
 /// Brings the host copy of `HostView` up to date, or says why it could not.
 pub type SyncFn = fn(&mut World, HostView) -> Result<(), String>;
 
+/// Checks every plastic weight against its rule's bounds where the weights live; `Ok(true)`
+/// when all are inside.
+pub type WeightCheckFn = fn(&mut World) -> Result<bool, String>;
+
 /// The backend a simulation runs on.
 #[derive(Resource, Clone, Debug)]
 pub struct Backend {
@@ -30,13 +34,15 @@ pub struct Backend {
     pub device: String,
     /// Set by device backends.
     pub sync: Option<SyncFn>,
+    /// Set by device backends: checking weights on the device spares copying them all back.
+    pub check_weights: Option<WeightCheckFn>,
     /// The first device error met while stepping; the run loop stops on it.
     pub failure: Option<String>,
 }
 
 impl Backend {
     pub fn cpu(threads: usize) -> Self {
-        Backend { name: "cpu", device: format!("{threads} CPU thread{}", if threads == 1 { "" } else { "s" }), sync: None, failure: None }
+        Backend { name: "cpu", device: format!("{threads} CPU thread{}", if threads == 1 { "" } else { "s" }), sync: None, check_weights: None, failure: None }
     }
 }
 
@@ -45,6 +51,17 @@ pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     match world.get_resource::<Backend>().and_then(|b| b.sync) {
         Some(sync) => sync(world, view),
         None => Ok(()),
+    }
+}
+
+/// Whether the host must scan its plastic weight columns for values outside their bounds:
+/// always on the CPU; on a device backend only when the device found one (its columns are
+/// then copied back first, so that the host can name it).
+pub fn weights_need_host_scan(world: &mut World) -> Result<bool, String> {
+    match world.get_resource::<Backend>().and_then(|b| b.check_weights) {
+        None => Ok(true),
+        Some(check) if check(world)? => Ok(false),
+        Some(_) => sync_to_host(world, HostView::Everything).map(|()| true),
     }
 }
 

@@ -1,12 +1,22 @@
-//! Cheap invariants checked every few milliseconds of biological time: finite state, rates
-//! below a runaway bound, plastic weights within their bounds (rounded to the stored type:
-//! an `f16` weight may sit at the `f16` nearest to a bound). A violation names the
-//! population, the neuron (or synapse) and the step.
+//! Cheap invariants checked every few milliseconds of biological time: finite state and rates
+//! below a runaway bound; and, every [`WEIGHT_CHECK_EVERY`] checks, plastic weights within
+//! their bounds (rounded to the stored type: an `f16` weight may sit at the `f16` nearest to a
+//! bound). A violation names the population, the neuron (or synapse) and the step.
+//!
+//! Weights are checked less often because there are a thousand times more of them than
+//! neurons: scanning all of them every 10 ms costs more than delivering the spikes of those
+//! 10 ms (a synapse is touched only when its source fires). Device backends check them on the
+//! device (`backend::weights_need_host_scan`).
 
 use bevy_ecs::prelude::*;
 
+use crate::backend::weights_need_host_scan;
 use crate::components::{NeuronBlock, Plasticity, Populations, Shard, SynapseBlocks};
 use crate::recording::Recorder;
+
+/// Plastic weights are checked at every this many-th check (every 1 s of biological time at
+/// the default 10 ms interval).
+pub const WEIGHT_CHECK_EVERY: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 #[error("health check failed at step {step} (t = {time_ms} ms): {what}")]
@@ -47,6 +57,8 @@ impl HealthMonitor {
         let fail = |what: String| HealthError { step, time_ms: step as f64 * dt, what };
         let populations = world.resource::<Populations>().0.clone();
         let name_of = |global: u32| populations.iter().find(|p| p.ids().contains(&global)).map_or("?", |p| p.name.as_str()).to_string();
+        let weights_due = step % (self.interval_steps * WEIGHT_CHECK_EVERY) == 0;
+        let scan_weights = weights_due && weights_need_host_scan(world).map_err(|e| fail(format!("checking weights on the device: {e}")))?;
         let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
         for (shard, neurons, synapses) in query.iter(world) {
             for (variable, column) in [("membrane potential", &neurons.v), ("excitatory synaptic variable", &neurons.syn_ex), ("inhibitory synaptic variable", &neurons.syn_in)] {
@@ -55,6 +67,9 @@ impl HealthMonitor {
                     let pop = populations.iter().find(|p| p.ids().contains(&g)).expect("every neuron has a population");
                     return Err(fail(format!("population {}, neuron {}: {variable} is {}", pop.name, g - pop.first, column[i])));
                 }
+            }
+            if !scan_weights {
+                continue;
             }
             let plasticity = world.resource::<Plasticity>();
             for block in &synapses.0 {
