@@ -37,11 +37,12 @@ for n in $SIZES; do
       && cp "$work/run/run.json" "$OUT/raw/fum_${variant}_$n.json"
     rm -rf "$work/run"
   done
-  # Hardware counters of the delivery and STDP kernels: DRAM bytes and time per launch.
+  # Hardware counters of the delivery and STDP kernels: DRAM and L2 bytes and time per
+  # launch, 10 steps after 80 ms of biological time (3 kernels per step).
   if command -v ncu >/dev/null && [ "$n" -ge 1000000 ]; then
     python3 benchmarks/gpu/scaling_model.py "$n" "$work/model.toml"
-    ncu --kernel-name regex:'deliver|post_spikes|pre_spikes' --launch-skip 600 --launch-count 12 \
-        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum --csv \
+    ncu --clock-control none --kernel-name regex:'deliver|post_spikes|pre_spikes' --launch-skip 2400 --launch-count 30 \
+        --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum,lts__t_bytes.sum --csv \
         "$BIN" run "$work/model.toml" --backend cuda --duration 100ms --shards "$shards" --quiet \
         > "$OUT/raw/ncu_$n.csv" 2>/dev/null
   fi

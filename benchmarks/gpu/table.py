@@ -24,7 +24,8 @@ def load(path):
         return None
 
 def ncu(n):
-    """Per kernel: total DRAM bytes / total time over the profiled launches, GB/s."""
+    """Per kernel, and for all three together: DRAM and L2 bytes / time over the profiled
+    launches (GB/s), and that time."""
     path = os.path.join(raw, f"ncu_{n}.csv")
     if not os.path.exists(path):
         return {}
@@ -35,12 +36,11 @@ def ncu(n):
     for row in csv.DictReader(lines):
         name = row["Kernel Name"].split("(")[0]
         value = float(row["Metric Value"].replace(",", "")) * scale.get(row["Metric Unit"], 1.0)
-        k = acc.setdefault(name, {"bytes": 0.0, "time": 0.0})
-        if row["Metric Name"].startswith("dram__bytes"):
-            k["bytes"] += value
-        else:
-            k["time"] += value
-    return {name: (v["bytes"] / v["time"] / 1e9 if v["time"] else float("nan"), v["time"]) for name, v in acc.items()}
+        for k in (acc.setdefault(name, {}), acc.setdefault("all three", {})):
+            metric = row["Metric Name"].split("__")[0] if not row["Metric Name"].startswith("gpu__time") else "time"
+            k[metric] = k.get(metric, 0.0) + value
+    per_s = lambda v, m: v.get(m, 0.0) / v["time"] / 1e9 if v.get("time") else float("nan")
+    return {name: (per_s(v, "dram"), per_s(v, "lts"), v.get("time", 0.0)) for name, v in acc.items()}
 
 sizes = sorted({int(re.search(r"_(\d+)\.json", p).group(1)) for p in glob.glob(os.path.join(raw, "fum_*_*.json"))})
 print("| neurons | synapses | STDP | build s | simulate s | real-time factor | rate Hz | synaptic events/s | device GB | B/synapse | PyTorch simulate s | PyTorch / fum |")
@@ -59,9 +59,9 @@ for n in sizes:
         psim = f"{peer['simulate_s']:.2f}" if peer and variant == "static" else ""
         print(f"| {n:,} | {net['synapses']:,} | {variant} | {tm['build_s']:.1f} | {tm['simulate_s']:.3f} | {tm['real_time_factor']:.3f} | {rate:.1f} | {events:.3g} | {g.get('device_bytes_total', 0) / 1e9:.2f} | {g.get('bytes_per_synapse', 0):.2f} | {psim} | {ratio} |")
 
-print("\nDelivery and STDP kernels (Nsight Compute DRAM counters, STDP networks):\n")
-print("| neurons | kernel | GB/s | % of copy bandwidth | profiled time s |")
-print("|---|---|---|---|---|")
+print("\nDelivery and STDP kernels (Nsight Compute counters, STDP networks, 10 steps after 80 ms):\n")
+print("| neurons | kernel | DRAM GB/s | % of copy bandwidth | L2 GB/s | profiled time s |")
+print("|---|---|---|---|---|---|")
 for n in sizes:
-    for name, (gbs, secs) in sorted(ncu(n).items()):
-        print(f"| {n:,} | {name} | {gbs:.0f} | {100 * gbs / copy_gbs:.0f} % | {secs:.4f} |")
+    for name, (dram, l2, secs) in sorted(ncu(n).items()):
+        print(f"| {n:,} | {name} | {dram:.0f} | {100 * dram / copy_gbs:.0f} % | {l2:.0f} | {secs:.4f} |")

@@ -43,6 +43,8 @@ pub struct CudaRunner {
     /// Steps replayed, and the seconds spent capturing the graph.
     pub steps: u64,
     pub capture_s: f64,
+    /// Seconds spent copying the network to the device (part of the build time).
+    pub upload_s: f64,
     /// Free device memory lost from before the upload to after the graph upload.
     pub device_bytes_measured: u64,
 }
@@ -67,7 +69,9 @@ impl Plugin for CudaPlugin {
 pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let stream = gpu.ctx.new_stream()?;
     let (free, _) = gpu.ctx.mem_get_info()?;
+    let uploading = std::time::Instant::now();
     let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, free, &gpu.label())?;
+    let upload_s = uploading.elapsed().as_secs_f64();
     let slot_words = 1 + net.n as usize + net.probe_sites();
     // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
     // SAFETY: the memory is written by the record kernel before the host reads it.
@@ -89,6 +93,7 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         pending: VecDeque::new(),
         steps: 0,
         capture_s: 0.0,
+        upload_s,
         device_bytes_measured: 0,
     };
     runner.net.memory.staging_bytes = (SLOTS * slot_words * 4) as u64;
@@ -249,7 +254,7 @@ impl CudaRunner {
                 .arg(&table).arg(&plastic).arg(&rules).arg(&mut outside)
                 .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
         }
-        Ok(DeviceNetwork::download(&mut net.transfers, &stream, &outside, 1)?[0] == 0)
+        Ok(DeviceNetwork::download(&mut net.transfers, &mut net.bounce, &stream, &outside, 1)?[0] == 0)
     }
 
     /// Waits for the device and records every queued step.
@@ -282,7 +287,10 @@ fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     world
         .resource_scope(|world, mut runner: Mut<CudaRunner>| {
             runner.drain(world)?;
-            runner.net.download_world(world, view)
+            match view {
+                HostView::Recorded => Ok(()),
+                _ => runner.net.download_world(world, view),
+            }
         })
         .map_err(|e| e.to_string())
 }

@@ -12,6 +12,8 @@ use bevy_ecs::prelude::*;
 /// What the host is about to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostView {
+    /// Recorded output only (spikes, probes): waits for the steps queued on the device.
+    Recorded,
     /// Recorded output and neuron state columns (membrane potential, synaptic variables).
     Neurons,
     /// Every column a checkpoint stores, and recorded output.
