@@ -16,6 +16,7 @@ TESTS=${GPU_TESTS:-.carry/gpu-tests}
 OUT=${OUT:-gpu-check-out}
 SIZES=${SIZES:-10000 100000 1000000 4000000}
 PEER_MAX=${PEER_MAX:-1000000}
+FIT=${FIT-7000000}
 DURATION=${DURATION:-1s}
 export NCCL_NVLS_ENABLE=0
 mkdir -p "$OUT/raw"
@@ -50,5 +51,12 @@ for n in $SIZES; do
     python3 benchmarks/peers/torch_brunel.py "$n" "${DURATION%s}000" > "$OUT/raw/torch_$n.json" || true
   fi
 done
+if [ -n "$FIT" ]; then
+  echo "== fit: $FIT neurons, f16 weights, STDP"
+  python3 benchmarks/gpu/scaling_model.py "$FIT" "$work/model.toml" --weights f16
+  "$BIN" run "$work/model.toml" --backend cuda --duration "$DURATION" --shards $(( (FIT + 65535) / 65536 )) --out "$work/run" --quiet \
+    && cp "$work/run/run.json" "$OUT/raw/fit_$FIT.json"
+  rm -rf "$work/run"
+fi
 rm -rf "$work"
 python3 benchmarks/gpu/table.py "$OUT/raw" | tee "$OUT/gpu-check.md"

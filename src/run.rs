@@ -313,10 +313,6 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
             return ControlFlow::Break(());
         }
         if health.due(done) {
-            if let Err(e) = sync_to_host(world, HostView::Neurons) {
-                device_failure = Some(e);
-                return ControlFlow::Break(());
-            }
             if let Err(e) = health.check(world, done) {
                 failure = Some(e);
                 return ControlFlow::Break(());

@@ -59,6 +59,16 @@ for n in sizes:
         psim = f"{peer['simulate_s']:.2f}" if peer and variant == "static" else ""
         print(f"| {n:,} | {net['synapses']:,} | {variant} | {tm['build_s']:.1f} | {tm['simulate_s']:.3f} | {tm['real_time_factor']:.3f} | {rate:.1f} | {events:.3g} | {g.get('device_bytes_total', 0) / 1e9:.2f} | {g.get('bytes_per_synapse', 0):.2f} | {psim} | {ratio} |")
 
+for path in sorted(glob.glob(os.path.join(raw, "fit_*.json"))):
+    r = load(path)
+    net, tm, g = r["network"], r["timing"], r["gpu"]
+    print(f"\nFit: {net['neurons']:,} neurons, {net['synapses']:,} synapses, f16 weights, STDP on E->E: "
+          f"build {tm['build_s']:.1f} s (upload {g['upload_s']:.1f} s), simulate {tm['simulate_s']:.1f} s for {r['duration_ms'] / 1e3:g} s, "
+          f"copy back {tm['copy_back_s']:.1f} s; device memory {g['device_bytes_total'] / 1e9:.2f} GB allocated, "
+          f"{g['device_bytes_peak_measured'] / 1e9:.2f} GB measured peak; {g['bytes_per_synapse']:.2f} B per synapse for the synapses, "
+          f"{g['device_bytes_total'] / net['synapses']:.2f} B per synapse everything included; rate {sum(r['rates_hz'].values()) / len(r['rates_hz']):.1f} Hz, "
+          f"{r['stdp_history_overflows']} history overflows")
+
 print("\nDelivery and STDP kernels (Nsight Compute counters, STDP networks, 10 steps after 80 ms):\n")
 print("| neurons | kernel | DRAM GB/s | % of copy bandwidth | L2 GB/s | profiled time s |")
 print("|---|---|---|---|---|---|")

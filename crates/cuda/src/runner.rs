@@ -108,7 +108,7 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     runner.capture_s = t.elapsed().as_secs_f64();
     runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
     sim.world.insert_resource(runner);
-    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), check_weights: Some(check_weights), failure: None });
+    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), check: Some(check), failure: None });
     sim.add_plugins(CudaPlugin);
     Ok(())
 }
@@ -239,20 +239,23 @@ impl CudaRunner {
         exchange.spikes.extend_from_slice(spikes);
     }
 
-    /// Whether every plastic weight lies within its rule's bounds (see `check_weights`).
-    fn weights_inside(&mut self) -> Result<bool, CudaError> {
+    /// Whether neuron state is finite and (if `weights`) every plastic weight lies within its
+    /// rule's bounds (see `check`).
+    fn healthy(&mut self, weights: bool) -> Result<bool, CudaError> {
         let net = &mut self.net;
-        if net.n_plastic_blocks == 0 {
-            return Ok(true);
-        }
         let stream = net.stream.clone();
+        let k = &self.gpu.kernels;
         let mut outside = stream.alloc_zeros::<u32>(1)?;
-        let (table, plastic, rules) = (ptr(&net.block_table, &stream), ptr(&net.plastic_blocks, &stream), ptr(&net.rule_table, &stream));
+        let (v, se, si) = (ptr(&net.v, &stream), ptr(&net.syn_ex, &stream), ptr(&net.syn_in, &stream));
         unsafe {
-            stream
-                .launch_builder(&self.gpu.kernels.weights_outside)
-                .arg(&table).arg(&plastic).arg(&rules).arg(&mut outside)
-                .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
+            stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
+            if weights && net.n_plastic_blocks > 0 {
+                let (table, plastic, rules) = (ptr(&net.block_table, &stream), ptr(&net.plastic_blocks, &stream), ptr(&net.rule_table, &stream));
+                stream
+                    .launch_builder(&k.weights_outside)
+                    .arg(&table).arg(&plastic).arg(&rules).arg(&mut outside)
+                    .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
+            }
         }
         Ok(DeviceNetwork::download(&mut net.transfers, &mut net.bounce, &stream, &outside, 1)?[0] == 0)
     }
@@ -275,11 +278,10 @@ fn cuda_step(world: &mut World) {
     }
 }
 
-/// `Backend::check_weights` of the CUDA backend: counts plastic weights outside their bounds on
-/// the device, after the queued steps, and copies back one number.
-fn check_weights(world: &mut World) -> Result<bool, String> {
-    let mut runner = world.resource_mut::<CudaRunner>();
-    runner.weights_inside().map_err(|e| e.to_string())
+/// `Backend::check` of the CUDA backend: counts violations on the device, after the queued
+/// steps, and copies back one number.
+fn check(world: &mut World, weights: bool) -> Result<bool, String> {
+    world.resource_mut::<CudaRunner>().healthy(weights).map_err(|e| e.to_string())
 }
 
 /// `Backend::sync` of the CUDA backend.

@@ -5,12 +5,13 @@
 //!
 //! Weights are checked less often because there are a thousand times more of them than
 //! neurons: scanning all of them every 10 ms costs more than delivering the spikes of those
-//! 10 ms (a synapse is touched only when its source fires). Device backends check them on the
-//! device (`backend::weights_need_host_scan`).
+//! 10 ms (a synapse is touched only when its source fires). Device backends check state and
+//! weights on the device and copy back only to name a violation
+//! (`backend::health_needs_host_scan`).
 
 use bevy_ecs::prelude::*;
 
-use crate::backend::weights_need_host_scan;
+use crate::backend::health_needs_host_scan;
 use crate::components::{NeuronBlock, Plasticity, Populations, Shard, SynapseBlocks};
 use crate::recording::Recorder;
 
@@ -58,9 +59,9 @@ impl HealthMonitor {
         let populations = world.resource::<Populations>().0.clone();
         let name_of = |global: u32| populations.iter().find(|p| p.ids().contains(&global)).map_or("?", |p| p.name.as_str()).to_string();
         let weights_due = step % (self.interval_steps * WEIGHT_CHECK_EVERY) == 0;
-        let scan_weights = weights_due && weights_need_host_scan(world).map_err(|e| fail(format!("checking weights on the device: {e}")))?;
+        let scan = health_needs_host_scan(world, weights_due).map_err(|e| fail(format!("checking on the device: {e}")))?;
         let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
-        for (shard, neurons, synapses) in query.iter(world) {
+        for (shard, neurons, synapses) in query.iter(world).filter(|_| scan) {
             for (variable, column) in [("membrane potential", &neurons.v), ("excitatory synaptic variable", &neurons.syn_ex), ("inhibitory synaptic variable", &neurons.syn_in)] {
                 if let Some(i) = column.iter().position(|x| !x.is_finite()) {
                     let g = shard.neurons.start + i as u32;
@@ -68,7 +69,7 @@ impl HealthMonitor {
                     return Err(fail(format!("population {}, neuron {}: {variable} is {}", pop.name, g - pop.first, column[i])));
                 }
             }
-            if !scan_weights {
+            if !weights_due {
                 continue;
             }
             let plasticity = world.resource::<Plasticity>();

@@ -390,6 +390,14 @@ extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const
     }
 }
 
+// Health check of neuron state (engine/src/health.rs): counts non-finite values.
+extern "C" __global__ void state_outside(const float* v, const float* syn_ex, const float* syn_in, u32 n, u32* outside) {
+    u32 found = 0;
+    for (u32 g = blockIdx.x * blockDim.x + threadIdx.x; g < n; g += gridDim.x * blockDim.x)
+        found += !isfinite(v[g]) + !isfinite(syn_ex[g]) + !isfinite(syn_in[g]);
+    if (found) atomicAdd(outside, found);
+}
+
 // Health check of plastic weights (engine/src/health.rs), grid y = plastic block: counts the
 // weights outside their rule's bounds, both bounds rounded to the stored type as on the host.
 extern "C" __global__ void weights_outside(const Block* blocks, const u32* plastic_blocks, const Rule* rules, u32* outside) {
