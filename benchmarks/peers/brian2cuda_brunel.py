@@ -35,7 +35,8 @@ Timing (JSON keys; all wall-clock seconds; imports are in none of them):
                generation on the host and upload, spike queues). fum's and PyTorch's build has no
                compilation step: build_no_compile_s = build_s - compile_s is the comparable part.
   detail.binary_teardown_s  after the loop: device-to-host copies and writing every array
-               (synapse indices too) to disk, then freeing; in neither number above.
+               (synapse indices too) to disk, then freeing; detail.post_check_s: Brian2 reading
+               the results back to check them for NaN; neither is in build_s or simulate_s.
   total_s      the whole script, imports included.
 
 Device call (nvidia-h100-x1: CUDA 13.0 nvcc, Python 3.12; the wheels in .whl, carried):
@@ -199,7 +200,7 @@ def main():
         workdir = tempfile.mkdtemp(prefix="brian2cuda_brunel_" if not args.cpu else "brian2cpp_brunel_")
         jobs = str(os.cpu_count() or 1)
         b2.prefs.devices.cpp_standalone.extra_make_args_unix = ["-j", jobs]
-        if shutil.which("make") is None:
+        if shutil.which("make") is None and not args.cpu:
             b2.prefs.devices.cpp_standalone.make_cmd_unix = f"{shlex_quote(sys.executable)} {shlex_quote(os.path.abspath(__file__))} --emulate-make"
         if not args.float64:
             b2.prefs.core.default_float_dtype = b2.float32
