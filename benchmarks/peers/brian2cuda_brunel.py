@@ -46,16 +46,23 @@ Device call (nvidia-h100-x1: CUDA 13.0 nvcc, Python 3.12; the wheels in .whl, ca
   #   brian2==2.10.1 brian2cuda==1.0b1 pyparsing==3.2.5
   # device (carry: [".whl"]):
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/b2site .whl/*.whl || exit
+      --target /tmp/b2site .whl/brian2-2.10.1-*.whl .whl/brian2cuda-1.0b1-*.whl \
+      .whl/pyparsing-3.2.5-*.whl || exit
   PYTHONPATH=/tmp/b2site PYTHONUNBUFFERED=1 python3 benchmarks/peers/brian2cuda_brunel.py \
       10000 1000 > $OUT/brian2cuda_10000.json
   (--stdp for the STDP rows; --cc 9.0 is the default, --cuda-path DIR or CUDA_PATH if nvcc is not
   on PATH; the PYTHONPATH only for this command, so that other programs keep the image's pyparsing.)
+  Each call generates and compiles a new project (about 3.5 min of CPU time for the static network,
+  6 for STDP, split over the cores by make -j), so budget ~1 min of compilation per call.
+  Sizes: synapse indices are int32 in Brian2CUDA, so N * 1000 must stay below 2^31 (N <= 2M);
+  at 1M the host generates 10^9 synapses serially and the teardown writes ~8-12 GB to disk.
 
 Brian2CUDA 1.0b1 on CUDA 13: its makefile hard-codes `nvcc -std=c++11`, and Thrust/CUB in CUDA 13
 need C++17, so this script rewrites -std=c++11 to -std=c++17 in the generated makefile (and in the
 host compiler flags); the GPU architecture is set explicitly (-arch=sm_90 from --cc, no nvidia-smi
-query); `make` is emulated by this script if the machine has none.
+query); `make` is emulated by this script if the machine has none. Checked without a GPU: with
+nvcc 13.0.88 (pip's CUDA 13.0 wheels) and g++ 12 both variants compile and link for sm_90 and the
+binary starts (then stops at cudaSetDevice: no driver); --cpu runs give rates as fum's.
 """
 
 import time
@@ -63,7 +70,6 @@ import time
 T0 = time.perf_counter()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
