@@ -8,7 +8,8 @@
 #
 # SIZES chooses the scaling table's networks (default 10k 100k 1M 4M neurons, 1000 synapses
 # each, STDP on E->E); PEER_MAX caps the sizes the PyTorch peer runs (its CSR matrix needs
-# 12 B per synapse plus COO construction space).
+# 12 B per synapse plus COO construction space). Brian2CUDA runs too where its wheels are in
+# .whl (carry it; B2C_MAX caps its sizes, default 100k).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${FUM_BIN:-.carry/fum}
@@ -49,6 +50,16 @@ for n in $SIZES; do
   fi
   if [ "$n" -le "$PEER_MAX" ] && python3 -c "import torch" 2>/dev/null; then
     python3 benchmarks/peers/torch_brunel.py "$n" "${DURATION%s}000" > "$OUT/raw/torch_$n.json" || true
+  fi
+  # Brian2CUDA (compiles a project with nvcc per run, ~26 s): only where its wheels were carried
+  # in .whl (see benchmarks/peers/brian2cuda_brunel.py) and for sizes up to B2C_MAX.
+  if [ "$n" -le "${B2C_MAX:-100000}" ] && ls .whl/brian2cuda-*.whl >/dev/null 2>&1; then
+    [ -d /tmp/b2site ] || python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/b2site .whl/*.whl
+    for variant in static stdp; do
+      flag=""; [ "$variant" = stdp ] && flag="--stdp"
+      PYTHONPATH=/tmp/b2site timeout 300 python3 benchmarks/peers/brian2cuda_brunel.py "$n" "${DURATION%s}000" $flag \
+        > "$OUT/raw/brian2cuda_${variant}_$n.json" 2>> "$OUT/raw/brian2cuda.log" || rm -f "$OUT/raw/brian2cuda_${variant}_$n.json"
+    done
   fi
 done
 if [ -n "$FIT" ]; then

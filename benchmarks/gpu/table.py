@@ -59,6 +59,20 @@ for n in sizes:
         psim = f"{peer['simulate_s']:.2f}" if peer and variant == "static" else ""
         print(f"| {n:,} | {net['synapses']:,} | {variant} | {tm['build_s']:.1f} | {tm['simulate_s']:.3f} | {tm['real_time_factor']:.3f} | {rate:.1f} | {events:.3g} | {g.get('device_bytes_total', 0) / 1e9:.2f} | {g.get('bytes_per_synapse', 0):.2f} | {psim} | {ratio} |")
 
+peers = []
+for n in sizes:
+    for variant in ["static", "stdp"]:
+        b, r = load(os.path.join(raw, f"brian2cuda_{variant}_{n}.json")), load(os.path.join(raw, f"fum_{variant}_{n}.json"))
+        if b and r:
+            peers.append(f"| {n:,} | {variant} | {r['timing']['simulate_s']:.3f} | {b['simulate_s']:.3f} | {b['simulate_s'] / r['timing']['simulate_s']:.1f}x "
+                         f"| {r['timing']['build_s']:.1f} | {b['build_no_compile_s']:.1f} + {b['detail']['compile_s']:.0f} compile | "
+                         f"{sum(r['rates_hz'].values()) / len(r['rates_hz']):.1f} / {b['rate_hz']:.1f} |")
+if peers:
+    print("\nBrian2CUDA (benchmarks/peers/brian2cuda_brunel.py, cuda_standalone, float32, same GPU):\n")
+    print("| neurons | STDP | fum simulate s | Brian2CUDA simulate s | Brian2CUDA / fum | fum build s | Brian2CUDA build s | rate Hz fum / Brian2CUDA |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(peers))
+
 for path in sorted(glob.glob(os.path.join(raw, "fit_*.json"))):
     r = load(path)
     net, tm, g = r["network"], r["timing"], r["gpu"]

@@ -318,7 +318,7 @@ def main():
         Pi = P[n_e:]
         delay = DELAY_MS * ms
         # Fixed in-degree with replacement: for every target j, K sources drawn uniformly.
-        gen = "int(rand() * N_pre) for kk in range({k})"
+        gen = "int(rand() * N_pre) % N_pre for kk in range({k})"
         syns = []
         if args.stdp:
             S_ee = b2.Synapses(
