@@ -4,8 +4,8 @@
 //! The CPU backend works on the host columns directly. A device backend (the CUDA backend in
 //! `fum-cuda`) keeps the authoritative copy of every column on the device while it runs and
 //! copies back only when the host must read: a checkpoint, the end of a run, or a health check
-//! that found a problem on the device (see [`health_needs_host_scan`]). Code that reads columns between steps calls [`sync_to_host`]
-//! first; on the CPU it does nothing.
+//! that found a problem on the device (see [`health_needs_host_scan`]). Code that reads columns
+//! between steps calls [`sync_to_host`] first; on the CPU it does nothing.
 
 use bevy_ecs::prelude::*;
 
