@@ -79,6 +79,8 @@ pub struct GpuStats {
     pub steps: u64,
     pub nvrtc_compile_s: f64,
     pub graph_capture_s: f64,
+    /// Copying the built network to the device (included in the build time).
+    pub upload_s: f64,
 }
 
 impl GpuStats {
@@ -103,6 +105,7 @@ impl GpuStats {
             steps: runner.steps,
             nvrtc_compile_s: runner.gpu.kernels.compile_s,
             graph_capture_s: runner.capture_s,
+            upload_s: runner.upload_s,
         }
     }
 }

@@ -322,3 +322,20 @@ fn health_monitor_stops_a_runaway_network_with_a_checkpoint() {
     assert!(stderr.contains("checkpoint"), "{stderr}");
     assert!(std::fs::read_dir(out.join("checkpoints")).unwrap().count() >= 1, "a final checkpoint is written");
 }
+
+#[test]
+fn health_monitor_checks_plastic_weights_every_hundredth_check() {
+    use fum::engine::components::{SynapseBlocks, Weights};
+    use fum::engine::health::{HealthMonitor, WEIGHT_CHECK_EVERY};
+    let model = common::asset("stdp_balanced.toml");
+    let mut sim = fum::Simulation::from_model(&model, 1, 1).expect("builds");
+    let mut query = sim.world.query::<&mut SynapseBlocks>();
+    let mut blocks = query.iter_mut(&mut sim.world).next().unwrap();
+    let block = blocks.0.iter_mut().find(|b| b.plastic.is_some()).expect("a plastic block");
+    let Weights::F32(weights) = &mut block.weight else { panic!("stdp_balanced stores f32 weights") };
+    weights[7] = f32::NAN;
+    let mut health = HealthMonitor::new(10, 1000.0, &sim.world);
+    assert!(health.check(&mut sim.world, 10).is_ok(), "weights are not due at the first check");
+    let e = health.check(&mut sim.world, 10 * WEIGHT_CHECK_EVERY).expect_err("a NaN weight is found");
+    assert!(e.to_string().contains("weight NaN outside"), "{e}");
+}

@@ -203,3 +203,33 @@ fn without_a_usable_gpu_cuda_fails_with_a_message_and_auto_falls_back() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("backend: cpu"), "{stderr}");
 }
+
+#[test]
+fn the_device_health_check_finds_a_weight_outside_its_bounds_and_a_non_finite_state() {
+    require_cuda!("the_device_health_check_finds_a_weight_outside_its_bounds_and_a_non_finite_state");
+    use fum::engine::components::{NeuronBlock, SynapseBlocks, Weights};
+    use fum::engine::health::{HealthMonitor, WEIGHT_CHECK_EVERY};
+    let model = fum::Model::load(model("stdp_balanced")).unwrap();
+    for tamper in ["nothing", "weight", "state"] {
+        let mut sim = fum::Simulation::from_model(&model, 1, 1).unwrap();
+        if tamper == "weight" {
+            let mut query = sim.world.query::<&mut SynapseBlocks>();
+            let mut blocks = query.iter_mut(&mut sim.world).next().unwrap();
+            let block = blocks.0.iter_mut().find(|b| b.plastic.is_some()).unwrap();
+            let Weights::F32(w) = &mut block.weight else { panic!("f32 weights") };
+            w[7] = 99.0;
+        }
+        if tamper == "state" {
+            sim.world.query::<&mut NeuronBlock>().iter_mut(&mut sim.world).next().unwrap().v[3] = f32::NAN;
+        }
+        let gpu = fum::run::choose_backend(fum::run::BackendChoice::Cuda).unwrap();
+        fum::run::attach_backend(&mut sim, gpu).unwrap();
+        let mut health = HealthMonitor::new(10, 1000.0, &sim.world);
+        let checked = health.check(&mut sim.world, 10 * WEIGHT_CHECK_EVERY).map_err(|e| e.to_string());
+        match tamper {
+            "nothing" => assert!(checked.is_ok(), "{checked:?}"),
+            "weight" => assert!(checked.unwrap_err().contains("weight 99 outside [0, 32.4]")),
+            _ => assert!(checked.unwrap_err().contains("neuron 3: membrane potential is NaN")),
+        }
+    }
+}

@@ -9,7 +9,7 @@
 
 use bevy_ecs::prelude::*;
 use bytemuck::{Pod, Zeroable};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 use std::sync::Arc;
 
 use fum_engine::backend::HostView;
@@ -29,11 +29,8 @@ pub struct BlockDesc {
     pub delay: u64,
     pub weight: u64,
     pub ring: u64,
-    pub post_trace: u64,
-    pub post_last: u64,
+    pub post: u64,
     pub history: u64,
-    pub history_count: u64,
-    pub history_floor: u64,
     pub source_first: u32,
     pub source_size: u32,
     pub shard_first: u32,
@@ -42,6 +39,17 @@ pub struct BlockDesc {
     pub weight_f16: u32,
     pub rule: u32,
     pub history_len: u32,
+}
+
+/// What a plastic synapse reads of its target, one 16-byte load (`struct Post`): the trace
+/// and last spike of `Traces`, the history's spike count and floor.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct PostState {
+    pub trace: f32,
+    pub last: u32,
+    pub count: u32,
+    pub floor: u32,
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -86,6 +94,7 @@ unsafe impl DeviceRepr for LifConstants {}
 unsafe impl DeviceRepr for BlockDesc {}
 unsafe impl DeviceRepr for RuleDesc {}
 unsafe impl DeviceRepr for ProbeDesc {}
+unsafe impl DeviceRepr for PostState {}
 unsafe impl ValidAsZeroBits for BlockDesc {}
 
 /// Bytes copied each way, and how many copies.
@@ -119,11 +128,8 @@ pub enum DeviceWeights {
 }
 
 pub struct DevicePlastic {
-    pub post_trace: CudaSlice<f32>,
-    pub post_last: CudaSlice<u32>,
+    pub post: CudaSlice<PostState>,
     pub history: CudaSlice<u32>,
-    pub history_count: CudaSlice<u32>,
-    pub history_floor: CudaSlice<u32>,
 }
 
 pub struct DeviceBlock {
@@ -202,8 +208,15 @@ pub struct DeviceNetwork {
     pub stdp_enabled: bool,
     pub memory: DeviceMemory,
     pub transfers: Transfers,
+    /// Pinned host memory every download passes through (`BOUNCE_BYTES`).
+    pub bounce: PinnedHostSlice<u8>,
     pub synapses: u64,
 }
+
+/// Size of the pinned host buffer that downloads go through: copies from the device into
+/// pageable memory ran at under 1 GB/s on the H100 test machine (4.5 s for the learned weights
+/// of a 1M-neuron network); through pinned memory they run at bus speed.
+const BOUNCE_BYTES: usize = 64 << 20;
 
 /// The raw device address of a buffer, for descriptor tables and kernel arguments.
 pub fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
@@ -214,6 +227,12 @@ pub fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
 /// spike list and compaction: 4 + 4 B) and of both rings of `ring_len` sums each.
 fn neuron_bytes(n: u64, ring_len: u64) -> u64 {
     n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_len
+}
+
+/// Device bytes of a plastic block's per-target state: its history and a [`PostState`] for
+/// each of the shard's `n` neurons.
+fn plastic_bytes(history_bytes: usize, n: u64) -> u64 {
+    history_bytes as u64 + std::mem::size_of::<PostState>() as u64 * n
 }
 
 fn decay_table(decay: &TraceDecay) -> Vec<f32> {
@@ -238,13 +257,30 @@ impl DeviceNetwork {
         Ok(self.stream.clone_htod(host)?)
     }
 
-    fn download<T: DeviceRepr + Copy + Default>(transfers: &mut Transfers, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
-        let mut out = vec![T::default(); len];
-        if len > 0 {
-            stream.memcpy_dtoh(&src.slice(..len), &mut out)?;
+    /// Copies `src` into `dst` through the pinned bounce buffer, counting the bytes.
+    pub(crate) fn download_into<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaView<'_, T>, dst: &mut [T]) -> Result<(), CudaError> {
+        assert_eq!(src.len(), dst.len(), "a download fills its destination");
+        let bytes = std::mem::size_of_val(dst);
+        // SAFETY: every byte pattern is a valid u8.
+        let src = unsafe { src.transmute::<u8>(bytes) }.expect("a view of the same bytes");
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(dst);
+        for (i, chunk) in dst.chunks_mut(BOUNCE_BYTES).enumerate() {
+            let at = i * BOUNCE_BYTES;
+            // A copy moves as many bytes as its destination holds: give it exactly the chunk.
+            let staged = &mut bounce.as_mut_slice()?[..chunk.len()];
+            stream.memcpy_dtoh(&src.slice(at..at + chunk.len()), staged)?;
+            stream.synchronize()?;
+            chunk.copy_from_slice(staged);
         }
-        transfers.to_host_bytes += (len * std::mem::size_of::<T>()) as u64;
-        transfers.copies += 1;
+        t.to_host_bytes += bytes as u64;
+        t.copies += 1;
+        Ok(())
+    }
+
+    /// The first `len` values of `src`, through the bounce buffer.
+    pub(crate) fn download<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+        let mut out = vec![T::zeroed(); len];
+        Self::download_into(t, bounce, stream, &src.slice(..len), &mut out)?;
         Ok(out)
     }
 
@@ -259,7 +295,7 @@ impl DeviceNetwork {
             for b in &synapses.0 {
                 bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
                 if let Some(p) = &b.plastic {
-                    bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * n;
+                    bytes += plastic_bytes(p.post_history.bytes(), n);
                 }
             }
         }
@@ -332,6 +368,8 @@ impl DeviceNetwork {
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
             transfers: Transfers::default(),
+            // SAFETY: the buffer is written by a copy before it is read.
+            bounce: unsafe { stream.context().alloc_pinned::<u8>(BOUNCE_BYTES) }?,
             synapses: 0,
             stream: stream.clone(),
         };
@@ -439,14 +477,12 @@ impl DeviceNetwork {
                 self.memory.index_bytes += 4 * b.row_ptr.len() as u64;
                 let plastic = match &b.plastic {
                     Some(p) => {
-                        let dp = DevicePlastic {
-                            post_trace: self.upload(&p.post_traces.at_last_spike)?,
-                            post_last: self.upload(&p.post_traces.last_spike_step)?,
-                            history: self.upload(&p.post_history)?,
-                            history_count: self.upload(&p.post_spike_count)?,
-                            history_floor: self.upload(&p.history_floor)?,
-                        };
-                        self.memory.plasticity_bytes += (p.post_history.bytes() + p.post_spike_count.bytes() + p.history_floor.bytes()) as u64 + 8 * range.len() as u64;
+                        let traces = &p.post_traces;
+                        let post: Vec<PostState> = (0..range.len())
+                            .map(|j| PostState { trace: traces.at_last_spike[j], last: traces.last_spike_step[j], count: p.post_spike_count[j], floor: p.history_floor[j] })
+                            .collect();
+                        let dp = DevicePlastic { post: self.upload(&post)?, history: self.upload(&p.post_history)? };
+                        self.memory.plasticity_bytes += plastic_bytes(p.post_history.bytes(), range.len() as u64);
                         plastic_index.push(table.len() as u32);
                         Some((p.rule as u32, history_lens[p.rule] as u32, dp))
                     }
@@ -475,11 +511,8 @@ impl DeviceNetwork {
                 if let Some((rule, history_len, dp)) = &plastic {
                     desc.rule = *rule;
                     desc.history_len = *history_len;
-                    desc.post_trace = ptr(&dp.post_trace, s);
-                    desc.post_last = ptr(&dp.post_last, s);
+                    desc.post = ptr(&dp.post, s);
                     desc.history = ptr(&dp.history, s);
-                    desc.history_count = ptr(&dp.history_count, s);
-                    desc.history_floor = ptr(&dp.history_floor, s);
                 }
                 table.push(desc);
                 self.blocks.push(DeviceBlock { shard: shard_index, index, row_ptr, target, delay, weight, plastic: plastic.map(|(_, _, dp)| dp) });
@@ -537,30 +570,23 @@ impl DeviceNetwork {
     pub fn download_world(&mut self, world: &mut World, view: HostView) -> Result<(), CudaError> {
         let n = self.n as usize;
         let stream = self.stream.clone();
-        let t = &mut self.transfers;
-        let v = Self::download(t, &stream, &self.v, n)?;
-        let syn_ex = Self::download(t, &stream, &self.syn_ex, n)?;
-        let syn_in = Self::download(t, &stream, &self.syn_in, n)?;
+        let (t, bounce) = (&mut self.transfers, &mut self.bounce);
         let everything = view == HostView::Everything;
-        let (refractory, ring_ex, ring_in) = if everything {
-            let slots = self.slots as usize;
-            (Self::download(t, &stream, &self.refractory, n)?, Self::download(t, &stream, &self.ring_ex, slots * n)?, Self::download(t, &stream, &self.ring_in, slots * n)?)
-        } else {
-            (Vec::new(), Vec::new(), Vec::new())
-        };
         let order = shards_in_order(world);
         for (k, &e) in order.iter().enumerate() {
             let r = self.shards[k].start as usize..self.shards[k].end as usize;
             let mut nb = world.get_mut::<NeuronBlock>(e).unwrap();
-            nb.v.copy_from_slice(&v[r.clone()]);
-            nb.syn_ex.copy_from_slice(&syn_ex[r.clone()]);
-            nb.syn_in.copy_from_slice(&syn_in[r.clone()]);
+            Self::download_into(t, bounce, &stream, &self.v.slice(r.clone()), &mut nb.v)?;
+            Self::download_into(t, bounce, &stream, &self.syn_ex.slice(r.clone()), &mut nb.syn_ex)?;
+            Self::download_into(t, bounce, &stream, &self.syn_in.slice(r.clone()), &mut nb.syn_in)?;
             if everything {
-                nb.refractory_steps.copy_from_slice(&refractory[r.clone()]);
+                Self::download_into(t, bounce, &stream, &self.refractory.slice(r.clone()), &mut nb.refractory_steps)?;
+                // Device rings are [slot][global id], host rings [slot][shard-local id].
                 let len = r.len();
                 for s in 0..self.slots as usize {
-                    nb.ring_ex.sums[s * len..(s + 1) * len].copy_from_slice(&ring_ex[s * n + r.start..s * n + r.end]);
-                    nb.ring_in.sums[s * len..(s + 1) * len].copy_from_slice(&ring_in[s * n + r.start..s * n + r.end]);
+                    let (from, to) = (s * n + r.start, s * n + r.end);
+                    Self::download_into(t, bounce, &stream, &self.ring_ex.slice(from..to), &mut nb.ring_ex.sums[s * len..(s + 1) * len])?;
+                    Self::download_into(t, bounce, &stream, &self.ring_in.slice(from..to), &mut nb.ring_in.sums[s * len..(s + 1) * len])?;
                 }
             }
         }
@@ -569,38 +595,29 @@ impl DeviceNetwork {
         }
         for b in &self.blocks {
             let Some(dp) = &b.plastic else { continue };
-            let e = order[b.shard];
-            let len = world.get::<SynapseBlocks>(e).unwrap().0[b.index].len();
-            let local = self.shards[b.shard].len();
-            let weight = match &b.weight {
-                DeviceWeights::F32(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
-                DeviceWeights::F16(w) => bytemuck::cast_slice(&Self::download(t, &stream, w, len)?).to_vec(),
-            };
-            let at = Self::download(t, &stream, &dp.post_trace, local)?;
-            let last = Self::download(t, &stream, &dp.post_last, local)?;
-            let mut synapses = world.get_mut::<SynapseBlocks>(e).unwrap();
+            let post = Self::download(t, bounce, &stream, &dp.post, self.shards[b.shard].len())?;
+            let mut synapses = world.get_mut::<SynapseBlocks>(order[b.shard]).unwrap();
             let block = &mut synapses.0[b.index];
-            let history_len = block.plastic.as_ref().map_or(0, |p| p.post_history.len());
-            let history = Self::download(t, &stream, &dp.history, history_len)?;
-            let count = Self::download(t, &stream, &dp.history_count, local)?;
-            let floor = Self::download(t, &stream, &dp.history_floor, local)?;
-            match &mut block.weight {
-                Weights::F32(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
-                Weights::F16(w) => bytemuck::cast_slice_mut::<_, u8>(w).copy_from_slice(&weight),
+            match (&b.weight, &mut block.weight) {
+                (DeviceWeights::F32(d), Weights::F32(h)) => Self::download_into(t, bounce, &stream, &d.slice(..), h)?,
+                (DeviceWeights::F16(d), Weights::F16(h)) => Self::download_into(t, bounce, &stream, &d.slice(..h.len()), bytemuck::cast_slice_mut(h))?,
+                _ => unreachable!("the device block was uploaded from this host block"),
             }
             let p = block.plastic.as_mut().expect("a plastic block on the host");
-            p.post_traces.at_last_spike.copy_from_slice(&at);
-            p.post_traces.last_spike_step.copy_from_slice(&last);
-            p.post_history.copy_from_slice(&history);
-            p.post_spike_count.copy_from_slice(&count);
-            p.history_floor.copy_from_slice(&floor);
+            Self::download_into(t, bounce, &stream, &dp.history.slice(..p.post_history.len()), &mut p.post_history)?;
+            for (j, s) in post.iter().enumerate() {
+                p.post_traces.at_last_spike[j] = s.trace;
+                p.post_traces.last_spike_step[j] = s.last;
+                p.post_spike_count[j] = s.count;
+                p.history_floor[j] = s.floor;
+            }
         }
-        world.resource_mut::<StdpHistoryOverflows>().0 = Self::download(t, &stream, &self.lost_pairings, 1)?[0];
+        world.resource_mut::<StdpHistoryOverflows>().0 = Self::download(t, bounce, &stream, &self.lost_pairings, 1)?[0];
         let mut plasticity = world.resource_mut::<Plasticity>();
         for (p, r) in plasticity.projections.iter_mut().zip(&self.rules) {
             let len = p.pre_traces.at_last_spike.len();
-            p.pre_traces.at_last_spike = Self::download(t, &stream, &r.pre_trace, len)?;
-            p.pre_traces.last_spike_step = Self::download(t, &stream, &r.pre_last, len)?;
+            p.pre_traces.at_last_spike = Self::download(t, bounce, &stream, &r.pre_trace, len)?;
+            p.pre_traces.last_spike_step = Self::download(t, bounce, &stream, &r.pre_last, len)?;
         }
         Ok(())
     }

@@ -43,6 +43,8 @@ pub struct CudaRunner {
     /// Steps replayed, and the seconds spent capturing the graph.
     pub steps: u64,
     pub capture_s: f64,
+    /// Seconds spent copying the network to the device (part of the build time).
+    pub upload_s: f64,
     /// Free device memory lost from before the upload to after the graph upload.
     pub device_bytes_measured: u64,
 }
@@ -67,7 +69,9 @@ impl Plugin for CudaPlugin {
 pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let stream = gpu.ctx.new_stream()?;
     let (free, _) = gpu.ctx.mem_get_info()?;
+    let uploading = std::time::Instant::now();
     let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, free, &gpu.label())?;
+    let upload_s = uploading.elapsed().as_secs_f64();
     let slot_words = 1 + net.n as usize + net.probe_sites();
     // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
     // SAFETY: the memory is written by the record kernel before the host reads it.
@@ -89,6 +93,7 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         pending: VecDeque::new(),
         steps: 0,
         capture_s: 0.0,
+        upload_s,
         device_bytes_measured: 0,
     };
     runner.net.memory.staging_bytes = (SLOTS * slot_words * 4) as u64;
@@ -103,13 +108,19 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     runner.capture_s = t.elapsed().as_secs_f64();
     runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
     sim.world.insert_resource(runner);
-    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), failure: None });
+    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), check: Some(check), failure: None });
     sim.add_plugins(CudaPlugin);
     Ok(())
 }
 
 fn grid(n: u32, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// A launch over synapse blocks (grid y, one per block) that spreads about `total` thread
+/// blocks of `threads` over them.
+fn per_block(total: u32, blocks: u32, threads: u32) -> LaunchConfig {
+    LaunchConfig { grid_dim: (total.div_ceil(blocks).max(1), blocks, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
 impl CudaRunner {
@@ -155,16 +166,16 @@ impl CudaRunner {
                 let enabled = u32::from(net.stdp_enabled);
                 stream
                     .launch_builder(&k.deliver)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&n_blocks).arg(&rules).arg(&n).arg(&slots)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost)
-                    .launch(LaunchConfig { grid_dim: (sms * 16, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                    .launch(per_block(sms * 16, n_blocks, 256))?;
             }
             if net.n_plastic_blocks > 0 {
                 let plastic = ptr(&net.plastic_blocks, stream);
                 stream
                     .launch_builder(&k.post_spikes)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&net.n_plastic_blocks).arg(&rules)
-                    .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&rules)
+                    .launch(per_block(sms * 2, net.n_plastic_blocks, 256))?;
                 let n_rules = net.rules.len() as u32;
                 stream
                     .launch_builder(&k.pre_spikes)
@@ -233,6 +244,27 @@ impl CudaRunner {
         exchange.spikes.extend_from_slice(spikes);
     }
 
+    /// Whether neuron state is finite and (if `weights`) every plastic weight lies within its
+    /// rule's bounds (see `check`).
+    fn healthy(&mut self, weights: bool) -> Result<bool, CudaError> {
+        let net = &mut self.net;
+        let stream = net.stream.clone();
+        let k = &self.gpu.kernels;
+        let mut outside = stream.alloc_zeros::<u32>(1)?;
+        let (v, se, si) = (ptr(&net.v, &stream), ptr(&net.syn_ex, &stream), ptr(&net.syn_in, &stream));
+        unsafe {
+            stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
+            if weights && net.n_plastic_blocks > 0 {
+                let (table, plastic, rules) = (ptr(&net.block_table, &stream), ptr(&net.plastic_blocks, &stream), ptr(&net.rule_table, &stream));
+                stream
+                    .launch_builder(&k.weights_outside)
+                    .arg(&table).arg(&plastic).arg(&rules).arg(&mut outside)
+                    .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
+            }
+        }
+        Ok(DeviceNetwork::download(&mut net.transfers, &mut net.bounce, &stream, &outside, 1)?[0] == 0)
+    }
+
     /// Waits for the device and records every queued step.
     pub fn drain(&mut self, world: &mut World) -> Result<(), CudaError> {
         self.net.stream.synchronize()?;
@@ -251,12 +283,21 @@ fn cuda_step(world: &mut World) {
     }
 }
 
+/// `Backend::check` of the CUDA backend: counts violations on the device, after the queued
+/// steps, and copies back one number.
+fn check(world: &mut World, weights: bool) -> Result<bool, String> {
+    world.resource_mut::<CudaRunner>().healthy(weights).map_err(|e| e.to_string())
+}
+
 /// `Backend::sync` of the CUDA backend.
 fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     world
         .resource_scope(|world, mut runner: Mut<CudaRunner>| {
             runner.drain(world)?;
-            runner.net.download_world(world, view)
+            match view {
+                HostView::Recorded => Ok(()),
+                _ => runner.net.download_world(world, view),
+            }
         })
         .map_err(|e| e.to_string())
 }

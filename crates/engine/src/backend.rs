@@ -3,15 +3,17 @@
 //!
 //! The CPU backend works on the host columns directly. A device backend (the CUDA backend in
 //! `fum-cuda`) keeps the authoritative copy of every column on the device while it runs and
-//! copies back only when the host must read: a health check (neuron state), a checkpoint or the
-//! end of a run (everything). Code that reads columns between steps calls [`sync_to_host`]
-//! first; on the CPU it does nothing.
+//! copies back only when the host must read: a checkpoint, the end of a run, or a health check
+//! that found a problem on the device (see [`health_needs_host_scan`]). Code that reads columns
+//! between steps calls [`sync_to_host`] first; on the CPU it does nothing.
 
 use bevy_ecs::prelude::*;
 
 /// What the host is about to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostView {
+    /// Recorded output only (spikes, probes): waits for the steps queued on the device.
+    Recorded,
     /// Recorded output and neuron state columns (membrane potential, synaptic variables).
     Neurons,
     /// Every column a checkpoint stores, and recorded output.
@@ -20,6 +22,10 @@ pub enum HostView {
 
 /// Brings the host copy of `HostView` up to date, or says why it could not.
 pub type SyncFn = fn(&mut World, HostView) -> Result<(), String>;
+
+/// Checks the health invariants where the state lives: neuron state finite and, when the flag
+/// says so, every plastic weight inside its rule's bounds; `Ok(true)` when all hold.
+pub type CheckFn = fn(&mut World, bool) -> Result<bool, String>;
 
 /// The backend a simulation runs on.
 #[derive(Resource, Clone, Debug)]
@@ -30,13 +36,15 @@ pub struct Backend {
     pub device: String,
     /// Set by device backends.
     pub sync: Option<SyncFn>,
+    /// Set by device backends: checking on the device spares copying the state back.
+    pub check: Option<CheckFn>,
     /// The first device error met while stepping; the run loop stops on it.
     pub failure: Option<String>,
 }
 
 impl Backend {
     pub fn cpu(threads: usize) -> Self {
-        Backend { name: "cpu", device: format!("{threads} CPU thread{}", if threads == 1 { "" } else { "s" }), sync: None, failure: None }
+        Backend { name: "cpu", device: format!("{threads} CPU thread{}", if threads == 1 { "" } else { "s" }), sync: None, check: None, failure: None }
     }
 }
 
@@ -85,6 +93,19 @@ pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
         Some(sync) => sync(world, view),
         None => Ok(()),
     }
+}
+
+/// Whether a health check must scan the host columns (neuron state, and plastic weights when
+/// `weights`): always on the CPU; on a device backend only when the device found a violation,
+/// after copying everything back so that the host can name it. Recorded output (spike counts)
+/// is brought up to date either way.
+pub fn health_needs_host_scan(world: &mut World, weights: bool) -> Result<bool, String> {
+    let Some(check) = world.get_resource::<Backend>().and_then(|b| b.check) else { return Ok(true) };
+    sync_to_host(world, HostView::Recorded)?;
+    if check(world, weights)? {
+        return Ok(false);
+    }
+    sync_to_host(world, HostView::Everything).map(|()| true)
 }
 
 /// The device error that stopped stepping, if any.

@@ -1,12 +1,23 @@
-//! Cheap invariants checked every few milliseconds of biological time: finite state, rates
-//! below a runaway bound, plastic weights within their bounds (rounded to the stored type:
-//! an `f16` weight may sit at the `f16` nearest to a bound). A violation names the
-//! population, the neuron (or synapse) and the step.
+//! Cheap invariants checked every few milliseconds of biological time: finite state and rates
+//! below a runaway bound; and, every [`WEIGHT_CHECK_EVERY`] checks, plastic weights within
+//! their bounds (rounded to the stored type: an `f16` weight may sit at the `f16` nearest to a
+//! bound). A violation names the population, the neuron (or synapse) and the step.
+//!
+//! Weights are checked less often because there are a thousand times more of them than
+//! neurons: scanning all of them every 10 ms costs more than delivering the spikes of those
+//! 10 ms (a synapse is touched only when its source fires). Device backends check state and
+//! weights on the device and copy back only to name a violation
+//! (`backend::health_needs_host_scan`).
 
 use bevy_ecs::prelude::*;
 
+use crate::backend::health_needs_host_scan;
 use crate::components::{NeuronBlock, Plasticity, Populations, Shard, SynapseBlocks};
 use crate::recording::Recorder;
+
+/// Plastic weights are checked at every this many-th check (every 1 s of biological time at
+/// the default 10 ms interval).
+pub const WEIGHT_CHECK_EVERY: u64 = 100;
 
 #[derive(Debug, thiserror::Error)]
 #[error("health check failed at step {step} (t = {time_ms} ms): {what}")]
@@ -47,14 +58,19 @@ impl HealthMonitor {
         let fail = |what: String| HealthError { step, time_ms: step as f64 * dt, what };
         let populations = world.resource::<Populations>().0.clone();
         let name_of = |global: u32| populations.iter().find(|p| p.ids().contains(&global)).map_or("?", |p| p.name.as_str()).to_string();
+        let weights_due = step % (self.interval_steps * WEIGHT_CHECK_EVERY) == 0;
+        let scan = health_needs_host_scan(world, weights_due).map_err(|e| fail(format!("checking on the device: {e}")))?;
         let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
-        for (shard, neurons, synapses) in query.iter(world) {
+        for (shard, neurons, synapses) in query.iter(world).filter(|_| scan) {
             for (variable, column) in [("membrane potential", &neurons.v), ("excitatory synaptic variable", &neurons.syn_ex), ("inhibitory synaptic variable", &neurons.syn_in)] {
                 if let Some(i) = column.iter().position(|x| !x.is_finite()) {
                     let g = shard.neurons.start + i as u32;
                     let pop = populations.iter().find(|p| p.ids().contains(&g)).expect("every neuron has a population");
                     return Err(fail(format!("population {}, neuron {}: {variable} is {}", pop.name, g - pop.first, column[i])));
                 }
+            }
+            if !weights_due {
+                continue;
             }
             let plasticity = world.resource::<Plasticity>();
             for block in &synapses.0 {

@@ -1029,7 +1029,7 @@ weight = 50.0
     fn on_a_device_backend_frames_label_late_spikes_with_their_steps_and_baked_in_settings_are_refused() {
         let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
         let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
-        sim.world.insert_resource(Backend { name: "fake", device: "test device".into(), sync: Some(fake_sync), failure: None });
+        sim.world.insert_resource(Backend { name: "fake", device: "test device".into(), sync: Some(fake_sync), check: None, failure: None });
         sim.world.init_resource::<FakeDevice>();
         let (mut observer, link) = channel(&model, false);
         let steering = [Request::SetPoissonRate { input: 0, rate_hz: 10.0 }, Request::SetCurrent { population: 0, current_pa: 5.0 }, Request::Stdp(false)];
@@ -1081,7 +1081,7 @@ weight = 50.0
     fn a_paused_device_run_shows_every_step_done() {
         let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
         let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
-        sim.world.insert_resource(Backend { name: "fake", device: String::new(), sync: Some(fake_sync), failure: None });
+        sim.world.insert_resource(Backend { name: "fake", device: String::new(), sync: Some(fake_sync), check: None, failure: None });
         sim.world.init_resource::<FakeDevice>();
         let (mut observer, link) = channel(&model, false);
         let mut never = |_: &mut World| Err("no".to_string());

@@ -30,13 +30,19 @@ struct Block {
     u64 delay;          // const u16*, or 0 when every synapse has `const_delay`
     u64 weight;         // float* or f16 bits (u16*)
     u64 ring;           // i64*: ring of the receptor, [slot][N]
-    u64 post_trace;     // float*: postsynaptic trace just after the last spike (plastic)
-    u64 post_last;      // u32*: step of the last postsynaptic spike, or NEVER
-    u64 history;        // u32*: ring of the last `history_len` postsynaptic spike steps
-    u64 history_count;  // u32*: spikes pushed into the history
-    u64 history_floor;  // u32*: step of the newest overwritten entry, or NEVER
+    u64 post;           // Post*: per shard-local target (plastic blocks)
+    u64 history;        // u32*: ring of the last `history_len` postsynaptic spike steps per target
     u32 source_first, source_size, shard_first, shard_size;
     u32 const_delay, weight_f16, rule, history_len;  // rule: index of the Rule, or NEVER
+};
+
+// What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
+// (stdp.rs keeps the same four values in separate columns).
+struct __align__(16) Post {
+    float trace;  // postsynaptic trace just after the last spike
+    u32 last;     // step of the last postsynaptic spike, or NEVER
+    u32 count;    // spikes pushed into the history
+    u32 floor;    // step of the newest overwritten history entry, or NEVER
 };
 
 struct Rule {
@@ -273,87 +279,138 @@ __device__ __forceinline__ float trace_value(float at_last, u32 last, u64 table,
 
 // ---- delivery: one warp per (spike, block) row; weights added in fixed point ----
 
+// The first index of the ascending spike list holding an id >= `id`.
+__device__ __forceinline__ u32 first_at_least(const u32* spikes, u32 count, u32 id) {
+    u32 lo = 0, hi = count;
+    while (lo < hi) {
+        u32 mid = (lo + hi) >> 1;
+        if (spikes[mid] < id) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+}
+
+__device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, u32 k, u32 j, float w) {
+    u32 d = b.delay ? ((const u16*)b.delay)[k] : b.const_delay;
+    atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
+}
+
+// A plastic synapse k (target j) at a presynaptic spike at t whose source last fired at `tl`
+// with trace `xl` (stdp.rs, plastic_row): potentiation by the target's spikes after tl (read
+// from its history only if it fired since tl), depression by its trace, delivery, then pairing
+// with a postsynaptic spike of this very step. Returns whether the history had lost spikes
+// after tl.
+__device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, u32 k,
+                                                u32 tl, float xl, const u8* fired) {
+    u32 j = ((const u16*)b.target)[k];
+    float w = load_weight(b, k);
+    Post p = ((const Post*)b.post)[j];
+    bool lost = false;
+    if (tl != NEVER && p.last != NEVER && p.last > tl) {
+        u32 len = b.history_len;
+        const u32* hist = (const u32*)b.history + (u64)j * len;
+        u32 held = min(p.count, len), slot = (p.count + len - 1) % len, pending = 0;
+        while (pending < held && hist[slot] > tl) {
+            pending++;
+            slot = slot == 0 ? len - 1 : slot - 1;
+        }
+        for (; pending > 0; pending--) {
+            slot = slot + 1 == len ? 0 : slot + 1;
+            u32 tp = hist[slot];
+            if (tp < t) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, tp - tl)));
+        }
+        lost = p.floor != NEVER && p.floor > tl;
+    }
+    w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
+    add_to_ring(b, slots, n, t, k, j, w);
+    if (fired[b.shard_first + j] && tl != NEVER) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
+    store_weight(b, k, w);
+    return lost;
+}
+
 // Strategy "presynaptic row per warp": rows are short (a neuron's synapses into one shard)
 // and contiguous, so a warp reads them coalesced; atomics on 64-bit integers make the sum
-// independent of the order in which warps run. A plastic row first brings each synapse up to
-// date (NEST's scheme: potentiation by the postsynaptic spikes since the last presynaptic
-// spike, then depression), delivers the new weight, then pairs with a postsynaptic spike of
-// this very step.
+// independent of the order in which warps run. Grid: y = block, x = thread blocks sharing
+// that block's spikes. The spike list is sorted, so a block's sources are one contiguous
+// range of it, found by binary search: no warp is spent on a spike the block does not hold.
 extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                   u32 n_blocks, const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                   const Rule* rules, u32 n, u32 slots, const u8* fired,
                                    u32 stdp_enabled, u64* lost_pairings) {
+    __shared__ Block b;
+    __shared__ Rule r;
+    __shared__ u32 range[2];
+    if (threadIdx.x == 0) {
+        b = blocks[blockIdx.y];
+        if (b.rule != NEVER) r = rules[b.rule];
+        u32 count = *n_spikes;
+        range[0] = first_at_least(spikes, count, b.source_first);
+        range[1] = first_at_least(spikes, count, b.source_first + b.source_size);
+    }
+    __syncthreads();
     u32 t = (u32)*step;
-    u32 lane = threadIdx.x & 31;
-    u64 warps = (u64)gridDim.x * (blockDim.x >> 5);
-    u64 pairs = (u64)*n_spikes * n_blocks;
+    u32 lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x >> 5);
+    bool plastic = b.rule != NEVER && stdp_enabled;
+    const u32* row_ptr = (const u32*)b.row_ptr;
     u32 lost = 0;
-    for (u64 p = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); p < pairs; p += warps) {
-        const Block& b = blocks[p % n_blocks];
-        u32 src = spikes[p / n_blocks];
-        u32 row = src - b.source_first;
-        if (src < b.source_first || row >= b.source_size) continue;
-        const u32* row_ptr = (const u32*)b.row_ptr;
+    for (u32 s = range[0] + blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); s < range[1]; s += warps) {
+        u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
-        i64* ring = (i64*)b.ring;
-        bool plastic = b.rule != NEVER && stdp_enabled;
-        for (u32 k = lo + lane; k < hi; k += 32) {
-            u32 j = ((const u16*)b.target)[k];
-            u32 d = b.delay ? ((const u16*)b.delay)[k] : b.const_delay;
-            float w = load_weight(b, k);
-            if (plastic) {
-                const Rule& r = rules[b.rule];
-                u32 tl = ((const u32*)r.pre_last)[row];
-                float xl = ((const float*)r.pre_trace)[row];
-                if (tl != NEVER) {
-                    const u32* hist = (const u32*)b.history + (u64)j * b.history_len;
-                    u32 c = ((const u32*)b.history_count)[j];
-                    u32 kept = min(c, b.history_len), m = 0;
-                    while (m < kept && hist[(c - 1 - m) % b.history_len] > tl) m++;
-                    for (u32 q = m; q > 0; q--) {
-                        u32 tp = hist[(c - q) % b.history_len];
-                        w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, tp - tl)));
-                    }
-                    u32 floor = ((const u32*)b.history_floor)[j];
-                    if (floor != NEVER && floor > tl) lost++;
-                }
-                float y = trace_value(((const float*)b.post_trace)[j], ((const u32*)b.post_last)[j], r.post_decay, r.post_decay_len, t);
-                w = depress(r, w, y);
-            }
-            atomicAdd((u64*)&ring[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
-            if (plastic) {
-                const Rule& r = rules[b.rule];
-                u32 tl = ((const u32*)r.pre_last)[row];
-                if (fired[b.shard_first + j] && tl != NEVER)
-                    w = potentiate(r, w, __fmul_rn(((const float*)r.pre_trace)[row], decay(r.pre_decay, r.pre_decay_len, t - tl)));
-                store_weight(b, k, w);
-            }
+        if (plastic) {
+            u32 tl = ((const u32*)r.pre_last)[row];
+            float xl = ((const float*)r.pre_trace)[row];
+            for (u32 k = lo + lane; k < hi; k += 32) lost += plastic_synapse(b, r, slots, n, t, k, tl, xl, fired);
+        } else {
+            for (u32 k = lo + lane; k < hi; k += 32) add_to_ring(b, slots, n, t, k, ((const u16*)b.target)[k], load_weight(b, k));
         }
     }
     if (lost) atomicAdd(lost_pairings, (u64)lost);
 }
 
-// Postsynaptic bookkeeping of plastic blocks: trace and spike history of every spiking target.
+// Postsynaptic bookkeeping of plastic blocks (grid y = plastic block): trace and spike
+// history of every spiking target, found as a range of the sorted spike list.
 extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                       const u32* plastic_blocks, u32 n_plastic, const Rule* rules) {
-    u32 t = (u32)*step;
-    u64 pairs = (u64)*n_spikes * n_plastic;
-    for (u64 p = (u64)blockIdx.x * blockDim.x + threadIdx.x; p < pairs; p += (u64)gridDim.x * blockDim.x) {
-        const Block& b = blocks[plastic_blocks[p % n_plastic]];
-        const Rule& r = rules[b.rule];
-        u32 g = spikes[p / n_plastic];
-        if (g < b.shard_first || g >= b.shard_first + b.shard_size || g < r.target_first || g >= r.target_first + r.target_size) continue;
-        u32 j = g - b.shard_first;
-        float* at = (float*)b.post_trace;
-        u32* last = (u32*)b.post_last;
-        at[j] = r.nearest ? 1.0f : __fadd_rn(trace_value(at[j], last[j], r.post_decay, r.post_decay_len, t), 1.0f);
-        last[j] = t;
+                                       const u32* plastic_blocks, const Rule* rules) {
+    const Block& b = blocks[plastic_blocks[blockIdx.y]];
+    const Rule& r = rules[b.rule];
+    u32 from = max(b.shard_first, r.target_first), to = min(b.shard_first + b.shard_size, r.target_first + r.target_size);
+    if (from >= to) return;
+    u32 t = (u32)*step, count = *n_spikes;
+    u32 lo = first_at_least(spikes, count, from), hi = first_at_least(spikes, count, to);
+    for (u32 s = lo + blockIdx.x * blockDim.x + threadIdx.x; s < hi; s += gridDim.x * blockDim.x) {
+        u32 j = spikes[s] - b.shard_first;
+        Post* at = (Post*)b.post + j;
+        Post p = *at;
+        p.trace = r.nearest ? 1.0f : __fadd_rn(trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t), 1.0f);
+        p.last = t;
         u32* hist = (u32*)b.history + (u64)j * b.history_len;
-        u32 c = ((u32*)b.history_count)[j];
-        u32 slot = c % b.history_len;
-        if (c >= b.history_len) ((u32*)b.history_floor)[j] = hist[slot];
+        u32 slot = p.count % b.history_len;
+        if (p.count >= b.history_len) p.floor = hist[slot];
         hist[slot] = t;
-        ((u32*)b.history_count)[j] = c + 1;
+        p.count += 1;
+        *at = p;
     }
+}
+
+// Health check of neuron state (engine/src/health.rs): counts non-finite values.
+extern "C" __global__ void state_outside(const float* v, const float* syn_ex, const float* syn_in, u32 n, u32* outside) {
+    u32 found = 0;
+    for (u32 g = blockIdx.x * blockDim.x + threadIdx.x; g < n; g += gridDim.x * blockDim.x)
+        found += !isfinite(v[g]) + !isfinite(syn_ex[g]) + !isfinite(syn_in[g]);
+    if (found) atomicAdd(outside, found);
+}
+
+// Health check of plastic weights (engine/src/health.rs), grid y = plastic block: counts the
+// weights outside their rule's bounds, both bounds rounded to the stored type as on the host.
+extern "C" __global__ void weights_outside(const Block* blocks, const u32* plastic_blocks, const Rule* rules, u32* outside) {
+    const Block& b = blocks[plastic_blocks[blockIdx.y]];
+    const Rule& r = rules[b.rule];
+    float lo = r.w_min, hi = r.w_max;
+    if (b.weight_f16) { lo = half_to_float(float_to_half(lo)); hi = half_to_float(float_to_half(hi)); }
+    u32 len = ((const u32*)b.row_ptr)[b.source_size], found = 0;
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < len; k += gridDim.x * blockDim.x) {
+        float w = load_weight(b, k);
+        found += !(w >= lo && w <= hi);
+    }
+    if (found) atomicAdd(outside, found);
 }
 
 // Presynaptic traces count this step's spikes (after every row has read them).
