@@ -341,13 +341,18 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
 fn cmd_info(bandwidth: bool) -> anyhow::Result<Outcome> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cpu              {cores} cores (backend cpu, always available)");
-    match fum_cuda::gpus() {
+    #[cfg(not(feature = "cuda"))]
+    let _ = bandwidth;
+    #[cfg(not(feature = "cuda"))]
+    println!("cuda             not built in (cargo feature `cuda`)");
+    #[cfg(feature = "cuda")]
+    match fum::kernels::cuda::gpus() {
         Ok(gpus) => {
             for g in gpus {
                 println!("cuda             {g}");
                 if bandwidth {
-                    let gpu = fum_cuda::Gpu::open(g.ordinal)?;
-                    let bytes_per_s = fum_cuda::copy_bandwidth(&gpu, 1 << 30)?;
+                    let gpu = fum::kernels::cuda::Gpu::open(g.ordinal)?;
+                    let bytes_per_s = fum::kernels::cuda::copy_bandwidth(&gpu, 1 << 30)?;
                     println!("                 copy bandwidth {:.0} GB/s (bytes read + written)", bytes_per_s / 1e9);
                 }
             }

@@ -82,20 +82,32 @@ pub enum BackendChoice {
     Auto,
 }
 
+#[cfg(feature = "cuda")]
+use crate::kernels::cuda::Gpu;
+/// Stands for the GPU in a build without the CUDA backend: no value exists.
+#[cfg(not(feature = "cuda"))]
+pub enum Gpu {}
+
 /// The GPU a `cuda` or `auto` run uses, opened (and its kernels compiled) once per process.
-fn gpu() -> Result<Arc<fum_cuda::Gpu>, String> {
-    static GPU: std::sync::OnceLock<Result<Arc<fum_cuda::Gpu>, String>> = std::sync::OnceLock::new();
-    GPU.get_or_init(|| fum_cuda::Gpu::open(0).map(Arc::new).map_err(|e| e.to_string())).clone()
+#[cfg(feature = "cuda")]
+fn gpu() -> Result<Arc<Gpu>, String> {
+    static GPU: std::sync::OnceLock<Result<Arc<Gpu>, String>> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| Gpu::open(0).map(Arc::new).map_err(|e| e.to_string())).clone()
+}
+#[cfg(not(feature = "cuda"))]
+fn gpu() -> Result<Arc<Gpu>, String> {
+    Err("this fum was built without the CUDA backend (cargo feature `cuda`)".into())
 }
 
 /// The GPU a run will use: `None` for the CPU. Called before building, so that `--backend
 /// cuda` without a usable GPU fails at once; `auto` says on stderr which it chose.
-pub fn choose_backend(choice: BackendChoice) -> anyhow::Result<Option<Arc<fum_cuda::Gpu>>> {
+pub fn choose_backend(choice: BackendChoice) -> anyhow::Result<Option<Arc<Gpu>>> {
     Ok(match choice {
         BackendChoice::Cpu => None,
         BackendChoice::Cuda => Some(gpu().map_err(|e| anyhow::anyhow!("--backend cuda: {e}"))?),
         BackendChoice::Auto => match gpu() {
             Ok(gpu) => {
+                #[cfg(feature = "cuda")]
                 eprintln!("backend: cuda ({})", gpu.label());
                 Some(gpu)
             }
@@ -109,9 +121,12 @@ pub fn choose_backend(choice: BackendChoice) -> anyhow::Result<Option<Arc<fum_cu
 
 /// Puts the simulation on its backend: the CPU systems, or the network uploaded to the GPU.
 /// Call after the world is built or restored.
-pub fn attach_backend(sim: &mut Simulation, gpu: Option<Arc<fum_cuda::Gpu>>) -> anyhow::Result<()> {
+pub fn attach_backend(sim: &mut Simulation, gpu: Option<Arc<Gpu>>) -> anyhow::Result<()> {
     match gpu {
-        Some(gpu) => fum_cuda::install(sim, gpu).context("--backend cuda")?,
+        #[cfg(feature = "cuda")]
+        Some(gpu) => crate::systems::cuda::install(sim, gpu).context("--backend cuda")?,
+        #[cfg(not(feature = "cuda"))]
+        Some(gpu) => match *gpu {},
         None => {
             let threads = sim.threads();
             sim.world.insert_resource(Backend::cpu(threads));
@@ -170,7 +185,7 @@ pub struct RunReport {
     pub device: String,
     /// Device memory and transfers of a CUDA run.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gpu: Option<crate::stats::GpuStats>,
+    pub gpu: Option<fum_engine::backend::DeviceStats>,
     pub threads: usize,
     pub network: NetworkStats,
     pub timing: Timing,
@@ -442,7 +457,10 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         outcome,
         backend: sim.world.resource::<Backend>().name,
         device: sim.world.resource::<Backend>().device.clone(),
-        gpu: sim.world.get_resource::<fum_cuda::runner::CudaRunner>().map(crate::stats::GpuStats::measure),
+        #[cfg(feature = "cuda")]
+        gpu: sim.world.get_resource::<crate::systems::cuda::CudaRunner>().map(|r| r.stats()),
+        #[cfg(not(feature = "cuda"))]
+        gpu: None,
         threads: sim.threads(),
         network,
         timing: Timing {

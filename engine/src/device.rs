@@ -12,13 +12,13 @@ use bytemuck::{Pod, Zeroable};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 use std::sync::Arc;
 
-use fum_engine::backend::HostView;
-use fum_engine::components::{Delays, Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
-use fum_engine::recording::{ProbeSite, Recorder};
-use fum_engine::model::ProbeVariable;
+use crate::backend::{DeviceMemory, HostView, Transfers};
+use crate::components::{Delays, Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
+use crate::recording::{ProbeSite, Recorder};
+use crate::model::ProbeVariable;
 use fum_kernels::stdp::{NEVER, Pairing, TraceDecay, WeightDependence};
 
-use crate::CudaError;
+use fum_kernels::cuda::CudaError;
 
 /// A synapse block as `fum.cu` reads it (`struct Block`).
 #[repr(C)]
@@ -96,30 +96,6 @@ unsafe impl DeviceRepr for RuleDesc {}
 unsafe impl DeviceRepr for ProbeDesc {}
 unsafe impl DeviceRepr for PostState {}
 unsafe impl ValidAsZeroBits for BlockDesc {}
-
-/// Bytes copied each way, and how many copies.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct Transfers {
-    pub to_device_bytes: u64,
-    pub to_host_bytes: u64,
-    pub copies: u64,
-}
-
-/// Device memory by what it holds.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
-pub struct DeviceMemory {
-    pub neuron_bytes: u64,
-    pub synapse_bytes: u64,
-    pub index_bytes: u64,
-    pub plasticity_bytes: u64,
-    pub staging_bytes: u64,
-}
-
-impl DeviceMemory {
-    pub fn total(&self) -> u64 {
-        self.neuron_bytes + self.synapse_bytes + self.index_bytes + self.plasticity_bytes + self.staging_bytes
-    }
-}
 
 pub enum DeviceWeights {
     F32(CudaSlice<f32>),
@@ -258,7 +234,7 @@ impl DeviceNetwork {
     }
 
     /// Copies `src` into `dst` through the pinned bounce buffer, counting the bytes.
-    pub(crate) fn download_into<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaView<'_, T>, dst: &mut [T]) -> Result<(), CudaError> {
+    pub fn download_into<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaView<'_, T>, dst: &mut [T]) -> Result<(), CudaError> {
         assert_eq!(src.len(), dst.len(), "a download fills its destination");
         let bytes = std::mem::size_of_val(dst);
         // SAFETY: every byte pattern is a valid u8.
@@ -278,7 +254,7 @@ impl DeviceNetwork {
     }
 
     /// The first `len` values of `src`, through the bounce buffer.
-    pub(crate) fn download<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+    pub fn download<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
         let mut out = vec![T::zeroed(); len];
         Self::download_into(t, bounce, stream, &src.slice(..len), &mut out)?;
         Ok(out)
@@ -336,7 +312,7 @@ impl DeviceNetwork {
                 ring_in[s * n + first..s * n + first + len].copy_from_slice(&nb.ring_in.sums[s * len..(s + 1) * len]);
             }
         }
-        let step = world.resource::<fum_engine::components::Clock>().step;
+        let step = world.resource::<crate::components::Clock>().step;
         let z = |len: usize| stream.alloc_zeros::<u32>(len.max(1));
         let mut net = DeviceNetwork {
             n: n as u32,
@@ -364,7 +340,7 @@ impl DeviceNetwork {
             probe_layout: ProbeLayout { ranges: Vec::new(), intervals: Vec::new() },
             populations: Vec::new(),
             poisson: Vec::new(),
-            key: world.resource::<fum_engine::components::Seed>().0.0,
+            key: world.resource::<crate::components::Seed>().0.0,
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
             transfers: Transfers::default(),
@@ -398,7 +374,7 @@ impl DeviceNetwork {
             };
             self.populations.push(PopulationLaunch { first: p.first, end: p.first + p.size, coba, constants: LifConstants(constants), current_pa: p.current_pa });
         }
-        for s in &world.resource::<fum_engine::components::PoissonSources>().0 {
+        for s in &world.resource::<crate::components::PoissonSources>().0 {
             self.poisson.push(PoissonLaunch {
                 stream: ((fum_kernels::rng::Purpose::PoissonInput as u32) << 16) | u32::from(s.index),
                 first: s.target.start,
@@ -406,7 +382,7 @@ impl DeviceNetwork {
                 mean: s.mean_per_step,
                 exp_minus_mean: s.exp_minus_mean,
                 quantum: fum_kernels::delivery::to_fixed(s.weight),
-                inhibitory: s.receptor == fum_engine::model::Receptor::Inhibitory,
+                inhibitory: s.receptor == crate::model::Receptor::Inhibitory,
             });
         }
     }
@@ -497,7 +473,7 @@ impl DeviceNetwork {
                         DeviceWeights::F32(w) => ptr(w, s),
                         DeviceWeights::F16(w) => ptr(w, s),
                     },
-                    ring: if b.receptor == fum_engine::model::Receptor::Inhibitory { ring_in } else { ring_ex },
+                    ring: if b.receptor == crate::model::Receptor::Inhibitory { ring_in } else { ring_ex },
                     source_first: b.source_first,
                     source_size: b.source_size,
                     shard_first: range.start,

@@ -2,12 +2,13 @@
 //! host columns up to date.
 //!
 //! The CPU backend works on the host columns directly. A device backend (the CUDA backend in
-//! `fum-cuda`) keeps the authoritative copy of every column on the device while it runs and
+//! `fum_systems::cuda`, on device mirrors from `fum_engine::device`) keeps the authoritative copy of every column on the device while it runs and
 //! copies back only when the host must read: a checkpoint, the end of a run, or a health check
 //! that found a problem on the device (see [`health_needs_host_scan`]). Code that reads columns
 //! between steps calls [`sync_to_host`] first; on the CPU it does nothing.
 
 use bevy_ecs::prelude::*;
+use serde::Serialize;
 
 /// What the host is about to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,3 +113,53 @@ pub fn health_needs_host_scan(world: &mut World, weights: bool) -> Result<bool, 
 pub fn failure(world: &World) -> Option<String> {
     world.get_resource::<Backend>().and_then(|b| b.failure.clone())
 }
+
+/// Bytes copied each way, and how many copies.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Transfers {
+    pub to_device_bytes: u64,
+    pub to_host_bytes: u64,
+    pub copies: u64,
+}
+
+/// Device memory by what it holds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DeviceMemory {
+    pub neuron_bytes: u64,
+    pub synapse_bytes: u64,
+    pub index_bytes: u64,
+    pub plasticity_bytes: u64,
+    pub staging_bytes: u64,
+}
+
+impl DeviceMemory {
+    pub fn total(&self) -> u64 {
+        self.neuron_bytes + self.synapse_bytes + self.index_bytes + self.plasticity_bytes + self.staging_bytes
+    }
+}
+
+/// Device memory, transfers and GPU-side counters of a CUDA run.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceStats {
+    /// Device bytes by what they hold, as allocated.
+    pub device_bytes: DeviceMemory,
+    pub device_bytes_total: u64,
+    /// The drop in free device memory from before the upload to after the graph upload: the
+    /// peak, since nothing is allocated while stepping.
+    pub device_bytes_peak_measured: u64,
+    /// Per neuron: state, ring buffers, row pointers, traces and spike history, staging.
+    pub bytes_per_neuron: f64,
+    /// Per synapse: target, weight and (when delays vary) delay.
+    pub bytes_per_synapse: f64,
+    pub card_memory_bytes: u64,
+    /// Neurons that fit on this card at this model's synapses per neuron and bytes above.
+    pub largest_network_neurons: u64,
+    pub synapses_per_neuron: f64,
+    pub transfers: Transfers,
+    pub steps: u64,
+    pub nvrtc_compile_s: f64,
+    pub graph_capture_s: f64,
+    /// Copying the built network to the device (included in the build time).
+    pub upload_s: f64,
+}
+

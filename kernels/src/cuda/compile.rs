@@ -1,4 +1,4 @@
-//! NVRTC compilation of `crates/kernels/cuda/fum.cu` and the handles of its kernels.
+//! NVRTC compilation of `kernels/cuda/fum.cu` and the handles of its kernels.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -6,10 +6,10 @@ use std::time::Instant;
 use cudarc::driver::{CudaContext, CudaFunction};
 use cudarc::nvrtc::{CompileOptions, compile_ptx_with_opts};
 
-use crate::CudaError;
+use super::CudaError;
 
 /// The kernel source, next to the CPU kernels it mirrors.
-pub const SOURCE: &str = include_str!("../../kernels/cuda/fum.cu");
+pub const SOURCE: &str = include_str!("../../cuda/fum.cu");
 
 /// Every kernel of `fum.cu`.
 pub struct Kernels {

@@ -7,6 +7,8 @@ pub mod checkpoint;
 pub mod column;
 pub mod health;
 pub mod components;
+#[cfg(feature = "cuda")]
+pub mod device;
 pub mod model;
 pub mod observe;
 pub mod recording;

@@ -1,27 +1,21 @@
-//! The CUDA backend: the same systems as the CPU backend, run on one GPU through cudarc.
+//! The GPU side of the kernels: the CUDA twins of the CPU kernels (`kernels/cuda/fum.cu`), the
+//! GPU they run on, and NVRTC compiling them for it.
 //!
 //! - [`gpus`] lists the devices (`fum info`); [`Gpu::open`] opens one and compiles the kernels
-//!   (`crates/kernels/cuda/fum.cu`) with NVRTC for its architecture, once per process.
-//! - [`install`] uploads a built (or restored) world into device memory ([`network`]) and
-//!   replaces the CPU systems of a step with one exclusive system that replays a captured CUDA
-//!   graph of the whole step ([`runner`]).
-//! - Nothing returns to the host inside the step loop except recorded spikes and probe values,
-//!   which kernels write into mapped, pinned host memory (three staging slots: the host reads a
-//!   step two steps after launching it, so recording never stalls the GPU). Checkpoints, health
-//!   checks and the end of a run copy columns back through [`fum_engine::backend::sync_to_host`].
+//!   with NVRTC for its architecture, once per process ([`Kernels`]).
+//! - The device buffers live in the engine's column layer (`fum_engine::device`); the step that
+//!   launches these kernels, captured as one CUDA graph, is `fum_systems::cuda`.
 //!
 //! Without a usable GPU every entry point returns [`CudaError`], never a panic: cudarc panics
 //! when libcuda or libnvrtc cannot be loaded, so their presence is checked first.
 
-pub mod kernels;
-pub mod network;
-pub mod runner;
+mod compile;
 
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, DriverError};
 
-pub use runner::{CudaPlugin, install};
+pub use compile::Kernels;
 
 /// Why the CUDA backend cannot run.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +102,7 @@ fn describe(ctx: &Arc<CudaContext>) -> Result<GpuInfo, CudaError> {
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub info: GpuInfo,
-    pub kernels: kernels::Kernels,
+    pub kernels: Kernels,
 }
 
 impl Gpu {
@@ -125,7 +119,7 @@ impl Gpu {
         // SAFETY: no buffer is shared between streams.
         unsafe { ctx.disable_event_tracking() };
         let info = describe(&ctx)?;
-        let kernels = kernels::Kernels::compile(&ctx, info.compute_capability)?;
+        let kernels = Kernels::compile(&ctx, info.compute_capability)?;
         Ok(Gpu { ctx, info, kernels })
     }
 

@@ -1,5 +1,7 @@
-//! Stepping on the GPU: the whole step captured once as a CUDA graph and replayed every step,
-//! and the host side that reads recorded spikes and probes back without stalling the device.
+//! The CUDA backend's step: the whole step captured once as a CUDA graph and replayed every
+//! step, and the host side that reads recorded spikes and probes back without stalling the
+//! device. [`install`] uploads a built (or restored) world (`fum_engine::device`) and replaces
+//! the CPU step systems with the one exclusive system that replays the graph.
 //!
 //! Concurrency contract: the host launches step `t`'s graph and returns; it reads step `t - 2`'s
 //! staging slot (after waiting on that step's event, normally long complete), so up to two
@@ -13,13 +15,13 @@ use std::sync::Arc;
 use bevy_ecs::prelude::*;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
-use fum_engine::backend::{Backend, HostView, StepSpikes};
+use fum_engine::backend::{Backend, DeviceStats, HostView, StepSpikes};
 use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
 use fum_engine::recording::Recorder;
 use fum_engine::{Plugin, Simulation, Stage};
 
-use crate::network::{DeviceNetwork, ptr};
-use crate::{CudaError, Gpu};
+use fum_engine::device::{DeviceNetwork, ptr};
+use fum_kernels::cuda::{CudaError, Gpu};
 
 /// Staging slots for recorded output (see the module comment).
 const SLOTS: usize = 3;
@@ -61,7 +63,7 @@ pub struct CudaPlugin;
 impl Plugin for CudaPlugin {
     fn build(&self, sim: &mut Simulation) {
         sim.add_systems(cuda_step.in_set(Stage::Update));
-        sim.add_plugins(fum_systems::ClockPlugin);
+        sim.add_plugins(crate::ClockPlugin);
     }
 }
 
@@ -226,7 +228,7 @@ impl CudaRunner {
         let dt = world.resource::<Clock>().dt_ms;
         world.resource_scope(|world, mut recorder: Mut<Recorder>| {
             let populations = world.resource::<Populations>();
-            fum_systems::record::record_spikes(&mut recorder, populations, step, spikes);
+            crate::record::record_spikes(&mut recorder, populations, step, spikes);
             let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.n as usize..]);
             for (probe, (range, &interval)) in recorder.probes.iter_mut().zip(self.net.probe_layout.ranges.iter().zip(&self.net.probe_layout.intervals)) {
                 if step % interval == 0 {
@@ -263,6 +265,32 @@ impl CudaRunner {
             }
         }
         Ok(DeviceNetwork::download(&mut net.transfers, &mut net.bounce, &stream, &outside, 1)?[0] == 0)
+    }
+
+    /// Device memory, transfers and GPU-side counters, for run.json.
+    pub fn stats(&self) -> DeviceStats {
+        let net = &self.net;
+        let m = net.memory;
+        let neurons = u64::from(net.n).max(1);
+        let per_neuron = (m.total() - m.synapse_bytes) as f64 / neurons as f64;
+        let per_synapse = if net.synapses == 0 { 0.0 } else { m.synapse_bytes as f64 / net.synapses as f64 };
+        let k = net.synapses as f64 / neurons as f64;
+        let card = self.gpu.info.total_memory_bytes as u64;
+        DeviceStats {
+            device_bytes: m,
+            device_bytes_total: m.total(),
+            device_bytes_peak_measured: self.device_bytes_measured,
+            bytes_per_neuron: per_neuron,
+            bytes_per_synapse: per_synapse,
+            card_memory_bytes: card,
+            largest_network_neurons: (card as f64 / (per_neuron + k * per_synapse)) as u64,
+            synapses_per_neuron: k,
+            transfers: net.transfers,
+            steps: self.steps,
+            nvrtc_compile_s: self.gpu.kernels.compile_s,
+            graph_capture_s: self.capture_s,
+            upload_s: self.upload_s,
+        }
     }
 
     /// Waits for the device and records every queued step.

@@ -15,3 +15,6 @@ pub mod lif;
 pub mod rng;
 pub mod stdp;
 pub mod weight;
+
+#[cfg(feature = "cuda")]
+pub mod cuda;

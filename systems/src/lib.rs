@@ -4,6 +4,8 @@
 //! (rayon), writing only the shard it is given; [`DefaultPlugins`] assembles the standard set.
 //! Swap or drop a plugin to change the model (e.g. leave out [`StdpPlugin`] to freeze weights).
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod delivery;
 pub mod exchange;
 pub mod input;

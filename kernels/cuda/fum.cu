@@ -1,4 +1,4 @@
-// fum's CUDA kernels: the GPU twins of the CPU kernels in crates/kernels/src (lif.rs, rng.rs,
+// fum's CUDA kernels: the GPU twins of the CPU kernels in kernels/src (lif.rs, rng.rs,
 // delivery.rs, stdp.rs), with the same constants and the same order of operations, so that
 // `lif_cuba` networks give the same bits on both backends. Compiled at start-up by NVRTC with
 // --fmad=false: Rust never fuses a multiply and an add, so neither may we. f64 and f32 division
