@@ -45,7 +45,7 @@ impl NetworkStats {
         }
         if let Some(p) = world.get_resource::<Plasticity>() {
             for proj in &p.projections {
-                s.bytes_neurons += 8 * proj.pre_traces.at_last_spike.len() as u64;
+                s.bytes_neurons += 8 * proj.pre_trace.len() as u64;
             }
         }
         s.synapses = s.static_synapses + s.plastic_synapses;

@@ -113,7 +113,7 @@ fn f16_weights_round_trip_through_a_checkpoint() {
     let mut wrong = Simulation::from_model(&other, 1, 2).unwrap();
     let before = synapses(&mut wrong);
     let err = ckpt.restore(&mut wrong.world, model.hash()).unwrap_err().to_string();
-    assert!(err.contains("weight_type") && err.contains("f16") && err.contains("f32"), "{err}");
+    assert!(err.contains("weight.type") && err.contains("f16") && err.contains("f32"), "{err}");
     assert!(synapses(&mut wrong) == before);
 }
 

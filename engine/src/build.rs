@@ -20,10 +20,10 @@ use std::ops::Range;
 use crate::column::Column;
 use crate::components::*;
 use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel};
-use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, Ring};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, ring_slots};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
-use fum_kernels::stdp::{TraceDecay, Traces};
+use fum_kernels::stdp::{NEVER, TraceDecay};
 
 /// Errors that a valid model can still hit when built with given options.
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,8 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
                 post_decay: TraceDecay::new(rule_spec.tau_minus_ms, dt),
                 source: src.ids(),
                 target: tgt.ids(),
-                pre_traces: Traces::new(src.size as usize),
+                pre_trace: Column::filled(src.size as usize, 0.0),
+                pre_last_spike: Column::filled(src.size as usize, NEVER),
                 history_len: rule_spec.post_history as usize,
             })
         })
@@ -203,8 +204,9 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
         syn_in: Column::from_vec(syn_in),
         refractory_steps: Column::filled(n, 0),
         fired: Column::filled(n, 0),
-        ring_ex: Ring::new(n, max_delay),
-        ring_in: Ring::new(n, max_delay),
+        ring_ex: Column::filled(ring_slots(max_delay) * n, 0),
+        ring_in: Column::filled(ring_slots(max_delay) * n, 0),
+        ring_slots: ring_slots(max_delay),
         spiked: Vec::with_capacity(n / 16 + 16),
     }
 }

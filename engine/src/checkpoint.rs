@@ -24,15 +24,15 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::column::Column;
-use crate::components::{Clock, Delays, NeuronBlock, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
-use crate::model::WeightPrecision;
+use crate::components::{Clock, Delays, Plasticity, StdpHistoryOverflows, SynapseBlocks};
 use crate::recording::Recorder;
+use crate::state::{self, Role};
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
-/// Version 2: u16 targets, delays per block or per synapse, f32 or f16 weights, postsynaptic
-/// spike histories.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3: a section per declared state column (`crate::state`), each with its element type
+/// in a `.type` section; a plastic block's per-target record (`post`). Version 2 kept the
+/// postsynaptic trace, last spike, history count and floor in four sections.
+pub const FORMAT_VERSION: u32 = 3;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
 const FIXED_PREFIX: usize = 8 + 4 + 8 + 4;
@@ -96,31 +96,31 @@ fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
     bytemuck::cast_slice(v).to_vec()
 }
 
-fn structure_crc(blocks: &SynapseBlocks) -> Vec<u32> {
+/// Checksums of each block's structure: its structure columns and, for a constant delay, the
+/// delay.
+fn structure_crc(blocks: &mut SynapseBlocks) -> Vec<u32> {
+    use crate::state::Columns;
     blocks
         .0
-        .iter()
+        .iter_mut()
         .map(|b| {
             let mut h = crc32fast::Hasher::new();
-            h.update(b.row_ptr.as_bytes());
-            h.update(b.target.as_bytes());
-            match &b.delay {
-                Delays::Constant(d) => h.update(&d.to_le_bytes()),
-                Delays::PerSynapse(c) => h.update(c.as_bytes()),
+            if let Delays::Constant(d) = &b.delay {
+                h.update(&d.to_le_bytes());
             }
-            if b.plastic.is_none() {
-                h.update(b.weight.as_bytes());
-            }
+            b.columns(&mut |_, role, _, column| {
+                if role == Role::Structure {
+                    h.update(column.host_bytes());
+                }
+            });
             h.finalize()
         })
         .collect()
 }
 
-fn shards_sorted(world: &mut World) -> Vec<Entity> {
-    let mut query = world.query::<(Entity, &Shard)>();
-    let mut v: Vec<(usize, Entity)> = query.iter(world).map(|(e, s)| (s.index, e)).collect();
-    v.sort_unstable();
-    v.into_iter().map(|(_, e)| e).collect()
+/// The structure checksums of every shard, by shard index.
+fn structure(world: &mut World) -> Vec<Vec<u32>> {
+    state::shards_in_order(world).into_iter().map(|e| structure_crc(&mut world.get_mut::<SynapseBlocks>(e).expect("shard has synapses"))).collect()
 }
 
 impl Snapshot {
@@ -131,38 +131,13 @@ impl Snapshot {
         let mut sections: Vec<(String, Vec<u8>)> = Vec::new();
         sections.push(("model.toml".into(), model_text.as_bytes().to_vec()));
         let clock = world.resource::<Clock>().clone();
-        let mut structure = Vec::new();
-        let entities = shards_sorted(world);
-        for (i, e) in entities.iter().enumerate() {
-            let n = world.get::<NeuronBlock>(*e).expect("shard has neurons");
-            let p = format!("shard/{i}/");
-            sections.push((p.clone() + "v", bytes(&n.v)));
-            sections.push((p.clone() + "syn_ex", bytes(&n.syn_ex)));
-            sections.push((p.clone() + "syn_in", bytes(&n.syn_in)));
-            sections.push((p.clone() + "refractory", bytes(&n.refractory_steps)));
-            sections.push((p.clone() + "ring_ex", bytes(&n.ring_ex.sums)));
-            sections.push((p.clone() + "ring_in", bytes(&n.ring_in.sums)));
-            let blocks = world.get::<SynapseBlocks>(*e).expect("shard has synapses");
-            structure.push(structure_crc(blocks));
-            for (b, block) in blocks.0.iter().enumerate() {
-                if let Some(plastic) = &block.plastic {
-                    let q = format!("{p}block/{b}/");
-                    sections.push((q.clone() + "weight_type", block.weight.precision().name().as_bytes().to_vec()));
-                    sections.push((q.clone() + "weight", block.weight.as_bytes().to_vec()));
-                    sections.push((q.clone() + "post_trace", bytes(&plastic.post_traces.at_last_spike)));
-                    sections.push((q.clone() + "post_last_spike", bytes(&plastic.post_traces.last_spike_step)));
-                    sections.push((q.clone() + "post_history", bytes(&plastic.post_history)));
-                    sections.push((q.clone() + "post_spike_count", bytes(&plastic.post_spike_count)));
-                    sections.push((q + "history_floor", bytes(&plastic.history_floor)));
-                }
-            }
-        }
-        let plasticity = world.resource::<Plasticity>();
-        sections.push(("plasticity/enabled".into(), vec![u8::from(plasticity.enabled)]));
-        for (k, p) in plasticity.projections.iter().enumerate() {
-            sections.push((format!("plasticity/{k}/pre_trace"), bytes(&p.pre_traces.at_last_spike)));
-            sections.push((format!("plasticity/{k}/pre_last_spike"), bytes(&p.pre_traces.last_spike_step)));
-        }
+        let structure = structure(world);
+        let shards = structure.len();
+        state::visit_role(world, Role::State, &mut |d| {
+            sections.push((d.section() + ".type", d.column.element_type().as_bytes().to_vec()));
+            sections.push((d.section(), d.column.host_bytes().to_vec()));
+        });
+        sections.push(("plasticity/enabled".into(), vec![u8::from(world.resource::<Plasticity>().enabled)]));
         let overflows = world.resource::<StdpHistoryOverflows>().0;
         sections.push(("plasticity/history_overflows".into(), overflows.to_le_bytes().to_vec()));
         let mut rec = world.resource_mut::<Recorder>();
@@ -186,7 +161,7 @@ impl Snapshot {
             model_hash,
             step: clock.step,
             dt_ms: clock.dt_ms,
-            shards: entities.len(),
+            shards,
             structure,
             run,
             sections: Vec::new(),
@@ -256,16 +231,6 @@ impl Snapshot {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(path)
     }
-}
-
-/// The decoded state of one plastic block, checked against the built network.
-struct PlasticState {
-    weight: Weights,
-    post_trace: Vec<f32>,
-    post_last_spike: Vec<u32>,
-    post_history: Vec<u32>,
-    post_spike_count: Vec<u32>,
-    history_floor: Vec<u32>,
 }
 
 /// A checkpoint file opened and verified: header parsed, every section's checksum checked.
@@ -354,75 +319,42 @@ impl Checkpoint {
         if self.header.model_hash != model_hash {
             return Err(CheckpointError::OtherModel { path: path.clone(), found: self.header.model_hash, expected: model_hash });
         }
-        let entities = shards_sorted(world);
-        if entities.len() != self.header.shards || self.header.structure.len() != entities.len() {
-            return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, entities.len())));
+        let built = structure(world);
+        if built.len() != self.header.shards || self.header.structure.len() != built.len() {
+            return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
         }
-        // Decode everything first.
-        struct ShardState {
-            v: Vec<f32>,
-            syn_ex: Vec<f32>,
-            syn_in: Vec<f32>,
-            refractory: Vec<u32>,
-            ring_ex: Vec<i64>,
-            ring_in: Vec<i64>,
-            plastic: Vec<(usize, PlasticState)>,
+        if let Some(i) = (0..built.len()).find(|&i| built[i] != self.header.structure[i]) {
+            return Err(corrupt(format!("the synapses of shard {i} rebuilt differently from the checkpointed network")));
         }
-        let mut shards = Vec::new();
-        for (i, e) in entities.iter().enumerate() {
-            let n = world.get::<NeuronBlock>(*e).expect("shard has neurons");
-            let blocks = world.get::<SynapseBlocks>(*e).expect("shard has synapses");
-            if structure_crc(blocks) != self.header.structure[i] {
-                return Err(corrupt(format!("the synapses of shard {i} rebuilt differently from the checkpointed network")));
+        // Decode everything first: every declared state column, checked against the built
+        // network's column (element type and length), in the declaration's order.
+        let mut columns = Vec::new();
+        let mut failed = None;
+        state::visit_role(world, Role::State, &mut |d| {
+            if failed.is_some() {
+                return;
             }
-            let p = format!("shard/{i}/");
-            let len = n.len();
-            let mut plastic = Vec::new();
-            let plasticity = world.resource::<Plasticity>();
-            for (b, block) in blocks.0.iter().enumerate() {
-                if let Some(synapses) = &block.plastic {
-                    let q = format!("{p}block/{b}/");
-                    let history = len * plasticity.projections[synapses.rule].history_len;
-                    let precision = block.weight.precision();
-                    let stored = self.section(&(q.clone() + "weight_type"))?;
-                    if stored != precision.name().as_bytes() {
-                        return Err(corrupt(format!("section {q}weight_type: {:?}, the model stores weights as {}", String::from_utf8_lossy(&stored), precision.name())));
-                    }
-                    let weight = match precision {
-                        WeightPrecision::F32 => Weights::F32(Column::from_vec(self.column(&(q.clone() + "weight"), Some(block.len()))?)),
-                        WeightPrecision::F16 => Weights::F16(Column::from_vec(self.column(&(q.clone() + "weight"), Some(block.len()))?)),
-                    };
-                    plastic.push((
-                        b,
-                        PlasticState {
-                            weight,
-                            post_trace: self.column(&(q.clone() + "post_trace"), Some(len))?,
-                            post_last_spike: self.column(&(q.clone() + "post_last_spike"), Some(len))?,
-                            post_history: self.column(&(q.clone() + "post_history"), Some(history))?,
-                            post_spike_count: self.column(&(q.clone() + "post_spike_count"), Some(len))?,
-                            history_floor: self.column(&(q + "history_floor"), Some(len))?,
-                        },
-                    ));
+            let name = d.section();
+            let decoded = self.section(&format!("{name}.type")).and_then(|ty| {
+                if ty != d.column.element_type().as_bytes() {
+                    return Err(corrupt(format!("section {name}.type: stored as {}, the model keeps {}", String::from_utf8_lossy(&ty), d.column.element_type())));
                 }
-            }
-            shards.push(ShardState {
-                v: self.column(&(p.clone() + "v"), Some(len))?,
-                syn_ex: self.column(&(p.clone() + "syn_ex"), Some(len))?,
-                syn_in: self.column(&(p.clone() + "syn_in"), Some(len))?,
-                refractory: self.column(&(p.clone() + "refractory"), Some(len))?,
-                ring_ex: self.column(&(p.clone() + "ring_ex"), Some(n.ring_ex.sums.len()))?,
-                ring_in: self.column(&(p + "ring_in"), Some(n.ring_in.sums.len()))?,
-                plastic,
+                let raw = self.section(&name)?;
+                if raw.len() != d.column.len() * d.column.element_bytes() {
+                    return Err(corrupt(format!("section {name}: {} bytes do not fit the network", raw.len())));
+                }
+                Ok(raw)
             });
+            match decoded {
+                Ok(raw) => columns.push(raw),
+                Err(e) => failed = Some(e),
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        let plasticity = world.resource::<Plasticity>();
         let enabled = self.section("plasticity/enabled")?;
         let overflows: [u8; 8] = self.section("plasticity/history_overflows")?.try_into().map_err(|_| corrupt("section plasticity/history_overflows is not a u64".into()))?;
-        let mut pre = Vec::new();
-        for (k, proj) in plasticity.projections.iter().enumerate() {
-            let n = proj.pre_traces.at_last_spike.len();
-            pre.push((self.column::<f32>(&format!("plasticity/{k}/pre_trace"), Some(n))?, self.column::<u32>(&format!("plasticity/{k}/pre_last_spike"), Some(n))?));
-        }
         let counts = self.column::<u64>("recorder/spike_counts", Some(world.resource::<Recorder>().spike_counts.len()))?;
         let mut recorded = Vec::new();
         let mut lengths = std::collections::HashMap::new();
@@ -479,33 +411,10 @@ impl Checkpoint {
         }
 
         // Then apply.
-        for (e, s) in entities.iter().zip(shards) {
-            let mut n = world.get_mut::<NeuronBlock>(*e).expect("shard has neurons");
-            n.v = Column::from_vec(s.v);
-            n.syn_ex = Column::from_vec(s.syn_ex);
-            n.syn_in = Column::from_vec(s.syn_in);
-            n.refractory_steps = Column::from_vec(s.refractory);
-            n.ring_ex.sums = s.ring_ex;
-            n.ring_in.sums = s.ring_in;
-            let mut blocks = world.get_mut::<SynapseBlocks>(*e).expect("shard has synapses");
-            for (b, state) in s.plastic {
-                let block = &mut blocks.0[b];
-                block.weight = state.weight;
-                let p = block.plastic.as_mut().expect("plastic block");
-                p.post_traces.at_last_spike = state.post_trace;
-                p.post_traces.last_spike_step = state.post_last_spike;
-                p.post_history = Column::from_vec(state.post_history);
-                p.post_spike_count = Column::from_vec(state.post_spike_count);
-                p.history_floor = Column::from_vec(state.history_floor);
-            }
-        }
+        let mut decoded = columns.into_iter();
+        state::visit_role(world, Role::State, &mut |d| d.column.set_host_bytes(&decoded.next().expect("one section per declared column")));
         world.resource_mut::<StdpHistoryOverflows>().0 = u64::from_le_bytes(overflows);
-        let mut plasticity = world.resource_mut::<Plasticity>();
-        plasticity.enabled = enabled.first() == Some(&1);
-        for (proj, (trace, last)) in plasticity.projections.iter_mut().zip(pre) {
-            proj.pre_traces.at_last_spike = trace;
-            proj.pre_traces.last_spike_step = last;
-        }
+        world.resource_mut::<Plasticity>().enabled = enabled.first() == Some(&1);
         let mut rec = world.resource_mut::<Recorder>();
         rec.spike_counts = counts;
         for ((_, column), (_, _, spilled, pending)) in rec.columns_mut().into_iter().zip(recorded) {

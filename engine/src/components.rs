@@ -4,11 +4,12 @@
 use bevy_ecs::prelude::*;
 use std::ops::Range;
 
-use crate::column::Column;
+use crate::column::{AnyColumn, Column};
 use crate::model::{Receptor, WeightPrecision};
+use crate::state::{Columns, Role, Shape};
 use fum_kernels::delivery::{Ring, RowDelays};
 use fum_kernels::lif::{CobaConstants, CubaPropagators};
-use fum_kernels::stdp::{NEVER, PostHistory, StdpRule, TraceDecay, Traces};
+use fum_kernels::stdp::{PostState, StdpRule, TraceDecay};
 use fum_kernels::weight::Weight;
 use half::f16;
 
@@ -40,9 +41,11 @@ pub struct NeuronBlock {
     pub refractory_steps: Column<u32>,
     /// Spike bits of the current step (1: fired), written by the neuron update.
     pub fired: Column<u8>,
-    /// Input in flight, per receptor, in fixed point.
-    pub ring_ex: Ring,
-    pub ring_in: Ring,
+    /// Input in flight, per receptor, in fixed point: `ring_slots` slots of one sum per neuron,
+    /// slot-major (see `fum_kernels::delivery::Ring`).
+    pub ring_ex: Column<i64>,
+    pub ring_in: Column<i64>,
+    pub ring_slots: usize,
     /// Shard-local indices of the neurons that fired in the current step, ascending.
     pub spiked: Vec<u32>,
 }
@@ -54,17 +57,32 @@ impl NeuronBlock {
     pub fn is_empty(&self) -> bool {
         self.v.is_empty()
     }
-    pub fn ring_mut(&mut self, receptor: Receptor) -> &mut Ring {
+    /// The ring buffer of `receptor`, for the kernels.
+    pub fn ring_mut(&mut self, receptor: Receptor) -> Ring<'_> {
+        let neurons = self.len();
         match receptor {
-            Receptor::Excitatory => &mut self.ring_ex,
-            Receptor::Inhibitory => &mut self.ring_in,
+            Receptor::Excitatory => Ring::new(neurons, &mut self.ring_ex),
+            Receptor::Inhibitory => Ring::new(neurons, &mut self.ring_in),
         }
     }
     /// Bytes of neuron state and ring buffers.
     pub fn bytes(&self) -> usize {
         self.v.bytes() + self.syn_ex.bytes() + self.syn_in.bytes() + self.refractory_steps.bytes() + self.fired.bytes()
-            + 8 * (self.ring_ex.sums.capacity() + self.ring_in.sums.capacity())
+            + self.ring_ex.bytes() + self.ring_in.bytes()
             + 4 * self.spiked.capacity()
+    }
+}
+
+impl Columns for NeuronBlock {
+    fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
+        let neuron = Shape::Neurons { slots: 1 };
+        let ring = Shape::Neurons { slots: self.ring_slots };
+        f("v", Role::State, neuron, &mut self.v);
+        f("syn_ex", Role::State, neuron, &mut self.syn_ex);
+        f("syn_in", Role::State, neuron, &mut self.syn_in);
+        f("refractory", Role::State, neuron, &mut self.refractory_steps);
+        f("ring_ex", Role::State, ring, &mut self.ring_ex);
+        f("ring_in", Role::State, ring, &mut self.ring_in);
     }
 }
 
@@ -193,6 +211,14 @@ impl Weights {
             Weights::F16(c) => c.as_bytes(),
         }
     }
+
+    /// The column, whatever its element type.
+    pub fn column_mut(&mut self) -> &mut dyn AnyColumn {
+        match self {
+            Weights::F32(c) => c,
+            Weights::F16(c) => c,
+        }
+    }
 }
 
 /// What a plastic block keeps beyond a static one, per shard-local postsynaptic neuron: its
@@ -202,36 +228,21 @@ impl Weights {
 pub struct PlasticSynapses {
     /// Index into [`Plasticity::projections`].
     pub rule: usize,
-    pub post_traces: Traces,
-    /// `history_len` spike steps per neuron, neuron-major, each a ring (see
-    /// `fum_kernels::stdp::PostHistory`).
+    /// Trace, last spike, history count and floor of each neuron (one record, as the GPU reads it).
+    pub post: Column<PostState>,
+    /// `history_len` spike steps per neuron, neuron-major, each a ring (see `PostState`).
     pub post_history: Column<u32>,
-    /// Spikes ever pushed per neuron; the ring head is `count % history_len`.
-    pub post_spike_count: Column<u32>,
-    /// Step of the most recently overwritten history entry per neuron, or `NEVER`.
-    pub history_floor: Column<u32>,
 }
 
 impl PlasticSynapses {
     /// Empty histories of `history_len` spikes for `neurons` neurons.
     pub fn new(rule: usize, neurons: usize, history_len: usize) -> Self {
-        PlasticSynapses {
-            rule,
-            post_traces: Traces::new(neurons),
-            post_history: Column::filled(neurons * history_len, 0),
-            post_spike_count: Column::filled(neurons, 0),
-            history_floor: Column::filled(neurons, NEVER),
-        }
-    }
-
-    /// The history as the kernels read it.
-    pub fn history(&self, history_len: usize) -> PostHistory<'_> {
-        PostHistory { len: history_len, steps: &self.post_history, spike_count: &self.post_spike_count, floor: &self.history_floor }
+        PlasticSynapses { rule, post: Column::filled(neurons, PostState::SILENT), post_history: Column::filled(neurons * history_len, 0) }
     }
 
     /// Bytes per neuron: traces and histories.
     pub fn bytes(&self) -> usize {
-        8 * self.post_traces.at_last_spike.capacity() + self.post_history.bytes() + self.post_spike_count.bytes() + self.history_floor.bytes()
+        self.post.bytes() + self.post_history.bytes()
     }
 }
 
@@ -256,6 +267,22 @@ impl SynapseBlock {
     pub fn row(&self, global_id: u32) -> Option<Range<usize>> {
         let r = global_id.checked_sub(self.source_first)? as usize;
         (r < self.source_size as usize).then(|| self.row_ptr[r] as usize..self.row_ptr[r + 1] as usize)
+    }
+}
+
+impl Columns for SynapseBlock {
+    fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
+        f("row_ptr", Role::Structure, Shape::Own, &mut self.row_ptr);
+        f("target", Role::Structure, Shape::Own, &mut self.target);
+        if let Delays::PerSynapse(d) = &mut self.delay {
+            f("delay", Role::Structure, Shape::Own, d);
+        }
+        let weights = if self.plastic.is_some() { Role::State } else { Role::Structure };
+        f("weight", weights, Shape::Own, self.weight.column_mut());
+        if let Some(p) = &mut self.plastic {
+            f("post", Role::State, Shape::Own, &mut p.post);
+            f("post_history", Role::State, Shape::Own, &mut p.post_history);
+        }
     }
 }
 
@@ -336,9 +363,20 @@ pub struct PlasticProjection {
     pub post_decay: TraceDecay,
     pub source: Range<u32>,
     pub target: Range<u32>,
-    pub pre_traces: Traces,
+    /// Presynaptic traces of the source population, stored lazily (see
+    /// `fum_kernels::stdp::count_spike`): the trace just after each neuron's last spike, and
+    /// the step of that spike.
+    pub pre_trace: Column<f32>,
+    pub pre_last_spike: Column<u32>,
     /// Postsynaptic spikes each target neuron remembers (the rule's `post_history`).
     pub history_len: usize,
+}
+
+impl Columns for PlasticProjection {
+    fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
+        f("pre_trace", Role::State, Shape::Own, &mut self.pre_trace);
+        f("pre_last_spike", Role::State, Shape::Own, &mut self.pre_last_spike);
+    }
 }
 
 /// STDP state shared by all shards.

@@ -1,24 +1,31 @@
-//! The device copy of a built network: every column of every shard, the synapse blocks and the
-//! plasticity state, and the small descriptor tables the kernels read.
+//! The network on a CUDA device: every declared column mirrored in device memory, and the
+//! small descriptor tables and scratch buffers the kernels read.
 //!
-//! Neuron columns are concatenated over shards into network-wide arrays (a shard is a
-//! contiguous range of global ids), so one launch updates every neuron; ring buffers are laid
-//! out `[slot][global id]`. Synapse blocks keep their shard's CSR rows and shard-local `u16`
-//! targets. Every copy between host and device goes through [`DeviceNetwork`]'s upload and
-//! download methods, which count the bytes.
+//! Layout (chosen so that one launch covers every shard): per-neuron columns of all shards share
+//! one arena per name, a shard's column being the range of its global ids (shards are
+//! contiguous ranges of ids); ring columns share a slot-major arena `[slot][global id]`, so a
+//! shard's ring is one range per slot, and the neuron update reads one slot of all shards
+//! contiguously. Synapse-block and projection columns each get a buffer of their own (the block
+//! table holds their addresses). The element layout of every column is the host's, so a copy is
+//! plain bytes, and every column moves through its [`Mirror`](crate::column::Mirror): the
+//! upload attaches each declared column ([`crate::state`]) to its place here, and host reads
+//! after device steps go through `Column::download`. [`Buffer`] counts every byte.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
 use bytemuck::{Pod, Zeroable};
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
-use std::sync::Arc;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
 use crate::backend::{DeviceMemory, HostView, Transfers};
-use crate::components::{Delays, Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks, Weights};
-use crate::recording::{ProbeSite, Recorder};
+use crate::column::{DeviceBuffer, Placement, TransferError};
+use crate::components::{Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::model::ProbeVariable;
-use fum_kernels::stdp::{NEVER, Pairing, TraceDecay, WeightDependence};
-
+use crate::recording::{ProbeSite, Recorder};
+use crate::state::{self, Owner, Role, Shape};
 use fum_kernels::cuda::CudaError;
+use fum_kernels::stdp::{NEVER, Pairing, TraceDecay, WeightDependence};
 
 /// A synapse block as `fum.cu` reads it (`struct Block`).
 #[repr(C)]
@@ -39,17 +46,6 @@ pub struct BlockDesc {
     pub weight_f16: u32,
     pub rule: u32,
     pub history_len: u32,
-}
-
-/// What a plastic synapse reads of its target, one 16-byte load (`struct Post`): the trace
-/// and last spike of `Traces`, the history's spike count and floor.
-#[repr(C, align(16))]
-#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct PostState {
-    pub trace: f32,
-    pub last: u32,
-    pub count: u32,
-    pub floor: u32,
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -94,36 +90,163 @@ unsafe impl DeviceRepr for LifConstants {}
 unsafe impl DeviceRepr for BlockDesc {}
 unsafe impl DeviceRepr for RuleDesc {}
 unsafe impl DeviceRepr for ProbeDesc {}
-unsafe impl DeviceRepr for PostState {}
 unsafe impl ValidAsZeroBits for BlockDesc {}
 
-pub enum DeviceWeights {
-    F32(CudaSlice<f32>),
-    /// f16 bits.
-    F16(CudaSlice<u16>),
+/// What every buffer of one device network shares: the stream all copies are ordered on, the
+/// generation of the device state, the host-written flag, the pinned bounce buffer and the
+/// transfer counts.
+pub struct DeviceContext {
+    pub stream: Arc<CudaStream>,
+    /// Advanced by every device step (see `crate::column`).
+    generation: AtomicU64,
+    /// Raised when a host copy of a mirrored column is written; the step uploads such columns.
+    host_written: AtomicBool,
+    /// Pinned host memory every download passes through (`BOUNCE_BYTES`).
+    bounce: Mutex<PinnedHostSlice<u8>>,
+    transfers: Mutex<Transfers>,
 }
 
-pub struct DevicePlastic {
-    pub post: CudaSlice<PostState>,
-    pub history: CudaSlice<u32>,
+// SAFETY: the pinned buffer is only touched under its mutex; cudarc's handles carry no thread
+// affinity (the context is bound on every call).
+unsafe impl Send for DeviceContext {}
+unsafe impl Sync for DeviceContext {}
+
+impl DeviceContext {
+    /// A device step was enqueued: every state column's host copy is now behind.
+    pub fn advance(&self) {
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Whether a host copy of a mirrored column was written since the last call.
+    pub fn take_host_written(&self) -> bool {
+        self.host_written.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn transfers(&self) -> Transfers {
+        *self.transfers.lock().expect("transfer counts")
+    }
+
+    fn count(&self, to_device: bool, bytes: usize) {
+        let mut t = self.transfers.lock().expect("transfer counts");
+        if to_device {
+            t.to_device_bytes += bytes as u64;
+        } else {
+            t.to_host_bytes += bytes as u64;
+        }
+        t.copies += 1;
+    }
+
+    /// Copies `src` (device) into `dst` through the pinned bounce buffer, counting the bytes.
+    pub fn read_bytes(&self, src: &CudaSlice<u8>, at: usize, dst: &mut [u8]) -> Result<(), CudaError> {
+        let mut bounce = self.bounce.lock().expect("the bounce buffer");
+        for (i, chunk) in dst.chunks_mut(BOUNCE_BYTES).enumerate() {
+            let from = at + i * BOUNCE_BYTES;
+            // A copy moves as many bytes as its destination holds: give it exactly the chunk.
+            let staged = &mut bounce.as_mut_slice()?[..chunk.len()];
+            self.stream.memcpy_dtoh(&src.slice(from..from + chunk.len()), staged)?;
+            self.stream.synchronize()?;
+            chunk.copy_from_slice(staged);
+        }
+        self.count(false, dst.len());
+        Ok(())
+    }
+
+    /// A copy of the first `len` values of a device slice.
+    pub fn read<T: DeviceRepr + Pod>(&self, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+        let mut out = vec![T::zeroed(); len];
+        // SAFETY: every byte pattern is a valid u8.
+        let bytes = unsafe { src.transmute::<u8>(len * std::mem::size_of::<T>()) }.expect("a view of the same bytes");
+        let mut staged = vec![0u8; len * std::mem::size_of::<T>()];
+        let mut bounce = self.bounce.lock().expect("the bounce buffer");
+        for (i, chunk) in staged.chunks_mut(BOUNCE_BYTES).enumerate() {
+            let from = i * BOUNCE_BYTES;
+            let pinned = &mut bounce.as_mut_slice()?[..chunk.len()];
+            self.stream.memcpy_dtoh(&bytes.slice(from..from + chunk.len()), pinned)?;
+            self.stream.synchronize()?;
+            chunk.copy_from_slice(pinned);
+        }
+        drop(bounce);
+        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&staged);
+        self.count(false, staged.len());
+        Ok(out)
+    }
+
+    /// A device copy of `host` (at least one element, so that its address is valid).
+    pub fn upload<T: DeviceRepr + Copy>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
+        self.count(true, std::mem::size_of_val(host));
+        if host.is_empty() {
+            // SAFETY: never read: an empty column's address is only passed along.
+            return Ok(unsafe { self.stream.alloc::<T>(1) }?);
+        }
+        Ok(self.stream.clone_htod(host)?)
+    }
 }
 
-pub struct DeviceBlock {
-    /// Shard index and the block's index in the shard's `SynapseBlocks`.
-    pub shard: usize,
-    pub index: usize,
-    pub row_ptr: CudaSlice<u32>,
-    pub target: CudaSlice<u16>,
-    pub delay: Option<CudaSlice<u16>>,
-    pub weight: DeviceWeights,
-    pub plastic: Option<DevicePlastic>,
+/// Size of the pinned host buffer that downloads go through: copies from the device into
+/// pageable memory ran at under 1 GB/s on the H100 test machine (4.5 s for the learned weights
+/// of a 1M-neuron network); through pinned memory they run at bus speed.
+const BOUNCE_BYTES: usize = 64 << 20;
+
+/// One device buffer that columns are mirrored into (an arena or a column's own buffer).
+pub struct Buffer {
+    ctx: Arc<DeviceContext>,
+    bytes: CudaSlice<u8>,
+    /// State the kernels write; structure buffers keep generation 0.
+    written_by_device: bool,
 }
 
-pub struct DeviceRule {
-    pub pre_decay: CudaSlice<f32>,
-    pub post_decay: CudaSlice<f32>,
-    pub pre_trace: CudaSlice<f32>,
-    pub pre_last: CudaSlice<u32>,
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Buffer").field("bytes", &self.bytes.len()).field("written_by_device", &self.written_by_device).finish()
+    }
+}
+
+impl Buffer {
+    fn new(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
+        let bytes = ctx.stream.alloc_zeros::<u8>(bytes.max(16))?;
+        Ok(Arc::new(Buffer { ctx: ctx.clone(), bytes, written_by_device }))
+    }
+
+    /// The buffer's device address, for descriptor tables and kernel arguments.
+    pub fn ptr(&self) -> u64 {
+        self.bytes.device_ptr(&self.ctx.stream).0
+    }
+}
+
+impl DeviceBuffer for Buffer {
+    fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), TransferError> {
+        self.ctx.read_bytes(&self.bytes, at, dst).map_err(|e| TransferError(e.to_string()))
+    }
+
+    fn write(&self, at: usize, src: &[u8]) -> Result<(), TransferError> {
+        assert!(at + src.len() <= self.bytes.len(), "a write inside the buffer");
+        let stream = &self.ctx.stream;
+        // SAFETY: the destination is `src.len()` bytes inside this buffer (checked above); the
+        // copy is ordered on the stream, and waited for before `src` can go away.
+        let done = stream.context().bind_to_thread().and_then(|()| unsafe { cudarc::driver::result::memcpy_htod_async(self.ptr() + at as u64, src, stream.cu_stream()) }).and_then(|()| stream.synchronize());
+        done.map_err(|e| TransferError(e.to_string()))?;
+        self.ctx.count(true, src.len());
+        Ok(())
+    }
+
+    fn generation(&self) -> u64 {
+        if self.written_by_device { self.ctx.generation.load(Ordering::Acquire) } else { 0 }
+    }
+
+    fn host_written(&self) {
+        self.ctx.host_written.store(true, Ordering::Release);
+    }
+}
+
+/// Named buffers of one owner (a block, a projection).
+#[derive(Default)]
+pub struct Buffers(Vec<(&'static str, Arc<Buffer>)>);
+
+impl Buffers {
+    /// The address of column `name`, or 0 if the owner has none (a constant delay).
+    pub fn ptr(&self, name: &str) -> u64 {
+        self.0.iter().find(|(n, _)| *n == name).map_or(0, |(_, b)| b.ptr())
+    }
 }
 
 /// One population's LIF launch.
@@ -153,27 +276,30 @@ pub struct ProbeLayout {
 }
 
 pub struct DeviceNetwork {
+    pub ctx: Arc<DeviceContext>,
     pub stream: Arc<CudaStream>,
     pub n: u32,
     pub slots: u32,
     /// Shard ranges of global ids, by shard index.
     pub shards: Vec<std::ops::Range<u32>>,
-    pub v: CudaSlice<f32>,
-    pub syn_ex: CudaSlice<f32>,
-    pub syn_in: CudaSlice<f32>,
-    pub refractory: CudaSlice<u32>,
+    /// The per-neuron arenas, by column name.
+    pub neurons: Buffers,
+    /// Each synapse block's buffers, keyed by (shard, block index in the shard), in
+    /// declaration order: the order of `block_table`.
+    pub blocks: Vec<((usize, usize), Buffers)>,
+    /// Each plastic projection's buffers.
+    pub rules: Vec<Buffers>,
+    /// Scratch of the step: spike bits, the compacted spike list and its count and block counts.
     pub fired: CudaSlice<u8>,
-    pub ring_ex: CudaSlice<i64>,
-    pub ring_in: CudaSlice<i64>,
     pub step: CudaSlice<u64>,
     pub spikes: CudaSlice<u32>,
     pub n_spikes: CudaSlice<u32>,
     pub block_counts: CudaSlice<u32>,
-    pub blocks: Vec<DeviceBlock>,
     pub block_table: CudaSlice<BlockDesc>,
     pub plastic_blocks: CudaSlice<u32>,
     pub n_plastic_blocks: u32,
-    pub rules: Vec<DeviceRule>,
+    /// Trace decay tables of each rule (constants).
+    pub decays: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     pub rule_table: CudaSlice<RuleDesc>,
     pub lost_pairings: CudaSlice<u64>,
     pub probes: CudaSlice<ProbeDesc>,
@@ -183,18 +309,10 @@ pub struct DeviceNetwork {
     pub key: [u32; 2],
     pub stdp_enabled: bool,
     pub memory: DeviceMemory,
-    pub transfers: Transfers,
-    /// Pinned host memory every download passes through (`BOUNCE_BYTES`).
-    pub bounce: PinnedHostSlice<u8>,
     pub synapses: u64,
 }
 
-/// Size of the pinned host buffer that downloads go through: copies from the device into
-/// pageable memory ran at under 1 GB/s on the H100 test machine (4.5 s for the learned weights
-/// of a 1M-neuron network); through pinned memory they run at bus speed.
-const BOUNCE_BYTES: usize = 64 << 20;
-
-/// The raw device address of a buffer, for descriptor tables and kernel arguments.
+/// The raw device address of a slice, for descriptor tables and kernel arguments.
 pub fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     slice.device_ptr(stream).0
 }
@@ -205,61 +323,11 @@ fn neuron_bytes(n: u64, ring_len: u64) -> u64 {
     n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_len
 }
 
-/// Device bytes of a plastic block's per-target state: its history and a [`PostState`] for
-/// each of the shard's `n` neurons.
-fn plastic_bytes(history_bytes: usize, n: u64) -> u64 {
-    history_bytes as u64 + std::mem::size_of::<PostState>() as u64 * n
-}
-
 fn decay_table(decay: &TraceDecay) -> Vec<f32> {
     (0..).map(|n| decay.after(n)).take_while(|&x| x != 0.0).collect()
 }
 
-fn shards_in_order(world: &mut World) -> Vec<Entity> {
-    let mut q = world.query::<(Entity, &Shard)>();
-    let mut v: Vec<_> = q.iter(world).map(|(e, s)| (s.index, e)).collect();
-    v.sort_unstable();
-    v.into_iter().map(|(_, e)| e).collect()
-}
-
 impl DeviceNetwork {
-    fn upload<T: DeviceRepr + Copy>(&mut self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
-        self.transfers.to_device_bytes += std::mem::size_of_val(host) as u64;
-        self.transfers.copies += 1;
-        if host.is_empty() {
-            // A zero-length allocation is not allowed; keep one element so pointers stay valid.
-            return Ok(unsafe { self.stream.alloc::<T>(1) }?);
-        }
-        Ok(self.stream.clone_htod(host)?)
-    }
-
-    /// Copies `src` into `dst` through the pinned bounce buffer, counting the bytes.
-    pub fn download_into<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaView<'_, T>, dst: &mut [T]) -> Result<(), CudaError> {
-        assert_eq!(src.len(), dst.len(), "a download fills its destination");
-        let bytes = std::mem::size_of_val(dst);
-        // SAFETY: every byte pattern is a valid u8.
-        let src = unsafe { src.transmute::<u8>(bytes) }.expect("a view of the same bytes");
-        let dst: &mut [u8] = bytemuck::cast_slice_mut(dst);
-        for (i, chunk) in dst.chunks_mut(BOUNCE_BYTES).enumerate() {
-            let at = i * BOUNCE_BYTES;
-            // A copy moves as many bytes as its destination holds: give it exactly the chunk.
-            let staged = &mut bounce.as_mut_slice()?[..chunk.len()];
-            stream.memcpy_dtoh(&src.slice(at..at + chunk.len()), staged)?;
-            stream.synchronize()?;
-            chunk.copy_from_slice(staged);
-        }
-        t.to_host_bytes += bytes as u64;
-        t.copies += 1;
-        Ok(())
-    }
-
-    /// The first `len` values of `src`, through the bounce buffer.
-    pub fn download<T: DeviceRepr + Pod>(t: &mut Transfers, bounce: &mut PinnedHostSlice<u8>, stream: &Arc<CudaStream>, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
-        let mut out = vec![T::zeroed(); len];
-        Self::download_into(t, bounce, stream, &src.slice(..len), &mut out)?;
-        Ok(out)
-    }
-
     /// Device bytes the network will take, computed before allocating anything, so that a
     /// network that does not fit fails with a message instead of a driver error midway.
     pub fn required_bytes(world: &mut World) -> u64 {
@@ -267,75 +335,71 @@ impl DeviceNetwork {
         let mut q = world.query::<(&NeuronBlock, &SynapseBlocks)>();
         for (neurons, synapses) in q.iter(world) {
             let n = neurons.len() as u64;
-            bytes += neuron_bytes(n, neurons.ring_ex.sums.len() as u64);
+            bytes += neuron_bytes(n, neurons.ring_ex.len() as u64);
             for b in &synapses.0 {
                 bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
                 if let Some(p) = &b.plastic {
-                    bytes += plastic_bytes(p.post_history.bytes(), n);
+                    bytes += p.bytes() as u64;
                 }
             }
         }
         bytes + (8 << 20)
     }
 
-    /// Copies the world's network to the device.
+    /// The address of neuron arena `name`.
+    pub fn neuron_ptr(&self, name: &str) -> u64 {
+        self.neurons.ptr(name)
+    }
+
+    /// Copies the world's network to the device: attaches every declared column to its place
+    /// (see the module comment) and uploads it, then builds the tables.
     pub fn upload_world(stream: Arc<CudaStream>, world: &mut World, free_bytes: usize, device: &str) -> Result<DeviceNetwork, CudaError> {
         let needed = Self::required_bytes(world);
         if needed > free_bytes as u64 {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
             return Err(CudaError::OutOfMemory { needed: gib(needed), free: gib(free_bytes as u64), device: device.into() });
         }
-        let order = shards_in_order(world);
         let mut shards = Vec::new();
-        let (mut v, mut syn_ex, mut syn_in, mut refractory) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut slots = 0;
-        for &e in &order {
-            let (shard, nb) = (world.get::<Shard>(e).unwrap(), world.get::<NeuronBlock>(e).unwrap());
-            if shard.neurons.start != shards.last().map_or(0, |r: &std::ops::Range<u32>| r.end) {
+        for e in state::shards_in_order(world) {
+            let range = world.get::<Shard>(e).expect("a shard").neurons.clone();
+            if range.start != shards.last().map_or(0, |r: &std::ops::Range<u32>| r.end) {
                 return Err(CudaError::Unsupported("shards are not contiguous".into()));
             }
-            shards.push(shard.neurons.clone());
-            v.extend_from_slice(&nb.v);
-            syn_ex.extend_from_slice(&nb.syn_ex);
-            syn_in.extend_from_slice(&nb.syn_in);
-            refractory.extend_from_slice(&nb.refractory_steps);
-            slots = nb.ring_ex.slots;
-        }
-        let n = v.len();
-        let mut ring_ex = vec![0i64; slots * n];
-        let mut ring_in = vec![0i64; slots * n];
-        for &e in &order {
-            let (shard, nb) = (world.get::<Shard>(e).unwrap(), world.get::<NeuronBlock>(e).unwrap());
-            let (first, len) = (shard.neurons.start as usize, nb.len());
-            for s in 0..slots {
-                ring_ex[s * n + first..s * n + first + len].copy_from_slice(&nb.ring_ex.sums[s * len..(s + 1) * len]);
-                ring_in[s * n + first..s * n + first + len].copy_from_slice(&nb.ring_in.sums[s * len..(s + 1) * len]);
+            if range.len() > 1 << 16 {
+                return Err(CudaError::Unsupported(format!("shard {} has {} neurons; targets are 16-bit, so at most 65,536 per shard", shards.len(), range.len())));
             }
+            shards.push(range);
         }
+        let n = shards.last().map_or(0, |r| r.end as usize);
+        let ctx = Arc::new(DeviceContext {
+            stream: stream.clone(),
+            generation: AtomicU64::new(0),
+            host_written: AtomicBool::new(false),
+            // SAFETY: the buffer is written by a copy before it is read.
+            bounce: Mutex::new(unsafe { stream.context().alloc_pinned::<u8>(BOUNCE_BYTES) }?),
+            transfers: Mutex::new(Transfers::default()),
+        });
         let step = world.resource::<crate::components::Clock>().step;
-        let z = |len: usize| stream.alloc_zeros::<u32>(len.max(1));
         let mut net = DeviceNetwork {
+            ctx: ctx.clone(),
+            stream: stream.clone(),
             n: n as u32,
-            slots: slots as u32,
+            slots: 1,
             shards,
-            v: stream.alloc_zeros(1)?,
-            syn_ex: stream.alloc_zeros(1)?,
-            syn_in: stream.alloc_zeros(1)?,
-            refractory: z(1)?,
-            fired: stream.alloc_zeros(n.max(1))?,
-            ring_ex: stream.alloc_zeros(1)?,
-            ring_in: stream.alloc_zeros(1)?,
-            step: stream.clone_htod(&[step])?,
-            spikes: z(n)?,
-            n_spikes: z(1)?,
-            block_counts: z(n.div_ceil(1024))?,
+            neurons: Buffers::default(),
             blocks: Vec::new(),
-            block_table: stream.alloc_zeros(1)?,
-            plastic_blocks: z(1)?,
-            n_plastic_blocks: 0,
             rules: Vec::new(),
+            fired: stream.alloc_zeros(n.max(1))?,
+            step: stream.clone_htod(&[step])?,
+            spikes: stream.alloc_zeros(n.max(1))?,
+            n_spikes: stream.alloc_zeros(1)?,
+            block_counts: stream.alloc_zeros(n.div_ceil(1024).max(1))?,
+            block_table: stream.alloc_zeros(1)?,
+            plastic_blocks: stream.alloc_zeros(1)?,
+            n_plastic_blocks: 0,
+            decays: Vec::new(),
             rule_table: stream.clone_htod(&[RuleDesc::default()])?,
-            lost_pairings: stream.alloc_zeros(1)?,
+            lost_pairings: ctx.upload(&[world.resource::<StdpHistoryOverflows>().0])?,
             probes: stream.clone_htod(&[ProbeDesc::default()])?,
             probe_layout: ProbeLayout { ranges: Vec::new(), intervals: Vec::new() },
             populations: Vec::new(),
@@ -343,26 +407,67 @@ impl DeviceNetwork {
             key: world.resource::<crate::components::Seed>().0.0,
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
-            transfers: Transfers::default(),
-            // SAFETY: the buffer is written by a copy before it is read.
-            bounce: unsafe { stream.context().alloc_pinned::<u8>(BOUNCE_BYTES) }?,
             synapses: 0,
-            stream: stream.clone(),
         };
-        net.lost_pairings = net.upload(&[world.resource::<StdpHistoryOverflows>().0])?;
-        net.v = net.upload(&v)?;
-        net.syn_ex = net.upload(&syn_ex)?;
-        net.syn_in = net.upload(&syn_in)?;
-        net.refractory = net.upload(&refractory)?;
-        net.ring_ex = net.upload(&ring_ex)?;
-        net.ring_in = net.upload(&ring_in)?;
-        net.memory.neuron_bytes = neuron_bytes(n as u64, ring_ex.len() as u64);
-
+        net.attach_columns(world)?;
         net.upload_populations(world);
-        net.upload_plasticity(world)?;
-        net.upload_blocks(world, &order)?;
+        net.upload_tables(world)?;
         net.upload_probes(world)?;
         Ok(net)
+    }
+
+    /// Gives every declared column its place on the device and copies it there.
+    fn attach_columns(&mut self, world: &mut World) -> Result<(), CudaError> {
+        let mut failed = None;
+        let ctx = self.ctx.clone();
+        let n = self.n as usize;
+        state::visit(world, &mut |d| {
+            if failed.is_some() {
+                return;
+            }
+            let written = d.role == Role::State;
+            let size = d.column.element_bytes();
+            let placed = match (d.owner, d.shape) {
+                (Owner::Neurons { shard }, Shape::Neurons { slots }) => {
+                    let range = self.shards[shard].clone();
+                    self.slots = slots.max(self.slots as usize) as u32;
+                    let arena = match self.neurons.0.iter().find(|(name, _)| *name == d.name) {
+                        Some((_, b)) => Ok(b.clone()),
+                        None => Buffer::new(&ctx, slots * n * size, written).inspect(|b| self.neurons.0.push((d.name, b.clone()))),
+                    };
+                    arena.map(|a| (a, Placement { offset: range.start as usize * size, chunk_len: range.len(), chunks: slots, stride: n * size }))
+                }
+                (owner, _) => Buffer::new(&ctx, d.column.len() * size, written).map(|b| {
+                    let buffers = match owner {
+                        Owner::Projection { projection } => {
+                            if self.rules.len() == projection {
+                                self.rules.push(Buffers::default());
+                            }
+                            &mut self.rules[projection]
+                        }
+                        Owner::Block { shard, block } => {
+                            if self.blocks.last().is_none_or(|(key, _)| *key != (shard, block)) {
+                                self.blocks.push(((shard, block), Buffers::default()));
+                            }
+                            &mut self.blocks.last_mut().expect("just pushed").1
+                        }
+                        Owner::Neurons { .. } => unreachable!("neuron columns have a neuron shape"),
+                    };
+                    buffers.0.push((d.name, b.clone()));
+                    (b, Placement::contiguous(0, d.column.len()))
+                }),
+            };
+            match placed {
+                Ok((buffer, placement)) => {
+                    d.column.attach(buffer, placement);
+                    if let Err(e) = d.column.upload() {
+                        failed = Some(CudaError::Unsupported(e.to_string()));
+                    }
+                }
+                Err(e) => failed = Some(e),
+            }
+        });
+        failed.map_or(Ok(()), Err)
     }
 
     fn upload_populations(&mut self, world: &World) {
@@ -387,20 +492,15 @@ impl DeviceNetwork {
         }
     }
 
-    fn upload_plasticity(&mut self, world: &World) -> Result<(), CudaError> {
-        let plasticity = world.resource::<Plasticity>().clone();
-        let mut table = Vec::new();
-        for p in &plasticity.projections {
+    /// The rule and block tables the kernels read, from the attached columns' addresses.
+    fn upload_tables(&mut self, world: &mut World) -> Result<(), CudaError> {
+        let plasticity = world.resource::<Plasticity>();
+        let mut rules = Vec::new();
+        for (p, buffers) in plasticity.projections.iter().zip(&self.rules) {
             let (pre_decay, post_decay) = (decay_table(&p.pre_decay), decay_table(&p.post_decay));
-            let rule = DeviceRule {
-                pre_decay: self.upload(&pre_decay)?,
-                post_decay: self.upload(&post_decay)?,
-                pre_trace: self.upload(&p.pre_traces.at_last_spike)?,
-                pre_last: self.upload(&p.pre_traces.last_spike_step)?,
-            };
-            self.memory.plasticity_bytes += 4 * (pre_decay.len() + post_decay.len()) as u64 + 8 * p.pre_traces.at_last_spike.len() as u64;
-            let s = &self.stream;
-            table.push(RuleDesc {
+            let decays = (self.ctx.upload(&pre_decay)?, self.ctx.upload(&post_decay)?);
+            self.memory.plasticity_bytes += 4 * (pre_decay.len() + post_decay.len()) as u64 + 8 * p.pre_trace.len() as u64;
+            rules.push(RuleDesc {
                 a_plus: p.rule.a_plus,
                 a_minus: p.rule.a_minus,
                 w_min: p.rule.w_min,
@@ -409,120 +509,90 @@ impl DeviceNetwork {
                 nearest: u32::from(p.rule.pairing == Pairing::Nearest),
                 pre_decay_len: pre_decay.len() as u32,
                 post_decay_len: post_decay.len() as u32,
-                pre_decay: ptr(&rule.pre_decay, s),
-                post_decay: ptr(&rule.post_decay, s),
-                pre_trace: ptr(&rule.pre_trace, s),
-                pre_last: ptr(&rule.pre_last, s),
+                pre_decay: ptr(&decays.0, &self.stream),
+                post_decay: ptr(&decays.1, &self.stream),
+                pre_trace: buffers.ptr("pre_trace"),
+                pre_last: buffers.ptr("pre_last_spike"),
                 source_first: p.source.start,
                 source_size: p.source.end - p.source.start,
                 target_first: p.target.start,
                 target_size: p.target.end - p.target.start,
             });
-            self.rules.push(rule);
+            self.decays.push(decays);
         }
-        if !table.is_empty() {
-            self.rule_table = self.upload(&table)?;
+        let history_lens: Vec<u32> = plasticity.projections.iter().map(|p| p.history_len as u32).collect();
+        if !rules.is_empty() {
+            self.rule_table = self.ctx.upload(&rules)?;
         }
-        Ok(())
-    }
-
-    fn upload_blocks(&mut self, world: &mut World, order: &[Entity]) -> Result<(), CudaError> {
+        let (ring_ex, ring_in) = (self.neuron_ptr("ring_ex"), self.neuron_ptr("ring_in"));
         let mut table = Vec::new();
         let mut plastic_index = Vec::new();
-        let (ring_ex, ring_in) = (ptr(&self.ring_ex, &self.stream), ptr(&self.ring_in, &self.stream));
-        let history_lens: Vec<usize> = world.resource::<Plasticity>().projections.iter().map(|p| p.history_len).collect();
-        for (shard_index, &e) in order.iter().enumerate() {
-            let range = self.shards[shard_index].clone();
-            let synapses = world.get::<SynapseBlocks>(e).unwrap();
-            for (index, b) in synapses.0.iter().enumerate() {
-                if range.len() > 1 << 16 {
-                    return Err(CudaError::Unsupported(format!("shard {shard_index} has {} neurons; targets are 16-bit, so at most 65,536 per shard", range.len())));
-                }
-                let row_ptr = self.upload(&b.row_ptr)?;
-                let target = self.upload(&b.target)?;
-                let (delay, constant) = match &b.delay {
-                    Delays::Constant(d) => (None, *d),
-                    Delays::PerSynapse(d) => (Some(self.upload(d)?), 0),
-                };
-                let weight = match &b.weight {
-                    Weights::F32(w) => DeviceWeights::F32(self.upload(w)?),
-                    Weights::F16(w) => DeviceWeights::F16(self.upload(bytemuck::cast_slice::<_, u16>(w))?),
-                };
-                self.synapses += b.len() as u64;
-                self.memory.synapse_bytes += b.synapse_bytes() as u64;
-                self.memory.index_bytes += 4 * b.row_ptr.len() as u64;
-                let plastic = match &b.plastic {
-                    Some(p) => {
-                        let traces = &p.post_traces;
-                        let post: Vec<PostState> = (0..range.len())
-                            .map(|j| PostState { trace: traces.at_last_spike[j], last: traces.last_spike_step[j], count: p.post_spike_count[j], floor: p.history_floor[j] })
-                            .collect();
-                        let dp = DevicePlastic { post: self.upload(&post)?, history: self.upload(&p.post_history)? };
-                        self.memory.plasticity_bytes += plastic_bytes(p.post_history.bytes(), range.len() as u64);
-                        plastic_index.push(table.len() as u32);
-                        Some((p.rule as u32, history_lens[p.rule] as u32, dp))
-                    }
-                    None => None,
-                };
-                let s = &self.stream;
-                let mut desc = BlockDesc {
-                    row_ptr: ptr(&row_ptr, s),
-                    target: ptr(&target, s),
-                    delay: delay.as_ref().map_or(0, |d| ptr(d, s)),
-                    weight: match &weight {
-                        DeviceWeights::F32(w) => ptr(w, s),
-                        DeviceWeights::F16(w) => ptr(w, s),
-                    },
-                    ring: if b.receptor == crate::model::Receptor::Inhibitory { ring_in } else { ring_ex },
-                    source_first: b.source_first,
-                    source_size: b.source_size,
-                    shard_first: range.start,
-                    shard_size: range.len() as u32,
-                    const_delay: u32::from(constant),
-                    weight_f16: u32::from(matches!(weight, DeviceWeights::F16(_))),
-                    rule: NEVER,
-                    history_len: 1,
-                    ..Default::default()
-                };
-                if let Some((rule, history_len, dp)) = &plastic {
-                    desc.rule = *rule;
-                    desc.history_len = *history_len;
-                    desc.post = ptr(&dp.post, s);
-                    desc.history = ptr(&dp.history, s);
-                }
-                table.push(desc);
-                self.blocks.push(DeviceBlock { shard: shard_index, index, row_ptr, target, delay, weight, plastic: plastic.map(|(_, _, dp)| dp) });
+        let entities = state::shards_in_order(world);
+        for ((shard, index), buffers) in &self.blocks {
+            let range = self.shards[*shard].clone();
+            let block = &world.get::<SynapseBlocks>(entities[*shard]).expect("shard has synapses").0[*index];
+            self.synapses += block.len() as u64;
+            self.memory.synapse_bytes += block.synapse_bytes() as u64;
+            self.memory.index_bytes += 4 * block.row_ptr.len() as u64;
+            let mut desc = BlockDesc {
+                row_ptr: buffers.ptr("row_ptr"),
+                target: buffers.ptr("target"),
+                delay: buffers.ptr("delay"),
+                weight: buffers.ptr("weight"),
+                ring: if block.receptor == crate::model::Receptor::Inhibitory { ring_in } else { ring_ex },
+                source_first: block.source_first,
+                source_size: block.source_size,
+                shard_first: range.start,
+                shard_size: range.len() as u32,
+                const_delay: match block.delay {
+                    crate::components::Delays::Constant(d) => u32::from(d),
+                    crate::components::Delays::PerSynapse(_) => 0,
+                },
+                weight_f16: u32::from(block.weight.precision() == crate::model::WeightPrecision::F16),
+                rule: NEVER,
+                history_len: 1,
+                ..Default::default()
+            };
+            if let Some(p) = &block.plastic {
+                self.memory.plasticity_bytes += p.bytes() as u64;
+                plastic_index.push(table.len() as u32);
+                desc.rule = p.rule as u32;
+                desc.history_len = history_lens[p.rule];
+                desc.post = buffers.ptr("post");
+                desc.history = buffers.ptr("post_history");
             }
+            table.push(desc);
         }
         if !table.is_empty() {
-            self.block_table = self.upload(&table)?;
+            self.block_table = self.ctx.upload(&table)?;
         }
         self.n_plastic_blocks = plastic_index.len() as u32;
         if !plastic_index.is_empty() {
-            self.plastic_blocks = self.upload(&plastic_index)?;
+            self.plastic_blocks = self.ctx.upload(&plastic_index)?;
         }
+        let ring_len = world.query::<&NeuronBlock>().iter(world).map(|b| b.ring_ex.len() as u64).sum();
+        self.memory.neuron_bytes = neuron_bytes(self.n as u64, ring_len);
         Ok(())
     }
 
     fn upload_probes(&mut self, world: &World) -> Result<(), CudaError> {
         let recorder = world.resource::<Recorder>();
         let mut table = Vec::new();
-        let s = &self.stream;
-        let block_base = ptr(&self.block_table, s);
+        let block_base = ptr(&self.block_table, &self.stream);
         for probe in &recorder.probes {
             let start = table.len();
             for site in &probe.sites {
                 let desc = match *site {
                     ProbeSite::Neuron { shard, local } => {
                         let column = match probe.variable {
-                            ProbeVariable::SynEx => &self.syn_ex,
-                            ProbeVariable::SynIn => &self.syn_in,
-                            _ => &self.v,
+                            ProbeVariable::SynEx => "syn_ex",
+                            ProbeVariable::SynIn => "syn_in",
+                            _ => "v",
                         };
-                        ProbeDesc { source: ptr(column, s), index: self.shards[shard].start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
+                        ProbeDesc { source: self.neuron_ptr(column), index: self.shards[shard].start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
                     ProbeSite::Synapse { shard, block, synapse } => {
-                        let k = self.blocks.iter().position(|b| b.shard == shard && b.index == block).expect("every block is on the device");
+                        let k = self.blocks.iter().position(|(key, _)| *key == (shard, block)).expect("every block is on the device");
                         let address = block_base + (k * std::mem::size_of::<BlockDesc>()) as u64;
                         ProbeDesc { source: address, index: synapse as u32, kind: 1, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
@@ -533,7 +603,7 @@ impl DeviceNetwork {
             self.probe_layout.intervals.push(probe.interval_steps);
         }
         if !table.is_empty() {
-            self.probes = self.upload(&table)?;
+            self.probes = self.ctx.upload(&table)?;
         }
         Ok(())
     }
@@ -542,60 +612,13 @@ impl DeviceNetwork {
         self.probe_layout.ranges.last().map_or(0, |r| r.end)
     }
 
-    /// Copies device state back into the host columns the view needs.
+    /// Brings the host copies `view` needs up to date: the declared columns through their
+    /// mirrors ([`state::download`]), and the counter of lost STDP pairings.
     pub fn download_world(&mut self, world: &mut World, view: HostView) -> Result<(), CudaError> {
-        let n = self.n as usize;
-        let stream = self.stream.clone();
-        let (t, bounce) = (&mut self.transfers, &mut self.bounce);
-        let everything = view == HostView::Everything;
-        let order = shards_in_order(world);
-        for (k, &e) in order.iter().enumerate() {
-            let r = self.shards[k].start as usize..self.shards[k].end as usize;
-            let mut nb = world.get_mut::<NeuronBlock>(e).unwrap();
-            Self::download_into(t, bounce, &stream, &self.v.slice(r.clone()), &mut nb.v)?;
-            Self::download_into(t, bounce, &stream, &self.syn_ex.slice(r.clone()), &mut nb.syn_ex)?;
-            Self::download_into(t, bounce, &stream, &self.syn_in.slice(r.clone()), &mut nb.syn_in)?;
-            if everything {
-                Self::download_into(t, bounce, &stream, &self.refractory.slice(r.clone()), &mut nb.refractory_steps)?;
-                // Device rings are [slot][global id], host rings [slot][shard-local id].
-                let len = r.len();
-                for s in 0..self.slots as usize {
-                    let (from, to) = (s * n + r.start, s * n + r.end);
-                    Self::download_into(t, bounce, &stream, &self.ring_ex.slice(from..to), &mut nb.ring_ex.sums[s * len..(s + 1) * len])?;
-                    Self::download_into(t, bounce, &stream, &self.ring_in.slice(from..to), &mut nb.ring_in.sums[s * len..(s + 1) * len])?;
-                }
-            }
-        }
-        if !everything {
-            return Ok(());
-        }
-        for b in &self.blocks {
-            let Some(dp) = &b.plastic else { continue };
-            let post = Self::download(t, bounce, &stream, &dp.post, self.shards[b.shard].len())?;
-            let mut synapses = world.get_mut::<SynapseBlocks>(order[b.shard]).unwrap();
-            let block = &mut synapses.0[b.index];
-            match (&b.weight, &mut block.weight) {
-                (DeviceWeights::F32(d), Weights::F32(h)) => Self::download_into(t, bounce, &stream, &d.slice(..), h)?,
-                (DeviceWeights::F16(d), Weights::F16(h)) => Self::download_into(t, bounce, &stream, &d.slice(..h.len()), bytemuck::cast_slice_mut(h))?,
-                _ => unreachable!("the device block was uploaded from this host block"),
-            }
-            let p = block.plastic.as_mut().expect("a plastic block on the host");
-            Self::download_into(t, bounce, &stream, &dp.history.slice(..p.post_history.len()), &mut p.post_history)?;
-            for (j, s) in post.iter().enumerate() {
-                p.post_traces.at_last_spike[j] = s.trace;
-                p.post_traces.last_spike_step[j] = s.last;
-                p.post_spike_count[j] = s.count;
-                p.history_floor[j] = s.floor;
-            }
-        }
-        world.resource_mut::<StdpHistoryOverflows>().0 = Self::download(t, bounce, &stream, &self.lost_pairings, 1)?[0];
-        let mut plasticity = world.resource_mut::<Plasticity>();
-        for (p, r) in plasticity.projections.iter_mut().zip(&self.rules) {
-            let len = p.pre_traces.at_last_spike.len();
-            p.pre_traces.at_last_spike = Self::download(t, bounce, &stream, &r.pre_trace, len)?;
-            p.pre_traces.last_spike_step = Self::download(t, bounce, &stream, &r.pre_last, len)?;
+        state::download(world, view).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+        if view == HostView::Everything {
+            world.resource_mut::<StdpHistoryOverflows>().0 = self.ctx.read(&self.lost_pairings, 1)?[0];
         }
         Ok(())
     }
-
 }

@@ -14,6 +14,7 @@ pub mod observe;
 pub mod recording;
 pub mod serve;
 pub mod simulation;
+pub mod state;
 
 pub use build::{BuildError, build_world};
 pub use model::{Model, ModelError};

@@ -4,10 +4,10 @@
 //! row) and a 60k-neuron shard (the largest power of ten below the u16 target limit).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use fum_kernels::delivery::{Ring, RowDelays, deliver_row};
+use fum_kernels::delivery::{Ring, RowDelays, deliver_row, ring_slots};
 use fum_kernels::lif::{CobaConstants, CubaPropagators, LifInput, LifParameters, LifState, coba_step, collect_spikes, cuba_step};
 use fum_kernels::rng::{Key, Purpose};
-use fum_kernels::stdp::{Pairing, PlasticRow, PostHistory, Postsynaptic, PreSpike, StdpRule, TraceDecay, Traces, WeightDependence, on_pre_row, push_post_spike};
+use fum_kernels::stdp::{NEVER, Pairing, PlasticRow, PostState, Postsynaptic, PreSpike, StdpRule, TraceDecay, WeightDependence, count_spike, on_post_spike, on_pre_row};
 use fum_kernels::weight::Weight;
 use std::hint::black_box;
 
@@ -90,7 +90,8 @@ fn delivery(c: &mut Criterion) {
     for (n, per_row) in [(4_000usize, 80usize), (60_000, 1000)] {
         let spikes = 64;
         let (target, delay, weight) = rows(n, spikes, per_row);
-        let mut ring = Ring::new(n, 15);
+        let mut sums = vec![0; ring_slots(15) * n];
+        let mut ring = Ring::new(n, &mut sums);
         let weight16: Vec<half::f16> = weight.iter().map(|&w| half::f16::set(w)).collect();
         group.throughput(Throughput::Elements((spikes * per_row) as u64));
         group.bench_with_input(BenchmarkId::new("static_rows_f16", format!("{n}x{per_row}")), &n, |b, _| {
@@ -132,20 +133,20 @@ fn stdp_rows<W: Weight>(c: &mut Criterion, name: &str, pending: bool) {
     let (n, per_row, spikes, history_len) = (4_000usize, 80usize, 64usize, 64usize);
     let (target, delay, weight) = rows(n, n, per_row);
     let mut weight: Vec<W> = weight.into_iter().map(W::set).collect();
-    let (mut pre, mut post) = (Traces::new(n), Traces::new(n));
-    let (mut steps, mut count, mut floor) = (vec![0u32; n * history_len], vec![0u32; n], vec![fum_kernels::stdp::NEVER; n]);
+    let (mut pre_trace, mut pre_last) = (vec![0.0f32; n], vec![NEVER; n]);
+    let (mut post, mut history) = (vec![PostState::SILENT; n], vec![0u32; n * history_len]);
     for i in 0..n {
-        pre.spike(i, 500 + (i % 50) as u32, &decay, Pairing::AllToAll);
+        count_spike(&mut pre_trace, &mut pre_last, i, 500 + (i % 50) as u32, &decay, Pairing::AllToAll);
         for t in [450, 530] {
             let t = t + (i % 100) as u32;
             let t = if pending { t } else { t.min(499) };
-            post.spike(i, t, &decay, Pairing::AllToAll);
-            push_post_spike(history_len, &mut steps, &mut count, &mut floor, i, t);
+            on_post_spike(&mut post[i], &mut history[i * history_len..(i + 1) * history_len], t, &decay, Pairing::AllToAll);
         }
     }
     let fired = vec![0u8; n];
-    let post = Postsynaptic { traces: &post, decay: &decay, history: PostHistory { len: history_len, steps: &steps, spike_count: &count, floor: &floor }, fired: &fired };
-    let mut ring = Ring::new(n, 15);
+    let post = Postsynaptic { post: &post, decay: &decay, history: &history, history_len, fired: &fired };
+    let mut sums = vec![0; ring_slots(15) * n];
+    let mut ring = Ring::new(n, &mut sums);
     let mut group = c.benchmark_group("stdp");
     group.throughput(Throughput::Elements((spikes * per_row) as u64));
     group.bench_function(name, |b| {
@@ -154,7 +155,7 @@ fn stdp_rows<W: Weight>(c: &mut Criterion, name: &str, pending: bool) {
             for r in 0..spikes {
                 let row = r * per_row..(r + 1) * per_row;
                 let plastic = PlasticRow { target: &target[row.clone()], delay: RowDelays::PerSynapse(&delay[row.clone()]), weight: &mut weight[row] };
-                lost += on_pre_row(&rule, &mut ring, &PreSpike::of(&pre, r, 640, &decay), plastic, &post);
+                lost += on_pre_row(&rule, &mut ring, &PreSpike::of(&pre_trace, &pre_last, r, 640, &decay), plastic, &post);
             }
             black_box(lost)
         })
@@ -170,12 +171,14 @@ fn stdp(c: &mut Criterion) {
     let mut group = c.benchmark_group("stdp");
     group.throughput(Throughput::Elements(64));
     group.bench_function("push_post_spikes_64", |b| {
-        let (mut steps, mut count, mut floor) = (vec![0u32; n * 64], vec![0u32; n], vec![fum_kernels::stdp::NEVER; n]);
+        let (mut post, mut history) = (vec![PostState::SILENT; n], vec![0u32; n * 64]);
+        let decay = TraceDecay::new(20.0, DT);
         let mut t = 0;
         b.iter(|| {
             t += 1;
             for k in 0..64 {
-                push_post_spike(64, &mut steps, &mut count, &mut floor, k * 61 % n, t);
+                let j = k * 61 % n;
+                on_post_spike(&mut post[j], &mut history[j * 64..(j + 1) * 64], t, &decay, Pairing::AllToAll);
             }
         })
     });

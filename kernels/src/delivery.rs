@@ -55,20 +55,27 @@ pub enum RowDelays<'a> {
     PerSynapse(&'a [u16]),
 }
 
-/// Per-neuron ring buffers of one receptor: `slots` rows of `neurons` fixed-point sums, slot-major
-/// so that the slot read by the neuron update is one contiguous slice.
-#[derive(Clone, Debug, Default)]
-pub struct Ring {
+/// The ring buffers of one receptor for a shard's neurons, over its ring column: `slots` rows of
+/// `neurons` fixed-point sums, slot-major so that the slot read by the neuron update is one
+/// contiguous slice. `slots` is a power of two larger than the longest delay ([`ring_slots`]).
+#[derive(Debug)]
+pub struct Ring<'a> {
     pub neurons: usize,
-    /// A power of two larger than the longest delay.
     pub slots: usize,
-    pub sums: Vec<i64>,
+    pub sums: &'a mut [i64],
 }
 
-impl Ring {
-    pub fn new(neurons: usize, max_delay_steps: u32) -> Self {
-        let slots = (max_delay_steps as usize + 1).next_power_of_two();
-        Ring { neurons, slots, sums: vec![0; slots * neurons] }
+/// Slots of a ring whose longest delay is `max_delay_steps`.
+pub fn ring_slots(max_delay_steps: u32) -> usize {
+    (max_delay_steps as usize + 1).next_power_of_two()
+}
+
+impl<'a> Ring<'a> {
+    /// The ring of `neurons` neurons over `sums` (`slots * neurons` sums).
+    pub fn new(neurons: usize, sums: &'a mut [i64]) -> Self {
+        let slots = sums.len().checked_div(neurons).unwrap_or(1);
+        debug_assert!(slots.is_power_of_two() && slots * neurons == sums.len(), "a ring is a power of two of slots");
+        Ring { neurons, slots, sums }
     }
 
     /// The slot that step `step` reads.
@@ -88,7 +95,7 @@ impl Ring {
 
 /// Delivers one presynaptic spike emitted at `step` through its row of static synapses.
 #[inline]
-pub fn deliver_row<W: Weight>(ring: &mut Ring, step: u64, target: &[u16], delay: RowDelays<'_>, weight: &[W]) {
+pub fn deliver_row<W: Weight>(ring: &mut Ring<'_>, step: u64, target: &[u16], delay: RowDelays<'_>, weight: &[W]) {
     match delay {
         RowDelays::Constant(d) => {
             for (&t, &w) in target.iter().zip(weight) {
@@ -109,7 +116,8 @@ mod tests {
 
     #[test]
     fn spike_arrives_exactly_delay_steps_later_with_its_weight() {
-        let mut ring = Ring::new(4, 15);
+        let mut sums = vec![0; ring_slots(15) * 4];
+        let mut ring = Ring::new(4, &mut sums);
         assert_eq!(ring.slots, 16);
         let (target, delay) = ([1u16, 3, 1], [1u16, 7, 15]);
         let weight = [0.5f32, -2.25, 100.125];
@@ -160,11 +168,12 @@ mod tests {
         let target = [0u16, 2, 2, u16::MAX];
         let weight = [1.5f32, 0.1, 16.2, 3.0];
         let weight16: Vec<half::f16> = weight.iter().map(|&w| half::f16::set(w)).collect();
-        let (mut a, mut b) = (Ring::new(MAX_SHARD_NEURONS, 15), Ring::new(MAX_SHARD_NEURONS, 15));
+        let (mut sums_a, mut sums_b) = (vec![0; ring_slots(15) * MAX_SHARD_NEURONS], vec![0; ring_slots(15) * MAX_SHARD_NEURONS]);
+        let (mut a, mut b) = (Ring::new(MAX_SHARD_NEURONS, &mut sums_a), Ring::new(MAX_SHARD_NEURONS, &mut sums_b));
         deliver_row(&mut a, 3, &target, RowDelays::Constant(5), &weight16);
         let rounded: Vec<f32> = weight16.iter().map(|w| w.get()).collect();
         deliver_row(&mut b, 3, &target, RowDelays::PerSynapse(&[5; 4]), &rounded);
-        assert!(a.sums == b.sums);
+        assert!(a.sums[..] == b.sums[..]);
         let slot = a.slot(8);
         assert_eq!(from_fixed(a.sums[slot.start + MAX_SHARD_NEURONS - 1]), 3.0);
         assert_eq!(from_fixed(a.sums[slot.start + 2]), half::f16::set(0.1).get() + half::f16::set(16.2).get());

@@ -13,7 +13,7 @@
 //!
 //! Potentiation is applied lazily too, as NEST's `stdp_synapse` does: synapses are stored by
 //! presynaptic row only (no transposed index), and a postsynaptic spike is only recorded in its
-//! neuron's [`PostHistory`]. At the next presynaptic spike through a synapse, [`on_pre_row`]
+//! neuron's spike history ([`PostState`]). At the next presynaptic spike through a synapse, [`on_pre_row`]
 //! first applies the potentiation of every postsynaptic spike since the previous presynaptic
 //! spike, oldest first, then the depression. Each weight therefore sees exactly the float
 //! operations of the eager scheme (potentiate at post spikes, depress at pre spikes), in the
@@ -97,67 +97,69 @@ impl TraceDecay {
 /// Marks a neuron that has not spiked yet.
 pub const NEVER: u32 = u32::MAX;
 
-/// Lazily evaluated traces of a range of neurons.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Traces {
-    /// The trace just after the neuron's last spike.
-    pub at_last_spike: Vec<f32>,
-    /// Step of the last spike, or [`NEVER`].
-    pub last_spike_step: Vec<u32>,
-}
-
-impl Traces {
-    pub fn new(neurons: usize) -> Self {
-        Traces { at_last_spike: vec![0.0; neurons], last_spike_step: vec![NEVER; neurons] }
-    }
-
-    /// The trace of neuron `i` at `step`, before any spike of `step` is counted.
-    #[inline]
-    pub fn value(&self, i: usize, step: u32, decay: &TraceDecay) -> f32 {
-        let last = self.last_spike_step[i];
-        if last == NEVER {
-            return 0.0;
-        }
-        self.at_last_spike[i] * decay.after(step - last)
-    }
-
-    /// Counts a spike of neuron `i` at `step`.
-    #[inline]
-    pub fn spike(&mut self, i: usize, step: u32, decay: &TraceDecay, pairing: Pairing) {
-        self.at_last_spike[i] = match pairing {
-            Pairing::AllToAll => self.value(i, step, decay) + 1.0,
-            Pairing::Nearest => 1.0,
-        };
-        self.last_spike_step[i] = step;
-    }
-}
-
-/// The recent postsynaptic spikes of a block's target neurons (shard-local), kept until the
-/// next presynaptic spike through each synapse applies their potentiation.
-///
-/// Neuron `j` owns `steps[j * len..(j + 1) * len]`, a ring of the steps of its last `len`
-/// spikes: its spike number `n` (from 0) sits at `n % len`, `spike_count[j]` spikes have been
-/// pushed (so the head is `spike_count[j] % len`), and `floor[j]` is the step of the most
-/// recently overwritten entry, or [`NEVER`].
-#[derive(Clone, Copy, Debug)]
-pub struct PostHistory<'a> {
-    pub len: usize,
-    pub steps: &'a [u32],
-    pub spike_count: &'a [u32],
-    pub floor: &'a [u32],
-}
-
-/// Pushes a spike of neuron `j` at `step` into the history columns of a [`PostHistory`] of
-/// `len` entries per neuron.
+/// The value at `step` of a trace that was `at_last_spike` just after the neuron's spike at
+/// `last_spike_step` ([`NEVER`]: no spike yet, the trace is 0), before any spike of `step`.
 #[inline]
-pub fn push_post_spike(len: usize, steps: &mut [u32], spike_count: &mut [u32], floor: &mut [u32], j: usize, step: u32) {
-    let count = spike_count[j] as usize;
-    let slot = j * len + count % len;
-    if count >= len {
-        floor[j] = steps[slot];
+pub fn trace_value(at_last_spike: f32, last_spike_step: u32, step: u32, decay: &TraceDecay) -> f32 {
+    if last_spike_step == NEVER {
+        return 0.0;
     }
-    steps[slot] = step;
-    spike_count[j] = spike_count[j].wrapping_add(1);
+    at_last_spike * decay.after(step - last_spike_step)
+}
+
+/// The trace just after a spike at `step` of a neuron whose trace is stored as
+/// (`at_last_spike`, `last_spike_step`).
+#[inline]
+pub fn trace_after_spike(at_last_spike: f32, last_spike_step: u32, step: u32, decay: &TraceDecay, pairing: Pairing) -> f32 {
+    match pairing {
+        Pairing::AllToAll => trace_value(at_last_spike, last_spike_step, step, decay) + 1.0,
+        Pairing::Nearest => 1.0,
+    }
+}
+
+/// Counts a spike of neuron `i` at `step` in traces stored as two columns: the trace just
+/// after each neuron's last spike, and the step of that spike.
+#[inline]
+pub fn count_spike(at_last_spike: &mut [f32], last_spike_step: &mut [u32], i: usize, step: u32, decay: &TraceDecay, pairing: Pairing) {
+    at_last_spike[i] = trace_after_spike(at_last_spike[i], last_spike_step[i], step, decay, pairing);
+    last_spike_step[i] = step;
+}
+
+/// What a plastic synapse reads of its target, one record per target neuron of a plastic
+/// block: the postsynaptic trace just after the neuron's last spike and that spike's step, and
+/// the count and floor of its spike history.
+///
+/// The history is a ring of `len` spike steps per neuron (`history[j * len..(j + 1) * len]`):
+/// spike number `n` (from 0) sits at `n % len`, `count` spikes have been pushed (so the head is
+/// `count % len`), and `floor` is the step of the most recently overwritten entry, or
+/// [`NEVER`]. One 16-byte record, so that a GPU thread fetches it with one load; the host
+/// keeps the same layout.
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct PostState {
+    pub trace: f32,
+    pub last: u32,
+    pub count: u32,
+    pub floor: u32,
+}
+
+impl PostState {
+    /// A neuron that has not spiked.
+    pub const SILENT: PostState = PostState { trace: 0.0, last: NEVER, count: 0, floor: NEVER };
+}
+
+/// A postsynaptic spike of a neuron at `step`: counted in its trace and pushed into its
+/// `history` ring (the neuron's `len` entries).
+#[inline]
+pub fn on_post_spike(post: &mut PostState, history: &mut [u32], step: u32, decay: &TraceDecay, pairing: Pairing) {
+    post.trace = trace_after_spike(post.trace, post.last, step, decay, pairing);
+    post.last = step;
+    let slot = post.count as usize % history.len();
+    if post.count as usize >= history.len() {
+        post.floor = history[slot];
+    }
+    history[slot] = step;
+    post.count = post.count.wrapping_add(1);
 }
 
 /// A presynaptic spike: its step and its source's trace as it was before this step's spikes
@@ -173,19 +175,21 @@ pub struct PreSpike<'a> {
 }
 
 impl<'a> PreSpike<'a> {
-    /// The spike of source `i` of `traces` at `step`.
+    /// The spike of source `i` at `step`, with traces stored as in [`count_spike`].
     #[inline]
-    pub fn of(traces: &Traces, i: usize, step: u64, decay: &'a TraceDecay) -> Self {
-        PreSpike { step, last_spike_step: traces.last_spike_step[i], at_last_spike: traces.at_last_spike[i], decay }
+    pub fn of(at_last_spike: &[f32], last_spike_step: &[u32], i: usize, step: u64, decay: &'a TraceDecay) -> Self {
+        PreSpike { step, last_spike_step: last_spike_step[i], at_last_spike: at_last_spike[i], decay }
     }
 }
 
 /// What a plastic row reads about its targets (shard-local).
 #[derive(Clone, Copy, Debug)]
 pub struct Postsynaptic<'a> {
-    pub traces: &'a Traces,
+    pub post: &'a [PostState],
     pub decay: &'a TraceDecay,
-    pub history: PostHistory<'a>,
+    /// Spike history rings, `history_len` entries per neuron (see [`PostState`]).
+    pub history: &'a [u32],
+    pub history_len: usize,
     /// Spike bits of the current step (the neuron update runs before delivery).
     pub fired: &'a [u8],
 }
@@ -208,7 +212,7 @@ pub struct PlasticRow<'a, W> {
 /// rounded to its stored type once, at the end. Returns the number of synapses whose target's
 /// history had lost spikes after `t_last` (pairings dropped by an overflow).
 #[inline]
-pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, row: PlasticRow<'_, W>, post: &Postsynaptic<'_>) -> u64 {
+pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, row: PlasticRow<'_, W>, post: &Postsynaptic<'_>) -> u64 {
     match row.delay {
         RowDelays::Constant(d) => plastic_row(rule, ring, pre, row.target, row.weight, post, |_| u32::from(d)),
         RowDelays::PerSynapse(delays) => plastic_row(rule, ring, pre, row.target, row.weight, post, |k| u32::from(delays[k])),
@@ -216,43 +220,44 @@ pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_
 }
 
 #[inline(always)]
-fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, target: &[u16], weight: &mut [W], post: &Postsynaptic<'_>, delay: impl Fn(usize) -> u32) -> u64 {
+fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, target: &[u16], weight: &mut [W], post: &Postsynaptic<'_>, delay: impl Fn(usize) -> u32) -> u64 {
     let t = pre.step as u32;
     let (t_last, x_last) = (pre.last_spike_step, pre.at_last_spike);
-    let history = &post.history;
+    let len = post.history_len;
     let mut lost = 0;
     for (k, (&j, stored)) in target.iter().zip(weight.iter_mut()).enumerate() {
         let j = usize::from(j);
         let mut w = stored.get();
+        let target_state = post.post[j];
         // The newest history entry is the target's last spike in its trace (both are updated
         // together), so a target silent since t_last is skipped without touching the history.
-        let newest = post.traces.last_spike_step[j];
+        let newest = target_state.last;
         if t_last != NEVER && newest != NEVER && newest > t_last {
-            let steps = &history.steps[j * history.len..(j + 1) * history.len];
-            let count = history.spike_count[j] as usize;
-            let held = count.min(history.len);
-            let back = |slot: usize| if slot == 0 { history.len - 1 } else { slot - 1 };
+            let steps = &post.history[j * len..(j + 1) * len];
+            let count = target_state.count as usize;
+            let held = count.min(len);
+            let back = |slot: usize| if slot == 0 { len - 1 } else { slot - 1 };
             // Walk back from the newest entry over those after t_last (the ring is in time
             // order), then apply them oldest first.
-            let mut slot = (count + history.len - 1) % history.len;
+            let mut slot = (count + len - 1) % len;
             let mut pending = 0;
             while pending < held && steps[slot] > t_last {
                 pending += 1;
                 slot = back(slot);
             }
             for _ in 0..pending {
-                slot = if slot + 1 == history.len { 0 } else { slot + 1 };
+                slot = if slot + 1 == len { 0 } else { slot + 1 };
                 let tp = steps[slot];
                 if tp < t {
                     w = rule.potentiate(w, x_last * pre.decay.after(tp - t_last));
                 }
             }
-            let floor = history.floor[j];
+            let floor = target_state.floor;
             if floor != NEVER && floor > t_last {
                 lost += 1;
             }
         }
-        w = rule.depress(w, post.traces.value(j, t, post.decay));
+        w = rule.depress(w, trace_value(target_state.trace, target_state.last, t, post.decay));
         ring.add(pre.step, delay(k), j, w);
         if post.fired[j] == 1 && t_last != NEVER {
             w = rule.potentiate(w, x_last * pre.decay.after(t - t_last));
@@ -265,7 +270,29 @@ fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring, pre: &PreSpike<'_>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::ring_slots;
     use crate::rng::{Key, Purpose};
+
+    /// Traces of a range of neurons as two columns (see [`count_spike`]).
+    struct Traces {
+        at_last_spike: Vec<f32>,
+        last_spike_step: Vec<u32>,
+    }
+
+    impl Traces {
+        fn new(neurons: usize) -> Self {
+            Traces { at_last_spike: vec![0.0; neurons], last_spike_step: vec![NEVER; neurons] }
+        }
+        fn len(&self) -> usize {
+            self.at_last_spike.len()
+        }
+        fn value(&self, i: usize, step: u32, decay: &TraceDecay) -> f32 {
+            trace_value(self.at_last_spike[i], self.last_spike_step[i], step, decay)
+        }
+        fn spike(&mut self, i: usize, step: u32, decay: &TraceDecay, pairing: Pairing) {
+            count_spike(&mut self.at_last_spike, &mut self.last_spike_step, i, step, decay, pairing);
+        }
+    }
     use half::f16;
 
     const DT: f64 = 0.1;
@@ -286,12 +313,10 @@ mod tests {
         target: Vec<u16>,
         weight: Vec<W>,
         pre: Traces,
-        post: Traces,
+        post: Vec<PostState>,
         history_len: usize,
         history: Vec<u32>,
-        spike_count: Vec<u32>,
-        floor: Vec<u32>,
-        ring: Ring,
+        ring: Vec<i64>,
         lost: u64,
     }
 
@@ -306,32 +331,33 @@ mod tests {
                 target: net.target.clone(),
                 weight: net.weight.iter().map(|&w| W::set(w)).collect(),
                 pre: Traces::new(net.row_ptr.len() - 1),
-                post: Traces::new(n_post),
+                post: vec![PostState::SILENT; n_post],
                 history_len,
                 history: vec![0; n_post * history_len],
-                spike_count: vec![0; n_post],
-                floor: vec![NEVER; n_post],
-                ring: Ring::new(n_post, 1),
+                ring: vec![0; ring_slots(1) * n_post],
                 lost: 0,
             }
         }
 
         fn step(&mut self, t: u32, pre_spikes: &[usize], fired: &[u8]) {
-            let Lazy { rule, pre_decay, post_decay, row_ptr, target, weight, pre, post, history_len, history, spike_count, floor, ring, lost } = self;
+            let Lazy { rule, pre_decay, post_decay, row_ptr, target, weight, pre, post, history_len, history, ring, lost } = self;
+            let n_post = post.len();
+            let mut ring = Ring::new(n_post, ring);
             for &i in pre_spikes {
                 let r = row_ptr[i]..row_ptr[i + 1];
                 let postsynaptic = Postsynaptic {
-                    traces: post,
+                    post,
                     decay: post_decay,
-                    history: PostHistory { len: *history_len, steps: history, spike_count, floor },
+                    history,
+                    history_len: *history_len,
                     fired,
                 };
                 let row = PlasticRow { target: &target[r.clone()], delay: RowDelays::Constant(1), weight: &mut weight[r] };
-                *lost += on_pre_row(rule, ring, &PreSpike::of(pre, i, u64::from(t), pre_decay), row, &postsynaptic);
+                let spike = PreSpike::of(&pre.at_last_spike, &pre.last_spike_step, i, u64::from(t), pre_decay);
+                *lost += on_pre_row(rule, &mut ring, &spike, row, &postsynaptic);
             }
             for (j, _) in fired.iter().enumerate().filter(|(_, f)| **f == 1) {
-                post.spike(j, t, post_decay, rule.pairing);
-                push_post_spike(*history_len, history, spike_count, floor, j, t);
+                on_post_spike(&mut post[j], &mut history[j * *history_len..(j + 1) * *history_len], t, post_decay, rule.pairing);
             }
             for &i in pre_spikes {
                 pre.spike(i, t, pre_decay, rule.pairing);
@@ -351,7 +377,7 @@ mod tests {
         weight: Vec<f32>,
         pre: Traces,
         post: Traces,
-        ring: Ring,
+        ring: Vec<i64>,
     }
 
     impl Eager {
@@ -365,7 +391,7 @@ mod tests {
                 weight: net.weight.clone(),
                 pre: Traces::new(net.row_ptr.len() - 1),
                 post: Traces::new(net.n_post),
-                ring: Ring::new(net.n_post, 1),
+                ring: vec![0; ring_slots(1) * net.n_post],
             }
         }
 
@@ -374,7 +400,7 @@ mod tests {
                 for k in self.row_ptr[i]..self.row_ptr[i + 1] {
                     let j = usize::from(self.target[k]);
                     self.weight[k] = self.rule.depress(self.weight[k], self.post.value(j, t, &self.post_decay));
-                    self.ring.add(u64::from(t), 1, j, self.weight[k]);
+                    Ring::new(self.post.len(), &mut self.ring).add(u64::from(t), 1, j, self.weight[k]);
                 }
             }
             for i in 0..self.row_ptr.len() - 1 {
@@ -546,7 +572,7 @@ mod tests {
                     }
                 }
             }
-            assert!(lazy.ring.sums == eager.ring.sums, "{rule:?}: delivered weights differ");
+            assert!(lazy.ring == eager.ring, "{rule:?}: delivered weights differ");
             assert_eq!(lazy.lost, 0);
             assert!(compared > 10_000, "{compared}");
             for bound in [rule.w_min, rule.w_max] {
@@ -573,7 +599,7 @@ mod tests {
                 }
             }
             assert!(half.weight.iter().zip(&full.weight).all(|(h, f)| h.get() == *f), "{rule:?}");
-            assert!(half.ring.sums == full.ring.sums, "{rule:?}: f16 rows deliver the unrounded f32 weight");
+            assert!(half.ring == full.ring, "{rule:?}: f16 rows deliver the unrounded f32 weight");
         }
     }
 
@@ -618,7 +644,7 @@ mod tests {
             eager.step(t, &net.pre[t as usize], &net.post[t as usize]);
         }
         assert_eq!(lazy.lost, 0);
-        assert!(lazy.ring.sums == eager.ring.sums);
+        assert!(lazy.ring == eager.ring);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use fum_engine::recording::Recorder;
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
+use fum_engine::state;
 use fum_kernels::cuda::{CudaError, Gpu};
 
 /// Staging slots for recorded output (see the module comment).
@@ -133,7 +134,7 @@ impl CudaRunner {
         let net = &self.net;
         let (n, slots) = (net.n, net.slots);
         let step = ptr(&net.step, stream);
-        let (ring_ex, ring_in) = (ptr(&net.ring_ex, stream), ptr(&net.ring_in, stream));
+        let (ring_ex, ring_in) = (net.neuron_ptr("ring_ex"), net.neuron_ptr("ring_in"));
         unsafe {
             for src in &net.poisson {
                 let ring = if src.inhibitory { ring_in } else { ring_ex };
@@ -143,7 +144,7 @@ impl CudaRunner {
                     .arg(&src.mean).arg(&src.exp_minus_mean).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
                     .launch(grid(src.end - src.first, 256))?;
             }
-            let (v, se, si, rf, fired) = (ptr(&net.v, stream), ptr(&net.syn_ex, stream), ptr(&net.syn_in, stream), ptr(&net.refractory, stream), ptr(&net.fired, stream));
+            let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
             for pop in &net.populations {
                 let f = if pop.coba { &k.lif_coba } else { &k.lif_cuba };
                 stream
@@ -204,6 +205,12 @@ impl CudaRunner {
         if stdp != self.net.stdp_enabled {
             return Err(CudaError::Unsupported("switching STDP on or off while running on the GPU".into()));
         }
+        // Columns written on the host since the last step go to the device first; from the
+        // launch on, the device copy of every state column is the newer one.
+        if self.net.ctx.take_host_written() {
+            state::upload(world).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+        }
+        self.net.ctx.advance();
         self.graph.as_ref().expect("captured at install").launch()?;
         self.events[step as usize % SLOTS].record(&self.net.stream)?;
         self.pending.push_back(step);
@@ -253,7 +260,7 @@ impl CudaRunner {
         let stream = net.stream.clone();
         let k = &self.gpu.kernels;
         let mut outside = stream.alloc_zeros::<u32>(1)?;
-        let (v, se, si) = (ptr(&net.v, &stream), ptr(&net.syn_ex, &stream), ptr(&net.syn_in, &stream));
+        let (v, se, si) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"));
         unsafe {
             stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
             if weights && net.n_plastic_blocks > 0 {
@@ -264,7 +271,7 @@ impl CudaRunner {
                     .launch(per_block(self.multiprocessors * 8, net.n_plastic_blocks, 256))?;
             }
         }
-        Ok(DeviceNetwork::download(&mut net.transfers, &mut net.bounce, &stream, &outside, 1)?[0] == 0)
+        Ok(net.ctx.read(&outside, 1)?[0] == 0)
     }
 
     /// Device memory, transfers and GPU-side counters, for run.json.
@@ -285,7 +292,7 @@ impl CudaRunner {
             card_memory_bytes: card,
             largest_network_neurons: (card as f64 / (per_neuron + k * per_synapse)) as u64,
             synapses_per_neuron: k,
-            transfers: net.transfers,
+            transfers: net.ctx.transfers(),
             steps: self.steps,
             nvrtc_compile_s: self.gpu.kernels.compile_s,
             graph_capture_s: self.capture_s,

@@ -37,14 +37,16 @@ pub fn deliver_spikes(
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
     crate::for_each_shard(&mut items, |(neurons, synapses)| {
+        let len = neurons.len();
         let NeuronBlock { ring_ex, ring_in, fired, .. } = &mut **neurons;
+        let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), &fired[..]);
         for block in synapses.0.iter_mut() {
             // Spikes are ascending: the ones from this block's source population are one run.
             let first = exchange.spikes.partition_point(|&g| g < block.source_first);
             let last = exchange.spikes.partition_point(|&g| g < block.source_first + block.source_size);
             let ring = match block.receptor {
-                Receptor::Excitatory => &mut *ring_ex,
-                Receptor::Inhibitory => &mut *ring_in,
+                Receptor::Excitatory => &mut ring_ex,
+                Receptor::Inhibitory => &mut ring_in,
             };
             let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
             let rows = Rows { source_first: *source_first, row_ptr, target, delay, plastic: plastic.as_ref() };
@@ -70,10 +72,10 @@ struct Rows<'a> {
 
 /// Delivers `spikes` (global ids from the block's source population) through one block whose
 /// weights are `weight`; returns the pairings lost to overflowing spike histories.
-fn deliver_block<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
+fn deliver_block<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
     let stdp = rows.plastic.filter(|_| plasticity.enabled).map(|p| {
         let rule = &plasticity.projections[p.rule];
-        let post = Postsynaptic { traces: &p.post_traces, decay: &rule.post_decay, history: p.history(rule.history_len), fired };
+        let post = Postsynaptic { post: &p.post, decay: &rule.post_decay, history: &p.post_history, history_len: rule.history_len, fired };
         (rule, post)
     });
     let mut lost = 0;
@@ -83,7 +85,7 @@ fn deliver_block<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring, 
         let (target, delay) = (&rows.target[syn.clone()], rows.delay.row(syn.clone()));
         match &stdp {
             Some((rule, post)) => {
-                let pre = PreSpike::of(&rule.pre_traces, r, step, &rule.pre_decay);
+                let pre = PreSpike::of(&rule.pre_trace, &rule.pre_last_spike, r, step, &rule.pre_decay);
                 lost += on_pre_row(&rule.rule, ring, &pre, PlasticRow { target, delay, weight: &mut weight[syn] }, post);
             }
             None => deliver_row(ring, step, target, delay, &weight[syn]),

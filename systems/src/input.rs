@@ -26,15 +26,12 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
     let key = seed.0;
     let mut items: Vec<_> = shards.iter_mut().collect();
     crate::for_each_shard(&mut items, |(shard, block)| {
-        let slot = block.ring_ex.slot(step);
+        let slot = block.ring_mut(Receptor::Excitatory).slot(step);
         for src in &sources.0 {
             let lo = src.target.start.max(shard.neurons.start);
             let hi = src.target.end.min(shard.neurons.end);
             let quantum = to_fixed(src.weight);
-            let ring = match src.receptor {
-                Receptor::Excitatory => &mut block.ring_ex.sums,
-                Receptor::Inhibitory => &mut block.ring_in.sums,
-            };
+            let ring = block.ring_mut(src.receptor).sums;
             for id in lo..hi {
                 let w = key.block(Purpose::PoissonInput, src.index, id, step);
                 let normal = if src.mean_per_step > 64.0 { box_muller(w[2], w[3]) } else { 0.0 };

@@ -4,6 +4,7 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, Dynamics, NeuronBlock, Populations};
 use fum_engine::{Plugin, Simulation, Stage};
+use fum_kernels::delivery::Ring;
 use fum_kernels::lif::{LifInput, LifState, coba_step, collect_spikes, cuba_step};
 
 pub struct LifPlugin;
@@ -22,8 +23,10 @@ pub fn lif_update(mut shards: Query<&mut NeuronBlock>, populations: Res<Populati
 
 /// One step of all neurons of a shard; consumes (zeroes) the ring slot of `step`.
 pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u64) {
-    let NeuronBlock { segments, v, syn_ex, syn_in, refractory_steps, fired, ring_ex, ring_in, spiked } = block;
+    let neurons = block.len();
+    let NeuronBlock { segments, v, syn_ex, syn_in, refractory_steps, fired, ring_ex, ring_in, spiked, .. } = block;
     spiked.clear();
+    let (ring_ex, ring_in) = (Ring::new(neurons, ring_ex), Ring::new(neurons, ring_in));
     let slot = ring_ex.slot(step);
     for seg in segments.iter() {
         let r = seg.local.clone();

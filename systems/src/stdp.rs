@@ -13,7 +13,7 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Plasticity, Shard, SpikeExchange, SynapseBlocks};
 use fum_engine::{Plugin, Simulation, Stage};
-use fum_kernels::stdp::push_post_spike;
+use fum_kernels::stdp::{count_spike, on_post_spike};
 
 pub struct StdpPlugin;
 
@@ -37,9 +37,8 @@ pub fn record_postsynaptic_spikes(mut shards: Query<(&Shard, &NeuronBlock, &mut 
                 if !rule.target.contains(&(shard.neurons.start + local)) {
                     continue;
                 }
-                let j = local as usize;
-                p.post_traces.spike(j, step, &rule.post_decay, rule.rule.pairing);
-                push_post_spike(rule.history_len, &mut p.post_history, &mut p.post_spike_count, &mut p.history_floor, j, step);
+                let (j, len) = (local as usize, rule.history_len);
+                on_post_spike(&mut p.post[j], &mut p.post_history[j * len..(j + 1) * len], step, &rule.post_decay, rule.rule.pairing);
             }
         }
     });
@@ -51,7 +50,7 @@ pub fn update_presynaptic_traces(mut plasticity: ResMut<Plasticity>, exchange: R
         let first = exchange.spikes.partition_point(|&g| g < p.source.start);
         let last = exchange.spikes.partition_point(|&g| g < p.source.end);
         for &g in &exchange.spikes[first..last] {
-            p.pre_traces.spike((g - p.source.start) as usize, step, &p.pre_decay, p.rule.pairing);
+            count_spike(&mut p.pre_trace, &mut p.pre_last_spike, (g - p.source.start) as usize, step, &p.pre_decay, p.rule.pairing);
         }
     }
 }

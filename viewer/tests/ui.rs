@@ -226,7 +226,7 @@ fn wait_until(h: &mut Harness<'_, ViewerApp>, what: &str, done: impl Fn(&ViewerA
 
 #[test]
 fn pausing_stops_the_step_count_and_the_controls_reach_the_simulation() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../assets/models/stdp_balanced.toml")).unwrap();
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/stdp_balanced.toml")).unwrap();
     let text = text.replace("duration_ms = 1000.0", "duration_ms = 100000.0");
     let (mut h, simulation) = live(&text);
     wait_until(&mut h, "the run has done 50 steps", |a| a.history.step > 50);
