@@ -9,10 +9,12 @@
 //!
 //! The header names the model (its text is a section, its hash is in the header), the step, and
 //! every section: name, offset, stored (zstd) length, raw length and the CRC-32 of the stored
-//! bytes. Sections hold raw little-endian columns: neuron state, ring buffers with the input in
-//! flight, plastic weights (as stored, `f32` or `f16`, with a section naming the type), STDP
-//! traces and postsynaptic spike histories, the clock, and what the recorder holds. Random numbers
-//! need no state (counter-based). Synapse *structure* is not stored: it is rebuilt from the
+//! bytes. Every column the state declaration names (`crate::state`, role `State`: neuron state,
+//! ring buffers with the input in flight, plastic weights as stored, STDP traces and spike
+//! histories) is one section of raw little-endian bytes named `<owner>/<column>`, with a
+//! `<owner>/<column>.type` section naming its element type; a few scalars (the clock, STDP on or
+//! off, lost pairings) and what the recorder holds complete it. Random numbers need no state
+//! (counter-based). Synapse *structure* (role `Structure`) is not stored: it is rebuilt from the
 //! embedded model and seed, and a checksum of each block's structure in the header proves it
 //! came out the same.
 //!
