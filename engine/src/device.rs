@@ -19,12 +19,18 @@ use bytemuck::{Pod, Zeroable};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
 use crate::backend::{DeviceMemory, HostView, Transfers};
-use crate::column::{DeviceBuffer, Placement, TransferError};
+use crate::column::{DeviceBuffer, TransferError};
 use crate::components::{Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::model::ProbeVariable;
 use crate::recording::{ProbeSite, Recorder};
-use crate::state::{self, Owner, Role, Shape};
+use crate::state;
 use fum_kernels::cuda::CudaError;
+
+impl From<TransferError> for CudaError {
+    fn from(e: TransferError) -> Self {
+        CudaError::Unsupported(e.to_string())
+    }
+}
 use fum_kernels::stdp::{NEVER, Pairing, TraceDecay, WeightDependence};
 
 /// A synapse block as `fum.cu` reads it (`struct Block`).
@@ -238,9 +244,9 @@ impl DeviceBuffer for Buffer {
     }
 }
 
-/// Named buffers of one owner (a block, a projection).
+/// Named buffers of one owner (the neuron arenas, a block, a projection).
 #[derive(Default)]
-pub struct Buffers(Vec<(&'static str, Arc<Buffer>)>);
+pub struct Buffers(Vec<(String, Arc<Buffer>)>);
 
 impl Buffers {
     /// The address of column `name`, or 0 if the owner has none (a constant delay).
@@ -416,58 +422,16 @@ impl DeviceNetwork {
         Ok(net)
     }
 
-    /// Gives every declared column its place on the device and copies it there.
+    /// Gives every declared column its place on the device and copies it there
+    /// ([`state::mirror`]).
     fn attach_columns(&mut self, world: &mut World) -> Result<(), CudaError> {
-        let mut failed = None;
         let ctx = self.ctx.clone();
-        let n = self.n as usize;
-        state::visit(world, &mut |d| {
-            if failed.is_some() {
-                return;
-            }
-            let written = d.role == Role::State;
-            let size = d.column.element_bytes();
-            let placed = match (d.owner, d.shape) {
-                (Owner::Neurons { shard }, Shape::Neurons { slots }) => {
-                    let range = self.shards[shard].clone();
-                    self.slots = slots.max(self.slots as usize) as u32;
-                    let arena = match self.neurons.0.iter().find(|(name, _)| *name == d.name) {
-                        Some((_, b)) => Ok(b.clone()),
-                        None => Buffer::new(&ctx, slots * n * size, written).inspect(|b| self.neurons.0.push((d.name, b.clone()))),
-                    };
-                    arena.map(|a| (a, Placement { offset: range.start as usize * size, chunk_len: range.len(), chunks: slots, stride: n * size }))
-                }
-                (owner, _) => Buffer::new(&ctx, d.column.len() * size, written).map(|b| {
-                    let buffers = match owner {
-                        Owner::Projection { projection } => {
-                            if self.rules.len() == projection {
-                                self.rules.push(Buffers::default());
-                            }
-                            &mut self.rules[projection]
-                        }
-                        Owner::Block { shard, block } => {
-                            if self.blocks.last().is_none_or(|(key, _)| *key != (shard, block)) {
-                                self.blocks.push(((shard, block), Buffers::default()));
-                            }
-                            &mut self.blocks.last_mut().expect("just pushed").1
-                        }
-                        Owner::Neurons { .. } => unreachable!("neuron columns have a neuron shape"),
-                    };
-                    buffers.0.push((d.name, b.clone()));
-                    (b, Placement::contiguous(0, d.column.len()))
-                }),
-            };
-            match placed {
-                Ok((buffer, placement)) => {
-                    d.column.attach(buffer, placement);
-                    if let Err(e) = d.column.upload() {
-                        failed = Some(CudaError::Unsupported(e.to_string()));
-                    }
-                }
-                Err(e) => failed = Some(e),
-            }
-        });
-        failed.map_or(Ok(()), Err)
+        let placed = state::mirror(world, &self.shards, &mut |bytes, written| Buffer::new(&ctx, bytes, written))?;
+        self.neurons = Buffers(placed.neurons);
+        self.blocks = placed.blocks.into_iter().map(|(key, named)| (key, Buffers(named.into_iter().map(|(n, b)| (n.to_string(), b)).collect()))).collect();
+        self.rules = placed.projections.into_iter().map(|named| Buffers(named.into_iter().map(|(n, b)| (n.to_string(), b)).collect())).collect();
+        self.slots = world.query::<&NeuronBlock>().iter(world).map(|b| b.ring_slots).max().unwrap_or(1) as u32;
+        Ok(())
     }
 
     fn upload_populations(&mut self, world: &World) {

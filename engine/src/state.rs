@@ -1,11 +1,12 @@
 //! The state declaration: every column of the network, named once, where it is defined.
 //!
 //! Each component lists its columns in one `columns` method ([`NeuronBlock::columns`],
-//! [`SynapseBlock::columns`], [`PlasticProjection::columns`]) and [`visit`] walks them all in a
-//! fixed order: shards by index (neurons, then synapse blocks), then plastic projections.
-//! Checkpoint write and restore, device upload and download, and the viewer's reads go through
-//! this walk, so a column added to a component's `columns` is checkpointed, restored and
-//! mirrored without another edit.
+//! [`SynapseBlock::columns`], [`PlasticProjection::columns`], and any per-shard component a
+//! plugin adds with [`register`], such as a neuron model's extra state) and [`visit`] walks them
+//! all in a fixed order: shards by index (neurons, registered components, synapse blocks), then
+//! plastic projections. Checkpoint write and restore, device placement ([`mirror`]), upload and
+//! download go through this walk, so a column added to a component's `columns` is
+//! checkpointed, restored and mirrored without another edit.
 //!
 //! [`NeuronBlock::columns`]: crate::components::NeuronBlock::columns
 //! [`SynapseBlock::columns`]: crate::components::SynapseBlock::columns
@@ -14,7 +15,12 @@
 use bevy_ecs::prelude::*;
 
 use crate::backend::HostView;
-use crate::column::{AnyColumn, TransferError};
+use std::sync::Arc;
+
+use bevy_ecs::component::Mutable;
+use bevy_ecs::world::EntityWorldMut;
+
+use crate::column::{AnyColumn, DeviceBuffer, Placement, TransferError};
 use crate::components::{NeuronBlock, Plasticity, Shard, SynapseBlocks};
 
 /// What a column is to the simulation.
@@ -42,6 +48,8 @@ pub enum Shape {
 pub enum Owner {
     /// Shard `shard`'s neurons (shards by index).
     Neurons { shard: usize },
+    /// A per-shard component registered with [`register`] under `component`.
+    ShardComponent { shard: usize, component: &'static str },
     /// Synapse block `block` of shard `shard`.
     Block { shard: usize, block: usize },
     /// Plastic projection `projection` (index in `Plasticity::projections`).
@@ -53,6 +61,7 @@ impl Owner {
     pub fn section_prefix(&self) -> String {
         match self {
             Owner::Neurons { shard } => format!("shard/{shard}/"),
+            Owner::ShardComponent { shard, component } => format!("shard/{shard}/{component}/"),
             Owner::Block { shard, block } => format!("shard/{shard}/block/{block}/"),
             Owner::Projection { projection } => format!("plasticity/{projection}/"),
         }
@@ -89,12 +98,38 @@ pub fn shards_in_order(world: &mut World) -> Vec<Entity> {
     v.into_iter().map(|(_, e)| e).collect()
 }
 
+/// Calls a registered component's `columns` on one shard entity (if it has the component).
+type VisitComponent = fn(&mut EntityWorldMut<'_>, &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn));
+
+/// The per-shard components beyond the neuron and synapse blocks that declare columns.
+#[derive(Resource, Default)]
+pub struct Registered(Vec<(&'static str, VisitComponent)>);
+
+/// Declares `C`, a per-shard component, as holding state columns under `name`: from then on
+/// checkpoints store them, restores fill them and device backends mirror them. A plugin that
+/// adds such a component calls this once.
+pub fn register<C: Component<Mutability = Mutable> + Columns>(world: &mut World, name: &'static str) {
+    fn visit_one<C: Component<Mutability = Mutable> + Columns>(entity: &mut EntityWorldMut<'_>, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
+        if let Some(mut c) = entity.get_mut::<C>() {
+            c.bypass_change_detection().columns(f);
+        }
+    }
+    let mut registered = world.get_resource_or_insert_with(Registered::default);
+    if !registered.0.iter().any(|(n, _)| *n == name) {
+        registered.0.push((name, visit_one::<C>));
+    }
+}
+
 /// Walks every declared column of `world` in the fixed order (see the module comment).
 pub fn visit(world: &mut World, f: &mut dyn FnMut(Declared<'_>)) {
+    let registered: Vec<(&'static str, VisitComponent)> = world.get_resource::<Registered>().map(|r| r.0.clone()).unwrap_or_default();
     for (shard, e) in shards_in_order(world).into_iter().enumerate() {
         let mut entity = world.entity_mut(e);
         if let Some(mut neurons) = entity.get_mut::<NeuronBlock>() {
             neurons.bypass_change_detection().columns(&mut |name, role, shape, column| f(Declared { owner: Owner::Neurons { shard }, name, role, shape, column }));
+        }
+        for (component, visit_one) in &registered {
+            visit_one(&mut entity, &mut |name, role, shape, column| f(Declared { owner: Owner::ShardComponent { shard, component }, name, role, shape, column }));
         }
         if let Some(mut blocks) = entity.get_mut::<SynapseBlocks>() {
             for (block, b) in blocks.bypass_change_detection().0.iter_mut().enumerate() {
@@ -125,7 +160,7 @@ pub fn download(world: &mut World, view: HostView) -> Result<(), TransferError> 
     visit_role(world, Role::State, &mut |d| {
         let wanted = match view {
             HostView::Recorded => false,
-            HostView::Neurons => matches!((d.owner, d.shape), (Owner::Neurons { .. }, Shape::Neurons { slots: 1 })),
+            HostView::Neurons => matches!((d.owner, d.shape), (Owner::Neurons { .. } | Owner::ShardComponent { .. }, Shape::Neurons { slots: 1 })),
             HostView::Everything => true,
         };
         if wanted && result.is_ok() {
@@ -144,4 +179,86 @@ pub fn upload(world: &mut World) -> Result<(), TransferError> {
         }
     });
     result
+}
+
+/// Device buffers of one owner (a block, a projection), by column name.
+pub type Named<B> = Vec<(&'static str, Arc<B>)>;
+
+/// Where [`mirror`] put every column.
+pub struct Mirrored<B> {
+    /// The per-neuron arenas, by column name (a registered component's as `component/name`).
+    pub neurons: Vec<(String, Arc<B>)>,
+    /// Each synapse block's buffers, keyed by (shard, block index in the shard), in the order
+    /// of the walk.
+    pub blocks: Vec<((usize, usize), Named<B>)>,
+    /// Each plastic projection's buffers.
+    pub projections: Vec<Named<B>>,
+}
+
+/// Gives every declared column a place in device buffers that `allocate(bytes, written by
+/// the device)` makes, attaches it there and uploads it.
+///
+/// Per-neuron columns of all shards share one arena per name, a shard's column being the range
+/// of its global ids (`shards`, by index, contiguous from 0), so that one kernel launch covers
+/// every shard; a ring column (`slots` rows) sits in a slot-major arena `[slot][global id]`,
+/// one range per slot, so that the neuron update reads one slot of all shards contiguously.
+/// Block and projection columns get buffers of their own.
+pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
+    world: &mut World,
+    shards: &[std::ops::Range<u32>],
+    allocate: &mut dyn FnMut(usize, bool) -> Result<Arc<B>, E>,
+) -> Result<Mirrored<B>, E> {
+    let n = shards.last().map_or(0, |r| r.end as usize);
+    let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
+    let mut failed = None;
+    visit(world, &mut |d| {
+        if failed.is_some() {
+            return;
+        }
+        let written = d.role == Role::State;
+        let size = d.column.element_bytes();
+        let placed = match (d.owner, d.shape) {
+            (Owner::Neurons { shard } | Owner::ShardComponent { shard, .. }, Shape::Neurons { slots }) => {
+                let key = match d.owner {
+                    Owner::ShardComponent { component, .. } => format!("{component}/{}", d.name),
+                    _ => d.name.to_string(),
+                };
+                let range = shards[shard].clone();
+                let arena = match out.neurons.iter().find(|(name, _)| *name == key) {
+                    Some((_, b)) => Ok(b.clone()),
+                    None => allocate(slots * n * size, written).inspect(|b| out.neurons.push((key, b.clone()))),
+                };
+                arena.map(|a| (a, Placement { offset: range.start as usize * size, chunk_len: range.len(), chunks: slots, stride: n * size }))
+            }
+            (owner, _) => allocate(d.column.len() * size, written).map(|b| {
+                let named = match owner {
+                    Owner::Projection { projection } => {
+                        if out.projections.len() == projection {
+                            out.projections.push(Vec::new());
+                        }
+                        &mut out.projections[projection]
+                    }
+                    Owner::Block { shard, block } => {
+                        if out.blocks.last().is_none_or(|(key, _)| *key != (shard, block)) {
+                            out.blocks.push(((shard, block), Vec::new()));
+                        }
+                        &mut out.blocks.last_mut().expect("just pushed").1
+                    }
+                    Owner::Neurons { .. } | Owner::ShardComponent { .. } => unreachable!("a shard's own buffers are per-neuron arenas"),
+                };
+                named.push((d.name, b.clone()));
+                (b, Placement::contiguous(0, d.column.len()))
+            }),
+        };
+        match placed {
+            Ok((buffer, placement)) => {
+                d.column.attach(buffer, placement);
+                if let Err(e) = d.column.upload() {
+                    failed = Some(E::from(e));
+                }
+            }
+            Err(e) => failed = Some(e),
+        }
+    });
+    failed.map_or(Ok(out), Err)
 }
