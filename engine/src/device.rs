@@ -323,10 +323,26 @@ pub fn ptr<T>(slice: &CudaSlice<T>, stream: &CudaStream) -> u64 {
     slice.device_ptr(stream).0
 }
 
-/// Device bytes of `n` neurons' columns (v, syn_ex, syn_in, refractory: 4 B each; fired: 1 B;
-/// spike list and compaction: 4 + 4 B) and of both rings of `ring_len` sums each.
-fn neuron_bytes(n: u64, ring_len: u64) -> u64 {
-    n * (4 * 4 + 1 + 4 + 4) + 2 * 8 * ring_len
+/// Device bytes per neuron of the step's scratch: spike bit (1 B), compacted spike list and
+/// compaction counts (4 + 4 B).
+const SCRATCH_BYTES_PER_NEURON: u64 = 1 + 4 + 4;
+
+/// Device bytes of every declared column, by what it holds: (neuron state and rings, synapses,
+/// row pointers, plasticity state). Block columns are synapses except the row pointers (an
+/// index) and a plastic block's per-target records and histories (plasticity).
+fn declared_bytes(world: &mut World) -> DeviceMemory {
+    let mut m = DeviceMemory::default();
+    state::visit(world, &mut |d| {
+        let bytes = (d.column.len() * d.column.element_bytes()) as u64;
+        let kind = match (d.owner, d.name) {
+            (state::Owner::Neurons { .. } | state::Owner::ShardComponent { .. }, _) => &mut m.neuron_bytes,
+            (state::Owner::Block { .. }, "row_ptr") => &mut m.index_bytes,
+            (state::Owner::Block { .. }, "post" | "post_history") | (state::Owner::Projection { .. }, _) => &mut m.plasticity_bytes,
+            (state::Owner::Block { .. }, _) => &mut m.synapse_bytes,
+        };
+        *kind += bytes;
+    });
+    m
 }
 
 fn decay_table(decay: &TraceDecay) -> Vec<f32> {
@@ -337,19 +353,8 @@ impl DeviceNetwork {
     /// Device bytes the network will take, computed before allocating anything, so that a
     /// network that does not fit fails with a message instead of a driver error midway.
     pub fn required_bytes(world: &mut World) -> u64 {
-        let mut bytes = 0u64;
-        let mut q = world.query::<(&NeuronBlock, &SynapseBlocks)>();
-        for (neurons, synapses) in q.iter(world) {
-            let n = neurons.len() as u64;
-            bytes += neuron_bytes(n, neurons.ring_ex.len() as u64);
-            for b in &synapses.0 {
-                bytes += (b.row_ptr.bytes() + b.synapse_bytes()) as u64;
-                if let Some(p) = &b.plastic {
-                    bytes += p.bytes() as u64;
-                }
-            }
-        }
-        bytes + (8 << 20)
+        let neurons = world.query::<&Shard>().iter(world).map(|s| s.neurons.len() as u64).sum::<u64>();
+        declared_bytes(world).total() + SCRATCH_BYTES_PER_NEURON * neurons + (8 << 20)
     }
 
     /// The address of neuron arena `name`.
@@ -415,6 +420,8 @@ impl DeviceNetwork {
             memory: DeviceMemory::default(),
             synapses: 0,
         };
+        net.memory = declared_bytes(world);
+        net.memory.neuron_bytes += SCRATCH_BYTES_PER_NEURON * n as u64;
         net.attach_columns(world)?;
         net.upload_populations(world);
         net.upload_tables(world)?;
@@ -463,7 +470,7 @@ impl DeviceNetwork {
         for (p, buffers) in plasticity.projections.iter().zip(&self.rules) {
             let (pre_decay, post_decay) = (decay_table(&p.pre_decay), decay_table(&p.post_decay));
             let decays = (self.ctx.upload(&pre_decay)?, self.ctx.upload(&post_decay)?);
-            self.memory.plasticity_bytes += 4 * (pre_decay.len() + post_decay.len()) as u64 + 8 * p.pre_trace.len() as u64;
+            self.memory.plasticity_bytes += 4 * (pre_decay.len() + post_decay.len()) as u64;
             rules.push(RuleDesc {
                 a_plus: p.rule.a_plus,
                 a_minus: p.rule.a_minus,
@@ -496,8 +503,6 @@ impl DeviceNetwork {
             let range = self.shards[*shard].clone();
             let block = &world.get::<SynapseBlocks>(entities[*shard]).expect("shard has synapses").0[*index];
             self.synapses += block.len() as u64;
-            self.memory.synapse_bytes += block.synapse_bytes() as u64;
-            self.memory.index_bytes += 4 * block.row_ptr.len() as u64;
             let mut desc = BlockDesc {
                 row_ptr: buffers.ptr("row_ptr"),
                 target: buffers.ptr("target"),
@@ -518,7 +523,6 @@ impl DeviceNetwork {
                 ..Default::default()
             };
             if let Some(p) = &block.plastic {
-                self.memory.plasticity_bytes += p.bytes() as u64;
                 plastic_index.push(table.len() as u32);
                 desc.rule = p.rule as u32;
                 desc.history_len = history_lens[p.rule];
@@ -534,8 +538,6 @@ impl DeviceNetwork {
         if !plastic_index.is_empty() {
             self.plastic_blocks = self.ctx.upload(&plastic_index)?;
         }
-        let ring_len = world.query::<&NeuronBlock>().iter(world).map(|b| b.ring_ex.len() as u64).sum();
-        self.memory.neuron_bytes = neuron_bytes(self.n as u64, ring_len);
         Ok(())
     }
 
