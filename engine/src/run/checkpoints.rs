@@ -89,10 +89,19 @@ impl Checkpoints {
         Ok(format!("checkpoint of step {done} goes to {}", self.dir.display()))
     }
 
+    /// Whether [`Checkpoints::between_steps`] has anything to do after `done` steps.
+    pub fn has_work(&self, done: u64) -> bool {
+        self.due(done) || self.waiting.is_some()
+    }
+
+    fn due(&self, done: u64) -> bool {
+        self.every.is_some_and(|every| done % every == 0 && done != self.end_step)
+    }
+
     /// Takes the periodic checkpoint if due after `done` steps, and hands over the waiting one.
     pub fn between_steps(&mut self, world: &mut World, done: u64) -> Result<(), String> {
         let t = Instant::now();
-        let due = self.every.is_some_and(|every| done % every == 0 && done != self.end_step);
+        let due = self.due(done);
         if due {
             let snap = self.snapshot(world)?;
             self.waiting = Some(self.replace_waiting(snap));
