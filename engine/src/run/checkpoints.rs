@@ -95,7 +95,7 @@ impl Checkpoints {
     }
 
     fn due(&self, done: u64) -> bool {
-        self.every.is_some_and(|every| done % every == 0 && done != self.end_step)
+        self.every.is_some_and(|every| done.is_multiple_of(every) && done != self.end_step)
     }
 
     /// Takes the periodic checkpoint if due after `done` steps, and hands over the waiting one.

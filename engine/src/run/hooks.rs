@@ -37,7 +37,7 @@ pub struct Progress<'a, F> {
 
 impl<F: Fn(u64, u64) + Sync> StepHook for Progress<'_, F> {
     fn between_steps(&mut self, _: &mut World, done: u64) -> ControlFlow<Stop> {
-        if done % 100 == 0 || done == self.end_step {
+        if done.is_multiple_of(100) || done == self.end_step {
             (self.report)(done, self.end_step);
         }
         ControlFlow::Continue(())
