@@ -2,15 +2,18 @@
 //! ([`NetworkStats`]) and where the time went ([`Timing`]).
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use bevy_ecs::prelude::*;
 use serde::Serialize;
 
-use crate::backend::DeviceStats;
-use crate::components::{NeuronBlock, Plasticity, SynapseBlocks};
+use crate::backend::{DeviceStats, installed};
+use crate::components::{NeuronBlock, Plasticity, StdpHistoryOverflows, SynapseBlocks};
+use crate::recording::Recorder;
+use crate::{Model, Simulation};
 
 /// Where a run's wall time went.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct Timing {
     pub build_s: f64,
     pub simulate_s: f64,
@@ -69,6 +72,46 @@ pub struct RunReport {
     /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
     pub stdp_history_overflows: u64,
     pub outputs: Vec<String>,
+}
+
+impl RunReport {
+    /// The report of a session of `model` that ran `session` (steps) on `sim`'s backend; timing
+    /// is left to the caller.
+    pub fn new(model: &Model, sim: &Simulation, session: Range<u64>, outcome: Outcome, network: NetworkStats, outputs: Vec<String>) -> Self {
+        let dt = model.spec.simulation.dt_ms;
+        let recorder = sim.world.resource::<Recorder>();
+        let simulated_ms = session.end as f64 * dt;
+        let rates_hz = model
+            .spec
+            .populations
+            .iter()
+            .zip(&recorder.spike_counts)
+            .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
+            .collect();
+        let backend = installed(&sim.world).expect("a run has a backend");
+        RunReport {
+            fum_version: env!("CARGO_PKG_VERSION"),
+            model: model.path.display().to_string(),
+            model_hash: format!("{:016x}", model.hash()),
+            seed: model.spec.simulation.seed,
+            dt_ms: dt,
+            duration_ms: model.steps() as f64 * dt,
+            steps: model.steps(),
+            start_step: session.start,
+            end_step: session.end,
+            outcome,
+            backend: backend.name(),
+            device: backend.device(),
+            gpu: backend.stats(&sim.world),
+            threads: sim.threads(),
+            network,
+            timing: Timing::default(),
+            rates_hz,
+            spikes_total: recorder.spike_counts.iter().sum(),
+            stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
+            outputs,
+        }
+    }
 }
 
 /// Counts and bytes of a built network. Synapse bytes are the per-synapse columns (u16 target,

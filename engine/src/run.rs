@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use self::checkpoints::{CheckpointTotals, Checkpoints};
 use self::hooks::{DeviceFailed, Health, Observed, PeriodicCheckpoints, Progress, Signals, StepHook, Stop};
-use crate::backend::{BackendChoice, BackendError, Chooser, HostView, installed, sync_to_host};
+use crate::backend::{BackendChoice, BackendError, Chooser, HostView, sync_to_host};
 use crate::checkpoint::{self, Checkpoint, CheckpointError};
-use crate::components::{Clock, StdpHistoryOverflows};
+use crate::components::Clock;
 use crate::health::{HealthError, HealthMonitor};
 use crate::observe::Observer;
 use crate::recording::{OutputError, Recorder};
@@ -187,27 +187,47 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
     Err(RunError::NoValidCheckpoint(ckpt_dir))
 }
 
-/// Build (done) -> hooks -> loop -> outputs.
+/// The steps of a session, and how often checkpoints and health checks fall.
+struct Span {
+    /// The model's steps.
+    steps: u64,
+    /// Where the session starts (after a resume, the checkpoint's step) and is to end.
+    start_step: u64,
+    end_step: u64,
+    checkpoint_every: Option<u64>,
+    health_every: u64,
+}
+
+impl Span {
+    fn new(model: &Model, options: &RunOptions, sim: &Simulation) -> Self {
+        let to_steps = |ms: f64| ((ms / model.spec.simulation.dt_ms).round() as u64).max(1);
+        let steps = model.steps();
+        Span {
+            steps,
+            start_step: sim.world.resource::<Clock>().step,
+            end_step: options.stop_after_ms.map_or(steps, |ms| to_steps(ms).min(steps)),
+            checkpoint_every: options.checkpoint_every_ms.map(to_steps),
+            health_every: to_steps(if options.health_interval_ms > 0.0 { options.health_interval_ms } else { 10.0 }),
+        }
+    }
+}
+
+/// Build (done by the caller) -> hooks -> loop -> outputs.
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync, mut observer: Option<&mut Observer>) -> Result<RunReport, RunError> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
-    let dt = model.spec.simulation.dt_ms;
-    let to_steps = |ms: f64| ((ms / dt).round() as u64).max(1);
-    let steps = model.steps();
-    let start_step = sim.world.resource::<Clock>().step;
-    let end_step = options.stop_after_ms.map_or(steps, |ms| to_steps(ms).min(steps));
+    let span = Span::new(model, options, &sim);
     let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
-    let ckpt_every = options.checkpoint_every_ms.map(to_steps);
-
     if let Some(dir) = &ckpt_dir {
         let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
         let mut settings = serde_json::to_value(options)?;
         settings["model_path"] = model.path.display().to_string().into();
-        sim.world.insert_resource(Checkpoints::start(dir.clone(), keep, ckpt_every, end_step, model, settings));
+        sim.world.insert_resource(Checkpoints::start(dir.clone(), keep, span.checkpoint_every, span.end_step, model, settings));
     }
-    let health_every = to_steps(if options.health_interval_ms > 0.0 { options.health_interval_ms } else { 10.0 });
-    let health = HealthMonitor::new(health_every, options.max_rate_hz.unwrap_or(1000.0), &sim.world);
-    let mut hooks: Vec<Box<dyn StepHook + '_>> = vec![Box::new(Progress { report: &progress, end_step }), Box::new(DeviceFailed), Box::new(Health(health))];
+
+    // The duties of every step boundary, in order.
+    let health = HealthMonitor::new(span.health_every, options.max_rate_hz.unwrap_or(1000.0), &sim.world);
+    let mut hooks: Vec<Box<dyn StepHook + '_>> = vec![Box::new(Progress { report: &progress, end_step: span.end_step }), Box::new(DeviceFailed), Box::new(Health(health))];
     if let Some(observer) = observer.as_deref_mut() {
         hooks.push(Box::new(Observed(observer)));
     }
@@ -216,13 +236,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     }
     hooks.push(Box::new(Signals(interrupt_flag())));
     // A run with checkpoints starts with one, so that it can always be resumed.
-    if let (Some(_), 0) = (ckpt_every, start_step) {
+    if let (Some(_), 0) = (span.checkpoint_every, span.start_step) {
         sim.world.resource_scope(|world, mut c: Mut<Checkpoints>| c.write_now(world))?;
     }
 
     let t0 = Instant::now();
     let mut stop = None;
-    let done = sim.run_until(end_step, |world, done| hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s)));
+    let done = sim.run_until(span.end_step, |world, done| hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s)));
     drop(hooks);
     // The last steps queued on a device belong to the simulation time; copying its state back
     // (learned weights, for the outputs and a final checkpoint) is timed apart.
@@ -243,17 +263,16 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if let Some(error) = device_failure.or(synced.err()) {
         return Err(RunError::Device { step: done, error });
     }
-    let outcome = if done == steps {
+    let outcome = if done == span.steps {
         Outcome::Finished
-    } else if done == end_step && unhealthy.is_none() {
+    } else if done == span.end_step && unhealthy.is_none() {
         Outcome::Stopped
     } else {
         Outcome::Interrupted
     };
-
     // A final checkpoint wherever the run ends early (stop, signal, failed health check).
     let checkpoints = match sim.world.remove_resource::<Checkpoints>() {
-        Some(writer) => writer.finish(&mut sim.world, outcome != Outcome::Finished || ckpt_every.is_some())?,
+        Some(writer) => writer.finish(&mut sim.world, outcome != Outcome::Finished || span.checkpoint_every.is_some())?,
         None => CheckpointTotals::default(),
     };
     if let Some(error) = unhealthy {
@@ -263,55 +282,22 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
 
     let t1 = Instant::now();
     let outputs = write_outputs(model, options, &sim, outcome)?;
-    let recorder = sim.world.resource::<Recorder>();
-    let simulated_ms = done as f64 * dt;
-    let rates_hz = model
-        .spec
-        .populations
-        .iter()
-        .zip(&recorder.spike_counts)
-        .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
-        .collect();
-    let spikes_total = recorder.spike_counts.iter().sum();
-    let stdp_history_overflows = sim.world.resource::<StdpHistoryOverflows>().0;
-    let write_s = t1.elapsed().as_secs_f64();
-    let session_ms = (done - start_step) as f64 * dt;
-    let backend = installed(&sim.world).expect("installed before running");
-    let mut report = RunReport {
-        fum_version: env!("CARGO_PKG_VERSION"),
-        model: model.path.display().to_string(),
-        model_hash: format!("{:016x}", model.hash()),
-        seed: model.spec.simulation.seed,
-        dt_ms: dt,
-        duration_ms: steps as f64 * dt,
-        steps,
-        start_step,
-        end_step: done,
-        outcome,
-        backend: backend.name(),
-        device: backend.device(),
-        gpu: backend.stats(&sim.world),
-        threads: sim.threads(),
-        network,
-        timing: Timing {
-            build_s,
-            simulate_s,
-            copy_back_s,
-            write_s,
-            total_s: 0.0,
-            real_time_factor: simulate_s / (session_ms.max(dt) * 1e-3),
-            checkpoint_pause_s: checkpoints.pause_s,
-            checkpoints_written: checkpoints.written,
-            checkpoints_superseded: checkpoints.superseded,
-        },
-        rates_hz,
-        spikes_total,
-        stdp_history_overflows,
-        outputs,
+    let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
+    let dt = model.spec.simulation.dt_ms;
+    let session_ms = (done - span.start_step) as f64 * dt;
+    report.timing = Timing {
+        build_s,
+        simulate_s,
+        copy_back_s,
+        write_s: t1.elapsed().as_secs_f64(),
+        total_s: started.elapsed().as_secs_f64(),
+        real_time_factor: simulate_s / (session_ms.max(dt) * 1e-3),
+        checkpoint_pause_s: checkpoints.pause_s,
+        checkpoints_written: checkpoints.written,
+        checkpoints_superseded: checkpoints.superseded,
     };
-    report.timing.total_s = started.elapsed().as_secs_f64();
-    if stdp_history_overflows > 0 {
-        eprintln!("warning: {stdp_history_overflows} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]");
+    if report.stdp_history_overflows > 0 {
+        eprintln!("warning: {} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]", report.stdp_history_overflows);
     }
     if let Some(out) = &options.out {
         report.outputs.push("run.json".to_string());
