@@ -11,9 +11,9 @@
 //! (see [`health_needs_host_scan`]). Code that reads columns between steps calls
 //! [`sync_to_host`] first; on the CPU it does nothing.
 //!
-//! Concurrency contract: the installed backend is called only from the simulation thread,
-//! between steps (its step systems run inside the schedule); a device backend may still be
-//! working on queued steps then, which is what [`Backend::sync`] waits for.
+//! Concurrency contract: only the thread that owns the world calls the installed backend, and
+//! never during a step (its step systems run inside the schedule); a device may still be working
+//! on queued steps then, which is what [`Backend::sync`] waits for.
 
 use std::fmt;
 
