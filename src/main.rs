@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fum::Model;
 use fum::engine::{observe, serve};
-use fum::run::{BackendChoice, Outcome, RunOptions, RunReport, resume, run_observed};
+use fum::run::{BackendChoice, Outcome, RunError, RunOptions, RunReport, resume, run_observed};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -88,7 +88,7 @@ enum Command {
         threads: usize,
         /// Backend to continue on (default: as the original run); checkpoints are the same on both.
         #[arg(long, value_enum)]
-        backend: Option<BackendChoice>,
+        backend: Option<BackendArg>,
         #[arg(long)]
         quiet: bool,
     },
@@ -127,15 +127,33 @@ struct SimArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
-    #[arg(long, value_enum, default_value_t = BackendChoice::Cpu)]
-    backend: BackendChoice,
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    backend: BackendArg,
+}
+
+/// `--backend`, as the engine's [`BackendChoice`].
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BackendArg {
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+impl From<BackendArg> for BackendChoice {
+    fn from(arg: BackendArg) -> Self {
+        match arg {
+            BackendArg::Cpu => BackendChoice::Cpu,
+            BackendArg::Cuda => BackendChoice::Cuda,
+            BackendArg::Auto => BackendChoice::Auto,
+        }
+    }
 }
 
 impl SimArgs {
     /// The run options these arguments set; the others as `RunOptions::default()`.
     fn options(self) -> RunOptions {
         let SimArgs { out, threads, shards, duration, seed, backend } = self;
-        RunOptions { out, threads, shards, duration_ms: duration, seed, backend, ..RunOptions::default() }
+        RunOptions { out, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
     }
 }
 
@@ -172,7 +190,7 @@ fn main() -> ExitCode {
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),
             }
         }
-        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend, quiet),
+        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet),
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
@@ -182,7 +200,8 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<fum::ModelError>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            let model_error = e.downcast_ref::<fum::ModelError>().is_some() || matches!(e.downcast_ref::<RunError>(), Some(RunError::Model(_)));
+            if model_error { ExitCode::from(2) } else { ExitCode::FAILURE }
         }
     }
 }
@@ -221,7 +240,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
     install_signal_handlers()?;
     let (threads, shards) = options.resolve(&model);
     if !quiet {
-        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards, backend {}", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms, format!("{:?}", options.backend).to_lowercase());
+        eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards, backend {}", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms, options.backend);
     }
     let mut serving = match serve_addr {
         Some(addr) => {
@@ -254,7 +273,7 @@ fn cmd_view(path: PathBuf, options: RunOptions, paused: bool, mut window: fum_vi
     options.apply(&mut model)?;
     if options.backend == BackendChoice::Cuda {
         // Without a usable GPU, fail here rather than in a window that shows nothing.
-        fum::run::choose_backend(BackendChoice::Cuda)?;
+        fum::run::backend_for(BackendChoice::Cuda)?;
     }
     let (mut observer, link) = observe::channel(&model, true);
     if paused {
@@ -339,26 +358,15 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
 }
 
 fn cmd_info(bandwidth: bool) -> anyhow::Result<Outcome> {
+    use fum::systems::backend::CudaReport;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("cpu              {cores} cores (backend cpu, always available)");
-    #[cfg(not(feature = "cuda"))]
-    let _ = bandwidth;
-    #[cfg(not(feature = "cuda"))]
-    println!("cuda             not built in (cargo feature `cuda`)");
-    #[cfg(feature = "cuda")]
-    match fum::kernels::cuda::gpus() {
-        Ok(gpus) => {
-            for g in gpus {
-                println!("cuda             {g}");
-                if bandwidth {
-                    let gpu = fum::kernels::cuda::Gpu::open(g.ordinal)?;
-                    let bytes_per_s = fum::kernels::cuda::copy_bandwidth(&gpu, 1 << 30)?;
-                    println!("                 copy bandwidth {:.0} GB/s (bytes read + written)", bytes_per_s / 1e9);
-                }
-            }
-        }
-        Err(e) => println!("cuda             unavailable: {e}"),
-    }
+    fum::systems::backend::cuda_report(bandwidth, |item| match item {
+        CudaReport::NotBuilt => println!("cuda             not built in (cargo feature `cuda`)"),
+        CudaReport::Unavailable(e) => println!("cuda             unavailable: {e}"),
+        CudaReport::Gpu(g) => println!("cuda             {g}"),
+        CudaReport::Bandwidth(bytes_per_s) => println!("                 copy bandwidth {:.0} GB/s (bytes read + written)", bytes_per_s / 1e9),
+    })?;
     Ok(Outcome::Finished)
 }
 

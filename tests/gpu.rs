@@ -222,8 +222,7 @@ fn the_device_health_check_finds_a_weight_outside_its_bounds_and_a_non_finite_st
         if tamper == "state" {
             sim.world.query::<&mut NeuronBlock>().iter_mut(&mut sim.world).next().unwrap().v[3] = f32::NAN;
         }
-        let gpu = fum::run::choose_backend(fum::run::BackendChoice::Cuda).unwrap();
-        fum::run::attach_backend(&mut sim, gpu).unwrap();
+        sim.install(fum::run::backend_for(fum::run::BackendChoice::Cuda).unwrap()).unwrap();
         let mut health = HealthMonitor::new(10, 1000.0, &sim.world);
         let checked = health.check(&mut sim.world, 10 * WEIGHT_CHECK_EVERY).map_err(|e| e.to_string());
         match tamper {

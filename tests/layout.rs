@@ -8,7 +8,7 @@ use common::*;
 use fum::engine::checkpoint::{Checkpoint, Snapshot};
 use fum::engine::components::StdpHistoryOverflows;
 use fum::engine::model::WeightPrecision;
-use fum::stats::NetworkStats;
+use fum::run::NetworkStats;
 use fum::{DefaultPlugins, Model, Simulation};
 
 /// A small network with a static and a plastic projection; `{weights}`, `{delay}`,

@@ -1,14 +1,26 @@
 //! Which backend executes the schedule, and the seam through which a device backend brings the
 //! host columns up to date.
 //!
-//! The CPU backend works on the host columns directly. A device backend (the CUDA backend in
-//! `fum_systems::cuda`, on device mirrors from `fum_engine::device`) keeps the authoritative copy of every column on the device while it runs and
-//! copies back only when the host must read: a checkpoint, the end of a run, or a health check
-//! that found a problem on the device (see [`health_needs_host_scan`]). Code that reads columns
-//! between steps calls [`sync_to_host`] first; on the CPU it does nothing.
+//! A backend is a [`Backend`] installed into a built (or restored) simulation with
+//! [`Simulation::install`]; the engine holds it as the resource [`Installed`] and knows nothing
+//! of a particular one (`fum_systems` implements the CPU and CUDA backends and chooses between
+//! them). The CPU backend works on the host columns directly. A device backend (the CUDA backend
+//! in `fum_systems::cuda`, on device mirrors from `fum_engine::device`) keeps the authoritative
+//! copy of every column on the device while it runs and copies back only when the host must
+//! read: a checkpoint, the end of a run, or a health check that found a problem on the device
+//! (see [`health_needs_host_scan`]). Code that reads columns between steps calls
+//! [`sync_to_host`] first; on the CPU it does nothing.
+//!
+//! Concurrency contract: only the thread that owns the world calls the installed backend, and
+//! never during a step (its step systems run inside the schedule); a device may still be working
+//! on queued steps then, which is what [`Backend::sync`] waits for.
+
+use std::fmt;
 
 use bevy_ecs::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::Simulation;
 
 /// What the host is about to read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,31 +33,106 @@ pub enum HostView {
     Everything,
 }
 
-/// Brings the host copy of `HostView` up to date, or says why it could not.
-pub type SyncFn = fn(&mut World, HostView) -> Result<(), String>;
+/// Why a backend could not be installed, with its cause.
+pub type InstallError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Checks the health invariants where the state lives: neuron state finite and, when the flag
-/// says so, every plastic weight inside its rule's bounds; `Ok(true)` when all hold.
-pub type CheckFn = fn(&mut World, bool) -> Result<bool, String>;
+/// Where a simulation runs: the step systems it adds, and where its state lives.
+pub trait Backend: Send + Sync + 'static {
+    /// "cpu", "cuda".
+    fn name(&self) -> &'static str;
 
-/// The backend a simulation runs on.
-#[derive(Resource, Clone, Debug)]
-pub struct Backend {
-    /// "cpu" or "cuda".
-    pub name: &'static str,
-    /// The device in words, e.g. "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)".
-    pub device: String,
-    /// Set by device backends.
-    pub sync: Option<SyncFn>,
-    /// Set by device backends: checking on the device spares copying the state back.
-    pub check: Option<CheckFn>,
-    /// The first device error met while stepping; the run loop stops on it.
-    pub failure: Option<String>,
+    /// The device in words, e.g. "8 CPU threads" or "NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)".
+    fn device(&self) -> String;
+
+    /// Puts the built or restored world on this backend: its step systems, its copy of the state.
+    fn install(&mut self, sim: &mut Simulation) -> Result<(), InstallError>;
+
+    /// Brings the host up to date for `view` (waits for the steps queued on the device).
+    fn sync(&mut self, _world: &mut World, _view: HostView) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Checks the health invariants where the state lives, after the queued steps: neuron
+    /// state finite and, if `weights`, every plastic weight inside its rule's bounds;
+    /// `Some(Ok(true))` when all hold. `None`: the host scans its own columns.
+    fn check(&mut self, _world: &mut World, _weights: bool) -> Option<Result<bool, String>> {
+        None
+    }
+
+    /// Device memory and transfers, for run.json.
+    fn stats(&self, _world: &World) -> Option<DeviceStats> {
+        None
+    }
+
+    /// Whether Poisson rates, DC currents and STDP on/off can change while running.
+    fn steerable(&self) -> bool {
+        true
+    }
+
+    /// Whether a step's spikes reach the host some steps late, and the state columns only at a
+    /// sync (the observer then reads [`StepSpikes`] and samples the columns sparingly).
+    fn spikes_lag(&self) -> bool {
+        false
+    }
 }
 
-impl Backend {
-    pub fn cpu(threads: usize) -> Self {
-        Backend { name: "cpu", device: format!("{threads} CPU thread{}", if threads == 1 { "" } else { "s" }), sync: None, check: None, failure: None }
+/// The backend a simulation runs on, once installed.
+#[derive(Resource)]
+pub struct Installed(pub Box<dyn Backend>);
+
+/// The installed backend, if any.
+pub fn installed(world: &World) -> Option<&dyn Backend> {
+    world.get_resource::<Installed>().map(|b| b.0.as_ref())
+}
+
+/// Calls `f` with the installed backend and the rest of the world; `None` without a backend.
+fn with_installed<R>(world: &mut World, f: impl FnOnce(&mut dyn Backend, &mut World) -> R) -> Option<R> {
+    world.try_resource_scope(|world, mut b: Mut<Installed>| f(b.0.as_mut(), world))
+}
+
+/// `--backend`: the CPU, the GPU, or the GPU when one is usable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    #[default]
+    Cpu,
+    Cuda,
+    Auto,
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendChoice::Cpu => "cpu",
+            BackendChoice::Cuda => "cuda",
+            BackendChoice::Auto => "auto",
+        })
+    }
+}
+
+/// Makes the backend a choice stands for (`fum_systems::backend_for`); the run entry points
+/// take one, since the engine knows no backend.
+pub type Chooser = fn(BackendChoice) -> Result<Box<dyn Backend>, BackendError>;
+
+/// Errors choosing or installing a backend.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend asked for cannot run here (no usable GPU, or not built in).
+    #[error("--backend {choice}: {reason}")]
+    Unavailable { choice: BackendChoice, reason: String },
+    /// Putting the network on the backend failed.
+    #[error("--backend {backend}")]
+    Install { backend: &'static str, source: InstallError },
+}
+
+/// The first device error met while stepping; the run loop stops on it.
+#[derive(Resource, Debug)]
+pub struct DeviceFailure(pub String);
+
+/// Records `error` as the device failure, unless one was recorded before.
+pub fn report_failure(world: &mut World, error: String) {
+    if !world.contains_resource::<DeviceFailure>() {
+        world.insert_resource(DeviceFailure(error));
     }
 }
 
@@ -90,10 +177,7 @@ impl StepSpikes {
 
 /// Makes the host columns current for `view` (no-op on the CPU backend).
 pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
-    match world.get_resource::<Backend>().and_then(|b| b.sync) {
-        Some(sync) => sync(world, view),
-        None => Ok(()),
-    }
+    with_installed(world, |backend, world| backend.sync(world, view)).unwrap_or(Ok(()))
 }
 
 /// Whether a health check must scan the host columns (neuron state, and plastic weights when
@@ -101,17 +185,18 @@ pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
 /// after copying everything back so that the host can name it. Recorded output (spike counts)
 /// is brought up to date either way.
 pub fn health_needs_host_scan(world: &mut World, weights: bool) -> Result<bool, String> {
-    let Some(check) = world.get_resource::<Backend>().and_then(|b| b.check) else { return Ok(true) };
     sync_to_host(world, HostView::Recorded)?;
-    if check(world, weights)? {
-        return Ok(false);
+    match with_installed(world, |backend, world| backend.check(world, weights)).flatten() {
+        None => Ok(true),
+        Some(Ok(true)) => Ok(false),
+        Some(Ok(false)) => sync_to_host(world, HostView::Everything).map(|()| true),
+        Some(Err(e)) => Err(e),
     }
-    sync_to_host(world, HostView::Everything).map(|()| true)
 }
 
 /// The device error that stopped stepping, if any.
 pub fn failure(world: &World) -> Option<String> {
-    world.get_resource::<Backend>().and_then(|b| b.failure.clone())
+    world.get_resource::<DeviceFailure>().map(|f| f.0.clone())
 }
 
 /// Bytes copied each way, and how many copies.

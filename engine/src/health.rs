@@ -43,13 +43,13 @@ impl HealthMonitor {
         HealthMonitor { interval_steps: interval_steps.max(1), max_rate_hz, last_counts: rec.spike_counts.clone(), last_step: step }
     }
 
-    /// Checks the invariants if `step` (steps done) is due.
     /// Whether [`HealthMonitor::check`] looks at the state after `step` (device backends copy
     /// the neuron state back only then).
     pub fn due(&self, step: u64) -> bool {
-        step % self.interval_steps == 0 && step != self.last_step
+        step.is_multiple_of(self.interval_steps) && step != self.last_step
     }
 
+    /// Checks the invariants if `step` (steps done) is due.
     pub fn check(&mut self, world: &mut World, step: u64) -> Result<(), HealthError> {
         if !self.due(step) {
             return Ok(());
@@ -58,7 +58,7 @@ impl HealthMonitor {
         let fail = |what: String| HealthError { step, time_ms: step as f64 * dt, what };
         let populations = world.resource::<Populations>().0.clone();
         let name_of = |global: u32| populations.iter().find(|p| p.ids().contains(&global)).map_or("?", |p| p.name.as_str()).to_string();
-        let weights_due = step % (self.interval_steps * WEIGHT_CHECK_EVERY) == 0;
+        let weights_due = step.is_multiple_of(self.interval_steps * WEIGHT_CHECK_EVERY);
         let scan = health_needs_host_scan(world, weights_due).map_err(|e| fail(format!("checking on the device: {e}")))?;
         let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
         for (shard, neurons, synapses) in query.iter(world).filter(|_| scan) {

@@ -12,6 +12,8 @@ pub mod device;
 pub mod model;
 pub mod observe;
 pub mod recording;
+pub mod report;
+pub mod run;
 pub mod serve;
 pub mod simulation;
 pub mod state;

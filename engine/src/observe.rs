@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use bevy_ecs::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, HostView, StepSpikes, sync_to_host};
+use crate::backend::{HostView, StepSpikes, installed, sync_to_host};
 use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Population, Populations, Shard, SpikeExchange, SynapseBlocks};
 use crate::model::Model;
 
@@ -509,7 +509,7 @@ impl Observer {
     pub fn between_steps(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
         if !self.backend_seen {
             self.backend_seen = true;
-            if world.get_resource::<Backend>().is_some_and(|b| b.name != "cpu") {
+            if installed(world).is_some_and(|b| b.spikes_lag()) {
                 self.device = Some(DeviceSyncs::default());
             }
         }
@@ -706,8 +706,8 @@ impl Observer {
             // A device backend uploads these once, into the step it captured (the CUDA backend's
             // graph holds the Poisson means and currents as kernel arguments and fails the run
             // if STDP is switched): changing them there would need a new capture.
-            Request::SetPoissonRate { .. } | Request::SetCurrent { .. } | Request::Stdp(_) if self.device.is_some() => {
-                let backend = world.resource::<Backend>().name;
+            Request::SetPoissonRate { .. } | Request::SetCurrent { .. } | Request::Stdp(_) if installed(world).is_some_and(|b| !b.steerable()) => {
+                let backend = installed(world).map_or("device", |b| b.name());
                 Reply::Error(format!("Poisson rates, DC currents and STDP on/off are fixed while the run is on the {backend} backend (run on the CPU backend to steer them)"))
             }
             Request::SetPoissonRate { input, rate_hz } => {
@@ -821,8 +821,8 @@ impl Observer {
             .map(|p| ProjectionInfo { index: p.projection as u32, name: self.projection_names[p.projection].clone() })
             .collect();
         let stdp_enabled = plasticity.enabled;
-        let (backend, device, synapse_storage) = match world.get_resource::<Backend>() {
-            Some(b) if b.name != "cpu" => (b.name.to_string(), Some(b.device.clone()), "device memory"),
+        let (backend, device, synapse_storage) = match installed(world) {
+            Some(b) if self.device.is_some() => (b.name().to_string(), Some(b.device()), "device memory"),
             _ => ("cpu".to_string(), None, "host memory"),
         };
         let shards = self
@@ -1025,12 +1025,36 @@ weight = 50.0
         Ok(())
     }
 
+    /// The backend of a [`FakeDevice`]: spikes lag, settings are baked in.
+    struct FakeBackend(&'static str);
+
+    impl crate::backend::Backend for FakeBackend {
+        fn name(&self) -> &'static str {
+            "fake"
+        }
+        fn device(&self) -> String {
+            self.0.into()
+        }
+        fn install(&mut self, sim: &mut crate::Simulation) -> Result<(), crate::backend::InstallError> {
+            sim.world.init_resource::<FakeDevice>();
+            Ok(())
+        }
+        fn sync(&mut self, world: &mut World, view: HostView) -> Result<(), String> {
+            fake_sync(world, view)
+        }
+        fn steerable(&self) -> bool {
+            false
+        }
+        fn spikes_lag(&self) -> bool {
+            true
+        }
+    }
+
     #[test]
     fn on_a_device_backend_frames_label_late_spikes_with_their_steps_and_baked_in_settings_are_refused() {
         let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
         let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
-        sim.world.insert_resource(Backend { name: "fake", device: "test device".into(), sync: Some(fake_sync), check: None, failure: None });
-        sim.world.init_resource::<FakeDevice>();
+        sim.install(Box::new(FakeBackend("test device"))).unwrap();
         let (mut observer, link) = channel(&model, false);
         let steering = [Request::SetPoissonRate { input: 0, rate_hz: 10.0 }, Request::SetCurrent { population: 0, current_pa: 5.0 }, Request::Stdp(false)];
         for r in steering.iter().cloned().chain([Request::Watch(vec![0, 7]), Request::Info]) {
@@ -1081,8 +1105,7 @@ weight = 50.0
     fn a_paused_device_run_shows_every_step_done() {
         let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
         let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
-        sim.world.insert_resource(Backend { name: "fake", device: String::new(), sync: Some(fake_sync), check: None, failure: None });
-        sim.world.init_resource::<FakeDevice>();
+        sim.install(Box::new(FakeBackend(""))).unwrap();
         let (mut observer, link) = channel(&model, false);
         let mut never = |_: &mut World| Err("no".to_string());
         for step in 0..10 {

@@ -99,13 +99,22 @@ impl Simulation {
     }
 
     /// Builds `model` cut into `shards` shards (in this simulation's thread pool) and prepares
-    /// its recording. Systems come from plugins, e.g. `fum::DefaultPlugins`.
+    /// its recording. Systems come from a backend ([`Simulation::install`]) or plugins, e.g.
+    /// `fum::DefaultPlugins`.
     pub fn from_model(model: &crate::Model, threads: usize, shards: usize) -> Result<Self, crate::BuildError> {
         let mut sim = Simulation::new(threads);
         sim.world = sim.pool.install(|| crate::build_world(model, shards))?;
         let recorder = crate::recording::Recorder::new(model, &mut sim.world)?;
         sim.world.insert_resource(recorder);
         Ok(sim)
+    }
+
+    /// Puts the built or restored simulation on `backend` (its step systems, its copy of the
+    /// state) and keeps the backend as the resource [`Installed`](crate::backend::Installed).
+    pub fn install(&mut self, mut backend: Box<dyn crate::backend::Backend>) -> Result<(), crate::backend::BackendError> {
+        backend.install(self).map_err(|source| crate::backend::BackendError::Install { backend: backend.name(), source })?;
+        self.world.insert_resource(crate::backend::Installed(backend));
+        Ok(())
     }
 
     pub fn threads(&self) -> usize {

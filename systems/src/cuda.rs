@@ -1,7 +1,7 @@
 //! The CUDA backend's step: the whole step captured once as a CUDA graph and replayed every
 //! step, and the host side that reads recorded spikes and probes back without stalling the
-//! device. [`install`] uploads a built (or restored) world (`fum_engine::device`) and replaces
-//! the CPU step systems with the one exclusive system that replays the graph.
+//! device. [`CudaBackend`] uploads a built (or restored) world (`fum_engine::device`) and
+//! replaces the CPU step systems with the one exclusive system that replays the graph.
 //!
 //! Concurrency contract: the host launches step `t`'s graph and returns; it reads step `t - 2`'s
 //! staging slot (after waiting on that step's event, normally long complete), so up to two
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bevy_ecs::prelude::*;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
-use fum_engine::backend::{Backend, DeviceStats, HostView, StepSpikes};
+use fum_engine::backend::{Backend, DeviceStats, HostView, InstallError, StepSpikes, report_failure};
 use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
 use fum_engine::recording::Recorder;
 use fum_engine::{Plugin, Simulation, Stage};
@@ -68,8 +68,48 @@ impl Plugin for CudaPlugin {
     }
 }
 
+/// The CUDA backend on one GPU: steps captured as a graph, state in device memory, spikes read
+/// back some steps late, Poisson rates, currents and STDP on/off baked into the graph.
+pub struct CudaBackend {
+    pub gpu: Arc<Gpu>,
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &'static str {
+        "cuda"
+    }
+
+    fn device(&self) -> String {
+        self.gpu.label()
+    }
+
+    fn install(&mut self, sim: &mut Simulation) -> Result<(), InstallError> {
+        Ok(install(sim, self.gpu.clone())?)
+    }
+
+    fn sync(&mut self, world: &mut World, view: HostView) -> Result<(), String> {
+        sync_to_host(world, view)
+    }
+
+    fn check(&mut self, world: &mut World, weights: bool) -> Option<Result<bool, String>> {
+        Some(check(world, weights))
+    }
+
+    fn stats(&self, world: &World) -> Option<DeviceStats> {
+        world.get_resource::<CudaRunner>().map(CudaRunner::stats)
+    }
+
+    fn steerable(&self) -> bool {
+        false
+    }
+
+    fn spikes_lag(&self) -> bool {
+        true
+    }
+}
+
 /// Uploads `sim`'s network (built or restored) to `gpu` and makes the simulation step there.
-pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
+fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let stream = gpu.ctx.new_stream()?;
     let (free, _) = gpu.ctx.mem_get_info()?;
     let uploading = std::time::Instant::now();
@@ -111,7 +151,6 @@ pub fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     runner.capture_s = t.elapsed().as_secs_f64();
     runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
     sim.world.insert_resource(runner);
-    sim.world.insert_resource(Backend { name: "cuda", device: gpu.label(), sync: Some(sync_to_host), check: Some(check), failure: None });
     sim.add_plugins(CudaPlugin);
     Ok(())
 }
@@ -313,18 +352,17 @@ impl CudaRunner {
 fn cuda_step(world: &mut World) {
     let result = world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.step(world));
     if let Err(e) = result {
-        let mut backend = world.resource_mut::<Backend>();
-        backend.failure.get_or_insert(e.to_string());
+        report_failure(world, e.to_string());
     }
 }
 
-/// `Backend::check` of the CUDA backend: counts violations on the device, after the queued
+/// [`Backend::check`] of the CUDA backend: counts violations on the device, after the queued
 /// steps, and copies back one number.
 fn check(world: &mut World, weights: bool) -> Result<bool, String> {
     world.resource_mut::<CudaRunner>().healthy(weights).map_err(|e| e.to_string())
 }
 
-/// `Backend::sync` of the CUDA backend.
+/// [`Backend::sync`] of the CUDA backend.
 fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     world
         .resource_scope(|world, mut runner: Mut<CudaRunner>| {

@@ -3,7 +3,10 @@
 //! Each system runs in one [`Stage`](fum_engine::Stage) and works on all shards in parallel
 //! (rayon), writing only the shard it is given; [`DefaultPlugins`] assembles the standard set.
 //! Swap or drop a plugin to change the model (e.g. leave out [`StdpPlugin`] to freeze weights).
+//! [`backend_for`] makes the backend a run chooses: [`CpuBackend`] installs [`DefaultPlugins`],
+//! the CUDA backend (`cuda`, cargo feature `cuda`) its captured step.
 
+pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod delivery;
@@ -13,6 +16,7 @@ pub mod lif;
 pub mod record;
 pub mod stdp;
 
+pub use backend::{CpuBackend, backend_for};
 pub use delivery::DeliveryPlugin;
 pub use exchange::{ClockPlugin, ExchangePlugin};
 pub use input::InputPlugin;

@@ -1,0 +1,171 @@
+//! What a run reports: `run.json` ([`RunReport`]), with the size and memory of the network
+//! ([`NetworkStats`]) and where the time went ([`Timing`]).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use bevy_ecs::prelude::*;
+use serde::Serialize;
+
+use crate::backend::{DeviceStats, installed};
+use crate::components::{NeuronBlock, Plasticity, StdpHistoryOverflows, SynapseBlocks};
+use crate::recording::Recorder;
+use crate::{Model, Simulation};
+
+/// Where a run's wall time went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timing {
+    pub build_s: f64,
+    pub simulate_s: f64,
+    /// Copying the device state back after the last step (device backends; 0 on the CPU).
+    pub copy_back_s: f64,
+    pub write_s: f64,
+    pub total_s: f64,
+    /// Wall time of the simulation loop over the biological time it covered.
+    pub real_time_factor: f64,
+    /// Time the simulation waited for checkpoint snapshots (copies) and writer hand-over.
+    pub checkpoint_pause_s: f64,
+    pub checkpoints_written: u64,
+    /// Checkpoints not written because a newer one was due before the writer was free.
+    pub checkpoints_superseded: u64,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Finished,
+    /// Stopped by `stop_after_ms`; resumable.
+    Stopped,
+    /// Stopped by SIGINT or SIGTERM; resumable.
+    Interrupted,
+}
+
+/// The summary of a run, written as `run.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    pub fum_version: &'static str,
+    pub model: String,
+    /// FNV-1a 64 of the model text, hex.
+    pub model_hash: String,
+    pub seed: u64,
+    pub dt_ms: f64,
+    pub duration_ms: f64,
+    pub steps: u64,
+    /// Step this session started from (non-zero after `fum resume`).
+    pub start_step: u64,
+    /// Steps completed when this session ended.
+    pub end_step: u64,
+    pub outcome: Outcome,
+    pub backend: &'static str,
+    /// The device in words (CPU threads, or the GPU's name, architecture and memory).
+    pub device: String,
+    /// Device memory and transfers of a CUDA run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<DeviceStats>,
+    pub threads: usize,
+    pub network: NetworkStats,
+    pub timing: Timing,
+    /// Mean firing rate of every population over the simulated time, Hz.
+    pub rates_hz: BTreeMap<String, f64>,
+    pub spikes_total: u64,
+    /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
+    pub stdp_history_overflows: u64,
+    pub outputs: Vec<String>,
+}
+
+impl RunReport {
+    /// The report of a session of `model` that ran `session` (steps) on `sim`'s backend; timing
+    /// is left to the caller.
+    pub fn new(model: &Model, sim: &Simulation, session: Range<u64>, outcome: Outcome, network: NetworkStats, outputs: Vec<String>) -> Self {
+        let dt = model.spec.simulation.dt_ms;
+        let recorder = sim.world.resource::<Recorder>();
+        let simulated_ms = session.end as f64 * dt;
+        let rates_hz = model
+            .spec
+            .populations
+            .iter()
+            .zip(&recorder.spike_counts)
+            .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
+            .collect();
+        let backend = installed(&sim.world).expect("a run has a backend");
+        RunReport {
+            fum_version: env!("CARGO_PKG_VERSION"),
+            model: model.path.display().to_string(),
+            model_hash: format!("{:016x}", model.hash()),
+            seed: model.spec.simulation.seed,
+            dt_ms: dt,
+            duration_ms: model.steps() as f64 * dt,
+            steps: model.steps(),
+            start_step: session.start,
+            end_step: session.end,
+            outcome,
+            backend: backend.name(),
+            device: backend.device(),
+            gpu: backend.stats(&sim.world),
+            threads: sim.threads(),
+            network,
+            timing: Timing::default(),
+            rates_hz,
+            spikes_total: recorder.spike_counts.iter().sum(),
+            stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
+            outputs,
+        }
+    }
+}
+
+/// Counts and bytes of a built network. Synapse bytes are the per-synapse columns (u16 target,
+/// f32 or f16 weight, u16 delay where delays are drawn per synapse: 6, 4 or 2 more bytes, the
+/// same for plastic synapses); per-neuron bytes are everything else (state, ring buffers, row
+/// pointers, traces, postsynaptic spike histories).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NetworkStats {
+    pub neurons: u64,
+    pub synapses: u64,
+    pub static_synapses: u64,
+    pub plastic_synapses: u64,
+    pub shards: usize,
+    pub bytes_neurons: u64,
+    pub bytes_static_synapses: u64,
+    pub bytes_plastic_synapses: u64,
+    pub bytes_total: u64,
+    pub bytes_per_neuron: f64,
+    pub bytes_per_static_synapse: f64,
+    pub bytes_per_plastic_synapse: f64,
+}
+
+impl NetworkStats {
+    /// Counts the shards of a built world.
+    pub fn measure(world: &mut World) -> Self {
+        let mut s = NetworkStats::default();
+        let mut query = world.query::<(&NeuronBlock, &SynapseBlocks)>();
+        for (neurons, synapses) in query.iter(world) {
+            s.shards += 1;
+            s.neurons += neurons.len() as u64;
+            s.bytes_neurons += neurons.bytes() as u64;
+            for block in &synapses.0 {
+                s.bytes_neurons += block.index_bytes() as u64;
+                if block.plastic.is_some() {
+                    s.plastic_synapses += block.len() as u64;
+                    s.bytes_plastic_synapses += block.synapse_bytes() as u64;
+                } else {
+                    s.static_synapses += block.len() as u64;
+                    s.bytes_static_synapses += block.synapse_bytes() as u64;
+                }
+            }
+        }
+        if let Some(p) = world.get_resource::<Plasticity>() {
+            for proj in &p.projections {
+                s.bytes_neurons += 8 * proj.pre_trace.len() as u64;
+            }
+        }
+        s.synapses = s.static_synapses + s.plastic_synapses;
+        s.bytes_total = s.bytes_neurons + s.bytes_static_synapses + s.bytes_plastic_synapses;
+        let per = |bytes: u64, n: u64| if n == 0 { 0.0 } else { bytes as f64 / n as f64 };
+        s.bytes_per_neuron = per(s.bytes_neurons, s.neurons);
+        s.bytes_per_static_synapse = per(s.bytes_static_synapses, s.static_synapses);
+        s.bytes_per_plastic_synapse = per(s.bytes_plastic_synapses, s.plastic_synapses);
+        s
+    }
+}
+

@@ -1,0 +1,100 @@
+//! The run loop's duties at a step boundary, one [`StepHook`] each, called in the order the run
+//! loop lists them: progress, device failure, health, the observer, checkpoints, signals.
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bevy_ecs::prelude::*;
+
+use super::checkpoints::Checkpoints;
+use crate::backend::failure;
+use crate::health::{HealthError, HealthMonitor};
+use crate::observe::Observer;
+
+/// Why a run stops before its end step.
+#[derive(Debug)]
+pub enum Stop {
+    /// A signal, or the viewer's end gone: the run ends interrupted (resumable).
+    Interrupted,
+    /// A health check failed: the run ends with a last checkpoint and the error.
+    Unhealthy(HealthError),
+    /// The device failed (while stepping, or copying state back for a checkpoint).
+    Device(String),
+}
+
+/// A duty of the run loop between steps. Hooks run on the simulation thread.
+pub trait StepHook: Send {
+    /// Called after `done` steps; breaking stops the run there.
+    fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop>;
+}
+
+/// Reports the steps done every 100 steps and at the end step.
+pub struct Progress<'a, F> {
+    pub report: &'a F,
+    pub end_step: u64,
+}
+
+impl<F: Fn(u64, u64) + Sync> StepHook for Progress<'_, F> {
+    fn between_steps(&mut self, _: &mut World, done: u64) -> ControlFlow<Stop> {
+        if done.is_multiple_of(100) || done == self.end_step {
+            (self.report)(done, self.end_step);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Stops on the first device error met while stepping.
+pub struct DeviceFailed;
+
+impl StepHook for DeviceFailed {
+    fn between_steps(&mut self, world: &mut World, _: u64) -> ControlFlow<Stop> {
+        failure(world).map_or(ControlFlow::Continue(()), |e| ControlFlow::Break(Stop::Device(e)))
+    }
+}
+
+/// The health checks, when due.
+pub struct Health(pub HealthMonitor);
+
+impl StepHook for Health {
+    fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
+        self.0.check(world, done).map_or_else(|e| ControlFlow::Break(Stop::Unhealthy(e)), ControlFlow::Continue)
+    }
+}
+
+/// A viewer watching and steering; its checkpoint requests go to the run's [`Checkpoints`].
+pub struct Observed<'a>(pub &'a mut Observer);
+
+impl StepHook for Observed<'_> {
+    fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
+        let mut checkpoint = |world: &mut World| {
+            world.try_resource_scope(|world, mut c: Mut<Checkpoints>| c.request(world, done)).unwrap_or_else(|| Err("checkpoints need an output folder (--out)".to_string()))
+        };
+        self.0.between_steps(world, done, &mut checkpoint).map_break(|()| Stop::Interrupted)
+    }
+}
+
+/// Periodic checkpoints, and the hand-over of one that found the writer busy.
+pub struct PeriodicCheckpoints;
+
+impl StepHook for PeriodicCheckpoints {
+    fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
+        // Most boundaries have nothing to do: spare taking the writer out of the world.
+        if !world.resource::<Checkpoints>().has_work(done) {
+            return ControlFlow::Continue(());
+        }
+        match world.resource_scope(|world, mut c: Mut<Checkpoints>| c.between_steps(world, done)) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(e) => ControlFlow::Break(Stop::Device(e)),
+        }
+    }
+}
+
+/// SIGINT/SIGTERM: stop at this boundary.
+pub struct Signals(pub Arc<AtomicBool>);
+
+impl StepHook for Signals {
+    fn between_steps(&mut self, _: &mut World, _: u64) -> ControlFlow<Stop> {
+        if self.0.load(Ordering::Relaxed) { ControlFlow::Break(Stop::Interrupted) } else { ControlFlow::Continue(()) }
+    }
+}
