@@ -1,5 +1,6 @@
-//! Watching and steering a running simulation: the one API through which a viewer (in the same
-//! process, or over a socket with [`crate::serve`]) sees and changes a run.
+//! Watching and steering a running simulation, the simulation's side: the [`Observer`], which
+//! builds frames from the world and answers requests. The messages and the link are in
+//! `fum_protocol` (re-exported here), the socket server in [`crate::serve`].
 //!
 //! [`channel`] makes the two ends: the [`Observer`], which the simulation thread calls at every
 //! step boundary, and the [`ViewerLink`], which the viewer holds. The viewer sees per-step
@@ -8,14 +9,10 @@
 //! Concurrency contract. The simulation thread owns the world; the observer reads it and
 //! applies commands only between steps, so a command never lands in a half-done step. Nothing
 //! on the simulation thread waits for the viewer: each step's summary is added to a frame under
-//! construction, handed over through a slot that holds one frame at a time. If the viewer has
-//! not taken the previous frame, the new steps are merged into it, so a slow viewer receives
-//! fewer, larger frames; past [`MAX_FRAME_SPIKES`] spike ids in one frame, further ids are
-//! dropped and counted in [`Frame::spikes_dropped`] (population counts stay exact). The slot's
-//! lock is only tried: if the viewer holds it, the steps wait for the next hand-over. While no
-//! viewer watches ([`Slot::set_watching`]), no frame is built at all: a step costs one atomic
-//! load and an empty channel poll. Pausing is the one state in which the simulation thread
-//! waits, and it waits for commands, not for a viewer.
+//! construction, handed over through a [`Slot`] (how: `fum_protocol::link`). While no viewer
+//! watches, no frame is built at all: a step costs one atomic load and an empty channel poll.
+//! Pausing is the one state in which the simulation thread waits, and it waits for commands,
+//! not for a viewer.
 //!
 //! Device backends (see [`crate::backend`]). On the CPU the observer reads the host columns
 //! directly. On a device backend the host holds a step's spikes only some steps after it ran
@@ -27,24 +24,20 @@
 //! device baked into its step (Poisson rates, DC currents, STDP on/off).
 
 use std::ops::ControlFlow;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, TryLockError};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use bevy_ecs::prelude::*;
-use serde::{Deserialize, Serialize};
+
+pub use fum_protocol::{
+    Envelope, Frame, Info, InputInfo, MAX_FRAME_SPIKES, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, RequestSender, ShardInfo, SimulationEnd, Slot, Speed, Taken, ViewerLink,
+    WeightHistogram,
+};
 
 use crate::backend::{HostView, StepSpikes, installed, sync_to_host};
 use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Population, Populations, Shard, SpikeExchange, SynapseBlocks};
 use crate::model::Model;
-
-/// Version of the messages below (and of the wire format in [`crate::serve`]); a viewer and a
-/// simulation with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 1;
-
-/// Spike ids one frame holds at most; beyond it ids are dropped (and counted).
-pub const MAX_FRAME_SPIKES: usize = 4 << 20;
 
 /// Frames are handed over at most this often (wall time), so that a fast simulation sends a few
 /// hundred frames per second rather than one per step.
@@ -69,373 +62,6 @@ const MAX_POISSON_MEAN_PER_STEP: f64 = 1e6;
 /// samples its neurons about 50 times a second of wall time rather than at every step.
 pub const DEVICE_NEURONS_INTERVAL: Duration = Duration::from_millis(20);
 pub const DEVICE_WEIGHTS_INTERVAL: Duration = Duration::from_secs(2);
-
-/// A summary of consecutive steps: the spikes of each step, spike counts per population, the
-/// membrane potential of watched neurons at each step, and the wall time the steps took.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Frame {
-    /// The first step covered (0-based step index; its time is `first_step * dt_ms`).
-    pub first_step: u64,
-    /// Steps covered; 0 for a heartbeat of a paused simulation.
-    pub steps: u64,
-    /// The spikes of step `first_step + k` are `spikes[spike_ends[k - 1]..spike_ends[k]]`
-    /// (from 0 for `k = 0`), global neuron ids in ascending order.
-    pub spike_ends: Vec<u32>,
-    pub spikes: Vec<u32>,
-    /// Spike ids left out of `spikes` because the viewer fell behind.
-    pub spikes_dropped: u64,
-    /// Spikes per population over the covered steps (exact even when ids were dropped).
-    pub population_spikes: Vec<u64>,
-    /// Watched neurons (global ids, see [`Request::Watch`]) and their membrane potentials (mV),
-    /// one row of `watched.len()` values per step (NaN where not sampled: on a device backend
-    /// only some steps are).
-    pub watched: Vec<u32>,
-    pub membrane_mv: Vec<f32>,
-    /// Wall time from the previous frame's end to this frame's end, s.
-    pub wall_s: f64,
-    /// Whether the simulation was paused when the frame was handed over.
-    pub paused: bool,
-}
-
-impl Frame {
-    /// The spike ids of the `k`-th step covered.
-    pub fn step_spikes(&self, k: usize) -> &[u32] {
-        let start = if k == 0 { 0 } else { self.spike_ends[k - 1] as usize };
-        &self.spikes[start..self.spike_ends[k] as usize]
-    }
-
-    /// Appends `later` so that one frame covers both; if `later` does not follow this frame
-    /// (steps went unwatched in between), it replaces it.
-    pub fn absorb(&mut self, later: Frame) {
-        if later.steps == 0 {
-            self.wall_s += later.wall_s;
-            self.paused = later.paused;
-            return;
-        }
-        if self.steps == 0 || later.first_step != self.first_step + self.steps {
-            let wall_s = self.wall_s;
-            *self = later;
-            self.wall_s += wall_s;
-            return;
-        }
-        let base = self.spikes.len() as u32;
-        let room = MAX_FRAME_SPIKES.saturating_sub(self.spikes.len());
-        let kept = later.spikes.len().min(room);
-        self.spikes.extend_from_slice(&later.spikes[..kept]);
-        self.spike_ends.extend(later.spike_ends.iter().map(|&e| base + e.min(kept as u32)));
-        self.spikes_dropped += later.spikes_dropped + (later.spikes.len() - kept) as u64;
-        for (sum, n) in self.population_spikes.iter_mut().zip(&later.population_spikes) {
-            *sum += n;
-        }
-        if self.watched == later.watched {
-            self.membrane_mv.extend_from_slice(&later.membrane_mv);
-        } else {
-            // A new watch list starts with the later steps; rows of the old one would not fit.
-            self.membrane_mv = vec![f32::NAN; self.steps as usize * later.watched.len()];
-            self.membrane_mv.extend_from_slice(&later.membrane_mv);
-            self.watched = later.watched;
-        }
-        self.steps += later.steps;
-        self.wall_s += later.wall_s;
-        self.paused = later.paused;
-    }
-}
-
-/// How fast the simulation runs.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Speed {
-    /// As fast as it can.
-    Max,
-    /// Slowed down to this real-time factor (wall time / biological time; 1: real time).
-    RealTimeFactor(f64),
-}
-
-/// What a viewer asks of the simulation. Reads are open to every viewer; the others steer the
-/// run and, over a socket, need the token (see [`Request::is_steering`]).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Request {
-    /// Network description and current settings: answered with [`Reply::Info`].
-    Info,
-    /// The membrane potential of these global neuron ids now: [`Reply::Membrane`].
-    Membrane(Vec<u32>),
-    /// Record these neurons' membrane potential at every step into the frames (empty: none).
-    Watch(Vec<u32>),
-    /// The weight distribution of plastic projection `projection` (model index) in `bins`
-    /// bins between the rule's bounds: [`Reply::WeightHistogram`].
-    WeightHistogram { projection: u32, bins: u32 },
-    Pause,
-    Resume,
-    /// Run this many steps, then pause.
-    Step(u64),
-    Speed(Speed),
-    /// Rate of Poisson input `input` (model index), Hz.
-    SetPoissonRate { input: u32, rate_hz: f64 },
-    /// Constant current into every neuron of population `population` (model index), pA.
-    SetCurrent { population: u32, current_pa: f32 },
-    /// STDP weight updates on or off.
-    Stdp(bool),
-    /// Write a checkpoint at the next step boundary.
-    Checkpoint,
-}
-
-impl Request {
-    /// Whether the request changes the run (rather than reading it).
-    pub fn is_steering(&self) -> bool {
-        !matches!(self, Request::Info | Request::Membrane(_) | Request::Watch(_) | Request::WeightHistogram { .. })
-    }
-}
-
-/// An answer to one [`Request`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Reply {
-    Info(Info),
-    Membrane { step: u64, neurons: Vec<u32>, membrane_mv: Vec<f32> },
-    WeightHistogram(WeightHistogram),
-    /// A command was applied; the text says what happened.
-    Done(String),
-    /// A request was refused or failed; the text says why.
-    Error(String),
-}
-
-/// The network and the run's current settings.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Info {
-    pub model: String,
-    /// Steps done.
-    pub step: u64,
-    /// The step the run ends at.
-    pub end_step: u64,
-    pub dt_ms: f64,
-    pub paused: bool,
-    pub speed: Option<Speed>,
-    pub stdp_enabled: bool,
-    pub populations: Vec<PopulationInfo>,
-    pub inputs: Vec<InputInfo>,
-    pub plastic_projections: Vec<ProjectionInfo>,
-    pub shards: Vec<ShardInfo>,
-    /// Resident memory of the simulating process, bytes (0 where unknown).
-    pub memory_bytes: u64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct PopulationInfo {
-    pub name: String,
-    /// Global id of the first neuron; the population's ids are contiguous.
-    pub first: u32,
-    pub size: u32,
-    /// Constant current into every neuron, pA.
-    pub current_pa: f32,
-}
-
-/// A Poisson input.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InputInfo {
-    /// Index among the model's inputs (what [`Request::SetPoissonRate`] names).
-    pub index: u32,
-    pub name: String,
-    pub target: String,
-    pub rate_hz: f64,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ProjectionInfo {
-    /// Index among the model's projections.
-    pub index: u32,
-    pub name: String,
-}
-
-/// Where a shard lives and how large it is.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ShardInfo {
-    pub index: u32,
-    pub first: u32,
-    pub neurons: u32,
-    pub synapses: u64,
-    /// "cpu", or a device backend.
-    pub backend: String,
-    /// The device's name on a device backend.
-    pub device: Option<String>,
-    /// Where the synapse columns live ("host memory" until storage tiers exist).
-    pub synapse_storage: String,
-}
-
-/// Counts of weights in equal bins over `[w_min, w_max]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct WeightHistogram {
-    pub projection: u32,
-    pub step: u64,
-    pub w_min: f32,
-    pub w_max: f32,
-    pub counts: Vec<u64>,
-    pub mean: f64,
-}
-
-/// The hand-over slot for frames (see the module's concurrency contract).
-#[derive(Debug, Default)]
-pub struct Slot {
-    frame: Mutex<Option<Frame>>,
-    ready: Condvar,
-    watching: AtomicBool,
-    closed: AtomicBool,
-}
-
-impl Slot {
-    /// A slot; frames are built only while it is marked as watched.
-    pub fn new(watching: bool) -> Arc<Slot> {
-        let slot = Slot::default();
-        slot.watching.store(watching, Ordering::Relaxed);
-        Arc::new(slot)
-    }
-
-    /// Adds `frame` to the one waiting, if any. Never waits: false (frame given back) when
-    /// the lock is busy.
-    pub fn offer(&self, frame: Frame) -> Result<(), Frame> {
-        match self.frame.try_lock() {
-            Ok(guard) => self.merge(guard, frame),
-            Err(TryLockError::WouldBlock) => return Err(frame),
-            Err(TryLockError::Poisoned(e)) => self.merge(e.into_inner(), frame),
-        }
-        Ok(())
-    }
-
-    /// Adds `frame` to the one waiting, if any, waiting for the lock (not for the simulation
-    /// thread: it uses [`Slot::offer`]).
-    pub fn put(&self, frame: Frame) {
-        self.merge(self.frame.lock().unwrap_or_else(|e| e.into_inner()), frame);
-    }
-
-    fn merge(&self, mut waiting: std::sync::MutexGuard<'_, Option<Frame>>, frame: Frame) {
-        match waiting.as_mut() {
-            Some(older) => older.absorb(frame),
-            None => *waiting = Some(frame),
-        }
-        drop(waiting);
-        self.ready.notify_one();
-    }
-
-    /// The waiting frame, if any, without waiting.
-    pub fn take(&self) -> Option<Frame> {
-        self.frame.lock().unwrap_or_else(|e| e.into_inner()).take()
-    }
-
-    /// The waiting frame, waiting up to `timeout` for one. `Closed` only once the last frame
-    /// has been taken: a frame is put before the slot is closed, and the flag is read under
-    /// the lock.
-    pub fn take_timeout(&self, timeout: Duration) -> Taken {
-        let guard = self.frame.lock().unwrap_or_else(|e| e.into_inner());
-        let (mut guard, _) = self.ready.wait_timeout_while(guard, timeout, |f| f.is_none() && !self.is_closed()).unwrap_or_else(|e| e.into_inner());
-        match guard.take() {
-            Some(frame) => Taken::Frame(frame),
-            None if self.is_closed() => Taken::Closed,
-            None => Taken::Nothing,
-        }
-    }
-
-    /// Whether frames are wanted.
-    pub fn set_watching(&self, watching: bool) {
-        self.watching.store(watching, Ordering::Relaxed);
-    }
-
-    /// Marks the end of the frames (the simulation ended, or the connection closed).
-    pub fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        self.ready.notify_all();
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
-/// What [`Slot::take_timeout`] found.
-#[derive(Debug)]
-pub enum Taken {
-    Frame(Frame),
-    /// No frame within the time.
-    Nothing,
-    /// No frame, and none will come.
-    Closed,
-}
-
-/// A request and where to send its reply.
-#[derive(Debug)]
-pub struct Envelope {
-    pub request: Request,
-    pub reply_to: Sender<Reply>,
-}
-
-/// Sends requests to the simulation; replies go to the [`ViewerLink`] it came from.
-#[derive(Clone, Debug)]
-pub struct RequestSender {
-    requests: Sender<Envelope>,
-    reply_to: Sender<Reply>,
-}
-
-impl RequestSender {
-    /// Sends a request; false when the simulation is gone.
-    pub fn send(&self, request: Request) -> bool {
-        self.requests.send(Envelope { request, reply_to: self.reply_to.clone() }).is_ok()
-    }
-
-    /// Delivers a reply that did not come from the simulation (a refusal, or one read from a
-    /// socket).
-    pub fn reply(&self, reply: Reply) {
-        self.reply_to.send(reply).ok();
-    }
-}
-
-/// The viewer's end: frames, replies, and a way to send requests.
-#[derive(Debug)]
-pub struct ViewerLink {
-    pub frames: Arc<Slot>,
-    sender: RequestSender,
-    replies: Receiver<Reply>,
-}
-
-impl ViewerLink {
-    /// A link receiving frames from `frames` and sending requests into `requests`.
-    pub fn new(frames: Arc<Slot>, requests: Sender<Envelope>) -> Self {
-        let (reply_to, replies) = std::sync::mpsc::channel();
-        ViewerLink { frames, sender: RequestSender { requests, reply_to }, replies }
-    }
-
-    /// Another link to the same simulation, with its own frame slot and replies (one per
-    /// socket client).
-    pub fn branch(&self, frames: Arc<Slot>) -> ViewerLink {
-        ViewerLink::new(frames, self.sender.requests.clone())
-    }
-
-    /// Sends a request; false when the simulation is gone.
-    pub fn send(&self, request: Request) -> bool {
-        self.sender.send(request)
-    }
-
-    /// A handle that sends requests (and replies) on this link's behalf from another thread.
-    pub fn sender(&self) -> RequestSender {
-        self.sender.clone()
-    }
-
-    /// A reply that has arrived, if any.
-    pub fn try_reply(&self) -> Option<Reply> {
-        self.replies.try_recv().ok()
-    }
-
-    /// The frame waiting, if any.
-    pub fn try_frame(&self) -> Option<Frame> {
-        self.frames.take()
-    }
-
-    /// Whether the simulation has ended (or the connection to it closed).
-    pub fn is_closed(&self) -> bool {
-        self.frames.is_closed()
-    }
-}
-
-impl Drop for ViewerLink {
-    fn drop(&mut self) {
-        self.frames.set_watching(false);
-    }
-}
 
 /// The simulation's end; call [`Observer::between_steps`] at every step boundary.
 pub struct Observer {
@@ -473,10 +99,9 @@ struct DeviceSyncs {
 /// The two ends for a run of `model`. `stop_when_detached`: the run stops when the link is
 /// dropped (a window closed); otherwise it goes on unobserved.
 pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink) {
-    let slot = Slot::new(true);
-    let (tx, requests) = std::sync::mpsc::channel();
+    let (SimulationEnd { frames: slot, requests }, link) = fum_protocol::channel();
     let observer = Observer {
-        slot: slot.clone(),
+        slot,
         requests,
         stop_when_detached,
         model: model.path.display().to_string(),
@@ -493,7 +118,7 @@ pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink
         backend_seen: false,
         device: None,
     };
-    (observer, ViewerLink::new(slot, tx))
+    (observer, link)
 }
 
 impl Observer {
@@ -513,7 +138,7 @@ impl Observer {
                 self.device = Some(DeviceSyncs::default());
             }
         }
-        let watching = self.slot.watching.load(Ordering::Relaxed);
+        let watching = self.slot.is_watching();
         if watching {
             if self.device.is_some() {
                 self.record_device_steps(world, done, false);
@@ -611,7 +236,7 @@ impl Observer {
     /// Records the steps a device backend brought back with its last sync, after the last step
     /// boundary (the runner calls this once the run's steps are done and synced).
     pub fn run_ended(&mut self, world: &mut World) {
-        if self.device.is_some() && self.slot.watching.load(Ordering::Relaxed) && world.contains_resource::<StepSpikes>() {
+        if self.device.is_some() && self.slot.is_watching() && world.contains_resource::<StepSpikes>() {
             self.take_device_steps(world, None);
         }
     }
@@ -906,50 +531,6 @@ fn resident_bytes() -> u64 {
 mod tests {
     use super::*;
 
-    fn frame(first_step: u64, steps: &[&[u32]]) -> Frame {
-        let mut f = Frame { first_step, steps: steps.len() as u64, population_spikes: vec![0], ..Frame::default() };
-        for s in steps {
-            f.spikes.extend_from_slice(s);
-            f.spike_ends.push(f.spikes.len() as u32);
-            f.population_spikes[0] += s.len() as u64;
-        }
-        f
-    }
-
-    #[test]
-    fn absorbing_keeps_every_step_in_order() {
-        let mut a = frame(10, &[&[1, 2], &[]]);
-        a.absorb(frame(12, &[&[3], &[4, 5]]));
-        assert_eq!((a.first_step, a.steps), (10, 4));
-        let steps: Vec<&[u32]> = (0..4).map(|k| a.step_spikes(k)).collect();
-        assert_eq!(steps, [&[1, 2][..], &[], &[3], &[4, 5]]);
-        assert_eq!(a.population_spikes, [5]);
-    }
-
-    #[test]
-    fn a_frame_after_a_gap_replaces_the_older_one() {
-        let mut a = frame(10, &[&[1, 2]]);
-        a.absorb(frame(50, &[&[3]]));
-        assert_eq!((a.first_step, a.steps, a.spikes), (50, 1, vec![3]));
-    }
-
-    #[test]
-    fn a_heartbeat_takes_the_later_frame_and_the_wall_time() {
-        let mut beat = Frame { wall_s: 0.5, paused: true, ..Frame::default() };
-        beat.absorb(Frame { wall_s: 0.25, ..frame(3, &[&[7]]) });
-        assert_eq!((beat.first_step, beat.steps, beat.wall_s, beat.paused), (3, 1, 0.75, false));
-    }
-
-    #[test]
-    fn the_slot_merges_frames_the_viewer_has_not_taken() {
-        let slot = Slot::new(true);
-        slot.offer(frame(0, &[&[1]])).unwrap();
-        slot.offer(frame(1, &[&[2]])).unwrap();
-        let f = slot.take().unwrap();
-        assert_eq!((f.steps, f.spikes), (2, vec![1, 2]));
-        assert!(slot.take().is_none());
-    }
-
     const MODEL: &str = r#"
 [simulation]
 dt_ms = 0.1
@@ -1132,11 +713,5 @@ weight = 50.0
         assert!(observer.between_steps(&mut sim.world, 10, &mut never).is_continue());
         let seen = viewer.join().unwrap();
         assert_eq!(seen, (0..10).map(|s| (s, vec![s as u32])).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn reads_are_open_and_commands_steer() {
-        assert!(!Request::Info.is_steering() && !Request::Watch(vec![1]).is_steering());
-        assert!(Request::Pause.is_steering() && Request::Checkpoint.is_steering());
     }
 }

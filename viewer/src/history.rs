@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 
-use fum_engine::observe::{Frame, Info};
+use fum_protocol::{Frame, Info};
 
 use crate::raster::{self, SpikeWindow};
 /// Bin of the population rate curves, ms of biological time.
@@ -137,7 +137,7 @@ impl History {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fum_engine::observe::PopulationInfo;
+    use fum_protocol::PopulationInfo;
 
     fn info() -> Info {
         Info { dt_ms: 0.1, populations: vec![PopulationInfo { name: "E".into(), first: 0, size: 10, current_pa: 0.0 }], ..Info::default() }

@@ -1,6 +1,6 @@
 //! The fum live viewer: watch and steer a running simulation.
 //!
-//! The viewer sees a run only through a [`ViewerLink`] (see `fum_engine::observe`): frames of
+//! The viewer sees a run only through a [`ViewerLink`] (see `fum_protocol`): frames of
 //! per-step summaries, and replies to its requests. The same link comes from a simulation
 //! thread in this process (`fum view MODEL`) or from a socket (`fum view --attach ADDR`), so
 //! the viewer does not know which. Like bevy's render world, it draws from what it extracted
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot};
-use fum_engine::observe::{Info, Reply, Request, Speed, ViewerLink, WeightHistogram};
+use fum_protocol::{Info, Reply, Request, Speed, ViewerLink, WeightHistogram};
 
 pub use history::History;
 

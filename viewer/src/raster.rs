@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use fum_engine::observe::{Info, PopulationInfo};
+use fum_protocol::{Info, PopulationInfo};
 
 /// Colours of populations, in model order (repeating).
 pub const PALETTE: [[u8; 3]; 6] = [[90, 170, 255], [255, 110, 90], [120, 220, 120], [240, 200, 80], [200, 130, 255], [80, 220, 220]];
@@ -165,7 +165,7 @@ impl RasterImage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fum_engine::observe::ShardInfo;
+    use fum_protocol::ShardInfo;
 
     fn info() -> Info {
         Info {

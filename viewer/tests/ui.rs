@@ -1,20 +1,14 @@
-//! UI tests with egui_kittest. Two kinds:
-//! - a scripted simulation (deterministic frames and replies) for snapshots of every panel and
-//!   for checking that every control sends its request;
-//! - a live simulation on its own thread for what the controls do to a run: pausing stops the
-//!   step count, stepping advances one step, a new Poisson rate or DC current changes the
-//!   measured rate, a target real-time factor sets the speed, STDP switches off, clicking the
-//!   raster traces a neuron.
+//! UI tests with egui_kittest against a scripted simulation (deterministic frames and replies):
+//! snapshots of every panel, every control sends its request, a viewer without the token only
+//! watches. What the controls do to a live run is tested in the root package
+//! (`tests/viewer_live.rs`).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use fum_engine::observe::{self, Envelope, Frame, Info, InputInfo, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Slot, Speed, ViewerLink, WeightHistogram};
-use fum_engine::{Model, Simulation};
+use fum_protocol::{Envelope, Frame, Info, InputInfo, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Slot, Speed, ViewerLink, WeightHistogram};
 use fum_viewer::ViewerApp;
 
 const SIZE: [f32; 2] = [1400.0, 860.0];
@@ -48,9 +42,8 @@ fn scripted_info() -> Info {
 
 impl Scripted {
     fn new() -> (Scripted, ViewerLink) {
-        let frames = Slot::new(true);
-        let (tx, requests) = std::sync::mpsc::channel();
-        (Scripted { requests, frames: frames.clone(), sent: Vec::new() }, ViewerLink::new(frames, tx))
+        let (end, link) = fum_protocol::channel();
+        (Scripted { requests: end.requests, frames: end.frames, sent: Vec::new() }, link)
     }
 
     fn answer(&mut self) {
@@ -200,118 +193,4 @@ fn a_viewer_without_the_token_only_watches() {
     assert!(script.sent.iter().all(|r| !r.is_steering()), "{:?}", script.sent);
     assert!(h.state().status.contains("token"));
     h.get_by_label("· watching only");
-}
-
-/// A simulation of `model_text` on its own thread, stopping when the viewer goes.
-fn live(model_text: &str) -> (Harness<'static, ViewerApp>, std::thread::JoinHandle<u64>) {
-    let model = Model::parse(model_text, Path::new("live.toml")).unwrap();
-    let (mut observer, link) = observe::channel(&model, true);
-    let simulation = std::thread::spawn(move || {
-        let mut sim = Simulation::from_model(&model, 1, 2).unwrap();
-        sim.add_plugins(fum_systems::DefaultPlugins);
-        sim.run_until(model.steps(), |world, done| observer.between_steps(world, done, &mut |_| Err("no checkpoints here".into())))
-    });
-    (harness(ViewerApp::new(link, true)), simulation)
-}
-
-/// Steps the UI until `done` holds (10 s at most).
-fn wait_until(h: &mut Harness<'_, ViewerApp>, what: &str, done: impl Fn(&ViewerApp) -> bool) {
-    let t0 = Instant::now();
-    while !done(h.state()) {
-        assert!(t0.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
-        h.step();
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-#[test]
-fn pausing_stops_the_step_count_and_the_controls_reach_the_simulation() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../assets/models/stdp_balanced.toml")).unwrap();
-    let text = text.replace("duration_ms = 1000.0", "duration_ms = 100000.0");
-    let (mut h, simulation) = live(&text);
-    wait_until(&mut h, "the run has done 50 steps", |a| a.history.step > 50);
-
-    h.get_by_label("Pause").click();
-    wait_until(&mut h, "paused", |a| a.history.paused);
-    let paused_at = h.state().history.step;
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_millis(300) {
-        h.step();
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(h.state().history.step, paused_at, "no steps while paused");
-    h.get_by_label("Step").click();
-    wait_until(&mut h, "one step done", |a| a.history.step == paused_at + 1);
-
-    h.get_by_label("spike raster").click();
-    h.get_by_label("STDP").click();
-    wait_until(&mut h, "STDP is off in the simulation", |a| a.status.starts_with("STDP off"));
-    h.get_by_label("Run").click();
-    wait_until(&mut h, "the run goes on with a trace of the clicked neuron", |a| a.history.step > paused_at + 200 && a.history.traces.first().is_some_and(|t| t.1.len() > 100));
-    wait_until(&mut h, "fresh info and weights", |a| a.info().is_some_and(|i| !i.stdp_enabled && i.step > paused_at && i.memory_bytes > 0));
-    let trace = &h.state().history.traces[0].1;
-    assert!(trace.iter().all(|p| p[1] > -90.0 && p[1] < -50.0), "membrane potentials below threshold");
-    drop(h);
-    assert!(simulation.join().unwrap() < 1_000_000, "closing the viewer stops the run");
-}
-
-const DRIVEN: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 100000.0
-seed = 3
-
-[[populations]]
-name = "driven"
-size = 200
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "driven"
-rate_hz = 20000.0
-weight = 50.0
-"#;
-
-#[test]
-fn changing_a_poisson_rate_changes_the_measured_rate() {
-    let (mut h, simulation) = live(DRIVEN);
-    let mean_rate = |a: &ViewerApp| {
-        let points = &a.history.rates[0];
-        points.iter().rev().take(5).map(|p| p[1]).sum::<f64>() / 5.0
-    };
-    wait_until(&mut h, "ten rate points", |a| a.info().is_some() && a.history.rates.first().is_some_and(|r| r.len() >= 10));
-    let driven = mean_rate(h.state());
-    assert!(driven > 20.0, "the input drives the population ({driven} Hz)");
-
-    h.state_mut().rate_hz = 0.0;
-    h.get_by_label("Set rate").click();
-    wait_until(&mut h, "the rate is applied", |a| a.status.starts_with("input 0 at 0 Hz"));
-    let step = h.state().history.step;
-    wait_until(&mut h, "100 ms more", |a| a.history.step > step + 1000);
-    let silent = mean_rate(h.state());
-    assert!(silent < 0.05 * driven, "without input the rate falls ({driven} Hz -> {silent} Hz)");
-
-    h.state_mut().current_pa = 1000.0;
-    h.get_by_label("Set current").click();
-    wait_until(&mut h, "the current is applied", |a| a.status.starts_with("driven at 1000 pA"));
-    let step = h.state().history.step;
-    wait_until(&mut h, "100 ms more", |a| a.history.step > step + 1000);
-    let with_current = mean_rate(h.state());
-    assert!(with_current > 20.0, "a DC current makes the population fire ({with_current} Hz)");
-
-    // Half real time: 5000 steps of 0.1 ms per second.
-    h.state_mut().real_time_factor = 2.0;
-    h.get_by_label("max speed").click();
-    wait_until(&mut h, "the speed is applied", |a| a.status.starts_with("speed RealTimeFactor(2.0)"));
-    wait_until(&mut h, "a second of frames at the new speed", |a| (4000.0..5500.0).contains(&a.history.steps_per_s()));
-    drop(h);
-    simulation.join().unwrap();
 }
