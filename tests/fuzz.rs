@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use fum::Model;
-use fum::engine::checkpoint::{Checkpoint, FORMAT_VERSION, MAGIC, Snapshot};
+use fum::engine::checkpoint::{self, Checkpoint, FIXED_PREFIX, Snapshot};
 use fum::engine::components::{Clock, NeuronBlock, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use proptest::prelude::*;
@@ -119,27 +119,22 @@ fn check_parse(text: &str) {
     }
 }
 
-/// What `fum check` (src/main.rs `cmd_check`) computes from a valid model.
+/// What `fum check` computes from a valid model: a synapse estimate per projection and in all,
+/// each a finite count (a valid model's probabilities lie in [0, 1], its sizes and degrees are
+/// 32-bit), the total their sum; the steps and the hash.
 fn check_summary(model: &Model) -> f64 {
-    use fum::engine::model::ConnectionRule;
-    let spec = &model.spec;
-    let size = |name: &str| spec.populations[model.population_index(name).expect("validated")].size as f64;
-    let _neurons: u64 = spec.populations.iter().map(|p| u64::from(p.size)).sum();
     let mut total = 0.0;
-    for p in &spec.projections {
-        let (src, tgt) = (size(&p.source), size(&p.target));
-        total += match p.rule {
-            ConnectionRule::FixedProbability(q) => q * src * tgt,
-            ConnectionRule::FixedIndegree(k) => f64::from(k) * tgt,
-            ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
-            ConnectionRule::OneToOne => src,
-            ConnectionRule::AllToAll => src * tgt,
-        };
-        let _ = format!("{:.0}", total);
+    for p in &model.spec.projections {
+        let n = model.expected_synapses_of(p);
+        assert!(n.is_finite() && n >= 0.0, "projection {}: ~{n} synapses", p.name);
+        total += n;
     }
+    let all = model.expected_synapses();
+    assert_eq!(all.to_bits(), total.to_bits(), "the total is the sum of the projections");
+    let _ = format!("{all:.0}");
     let _ = model.steps();
     let _ = model.hash();
-    total
+    all
 }
 
 /// Values worth trying wherever a value goes: extremes of every type the format uses.
@@ -496,24 +491,21 @@ fn fresh_sim(model: &Model) -> Result<fum::Simulation, fum::engine::BuildError> 
     Ok(sim)
 }
 
-const PREFIX: usize = 8 + 4 + 8 + 4;
-
 fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
     let len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
-    let header = serde_json::from_slice(&bytes[PREFIX..PREFIX + len]).unwrap();
-    (header, bytes[PREFIX + len..].to_vec())
+    let header = serde_json::from_slice(&bytes[FIXED_PREFIX..FIXED_PREFIX + len]).unwrap();
+    (header, bytes[FIXED_PREFIX + len..].to_vec())
 }
 
 /// A checkpoint file around `header` and `data`, with a header length and CRC that verify.
 fn assemble(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
-    let h = serde_json::to_vec(header).unwrap();
+    encode(&serde_json::to_vec(header).unwrap(), data)
+}
+
+/// A checkpoint file around the header bytes `header_json` and `data`, as the engine writes it.
+fn encode(header_json: &[u8], data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&h).to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(data);
+    checkpoint::encode(&mut out, header_json, data).expect("writes to memory");
     out
 }
 
@@ -840,15 +832,7 @@ proptest! {
     /// Arbitrary bytes after a valid prefix and a JSON header of arbitrary text.
     #[test]
     fn checkpoint_arbitrary_header_text(text in any::<String>(), tail in prop::collection::vec(any::<u8>(), 0..64)) {
-        let h = text.into_bytes();
-        let mut out = Vec::new();
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&(h.len() as u64).to_le_bytes());
-        out.extend_from_slice(&crc32fast::hash(&h).to_le_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(&tail);
-        check_checkpoint(&out, 0);
+        check_checkpoint(&encode(text.as_bytes(), &tail), 0);
     }
 }
 
