@@ -28,7 +28,7 @@ mod tests {
         assert_eq!(in_range(&spikes, 21..30), 7..7);
         assert_eq!(in_range(&spikes, 0..u32::MAX), 0..7);
         assert_eq!(in_range(&[], 0..10), 0..0);
-        assert_eq!(in_range(&spikes, 11..5), 5..5, "an empty range of ids holds no spikes");
+        assert_eq!(in_range(&spikes, 11..11), 5..5, "an empty range of ids holds no spikes");
     }
 
     /// Every id lands in exactly the range that contains it.
