@@ -906,7 +906,8 @@ fn every_section_with_a_wrong_length_is_refused_and_changes_nothing() {
 
 /// Sizes near u32::MAX, huge degrees without multapses, NaN and infinite floats, tiny dt and
 /// long durations: each is refused at its line with what is wrong, from the numbers alone,
-/// without building anything (that these parse at once is a figure of benches/model_parse.rs).
+/// without building anything (how long parsing at the limits takes is a figure of
+/// benches/model_parse.rs).
 #[test]
 fn odd_numbers_in_a_model_are_refused_at_their_line() {
     const TOO_MANY: &str = "5:1: populations: 4294967315 neurons: at most 2^32 - 1 are supported";
