@@ -37,7 +37,8 @@ pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
 pub const FORMAT_VERSION: u32 = 3;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
-const FIXED_PREFIX: usize = 8 + 4 + 8 + 4;
+/// Bytes before the header: magic, format version, header length, header CRC-32.
+pub const FIXED_PREFIX: usize = 8 + 4 + 8 + 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
@@ -221,18 +222,25 @@ impl Snapshot {
         let tmp = dir.join(format!(".{name}.tmp"));
         {
             let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            f.write_all(MAGIC).map_err(io(&tmp))?;
-            f.write_all(&FORMAT_VERSION.to_le_bytes()).map_err(io(&tmp))?;
-            f.write_all(&(header.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
-            f.write_all(&crc32fast::hash(&header).to_le_bytes()).map_err(io(&tmp))?;
-            f.write_all(&header).map_err(io(&tmp))?;
-            f.write_all(&data).map_err(io(&tmp))?;
+            encode(&mut f, &header, &data).map_err(io(&tmp))?;
             f.sync_all().map_err(io(&tmp))?;
         }
         std::fs::rename(&tmp, &path).map_err(io(&path))?;
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
         Ok(path)
     }
+}
+
+/// Writes the bytes of a checkpoint file to `out`: the fixed prefix (magic, format version,
+/// header length, header CRC-32), the JSON header, then the section data the header points into.
+/// `Snapshot::write` writes files with it; tests and fuzz targets build hostile ones.
+pub fn encode(out: &mut impl Write, header_json: &[u8], data: &[u8]) -> std::io::Result<()> {
+    out.write_all(MAGIC)?;
+    out.write_all(&FORMAT_VERSION.to_le_bytes())?;
+    out.write_all(&(header_json.len() as u64).to_le_bytes())?;
+    out.write_all(&crc32fast::hash(header_json).to_le_bytes())?;
+    out.write_all(header_json)?;
+    out.write_all(data)
 }
 
 /// A checkpoint file opened and verified: header parsed, every section's checksum checked.

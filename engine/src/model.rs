@@ -235,6 +235,21 @@ pub enum ConnectionRule {
     AllToAll,
 }
 
+impl ConnectionRule {
+    /// Synapses the rule draws between `sources` and `targets` neurons: the mean for
+    /// `fixed_probability`, and counting the autapses that `allow_autapses = false` leaves out.
+    pub fn expected_synapses(self, sources: u32, targets: u32) -> f64 {
+        let (src, tgt) = (f64::from(sources), f64::from(targets));
+        match self {
+            ConnectionRule::FixedProbability(q) => q * src * tgt,
+            ConnectionRule::FixedIndegree(k) => f64::from(k) * tgt,
+            ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
+            ConnectionRule::OneToOne => src,
+            ConnectionRule::AllToAll => src * tgt,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Receptor {
@@ -438,6 +453,22 @@ impl Model {
 
     pub fn projection_index(&self, name: &str) -> Option<usize> {
         self.spec.projections.iter().position(|p| p.name == name)
+    }
+
+    /// Synapses `projection`, one of this model's, draws (`ConnectionRule::expected_synapses`
+    /// for the sizes of its populations): the estimate `fum check` prints per projection.
+    pub fn expected_synapses_of(&self, projection: &ProjectionSpec) -> f64 {
+        let size = |name: &str| self.spec.populations[self.population_index(name).expect("a valid model names populations that exist")].size;
+        projection.rule.expected_synapses(size(&projection.source), size(&projection.target))
+    }
+
+    /// Synapses the whole model draws: the sum over its projections in file order, as `fum
+    /// check` prints it. Sizes are looked up by hash, so this stays linear in the projections.
+    pub fn expected_synapses(&self) -> f64 {
+        let at = index(self.spec.populations.iter().map(|p| p.name.as_str()));
+        let size = |name: &str| self.spec.populations[*at.get(name).expect("a valid model names populations that exist")].size;
+        // A fold from +0.0, not `sum` (which starts from -0.0): no projections print as "0".
+        self.spec.projections.iter().map(|p| p.rule.expected_synapses(size(&p.source), size(&p.target))).fold(0.0, |total, n| total + n)
     }
 
     /// A hash of the model text (FNV-1a 64), recorded with every output.
@@ -783,4 +814,78 @@ fn span_of(doc: &toml::Spanned<toml::de::DeTable<'_>>, path: &[Seg]) -> usize {
         }
     }
     best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MODEL: &str = r#"
+[simulation]
+duration_ms = 1.0
+
+[[populations]]
+name = "E"
+size = 80
+model = "lif_cuba"
+
+[[populations]]
+name = "I"
+size = 20
+model = "lif_cuba"
+
+[[projections]]
+name = "p"
+source = "E"
+target = "I"
+rule = { fixed_probability = 0.25 }
+weight = 1.0
+
+[[projections]]
+name = "in"
+source = "E"
+target = "I"
+rule = { fixed_indegree = 7 }
+weight = 1.0
+
+[[projections]]
+name = "out"
+source = "I"
+target = "E"
+rule = { fixed_outdegree = 3 }
+weight = 1.0
+
+[[projections]]
+name = "one"
+source = "I"
+target = "I"
+rule = "one_to_one"
+weight = 1.0
+
+[[projections]]
+name = "all"
+source = "I"
+target = "E"
+rule = "all_to_all"
+weight = 1.0
+"#;
+
+    #[test]
+    fn expected_synapses_per_rule_and_in_all() {
+        let model = Model::parse(MODEL, Path::new("m.toml")).unwrap();
+        let per: Vec<f64> = model.spec.projections.iter().map(|p| model.expected_synapses_of(p)).collect();
+        assert_eq!(per, [0.25 * 80.0 * 20.0, 7.0 * 20.0, 3.0 * 20.0, 20.0, 20.0 * 80.0]);
+        assert_eq!(model.expected_synapses(), 400.0 + 140.0 + 60.0 + 20.0 + 1600.0);
+    }
+
+    #[test]
+    fn expected_synapses_at_the_limits_and_of_none() {
+        let max = f64::from(u32::MAX);
+        assert_eq!(ConnectionRule::AllToAll.expected_synapses(u32::MAX, u32::MAX), max * max);
+        assert_eq!(ConnectionRule::FixedIndegree(u32::MAX).expected_synapses(1, u32::MAX), max * max);
+        assert_eq!(ConnectionRule::FixedProbability(0.0).expected_synapses(u32::MAX, u32::MAX), 0.0);
+        let text = "[simulation]\nduration_ms = 1.0\n[[populations]]\nname = \"A\"\nsize = 1\nmodel = \"lif_cuba\"\n";
+        let model = Model::parse(text, Path::new("m.toml")).unwrap();
+        assert!(model.expected_synapses().is_sign_positive(), "no projections: +0, printed as 0");
+    }
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use fum::Model;
-use fum::engine::checkpoint::{Checkpoint, FORMAT_VERSION, MAGIC};
+use fum::engine::checkpoint::{self, Checkpoint, FIXED_PREFIX};
 use fum::engine::components::{Clock, NeuronBlock, Plasticity, Shard, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use libfuzzer_sys::fuzz_target;
@@ -67,13 +67,8 @@ fn file_bytes(data: &[u8]) -> Option<Vec<u8>> {
             header = serde_json::to_vec(&v).ok()?;
         }
     }
-    let mut out = Vec::with_capacity(24 + header.len() + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&header).to_le_bytes());
-    out.extend_from_slice(&header);
-    out.extend_from_slice(body);
+    let mut out = Vec::with_capacity(FIXED_PREFIX + header.len() + body.len());
+    checkpoint::encode(&mut out, &header, body).expect("writes to memory");
     Some(out)
 }
 

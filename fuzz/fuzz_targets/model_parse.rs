@@ -6,7 +6,6 @@
 #![no_main]
 
 use fum::Model;
-use fum::engine::model::ConnectionRule;
 use libfuzzer_sys::fuzz_target;
 use std::path::Path;
 
@@ -17,21 +16,12 @@ fuzz_target!(|data: &[u8]| {
     match Model::parse(text, Path::new(PATH)) {
         Ok(model) => {
             model.revalidate().expect("a parsed model revalidates");
-            // As src/main.rs cmd_check.
-            let spec = &model.spec;
-            let size = |name: &str| spec.populations[model.population_index(name).expect("validated")].size as f64;
-            let mut total = 0.0;
-            for p in &spec.projections {
-                let (src, tgt) = (size(&p.source), size(&p.target));
-                total += match p.rule {
-                    ConnectionRule::FixedProbability(q) => q * src * tgt,
-                    ConnectionRule::FixedIndegree(k) => f64::from(k) * tgt,
-                    ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
-                    ConnectionRule::OneToOne => src,
-                    ConnectionRule::AllToAll => src * tgt,
-                };
+            // What `fum check` prints.
+            for p in &model.spec.projections {
+                let n = model.expected_synapses_of(p);
+                assert!(n.is_finite() && n >= 0.0, "projection {}: ~{n} synapses", p.name);
             }
-            std::hint::black_box((total, model.steps(), model.hash()));
+            std::hint::black_box((model.expected_synapses(), model.steps(), model.hash()));
         }
         Err(e) => {
             let msg = e.to_string();

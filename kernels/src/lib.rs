@@ -6,6 +6,7 @@
 //!
 //! - [`rng`]: Philox4x32-10, the counter-based generator keyed by (seed, stream, entity, step).
 //! - [`lif`]: the neuron models (`lif_cuba`, `lif_coba`) and their exact propagators.
+//! - [`spikes`]: the run of a sorted spike list that belongs to a range of ids.
 //! - [`delivery`]: synapse rows (u16 targets), fixed-point delay ring buffers, spike delivery.
 //! - [`stdp`]: pair-based STDP with lazily evaluated traces and lazily applied potentiation.
 //! - [`weight`]: weights stored as `f32` or `f16`, computed in `f32`.
@@ -13,6 +14,7 @@
 pub mod delivery;
 pub mod lif;
 pub mod rng;
+pub mod spikes;
 pub mod stdp;
 pub mod weight;
 

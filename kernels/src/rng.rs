@@ -114,13 +114,27 @@ impl Stream {
         }
     }
 
-    /// Standard normal deviate (Box-Muller, one of the pair).
+    /// Standard normal deviate from the next two 53-bit uniforms (four words).
     #[inline]
     pub fn normal(&mut self) -> f64 {
-        let u1 = 1.0 - self.uniform(); // (0, 1]: log stays finite
-        let u2 = self.uniform();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        let u1 = self.uniform();
+        box_muller(u1, self.uniform())
     }
+}
+
+/// Standard normal deviate (Box-Muller, the cosine one of the pair) from two uniforms in
+/// [0, 1). `1 - u1` lies in (0, 1], so the logarithm stays finite.
+#[inline]
+pub fn box_muller(u1: f64, u2: f64) -> f64 {
+    (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// Standard normal deviate from two words, each spread over a 53-bit uniform with itself
+/// rotated by 16 bits: the deviate of the Poisson normal approximation, which has only two words
+/// of its Philox block left (`poisson` in kernels/cuda/fum.cu computes the same).
+#[inline]
+pub fn normal_from(a: u32, b: u32) -> f64 {
+    box_muller(uniform_f64(a, a.rotate_left(16)), uniform_f64(b, b.rotate_left(16)))
 }
 
 /// Uniform in [0, 1) from two words, 53 bits.
@@ -184,6 +198,19 @@ mod tests {
         assert!((su / n - 0.5).abs() < 0.005);
         assert!((sn / n).abs() < 0.01);
         assert!((sn2 / n - 1.0).abs() < 0.02);
+    }
+
+    /// Pinned bits (from the Box-Muller each call site had before they shared one): the
+    /// normals feed the initial state and the Poisson approximation, and a change in a last bit
+    /// changes every run's spikes.
+    #[test]
+    fn normals_are_pinned() {
+        let z = Key::from_seed(7).stream(Purpose::InitialState, 0, 0).normal();
+        assert_eq!(z.to_bits(), 0xbffb_4f18_363a_cc02, "{z}");
+        let z = normal_from(0x1234_5678, 0x9abc_def0);
+        assert_eq!(z.to_bits(), 0xbfd3_79f1_eb54_b608, "{z}");
+        assert_eq!(normal_from(0, 0), 0.0, "u1 = 0: ln(1) = 0, not a NaN");
+        assert!(normal_from(u32::MAX, 0).is_finite(), "u1 just below 1 keeps the logarithm finite");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use fum_engine::components::{Clock, Delays, NeuronBlock, PlasticSynapses, Plasti
 use fum_engine::model::Receptor;
 use fum_engine::{Plugin, Simulation, Stage};
 use fum_kernels::delivery::{Ring, deliver_row};
+use fum_kernels::spikes::in_range;
 use fum_kernels::stdp::{PlasticRow, Postsynaptic, PreSpike, on_pre_row};
 use fum_kernels::weight::Weight;
 
@@ -42,15 +43,14 @@ pub fn deliver_spikes(
         let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), &fired[..]);
         for block in synapses.0.iter_mut() {
             // Spikes are ascending: the ones from this block's source population are one run.
-            let first = exchange.spikes.partition_point(|&g| g < block.source_first);
-            let last = exchange.spikes.partition_point(|&g| g < block.source_first + block.source_size);
+            let run = in_range(&exchange.spikes, block.source_first..block.source_first + block.source_size);
             let ring = match block.receptor {
                 Receptor::Excitatory => &mut ring_ex,
                 Receptor::Inhibitory => &mut ring_in,
             };
             let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
             let rows = Rows { source_first: *source_first, row_ptr, target, delay, plastic: plastic.as_ref() };
-            let spikes = &exchange.spikes[first..last];
+            let spikes = &exchange.spikes[run];
             let n = match weight {
                 Weights::F32(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),
                 Weights::F16(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),

@@ -6,7 +6,7 @@ use fum_engine::components::{Clock, NeuronBlock, PoissonSources, Seed, Shard};
 use fum_engine::model::Receptor;
 use fum_engine::{Plugin, Simulation, Stage};
 use fum_kernels::delivery::to_fixed;
-use fum_kernels::rng::{Purpose, poisson, uniform_f64};
+use fum_kernels::rng::{Purpose, normal_from, poisson, uniform_f64};
 
 pub struct InputPlugin;
 
@@ -34,7 +34,7 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
             let ring = block.ring_mut(src.receptor).sums;
             for id in lo..hi {
                 let w = key.block(Purpose::PoissonInput, src.index, id, step);
-                let normal = if src.mean_per_step > 64.0 { box_muller(w[2], w[3]) } else { 0.0 };
+                let normal = if src.mean_per_step > 64.0 { normal_from(w[2], w[3]) } else { 0.0 };
                 let k = poisson(src.mean_per_step, src.exp_minus_mean, uniform_f64(w[0], w[1]), normal);
                 if k > 0 {
                     ring[slot.start + (id - shard.neurons.start) as usize] += i64::from(k) * quantum;
@@ -42,10 +42,4 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
             }
         }
     });
-}
-
-fn box_muller(a: u32, b: u32) -> f64 {
-    let u1 = 1.0 - uniform_f64(a, a.rotate_left(16));
-    let u2 = uniform_f64(b, b.rotate_left(16));
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }

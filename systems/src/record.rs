@@ -6,6 +6,7 @@ use fum_engine::components::{Clock, NeuronBlock, Populations, Shard, SpikeExchan
 use fum_engine::model::ProbeVariable;
 use fum_engine::recording::{ProbeSite, Recorder};
 use fum_engine::{Plugin, Simulation, Stage};
+use fum_kernels::spikes::in_range;
 
 pub struct RecordPlugin;
 
@@ -22,15 +23,13 @@ pub fn record_spikes(recorder: &mut Recorder, populations: &Populations, step: u
         return;
     }
     for (count, pop) in recorder.spike_counts.iter_mut().zip(&populations.0) {
-        let ids = pop.ids();
-        *count += (spikes.partition_point(|&g| g < ids.end) - spikes.partition_point(|&g| g < ids.start)) as u64;
+        *count += in_range(spikes, pop.ids()).len() as u64;
     }
     for rec in recorder.spikes.iter_mut() {
         let ids = populations.0[rec.population].ids();
-        let from = spikes.partition_point(|&g| g < ids.start);
-        let to = spikes.partition_point(|&g| g < ids.end);
-        rec.steps.pending.extend(std::iter::repeat_n(step as u32, to - from));
-        rec.node_ids.pending.extend(spikes[from..to].iter().map(|&g| g - ids.start));
+        let run = &spikes[in_range(spikes, ids.clone())];
+        rec.steps.pending.extend(std::iter::repeat_n(step as u32, run.len()));
+        rec.node_ids.pending.extend(run.iter().map(|&g| g - ids.start));
     }
 }
 

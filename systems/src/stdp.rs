@@ -13,6 +13,7 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Plasticity, Shard, SpikeExchange, SynapseBlocks};
 use fum_engine::{Plugin, Simulation, Stage};
+use fum_kernels::spikes::in_range;
 use fum_kernels::stdp::{count_spike, on_post_spike};
 
 pub struct StdpPlugin;
@@ -47,9 +48,7 @@ pub fn record_postsynaptic_spikes(mut shards: Query<(&Shard, &NeuronBlock, &mut 
 pub fn update_presynaptic_traces(mut plasticity: ResMut<Plasticity>, exchange: Res<SpikeExchange>, clock: Res<Clock>) {
     let step = clock.step as u32;
     for p in plasticity.projections.iter_mut() {
-        let first = exchange.spikes.partition_point(|&g| g < p.source.start);
-        let last = exchange.spikes.partition_point(|&g| g < p.source.end);
-        for &g in &exchange.spikes[first..last] {
+        for &g in &exchange.spikes[in_range(&exchange.spikes, p.source.clone())] {
             count_spike(&mut p.pre_trace, &mut p.pre_last_spike, (g - p.source.start) as usize, step, &p.pre_decay, p.rule.pairing);
         }
     }

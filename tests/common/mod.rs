@@ -72,6 +72,56 @@ neurons = [0, 5]
 interval_ms = 1.0
 "#;
 
+/// A valid model at the limits: one population of 2^32 - 1 neurons, as many distinct sources
+/// per neuron, a dt of 1e-300 ms with just under 2^32 steps (line 4), delays in such steps. It
+/// describes far more synapses than memory holds: it can be checked, not built.
+pub const AT_THE_LIMITS: &str = r#"
+[simulation]
+dt_ms = 1e-300
+duration_ms = 4e-291
+seed = 18446744073709551615
+
+[[populations]]
+name = "A"
+size = 4294967295
+model = "lif_cuba"
+t_ref_ms = 1e300
+
+[[projections]]
+name = "AA"
+source = "A"
+target = "A"
+rule = { fixed_indegree = 4294967295 }
+allow_multapses = false
+weight = { uniform = [0.0, 1e300] }
+delay_ms = { uniform = [1e-300, 1.023e-297] }
+
+[[projections]]
+name = "all"
+source = "A"
+target = "A"
+rule = "all_to_all"
+weight = { normal = [1e300, 1e300] }
+delay_ms = { normal = [1e-298, 1e300] }
+
+[recording]
+spikes = ["A"]
+"#;
+
+/// `n` populations of one neuron, and `n` one_to_one projections, the i-th onto population
+/// n - 1 - i (a name looked up far from where it is defined).
+pub fn many_populations(n: usize) -> String {
+    let mut text = String::from("[simulation]\nduration_ms = 1.0\n");
+    for i in 0..n {
+        text += &format!("[[populations]]\nname = \"p{i}\"\nsize = 1\nmodel = \"lif_cuba\"\n");
+    }
+    for i in 0..n {
+        let p = n - 1 - i;
+        text += &format!("[[projections]]\nname = \"q{i}\"\nsource = \"p{p}\"\ntarget = \"p{p}\"\nrule = \"one_to_one\"\nweight = 1.0\n");
+    }
+    text
+}
+
 /// A `fum run ... --serve 0` child, the address it serves on and its steering token.
 pub struct Served {
     pub child: std::process::Child,
