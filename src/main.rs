@@ -388,28 +388,17 @@ fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
 }
 
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
-    use fum::engine::model::ConnectionRule;
     let model = Model::load(&path)?;
     let spec = &model.spec;
-    let size = |name: &str| spec.populations[model.population_index(name).expect("validated")].size as f64;
     let neurons: u64 = spec.populations.iter().map(|p| u64::from(p.size)).sum();
     println!("{}: valid", path.display());
     println!("populations      {} ({} neurons)", spec.populations.len(), neurons);
-    let mut total = 0.0;
     for p in &spec.projections {
-        let (src, tgt) = (size(&p.source), size(&p.target));
-        let expected = match p.rule {
-            ConnectionRule::FixedProbability(q) => q * src * tgt,
-            ConnectionRule::FixedIndegree(k) => f64::from(k) * tgt,
-            ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
-            ConnectionRule::OneToOne => src,
-            ConnectionRule::AllToAll => src * tgt,
-        };
-        total += expected;
+        let expected = model.expected_synapses_of(p);
         let kind = if p.plasticity.is_some() { "plastic" } else { "static" };
         println!("projection {:<18} {} -> {}: ~{:.0} synapses ({kind})", p.name, p.source, p.target, expected);
     }
-    println!("synapses         ~{total:.0}");
+    println!("synapses         ~{:.0}", model.expected_synapses());
     println!("duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms);
     Ok(Outcome::Finished)
 }

@@ -510,7 +510,7 @@ fn push_step(frame: &mut Frame, watched: &[u32], step: u64, spikes: &[u32], popu
     frame.spike_ends.push(frame.spikes.len() as u32);
     if !spikes.is_empty() {
         for (count, pop) in frame.population_spikes.iter_mut().zip(populations) {
-            *count += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
+            *count += fum_kernels::spikes::in_range(spikes, pop.first..pop.first + pop.size).len() as u64;
         }
     }
     match membrane {

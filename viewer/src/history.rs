@@ -66,7 +66,7 @@ impl History {
             for k in 0..frame.steps as usize {
                 let spikes = frame.step_spikes(k);
                 for (sum, pop) in self.rate_counts.iter_mut().zip(&info.populations) {
-                    *sum += (spikes.partition_point(|&g| g < pop.first + pop.size) - spikes.partition_point(|&g| g < pop.first)) as u64;
+                    *sum += fum_kernels::spikes::in_range(spikes, pop.first..pop.first + pop.size).len() as u64;
                 }
                 self.close_rate_bin(1, frame.first_step + k as u64 + 1, info);
             }
