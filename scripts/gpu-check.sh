@@ -27,7 +27,7 @@ work=$(mktemp -d)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/raw/card.txt" 2>/dev/null
 
 echo "== GPU tests"
-FUM_BIN="$BIN" "$TESTS" --test-threads 1 --nocapture 2>&1 | tee "$OUT/raw/tests.txt"
+FUM_BIN="$BIN" "$TESTS" --include-ignored --test-threads 1 --nocapture 2>&1 | tee "$OUT/raw/tests.txt"
 
 echo "== scaling"
 for n in $SIZES; do
