@@ -20,7 +20,7 @@ OUT=${OUT:-gpu-compare-out}
 mkdir -p "$OUT/compare"
 work=$(mktemp -d)
 median() { python3 -c 'import sys, statistics; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.3f}")' "$@"; }
-simulate_s() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["timing"]["simulate_s"])' "$1"; }
+simulate_s() { python3 -c 'import json, sys; print("%.3f" % json.load(open(sys.argv[1]))["timing"]["simulate_s"])' "$1"; }
 counts() { python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); print(d["spikes_total"], sorted(d["rates_hz"].items()))' "$1"; }
 
 echo "| neurons | network | old simulate s | new simulate s | new / old | spike counts |"
