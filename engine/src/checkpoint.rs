@@ -290,19 +290,23 @@ impl Checkpoint {
         Ok(Checkpoint { path: path.to_path_buf(), header, data })
     }
 
-    /// The decompressed bytes of a section. Decompression streams into a buffer that grows
-    /// with the real output and stops at the declared length, so a hostile length field
-    /// cannot make it allocate more than the data expands to.
+    /// The decompressed bytes of a section. The data is decompressed twice: once counting what
+    /// it really expands to (up to the declared length), then into a buffer of exactly that
+    /// size. So a hostile length field cannot make it allocate more than the data expands to,
+    /// and a growing buffer never holds up to three times the section while it reallocates.
+    /// Restores are rare; the second pass costs less than the disk read.
     pub fn section(&self, name: &str) -> Result<Vec<u8>, CheckpointError> {
         let p = || self.path.display().to_string();
+        let corrupt = |e: std::io::Error| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") };
         let s = self.header.sections.iter().find(|s| s.name == name).ok_or_else(|| CheckpointError::Corrupt { path: p(), detail: format!("no section {name}") })?;
         let stored = &self.data[s.offset as usize..(s.offset + s.stored_len) as usize];
-        let decoder = zstd::stream::read::Decoder::new(stored).map_err(|e| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") })?;
-        let mut raw = Vec::new();
-        decoder.take(s.raw_len).read_to_end(&mut raw).map_err(|e| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") })?;
-        if raw.len() as u64 != s.raw_len {
-            return Err(CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {} bytes, header says {}", raw.len(), s.raw_len) });
+        let decoder = || zstd::stream::read::Decoder::new(stored).map(|d| d.take(s.raw_len));
+        let len = std::io::copy(&mut decoder().map_err(corrupt)?, &mut std::io::sink()).map_err(corrupt)?;
+        if len != s.raw_len {
+            return Err(CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {len} bytes, header says {}", s.raw_len) });
         }
+        let mut raw = Vec::with_capacity(len as usize);
+        decoder().map_err(corrupt)?.read_to_end(&mut raw).map_err(corrupt)?;
         Ok(raw)
     }
 
