@@ -67,7 +67,7 @@ impl<T: Pod> RecordedColumn for Recorded<T> {
         bytes
     }
     fn reset(&mut self, spilled: u64, pending: &[u8]) -> bool {
-        if pending.len() % std::mem::size_of::<T>() != 0 {
+        if !pending.len().is_multiple_of(std::mem::size_of::<T>()) {
             return false;
         }
         self.spilled = spilled;

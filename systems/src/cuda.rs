@@ -277,7 +277,7 @@ impl CudaRunner {
             crate::record::record_spikes(&mut recorder, populations, step, spikes);
             let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.n as usize..]);
             for (probe, (range, &interval)) in recorder.probes.iter_mut().zip(self.net.probe_layout.ranges.iter().zip(&self.net.probe_layout.intervals)) {
-                if step % interval == 0 {
+                if step.is_multiple_of(interval) {
                     probe.times_ms.pending.push(step as f64 * dt);
                     probe.values.pending.extend_from_slice(&values[range.clone()]);
                 }

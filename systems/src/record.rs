@@ -43,12 +43,12 @@ pub fn record(
     let recorder = &mut *recorder;
     let step = clock.step;
     record_spikes(recorder, &populations, step, &exchange.spikes);
-    if recorder.probes.iter().all(|p| step % p.interval_steps != 0) {
+    if recorder.probes.iter().all(|p| !step.is_multiple_of(p.interval_steps)) {
         return;
     }
     let mut parts: Vec<_> = shards.iter().collect();
     parts.sort_unstable_by_key(|(shard, _, _)| shard.index);
-    for probe in recorder.probes.iter_mut().filter(|p| step % p.interval_steps == 0) {
+    for probe in recorder.probes.iter_mut().filter(|p| step.is_multiple_of(p.interval_steps)) {
         probe.times_ms.pending.push(step as f64 * clock.dt_ms);
         for site in &probe.sites {
             let value = match *site {
