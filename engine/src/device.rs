@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
 use bytemuck::{Pod, Zeroable};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
 use crate::backend::{DeviceMemory, HostView, Transfers};
 use crate::column::{DeviceBuffer, TransferError};
@@ -142,11 +142,11 @@ impl DeviceContext {
         t.copies += 1;
     }
 
-    /// Copies `src` (device) into `dst` through the pinned bounce buffer, counting the bytes.
-    pub fn read_bytes(&self, src: &CudaSlice<u8>, at: usize, dst: &mut [u8]) -> Result<(), CudaError> {
+    /// Copies `src` (device bytes) into `dst` through the pinned bounce buffer, counting them.
+    pub fn read_bytes(&self, src: &CudaView<'_, u8>, dst: &mut [u8]) -> Result<(), CudaError> {
         let mut bounce = self.bounce.lock().expect("the bounce buffer");
         for (i, chunk) in dst.chunks_mut(BOUNCE_BYTES).enumerate() {
-            let from = at + i * BOUNCE_BYTES;
+            let from = i * BOUNCE_BYTES;
             // A copy moves as many bytes as its destination holds: give it exactly the chunk.
             let staged = &mut bounce.as_mut_slice()?[..chunk.len()];
             self.stream.memcpy_dtoh(&src.slice(from..from + chunk.len()), staged)?;
@@ -160,20 +160,10 @@ impl DeviceContext {
     /// A copy of the first `len` values of a device slice.
     pub fn read<T: DeviceRepr + Pod>(&self, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
         let mut out = vec![T::zeroed(); len];
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
         // SAFETY: every byte pattern is a valid u8.
-        let bytes = unsafe { src.transmute::<u8>(len * std::mem::size_of::<T>()) }.expect("a view of the same bytes");
-        let mut staged = vec![0u8; len * std::mem::size_of::<T>()];
-        let mut bounce = self.bounce.lock().expect("the bounce buffer");
-        for (i, chunk) in staged.chunks_mut(BOUNCE_BYTES).enumerate() {
-            let from = i * BOUNCE_BYTES;
-            let pinned = &mut bounce.as_mut_slice()?[..chunk.len()];
-            self.stream.memcpy_dtoh(&bytes.slice(from..from + chunk.len()), pinned)?;
-            self.stream.synchronize()?;
-            chunk.copy_from_slice(pinned);
-        }
-        drop(bounce);
-        bytemuck::cast_slice_mut::<T, u8>(&mut out).copy_from_slice(&staged);
-        self.count(false, staged.len());
+        let bytes = unsafe { src.transmute::<u8>(dst.len()) }.expect("a view of the same bytes");
+        self.read_bytes(&bytes, dst)?;
         Ok(out)
     }
 
@@ -221,7 +211,7 @@ impl Buffer {
 
 impl DeviceBuffer for Buffer {
     fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), TransferError> {
-        self.ctx.read_bytes(&self.bytes, at, dst).map_err(|e| TransferError(e.to_string()))
+        self.ctx.read_bytes(&self.bytes.slice(at..at + dst.len()), dst).map_err(|e| TransferError(e.to_string()))
     }
 
     fn write(&self, at: usize, src: &[u8]) -> Result<(), TransferError> {
