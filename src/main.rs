@@ -66,9 +66,12 @@ enum Command {
         /// folder).
         #[command(flatten)]
         sim: SimArgs,
-        /// Start paused.
+        /// Start paused, at step 0.
         #[arg(long)]
         paused: bool,
+        /// Pace: wall time per biological time (1: real time, 2: half speed), or `max`.
+        #[arg(long, value_name = "FACTOR", default_value = "1", value_parser = parse_speed)]
+        real_time_factor: observe::Speed,
         /// Trace the membrane potential of these neurons (global ids, e.g. 0,10,3300) from the start.
         #[arg(long, value_delimiter = ',')]
         watch: Vec<u32>,
@@ -157,6 +160,18 @@ impl SimArgs {
     }
 }
 
+/// "max" or a positive real-time factor -> the viewer's pace.
+#[cfg(feature = "viewer")]
+fn parse_speed(text: &str) -> Result<observe::Speed, String> {
+    match text.trim() {
+        "max" => Ok(observe::Speed::Max),
+        t => match t.parse::<f64>() {
+            Ok(f) if f > 0.0 && f.is_finite() => Ok(observe::Speed::RealTimeFactor(f)),
+            _ => Err(format!("\"{text}\" is neither `max` nor a positive real-time factor such as 1 or 0.5")),
+        },
+    }
+}
+
 /// "500ms", "2s", "1.5 s", "250" (ms) -> milliseconds.
 fn parse_duration_ms(text: &str) -> Result<f64, String> {
     let t = text.trim();
@@ -181,13 +196,13 @@ fn main() -> ExitCode {
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
-        Command::View { model, attach, token, sim, paused, watch, fps, exit_after } => {
+        Command::View { model, attach, token, sim, paused, real_time_factor, watch, fps, exit_after } => {
             let options = sim.options();
             let save_dir = options.out.clone().unwrap_or_else(|| PathBuf::from("."));
-            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir, fps, watch };
+            let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir, fps, watch, close_when: None };
             match attach {
                 Some(addr) => cmd_attach(&addr, token, window),
-                None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, window),
+                None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, real_time_factor, window),
             }
         }
         Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet),
@@ -265,27 +280,45 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
     Ok(report.outcome)
 }
 
-/// The simulation on its own thread, the window on this one; closing the window stops the run
-/// (with outputs and a checkpoint under --out, as Ctrl-C does).
+/// The simulation on its own thread, the window on this one. The run is paced (`speed`) and,
+/// unless `--duration` bounds it, goes on until the window is closed; at a bounded run's end
+/// it holds, so that every panel shows the final state. Closing the window ends the run with
+/// outputs (and a checkpoint, if it stopped early) under --out; a signal does the same, closing
+/// the window, and exits with status 3.
 #[cfg(feature = "viewer")]
-fn cmd_view(path: PathBuf, options: RunOptions, paused: bool, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
+fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe::Speed, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
     let mut model = Model::load(&path)?;
+    if options.duration_ms.is_none() {
+        // As long as the recorded step numbers (u32) reach.
+        options.duration_ms = Some(f64::from(u32::MAX - 2) * model.spec.simulation.dt_ms);
+    }
     options.apply(&mut model)?;
+    if options.out.is_none() {
+        // Nothing would write what is recorded; an open-ended session should not accumulate it.
+        model.spec.recording = Default::default();
+    }
     if options.backend == BackendChoice::Cuda {
         // Without a usable GPU, fail here rather than in a window that shows nothing.
         fum::run::backend_for(BackendChoice::Cuda)?;
     }
+    install_signal_handlers()?;
     let (mut observer, link) = observe::channel(&model, true);
+    observer.set_speed(speed);
+    observer.hold_at_end();
     if paused {
         observer.start_paused();
     }
     window.title = format!("fum view {}", path.display());
+    let interrupted = fum::run::interrupt_flag();
+    window.close_when = Some(interrupted.clone());
+    let out = options.out.clone();
     let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_, _| {}))?;
     let stats = fum_viewer::run_window(link, true, window)?;
     print_window_stats(&stats);
-    simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
-    // Closing the window is how a viewed run ends: not an interruption.
-    Ok(Outcome::Finished)
+    let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
+    summarise(&report, out.as_deref(), false);
+    // Closing the window is how a viewed run ends: an interruption only when signalled.
+    Ok(if interrupted.load(std::sync::atomic::Ordering::Relaxed) { Outcome::Interrupted } else { Outcome::Finished })
 }
 
 #[cfg(feature = "viewer")]

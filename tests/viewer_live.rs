@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use fum::engine::observe::{self, Speed};
+use fum::engine::observe::{self, Observer, Speed};
 use fum::{DefaultPlugins, Model, Simulation};
 use fum_viewer::ViewerApp;
 
@@ -18,12 +18,22 @@ const SIZE: [f32; 2] = [1400.0, 860.0];
 
 /// A simulation of `model_text` on its own thread, stopping when the viewer goes.
 fn live(model_text: &str) -> (Harness<'static, ViewerApp>, std::thread::JoinHandle<u64>) {
+    live_with(model_text, |_| {})
+}
+
+/// As [`live`], with the observer set up by `setup` (as `fum view`'s options do).
+fn live_with(model_text: &str, setup: impl FnOnce(&mut Observer)) -> (Harness<'static, ViewerApp>, std::thread::JoinHandle<u64>) {
     let model = Model::parse(model_text, Path::new("live.toml")).unwrap();
     let (mut observer, link) = observe::channel(&model, true);
+    setup(&mut observer);
     let simulation = std::thread::spawn(move || {
         let mut sim = Simulation::from_model(&model, 1, 2).unwrap();
         sim.add_plugins(DefaultPlugins);
-        sim.run_until(model.steps(), |world, done| observer.between_steps(world, done, &mut |_| Err("no checkpoints here".into())))
+        let mut no_checkpoints = |_: &mut _| Err("no checkpoints here".to_string());
+        if observer.before_first_step(&mut sim.world, 0, &mut no_checkpoints).is_break() {
+            return 0;
+        }
+        sim.run_until(model.steps(), |world, done| observer.between_steps(world, done, &mut no_checkpoints))
     });
     let harness = Harness::builder().with_size(SIZE).build_ui_state(|ui, app: &mut ViewerApp| app.ui(ui), ViewerApp::new(link, true));
     (harness, simulation)
@@ -139,4 +149,42 @@ fn changing_a_poisson_rate_changes_the_measured_rate() {
     assert!(steps as f64 <= 1.2 * 5000.0 * elapsed_s + 10.0, "{steps} steps in {elapsed_s:.3} s: faster than the target");
     drop(h);
     simulation.join().unwrap();
+}
+
+#[test]
+fn a_run_started_paused_shows_step_zero_and_steps_from_there() {
+    let (mut h, simulation) = live_with(DRIVEN, Observer::start_paused);
+    wait_until(&mut h, "the viewer sees the run paused at step 0", |a| a.history.paused && a.info().is_some_and(|i| i.paused && i.step == 0));
+    assert_eq!(h.state().history.step, 0);
+    h.get_by_label("Step").click();
+    wait_until(&mut h, "one step done", |a| a.history.step == 1 && a.history.paused);
+    drop(h);
+    assert_eq!(simulation.join().unwrap(), 1, "closing the viewer ends the paused run where it is");
+}
+
+#[test]
+fn a_held_run_refreshes_every_panel_at_its_end() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/stdp_balanced.toml")).unwrap();
+    let text = text.replace("duration_ms = 1000.0", "duration_ms = 30.0");
+    let (mut h, simulation) = live_with(&text, |o| {
+        o.start_paused();
+        o.hold_at_end();
+    });
+    wait_until(&mut h, "the network description", |a| a.info().is_some());
+    h.state_mut().watch(7);
+    wait_until(&mut h, "neuron 7 is watched", |a| a.status.starts_with("watching 1"));
+    h.get_by_label("Run").click();
+    let end = 300;
+    wait_until(&mut h, "the raster, info, weights and trace reach the last step", |a| {
+        a.history.step == end
+            && a.history.paused
+            && a.info().is_some_and(|i| i.step == end && i.paused)
+            && a.histogram().is_some_and(|w| w.step == end)
+            && a.history.traces.first().is_some_and(|t| t.1.back().is_some_and(|p| (p[0] - (end - 1) as f64 * 0.1).abs() < 1e-9))
+    });
+    h.get_by_label("Run").click();
+    wait_until(&mut h, "the run says it is at its end", |a| a.status.contains("reached its end"));
+    assert!(!simulation.is_finished(), "the run holds until the viewer goes");
+    drop(h);
+    assert_eq!(simulation.join().unwrap(), end);
 }

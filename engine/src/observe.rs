@@ -25,6 +25,7 @@
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -78,6 +79,11 @@ pub struct Observer {
     watched: Vec<u32>,
     /// Pause once this many steps are done (`Some(done)`: paused now).
     pause_at: Option<u64>,
+    /// Stay paused at the model's end, answering requests, until the viewer goes (a window
+    /// shows the final state rather than closing the run under the user).
+    hold_at_end: bool,
+    /// Wall time spent paused, which the run's timing leaves out.
+    paused_s: f64,
     speed: Speed,
     /// Wall time and step from which a target real-time factor is kept.
     pace_origin: (Instant, u64),
@@ -112,6 +118,8 @@ pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink
         last_hand_over: Instant::now(),
         watched: Vec::new(),
         pause_at: None,
+        hold_at_end: false,
+        paused_s: 0.0,
         speed: Speed::Max,
         pace_origin: (Instant::now(), 0),
         shards: None,
@@ -127,17 +135,76 @@ impl Observer {
         self.pause_at = Some(0);
     }
 
-    /// Records step `done - 1` into the frame, applies commands and answers reads, keeps the
-    /// target speed, and waits while paused. `checkpoint` writes a checkpoint of the world and
-    /// says where (it is the runner's: only it knows the output folder). Breaks when the
-    /// viewer's end is gone and the run should stop with it.
-    pub fn between_steps(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+    /// Paces the run at `speed` from the start (a viewer may change it).
+    pub fn set_speed(&mut self, speed: Speed) {
+        self.speed = speed;
+    }
+
+    /// Holds the run at its last step, paused, until the viewer's end is dropped.
+    pub fn hold_at_end(&mut self) {
+        self.hold_at_end = true;
+    }
+
+    /// Whether the run waits at the boundary after `done` steps.
+    fn paused(&self, done: u64) -> bool {
+        self.pause_at.is_some_and(|at| done >= at) || (self.hold_at_end && done >= self.end_step)
+    }
+
+    /// The boundary before the first step of the session (`done` steps so far): waits there if
+    /// started paused, so that a viewer sees and steers step `done` before anything runs.
+    pub fn before_first_step(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+        self.see_backend(world);
+        self.pace_origin = (Instant::now(), done);
+        self.wait_while_paused(world, done, checkpoint)
+    }
+
+    /// Wall time the run has spent paused so far.
+    pub fn paused_s(&self) -> f64 {
+        self.paused_s
+    }
+
+    fn see_backend(&mut self, world: &World) {
         if !self.backend_seen {
             self.backend_seen = true;
             if installed(world).is_some_and(|b| b.spikes_lag()) {
                 self.device = Some(DeviceSyncs::default());
             }
         }
+    }
+
+    /// Answers requests while paused. A signal (see `run::interrupt_flag`) ends the wait, so
+    /// that the runner can checkpoint and stop a paused run as it does a running one.
+    fn wait_while_paused(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+        let interrupted = crate::run::interrupt_flag();
+        let since = Instant::now();
+        let result = self.answer_while_paused(world, done, checkpoint, &interrupted);
+        self.paused_s += since.elapsed().as_secs_f64();
+        result
+    }
+
+    fn answer_while_paused(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>, interrupted: &AtomicBool) -> ControlFlow<()> {
+        while self.paused(done) && !interrupted.load(Ordering::Relaxed) {
+            self.hand_over(true);
+            match self.requests.recv_timeout(PAUSED_POLL) {
+                Ok(envelope) => self.answer(world, done, envelope, checkpoint),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.pause_at = None;
+                    self.hold_at_end = false;
+                }
+            }
+            self.pace_origin = (Instant::now(), done);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Records step `done - 1` into the frame, applies commands and answers reads, keeps the
+    /// target speed, and waits while paused. `checkpoint` writes a checkpoint of the world and
+    /// says where (it is the runner's: only it knows the output folder). Breaks when the
+    /// viewer's end is gone and the run should stop with it.
+    pub fn between_steps(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+        self.see_backend(world);
         let watching = self.slot.is_watching();
         if watching {
             if self.device.is_some() {
@@ -166,20 +233,11 @@ impl Observer {
                 Err(TryRecvError::Disconnected) => break,
             }
         }
-        if watching && self.device.is_some() && self.pause_at.is_some_and(|at| done >= at) {
+        if watching && self.device.is_some() && self.paused(done) {
             // The last steps are still queued on the device: the viewer sees them before the pause.
             self.record_device_steps(world, done, true);
         }
-        while self.pause_at.is_some_and(|at| done >= at) {
-            self.hand_over(true);
-            match self.requests.recv_timeout(PAUSED_POLL) {
-                Ok(envelope) => self.answer(world, done, envelope, checkpoint),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
-                Err(RecvTimeoutError::Disconnected) => self.pause_at = None,
-            }
-            self.pace_origin = (Instant::now(), done);
-        }
+        self.wait_while_paused(world, done, checkpoint)?;
         if let Speed::RealTimeFactor(factor) = self.speed {
             let dt_ms = world.resource::<Clock>().dt_ms;
             let (t0, step0) = self.pace_origin;
@@ -308,6 +366,9 @@ impl Observer {
             Request::Pause => {
                 self.pause_at = Some(done);
                 Reply::Done(format!("paused at step {done}"))
+            }
+            Request::Resume | Request::Step(_) if self.hold_at_end && done >= self.end_step => {
+                Reply::Error(format!("the run has reached its end (step {done}); closing the viewer ends it"))
             }
             Request::Resume => {
                 self.pause_at = None;
@@ -468,7 +529,7 @@ impl Observer {
             step: done,
             end_step: self.end_step,
             dt_ms,
-            paused: self.pause_at.is_some_and(|at| done >= at),
+            paused: self.paused(done),
             speed: Some(self.speed),
             stdp_enabled,
             populations,

@@ -11,7 +11,7 @@ mod hooks;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use bevy_ecs::prelude::Mut;
@@ -225,6 +225,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         sim.world.insert_resource(Checkpoints::start(dir.clone(), keep, span.checkpoint_every, span.end_step, model, settings));
     }
 
+    // A run started paused shows its first step to the viewer before anything runs.
+    let mut stop = observer.as_deref_mut().and_then(|o| Observed(o).before_first_step(&mut sim.world, span.start_step).break_value());
+    let paused_before = observer.as_ref().map_or(0.0, |o| o.paused_s());
+    if interrupt_flag().load(Ordering::Relaxed) {
+        // Signalled while building (or while paused before the first step): no step runs.
+        stop = Some(Stop::Interrupted);
+    }
     // The duties of every step boundary, in order.
     let health = HealthMonitor::new(span.health_every, options.max_rate_hz.unwrap_or(1000.0), &sim.world);
     let mut hooks: Vec<Box<dyn StepHook + '_>> = vec![Box::new(Progress { report: &progress, end_step: span.end_step }), Box::new(DeviceFailed), Box::new(Health(health))];
@@ -241,17 +248,20 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     }
 
     let t0 = Instant::now();
-    let mut stop = None;
-    let done = sim.run_until(span.end_step, |world, done| hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s)));
+    let end_step = if stop.is_some() { span.start_step } else { span.end_step };
+    let done = sim.run_until(end_step, |world, done| hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s)));
     drop(hooks);
     // The last steps queued on a device belong to the simulation time; copying its state back
     // (learned weights, for the outputs and a final checkpoint) is timed apart.
     let drained = sync_to_host(&mut sim.world, HostView::Recorded);
+    let mut paused_s = 0.0;
     if let Some(observer) = observer {
         // On a device backend the last steps' spikes reached the host only now.
         observer.run_ended(&mut sim.world);
+        paused_s = observer.paused_s() - paused_before;
     }
-    let simulate_s = t0.elapsed().as_secs_f64();
+    // Time a viewer held the run paused is not simulation time.
+    let simulate_s = (t0.elapsed().as_secs_f64() - paused_s).max(0.0);
     let t_copy = Instant::now();
     let synced = drained.and_then(|()| sync_to_host(&mut sim.world, HostView::Everything));
     let copy_back_s = t_copy.elapsed().as_secs_f64();

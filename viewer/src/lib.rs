@@ -133,6 +133,11 @@ impl ViewerApp {
         self.info.as_ref()
     }
 
+    /// The latest weight histogram, once one has arrived.
+    pub fn histogram(&self) -> Option<&WeightHistogram> {
+        self.histogram.as_ref()
+    }
+
     /// Takes what has arrived from the simulation and asks for what is due.
     fn poll(&mut self, now: f64) {
         while let Some(reply) = self.link.try_reply() {
@@ -141,6 +146,9 @@ impl ViewerApp {
                     if self.info.is_none() {
                         self.rate_hz = info.inputs.first().map_or(0.0, |i| i.rate_hz);
                         self.current_pa = info.populations.first().map_or(0.0, |p| p.current_pa);
+                        if let Some(Speed::RealTimeFactor(f)) = info.speed {
+                            (self.max_speed, self.real_time_factor) = (false, f);
+                        }
                     }
                     self.info = Some(info);
                 }
@@ -531,6 +539,8 @@ pub struct WindowOptions {
     pub fps: f64,
     /// Neurons traced from the start.
     pub watch: Vec<u32>,
+    /// Close when this is set (by a signal: the run it shows is stopping).
+    pub close_when: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a window session drew.
@@ -558,7 +568,8 @@ impl eframe::App for Window {
         self.app.ui(ui);
         let elapsed = self.started.elapsed().as_secs_f64();
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = WindowStats { frames: self.app.frames_drawn, seconds: elapsed, frames_received: self.app.history.frames_received };
-        if self.options.exit_after_s.is_some_and(|s| elapsed >= s) {
+        let signalled = self.options.close_when.as_ref().is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed));
+        if signalled || self.options.exit_after_s.is_some_and(|s| elapsed >= s) {
             ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
         }
         ui.ctx().request_repaint_after(std::time::Duration::from_secs_f64(1.0 / self.options.fps.max(1.0)));

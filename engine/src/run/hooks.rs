@@ -65,13 +65,21 @@ impl StepHook for Health {
 /// A viewer watching and steering; its checkpoint requests go to the run's [`Checkpoints`].
 pub struct Observed<'a>(pub &'a mut Observer);
 
+impl Observed<'_> {
+    /// The boundary before the session's first step, where a run started paused waits.
+    pub fn before_first_step(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
+        self.0.before_first_step(world, done, &mut |world| request_checkpoint(world, done)).map_break(|()| Stop::Interrupted)
+    }
+}
+
 impl StepHook for Observed<'_> {
     fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
-        let mut checkpoint = |world: &mut World| {
-            world.try_resource_scope(|world, mut c: Mut<Checkpoints>| c.request(world, done)).unwrap_or_else(|| Err("checkpoints need an output folder (--out)".to_string()))
-        };
-        self.0.between_steps(world, done, &mut checkpoint).map_break(|()| Stop::Interrupted)
+        self.0.between_steps(world, done, &mut |world| request_checkpoint(world, done)).map_break(|()| Stop::Interrupted)
     }
+}
+
+fn request_checkpoint(world: &mut World, done: u64) -> Result<String, String> {
+    world.try_resource_scope(|world, mut c: Mut<Checkpoints>| c.request(world, done)).unwrap_or_else(|| Err("checkpoints need an output folder (--out)".to_string()))
 }
 
 /// Periodic checkpoints, and the hand-over of one that found the writer busy.

@@ -1,0 +1,166 @@
+//! `fum view MODEL` as a user runs it, in a window on a virtual X server (Xvfb): it opens
+//! paced and open-ended, a signal stops it like `fum run` (checkpoint, outputs, exit 3), also
+//! while paused, and a bounded run holds at its end until the window closes.
+#![cfg(feature = "viewer")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A driven population, small enough to run faster than real time on one thread.
+const DRIVEN: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 100.0
+seed = 5
+
+[[populations]]
+name = "driven"
+size = 100
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "driven"
+rate_hz = 20000.0
+weight = 50.0
+
+[recording]
+spikes = ["driven"]
+"#;
+
+/// An X server of its own (`-displayfd` picks a free display), killed when dropped.
+struct Xvfb(Child, String);
+
+impl Xvfb {
+    fn start() -> Xvfb {
+        let mut child = Command::new("Xvfb")
+            .args(["-displayfd", "1", "-screen", "0", "1400x860x24", "-nolisten", "tcp"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("these tests need Xvfb: apt-get install -y xvfb (see README's test set-up)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        Xvfb(child, format!(":{}", line.trim()))
+    }
+
+    /// `fum view ARGS` on this display, with the model text in `dir`.
+    fn view(&self, dir: &Path, args: &[&str]) -> Child {
+        let model = dir.join("driven.toml");
+        std::fs::write(&model, DRIVEN).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_fum"))
+            .arg("view")
+            .arg(&model)
+            .args(["--threads", "1", "--fps", "20"])
+            .args(args)
+            .env("DISPLAY", &self.1)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Xvfb {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+fn wait(child: &mut Child, within: Duration) -> ExitStatus {
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(t0.elapsed() < within, "fum view did not exit within {within:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn signal(child: &Child, signal: &str) {
+    assert!(Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap().success());
+}
+
+fn run_json(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).expect("run.json is written")).unwrap()
+}
+
+#[test]
+fn sigterm_stops_a_viewed_run_with_a_checkpoint_and_outputs() {
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap()]);
+    // The window opens and the run builds and steps (a hundred neurons, paced at real time).
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&child, "-TERM");
+    let status = wait(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "a signalled view exits with 3 ({status})");
+    let report = run_json(&out);
+    assert_eq!(report["outcome"], "interrupted");
+    let end = report["end_step"].as_u64().unwrap();
+    assert!(end > 0);
+    assert!(out.join("spikes.h5").exists());
+    assert!(out.join("checkpoints").join(format!("ckpt-{end:09}")).exists(), "a checkpoint of the last step");
+}
+
+#[test]
+fn ctrl_c_stops_a_paused_view_at_step_zero() {
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap(), "--paused"]);
+    // Paused before the first step: nothing to wait for but the window.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "a paused view waits");
+    signal(&child, "-INT");
+    let status = wait(&mut child, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(3), "{status}");
+    let report = run_json(&out);
+    assert_eq!(report["end_step"], 0, "paused at step 0, and no step ran");
+    assert!(out.join("checkpoints/ckpt-000000000").exists());
+}
+
+#[test]
+fn a_view_is_paced_and_runs_past_the_model_duration_until_closed() {
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap(), "--exit-after", "3"]);
+    let status = wait(&mut child, Duration::from_secs(60));
+    assert!(status.success(), "closing the window ends a view normally ({status})");
+    let report = run_json(&out);
+    let end = report["end_step"].as_u64().unwrap();
+    let simulate_s = report["timing"]["simulate_s"].as_f64().unwrap();
+    // The model says 100 ms; unbounded by --duration the view goes on. At real time, 3 s of
+    // window hold at most ~3 s of biological time (30,000 steps); a loaded machine may lag.
+    assert!(end > 1000, "ran past the model's 1000 steps ({end})");
+    assert!((end as f64) * 1e-4 <= 1.1 * simulate_s + 0.05, "{end} steps in {simulate_s:.2} s: faster than real time");
+}
+
+#[test]
+fn a_bounded_view_holds_at_its_end_until_closed() {
+    let x = Xvfb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap(), "--duration", "50ms", "--real-time-factor", "max"]);
+    // 500 steps at full speed take well under the 3 s this waits; the window stays open.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the view holds at its end");
+    assert!(!out.join("run.json").exists(), "outputs come when the window closes");
+    signal(&child, "-TERM");
+    wait(&mut child, Duration::from_secs(30));
+    let report = run_json(&out);
+    assert_eq!(report["end_step"], 500);
+    assert_eq!(report["outcome"], "finished", "the run had reached its end");
+}
