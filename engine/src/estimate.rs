@@ -134,9 +134,10 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// "12.3 GB", "4.0 MB", "1.5 kB".
+/// "12.3 GB", "4.0 MB", "1.5 kB"; "3.0e20 B" past terabytes.
 pub fn bytes(b: f64) -> String {
     match b {
+        b if b >= 1e15 => format!("{b:.1e} B"),
         b if b >= 1e12 => format!("{:.1} TB", b / 1e12),
         b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
         b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
