@@ -39,7 +39,7 @@ enum Command {
         #[arg(long, value_parser = parse_duration_ms, allow_hyphen_values = true, requires = "out")]
         stop_after: Option<f64>,
         /// Largest population rate the health monitor accepts, Hz.
-        #[arg(long, value_parser = parse_rate_hz)]
+        #[arg(long, value_parser = parse_rate_hz, allow_hyphen_values = true)]
         max_rate_hz: Option<f64>,
         /// No progress bar and no summary.
         #[arg(long)]

@@ -301,3 +301,17 @@ fn not_a_number_is_not_called_negative() {
     expect_error("rate_hz = 100.0", "rate_hz = -inf", &["inputs[0].rate_hz", "must be a finite number (got -inf)"]);
     expect_error("rate_hz = 100.0", "rate_hz = -1.0", &["inputs[0].rate_hz", "must not be negative (got -1)"]);
 }
+
+/// The estimate `fum check` prints and `fum run` checks is what the builder allocates.
+#[test]
+fn the_memory_estimate_matches_the_built_network() {
+    for name in ["stdp_balanced.toml", "vogels_abbott_coba.toml", "brunel.toml"] {
+        let model = common::asset(name);
+        let estimate = fum::engine::estimate::Estimate::of(&model, 2, 2);
+        let mut sim = fum::Simulation::from_model(&model, 2, 2).unwrap();
+        let built = fum::engine::report::NetworkStats::measure(&mut sim.world).bytes_total as f64;
+        let ratio = estimate.network_bytes / built;
+        assert!((0.95..1.05).contains(&ratio), "{name}: estimated {} bytes, built {built}", estimate.network_bytes);
+        assert!(estimate.host_bytes >= estimate.network_bytes);
+    }
+}
