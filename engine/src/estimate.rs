@@ -49,21 +49,23 @@ impl Estimate {
         let max_delay = spec.projections.iter().map(|p| delay_range_steps(p.delay_ms, dt).1).max().unwrap_or(1);
         // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums.
         let mut network = n * (4.0 * 4.0 + 1.0 + 2.0 * 8.0 * ring_slots(max_delay) as f64);
-        let size = |name: &str| f64::from(spec.populations[model.population_index(name).expect("validated")].size);
+        let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
+        let size = |name: &str| f64::from(sizes[name]);
+        let histories: std::collections::HashMap<&str, u32> = spec.plasticity.iter().map(|r| (r.name.as_str(), r.post_history)).collect();
         let weight_bytes = match spec.simulation.weights {
             WeightPrecision::F32 => 4.0,
             WeightPrecision::F16 => 2.0,
         };
         let (mut synapses, mut drafts, mut largest) = (0.0, 0.0f64, None::<(usize, f64)>);
         for (i, p) in spec.projections.iter().enumerate() {
-            let count = model.expected_synapses_of(p);
+            let count = p.rule.expected_synapses(sizes[p.source.as_str()], sizes[p.target.as_str()]);
             let (src, tgt) = (size(&p.source), size(&p.target));
             // Shards holding the target population, each a block with a row pointer per source.
             let blocks = ((tgt / shard_len.max(1.0)).ceil() + 1.0).min(shards);
             let delay_bytes = if matches!(p.delay_ms, None | Some(Distribution::Constant(_))) { 0.0 } else { 2.0 };
             network += count * (2.0 + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
-            if let Some(rule) = p.plasticity.as_deref().and_then(|name| model.plasticity_index(name)) {
-                let history = f64::from(spec.plasticity[rule].post_history);
+            if let Some(&history) = p.plasticity.as_deref().and_then(|name| histories.get(name)) {
+                let history = f64::from(history);
                 network += blocks * shard_len * (size_of::<PostState>() as f64 + 4.0 * history) + 8.0 * src;
             }
             drafts = drafts.max(count / blocks * DRAFT_BYTES * (threads as f64).min(blocks));

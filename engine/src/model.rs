@@ -507,7 +507,11 @@ impl Model {
             if self.expected_row_len(proj) > MAX_ROW_DRAWN {
                 return Err(self.invalid(path!("recording", "probes", i, "count"), format!("rows of projection {name:?} are too long to draw before building; list synapses = [[pre, post], ...]")));
             }
-            let mut chosen = Vec::with_capacity(count as usize);
+            let expected = self.expected_synapses_of(proj);
+            if f64::from(count) > expected {
+                return Err(self.invalid(path!("recording", "probes", i, "count"), format!("projection {name:?} has about {expected:.0} synapses, fewer than {count}")));
+            }
+            let mut chosen = Vec::new();
             for row in 0..rows {
                 chosen.extend(crate::build::synapse_row(self, pi, row).into_iter().take(count as usize - chosen.len()));
                 if chosen.len() == count as usize {
@@ -551,6 +555,12 @@ impl Model {
 /// synapses are then found (or not) when the network is built, and `count` is refused.
 const MAX_ROW_DRAWN: f64 = 1e7;
 
+/// Synapses drawn in advance to check one weight probe's list; a longer job is left to the build.
+const MAX_PROBE_DRAWS: f64 = 1e8;
+
+/// Largest `count` of a weight probe.
+pub const MAX_PROBED_SYNAPSES: u32 = 10_000_000;
+
 /// Largest magnitude of an `f32`, the type weights, currents and initial state are stored in.
 const F32_MAX: f64 = f32::MAX as f64;
 
@@ -565,7 +575,7 @@ fn toml_error(source: &str, path: &Path, e: &toml::de::Error) -> ModelError {
     let (offset, field) = match e.span() {
         Some(span) => {
             if message == "duplicate key" {
-                message = format!("duplicate key `{}`", source[span.clone()].trim());
+                message = format!("duplicate key `{}`", source.get(span.clone()).unwrap_or_default().trim());
             }
             let field = toml::de::DeTable::parse(source).map(|doc| field_at(&doc, span.start)).unwrap_or_default();
             (span.start, field)
@@ -853,7 +863,9 @@ impl<'a> Validator<'a> {
                 match (probe.count, probe.synapses.is_empty() || probe.synapses_chosen) {
                     (None, true) => return Err(self.error(path!("recording", "probes", i), "a weight probe needs synapses = [[pre, post], ...] or count = N".into())),
                     (Some(_), false) => return Err(self.error(path!("recording", "probes", i, "count"), "give synapses or count, not both".into())),
-                    (Some(0), _) => return Err(self.error(path!("recording", "probes", i, "count"), "must be at least 1".into())),
+                    (Some(n), _) if !(1..=MAX_PROBED_SYNAPSES).contains(&n) => {
+                        return Err(self.error(path!("recording", "probes", i, "count"), format!("must lie in [1, {MAX_PROBED_SYNAPSES}] (got {n})")));
+                    }
                     (Some(_), true) => continue,
                     (None, false) => {}
                 }
@@ -913,7 +925,9 @@ impl<'a> Validator<'a> {
             Distribution::Normal { normal: [mean, std] } => mean.abs() + NORMAL_REACH * std,
             _ => d.range().0.abs().max(d.range().1.abs()),
         };
-        if largest <= F32_MAX {
+        if !largest.is_finite() {
+            Err(self.error(path, format!("must be a finite number (got {largest})")))
+        } else if largest <= F32_MAX {
             Ok(())
         } else {
             Err(self.error(path, format!("draws up to {largest:e} do not fit the 32-bit floats values are stored in (at most {F32_MAX:e})")))
@@ -925,7 +939,8 @@ impl<'a> Validator<'a> {
     fn synapses_exist(&mut self, i: usize, pi: usize) -> Result<(), ModelError> {
         let m = self.model;
         let proj = &m.spec.projections[pi];
-        if m.expected_row_len(proj) > MAX_ROW_DRAWN {
+        let listed = m.spec.recording.probes[i].synapses.len() as f64;
+        if m.expected_row_len(proj) > MAX_ROW_DRAWN || m.expected_row_len(proj) * listed > MAX_PROBE_DRAWS {
             return Ok(());
         }
         let outdegree = matches!(proj.rule, ConnectionRule::FixedOutdegree(_));
