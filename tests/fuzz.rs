@@ -322,7 +322,7 @@ const TEMPLATE: &[(&str, &str)] = &[
     ("name", "\"w\""),
     ("variable", "\"weight\""),
     ("projection", "\"EE\""),
-    ("synapses", "[[0, 1]]"),
+    ("synapses", "[[10, 1]]"),
     ("interval_ms", "1.0"),
 ];
 
