@@ -30,16 +30,16 @@ enum Command {
         #[command(flatten)]
         sim: SimArgs,
         /// Write a checkpoint every this much biological time (e.g. 500ms), under OUT/checkpoints.
-        #[arg(long, value_parser = parse_duration_ms, requires = "out")]
+        #[arg(long, value_parser = parse_duration_ms, allow_hyphen_values = true, requires = "out")]
         checkpoint_every: Option<f64>,
-        /// Checkpoints to keep.
-        #[arg(long, default_value_t = 3)]
+        /// Checkpoints to keep (at least 1: a run resumes from the newest).
+        #[arg(long, default_value_t = 3, value_parser = parse_keep)]
         keep_checkpoints: usize,
         /// Stop after this much biological time with a checkpoint; `fum resume OUT` continues.
-        #[arg(long, value_parser = parse_duration_ms, requires = "out")]
+        #[arg(long, value_parser = parse_duration_ms, allow_hyphen_values = true, requires = "out")]
         stop_after: Option<f64>,
         /// Largest population rate the health monitor accepts, Hz.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_rate_hz, allow_hyphen_values = true)]
         max_rate_hz: Option<f64>,
         /// No progress bar and no summary.
         #[arg(long)]
@@ -87,7 +87,7 @@ enum Command {
         /// The run's output folder.
         dir: PathBuf,
         /// Worker threads (default: as the original run).
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, value_parser = parse_threads)]
         threads: usize,
         /// Backend to continue on (default: as the original run); checkpoints are the same on both.
         #[arg(long, value_enum)]
@@ -117,14 +117,14 @@ struct SimArgs {
     /// Output folder: spikes.h5, probes.h5, run.json, checkpoints.
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Worker threads (default: the model's setting, else one per core).
-    #[arg(long, default_value_t = 0)]
+    /// Worker threads (default: the model's setting, else one per core; at most 4 per core).
+    #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
     /// Shards (default: the model's setting, else one per thread).
     #[arg(long, default_value_t = 0)]
     shards: usize,
     /// Biological time to simulate, overriding the model (e.g. 500ms, 2s, 1.5 s).
-    #[arg(long, value_parser = parse_duration_ms)]
+    #[arg(long, value_parser = parse_duration_ms, allow_hyphen_values = true)]
     duration: Option<f64>,
     /// Seed, overriding the model.
     #[arg(long)]
@@ -172,19 +172,50 @@ fn parse_speed(text: &str) -> Result<observe::Speed, String> {
     }
 }
 
-/// "500ms", "2s", "1.5 s", "250" (ms) -> milliseconds.
+/// "500ms", "2s", "1.5 s" -> milliseconds. The unit is required: a bare number could mean
+/// either.
 fn parse_duration_ms(text: &str) -> Result<f64, String> {
     let t = text.trim();
     let (number, scale) = if let Some(n) = t.strip_suffix("ms") {
         (n, 1.0)
     } else if let Some(n) = t.strip_suffix('s') {
         (n, 1000.0)
+    } else if t.parse::<f64>().is_ok() {
+        return Err(format!("\"{text}\" has no unit: write {t}ms or {t}s"));
     } else {
-        (t, 1.0)
+        (t, f64::NAN)
     };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v > 0.0 && v.is_finite() => Ok(v * scale),
+    match number.trim().parse::<f64>().map(|v| v * scale) {
+        Ok(ms) if ms > 0.0 && ms.is_finite() => Ok(ms),
         _ => Err(format!("\"{text}\" is not a positive duration such as 500ms or 2s")),
+    }
+}
+
+/// `--threads`: 0 (the default) or at most `MAX_THREADS_PER_CORE` per core of this machine.
+fn parse_threads(text: &str) -> Result<usize, String> {
+    use fum::engine::estimate::MAX_THREADS_PER_CORE;
+    let threads: usize = text.parse().map_err(|e| format!("{e}"))?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > MAX_THREADS_PER_CORE * cores {
+        return Err(format!("{threads} threads on {cores} cores: at most {} ({MAX_THREADS_PER_CORE} per core)", MAX_THREADS_PER_CORE * cores));
+    }
+    Ok(threads)
+}
+
+/// `--keep-checkpoints`: at least one, the one a run resumes from.
+fn parse_keep(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("keep at least 1 checkpoint: a run resumes from the newest".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
+}
+
+/// `--max-rate-hz`: a positive, finite rate (NaN would disable the check silently).
+fn parse_rate_hz(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(hz) if hz > 0.0 && hz.is_finite() => Ok(hz),
+        _ => Err(format!("\"{text}\" is not a positive, finite rate in Hz")),
     }
 }
 
@@ -213,6 +244,8 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
         Ok(_) => ExitCode::SUCCESS,
+        // Output cut short by its reader (`fum inspect CKPT | head`): the reader has what it wanted.
+        Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             let model_error = e.downcast_ref::<fum::ModelError>().is_some() || matches!(e.downcast_ref::<RunError>(), Some(RunError::Model(_)));
@@ -280,23 +313,26 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
     Ok(report.outcome)
 }
 
-/// The simulation on its own thread, the window on this one. The run is paced (`speed`) and,
-/// unless `--duration` bounds it, goes on until the window is closed; at a bounded run's end
-/// it holds, so that every panel shows the final state. Closing the window ends the run with
+/// The simulation on its own thread, the window on this one. The run is paced (`speed`).
+/// Without --out it records nothing and, unless --duration bounds it, goes on until the window
+/// is closed; with --out it runs the model's duration (or --duration), whose outputs they are.
+/// At a bounded run's end it holds, so that every panel shows the final state. Closing the window ends the run with
 /// outputs (and a checkpoint, if it stopped early) under --out; a signal does the same, closing
 /// the window, and exits with status 3.
 #[cfg(feature = "viewer")]
 fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe::Speed, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
     let mut model = Model::load(&path)?;
-    if options.duration_ms.is_none() {
-        // As long as the recorded step numbers (u32) reach.
-        options.duration_ms = Some(f64::from(u32::MAX - 2) * model.spec.simulation.dt_ms);
+    if options.out.is_none() {
+        // Nothing would write what is recorded: record nothing, and run until the window is
+        // closed unless --duration bounds the session (as far as recorded step numbers reach).
+        model.spec.recording = Default::default();
+        if options.duration_ms.is_none() {
+            options.duration_ms = Some(f64::from(u32::MAX - 2) * model.spec.simulation.dt_ms);
+        }
     }
     options.apply(&mut model)?;
-    if options.out.is_none() {
-        // Nothing would write what is recorded; an open-ended session should not accumulate it.
-        model.spec.recording = Default::default();
-    }
+    let (threads, shards) = options.resolve(&model);
+    fum::engine::estimate::check(&model, threads, shards)?;
     if options.backend == BackendChoice::Cuda {
         // Without a usable GPU, fail here rather than in a window that shows nothing.
         fum::run::backend_for(BackendChoice::Cuda)?;
@@ -404,35 +440,47 @@ fn cmd_info(bandwidth: bool) -> anyhow::Result<Outcome> {
 }
 
 fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
+    use std::io::Write;
     let ckpt = fum::engine::checkpoint::Checkpoint::open(&path)?;
     let h = &ckpt.header;
-    println!("{}: fum checkpoint, format {}, written by fum {}", path.display(), fum::engine::checkpoint::FORMAT_VERSION, h.fum_version);
-    println!("model hash       {:016x} ({})", h.model_hash, h.run.get("model_path").and_then(|v| v.as_str()).unwrap_or("?"));
-    println!("step             {} (t = {} ms)", h.step, h.step as f64 * h.dt_ms);
-    println!("shards           {}", h.shards);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: fum checkpoint, format {}, written by fum {}", path.display(), fum::engine::checkpoint::FORMAT_VERSION, h.fum_version)?;
+    writeln!(out, "model hash       {:016x} ({})", h.model_hash, h.run.get("model_path").and_then(|v| v.as_str()).unwrap_or("?"))?;
+    writeln!(out, "step             {} (t = {} ms)", h.step, h.step as f64 * h.dt_ms)?;
+    writeln!(out, "shards           {}", h.shards)?;
     let stored: u64 = h.sections.iter().map(|s| s.stored_len).sum();
     let raw: u64 = h.sections.iter().map(|s| s.raw_len).sum();
-    println!("sections         {} ({} stored, {} raw)", h.sections.len(), human_bytes(stored), human_bytes(raw));
+    writeln!(out, "sections         {} ({} stored, {} raw)", h.sections.len(), human_bytes(stored), human_bytes(raw))?;
     for s in &h.sections {
-        println!("  {:<40} {:>12} B stored {:>12} B raw  crc32 {:08x}", s.name, s.stored_len, s.raw_len, s.crc32);
+        writeln!(out, "  {:<40} {:>12} B stored {:>12} B raw  crc32 {:08x}", s.name, s.stored_len, s.raw_len, s.crc32)?;
     }
-    println!("checksums        all {} sections and the header verify", h.sections.len());
+    writeln!(out, "checksums        all {} sections and the header verify", h.sections.len())?;
     Ok(Outcome::Finished)
 }
 
+/// Validates a model, prints its size and the memory it needs, and refuses one that this
+/// machine cannot run (threads, memory) as `fum run` would.
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
+    use fum::engine::estimate::{self, bytes};
+    use std::io::Write;
     let model = Model::load(&path)?;
     let spec = &model.spec;
     let neurons: u64 = spec.populations.iter().map(|p| u64::from(p.size)).sum();
-    println!("{}: valid", path.display());
-    println!("populations      {} ({} neurons)", spec.populations.len(), neurons);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}: valid", path.display())?;
+    writeln!(out, "populations      {} ({} neurons)", spec.populations.len(), neurons)?;
     for p in &spec.projections {
         let expected = model.expected_synapses_of(p);
         let kind = if p.plasticity.is_some() { "plastic" } else { "static" };
-        println!("projection {:<18} {} -> {}: ~{:.0} synapses ({kind})", p.name, p.source, p.target, expected);
+        writeln!(out, "projection {:<18} {} -> {}: ~{:.0} synapses ({kind})", p.name, p.source, p.target, expected)?;
     }
-    println!("synapses         ~{:.0}", model.expected_synapses());
-    println!("duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms);
+    writeln!(out, "synapses         ~{:.0}", model.expected_synapses())?;
+    writeln!(out, "duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms)?;
+    out.flush()?;
+    let (threads, shards) = RunOptions::default().resolve(&model);
+    let e = estimate::check(&model, threads, shards)?;
+    let available = e.available_bytes.map_or(String::new(), |a| format!(" of {} available", bytes(a as f64)));
+    writeln!(out, "memory           ~{} on the host{available}; ~{} when built (a cuda run needs about that on the GPU)", bytes(e.host_bytes), bytes(e.network_bytes))?;
     Ok(Outcome::Finished)
 }
 

@@ -63,3 +63,80 @@ fn check_prints_the_size() {
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("12500 neurons") && text.contains("~15625000"), "{text}");
 }
+
+/// `fum ARGS`: exit status and stderr.
+fn fum(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(args).output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn small_model(dir: &std::path::Path) -> String {
+    let path = dir.join("small.toml");
+    std::fs::write(&path, SMALL_NETWORK).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Item 14: each bad value is refused by the parser with what is wrong (exit 2), before the run.
+#[test]
+fn bad_option_values_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--duration", "-1s"], "\"-1s\" is not a positive duration"),
+        (&["--duration", "10"], "\"10\" has no unit: write 10ms or 10s"),
+        (&["--duration", "nan ms"], "not a positive duration"),
+        (&["--stop-after", "-5ms"], "\"-5ms\" is not a positive duration"),
+        (&["--keep-checkpoints", "0"], "keep at least 1 checkpoint"),
+        (&["--max-rate-hz", "nan"], "\"nan\" is not a positive, finite rate"),
+        (&["--max-rate-hz", "inf"], "\"inf\" is not a positive, finite rate"),
+        (&["--max-rate-hz", "-3"], "\"-3\" is not a positive, finite rate"),
+        (&["--threads", "100000"], "100000 threads on"),
+    ];
+    for (extra, message) in cases {
+        let mut args = vec!["run", &model, "--out", out, "--quiet"];
+        args.extend_from_slice(extra);
+        let (code, stderr) = fum(&args);
+        assert_eq!(code, Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(message) && !stderr.contains("unexpected argument"), "{extra:?}: {stderr}");
+        assert!(!std::path::Path::new(out).exists(), "{extra:?} wrote output");
+    }
+    let (code, stderr) = fum(&["resume", out, "--threads", "100000"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    // Units given: accepted.
+    let (code, stderr) = fum(&["run", &model, "--duration", "20ms", "--keep-checkpoints", "1", "--max-rate-hz", "500", "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+/// Item 14: a reader that stops early (`fum inspect CKPT | head`) ends fum quietly, with success.
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = small_model(dir.path());
+    let out = dir.path().join("out");
+    let (code, stderr) = fum(&["run", &model, "--out", out.to_str().unwrap(), "--duration", "20ms", "--checkpoint-every", "10ms", "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let ckpt = std::fs::read_dir(out.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
+    for args in [vec!["inspect".to_string(), ckpt.to_str().unwrap().to_string()], vec!["check".to_string(), model.clone()]] {
+        // The read end is closed before fum writes: every write fails with a broken pipe.
+        let mut child = Command::new(env!("CARGO_BIN_EXE_fum")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+        drop(child.stdout.take());
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// Item 6: the shipped STDP model runs with any seed (its weight probe picks existing synapses).
+#[test]
+fn the_shipped_stdp_model_runs_with_another_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo().join("assets/models/stdp_balanced.toml");
+    let out = dir.path().join("out");
+    let (code, stderr) = fum(&["run", model.to_str().unwrap(), "--seed", "3", "--duration", "2ms", "--out", out.to_str().unwrap(), "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let probes = hdf5::File::open(out.join("probes.h5")).unwrap();
+    assert_eq!(probes.dataset("learning_synapses/pre_post").unwrap().shape(), vec![6, 2]);
+}

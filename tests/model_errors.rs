@@ -135,3 +135,183 @@ fn weight_type_and_history_length() {
     let (text, _) = mutate("[recording]", &rule.replace("post_history = 0", "post_history = 4096"));
     Model::parse(&text, Path::new("ok.toml")).unwrap();
 }
+
+/// The error of `text` (which must be refused) and the 1-based line of `needle` in it.
+fn error_of(text: &str, needle: &str) -> (String, usize) {
+    let line = text.lines().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("no line {needle}")) + 1;
+    (Model::parse(text, Path::new("bad.toml")).expect_err("the model is invalid").to_string(), line)
+}
+
+/// `fum ARGS...` on `text` written as bad.toml: exit status, stdout, stderr.
+fn fum(args: &[&str], text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("bad.toml");
+    std::fs::write(&model, text).unwrap();
+    // Within 1 GiB of address space: a refusal must come before anything large is allocated.
+    let mut command = std::process::Command::new("sh");
+    command.args(["-c", "ulimit -v 1048576 && exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_fum")]).args(args).arg(&model);
+    if args[0] == "run" {
+        command.arg("--out").arg(dir.path().join("out"));
+    }
+    let out = command.output().unwrap();
+    assert!(!dir.path().join("out").exists(), "nothing may be written for a refused model");
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+// Item 6: what used to fail late, at run time, is refused up front.
+
+#[test]
+fn threads_beyond_the_cores_are_refused_by_check_and_run() {
+    let (text, line) = mutate("duration_ms = 10.0", "duration_ms = 10.0\nthreads = 100000");
+    for command in ["check", "run"] {
+        let (code, _, stderr) = fum(&[command], &text);
+        assert_eq!(code, Some(2), "{command}: {stderr}");
+        assert!(stderr.contains(&format!("bad.toml:{}:11: simulation.threads: 100000 threads on", line + 1)) && stderr.contains("per core"), "{command}: {stderr}");
+    }
+}
+
+#[test]
+fn weights_and_currents_that_overflow_f32_are_refused() {
+    expect_error("weight = 1.0", "weight = 1e39", &["projections[0].weight", "32-bit floats"]);
+    expect_error("weight = 1.0", "weight = { normal = [1.0, 1e38] }", &["projections[0].weight", "32-bit floats"]);
+    expect_error("weight = 5.0", "weight = 5e38", &["inputs[0].weight", "32-bit floats"]);
+    expect_error("tau_m_ms = 20.0", "i_e_pa = -1e39", &["populations[0].i_e_pa", "32-bit floats"]);
+    Model::parse(&mutate("weight = 1.0", "weight = 3e38").0, Path::new("ok.toml")).expect("3e38 fits an f32");
+}
+
+#[test]
+fn names_hdf5_cannot_hold_or_a_terminal_would_garble_are_refused() {
+    for name in ["", ".", "..", "a/b", "a\\u0000b", "tab\\there", "E\\u202ex", "\\u2066E", "bell\\u0007"] {
+        let (text, line) = mutate("name = \"E\"", &format!("name = \"{name}\""));
+        let err = Model::parse(&text, Path::new("bad.toml")).expect_err(name).to_string();
+        assert!(err.starts_with(&format!("bad.toml:{line}:8: populations[0].name: ")) && err.contains("is not a valid name"), "{name}: {err}");
+        assert!(!err.chars().any(|c| c.is_control() || ('\u{2066}'..='\u{2069}').contains(&c) || c == '\u{202e}'), "printed raw: {err:?}");
+    }
+    // A reference to a name with such characters is printed escaped.
+    let (text, _) = mutate("target = \"E\"", "target = \"E\\u202e\"");
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.contains("no population named \"E\\u{202e}\""), "{err}");
+}
+
+/// The weight probes of the shipped STDP model listed synapses that exist for seed 2 only.
+#[test]
+fn weight_probes_of_synapses_absent_for_the_seed_are_refused_at_their_entry() {
+    let asset = std::fs::read_to_string(common::repo().join("assets/models/stdp_balanced.toml")).unwrap();
+    let listed = asset.replace("count = 6", "synapses = [[0, 76], [0, 102], [0, 187]]");
+    Model::parse(&listed, Path::new("ok.toml")).expect("these synapses exist for seed 2");
+    let reseeded = listed.replace("seed = 2", "seed = 3");
+    let (err, line) = error_of(&reseeded, "synapses = [[0, 76]");
+    assert!(err.starts_with(&format!("bad.toml:{line}:13: recording.probes[1].synapses[0]: projection \"E_to_E\" has no synapse [0, 76] for seed 3")), "{err}");
+    // The same through an override of the seed, as `fum run --seed 3` applies it.
+    let mut model = Model::parse(&listed, Path::new("bad.toml")).unwrap();
+    model.spec.simulation.seed = 3;
+    assert!(model.revalidate().unwrap_err().to_string().contains("recording.probes[1].synapses[0]"));
+    // count = N picks N synapses that exist, for any seed.
+    for seed in [1, 2, 3, 4, 5] {
+        let text = asset.replace("seed = 2", &format!("seed = {seed}"));
+        let model = Model::parse(&text, Path::new("ok.toml")).unwrap();
+        let probe = &model.spec.recording.probes[1];
+        assert_eq!(probe.synapses.len(), 6, "seed {seed}");
+        fum::Simulation::from_model(&model, 1, 2).expect("the chosen synapses exist");
+    }
+    let (err, line) = error_of(&asset.replace("count = 6", "count = 6\nsynapses = [[0, 1]]"), "count = 6");
+    assert!(err.starts_with(&format!("bad.toml:{line}:")) && err.contains("give synapses or count, not both"), "{err}");
+}
+
+#[test]
+fn probes_listing_an_id_twice_are_refused_at_the_repeat() {
+    let probe = "[recording]\nspikes = [\"E\"]\n\n[[recording.probes]]\nname = \"v\"\nvariable = \"v\"\npopulation = \"E\"\nneurons = [1, 2, 1]\n";
+    let (err, line) = error_of(&VALID.replace("[recording]\nspikes = [\"E\"]\n", probe), "neurons = [1, 2, 1]");
+    assert!(err.starts_with(&format!("bad.toml:{line}:18: recording.probes[0].neurons[2]: neuron 1 is listed twice")), "{err}");
+}
+
+// Item 7: a model that cannot fit in memory is refused with its sizes, before building.
+
+#[test]
+fn models_larger_than_memory_are_refused_before_building() {
+    let neurons = VALID.replace("size = 10", "size = 4000000000").replace("rule = { fixed_probability = 0.5 }", "rule = { fixed_indegree = 1 }");
+    let synapses = VALID.replace("size = 10", "size = 100000").replace("rule = { fixed_probability = 0.5 }", "rule = { fixed_indegree = 1000000 }");
+    for (text, what) in [(&neurons, "4000000000 neurons"), (&synapses, "~100000000000 synapses")] {
+        for command in ["check", "run"] {
+            let (code, _, stderr) = fum(&[command], text);
+            assert_eq!(code, Some(2), "{command}: {stderr}");
+            assert!(stderr.contains("the network needs about") && stderr.contains(what) && stderr.contains("available"), "{command}: {stderr}");
+            assert!(stderr.contains("error: ") && stderr.contains("bad.toml:"), "{stderr}");
+        }
+    }
+    // Recorded values count too: 100,000 neurons probed at every step of 10^7 steps.
+    let ids: Vec<String> = (0..100_000).map(|i| i.to_string()).collect();
+    let probe = format!("[recording]\nspikes = [\"E\"]\n\n[[recording.probes]]\nname = \"v\"\nvariable = \"v\"\npopulation = \"E\"\nneurons = [{}]\n", ids.join(", "));
+    let text = synapses.replace("rule = { fixed_indegree = 1000000 }", "rule = { fixed_indegree = 1 }").replace("duration_ms = 10.0", "duration_ms = 1000000.0").replace("[recording]\nspikes = [\"E\"]\n", &probe);
+    let (code, _, stderr) = fum(&["check"], &text);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the network needs about"), "{stderr}");
+}
+
+#[test]
+fn check_prints_the_memory_estimate() {
+    let (code, stdout, stderr) = fum(&["check"], VALID);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("memory           ~") && stdout.contains("available"), "{stdout}");
+}
+
+// Item 13: parser errors name the field, the key, a line; NaN is not "negative".
+
+#[test]
+fn out_of_range_integers_name_their_field() {
+    expect_error("size = 10", "size = 1000000000000", &["populations[0].size: invalid value: integer `1000000000000`, expected u32"]);
+}
+
+#[test]
+fn duplicate_keys_name_the_key() {
+    let (text, line) = mutate("tau_m_ms = 20.0", "tau_m_ms = 20.0\nsize = 11");
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("bad.toml:{}:1: duplicate key `size`", line + 1)), "{err}");
+}
+
+#[test]
+fn keys_nested_too_deeply_give_their_line() {
+    let deep = format!("x{} = 1", ".a".repeat(200));
+    let (text, line) = mutate("tau_m_ms = 20.0", &deep);
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("bad.toml:{line}:1: recursion limit")), "{err}");
+    let (text, line) = mutate("tau_m_ms = 20.0", &format!("x = {}{}", "[".repeat(200), "]".repeat(200)));
+    let err = Model::parse(&text, Path::new("bad.toml")).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("bad.toml:{line}:")), "{err}");
+}
+
+#[test]
+fn invalid_utf8_is_reported_once_with_its_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let mut bytes = b"[simulation]\nduration_ms = 1.0\n# caf".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
+    std::fs::write(&path, bytes).unwrap();
+    let err = Model::load(&path).unwrap_err().to_string();
+    assert!(err.ends_with("bad.toml:3:6: invalid UTF-8: a model file is UTF-8 text"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).arg("check").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("UTF-8").count(), 2, "once, with its line: {stderr}");
+}
+
+#[test]
+fn not_a_number_is_not_called_negative() {
+    expect_error("rate_hz = 100.0", "rate_hz = nan", &["inputs[0].rate_hz", "must be a finite number (got NaN)"]);
+    expect_error("rate_hz = 100.0", "rate_hz = -inf", &["inputs[0].rate_hz", "must be a finite number (got -inf)"]);
+    expect_error("rate_hz = 100.0", "rate_hz = -1.0", &["inputs[0].rate_hz", "must not be negative (got -1)"]);
+}
+
+/// The estimate `fum check` prints and `fum run` checks is what the builder allocates.
+#[test]
+fn the_memory_estimate_matches_the_built_network() {
+    for name in ["stdp_balanced.toml", "vogels_abbott_coba.toml", "brunel.toml"] {
+        let model = common::asset(name);
+        let estimate = fum::engine::estimate::Estimate::of(&model, 2, 2);
+        let mut sim = fum::Simulation::from_model(&model, 2, 2).unwrap();
+        let built = fum::engine::report::NetworkStats::measure(&mut sim.world).bytes_total as f64;
+        let ratio = estimate.network_bytes / built;
+        assert!((0.95..1.05).contains(&ratio), "{name}: estimated {} bytes, built {built}", estimate.network_bytes);
+        assert!(estimate.host_bytes >= estimate.network_bytes);
+    }
+}

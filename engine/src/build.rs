@@ -155,7 +155,7 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
 }
 
 /// Smallest and largest delay of a projection, in steps.
-fn delay_range_steps(delay_ms: Option<Distribution>, dt: f64) -> (u32, u32) {
+pub(crate) fn delay_range_steps(delay_ms: Option<Distribution>, dt: f64) -> (u32, u32) {
     match delay_ms {
         None => (1, 1),
         Some(Distribution::Normal { .. }) => (1, MAX_DELAY_STEPS),
@@ -273,13 +273,7 @@ fn build_block(
                 let mut s = key.stream(Purpose::Connectivity, pi16, post);
                 let mut p = key.stream(Purpose::SynapseParameters, pi16, post);
                 let exclude = (same && !proj.allow_autapses).then_some(post);
-                let sources: Vec<u32> = match rule {
-                    ConnectionRule::FixedProbability(q) => bernoulli(&mut s, q, src.size, exclude),
-                    ConnectionRule::FixedIndegree(k) => choose(&mut s, k, src.size, exclude, proj.allow_multapses),
-                    ConnectionRule::OneToOne => vec![post],
-                    ConnectionRule::AllToAll => (0..src.size).filter(|&pre| Some(pre) != exclude).collect(),
-                    ConnectionRule::FixedOutdegree(_) => unreachable!(),
-                };
+                let sources = draw_sources(rule, &mut s, src.size, post, exclude, proj.allow_multapses);
                 let target = to_local(post);
                 sources
                     .into_iter()
@@ -337,6 +331,39 @@ fn build_block(
         weight: Weights::from_f32(weight, spec.simulation.weights),
         plastic,
     }))
+}
+
+/// The sources of target `post` under a rule drawn per target (all but `fixed_outdegree`), in
+/// drawing order, from its connectivity stream `s`.
+fn draw_sources(rule: ConnectionRule, s: &mut Stream, sources: u32, post: u32, exclude: Option<u32>, multapses: bool) -> Vec<u32> {
+    match rule {
+        ConnectionRule::FixedProbability(q) => bernoulli(s, q, sources, exclude),
+        ConnectionRule::FixedIndegree(k) => choose(s, k, sources, exclude, multapses),
+        ConnectionRule::OneToOne => vec![post],
+        ConnectionRule::AllToAll => (0..sources).filter(|&pre| Some(pre) != exclude).collect(),
+        ConnectionRule::FixedOutdegree(_) => unreachable!("drawn per source"),
+    }
+}
+
+/// The synapses of projection `pi` of row `neuron` as population-local `[pre, post]` pairs,
+/// ascending and without repeats: the synapses into target `neuron`, or out of source `neuron`
+/// for `fixed_outdegree` (whose draws are per source). The same draws as [`build_world`] makes
+/// for the model's seed, one row alone: what weight probes are checked and chosen from before
+/// building.
+pub fn synapse_row(model: &Model, pi: usize, neuron: u32) -> Vec<[u32; 2]> {
+    let spec = &model.spec;
+    let proj = &spec.projections[pi];
+    let size = |name: &str| spec.populations[model.population_index(name).expect("validated")].size;
+    let (n_src, n_tgt) = (size(&proj.source), size(&proj.target));
+    let mut s = Key::from_seed(spec.simulation.seed).stream(Purpose::Connectivity, pi as u16, neuron);
+    let exclude = (proj.source == proj.target && !proj.allow_autapses).then_some(neuron);
+    let mut row: Vec<[u32; 2]> = match proj.rule {
+        ConnectionRule::FixedOutdegree(k) => choose(&mut s, k, n_tgt, exclude, proj.allow_multapses).into_iter().map(|post| [neuron, post]).collect(),
+        rule => draw_sources(rule, &mut s, n_src, neuron, exclude, proj.allow_multapses).into_iter().map(|pre| [pre, neuron]).collect(),
+    };
+    row.sort_unstable();
+    row.dedup();
+    row
 }
 
 /// Sources drawn independently with probability `q` (geometric skipping: O(expected count)).

@@ -9,6 +9,7 @@ pub mod health;
 pub mod components;
 #[cfg(feature = "cuda")]
 pub mod device;
+pub mod estimate;
 pub mod model;
 pub mod observe;
 pub mod recording;

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 
 use fum_kernels::delivery::MAX_DELAY_STEPS;
 
+/// A field path of segments (`Seg`), e.g. `path!("projections", 2, "delay_ms")`.
+macro_rules! path {
+    ($($seg:expr),* $(,)?) => { vec![$($crate::model::Seg::from($seg)),*] };
+}
+
 /// A model file that parsed and passed validation.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -26,8 +31,9 @@ pub struct Model {
 /// Errors in a model file.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
-    #[error("{path}: cannot read the model file: {source}")]
-    Io { path: String, source: std::io::Error },
+    /// The reason is part of the message (not a `source`, which would print it twice).
+    #[error("{path}: cannot read the model file: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{file}:{line}:{column}: {field}{message}")]
     Invalid { file: String, line: usize, column: usize, field: String, message: String },
 }
@@ -402,7 +408,8 @@ pub enum ProbeVariable {
 }
 
 /// Sampled state: `v`/`syn_ex`/`syn_in` of `neurons` of `population`, or `weight` of
-/// `synapses` (pairs of population-local [pre, post] ids) of `projection`.
+/// `synapses` (pairs of population-local [pre, post] ids) of `projection`, or of the first
+/// `count` synapses it has (whatever the seed; see [`Model::choose_probed_synapses`]).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProbeSpec {
@@ -414,27 +421,31 @@ pub struct ProbeSpec {
     pub projection: Option<String>,
     #[serde(default)]
     pub synapses: Vec<[u32; 2]>,
+    pub count: Option<u32>,
     pub interval_ms: Option<f64>,
+    /// `synapses` were chosen by `count` for the model's seed, not listed in the file.
+    #[serde(skip)]
+    pub synapses_chosen: bool,
 }
 
 impl Model {
     /// Reads, parses and validates a model file.
     pub fn load(path: impl AsRef<Path>) -> Result<Model, ModelError> {
         let path = path.as_ref();
-        let source = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Io { path: path.display().to_string(), source })?;
+        let bytes = std::fs::read(path).map_err(|error| ModelError::Io { path: path.display().to_string(), error })?;
+        let source = String::from_utf8(bytes).map_err(|e| {
+            let valid = std::str::from_utf8(&e.as_bytes()[..e.utf8_error().valid_up_to()]).expect("the valid prefix");
+            let (line, column) = line_column(valid, valid.len());
+            ModelError::Invalid { file: path.display().to_string(), line, column, field: String::new(), message: "invalid UTF-8: a model file is UTF-8 text".into() }
+        })?;
         Model::parse(&source, path)
     }
 
     /// Parses and validates model text; `path` names it in messages.
     pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
-        let file = path.display().to_string();
-        let spec: ModelSpec = toml::from_str(source).map_err(|e| {
-            let (line, column) = e.span().map(|s| line_column(source, s.start)).unwrap_or((0, 0));
-            ModelError::Invalid { file: file.clone(), line, column, field: String::new(), message: e.message().trim().to_string() }
-        })?;
-        let model = Model { spec, path: path.to_path_buf(), source: source.to_string() };
-        model.validate()?;
+        let spec: ModelSpec = toml::from_str(source).map_err(|e| toml_error(source, path, &e))?;
+        let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string() };
+        model.revalidate()?;
         Ok(model)
     }
 
@@ -476,14 +487,143 @@ impl Model {
         self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
     }
 
-    /// Re-checks the model after command-line overrides of its simulation settings.
-    pub fn revalidate(&self) -> Result<(), ModelError> {
-        self.validate()
+    /// Re-checks the model after command-line overrides of its simulation settings, and
+    /// chooses the synapses of `count` weight probes for its seed.
+    pub fn revalidate(&mut self) -> Result<(), ModelError> {
+        self.validate()?;
+        self.choose_probed_synapses()
+    }
+
+    /// Fills the `synapses` of each weight probe given by `count`: the first `count` synapses
+    /// of its projection in row order (targets ascending, or sources for `fixed_outdegree`),
+    /// each row drawn alone as the builder draws it (see [`crate::build::synapse_row`]).
+    pub fn choose_probed_synapses(&mut self) -> Result<(), ModelError> {
+        for i in 0..self.spec.recording.probes.len() {
+            let probe = &self.spec.recording.probes[i];
+            let (Some(count), Some(name)) = (probe.count, &probe.projection) else { continue };
+            let pi = self.projection_index(name).expect("validated");
+            let proj = &self.spec.projections[pi];
+            let rows = self.row_count(proj);
+            if self.expected_row_len(proj) > MAX_ROW_DRAWN {
+                return Err(self.invalid(path!("recording", "probes", i, "count"), format!("rows of projection {name:?} are too long to draw before building; list synapses = [[pre, post], ...]")));
+            }
+            let expected = self.expected_synapses_of(proj);
+            if f64::from(count) > expected {
+                return Err(self.invalid(path!("recording", "probes", i, "count"), format!("projection {name:?} has about {expected:.0} synapses, fewer than {count}")));
+            }
+            let mut chosen = Vec::new();
+            for row in 0..rows {
+                chosen.extend(crate::build::synapse_row(self, pi, row).into_iter().take(count as usize - chosen.len()));
+                if chosen.len() == count as usize {
+                    break;
+                }
+            }
+            if chosen.len() < count as usize {
+                let found = chosen.len();
+                return Err(self.invalid(path!("recording", "probes", i, "count"), format!("projection {name:?} has only {found} synapses for seed {}", self.spec.simulation.seed)));
+            }
+            let probe = &mut self.spec.recording.probes[i];
+            probe.synapses = chosen;
+            probe.synapses_chosen = true;
+        }
+        Ok(())
+    }
+
+    /// Rows `synapse_row` draws for `projection`: its targets, or its sources for `fixed_outdegree`.
+    fn row_count(&self, projection: &ProjectionSpec) -> u32 {
+        let name = if matches!(projection.rule, ConnectionRule::FixedOutdegree(_)) { &projection.source } else { &projection.target };
+        self.spec.populations[self.population_index(name).expect("validated")].size
+    }
+
+    /// Synapses expected in one row of `projection`.
+    fn expected_row_len(&self, projection: &ProjectionSpec) -> f64 {
+        self.expected_synapses_of(projection) / f64::from(self.row_count(projection).max(1))
+    }
+
+    /// An error at the field `path` of this model's file.
+    pub(crate) fn invalid(&self, path: Vec<Seg>, message: String) -> ModelError {
+        Validator { model: self, doc: None, populations: HashMap::new() }.error(path, message)
     }
 
     fn validate(&self) -> Result<(), ModelError> {
         let mut v = Validator { model: self, doc: None, populations: index(self.spec.populations.iter().map(|p| p.name.as_str())) };
         v.run()
+    }
+}
+
+/// Rows longer than this (synapses) are not drawn before building: a weight probe's listed
+/// synapses are then found (or not) when the network is built, and `count` is refused.
+const MAX_ROW_DRAWN: f64 = 1e7;
+
+/// Synapses drawn in advance to check one weight probe's list; a longer job is left to the build.
+const MAX_PROBE_DRAWS: f64 = 1e8;
+
+/// Largest `count` of a weight probe.
+pub const MAX_PROBED_SYNAPSES: u32 = 10_000_000;
+
+/// Largest magnitude of an `f32`, the type weights, currents and initial state are stored in.
+const F32_MAX: f64 = f32::MAX as f64;
+
+/// Draws of a normal distribution lie within this many standard deviations of the mean (the
+/// uniforms behind them have 53 bits: `sqrt(-2 ln 2^-53)` = 8.6).
+const NORMAL_REACH: f64 = 9.0;
+
+/// A parser error as `file:line:column: field: message`; the field is found from the error's
+/// position in the document where the text is valid TOML (a type or value error).
+fn toml_error(source: &str, path: &Path, e: &toml::de::Error) -> ModelError {
+    let mut message = e.message().trim().to_string();
+    let (offset, field) = match e.span() {
+        Some(span) => {
+            if message == "duplicate key" {
+                message = format!("duplicate key `{}`", source.get(span.clone()).unwrap_or_default().trim());
+            }
+            let field = toml::de::DeTable::parse(source).map(|doc| field_at(&doc, span.start)).unwrap_or_default();
+            (span.start, field)
+        }
+        // The parser gives no position for keys dotted too deeply; the line with the most
+        // nesting is where they are.
+        None => {
+            let deepest = source.lines().enumerate().max_by_key(|(_, l)| l.matches(['.', '[', '{']).count()).map_or(0, |(i, _)| i);
+            (source.lines().take(deepest).map(|l| l.len() + 1).sum(), String::new())
+        }
+    };
+    let (line, column) = line_column(source, offset);
+    let field = if field.is_empty() { field } else { format!("{field}: ") };
+    ModelError::Invalid { file: path.display().to_string(), line, column, field, message }
+}
+
+/// The path (`populations[0].size`) of the deepest value whose span holds `offset`, or empty.
+fn field_at(doc: &toml::Spanned<toml::de::DeTable<'_>>, offset: usize) -> String {
+    use toml::de::DeValue;
+    let mut field = String::new();
+    let mut value = None;
+    let mut table = Some(doc.get_ref());
+    loop {
+        let mut next = None;
+        if let Some(t) = table {
+            // The key the offset falls in or after (a table's span may hold only its header).
+            next = t.iter().filter(|(k, v)| k.span().start <= offset && (v.span().contains(&offset) || k.span().contains(&offset) || matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)))).max_by_key(|(k, _)| k.span().start).map(|(k, v)| {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(k.get_ref());
+                v
+            });
+        } else if let Some(DeValue::Array(a)) = value.map(toml::Spanned::get_ref) {
+            next = a.iter().enumerate().filter(|(_, v)| v.span().start <= offset).max_by_key(|(_, v)| v.span().start).map(|(i, v)| {
+                field.push_str(&format!("[{i}]"));
+                v
+            });
+        }
+        let Some(v) = next else { return field };
+        value = Some(v);
+        table = match v.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+        if !matches!(v.get_ref(), DeValue::Table(_) | DeValue::Array(_)) {
+            return field;
+        }
     }
 }
 
@@ -496,7 +636,7 @@ fn line_column(source: &str, offset: usize) -> (usize, usize) {
 }
 
 #[derive(Clone, Debug)]
-enum Seg {
+pub(crate) enum Seg {
     Key(&'static str),
     Index(usize),
 }
@@ -517,10 +657,6 @@ fn index<'a>(names: impl Iterator<Item = &'a str>) -> HashMap<&'a str, usize> {
         index.entry(name).or_insert(i);
     }
     index
-}
-
-macro_rules! path {
-    ($($seg:expr),* $(,)?) => { vec![$(Seg::from($seg)),*] };
 }
 
 impl From<&'static str> for Seg {
@@ -595,8 +731,10 @@ impl<'a> Validator<'a> {
             for (key, dist) in [("v_init_mv", p.v_init_mv), ("syn_ex_init", p.syn_ex_init), ("syn_in_init", p.syn_in_init)] {
                 if let Some(dist) = dist {
                     self.distribution(path!("populations", i, key), &dist)?;
+                    self.fits_f32(path!("populations", i, key), &dist)?;
                 }
             }
+            self.fits_f32(path!("populations", i, "i_e_pa"), &Distribution::Constant(p.i_e_pa))?;
         }
         if total > u64::from(u32::MAX) {
             return Err(self.error(path!("populations"), format!("{total} neurons: at most 2^32 - 1 are supported")));
@@ -612,6 +750,7 @@ impl<'a> Validator<'a> {
             if p.w_max <= p.w_min {
                 return Err(self.error(path!("plasticity", i, "w_max"), format!("must be above w_min ({})", p.w_min)));
             }
+            self.fits_f32(path!("plasticity", i, "w_max"), &Distribution::Constant(p.w_max))?;
             if !(1..=MAX_POST_HISTORY).contains(&p.post_history) {
                 return Err(self.error(path!("plasticity", i, "post_history"), format!("must lie in [1, {MAX_POST_HISTORY}] (got {})", p.post_history)));
             }
@@ -638,6 +777,7 @@ impl<'a> Validator<'a> {
                 _ => {}
             }
             self.distribution(path!("projections", i, "weight"), &p.weight)?;
+            self.fits_f32(path!("projections", i, "weight"), &p.weight)?;
             if p.weight.range().0 < 0.0 && !matches!(p.weight, Distribution::Normal { .. }) {
                 return Err(self.error(path!("projections", i, "weight"), "weights are magnitudes: give a positive weight and receptor = \"inhibitory\" for inhibition".into()));
             }
@@ -658,7 +798,7 @@ impl<'a> Validator<'a> {
             }
             if let Some(name) = &p.plasticity {
                 let Some(&k) = rules.get(name.as_str()) else {
-                    return Err(self.error(path!("projections", i, "plasticity"), format!("no [[plasticity]] named \"{name}\"")));
+                    return Err(self.error(path!("projections", i, "plasticity"), format!("no [[plasticity]] named {name:?}")));
                 };
                 let rule = &s.plasticity[k];
                 let (lo, hi) = p.weight.range();
@@ -683,14 +823,16 @@ impl<'a> Validator<'a> {
                         return Err(self.error(path!("inputs", i), "a poisson input needs weight".into()));
                     };
                     self.non_negative(path!("inputs", i, "weight"), w)?;
+                    self.fits_f32(path!("inputs", i, "weight"), &Distribution::Constant(w))?;
                     if input.amplitude_pa.is_some() {
                         return Err(self.error(path!("inputs", i, "amplitude_pa"), "belongs to kind = \"dc\"".into()));
                     }
                 }
                 InputKind::Dc => {
-                    if input.amplitude_pa.is_none() {
+                    let Some(amplitude) = input.amplitude_pa else {
                         return Err(self.error(path!("inputs", i), "a dc input needs amplitude_pa".into()));
-                    }
+                    };
+                    self.fits_f32(path!("inputs", i, "amplitude_pa"), &Distribution::Constant(amplitude))?;
                     for (key, present) in [("rate_hz", input.rate_hz.is_some()), ("weight", input.weight.is_some())] {
                         if present {
                             return Err(self.error(path!("inputs", i, key), "belongs to kind = \"poisson\"".into()));
@@ -713,19 +855,30 @@ impl<'a> Validator<'a> {
                     return Err(self.error(path!("recording", "probes", i), "a weight probe needs projection".into()));
                 };
                 let Some(&k) = projections.get(name.as_str()) else {
-                    return Err(self.error(path!("recording", "probes", i, "projection"), format!("no projection named \"{name}\"")));
+                    return Err(self.error(path!("recording", "probes", i, "projection"), format!("no projection named {name:?}")));
                 };
                 let proj = &s.projections[k];
                 let n_src = s.populations[self.populations.get(proj.source.as_str()).copied().unwrap_or(0)].size;
                 let n_tgt = s.populations[self.populations.get(proj.target.as_str()).copied().unwrap_or(0)].size;
-                if probe.synapses.is_empty() {
-                    return Err(self.error(path!("recording", "probes", i), "a weight probe needs synapses = [[pre, post], ...]".into()));
+                match (probe.count, probe.synapses.is_empty() || probe.synapses_chosen) {
+                    (None, true) => return Err(self.error(path!("recording", "probes", i), "a weight probe needs synapses = [[pre, post], ...] or count = N".into())),
+                    (Some(_), false) => return Err(self.error(path!("recording", "probes", i, "count"), "give synapses or count, not both".into())),
+                    (Some(n), _) if !(1..=MAX_PROBED_SYNAPSES).contains(&n) => {
+                        return Err(self.error(path!("recording", "probes", i, "count"), format!("must lie in [1, {MAX_PROBED_SYNAPSES}] (got {n})")));
+                    }
+                    (Some(_), true) => continue,
+                    (None, false) => {}
                 }
-                for [pre, post] in &probe.synapses {
-                    if *pre >= n_src || *post >= n_tgt {
-                        return Err(self.error(path!("recording", "probes", i, "synapses"), format!("synapse [{pre}, {post}] is outside the populations ({n_src} x {n_tgt})")));
+                let mut seen = HashSet::new();
+                for (j, &[pre, post]) in probe.synapses.iter().enumerate() {
+                    if pre >= n_src || post >= n_tgt {
+                        return Err(self.error(path!("recording", "probes", i, "synapses", j), format!("synapse [{pre}, {post}] is outside the populations ({n_src} x {n_tgt})")));
+                    }
+                    if !seen.insert([pre, post]) {
+                        return Err(self.error(path!("recording", "probes", i, "synapses", j), format!("synapse [{pre}, {post}] is listed twice")));
                     }
                 }
+                self.synapses_exist(i, k)?;
             } else {
                 let Some(name) = &probe.population else {
                     return Err(self.error(path!("recording", "probes", i), "a state probe needs population".into()));
@@ -734,8 +887,14 @@ impl<'a> Validator<'a> {
                 if probe.neurons.is_empty() {
                     return Err(self.error(path!("recording", "probes", i), "a state probe needs neurons = [ids]".into()));
                 }
-                if let Some(n) = probe.neurons.iter().find(|&&n| n >= s.populations[k].size) {
-                    return Err(self.error(path!("recording", "probes", i, "neurons"), format!("neuron {n} is outside population \"{name}\" of size {}", s.populations[k].size)));
+                let mut seen = HashSet::new();
+                for (j, &n) in probe.neurons.iter().enumerate() {
+                    if n >= s.populations[k].size {
+                        return Err(self.error(path!("recording", "probes", i, "neurons", j), format!("neuron {n} is outside population {name:?} of size {}", s.populations[k].size)));
+                    }
+                    if !seen.insert(n) {
+                        return Err(self.error(path!("recording", "probes", i, "neurons", j), format!("neuron {n} is listed twice")));
+                    }
                 }
             }
         }
@@ -751,11 +910,53 @@ impl<'a> Validator<'a> {
     }
 
     fn non_negative(&mut self, path: Vec<Seg>, value: f64) -> Result<(), ModelError> {
-        if value >= 0.0 && value.is_finite() {
+        if !value.is_finite() {
+            Err(self.error(path, format!("must be a finite number (got {value})")))
+        } else if value < 0.0 {
+            Err(self.error(path, format!("must not be negative (got {value})")))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Every draw of `d` fits an `f32` (where it is stored): a larger one would be infinite.
+    fn fits_f32(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
+        let largest = match *d {
+            Distribution::Normal { normal: [mean, std] } => mean.abs() + NORMAL_REACH * std,
+            _ => d.range().0.abs().max(d.range().1.abs()),
+        };
+        if !largest.is_finite() {
+            Err(self.error(path, format!("must be a finite number (got {largest})")))
+        } else if largest <= F32_MAX {
             Ok(())
         } else {
-            Err(self.error(path, format!("must not be negative (got {value})")))
+            Err(self.error(path, format!("draws up to {largest:e} do not fit the 32-bit floats values are stored in (at most {F32_MAX:e})")))
         }
+    }
+
+    /// The listed synapses of weight probe `i` (of projection `pi`) exist for the model's
+    /// seed: each row is drawn alone, as the builder draws it.
+    fn synapses_exist(&mut self, i: usize, pi: usize) -> Result<(), ModelError> {
+        let m = self.model;
+        let proj = &m.spec.projections[pi];
+        let listed = m.spec.recording.probes[i].synapses.len() as f64;
+        if m.expected_row_len(proj) > MAX_ROW_DRAWN || m.expected_row_len(proj) * listed > MAX_PROBE_DRAWS {
+            return Ok(());
+        }
+        let outdegree = matches!(proj.rule, ConnectionRule::FixedOutdegree(_));
+        let mut rows: HashMap<u32, Vec<[u32; 2]>> = HashMap::new();
+        for (j, &[pre, post]) in m.spec.recording.probes[i].synapses.iter().enumerate() {
+            let row = if outdegree { pre } else { post };
+            let synapses = rows.entry(row).or_insert_with(|| crate::build::synapse_row(m, pi, row));
+            if synapses.binary_search(&[pre, post]).is_err() {
+                let seed = m.spec.simulation.seed;
+                return Err(self.error(
+                    path!("recording", "probes", i, "synapses", j),
+                    format!("projection {:?} has no synapse [{pre}, {post}] for seed {seed} (its synapses are drawn from the seed; count = N picks existing ones for any seed)", proj.name),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn distribution(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
@@ -769,13 +970,16 @@ impl<'a> Validator<'a> {
         }
     }
 
-    /// Checks a name and adds it to `seen`, the names of the entries before it.
+    /// Checks a name and adds it to `seen`, the names of the entries before it. Names become
+    /// HDF5 group names (spikes.h5, probes.h5) and are printed: no `/`, not `.` or `..`, no
+    /// control or bidirectional-override characters.
     fn name(&mut self, path: Vec<Seg>, name: &'a str, seen: &mut HashSet<&'a str>) -> Result<(), ModelError> {
-        if name.is_empty() || name.contains('/') {
-            return Err(self.error(path, format!("\"{name}\" is not a valid name (non-empty, no '/')")));
+        let unprintable = |c: char| c.is_control() || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains(unprintable) {
+            return Err(self.error(path, format!("{name:?} is not a valid name (non-empty, not . or .., no '/', no control or bidirectional characters)")));
         }
         if !seen.insert(name) {
-            return Err(self.error(path, format!("the name \"{name}\" is used twice")));
+            return Err(self.error(path, format!("the name {name:?} is used twice")));
         }
         Ok(())
     }
@@ -785,7 +989,7 @@ impl<'a> Validator<'a> {
             Some(i) => Ok(i),
             None => {
                 let known: Vec<&str> = self.model.spec.populations.iter().map(|p| p.name.as_str()).collect();
-                Err(self.error(path, format!("no population named \"{name}\" (populations: {})", known.join(", "))))
+                Err(self.error(path, format!("no population named {name:?} (populations: {})", known.join(", "))))
             }
         }
     }

@@ -128,6 +128,8 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
+    // Threads and memory this machine cannot give are refused before anything is built.
+    crate::estimate::check(model, threads, shards)?;
     // Chosen before building, so that a backend that cannot run here fails at once.
     let backend = choose(options.backend)?;
     let mut sim = Simulation::from_model(model, threads, shards)?;

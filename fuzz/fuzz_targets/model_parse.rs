@@ -14,7 +14,7 @@ const PATH: &str = "fuzzed/model.toml";
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     match Model::parse(text, Path::new(PATH)) {
-        Ok(model) => {
+        Ok(mut model) => {
             model.revalidate().expect("a parsed model revalidates");
             // What `fum check` prints.
             for p in &model.spec.projections {

@@ -73,8 +73,9 @@ interval_ms = 1.0
 "#;
 
 /// A valid model at the limits: one population of 2^32 - 1 neurons, as many distinct sources
-/// per neuron, a dt of 1e-300 ms with just under 2^32 steps (line 4), delays in such steps. It
-/// describes far more synapses than memory holds: it can be checked, not built.
+/// per neuron, a dt of 1e-300 ms with just under 2^32 steps (line 4), delays in such steps,
+/// weights up to the largest f32. It describes far more synapses than memory holds: `fum check`
+/// refuses it for memory, without building.
 pub const AT_THE_LIMITS: &str = r#"
 [simulation]
 dt_ms = 1e-300
@@ -93,7 +94,7 @@ source = "A"
 target = "A"
 rule = { fixed_indegree = 4294967295 }
 allow_multapses = false
-weight = { uniform = [0.0, 1e300] }
+weight = { uniform = [0.0, 3.4e38] }
 delay_ms = { uniform = [1e-300, 1.023e-297] }
 
 [[projections]]
@@ -101,7 +102,7 @@ name = "all"
 source = "A"
 target = "A"
 rule = "all_to_all"
-weight = { normal = [1e300, 1e300] }
+weight = { normal = [1e38, 2e37] }
 delay_ms = { normal = [1e-298, 1e300] }
 
 [recording]

@@ -1,0 +1,148 @@
+//! What a model asks of this machine, checked before anything is built: memory and threads.
+//!
+//! The memory estimate counts what the builder allocates, from the model alone (expected
+//! synapses per projection, see [`Model::expected_synapses_of`]): per neuron its state and
+//! ring buffers; per synapse its target, weight and (drawn delays) delay; per shard and
+//! projection the row pointers; STDP traces and histories; the drafts of the blocks being
+//! built at once; and the recorded probe values (held until written). A device backend
+//! mirrors the network's columns, so its device memory is about `network_bytes`.
+
+use fum_kernels::delivery::ring_slots;
+use fum_kernels::stdp::PostState;
+
+use crate::build::{delay_range_steps, shard_count};
+use crate::model::{Distribution, Model, ModelError, ProbeVariable, Seg, WeightPrecision};
+
+/// Threads per core above which a run is refused: far past the cores, every step waits on
+/// threads that cannot run (10,000 threads on 2 cores took minutes for one step).
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// Bytes of one synapse while its block is built: the draft (row, target, delay, weight) and
+/// the three columns it is sorted into.
+const DRAFT_BYTES: f64 = 16.0 + 8.0;
+
+/// Sizes of a model as built, in bytes (estimates: `fixed_probability` counts its mean).
+#[derive(Clone, Debug, Default)]
+pub struct Estimate {
+    pub neurons: u64,
+    pub synapses: f64,
+    /// The built network: what stays allocated while simulating.
+    pub network_bytes: f64,
+    /// The most host memory the run holds at once: the network, the blocks being built, and
+    /// the recorded probe values.
+    pub host_bytes: f64,
+    /// `MemAvailable` of this machine; none where it cannot be read.
+    pub available_bytes: Option<u64>,
+    /// The projection with the most synapses (where to point when it does not fit).
+    largest_projection: Option<usize>,
+}
+
+impl Estimate {
+    /// The memory `model` needs when built into `shards` shards by `threads` threads.
+    pub fn of(model: &Model, threads: usize, shards: usize) -> Estimate {
+        let spec = &model.spec;
+        let dt = spec.simulation.dt_ms;
+        let neurons: u64 = spec.populations.iter().map(|p| u64::from(p.size)).sum();
+        let n = neurons as f64;
+        let shards = shard_count(u32::try_from(neurons).unwrap_or(u32::MAX), shards).clamp(1, neurons.max(1) as usize) as f64;
+        let shard_len = n / shards;
+        let max_delay = spec.projections.iter().map(|p| delay_range_steps(p.delay_ms, dt).1).max().unwrap_or(1);
+        // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums.
+        let mut network = n * (4.0 * 4.0 + 1.0 + 2.0 * 8.0 * ring_slots(max_delay) as f64);
+        let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
+        let size = |name: &str| f64::from(sizes[name]);
+        let histories: std::collections::HashMap<&str, u32> = spec.plasticity.iter().map(|r| (r.name.as_str(), r.post_history)).collect();
+        let weight_bytes = match spec.simulation.weights {
+            WeightPrecision::F32 => 4.0,
+            WeightPrecision::F16 => 2.0,
+        };
+        let (mut synapses, mut drafts, mut largest) = (0.0, 0.0f64, None::<(usize, f64)>);
+        for (i, p) in spec.projections.iter().enumerate() {
+            let count = p.rule.expected_synapses(sizes[p.source.as_str()], sizes[p.target.as_str()]);
+            let (src, tgt) = (size(&p.source), size(&p.target));
+            // Shards holding the target population, each a block with a row pointer per source.
+            let blocks = ((tgt / shard_len.max(1.0)).ceil() + 1.0).min(shards);
+            let delay_bytes = if matches!(p.delay_ms, None | Some(Distribution::Constant(_))) { 0.0 } else { 2.0 };
+            network += count * (2.0 + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
+            if let Some(&history) = p.plasticity.as_deref().and_then(|name| histories.get(name)) {
+                let history = f64::from(history);
+                network += blocks * shard_len * (size_of::<PostState>() as f64 + 4.0 * history) + 8.0 * src;
+            }
+            drafts = drafts.max(count / blocks * DRAFT_BYTES * (threads as f64).min(blocks));
+            synapses += count;
+            if largest.is_none_or(|(_, most)| count > most) {
+                largest = Some((i, count));
+            }
+        }
+        let steps = model.steps() as f64;
+        let probes: f64 = spec
+            .recording
+            .probes
+            .iter()
+            .map(|p| {
+                let sites = if p.variable == ProbeVariable::Weight { p.synapses.len().max(p.count.unwrap_or(0) as usize) } else { p.neurons.len() } as f64;
+                let samples = steps / (p.interval_ms.unwrap_or(dt) / dt).round().max(1.0);
+                // Recorded, then read back whole and copied once more when written.
+                3.0 * samples * (4.0 * sites + 8.0)
+            })
+            .sum();
+        Estimate {
+            neurons,
+            synapses,
+            network_bytes: network,
+            host_bytes: network + drafts + probes,
+            available_bytes: available_memory(),
+            largest_projection: largest.map(|(i, _)| i),
+        }
+    }
+}
+
+/// Refuses, as an error at the field responsible, a model this machine cannot run with
+/// `threads` threads and `shards` shards: more threads than [`MAX_THREADS_PER_CORE`] per core,
+/// or more memory than is available. Warns on stderr of more threads than cores.
+pub fn check(model: &Model, threads: usize, shards: usize) -> Result<Estimate, ModelError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > MAX_THREADS_PER_CORE * cores {
+        let message = format!("{threads} threads on {cores} cores: at most {} ({MAX_THREADS_PER_CORE} per core)", MAX_THREADS_PER_CORE * cores);
+        return Err(model.invalid(vec![Seg::from("simulation"), Seg::from("threads")], message));
+    }
+    if threads > cores {
+        eprintln!("warning: {threads} threads on {cores} cores: each step waits for threads that cannot run at once");
+    }
+    let estimate = Estimate::of(model, threads, shards);
+    if let Some(available) = estimate.available_bytes.filter(|&a| estimate.host_bytes > a as f64) {
+        let at = match estimate.largest_projection {
+            Some(i) if estimate.synapses * 6.0 > estimate.network_bytes / 2.0 => vec![Seg::from("projections"), Seg::from(i), Seg::from("rule")],
+            _ => vec![Seg::from("populations")],
+        };
+        let message = format!(
+            "the network needs about {} of memory ({} neurons, ~{:.0} synapses; {} when built) and this machine has {} available",
+            bytes(estimate.host_bytes),
+            estimate.neurons,
+            estimate.synapses,
+            bytes(estimate.network_bytes),
+            bytes(available as f64)
+        );
+        return Err(model.invalid(at, message));
+    }
+    Ok(estimate)
+}
+
+/// Memory available to a new process (`MemAvailable` of /proc/meminfo), bytes.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// "12.3 GB", "4.0 MB", "1.5 kB"; "3.0e20 B" past terabytes.
+pub fn bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e15 => format!("{b:.1e} B"),
+        b if b >= 1e12 => format!("{:.1} TB", b / 1e12),
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b => format!("{:.1} kB", b / 1e3),
+    }
+}
