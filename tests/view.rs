@@ -100,7 +100,7 @@ fn sigterm_stops_a_viewed_run_with_a_checkpoint_and_outputs() {
     let x = Xvfb::start();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap()]);
+    let mut child = x.view(dir.path(), &["--out", out.to_str().unwrap(), "--duration", "60s"]);
     // The window opens and the run builds and steps (a hundred neurons, paced at real time).
     std::thread::sleep(Duration::from_secs(3));
     signal(&child, "-TERM");
