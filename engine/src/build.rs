@@ -151,6 +151,9 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
     world.insert_resource(Clock { step: 0, dt_ms: dt });
     world.insert_resource(Seed(key));
     world.insert_resource(SpikeExchange::default());
+    if let Some(structural) = crate::structural::Structural::of(model) {
+        crate::structural::prepare(&mut world, structural);
+    }
     Ok(world)
 }
 
@@ -171,7 +174,7 @@ fn to_steps(delay_ms: f64, dt: f64) -> u32 {
 }
 
 /// A delay in steps as stored (`MAX_DELAY_STEPS` fits a `u16`).
-fn stored_steps(delay_ms: f64, dt: f64) -> u16 {
+pub(crate) fn stored_steps(delay_ms: f64, dt: f64) -> u16 {
     to_steps(delay_ms, dt) as u16
 }
 
@@ -330,6 +333,7 @@ fn build_block(
         delay,
         weight: Weights::from_f32(weight, spec.simulation.weights),
         plastic,
+        rewired: false,
     }))
 }
 

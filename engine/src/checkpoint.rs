@@ -31,10 +31,12 @@ use crate::recording::Recorder;
 use crate::state::{self, Role};
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
+/// Version 4: blocks under structural plasticity store their structure as state columns of
+/// varying length, and a pending structural plan is stored (`crate::structural`).
 /// Version 3: a section per declared state column (`crate::state`), each with its element type
 /// in a `.type` section; a plastic block's per-target record (`post`). Version 2 kept the
 /// postsynaptic trace, last spike, history count and floor in four sections.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
 /// Bytes before the header: magic, format version, header length, header CRC-32.
@@ -354,7 +356,11 @@ impl Checkpoint {
                     return Err(corrupt(format!("section {name}.type: stored as {}, the model keeps {}", String::from_utf8_lossy(&ty), d.column.element_type())));
                 }
                 let raw = self.section(&name)?;
-                if raw.len() != d.column.len() * d.column.element_bytes() {
+                let fits = match d.shape {
+                    state::Shape::Varying => raw.len() % d.column.element_bytes() == 0,
+                    _ => raw.len() == d.column.len() * d.column.element_bytes(),
+                };
+                if !fits {
                     return Err(corrupt(format!("section {name}: {} bytes do not fit the network", raw.len())));
                 }
                 Ok(raw)
@@ -426,7 +432,14 @@ impl Checkpoint {
 
         // Then apply.
         let mut decoded = columns.into_iter();
-        state::visit_role(world, Role::State, &mut |d| d.column.set_host_bytes(&decoded.next().expect("one section per declared column")));
+        state::visit_role(world, Role::State, &mut |d| {
+            let raw = decoded.next().expect("one section per declared column");
+            match d.shape {
+                state::Shape::Varying => d.column.replace_host_bytes(&raw),
+                _ => d.column.set_host_bytes(&raw),
+            }
+        });
+        crate::structural::check_restored(world).map_err(|e| corrupt(e))?;
         world.resource_mut::<StdpHistoryOverflows>().0 = u64::from_le_bytes(overflows);
         world.resource_mut::<Plasticity>().enabled = enabled.first() == Some(&1);
         let mut rec = world.resource_mut::<Recorder>();

@@ -237,6 +237,9 @@ pub trait AnyColumn {
     fn host_bytes(&self) -> &[u8];
     /// Overwrites the host copy with `bytes` (exactly its length).
     fn set_host_bytes(&mut self, bytes: &[u8]);
+    /// Replaces the host copy with `bytes` (whole elements), whatever its length was. Only for
+    /// a column without a device mirror (a restore happens before a backend places columns).
+    fn replace_host_bytes(&mut self, bytes: &[u8]);
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement);
     fn detach(&mut self) -> Result<(), TransferError>;
     fn download(&mut self) -> Result<(), TransferError>;
@@ -263,6 +266,10 @@ impl<T: Pod> AnyColumn for Column<T> {
     fn set_host_bytes(&mut self, bytes: &[u8]) {
         let host: &mut [T] = self;
         bytemuck::cast_slice_mut::<T, u8>(host).copy_from_slice(bytes);
+    }
+    fn replace_host_bytes(&mut self, bytes: &[u8]) {
+        assert!(self.mirror.is_none(), "a mirrored column keeps its length");
+        self.host = bytemuck::pod_collect_to_vec(bytes);
     }
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement) {
         Column::attach(self, buffer, placement)

@@ -104,6 +104,9 @@ pub struct SynapseBlock {
     pub delay: Delays,
     pub weight: Weights,
     pub plastic: Option<PlasticSynapses>,
+    /// Structural plasticity changes this block's synapses while running (`crate::structural`):
+    /// its rows, targets, delays and weights are then state of varying length.
+    pub rewired: bool,
 }
 
 /// The delays of a block's synapses, in steps.
@@ -272,13 +275,14 @@ impl SynapseBlock {
 
 impl Columns for SynapseBlock {
     fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
-        f("row_ptr", Role::Structure, Shape::Own, &mut self.row_ptr);
-        f("target", Role::Structure, Shape::Own, &mut self.target);
+        let (structure, synapses) = if self.rewired { (Role::State, Shape::Varying) } else { (Role::Structure, Shape::Own) };
+        f("row_ptr", structure, synapses, &mut self.row_ptr);
+        f("target", structure, synapses, &mut self.target);
         if let Delays::PerSynapse(d) = &mut self.delay {
-            f("delay", Role::Structure, Shape::Own, d);
+            f("delay", structure, synapses, d);
         }
-        let weights = if self.plastic.is_some() { Role::State } else { Role::Structure };
-        f("weight", weights, Shape::Own, self.weight.column_mut());
+        let weights = if self.plastic.is_some() { Role::State } else { structure };
+        f("weight", weights, synapses, self.weight.column_mut());
         if let Some(p) = &mut self.plastic {
             f("post", Role::State, Shape::Own, &mut p.post);
             f("post_history", Role::State, Shape::Own, &mut p.post_history);

@@ -18,6 +18,7 @@ pub mod run;
 pub mod serve;
 pub mod simulation;
 pub mod state;
+pub mod structural;
 
 pub use build::{BuildError, build_world};
 pub use model::{Model, ModelError};

@@ -52,6 +52,9 @@ pub struct ModelSpec {
     pub inputs: Vec<InputSpec>,
     #[serde(default)]
     pub recording: RecordingSpec,
+    /// Structural plasticity: pruning and regrowth while running (see `crate::structural`).
+    #[serde(default)]
+    pub structural: Vec<StructuralSpec>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -303,6 +306,47 @@ pub enum Pairing {
     #[default]
     AllToAll,
     Nearest,
+}
+
+/// A `[[structural]]` section: which synapses of a projection are pruned and regrown, and when.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuralSpec {
+    pub projection: String,
+    /// A plan is made from the state every `every_ms` of biological time.
+    pub every_ms: f64,
+    /// The plan is applied this long after its snapshot (default: 10 ms, or `every_ms` if
+    /// shorter); meanwhile it is computed beside the simulation.
+    pub commit_after_ms: Option<f64>,
+    pub prune: Prune,
+    pub regrow: Option<RegrowSpec>,
+}
+
+impl StructuralSpec {
+    pub fn commit_after_ms(&self) -> f64 {
+        self.commit_after_ms.unwrap_or(self.every_ms.min(10.0))
+    }
+}
+
+/// Which synapses go, decided per target neuron (see `crate::structural::plan_block`).
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prune {
+    /// Every synapse whose stored weight magnitude is below this.
+    WeightBelow(f64),
+    /// This fraction (rounded) of each target's synapses, lowest priority = |w| x co-activity first.
+    LowestPriorityFraction(f64),
+    /// All but this many strongest synapses of each target.
+    KeepStrongest(u32),
+}
+
+/// New random synapses toward an in-degree.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegrowSpec {
+    pub to_indegree: u32,
+    /// Default: the projection's weight.
+    pub weight: Option<Distribution>,
 }
 
 /// A pair-based STDP rule (see `fum_kernels::stdp`).
@@ -809,6 +853,7 @@ impl<'a> Validator<'a> {
                 }
             }
         }
+        self.structural(&projections)?;
         let mut names = HashSet::new();
         for (i, input) in s.inputs.iter().enumerate() {
             self.name(path!("inputs", i, "name"), &input.name, &mut names)?;
@@ -857,6 +902,9 @@ impl<'a> Validator<'a> {
                 let Some(&k) = projections.get(name.as_str()) else {
                     return Err(self.error(path!("recording", "probes", i, "projection"), format!("no projection named {name:?}")));
                 };
+                if s.structural.iter().any(|st| st.projection == *name) {
+                    return Err(self.error(path!("recording", "probes", i, "projection"), format!("projection {name:?} is pruned and regrown ([[structural]]): weight probes follow fixed synapses, so they are not available on it yet")));
+                }
                 let proj = &s.projections[k];
                 let n_src = s.populations[self.populations.get(proj.source.as_str()).copied().unwrap_or(0)].size;
                 let n_tgt = s.populations[self.populations.get(proj.target.as_str()).copied().unwrap_or(0)].size;
@@ -895,6 +943,68 @@ impl<'a> Validator<'a> {
                     if !seen.insert(n) {
                         return Err(self.error(path!("recording", "probes", i, "neurons", j), format!("neuron {n} is listed twice")));
                     }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `[[structural]]` sections: an existing projection each, at most one per projection,
+    /// one schedule for all, and what regrowth needs.
+    fn structural(&mut self, projections: &HashMap<&str, usize>) -> Result<(), ModelError> {
+        let s = &self.model.spec;
+        let dt = s.simulation.dt_ms;
+        let mut seen = HashSet::new();
+        for (i, st) in s.structural.iter().enumerate() {
+            let Some(&k) = projections.get(st.projection.as_str()) else {
+                let known: Vec<&str> = s.projections.iter().map(|p| p.name.as_str()).collect();
+                return Err(self.error(path!("structural", i, "projection"), format!("no projection named {:?} (projections: {})", st.projection, known.join(", "))));
+            };
+            if !seen.insert(k) {
+                return Err(self.error(path!("structural", i, "projection"), format!("projection {:?} already has a [[structural]] section (one per projection for now)", st.projection)));
+            }
+            self.positive(path!("structural", i, "every_ms"), st.every_ms)?;
+            if (st.every_ms / dt).round() < 1.0 {
+                return Err(self.error(path!("structural", i, "every_ms"), format!("{} ms is shorter than one step (dt = {dt} ms)", st.every_ms)));
+            }
+            if st.every_ms / dt > f64::from(u32::MAX - 1) {
+                return Err(self.error(path!("structural", i, "every_ms"), "more than 2^32 steps".into()));
+            }
+            if let Some(lag) = st.commit_after_ms {
+                self.non_negative(path!("structural", i, "commit_after_ms"), lag)?;
+                if lag > st.every_ms {
+                    return Err(self.error(path!("structural", i, "commit_after_ms"), format!("must not exceed every_ms ({} ms): a plan is applied before the next one is made", st.every_ms)));
+                }
+            }
+            let first = &s.structural[0];
+            if i > 0 && ((st.every_ms / dt).round() != (first.every_ms / dt).round() || (st.commit_after_ms() / dt).round() != (first.commit_after_ms() / dt).round()) {
+                return Err(self.error(path!("structural", i, "every_ms"), "all [[structural]] sections share one schedule for now: give them the same every_ms and commit_after_ms".into()));
+            }
+            match st.prune {
+                Prune::WeightBelow(w) => self.non_negative(path!("structural", i, "prune", "weight_below"), w)?,
+                Prune::LowestPriorityFraction(f) if !(0.0..=1.0).contains(&f) => {
+                    return Err(self.error(path!("structural", i, "prune", "lowest_priority_fraction"), format!("a fraction must lie in [0, 1] (got {f})")));
+                }
+                _ => {}
+            }
+            let p = &s.projections[k];
+            let Some(regrow) = &st.regrow else { continue };
+            if p.rule == ConnectionRule::OneToOne {
+                return Err(self.error(path!("structural", i, "regrow"), format!("projection {:?} is one_to_one: it has no other sources to regrow from", p.name)));
+            }
+            let n_src = s.populations[self.populations.get(p.source.as_str()).copied().unwrap_or(0)].size;
+            let available = n_src - u32::from(p.source == p.target && !p.allow_autapses);
+            if !p.allow_multapses && regrow.to_indegree > available {
+                return Err(self.error(path!("structural", i, "regrow", "to_indegree"), format!("{} distinct sources requested from {available} available (the projection has allow_multapses = false)", regrow.to_indegree)));
+            }
+            if available == 0 && regrow.to_indegree > 0 {
+                return Err(self.error(path!("structural", i, "regrow", "to_indegree"), "the source population has no neuron to regrow from".into()));
+            }
+            if let Some(w) = &regrow.weight {
+                self.distribution(path!("structural", i, "regrow", "weight"), w)?;
+                self.fits_f32(path!("structural", i, "regrow", "weight"), w)?;
+                if w.range().0 < 0.0 && !matches!(w, Distribution::Normal { .. }) {
+                    return Err(self.error(path!("structural", i, "regrow", "weight"), "weights are magnitudes: give a positive weight".into()));
                 }
             }
         }

@@ -71,6 +71,9 @@ pub struct RunReport {
     pub spikes_total: u64,
     /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
     pub stdp_history_overflows: u64,
+    /// Synapses pruned and grown per projection and commit (`[[structural]]` models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub structural: Option<crate::structural::StructuralReport>,
     pub outputs: Vec<String>,
 }
 
@@ -109,6 +112,7 @@ impl RunReport {
             rates_hz,
             spikes_total: recorder.spike_counts.iter().sum(),
             stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
+            structural: sim.world.get_resource::<crate::structural::StructuralReport>().cloned(),
             outputs,
         }
     }

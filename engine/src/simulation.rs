@@ -16,6 +16,9 @@ pub struct Step;
 /// The named stages of a step, in the order they run.
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
+    /// Structural plasticity commits a plan and takes a snapshot, at steps the model fixes
+    /// (`crate::structural`); nothing else runs meanwhile.
+    Structure,
     /// External input (Poisson trains) lands in this step's ring-buffer slot.
     Input,
     /// Neurons integrate, fire and reset.
@@ -77,7 +80,7 @@ impl Simulation {
         let world = World::new();
         let mut schedule = Schedule::new(Step);
         schedule.configure_sets(
-            (Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
+            (Stage::Structure, Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
         );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))

@@ -41,6 +41,9 @@ pub enum Shape {
     Neurons { slots: usize },
     /// A buffer of its own (synapses of a block, traces of a projection).
     Own,
+    /// A buffer of its own whose length changes while running (synapses under structural
+    /// plasticity, a pending structural plan): a restore takes the checkpoint's length.
+    Varying,
 }
 
 /// Which part of the network a column belongs to.

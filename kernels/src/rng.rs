@@ -47,6 +47,9 @@ pub enum Purpose {
     SynapseParameters = 3,
     /// Poisson input counts, per neuron and step.
     PoissonInput = 4,
+    /// Structural plasticity: the sources, weights and delays of regrown synapses, per
+    /// projection and target neuron, one run of blocks per plan ([`Key::stream_at`]).
+    Structural = 5,
 }
 
 /// The seed of a run, split into Philox's two key words.
@@ -68,7 +71,13 @@ impl Key {
     /// An endless stream of words for one (purpose, index, entity), for the builder, which
     /// needs a variable amount of randomness per neuron.
     pub fn stream(self, purpose: Purpose, index: u16, entity: u32) -> Stream {
-        Stream { key: self, purpose, index, entity, block: 0, words: [0; 4], used: 4 }
+        self.stream_at(purpose, index, entity, 0)
+    }
+
+    /// Like [`Key::stream`], from block `first_block` on: disjoint runs of one entity's
+    /// counter space (e.g. `plan << 32` for the plan-th plan).
+    pub fn stream_at(self, purpose: Purpose, index: u16, entity: u32, first_block: u64) -> Stream {
+        Stream { key: self, purpose, index, entity, block: first_block, words: [0; 4], used: 4 }
     }
 }
 

@@ -84,6 +84,9 @@ impl Backend for CudaBackend {
     }
 
     fn install(&mut self, sim: &mut Simulation) -> Result<(), InstallError> {
+        if sim.world.contains_resource::<fum_engine::structural::Structural>() {
+            return Err("the model's [[structural]] sections (structural plasticity) run on the CPU backend for now: use --backend cpu".into());
+        }
         Ok(install(sim, self.gpu.clone())?)
     }
 

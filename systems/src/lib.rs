@@ -15,6 +15,7 @@ pub mod input;
 pub mod lif;
 pub mod record;
 pub mod stdp;
+pub mod structural;
 
 pub use backend::{CpuBackend, backend_for};
 pub use delivery::DeliveryPlugin;
@@ -23,13 +24,14 @@ pub use input::InputPlugin;
 pub use lif::LifPlugin;
 pub use record::RecordPlugin;
 pub use stdp::StdpPlugin;
+pub use structural::StructuralPlugin;
 
 /// Every plugin of a standard run, in stage order.
 pub struct DefaultPlugins;
 
 impl fum_engine::Plugin for DefaultPlugins {
     fn build(&self, sim: &mut fum_engine::Simulation) {
-        sim.add_plugins((InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin, ClockPlugin));
+        sim.add_plugins((StructuralPlugin, InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin, ClockPlugin));
     }
 }
 

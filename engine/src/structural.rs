@@ -1,0 +1,694 @@
+//! Structural plasticity: synapses pruned and regrown while the network runs (`[[structural]]`
+//! in the model file).
+//!
+//! # Concurrency contract
+//!
+//! Every `every_ms` of biological time (step `s = m * every`, m = 1, 2, ...) the structural
+//! stage, which runs first in a step, takes a **snapshot** of what a plan reads: a copy of each
+//! affected block's rows, targets and *stored* weights, and the spike count of every neuron since
+//! the previous snapshot (the counters, a checkpointed column of [`Rewiring`], are reset). The
+//! **plan** is computed from that copy on one background thread per shard while the simulation
+//! goes on; it is a pure function of the copy, the seed, the projection, the target neuron and
+//! the plan index `m` ([`plan_block`]), so neither timing nor threads nor shards change it.
+//! The plan is **committed** at the start of step `s + commit_after` (a step count from the
+//! model, never from timing; at most `every`, so a plan is applied before the next is made):
+//! the stage waits for the plan threads, takes every shard's [`StructureLocks`] entry for
+//! writing in shard order, applies the plan to each block ([`apply_plan`]: rows compacted, new
+//! synapses appended per row) and releases the locks. Within a process the schedule already
+//! serialises the commit against delivery, STDP, recording, checkpoints, health checks and the
+//! viewer (they run in other stages or between steps, holding the world), so nothing sees a
+//! half-applied change, and the result is bit for bit that of a stop-the-world change computed
+//! at `s` and applied at `s + commit_after`. The locks are the seam for several processes: a
+//! rank commits only while holding the write side of the shards it owns, and a reader of
+//! structure outside the schedule (a remote viewer, a rank exchanging rows) holds the read side
+//! and checks the generation the lock guards.
+//!
+//! A checkpoint taken between snapshot and commit waits for the plan threads and stores the
+//! plan itself (declared columns of [`Rewiring`]), so a resumed run commits the same plan at the
+//! same step. Affected blocks declare their rows, targets and delays as state columns of
+//! varying length, so the changed structure is checkpointed and restored.
+//!
+//! # Semantics
+//!
+//! - **Weights** a rule sees are the stored weights at the snapshot step. STDP potentiation is
+//!   applied lazily at a synapse's next presynaptic spike (`fum_kernels::stdp`), so a stored
+//!   weight lacks the potentiation pending since its source's last spike.
+//! - **Co-activity** of a synapse is `rate_pre * rate_post`, each the neuron's spike count since
+//!   the previous snapshot (since step 0 for the first) over that interval, in Hz; priority is
+//!   `|w| * co-activity`.
+//! - Rules decide **per target neuron**, ties broken by synapse position (row, then place in
+//!   row): `weight_below` prunes `|w| < x`; `keep_strongest = k` keeps the `k` largest `|w|`;
+//!   `lowest_priority_fraction = f` prunes `round(f * indegree)` lowest priorities.
+//! - **Regrowth** draws `to_indegree - kept` new sources per target uniformly from the source
+//!   population, as `fixed_indegree` draws them (no autapse unless allowed; no second synapse
+//!   from a source already connected unless multapses are allowed), then a delay and a weight
+//!   for each, in that order, from the projection's distributions (`regrow.weight` if given),
+//!   clamped to the STDP rule's bounds. In each row they follow the kept synapses, ordered by
+//!   target, then by draw.
+//! - A **regrown plastic synapse** behaves as if it had been created just after its source's
+//!   last spike before the commit, with its drawn weight: at its first presynaptic spike it
+//!   pairs with its target's spikes since that source spike, like the other synapses of its row
+//!   (the row keeps one presynaptic time, no per-synapse birth step). This is exact and the same
+//!   on every backend; the potentiation it may gain from spikes before its birth is that of at
+//!   most one inter-spike interval of its source (and at most `post_history` pairings).
+
+use std::ops::Range;
+use std::sync::{Arc, RwLock};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use bevy_ecs::prelude::*;
+use serde::Serialize;
+
+use crate::build::stored_steps;
+use crate::column::{AnyColumn, Column};
+use crate::components::{Clock, Delays, Shard, SynapseBlock, SynapseBlocks, Weights};
+use crate::model::{Distribution, Model, Prune};
+use crate::state::{Columns, Role, Shape};
+use fum_kernels::rng::{Key, Purpose};
+use fum_kernels::weight::Weight;
+
+/// One `[[structural]]` section, resolved.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub projection: usize,
+    pub name: String,
+    /// Index of the target population.
+    pub target: usize,
+    pub prune: Prune,
+    pub regrow: Option<Regrow>,
+}
+
+/// What regrowth draws from.
+#[derive(Clone, Debug)]
+pub struct Regrow {
+    pub to_indegree: u32,
+    pub weight: Distribution,
+    pub delay_ms: Option<Distribution>,
+    /// The STDP rule's bounds, for plastic projections.
+    pub bounds: Option<(f64, f64)>,
+    /// Source and target are the same population and autapses are not allowed.
+    pub no_autapses: bool,
+    pub multapses: bool,
+    pub source_size: u32,
+}
+
+/// The structural rules of a model and their schedule (a resource; absent without
+/// `[[structural]]`).
+#[derive(Resource, Clone, Debug)]
+pub struct Structural {
+    pub rules: Arc<Vec<Rule>>,
+    /// Snapshots at every multiple of this step count (from 1 on).
+    pub every_steps: u64,
+    /// Steps from a snapshot to its commit (at most `every_steps`).
+    pub commit_after_steps: u64,
+    pub key: Key,
+    pub dt_ms: f64,
+}
+
+impl Structural {
+    /// The rules of `model`, or None if it has no `[[structural]]` section.
+    pub fn of(model: &Model) -> Option<Structural> {
+        let spec = &model.spec;
+        let first = spec.structural.first()?;
+        let dt = spec.simulation.dt_ms;
+        let rules = spec
+            .structural
+            .iter()
+            .map(|s| {
+                let pi = model.projection_index(&s.projection).expect("validated");
+                let p = &spec.projections[pi];
+                let bounds = p.plasticity.as_deref().and_then(|n| model.plasticity_index(n)).map(|r| (spec.plasticity[r].w_min, spec.plasticity[r].w_max));
+                let source_size = spec.populations[model.population_index(&p.source).expect("validated")].size;
+                let regrow = s.regrow.as_ref().map(|r| Regrow {
+                    to_indegree: r.to_indegree,
+                    weight: r.weight.unwrap_or(p.weight),
+                    delay_ms: p.delay_ms,
+                    bounds,
+                    no_autapses: p.source == p.target && !p.allow_autapses,
+                    multapses: p.allow_multapses,
+                    source_size,
+                });
+                Rule { projection: pi, name: p.name.clone(), target: model.population_index(&p.target).expect("validated"), prune: s.prune, regrow }
+            })
+            .collect();
+        Some(Structural {
+            rules: Arc::new(rules),
+            every_steps: ((first.every_ms / dt).round() as u64).max(1),
+            commit_after_steps: (first.commit_after_ms() / dt).round() as u64,
+            key: Key::from_seed(spec.simulation.seed),
+            dt_ms: dt,
+        })
+    }
+
+    pub fn rule_of(&self, projection: usize) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.projection == projection)
+    }
+
+    /// Whether a plan's snapshot is taken at the start of `step`.
+    pub fn snapshot_at(&self, step: u64) -> bool {
+        step > 0 && step.is_multiple_of(self.every_steps)
+    }
+}
+
+/// A new synapse: population-local source row, shard-local target, delay in steps (used where
+/// the block stores delays per synapse) and weight before rounding to the stored type.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Grown {
+    pub row: u32,
+    pub weight: f32,
+    pub target: u16,
+    pub delay: u16,
+}
+
+/// The copy of a block that a plan reads.
+#[derive(Clone, Debug)]
+pub struct BlockSnapshot {
+    pub row_ptr: Vec<u32>,
+    pub target: Vec<u16>,
+    /// Stored weights, as f32 (exact).
+    pub weight: Vec<f32>,
+    pub source_first: u32,
+    /// Global id of the shard's first neuron.
+    pub shard_first: u32,
+    /// Shard-local indices of the target population's neurons in the shard.
+    pub targets: Range<u32>,
+    /// Global id of the target population's first neuron.
+    pub target_first: u32,
+}
+
+impl BlockSnapshot {
+    pub fn of(block: &SynapseBlock, shard: &Shard, targets: Range<u32>, target_first: u32) -> Self {
+        BlockSnapshot {
+            row_ptr: block.row_ptr.to_vec(),
+            target: block.target.to_vec(),
+            weight: (0..block.len()).map(|k| block.weight.get(k)).collect(),
+            source_first: block.source_first,
+            shard_first: shard.neurons.start,
+            targets,
+            target_first,
+        }
+    }
+}
+
+/// What a plan does to one block: the synapses that go (positions at the snapshot, ascending)
+/// and the ones that come (by row, then target, then draw).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockPlan {
+    /// Synapses in the block when the snapshot was taken (checked at commit).
+    pub synapses: u32,
+    pub pruned: Vec<u32>,
+    pub grown: Vec<Grown>,
+}
+
+/// The plan of one block for plan number `plan`: which synapses go and which come, decided per
+/// target neuron (see the module comment). `counts` are the spike counts of all neurons by
+/// global id over the `interval_s` seconds before the snapshot.
+pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts: &[u32], interval_s: f64, dt_ms: f64) -> BlockPlan {
+    let n = snap.target.len();
+    let local_end = snap.targets.end as usize;
+    // Incoming synapses of each target, ascending positions (a counting sort by target).
+    let mut start = vec![0u32; local_end + 1];
+    for &t in &snap.target {
+        start[usize::from(t) + 1] += 1;
+    }
+    for j in 0..local_end {
+        start[j + 1] += start[j];
+    }
+    let mut fill = start.clone();
+    let mut incoming = vec![0u32; n];
+    let mut row_of = vec![0u32; n];
+    for r in 0..snap.row_ptr.len() - 1 {
+        for k in snap.row_ptr[r]..snap.row_ptr[r + 1] {
+            row_of[k as usize] = r as u32;
+            let t = usize::from(snap.target[k as usize]);
+            incoming[fill[t] as usize] = k;
+            fill[t] += 1;
+        }
+    }
+    let rate = |global: u32| f64::from(counts.get(global as usize).copied().unwrap_or(0)) / interval_s;
+    let mut pruned = Vec::new();
+    let mut grown = Vec::new();
+    let mut gone = Vec::new();
+    for j in snap.targets.clone() {
+        let syn = &incoming[start[j as usize] as usize..start[j as usize + 1] as usize];
+        let w = |k: u32| snap.weight[k as usize].abs();
+        gone.clear();
+        match rule.prune {
+            Prune::WeightBelow(x) => gone.extend(syn.iter().copied().filter(|&k| f64::from(w(k)) < x)),
+            Prune::KeepStrongest(keep) => {
+                let mut order = syn.to_vec();
+                order.sort_by(|&a, &b| w(b).total_cmp(&w(a)).then(a.cmp(&b)));
+                gone.extend(order.into_iter().skip(keep as usize));
+            }
+            Prune::LowestPriorityFraction(f) => {
+                let post = rate(snap.shard_first + j);
+                let priority = |k: u32| f64::from(w(k)) * rate(snap.source_first + row_of[k as usize]) * post;
+                let mut order: Vec<(f64, u32)> = syn.iter().map(|&k| (priority(k), k)).collect();
+                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                let m = (f * syn.len() as f64).round() as usize;
+                gone.extend(order.into_iter().take(m).map(|(_, k)| k));
+            }
+        }
+        gone.sort_unstable();
+        pruned.extend_from_slice(&gone);
+        let Some(re) = &rule.regrow else { continue };
+        let kept = syn.len() - gone.len();
+        let need = (re.to_indegree as usize).saturating_sub(kept);
+        if need == 0 {
+            continue;
+        }
+        let post = snap.shard_first + j - snap.target_first;
+        let mut s = key.stream_at(Purpose::Structural, rule.projection as u16, post, plan << 32);
+        let exclude = re.no_autapses.then_some(post);
+        let mut taken: std::collections::HashSet<u32> = if re.multapses { Default::default() } else { syn.iter().filter(|k| gone.binary_search(k).is_err()).map(|&k| row_of[k as usize]).collect() };
+        let available = re.source_size - u32::from(exclude.is_some_and(|e| e < re.source_size));
+        let need = if re.multapses { need } else { need.min((available as usize).saturating_sub(taken.len())) };
+        let mut rows = Vec::with_capacity(need);
+        while rows.len() < need {
+            let c = s.below(re.source_size);
+            if Some(c) == exclude || (!re.multapses && !taken.insert(c)) {
+                continue;
+            }
+            rows.push(c);
+        }
+        for row in rows {
+            let delay = re.delay_ms.map_or(1, |d| stored_steps(d.sample(&mut s), dt_ms));
+            let mut weight = re.weight.sample(&mut s).max(0.0);
+            if let Some((lo, hi)) = re.bounds {
+                weight = weight.clamp(lo, hi);
+            }
+            grown.push(Grown { row, weight: weight as f32, target: j as u16, delay });
+        }
+    }
+    pruned.sort_unstable();
+    // Stable: within a row, by target, then by draw.
+    grown.sort_by_key(|g| g.row);
+    BlockPlan { synapses: n as u32, pruned, grown }
+}
+
+/// What a commit changed in one block.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Change {
+    pub pruned: u64,
+    pub grown: u64,
+    /// Bytes of the per-synapse columns and row pointers before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Applies `plan` to `block`: each row keeps its surviving synapses in order, then gets its new
+/// ones; the columns are rebuilt at their new size, so pruned synapses give their memory back.
+/// The block's weights are those at the commit step (kept synapses keep any change since the
+/// snapshot); new weights are rounded to the stored type.
+pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan) -> Change {
+    assert_eq!(block.len(), plan.synapses as usize, "a plan applies to the structure it was made from");
+    let bytes_before = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
+    let rows = block.source_size as usize;
+    // Where each synapse of the new block comes from: an old position, or a new synapse
+    // (NEW | index in plan.grown).
+    const NEW: u64 = 1 << 32;
+    let len = block.len() - plan.pruned.len() + plan.grown.len();
+    let mut picks = Vec::with_capacity(len);
+    let mut row_ptr = Vec::with_capacity(rows + 1);
+    row_ptr.push(0u32);
+    let (mut p, mut g) = (0, 0);
+    for r in 0..rows {
+        for k in block.row_ptr[r]..block.row_ptr[r + 1] {
+            if plan.pruned.get(p) == Some(&k) {
+                p += 1;
+            } else {
+                picks.push(u64::from(k));
+            }
+        }
+        while g < plan.grown.len() && plan.grown[g].row as usize == r {
+            picks.push(NEW | g as u64);
+            g += 1;
+        }
+        row_ptr.push(picks.len() as u32);
+    }
+    fn gather<T: bytemuck::Pod>(old: &[T], picks: &[u64], new: impl Fn(usize) -> T) -> Vec<T> {
+        picks.iter().map(|&i| if i & NEW != 0 { new((i & !NEW) as usize) } else { old[i as usize] }).collect()
+    }
+    let grown = &plan.grown;
+    block.target = Column::from_vec(gather(&block.target, &picks, |i| grown[i].target));
+    if let Delays::PerSynapse(d) = &mut block.delay {
+        *d = Column::from_vec(gather(d, &picks, |i| grown[i].delay));
+    }
+    block.weight = match &block.weight {
+        Weights::F32(w) => Weights::F32(Column::from_vec(gather(w, &picks, |i| f32::set(grown[i].weight)))),
+        Weights::F16(w) => Weights::F16(Column::from_vec(gather(w, &picks, |i| half::f16::set(grown[i].weight)))),
+    };
+    block.row_ptr = Column::from_vec(row_ptr);
+    let bytes_after = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
+    Change { pruned: plan.pruned.len() as u64, grown: plan.grown.len() as u64, bytes_before, bytes_after }
+}
+
+/// A block whose structure was restored from a checkpoint is well formed: row pointers ascend
+/// from 0 to the synapse count, every per-synapse column has that length, every target lies in
+/// the shard.
+pub fn check_block(block: &SynapseBlock, shard_neurons: usize) -> Result<(), String> {
+    let n = block.len();
+    let ok_ptr = block.row_ptr.len() == block.source_size as usize + 1
+        && block.row_ptr.first() == Some(&0)
+        && block.row_ptr.last().is_some_and(|&e| e as usize == n)
+        && block.row_ptr.windows(2).all(|w| w[0] <= w[1]);
+    if !ok_ptr {
+        return Err(format!("block of projection {}: row pointers do not describe its {n} synapses", block.projection));
+    }
+    if block.weight.len() != n || block.delay.bytes() != 0 && block.delay.bytes() != 2 * n {
+        return Err(format!("block of projection {}: weights or delays do not match its {n} synapses", block.projection));
+    }
+    if block.target.iter().any(|&t| usize::from(t) >= shard_neurons) {
+        return Err(format!("block of projection {}: a target lies outside its shard", block.projection));
+    }
+    if let Delays::PerSynapse(d) = &block.delay
+        && d.iter().any(|&d| d == 0 || u32::from(d) > fum_kernels::delivery::MAX_DELAY_STEPS)
+    {
+        return Err(format!("block of projection {}: a delay lies outside [1, {}] steps", block.projection, fum_kernels::delivery::MAX_DELAY_STEPS));
+    }
+    Ok(())
+}
+
+/// The plans of one shard's blocks (None for blocks without a rule), and the seconds spent
+/// planning each.
+type ShardPlan = Vec<Option<(BlockPlan, f64)>>;
+
+/// A shard's structural state: its neurons' spike counts since the last snapshot and the plan
+/// awaiting its commit (computing on a thread, or stored). Registered as `structural`, so a
+/// checkpoint stores both.
+#[derive(Component, Default)]
+pub struct Rewiring {
+    pub spike_count: Column<u32>,
+    /// [plan index, snapshot step, commit step] of the pending plan; empty if none.
+    plan_meta: Column<u64>,
+    /// Per block of the shard: synapses at the snapshot (u32::MAX: no plan), pruned, grown.
+    plan_blocks: Column<u32>,
+    plan_pruned: Column<u32>,
+    plan_grown: Column<Grown>,
+    /// Seconds the plan threads took, per block (not checkpointed: reported only).
+    planning_s: Vec<f64>,
+    job: Option<JoinHandle<ShardPlan>>,
+}
+
+impl std::fmt::Debug for Rewiring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewiring").field("pending", &self.pending()).field("computing", &self.job.is_some()).finish()
+    }
+}
+
+impl Rewiring {
+    pub fn new(neurons: usize) -> Self {
+        Rewiring { spike_count: Column::filled(neurons, 0), ..Default::default() }
+    }
+
+    /// (plan index, snapshot step, commit step) of the plan awaiting its commit.
+    pub fn pending(&self) -> Option<[u64; 3]> {
+        (self.plan_meta.len() == 3).then(|| [self.plan_meta[0], self.plan_meta[1], self.plan_meta[2]])
+    }
+
+    /// Waits for the plan thread, if one runs, and stores its plan in the columns.
+    pub fn settle(&mut self) {
+        let Some(job) = self.job.take() else { return };
+        let plans = job.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        let (mut blocks, mut pruned, mut grown) = (Vec::new(), Vec::new(), Vec::new());
+        self.planning_s.clear();
+        for plan in plans {
+            match plan {
+                Some((p, seconds)) => {
+                    blocks.extend([p.synapses, p.pruned.len() as u32, p.grown.len() as u32]);
+                    pruned.extend_from_slice(&p.pruned);
+                    grown.extend_from_slice(&p.grown);
+                    self.planning_s.push(seconds);
+                }
+                None => {
+                    blocks.extend([u32::MAX, 0, 0]);
+                    self.planning_s.push(0.0);
+                }
+            }
+        }
+        self.plan_blocks = Column::from_vec(blocks);
+        self.plan_pruned = Column::from_vec(pruned);
+        self.plan_grown = Column::from_vec(grown);
+    }
+
+    /// Takes the pending plan out (after [`Rewiring::settle`]): one entry per block.
+    fn take_plan(&mut self) -> Vec<Option<(BlockPlan, f64)>> {
+        self.settle();
+        let (blocks, pruned, grown) = (std::mem::take(&mut self.plan_blocks), std::mem::take(&mut self.plan_pruned), std::mem::take(&mut self.plan_grown));
+        self.plan_meta = Column::default();
+        let (mut p, mut g) = (0, 0);
+        let out = blocks
+            .chunks_exact(3)
+            .enumerate()
+            .map(|(b, c)| {
+                (c[0] != u32::MAX).then(|| {
+                    let plan = BlockPlan { synapses: c[0], pruned: pruned[p..p + c[1] as usize].to_vec(), grown: grown[g..g + c[2] as usize].to_vec() };
+                    p += c[1] as usize;
+                    g += c[2] as usize;
+                    (plan, self.planning_s.get(b).copied().unwrap_or(0.0))
+                })
+            })
+            .collect();
+        self.planning_s.clear();
+        out
+    }
+
+    /// Whether the stored plan's lengths add up (a restored checkpoint's may not).
+    pub fn check(&self, blocks: usize) -> Result<(), String> {
+        if self.plan_meta.is_empty() && self.plan_blocks.is_empty() && self.plan_pruned.is_empty() && self.plan_grown.is_empty() {
+            return Ok(());
+        }
+        let (p, g) = self.plan_blocks.chunks_exact(3).fold((0usize, 0usize), |(p, g), c| (p + c[1] as usize, g + c[2] as usize));
+        if self.plan_meta.len() != 3 || self.plan_blocks.len() != 3 * blocks || p != self.plan_pruned.len() || g != self.plan_grown.len() {
+            return Err("the pending structural plan does not fit the network".into());
+        }
+        Ok(())
+    }
+}
+
+impl Columns for Rewiring {
+    fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
+        // A checkpoint (or any walk of the state) sees the plan, never a thread computing it.
+        self.settle();
+        f("spike_count", Role::State, Shape::Neurons { slots: 1 }, &mut self.spike_count);
+        f("plan_meta", Role::State, Shape::Varying, &mut self.plan_meta);
+        f("plan_blocks", Role::State, Shape::Varying, &mut self.plan_blocks);
+        f("plan_pruned", Role::State, Shape::Varying, &mut self.plan_pruned);
+        f("plan_grown", Role::State, Shape::Varying, &mut self.plan_grown);
+    }
+}
+
+/// One lock per shard over its synapse structure, guarding the number of commits applied to it
+/// (see the module comment). A commit holds all write sides, taken in shard order.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct StructureLocks(pub Arc<Vec<RwLock<u64>>>);
+
+impl StructureLocks {
+    /// Reads shard `shard`'s structure generation, waiting for a commit in progress.
+    pub fn generation(&self, shard: usize) -> u64 {
+        *self.0[shard].read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One commit of one projection, as run.json reports it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CommitReport {
+    /// The step whose start applied it, and the step its snapshot was taken at.
+    pub step: u64,
+    pub snapshot_step: u64,
+    pub pruned: u64,
+    pub grown: u64,
+    /// Bytes of the projection's synapses (targets, weights, per-synapse delays, row pointers)
+    /// before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    /// Seconds the plan threads spent (beside the simulation) and the commit took (the
+    /// simulation waits for it).
+    pub planning_s: f64,
+    pub commit_s: f64,
+}
+
+/// Structural plasticity of one projection over this session, in run.json.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ProjectionReport {
+    pub pruned: u64,
+    pub grown: u64,
+    /// Bytes of its synapses when the session started and now.
+    pub bytes_at_start: u64,
+    pub bytes_now: u64,
+    pub planning_s: f64,
+    pub commit_s: f64,
+    /// Seconds the simulation waited at commits for plans not yet computed.
+    pub wait_s: f64,
+    pub commits: Vec<CommitReport>,
+}
+
+/// `structural` in run.json: per projection name.
+#[derive(Resource, Clone, Debug, Default, Serialize)]
+pub struct StructuralReport(pub std::collections::BTreeMap<String, ProjectionReport>);
+
+/// Bytes of projection `pi`'s synapses over all shards.
+fn projection_bytes(world: &mut World, pi: usize) -> u64 {
+    let mut q = world.query::<&SynapseBlocks>();
+    q.iter(world).flat_map(|b| b.0.iter()).filter(|b| b.projection == pi).map(|b| (b.synapse_bytes() + b.row_ptr.bytes()) as u64).sum()
+}
+
+/// Makes `world` ready for its structural rules: a [`Rewiring`] per shard (registered, so it is
+/// checkpointed), the locks and the report. Call before a checkpoint is restored into it.
+pub fn prepare(world: &mut World, structural: Structural) {
+    crate::state::register::<Rewiring>(world, "structural");
+    let shards = crate::state::shards_in_order(world);
+    for &e in &shards {
+        let n = world.get::<Shard>(e).expect("a shard").neurons.len();
+        world.entity_mut(e).insert(Rewiring::new(n));
+        let mut blocks = world.get_mut::<SynapseBlocks>(e).expect("a shard has synapses");
+        for b in blocks.0.iter_mut() {
+            b.rewired = structural.rule_of(b.projection).is_some();
+        }
+    }
+    world.insert_resource(StructureLocks(Arc::new(shards.iter().map(|_| RwLock::new(0)).collect())));
+    let mut report = StructuralReport::default();
+    for rule in structural.rules.iter() {
+        let bytes = projection_bytes(world, rule.projection);
+        report.0.insert(rule.name.clone(), ProjectionReport { bytes_at_start: bytes, bytes_now: bytes, ..Default::default() });
+    }
+    world.insert_resource(report);
+    world.insert_resource(structural);
+}
+
+/// Checks what a checkpoint restored: every affected block well formed, every stored plan whole.
+pub fn check_restored(world: &mut World) -> Result<(), String> {
+    let mut q = world.query::<(&Shard, &SynapseBlocks, Option<&Rewiring>)>();
+    for (shard, blocks, rewiring) in q.iter(world) {
+        for b in blocks.0.iter().filter(|b| b.rewired) {
+            check_block(b, shard.neurons.len()).map_err(|e| format!("shard {}: {e}", shard.index))?;
+        }
+        if let Some(r) = rewiring {
+            r.check(blocks.0.len()).map_err(|e| format!("shard {}: {e}", shard.index))?;
+        }
+    }
+    Ok(())
+}
+
+/// The structural work at the start of the clock's step: commit the pending plan if this is
+/// its step, then take a snapshot and start planning if one is due. Runs stop-the-world
+/// between steps; the plugin calls it first in every step.
+pub fn at_step_start(world: &mut World) {
+    let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
+    let step = world.resource::<Clock>().step;
+    commit_if_due(world, step);
+    if structural.snapshot_at(step) {
+        snapshot(world, &structural, step);
+    }
+}
+
+fn shards_with_rewiring(world: &mut World) -> Vec<(Entity, usize)> {
+    let mut q = world.query_filtered::<(Entity, &Shard), With<Rewiring>>();
+    let mut v: Vec<_> = q.iter(world).map(|(e, s)| (e, s.index)).collect();
+    v.sort_unstable_by_key(|&(_, i)| i);
+    v
+}
+
+/// Commits the pending plan if it is due at `step`.
+pub fn commit_if_due(world: &mut World, step: u64) {
+    let shards = shards_with_rewiring(world);
+    let due = shards.first().and_then(|&(e, _)| world.get::<Rewiring>(e).and_then(Rewiring::pending)).filter(|m| m[2] == step);
+    let Some([_, snapshot_step, _]) = due else { return };
+    let locks = world.resource::<StructureLocks>().clone();
+    let waited = Instant::now();
+    let mut plans = Vec::with_capacity(shards.len());
+    for &(e, _) in &shards {
+        plans.push(world.get_mut::<Rewiring>(e).expect("queried").take_plan());
+    }
+    let wait_s = waited.elapsed().as_secs_f64();
+    // Every shard's write side, in shard order, for the whole commit.
+    let mut guards: Vec<_> = locks.0.iter().map(|l| l.write().unwrap_or_else(|e| e.into_inner())).collect();
+    let mut changes: Vec<(usize, Change, f64, f64)> = Vec::new();
+    for (&(e, _), plan) in shards.iter().zip(plans) {
+        let mut blocks = world.get_mut::<SynapseBlocks>(e).expect("a shard has synapses");
+        for (b, p) in blocks.0.iter_mut().zip(plan) {
+            let Some((p, planning_s)) = p else { continue };
+            let started = Instant::now();
+            let change = apply_plan(b, &p);
+            changes.push((b.projection, change, planning_s, started.elapsed().as_secs_f64()));
+        }
+    }
+    for g in guards.iter_mut() {
+        **g += 1;
+    }
+    drop(guards);
+    let rules = world.resource::<Structural>().rules.clone();
+    let mut report = world.remove_resource::<StructuralReport>().unwrap_or_default();
+    for rule in rules.iter() {
+        let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, commit_s: 0.0 };
+        for (_, change, planning_s, commit_s) in changes.iter().filter(|c| c.0 == rule.projection) {
+            c.pruned += change.pruned;
+            c.grown += change.grown;
+            c.bytes_before += change.bytes_before;
+            c.bytes_after += change.bytes_after;
+            c.planning_s += planning_s;
+            c.commit_s += commit_s;
+        }
+        let bytes_now = projection_bytes(world, rule.projection);
+        let r = report.0.entry(rule.name.clone()).or_default();
+        r.pruned += c.pruned;
+        r.grown += c.grown;
+        r.planning_s += c.planning_s;
+        r.commit_s += c.commit_s;
+        r.wait_s += wait_s;
+        r.bytes_now = bytes_now;
+        r.commits.push(c);
+    }
+    world.insert_resource(report);
+}
+
+/// Takes the snapshot of plan `step / every` and starts a planning thread per shard.
+fn snapshot(world: &mut World, structural: &Structural, step: u64) {
+    let shards = shards_with_rewiring(world);
+    // Spike counts of all neurons by global id (shards are contiguous from 0, in order).
+    let mut counts = Vec::new();
+    for &(e, _) in &shards {
+        let mut r = world.get_mut::<Rewiring>(e).expect("queried");
+        counts.extend_from_slice(&r.spike_count);
+        r.spike_count.fill(0);
+    }
+    let counts = Arc::new(counts);
+    let populations = world.resource::<crate::components::Populations>().0.clone();
+    let plan = step / structural.every_steps;
+    let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
+    let meta = [plan, step, step + structural.commit_after_steps];
+    for &(e, index) in &shards {
+        let shard = world.get::<Shard>(e).expect("a shard").clone();
+        let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
+        let work: Vec<Option<(Rule, BlockSnapshot)>> = blocks
+            .0
+            .iter()
+            .map(|b| {
+                let rule = structural.rule_of(b.projection)?;
+                let tgt = &populations[rule.target];
+                let local = tgt.first.max(shard.neurons.start) - shard.neurons.start..(tgt.first + tgt.size).min(shard.neurons.end) - shard.neurons.start;
+                Some((rule.clone(), BlockSnapshot::of(b, &shard, local, tgt.first)))
+            })
+            .collect();
+        let (key, dt, counts) = (structural.key, structural.dt_ms, counts.clone());
+        let job = std::thread::Builder::new()
+            .name(format!("fum-plan-{index}"))
+            .spawn(move || {
+                work.into_iter()
+                    .map(|w| {
+                        w.map(|(rule, snap)| {
+                            let started = Instant::now();
+                            let p = plan_block(&rule, key, plan, &snap, &counts, interval_s, dt);
+                            (p, started.elapsed().as_secs_f64())
+                        })
+                    })
+                    .collect()
+            })
+            .expect("a planning thread");
+        let mut r = world.get_mut::<Rewiring>(e).expect("queried");
+        r.plan_meta = Column::from_vec(meta.to_vec());
+        r.job = Some(job);
+    }
+}

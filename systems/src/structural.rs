@@ -1,0 +1,31 @@
+//! Structural plasticity on the CPU: the snapshot, background planning and commit of
+//! `fum_engine::structural` (whose module comment states the concurrency contract), and the
+//! per-neuron spike counts a plan's co-activity reads.
+
+use bevy_ecs::prelude::*;
+use fum_engine::components::NeuronBlock;
+use fum_engine::structural::{Rewiring, Structural, at_step_start};
+use fum_engine::{Plugin, Simulation, Stage};
+
+/// Prunes and regrows synapses as the model's `[[structural]]` sections say; does nothing for a
+/// model without them.
+pub struct StructuralPlugin;
+
+impl Plugin for StructuralPlugin {
+    fn build(&self, sim: &mut Simulation) {
+        if !sim.world.contains_resource::<Structural>() {
+            return;
+        }
+        sim.add_systems((at_step_start.in_set(Stage::Structure), count_spikes.in_set(Stage::Record)));
+    }
+}
+
+/// Adds this step's spikes to each neuron's count since the last snapshot.
+pub fn count_spikes(mut shards: Query<(&NeuronBlock, &mut Rewiring)>) {
+    let mut items: Vec<_> = shards.iter_mut().collect();
+    crate::for_each_shard(&mut items, |(neurons, rewiring)| {
+        for &local in &neurons.spiked {
+            rewiring.spike_count[local as usize] += 1;
+        }
+    });
+}
