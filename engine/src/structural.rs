@@ -578,9 +578,12 @@ pub fn check_restored(world: &mut World) -> Result<(), String> {
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
+    // A plan due now commits before the next snapshot (commit_after = every); with
+    // commit_after = 0 the snapshot's own plan commits at once (stop-the-world).
     commit_if_due(world, step);
     if structural.snapshot_at(step) {
         snapshot(world, &structural, step);
+        commit_if_due(world, step);
     }
 }
 

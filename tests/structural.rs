@@ -1,0 +1,359 @@
+//! Structural plasticity (`[[structural]]`): a run with pruning and regrowth equals a
+//! stop-the-world reference applying the same plans at the same steps, delivers through
+//! exactly the synapses that exist, is the same for any thread or shard count, resumes from a
+//! checkpoint taken across a commit or between snapshot and commit, and gives memory back.
+
+mod common;
+use common::*;
+
+use fum::engine::checkpoint::{Checkpoint, Snapshot};
+use fum::engine::components::{Clock, NeuronBlock, Shard, SpikeExchange, SynapseBlocks};
+use fum::engine::structural::{BlockPlan, BlockSnapshot, Structural, StructuralReport, apply_plan, plan_block};
+use fum::{DefaultPlugins, Model, Simulation};
+use fum_kernels::delivery::to_fixed;
+
+/// The determinism test's network (every rule, drawn delays, plastic E->E), 300 ms.
+const NETWORK: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 300.0
+seed = 99
+
+[[populations]]
+name = "E"
+size = 800
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+v_init_mv = { uniform = [0.0, 20.0] }
+
+[[populations]]
+name = "I"
+size = 200
+model = "lif_coba"
+e_l_mv = -60.0
+v_th_mv = -50.0
+v_reset_mv = -60.0
+e_ex_mv = 0.0
+e_in_mv = -80.0
+tau_m_ms = 20.0
+c_m_pf = 200.0
+tau_syn_ex_ms = 5.0
+tau_syn_in_ms = 10.0
+v_init_mv = { normal = [-55.0, 3.0] }
+
+[[projections]]
+name = "EE"
+source = "E"
+target = "E"
+rule = { fixed_indegree = 80 }
+weight = { uniform = [40.0, 60.0] }
+delay_ms = { uniform = [0.5, 3.0] }
+plasticity = "stdp"
+
+[[projections]]
+name = "EI"
+source = "E"
+target = "I"
+rule = { fixed_probability = 0.1 }
+weight = 2.0
+delay_ms = 1.0
+
+[[projections]]
+name = "IE"
+source = "I"
+target = "E"
+rule = { fixed_outdegree = 100 }
+receptor = "inhibitory"
+weight = { normal = [250.0, 20.0] }
+delay_ms = 0.8
+
+[[projections]]
+name = "II"
+source = "I"
+target = "I"
+rule = "all_to_all"
+receptor = "inhibitory"
+weight = 0.5
+
+[[plasticity]]
+name = "stdp"
+a_plus = 0.01
+a_minus = 0.0105
+w_max = 100.0
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "E"
+rate_hz = 16000.0
+weight = 50.0
+
+[[inputs]]
+name = "drive_I"
+kind = "poisson"
+target = "I"
+rate_hz = 2000.0
+weight = 3.0
+
+[[inputs]]
+name = "bias"
+kind = "dc"
+target = "I"
+amplitude_pa = 20.0
+
+[recording]
+spikes = ["E", "I"]
+"#;
+
+/// Plans every 50 ms, committed 5 ms later: E->E loses its lowest-priority fifth and regrows to
+/// 80 per neuron; I->E keeps its 20 strongest per target.
+const STRUCTURAL: &str = r#"
+[[structural]]
+projection = "EE"
+every_ms = 50.0
+commit_after_ms = 5.0
+prune = { lowest_priority_fraction = 0.2 }
+regrow = { to_indegree = 80, weight = { uniform = [30.0, 50.0] } }
+
+[[structural]]
+projection = "IE"
+every_ms = 50.0
+commit_after_ms = 5.0
+prune = { keep_strongest = 20 }
+"#;
+
+fn structural_model() -> Model {
+    parse(&format!("{NETWORK}{STRUCTURAL}"))
+}
+
+fn report(sim: &Simulation) -> StructuralReport {
+    sim.world.resource::<StructuralReport>().clone()
+}
+
+/// The same network stepped by hand without the structural plugin: at each snapshot step the
+/// plans are computed from the blocks and the spike counts recorded so far, and at each commit
+/// step they are applied, both between steps with the world stopped.
+fn stop_the_world(structural_model: &Model) -> Simulation {
+    let rules = Structural::of(structural_model).unwrap();
+    let plain = parse(NETWORK);
+    let mut sim = Simulation::from_model(&plain, 1, 1).unwrap();
+    sim.add_plugins(DefaultPlugins);
+    let populations = sim.world.resource::<fum::engine::components::Populations>().0.clone();
+    let neurons: u32 = populations.iter().map(|p| p.size).sum();
+    let mut counts = vec![0u32; neurons as usize];
+    let mut pending: Option<(u64, Vec<Option<BlockPlan>>)> = None;
+    for step in 0..plain.steps() {
+        if let Some((at, plans)) = pending.take_if(|(at, _)| *at == step) {
+            assert_eq!(at, step);
+            let mut q = sim.world.query::<&mut SynapseBlocks>();
+            let mut blocks = q.single_mut(&mut sim.world).unwrap();
+            for (b, p) in blocks.0.iter_mut().zip(plans) {
+                if let Some(p) = p {
+                    apply_plan(b, &p);
+                }
+            }
+        }
+        if rules.snapshot_at(step) {
+            let interval_s = rules.every_steps as f64 * rules.dt_ms * 1e-3;
+            let mut q = sim.world.query::<(&Shard, &SynapseBlocks)>();
+            let (shard, blocks) = q.single(&sim.world).unwrap();
+            let plans = blocks
+                .0
+                .iter()
+                .map(|b| {
+                    let rule = rules.rule_of(b.projection)?;
+                    let tgt = &populations[rule.target];
+                    let snap = BlockSnapshot::of(b, shard, tgt.first..tgt.first + tgt.size, tgt.first);
+                    Some(plan_block(rule, rules.key, step / rules.every_steps, &snap, &counts, interval_s, rules.dt_ms))
+                })
+                .collect();
+            pending = Some((step + rules.commit_after_steps, plans));
+            counts.fill(0);
+        }
+        sim.step();
+        for &g in &sim.world.resource::<SpikeExchange>().spikes {
+            counts[g as usize] += 1;
+        }
+    }
+    sim
+}
+
+#[test]
+fn a_structural_run_equals_the_stop_the_world_reference() {
+    let model = structural_model();
+    let mut run = simulate(&model, 1, 1);
+    let r = report(&run);
+    let (ee, ie) = (&r.0["EE"], &r.0["IE"]);
+    assert_eq!(ee.commits.len(), 5, "plans at 50..250 ms, committed 5 ms later");
+    assert_eq!(ee.commits[0].snapshot_step, 500);
+    assert_eq!(ee.commits[0].step, 550);
+    assert!(ee.pruned > 10_000 && ee.grown > 10_000 && ie.pruned > 1000, "{ee:?} {ie:?}");
+    let mut reference = stop_the_world(&model);
+    assert!(spikes(&run) == spikes(&reference), "spikes differ from the stop-the-world reference");
+    assert!(synapses(&mut run) == synapses(&mut reference), "structure or weights differ from the stop-the-world reference");
+    // And differ from a run without structural plasticity.
+    assert!(spikes(&simulate(&parse(NETWORK), 1, 1)) != spikes(&run));
+}
+
+#[test]
+fn the_same_for_any_thread_and_shard_count() {
+    let model = structural_model();
+    let mut reference = simulate(&model, 1, 1);
+    let (spikes_ref, synapses_ref) = (spikes(&reference), synapses(&mut reference));
+    for (threads, shards) in [(2, 1), (1, 3), (2, 3), (2, 8)] {
+        let mut sim = simulate(&model, threads, shards);
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+        assert!(synapses(&mut sim) == synapses_ref, "synapses differ with {threads} threads and {shards} shards");
+        let (a, b) = (report(&sim), report(&reference));
+        assert_eq!((a.0["EE"].pruned, a.0["EE"].grown), (b.0["EE"].pruned, b.0["EE"].grown));
+    }
+}
+
+/// Runs `model` to `split` steps, checkpoints through a file, restores into a freshly built
+/// world (other shard count allowed only where the model permits: the same here) and runs on.
+fn resumed_at(model: &Model, split: u64, threads: usize, shards: usize) -> Simulation {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Simulation::from_model(model, threads, shards).unwrap();
+    first.add_plugins(DefaultPlugins);
+    first.run(split, |_| {});
+    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    drop(first);
+    let mut second = Simulation::from_model(model, threads, shards).unwrap();
+    Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
+    second.add_plugins(DefaultPlugins);
+    second.run(model.steps(), |_| {});
+    second
+}
+
+#[test]
+fn checkpoints_across_a_commit_and_between_snapshot_and_commit_resume_identically() {
+    let model = structural_model();
+    let mut whole = simulate(&model, 2, 3);
+    let (spikes_ref, synapses_ref) = (spikes(&whole), synapses(&mut whole));
+    // 1200: after the first two commits; 1003 and 1050: a plan pending (snapshot at 1000,
+    // commit at 1050, which a resume at 1050 applies first).
+    for split in [1200, 1003, 1050] {
+        let mut resumed = resumed_at(&model, split, 2, 3);
+        assert!(spikes(&resumed) == spikes_ref, "spikes differ after a resume at step {split}");
+        assert!(synapses(&mut resumed) == synapses_ref, "synapses differ after a resume at step {split}");
+    }
+}
+
+/// A tiny network where the synapses that go are known: static all-to-all 8 -> 4 with weights
+/// drawn in [0, 2], pruned below 1 at 20 ms, nothing regrown. Every step, the ring slot that
+/// this step's spikes land in (delay 3 steps) must hold exactly the weights of the synapses
+/// that exist then from the neurons that fired: none through a removed synapse, all through a
+/// kept one.
+#[test]
+fn spikes_travel_through_exactly_the_synapses_that_exist() {
+    let model = parse(
+        r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 60.0
+seed = 5
+
+[[populations]]
+name = "P"
+size = 8
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 0.0
+t_ref_ms = 0.0
+tau_m_ms = 10.0
+v_init_mv = { uniform = [0.0, 20.0] }
+
+[[populations]]
+name = "T"
+size = 4
+model = "lif_cuba"
+v_th_mv = 1e9
+v_reset_mv = 0.0
+e_l_mv = 0.0
+
+[[projections]]
+name = "PT"
+source = "P"
+target = "T"
+rule = "all_to_all"
+weight = { uniform = [0.0, 2.0] }
+delay_ms = 0.3
+
+[[inputs]]
+name = "drive"
+kind = "dc"
+target = "P"
+amplitude_pa = 1000.0
+
+[recording]
+spikes = ["P"]
+
+[[structural]]
+projection = "PT"
+every_ms = 20.0
+commit_after_ms = 0.0
+prune = { weight_below = 1.0 }
+"#,
+    );
+    let mut sim = Simulation::from_model(&model, 1, 2).unwrap();
+    sim.add_plugins(DefaultPlugins);
+    // The built synapses (pre, post, weight); those below 1 go at step 200.
+    let built: Vec<(u32, u32, f32)> = synapses(&mut sim).into_iter().map(|(_, pre, post, _, w)| (pre, post, f32::from_bits(w))).collect();
+    assert_eq!(built.len(), 32);
+    let (gone, kept) = (built.iter().filter(|s| s.2 < 1.0).count(), built.iter().filter(|s| s.2 >= 1.0).count());
+    assert!(gone > 5 && kept > 5, "{gone} go, {kept} stay");
+    let mut checked_after = 0;
+    for _ in 0..model.steps() {
+        sim.step();
+        let step = sim.world.resource::<Clock>().step - 1;
+        let fired = sim.world.resource::<SpikeExchange>().spikes.clone();
+        let mut q = sim.world.query::<(&Shard, &NeuronBlock)>();
+        for (shard, neurons) in q.iter(&sim.world) {
+            let n = neurons.len();
+            let slot = ((step + 3) as usize) % neurons.ring_slots;
+            for global in shard.neurons.clone().filter(|&g| g >= 8) {
+                let j = (global - shard.neurons.start) as usize;
+                let expected: i64 = built
+                    .iter()
+                    .filter(|s| s.1 == global && fired.contains(&s.0) && (step < 200 || s.2 >= 1.0))
+                    .map(|s| to_fixed(s.2))
+                    .sum();
+                assert_eq!(neurons.ring_ex[slot * n + j], expected, "step {step}, target {global}");
+                if step >= 200 && expected != 0 {
+                    checked_after += 1;
+                }
+            }
+        }
+    }
+    assert!(checked_after > 50, "spikes must arrive after the commit: {checked_after}");
+    let r = report(&sim);
+    assert_eq!(r.0["PT"].pruned, gone as u64);
+    assert_eq!(r.0["PT"].commits[0].step, 200);
+}
+
+/// Pruning half of a projection halves its bytes (targets and weights; row pointers stay).
+#[test]
+fn pruning_half_gives_half_the_bytes_back() {
+    let model = parse(&format!(
+        "{}{}",
+        NETWORK.replace("duration_ms = 300.0", "duration_ms = 70.0"),
+        r#"
+[[structural]]
+projection = "EE"
+every_ms = 50.0
+prune = { keep_strongest = 40 }
+"#
+    ));
+    let sim = simulate(&model, 2, 2);
+    let r = &report(&sim).0["EE"];
+    assert_eq!(r.commits.len(), 1);
+    assert_eq!(r.pruned, 800 * 40);
+    let ratio = r.bytes_now as f64 / r.bytes_at_start as f64;
+    assert!((0.45..0.56).contains(&ratio), "bytes {} -> {} ({ratio})", r.bytes_at_start, r.bytes_now);
+}
