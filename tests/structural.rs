@@ -357,3 +357,68 @@ prune = { keep_strongest = 40 }
     let ratio = r.bytes_now as f64 / r.bytes_at_start as f64;
     assert!((0.45..0.56).contains(&ratio), "bytes {} -> {} ({ratio})", r.bytes_at_start, r.bytes_now);
 }
+
+/// A model whose `[[structural]]` section is `section`, parsed: the error, which must name the
+/// file, the line of `at` (a line of the section) and the fragments.
+#[track_caller]
+fn expect_error(section: &str, at: &str, fragments: &[&str]) {
+    let base = NETWORK.replace("rule = \"all_to_all\"", "rule = \"one_to_one\"").replace("name = \"II\"\nsource = \"I\"\ntarget = \"I\"", "name = \"II\"\nsource = \"I\"\ntarget = \"I\"\nallow_multapses = false");
+    let text = format!("{base}\n[[structural]]\n{section}\n");
+    let line = text.lines().position(|l| l.starts_with(at)).expect("the line is in the model") + 1;
+    let err = Model::parse(&text, std::path::Path::new("bad.toml")).expect_err("the model is invalid").to_string();
+    assert!(err.starts_with(&format!("bad.toml:{line}:")), "wrong location (line {line}) in: {err}");
+    for f in fragments {
+        assert!(err.contains(f), "\"{f}\" missing from: {err}");
+    }
+}
+
+#[test]
+fn invalid_structural_sections_are_refused_with_file_line_and_field() {
+    expect_error("projection = \"XX\"\nevery_ms = 10.0\nprune = { weight_below = 1.0 }", "projection", &["structural[0].projection", "no projection named \"XX\"", "EE"]);
+    expect_error("projection = \"EE\"\nevery_ms = -1.0\nprune = { weight_below = 1.0 }", "every_ms", &["structural[0].every_ms", "positive"]);
+    expect_error("projection = \"EE\"\nevery_ms = 0.01\nprune = { weight_below = 1.0 }", "every_ms", &["shorter than one step"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\ncommit_after_ms = 20.0\nprune = { weight_below = 1.0 }", "commit_after_ms", &["structural[0].commit_after_ms", "must not exceed every_ms"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\nprune = { lowest_priority_fraction = 1.5 }", "prune", &["structural[0].prune.lowest_priority_fraction", "[0, 1]"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\nprune = { weight_below = -1.0 }", "prune", &["structural[0].prune.weight_below", "negative"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\nprune = { strongest = 3 }", "prune", &["unknown variant `strongest`"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\nregrow = { to_indegree = 3, wieght = 1.0 }", "regrow", &["wieght"]);
+    expect_error("projection = \"II\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\nregrow = { to_indegree = 3 }", "regrow", &["structural[0].regrow", "one_to_one"]);
+    expect_error("projection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\nregrow = { to_indegree = 3, weight = { uniform = [-2.0, 1.0] } }", "regrow", &["structural[0].regrow.weight", "magnitudes"]);
+}
+
+#[test]
+fn one_section_per_projection_one_schedule_and_enough_distinct_sources() {
+    let with = |sections: &str| Model::parse(&format!("{NETWORK}{sections}"), std::path::Path::new("m.toml")).map(|_| ()).map_err(|e| e.to_string());
+    let twice = "\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n";
+    let err = with(twice).unwrap_err();
+    assert!(err.contains("structural[1].projection") && err.contains("one per projection"), "{err}");
+    let schedules = "\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n[[structural]]\nprojection = \"IE\"\nevery_ms = 20.0\nprune = { keep_strongest = 3 }\n";
+    let err = with(schedules).unwrap_err();
+    assert!(err.contains("structural[1].every_ms") && err.contains("one schedule"), "{err}");
+    let distinct = NETWORK.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
+    let err = Model::parse(&format!("{distinct}\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\nregrow = {{ to_indegree = 800 }}\n"), std::path::Path::new("m.toml")).unwrap_err().to_string();
+    assert!(err.contains("structural[0].regrow.to_indegree") && err.contains("799 available"), "{err}");
+    let probe = format!("{NETWORK}\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"EE\"\ncount = 2\n\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\n");
+    let err = Model::parse(&probe, std::path::Path::new("m.toml")).unwrap_err().to_string();
+    assert!(err.contains("recording.probes[0].projection") && err.contains("[[structural]]"), "{err}");
+}
+
+/// Regrowth respects allow_autapses and allow_multapses, and tops every target up to the
+/// in-degree; the plan is a function of its inputs alone.
+#[test]
+fn regrowth_draws_distinct_sources_without_autapses() {
+    let text = NETWORK.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
+    let model = parse(&format!("{text}\n[[structural]]\nprojection = \"EE\"\nevery_ms = 50.0\nprune = {{ keep_strongest = 10 }}\nregrow = {{ to_indegree = 300 }}\n"));
+    let mut sim = simulate(&model, 2, 3);
+    let r = &report(&sim).0["EE"];
+    assert!(r.grown > 800 * 200, "{r:?}");
+    let mut ee: Vec<(u32, u32)> = synapses(&mut sim).into_iter().filter(|s| s.0 == 0).map(|s| (s.2, s.1)).collect();
+    let n = ee.len();
+    ee.sort_unstable();
+    ee.dedup();
+    assert_eq!(ee.len(), n, "no multapse");
+    assert!(ee.iter().all(|&(post, pre)| post != pre), "no autapse");
+    for post in 0..800 {
+        assert_eq!(ee.iter().filter(|s| s.0 == post).count(), 300, "target {post} topped up to 300");
+    }
+}
