@@ -422,3 +422,71 @@ fn regrowth_draws_distinct_sources_without_autapses() {
         assert_eq!(ee.iter().filter(|s| s.0 == post).count(), 300, "target {post} topped up to 300");
     }
 }
+
+fn fum() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fum"))
+}
+
+/// End to end through the CLI, with checkpoints written every 2 ms by the background writer
+/// while plans (every 10 ms, committed 3 ms later) are computed and committed: runs stopped at
+/// several points (a plan pending or not) and resumed give the uninterrupted run's spikes, and
+/// run.json reports the commits; `--backend cuda` refuses the model.
+#[test]
+fn stop_and_resume_through_the_cli_around_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.toml");
+    let text = NETWORK.replace("duration_ms = 300.0", "duration_ms = 60.0").replace("every_ms", "every_ms");
+    let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 10.0").replace("commit_after_ms = 5.0", "commit_after_ms = 3.0");
+    std::fs::write(&model, format!("{text}{sections}")).unwrap();
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let o = fum().args(["run", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--quiet"]).args(extra).output().unwrap();
+        assert!(o.status.success() || o.status.code() == Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    let whole = dir.path().join("whole");
+    run(&whole, &["--checkpoint-every", "2ms"]);
+    let populations = [("E", 0), ("I", 800)];
+    let expected = spikes_h5(&whole.join("spikes.h5"), &populations, 0.1);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("run.json")).unwrap()).unwrap();
+    let commits = report["structural"]["EE"]["commits"].as_array().unwrap();
+    assert_eq!(commits.len(), 5);
+    assert_eq!((commits[0]["snapshot_step"].as_u64(), commits[0]["step"].as_u64()), (Some(100), Some(130)));
+    for stop in ["11ms", "13ms", "25ms", "41ms"] {
+        let out = dir.path().join(format!("stop-{stop}"));
+        run(&out, &["--checkpoint-every", "2ms", "--stop-after", stop]);
+        let o = fum().args(["resume", out.to_str().unwrap(), "--quiet"]).output().unwrap();
+        assert!(o.status.success(), "resume after {stop}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(spikes_h5(&out.join("spikes.h5"), &populations, 0.1) == expected, "spikes differ after a stop at {stop}");
+    }
+    let o = fum().args(["run", model.to_str().unwrap(), "--out", dir.path().join("cuda").to_str().unwrap(), "--backend", "cuda"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("[[structural]]") || err.contains("CUDA") || err.contains("cuda"), "{err}");
+}
+
+/// Format version 4 adds only what structural plasticity needs: a version 3 checkpoint (a model
+/// without `[[structural]]`) is read as is, an older one is refused with a message.
+#[test]
+fn version_3_checkpoints_are_read_and_older_ones_refused() {
+    let model = parse(&NETWORK.replace("duration_ms = 300.0", "duration_ms = 20.0"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Simulation::from_model(&model, 1, 1).unwrap();
+    sim.add_plugins(DefaultPlugins);
+    sim.run(100, |_| {});
+    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    for (version, readable) in [(3u32, true), (2, false)] {
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        match Checkpoint::open(&path) {
+            Ok(c) => {
+                assert!(readable, "version {version} must be refused");
+                let mut fresh = Simulation::from_model(&model, 1, 1).unwrap();
+                c.restore(&mut fresh.world, model.hash()).unwrap();
+            }
+            Err(e) => {
+                assert!(!readable, "version {version}: {e}");
+                assert!(e.to_string().contains("format version 2"), "{e}");
+            }
+        }
+    }
+}

@@ -48,7 +48,7 @@ pub enum CheckpointError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: not a fum checkpoint (bad magic)")]
     NotACheckpoint { path: String },
-    #[error("{path}: checkpoint format version {found}, this fum reads version {FORMAT_VERSION}")]
+    #[error("{path}: checkpoint format version {found}, this fum reads versions 3 and {FORMAT_VERSION}")]
     Version { path: String, found: u32 },
     #[error("{path}: truncated ({detail})")]
     Truncated { path: String, detail: String },
@@ -264,7 +264,9 @@ impl Checkpoint {
             return Err(CheckpointError::NotACheckpoint { path: p });
         }
         let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
-        if version != FORMAT_VERSION {
+        // Version 3 differs only in what version 4 adds for structural plasticity, which a
+        // version 3 file cannot hold: it is read as is.
+        if version != FORMAT_VERSION && version != 3 {
             return Err(CheckpointError::Version { path: p, found: version });
         }
         let header_len = u64::from_le_bytes(prefix[12..20].try_into().expect("8 bytes"));

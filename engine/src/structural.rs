@@ -695,3 +695,89 @@ fn snapshot(world: &mut World, structural: &Structural, step: u64) {
         r.job = Some(job);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Receptor;
+    use half::f16;
+
+    fn block() -> SynapseBlock {
+        SynapseBlock {
+            projection: 0,
+            receptor: Receptor::Excitatory,
+            source_first: 10,
+            source_size: 3,
+            row_ptr: Column::from_vec(vec![0, 2, 3, 5]),
+            target: Column::from_vec(vec![0, 1, 1, 0, 2]),
+            delay: Delays::PerSynapse(Column::from_vec(vec![1, 2, 3, 4, 5])),
+            weight: Weights::F16(Column::from_vec([1.0f32, 0.5, 2.0, 0.25, 3.0].map(f16::from_f32).to_vec())),
+            plastic: None,
+            rewired: true,
+        }
+    }
+
+    fn rule(prune: Prune, regrow: Option<Regrow>) -> Rule {
+        Rule { projection: 0, name: "p".into(), target: 0, prune, regrow }
+    }
+
+    #[test]
+    fn a_plan_compacts_rows_and_appends_new_synapses_after_the_kept_ones() {
+        let mut b = block();
+        let plan = BlockPlan { synapses: 5, pruned: vec![1, 3], grown: vec![Grown { row: 0, weight: 7.0, target: 2, delay: 9 }, Grown { row: 2, weight: 8.0, target: 1, delay: 8 }] };
+        let change = apply_plan(&mut b, &plan);
+        assert_eq!(&b.row_ptr[..], &[0, 2, 3, 5]);
+        assert_eq!(&b.target[..], &[0, 2, 1, 2, 1]);
+        assert_eq!((0..5).map(|k| b.delay.get(k)).collect::<Vec<_>>(), vec![1, 9, 3, 5, 8]);
+        assert_eq!((0..5).map(|k| b.weight.get(k)).collect::<Vec<_>>(), vec![1.0, 7.0, 2.0, 3.0, 8.0]);
+        assert_eq!((change.pruned, change.grown, change.bytes_before, change.bytes_after), (2, 2, 5 * 6 + 16, 5 * 6 + 16));
+        let gone = apply_plan(&mut b, &BlockPlan { synapses: 5, pruned: vec![0, 1, 2, 3], grown: vec![] });
+        assert_eq!(&b.row_ptr[..], &[0, 0, 0, 1]);
+        assert_eq!(gone.bytes_after, 6 + 16);
+        check_block(&b, 3).unwrap();
+    }
+
+    fn snapshot() -> BlockSnapshot {
+        // Targets 0..3 of a shard starting at global 0; sources 10..13.
+        BlockSnapshot::of(&block(), &Shard { index: 0, neurons: 0..3 }, 0..3, 0)
+    }
+
+    #[test]
+    fn rules_decide_per_target_with_ties_to_the_earlier_synapse() {
+        let key = Key::from_seed(1);
+        let counts = vec![0u32; 13];
+        let plan = |prune| plan_block(&rule(prune, None), key, 1, &snapshot(), &counts, 1.0, 0.1).pruned;
+        assert_eq!(plan(Prune::WeightBelow(0.6)), vec![1, 3]);
+        // Target 0 has synapses 0 (w 1) and 3 (w 0.25), target 1 has 1 (0.5) and 2 (2).
+        assert_eq!(plan(Prune::KeepStrongest(1)), vec![1, 3]);
+        assert_eq!(plan(Prune::KeepStrongest(0)), vec![0, 1, 2, 3, 4]);
+        // Priority |w| x rate_pre x rate_post: all rates zero, so ties: the earlier synapse goes.
+        assert_eq!(plan(Prune::LowestPriorityFraction(0.5)), vec![0, 1, 4]);
+        // Source 11 (row 1: synapse 2) silent makes synapse 2 the lowest of target 1.
+        let mut counts = vec![5u32; 13];
+        counts[11] = 0;
+        let p = plan_block(&rule(Prune::LowestPriorityFraction(0.5), None), key, 1, &snapshot(), &counts, 1.0, 0.1).pruned;
+        assert_eq!(p, vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn regrowth_is_a_function_of_seed_projection_target_and_plan() {
+        let regrow = Regrow { to_indegree: 3, weight: Distribution::Uniform { uniform: [1.0, 2.0] }, delay_ms: Some(Distribution::Constant(0.3)), bounds: Some((0.0, 1.8)), no_autapses: false, multapses: false, source_size: 3 };
+        let r = rule(Prune::WeightBelow(0.0), Some(regrow));
+        let counts = vec![0u32; 13];
+        let a = plan_block(&r, Key::from_seed(1), 1, &snapshot(), &counts, 1.0, 0.1);
+        assert_eq!(a, plan_block(&r, Key::from_seed(1), 1, &snapshot(), &counts, 1.0, 0.1));
+        assert_ne!(a.grown, plan_block(&r, Key::from_seed(1), 2, &snapshot(), &counts, 1.0, 0.1).grown);
+        // Targets 0 and 1 have 2 sources each, target 2 has 1: 1 + 1 + 2 new, distinct sources.
+        assert_eq!(a.grown.len(), 4);
+        assert!(a.grown.windows(2).all(|w| w[0].row <= w[1].row));
+        assert!(a.grown.iter().all(|g| g.delay == 3 && (1.0..=1.8).contains(&g.weight)));
+        let mut b = block();
+        apply_plan(&mut b, &a);
+        for j in 0..3u16 {
+            let mut rows: Vec<usize> = (0..3).flat_map(|r| (b.row_ptr[r]..b.row_ptr[r + 1]).map(move |k| (r, k))).filter(|&(_, k)| b.target[k as usize] == j).map(|(r, _)| r).collect();
+            rows.sort_unstable();
+            assert_eq!(rows, vec![0, 1, 2], "target {j}: one synapse from each source");
+        }
+    }
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Overhead of structural plasticity on the CPU: assets/models/stdp_structural.toml (10 s of the
+# STDP balanced network) without its [[structural]] section, with a rule that changes nothing
+# (weight_below = 0: snapshot, planning and commit machinery only), and as written (5 % of E->E
+# replaced every 500 ms, which also changes the activity). Median of 3 runs' simulate_s from
+# run.json, --threads 1 and 2, plus the planning, waiting and commit seconds it reports.
+set -euo pipefail
+fum=${FUM:-target/release/fum}
+model=assets/models/stdp_structural.toml
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+sed '/^\[\[structural\]\]/,$d' "$model" > "$tmp/without.toml"
+sed 's/^prune = .*/prune = { weight_below = 0.0 }/; /^regrow/d' "$model" > "$tmp/noop.toml"
+cp "$model" "$tmp/with.toml"
+for threads in 1 2; do
+  for variant in without noop with; do
+    times=()
+    for i in 1 2 3; do
+      "$fum" run "$tmp/$variant.toml" --out "$tmp/out" --threads "$threads" --quiet
+      times+=("$(python3 -c "import json; print(json.load(open('$tmp/out/run.json'))['timing']['simulate_s'])")")
+    done
+    median=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 2p)
+    extra=$(python3 -c "
+import json; r = json.load(open('$tmp/out/run.json')); s = r.get('structural', {}).get('E_to_E')
+rate = r['rates_hz']['E']
+print(f'rate E {rate:.2f} Hz' + (f', planning {s[\"planning_s\"]:.3f} s, waiting {s[\"wait_s\"]:.3f} s, commit {s[\"commit_s\"]:.3f} s, pruned {s[\"pruned\"]}, grown {s[\"grown\"]}' if s else ''))")
+    echo "threads $threads  $variant  simulate_s median $median (runs ${times[*]}); $extra"
+  done
+done
