@@ -149,6 +149,12 @@ impl Structural {
     pub fn snapshot_at(&self, step: u64) -> bool {
         step > 0 && step.is_multiple_of(self.every_steps)
     }
+
+    /// Whether the structural stage has work at the start of `step`: a snapshot, or the commit
+    /// of the plan snapshotted `commit_after_steps` earlier.
+    pub fn busy_at(&self, step: u64) -> bool {
+        self.snapshot_at(step) || step.checked_sub(self.commit_after_steps).is_some_and(|s| self.snapshot_at(s))
+    }
 }
 
 /// A new synapse: population-local source row, shard-local target, delay in steps (used where
@@ -305,6 +311,9 @@ pub struct Change {
 pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan) -> Change {
     assert_eq!(block.len(), plan.synapses as usize, "a plan applies to the structure it was made from");
     let bytes_before = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
+    if plan.pruned.is_empty() && plan.grown.is_empty() {
+        return Change { bytes_before, bytes_after: bytes_before, ..Change::default() };
+    }
     let rows = block.source_size as usize;
     // Where each synapse of the new block comes from: an old position, or a new synapse
     // (NEW | index in plan.grown).
@@ -570,6 +579,11 @@ pub fn check_restored(world: &mut World) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Run condition of [`at_step_start`]: most steps have no structural work.
+pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
+    structural.busy_at(clock.step)
 }
 
 /// The structural work at the start of the clock's step: commit the pending plan if this is

@@ -4,7 +4,7 @@
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::NeuronBlock;
-use fum_engine::structural::{Rewiring, Structural, at_step_start};
+use fum_engine::structural::{Rewiring, Structural, at_step_start, busy};
 use fum_engine::{Plugin, Simulation, Stage};
 
 /// Prunes and regrows synapses as the model's `[[structural]]` sections say; does nothing for a
@@ -16,7 +16,7 @@ impl Plugin for StructuralPlugin {
         if !sim.world.contains_resource::<Structural>() {
             return;
         }
-        sim.add_systems((at_step_start.in_set(Stage::Structure), count_spikes.in_set(Stage::Record)));
+        sim.add_systems((at_step_start.run_if(busy).in_set(Stage::Structure), count_spikes.in_set(Stage::Record)));
     }
 }
 
