@@ -58,8 +58,10 @@ impl Estimate {
         };
         let (mut synapses, mut drafts, mut largest) = (0.0, 0.0f64, None::<(usize, f64)>);
         for (i, p) in spec.projections.iter().enumerate() {
-            let count = p.rule.expected_synapses(sizes[p.source.as_str()], sizes[p.target.as_str()]);
             let (src, tgt) = (size(&p.source), size(&p.target));
+            // Regrowth ([[structural]]) may fill every target up to its in-degree.
+            let regrown = spec.structural.iter().filter(|s| s.projection == p.name).filter_map(|s| s.regrow.as_ref()).map(|r| f64::from(r.to_indegree) * tgt).fold(0.0, f64::max);
+            let count = p.rule.expected_synapses(sizes[p.source.as_str()], sizes[p.target.as_str()]).max(regrown);
             // Shards holding the target population, each a block with a row pointer per source.
             let blocks = ((tgt / shard_len.max(1.0)).ceil() + 1.0).min(shards);
             let delay_bytes = if matches!(p.delay_ms, None | Some(Distribution::Constant(_))) { 0.0 } else { 2.0 };
