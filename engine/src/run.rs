@@ -131,7 +131,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     // Threads and memory this machine cannot give are refused before anything is built.
     crate::estimate::check(model, threads, shards)?;
     // Chosen before building, so that a backend that cannot run here fails at once.
-    let backend = choose(options.backend)?;
+    let backend = choose(crate::structural::backend_choice(model, options.backend)?)?;
     let mut sim = Simulation::from_model(model, threads, shards)?;
     sim.install(backend)?;
     if let Some(out) = &options.out {
@@ -182,7 +182,7 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
             eprintln!("skipping checkpoint: {e}");
             continue;
         }
-        sim.install(choose(options.backend)?)?;
+        sim.install(choose(crate::structural::backend_choice(&model, options.backend)?)?)?;
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
         return execute(&model, &options, sim, started, progress, None);
     }

@@ -586,6 +586,21 @@ pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
     structural.busy_at(clock.step)
 }
 
+/// The backend `choice` gives a model: structural plasticity runs on the CPU for now, so for a
+/// model with `[[structural]]` sections `auto` means the CPU and `cuda` is refused before
+/// anything is built.
+pub fn backend_choice(model: &Model, choice: crate::backend::BackendChoice) -> Result<crate::backend::BackendChoice, crate::backend::BackendError> {
+    use crate::backend::{BackendChoice, BackendError};
+    match choice {
+        _ if model.spec.structural.is_empty() => Ok(choice),
+        BackendChoice::Cuda => Err(BackendError::Unavailable {
+            choice,
+            reason: format!("{}: [[structural]] (structural plasticity) runs on the CPU backend for now; use --backend cpu", model.path.display()),
+        }),
+        BackendChoice::Auto | BackendChoice::Cpu => Ok(BackendChoice::Cpu),
+    }
+}
+
 /// The structural work at the start of the clock's step: commit the pending plan if this is
 /// its step, then take a snapshot and start planning if one is due. Runs stop-the-world
 /// between steps; the plugin calls it first in every step.
