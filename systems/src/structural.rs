@@ -20,12 +20,12 @@ impl Plugin for StructuralPlugin {
     }
 }
 
-/// Adds this step's spikes to each neuron's count since the last snapshot.
+/// Adds this step's spikes to each neuron's count since the last snapshot. A few increments
+/// per shard and step: serial, as handing them to the pool would cost more.
 pub fn count_spikes(mut shards: Query<(&NeuronBlock, &mut Rewiring)>) {
-    let mut items: Vec<_> = shards.iter_mut().collect();
-    crate::for_each_shard(&mut items, |(neurons, rewiring)| {
+    for (neurons, mut rewiring) in shards.iter_mut() {
         for &local in &neurons.spiked {
             rewiring.spike_count[local as usize] += 1;
         }
-    });
+    }
 }
