@@ -490,3 +490,56 @@ fn version_3_checkpoints_are_read_and_older_ones_refused() {
         }
     }
 }
+
+/// Many commits (a plan every 1 ms, committed 0.7 ms later) while the checkpoint writer saves
+/// every 0.5 ms: every checkpoint the run left, taken at a snapshot step (phase 0) or with a
+/// plan pending (phase 5), resumes to the uninterrupted run's spikes.
+#[test]
+fn checkpoints_racing_many_commits_all_resume_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.toml");
+    let text = NETWORK.replace("duration_ms = 300.0", "duration_ms = 40.0");
+    let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 1.0").replace("commit_after_ms = 5.0", "commit_after_ms = 0.7");
+    std::fs::write(&model, format!("{text}{sections}")).unwrap();
+    let whole = dir.path().join("whole");
+    let o = fum()
+        .args(["run", model.to_str().unwrap(), "--out", whole.to_str().unwrap(), "--threads", "2", "--shards", "3", "--quiet", "--checkpoint-every", "0.5ms", "--keep-checkpoints", "1000"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let populations = [("E", 0), ("I", 800)];
+    let expected = spikes_h5(&whole.join("spikes.h5"), &populations, 0.1);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("run.json")).unwrap()).unwrap();
+    assert_eq!(report["structural"]["EE"]["commits"].as_array().unwrap().len(), 39);
+    let checkpoints = fum::engine::checkpoint::list(&whole.join("checkpoints"));
+    // Checkpoints due while the writer is busy are superseded: those left fall at various
+    // phases of the plan cycle (snapshot at steps 10k, commit at 10k + 7).
+    assert!(checkpoints.len() > 10, "{} checkpoints", checkpoints.len());
+    let mut phases = std::collections::BTreeSet::new();
+    for (i, ckpt) in checkpoints.iter().enumerate() {
+        let step: u64 = ckpt.file_name().unwrap().to_str().unwrap().trim_start_matches("ckpt-").parse().unwrap();
+        phases.insert(step % 10);
+        let copy = dir.path().join(format!("copy-{i}"));
+        copy_dir(&whole, &copy);
+        for newer in &checkpoints[..i] {
+            std::fs::remove_file(copy.join("checkpoints").join(newer.file_name().unwrap())).unwrap();
+        }
+        let o = fum().args(["resume", copy.to_str().unwrap(), "--quiet"]).output().unwrap();
+        assert!(o.status.success(), "resume from {}: {}", ckpt.display(), String::from_utf8_lossy(&o.stderr));
+        assert!(spikes_h5(&copy.join("spikes.h5"), &populations, 0.1) == expected, "spikes differ after resuming from {}", ckpt.display());
+    }
+    assert!(phases.contains(&0) && phases.contains(&5), "checkpoints at phases {phases:?}");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
