@@ -44,6 +44,10 @@ enum Command {
         /// No progress bar and no summary.
         #[arg(long)]
         quiet: bool,
+        /// Use an --out folder that is not empty, first removing the outputs, checkpoints and
+        /// recording logs of an earlier run there (other files stay).
+        #[arg(long, requires = "out")]
+        overwrite: bool,
         /// Serve the run to viewers (`fum view --attach`) on this address: PORT (loopback) or
         /// HOST:PORT. Prints the token that steering needs.
         #[arg(long, value_name = "ADDR")]
@@ -176,8 +180,8 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve } => {
-            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, ..sim.options() };
+        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, overwrite, serve } => {
+            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, overwrite, ..sim.options() };
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
