@@ -147,9 +147,9 @@ impl std::fmt::Display for MissingOutput {
 /// Errors writing outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Hdf5 { path: String, source: hdf5::Error },
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io { path: String, source: std::io::Error },
     #[error("recording log: {0}")]
     Log(#[from] std::io::Error),
