@@ -411,12 +411,12 @@ pub fn append_chunk(log: &Path, run_id: u64, offset: u64, chunk: &[u8]) -> std::
     f.set_len(offset)?;
     f.seek(SeekFrom::Start(offset))?;
     f.write_all(chunk)?;
-    f.sync_all()?;
+    f.sync_data()?;
     let (mut index, records) = open_index(log, run_id)?;
     let kept = cut_records(&mut index, records, offset)?;
     index.seek(SeekFrom::Start(INDEX_HEADER + kept * CHUNK_BYTES))?;
     index.write_all(bytemuck::bytes_of(&Chunk { start: offset, len: chunk.len() as u64, crc32: crc32fast::hash(chunk), _pad: 0 }))?;
-    index.sync_all()
+    index.sync_data()
 }
 
 /// The index of `log` opened for writing, created for `run_id` if it has no header; and its

@@ -149,7 +149,7 @@ fn prepare_output(out: &Path, overwrite: bool) -> Result<(), RunError> {
 /// files fum names (the folders too once empty). A link is removed, never followed.
 fn remove_outputs(out: &Path) -> io::Result<()> {
     let ours = |name: &str| OUTPUT_FILES.iter().any(|f| name == *f || name == format!(".{f}.tmp"));
-    let in_folder = |name: &str| name.starts_with("ckpt-") || name.starts_with(".ckpt-") || name.ends_with(".bin") || name.ends_with(".idx") || name.ends_with(".tmp");
+    let in_folder = |name: &str| name.starts_with("ckpt-") || name.ends_with(".bin") || name.ends_with(".idx") || name.ends_with(".tmp");
     let remove = |path: &Path| match std::fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
