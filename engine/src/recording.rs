@@ -245,7 +245,7 @@ impl Recorder {
     /// Writes `spikes.h5` (SONATA spike report) for the recorded populations, by way of a
     /// temporary file (see [`write_atomically`]).
     pub fn write_spikes(&self, path: &Path, model: &Model) -> Result<(), OutputError> {
-        let dt = model.spec.simulation.dt_ms;
+        let time_of = step_times(model.spec.simulation.dt_ms);
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         write_hdf5(path, |file| {
             let spikes = file.create_group("spikes").map_err(err)?;
@@ -255,7 +255,7 @@ impl Recorder {
                 // Recorded step by step, each step's spikes by id: sorted by time as recorded.
                 let group = spikes.create_group(&model.spec.populations[rec.population].name).map_err(err)?;
                 group.new_attr::<Sorting>().create("sorting").and_then(|a| a.write_scalar(&Sorting::by_time)).map_err(err)?;
-                let timestamps: Vec<f64> = steps.iter().map(|&s| step_time_ms(u64::from(s), dt)).collect();
+                let timestamps: Vec<f64> = steps.iter().map(|&s| time_of(u64::from(s))).collect();
                 let node_ids: Vec<u64> = ids.iter().map(|&n| u64::from(n)).collect();
                 let ts = group.new_dataset_builder().with_data(&timestamps).create("timestamps").map_err(err)?;
                 write_str_attr(&ts, "units", "ms").map_err(err)?;
@@ -269,7 +269,7 @@ impl Recorder {
     /// `/<probe>/node_ids` (neuron ids) or `/<probe>/pre_post` (pairs, for weights), by way of
     /// a temporary file (see [`write_atomically`]).
     pub fn write_probes(&self, path: &Path) -> Result<(), OutputError> {
-        let dt_ms = self.dt_ms;
+        let (dt_ms, time_of) = (self.dt_ms, step_times(self.dt_ms));
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         write_hdf5(path, |file| {
             for (r, p) in self.probes.iter().enumerate() {
@@ -284,7 +284,7 @@ impl Recorder {
                 };
                 write_str_attr(&group, "variable", variable).map_err(err)?;
                 // Sampled at step x dt: the same round times as the spikes.
-                let times: Vec<f64> = times.iter().map(|&t| step_time_ms((t / dt_ms).round() as u64, dt_ms)).collect();
+                let times: Vec<f64> = times.iter().map(|&t| time_of((t / dt_ms).round() as u64)).collect();
                 group.new_dataset_builder().with_data(&times).create("time_ms").map_err(err)?;
                 group.new_dataset_builder().with_data(&ndarray_2d(&values, p.sites.len())).create("values").map_err(err)?;
                 if p.variable == ProbeVariable::Weight {
@@ -311,13 +311,18 @@ pub enum Sorting {
 }
 
 /// The time of `step` in ms, the double nearest to step x dt computed in decimal: with dt 0.1,
-/// step 19998 is 1999.8, where `step as f64 * dt` gives 1999.8000000000002. dt is taken as the
-/// decimal fraction m / 10^e it was written as (e <= 15); step x m is exact below 2^53, and one
-/// division rounds once.
+/// step 19998 is 1999.8, where `step as f64 * dt` gives 1999.8000000000002.
 pub fn step_time_ms(step: u64, dt: f64) -> f64 {
-    let decimal = (0..=15).map(|e| (e, dt * 10f64.powi(e))).find(|&(_, m)| m == m.round() && m.abs() < 1e15);
-    match decimal {
-        Some((e, m)) if (step as f64) * m.abs() < 9e15 => step as f64 * m / 10f64.powi(e),
+    step_times(dt)(step)
+}
+
+/// [`step_time_ms`] for one dt, worked out once. dt is taken as the decimal fraction m / 10^e
+/// it was written as (e <= 15); step x m is exact below 2^53, and one division rounds once.
+/// A dt with no such form (1e-300) falls back to step x dt.
+pub fn step_times(dt: f64) -> impl Fn(u64) -> f64 {
+    let decimal = (0..=15).map(|e| (dt * 10f64.powi(e), 10f64.powi(e))).find(|&(m, _)| m == m.round() && m.abs() < 1e15);
+    move |step| match decimal {
+        Some((m, scale)) if (step as f64) * m.abs() < 9e15 => step as f64 * m / scale,
         _ => step as f64 * dt,
     }
 }
