@@ -75,6 +75,16 @@ fn a_folder_that_is_not_empty_is_refused_and_overwrite_replaces_only_what_fum_wr
     assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
     let second = report(&out)["run_id"].as_str().unwrap().to_string();
     assert!(second.len() == 16 && second != first, "each run has an id of its own: {first} {second}");
+
+    // A link among the outputs is removed, never followed out of the folder.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("ckpt-000000001"), "not this run's").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("checkpoints")).unwrap();
+    let o = run(&model, &out, &["--overwrite"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(elsewhere.join("ckpt-000000001").exists(), "nothing outside the folder is deleted");
+    assert!(!out.join("checkpoints").is_symlink());
 }
 
 /// A checkpoint of another run among a run's own: pruning leaves it alone, resume continues

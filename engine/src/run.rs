@@ -215,13 +215,14 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 /// every step boundary and may write checkpoints into the output folder on request.
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    let (threads, shards) = options.resolve(model);
+    // Chosen before building, so that a backend that cannot run here fails at once (and
+    // writes nothing).
+    let backend = choose(options.backend)?;
     if let Some(out) = &options.out {
         prepare_output(out, options.overwrite)?;
     }
     let session = Session { run_id: new_run_id(), missing: Vec::new() };
-    let (threads, shards) = options.resolve(model);
-    // Chosen before building, so that a backend that cannot run here fails at once.
-    let backend = choose(options.backend)?;
     let mut sim = Simulation::from_model(model, threads, shards)?;
     sim.install(backend)?;
     if let Some(out) = &options.out {
