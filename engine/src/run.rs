@@ -309,10 +309,8 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
 fn check_one_run(dir: &Path, run_id: u64) -> Result<(), RunError> {
     let mixed = |file: String, other: u64| RunError::MixedRuns { dir: dir.to_path_buf(), file, other: format!("{other:016x}"), run: format!("{run_id:016x}") };
     let report: Option<serde_json::Value> = std::fs::read(dir.join("run.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    if let Some(other) = report.as_ref().and_then(|r| r.get("run_id")?.as_str()).and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
-        if other != run_id {
-            return Err(mixed("run.json".into(), other));
-        }
+    if let Some(other) = report.as_ref().and_then(|r| r.get("run_id")?.as_str()).and_then(|hex| u64::from_str_radix(hex, 16).ok()).filter(|&other| other != run_id) {
+        return Err(mixed("run.json".into(), other));
     }
     for log in std::fs::read_dir(dir.join("recording")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "bin")) {
         if let Some(other) = crate::recording::log_run_id(&log).filter(|&other| other != run_id) {
