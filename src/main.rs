@@ -117,6 +117,10 @@ struct SimArgs {
     /// Output folder: spikes.h5, probes.h5, run.json, checkpoints.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Use an --out folder that is not empty, first removing the outputs, checkpoints and
+    /// recording logs of an earlier run there (other files stay).
+    #[arg(long, requires = "out")]
+    overwrite: bool,
     /// Worker threads (default: the model's setting, else one per core; at most 4 per core).
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
@@ -155,8 +159,8 @@ impl From<BackendArg> for BackendChoice {
 impl SimArgs {
     /// The run options these arguments set; the others as `RunOptions::default()`.
     fn options(self) -> RunOptions {
-        let SimArgs { out, threads, shards, duration, seed, backend } = self;
-        RunOptions { out, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
+        let SimArgs { out, overwrite, threads, shards, duration, seed, backend } = self;
+        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
     }
 }
 
@@ -333,9 +337,12 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
     options.apply(&mut model)?;
     let (threads, shards) = options.resolve(&model);
     fum::engine::estimate::check(&model, threads, shards)?;
+    // What would fail the run fails here rather than in a window that shows nothing.
     if options.backend == BackendChoice::Cuda {
-        // Without a usable GPU, fail here rather than in a window that shows nothing.
         fum::run::backend_for(BackendChoice::Cuda)?;
+    }
+    if let Some(out) = &options.out {
+        fum::engine::run::prepare_output(out, options.overwrite)?;
     }
     install_signal_handlers()?;
     let (mut observer, link) = observe::channel(&model, true);
