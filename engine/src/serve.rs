@@ -9,7 +9,7 @@
 //!
 //! What a client without the token costs the run is bounded: its Hello must arrive within
 //! [`HANDSHAKE_DEADLINE`], its requests are read at most [`REQUESTS_PER_S`] a second, the
-//! neurons all clients trace together are at most [`MAX_WATCHED`], and the observer answers its
+//! neurons all such clients trace together are at most [`MAX_WATCHED`], and the observer answers its
 //! reads within a share of the run's wall time (`fum_engine::observe::READ_SHARE`).
 
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 pub use fum_protocol::wire::{ClientMessage, MAX_CLIENT_MESSAGE_BYTES, MAX_MESSAGE_BYTES, ServerMessage, WireError, attach, read_message, read_message_within, write_message};
 
-use crate::observe::{PROTOCOL_VERSION, Reply, Request, RequestSender, Slot, Taken, ViewerLink};
+use crate::observe::{MAX_NEURONS_PER_REQUEST, PROTOCOL_VERSION, Reply, Request, RequestSender, Slot, Taken, ViewerLink};
 
 /// The time a client has to send its whole `Hello`, however slowly its bytes come.
 pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(5);
@@ -34,8 +34,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// next request is read later (TCP holds the rest), which costs the server nothing.
 pub const REQUESTS_PER_S: f64 = 20.0;
 const REQUESTS_BURST: f64 = 20.0;
-/// Neurons traced for all clients together: the run samples each at every step.
-pub const MAX_WATCHED: usize = 256;
+/// Neurons traced for all clients without the token together (a viewer traces up to eight):
+/// the run samples each at every step and sends it to every client that traces it. Clients
+/// with the token trace up to the observer's bound on one request, all together.
+pub const MAX_WATCHED: usize = 16;
 /// A refused connection is logged at most this often (with the count since the last line).
 const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -132,19 +134,28 @@ struct Watchers {
 struct Watcher {
     frames: Arc<Slot>,
     watched: Vec<u32>,
+    steering: bool,
 }
 
 impl Watchers {
-    /// Sets the watch list of the client receiving `frames`, if every id exists and all
-    /// clients together trace at most [`MAX_WATCHED`] neurons.
-    fn watch(&mut self, frames: &Arc<Slot>, ids: Vec<u32>) -> Reply {
+    /// Sets the watch list of the client receiving `frames`, if every id exists and the
+    /// clients without the token (`steering`: this one has it) trace at most [`MAX_WATCHED`]
+    /// neurons together, all clients at most what the observer takes in one request.
+    fn watch(&mut self, frames: &Arc<Slot>, ids: Vec<u32>, steering: bool) -> Reply {
         if let Some(bad) = ids.iter().find(|&&id| id >= self.neurons) {
             return Reply::Error(format!("neuron {bad} does not exist (the network has {} neurons)", self.neurons));
         }
-        let others: Vec<u32> = self.clients.iter().filter(|c| !Arc::ptr_eq(&c.frames, frames)).flat_map(|c| c.watched.iter().copied()).collect();
-        let traced = union(others.iter().chain(&ids).copied()).len();
-        if traced > MAX_WATCHED {
-            return Reply::Error(format!("{} neurons asked for: viewers of this run trace at most {MAX_WATCHED} together ({} traced by others)", ids.len(), union(others).len()));
+        let others = |without_token: bool| {
+            let lists = self.clients.iter().filter(|c| !Arc::ptr_eq(&c.frames, frames) && !(without_token && c.steering));
+            union(lists.flat_map(|c| c.watched.iter().copied()))
+        };
+        let traced = |others: &[u32]| union(others.iter().chain(&ids).copied()).len();
+        let open = others(true);
+        if !steering && traced(&open) > MAX_WATCHED {
+            return Reply::Error(format!("{} neurons asked for: viewers without the token trace at most {MAX_WATCHED} together ({} traced by others)", ids.len(), open.len()));
+        }
+        if traced(&others(false)) > MAX_NEURONS_PER_REQUEST {
+            return Reply::Error(format!("{} neurons asked for: viewers of this run trace at most {MAX_NEURONS_PER_REQUEST} together", ids.len()));
         }
         let n = ids.len();
         if let Some(client) = self.clients.iter_mut().find(|c| Arc::ptr_eq(&c.frames, frames)) {
@@ -351,7 +362,7 @@ impl Session {
         // The writer is known before any frame reaches it: `Server::finish` waits for it to
         // send the run's last frame.
         lock(&self.writers).push(writer);
-        lock(&self.watchers).clients.push(Watcher { frames: frames.clone(), watched: Vec::new() });
+        lock(&self.watchers).clients.push(Watcher { frames: frames.clone(), watched: Vec::new(), steering });
         self.run_frames.set_watching(true);
 
         let mut reader = BufReader::new(stream);
@@ -364,7 +375,7 @@ impl Session {
                 Ok(ClientMessage::Request(request)) if request.is_steering() && !steering => {
                     requests.reply(Reply::Error(format!("{request:?} steers the run: it needs the token that `fum run --serve` printed")));
                 }
-                Ok(ClientMessage::Request(Request::Watch(ids))) => requests.reply(lock(&self.watchers).watch(&frames, ids)),
+                Ok(ClientMessage::Request(Request::Watch(ids))) => requests.reply(lock(&self.watchers).watch(&frames, ids, steering)),
                 Ok(ClientMessage::Request(request)) => {
                     if !requests.send(request) {
                         break;
@@ -462,20 +473,28 @@ mod tests {
     #[test]
     fn watch_lists_are_per_client_and_the_observer_samples_their_union_within_a_bound() {
         let (end, link) = fum_protocol::channel();
-        let mut watchers = Watchers { clients: Vec::new(), union: Vec::new(), observer: link.sender(), neurons: 1000 };
-        let (a, b) = (Slot::new(true), Slot::new(true));
-        for frames in [&a, &b] {
-            watchers.clients.push(Watcher { frames: frames.clone(), watched: Vec::new() });
+        let mut watchers = Watchers { clients: Vec::new(), union: Vec::new(), observer: link.sender(), neurons: 10_000 };
+        let (a, b, owner) = (Slot::new(true), Slot::new(true), Slot::new(true));
+        for (frames, steering) in [(&a, false), (&b, false), (&owner, true)] {
+            watchers.clients.push(Watcher { frames: frames.clone(), watched: Vec::new(), steering });
         }
-        assert!(matches!(watchers.watch(&a, vec![5, 1]), Reply::Done(_)));
-        assert!(matches!(watchers.watch(&b, vec![1, 9]), Reply::Done(_)));
-        assert!(matches!(watchers.watch(&b, vec![1000]), Reply::Error(e) if e.contains("does not exist")));
+        assert!(matches!(watchers.watch(&a, vec![5, 1], false), Reply::Done(_)));
+        assert!(matches!(watchers.watch(&b, vec![1, 9], false), Reply::Done(_)));
+        assert!(matches!(watchers.watch(&b, vec![10_000], false), Reply::Error(e) if e.contains("does not exist")));
         let too_many: Vec<u32> = (100..100 + MAX_WATCHED as u32).collect();
-        assert!(matches!(watchers.watch(&b, too_many), Reply::Error(e) if e.contains("at most")));
+        assert!(matches!(watchers.watch(&b, too_many.clone(), false), Reply::Error(e) if e.contains("at most")));
         assert_eq!((watchers.clients[0].watched.as_slice(), watchers.clients[1].watched.as_slice()), (&[5, 1][..], &[1, 9][..]), "refused lists change nothing");
+        // The token holder's neurons do not count against the others' bound, nor theirs against its.
+        assert!(matches!(watchers.watch(&owner, too_many, true), Reply::Done(_)));
+        assert!(matches!(watchers.watch(&b, vec![9, 2], false), Reply::Done(_)));
+        assert!(matches!(watchers.watch(&owner, (100..100 + MAX_NEURONS_PER_REQUEST as u32).collect(), true), Reply::Error(e) if e.contains("at most")));
         b.close();
         watchers.retain_open();
-        let sent: Vec<Request> = end.requests.try_iter().map(|e| e.request).collect();
-        assert_eq!(sent, [Request::Watch(vec![1, 5]), Request::Watch(vec![1, 5, 9]), Request::Watch(vec![1, 5])]);
+        let sent: Vec<Vec<u32>> = end.requests.try_iter().map(|e| match e.request {
+            Request::Watch(ids) => ids,
+            other => panic!("{other:?}"),
+        }).collect();
+        let owners: Vec<u32> = (100..100 + MAX_WATCHED as u32).collect();
+        assert_eq!(sent, [vec![1, 5], vec![1, 5, 9], [vec![1, 5, 9], owners.clone()].concat(), [vec![1, 2, 5, 9], owners.clone()].concat(), [vec![1, 5], owners].concat()]);
     }
 }
