@@ -7,7 +7,9 @@
 #              sending every kind of read and refused command as fast as the server takes them,
 #              and 50 connections that never finish their Hello
 # Prints each run's simulate time, then the medians and each one's share of the unserved speed.
-# Run it when nothing else compiles: `--threads 1` leaves the other core to the flood.
+# Run it when nothing else compiles: `--threads 1` leaves the other core to the flood client
+# (whose own CPU, reading frames in Python, competes with the run here as it would not from
+# another machine).
 # Usage: benchmarks/serve_flood.sh [repeats, default 5] [model, default stdp_balanced] [duration, default 2s]
 set -euo pipefail
 cd "$(dirname "$0")/.."
