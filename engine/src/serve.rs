@@ -378,6 +378,10 @@ impl Session {
         lock(&self.writers).push(writer);
         lock(&self.watchers).clients.push(Watcher { frames: frames.clone(), watched: Vec::new(), steering });
         self.run_frames.set_watching(true);
+        if self.run_frames.is_closed() {
+            // The run ended before the broadcaster saw this client: it will not close it.
+            frames.close();
+        }
 
         let mut reader = BufReader::new(stream);
         let mut bucket = (!steering).then(|| Bucket::new(Instant::now()));
