@@ -129,7 +129,13 @@ const OUTPUT_FOLDERS: [&str; 2] = ["checkpoints", "recording"];
 /// (and nothing else); and it must be writable.
 pub fn prepare_output(out: &Path, overwrite: bool) -> Result<(), RunError> {
     std::fs::create_dir_all(out).map_err(|source| RunError::OutputFolder { path: out.to_path_buf(), source })?;
-    let mut entries: Vec<String> = std::fs::read_dir(out).map_err(|source| RunError::NotWritable { path: out.to_path_buf(), source })?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    // The steering token of this very run (`fum run --serve --out`) may be there already.
+    let mut entries: Vec<String> = std::fs::read_dir(out)
+        .map_err(|source| RunError::NotWritable { path: out.to_path_buf(), source })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != crate::serve::TOKEN_FILE)
+        .collect();
     if !entries.is_empty() && !overwrite {
         entries.sort();
         let more = entries.len().saturating_sub(5);

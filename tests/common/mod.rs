@@ -123,11 +123,13 @@ pub fn many_populations(n: usize) -> String {
     text
 }
 
-/// A `fum run ... --serve 0` child, the address it serves on and its steering token.
+/// A `fum run ... --serve 0` child, the address it serves on, its steering token and the
+/// later lines of its stderr.
 pub struct Served {
     pub child: std::process::Child,
     pub addr: String,
     pub token: String,
+    pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `bin run ARGS --serve 0` and reads where it serves from its first line of stderr.
@@ -139,8 +141,9 @@ pub fn serve_run(bin: &Path, args: &[&str]) -> Served {
     // "serving on ADDR (fum view --attach ADDR); steering token TOKEN"
     let addr = line.strip_prefix("serving on ").and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
     let token = line.rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, addr, token }
+    let (tx, stderr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    Served { child, addr, token, stderr }
 }
 
 /// The spikes of a run's spikes.h5 as (step, global id), sorted; `populations`: each recorded
