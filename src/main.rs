@@ -299,10 +299,6 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
     if !quiet {
         eprintln!("fum run {}: {} ms at dt {} ms, {threads} threads, {shards} shards, backend {}", path.display(), model.spec.simulation.duration_ms, model.spec.simulation.dt_ms, options.backend);
     }
-    if let Some(out) = &options.out {
-        // Before the token file goes there.
-        fum::engine::run::prepare_output(out, options.overwrite)?;
-    }
     let mut serving = match serve_addr {
         Some(addr) => {
             let (observer, link) = observe::channel(&model, false);
@@ -313,8 +309,9 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
             // `--token-file`: a token on a command line is visible to every user.
             let token_file = options.out.as_ref().map(|out| out.join(serve::TOKEN_FILE));
             if let Some(path) = &token_file {
-                std::fs::create_dir_all(path.parent().expect("a file in --out"))
-                    .and_then(|()| serve::write_token_file(path, &server.token))
+                // The folder is checked (and made) before the token file goes there.
+                fum::engine::run::prepare_output(path.parent().expect("a file in --out"), options.overwrite)?;
+                serve::write_token_file(path, &server.token)
                     .map_err(|e| anyhow::anyhow!("cannot write the token file {}: {e}", path.display()))?;
             }
             let token_arg = token_file.as_ref().map_or(String::new(), |p| format!(" --token-file {}", p.display()));
