@@ -7,6 +7,36 @@ use fum::engine::components::{Shard, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use fum::{DefaultPlugins, Model, Simulation};
 
+/// One population driven hard by Poisson input (100 ms), its spikes recorded: fast enough to
+/// outrun real time on one thread.
+pub const DRIVEN: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 100.0
+seed = 3
+
+[[populations]]
+name = "driven"
+size = 200
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "driven"
+rate_hz = 20000.0
+weight = 50.0
+
+[recording]
+spikes = ["driven"]
+"#;
+
 /// A small network that fires (300 + 75 neurons, Poisson drive, 200 ms), recorded and probed.
 pub const SMALL_NETWORK: &str = r#"
 [simulation]
