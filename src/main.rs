@@ -60,8 +60,13 @@ enum Command {
         #[arg(long, value_name = "ADDR", conflicts_with = "model")]
         attach: Option<String>,
         /// The token `fum run --serve` printed; without it an attached viewer only watches.
+        /// Visible to other users in the process list: prefer --token-file or FUM_TOKEN.
         #[arg(long, requires = "attach")]
         token: Option<String>,
+        /// Read the token from this file (e.g. OUT/serve-token, which `fum run --serve --out
+        /// OUT` writes); without --token or --token-file, the token is taken from FUM_TOKEN.
+        #[arg(long, value_name = "PATH", requires = "attach", conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// As `fum run`'s; the raster PNGs the window saves go into --out too (else the working
         /// folder).
         #[command(flatten)]
@@ -117,6 +122,10 @@ struct SimArgs {
     /// Output folder: spikes.h5, probes.h5, run.json, checkpoints.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Use an --out folder that is not empty, first removing the outputs, checkpoints and
+    /// recording logs of an earlier run there (other files stay).
+    #[arg(long, requires = "out")]
+    overwrite: bool,
     /// Worker threads (default: the model's setting, else one per core; at most 4 per core).
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
@@ -155,8 +164,8 @@ impl From<BackendArg> for BackendChoice {
 impl SimArgs {
     /// The run options these arguments set; the others as `RunOptions::default()`.
     fn options(self) -> RunOptions {
-        let SimArgs { out, threads, shards, duration, seed, backend } = self;
-        RunOptions { out, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
+        let SimArgs { out, overwrite, threads, shards, duration, seed, backend } = self;
+        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
     }
 }
 
@@ -227,12 +236,12 @@ fn main() -> ExitCode {
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
-        Command::View { model, attach, token, sim, paused, real_time_factor, watch, fps, exit_after } => {
+        Command::View { model, attach, token, token_file, sim, paused, real_time_factor, watch, fps, exit_after } => {
             let options = sim.options();
             let save_dir = options.out.clone().unwrap_or_else(|| PathBuf::from("."));
             let window = fum_viewer::WindowOptions { title: String::new(), exit_after_s: exit_after, save_dir, fps, watch, close_when: None };
             match attach {
-                Some(addr) => cmd_attach(&addr, token, window),
+                Some(addr) => cmd_attach(&addr, token, token_file, window),
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, real_time_factor, window),
             }
         }
@@ -294,19 +303,37 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
         Some(addr) => {
             let (observer, link) = observe::channel(&model, false);
             let addr = socket_addr(&addr);
-            let server = serve::serve(&addr, link).map_err(|e| anyhow::anyhow!("cannot serve on {addr}: {e}"))?;
+            let neurons = u32::try_from(model.spec.populations.iter().map(|p| u64::from(p.size)).sum::<u64>()).unwrap_or(u32::MAX);
+            let server = serve::serve(&addr, link, neurons).map_err(|e| anyhow::anyhow!("cannot serve on {addr}: {e}"))?;
+            // The token in a file of the output folder that only this user reads, for
+            // `--token-file`: a token on a command line is visible to every user.
+            let token_file = options.out.as_ref().map(|out| out.join(serve::TOKEN_FILE));
+            if let Some(path) = &token_file {
+                // The folder is checked (and made) before the token file goes there.
+                fum::engine::run::prepare_output(path.parent().expect("a file in --out"), options.overwrite)?;
+                serve::write_token_file(path, &server.token)
+                    .map_err(|e| anyhow::anyhow!("cannot write the token file {}: {e}", path.display()))?;
+            }
+            let token_arg = token_file.as_ref().map_or(String::new(), |p| format!(" --token-file {}", p.display()));
             // Printed even with --quiet: a viewer needs both.
-            eprintln!("serving on {} (fum view --attach {}); steering token {}", server.addr, server.addr, server.token);
-            Some((observer, server))
+            eprintln!("serving on {} (fum view --attach {}{token_arg}); steering token {}", server.addr, server.addr, server.token);
+            if let Some(warning) = serve::exposure_warning(&server.addr) {
+                eprintln!("{warning}");
+            }
+            Some((observer, server, token_file))
         }
         None => None,
     };
     let bar = progress_bar(model.steps(), quiet);
-    let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _)| observer), |done, _| bar.set_position(done));
+    let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _, _)| observer), |done, _| bar.set_position(done));
     bar.finish_and_clear();
-    if let Some((observer, server)) = serving {
+    if let Some((observer, server, token_file)) = serving {
         drop(observer);
         server.finish();
+        // The token steers nothing once the run has ended.
+        if let Some(path) = token_file {
+            std::fs::remove_file(path).ok();
+        }
     }
     let report = report?;
     summarise(&report, options.out.as_deref(), quiet);
@@ -333,9 +360,12 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
     options.apply(&mut model)?;
     let (threads, shards) = options.resolve(&model);
     fum::engine::estimate::check(&model, threads, shards)?;
+    // What would fail the run fails here rather than in a window that shows nothing.
     if options.backend == BackendChoice::Cuda {
-        // Without a usable GPU, fail here rather than in a window that shows nothing.
         fum::run::backend_for(BackendChoice::Cuda)?;
+    }
+    if let Some(out) = &options.out {
+        fum::engine::run::prepare_output(out, options.overwrite)?;
     }
     install_signal_handlers()?;
     let (mut observer, link) = observe::channel(&model, true);
@@ -358,7 +388,8 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
 }
 
 #[cfg(feature = "viewer")]
-fn cmd_attach(addr: &str, token: Option<String>, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
+fn cmd_attach(addr: &str, token: Option<String>, token_file: Option<PathBuf>, mut window: fum_viewer::WindowOptions) -> anyhow::Result<Outcome> {
+    let token = serve::client_token(token, token_file.as_deref(), std::env::var("FUM_TOKEN").ok()).map_err(anyhow::Error::msg)?;
     let addr = socket_addr(addr);
     let (link, steering) = serve::attach(&addr, token.clone())?;
     if token.is_some() && !steering {

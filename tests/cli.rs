@@ -21,11 +21,10 @@ fn run_writes_sonata_spikes_probes_and_metadata() {
     let expected = spikes(&simulate(&parse(SMALL_NETWORK), 1, 1));
     assert!(expected.len() > 500, "the test network must fire");
     let file = hdf5::File::open(out.join("spikes.h5")).unwrap();
-    let sorting: hdf5::types::VarLenUnicode = file.group("spikes").unwrap().attr("sorting").unwrap().read_scalar().unwrap();
-    assert_eq!(sorting.as_str(), "by_time");
     let mut read = Vec::new();
     for (pop, name) in ["exc", "inh"].iter().enumerate() {
         let group = file.group(&format!("spikes/{name}")).unwrap();
+        assert_eq!(group.attr("sorting").unwrap().read_scalar::<fum::engine::recording::Sorting>().unwrap(), fum::engine::recording::Sorting::by_time);
         let ts = group.dataset("timestamps").unwrap();
         let units: hdf5::types::VarLenUnicode = ts.attr("units").unwrap().read_scalar().unwrap();
         assert_eq!(units.as_str(), "ms");

@@ -1,11 +1,13 @@
 //! `fum run --serve` end to end: a headless client attached over TCP receives the spikes the
 //! run writes to spikes.h5, steers it with the token (pause, checkpoint, resume), and clients that disconnect, send
-//! garbage or steer without the token neither stop nor change the run.
+//! garbage or steer without the token neither stop nor change the run. Slow and surplus
+//! connections are closed, each viewer traces its own neurons, a flood of requests changes no
+//! spike, and an address other than loopback is warned about.
 
 mod common;
 use common::{SMALL_NETWORK, Served};
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
@@ -20,9 +22,21 @@ fn model_text() -> String {
 }
 
 fn serve_run(dir: &Path, out: &str) -> Served {
+    serve_run_with(dir, out, &[])
+}
+
+fn serve_run_with(dir: &Path, out: &str, more: &[&str]) -> Served {
     let model = dir.join("model.toml");
     std::fs::write(&model, model_text()).unwrap();
-    common::serve_run(Path::new(env!("CARGO_BIN_EXE_fum")), &[model.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--threads", "1", "--quiet"])
+    let out = dir.join(out);
+    let args = [&[model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "1", "--quiet"], more].concat();
+    common::serve_run(Path::new(env!("CARGO_BIN_EXE_fum")), &args)
+}
+
+fn plain_run(dir: &Path, out: &str) {
+    let model = dir.join("model.toml");
+    let status = Command::new(env!("CARGO_BIN_EXE_fum")).args(["run", model.to_str().unwrap(), "--out", dir.join(out).to_str().unwrap(), "--threads", "1", "--quiet"]).status().unwrap();
+    assert!(status.success());
 }
 
 /// Spikes of the test network's spikes.h5 as (step, global id), sorted.
@@ -34,7 +48,13 @@ fn spikes_h5(path: &Path) -> Vec<(u64, u32)> {
 fn an_attached_client_receives_the_spikes_of_the_output_file_and_steers() {
     let dir = tempfile::tempdir().unwrap();
     let mut served = serve_run(dir.path(), "run");
-    let (link, steering) = serve::attach(&served.addr, Some(served.token.clone())).unwrap();
+    // The token is also in a file only its owner reads, for `fum view --attach --token-file`.
+    let token_file = dir.path().join("run/serve-token");
+    let token = serve::client_token(None, Some(&token_file), None).unwrap();
+    assert_eq!(token.as_deref(), Some(served.token.as_str()));
+    #[cfg(unix)]
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&token_file).unwrap().permissions()) & 0o777, 0o600);
+    let (link, steering) = serve::attach(&served.addr, token).unwrap();
     assert!(steering, "the printed token steers");
 
     let mut received = Vec::new();
@@ -76,6 +96,7 @@ fn an_attached_client_receives_the_spikes_of_the_output_file_and_steers() {
     assert!(replies.iter().any(|r| matches!(r, Reply::Done(t) if t.starts_with("checkpoint of step"))), "{replies:?}");
     assert!(served.child.wait().unwrap().success());
     assert_eq!(std::fs::read_dir(dir.path().join("run/checkpoints")).unwrap().count(), 1, "the checkpoint asked for");
+    assert!(!token_file.exists(), "the token file goes with the run");
 
     let first = received.first().map_or(u64::MAX, |s| s.0);
     let written: Vec<(u64, u32)> = spikes_h5(&dir.path().join("run/spikes.h5")).into_iter().filter(|s| s.0 >= first).collect();
@@ -143,10 +164,178 @@ fn disconnecting_and_malformed_clients_neither_stop_nor_change_the_run() {
     let status = served.child.wait().unwrap();
     drop(stalled);
     assert!(status.success(), "the run finished");
-    let model = dir.path().join("model.toml");
-    let status = Command::new(env!("CARGO_BIN_EXE_fum")).args(["run", model.to_str().unwrap(), "--out", dir.path().join("plain").to_str().unwrap(), "--threads", "1", "--quiet"]).status().unwrap();
-    assert!(status.success());
+    plain_run(dir.path(), "plain");
     let (served, plain) = (spikes_h5(&dir.path().join("served/spikes.h5")), spikes_h5(&dir.path().join("plain/spikes.h5")));
     assert!(plain.len() > 1000);
     assert!(served == plain, "a served run with misbehaving clients wrote different spikes");
+}
+
+/// Whether the server has closed `stream` (end of stream or reset) rather than the read
+/// timing out.
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0; 64];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => return !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        }
+    }
+}
+
+#[test]
+fn a_hello_sent_slowly_is_cut_off_at_the_deadline_and_connections_beyond_the_cap_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve_run_with(dir.path(), "run", &["--duration", "600s"]);
+    let addr = served.addr.clone();
+
+    // A client that sends a byte of a long Hello every 100 ms: no read waits long, yet the
+    // Hello never ends.
+    let mut trickler = raw_client(&addr);
+    let mut writing = trickler.try_clone().unwrap();
+    let sent = std::thread::spawn(move || {
+        let mut sent = 0;
+        while writing.write_all(if sent == 0 { &[200, 0, 0, 0] } else { &[0] }).is_ok() && sent < 300 {
+            sent += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        sent
+    });
+    // The cap: connections that say nothing fill it; the next one is closed at once, and logged.
+    let idle: Vec<TcpStream> = (1..serve::MAX_CONNECTIONS).map(|_| raw_client(&addr)).collect();
+    let mut surplus = raw_client(&addr);
+    assert!(closed_by_server(&mut surplus, Duration::from_secs(3)), "a connection beyond the cap is closed before the deadline");
+    let line = served.stderr.recv_timeout(Duration::from_secs(10)).expect("a refusal is logged");
+    assert!(line.contains("refused a connection") && line.contains(&serve::MAX_CONNECTIONS.to_string()), "{line}");
+
+    assert!(closed_by_server(&mut trickler, serve::HANDSHAKE_DEADLINE * 3), "a Hello that takes too long ends its connection");
+    let sent = sent.join().unwrap();
+    assert!(sent > 20 && sent < 300, "the client kept sending until it was cut off ({sent} writes)");
+    drop(idle);
+    // With the slow ones gone, there is room again (once their threads have seen them go).
+    let welcome = |_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut c = raw_client(&addr);
+        serve::write_message(&mut c, &ClientMessage::Hello { protocol: fum::engine::observe::PROTOCOL_VERSION, token: None }).is_ok() && matches!(serve::read_message::<ServerMessage>(&mut c), Ok(ServerMessage::Hello { .. }))
+    };
+    assert!((0..50).any(welcome), "a client is served again");
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+}
+
+/// Reads frames until one with `steps > 0` carries membrane rows of `watched` only, all sampled.
+fn frame_tracing(stream: &mut TcpStream, watched: &[u32]) -> fum::engine::observe::Frame {
+    for _ in 0..10_000 {
+        if let ServerMessage::Frame(frame) = serve::read_message::<ServerMessage>(stream).unwrap() {
+            assert!(frame.steps == 0 || frame.membrane_mv.len() == frame.steps as usize * frame.watched.len());
+            if frame.steps > 0 && frame.watched == watched && frame.membrane_mv.iter().all(|v| v.is_finite()) {
+                return frame;
+            }
+        }
+    }
+    panic!("no frame traced {watched:?}");
+}
+
+#[test]
+fn each_viewer_traces_its_own_neurons() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve_run_with(dir.path(), "run", &["--duration", "600s"]);
+    let (mut a, mut b) = (raw_client(&served.addr), raw_client(&served.addr));
+    hello(&mut a, None);
+    hello(&mut b, None);
+    serve::write_message(&mut a, &ClientMessage::Request(Request::Watch(vec![5, 0]))).unwrap();
+    serve::write_message(&mut b, &ClientMessage::Request(Request::Watch(vec![7]))).unwrap();
+    assert!(matches!(next_reply(&mut a), Reply::Done(_)) && matches!(next_reply(&mut b), Reply::Done(_)));
+    // B's second list replaces its own only, and none may trace more than the server's bound.
+    serve::write_message(&mut b, &ClientMessage::Request(Request::Watch((0..serve::MAX_WATCHED as u32 + 1).collect()))).unwrap();
+    assert!(matches!(next_reply(&mut b), Reply::Error(e) if e.contains("at most")));
+    serve::write_message(&mut b, &ClientMessage::Request(Request::Watch(vec![7, 300]))).unwrap();
+    assert!(matches!(next_reply(&mut b), Reply::Done(_)));
+    frame_tracing(&mut a, &[5, 0]);
+    frame_tracing(&mut b, &[7, 300]);
+    // A's traces stay A's after B's change.
+    let frame = frame_tracing(&mut a, &[5, 0]);
+    assert_eq!(frame.watched, [5, 0]);
+    served.child.kill().unwrap();
+    served.child.wait().unwrap();
+}
+
+#[test]
+fn a_request_flood_and_slow_connections_change_no_spike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut served = serve_run(dir.path(), "served");
+    let addr = served.addr.clone();
+    // 50 connections that never finish their Hello, reconnecting when cut off.
+    let slow: Vec<_> = (0..50)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                while let Ok(mut s) = TcpStream::connect(&addr) {
+                    if s.write_all(&[100, 0, 0]).is_err() || !closed_by_server(&mut s, Duration::from_secs(60)) {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    // A client without the token sending every kind of read and refused command, as fast as
+    // the server takes them, and reading everything.
+    let mut flood = raw_client(&addr);
+    hello(&mut flood, None);
+    let mut reading = flood.try_clone().unwrap();
+    reading.set_read_timeout(None).unwrap();
+    let replies = std::thread::spawn(move || {
+        let mut infos = 0;
+        while let Ok(message) = serve::read_message::<ServerMessage>(&mut reading) {
+            infos += usize::from(matches!(message, ServerMessage::Reply(Reply::Info(_))));
+        }
+        infos
+    });
+    let requests = [
+        Request::Info,
+        Request::Membrane((0..375).collect()),
+        Request::Watch((0..serve::MAX_WATCHED as u32).collect()),
+        Request::WeightHistogram { projection: 0, bins: 1024 },
+        Request::Pause,
+        Request::SetPoissonRate { input: 0, rate_hz: 0.0 },
+    ];
+    for request in requests.iter().cycle() {
+        if serve::write_message(&mut flood, &ClientMessage::Request(request.clone())).is_err() {
+            break;
+        }
+    }
+    assert!(served.child.wait().unwrap().success(), "the run finished");
+    assert!(replies.join().unwrap() > 0, "the flooding client was answered");
+    for s in slow {
+        s.join().unwrap();
+    }
+    plain_run(dir.path(), "plain");
+    let (served, plain) = (spikes_h5(&dir.path().join("served/spikes.h5")), spikes_h5(&dir.path().join("plain/spikes.h5")));
+    assert!(plain.len() > 1000);
+    assert!(served == plain, "a flooded run wrote different spikes");
+}
+
+#[test]
+fn serving_beyond_loopback_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.toml");
+    std::fs::write(&model, model_text()).unwrap();
+    let stderr = |addr: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(["run", model.to_str().unwrap(), "--duration", "1ms", "--quiet", "--serve", addr]).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let exposed = stderr("0.0.0.0:0");
+    assert!(exposed.contains("not loopback") && exposed.contains("anyone who can reach this port can watch"), "{exposed}");
+    assert!(!stderr("0").contains("warning"));
+}
+
+#[cfg(feature = "viewer")]
+#[test]
+fn a_token_file_that_cannot_be_read_is_named() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(["view", "--attach", "127.0.0.1:9", "--token-file", "/nonexistent/serve-token"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot read the token file /nonexistent/serve-token"), "{stderr}");
 }

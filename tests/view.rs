@@ -4,38 +4,13 @@
 #![cfg(feature = "viewer")]
 
 mod common;
+use common::DRIVEN;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-/// A driven population, small enough to run faster than real time on one thread.
-const DRIVEN: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 100.0
-seed = 5
-
-[[populations]]
-name = "driven"
-size = 100
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "driven"
-rate_hz = 20000.0
-weight = 50.0
-
-[recording]
-spikes = ["driven"]
-"#;
 
 /// An X server of its own (`-displayfd` picks a free display), killed when dropped.
 struct Xvfb(Child, String);

@@ -5,6 +5,9 @@
 //! scripted frames, are in `viewer/tests/ui.rs`.)
 #![cfg(feature = "viewer")]
 
+mod common;
+use common::DRIVEN;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -80,34 +83,10 @@ fn pausing_stops_the_step_count_and_the_controls_reach_the_simulation() {
     assert!(simulation.join().unwrap() < 1_000_000, "closing the viewer stops the run");
 }
 
-const DRIVEN: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 100000.0
-seed = 3
-
-[[populations]]
-name = "driven"
-size = 200
-model = "lif_cuba"
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_m_ms = 20.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "driven"
-rate_hz = 20000.0
-weight = 50.0
-"#;
 
 #[test]
 fn changing_a_poisson_rate_changes_the_measured_rate() {
-    let (mut h, simulation) = live(DRIVEN);
+    let (mut h, simulation) = live(&DRIVEN.replace("duration_ms = 100.0", "duration_ms = 100000.0"));
     let mean_rate = |a: &ViewerApp| {
         let points = &a.history.rates[0];
         points.iter().rev().take(5).map(|p| p[1]).sum::<f64>() / 5.0

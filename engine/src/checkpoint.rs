@@ -19,7 +19,9 @@
 //! came out the same.
 //!
 //! Files are written to a temporary name, fsynced, renamed into place and the directory
-//! fsynced, so a crash at any instant leaves the previous checkpoint intact.
+//! fsynced ([`recording::write_atomically`]), so a crash at any instant leaves the previous
+//! checkpoint intact. The run's id is in the header's run settings: resume and pruning keep to
+//! the checkpoints of one run.
 
 use bevy_ecs::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::components::{Clock, Delays, Plasticity, StdpHistoryOverflows, SynapseBlocks};
-use crate::recording::Recorder;
+use crate::recording::{self, MissingOutput, Recorder};
 use crate::state::{self, Role};
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
@@ -81,9 +83,53 @@ pub struct Header {
     pub shards: usize,
     /// Checksums of each shard's synapse structure, shard by shard, block by block.
     pub structure: Vec<Vec<u32>>,
-    /// Free-form settings of the run that wrote it (for `fum resume`).
+    /// Free-form settings of the run that wrote it (for `fum resume`), with its `run_id`.
     pub run: serde_json::Value,
     pub sections: Vec<SectionEntry>,
+}
+
+impl Header {
+    /// The id of the run that wrote the checkpoint (none before run ids existed).
+    pub fn run_id(&self) -> Option<u64> {
+        self.run.get("run_id").and_then(|v| v.as_str()).and_then(|hex| u64::from_str_radix(hex, 16).ok())
+    }
+
+    /// Reads and verifies the fixed prefix and the header of the checkpoint `file` (`p`,
+    /// `file_len` bytes), leaving it at the section data.
+    fn read(file: &mut std::fs::File, p: &str, file_len: u64) -> Result<Header, CheckpointError> {
+        let p = p.to_string();
+        let mut prefix = [0u8; FIXED_PREFIX];
+        file.read_exact(&mut prefix).map_err(|_| CheckpointError::Truncated { path: p.clone(), detail: format!("{file_len} bytes, shorter than the fixed prefix") })?;
+        if &prefix[..8] != MAGIC {
+            return Err(CheckpointError::NotACheckpoint { path: p });
+        }
+        let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
+        // Version 3 differs only in what version 4 adds for structural plasticity, which a
+        // version 3 file cannot hold: it is read as is.
+        if version != FORMAT_VERSION && version != 3 {
+            return Err(CheckpointError::Version { path: p, found: version });
+        }
+        let header_len = u64::from_le_bytes(prefix[12..20].try_into().expect("8 bytes"));
+        let header_crc = u32::from_le_bytes(prefix[20..24].try_into().expect("4 bytes"));
+        if header_len > MAX_HEADER_BYTES || FIXED_PREFIX as u64 + header_len > file_len {
+            return Err(CheckpointError::Truncated { path: p, detail: format!("header of {header_len} bytes in a file of {file_len}") });
+        }
+        let mut header_bytes = vec![0u8; header_len as usize];
+        file.read_exact(&mut header_bytes).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
+        if crc32fast::hash(&header_bytes) != header_crc {
+            return Err(CheckpointError::Checksum { path: p, what: "the header".into() });
+        }
+        serde_json::from_slice(&header_bytes).map_err(|e| CheckpointError::Corrupt { path: p.clone(), detail: format!("header: {e}") })
+    }
+
+    /// The verified header of the checkpoint at `path`, without reading its sections.
+    pub fn open(path: &Path) -> Result<Header, CheckpointError> {
+        let p = path.display().to_string();
+        let io = |source| CheckpointError::Io { path: p.clone(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        Header::read(&mut file, &p, len)
+    }
 }
 
 /// The raw state of a simulation at a step boundary, taken on the simulation thread (a copy)
@@ -95,6 +141,8 @@ pub struct Snapshot {
     /// Recorded output to append to log files before the checkpoint is written:
     /// (file, byte offset it starts at, bytes).
     pub spills: Vec<(PathBuf, u64, Vec<u8>)>,
+    /// The run the logs belong to.
+    pub run_id: u64,
 }
 
 fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
@@ -147,7 +195,7 @@ impl Snapshot {
         sections.push(("plasticity/history_overflows".into(), overflows.to_le_bytes().to_vec()));
         let mut rec = world.resource_mut::<Recorder>();
         sections.push(("recorder/spike_counts".into(), bytes(&rec.spike_counts)));
-        let log_dir = rec.log_dir.clone();
+        let (log_dir, run_id) = (rec.log_dir.clone(), rec.run_id);
         let mut spills = Vec::new();
         for (name, column) in rec.columns_mut() {
             let offset = column.spilled() * column.element_bytes() as u64;
@@ -171,7 +219,7 @@ impl Snapshot {
             run,
             sections: Vec::new(),
         };
-        Snapshot { header, sections, spills }
+        Snapshot { header, sections, spills, run_id }
     }
 
     /// A newer snapshot that replaces `older`, which was never written: the older one's
@@ -192,18 +240,14 @@ impl Snapshot {
             move |source| CheckpointError::Io { path: path.clone(), source }
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-        // Recorded output first: the log is cut back to where this chunk starts (a killed
-        // earlier write may have left more), extended and synced before the checkpoint that
-        // points past it exists.
+        // Recorded output first: the log and its index are cut back to where this chunk starts
+        // (a killed earlier write may have left more), extended and synced before the
+        // checkpoint that points past it exists.
         for (file, offset, chunk) in &self.spills {
             if let Some(parent) = file.parent() {
                 std::fs::create_dir_all(parent).map_err(io(parent))?;
             }
-            let mut f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(file).map_err(io(file))?;
-            f.set_len(*offset).map_err(io(file))?;
-            std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(*offset)).map_err(io(file))?;
-            f.write_all(chunk).map_err(io(file))?;
-            f.sync_all().map_err(io(file))?;
+            recording::append_chunk(file, self.run_id, *offset, chunk).map_err(io(file))?;
         }
         let mut data = Vec::new();
         self.header.sections.clear();
@@ -221,14 +265,7 @@ impl Snapshot {
         let header = serde_json::to_vec(&self.header).expect("headers serialise");
         let name = format!("ckpt-{:09}", self.header.step);
         let path = dir.join(&name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-            encode(&mut f, &header, &data).map_err(io(&tmp))?;
-            f.sync_all().map_err(io(&tmp))?;
-        }
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+        recording::write_atomically(&path, |tmp| std::fs::File::create(tmp).and_then(|mut f| encode(&mut f, &header, &data)).map_err(io(&path)), io(&path))?;
         Ok(path)
     }
 }
@@ -258,28 +295,7 @@ impl Checkpoint {
         let p = path.display().to_string();
         let mut file = std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
         let file_len = file.metadata().map_err(|source| CheckpointError::Io { path: p.clone(), source })?.len();
-        let mut prefix = [0u8; FIXED_PREFIX];
-        file.read_exact(&mut prefix).map_err(|_| CheckpointError::Truncated { path: p.clone(), detail: format!("{file_len} bytes, shorter than the fixed prefix") })?;
-        if &prefix[..8] != MAGIC {
-            return Err(CheckpointError::NotACheckpoint { path: p });
-        }
-        let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
-        // Version 3 differs only in what version 4 adds for structural plasticity, which a
-        // version 3 file cannot hold: it is read as is.
-        if version != FORMAT_VERSION && version != 3 {
-            return Err(CheckpointError::Version { path: p, found: version });
-        }
-        let header_len = u64::from_le_bytes(prefix[12..20].try_into().expect("8 bytes"));
-        let header_crc = u32::from_le_bytes(prefix[20..24].try_into().expect("4 bytes"));
-        if header_len > MAX_HEADER_BYTES || FIXED_PREFIX as u64 + header_len > file_len {
-            return Err(CheckpointError::Truncated { path: p, detail: format!("header of {header_len} bytes in a file of {file_len}") });
-        }
-        let mut header_bytes = vec![0u8; header_len as usize];
-        file.read_exact(&mut header_bytes).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
-        if crc32fast::hash(&header_bytes) != header_crc {
-            return Err(CheckpointError::Checksum { path: p, what: "the header".into() });
-        }
-        let header: Header = serde_json::from_slice(&header_bytes).map_err(|e| CheckpointError::Corrupt { path: p.clone(), detail: format!("header: {e}") })?;
+        let header = Header::read(&mut file, &p, file_len)?;
         let mut data = Vec::new();
         file.read_to_end(&mut data).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
         for s in &header.sections {
@@ -330,8 +346,9 @@ impl Checkpoint {
     }
 
     /// Loads the state into `world`, built from the same model with the same shard count.
-    /// Everything is decoded and checked before anything in the world changes.
-    pub fn restore(&self, world: &mut World, model_hash: u64) -> Result<(), CheckpointError> {
+    /// Everything is decoded and checked before anything in the world changes. Recorded output
+    /// whose logs are lost or fail their checksums is dropped, and listed.
+    pub fn restore(&self, world: &mut World, model_hash: u64) -> Result<Vec<MissingOutput>, CheckpointError> {
         let path = self.path.display().to_string();
         let corrupt = |detail: String| CheckpointError::Corrupt { path: path.clone(), detail };
         if self.header.model_hash != model_hash {
@@ -379,10 +396,9 @@ impl Checkpoint {
         let overflows: [u8; 8] = self.section("plasticity/history_overflows")?.try_into().map_err(|_| corrupt("section plasticity/history_overflows is not a u64".into()))?;
         let counts = self.column::<u64>("recorder/spike_counts", Some(world.resource::<Recorder>().spike_counts.len()))?;
         let mut recorded = Vec::new();
-        let mut lengths = std::collections::HashMap::new();
-        {
+        let (run_id, outputs) = {
             let mut rec = world.resource_mut::<Recorder>();
-            let log_dir = rec.log_dir.clone();
+            let (log_dir, run_id, outputs) = (rec.log_dir.clone(), rec.run_id, rec.outputs());
             for (name, column) in rec.columns_mut() {
                 let pending = self.section(&format!("recorder/{name}"))?;
                 let spilled: [u8; 8] = self.section(&format!("recorder/{name}.spilled"))?.try_into().map_err(|_| corrupt(format!("section recorder/{name}.spilled is not a u64")))?;
@@ -391,18 +407,30 @@ impl Checkpoint {
                 if pending.len() % column.element_bytes() != 0 {
                     return Err(corrupt(format!("section recorder/{name} is not whole elements")));
                 }
+                spilled.checked_add((pending.len() / column.element_bytes()) as u64).ok_or_else(|| corrupt(format!("recording cursor of {name} overflows")))?;
                 let log = log_dir.as_ref().map(|d| d.join(format!("{name}.bin")));
-                if spilled > 0 {
-                    let len = log.as_ref().and_then(|l| std::fs::metadata(l).ok()).map_or(0, |m| m.len());
-                    if len < log_bytes {
-                        return Err(corrupt(format!("recording log {name}.bin holds {len} bytes, the checkpoint needs {log_bytes}")));
-                    }
+                let damage = match &log {
+                    None if spilled > 0 => return Err(corrupt(format!("recording cursor of {name} points into a log, and there is no log folder"))),
+                    Some(log) if spilled > 0 => recording::verify_log(log, run_id, log_bytes).err(),
+                    _ => None,
+                };
+                recorded.push(Logged { name, log, log_bytes, spilled, pending, element_bytes: column.element_bytes(), damage });
+            }
+            (run_id, outputs)
+        };
+        // A damaged log loses what was logged of its output (both columns, which stay in
+        // step); the state is intact, so the run goes on and records again from here.
+        let mut missing = Vec::new();
+        for (pair, output) in recorded.chunks_mut(2).zip(outputs) {
+            if let Some(reason) = pair.iter().find_map(|c| c.damage.clone()) {
+                let (before_step, before_ms) = (self.header.step, recording::step_time_ms(self.header.step, self.header.dt_ms));
+                missing.push(MissingOutput { output, before_step, before_ms, reason });
+                for c in pair {
+                    (c.spilled, c.log_bytes) = (0, 0);
                 }
-                let elements = spilled.checked_add((pending.len() / column.element_bytes()) as u64).ok_or_else(|| corrupt(format!("recording cursor of {name} overflows")))?;
-                lengths.insert(name, elements);
-                recorded.push((log, log_bytes, spilled, pending));
             }
         }
+        let lengths: std::collections::HashMap<String, u64> = recorded.iter().map(|c| (c.name.clone(), c.spilled + (c.pending.len() / c.element_bytes) as u64)).collect();
         // Columns recorded together must stay in step (log and pending together): one node id
         // per spike step, one row of values per probe time. A checkpoint whose columns disagree
         // used to restore, and the run then panicked writing probes.h5 (`ndarray_2d` expects
@@ -426,9 +454,9 @@ impl Checkpoint {
         // Output written after this checkpoint (before a crash) is cut off: it will be recorded
         // again. This is done before anything in the world changes (it used to be done while
         // applying), so that an I/O error here does not leave the world half restored.
-        for (log, log_bytes, _, _) in &recorded {
-            if let Some(log) = log.as_ref().filter(|l| l.exists()) {
-                std::fs::OpenOptions::new().write(true).open(log).and_then(|f| f.set_len(*log_bytes)).map_err(|source| CheckpointError::Io { path: log.display().to_string(), source })?;
+        for c in &recorded {
+            if let Some(log) = &c.log {
+                recording::cut_log(log, run_id, c.log_bytes).map_err(|source| CheckpointError::Io { path: log.display().to_string(), source })?;
             }
         }
 
@@ -446,12 +474,24 @@ impl Checkpoint {
         world.resource_mut::<Plasticity>().enabled = enabled.first() == Some(&1);
         let mut rec = world.resource_mut::<Recorder>();
         rec.spike_counts = counts;
-        for ((_, column), (_, _, spilled, pending)) in rec.columns_mut().into_iter().zip(recorded) {
-            column.reset(spilled, &pending);
+        for ((_, column), c) in rec.columns_mut().into_iter().zip(recorded) {
+            column.reset(c.spilled, &c.pending);
         }
         world.resource_mut::<Clock>().step = self.header.step;
-        Ok(())
+        Ok(missing)
     }
+}
+
+/// A recorded column as a checkpoint restores it: its log and cursor (in bytes and elements),
+/// the elements held in the checkpoint, and why its log cannot be used, if it cannot.
+struct Logged {
+    name: String,
+    log: Option<PathBuf>,
+    log_bytes: u64,
+    spilled: u64,
+    pending: Vec<u8>,
+    element_bytes: usize,
+    damage: Option<String>,
 }
 
 /// Checkpoint files in `dir`, newest first.
@@ -468,9 +508,11 @@ pub fn list(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Deletes all but the newest `keep` checkpoints in `dir`.
-pub fn prune(dir: &Path, keep: usize) {
-    for old in list(dir).into_iter().skip(keep.max(1)) {
+/// Deletes all but the newest `keep` checkpoints of run `run_id` in `dir`; files of another
+/// run, or that cannot be read, are left alone.
+pub fn prune(dir: &Path, keep: usize, run_id: u64) {
+    let ours = list(dir).into_iter().filter(|p| Header::open(p).is_ok_and(|h| h.run_id() == Some(run_id)));
+    for old in ours.skip(keep.max(1)) {
         let _ = std::fs::remove_file(old);
     }
 }

@@ -12,7 +12,9 @@
 //! construction, handed over through a [`Slot`] (how: `fum_protocol::link`). While no viewer
 //! watches, no frame is built at all: a step costs one atomic load and an empty channel poll.
 //! Pausing is the one state in which the simulation thread waits, and it waits for commands,
-//! not for a viewer.
+//! not for a viewer. Reads from viewers that may not steer (socket clients without the token)
+//! are answered within a time budget ([`READ_SHARE`] of the wall time): beyond it they wait for
+//! later step boundaries, so that no number of watchers slows the run by more than that.
 //!
 //! Device backends (see [`crate::backend`]). On the CPU the observer reads the host columns
 //! directly. On a device backend the host holds a step's spikes only some steps after it ran
@@ -23,6 +25,7 @@
 //! weight histograms at most every [`DEVICE_WEIGHTS_INTERVAL`], and refuses the commands the
 //! device baked into its step (Poisson rates, DC currents, STDP on/off).
 
+use std::collections::VecDeque;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +53,14 @@ const PAUSED_POLL: Duration = Duration::from_millis(20);
 /// Requests answered at one step boundary at most (the rest wait for the next), and neurons one
 /// request may name at most: reads are open to any viewer and must not slow the run down.
 const MAX_REQUESTS_PER_STEP: usize = 8;
-const MAX_NEURONS_PER_REQUEST: usize = 1024;
+pub const MAX_NEURONS_PER_REQUEST: usize = 1024;
+
+/// The share of the run's wall time that answering the reads of viewers that may not steer
+/// may take, and the most that can be saved up for a burst of them; reads beyond wait (at most
+/// [`MAX_DEFERRED`], later ones are refused).
+pub const READ_SHARE: f64 = 0.01;
+const READ_BURST_S: f64 = 0.005;
+const MAX_DEFERRED: usize = 256;
 
 /// The slowest pace accepted (wall time / biological time), and the largest Poisson mean per
 /// step (beyond it counts overflow the fixed-point input).
@@ -92,6 +102,34 @@ pub struct Observer {
     backend_seen: bool,
     /// `Some` on a device backend.
     device: Option<DeviceSyncs>,
+    /// Reads of viewers that may not steer: the time they may still take, and those waiting.
+    budget: ReadBudget,
+    deferred: VecDeque<Envelope>,
+}
+
+/// Time that reads may take, in seconds (negative: overspent): refilled at [`READ_SHARE`] of
+/// the wall time, up to [`READ_BURST_S`].
+#[derive(Debug)]
+struct ReadBudget {
+    balance_s: f64,
+    refilled: Instant,
+}
+
+impl ReadBudget {
+    fn new() -> Self {
+        ReadBudget { balance_s: READ_BURST_S, refilled: Instant::now() }
+    }
+
+    fn allows(&mut self, now: Instant) -> bool {
+        let earned = now.saturating_duration_since(self.refilled).as_secs_f64() * READ_SHARE;
+        self.balance_s = (self.balance_s + earned).min(READ_BURST_S);
+        self.refilled = now;
+        self.balance_s > 0.0
+    }
+
+    fn charge(&mut self, spent: Duration) {
+        self.balance_s -= spent.as_secs_f64();
+    }
 }
 
 /// When the observer last brought device columns to the host: wall time and the steps done
@@ -125,6 +163,8 @@ pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink
         shards: None,
         backend_seen: false,
         device: None,
+        budget: ReadBudget::new(),
+        deferred: VecDeque::new(),
     };
     (observer, link)
 }
@@ -175,6 +215,10 @@ impl Observer {
     /// Answers requests while paused. A signal (see `run::interrupt_flag`) ends the wait, so
     /// that the runner can checkpoint and stop a paused run as it does a running one.
     fn wait_while_paused(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) -> ControlFlow<()> {
+        if !self.paused(done) {
+            // Most boundaries: no clock reads, no flag lookups.
+            return ControlFlow::Continue(());
+        }
         let interrupted = crate::run::interrupt_flag();
         let since = Instant::now();
         let result = self.answer_while_paused(world, done, checkpoint, &interrupted);
@@ -184,6 +228,10 @@ impl Observer {
 
     fn answer_while_paused(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>, interrupted: &AtomicBool) -> ControlFlow<()> {
         while self.paused(done) && !interrupted.load(Ordering::Relaxed) {
+            // Paused, reads cost the run nothing: answer those that waited.
+            while let Some(envelope) = self.deferred.pop_front() {
+                self.answer(world, done, envelope, checkpoint);
+            }
             self.hand_over(true);
             match self.requests.recv_timeout(PAUSED_POLL) {
                 Ok(envelope) => self.answer(world, done, envelope, checkpoint),
@@ -225,9 +273,10 @@ impl Observer {
                 world.remove_resource::<StepSpikes>();
             }
         }
+        self.answer_deferred(world, done, checkpoint);
         for _ in 0..MAX_REQUESTS_PER_STEP {
             match self.requests.try_recv() {
-                Ok(envelope) => self.answer(world, done, envelope, checkpoint),
+                Ok(envelope) => self.take(world, done, envelope, checkpoint),
                 Err(TryRecvError::Empty) => break,
                 Err(TryRecvError::Disconnected) if self.stop_when_detached => return ControlFlow::Break(()),
                 Err(TryRecvError::Disconnected) => break,
@@ -337,6 +386,35 @@ impl Observer {
                 self.building = frame;
             }
         }
+    }
+
+    /// Answers a request now, or defers it: reads of a viewer that may not steer wait behind
+    /// earlier ones and for the budget.
+    fn take(&mut self, world: &mut World, done: u64, envelope: Envelope, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
+        if envelope.steering {
+            self.answer(world, done, envelope, checkpoint);
+        } else if self.deferred.is_empty() && self.budget.allows(Instant::now()) {
+            self.answer_budgeted(world, done, envelope, checkpoint);
+        } else if self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push_back(envelope);
+        } else {
+            let busy = format!("{:?} refused: {MAX_DEFERRED} requests of viewers without the token are waiting; ask again later", envelope.request);
+            envelope.reply_to.send(Reply::Error(busy)).ok();
+        }
+    }
+
+    /// Answers deferred reads while the budget allows.
+    fn answer_deferred(&mut self, world: &mut World, done: u64, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
+        while !self.deferred.is_empty() && self.budget.allows(Instant::now()) {
+            let envelope = self.deferred.pop_front().expect("not empty");
+            self.answer_budgeted(world, done, envelope, checkpoint);
+        }
+    }
+
+    fn answer_budgeted(&mut self, world: &mut World, done: u64, envelope: Envelope, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
+        let start = Instant::now();
+        self.answer(world, done, envelope, checkpoint);
+        self.budget.charge(start.elapsed());
     }
 
     fn answer(&mut self, world: &mut World, done: u64, envelope: Envelope, checkpoint: &mut dyn FnMut(&mut World) -> Result<String, String>) {
@@ -642,6 +720,54 @@ weight = 50.0
             Reply::Membrane { membrane_mv, .. } => assert!(membrane_mv[0].is_finite() && membrane_mv[1].is_nan()),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_read_budget_refills_at_its_share_of_the_wall_time() {
+        let mut budget = ReadBudget::new();
+        let t0 = budget.refilled;
+        assert!(budget.allows(t0));
+        budget.charge(Duration::from_millis(15));
+        // 10 ms overspent: earned back at READ_SHARE in 1 s of wall time.
+        assert!(!budget.allows(t0 + Duration::from_millis(900)));
+        assert!(budget.allows(t0 + Duration::from_millis(1100)));
+        // Saving up stops at the burst.
+        assert!(budget.allows(t0 + Duration::from_secs(3600)) && budget.balance_s <= READ_BURST_S);
+    }
+
+    #[test]
+    fn over_budget_reads_of_viewers_that_may_not_steer_wait_and_the_others_do_not() {
+        let model = Model::parse(MODEL, std::path::Path::new("t.toml")).unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 2).unwrap();
+        let (mut observer, link) = channel(&model, false);
+        let watcher = link.branch(Slot::new(false), false);
+        let mut never = |_: &mut World| Err("no".to_string());
+        observer.budget.balance_s = -1e6;
+        for _ in 0..MAX_DEFERRED + 1 {
+            watcher.send(Request::Info);
+        }
+        link.send(Request::Info);
+        let mut done = 0;
+        while observer.deferred.len() < MAX_DEFERRED || link.try_reply().is_none() {
+            done += 1;
+            assert!(observer.between_steps(&mut sim.world, done, &mut never).is_continue());
+            assert!(done < 100, "{} deferred", observer.deferred.len());
+        }
+        assert!(matches!(watcher.try_reply(), Some(Reply::Error(e)) if e.contains("waiting")), "one request too many is refused");
+        assert!(watcher.try_reply().is_none(), "the others wait");
+        // Paused, the run loses nothing to reads: the waiting ones are answered.
+        link.send(Request::Pause);
+        let resume = link.sender();
+        let waiting = std::thread::spawn(move || {
+            let replies: Vec<Reply> = (0..MAX_DEFERRED).map(|_| loop {
+                if let Some(r) = watcher.try_reply() { break r; }
+                std::thread::sleep(Duration::from_millis(1));
+            }).collect();
+            resume.send(Request::Resume);
+            replies
+        });
+        assert!(observer.between_steps(&mut sim.world, done + 1, &mut never).is_continue());
+        assert!(waiting.join().unwrap().iter().all(|r| matches!(r, Reply::Info(_))));
     }
 
     /// A device backend without a device, for the observer: it brings a step's spikes back two

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::backend::{DeviceStats, installed};
 use crate::components::{NeuronBlock, Plasticity, StdpHistoryOverflows, SynapseBlocks};
-use crate::recording::Recorder;
+use crate::recording::{MissingOutput, Recorder};
 use crate::{Model, Simulation};
 
 /// Where a run's wall time went.
@@ -39,12 +39,18 @@ pub enum Outcome {
     Stopped,
     /// Stopped by SIGINT or SIGTERM; resumable.
     Interrupted,
+    /// Stopped by a failed health check (`error` says why), with the outputs up to there and
+    /// a checkpoint.
+    Failed,
 }
 
 /// The summary of a run, written as `run.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub fum_version: &'static str,
+    /// The run's id (hex), the same in its checkpoints, recording logs and every session's
+    /// run.json.
+    pub run_id: String,
     pub model: String,
     /// FNV-1a 64 of the model text, hex.
     pub model_hash: String,
@@ -57,6 +63,12 @@ pub struct RunReport {
     /// Steps completed when this session ended.
     pub end_step: u64,
     pub outcome: Outcome,
+    /// Why the run failed (outcome `failed`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Recorded output lost with damaged or missing recording logs (see `fum resume`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_output: Vec<MissingOutput>,
     pub backend: &'static str,
     /// The device in words (CPU threads, or the GPU's name, architecture and memory).
     pub device: String,
@@ -94,6 +106,7 @@ impl RunReport {
         let backend = installed(&sim.world).expect("a run has a backend");
         RunReport {
             fum_version: env!("CARGO_PKG_VERSION"),
+            run_id: String::new(),
             model: model.path.display().to_string(),
             model_hash: format!("{:016x}", model.hash()),
             seed: model.spec.simulation.seed,
@@ -103,6 +116,8 @@ impl RunReport {
             start_step: session.start,
             end_step: session.end,
             outcome,
+            error: None,
+            missing_output: Vec::new(),
             backend: backend.name(),
             device: backend.device(),
             gpu: backend.stats(&sim.world),

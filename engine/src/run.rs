@@ -24,7 +24,7 @@ use crate::checkpoint::{self, Checkpoint, CheckpointError};
 use crate::components::Clock;
 use crate::health::{HealthError, HealthMonitor};
 use crate::observe::Observer;
-use crate::recording::{OutputError, Recorder};
+use crate::recording::{MissingOutput, OutputError, Recorder, write_atomically};
 use crate::report::{NetworkStats, Outcome, RunReport, Timing};
 use crate::{BuildError, Model, ModelError, Simulation};
 
@@ -52,6 +52,9 @@ pub struct RunOptions {
     /// Where the simulation runs.
     #[serde(default)]
     pub backend: BackendChoice,
+    /// Use an output folder that is not empty, removing the outputs of an earlier run there.
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl RunOptions {
@@ -87,6 +90,12 @@ pub enum RunError {
     Backend(#[from] BackendError),
     #[error("cannot create the output folder {}", path.display())]
     OutputFolder { path: PathBuf, source: io::Error },
+    #[error("the output folder {} is not writable", path.display())]
+    NotWritable { path: PathBuf, source: io::Error },
+    #[error("the output folder {} is not empty (it holds {entries}): a run writes into an empty or new folder; pass --overwrite to replace an earlier run's outputs there", path.display())]
+    NotEmpty { path: PathBuf, entries: String },
+    #[error("{} mixes runs: {file} belongs to run {other}, the newest checkpoint to run {run}; move one run's files to another folder", dir.display())]
+    MixedRuns { dir: PathBuf, file: String, other: String, run: String },
     #[error("{}: no checkpoints to resume from", .0.display())]
     NoCheckpoints(PathBuf),
     #[error("{}: no valid checkpoint to resume from", .0.display())]
@@ -111,6 +120,91 @@ pub enum RunError {
     Report { path: PathBuf, source: io::Error },
 }
 
+/// The files and folders fum writes in an output folder; `--overwrite` removes these only.
+const OUTPUT_FILES: [&str; 3] = ["run.json", "spikes.h5", "probes.h5"];
+const OUTPUT_FOLDERS: [&str; 2] = ["checkpoints", "recording"];
+
+/// Makes `out` the output folder of a new run, before anything is built: created if need be;
+/// one that holds anything is refused unless `overwrite`, which removes what fum wrote there
+/// (and nothing else); and it must be writable.
+pub fn prepare_output(out: &Path, overwrite: bool) -> Result<(), RunError> {
+    std::fs::create_dir_all(out).map_err(|source| RunError::OutputFolder { path: out.to_path_buf(), source })?;
+    // The steering token of this very run (`fum run --serve --out`) may be there already.
+    let mut entries: Vec<String> = std::fs::read_dir(out)
+        .map_err(|source| RunError::NotWritable { path: out.to_path_buf(), source })?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name != crate::serve::TOKEN_FILE)
+        .collect();
+    if !entries.is_empty() && !overwrite {
+        entries.sort();
+        let more = entries.len().saturating_sub(5);
+        let mut listed = entries.into_iter().take(5).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            listed += &format!(" and {more} more");
+        }
+        return Err(RunError::NotEmpty { path: out.to_path_buf(), entries: listed });
+    }
+    if overwrite {
+        remove_outputs(out).map_err(|source| RunError::NotWritable { path: out.to_path_buf(), source })?;
+    }
+    check_writable(out)
+}
+
+/// Removes an earlier run's outputs from `out`: the files fum names, and in its folders the
+/// files fum names (the folders too once empty). A link is removed, never followed.
+fn remove_outputs(out: &Path) -> io::Result<()> {
+    let ours = |name: &str| OUTPUT_FILES.iter().any(|f| name == *f || name == format!(".{f}.tmp"));
+    let in_folder = |name: &str| name.starts_with("ckpt-") || name.ends_with(".bin") || name.ends_with(".idx") || name.ends_with(".tmp");
+    let remove = |path: &Path| match std::fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    };
+    for entry in std::fs::read_dir(out)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ours(&name) {
+            remove(&entry.path())?;
+        } else if OUTPUT_FOLDERS.contains(&name.as_str()) {
+            if !entry.file_type()?.is_dir() {
+                remove(&entry.path())?;
+                continue;
+            }
+            for inner in std::fs::read_dir(entry.path())? {
+                let inner = inner?;
+                if in_folder(&inner.file_name().to_string_lossy()) && !inner.file_type()?.is_dir() {
+                    remove(&inner.path())?;
+                }
+            }
+            let _ = std::fs::remove_dir(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Fails at once where the outputs could not be written at the end: creates and removes a file.
+fn check_writable(dir: &Path) -> Result<(), RunError> {
+    let probe = dir.join(format!(".fum-write-test-{}", std::process::id()));
+    let written = std::fs::File::create(&probe).and_then(|mut f| io::Write::write_all(&mut f, b"fum")).and_then(|()| std::fs::remove_file(&probe));
+    written.map_err(|source| RunError::NotWritable { path: dir.to_path_buf(), source })
+}
+
+/// A fresh run id: 64 random bits (the standard library's per-process random hash keys, mixed
+/// with the time and process id).
+fn new_run_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Which run a session continues, and the output its earlier sessions lost.
+struct Session {
+    run_id: u64,
+    missing: Vec<MissingOutput>,
+}
+
 /// Set by SIGINT/SIGTERM (see the CLI); checked at every step boundary.
 pub fn interrupt_flag() -> Arc<AtomicBool> {
     static FLAG: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
@@ -130,16 +224,21 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     let (threads, shards) = options.resolve(model);
     // Threads and memory this machine cannot give are refused before anything is built.
     crate::estimate::check(model, threads, shards)?;
-    // Chosen before building, so that a backend that cannot run here fails at once.
+    // Chosen before building, so that a backend that cannot run here fails at once (and
+    // writes nothing).
     let backend = choose(crate::structural::backend_choice(model, options.backend)?)?;
+    if let Some(out) = &options.out {
+        prepare_output(out, options.overwrite)?;
+    }
+    let session = Session { run_id: new_run_id(), missing: Vec::new() };
     let mut sim = Simulation::from_model(model, threads, shards)?;
     sim.install(backend)?;
     if let Some(out) = &options.out {
-        std::fs::create_dir_all(out).map_err(|source| RunError::OutputFolder { path: out.clone(), source })?;
         // Recorded output moves to logs under OUT/recording at each checkpoint.
-        sim.world.resource_mut::<Recorder>().log_dir = Some(out.join("recording"));
+        let mut recorder = sim.world.resource_mut::<Recorder>();
+        (recorder.log_dir, recorder.run_id) = (Some(out.join("recording")), session.run_id);
     }
-    execute(model, options, sim, started, progress, observer)
+    execute(model, options, sim, started, progress, observer, session)
 }
 
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
@@ -151,6 +250,10 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
     if candidates.is_empty() {
         return Err(RunError::NoCheckpoints(ckpt_dir));
     }
+    check_writable(dir)?;
+    // The run to continue is the newest checkpoint's: older checkpoints of another run are
+    // skipped, and outputs or logs of another run refuse the folder.
+    let mut run_id = None;
     for path in candidates {
         let attempt = Checkpoint::open(&path).and_then(|c| {
             let text = c.model_text()?;
@@ -163,6 +266,18 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
                 continue;
             }
         };
+        let id = ckpt.header.run_id().unwrap_or(0);
+        match run_id {
+            None => {
+                check_one_run(dir, id)?;
+                run_id = Some(id);
+            }
+            Some(run) if run != id => {
+                eprintln!("skipping checkpoint {}: it belongs to run {id:016x}, the newer checkpoints to run {run:016x}", path.display());
+                continue;
+            }
+            Some(_) => {}
+        }
         let mut options: RunOptions = serde_json::from_value(ckpt.header.run.clone()).map_err(RunError::RunSettings)?;
         if threads > 0 {
             options.threads = threads;
@@ -177,16 +292,40 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         options.apply(&mut model)?;
         let (threads, _) = options.resolve(&model);
         let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
-        sim.world.resource_mut::<Recorder>().log_dir = Some(dir.join("recording"));
-        if let Err(e) = ckpt.restore(&mut sim.world, model.hash()) {
-            eprintln!("skipping checkpoint: {e}");
-            continue;
+        let mut recorder = sim.world.resource_mut::<Recorder>();
+        (recorder.log_dir, recorder.run_id) = (Some(dir.join("recording")), id);
+        let lost = match ckpt.restore(&mut sim.world, model.hash()) {
+            Ok(lost) => lost,
+            Err(e) => {
+                eprintln!("skipping checkpoint: {e}");
+                continue;
+            }
+        };
+        for m in &lost {
+            eprintln!("warning: {m}; the run goes on without it");
         }
+        let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
+        missing.extend(lost);
         sim.install(choose(crate::structural::backend_choice(&model, options.backend)?)?)?;
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
-        return execute(&model, &options, sim, started, progress, None);
+        return execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing });
     }
     Err(RunError::NoValidCheckpoint(ckpt_dir))
+}
+
+/// Refuses a folder where run.json or a recording log belongs to another run than `run_id`.
+fn check_one_run(dir: &Path, run_id: u64) -> Result<(), RunError> {
+    let mixed = |file: String, other: u64| RunError::MixedRuns { dir: dir.to_path_buf(), file, other: format!("{other:016x}"), run: format!("{run_id:016x}") };
+    let report: Option<serde_json::Value> = std::fs::read(dir.join("run.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    if let Some(other) = report.as_ref().and_then(|r| r.get("run_id")?.as_str()).and_then(|hex| u64::from_str_radix(hex, 16).ok()).filter(|&other| other != run_id) {
+        return Err(mixed("run.json".into(), other));
+    }
+    for log in std::fs::read_dir(dir.join("recording")).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "bin")) {
+        if let Some(other) = crate::recording::log_run_id(&log).filter(|&other| other != run_id) {
+            return Err(mixed(format!("recording/{}", log.file_name().unwrap_or_default().to_string_lossy()), other));
+        }
+    }
+    Ok(())
 }
 
 /// The steps of a session, and how often checkpoints and health checks fall.
@@ -215,7 +354,7 @@ impl Span {
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.
-fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync, mut observer: Option<&mut Observer>) -> Result<RunReport, RunError> {
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
     let span = Span::new(model, options, &sim);
@@ -224,7 +363,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
         let mut settings = serde_json::to_value(options)?;
         settings["model_path"] = model.path.display().to_string().into();
-        sim.world.insert_resource(Checkpoints::start(dir.clone(), keep, span.checkpoint_every, span.end_step, model, settings));
+        settings["run_id"] = format!("{:016x}", session.run_id).into();
+        settings["missing_output"] = serde_json::to_value(&session.missing)?;
+        sim.world.insert_resource(Checkpoints::start(dir.clone(), keep, span.checkpoint_every, span.end_step, model, session.run_id, settings));
     }
 
     // A run started paused shows its first step to the viewer before anything runs.
@@ -275,9 +416,11 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if let Some(error) = device_failure.or(synced.err()) {
         return Err(RunError::Device { step: done, error });
     }
-    let outcome = if done == span.steps {
+    let outcome = if unhealthy.is_some() {
+        Outcome::Failed
+    } else if done == span.steps {
         Outcome::Finished
-    } else if done == span.end_step && unhealthy.is_none() {
+    } else if done == span.end_step {
         Outcome::Stopped
     } else {
         Outcome::Interrupted
@@ -287,14 +430,18 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         Some(writer) => writer.finish(&mut sim.world, outcome != Outcome::Finished || span.checkpoint_every.is_some())?,
         None => CheckpointTotals::default(),
     };
-    if let Some(error) = unhealthy {
-        let hint = ckpt_dir.map(|d| format!("; the state is in the newest checkpoint in {}", d.display())).unwrap_or_default();
-        return Err(RunError::Unhealthy { error, hint });
-    }
+    // A failed health check ends the run with the outputs so far, then the error.
+    let failure = unhealthy.map(|error| {
+        let hint = options.out.as_ref().map(|out| format!("; the outputs up to step {done} and the state (newest checkpoint) are in {}", out.display())).unwrap_or_default();
+        RunError::Unhealthy { error, hint }
+    });
 
     let t1 = Instant::now();
     let outputs = write_outputs(model, options, &sim, outcome)?;
     let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
+    report.run_id = format!("{:016x}", session.run_id);
+    report.error = failure.as_ref().map(ToString::to_string);
+    report.missing_output = session.missing;
     let dt = model.spec.simulation.dt_ms;
     let session_ms = (done - span.start_step) as f64 * dt;
     report.timing = Timing {
@@ -315,9 +462,13 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         report.outputs.push("run.json".to_string());
         let json = serde_json::to_string_pretty(&report)?;
         let path = out.join("run.json");
-        std::fs::write(&path, json).map_err(|source| RunError::Report { path, source })?;
+        let error = |source| RunError::Report { path: path.clone(), source };
+        write_atomically(&path, |tmp| std::fs::write(tmp, &json).map_err(error), error)?;
     }
-    Ok(report)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
 }
 
 /// Writes the recorded spikes and probes under the output folder, unless the run stopped to be

@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
     match ckpt.restore(&mut sim.world, model.hash()) {
         // The outputs of a resumed run can be written; the world now holds the file's state:
         // build a fresh one for the next input.
-        Ok(()) => {
+        Ok(_) => {
             let rec = sim.world.resource::<Recorder>();
             let _ = rec.write_spikes(&state.dir.path().join("spikes.h5"), model);
             let _ = rec.write_probes(&state.dir.path().join("probes.h5"));

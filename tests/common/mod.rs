@@ -7,6 +7,36 @@ use fum::engine::components::{Shard, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use fum::{DefaultPlugins, Model, Simulation};
 
+/// One population driven hard by Poisson input (100 ms), its spikes recorded: fast enough to
+/// outrun real time on one thread.
+pub const DRIVEN: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 100.0
+seed = 3
+
+[[populations]]
+name = "driven"
+size = 200
+model = "lif_cuba"
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_m_ms = 20.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "driven"
+rate_hz = 20000.0
+weight = 50.0
+
+[recording]
+spikes = ["driven"]
+"#;
+
 /// A small network that fires (300 + 75 neurons, Poisson drive, 200 ms), recorded and probed.
 pub const SMALL_NETWORK: &str = r#"
 [simulation]
@@ -123,11 +153,13 @@ pub fn many_populations(n: usize) -> String {
     text
 }
 
-/// A `fum run ... --serve 0` child, the address it serves on and its steering token.
+/// A `fum run ... --serve 0` child, the address it serves on, its steering token and the
+/// later lines of its stderr.
 pub struct Served {
     pub child: std::process::Child,
     pub addr: String,
     pub token: String,
+    pub stderr: std::sync::mpsc::Receiver<String>,
 }
 
 /// Starts `bin run ARGS --serve 0` and reads where it serves from its first line of stderr.
@@ -139,8 +171,9 @@ pub fn serve_run(bin: &Path, args: &[&str]) -> Served {
     // "serving on ADDR (fum view --attach ADDR); steering token TOKEN"
     let addr = line.strip_prefix("serving on ").and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{line}")).to_string();
     let token = line.rsplit(' ').next().unwrap().to_string();
-    std::thread::spawn(move || lines.for_each(drop));
-    Served { child, addr, token }
+    let (tx, stderr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(|l| drop(tx.send(l))));
+    Served { child, addr, token, stderr }
 }
 
 /// The spikes of a run's spikes.h5 as (step, global id), sorted; `populations`: each recorded

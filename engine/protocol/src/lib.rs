@@ -10,4 +10,4 @@ pub mod wire;
 
 pub use link::{Envelope, RequestSender, SimulationEnd, Slot, Taken, ViewerLink, channel};
 pub use messages::{Frame, Info, InputInfo, MAX_FRAME_SPIKES, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Speed, WeightHistogram};
-pub use wire::{ClientMessage, MAX_MESSAGE_BYTES, ServerMessage, WireError, attach, read_message, write_message};
+pub use wire::{ClientMessage, MAX_CLIENT_MESSAGE_BYTES, MAX_MESSAGE_BYTES, ServerMessage, WireError, attach, read_message, read_message_within, write_message};

@@ -110,11 +110,14 @@ pub enum Taken {
     Closed,
 }
 
-/// A request and where to send its reply.
+/// A request, where to send its reply, and whether its sender may steer (an in-process
+/// viewer, or a socket client with the token). The reads of a viewer that may not steer are
+/// answered within a time budget, so that watching cannot slow the run down.
 #[derive(Debug)]
 pub struct Envelope {
     pub request: Request,
     pub reply_to: Sender<Reply>,
+    pub steering: bool,
 }
 
 /// Sends requests to the simulation; replies go to the [`ViewerLink`] it came from.
@@ -122,12 +125,19 @@ pub struct Envelope {
 pub struct RequestSender {
     requests: Sender<Envelope>,
     reply_to: Sender<Reply>,
+    steering: bool,
 }
 
 impl RequestSender {
     /// Sends a request; false when the simulation is gone.
     pub fn send(&self, request: Request) -> bool {
-        self.requests.send(Envelope { request, reply_to: self.reply_to.clone() }).is_ok()
+        self.requests.send(Envelope { request, reply_to: self.reply_to.clone(), steering: self.steering }).is_ok()
+    }
+
+    /// Another link to the same simulation, with its own frame slot and replies (one per
+    /// socket client); `steering`: whether its sender may steer.
+    pub fn branch(&self, frames: Arc<Slot>, steering: bool) -> ViewerLink {
+        ViewerLink::with_requests(frames, self.requests.clone(), steering)
     }
 
     /// Delivers a reply that did not come from the simulation (a refusal, or one read from a
@@ -146,16 +156,21 @@ pub struct ViewerLink {
 }
 
 impl ViewerLink {
-    /// A link receiving frames from `frames` and sending requests into `requests`.
+    /// A link receiving frames from `frames` and sending requests into `requests`, as a
+    /// viewer that may steer (in the simulation's process).
     pub fn new(frames: Arc<Slot>, requests: Sender<Envelope>) -> Self {
+        Self::with_requests(frames, requests, true)
+    }
+
+    fn with_requests(frames: Arc<Slot>, requests: Sender<Envelope>, steering: bool) -> Self {
         let (reply_to, replies) = std::sync::mpsc::channel();
-        ViewerLink { frames, sender: RequestSender { requests, reply_to }, replies }
+        ViewerLink { frames, sender: RequestSender { requests, reply_to, steering }, replies }
     }
 
     /// Another link to the same simulation, with its own frame slot and replies (one per
-    /// socket client).
-    pub fn branch(&self, frames: Arc<Slot>) -> ViewerLink {
-        ViewerLink::new(frames, self.sender.requests.clone())
+    /// socket client); `steering`: whether its sender may steer.
+    pub fn branch(&self, frames: Arc<Slot>, steering: bool) -> ViewerLink {
+        self.sender.branch(frames, steering)
     }
 
     /// Sends a request; false when the simulation is gone.
@@ -226,9 +241,11 @@ mod tests {
     #[test]
     fn requests_reach_the_simulation_and_replies_the_link_they_came_from() {
         let (end, link) = channel();
-        let other = link.branch(Slot::new(true));
+        let other = link.branch(Slot::new(true), false);
         assert!(link.send(Request::Info) && other.send(Request::Pause));
-        for (envelope, answer) in end.requests.try_iter().zip(["first", "second"]) {
+        let envelopes: Vec<Envelope> = end.requests.try_iter().collect();
+        assert_eq!(envelopes.iter().map(|e| e.steering).collect::<Vec<_>>(), [true, false], "a branch may steer only if told so");
+        for (envelope, answer) in envelopes.into_iter().zip(["first", "second"]) {
             envelope.reply_to.send(Reply::Done(answer.into())).unwrap();
         }
         assert_eq!((link.try_reply(), other.try_reply()), (Some(Reply::Done("first".into())), Some(Reply::Done("second".into()))));

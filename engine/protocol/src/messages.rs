@@ -45,6 +45,24 @@ impl Frame {
         &self.spikes[start..self.spike_ends[k] as usize]
     }
 
+    /// This frame with the membrane rows of `watched` only, in that order (NaN for neurons it
+    /// does not carry): one viewer's traces out of the union a served run samples.
+    pub fn watching(mut self, watched: &[u32]) -> Frame {
+        if self.watched == watched {
+            return self;
+        }
+        let columns: Vec<Option<usize>> = watched.iter().map(|id| self.watched.iter().position(|w| w == id)).collect();
+        let width = self.watched.len();
+        let mut membrane_mv = Vec::with_capacity(self.steps as usize * watched.len());
+        for k in 0..self.steps as usize {
+            let row = &self.membrane_mv[k * width..(k + 1) * width];
+            membrane_mv.extend(columns.iter().map(|c| c.map_or(f32::NAN, |c| row[c])));
+        }
+        self.membrane_mv = membrane_mv;
+        self.watched = watched.to_vec();
+        self
+    }
+
     /// Appends `later` so that one frame covers both; if `later` does not follow this frame
     /// (steps went unwatched in between), it replaces it.
     pub fn absorb(&mut self, later: Frame) {
@@ -247,6 +265,16 @@ mod tests {
         let mut beat = Frame { wall_s: 0.5, paused: true, ..Frame::default() };
         beat.absorb(Frame { wall_s: 0.25, ..frame(3, &[&[7]]) });
         assert_eq!((beat.first_step, beat.steps, beat.wall_s, beat.paused), (3, 1, 0.75, false));
+    }
+
+    #[test]
+    fn a_frame_for_one_watch_list_keeps_its_columns_and_nan_for_the_others() {
+        let f = Frame { steps: 2, watched: vec![3, 5, 9], membrane_mv: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], ..frame(0, &[&[], &[]]) };
+        let mine = f.watching(&[9, 4, 3]);
+        assert_eq!(mine.watched, [9, 4, 3]);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&mine.membrane_mv), bits(&[3.0, f32::NAN, 1.0, 6.0, f32::NAN, 4.0]));
+        assert!(frame(0, &[&[1]]).watching(&[]).membrane_mv.is_empty());
     }
 
     #[test]

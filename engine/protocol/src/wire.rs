@@ -9,8 +9,9 @@
 //! whether the client may steer: only with the token `fum run` prints), then sends frames as
 //! the run produces them and one reply per request. A steering request without the token is
 //! answered with `Reply::Error`; so is a message that does not decode. A length above
-//! [`MAX_MESSAGE_BYTES`] or a broken connection ends that client's session only: the run goes
-//! on, and a client that reads slowly gets fewer, larger frames (see [`crate::link`]).
+//! [`MAX_MESSAGE_BYTES`] ([`MAX_CLIENT_MESSAGE_BYTES`] from a client) or a broken connection
+//! ends that client's session only: the run goes on, and a client that reads slowly gets
+//! fewer, larger frames (see [`crate::link`]).
 
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
@@ -23,6 +24,10 @@ use crate::messages::{Frame, PROTOCOL_VERSION, Reply, Request};
 
 /// The largest message either side accepts, bytes.
 pub const MAX_MESSAGE_BYTES: u32 = 64 << 20;
+
+/// The largest message a server accepts from a client, bytes: requests are small, and a
+/// client that has not yet said Hello must not make the server allocate much.
+pub const MAX_CLIENT_MESSAGE_BYTES: u32 = 64 << 10;
 
 /// What a client sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -46,8 +51,8 @@ pub enum ServerMessage {
 pub enum WireError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    #[error("message of {0} bytes is larger than the {MAX_MESSAGE_BYTES} bytes allowed")]
-    TooLarge(u32),
+    #[error("message of {len} bytes is larger than the {max} bytes allowed")]
+    TooLarge { len: u32, max: u32 },
     #[error("malformed message: {0}")]
     Malformed(#[from] postcard::Error),
     #[error("protocol version {theirs} (this side speaks {PROTOCOL_VERSION}): use the same fum version on both sides")]
@@ -59,7 +64,7 @@ pub enum WireError {
 /// Writes one length-prefixed message.
 pub fn write_message<T: Serialize>(w: &mut impl Write, message: &T) -> Result<(), WireError> {
     let bytes = postcard::to_stdvec(message)?;
-    let len = u32::try_from(bytes.len()).ok().filter(|&l| l <= MAX_MESSAGE_BYTES).ok_or(WireError::TooLarge(u32::MAX))?;
+    let len = u32::try_from(bytes.len()).ok().filter(|&l| l <= MAX_MESSAGE_BYTES).ok_or(WireError::TooLarge { len: u32::MAX, max: MAX_MESSAGE_BYTES })?;
     w.write_all(&len.to_le_bytes())?;
     w.write_all(&bytes)?;
     Ok(())
@@ -68,11 +73,16 @@ pub fn write_message<T: Serialize>(w: &mut impl Write, message: &T) -> Result<()
 /// Reads one length-prefixed message. After `Malformed` the stream is still in step (the
 /// whole message was read); after any other error it is not.
 pub fn read_message<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, WireError> {
+    read_message_within(r, MAX_MESSAGE_BYTES)
+}
+
+/// As [`read_message`], refusing messages longer than `max` bytes.
+pub fn read_message_within<T: DeserializeOwned>(r: &mut impl Read, max: u32) -> Result<T, WireError> {
     let mut len = [0; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_le_bytes(len);
-    if len > MAX_MESSAGE_BYTES {
-        return Err(WireError::TooLarge(len));
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
     }
     let mut bytes = vec![0; len as usize];
     r.read_exact(&mut bytes)?;
@@ -129,7 +139,9 @@ mod tests {
         assert_eq!(u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize, bytes.len() - 4);
         assert_eq!(read_message::<ClientMessage>(&mut bytes.as_slice()).unwrap(), message);
         let huge = (MAX_MESSAGE_BYTES + 1).to_le_bytes();
-        assert!(matches!(read_message::<ClientMessage>(&mut huge.as_slice()), Err(WireError::TooLarge(_))));
+        assert!(matches!(read_message::<ClientMessage>(&mut huge.as_slice()), Err(WireError::TooLarge { .. })));
+        let long = (MAX_CLIENT_MESSAGE_BYTES + 1).to_le_bytes();
+        assert!(matches!(read_message_within::<ClientMessage>(&mut long.as_slice(), MAX_CLIENT_MESSAGE_BYTES), Err(WireError::TooLarge { .. })));
         let garbage = [3, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(matches!(read_message::<ClientMessage>(&mut garbage.as_slice()), Err(WireError::Malformed(_))));
     }

@@ -48,8 +48,9 @@ pub struct CheckpointTotals {
 }
 
 impl Checkpoints {
-    /// Starts the writer thread for `dir`, which keeps the newest `keep` checkpoints.
-    pub fn start(dir: PathBuf, keep: usize, every: Option<u64>, end_step: u64, model: &Model, settings: serde_json::Value) -> Self {
+    /// Starts the writer thread for `dir`, which keeps the newest `keep` checkpoints of run
+    /// `run_id` (and leaves any other run's alone).
+    pub fn start(dir: PathBuf, keep: usize, every: Option<u64>, end_step: u64, model: &Model, run_id: u64, settings: serde_json::Value) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
         let writer_dir = dir.clone();
         let writer = std::thread::Builder::new()
@@ -58,7 +59,7 @@ impl Checkpoints {
                 let mut written = 0;
                 for snap in rx {
                     snap.write(&writer_dir, 1)?;
-                    checkpoint::prune(&writer_dir, keep);
+                    checkpoint::prune(&writer_dir, keep, run_id);
                     written += 1;
                 }
                 Ok(written)
