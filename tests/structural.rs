@@ -12,103 +12,6 @@ use fum::engine::structural::{BlockPlan, BlockSnapshot, Structural, StructuralRe
 use fum::{DefaultPlugins, Model, Simulation};
 use fum_kernels::delivery::to_fixed;
 
-/// The determinism test's network (every rule, drawn delays, plastic E->E), 300 ms.
-const NETWORK: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 300.0
-seed = 99
-
-[[populations]]
-name = "E"
-size = 800
-model = "lif_cuba"
-tau_m_ms = 20.0
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-v_init_mv = { uniform = [0.0, 20.0] }
-
-[[populations]]
-name = "I"
-size = 200
-model = "lif_coba"
-e_l_mv = -60.0
-v_th_mv = -50.0
-v_reset_mv = -60.0
-e_ex_mv = 0.0
-e_in_mv = -80.0
-tau_m_ms = 20.0
-c_m_pf = 200.0
-tau_syn_ex_ms = 5.0
-tau_syn_in_ms = 10.0
-v_init_mv = { normal = [-55.0, 3.0] }
-
-[[projections]]
-name = "EE"
-source = "E"
-target = "E"
-rule = { fixed_indegree = 80 }
-weight = { uniform = [40.0, 60.0] }
-delay_ms = { uniform = [0.5, 3.0] }
-plasticity = "stdp"
-
-[[projections]]
-name = "EI"
-source = "E"
-target = "I"
-rule = { fixed_probability = 0.1 }
-weight = 2.0
-delay_ms = 1.0
-
-[[projections]]
-name = "IE"
-source = "I"
-target = "E"
-rule = { fixed_outdegree = 100 }
-receptor = "inhibitory"
-weight = { normal = [250.0, 20.0] }
-delay_ms = 0.8
-
-[[projections]]
-name = "II"
-source = "I"
-target = "I"
-rule = "all_to_all"
-receptor = "inhibitory"
-weight = 0.5
-
-[[plasticity]]
-name = "stdp"
-a_plus = 0.01
-a_minus = 0.0105
-w_max = 100.0
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "E"
-rate_hz = 16000.0
-weight = 50.0
-
-[[inputs]]
-name = "drive_I"
-kind = "poisson"
-target = "I"
-rate_hz = 2000.0
-weight = 3.0
-
-[[inputs]]
-name = "bias"
-kind = "dc"
-target = "I"
-amplitude_pa = 20.0
-
-[recording]
-spikes = ["E", "I"]
-"#;
 
 /// Plans every 50 ms, committed 5 ms later: E->E loses its lowest-priority fifth and regrows to
 /// 80 per neuron; I->E keeps its 20 strongest per target.
@@ -128,7 +31,7 @@ prune = { keep_strongest = 20 }
 "#;
 
 fn structural_model() -> Model {
-    parse(&format!("{NETWORK}{STRUCTURAL}"))
+    parse(&format!("{BALANCED}{STRUCTURAL}"))
 }
 
 fn report(sim: &Simulation) -> StructuralReport {
@@ -140,7 +43,7 @@ fn report(sim: &Simulation) -> StructuralReport {
 /// step they are applied, both between steps with the world stopped.
 fn stop_the_world(structural_model: &Model) -> Simulation {
     let rules = Structural::of(structural_model).unwrap();
-    let plain = parse(NETWORK);
+    let plain = parse(BALANCED);
     let mut sim = Simulation::from_model(&plain, 1, 1).unwrap();
     sim.add_plugins(DefaultPlugins);
     let populations = sim.world.resource::<fum::engine::components::Populations>().0.clone();
@@ -197,7 +100,7 @@ fn a_structural_run_equals_the_stop_the_world_reference() {
     assert!(spikes(&run) == spikes(&reference), "spikes differ from the stop-the-world reference");
     assert!(synapses(&mut run) == synapses(&mut reference), "structure or weights differ from the stop-the-world reference");
     // And differ from a run without structural plasticity.
-    assert!(spikes(&simulate(&parse(NETWORK), 1, 1)) != spikes(&run));
+    assert!(spikes(&simulate(&parse(BALANCED), 1, 1)) != spikes(&run));
 }
 
 #[test]
@@ -342,7 +245,7 @@ prune = { weight_below = 1.0 }
 fn pruning_half_gives_half_the_bytes_back() {
     let model = parse(&format!(
         "{}{}",
-        NETWORK.replace("duration_ms = 300.0", "duration_ms = 70.0"),
+        BALANCED.replace("duration_ms = 300.0", "duration_ms = 70.0"),
         r#"
 [[structural]]
 projection = "EE"
@@ -362,7 +265,7 @@ prune = { keep_strongest = 40 }
 /// file, the line of `at` (a line of the section) and the fragments.
 #[track_caller]
 fn expect_error(section: &str, at: &str, fragments: &[&str]) {
-    let base = NETWORK.replace("rule = \"all_to_all\"", "rule = \"one_to_one\"").replace("name = \"II\"\nsource = \"I\"\ntarget = \"I\"", "name = \"II\"\nsource = \"I\"\ntarget = \"I\"\nallow_multapses = false");
+    let base = BALANCED.replace("rule = \"all_to_all\"", "rule = \"one_to_one\"").replace("name = \"II\"\nsource = \"I\"\ntarget = \"I\"", "name = \"II\"\nsource = \"I\"\ntarget = \"I\"\nallow_multapses = false");
     let text = format!("{base}\n[[structural]]\n{section}\n");
     let line = text.lines().position(|l| l.starts_with(at)).expect("the line is in the model") + 1;
     let err = Model::parse(&text, std::path::Path::new("bad.toml")).expect_err("the model is invalid").to_string();
@@ -388,17 +291,17 @@ fn invalid_structural_sections_are_refused_with_file_line_and_field() {
 
 #[test]
 fn one_section_per_projection_one_schedule_and_enough_distinct_sources() {
-    let with = |sections: &str| Model::parse(&format!("{NETWORK}{sections}"), std::path::Path::new("m.toml")).map(|_| ()).map_err(|e| e.to_string());
+    let with = |sections: &str| Model::parse(&format!("{BALANCED}{sections}"), std::path::Path::new("m.toml")).map(|_| ()).map_err(|e| e.to_string());
     let twice = "\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n";
     let err = with(twice).unwrap_err();
     assert!(err.contains("structural[1].projection") && err.contains("one per projection"), "{err}");
     let schedules = "\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = { keep_strongest = 3 }\n[[structural]]\nprojection = \"IE\"\nevery_ms = 20.0\nprune = { keep_strongest = 3 }\n";
     let err = with(schedules).unwrap_err();
     assert!(err.contains("structural[1].every_ms") && err.contains("one schedule"), "{err}");
-    let distinct = NETWORK.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
+    let distinct = BALANCED.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
     let err = Model::parse(&format!("{distinct}\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\nregrow = {{ to_indegree = 800 }}\n"), std::path::Path::new("m.toml")).unwrap_err().to_string();
     assert!(err.contains("structural[0].regrow.to_indegree") && err.contains("799 available"), "{err}");
-    let probe = format!("{NETWORK}\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"EE\"\ncount = 2\n\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\n");
+    let probe = format!("{BALANCED}\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"EE\"\ncount = 2\n\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\n");
     let err = Model::parse(&probe, std::path::Path::new("m.toml")).unwrap_err().to_string();
     assert!(err.contains("recording.probes[0].projection") && err.contains("[[structural]]"), "{err}");
 }
@@ -407,7 +310,7 @@ fn one_section_per_projection_one_schedule_and_enough_distinct_sources() {
 /// in-degree; the plan is a function of its inputs alone.
 #[test]
 fn regrowth_draws_distinct_sources_without_autapses() {
-    let text = NETWORK.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
+    let text = BALANCED.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
     let model = parse(&format!("{text}\n[[structural]]\nprojection = \"EE\"\nevery_ms = 50.0\nprune = {{ keep_strongest = 10 }}\nregrow = {{ to_indegree = 300 }}\n"));
     let mut sim = simulate(&model, 2, 3);
     let r = &report(&sim).0["EE"];
@@ -435,7 +338,7 @@ fn fum() -> std::process::Command {
 fn stop_and_resume_through_the_cli_around_commits() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.toml");
-    let text = NETWORK.replace("duration_ms = 300.0", "duration_ms = 60.0").replace("every_ms", "every_ms");
+    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 60.0").replace("every_ms", "every_ms");
     let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 10.0").replace("commit_after_ms = 5.0", "commit_after_ms = 3.0");
     std::fs::write(&model, format!("{text}{sections}")).unwrap();
     let run = |out: &std::path::Path, extra: &[&str]| {
@@ -467,7 +370,7 @@ fn stop_and_resume_through_the_cli_around_commits() {
 /// without `[[structural]]`) is read as is, an older one is refused with a message.
 #[test]
 fn version_3_checkpoints_are_read_and_older_ones_refused() {
-    let model = parse(&NETWORK.replace("duration_ms = 300.0", "duration_ms = 20.0"));
+    let model = parse(&BALANCED.replace("duration_ms = 300.0", "duration_ms = 20.0"));
     let dir = tempfile::tempdir().unwrap();
     let mut sim = Simulation::from_model(&model, 1, 1).unwrap();
     sim.add_plugins(DefaultPlugins);
@@ -498,7 +401,7 @@ fn version_3_checkpoints_are_read_and_older_ones_refused() {
 fn checkpoints_racing_many_commits_all_resume_identically() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.toml");
-    let text = NETWORK.replace("duration_ms = 300.0", "duration_ms = 40.0");
+    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 40.0");
     let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 1.0").replace("commit_after_ms = 5.0", "commit_after_ms = 0.7");
     std::fs::write(&model, format!("{text}{sections}")).unwrap();
     let whole = dir.path().join("whole");

@@ -7,6 +7,105 @@ use fum::engine::components::{Shard, SynapseBlocks};
 use fum::engine::recording::Recorder;
 use fum::{DefaultPlugins, Model, Simulation};
 
+/// A small balanced network with Poisson drive, every connection rule, heterogeneous delays
+/// and weights, and plastic E->E synapses: it exercises every random stream and every system.
+pub const BALANCED: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 300.0
+seed = 99
+
+[[populations]]
+name = "E"
+size = 800
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+v_init_mv = { uniform = [0.0, 20.0] }
+
+[[populations]]
+name = "I"
+size = 200
+model = "lif_coba"
+e_l_mv = -60.0
+v_th_mv = -50.0
+v_reset_mv = -60.0
+e_ex_mv = 0.0
+e_in_mv = -80.0
+tau_m_ms = 20.0
+c_m_pf = 200.0
+tau_syn_ex_ms = 5.0
+tau_syn_in_ms = 10.0
+v_init_mv = { normal = [-55.0, 3.0] }
+
+[[projections]]
+name = "EE"
+source = "E"
+target = "E"
+rule = { fixed_indegree = 80 }
+weight = { uniform = [40.0, 60.0] }
+delay_ms = { uniform = [0.5, 3.0] }
+plasticity = "stdp"
+
+[[projections]]
+name = "EI"
+source = "E"
+target = "I"
+rule = { fixed_probability = 0.1 }
+weight = 2.0
+delay_ms = 1.0
+
+[[projections]]
+name = "IE"
+source = "I"
+target = "E"
+rule = { fixed_outdegree = 100 }
+receptor = "inhibitory"
+weight = { normal = [250.0, 20.0] }
+delay_ms = 0.8
+
+[[projections]]
+name = "II"
+source = "I"
+target = "I"
+rule = "all_to_all"
+receptor = "inhibitory"
+weight = 0.5
+
+[[plasticity]]
+name = "stdp"
+a_plus = 0.01
+a_minus = 0.0105
+w_max = 100.0
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "E"
+rate_hz = 16000.0
+weight = 50.0
+
+[[inputs]]
+name = "drive_I"
+kind = "poisson"
+target = "I"
+rate_hz = 2000.0
+weight = 3.0
+
+[[inputs]]
+name = "bias"
+kind = "dc"
+target = "I"
+amplitude_pa = 20.0
+
+[recording]
+spikes = ["E", "I"]
+"#;
+
 /// One population driven hard by Poisson input (100 ms), its spikes recorded: fast enough to
 /// outrun real time on one thread.
 pub const DRIVEN: &str = r#"
