@@ -16,7 +16,7 @@ for threads in 1 2; do
   for variant in without noop with; do
     times=()
     for i in 1 2 3; do
-      "$fum" run "$tmp/$variant.toml" --out "$tmp/out" --threads "$threads" --quiet
+      "$fum" run "$tmp/$variant.toml" --out "$tmp/out" --overwrite --threads "$threads" --quiet
       times+=("$(python3 -c "import json; print(json.load(open('$tmp/out/run.json'))['timing']['simulate_s'])")")
     done
     median=$(printf '%s\n' "${times[@]}" | sort -g | sed -n 2p)

@@ -34,6 +34,7 @@ for n in $SIZES; do
     for r in $(seq "$REPEAT"); do
       for which in old new; do
         bin=$OLD; [ "$which" = new ] && bin=$NEW
+        rm -rf "$work/$which"   # a run refuses an output folder that holds another run
         "$bin" run "$work/model.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/$which" --quiet || exit 1
         cp "$work/$which/run.json" "$OUT/compare/${which}_${variant}_${n}_$r.json"
         t=$(simulate_s "$work/$which/run.json")
