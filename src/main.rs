@@ -336,7 +336,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
         }
     }
     let report = report?;
-    summarise(&report, options.out.as_deref(), quiet);
+    summarise(&report, options.out.as_deref(), quiet)?;
     Ok(report.outcome)
 }
 
@@ -380,9 +380,9 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
     let out = options.out.clone();
     let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_, _| {}))?;
     let stats = fum_viewer::run_window(link, true, window)?;
-    print_window_stats(&stats);
+    print_window_stats(&stats)?;
     let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
-    summarise(&report, out.as_deref(), false);
+    summarise(&report, out.as_deref(), false)?;
     // Closing the window is how a viewed run ends: an interruption only when signalled.
     Ok(if interrupted.load(std::sync::atomic::Ordering::Relaxed) { Outcome::Interrupted } else { Outcome::Finished })
 }
@@ -397,13 +397,15 @@ fn cmd_attach(addr: &str, token: Option<String>, token_file: Option<PathBuf>, mu
     }
     window.title = format!("fum view --attach {addr}");
     let stats = fum_viewer::run_window(link, steering, window)?;
-    print_window_stats(&stats);
+    print_window_stats(&stats)?;
     Ok(Outcome::Finished)
 }
 
 #[cfg(feature = "viewer")]
-fn print_window_stats(stats: &fum_viewer::WindowStats) {
-    println!("viewer           {} frames in {:.2} s ({:.1} frames/s), {} simulation frames received", stats.frames, stats.seconds, stats.frames as f64 / stats.seconds.max(1e-9), stats.frames_received);
+fn print_window_stats(stats: &fum_viewer::WindowStats) -> std::io::Result<()> {
+    use std::io::Write;
+    let per_s = stats.frames as f64 / stats.seconds.max(1e-9);
+    writeln!(std::io::stdout().lock(), "viewer           {} frames in {:.2} s ({per_s:.1} frames/s), {} simulation frames received", stats.frames, stats.seconds, stats.frames_received)
 }
 
 fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quiet: bool) -> anyhow::Result<Outcome> {
@@ -414,22 +416,25 @@ fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quie
         bar.set_position(done);
     })?;
     bar.finish_and_clear();
-    summarise(&report, Some(&dir), quiet);
+    summarise(&report, Some(&dir), quiet)?;
     Ok(report.outcome)
 }
 
-fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
+fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> std::io::Result<()> {
+    use std::io::Write;
     if quiet {
-        return;
+        return Ok(());
     }
+    let mut out = std::io::stdout().lock();
     let n = &report.network;
     let t = &report.timing;
-    println!("neurons          {}", n.neurons);
-    println!("synapses         {} ({} plastic)", n.synapses, n.plastic_synapses);
-    println!("memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse);
-    println!("backend          {} ({})", report.backend, report.device);
+    writeln!(out, "neurons          {}", n.neurons)?;
+    writeln!(out, "synapses         {} ({} plastic)", n.synapses, n.plastic_synapses)?;
+    writeln!(out, "memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse)?;
+    writeln!(out, "backend          {} ({})", report.backend, report.device)?;
     if let Some(g) = &report.gpu {
-        println!(
+        writeln!(
+            out,
             "device memory    {} allocated, {} measured peak ({:.1} B/neuron, {:.2} B/synapse); this card fits ~{} neurons at {:.0} synapses each",
             human_bytes(g.device_bytes_total),
             human_bytes(g.device_bytes_peak_measured),
@@ -437,23 +442,23 @@ fn summarise(report: &RunReport, out: Option<&std::path::Path>, quiet: bool) {
             g.bytes_per_synapse,
             g.largest_network_neurons,
             g.synapses_per_neuron
-        );
-        println!("transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies);
+        )?;
+        writeln!(out, "transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies)?;
     }
-    println!("build            {:.3} s", t.build_s);
-    println!("simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms);
-    println!("real-time factor {:.3} (wall time / biological time)", t.real_time_factor);
+    writeln!(out, "build            {:.3} s", t.build_s)?;
+    writeln!(out, "simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms)?;
+    writeln!(out, "real-time factor {:.3} (wall time / biological time)", t.real_time_factor)?;
     if t.checkpoints_written > 0 {
-        println!("checkpoints      {} written, simulation paused {:.3} s for them", t.checkpoints_written, t.checkpoint_pause_s);
+        writeln!(out, "checkpoints      {} written, simulation paused {:.3} s for them", t.checkpoints_written, t.checkpoint_pause_s)?;
     }
     for (pop, rate) in &report.rates_hz {
-        println!("rate {pop:<11} {rate:.2} Hz");
+        writeln!(out, "rate {pop:<11} {rate:.2} Hz")?;
     }
-    match (report.outcome, out) {
-        (Outcome::Finished, Some(out)) => println!("outputs          {} in {}", report.outputs.join(", "), out.display()),
-        (Outcome::Stopped, Some(out)) => println!("stopped at step {}: `fum resume {}` continues", report.end_step, out.display()),
-        (Outcome::Interrupted, Some(out)) => println!("interrupted at step {}: outputs so far in {}; `fum resume {}` continues", report.end_step, out.display(), out.display()),
-        _ => {}
+    match (report.outcome, dir) {
+        (Outcome::Finished, Some(dir)) => writeln!(out, "outputs          {} in {}", report.outputs.join(", "), dir.display()),
+        (Outcome::Stopped, Some(dir)) => writeln!(out, "stopped at step {}: `fum resume {}` continues", report.end_step, dir.display()),
+        (Outcome::Interrupted, Some(dir)) => writeln!(out, "interrupted at step {}: outputs so far in {}; `fum resume {}` continues", report.end_step, dir.display(), dir.display()),
+        _ => Ok(()),
     }
 }
 

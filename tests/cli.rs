@@ -117,7 +117,9 @@ fn a_closed_stdout_is_not_a_panic() {
     let (code, stderr) = fum(&["run", &model, "--out", out.to_str().unwrap(), "--duration", "20ms", "--checkpoint-every", "10ms", "--quiet"]);
     assert_eq!(code, Some(0), "{stderr}");
     let ckpt = std::fs::read_dir(out.join("checkpoints")).unwrap().next().unwrap().unwrap().path();
-    for args in [vec!["inspect".to_string(), ckpt.to_str().unwrap().to_string()], vec!["check".to_string(), model.clone()]] {
+    // A run's summary comes after its outputs: a reader that went away loses nothing either.
+    let rerun = vec!["run".to_string(), model.clone(), "--duration".into(), "20ms".into(), "--out".into(), out.to_str().unwrap().into(), "--overwrite".into()];
+    for args in [vec!["inspect".to_string(), ckpt.to_str().unwrap().to_string()], vec!["check".to_string(), model.clone()], rerun] {
         // The read end is closed before fum writes: every write fails with a broken pipe.
         let mut child = Command::new(env!("CARGO_BIN_EXE_fum")).args(&args).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
         drop(child.stdout.take());
@@ -126,6 +128,7 @@ fn a_closed_stdout_is_not_a_panic() {
         assert_eq!(result.status.code(), Some(0), "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    assert!(out.join("run.json").exists() && out.join("spikes.h5").exists());
 }
 
 /// Item 6: the shipped STDP model runs with any seed (its weight probe picks existing synapses).
