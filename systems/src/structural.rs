@@ -5,6 +5,7 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::NeuronBlock;
 use fum_engine::structural::{Rewiring, Structural, at_step_start, busy};
+use fum_engine::model::Prune;
 use fum_engine::{Plugin, Simulation, Stage};
 
 /// Prunes and regrows synapses as the model's `[[structural]]` sections say; does nothing for a
@@ -13,10 +14,14 @@ pub struct StructuralPlugin;
 
 impl Plugin for StructuralPlugin {
     fn build(&self, sim: &mut Simulation) {
-        if !sim.world.contains_resource::<Structural>() {
-            return;
+        let Some(structural) = sim.world.get_resource::<Structural>() else { return };
+        // Only co-activity (the priority rule) reads the spike counts: other rules spare every
+        // step the count.
+        let counts = structural.rules.iter().any(|r| matches!(r.prune, Prune::LowestPriorityFraction(_)));
+        sim.add_systems(at_step_start.run_if(busy).in_set(Stage::Structure));
+        if counts {
+            sim.add_systems(count_spikes.in_set(Stage::Record));
         }
-        sim.add_systems((at_step_start.run_if(busy).in_set(Stage::Structure), count_spikes.in_set(Stage::Record)));
     }
 }
 
