@@ -23,3 +23,11 @@ pub mod structural;
 pub use build::{BuildError, build_world};
 pub use model::{Model, ModelError};
 pub use simulation::{Plugin, Simulation, Stage};
+
+/// 64 unguessable bits: `RandomState`'s keys come from the operating system's random source
+/// (fresh per instance), mixed here with the time and process id. For run ids and steering
+/// tokens, which need no cryptographic generator of their own.
+pub(crate) fn random_u64() -> u64 {
+    use std::hash::BuildHasher;
+    std::hash::RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
+}

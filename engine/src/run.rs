@@ -189,16 +189,6 @@ fn check_writable(dir: &Path) -> Result<(), RunError> {
     written.map_err(|source| RunError::NotWritable { path: dir.to_path_buf(), source })
 }
 
-/// A fresh run id: 64 random bits (the standard library's per-process random hash keys, mixed
-/// with the time and process id).
-fn new_run_id() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// Which run a session continues, and the output its earlier sessions lost.
 struct Session {
     run_id: u64,
@@ -230,7 +220,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     if let Some(out) = &options.out {
         prepare_output(out, options.overwrite)?;
     }
-    let session = Session { run_id: new_run_id(), missing: Vec::new() };
+    let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
     let mut sim = Simulation::from_model(model, threads, shards)?;
     sim.install(backend)?;
     if let Some(out) = &options.out {

@@ -111,11 +111,7 @@ pub const TOKEN_FILE: &str = "serve-token";
 /// A fresh token of 128 bits. `RandomState` keys come from the operating system's random
 /// source, so hashing with two of them gives unguessable bits without another dependency.
 pub fn new_token() -> String {
-    use std::hash::BuildHasher;
-    let pid = std::process::id();
-    let a = std::hash::RandomState::new().hash_one(pid);
-    let b = std::hash::RandomState::new().hash_one((pid, std::time::SystemTime::now()));
-    format!("{a:016x}{b:016x}")
+    format!("{:016x}{:016x}", crate::random_u64(), crate::random_u64())
 }
 
 /// Lowers the calling thread's scheduling priority (nice 10; Linux only): on a busy machine
