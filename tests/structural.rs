@@ -401,7 +401,9 @@ fn version_3_checkpoints_are_read_and_older_ones_refused() {
 fn checkpoints_racing_many_commits_all_resume_identically() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.toml");
-    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 40.0");
+    // Long enough that, however fast the machine runs the steps against the writer, more than
+    // ten checkpoints outlive superseding (40 ms left 10 or fewer on a 2-core CI machine).
+    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 200.0");
     let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 1.0").replace("commit_after_ms = 5.0", "commit_after_ms = 0.7");
     std::fs::write(&model, format!("{text}{sections}")).unwrap();
     let whole = dir.path().join("whole");
@@ -413,7 +415,7 @@ fn checkpoints_racing_many_commits_all_resume_identically() {
     let populations = [("E", 0), ("I", 800)];
     let expected = spikes_h5(&whole.join("spikes.h5"), &populations, 0.1);
     let report: serde_json::Value = serde_json::from_slice(&std::fs::read(whole.join("run.json")).unwrap()).unwrap();
-    assert_eq!(report["structural"]["EE"]["commits"].as_array().unwrap().len(), 39);
+    assert_eq!(report["structural"]["EE"]["commits"].as_array().unwrap().len(), 199);
     let checkpoints = fum::engine::checkpoint::list(&whole.join("checkpoints"));
     // Checkpoints due while the writer is busy are superseded: those left fall at various
     // phases of the plan cycle (snapshot at steps 10k, commit at 10k + 7).
