@@ -45,9 +45,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// The plastic weights of the newest checkpoint in `run`, section by section.
 fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
+    sections(run, &["weight"])
+}
+
+/// The sections of the newest checkpoint in `run` whose names end with one of `suffixes`.
+fn sections(run: &Path, suffixes: &[&str]) -> Vec<(String, Vec<u8>)> {
     let newest = fum::engine::checkpoint::list(&run.join("checkpoints")).into_iter().next().expect("a checkpoint");
     let ckpt = fum::engine::checkpoint::Checkpoint::open(&newest).unwrap();
-    ckpt.header.sections.iter().filter(|s| s.name.ends_with("weight")).map(|s| (s.name.clone(), ckpt.section(&s.name).unwrap())).collect()
+    ckpt.header.sections.iter().filter(|s| suffixes.iter().any(|x| s.name.ends_with(x))).map(|s| (s.name.clone(), ckpt.section(&s.name).unwrap())).collect()
 }
 
 #[test]
@@ -67,6 +72,49 @@ fn cuba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
         }
         assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
     }
+}
+
+/// Structural plasticity on the device: the host plans and commits, the device counts the
+/// spikes co-activity reads and gets the rebuilt blocks; spikes, learned weights and the
+/// structure left (row pointers, targets, per-synapse delays, weights of every block) are
+/// byte-identical to the CPU's, on 1 and 3 shards, and a CUDA run resumed across commits (from
+/// a checkpoint with a plan pending) gives the same spikes.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn structural_plasticity_is_identical_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    // Plans every 100 ms (commit 30 ms later) that replace the lowest-priority 5 % of E->E,
+    // whose delays are drawn, so regrown synapses draw theirs.
+    let text = std::fs::read_to_string(model("stdp_structural")).unwrap()
+        .replace("every_ms = 500.0", "every_ms = 100.0")
+        .replace("commit_after_ms = 250.0", "commit_after_ms = 30.0")
+        .replacen("delay_ms = 0.1\nplasticity", "delay_ms = { uniform = [0.1, 2.0] }\nplasticity", 1);
+    assert!(text.contains("uniform = [0.1, 2.0] }\nplasticity"), "the model's E->E is plastic with a drawn delay");
+    let path = dir.path().join("structural.toml");
+    std::fs::write(&path, text).unwrap();
+    let path = path.to_str().unwrap();
+    let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
+    let cpu = dir.path().join("cpu");
+    let report = run(path, &cpu, "cpu", &extra);
+    let commits = report["structural"]["E_to_E"]["commits"].as_array().unwrap();
+    assert!(commits.len() >= 9 && commits.iter().all(|c| c["pruned"].as_u64() > Some(0) && c["grown"].as_u64() > Some(0)), "{commits:?}");
+    let structure = ["row_ptr", "target", "delay", "weight"];
+    for shards in ["1", "3"] {
+        let gpu = dir.path().join(format!("cuda-{shards}"));
+        let r = run(path, &gpu, "cuda", &[&extra[..], &["--shards", shards]].concat());
+        assert_eq!(r["backend"], "cuda");
+        assert_eq!(r["structural"]["E_to_E"]["pruned"], report["structural"]["E_to_E"]["pruned"]);
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{shards} shards: spikes differ");
+        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{shards} shards: probes differ");
+        if shards == "1" {
+            assert_eq!(sections(&cpu, &structure), sections(&gpu, &structure), "structure or weights differ");
+        }
+    }
+    let part = dir.path().join("resumed");
+    run(path, &part, "cuda", &["--duration", "1s", "--checkpoint-every", "50ms", "--stop-after", "420ms"]);
+    fum(&["resume", part.to_str().unwrap(), "--backend", "cuda", "--quiet"]);
+    assert!(same_file(&cpu.join("spikes.h5"), &part.join("spikes.h5")), "resumed on CUDA: spikes differ");
 }
 
 /// `lif_coba` uses libm's expf on the CPU and CUDA's expf on the GPU, which differ in the last

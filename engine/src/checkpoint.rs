@@ -186,7 +186,7 @@ impl Snapshot {
         let clock = world.resource::<Clock>().clone();
         let structure = structure(world);
         let shards = structure.len();
-        state::visit_role(world, Role::State, &mut |d| {
+        state::visit_checkpointed(world, &mut |d| {
             sections.push((d.section() + ".type", d.column.element_type().as_bytes().to_vec()));
             sections.push((d.section(), d.column.host_bytes().to_vec()));
         });
@@ -365,7 +365,7 @@ impl Checkpoint {
         // network's column (element type and length), in the declaration's order.
         let mut columns = Vec::new();
         let mut failed = None;
-        state::visit_role(world, Role::State, &mut |d| {
+        state::visit_checkpointed(world, &mut |d| {
             if failed.is_some() {
                 return;
             }
@@ -462,7 +462,7 @@ impl Checkpoint {
 
         // Then apply.
         let mut decoded = columns.into_iter();
-        state::visit_role(world, Role::State, &mut |d| {
+        state::visit_checkpointed(world, &mut |d| {
             let raw = decoded.next().expect("one section per declared column");
             match d.shape {
                 state::Shape::Varying => d.column.replace_host_bytes(&raw),

@@ -241,6 +241,8 @@ pub trait AnyColumn {
     /// a column without a device mirror (a restore happens before a backend places columns).
     fn replace_host_bytes(&mut self, bytes: &[u8]);
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement);
+    /// Whether it has a device mirror.
+    fn mirrored(&self) -> bool;
     fn detach(&mut self) -> Result<(), TransferError>;
     fn download(&mut self) -> Result<(), TransferError>;
     fn upload(&mut self) -> Result<(), TransferError>;
@@ -273,6 +275,9 @@ impl<T: Pod> AnyColumn for Column<T> {
     }
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement) {
         Column::attach(self, buffer, placement)
+    }
+    fn mirrored(&self) -> bool {
+        self.mirror.is_some()
     }
     fn detach(&mut self) -> Result<(), TransferError> {
         Column::detach(self)

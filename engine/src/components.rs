@@ -275,7 +275,8 @@ impl SynapseBlock {
 
 impl Columns for SynapseBlock {
     fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
-        let (structure, synapses) = if self.rewired { (Role::State, Shape::Varying) } else { (Role::Structure, Shape::Own) };
+        // Structural plasticity rebuilds a block's structure on the host at its commits.
+        let (structure, synapses) = if self.rewired { (Role::HostState, Shape::Varying) } else { (Role::Structure, Shape::Own) };
         f("row_ptr", structure, synapses, &mut self.row_ptr);
         f("target", structure, synapses, &mut self.target);
         if let Delays::PerSynapse(d) = &mut self.delay {

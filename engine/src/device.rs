@@ -481,14 +481,29 @@ impl DeviceNetwork {
             });
             self.decays.push(decays);
         }
-        let history_lens: Vec<u32> = plasticity.projections.iter().map(|p| p.history_len as u32).collect();
         if !rules.is_empty() {
             self.rule_table = self.ctx.upload(&rules)?;
         }
+        let (table, plastic_index) = self.block_descs(world);
+        if !table.is_empty() {
+            self.block_table = self.ctx.upload(&table)?;
+        }
+        self.n_plastic_blocks = plastic_index.len() as u32;
+        if !plastic_index.is_empty() {
+            self.plastic_blocks = self.ctx.upload(&plastic_index)?;
+        }
+        Ok(())
+    }
+
+    /// The block table from the blocks' current buffers, and the indices of the plastic blocks
+    /// in it; counts the synapses.
+    fn block_descs(&mut self, world: &mut World) -> (Vec<BlockDesc>, Vec<u32>) {
+        let history_lens: Vec<u32> = world.resource::<Plasticity>().projections.iter().map(|p| p.history_len as u32).collect();
         let (ring_ex, ring_in) = (self.neuron_ptr("ring_ex"), self.neuron_ptr("ring_in"));
         let mut table = Vec::new();
         let mut plastic_index = Vec::new();
         let entities = state::shards_in_order(world);
+        self.synapses = 0;
         for ((shard, index), buffers) in &self.blocks {
             let range = self.shards[*shard].clone();
             let block = &world.get::<SynapseBlocks>(entities[*shard]).expect("shard has synapses").0[*index];
@@ -521,13 +536,33 @@ impl DeviceNetwork {
             }
             table.push(desc);
         }
+        (table, plastic_index)
+    }
+
+    /// Mirrors the blocks a structural commit rebuilt, whose columns come back from the commit
+    /// without a mirror ([`state::mirror`] places exactly those), and rewrites the block table
+    /// in place: the captured step reads blocks through the table's address, so it needs no new
+    /// capture. The replaced buffers are freed in stream order, after the steps that read them.
+    pub fn remirror(&mut self, world: &mut World) -> Result<(), CudaError> {
+        let ctx = self.ctx.clone();
+        let placed = state::mirror(world, &self.shards, &mut |bytes, written| Buffer::new(&ctx, bytes, written))?;
+        debug_assert!(placed.neurons.is_empty() && placed.projections.is_empty(), "only blocks are rebuilt");
+        for (key, named) in placed.blocks {
+            let buffers = &mut self.blocks.iter_mut().find(|(k, _)| *k == key).expect("a block on the device").1;
+            for (name, buffer) in named {
+                match buffers.0.iter_mut().find(|(n, _)| n == name) {
+                    Some(slot) => slot.1 = buffer,
+                    None => buffers.0.push((name.to_string(), buffer)),
+                }
+            }
+        }
+        let (table, _) = self.block_descs(world);
         if !table.is_empty() {
-            self.block_table = self.ctx.upload(&table)?;
+            self.stream.memcpy_htod(&table, &mut self.block_table)?;
+            self.ctx.count(true, std::mem::size_of_val(&table[..]));
         }
-        self.n_plastic_blocks = plastic_index.len() as u32;
-        if !plastic_index.is_empty() {
-            self.plastic_blocks = self.ctx.upload(&plastic_index)?;
-        }
+        let declared = declared_bytes(world);
+        (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes, declared.index_bytes);
         Ok(())
     }
 

@@ -216,7 +216,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     crate::estimate::check(model, threads, shards)?;
     // Chosen before building, so that a backend that cannot run here fails at once (and
     // writes nothing).
-    let backend = choose(crate::structural::backend_choice(model, options.backend)?)?;
+    let backend = choose(options.backend)?;
     if let Some(out) = &options.out {
         prepare_output(out, options.overwrite)?;
     }
@@ -296,7 +296,7 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         }
         let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         missing.extend(lost);
-        sim.install(choose(crate::structural::backend_choice(&model, options.backend)?)?)?;
+        sim.install(choose(options.backend)?)?;
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
         return execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing });
     }

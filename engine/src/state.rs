@@ -26,8 +26,13 @@ use crate::components::{NeuronBlock, Plasticity, Shard, SynapseBlocks};
 /// What a column is to the simulation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// Changes while running: checkpointed, and copied back from a device.
+    /// Changes while running, wherever the network steps: checkpointed, and copied back from a
+    /// device.
     State,
+    /// Changes while running, but only on the host between steps (synapse structure under
+    /// structural plasticity, a pending structural plan): checkpointed; a device only reads it,
+    /// so its host copy is always current.
+    HostState,
     /// Fixed once built (connectivity, static weights): rebuilt from the model and seed on
     /// resume (a checksum proves it came out the same), uploaded to a device once.
     Structure,
@@ -147,10 +152,17 @@ pub fn visit(world: &mut World, f: &mut dyn FnMut(Declared<'_>)) {
     }
 }
 
-/// Walks the columns of `role`, skipping the rest.
-pub fn visit_role(world: &mut World, role: Role, f: &mut dyn FnMut(Declared<'_>)) {
+impl Role {
+    /// Whether a checkpoint stores it (the rest is rebuilt from the model and seed).
+    pub fn checkpointed(self) -> bool {
+        self != Role::Structure
+    }
+}
+
+/// Walks the columns a checkpoint stores, skipping the rest.
+pub fn visit_checkpointed(world: &mut World, f: &mut dyn FnMut(Declared<'_>)) {
     visit(world, &mut |d| {
-        if d.role == role {
+        if d.role.checkpointed() {
             f(d)
         }
     });
@@ -160,12 +172,13 @@ pub fn visit_role(world: &mut World, role: Role, f: &mut dyn FnMut(Declared<'_>)
 /// neuron state for [`HostView::Neurons`], every state column for [`HostView::Everything`].
 pub fn download(world: &mut World, view: HostView) -> Result<(), TransferError> {
     let mut result = Ok(());
-    visit_role(world, Role::State, &mut |d| {
-        let wanted = match view {
-            HostView::Recorded => false,
-            HostView::Neurons => matches!((d.owner, d.shape), (Owner::Neurons { .. } | Owner::ShardComponent { .. }, Shape::Neurons { slots: 1 })),
-            HostView::Everything => true,
-        };
+    visit(world, &mut |d| {
+        let wanted = d.role == Role::State
+            && match view {
+                HostView::Recorded => false,
+                HostView::Neurons => matches!((d.owner, d.shape), (Owner::Neurons { .. } | Owner::ShardComponent { .. }, Shape::Neurons { slots: 1 })),
+                HostView::Everything => true,
+            };
         if wanted && result.is_ok() {
             result = d.column.download();
         }
@@ -198,14 +211,17 @@ pub struct Mirrored<B> {
     pub projections: Vec<Named<B>>,
 }
 
-/// Gives every declared column a place in device buffers that `allocate(bytes, written by
-/// the device)` makes, attaches it there and uploads it.
+/// Gives every declared column without a mirror a place in device buffers that
+/// `allocate(bytes, written by the device)` makes, attaches it there and uploads it: at first
+/// every column; after a structural commit, the columns it rebuilt (which come back without
+/// a mirror).
 ///
 /// Per-neuron columns of all shards share one arena per name, a shard's column being the range
 /// of its global ids (`shards`, by index, contiguous from 0), so that one kernel launch covers
 /// every shard; a ring column (`slots` rows) sits in a slot-major arena `[slot][global id]`,
 /// one range per slot, so that the neuron update reads one slot of all shards contiguously.
-/// Block and projection columns get buffers of their own.
+/// Block and projection columns get buffers of their own. A registered component's columns
+/// that are not per-neuron (a pending structural plan) stay on the host: no kernel reads them.
 pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     world: &mut World,
     shards: &[std::ops::Range<u32>],
@@ -215,7 +231,7 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
     let mut failed = None;
     visit(world, &mut |d| {
-        if failed.is_some() {
+        if failed.is_some() || d.column.mirrored() || matches!((d.owner, d.shape), (Owner::ShardComponent { .. }, Shape::Own | Shape::Varying)) {
             return;
         }
         let written = d.role == Role::State;
@@ -247,7 +263,7 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
                         }
                         &mut out.blocks.last_mut().expect("just pushed").1
                     }
-                    Owner::Neurons { .. } | Owner::ShardComponent { .. } => unreachable!("a shard's own buffers are per-neuron arenas"),
+                    Owner::Neurons { .. } | Owner::ShardComponent { .. } => unreachable!("a shard's own columns are per-neuron arenas or stay on the host"),
                 };
                 named.push((d.name, b.clone()));
                 (b, Placement::contiguous(0, d.column.len()))

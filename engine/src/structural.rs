@@ -58,6 +58,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use bevy_ecs::prelude::*;
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::build::stored_steps;
@@ -139,6 +140,11 @@ impl Structural {
             key: Key::from_seed(spec.simulation.seed),
             dt_ms: dt,
         })
+    }
+
+    /// Whether a plan reads co-activity, so that every step must count each neuron's spikes.
+    pub fn counts_spikes(&self) -> bool {
+        self.rules.iter().any(|r| matches!(r.prune, Prune::LowestPriorityFraction(_)))
     }
 
     pub fn rule_of(&self, projection: usize) -> Option<&Rule> {
@@ -482,10 +488,10 @@ impl Columns for Rewiring {
         // A checkpoint (or any walk of the state) sees the plan, never a thread computing it.
         self.settle();
         f("spike_count", Role::State, Shape::Neurons { slots: 1 }, &mut self.spike_count);
-        f("plan_meta", Role::State, Shape::Varying, &mut self.plan_meta);
-        f("plan_blocks", Role::State, Shape::Varying, &mut self.plan_blocks);
-        f("plan_pruned", Role::State, Shape::Varying, &mut self.plan_pruned);
-        f("plan_grown", Role::State, Shape::Varying, &mut self.plan_grown);
+        f("plan_meta", Role::HostState, Shape::Varying, &mut self.plan_meta);
+        f("plan_blocks", Role::HostState, Shape::Varying, &mut self.plan_blocks);
+        f("plan_pruned", Role::HostState, Shape::Varying, &mut self.plan_pruned);
+        f("plan_grown", Role::HostState, Shape::Varying, &mut self.plan_grown);
     }
 }
 
@@ -586,27 +592,16 @@ pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
     structural.busy_at(clock.step)
 }
 
-/// The backend `choice` gives a model: structural plasticity runs on the CPU for now, so for a
-/// model with `[[structural]]` sections `auto` means the CPU and `cuda` is refused before
-/// anything is built.
-pub fn backend_choice(model: &Model, choice: crate::backend::BackendChoice) -> Result<crate::backend::BackendChoice, crate::backend::BackendError> {
-    use crate::backend::{BackendChoice, BackendError};
-    match choice {
-        _ if model.spec.structural.is_empty() => Ok(choice),
-        BackendChoice::Cuda => Err(BackendError::Unavailable {
-            choice,
-            reason: format!("{}: [[structural]] (structural plasticity) runs on the CPU backend for now; use --backend cpu", model.path.display()),
-        }),
-        BackendChoice::Auto | BackendChoice::Cpu => Ok(BackendChoice::Cpu),
-    }
-}
-
 /// The structural work at the start of the clock's step: commit the pending plan if this is
 /// its step, then take a snapshot and start planning if one is due. Runs stop-the-world
 /// between steps; the plugin calls it first in every step.
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
+    if let Err(e) = make_host_current(world) {
+        crate::backend::report_failure(world, e.to_string());
+        return;
+    }
     // A plan due now commits before the next snapshot (commit_after = every); with
     // commit_after = 0 the snapshot's own plan commits at once (stop-the-world).
     commit_if_due(world, step);
@@ -614,6 +609,25 @@ pub fn at_step_start(world: &mut World) {
         snapshot(world, &structural, step);
         commit_if_due(world, step);
     }
+}
+
+/// Makes the host copies that snapshots and commits read current: the weights of rewired
+/// blocks and the spike counts, which a device backend steps. Nothing moves on the CPU.
+fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferError> {
+    let mut q = world.query::<(&mut SynapseBlocks, &mut Rewiring)>();
+    for (mut blocks, mut rewiring) in q.iter_mut(world) {
+        rewiring.bypass_change_detection().spike_count.download()?;
+        for b in blocks.bypass_change_detection().0.iter_mut().filter(|b| b.rewired) {
+            let mut result = Ok(());
+            b.columns(&mut |_, _, _, c| {
+                if result.is_ok() {
+                    result = c.download();
+                }
+            });
+            result?;
+        }
+    }
+    Ok(())
 }
 
 fn shards_with_rewiring(world: &mut World) -> Vec<(Entity, usize)> {
@@ -637,16 +651,20 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     let wait_s = waited.elapsed().as_secs_f64();
     // Every shard's write side, in shard order, for the whole commit.
     let mut guards: Vec<_> = locks.0.iter().map(|l| l.write().unwrap_or_else(|e| e.into_inner())).collect();
-    let mut changes: Vec<(usize, Change, f64, f64)> = Vec::new();
-    for (&(e, _), plan) in shards.iter().zip(plans) {
-        let mut blocks = world.get_mut::<SynapseBlocks>(e).expect("a shard has synapses");
-        for (b, p) in blocks.0.iter_mut().zip(plan) {
-            let Some((p, planning_s)) = p else { continue };
+    // Blocks are independent: they are rebuilt in parallel.
+    let mut q = world.query::<(&Shard, &mut SynapseBlocks)>();
+    let mut shard_blocks: Vec<_> = q.iter_mut(world).filter(|(s, _)| shards.iter().any(|&(_, i)| i == s.index)).collect();
+    shard_blocks.sort_unstable_by_key(|(s, _)| s.index);
+    let work: Vec<(&mut SynapseBlock, (BlockPlan, f64))> =
+        shard_blocks.iter_mut().zip(plans).flat_map(|((_, blocks), plan)| blocks.0.iter_mut().zip(plan).filter_map(|(b, p)| Some((b, p?)))).collect();
+    let changes: Vec<(usize, Change, f64, f64)> = work
+        .into_par_iter()
+        .map(|(b, (p, planning_s))| {
             let started = Instant::now();
             let change = apply_plan(b, &p);
-            changes.push((b.projection, change, planning_s, started.elapsed().as_secs_f64()));
-        }
-    }
+            (b.projection, change, planning_s, started.elapsed().as_secs_f64())
+        })
+        .collect();
     for g in guards.iter_mut() {
         **g += 1;
     }

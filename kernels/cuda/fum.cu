@@ -251,6 +251,13 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
     if (f) spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = g;
 }
 
+// Adds the step's spikes to each neuron's count since the last structural snapshot (the
+// `spike_count` column of structural plasticity; systems/src/structural.rs counts the same on
+// the CPU).
+extern "C" __global__ void count_spikes(const u32* spikes, const u32* n_spikes, u32* counts) {
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < *n_spikes; i += gridDim.x * blockDim.x) counts[spikes[i]] += 1;
+}
+
 // ---- STDP (stdp.rs) ----
 
 __device__ __forceinline__ float clampf(float x, float lo, float hi) {

@@ -18,6 +18,7 @@ use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostS
 use fum_engine::backend::{Backend, DeviceStats, HostView, InstallError, StepSpikes, report_failure};
 use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
 use fum_engine::recording::Recorder;
+use fum_engine::structural::{StructureLocks, Structural};
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
@@ -43,6 +44,10 @@ pub struct CudaRunner {
     slot_words: usize,
     multiprocessors: u32,
     pending: VecDeque<u64>,
+    /// Counts spikes per neuron for structural co-activity.
+    count_spikes: bool,
+    /// The structure generation of each shard the device holds (structural plasticity).
+    structure: Vec<u64>,
     /// Steps replayed, and the seconds spent capturing the graph.
     pub steps: u64,
     pub capture_s: f64,
@@ -59,12 +64,14 @@ unsafe impl Send for CudaRunner {}
 unsafe impl Sync for CudaRunner {}
 
 /// Replaces the CPU step systems: one exclusive system in `Stage::Update` replays the graph.
+/// Structural plasticity keeps its CPU stage: it plans and commits on the host, and the step
+/// mirrors what a commit rebuilt before its next launch.
 pub struct CudaPlugin;
 
 impl Plugin for CudaPlugin {
     fn build(&self, sim: &mut Simulation) {
         sim.add_systems(cuda_step.in_set(Stage::Update));
-        sim.add_plugins(crate::ClockPlugin);
+        sim.add_plugins((crate::StructuralPlugin { count_on_host: false }, crate::ClockPlugin));
     }
 }
 
@@ -84,9 +91,6 @@ impl Backend for CudaBackend {
     }
 
     fn install(&mut self, sim: &mut Simulation) -> Result<(), InstallError> {
-        if sim.world.contains_resource::<fum_engine::structural::Structural>() {
-            return Err("the model's [[structural]] sections (structural plasticity) run on the CPU backend for now: use --backend cpu".into());
-        }
         Ok(install(sim, self.gpu.clone())?)
     }
 
@@ -137,6 +141,8 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         slot_words,
         multiprocessors,
         pending: VecDeque::new(),
+        count_spikes: sim.world.get_resource::<Structural>().is_some_and(Structural::counts_spikes),
+        structure: structure_generations(&sim.world),
         steps: 0,
         capture_s: 0.0,
         upload_s,
@@ -204,6 +210,10 @@ impl CudaRunner {
                 .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
                 .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
             stream.launch_builder(&k.write_spikes).arg(&fired).arg(&n).arg(&counts).arg(&spikes).launch(full)?;
+            if self.count_spikes {
+                let spike_counts = net.neuron_ptr("structural/spike_count");
+                stream.launch_builder(&k.count_spikes).arg(&spikes).arg(&n_spikes).arg(&spike_counts).launch(LaunchConfig { grid_dim: (self.multiprocessors, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+            }
             let n_blocks = net.blocks.len() as u32;
             let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
             let sms = self.multiprocessors;
@@ -247,8 +257,14 @@ impl CudaRunner {
         if stdp != self.net.stdp_enabled {
             return Err(CudaError::Unsupported("switching STDP on or off while running on the GPU".into()));
         }
-        // Columns written on the host since the last step go to the device first; from the
-        // launch on, the device copy of every state column is the newer one.
+        // Blocks a structural commit rebuilt get device buffers; columns written on the host
+        // since the last step go to the device; from the launch on, the device copy of every
+        // state column is the newer one.
+        let structure = structure_generations(world);
+        if structure != self.structure {
+            self.net.remirror(world)?;
+            self.structure = structure;
+        }
         if self.net.ctx.take_host_written() {
             state::upload(world).map_err(|e| CudaError::Unsupported(e.to_string()))?;
         }
@@ -350,6 +366,12 @@ impl CudaRunner {
         }
         Ok(())
     }
+}
+
+/// The structure generation of every shard (empty without structural plasticity), read under
+/// each shard's lock: a commit in progress is waited for, never seen half done.
+fn structure_generations(world: &World) -> Vec<u64> {
+    world.get_resource::<StructureLocks>().map_or_else(Vec::new, |l| (0..l.0.len()).map(|s| l.generation(s)).collect())
 }
 
 fn cuda_step(world: &mut World) {

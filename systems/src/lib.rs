@@ -31,7 +31,7 @@ pub struct DefaultPlugins;
 
 impl fum_engine::Plugin for DefaultPlugins {
     fn build(&self, sim: &mut fum_engine::Simulation) {
-        sim.add_plugins((StructuralPlugin, InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin, ClockPlugin));
+        sim.add_plugins((StructuralPlugin { count_on_host: true }, InputPlugin, LifPlugin, ExchangePlugin, DeliveryPlugin, StdpPlugin, RecordPlugin, ClockPlugin));
     }
 }
 

@@ -5,21 +5,23 @@
 use bevy_ecs::prelude::*;
 use fum_engine::components::NeuronBlock;
 use fum_engine::structural::{Rewiring, Structural, at_step_start, busy};
-use fum_engine::model::Prune;
 use fum_engine::{Plugin, Simulation, Stage};
 
 /// Prunes and regrows synapses as the model's `[[structural]]` sections say; does nothing for a
 /// model without them.
-pub struct StructuralPlugin;
+pub struct StructuralPlugin {
+    /// Count spikes on the host for co-activity (a device backend counts them in its step).
+    pub count_on_host: bool,
+}
 
 impl Plugin for StructuralPlugin {
     fn build(&self, sim: &mut Simulation) {
         let Some(structural) = sim.world.get_resource::<Structural>() else { return };
         // Only co-activity (the priority rule) reads the spike counts: other rules spare every
         // step the count.
-        let counts = structural.rules.iter().any(|r| matches!(r.prune, Prune::LowestPriorityFraction(_)));
+        let counts = structural.counts_spikes();
         sim.add_systems(at_step_start.run_if(busy).in_set(Stage::Structure));
-        if counts {
+        if counts && self.count_on_host {
             sim.add_systems(count_spikes.in_set(Stage::Record));
         }
     }
