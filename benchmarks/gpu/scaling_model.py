@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """Writes a Brunel-style model (Brunel 2000, network A/B regime, iaf_psc_exp) of N neurons with
 1000 synapses per neuron (800 E + 200 I, fixed in-degree) and additive STDP on E->E, for the
-GPU scaling table. Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp]"""
+GPU scaling table. Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace]
+(--structural: a plan on E->E every 1 s, committed 500 ms later, that prunes nothing (noop) or
+replaces the lowest-priority 5 % and regrows to in-degree 800 (replace))"""
 import sys
 
 n = int(sys.argv[1])
 out = sys.argv[2]
 weights = "f16" if "--weights" in sys.argv and sys.argv[sys.argv.index("--weights") + 1] == "f16" else "f32"
 stdp = "--no-stdp" not in sys.argv
+structural = sys.argv[sys.argv.index("--structural") + 1] if "--structural" in sys.argv else None
 n_e, n_i = n * 4 // 5, n - n * 4 // 5
 
 def population(name, size):
@@ -76,4 +79,14 @@ w_max = 100.0
 weight_dependence = "additive"
 pairing = "all_to_all"
 """
+if structural:
+    prune = {"noop": "{ weight_below = 0.0 }", "replace": "{ lowest_priority_fraction = 0.05 }"}[structural]
+    regrow = "regrow = { to_indegree = 800 }\n" if structural == "replace" else ""
+    text += f"""
+[[structural]]
+projection = "E_to_E"
+every_ms = 1000.0
+commit_after_ms = 500.0
+prune = {prune}
+{regrow}"""
 open(out, "w").write(text)

@@ -59,6 +59,13 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// A structural commit rebuilt `blocks` on the host (their columns now have no mirror or, for
+    /// columns the device steps, zeros on the host): a device backend rebuilds its copies from
+    /// the plans, within the commit.
+    fn structure_changed(&mut self, _world: &mut World, _blocks: &[crate::structural::Rebuilt]) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Device memory and transfers, for run.json.
     fn stats(&self, _world: &World) -> Option<DeviceStats> {
         None
@@ -178,6 +185,11 @@ impl StepSpikes {
 /// Makes the host columns current for `view` (no-op on the CPU backend).
 pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
     with_installed(world, |backend, world| backend.sync(world, view)).unwrap_or(Ok(()))
+}
+
+/// Tells the installed backend which blocks a structural commit rebuilt.
+pub fn structure_changed(world: &mut World, blocks: &[crate::structural::Rebuilt]) -> Result<(), String> {
+    with_installed(world, |backend, world| backend.structure_changed(world, blocks)).unwrap_or(Ok(()))
 }
 
 /// Whether a health check must scan the host columns (neuron state, and plastic weights when

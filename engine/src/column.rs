@@ -61,6 +61,9 @@ impl Placement {
     }
 }
 
+/// `Mirror::synced` of a host copy that never equalled its device copy.
+const NEVER_SYNCED: u64 = u64::MAX;
+
 /// The device copy of a column (see the module comment).
 #[derive(Clone, Debug)]
 pub struct Mirror {
@@ -119,6 +122,15 @@ impl<T: Pod> Column<T> {
         assert_eq!(placement.chunk_len * placement.chunks, self.host.len(), "a placement covers the column");
         let synced = buffer.generation();
         self.mirror = Some(Mirror { buffer, placement, synced, host_newer: true });
+    }
+
+    /// Mirrors this column at `placement` in `buffer`, which the device already filled with
+    /// the column's values (a structural commit rebuilds a block there); the host copy holds
+    /// them too if `host_current`, else it is behind until a download.
+    pub fn attach_filled(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement, host_current: bool) {
+        assert_eq!(placement.chunk_len * placement.chunks, self.host.len(), "a placement covers the column");
+        let synced = if host_current { buffer.generation() } else { NEVER_SYNCED };
+        self.mirror = Some(Mirror { buffer, placement, synced, host_newer: false });
     }
 
     /// Elements in the column (whichever copy is current).
@@ -241,8 +253,8 @@ pub trait AnyColumn {
     /// a column without a device mirror (a restore happens before a backend places columns).
     fn replace_host_bytes(&mut self, bytes: &[u8]);
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement);
-    /// Whether it has a device mirror.
-    fn mirrored(&self) -> bool;
+    /// See [`Column::attach_filled`].
+    fn attach_filled(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement, host_current: bool);
     fn detach(&mut self) -> Result<(), TransferError>;
     fn download(&mut self) -> Result<(), TransferError>;
     fn upload(&mut self) -> Result<(), TransferError>;
@@ -276,8 +288,8 @@ impl<T: Pod> AnyColumn for Column<T> {
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement) {
         Column::attach(self, buffer, placement)
     }
-    fn mirrored(&self) -> bool {
-        self.mirror.is_some()
+    fn attach_filled(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement, host_current: bool) {
+        Column::attach_filled(self, buffer, placement, host_current)
     }
     fn detach(&mut self) -> Result<(), TransferError> {
         Column::detach(self)
@@ -377,6 +389,20 @@ mod tests {
         let words: Vec<u32> = bytemuck::pod_collect_to_vec(&device.bytes.lock().unwrap());
         assert_eq!(words[1..3], [9, 9]);
         assert_eq!(words[5], 7);
+    }
+
+    #[test]
+    fn a_column_filled_on_the_device_is_read_after_a_download() {
+        let device = Arc::new(FakeDevice { bytes: Mutex::new(vec![0; 4 * 3]), ..Default::default() });
+        device.step(5);
+        let mut column = Column::from_vec(vec![0u32; 3]);
+        column.attach_filled(device.clone(), Placement::contiguous(0, 3), false);
+        assert!(!column.host_is_current());
+        column.download().unwrap();
+        assert_eq!(&column[..], &[5; 3]);
+        let mut synced = Column::from_vec(vec![5u32; 3]);
+        synced.attach_filled(device, Placement::contiguous(0, 3), true);
+        assert!(synced.host_is_current());
     }
 
     #[test]

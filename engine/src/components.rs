@@ -187,6 +187,14 @@ impl Weights {
         }
     }
 
+    /// Every weight as f32 (exact), in one pass over the column.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Weights::F32(c) => c.to_vec(),
+            Weights::F16(c) => c.iter().map(|w| w.get()).collect(),
+        }
+    }
+
     /// The first synapse whose weight lies outside `[lo, hi]` after both bounds are rounded to
     /// the stored type (rounding is monotonic, so a clamped weight stays inside).
     pub fn position_outside(&self, lo: f32, hi: f32) -> Option<usize> {

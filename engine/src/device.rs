@@ -539,15 +539,18 @@ impl DeviceNetwork {
         (table, plastic_index)
     }
 
-    /// Mirrors the blocks a structural commit rebuilt, whose columns come back from the commit
-    /// without a mirror ([`state::mirror`] places exactly those), and rewrites the block table
-    /// in place: the captured step reads blocks through the table's address, so it needs no new
-    /// capture. The replaced buffers are freed in stream order, after the steps that read them.
-    pub fn remirror(&mut self, world: &mut World) -> Result<(), CudaError> {
-        let ctx = self.ctx.clone();
-        let placed = state::mirror(world, &self.shards, &mut |bytes, written| Buffer::new(&ctx, bytes, written))?;
-        debug_assert!(placed.neurons.is_empty() && placed.projections.is_empty(), "only blocks are rebuilt");
-        for (key, named) in placed.blocks {
+    /// A new buffer of `bytes` (written by the device's steps if `written`), counted in the
+    /// network's memory by [`DeviceNetwork::blocks_rebuilt`].
+    pub fn buffer(&self, bytes: usize, written: bool) -> Result<Arc<Buffer>, CudaError> {
+        Buffer::new(&self.ctx, bytes, written)
+    }
+
+    /// After a structural commit replaced buffers of `blocks` (named as the block's columns):
+    /// the block table is rewritten in place (the captured step reads blocks through its
+    /// address, so it needs no new capture), and the memory and synapse counts updated. The
+    /// replaced buffers are freed in stream order, after the steps that read them.
+    pub fn blocks_rebuilt(&mut self, world: &mut World, blocks: Vec<((usize, usize), Vec<(&'static str, Arc<Buffer>)>)>) -> Result<(), CudaError> {
+        for (key, named) in blocks {
             let buffers = &mut self.blocks.iter_mut().find(|(k, _)| *k == key).expect("a block on the device").1;
             for (name, buffer) in named {
                 match buffers.0.iter_mut().find(|(n, _)| n == name) {
@@ -564,6 +567,11 @@ impl DeviceNetwork {
         let declared = declared_bytes(world);
         (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes, declared.index_bytes);
         Ok(())
+    }
+
+    /// Buffer `name` of block `key`.
+    pub fn block_buffer(&self, key: (usize, usize), name: &str) -> Option<&Arc<Buffer>> {
+        self.blocks.iter().find(|(k, _)| *k == key)?.1 .0.iter().find(|(n, _)| n == name).map(|(_, b)| b)
     }
 
     fn upload_probes(&mut self, world: &World) -> Result<(), CudaError> {

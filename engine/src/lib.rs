@@ -31,3 +31,14 @@ pub(crate) fn random_u64() -> u64 {
     use std::hash::BuildHasher;
     std::hash::RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()))
 }
+
+/// Lowers the calling thread's scheduling priority (nice 10; Linux only), for work beside the
+/// simulation (serving viewers, planning structural changes): on a busy machine it gives way
+/// to the simulation's threads instead of slowing them.
+pub(crate) fn yield_to_simulation() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority and gettid take plain integers and touch no memory of ours.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}

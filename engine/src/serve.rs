@@ -114,17 +114,6 @@ pub fn new_token() -> String {
     format!("{:016x}{:016x}", crate::random_u64(), crate::random_u64())
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10; Linux only): on a busy machine
-/// the threads serving a run then give way to the simulation, and viewers get fewer, larger
-/// frames rather than the run getting slower.
-fn yield_to_simulation() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority and gettid take plain integers and touch no memory of ours.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -218,7 +207,7 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink, neurons: u32) -> std::i
     let broadcaster = {
         let watchers = watchers.clone();
         std::thread::Builder::new().name("fum-serve-frames".into()).spawn(move || {
-            yield_to_simulation();
+            crate::yield_to_simulation();
             loop {
                 let taken = run_frames.take_timeout(Duration::from_millis(50));
                 let mut watchers = lock(&watchers);
@@ -248,7 +237,7 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink, neurons: u32) -> std::i
     std::thread::Builder::new().name("fum-serve-accept".into()).spawn(move || {
         // The run's end of the link lives as long as the server.
         let _link = link;
-        yield_to_simulation();
+        crate::yield_to_simulation();
         let mut refusals = Refusals::default();
         for stream in listener.incoming().flatten() {
             if open.load(Ordering::Acquire) >= MAX_CONNECTIONS {
@@ -260,7 +249,7 @@ pub fn serve(addr: impl ToSocketAddrs, link: ViewerLink, neurons: u32) -> std::i
             let session = Session { root: root.clone(), token: accepted_token.clone(), watchers: watchers.clone(), writers: writers_of_clients.clone(), run_frames: frames_of_sessions.clone() };
             let closing = open.clone();
             let spawned = std::thread::Builder::new().name("fum-serve-client".into()).spawn(move || {
-                yield_to_simulation();
+                crate::yield_to_simulation();
                 // An error ends that session only.
                 let _ = session.run(stream);
                 closing.fetch_sub(1, Ordering::AcqRel);
@@ -412,7 +401,7 @@ impl Session {
 /// or the first failed write.
 fn spawn_writer(link: ViewerLink, mut out: BufWriter<TcpStream>, stream: TcpStream) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("fum-serve-writer".into()).spawn(move || {
-        yield_to_simulation();
+        crate::yield_to_simulation();
         let _ = (|| -> Result<(), WireError> {
             loop {
                 let closed = match link.frames.take_timeout(Duration::from_millis(10)) {
@@ -454,7 +443,7 @@ mod tests {
         let nice = || unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
         let before = nice();
         let server = std::thread::spawn(move || {
-            yield_to_simulation();
+            crate::yield_to_simulation();
             nice()
         });
         assert!(server.join().unwrap() >= 10);

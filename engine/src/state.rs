@@ -211,10 +211,8 @@ pub struct Mirrored<B> {
     pub projections: Vec<Named<B>>,
 }
 
-/// Gives every declared column without a mirror a place in device buffers that
-/// `allocate(bytes, written by the device)` makes, attaches it there and uploads it: at first
-/// every column; after a structural commit, the columns it rebuilt (which come back without
-/// a mirror).
+/// Gives every declared column a place in device buffers that `allocate(bytes, written by
+/// the device)` makes, attaches it there and uploads it.
 ///
 /// Per-neuron columns of all shards share one arena per name, a shard's column being the range
 /// of its global ids (`shards`, by index, contiguous from 0), so that one kernel launch covers
@@ -231,7 +229,7 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
     let mut failed = None;
     visit(world, &mut |d| {
-        if failed.is_some() || d.column.mirrored() || matches!((d.owner, d.shape), (Owner::ShardComponent { .. }, Shape::Own | Shape::Varying)) {
+        if failed.is_some() || matches!((d.owner, d.shape), (Owner::ShardComponent { .. }, Shape::Own | Shape::Varying)) {
             return;
         }
         let written = d.role == Role::State;

@@ -195,7 +195,7 @@ impl BlockSnapshot {
         BlockSnapshot {
             row_ptr: block.row_ptr.to_vec(),
             target: block.target.to_vec(),
-            weight: (0..block.len()).map(|k| block.weight.get(k)).collect(),
+            weight: block.weight.to_f32(),
             source_first: block.source_first,
             shard_first: shard.neurons.start,
             targets,
@@ -212,6 +212,20 @@ pub struct BlockPlan {
     pub synapses: u32,
     pub pruned: Vec<u32>,
     pub grown: Vec<Grown>,
+}
+
+impl BlockPlan {
+    /// The new synapses' values of column `name` (`target`, `delay`, or `weight` stored in
+    /// `elem` bytes) as the column stores them, rounded as [`apply_plan`] rounds them.
+    pub fn grown_bytes(&self, name: &str, elem: usize) -> Vec<u8> {
+        let g = &self.grown;
+        match (name, elem) {
+            ("target", _) => g.iter().flat_map(|g| g.target.to_le_bytes()).collect(),
+            ("delay", _) => g.iter().flat_map(|g| g.delay.to_le_bytes()).collect(),
+            (_, 2) => g.iter().flat_map(|g| half::f16::set(g.weight).to_bits().to_le_bytes()).collect(),
+            _ => g.iter().flat_map(|g| f32::set(g.weight).to_bits().to_le_bytes()).collect(),
+        }
+    }
 }
 
 /// The plan of one block for plan number `plan`: which synapses go and which come, decided per
@@ -310,6 +324,41 @@ pub struct Change {
     pub bytes_after: u64,
 }
 
+/// A plan's changes row by row, as a device rebuilding its copy of a block reads them: row `r`
+/// keeps its synapses but `plan.pruned[pruned_ptr[r]..pruned_ptr[r + 1]]`, then gets
+/// `plan.grown[grown_ptr[r]..grown_ptr[r + 1]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Compaction {
+    pub pruned_ptr: Vec<u32>,
+    pub grown_ptr: Vec<u32>,
+}
+
+impl Compaction {
+    /// The layout of `plan` over the rows of `row_ptr` (the block's, before the commit).
+    pub fn of(plan: &BlockPlan, row_ptr: &[u32]) -> Self {
+        let rows = row_ptr.len() - 1;
+        let (mut pruned_ptr, mut grown_ptr) = (Vec::with_capacity(rows + 1), Vec::with_capacity(rows + 1));
+        let (mut p, mut g) = (0, 0);
+        for r in 0..rows {
+            pruned_ptr.push(p as u32);
+            grown_ptr.push(g as u32);
+            p += plan.pruned[p..].partition_point(|&k| k < row_ptr[r + 1]);
+            g += plan.grown[g..].partition_point(|n| n.row as usize == r);
+        }
+        pruned_ptr.push(p as u32);
+        grown_ptr.push(g as u32);
+        Compaction { pruned_ptr, grown_ptr }
+    }
+}
+
+/// A block a commit rebuilt: (shard, block index in the shard), the plan applied and its layout.
+pub struct Rebuilt {
+    pub shard: usize,
+    pub block: usize,
+    pub plan: BlockPlan,
+    pub rows: Compaction,
+}
+
 /// Applies `plan` to `block`: each row keeps its surviving synapses in order, then gets its new
 /// ones; the columns are rebuilt at their new size, so pruned synapses give their memory back.
 /// The block's weights are those at the commit step (kept synapses keep any change since the
@@ -351,9 +400,14 @@ pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan) -> Change {
     if let Delays::PerSynapse(d) = &mut block.delay {
         *d = Column::from_vec(gather(d, &picks, |i| grown[i].delay));
     }
+    // Weights a device steps are behind on the host: the device rebuilds them
+    // (`Backend::structure_changed`); the host keeps zeros of the new length until a download.
+    fn weights<W: Weight>(w: &Column<W>, picks: &[u64], grown: &[Grown]) -> Column<W> {
+        if w.host_is_current() { Column::from_vec(gather(w, picks, |i| W::set(grown[i].weight))) } else { Column::filled(picks.len(), W::zeroed()) }
+    }
     block.weight = match &block.weight {
-        Weights::F32(w) => Weights::F32(Column::from_vec(gather(w, &picks, |i| f32::set(grown[i].weight)))),
-        Weights::F16(w) => Weights::F16(Column::from_vec(gather(w, &picks, |i| half::f16::set(grown[i].weight)))),
+        Weights::F32(w) => Weights::F32(weights(w, &picks, grown)),
+        Weights::F16(w) => Weights::F16(weights(w, &picks, grown)),
     };
     block.row_ptr = Column::from_vec(row_ptr);
     let bytes_after = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
@@ -402,8 +456,10 @@ pub struct Rewiring {
     plan_blocks: Column<u32>,
     plan_pruned: Column<u32>,
     plan_grown: Column<Grown>,
-    /// Seconds the plan threads took, per block (not checkpointed: reported only).
+    /// Seconds the plan threads took, per block, and the snapshot paused the simulation (not
+    /// checkpointed: reported only).
     planning_s: Vec<f64>,
+    snapshot_s: f64,
     job: Option<JoinHandle<ShardPlan>>,
 }
 
@@ -519,9 +575,12 @@ pub struct CommitReport {
     /// before and after.
     pub bytes_before: u64,
     pub bytes_after: u64,
-    /// Seconds the plan threads spent (beside the simulation) and the commit took (the
-    /// simulation waits for it).
+    /// Seconds the plan threads spent (beside the simulation, summed over threads).
     pub planning_s: f64,
+    /// Seconds the simulation paused for the snapshot (copies, and their download from a
+    /// device) and for the commit (on the host and the device), shared among the projections
+    /// committed together in proportion to their synapse bytes.
+    pub snapshot_s: f64,
     pub commit_s: f64,
 }
 
@@ -534,6 +593,7 @@ pub struct ProjectionReport {
     pub bytes_at_start: u64,
     pub bytes_now: u64,
     pub planning_s: f64,
+    pub snapshot_s: f64,
     pub commit_s: f64,
     /// Seconds the simulation waited at commits for plans not yet computed.
     pub wait_s: f64,
@@ -598,21 +658,25 @@ pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
-    if let Err(e) = make_host_current(world) {
-        crate::backend::report_failure(world, e.to_string());
-        return;
-    }
     // A plan due now commits before the next snapshot (commit_after = every); with
     // commit_after = 0 the snapshot's own plan commits at once (stop-the-world).
     commit_if_due(world, step);
     if structural.snapshot_at(step) {
+        let started = Instant::now();
+        if let Err(e) = make_host_current(world) {
+            crate::backend::report_failure(world, e.to_string());
+            return;
+        }
         snapshot(world, &structural, step);
+        let seconds = started.elapsed().as_secs_f64();
+        let mut q = world.query::<&mut Rewiring>();
+        q.iter_mut(world).for_each(|mut r| r.snapshot_s = seconds);
         commit_if_due(world, step);
     }
 }
 
-/// Makes the host copies that snapshots and commits read current: the weights of rewired
-/// blocks and the spike counts, which a device backend steps. Nothing moves on the CPU.
+/// Makes the host copies a snapshot reads current: the weights of rewired blocks and the spike
+/// counts, which a device backend steps. Nothing moves on the CPU.
 fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferError> {
     let mut q = world.query::<(&mut SynapseBlocks, &mut Rewiring)>();
     for (mut blocks, mut rewiring) in q.iter_mut(world) {
@@ -649,45 +713,61 @@ pub fn commit_if_due(world: &mut World, step: u64) {
         plans.push(world.get_mut::<Rewiring>(e).expect("queried").take_plan());
     }
     let wait_s = waited.elapsed().as_secs_f64();
+    let snapshot_s = world.get::<Rewiring>(shards[0].0).map_or(0.0, |r| r.snapshot_s);
+    let started = Instant::now();
     // Every shard's write side, in shard order, for the whole commit.
     let mut guards: Vec<_> = locks.0.iter().map(|l| l.write().unwrap_or_else(|e| e.into_inner())).collect();
     // Blocks are independent: they are rebuilt in parallel.
     let mut q = world.query::<(&Shard, &mut SynapseBlocks)>();
     let mut shard_blocks: Vec<_> = q.iter_mut(world).filter(|(s, _)| shards.iter().any(|&(_, i)| i == s.index)).collect();
     shard_blocks.sort_unstable_by_key(|(s, _)| s.index);
-    let work: Vec<(&mut SynapseBlock, (BlockPlan, f64))> =
-        shard_blocks.iter_mut().zip(plans).flat_map(|((_, blocks), plan)| blocks.0.iter_mut().zip(plan).filter_map(|(b, p)| Some((b, p?)))).collect();
-    let changes: Vec<(usize, Change, f64, f64)> = work
+    let work: Vec<(usize, usize, &mut SynapseBlock, (BlockPlan, f64))> = shard_blocks
+        .iter_mut()
+        .zip(plans)
+        .flat_map(|((shard, blocks), plan)| blocks.0.iter_mut().enumerate().zip(plan).filter_map(|((i, b), p)| Some((shard.index, i, b, p?))))
+        .collect();
+    let done: Vec<((usize, Change, f64), Option<Rebuilt>)> = work
         .into_par_iter()
-        .map(|(b, (p, planning_s))| {
-            let started = Instant::now();
-            let change = apply_plan(b, &p);
-            (b.projection, change, planning_s, started.elapsed().as_secs_f64())
+        .map(|(shard, block, b, (plan, planning_s))| {
+            let changed = !(plan.pruned.is_empty() && plan.grown.is_empty());
+            let rows = changed.then(|| Compaction::of(&plan, &b.row_ptr));
+            let change = apply_plan(b, &plan);
+            ((b.projection, change, planning_s), rows.map(|rows| Rebuilt { shard, block, plan, rows }))
         })
         .collect();
+    let (changes, rebuilt): (Vec<_>, Vec<_>) = done.into_iter().unzip();
+    let rebuilt: Vec<Rebuilt> = rebuilt.into_iter().flatten().collect();
+    // A device backend rebuilds its copies inside the commit, under the same locks.
+    if let Err(e) = crate::backend::structure_changed(world, &rebuilt) {
+        crate::backend::report_failure(world, e);
+    }
     for g in guards.iter_mut() {
         **g += 1;
     }
     drop(guards);
+    let commit_s = started.elapsed().as_secs_f64();
+    let total = changes.iter().map(|c| c.1.bytes_after).sum::<u64>().max(1) as f64;
     let rules = world.resource::<Structural>().rules.clone();
     let mut report = world.remove_resource::<StructuralReport>().unwrap_or_default();
     for rule in rules.iter() {
-        let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, commit_s: 0.0 };
-        for (_, change, planning_s, commit_s) in changes.iter().filter(|c| c.0 == rule.projection) {
+        let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, snapshot_s: 0.0, commit_s: 0.0 };
+        for (_, change, planning_s) in changes.iter().filter(|c| c.0 == rule.projection) {
             c.pruned += change.pruned;
             c.grown += change.grown;
             c.bytes_before += change.bytes_before;
             c.bytes_after += change.bytes_after;
             c.planning_s += planning_s;
-            c.commit_s += commit_s;
         }
+        let share = c.bytes_after as f64 / total;
+        (c.snapshot_s, c.commit_s) = (snapshot_s * share, commit_s * share);
         let bytes_now = projection_bytes(world, rule.projection);
         let r = report.0.entry(rule.name.clone()).or_default();
         r.pruned += c.pruned;
         r.grown += c.grown;
         r.planning_s += c.planning_s;
+        r.snapshot_s += c.snapshot_s;
         r.commit_s += c.commit_s;
-        r.wait_s += wait_s;
+        r.wait_s += wait_s * share;
         r.bytes_now = bytes_now;
         r.commits.push(c);
     }
@@ -709,23 +789,36 @@ fn snapshot(world: &mut World, structural: &Structural, step: u64) {
     let plan = step / structural.every_steps;
     let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
     let meta = [plan, step, step + structural.commit_after_steps];
-    for &(e, index) in &shards {
-        let shard = world.get::<Shard>(e).expect("a shard").clone();
-        let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
-        let work: Vec<Option<(Rule, BlockSnapshot)>> = blocks
-            .0
-            .iter()
-            .map(|b| {
-                let rule = structural.rule_of(b.projection)?;
-                let tgt = &populations[rule.target];
-                let local = tgt.first.max(shard.neurons.start) - shard.neurons.start..(tgt.first + tgt.size).min(shard.neurons.end) - shard.neurons.start;
-                Some((rule.clone(), BlockSnapshot::of(b, &shard, local, tgt.first)))
+    // The copies are what the simulation waits for: one scoped thread per shard makes them.
+    let mut q = world.query::<(&Shard, &SynapseBlocks)>();
+    let sources: Vec<(&Shard, &SynapseBlocks)> = shards.iter().map(|&(e, _)| q.get(world, e).expect("a shard has synapses")).collect();
+    let copies: Vec<Vec<Option<(Rule, BlockSnapshot)>>> = std::thread::scope(|scope| {
+        let jobs: Vec<_> = sources
+            .into_iter()
+            .map(|(shard, blocks)| {
+                let populations = &populations;
+                scope.spawn(move || {
+                    blocks
+                        .0
+                        .iter()
+                        .map(|b| {
+                            let rule = structural.rule_of(b.projection)?;
+                            let tgt = &populations[rule.target];
+                            let local = tgt.first.max(shard.neurons.start) - shard.neurons.start..(tgt.first + tgt.size).min(shard.neurons.end) - shard.neurons.start;
+                            Some((rule.clone(), BlockSnapshot::of(b, shard, local, tgt.first)))
+                        })
+                        .collect()
+                })
             })
             .collect();
+        jobs.into_iter().map(|j| j.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    });
+    for (&(e, index), work) in shards.iter().zip(copies) {
         let (key, dt, counts) = (structural.key, structural.dt_ms, counts.clone());
         let job = std::thread::Builder::new()
             .name(format!("fum-plan-{index}"))
             .spawn(move || {
+                crate::yield_to_simulation();
                 work.into_iter()
                     .map(|w| {
                         w.map(|(rule, snap)| {
@@ -782,6 +875,15 @@ mod tests {
         assert_eq!(&b.row_ptr[..], &[0, 0, 0, 1]);
         assert_eq!(gone.bytes_after, 6 + 16);
         check_block(&b, 3).unwrap();
+    }
+
+    #[test]
+    fn the_compaction_gives_each_row_its_pruned_and_grown_synapses() {
+        let b = block();
+        let plan = BlockPlan { synapses: 5, pruned: vec![1, 3, 4], grown: vec![Grown { row: 0, ..Default::default() }, Grown { row: 0, ..Default::default() }, Grown { row: 2, ..Default::default() }] };
+        let c = Compaction::of(&plan, &b.row_ptr);
+        // Rows span 0..2, 2..3, 3..5: row 0 loses 1, row 2 loses 3 and 4.
+        assert_eq!(c, Compaction { pruned_ptr: vec![0, 1, 1, 3], grown_ptr: vec![0, 2, 2, 3] });
     }
 
     fn snapshot() -> BlockSnapshot {

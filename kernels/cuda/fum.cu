@@ -258,6 +258,42 @@ extern "C" __global__ void count_spikes(const u32* spikes, const u32* n_spikes, 
     for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < *n_spikes; i += gridDim.x * blockDim.x) counts[spikes[i]] += 1;
 }
 
+// Rebuilds one per-synapse column of a block at a structural commit, as apply_plan
+// (engine/src/structural.rs) does on the host: row r keeps its synapses but the pruned ones
+// (positions pruned[pruned_ptr[r] .. pruned_ptr[r + 1]], ascending), in order, then gets
+// grown[grown_ptr[r] .. grown_ptr[r + 1]]. A warp per row: the kept synapses of 32 positions
+// are placed with one ballot, so reads and writes stay coalesced. `elem` is 2 or 4 bytes.
+__device__ __forceinline__ void copy_elem(const u8* src, u64 i, u8* dst, u64 j, u32 elem) {
+    if (elem == 2) ((u16*)dst)[j] = ((const u16*)src)[i];
+    else ((u32*)dst)[j] = ((const u32*)src)[i];
+}
+
+__device__ __forceinline__ bool sorted_contains(const u32* a, u32 n, u32 x) {
+    u32 lo = 0, hi = n;
+    while (lo < hi) { u32 mid = (lo + hi) / 2; if (a[mid] < x) lo = mid + 1; else hi = mid; }
+    return lo < n && a[lo] == x;
+}
+
+extern "C" __global__ void compact_rows(u32 rows, u32 elem, const u32* old_ptr, const u32* new_ptr, const u32* pruned,
+                                        const u32* pruned_ptr, const u8* grown, const u32* grown_ptr, const u8* old_col, u8* new_col) {
+    u32 lane = threadIdx.x & 31;
+    u32 warps = gridDim.x * blockDim.x / 32;
+    for (u32 r = (blockIdx.x * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
+        u32 out = new_ptr[r], end = old_ptr[r + 1];
+        const u32* gone = pruned + pruned_ptr[r];
+        u32 n_gone = pruned_ptr[r + 1] - pruned_ptr[r];
+        for (u32 base = old_ptr[r]; base < end; base += 32) {
+            u32 k = base + lane;
+            bool keep = k < end && !sorted_contains(gone, n_gone, k);
+            u32 ballot = __ballot_sync(0xffffffffu, keep);
+            if (keep) copy_elem(old_col, k, new_col, out + __popc(ballot & ((1u << lane) - 1)), elem);
+            out += __popc(ballot);
+        }
+        u32 g0 = grown_ptr[r], n_new = grown_ptr[r + 1] - g0;
+        for (u32 i = lane; i < n_new; i += 32) copy_elem(grown, g0 + i, new_col, out + i, elem);
+    }
+}
+
 // ---- STDP (stdp.rs) ----
 
 __device__ __forceinline__ float clampf(float x, float lo, float hi) {

@@ -16,13 +16,13 @@ use bevy_ecs::prelude::*;
 use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg, sys};
 
 use fum_engine::backend::{Backend, DeviceStats, HostView, InstallError, StepSpikes, report_failure};
-use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange};
+use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange, SynapseBlocks};
 use fum_engine::recording::Recorder;
-use fum_engine::structural::{StructureLocks, Structural};
+use fum_engine::structural::{Rebuilt, Structural};
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
-use fum_engine::state;
+use fum_engine::state::{self, Columns};
 use fum_kernels::cuda::{CudaError, Gpu};
 
 /// Staging slots for recorded output (see the module comment).
@@ -46,8 +46,6 @@ pub struct CudaRunner {
     pending: VecDeque<u64>,
     /// Counts spikes per neuron for structural co-activity.
     count_spikes: bool,
-    /// The structure generation of each shard the device holds (structural plasticity).
-    structure: Vec<u64>,
     /// Steps replayed, and the seconds spent capturing the graph.
     pub steps: u64,
     pub capture_s: f64,
@@ -106,6 +104,10 @@ impl Backend for CudaBackend {
         world.get_resource::<CudaRunner>().map(CudaRunner::stats)
     }
 
+    fn structure_changed(&mut self, world: &mut World, blocks: &[Rebuilt]) -> Result<(), String> {
+        world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.rebuild_blocks(world, blocks)).map_err(|e| e.to_string())
+    }
+
     fn steerable(&self) -> bool {
         false
     }
@@ -142,7 +144,6 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         multiprocessors,
         pending: VecDeque::new(),
         count_spikes: sim.world.get_resource::<Structural>().is_some_and(Structural::counts_spikes),
-        structure: structure_generations(&sim.world),
         steps: 0,
         capture_s: 0.0,
         upload_s,
@@ -257,14 +258,8 @@ impl CudaRunner {
         if stdp != self.net.stdp_enabled {
             return Err(CudaError::Unsupported("switching STDP on or off while running on the GPU".into()));
         }
-        // Blocks a structural commit rebuilt get device buffers; columns written on the host
-        // since the last step go to the device; from the launch on, the device copy of every
-        // state column is the newer one.
-        let structure = structure_generations(world);
-        if structure != self.structure {
-            self.net.remirror(world)?;
-            self.structure = structure;
-        }
+        // Columns written on the host since the last step go to the device first; from the
+        // launch on, the device copy of every state column is the newer one.
         if self.net.ctx.take_host_written() {
             state::upload(world).map_err(|e| CudaError::Unsupported(e.to_string()))?;
         }
@@ -358,6 +353,85 @@ impl CudaRunner {
         }
     }
 
+    /// Rebuilds the device copies of the blocks a structural commit rebuilt on the host: the new
+    /// row pointers go up from the host; every per-synapse column is compacted on the device
+    /// from its old buffer by `compact_rows`, as `apply_plan` compacted the host's, so that
+    /// learned weights never leave the device. Columns the host holds too (structure, static
+    /// weights) are attached as current on both sides, weights the device steps as current on
+    /// the device only. With `FUM_CHECK_STRUCTURE=1` every column the host holds is read back
+    /// and compared (the GPU tests set it).
+    fn rebuild_blocks(&mut self, world: &mut World, blocks: &[Rebuilt]) -> Result<(), CudaError> {
+        use fum_engine::column::Placement;
+        let stream = self.net.stream.clone();
+        let check = std::env::var_os("FUM_CHECK_STRUCTURE").is_some_and(|v| v == "1");
+        let entities = state::shards_in_order(world);
+        let mut replaced = Vec::new();
+        for rebuilt in blocks {
+            let key = (rebuilt.shard, rebuilt.block);
+            let mut shard_blocks = world.get_mut::<SynapseBlocks>(entities[rebuilt.shard]).expect("a shard has synapses");
+            let block = &mut shard_blocks.0[rebuilt.block];
+            let plan = &rebuilt.plan;
+            let rows = block.source_size;
+            let old_ptr = self.net.block_buffer(key, "row_ptr").expect("mirrored").ptr();
+            let pruned = self.net.ctx.upload(&plan.pruned)?;
+            let pruned_ptr = self.net.ctx.upload(&rebuilt.rows.pruned_ptr)?;
+            let grown_ptr = self.net.ctx.upload(&rebuilt.rows.grown_ptr)?;
+            let new_ptr = self.net.buffer(block.row_ptr.as_bytes().len(), false)?;
+            fum_engine::column::DeviceBuffer::write(new_ptr.as_ref(), 0, block.row_ptr.as_bytes()).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+            let mut named = vec![("row_ptr", new_ptr.clone())];
+            let mut failed = None;
+            let net = &self.net;
+            let kernels = &self.gpu.kernels;
+            let sms = self.multiprocessors;
+            block.columns(&mut |name, role, _, column| {
+                if failed.is_some() || name == "post" || name == "post_history" {
+                    return;
+                }
+                if name == "row_ptr" {
+                    column.attach_filled(new_ptr.clone(), Placement::contiguous(0, column.len()), true);
+                    return;
+                }
+                let elem = column.element_bytes() as u32;
+                let grown = plan.grown_bytes(name, elem as usize);
+                let done = (|| -> Result<Arc<fum_engine::device::Buffer>, CudaError> {
+                    let old = net.block_buffer(key, name).expect("mirrored").ptr();
+                    let grown = net.ctx.upload(&grown)?;
+                    let new = net.buffer(column.len() * elem as usize, role == state::Role::State)?;
+                    let (new_row_ptr, new_col) = (new_ptr.ptr(), new.ptr());
+                    unsafe {
+                        stream
+                            .launch_builder(&kernels.compact_rows)
+                            .arg(&rows).arg(&elem).arg(&old_ptr).arg(&new_row_ptr).arg(&pruned).arg(&pruned_ptr).arg(&grown).arg(&grown_ptr)
+                            .arg(&old).arg(&new_col)
+                            .launch(LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                    }
+                    Ok(new)
+                })();
+                match done {
+                    Ok(new) => {
+                        let host_current = role != state::Role::State;
+                        if host_current && check {
+                            let mut device = vec![0u8; column.len() * elem as usize];
+                            if let Err(e) = fum_engine::column::DeviceBuffer::read(new.as_ref(), 0, &mut device) {
+                                failed = Some(CudaError::Unsupported(e.to_string()));
+                            } else if device != column.host_bytes() {
+                                failed = Some(CudaError::Unsupported(format!("structural commit: the device rebuilt column {name} of block {key:?} differently from the host")));
+                            }
+                        }
+                        column.attach_filled(new.clone(), Placement::contiguous(0, column.len()), host_current);
+                        named.push((name, new));
+                    }
+                    Err(e) => failed = Some(e),
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
+            }
+            replaced.push((key, named));
+        }
+        self.net.blocks_rebuilt(world, replaced)
+    }
+
     /// Waits for the device and records every queued step.
     pub fn drain(&mut self, world: &mut World) -> Result<(), CudaError> {
         self.net.stream.synchronize()?;
@@ -366,12 +440,6 @@ impl CudaRunner {
         }
         Ok(())
     }
-}
-
-/// The structure generation of every shard (empty without structural plasticity), read under
-/// each shard's lock: a commit in progress is waited for, never seen half done.
-fn structure_generations(world: &World) -> Vec<u64> {
-    world.get_resource::<StructureLocks>().map_or_else(Vec::new, |l| (0..l.0.len()).map(|s| l.generation(s)).collect())
 }
 
 fn cuda_step(world: &mut World) {

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Overhead of structural plasticity on the GPU: the 1M-neuron x 1000-synapse STDP network of
+# benchmarks/gpu/scaling_model.py (800 M plastic E->E synapses) with a plan on E->E every 1 s of
+# biological time (committed 500 ms later), against the same network without [[structural]]:
+# `noop` prunes nothing (the snapshot, planning and commit machinery only), `replace` replaces
+# the lowest-priority 5 % and regrows to in-degree 800. Variants alternate within each repeat;
+# prints the median simulate_s of REPEAT runs and what run.json reports of the plans.
+#
+#   N=1000000 DURATION=3s REPEAT=3 bash benchmarks/gpu/structural_overhead.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${FUM_BIN:-.carry/fum}
+N=${N:-1000000}
+DURATION=${DURATION:-3s}
+REPEAT=${REPEAT:-3}
+OUT=${OUT:-structural-out}
+mkdir -p "$OUT/structural"
+work=$(mktemp -d)
+shards=$(( (N + 65535) / 65536 )); [ "$shards" -lt 16 ] && shards=16
+for variant in without noop replace; do
+  flag=""; [ "$variant" != without ] && flag="--structural $variant"
+  python3 benchmarks/gpu/scaling_model.py "$N" "$work/$variant.toml" $flag
+done
+for r in $(seq "$REPEAT"); do
+  for variant in without noop replace; do
+    "$BIN" run "$work/$variant.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/run" --overwrite --quiet || exit 1
+    cp "$work/run/run.json" "$OUT/structural/${variant}_$r.json"
+  done
+done
+rm -rf "$work"
+python3 - "$OUT/structural" "$REPEAT" <<'PY'
+import json, statistics, sys
+d, repeat = sys.argv[1], int(sys.argv[2])
+runs = {v: [json.load(open(f"{d}/{v}_{r}.json")) for r in range(1, repeat + 1)] for v in ["without", "noop", "replace"]}
+base = statistics.median(j["timing"]["simulate_s"] for j in runs["without"])
+print("| variant | simulate s (median, runs) | vs without | planning s | waited s | commit s | pruned | grown | E->E bytes start -> end |")
+print("|---|---|---|---|---|---|---|---|---|")
+for v, js in runs.items():
+    t = [j["timing"]["simulate_s"] for j in js]
+    m = statistics.median(t)
+    s = js[0].get("structural", {}).get("E_to_E")
+    extra = f"{s['planning_s']:.2f} | {s['wait_s']:.3f} | {s['commit_s']:.3f} | {s['pruned']} | {s['grown']} | {s['bytes_at_start']} -> {s['bytes_now']}" if s else "- | - | - | - | - | -"
+    print(f"| {v} | {m:.3f} ({' '.join(f'{x:.3f}' for x in t)}) | {100 * (m / base - 1):+.1f} % | {extra} |")
+PY
