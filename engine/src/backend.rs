@@ -71,6 +71,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// Host threads the backend keeps busy while stepping (the CPU backend's workers; the one
+    /// that launches a device's steps): work beside the simulation leaves them their cores.
+    fn host_threads(&self) -> usize {
+        1
+    }
+
     /// Whether Poisson rates, DC currents and STDP on/off can change while running.
     fn steerable(&self) -> bool {
         true

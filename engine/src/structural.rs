@@ -263,18 +263,25 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
         gone.clear();
         match rule.prune {
             Prune::WeightBelow(x) => gone.extend(syn.iter().copied().filter(|&k| f64::from(w(k)) < x)),
-            Prune::KeepStrongest(keep) => {
+            // Both orders are total (ties go by position), so selecting the synapses that go
+            // (select_nth_unstable, linear) picks the same set as a full sort would.
+            Prune::KeepStrongest(keep) if (keep as usize) < syn.len() => {
                 let mut order = syn.to_vec();
-                order.sort_by(|&a, &b| w(b).total_cmp(&w(a)).then(a.cmp(&b)));
-                gone.extend(order.into_iter().skip(keep as usize));
+                order.select_nth_unstable_by(keep as usize, |&a, &b| w(b).total_cmp(&w(a)).then(a.cmp(&b)));
+                gone.extend_from_slice(&order[keep as usize..]);
             }
+            Prune::KeepStrongest(_) => {}
             Prune::LowestPriorityFraction(f) => {
                 let post = rate(snap.shard_first + j);
                 let priority = |k: u32| f64::from(w(k)) * rate(snap.source_first + row_of[k as usize]) * post;
-                let mut order: Vec<(f64, u32)> = syn.iter().map(|&k| (priority(k), k)).collect();
-                order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                 let m = (f * syn.len() as f64).round() as usize;
-                gone.extend(order.into_iter().take(m).map(|(_, k)| k));
+                if m > 0 {
+                    let mut order: Vec<(f64, u32)> = syn.iter().map(|&k| (priority(k), k)).collect();
+                    if m < order.len() {
+                        order.select_nth_unstable_by(m - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                    }
+                    gone.extend(order[..m].iter().map(|&(_, k)| k));
+                }
             }
         }
         gone.sort_unstable();
@@ -813,21 +820,29 @@ fn snapshot(world: &mut World, structural: &Structural, step: u64) {
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
     });
+    // Planning runs on the cores the simulation leaves free (at least one), at low priority.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let busy = crate::backend::installed(world).map_or(1, |b| b.host_threads());
+    let planners = cores.saturating_sub(busy).clamp(1, shards.len().max(1));
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(planners).thread_name(|i| format!("fum-plan-{i}")).start_handler(|_| crate::yield_to_simulation()).build().expect("a planning pool"));
     for (&(e, index), work) in shards.iter().zip(copies) {
-        let (key, dt, counts) = (structural.key, structural.dt_ms, counts.clone());
+        let (key, dt, counts, pool) = (structural.key, structural.dt_ms, counts.clone(), pool.clone());
+        // A thread per shard holds its plan (joined at the commit); the pool bounds how many
+        // compute at once.
         let job = std::thread::Builder::new()
-            .name(format!("fum-plan-{index}"))
+            .name(format!("fum-plan-shard-{index}"))
             .spawn(move || {
-                crate::yield_to_simulation();
-                work.into_iter()
-                    .map(|w| {
-                        w.map(|(rule, snap)| {
-                            let started = Instant::now();
-                            let p = plan_block(&rule, key, plan, &snap, &counts, interval_s, dt);
-                            (p, started.elapsed().as_secs_f64())
+                pool.install(|| {
+                    work.into_iter()
+                        .map(|w| {
+                            w.map(|(rule, snap)| {
+                                let started = Instant::now();
+                                let p = plan_block(&rule, key, plan, &snap, &counts, interval_s, dt);
+                                (p, started.elapsed().as_secs_f64())
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                })
             })
             .expect("a planning thread");
         let mut r = world.get_mut::<Rewiring>(e).expect("queried");

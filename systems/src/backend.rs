@@ -23,6 +23,10 @@ impl Backend for CpuBackend {
         format!("{} CPU thread{}", self.threads, if self.threads == 1 { "" } else { "s" })
     }
 
+    fn host_threads(&self) -> usize {
+        self.threads
+    }
+
     fn install(&mut self, sim: &mut Simulation) -> Result<(), InstallError> {
         self.threads = sim.threads();
         sim.add_plugins(DefaultPlugins);
