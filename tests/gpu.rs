@@ -77,10 +77,11 @@ fn cuba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
 }
 
 /// Structural plasticity on the device: the host plans and commits, the device counts the
-/// spikes co-activity reads and gets the rebuilt blocks; spikes, learned weights and the
-/// structure left (row pointers, targets, per-synapse delays, weights of every block) are
-/// byte-identical to the CPU's, on 1 and 3 shards, and a CUDA run resumed across commits (from
-/// a checkpoint with a plan pending) gives the same spikes.
+/// spikes co-activity reads and rebuilds its blocks. Spikes, probes (weight probes following
+/// their synapses through commits among them), learned weights and the structure left (row
+/// pointers, targets, per-synapse delays, weights of every block) are byte-identical to the
+/// CPU's, on 1 and 3 shards, and a CUDA run resumed across commits (from a checkpoint with a
+/// plan pending) gives the same spikes.
 #[test]
 #[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
 fn structural_plasticity_is_identical_on_both_backends() {
@@ -93,6 +94,8 @@ fn structural_plasticity_is_identical_on_both_backends() {
         .replace("commit_after_ms = 250.0", "commit_after_ms = 30.0")
         .replacen("delay_ms = 0.1\nplasticity", "delay_ms = { uniform = [0.1, 2.0] }\nplasticity", 1);
     assert!(text.contains("uniform = [0.1, 2.0] }\nplasticity"), "the model's E->E is plastic with a drawn delay");
+    // Weights of E->E synapses followed through their pruning (NaN) and regrowth.
+    let text = text + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 200\ninterval_ms = 1.0\n";
     let path = dir.path().join("structural.toml");
     std::fs::write(&path, text).unwrap();
     let path = path.to_str().unwrap();

@@ -301,9 +301,47 @@ fn one_section_per_projection_one_schedule_and_enough_distinct_sources() {
     let distinct = BALANCED.replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 80 }\nallow_multapses = false");
     let err = Model::parse(&format!("{distinct}\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\nregrow = {{ to_indegree = 800 }}\n"), std::path::Path::new("m.toml")).unwrap_err().to_string();
     assert!(err.contains("structural[0].regrow.to_indegree") && err.contains("799 available"), "{err}");
-    let probe = format!("{BALANCED}\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"EE\"\ncount = 2\n\n[[structural]]\nprojection = \"EE\"\nevery_ms = 10.0\nprune = {{ keep_strongest = 3 }}\n");
-    let err = Model::parse(&probe, std::path::Path::new("m.toml")).unwrap_err().to_string();
-    assert!(err.contains("recording.probes[0].projection") && err.contains("[[structural]]"), "{err}");
+}
+
+/// A weight probe on a pruned and regrown projection follows the synapse from its pre to its
+/// post neuron: every sample is that synapse's weight, NaN while no such synapse exists; the
+/// samples are the same for any thread and shard count.
+#[test]
+fn weight_probes_follow_their_synapse_through_commits() {
+    let probe = "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"EE\"\ncount = 60\n";
+    let model = parse(&format!("{BALANCED}{probe}{STRUCTURAL}"));
+    let samples = |sim: &Simulation| -> (Vec<[u32; 2]>, Vec<u32>) {
+        let p = &sim.world.resource::<fum::engine::recording::Recorder>().probes[0];
+        (p.labels.clone(), p.values.pending.iter().map(|v| v.to_bits()).collect())
+    };
+    let mut sim = simulate(&model, 1, 1);
+    let (labels, values) = samples(&sim);
+    let n = labels.len();
+    assert_eq!(values.len(), n * model.steps() as usize, "a sample per step");
+    // The last sample (after the last step's plasticity) is each pair's synapse in the final
+    // network, or NaN if it has none.
+    let last: Vec<f32> = values[values.len() - n..].iter().map(|&b| f32::from_bits(b)).collect();
+    let synapses = synapses(&mut sim);
+    let e = 0; // E is the first population: population-local ids are global ids.
+    let mut gone = 0;
+    for ([pre, post], w) in labels.iter().zip(&last) {
+        // (Multapses are allowed: the probe follows the first of its row, one of these.)
+        let weights: Vec<u32> = synapses.iter().filter(|s| s.0 == 0 && s.1 == pre + e && s.2 == post + e).map(|s| s.4).collect();
+        if weights.is_empty() {
+            assert!(w.is_nan(), "synapse {pre} -> {post} is gone: its last sample is NaN, not {w}");
+            gone += 1;
+        } else {
+            assert!(weights.contains(&w.to_bits()), "synapse {pre} -> {post}: the last sample {w} is not its weight");
+        }
+    }
+    assert!(gone > 0 && gone < n, "{gone} of {n} probed synapses pruned by the end: the test sees both");
+    // Before the first commit (step 550) no sample is NaN; right after it, some are.
+    let at = |step: usize| &values[step * n..(step + 1) * n];
+    assert!(at(549).iter().all(|&b| !f32::from_bits(b).is_nan()));
+    assert!(at(550).iter().any(|&b| f32::from_bits(b).is_nan()));
+    for (threads, shards) in [(2, 3), (1, 8)] {
+        assert!(samples(&simulate(&model, threads, shards)).1 == values, "weight samples differ with {threads} threads and {shards} shards");
+    }
 }
 
 /// Regrowth respects allow_autapses and allow_multapses, and tops every target up to the

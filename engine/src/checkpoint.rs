@@ -470,6 +470,9 @@ impl Checkpoint {
             }
         });
         crate::structural::check_restored(world).map_err(|e| corrupt(e))?;
+        if world.contains_resource::<Recorder>() {
+            Recorder::relocate_synapses(world);
+        }
         world.resource_mut::<StdpHistoryOverflows>().0 = u64::from_le_bytes(overflows);
         world.resource_mut::<Plasticity>().enabled = enabled.first() == Some(&1);
         let mut rec = world.resource_mut::<Recorder>();

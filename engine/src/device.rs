@@ -546,8 +546,8 @@ impl DeviceNetwork {
     }
 
     /// After a structural commit replaced buffers of `blocks` (named as the block's columns):
-    /// the block table is rewritten in place (the captured step reads blocks through its
-    /// address, so it needs no new capture), and the memory and synapse counts updated. The
+    /// the block and probe tables are rewritten in place (the captured step reads them through
+    /// their addresses, so it needs no new capture), and the memory and synapse counts updated. The
     /// replaced buffers are freed in stream order, after the steps that read them.
     pub fn blocks_rebuilt(&mut self, world: &mut World, blocks: Vec<((usize, usize), Vec<(&'static str, Arc<Buffer>)>)>) -> Result<(), CudaError> {
         for (key, named) in blocks {
@@ -564,6 +564,12 @@ impl DeviceNetwork {
             self.stream.memcpy_htod(&table, &mut self.block_table)?;
             self.ctx.count(true, std::mem::size_of_val(&table[..]));
         }
+        // Probed synapses moved (or went) with the commit: the probe table too, in place.
+        let probes = self.probe_descs(world);
+        if !probes.is_empty() {
+            self.stream.memcpy_htod(&probes, &mut self.probes)?;
+            self.ctx.count(true, std::mem::size_of_val(&probes[..]));
+        }
         let declared = declared_bytes(world);
         (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes, declared.index_bytes);
         Ok(())
@@ -575,8 +581,18 @@ impl DeviceNetwork {
     }
 
     fn upload_probes(&mut self, world: &World) -> Result<(), CudaError> {
+        let table = self.probe_descs(world);
+        if !table.is_empty() {
+            self.probes = self.ctx.upload(&table)?;
+        }
+        Ok(())
+    }
+
+    /// The probe table from the recorder's sites; records the layout of each probe's values.
+    fn probe_descs(&mut self, world: &World) -> Vec<ProbeDesc> {
         let recorder = world.resource::<Recorder>();
         let mut table = Vec::new();
+        self.probe_layout = ProbeLayout { ranges: Vec::new(), intervals: Vec::new() };
         let block_base = ptr(&self.block_table, &self.stream);
         for probe in &recorder.probes {
             let start = table.len();
@@ -590,10 +606,11 @@ impl DeviceNetwork {
                         };
                         ProbeDesc { source: self.neuron_ptr(column), index: self.shards[shard].start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
-                    ProbeSite::Synapse { shard, block, synapse } => {
+                    ProbeSite::Synapse { shard, block, synapse, .. } => {
                         let k = self.blocks.iter().position(|(key, _)| *key == (shard, block)).expect("every block is on the device");
                         let address = block_base + (k * std::mem::size_of::<BlockDesc>()) as u64;
-                        ProbeDesc { source: address, index: synapse as u32, kind: 1, interval_steps: probe.interval_steps as u32, pad: 0 }
+                        let (index, kind) = synapse.map_or((0, 2), |k| (k as u32, 1));
+                        ProbeDesc { source: address, index, kind, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
                 };
                 table.push(desc);
@@ -601,10 +618,7 @@ impl DeviceNetwork {
             self.probe_layout.ranges.push(start..table.len());
             self.probe_layout.intervals.push(probe.interval_steps);
         }
-        if !table.is_empty() {
-            self.probes = self.ctx.upload(&table)?;
-        }
-        Ok(())
+        table
     }
 
     pub fn probe_sites(&self) -> usize {

@@ -902,9 +902,6 @@ impl<'a> Validator<'a> {
                 let Some(&k) = projections.get(name.as_str()) else {
                     return Err(self.error(path!("recording", "probes", i, "projection"), format!("no projection named {name:?}")));
                 };
-                if s.structural.iter().any(|st| st.projection == *name) {
-                    return Err(self.error(path!("recording", "probes", i, "projection"), format!("projection {name:?} is pruned and regrown ([[structural]]): weight probes follow fixed synapses, so they are not available on it yet")));
-                }
                 let proj = &s.projections[k];
                 let n_src = s.populations[self.populations.get(proj.source.as_str()).copied().unwrap_or(0)].size;
                 let n_tgt = s.populations[self.populations.get(proj.target.as_str()).copied().unwrap_or(0)].size;

@@ -94,8 +94,22 @@ pub struct SpikeRecord {
 pub enum ProbeSite {
     /// Shard index and shard-local neuron index.
     Neuron { shard: usize, local: usize },
-    /// Shard index, index of the block within the shard, synapse index within the block.
-    Synapse { shard: usize, block: usize, synapse: usize },
+    /// The first synapse from row `pre` to shard-local target `local` in block `block` of shard
+    /// `shard`, at index `synapse` of the block; `None` while it does not exist (structural
+    /// plasticity pruned it: its samples are NaN until a synapse from `pre` to `local` grows).
+    Synapse { shard: usize, block: usize, pre: u32, local: u32, synapse: Option<usize> },
+}
+
+impl ProbeSite {
+    /// Finds a synapse site's synapse again in `blocks` (the shard's, after a structural commit
+    /// or a restore moved its index).
+    pub fn relocate(&mut self, blocks: &SynapseBlocks) {
+        if let ProbeSite::Synapse { block, pre, local, synapse, .. } = self {
+            let b = &blocks.0[*block];
+            let row = b.row_ptr[*pre as usize] as usize..b.row_ptr[*pre as usize + 1] as usize;
+            *synapse = row.into_iter().find(|&k| u32::from(b.target[k]) == *local);
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -184,6 +198,25 @@ impl Recorder {
         spikes.chain(self.probes.iter().map(|p| format!("probe {}", p.name))).collect()
     }
 
+    /// Finds every probed synapse again after structural plasticity changed or a checkpoint
+    /// restored the structure.
+    pub fn relocate_synapses(world: &mut World) {
+        let mut query = world.query::<(&Shard, &SynapseBlocks)>();
+        let mut shards: Vec<(&Shard, &SynapseBlocks)> = query.iter(world).collect();
+        shards.sort_by_key(|(s, _)| s.index);
+        let mut sites: Vec<ProbeSite> = world.resource::<Recorder>().probes.iter().flat_map(|p| p.sites.iter().copied()).collect();
+        for site in &mut sites {
+            if let ProbeSite::Synapse { shard, .. } = *site {
+                site.relocate(shards[shard].1);
+            }
+        }
+        let mut recorder = world.resource_mut::<Recorder>();
+        let mut sites = sites.into_iter();
+        for p in &mut recorder.probes {
+            p.sites.iter_mut().for_each(|s| *s = sites.next().expect("one per site"));
+        }
+    }
+
     /// Prepares recording for `model` in a built `world` (locates probed neurons and synapses).
     pub fn new(model: &Model, world: &mut World) -> Result<Recorder, OutputError> {
         let spec = &model.spec;
@@ -207,15 +240,13 @@ impl Recorder {
                     let id = tgt_first + post;
                     let shard = shard_of(id);
                     let (s, blocks) = shards[shard];
-                    let found = blocks.0.iter().enumerate().find(|(_, b)| b.projection == pi).and_then(|(bi, b)| {
-                        let row = b.row_ptr[pre as usize] as usize..b.row_ptr[pre as usize + 1] as usize;
-                        let local = (id - s.neurons.start) as usize;
-                        row.into_iter().find(|&k| usize::from(b.target[k]) == local).map(|k| (bi, k))
-                    });
-                    let Some((block, synapse)) = found else {
+                    let block = blocks.0.iter().position(|b| b.projection == pi).expect("a shard has a block of every projection into it");
+                    let mut site = ProbeSite::Synapse { shard, block, pre, local: id - s.neurons.start, synapse: None };
+                    site.relocate(blocks);
+                    if matches!(site, ProbeSite::Synapse { synapse: None, .. }) {
                         return Err(OutputError::NoSuchSynapse { probe: p.name.clone(), projection: name.into(), pre, post });
-                    };
-                    sites.push(ProbeSite::Synapse { shard, block, synapse });
+                    }
+                    sites.push(site);
                 }
                 (p.synapses.clone(), sites)
             } else {

@@ -744,6 +744,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
         .collect();
     let (changes, rebuilt): (Vec<_>, Vec<_>) = done.into_iter().unzip();
     let rebuilt: Vec<Rebuilt> = rebuilt.into_iter().flatten().collect();
+    crate::recording::Recorder::relocate_synapses(world);
     // A device backend rebuilds its copies inside the commit, under the same locks.
     if let Err(e) = crate::backend::structure_changed(world, &rebuilt) {
         crate::backend::report_failure(world, e);

@@ -66,7 +66,7 @@ struct Coba {
 struct Probe {
     u64 source;  // const float* (v, syn_ex, syn_in), or the Block* of a weight probe
     u32 index;   // global neuron id or synapse index
-    u32 kind;    // 0: f32 column, 1: f32 weight, 2: f16 weight
+    u32 kind;    // 0: a neuron's f32 column, 1: a synapse's weight, 2: a synapse that does not exist (NaN)
     u32 interval_steps;
     u32 pad;
 };
@@ -490,7 +490,8 @@ extern "C" __global__ void record(const u64* step, const u32* spikes, const u32*
         if (t % p.interval_steps != 0) continue;
         float value;
         if (p.kind == 0) value = ((const float*)p.source)[p.index];
-        else value = load_weight(*(const Block*)p.source, p.index);
+        else if (p.kind == 1) value = load_weight(*(const Block*)p.source, p.index);
+        else value = __int_as_float(0x7fc00000);  // NaN, as the CPU's f32::NAN
         values[k] = value;
     }
 }
