@@ -376,7 +376,7 @@ fn fum() -> std::process::Command {
 fn stop_and_resume_through_the_cli_around_commits() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.toml");
-    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 60.0").replace("every_ms", "every_ms");
+    let text = BALANCED.replace("duration_ms = 300.0", "duration_ms = 60.0");
     let sections = STRUCTURAL.replace("every_ms = 50.0", "every_ms = 10.0").replace("commit_after_ms = 5.0", "commit_after_ms = 3.0");
     std::fs::write(&model, format!("{text}{sections}")).unwrap();
     let run = |out: &std::path::Path, extra: &[&str]| {

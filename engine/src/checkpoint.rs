@@ -469,7 +469,7 @@ impl Checkpoint {
                 _ => d.column.set_host_bytes(&raw),
             }
         });
-        crate::structural::check_restored(world).map_err(|e| corrupt(e))?;
+        crate::structural::check_restored(world).map_err(corrupt)?;
         if world.contains_resource::<Recorder>() {
             Recorder::relocate_synapses(world);
         }

@@ -549,7 +549,7 @@ impl DeviceNetwork {
     /// the block and probe tables are rewritten in place (the captured step reads them through
     /// their addresses, so it needs no new capture), and the memory and synapse counts updated. The
     /// replaced buffers are freed in stream order, after the steps that read them.
-    pub fn blocks_rebuilt(&mut self, world: &mut World, blocks: Vec<((usize, usize), Vec<(&'static str, Arc<Buffer>)>)>) -> Result<(), CudaError> {
+    pub fn blocks_rebuilt(&mut self, world: &mut World, blocks: Vec<((usize, usize), state::Named<Buffer>)>) -> Result<(), CudaError> {
         for (key, named) in blocks {
             let buffers = &mut self.blocks.iter_mut().find(|(k, _)| *k == key).expect("a block on the device").1;
             for (name, buffer) in named {
