@@ -10,7 +10,7 @@
 //!
 //! let model = fum::Model::load("assets/models/brunel.toml").unwrap();
 //! let options = RunOptions { backend: BackendChoice::Auto, ..RunOptions::default() };
-//! let report = fum::run::run(&model, &options, |_, _| {}).unwrap();
+//! let report = fum::run::run(&model, &options, |_| {}).unwrap();
 //! println!("{} neurons on {}, {:.1} Hz", report.network.neurons, report.backend, report.rates_hz["E"]);
 //! ```
 //!

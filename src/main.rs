@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use fum::Model;
 use fum::engine::{observe, serve};
-use fum::run::{BackendChoice, Outcome, RunError, RunOptions, RunReport, resume, run_observed};
+use fum::run::{BackendChoice, Outcome, RunError, RunOptions, RunProgress, RunReport, resume, run_observed};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -286,6 +286,15 @@ fn progress_bar(steps: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// Moves the bar to `p`; under structural plasticity its message is the running totals.
+fn show_progress(bar: &indicatif::ProgressBar, p: &RunProgress) {
+    bar.set_length(p.end_step);
+    bar.set_position(p.done);
+    if let Some(totals) = &p.structural {
+        bar.set_message(totals.to_string());
+    }
+}
+
 /// "7878" -> loopback port 7878; "HOST:PORT" as given.
 fn socket_addr(addr: &str) -> String {
     if addr.parse::<u16>().is_ok() { format!("127.0.0.1:{addr}") } else { addr.to_string() }
@@ -325,7 +334,7 @@ fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<S
         None => None,
     };
     let bar = progress_bar(model.steps(), quiet);
-    let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _, _)| observer), |done, _| bar.set_position(done));
+    let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _, _)| observer), |p| show_progress(&bar, p));
     bar.finish_and_clear();
     if let Some((observer, server, token_file)) = serving {
         drop(observer);
@@ -378,7 +387,7 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
     let interrupted = fum::run::interrupt_flag();
     window.close_when = Some(interrupted.clone());
     let out = options.out.clone();
-    let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_, _| {}))?;
+    let simulation = std::thread::Builder::new().name("fum-simulation".into()).spawn(move || run_observed(&model, &options, Some(&mut observer), |_| {}))?;
     let stats = fum_viewer::run_window(link, true, window)?;
     print_window_stats(&stats)?;
     let report = simulation.join().map_err(|_| anyhow::anyhow!("the simulation thread panicked"))??;
@@ -411,10 +420,7 @@ fn print_window_stats(stats: &fum_viewer::WindowStats) -> std::io::Result<()> {
 fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quiet: bool) -> anyhow::Result<Outcome> {
     install_signal_handlers()?;
     let bar = progress_bar(0, quiet);
-    let report = resume(&dir, threads, backend, |done, end| {
-        bar.set_length(end);
-        bar.set_position(done);
-    })?;
+    let report = resume(&dir, threads, backend, |p| show_progress(&bar, p))?;
     bar.finish_and_clear();
     summarise(&report, Some(&dir), quiet)?;
     Ok(report.outcome)

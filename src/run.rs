@@ -5,23 +5,23 @@ use std::path::Path;
 
 pub use fum_engine::backend::BackendChoice;
 pub use fum_engine::report::{NetworkStats, Outcome, RunReport, Timing};
-pub use fum_engine::run::{RunError, RunOptions, interrupt_flag};
+pub use fum_engine::run::{RunError, RunOptions, RunProgress, StructuralTotals, interrupt_flag};
 pub use fum_systems::backend_for;
 
 use fum_engine::observe::Observer;
 
-/// Builds and runs `model` from its start. `progress` is called with the steps done and the
-/// step the run ends at, every 100 steps and at the end.
-pub fn run(model: &crate::Model, options: &RunOptions, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+/// Builds and runs `model` from its start. `progress` is called every 100 steps and at the
+/// end (see [`RunProgress`]).
+pub fn run(model: &crate::Model, options: &RunOptions, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     fum_engine::run::run(model, options, backend_for, progress)
 }
 
 /// [`run`] watched and steered through `observer` (see `fum_engine::observe`).
-pub fn run_observed(model: &crate::Model, options: &RunOptions, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+pub fn run_observed(model: &crate::Model, options: &RunOptions, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     fum_engine::run::run_observed(model, options, backend_for, observer, progress)
 }
 
 /// Continues the run in `dir` from its newest valid checkpoint (see `fum_engine::run::resume`).
-pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     fum_engine::run::resume(dir, threads, backend, backend_for, progress)
 }

@@ -144,6 +144,6 @@ fn a_short_history_loses_pairings_the_default_does_not() {
     assert_eq!(lost(1, 3), short, "each synapse is counted once, whatever the sharding");
     assert_eq!(lost(64, 2), 0);
 
-    let report = fum::run::run(&asset("stdp_balanced.toml"), &fum::run::RunOptions { threads: 2, ..Default::default() }, |_, _| {}).unwrap();
+    let report = fum::run::run(&asset("stdp_balanced.toml"), &fum::run::RunOptions { threads: 2, ..Default::default() }, |_| {}).unwrap();
     assert_eq!(report.stdp_history_overflows, 0, "stdp_balanced with the default post_history");
 }

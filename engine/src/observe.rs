@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 use bevy_ecs::prelude::*;
 
 pub use fum_protocol::{
-    Envelope, Frame, Info, InputInfo, MAX_FRAME_SPIKES, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, RequestSender, ShardInfo, SimulationEnd, Slot, Speed, Taken, ViewerLink,
-    WeightHistogram,
+    CommitInfo, Envelope, Frame, Info, InputInfo, MAX_FRAME_SPIKES, MAX_STRUCTURE_COMMITS, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, RequestSender, ShardInfo, SimulationEnd, Slot,
+    Speed, StructureInfo, Taken, ViewerLink, WeightHistogram,
 };
 
 use crate::backend::{HostView, StepSpikes, installed, sync_to_host};
 use crate::components::{Clock, NeuronBlock, Plasticity, PoissonSources, Population, Populations, Shard, SpikeExchange, SynapseBlocks};
 use crate::model::Model;
+use crate::structural::{Structural, StructuralReport};
 
 /// Frames are handed over at most this often (wall time), so that a fast simulation sends a few
 /// hundred frames per second rather than one per step.
@@ -105,6 +106,8 @@ pub struct Observer {
     /// Reads of viewers that may not steer: the time they may still take, and those waiting.
     budget: ReadBudget,
     deferred: VecDeque<Envelope>,
+    /// Structural commits of this session already put into frames.
+    commits_sent: usize,
 }
 
 /// Time that reads may take, in seconds (negative: overspent): refilled at [`READ_SHARE`] of
@@ -165,6 +168,7 @@ pub fn channel(model: &Model, stop_when_detached: bool) -> (Observer, ViewerLink
         device: None,
         budget: ReadBudget::new(),
         deferred: VecDeque::new(),
+        commits_sent: 0,
     };
     (observer, link)
 }
@@ -260,6 +264,7 @@ impl Observer {
             } else {
                 self.record_step(world, done);
             }
+            self.record_structure(world);
             if self.last_hand_over.elapsed() >= HAND_OVER_INTERVAL {
                 self.hand_over(false);
             }
@@ -304,6 +309,60 @@ impl Observer {
         let spikes = &world.resource::<SpikeExchange>().spikes;
         let populations = &world.resource::<Populations>().0;
         push_step(&mut self.building, &self.watched, done - 1, spikes, populations, membrane.as_deref());
+    }
+
+    /// Structural commits since the last call, into the frame: commits are rare, so most steps
+    /// cost a look at the report's length.
+    fn record_structure(&mut self, world: &World) {
+        let commits = world.get_resource::<StructuralReport>().and_then(|r| r.0.values().next()).map_or(0, |r| r.commits.len());
+        if commits > self.commits_sent {
+            for news in self.structure(world, self.commits_sent) {
+                fum_protocol::merge_structure(&mut self.building.structure, news);
+            }
+            self.commits_sent = commits;
+        }
+    }
+
+    /// Structural plasticity of each projection under `[[structural]]` (none without), with its
+    /// commits from the `from`-th on (at most the latest [`MAX_STRUCTURE_COMMITS`]). A commit
+    /// applies between steps, so the synapses counted now are those after the latest commit.
+    fn structure(&mut self, world: &World, from: usize) -> Vec<StructureInfo> {
+        let (Some(report), Some(structural)) = (world.get_resource::<StructuralReport>(), world.get_resource::<Structural>()) else { return Vec::new() };
+        let shards = self.shards(world);
+        report
+            .0
+            .iter()
+            .map(|(name, r)| {
+                let projection = structural.rules.iter().find(|rule| &rule.name == name).map(|rule| rule.projection);
+                let synapses: u64 = shards.iter().flat_map(|(_, _, blocks)| blocks.0.iter()).filter(|b| Some(b.projection) == projection).map(|b| b.len() as u64).sum();
+                // Synapses after each commit, counted back from now.
+                let mut after = synapses;
+                let first = from.max(r.commits.len().saturating_sub(MAX_STRUCTURE_COMMITS)).min(r.commits.len());
+                let mut recent: Vec<CommitInfo> = r.commits[first..]
+                    .iter()
+                    .rev()
+                    .map(|c| {
+                        let commit = CommitInfo { step: c.step, pruned: c.pruned, grown: c.grown, synapses: after };
+                        after = after + c.pruned - c.grown;
+                        commit
+                    })
+                    .collect();
+                recent.reverse();
+                StructureInfo {
+                    projection: name.clone(),
+                    synapses,
+                    bytes_now: r.bytes_now,
+                    bytes_at_start: r.bytes_at_start,
+                    commits: r.commits.len() as u64,
+                    pruned: r.pruned,
+                    grown: r.grown,
+                    planning_s: r.planning_s,
+                    commit_s: r.commit_s,
+                    wait_s: r.wait_s,
+                    recent,
+                }
+            })
+            .collect()
     }
 
     /// Device backend: the steps the backend has brought back since the last call (see
@@ -615,6 +674,7 @@ impl Observer {
             plastic_projections,
             shards,
             memory_bytes: resident_bytes(),
+            structure: self.structure(world, 0),
         }
     }
 }

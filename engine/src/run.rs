@@ -7,6 +7,9 @@
 
 mod checkpoints;
 mod hooks;
+mod progress;
+
+pub use progress::{RunProgress, StructuralTotals};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -202,14 +205,14 @@ pub fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Builds and runs `model` from its start on the backend `choose` makes. `progress` is called
-/// with the steps done and the step the run ends at, every 100 steps and at the end.
-pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+/// every 100 steps and at the end (see [`RunProgress`]).
+pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     run_observed(model, options, choose, None, progress)
 }
 
 /// [`run`] watched and steered through `observer` (see [`crate::observe`]), which is called at
 /// every step boundary and may write checkpoints into the output folder on request.
-pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
     // Threads and memory this machine cannot give are refused before anything is built.
@@ -233,7 +236,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
 
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` and `backend` may differ from the original run's.
-pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(u64, u64) + Send + Sync) -> Result<RunReport, RunError> {
+pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
@@ -344,7 +347,7 @@ impl Span {
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.
-fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(u64, u64) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
     let span = Span::new(model, options, &sim);

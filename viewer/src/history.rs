@@ -1,11 +1,12 @@
 //! What the viewer keeps of the frames it has received: recent spikes (counted into the
-//! raster's pixels), population rates over time, membrane traces of watched neurons, and the
-//! performance of the simulation. Plain data, no drawing, so that it can be tested without a
+//! raster's pixels), population rates over time, membrane traces of watched neurons, the
+//! structural plasticity of each projection under `[[structural]]`, and the performance of the
+//! simulation. Plain data, no drawing, so that it can be tested without a
 //! window. Adding a frame costs in proportion to the frame, whatever the history holds.
 
 use std::collections::VecDeque;
 
-use fum_protocol::{Frame, Info};
+use fum_protocol::{Frame, Info, StructureInfo, merge_structure};
 
 use crate::raster::{self, SpikeWindow};
 /// Bin of the population rate curves, ms of biological time.
@@ -36,12 +37,16 @@ pub struct History {
     pub spikes_dropped: u64,
     pub paused: bool,
     pub frames_received: u64,
+    /// Per projection under `[[structural]]`: the latest totals and the commits seen (at most
+    /// `fum_protocol::MAX_STRUCTURE_COMMITS`).
+    pub structure: Vec<StructureInfo>,
 }
 
 impl History {
     /// Adds a frame; `info` gives population sizes and the time step.
     pub fn add(&mut self, frame: &Frame, info: &Info) {
         self.frames_received += 1;
+        self.add_structure(&frame.structure);
         self.dt_ms = info.dt_ms;
         self.paused = frame.paused;
         self.spikes_dropped += frame.spikes_dropped;
@@ -93,6 +98,17 @@ impl History {
                     }
                 }
             }
+        }
+    }
+
+    /// Adds structural plasticity from a frame or an `Info` (which may be older than the frames
+    /// already seen: the totals with more commits win, each commit is kept once).
+    pub fn add_structure(&mut self, news: &[StructureInfo]) {
+        for s in news {
+            if self.structure.iter().find(|o| o.projection == s.projection).is_some_and(|o| o.commits > s.commits) {
+                continue;
+            }
+            merge_structure(&mut self.structure, s.clone());
         }
     }
 
@@ -170,6 +186,25 @@ mod tests {
         // A large frame gives a point per bin, at the bin's end.
         h.add(&frame(60, 240), &info());
         assert_eq!(h.rates[0].iter().map(|p| p[0]).collect::<Vec<_>>(), [5.0, 10.0, 15.0, 20.0, 25.0, 30.0]);
+    }
+
+    fn structure(commits: std::ops::Range<u64>) -> StructureInfo {
+        let recent = commits.clone().map(|k| fum_protocol::CommitInfo { step: 10 * k, pruned: 5, grown: 1, synapses: 1000 - 4 * k }).collect();
+        StructureInfo { projection: "EE".into(), commits: commits.end, pruned: 5 * commits.end, recent, ..StructureInfo::default() }
+    }
+
+    #[test]
+    fn structural_commits_from_frames_and_info_are_kept_once_in_order() {
+        let mut h = History::default();
+        h.add(&Frame { structure: vec![structure(1..3)], ..frame(0, 30) }, &info());
+        // An Info answered earlier than that frame changes nothing; a later one adds.
+        h.add_structure(&[structure(0..2)]);
+        assert_eq!(h.structure[0].commits, 3);
+        h.add_structure(&[structure(0..5)]);
+        h.add(&Frame { structure: vec![structure(5..6)], ..frame(30, 30) }, &info());
+        let [ee] = h.structure.as_slice() else { panic!("{:?}", h.structure) };
+        assert_eq!(ee.recent.iter().map(|c| c.step).collect::<Vec<_>>(), [0, 10, 20, 30, 40, 50]);
+        assert_eq!((ee.commits, ee.pruned), (6, 30));
     }
 
     #[test]

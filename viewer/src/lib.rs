@@ -7,7 +7,8 @@
 //! (its [`History`]) and never touches the simulation's world during a frame.
 //!
 //! Panels: spike raster, population rates, membrane traces of picked neurons, the weight
-//! histogram of a plastic projection, the shard map, performance. Controls: run, pause, step,
+//! histogram of a plastic projection, the shard map, structural plasticity (models with
+//! `[[structural]]`), performance. Controls: run, pause, step,
 //! speed, Poisson rate, DC current, STDP, checkpoint, save the raster as PNG.
 
 pub mod history;
@@ -17,7 +18,7 @@ use std::path::PathBuf;
 
 use eframe::egui;
 use egui_plot::{Bar, BarChart, Legend, Line, Plot};
-use fum_protocol::{Info, Reply, Request, Speed, ViewerLink, WeightHistogram};
+use fum_protocol::{CommitInfo, Info, Reply, Request, Speed, StructureInfo, ViewerLink, WeightHistogram};
 
 pub use history::History;
 
@@ -150,6 +151,7 @@ impl ViewerApp {
                             (self.max_speed, self.real_time_factor) = (false, f);
                         }
                     }
+                    self.history.add_structure(&info.structure);
                     self.info = Some(info);
                 }
                 Reply::WeightHistogram(h) => {
@@ -236,6 +238,10 @@ impl ViewerApp {
                 self.performance(ui);
                 ui.separator();
                 self.shard_map(ui);
+                if !self.history.structure.is_empty() {
+                    ui.separator();
+                    self.structure_panel(ui);
+                }
             });
         });
         egui::CentralPanel::default().frame(egui::Frame::central_panel(ui.style()).fill(egui::Color32::TRANSPARENT)).show(ui, |ui| {
@@ -416,6 +422,28 @@ impl ViewerApp {
         });
     }
 
+    /// Per projection under `[[structural]]`: synapses and memory now, totals, the time plans
+    /// and commits took, and the synapses pruned and grown at each commit over time.
+    fn structure_panel(&mut self, ui: &mut egui::Ui) {
+        ui.heading("Structural plasticity");
+        let dt_ms = self.info.as_ref().map_or(self.history.dt_ms, |i| i.dt_ms);
+        for s in &self.history.structure {
+            ui.label(egui::RichText::new(&s.projection).strong());
+            egui::Grid::new(("structure", &s.projection)).num_columns(2).show(ui, |ui| {
+                for (name, value) in structure_rows(s) {
+                    ui.label(name);
+                    ui.label(value);
+                    ui.end_row();
+                }
+            });
+            let points = |count: fn(&CommitInfo) -> u64| s.recent.iter().map(|c| [c.step as f64 * dt_ms, count(c) as f64]).collect::<Vec<_>>();
+            Plot::new(("structure_plot", &s.projection)).show_background(false).height(120.0).legend(Legend::default()).x_axis_label("t (ms)").allow_scroll(false).show(ui, |plot| {
+                plot.line(Line::new("pruned", points(|c| c.pruned)).color(egui::Color32::from_rgb(255, 120, 90)));
+                plot.line(Line::new("grown", points(|c| c.grown)).color(egui::Color32::from_rgb(90, 200, 120)));
+            });
+        }
+    }
+
     fn raster_panel(&mut self, ui: &mut egui::Ui, height: f32) {
         ui.heading("Spike raster");
         let populations = self.info.as_ref().map(|i| i.populations.clone()).unwrap_or_default();
@@ -526,6 +554,31 @@ impl ViewerApp {
             plot.line(Line::new("mean weight", self.weight_means.clone()));
         });
     }
+}
+
+/// 4.5 kB, 12.3 MB, 1.50 GB.
+fn bytes(b: f64) -> String {
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else {
+        format!("{:.1} kB", b / 1e3)
+    }
+}
+
+/// The figures of one projection's structural plasticity, as (name, value) rows.
+fn structure_rows(s: &StructureInfo) -> [(&'static str, String); 6] {
+    let freed = s.bytes_freed();
+    let freed = if freed >= 0 { format!("{} freed", bytes(freed as f64)) } else { format!("{} taken", bytes(-freed as f64)) };
+    [
+        ("synapses", s.synapses.to_string()),
+        ("memory", format!("{} ({freed})", bytes(s.bytes_now as f64))),
+        ("pruned / grown", format!("{} / {}", s.pruned, s.grown)),
+        ("commits", s.commits.to_string()),
+        ("planning", format!("{:.3} s", s.planning_s)),
+        ("committing", format!("{:.3} s (waited {:.3} s)", s.commit_s, s.wait_s)),
+    ]
 }
 
 /// How the viewer window runs.

@@ -8,7 +8,7 @@ use std::sync::mpsc::Receiver;
 
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use fum_protocol::{Envelope, Frame, Info, InputInfo, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Slot, Speed, ViewerLink, WeightHistogram};
+use fum_protocol::{CommitInfo, Envelope, Frame, Info, InputInfo, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Slot, Speed, StructureInfo, ViewerLink, WeightHistogram};
 use fum_viewer::ViewerApp;
 
 const SIZE: [f32; 2] = [1400.0, 860.0];
@@ -37,6 +37,7 @@ fn scripted_info() -> Info {
         plastic_projections: vec![ProjectionInfo { index: 0, name: "E_to_E".into() }],
         shards: (0..4).map(|i| ShardInfo { index: i, first: i * 1000, neurons: 1000, synapses: 80_000, backend: "cpu".into(), device: None, synapse_storage: "host memory".into() }).collect(),
         memory_bytes: 123_400_000,
+        structure: Vec::new(),
     }
 }
 
@@ -134,6 +135,35 @@ fn every_panel_renders() {
     h.get_by_label("mean 16.200 (from 16.200)");
     settle(&mut h, &mut script);
     h.snapshot("viewer");
+}
+
+/// A model with `[[structural]]`: a frame that brings commits shows the panel with its figures.
+#[test]
+fn structural_plasticity_shows_its_figures_and_commits() {
+    let (mut h, mut script) = scripted(true);
+    assert!(h.query_by_label("Structural plasticity").is_none(), "no panel without [[structural]]");
+    let recent: Vec<CommitInfo> = (1..=7).map(|k| CommitInfo { step: 500 * k, pruned: 120 * k, grown: 100 * k, synapses: 64_000 - 20 * (1..=k).sum::<u64>() }).collect();
+    let structure = StructureInfo {
+        projection: "E_to_E".into(),
+        synapses: 63_440,
+        bytes_now: 507_520,
+        bytes_at_start: 512_000,
+        commits: 7,
+        pruned: 3360,
+        grown: 2800,
+        planning_s: 0.25,
+        commit_s: 0.0125,
+        wait_s: 0.002,
+        recent,
+    };
+    script.frames.put(Frame { first_step: 2500, structure: vec![structure], ..Frame::default() });
+    settle(&mut h, &mut script);
+    h.get_by_label("Structural plasticity");
+    for figure in ["63440", "507.5 kB (4.5 kB freed)", "3360 / 2800", "7", "0.250 s", "0.013 s (waited 0.002 s)"] {
+        h.get_by_label(figure);
+    }
+    let shown = &h.state().history.structure[0];
+    assert_eq!(shown.recent.iter().map(|c| c.step).collect::<Vec<_>>(), [500, 1000, 1500, 2000, 2500, 3000, 3500], "the commits the plot draws");
 }
 
 /// Clicks the widget labelled `label` and returns the request it sent, leaving out the ones

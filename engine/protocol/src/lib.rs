@@ -9,5 +9,7 @@ pub mod messages;
 pub mod wire;
 
 pub use link::{Envelope, RequestSender, SimulationEnd, Slot, Taken, ViewerLink, channel};
-pub use messages::{Frame, Info, InputInfo, MAX_FRAME_SPIKES, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Speed, WeightHistogram};
+pub use messages::{
+    CommitInfo, Frame, Info, InputInfo, MAX_FRAME_SPIKES, MAX_STRUCTURE_COMMITS, PROTOCOL_VERSION, PopulationInfo, ProjectionInfo, Reply, Request, ShardInfo, Speed, StructureInfo, WeightHistogram, merge_structure,
+};
 pub use wire::{ClientMessage, MAX_CLIENT_MESSAGE_BYTES, MAX_MESSAGE_BYTES, ServerMessage, WireError, attach, read_message, read_message_within, write_message};

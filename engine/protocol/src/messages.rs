@@ -5,11 +5,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of the messages below (and of the wire format in [`crate::wire`]); a viewer and a
-/// simulation with different versions refuse to talk.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// simulation with different versions refuse to talk. 2: structural plasticity in [`Frame`]
+/// and [`Info`].
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Spike ids one frame holds at most; beyond it ids are dropped (and counted).
 pub const MAX_FRAME_SPIKES: usize = 4 << 20;
+
+/// Commits a [`StructureInfo`] lists at most (the latest): what a viewer that attaches late
+/// gets of the history.
+pub const MAX_STRUCTURE_COMMITS: usize = 1000;
 
 /// A summary of consecutive steps: the spikes of each step, spike counts per population, the
 /// membrane potential of watched neurons at each step, and the wall time the steps took.
@@ -36,6 +41,9 @@ pub struct Frame {
     pub wall_s: f64,
     /// Whether the simulation was paused when the frame was handed over.
     pub paused: bool,
+    /// Structural plasticity of the projections that changed since the previous frame (empty
+    /// in most frames: commits are rare), each with the commits since then.
+    pub structure: Vec<StructureInfo>,
 }
 
 impl Frame {
@@ -65,16 +73,24 @@ impl Frame {
 
     /// Appends `later` so that one frame covers both; if `later` does not follow this frame
     /// (steps went unwatched in between), it replaces it.
-    pub fn absorb(&mut self, later: Frame) {
+    pub fn absorb(&mut self, mut later: Frame) {
+        let structure = std::mem::take(&mut later.structure);
+        self.absorb_steps(later);
+        for news in structure {
+            merge_structure(&mut self.structure, news);
+        }
+    }
+
+    fn absorb_steps(&mut self, later: Frame) {
         if later.steps == 0 {
             self.wall_s += later.wall_s;
             self.paused = later.paused;
             return;
         }
         if self.steps == 0 || later.first_step != self.first_step + self.steps {
-            let wall_s = self.wall_s;
+            let (wall_s, structure) = (self.wall_s, std::mem::take(&mut self.structure));
             *self = later;
-            self.wall_s += wall_s;
+            (self.wall_s, self.structure) = (self.wall_s + wall_s, structure);
             return;
         }
         let base = self.spikes.len() as u32;
@@ -98,6 +114,63 @@ impl Frame {
         self.wall_s += later.wall_s;
         self.paused = later.paused;
     }
+}
+
+/// Adds `news` (later) to the structural plasticity of a projection in `all`: its totals
+/// replace the older ones, its commits follow theirs (the latest [`MAX_STRUCTURE_COMMITS`]).
+pub fn merge_structure(all: &mut Vec<StructureInfo>, mut news: StructureInfo) {
+    match all.iter_mut().find(|s| s.projection == news.projection) {
+        Some(older) => {
+            let mut commits = std::mem::take(&mut older.recent);
+            commits.retain(|c| news.recent.first().is_none_or(|first| c.step < first.step));
+            commits.append(&mut news.recent);
+            let excess = commits.len().saturating_sub(MAX_STRUCTURE_COMMITS);
+            commits.drain(..excess);
+            *older = StructureInfo { recent: commits, ..news };
+        }
+        None => all.push(news),
+    }
+}
+
+/// Structural plasticity (`[[structural]]`) of one projection over this session of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StructureInfo {
+    pub projection: String,
+    /// Synapses and their bytes (targets, weights, per-synapse delays, row pointers) now, and
+    /// the bytes when the session started.
+    pub synapses: u64,
+    pub bytes_now: u64,
+    pub bytes_at_start: u64,
+    /// Totals over the session's commits.
+    pub commits: u64,
+    pub pruned: u64,
+    pub grown: u64,
+    /// Seconds the plans took (beside the simulation), the commits took, and the simulation
+    /// waited at commits for plans not yet computed.
+    pub planning_s: f64,
+    pub commit_s: f64,
+    pub wait_s: f64,
+    /// Commits, oldest first: in a [`Frame`] those since the previous frame, in [`Info`] the
+    /// latest (at most [`MAX_STRUCTURE_COMMITS`]).
+    pub recent: Vec<CommitInfo>,
+}
+
+impl StructureInfo {
+    /// Bytes given back since the session started (negative: taken).
+    pub fn bytes_freed(&self) -> i64 {
+        self.bytes_at_start as i64 - self.bytes_now as i64
+    }
+}
+
+/// One commit of a projection's structural plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommitInfo {
+    /// The step whose start applied it.
+    pub step: u64,
+    pub pruned: u64,
+    pub grown: u64,
+    /// The projection's synapses after it.
+    pub synapses: u64,
 }
 
 /// How fast the simulation runs.
@@ -174,6 +247,8 @@ pub struct Info {
     pub shards: Vec<ShardInfo>,
     /// Resident memory of the simulating process, bytes (0 where unknown).
     pub memory_bytes: u64,
+    /// Per projection under `[[structural]]`: its structural plasticity so far.
+    pub structure: Vec<StructureInfo>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -275,6 +350,26 @@ mod tests {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&mine.membrane_mv), bits(&[3.0, f32::NAN, 1.0, 6.0, f32::NAN, 4.0]));
         assert!(frame(0, &[&[1]]).watching(&[]).membrane_mv.is_empty());
+    }
+
+    fn structure(commits: &[(u64, u64)]) -> StructureInfo {
+        let recent: Vec<CommitInfo> = commits.iter().map(|&(step, pruned)| CommitInfo { step, pruned, grown: 1, synapses: 100 - pruned }).collect();
+        StructureInfo { projection: "EE".into(), commits: recent.len() as u64, pruned: commits.iter().map(|c| c.1).sum(), recent, ..StructureInfo::default() }
+    }
+
+    #[test]
+    fn absorbed_frames_keep_the_latest_totals_and_every_commit_once() {
+        let mut a = Frame { structure: vec![structure(&[(10, 3)])], ..frame(10, &[&[1]]) };
+        // A heartbeat, then a frame after a gap: the commits stay.
+        a.absorb(Frame { structure: vec![structure(&[(11, 2)])], ..Frame::default() });
+        a.absorb(Frame { structure: vec![structure(&[(11, 2), (20, 4)])], ..frame(50, &[&[3]]) });
+        assert_eq!(a.first_step, 50);
+        let [ee] = a.structure.as_slice() else { panic!("{:?}", a.structure) };
+        assert_eq!(ee.recent.iter().map(|c| (c.step, c.pruned)).collect::<Vec<_>>(), [(10, 3), (11, 2), (20, 4)]);
+        assert_eq!(ee.pruned, 6, "the latest totals");
+        let mut long = vec![structure(&[])];
+        merge_structure(&mut long, structure(&(0..MAX_STRUCTURE_COMMITS as u64 + 5).map(|s| (s, 1)).collect::<Vec<_>>()));
+        assert_eq!((long[0].recent.len(), long[0].recent[0].step), (MAX_STRUCTURE_COMMITS, 5), "the latest commits");
     }
 
     #[test]

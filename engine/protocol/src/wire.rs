@@ -142,6 +142,25 @@ mod tests {
         assert!(matches!(read_message::<ClientMessage>(&mut huge.as_slice()), Err(WireError::TooLarge { .. })));
         let long = (MAX_CLIENT_MESSAGE_BYTES + 1).to_le_bytes();
         assert!(matches!(read_message_within::<ClientMessage>(&mut long.as_slice(), MAX_CLIENT_MESSAGE_BYTES), Err(WireError::TooLarge { .. })));
+        // Structural plasticity in a frame and in Info survives the trip.
+        let structure = crate::StructureInfo {
+            projection: "EE".into(),
+            synapses: 63_200,
+            bytes_now: 500_000,
+            bytes_at_start: 512_000,
+            commits: 2,
+            pruned: 800,
+            grown: 0,
+            planning_s: 0.25,
+            commit_s: 0.01,
+            wait_s: 0.0,
+            recent: vec![crate::CommitInfo { step: 550, pruned: 800, grown: 0, synapses: 63_200 }],
+        };
+        for message in [ServerMessage::Frame(Frame { structure: vec![structure.clone()], ..Frame::default() }), ServerMessage::Reply(Reply::Info(crate::Info { structure: vec![structure], ..crate::Info::default() }))] {
+            let mut bytes = Vec::new();
+            write_message(&mut bytes, &message).unwrap();
+            assert_eq!(read_message::<ServerMessage>(&mut bytes.as_slice()).unwrap(), message);
+        }
         let garbage = [3, 0, 0, 0, 0xff, 0xff, 0xff];
         assert!(matches!(read_message::<ClientMessage>(&mut garbage.as_slice()), Err(WireError::Malformed(_))));
     }

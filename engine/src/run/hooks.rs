@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bevy_ecs::prelude::*;
 
 use super::checkpoints::Checkpoints;
+use super::progress::{RunProgress, StructuralTotals};
 use crate::backend::failure;
 use crate::health::{HealthError, HealthMonitor};
 use crate::observe::Observer;
+use crate::structural::StructuralReport;
 
 /// Why a run stops before its end step.
 #[derive(Debug)]
@@ -29,16 +31,18 @@ pub trait StepHook: Send {
     fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop>;
 }
 
-/// Reports the steps done every 100 steps and at the end step.
+/// Reports the steps done, and the structural plasticity so far, every 100 steps and at the
+/// end step.
 pub struct Progress<'a, F> {
     pub report: &'a F,
     pub end_step: u64,
 }
 
-impl<F: Fn(u64, u64) + Sync> StepHook for Progress<'_, F> {
-    fn between_steps(&mut self, _: &mut World, done: u64) -> ControlFlow<Stop> {
+impl<F: Fn(&RunProgress) + Sync> StepHook for Progress<'_, F> {
+    fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
         if done.is_multiple_of(100) || done == self.end_step {
-            (self.report)(done, self.end_step);
+            let structural = world.get_resource::<StructuralReport>().map(StructuralTotals::of);
+            (self.report)(&RunProgress { done, end_step: self.end_step, structural });
         }
         ControlFlow::Continue(())
     }
