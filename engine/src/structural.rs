@@ -581,9 +581,16 @@ pub fn check_restored(world: &mut World) -> Result<(), String> {
     Ok(())
 }
 
-/// Run condition of [`at_step_start`]: most steps have no structural work.
-pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
-    structural.busy_at(clock.step)
+/// When [`at_step_start`] has work: the first step at or after `from` with a snapshot or a
+/// commit ([`Structural::busy_at`]), None without structural rules. The step loop runs it only
+/// there (`crate::simulation::StepStart`), so most steps pay nothing for it.
+pub fn busy(world: &World, from: u64) -> Option<u64> {
+    let s = world.get_resource::<Structural>()?;
+    // The first snapshot step (a positive multiple of every) at or after `step`.
+    let snapshot_from = |step: u64| step.div_ceil(s.every_steps).max(1).checked_mul(s.every_steps);
+    let snapshot = snapshot_from(from);
+    let commit = snapshot_from(from.saturating_sub(s.commit_after_steps)).and_then(|k| k.checked_add(s.commit_after_steps));
+    snapshot.into_iter().chain(commit).min()
 }
 
 /// The backend `choice` gives a model: structural plasticity runs on the CPU for now, so for a
@@ -603,7 +610,7 @@ pub fn backend_choice(model: &Model, choice: crate::backend::BackendChoice) -> R
 
 /// The structural work at the start of the clock's step: commit the pending plan if this is
 /// its step, then take a snapshot and start planning if one is due. Runs stop-the-world
-/// between steps; the plugin calls it first in every step.
+/// between steps, before the step's schedule, at the steps [`busy`] names.
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
