@@ -5,6 +5,11 @@
 //! shards in parallel (rayon); a shard's task reads shared resources and writes only its own
 //! components. The spike exchange between `Update` and `Deliver` is the one point where shards
 //! see each other's results, so each step has two barriers, not one per system.
+//!
+//! Work that must hold the whole world at the start of a few steps (structural plasticity's
+//! snapshots and commits) is no system: a [`StepStart`] hook runs before the schedule only at
+//! the steps it names, so the other steps pay one comparison, not a system and its run
+//! condition.
 
 use bevy_ecs::prelude::*;
 use bevy_ecs::schedule::{ScheduleLabel, SystemSet};
@@ -16,9 +21,6 @@ pub struct Step;
 /// The named stages of a step, in the order they run.
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stage {
-    /// Structural plasticity commits a plan and takes a snapshot, at steps the model fixes
-    /// (`crate::structural`); nothing else runs meanwhile.
-    Structure,
     /// External input (Poisson trains) lands in this step's ring-buffer slot.
     Input,
     /// Neurons integrate, fire and reset.
@@ -67,11 +69,23 @@ plugin_tuple!(A, B, C, D, E, F);
 plugin_tuple!(A, B, C, D, E, F, G);
 plugin_tuple!(A, B, C, D, E, F, G, H);
 
+/// Exclusive work at the start of chosen steps, run before the step's schedule with the whole
+/// world (nothing else runs meanwhile), e.g. `crate::structural::at_step_start`.
+#[derive(Clone, Copy, Debug)]
+pub struct StepStart {
+    /// The first step at or after the given one at which `run` has work (None: never again).
+    /// Asked once per run and after each time `run` ran, so it may read the world.
+    pub next_due: fn(&World, u64) -> Option<u64>,
+    /// The work at the start of the clock's step.
+    pub run: fn(&mut World),
+}
+
 /// A built network and the systems that advance it.
 pub struct Simulation {
     pub world: World,
     schedule: Schedule,
     pool: rayon::ThreadPool,
+    step_start: Vec<StepStart>,
 }
 
 impl Simulation {
@@ -80,14 +94,14 @@ impl Simulation {
         let world = World::new();
         let mut schedule = Schedule::new(Step);
         schedule.configure_sets(
-            (Stage::Structure, Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
+            (Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
         );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
             .thread_name(|i| format!("fum-worker-{i}"))
             .build()
             .expect("a thread pool of the requested size");
-        Simulation { world, schedule, pool }
+        Simulation { world, schedule, pool, step_start: Vec::new() }
     }
 
     pub fn add_plugins(&mut self, plugins: impl Plugin) -> &mut Self {
@@ -98,6 +112,13 @@ impl Simulation {
     /// Adds systems to the step schedule; they should be placed in a [`Stage`].
     pub fn add_systems<M>(&mut self, systems: impl IntoScheduleConfigs<bevy_ecs::system::ScheduleSystem, M>) -> &mut Self {
         self.schedule.add_systems(systems);
+        self
+    }
+
+    /// Adds a hook that runs before the schedule at the steps it names ([`StepStart`]); hooks
+    /// due at the same step run in the order they were added.
+    pub fn add_step_start(&mut self, hook: StepStart) -> &mut Self {
+        self.step_start.push(hook);
         self
     }
 
@@ -126,8 +147,18 @@ impl Simulation {
 
     /// Runs one step.
     pub fn step(&mut self) {
-        let Simulation { world, schedule, pool } = self;
-        pool.install(|| schedule.run(world));
+        let Simulation { world, schedule, pool, step_start } = self;
+        pool.install(|| {
+            if !step_start.is_empty() {
+                let step = world.resource::<crate::components::Clock>().step;
+                for hook in step_start.iter() {
+                    if (hook.next_due)(world, step) == Some(step) {
+                        (hook.run)(world);
+                    }
+                }
+            }
+            schedule.run(world)
+        });
     }
 
     /// Runs `steps` steps, calling `after_step` with the number done after each one.
@@ -142,10 +173,21 @@ impl Simulation {
     /// every step boundary (for checkpoints, health checks, signals) and the steps done so far.
     /// Returns the steps done.
     pub fn run_until(&mut self, end_step: u64, mut between_steps: impl FnMut(&mut World, u64) -> std::ops::ControlFlow<()> + Send) -> u64 {
-        let Simulation { world, schedule, pool } = self;
+        let Simulation { world, schedule, pool, step_start } = self;
         pool.install(|| {
             let mut done = world.resource::<crate::components::Clock>().step;
+            // The first step at which a hook is due; each step runs after `done` steps.
+            let next_due = |world: &World, step: u64| step_start.iter().filter_map(|h| (h.next_due)(world, step)).min();
+            let mut due = next_due(world, done);
             while done < end_step {
+                if due == Some(done) {
+                    for hook in step_start.iter() {
+                        if (hook.next_due)(world, done) == Some(done) {
+                            (hook.run)(world);
+                        }
+                    }
+                    due = next_due(world, done + 1);
+                }
                 schedule.run(world);
                 done += 1;
                 if between_steps(world, done).is_break() {

@@ -4,19 +4,20 @@
 //! # Concurrency contract
 //!
 //! Every `every_ms` of biological time (step `s = m * every`, m = 1, 2, ...) the structural
-//! stage, which runs first in a step, takes a **snapshot** of what a plan reads: a copy of each
+//! hook, which runs before the step's schedule holding the world, takes a **snapshot** of what a plan reads: a copy of each
 //! affected block's rows, targets and *stored* weights, and the spike count of every neuron since
 //! the previous snapshot (the counters, a checkpointed column of [`Rewiring`], are reset). The
-//! **plan** is computed from that copy on one background thread per shard while the simulation
-//! goes on; it is a pure function of the copy, the seed, the projection, the target neuron and
+//! **plan** is computed from that copy on background threads (at low priority, on the cores the
+//! simulation leaves free) while the simulation goes on; it is a pure function of the copy, the seed, the projection, the target neuron and
 //! the plan index `m` ([`plan_block`]), so neither timing nor threads nor shards change it.
 //! The plan is **committed** at the start of step `s + commit_after` (a step count from the
 //! model, never from timing; at most `every`, so a plan is applied before the next is made):
-//! the stage waits for the plan threads, takes every shard's [`StructureLocks`] entry for
+//! the hook waits for the plan threads, takes every shard's [`StructureLocks`] entry for
 //! writing in shard order, applies the plan to each block ([`apply_plan`]: rows compacted, new
-//! synapses appended per row) and releases the locks. Within a process the schedule already
+//! synapses appended per row), lets a device backend rebuild its copies of the changed blocks
+//! (`Backend::structure_changed`), and releases the locks. Within a process the schedule already
 //! serialises the commit against delivery, STDP, recording, checkpoints, health checks and the
-//! viewer (they run in other stages or between steps, holding the world), so nothing sees a
+//! viewer (they run in the step's stages or between steps, holding the world), so nothing sees a
 //! half-applied change, and the result is bit for bit that of a stop-the-world change computed
 //! at `s` and applied at `s + commit_after`. The locks are the seam for several processes: a
 //! rank commits only while holding the write side of the shards it owns, and a reader of
@@ -25,8 +26,8 @@
 //!
 //! A checkpoint taken between snapshot and commit waits for the plan threads and stores the
 //! plan itself (declared columns of [`Rewiring`]), so a resumed run commits the same plan at the
-//! same step. Affected blocks declare their rows, targets and delays as state columns of
-//! varying length, so the changed structure is checkpointed and restored.
+//! same step. Affected blocks declare their rows, targets and delays as host state of varying
+//! length, so the changed structure is checkpointed and restored.
 //!
 //! # Semantics
 //!
@@ -156,7 +157,7 @@ impl Structural {
         step > 0 && step.is_multiple_of(self.every_steps)
     }
 
-    /// Whether the structural stage has work at the start of `step`: a snapshot, or the commit
+    /// Whether the structural hook has work at the start of `step`: a snapshot, or the commit
     /// of the plan snapshotted `commit_after_steps` earlier.
     pub fn busy_at(&self, step: u64) -> bool {
         self.snapshot_at(step) || step.checked_sub(self.commit_after_steps).is_some_and(|s| self.snapshot_at(s))
@@ -654,14 +655,21 @@ pub fn check_restored(world: &mut World) -> Result<(), String> {
     Ok(())
 }
 
-/// Run condition of [`at_step_start`]: most steps have no structural work.
-pub fn busy(structural: Res<Structural>, clock: Res<Clock>) -> bool {
-    structural.busy_at(clock.step)
+/// When [`at_step_start`] has work: the first step at or after `from` with a snapshot or a
+/// commit ([`Structural::busy_at`]), None without structural rules. The step loop runs it only
+/// there (`crate::simulation::StepStart`), so most steps pay nothing for it.
+pub fn busy(world: &World, from: u64) -> Option<u64> {
+    let s = world.get_resource::<Structural>()?;
+    // The first snapshot step (a positive multiple of every) at or after `step`.
+    let snapshot_from = |step: u64| step.div_ceil(s.every_steps).max(1).checked_mul(s.every_steps);
+    let snapshot = snapshot_from(from);
+    let commit = snapshot_from(from.saturating_sub(s.commit_after_steps)).and_then(|k| k.checked_add(s.commit_after_steps));
+    snapshot.into_iter().chain(commit).min()
 }
 
 /// The structural work at the start of the clock's step: commit the pending plan if this is
 /// its step, then take a snapshot and start planning if one is due. Runs stop-the-world
-/// between steps; the plugin calls it first in every step.
+/// between steps, before the step's schedule, at the steps [`busy`] names.
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
