@@ -2,10 +2,12 @@
 //! run writes to spikes.h5, steers it with the token (pause, checkpoint, resume), and clients that disconnect, send
 //! garbage or steer without the token neither stop nor change the run. Slow and surplus
 //! connections are closed, each viewer traces its own neurons, a flood of requests changes no
-//! spike, and an address other than loopback is warned about.
+//! spike, and an address other than loopback is warned about. Under structural plasticity, a
+//! client reading all the time while commits happen sees every read whole and is sent the
+//! commits.
 
 mod common;
-use common::{SMALL_NETWORK, Served};
+use common::{BALANCED, SMALL_NETWORK, Served};
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -338,4 +340,128 @@ fn a_token_file_that_cannot_be_read_is_named() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("cannot read the token file /nonexistent/serve-token"), "{stderr}");
+}
+
+/// Structural plasticity at every millisecond (committed 0.7 ms after its snapshot): E->E only
+/// prunes (a fiftieth of each in-degree, so that its count falls at each commit for a while)
+/// and I->E prunes and regrows.
+const STRUCTURAL_EVERY_MS: &str = r#"
+[[structural]]
+projection = "EE"
+every_ms = 1.0
+commit_after_ms = 0.7
+prune = { lowest_priority_fraction = 0.02 }
+
+[[structural]]
+projection = "IE"
+every_ms = 1.0
+commit_after_ms = 0.7
+prune = { lowest_priority_fraction = 0.05 }
+regrow = { to_indegree = 26 }
+"#;
+
+/// One projection's commits from run.json: (step applied at, pruned, grown).
+fn commits_of(report: &serde_json::Value, projection: &str) -> Vec<(u64, u64, u64)> {
+    let commits = report["structural"][projection]["commits"].as_array().unwrap();
+    commits.iter().map(|c| (c["step"].as_u64().unwrap(), c["pruned"].as_u64().unwrap(), c["grown"].as_u64().unwrap())).collect()
+}
+
+/// Synapses of a projection of `built` synapses after the commits applied before `done` steps
+/// (a commit applies at the start of its step), and how many commits those are.
+fn after_commits(built: u64, commits: &[(u64, u64, u64)], done: u64) -> (u64, usize) {
+    let applied = commits.iter().take_while(|c| c.0 < done).collect::<Vec<_>>();
+    (applied.iter().fold(built, |n, c| n + c.2 - c.1), applied.len())
+}
+
+/// A client with the token (its reads are answered at once, at every step boundary) asks for
+/// the network description, the E->E weights and membrane potentials over and over while a
+/// plan is committed every millisecond over 3 shards. Every answer holds the synapses of
+/// exactly the commits applied before its step (never part of one), every frame's structural
+/// figures are those of run.json's commits, and the spikes are those of the run unwatched.
+#[test]
+fn reads_racing_many_commits_see_whole_commits_and_change_no_spike() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("structural.toml");
+    std::fs::write(&model, format!("{}{STRUCTURAL_EVERY_MS}", BALANCED.replace("duration_ms = 300.0", "duration_ms = 200.0"))).unwrap();
+    let args = |out: &str| [model.to_str().unwrap().to_string(), "--out".into(), dir.path().join(out).to_str().unwrap().into(), "--threads".into(), "2".into(), "--shards".into(), "3".into(), "--quiet".into()];
+    let plain = Command::new(env!("CARGO_BIN_EXE_fum")).arg("run").args(args("plain")).status().unwrap();
+    assert!(plain.success());
+    let served_args = args("served");
+    let mut served = common::serve_run(Path::new(env!("CARGO_BIN_EXE_fum")), &served_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (link, steering) = serve::attach(&served.addr, Some(served.token.clone())).unwrap();
+    assert!(steering);
+
+    let reads = [Request::Info, Request::WeightHistogram { projection: 0, bins: 16 }, Request::Membrane(vec![0, 450, 999])];
+    let (mut frames, mut replies, mut outstanding) = (Vec::new(), Vec::new(), 0);
+    loop {
+        if outstanding == 0 {
+            outstanding = reads.iter().filter(|r| link.send((*r).clone())).count();
+        }
+        while let Some(reply) = link.try_reply() {
+            replies.push(reply);
+            outstanding -= 1;
+        }
+        match link.frames.take_timeout(Duration::from_millis(1)) {
+            Taken::Frame(frame) => frames.push(frame),
+            Taken::Nothing => {}
+            Taken::Closed => break,
+        }
+    }
+    assert!(served.child.wait().unwrap().success());
+    replies.extend(std::iter::from_fn(|| link.try_reply()));
+
+    let report = |out: &str| -> serde_json::Value { serde_json::from_slice(&std::fs::read(dir.path().join(out).join("run.json")).unwrap()).unwrap() };
+    let (report, unwatched) = (report("served"), report("plain"));
+    let populations = [("E", 0), ("I", 800)];
+    assert!(common::spikes_h5(&dir.path().join("served/spikes.h5"), &populations, 0.1) == common::spikes_h5(&dir.path().join("plain/spikes.h5"), &populations, 0.1), "reading clients changed the spikes");
+    let (ee, ie) = (commits_of(&report, "EE"), commits_of(&report, "IE"));
+    assert_eq!((ee.clone(), ie.clone()), (commits_of(&unwatched, "EE"), commits_of(&unwatched, "IE")));
+    assert_eq!(ee.len(), 199);
+    assert!(ee.iter().filter(|c| c.1 > 0).count() > 20 && ie.iter().any(|c| c.2 > 0), "E->E shrinks at many commits, I->E regrows");
+    // Built: 800 E neurons with 80 E inputs each; 200 I neurons with 100 E targets each.
+    let built = [("EE", 800 * 80, &ee), ("IE", 200 * 100, &ie)];
+    let total_built = report["network"]["synapses"].as_u64().unwrap();
+
+    let mut steps_read = std::collections::BTreeSet::new();
+    let mut counts_seen = std::collections::BTreeSet::new();
+    for reply in &replies {
+        match reply {
+            Reply::Info(info) => {
+                let shards: u64 = info.shards.iter().map(|s| s.synapses).sum();
+                let changed: i64 = built.iter().map(|(_, n, c)| after_commits(*n, c, info.step).0 as i64 - *n as i64).sum();
+                assert_eq!(shards as i64, total_built as i64 + changed, "the shards' synapses at step {}", info.step);
+                for s in &info.structure {
+                    let (_, n, c) = built.iter().find(|b| b.0 == s.projection).unwrap();
+                    let (synapses, applied) = after_commits(*n, c, info.step);
+                    assert_eq!((s.synapses, s.commits as usize), (synapses, applied), "{} at step {}", s.projection, info.step);
+                }
+                steps_read.insert(info.step);
+                counts_seen.insert(shards);
+            }
+            Reply::WeightHistogram(h) => {
+                let (synapses, _) = after_commits(800 * 80, &ee, h.step);
+                assert_eq!(h.counts.iter().sum::<u64>(), synapses, "E->E weights at step {}", h.step);
+            }
+            Reply::Membrane { membrane_mv, .. } => assert!(membrane_mv.iter().all(|v| v.is_finite())),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(steps_read.len() > 20 && counts_seen.len() > 10, "reads at {} steps saw {} synapse counts: too few to race the commits", steps_read.len(), counts_seen.len());
+
+    // Frames bring each commit once, in order, with the figures of run.json.
+    let mut sent: Vec<Vec<(u64, u64, u64, u64)>> = vec![Vec::new(); 2];
+    for s in frames.iter().flat_map(|f| &f.structure) {
+        let k = built.iter().position(|b| b.0 == s.projection).unwrap();
+        let (_, n, c) = built[k];
+        let applied = &c[..s.commits as usize];
+        assert_eq!((s.pruned, s.grown), (applied.iter().map(|c| c.1).sum(), applied.iter().map(|c| c.2).sum()));
+        assert_eq!(s.synapses, after_commits(n, c, applied.last().unwrap().0 + 1).0);
+        sent[k].extend(s.recent.iter().map(|r| (r.step, r.pruned, r.grown, r.synapses)));
+    }
+    for (k, (_, n, c)) in built.iter().enumerate() {
+        assert!(sent[k].len() > 20, "{} commits of {} reached the client", sent[k].len(), built[k].0);
+        let first = c.iter().position(|x| x.0 == sent[k][0].0).unwrap();
+        let expected: Vec<_> = c[first..first + sent[k].len()].iter().map(|x| (x.0, x.1, x.2, after_commits(*n, c, x.0 + 1).0)).collect();
+        assert_eq!(sent[k], expected, "{}'s commits as the client got them", built[k].0);
+    }
 }

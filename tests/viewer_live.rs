@@ -1,7 +1,8 @@
 //! The viewer against a live simulation on its own thread: what the controls do to a run.
 //! Pausing stops the step count, stepping advances one step, a new Poisson rate or DC current
 //! changes the measured rate, a target real-time factor reaches the simulation and paces it,
-//! STDP switches off, clicking the raster traces a neuron. (The viewer's own UI tests, against
+//! STDP switches off, clicking the raster traces a neuron, structural commits reach the
+//! structural plasticity panel. (The viewer's own UI tests, against
 //! scripted frames, are in `viewer/tests/ui.rs`.)
 #![cfg(feature = "viewer")]
 
@@ -83,6 +84,26 @@ fn pausing_stops_the_step_count_and_the_controls_reach_the_simulation() {
     assert!(simulation.join().unwrap() < 1_000_000, "closing the viewer stops the run");
 }
 
+
+#[test]
+fn structural_commits_reach_the_panel_as_they_happen() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/stdp_structural.toml")).unwrap();
+    // A plan every 5 ms, committed 2 ms later, over a long run that the viewer ends.
+    let text = text.replace("duration_ms = 10000.0", "duration_ms = 100000.0").replace("every_ms = 500.0", "every_ms = 5.0").replace("commit_after_ms = 250.0", "commit_after_ms = 2.0");
+    let (mut h, simulation) = live(&text);
+    wait_until(&mut h, "five commits in the panel", |a| a.history.structure.first().is_some_and(|s| s.commits >= 5));
+    h.get_by_label("Structural plasticity");
+    let s = &h.state().history.structure[0];
+    assert_eq!(s.projection, "E_to_E");
+    // Plan m is snapshot at step 50 m and committed at step 50 m + 20.
+    assert_eq!(s.recent.iter().take(5).map(|c| c.step).collect::<Vec<_>>(), [70, 120, 170, 220, 270]);
+    assert!(s.recent.iter().all(|c| c.pruned > 0), "{s:?}");
+    assert!(s.recent.windows(2).all(|w| w[1].synapses + w[1].pruned == w[0].synapses + w[1].grown), "each commit's count follows from the one before: {s:?}");
+    assert_eq!(s.recent.last().map(|c| c.synapses), Some(s.synapses));
+    assert!(s.pruned == s.recent.iter().map(|c| c.pruned).sum::<u64>() && s.commit_s > 0.0 && s.bytes_now > 0);
+    drop(h);
+    simulation.join().unwrap();
+}
 
 #[test]
 fn changing_a_poisson_rate_changes_the_measured_rate() {
