@@ -357,6 +357,7 @@ impl Observer {
                     pruned: r.pruned,
                     grown: r.grown,
                     planning_s: r.planning_s,
+                    snapshot_s: r.snapshot_s,
                     commit_s: r.commit_s,
                     wait_s: r.wait_s,
                     recent,

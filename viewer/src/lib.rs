@@ -568,7 +568,7 @@ fn bytes(b: f64) -> String {
 }
 
 /// The figures of one projection's structural plasticity, as (name, value) rows.
-fn structure_rows(s: &StructureInfo) -> [(&'static str, String); 6] {
+fn structure_rows(s: &StructureInfo) -> [(&'static str, String); 7] {
     let freed = s.bytes_freed();
     let freed = if freed >= 0 { format!("{} freed", bytes(freed as f64)) } else { format!("{} taken", bytes(-freed as f64)) };
     [
@@ -577,6 +577,7 @@ fn structure_rows(s: &StructureInfo) -> [(&'static str, String); 6] {
         ("pruned / grown", format!("{} / {}", s.pruned, s.grown)),
         ("commits", s.commits.to_string()),
         ("planning", format!("{:.3} s", s.planning_s)),
+        ("snapshots", format!("{:.3} s", s.snapshot_s)),
         ("committing", format!("{:.3} s (waited {:.3} s)", s.commit_s, s.wait_s)),
     ]
 }

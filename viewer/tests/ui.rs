@@ -152,6 +152,7 @@ fn structural_plasticity_shows_its_figures_and_commits() {
         pruned: 3360,
         grown: 2800,
         planning_s: 0.25,
+        snapshot_s: 0.125,
         commit_s: 0.0125,
         wait_s: 0.002,
         recent,
@@ -159,7 +160,7 @@ fn structural_plasticity_shows_its_figures_and_commits() {
     script.frames.put(Frame { first_step: 2500, structure: vec![structure], ..Frame::default() });
     settle(&mut h, &mut script);
     h.get_by_label("Structural plasticity");
-    for figure in ["63440", "507.5 kB (4.5 kB freed)", "3360 / 2800", "7", "0.250 s", "0.013 s (waited 0.002 s)"] {
+    for figure in ["63440", "507.5 kB (4.5 kB freed)", "3360 / 2800", "7", "0.250 s", "0.125 s", "0.013 s (waited 0.002 s)"] {
         h.get_by_label(figure);
     }
     let shown = &h.state().history.structure[0];

@@ -145,9 +145,10 @@ pub struct StructureInfo {
     pub commits: u64,
     pub pruned: u64,
     pub grown: u64,
-    /// Seconds the plans took (beside the simulation), the commits took, and the simulation
-    /// waited at commits for plans not yet computed.
+    /// Seconds the plans took (beside the simulation), and the simulation paused for
+    /// snapshots, for commits and, at commits, for plans not yet computed.
     pub planning_s: f64,
+    pub snapshot_s: f64,
     pub commit_s: f64,
     pub wait_s: f64,
     /// Commits, oldest first: in a [`Frame`] those since the previous frame, in [`Info`] the

@@ -152,6 +152,7 @@ mod tests {
             pruned: 800,
             grown: 0,
             planning_s: 0.25,
+            snapshot_s: 0.125,
             commit_s: 0.01,
             wait_s: 0.0,
             recent: vec![crate::CommitInfo { step: 550, pruned: 800, grown: 0, synapses: 63_200 }],
