@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use fum::Model;
+use fum::engine::estimate::bytes;
 use fum::engine::{observe, serve};
 use fum::run::{BackendChoice, Outcome, RunError, RunOptions, RunProgress, RunReport, resume, run_observed};
 
@@ -436,20 +437,20 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
     let t = &report.timing;
     writeln!(out, "neurons          {}", n.neurons)?;
     writeln!(out, "synapses         {} ({} plastic)", n.synapses, n.plastic_synapses)?;
-    writeln!(out, "memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", human_bytes(n.bytes_total), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse)?;
+    writeln!(out, "memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", bytes(n.bytes_total as f64), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse)?;
     writeln!(out, "backend          {} ({})", report.backend, report.device)?;
     if let Some(g) = &report.gpu {
         writeln!(
             out,
             "device memory    {} allocated, {} measured peak ({:.1} B/neuron, {:.2} B/synapse); this card fits ~{} neurons at {:.0} synapses each",
-            human_bytes(g.device_bytes_total),
-            human_bytes(g.device_bytes_peak_measured),
+            bytes(g.device_bytes_total as f64),
+            bytes(g.device_bytes_peak_measured as f64),
             g.bytes_per_neuron,
             g.bytes_per_synapse,
             g.largest_network_neurons,
             g.synapses_per_neuron
         )?;
-        writeln!(out, "transfers        {} to the device, {} to the host in {} copies", human_bytes(g.transfers.to_device_bytes), human_bytes(g.transfers.to_host_bytes), g.transfers.copies)?;
+        writeln!(out, "transfers        {} to the device, {} to the host in {} copies", bytes(g.transfers.to_device_bytes as f64), bytes(g.transfers.to_host_bytes as f64), g.transfers.copies)?;
     }
     writeln!(out, "build            {:.3} s", t.build_s)?;
     writeln!(out, "simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms)?;
@@ -492,7 +493,7 @@ fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
     writeln!(out, "shards           {}", h.shards)?;
     let stored: u64 = h.sections.iter().map(|s| s.stored_len).sum();
     let raw: u64 = h.sections.iter().map(|s| s.raw_len).sum();
-    writeln!(out, "sections         {} ({} stored, {} raw)", h.sections.len(), human_bytes(stored), human_bytes(raw))?;
+    writeln!(out, "sections         {} ({} stored, {} raw)", h.sections.len(), bytes(stored as f64), bytes(raw as f64))?;
     for s in &h.sections {
         writeln!(out, "  {:<40} {:>12} B stored {:>12} B raw  crc32 {:08x}", s.name, s.stored_len, s.raw_len, s.crc32)?;
     }
@@ -503,7 +504,7 @@ fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
 /// Validates a model, prints its size and the memory it needs, and refuses one that this
 /// machine cannot run (threads, memory) as `fum run` would.
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
-    use fum::engine::estimate::{self, bytes};
+    use fum::engine::estimate;
     use std::io::Write;
     let model = Model::load(&path)?;
     let spec = &model.spec;
@@ -526,13 +527,3 @@ fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
     Ok(Outcome::Finished)
 }
 
-fn human_bytes(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1e9 {
-        format!("{:.2} GB", b / 1e9)
-    } else if b >= 1e6 {
-        format!("{:.1} MB", b / 1e6)
-    } else {
-        format!("{:.1} kB", b / 1e3)
-    }
-}

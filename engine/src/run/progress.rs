@@ -41,14 +41,14 @@ impl StructuralTotals {
     }
 }
 
-/// One line for a progress bar: `E_to_E: pruned 12.3k grown 12.1k freed 48.0 KiB`.
+/// One line for a progress bar: `E_to_E: pruned 12.3k grown 12.1k freed 49.2 kB`.
 impl fmt::Display for StructuralTotals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(name) = &self.projection {
             write!(f, "{name}: ")?;
         }
         let (verb, bytes) = if self.bytes_freed >= 0 { ("freed", self.bytes_freed) } else { ("took", -self.bytes_freed) };
-        write!(f, "pruned {} grown {} {verb} {}", count(self.pruned), count(self.grown), binary_bytes(bytes.unsigned_abs()))
+        write!(f, "pruned {} grown {} {verb} {}", count(self.pruned), count(self.grown), crate::estimate::bytes(bytes.unsigned_abs() as f64))
     }
 }
 
@@ -58,17 +58,6 @@ fn count(n: u64) -> String {
         0..1_000 => n.to_string(),
         1_000..1_000_000 => format!("{:.1}k", n as f64 / 1e3),
         _ => format!("{:.2}M", n as f64 / 1e6),
-    }
-}
-
-/// 512 B, 48.0 KiB, 1.5 MiB, 2.25 GiB.
-fn binary_bytes(b: u64) -> String {
-    let x = b as f64;
-    match b {
-        0..1024 => format!("{b} B"),
-        1024..0x10_0000 => format!("{:.1} KiB", x / 1024.0),
-        0x10_0000..0x4000_0000 => format!("{:.1} MiB", x / f64::from(1 << 20)),
-        _ => format!("{:.2} GiB", x / f64::from(1 << 30)),
     }
 }
 
@@ -88,11 +77,11 @@ mod tests {
     #[test]
     fn one_projection_is_named_and_several_are_summed() {
         let one = StructuralTotals::of(&report(&[("E_to_E", 12_345, 12_101, 1_000_000, 950_848)]));
-        assert_eq!(one.to_string(), "E_to_E: pruned 12.3k grown 12.1k freed 48.0 KiB");
+        assert_eq!(one.to_string(), "E_to_E: pruned 12.3k grown 12.1k freed 49.2 kB");
         let two = StructuralTotals::of(&report(&[("EE", 900, 0, 4096, 3584), ("IE", 2_500_000, 0, 30 << 20, 28 << 20)]));
         assert_eq!((two.projection.as_deref(), two.pruned, two.bytes_freed), (None, 2_500_900, (2 << 20) + 512));
-        assert_eq!(two.to_string(), "pruned 2.50M grown 0 freed 2.0 MiB");
+        assert_eq!(two.to_string(), "pruned 2.50M grown 0 freed 2.1 MB");
         let grew = StructuralTotals::of(&report(&[("EE", 1, 999, 1000, 1300)]));
-        assert_eq!(grew.to_string(), "EE: pruned 1 grown 999 took 300 B");
+        assert_eq!(grew.to_string(), "EE: pruned 1 grown 999 took 0.3 kB");
     }
 }
