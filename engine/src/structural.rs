@@ -4,12 +4,13 @@
 //! # Concurrency contract
 //!
 //! Every `every_ms` of biological time (step `s = m * every`, m = 1, 2, ...) the structural
-//! hook, which runs before the step's schedule holding the world, takes a **snapshot** of what a plan reads: a copy of each
-//! affected block's rows, targets and *stored* weights, and the spike count of every neuron since
-//! the previous snapshot (the counters, a checkpointed column of [`Rewiring`], are reset). The
-//! **plan** is computed from that copy on background threads (at low priority, on the cores the
-//! simulation leaves free) while the simulation goes on; it is a pure function of the copy, the seed, the projection, the target neuron and
-//! the plan index `m` ([`plan_block`]), so neither timing nor threads nor shards change it.
+//! hook, which runs before the step's schedule holding the world, takes a **snapshot** of what
+//! a plan reads: a copy of each affected block's rows, targets and *stored* weights, and the
+//! spike count of every neuron since the previous snapshot (the counters, a checkpointed column
+//! of [`Rewiring`], are reset). The **plan** is computed from that copy on background threads
+//! (at low priority, on the cores the simulation leaves free) while the simulation goes on; it
+//! is a pure function of the copy, the seed, the projection, the target neuron and the plan
+//! index `m` ([`plan_block`]), so neither timing nor threads nor shards change it.
 //! The plan is **committed** at the start of step `s + commit_after` (a step count from the
 //! model, never from timing; at most `every`, so a plan is applied before the next is made):
 //! the hook waits for the plan threads, takes every shard's [`StructureLocks`] entry for
