@@ -398,6 +398,9 @@ impl CudaRunner {
                     let grown = net.ctx.upload(&grown)?;
                     let new = net.buffer(column.len() * elem as usize, role == state::Role::State)?;
                     let (new_row_ptr, new_col) = (new_ptr.ptr(), new.ptr());
+                    // SAFETY: the old buffers hold the block before the commit, the new ones the
+                    // lengths the plan gives (its row pointers), the plan arrays what the rows
+                    // index; all stay alive until the kernel ran (frees are stream-ordered).
                     unsafe {
                         stream
                             .launch_builder(&kernels.compact_rows)
