@@ -698,13 +698,8 @@ fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferErr
     for (mut blocks, mut rewiring) in q.iter_mut(world) {
         rewiring.bypass_change_detection().spike_count.download()?;
         for b in blocks.bypass_change_detection().0.iter_mut().filter(|b| b.rewired) {
-            let mut result = Ok(());
-            b.columns(&mut |_, _, _, c| {
-                if result.is_ok() {
-                    result = c.download();
-                }
-            });
-            result?;
+            // The structure is host state, always current; STDP's per-target records are not read.
+            b.weight.column_mut().download()?;
         }
     }
     Ok(())
