@@ -201,20 +201,16 @@ impl Recorder {
     /// Finds every probed synapse again after structural plasticity changed or a checkpoint
     /// restored the structure.
     pub fn relocate_synapses(world: &mut World) {
-        let mut query = world.query::<(&Shard, &SynapseBlocks)>();
-        let mut shards: Vec<(&Shard, &SynapseBlocks)> = query.iter(world).collect();
-        shards.sort_by_key(|(s, _)| s.index);
-        let mut sites: Vec<ProbeSite> = world.resource::<Recorder>().probes.iter().flat_map(|p| p.sites.iter().copied()).collect();
-        for site in &mut sites {
-            if let ProbeSite::Synapse { shard, .. } = *site {
-                site.relocate(shards[shard].1);
+        world.resource_scope(|world, mut recorder: Mut<Recorder>| {
+            let mut query = world.query::<(&Shard, &SynapseBlocks)>();
+            let mut shards: Vec<(&Shard, &SynapseBlocks)> = query.iter(world).collect();
+            shards.sort_by_key(|(s, _)| s.index);
+            for site in recorder.probes.iter_mut().flat_map(|p| p.sites.iter_mut()) {
+                if let ProbeSite::Synapse { shard, .. } = *site {
+                    site.relocate(shards[shard].1);
+                }
             }
-        }
-        let mut recorder = world.resource_mut::<Recorder>();
-        let mut sites = sites.into_iter();
-        for p in &mut recorder.probes {
-            p.sites.iter_mut().for_each(|s| *s = sites.next().expect("one per site"));
-        }
+        });
     }
 
     /// Prepares recording for `model` in a built `world` (locates probed neurons and synapses).
