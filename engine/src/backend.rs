@@ -66,6 +66,14 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Computes on the device the structural plan snapshotted at this step (plan number
+    /// `plan`; see `crate::structural`), if the backend can, and resets the device's spike
+    /// counts: per shard with [`Rewiring`](crate::structural::Rewiring), in shard order, per
+    /// block what the device computed (None for a block without a rule). None: the host plans.
+    fn plan_structure(&mut self, _world: &mut World, _plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlan>>>, String>> {
+        None
+    }
+
     /// Device memory and transfers, for run.json.
     fn stats(&self, _world: &World) -> Option<DeviceStats> {
         None
@@ -196,6 +204,11 @@ pub fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
 /// Tells the installed backend which blocks a structural commit rebuilt.
 pub fn structure_changed(world: &mut World, blocks: &[crate::structural::Rebuilt]) -> Result<(), String> {
     with_installed(world, |backend, world| backend.structure_changed(world, blocks)).unwrap_or(Ok(()))
+}
+
+/// [`Backend::plan_structure`] of the installed backend (None without one, or on the host).
+pub fn plan_structure(world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlan>>>, String>> {
+    with_installed(world, |backend, world| backend.plan_structure(world, plan)).flatten()
 }
 
 /// Whether a health check must scan the host columns (neuron state, and plastic weights when

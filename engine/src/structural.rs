@@ -289,38 +289,125 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
         gone.sort_unstable();
         pruned.extend_from_slice(&gone);
         let Some(re) = &rule.regrow else { continue };
-        let kept = syn.len() - gone.len();
-        let need = (re.to_indegree as usize).saturating_sub(kept);
+        // Sources of the kept synapses, ascending (positions ascend, and rows with them).
+        let mut kept_rows: Vec<u32> = syn.iter().filter(|k| gone.binary_search(k).is_err()).map(|&k| row_of[k as usize]).collect();
+        kept_rows.dedup();
+        let post = snap.shard_first + j - snap.target_first;
+        let need = regrow_need(re, syn.len() - gone.len(), kept_rows.len(), post);
         if need == 0 {
             continue;
         }
-        let post = snap.shard_first + j - snap.target_first;
         let mut s = key.stream_at(Purpose::Structural, rule.projection as u16, post, plan << 32);
-        let exclude = re.no_autapses.then_some(post);
-        let mut taken: std::collections::HashSet<u32> = if re.multapses { Default::default() } else { syn.iter().filter(|k| gone.binary_search(k).is_err()).map(|&k| row_of[k as usize]).collect() };
-        let available = re.source_size - u32::from(exclude.is_some_and(|e| e < re.source_size));
-        let need = if re.multapses { need } else { need.min((available as usize).saturating_sub(taken.len())) };
-        let mut rows = Vec::with_capacity(need);
-        while rows.len() < need {
-            let c = s.below(re.source_size);
-            if Some(c) == exclude || (!re.multapses && !taken.insert(c)) {
-                continue;
-            }
-            rows.push(c);
-        }
-        for row in rows {
-            let delay = re.delay_ms.map_or(1, |d| stored_steps(d.sample(&mut s), dt_ms));
-            let mut weight = re.weight.sample(&mut s).max(0.0);
-            if let Some((lo, hi)) = re.bounds {
-                weight = weight.clamp(lo, hi);
-            }
-            grown.push(Grown { row, weight: weight as f32, target: j as u16, delay });
-        }
+        let rows = draw_sources(re, &mut s, need, post, |c| kept_rows.binary_search(&c).is_ok());
+        grow(re, &mut s, &rows, j as u16, dt_ms, &mut grown);
     }
     pruned.sort_unstable();
     // Stable: within a row, by target, then by draw.
     grown.sort_by_key(|g| g.row);
     BlockPlan { synapses: n as u32, pruned, grown }
+}
+
+/// New synapses a target gets: `to_indegree - kept`, and without multapses no more than the
+/// sources it is not yet connected from (`distinct` of them; its own index excluded without
+/// autapses).
+pub fn regrow_need(re: &Regrow, kept: usize, distinct: usize, post: u32) -> usize {
+    let need = (re.to_indegree as usize).saturating_sub(kept);
+    if re.multapses || need == 0 {
+        return need;
+    }
+    let available = re.source_size - u32::from(re.no_autapses && post < re.source_size);
+    need.min((available as usize).saturating_sub(distinct))
+}
+
+/// Draws `need` sources for target `post` from `s` as `fixed_indegree` draws them: uniform
+/// over the source population, never `post` without autapses, and without multapses never a
+/// source it is connected from (`connected`) or drawn already. `plan_regrow` in
+/// kernels/cuda/fum.cu is its device twin.
+pub fn draw_sources(re: &Regrow, s: &mut fum_kernels::rng::Stream, need: usize, post: u32, connected: impl Fn(u32) -> bool) -> Vec<u32> {
+    let exclude = re.no_autapses.then_some(post);
+    let mut drawn = std::collections::HashSet::new();
+    let mut rows = Vec::with_capacity(need);
+    while rows.len() < need {
+        let c = s.below(re.source_size);
+        if Some(c) == exclude || (!re.multapses && (connected(c) || !drawn.insert(c))) {
+            continue;
+        }
+        rows.push(c);
+    }
+    rows
+}
+
+/// The new synapses from `rows` to shard-local target `target`: a delay, then a weight for
+/// each, drawn from `s` after the sources.
+pub fn grow(re: &Regrow, s: &mut fum_kernels::rng::Stream, rows: &[u32], target: u16, dt_ms: f64, out: &mut Vec<Grown>) {
+    for &row in rows {
+        let delay = re.delay_ms.map_or(1, |d| stored_steps(d.sample(s), dt_ms));
+        let mut weight = re.weight.sample(s).max(0.0);
+        if let Some((lo, hi)) = re.bounds {
+            weight = weight.clamp(lo, hi);
+        }
+        out.push(Grown { row, weight: weight as f32, target, delay });
+    }
+}
+
+/// What a device computed of one block's plan (`Backend::plan_structure`): the pruned synapses
+/// as bits of their positions, and for each target of the block (in order) how many sources it
+/// drew, into `rows`, and where its random stream stood after them.
+#[derive(Clone, Debug, Default)]
+pub struct DevicePlan {
+    pub synapses: u32,
+    pub pruned_bits: Vec<u32>,
+    pub draws: Vec<Draws>,
+    pub rows: Vec<u32>,
+}
+
+/// The sources one target drew on the device (see [`DevicePlan`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Draws {
+    pub count: u32,
+    /// Words used of the stream's current block (`rng::Stream::position`).
+    pub used: u32,
+    pub block: u64,
+}
+
+/// Where a block's targets lie: shard-local indices of the target population's neurons in the
+/// shard, the shard's first global id and the population's.
+#[derive(Clone, Debug)]
+pub struct BlockTargets {
+    pub targets: Range<u32>,
+    pub shard_first: u32,
+    pub target_first: u32,
+}
+
+/// The plan [`plan_block`] makes, from what the device computed of it: pruned positions from
+/// the bits, and each target's new synapses from its drawn sources and its stream (delays and
+/// weights are drawn here, as the CPU draws them, so that no device maths enters them).
+pub fn finish_device_plan(rule: &Rule, key: Key, at: &BlockTargets, d: &DevicePlan, dt_ms: f64) -> BlockPlan {
+    let mut pruned = Vec::new();
+    for (w, &word) in d.pruned_bits.iter().enumerate() {
+        let mut bits = word;
+        while bits != 0 {
+            pruned.push(w as u32 * 32 + bits.trailing_zeros());
+            bits &= bits - 1;
+        }
+    }
+    let mut grown = Vec::new();
+    if let Some(re) = &rule.regrow {
+        let mut first = 0usize;
+        for (j, draws) in at.targets.clone().zip(&d.draws) {
+            let rows = &d.rows[first..first + draws.count as usize];
+            first += draws.count as usize;
+            if rows.is_empty() {
+                continue;
+            }
+            let post = at.shard_first + j - at.target_first;
+            let mut s = key.stream_resumed(Purpose::Structural, rule.projection as u16, post, (draws.block, draws.used));
+            grow(re, &mut s, rows, j as u16, dt_ms, &mut grown);
+        }
+    }
+    grown.sort_by_key(|g| g.row);
+    BlockPlan { synapses: d.synapses, pruned, grown }
 }
 
 /// What a commit changed in one block.
@@ -679,11 +766,19 @@ pub fn at_step_start(world: &mut World) {
     commit_if_due(world, step);
     if structural.snapshot_at(step) {
         let started = Instant::now();
-        if let Err(e) = make_host_current(world) {
-            crate::backend::report_failure(world, e.to_string());
-            return;
-        }
-        snapshot(world, &structural, step);
+        // A device backend computes the heavy part of the plan itself, at this step; else the
+        // host copies what a plan reads.
+        let work = match crate::backend::plan_structure(world, step / structural.every_steps) {
+            Some(Ok(device)) => device_work(world, &structural, device),
+            Some(Err(e)) => return crate::backend::report_failure(world, e),
+            None => {
+                if let Err(e) = make_host_current(world) {
+                    return crate::backend::report_failure(world, e.to_string());
+                }
+                snapshot(world, &structural)
+            }
+        };
+        start_planning(world, &structural, step, work);
         let seconds = started.elapsed().as_secs_f64();
         let mut q = world.query::<&mut Rewiring>();
         q.iter_mut(world).for_each(|mut r| r.snapshot_s = seconds);
@@ -786,8 +881,25 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     world.insert_resource(report);
 }
 
-/// Takes the snapshot of plan `step / every` and starts a planning thread per shard.
-fn snapshot(world: &mut World, structural: &Structural, step: u64) {
+/// What a shard's plan thread computes each block's plan from (None: a block without a rule).
+type ShardWork = Vec<Option<(Rule, Work)>>;
+
+enum Work {
+    /// The host plans from a copy ([`plan_block`]), with every neuron's spike count.
+    Host(BlockSnapshot, Arc<Vec<u32>>),
+    /// The device has planned; the host finishes ([`finish_device_plan`]).
+    Device(BlockTargets, DevicePlan),
+}
+
+/// The shard-local range of `rule`'s target population in `shard`, and where it starts.
+pub fn block_targets(populations: &[crate::components::Population], rule: &Rule, shard: &Shard) -> BlockTargets {
+    let tgt = &populations[rule.target];
+    let first = shard.neurons.start;
+    BlockTargets { targets: tgt.first.max(first) - first..(tgt.first + tgt.size).min(shard.neurons.end) - first, shard_first: first, target_first: tgt.first }
+}
+
+/// The snapshot of a plan: the copies a host plan reads, per shard. The spike counts are reset.
+fn snapshot(world: &mut World, structural: &Structural) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
     // Spike counts of all neurons by global id (shards are contiguous from 0, in order).
     let mut counts = Vec::new();
@@ -798,40 +910,59 @@ fn snapshot(world: &mut World, structural: &Structural, step: u64) {
     }
     let counts = Arc::new(counts);
     let populations = world.resource::<crate::components::Populations>().0.clone();
-    let plan = step / structural.every_steps;
-    let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
-    let meta = [plan, step, step + structural.commit_after_steps];
-    // The copies are what the simulation waits for: one scoped thread per shard makes them.
     let mut q = world.query::<(&Shard, &SynapseBlocks)>();
     let sources: Vec<(&Shard, &SynapseBlocks)> = shards.iter().map(|&(e, _)| q.get(world, e).expect("a shard has synapses")).collect();
-    let copies: Vec<Vec<Option<(Rule, BlockSnapshot)>>> = std::thread::scope(|scope| {
+    // The copies are what the simulation waits for: one scoped thread per shard makes them.
+    std::thread::scope(|scope| {
         let jobs: Vec<_> = sources
             .into_iter()
             .map(|(shard, blocks)| {
-                let populations = &populations;
+                let (populations, counts) = (&populations, &counts);
                 scope.spawn(move || {
                     blocks
                         .0
                         .iter()
                         .map(|b| {
                             let rule = structural.rule_of(b.projection)?;
-                            let tgt = &populations[rule.target];
-                            let local = tgt.first.max(shard.neurons.start) - shard.neurons.start..(tgt.first + tgt.size).min(shard.neurons.end) - shard.neurons.start;
-                            Some((rule.clone(), BlockSnapshot::of(b, shard, local, tgt.first)))
+                            let at = block_targets(populations, rule, shard);
+                            Some((rule.clone(), Work::Host(BlockSnapshot::of(b, shard, at.targets, at.target_first), counts.clone())))
                         })
                         .collect()
                 })
             })
             .collect();
         jobs.into_iter().map(|j| j.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
-    });
+    })
+}
+
+/// What the host finishes of the plans a device computed, per shard.
+fn device_work(world: &mut World, structural: &Structural, device: Vec<Vec<Option<DevicePlan>>>) -> Vec<ShardWork> {
+    let shards = shards_with_rewiring(world);
+    let populations = world.resource::<crate::components::Populations>().0.clone();
+    let mut q = world.query::<(&Shard, &SynapseBlocks)>();
+    shards
+        .iter()
+        .zip(device)
+        .map(|(&(e, _), plans)| {
+            let (shard, blocks) = q.get(world, e).expect("a shard has synapses");
+            blocks.0.iter().zip(plans).map(|(b, d)| Some((structural.rule_of(b.projection)?.clone(), Work::Device(block_targets(&populations, structural.rule_of(b.projection)?, shard), d?)))).collect()
+        })
+        .collect()
+}
+
+/// Starts a planning thread per shard for plan `step / every`, from `work`.
+fn start_planning(world: &mut World, structural: &Structural, step: u64, work: Vec<ShardWork>) {
+    let shards = shards_with_rewiring(world);
+    let plan = step / structural.every_steps;
+    let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
+    let meta = [plan, step, step + structural.commit_after_steps];
     // Planning runs on the cores the simulation leaves free (at least one), at low priority.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let busy = crate::backend::installed(world).map_or(1, |b| b.host_threads());
     let planners = cores.saturating_sub(busy).clamp(1, shards.len().max(1));
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(planners).thread_name(|i| format!("fum-plan-{i}")).start_handler(|_| crate::yield_to_simulation()).build().expect("a planning pool"));
-    for (&(e, index), work) in shards.iter().zip(copies) {
-        let (key, dt, counts, pool) = (structural.key, structural.dt_ms, counts.clone(), pool.clone());
+    for (&(e, index), work) in shards.iter().zip(work) {
+        let (key, dt, pool) = (structural.key, structural.dt_ms, pool.clone());
         // A thread per shard holds its plan (joined at the commit); the pool bounds how many
         // compute at once.
         let job = std::thread::Builder::new()
@@ -840,9 +971,12 @@ fn snapshot(world: &mut World, structural: &Structural, step: u64) {
                 pool.install(|| {
                     work.into_iter()
                         .map(|w| {
-                            w.map(|(rule, snap)| {
+                            w.map(|(rule, work)| {
                                 let started = Instant::now();
-                                let p = plan_block(&rule, key, plan, &snap, &counts, interval_s, dt);
+                                let p = match work {
+                                    Work::Host(snap, counts) => plan_block(&rule, key, plan, &snap, &counts, interval_s, dt),
+                                    Work::Device(at, d) => finish_device_plan(&rule, key, &at, &d, dt),
+                                };
                                 (p, started.elapsed().as_secs_f64())
                             })
                         })
@@ -927,6 +1061,40 @@ mod tests {
         counts[11] = 0;
         let p = plan_block(&rule(Prune::LowestPriorityFraction(0.5), None), key, 1, &snapshot(), &counts, 1.0, 0.1).pruned;
         assert_eq!(p, vec![2, 3, 4]);
+    }
+
+    /// What the device returns for a plan (pruned bits; per target the sources drawn and where
+    /// its stream stopped), computed here as `plan_regrow` does, finishes into the host's plan.
+    #[test]
+    fn a_plan_finished_from_device_draws_is_the_host_plan() {
+        let regrow = |multapses, weight| Regrow { to_indegree: 3, weight, delay_ms: Some(Distribution::Uniform { uniform: [0.1, 0.5] }), bounds: Some((0.0, 1.8)), no_autapses: true, multapses, source_size: 3 };
+        let counts = vec![3u32; 13];
+        for (prune, multapses, weight) in [
+            (Prune::WeightBelow(0.6), false, Distribution::Normal { normal: [1.0, 0.5] }),
+            (Prune::KeepStrongest(1), true, Distribution::Uniform { uniform: [1.0, 2.0] }),
+            (Prune::LowestPriorityFraction(0.5), false, Distribution::Constant(1.5)),
+        ] {
+            let r = rule(prune, Some(regrow(multapses, weight)));
+            let (key, snap) = (Key::from_seed(9), snapshot());
+            let host = plan_block(&r, key, 2, &snap, &counts, 1.0, 0.1);
+            let mut d = DevicePlan { synapses: 5, pruned_bits: vec![0], ..Default::default() };
+            for &k in &host.pruned {
+                d.pruned_bits[0] |= 1 << k;
+            }
+            for j in 0..3u32 {
+                let kept: Vec<u32> = (0..3u32).filter(|&row| (snap.row_ptr[row as usize]..snap.row_ptr[row as usize + 1]).any(|k| u32::from(snap.target[k as usize]) == j && !host.pruned.contains(&k))).collect();
+                let re = r.regrow.as_ref().unwrap();
+                let need = regrow_need(re, kept.len(), kept.len(), j);
+                let mut s = key.stream_at(Purpose::Structural, 0, j, 2 << 32);
+                let rows = if need == 0 { Vec::new() } else { draw_sources(re, &mut s, need, j, |c| kept.contains(&c)) };
+                let (block, used) = s.position();
+                d.draws.push(Draws { count: rows.len() as u32, used, block });
+                d.rows.extend(rows);
+            }
+            let at = BlockTargets { targets: 0..3, shard_first: 0, target_first: 0 };
+            assert_eq!(finish_device_plan(&r, key, &at, &d, 0.1), host, "{prune:?}");
+            assert!(!host.grown.is_empty(), "{prune:?}: something regrows");
+        }
     }
 
     #[test]

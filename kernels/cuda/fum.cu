@@ -294,6 +294,188 @@ extern "C" __global__ void compact_rows(u32 rows, u32 elem, const u32* old_ptr, 
     }
 }
 
+// ---- structural planning (engine/src/structural.rs: plan_block, finish_device_plan) ----
+// The device decides which synapses a plan prunes and which sources each target draws; the
+// host draws the new synapses' delays and weights from where each target's stream stopped, so
+// no device maths enters them. One synapse block at a time: plan_count and scan_counts give
+// each shard-local target a bucket, plan_bucket fills the buckets with (key, position),
+// unordered, plan_select decides per target, plan_need and scan_counts place each target's
+// draws, plan_regrow draws them.
+
+// Incoming synapses per shard-local target.
+extern "C" __global__ void plan_count(u32 n_syn, const u16* target, u32* counts) {
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) atomicAdd(&counts[target[k]], 1u);
+}
+
+// Every synapse into its target's bucket with its key: |w| as f32 bits, or (priority) the
+// co-activity priority |w| x rate_pre x rate_post as f64 bits. Both are non-negative, so their
+// bits order as their values do. A warp per row, which knows its source.
+extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* target, u64 weight, u32 weight_f16,
+                                       u32 priority, const u32* spike_counts, u32 source_first, u32 shard_first,
+                                       double interval_s, u32* fill, u64* keys, u32* positions) {
+    u32 lane = threadIdx.x & 31;
+    u32 warps = gridDim.x * blockDim.x / 32;
+    for (u32 r = (blockIdx.x * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
+        double pre = priority ? __ddiv_rn((double)spike_counts[source_first + r], interval_s) : 0.0;
+        for (u32 k = row_ptr[r] + lane; k < row_ptr[r + 1]; k += 32) {
+            u32 t = target[k];
+            float w = fabsf(weight_f16 ? half_to_float(((const u16*)weight)[k]) : ((const float*)weight)[k]);
+            u64 key = __float_as_uint(w);
+            if (priority) {
+                double post = __ddiv_rn((double)spike_counts[shard_first + t], interval_s);
+                key = (u64)__double_as_longlong(__dmul_rn(__dmul_rn((double)w, pre), post));
+            }
+            u32 slot = atomicAdd(&fill[t], 1u);
+            keys[slot] = key;
+            positions[slot] = k;
+        }
+    }
+}
+
+// Decides for each target j in [t0, t1) (a thread block each) which synapses go, setting the
+// bits of their positions, and how many stay (kept[j - t0]). mode 0: |w| < x; mode 1: all but
+// the `keep` largest |w|; mode 2: the round(x * n) lowest priorities; ties go to the earlier
+// position. Modes 1 and 2 find the m-th smallest (key, position) by a radix select, 8 bits a
+// pass (key_bits of key, then 32 of position); mode 1 orders by descending |w| (flipped keys).
+extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const u64* keys, const u32* positions,
+                                       u32 mode, double x, u32 keep, u32 key_bits, u32* pruned_bits, u32* kept) {
+    __shared__ u32 hist[256];
+    __shared__ u64 prefix_key;
+    __shared__ u32 prefix_pos, remaining, pruned_count;
+    u32 j = t0 + blockIdx.x;
+    if (j >= t1) return;
+    u32 b0 = offsets[j], n = offsets[j + 1] - b0;
+    const u64* key = keys + b0;
+    const u32* pos = positions + b0;
+    if (mode == 0) {
+        if (threadIdx.x == 0) pruned_count = 0;
+        __syncthreads();
+        for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
+            if ((double)__uint_as_float((u32)key[i]) < x) {
+                atomicOr(&pruned_bits[pos[i] >> 5], 1u << (pos[i] & 31));
+                atomicAdd(&pruned_count, 1u);
+            }
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) kept[j - t0] = n - pruned_count;
+        return;
+    }
+    bool flip = mode == 1;
+    u32 m = flip ? min(keep, n) : min((u32)round(__dmul_rn(x, (double)n)), n);
+    u64 tk = 0;
+    u32 tp = 0;
+    if (m > 0 && m < n) {
+        if (threadIdx.x == 0) { prefix_key = 0; prefix_pos = 0; remaining = m; }
+        u64 key_mask = 0;
+        u32 pos_mask = 0;
+        u32 key_passes = key_bits / 8;
+        for (u32 p = 0; p < key_passes + 4; p++) {
+            bool in_key = p < key_passes;
+            u32 shift = in_key ? key_bits - 8 * (p + 1) : 32 - 8 * (p - key_passes + 1);
+            for (u32 b = threadIdx.x; b < 256; b += blockDim.x) hist[b] = 0;
+            __syncthreads();
+            u64 pk = prefix_key;
+            u32 pp = prefix_pos;
+            for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
+                u64 k = flip ? 0xffffffffull - key[i] : key[i];
+                if ((k & key_mask) == pk && (pos[i] & pos_mask) == pp)
+                    atomicAdd(&hist[in_key ? (u32)(k >> shift) & 255u : (pos[i] >> shift) & 255u], 1u);
+            }
+            __syncthreads();
+            if (threadIdx.x == 0) {
+                u32 below = 0, d = 0;
+                while (below + hist[d] < remaining) below += hist[d++];
+                remaining -= below;
+                if (in_key) prefix_key |= (u64)d << shift;
+                else prefix_pos |= d << shift;
+            }
+            if (in_key) key_mask |= 255ull << shift;
+            else pos_mask |= 255u << shift;
+            __syncthreads();
+        }
+        tk = prefix_key;
+        tp = prefix_pos;
+    }
+    // The m smallest are kept (mode 1) or pruned (mode 2).
+    for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
+        u64 k = flip ? 0xffffffffull - key[i] : key[i];
+        bool smallest = m == n || (m > 0 && (k < tk || (k == tk && pos[i] <= tp)));
+        if (smallest != flip) atomicOr(&pruned_bits[pos[i] >> 5], 1u << (pos[i] & 31));
+    }
+    if (threadIdx.x == 0) kept[j - t0] = flip ? m : n - m;
+}
+
+// New synapses per target (regrow_need), and a zero after the last for scan_counts' total.
+extern "C" __global__ void plan_need(u32 t0, u32 t1, const u32* kept, u32 to_indegree, u32 multapses, u32 no_autapses,
+                                     u32 source_size, u32 shard_first, u32 target_first, u32* need) {
+    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i > t1 - t0) return;
+    if (i == t1 - t0) { need[i] = 0; return; }
+    u32 k = kept[i], post = shard_first + t0 + i - target_first;
+    u32 n = to_indegree > k ? to_indegree - k : 0;
+    if (!multapses && n > 0) {
+        u32 available = source_size - (no_autapses && post < source_size ? 1u : 0u);
+        n = min(n, available > k ? available - k : 0u);
+    }
+    need[i] = n;
+}
+
+// A Philox stream of one (purpose, index, entity), word by word (rng.rs Stream).
+struct Stream {
+    u32 key0, key1, stream, entity;
+    u64 block;
+    u32 words[4];
+    u32 used;
+};
+
+__device__ u32 next_u32(Stream& s) {
+    if (s.used == 4) {
+        s.words[0] = s.stream; s.words[1] = s.entity; s.words[2] = (u32)s.block; s.words[3] = (u32)(s.block >> 32);
+        philox(s.words, s.key0, s.key1);
+        s.block += 1;
+        s.used = 0;
+    }
+    return s.words[s.used++];
+}
+
+// Uniform in [0, n) (Stream::below: Lemire's multiply-shift with rejection).
+__device__ u32 below(Stream& s, u32 n) {
+    u32 threshold = (0u - n) % n;
+    for (;;) {
+        u64 m = (u64)next_u32(s) * n;
+        if ((u32)m >= threshold) return (u32)(m >> 32);
+    }
+}
+
+struct Draws { u32 count, used; u64 block; };
+
+// Each target's new sources, a thread per target, as draw_sources draws them: uniform over the
+// source population, never the target itself without autapses, and without multapses never a
+// source with a kept synapse to it (found by scanning that source's row) or one drawn already.
+// Writes where the target's stream stopped, for the host to draw delays and weights on.
+extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 multapses, u32 no_autapses, u32 source_size,
+                                       u32 shard_first, u32 target_first, u32 key0, u32 key1, u32 stream, u64 first_block,
+                                       const u32* row_ptr, const u16* target, const u32* pruned_bits, u32* rows, Draws* draws) {
+    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= t1 - t0) return;
+    u32 j = t0 + i, first = offsets[i], need = offsets[i + 1] - first;
+    u32 post = shard_first + j - target_first;
+    Stream s = {key0, key1, stream, post, first_block, {0, 0, 0, 0}, 4};
+    u32 got = 0;
+    while (got < need) {
+        u32 c = below(s, source_size);
+        if (no_autapses && c == post) continue;
+        if (!multapses) {
+            bool taken = false;
+            for (u32 k = row_ptr[c]; k < row_ptr[c + 1] && !taken; k++) taken = target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u);
+            for (u32 q = 0; q < got && !taken; q++) taken = rows[first + q] == c;
+            if (taken) continue;
+        }
+        rows[first + got++] = c;
+    }
+    draws[i] = Draws{need, s.used, s.block};
+}
+
 // ---- STDP (stdp.rs) ----
 
 __device__ __forceinline__ float clampf(float x, float lo, float hi) {

@@ -79,6 +79,17 @@ impl Key {
     pub fn stream_at(self, purpose: Purpose, index: u16, entity: u32, first_block: u64) -> Stream {
         Stream { key: self, purpose, index, entity, block: first_block, words: [0; 4], used: 4 }
     }
+
+    /// The stream of (purpose, index, entity) at a [`Stream::position`], as left by the device
+    /// (`plan_regrow` in kernels/cuda/fum.cu draws a stream's first words, the host the rest).
+    pub fn stream_resumed(self, purpose: Purpose, index: u16, entity: u32, (block, used): (u64, u32)) -> Stream {
+        let mut s = Stream { key: self, purpose, index, entity, block, words: [0; 4], used: 4 };
+        if used < 4 && block > 0 {
+            s.words = self.block(purpose, index, entity, block - 1);
+            s.used = used as usize;
+        }
+        s
+    }
 }
 
 /// Sequential words drawn from consecutive Philox blocks of one (purpose, index, entity).
@@ -102,6 +113,12 @@ impl Stream {
         }
         self.used += 1;
         self.words[self.used - 1]
+    }
+
+    /// Where the stream stands: the next block it generates and how many words of the
+    /// current one are used (4: none left), for [`Key::stream_resumed`].
+    pub fn position(&self) -> (u64, u32) {
+        (self.block, self.used as u32)
     }
 
     /// Uniform in [0, 1) with 53 random bits.
@@ -190,6 +207,19 @@ mod tests {
             philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
+    }
+
+    /// A stream resumed at a position goes on with the words the original would give.
+    #[test]
+    fn a_resumed_stream_continues_where_it_stood() {
+        let key = Key::from_seed(3);
+        for taken in [0, 1, 3, 4, 5, 8, 11] {
+            let mut s = key.stream_at(Purpose::Structural, 2, 7, 5 << 32);
+            (0..taken).for_each(|_| drop(s.next_u32()));
+            let mut resumed = key.stream_resumed(Purpose::Structural, 2, 7, s.position());
+            let ahead: Vec<u32> = (0..9).map(|_| s.next_u32()).collect();
+            assert_eq!((0..9).map(|_| resumed.next_u32()).collect::<Vec<_>>(), ahead, "after {taken} words");
+        }
     }
 
     #[test]

@@ -18,7 +18,9 @@ use cudarc::driver::{CudaEvent, CudaGraph, CudaStream, LaunchConfig, PinnedHostS
 use fum_engine::backend::{Backend, DeviceStats, HostView, InstallError, StepSpikes, report_failure};
 use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange, SynapseBlocks};
 use fum_engine::recording::Recorder;
-use fum_engine::structural::{Rebuilt, Structural};
+use fum_engine::components::{Shard, Weights};
+use fum_engine::model::Prune;
+use fum_engine::structural::{DevicePlan, Draws, Rebuilt, Structural, block_targets};
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
@@ -106,6 +108,10 @@ impl Backend for CudaBackend {
 
     fn structure_changed(&mut self, world: &mut World, blocks: &[Rebuilt]) -> Result<(), String> {
         world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.rebuild_blocks(world, blocks)).map_err(|e| e.to_string())
+    }
+
+    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlan>>>, String>> {
+        world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.plan_structure(world, plan)).map(|r| r.map_err(|e| e.to_string()))
     }
 
     fn steerable(&self) -> bool {
@@ -433,6 +439,130 @@ impl CudaRunner {
             replaced.push((key, named));
         }
         self.net.blocks_rebuilt(world, replaced)
+    }
+
+    /// Decides a structural plan on the device at this step (`Backend::plan_structure`): for
+    /// each rewired block, in stream order after the queued steps, the kernels `plan_count` to
+    /// `plan_regrow` (kernels/cuda/fum.cu) decide per target which synapses go and which
+    /// sources come, from the weights and spike counts as they are now; then the spike counts
+    /// are reset. What they decided comes back (a bit per synapse, the drawn sources), and the
+    /// host finishes the plans beside the simulation. None (the host plans) when the scratch,
+    /// 12 bytes per synapse of the largest block, does not fit the free device memory.
+    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlan>>>, CudaError>> {
+        let structural = world.resource::<Structural>().clone();
+        let largest = world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| b.rewired).map(|b| b.len()).max().unwrap_or(0);
+        let scratch = largest as u64 * 12;
+        let free = self.gpu.ctx.mem_get_info().map_or(0, |(free, _)| free as u64);
+        if scratch + (256 << 20) > free {
+            eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
+            return None;
+        }
+        Some(self.plan_on_device(world, &structural, plan, largest))
+    }
+
+    fn plan_on_device(&mut self, world: &mut World, structural: &Structural, plan: u64, largest: usize) -> Result<Vec<Vec<Option<DevicePlan>>>, CudaError> {
+        let stream = self.net.stream.clone();
+        let k = &self.gpu.kernels;
+        let net = &self.net;
+        let sms = self.multiprocessors;
+        let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
+        let spike_counts = net.neuron_ptr("structural/spike_count");
+        let populations = world.resource::<Populations>().0.clone();
+        // SAFETY (all allocations below): every element is written by a kernel before it is read.
+        let mut keys = unsafe { stream.alloc::<u64>(largest.max(1)) }?;
+        let mut positions = unsafe { stream.alloc::<u32>(largest.max(1)) }?;
+        let mut total = stream.alloc_zeros::<u32>(1)?;
+        let one = |n: u32, threads: u32| LaunchConfig { grid_dim: (n.max(1), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        let mut out = Vec::new();
+        for e in state::shards_in_order(world) {
+            let shard = world.get::<Shard>(e).expect("a shard").clone();
+            let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
+            let mut plans = Vec::new();
+            for (bi, b) in blocks.0.iter().enumerate() {
+                let Some(rule) = structural.rule_of(b.projection) else {
+                    plans.push(None);
+                    continue;
+                };
+                let key = (shard.index, bi);
+                let buffer = |name: &str| net.block_buffer(key, name).expect("mirrored").ptr();
+                let (row_ptr, target, weight) = (buffer("row_ptr"), buffer("target"), buffer("weight"));
+                let at = block_targets(&populations, rule, &shard);
+                let (t0, t1) = (at.targets.start, at.targets.end);
+                let nt = t1 - t0;
+                let (n_syn, rows, shard_size) = (b.len() as u32, b.source_size, shard.neurons.len() as u32);
+                let f16 = u32::from(matches!(b.weight, Weights::F16(_)));
+                let (mode, x, keep, key_bits) = match rule.prune {
+                    Prune::WeightBelow(x) => (0u32, x, 0u32, 32u32),
+                    Prune::KeepStrongest(keep) => (1, 0.0, keep, 32),
+                    Prune::LowestPriorityFraction(f) => (2, f, 0, 64),
+                };
+                let priority = u32::from(mode == 2);
+                let mut counts = stream.alloc_zeros::<u32>(shard_size as usize + 1)?;
+                let mut bits = stream.alloc_zeros::<u32>((n_syn as usize).div_ceil(32).max(1))?;
+                let mut kept = stream.alloc_zeros::<u32>(nt.max(1) as usize)?;
+                let wide = LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+                let buckets = shard_size + 1;
+                // SAFETY: the block's buffers hold its n_syn synapses and rows + 1 row pointers,
+                // the scratch `largest` >= n_syn entries, counts shard_size + 1 (every target is
+                // in the shard), bits one per synapse, kept one per target in [t0, t1).
+                unsafe {
+                    stream.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut counts).launch(wide)?;
+                    stream.launch_builder(&k.scan_counts).arg(&mut counts).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
+                    let mut fill = stream.clone_dtod(&counts)?;
+                    stream
+                        .launch_builder(&k.plan_bucket)
+                        .arg(&rows).arg(&row_ptr).arg(&target).arg(&weight).arg(&f16).arg(&priority).arg(&spike_counts)
+                        .arg(&b.source_first).arg(&at.shard_first).arg(&interval_s).arg(&mut fill).arg(&mut keys).arg(&mut positions)
+                        .launch(wide)?;
+                    stream
+                        .launch_builder(&k.plan_select)
+                        .arg(&t0).arg(&t1).arg(&counts).arg(&keys).arg(&positions).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
+                        .arg(&mut bits).arg(&mut kept)
+                        .launch(one(nt, 256))?;
+                }
+                let (mut draws, mut grown) = (Vec::new(), Vec::new());
+                if let Some(re) = &rule.regrow {
+                    let mut need = stream.alloc_zeros::<u32>(nt as usize + 1)?;
+                    let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
+                    let entries = nt + 1;
+                    // SAFETY: need holds nt + 1 entries, kept nt.
+                    unsafe {
+                        stream
+                            .launch_builder(&k.plan_need)
+                            .arg(&t0).arg(&t1).arg(&kept).arg(&re.to_indegree).arg(&multapses).arg(&no_autapses).arg(&re.source_size)
+                            .arg(&at.shard_first).arg(&at.target_first).arg(&mut need)
+                            .launch(one(entries.div_ceil(256), 256))?;
+                        stream.launch_builder(&k.scan_counts).arg(&mut need).arg(&entries).arg(&mut total).launch(one(1, 1024))?;
+                    }
+                    let drawn = net.ctx.read(&total, 1)?[0] as usize;
+                    let mut sources = unsafe { stream.alloc::<u32>(drawn.max(1)) }?;
+                    let mut out_draws = stream.alloc_zeros::<u32>(4 * nt.max(1) as usize)?;
+                    let stream_word = ((fum_kernels::rng::Purpose::Structural as u32) << 16) | u32::from(rule.projection as u16);
+                    let first_block = plan << 32;
+                    let [key0, key1] = structural.key.0;
+                    // SAFETY: need holds each target's first source (scanned), sources their sum,
+                    // out_draws four words per target; the rows are the block's.
+                    unsafe {
+                        stream
+                            .launch_builder(&k.plan_regrow)
+                            .arg(&t0).arg(&t1).arg(&need).arg(&multapses).arg(&no_autapses).arg(&re.source_size).arg(&at.shard_first)
+                            .arg(&at.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target)
+                            .arg(&bits).arg(&mut sources).arg(&mut out_draws)
+                            .launch(one(nt.div_ceil(128), 128))?;
+                    }
+                    draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&net.ctx.read(&out_draws, 4 * nt as usize)?);
+                    grown = net.ctx.read(&sources, drawn)?;
+                }
+                let pruned_bits = net.ctx.read(&bits, (n_syn as usize).div_ceil(32))?;
+                plans.push(Some(DevicePlan { synapses: n_syn, pruned_bits, draws, rows: grown }));
+            }
+            out.push(plans);
+        }
+        // The counts restart for the next plan, as on the host.
+        let n = net.n as usize;
+        // SAFETY: the spike-count column holds one u32 per neuron.
+        unsafe { cudarc::driver::result::memset_d8_async(spike_counts, 0, 4 * n, stream.cu_stream()) }?;
+        Ok(out)
     }
 
     /// Waits for the device and records every queued step.
