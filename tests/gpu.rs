@@ -123,6 +123,47 @@ fn structural_plasticity_is_identical_on_both_backends() {
     assert!(same_file(&cpu.join("spikes.h5"), &part.join("spikes.h5")), "resumed on CUDA: spikes differ");
 }
 
+/// Every pruning rule, with and without multapses, f32 and f16 weights, drawn regrowth
+/// weights: the device's plans (kernels/cuda/fum.cu `plan_select`, `plan_regrow`) are the
+/// host's, so spikes, counts and probes agree with the CPU's, on 1 and 3 shards.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn every_structural_rule_plans_the_same_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::read_to_string(model("stdp_structural")).unwrap().replace("every_ms = 500.0", "every_ms = 100.0").replace("commit_after_ms = 250.0", "commit_after_ms = 30.0");
+    let rules = [
+        ("keep", "prune = { keep_strongest = 60 }\nregrow = { to_indegree = 66, weight = { normal = [16.2, 3.0] } }", false),
+        ("below", "prune = { weight_below = 16.0 }\nregrow = { to_indegree = 64, weight = { uniform = [10.0, 20.0] } }", true),
+        ("priority", "prune = { lowest_priority_fraction = 0.2 }\nregrow = { to_indegree = 70, weight = 16.2 }", false),
+    ];
+    for (name, rule, f16) in rules {
+        let mut text = base.replace("prune = { lowest_priority_fraction = 0.05 }\nregrow = { to_indegree = 64, weight = 16.2 }", rule);
+        assert!(text.contains(rule), "{name}: the model's rule was replaced");
+        if name == "below" {
+            text = text.replacen("plasticity = \"stdp_ee\"", "plasticity = \"stdp_ee\"\nallow_multapses = true", 1);
+        }
+        if f16 {
+            text = text.replacen("seed = 2", "seed = 2\nweights = \"f16\"", 1);
+        }
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        let cpu = dir.path().join(format!("{name}-cpu"));
+        let report = run(path, &cpu, "cpu", &["--duration", "500ms"]);
+        let commits = report["structural"]["E_to_E"]["commits"].as_array().unwrap();
+        assert!(commits.len() >= 4 && commits.iter().all(|c| c["pruned"].as_u64() > Some(0) && c["grown"].as_u64() > Some(0)), "{name}: {commits:?}");
+        for shards in ["1", "3"] {
+            let gpu = dir.path().join(format!("{name}-cuda-{shards}"));
+            let r = run(path, &gpu, "cuda", &["--duration", "500ms", "--shards", shards]);
+            for field in ["pruned", "grown", "bytes_now"] {
+                assert_eq!(r["structural"]["E_to_E"][field], report["structural"]["E_to_E"][field], "{name}, {shards} shards: {field}");
+            }
+            assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}, {shards} shards: spikes differ");
+        }
+    }
+}
+
 /// `lif_coba` uses libm's expf on the CPU and CUDA's expf on the GPU, which differ in the last
 /// bit now and then; in a chaotic network one flipped spike decorrelates the trains within a
 /// few hundred ms, so the backends agree in statistics, not spike for spike. Single 1 s runs

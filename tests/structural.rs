@@ -8,7 +8,7 @@ use common::*;
 
 use fum::engine::checkpoint::{Checkpoint, Snapshot};
 use fum::engine::components::{Clock, NeuronBlock, Shard, SpikeExchange, SynapseBlocks};
-use fum::engine::structural::{BlockPlan, BlockSnapshot, Structural, StructuralReport, apply_plan, plan_block};
+use fum::engine::structural::{BlockPlan, BlockSnapshot, Compaction, Structural, StructuralReport, apply_plan, plan_block};
 use fum::{DefaultPlugins, Model, Simulation};
 use fum_kernels::delivery::to_fixed;
 
@@ -57,7 +57,7 @@ fn stop_the_world(structural_model: &Model) -> Simulation {
             let mut blocks = q.single_mut(&mut sim.world).unwrap();
             for (b, p) in blocks.0.iter_mut().zip(plans) {
                 if let Some(p) = p {
-                    apply_plan(b, &p);
+                    apply_plan(b, &p, &Compaction::of(&p, &b.row_ptr));
                 }
             }
         }

@@ -455,56 +455,61 @@ pub struct Rebuilt {
     pub rows: Compaction,
 }
 
-/// Applies `plan` to `block`: each row keeps its surviving synapses in order, then gets its new
-/// ones; the columns are rebuilt at their new size, so pruned synapses give their memory back.
-/// The block's weights are those at the commit step (kept synapses keep any change since the
-/// snapshot); new weights are rounded to the stored type.
-pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan) -> Change {
+/// One per-synapse column after `plan` (see [`apply_plan`]): each row's runs between pruned
+/// synapses, then its new synapses' values (`new`).
+fn compact_rows<T: Copy>(old: &[T], old_ptr: &[u32], plan: &BlockPlan, rows: &Compaction, len: usize, new: impl Fn(&Grown) -> T) -> Vec<T> {
+    let mut out = Vec::with_capacity(len);
+    for r in 0..old_ptr.len() - 1 {
+        let mut from = old_ptr[r] as usize;
+        for &k in &plan.pruned[rows.pruned_ptr[r] as usize..rows.pruned_ptr[r + 1] as usize] {
+            out.extend_from_slice(&old[from..k as usize]);
+            from = k as usize + 1;
+        }
+        out.extend_from_slice(&old[from..old_ptr[r + 1] as usize]);
+        out.extend(plan.grown[rows.grown_ptr[r] as usize..rows.grown_ptr[r + 1] as usize].iter().map(&new));
+    }
+    out
+}
+
+/// Applies `plan` to `block` (`rows` is its [`Compaction`]): each row keeps its surviving
+/// synapses in order, then gets its new ones; the columns are rebuilt at their new size, so
+/// pruned synapses give their memory back. The block's weights are those at the commit step
+/// (kept synapses keep any change since the snapshot); new weights are rounded to the stored
+/// type. Rows are copied run by run between pruned synapses.
+pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction) -> Change {
     assert_eq!(block.len(), plan.synapses as usize, "a plan applies to the structure it was made from");
     let bytes_before = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
     if plan.pruned.is_empty() && plan.grown.is_empty() {
         return Change { bytes_before, bytes_after: bytes_before, ..Change::default() };
     }
-    let rows = block.source_size as usize;
-    // Where each synapse of the new block comes from: an old position, or a new synapse
-    // (NEW | index in plan.grown).
-    const NEW: u64 = 1 << 32;
     let len = block.len() - plan.pruned.len() + plan.grown.len();
-    let mut picks = Vec::with_capacity(len);
-    let mut row_ptr = Vec::with_capacity(rows + 1);
-    row_ptr.push(0u32);
-    let (mut p, mut g) = (0, 0);
-    for r in 0..rows {
-        for k in block.row_ptr[r]..block.row_ptr[r + 1] {
-            if plan.pruned.get(p) == Some(&k) {
-                p += 1;
-            } else {
-                picks.push(u64::from(k));
-            }
-        }
-        while g < plan.grown.len() && plan.grown[g].row as usize == r {
-            picks.push(NEW | g as u64);
-            g += 1;
-        }
-        row_ptr.push(picks.len() as u32);
-    }
-    fn gather<T: bytemuck::Pod>(old: &[T], picks: &[u64], new: impl Fn(usize) -> T) -> Vec<T> {
-        picks.iter().map(|&i| if i & NEW != 0 { new((i & !NEW) as usize) } else { old[i as usize] }).collect()
-    }
-    let grown = &plan.grown;
-    block.target = Column::from_vec(gather(&block.target, &picks, |i| grown[i].target));
-    if let Delays::PerSynapse(d) = &mut block.delay {
-        *d = Column::from_vec(gather(d, &picks, |i| grown[i].delay));
-    }
+    let old_ptr = &block.row_ptr;
+    let compact = |old: &[u16], new: fn(&Grown) -> u16| Column::from_vec(compact_rows(old, old_ptr, plan, rows, len, new));
+    let target = compact(&block.target, |g| g.target);
+    let delay = match &block.delay {
+        Delays::PerSynapse(d) => Some(compact(d, |g| g.delay)),
+        _ => None,
+    };
     // Weights a device steps are behind on the host: the device rebuilds them
     // (`Backend::structure_changed`); the host keeps zeros of the new length until a download.
-    fn weights<W: Weight>(w: &Column<W>, picks: &[u64], grown: &[Grown]) -> Column<W> {
-        if w.host_is_current() { Column::from_vec(gather(w, picks, |i| W::set(grown[i].weight))) } else { Column::filled(picks.len(), W::zeroed()) }
+    fn weights<W: Weight>(w: &Column<W>, old_ptr: &[u32], plan: &BlockPlan, rows: &Compaction, len: usize) -> Column<W> {
+        if w.host_is_current() { Column::from_vec(compact_rows(w, old_ptr, plan, rows, len, |g| W::set(g.weight))) } else { Column::filled(len, W::zeroed()) }
     }
-    block.weight = match &block.weight {
-        Weights::F32(w) => Weights::F32(weights(w, &picks, grown)),
-        Weights::F16(w) => Weights::F16(weights(w, &picks, grown)),
+    let weight = match &block.weight {
+        Weights::F32(w) => Weights::F32(weights(w, old_ptr, plan, rows, len)),
+        Weights::F16(w) => Weights::F16(weights(w, old_ptr, plan, rows, len)),
     };
+    let mut row_ptr = Vec::with_capacity(old_ptr.len());
+    row_ptr.push(0u32);
+    for r in 0..old_ptr.len() - 1 {
+        let kept = old_ptr[r + 1] - old_ptr[r] - (rows.pruned_ptr[r + 1] - rows.pruned_ptr[r]);
+        row_ptr.push(row_ptr[r] + kept + rows.grown_ptr[r + 1] - rows.grown_ptr[r]);
+    }
+    block.target = target;
+    if let (Some(d), Delays::PerSynapse(old)) = (delay, &mut block.delay) {
+        *old = d;
+    }
+    block.weight = weight;
     block.row_ptr = Column::from_vec(row_ptr);
     let bytes_after = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
     Change { pruned: plan.pruned.len() as u64, grown: plan.grown.len() as u64, bytes_before, bytes_after }
@@ -836,9 +841,9 @@ pub fn commit_if_due(world: &mut World, step: u64) {
         .into_par_iter()
         .map(|(shard, block, b, (plan, planning_s))| {
             let changed = !(plan.pruned.is_empty() && plan.grown.is_empty());
-            let rows = changed.then(|| Compaction::of(&plan, &b.row_ptr));
-            let change = apply_plan(b, &plan);
-            ((b.projection, change, planning_s), rows.map(|rows| Rebuilt { shard, block, plan, rows }))
+            let rows = Compaction::of(&plan, &b.row_ptr);
+            let change = apply_plan(b, &plan, &rows);
+            ((b.projection, change, planning_s), changed.then_some(Rebuilt { shard, block, plan, rows }))
         })
         .collect();
     let (changes, rebuilt): (Vec<_>, Vec<_>) = done.into_iter().unzip();
@@ -1019,13 +1024,16 @@ mod tests {
     fn a_plan_compacts_rows_and_appends_new_synapses_after_the_kept_ones() {
         let mut b = block();
         let plan = BlockPlan { synapses: 5, pruned: vec![1, 3], grown: vec![Grown { row: 0, weight: 7.0, target: 2, delay: 9 }, Grown { row: 2, weight: 8.0, target: 1, delay: 8 }] };
-        let change = apply_plan(&mut b, &plan);
+        let rows = Compaction::of(&plan, &b.row_ptr);
+        let change = apply_plan(&mut b, &plan, &rows);
         assert_eq!(&b.row_ptr[..], &[0, 2, 3, 5]);
         assert_eq!(&b.target[..], &[0, 2, 1, 2, 1]);
         assert_eq!((0..5).map(|k| b.delay.get(k)).collect::<Vec<_>>(), vec![1, 9, 3, 5, 8]);
         assert_eq!((0..5).map(|k| b.weight.get(k)).collect::<Vec<_>>(), vec![1.0, 7.0, 2.0, 3.0, 8.0]);
         assert_eq!((change.pruned, change.grown, change.bytes_before, change.bytes_after), (2, 2, 5 * 6 + 16, 5 * 6 + 16));
-        let gone = apply_plan(&mut b, &BlockPlan { synapses: 5, pruned: vec![0, 1, 2, 3], grown: vec![] });
+        let gone_plan = BlockPlan { synapses: 5, pruned: vec![0, 1, 2, 3], grown: vec![] };
+        let rows = Compaction::of(&gone_plan, &b.row_ptr);
+        let gone = apply_plan(&mut b, &gone_plan, &rows);
         assert_eq!(&b.row_ptr[..], &[0, 0, 0, 1]);
         assert_eq!(gone.bytes_after, 6 + 16);
         check_block(&b, 3).unwrap();
@@ -1110,7 +1118,8 @@ mod tests {
         assert!(a.grown.windows(2).all(|w| w[0].row <= w[1].row));
         assert!(a.grown.iter().all(|g| g.delay == 3 && (1.0..=1.8).contains(&g.weight)));
         let mut b = block();
-        apply_plan(&mut b, &a);
+        let rows = Compaction::of(&a, &b.row_ptr);
+        apply_plan(&mut b, &a, &rows);
         for j in 0..3u16 {
             let mut rows: Vec<usize> = (0..3).flat_map(|r| (b.row_ptr[r]..b.row_ptr[r + 1]).map(move |k| (r, k))).filter(|&(_, k)| b.target[k as usize] == j).map(|(r, _)| r).collect();
             rows.sort_unstable();
