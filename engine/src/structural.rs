@@ -562,6 +562,8 @@ pub struct Rewiring {
     planning_s: Vec<f64>,
     snapshot_s: f64,
     job: Option<JoinHandle<ShardPlan>>,
+    /// The plan the thread computed, until the commit takes it or a checkpoint stores it.
+    ready: Option<ShardPlan>,
 }
 
 impl std::fmt::Debug for Rewiring {
@@ -580,10 +582,18 @@ impl Rewiring {
         (self.plan_meta.len() == 3).then(|| [self.plan_meta[0], self.plan_meta[1], self.plan_meta[2]])
     }
 
-    /// Waits for the plan thread, if one runs, and stores its plan in the columns.
+    /// Waits for the plan thread, if one runs.
+    fn join(&mut self) {
+        if let Some(job) = self.job.take() {
+            self.ready = Some(job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        }
+    }
+
+    /// Waits for the plan thread, if one runs, and stores its plan in the columns (for a
+    /// checkpoint).
     pub fn settle(&mut self) {
-        let Some(job) = self.job.take() else { return };
-        let plans = job.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        self.join();
+        let Some(plans) = self.ready.take() else { return };
         let (mut blocks, mut pruned, mut grown) = (Vec::new(), Vec::new(), Vec::new());
         self.planning_s.clear();
         for plan in plans {
@@ -607,7 +617,11 @@ impl Rewiring {
 
     /// Takes the pending plan out (after [`Rewiring::settle`]): one entry per block.
     fn take_plan(&mut self) -> Vec<Option<(BlockPlan, f64)>> {
-        self.settle();
+        self.join();
+        if let Some(plans) = self.ready.take() {
+            self.plan_meta = Column::default();
+            return plans;
+        }
         let (blocks, pruned, grown) = (std::mem::take(&mut self.plan_blocks), std::mem::take(&mut self.plan_pruned), std::mem::take(&mut self.plan_grown));
         self.plan_meta = Column::default();
         let (mut p, mut g) = (0, 0);
@@ -683,6 +697,8 @@ pub struct CommitReport {
     /// committed together in proportion to their synapse bytes.
     pub snapshot_s: f64,
     pub commit_s: f64,
+    /// Of `commit_s`, the seconds a device backend took to rebuild its copies.
+    pub commit_device_s: f64,
 }
 
 /// Structural plasticity of one projection over this session, in run.json.
@@ -696,6 +712,7 @@ pub struct ProjectionReport {
     pub planning_s: f64,
     pub snapshot_s: f64,
     pub commit_s: f64,
+    pub commit_device_s: f64,
     /// Seconds the simulation waited at commits for plans not yet computed.
     pub wait_s: f64,
     pub commits: Vec<CommitReport>,
@@ -850,9 +867,11 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     let rebuilt: Vec<Rebuilt> = rebuilt.into_iter().flatten().collect();
     crate::recording::Recorder::relocate_synapses(world);
     // A device backend rebuilds its copies inside the commit, under the same locks.
+    let device = Instant::now();
     if let Err(e) = crate::backend::structure_changed(world, &rebuilt) {
         crate::backend::report_failure(world, e);
     }
+    let device_s = device.elapsed().as_secs_f64();
     for g in guards.iter_mut() {
         **g += 1;
     }
@@ -862,7 +881,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     let rules = world.resource::<Structural>().rules.clone();
     let mut report = world.remove_resource::<StructuralReport>().unwrap_or_default();
     for rule in rules.iter() {
-        let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, snapshot_s: 0.0, commit_s: 0.0 };
+        let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, snapshot_s: 0.0, commit_s: 0.0, commit_device_s: 0.0 };
         for (_, change, planning_s) in changes.iter().filter(|c| c.0 == rule.projection) {
             c.pruned += change.pruned;
             c.grown += change.grown;
@@ -871,7 +890,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
             c.planning_s += planning_s;
         }
         let share = c.bytes_after as f64 / total;
-        (c.snapshot_s, c.commit_s) = (snapshot_s * share, commit_s * share);
+        (c.snapshot_s, c.commit_s, c.commit_device_s) = (snapshot_s * share, commit_s * share, device_s * share);
         let bytes_now = projection_bytes(world, rule.projection);
         let r = report.0.entry(rule.name.clone()).or_default();
         r.pruned += c.pruned;
@@ -879,6 +898,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
         r.planning_s += c.planning_s;
         r.snapshot_s += c.snapshot_s;
         r.commit_s += c.commit_s;
+        r.commit_device_s += c.commit_device_s;
         r.wait_s += wait_s * share;
         r.bytes_now = bytes_now;
         r.commits.push(c);
