@@ -57,7 +57,7 @@ fn stop_the_world(structural_model: &Model) -> Simulation {
             let mut blocks = q.single_mut(&mut sim.world).unwrap();
             for (b, p) in blocks.0.iter_mut().zip(plans) {
                 if let Some(p) = p {
-                    apply_plan(b, &p, &Compaction::of(&p, &b.row_ptr));
+                    apply_plan(b, &p, &Compaction::of(&p, &b.row_ptr), &mut Vec::new());
                 }
             }
         }

@@ -66,11 +66,12 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Computes on the device the structural plan snapshotted at this step (plan number
+    /// Starts computing on the device the structural plan snapshotted at this step (plan number
     /// `plan`; see `crate::structural`), if the backend can, and resets the device's spike
     /// counts: per shard with [`Rewiring`](crate::structural::Rewiring), in shard order, per
-    /// block what the device computed (None for a block without a rule). None: the host plans.
-    fn plan_structure(&mut self, _world: &mut World, _plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlan>>>, String>> {
+    /// block a job that waits for the device's part and brings it back (None for a block
+    /// without a rule), run on the plan threads. None: the host plans.
+    fn plan_structure(&mut self, _world: &mut World, _plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
         None
     }
 
@@ -207,7 +208,7 @@ pub fn structure_changed(world: &mut World, blocks: &[crate::structural::Rebuilt
 }
 
 /// [`Backend::plan_structure`] of the installed backend (None without one, or on the host).
-pub fn plan_structure(world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlan>>>, String>> {
+pub fn plan_structure(world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
     with_installed(world, |backend, world| backend.plan_structure(world, plan)).flatten()
 }
 

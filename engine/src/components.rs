@@ -283,15 +283,17 @@ impl SynapseBlock {
 
 impl Columns for SynapseBlock {
     fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
-        // Structural plasticity rebuilds a block's structure on the host at its commits.
-        let (structure, synapses) = if self.rewired { (Role::HostState, Shape::Varying) } else { (Role::Structure, Shape::Own) };
-        f("row_ptr", structure, synapses, &mut self.row_ptr);
-        f("target", structure, synapses, &mut self.target);
+        // Structural plasticity changes a block's synapses at its commits: the host computes
+        // its row pointers, and a device compacts its own copy of the per-synapse columns
+        // (state, copied back like learned weights).
+        let (index, synapses, shape) = if self.rewired { (Role::HostState, Role::State, Shape::Varying) } else { (Role::Structure, Role::Structure, Shape::Own) };
+        f("row_ptr", index, shape, &mut self.row_ptr);
+        f("target", synapses, shape, &mut self.target);
         if let Delays::PerSynapse(d) = &mut self.delay {
-            f("delay", structure, synapses, d);
+            f("delay", synapses, shape, d);
         }
-        let weights = if self.plastic.is_some() { Role::State } else { structure };
-        f("weight", weights, synapses, self.weight.column_mut());
+        let weights = if self.plastic.is_some() { Role::State } else { synapses };
+        f("weight", weights, shape, self.weight.column_mut());
         if let Some(p) = &mut self.plastic {
             f("post", Role::State, Shape::Own, &mut p.post);
             f("post_history", Role::State, Shape::Own, &mut p.post_history);

@@ -169,12 +169,17 @@ impl DeviceContext {
 
     /// A device copy of `host` (at least one element, so that its address is valid).
     pub fn upload<T: DeviceRepr + Copy>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
+        self.upload_on(&self.stream, host)
+    }
+
+    /// [`DeviceContext::upload`] ordered on `stream`.
+    pub fn upload_on<T: DeviceRepr + Copy>(&self, stream: &Arc<CudaStream>, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
         self.count(true, std::mem::size_of_val(host));
         if host.is_empty() {
             // SAFETY: never read: an empty column's address is only passed along.
-            return Ok(unsafe { self.stream.alloc::<T>(1) }?);
+            return Ok(unsafe { stream.alloc::<T>(1) }?);
         }
-        Ok(self.stream.clone_htod(host)?)
+        Ok(stream.clone_htod(host)?)
     }
 }
 
@@ -198,7 +203,7 @@ impl std::fmt::Debug for Buffer {
 }
 
 impl Buffer {
-    fn new(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
+    pub fn new(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
         let bytes = ctx.stream.alloc_zeros::<u8>(bytes.max(16))?;
         Ok(Arc::new(Buffer { ctx: ctx.clone(), bytes, written_by_device }))
     }

@@ -200,6 +200,14 @@ impl Recorder {
 
     /// Finds every probed synapse again after structural plasticity changed or a checkpoint
     /// restored the structure.
+    /// The (shard, block) of every synapse a probe records, sorted, once each.
+    pub fn probed_blocks(&self) -> Vec<(usize, usize)> {
+        let mut v: Vec<_> = self.probes.iter().flat_map(|p| &p.sites).filter_map(|s| if let ProbeSite::Synapse { shard, block, .. } = *s { Some((shard, block)) } else { None }).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     pub fn relocate_synapses(world: &mut World) {
         world.resource_scope(|world, mut recorder: Mut<Recorder>| {
             let mut query = world.query::<(&Shard, &SynapseBlocks)>();

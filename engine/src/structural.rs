@@ -302,9 +302,28 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
         grow(re, &mut s, &rows, j as u16, dt_ms, &mut grown);
     }
     pruned.sort_unstable();
-    // Stable: within a row, by target, then by draw.
-    grown.sort_by_key(|g| g.row);
-    BlockPlan { synapses: n as u32, pruned, grown }
+    BlockPlan { synapses: n as u32, pruned, grown: by_row(grown, snap.row_ptr.len() - 1) }
+}
+
+/// `grown` (made target by target, in draw order) ordered by row, keeping that order within
+/// a row: a counting sort over the block's `rows`.
+fn by_row(grown: Vec<Grown>, rows: usize) -> Vec<Grown> {
+    if grown.is_empty() {
+        return grown;
+    }
+    let mut start = vec![0u32; rows + 1];
+    for g in &grown {
+        start[g.row as usize + 1] += 1;
+    }
+    for r in 0..rows {
+        start[r + 1] += start[r];
+    }
+    let mut out = vec![Grown::default(); grown.len()];
+    for g in grown {
+        out[start[g.row as usize] as usize] = g;
+        start[g.row as usize] += 1;
+    }
+    out
 }
 
 /// New synapses a target gets: `to_indegree - kept`, and without multapses no more than the
@@ -353,13 +372,18 @@ pub fn grow(re: &Regrow, s: &mut fum_kernels::rng::Stream, rows: &[u32], target:
 /// What a device computed of one block's plan (`Backend::plan_structure`): the pruned synapses
 /// as bits of their positions, and for each target of the block (in order) how many sources it
 /// drew, into `rows`, and where its random stream stood after them.
-#[derive(Clone, Debug, Default)]
+#[derive(Default)]
 pub struct DevicePlan {
     pub synapses: u32,
     pub pruned_bits: Vec<u32>,
     pub draws: Vec<Draws>,
     pub rows: Vec<u32>,
+    /// Makes the device's part of the commit ready from the finished plan (on the plan thread).
+    pub prepare: Option<Box<dyn FnOnce(&BlockPlan) -> Result<Prepared, String> + Send>>,
 }
+
+/// Waits for a device's part of one block's plan and brings it back (run on a plan thread).
+pub type DevicePlanJob = Box<dyn FnOnce() -> Result<DevicePlan, String> + Send>;
 
 /// The sources one target drew on the device (see [`DevicePlan`]).
 #[repr(C)]
@@ -406,8 +430,8 @@ pub fn finish_device_plan(rule: &Rule, key: Key, at: &BlockTargets, d: &DevicePl
             grow(re, &mut s, rows, j as u16, dt_ms, &mut grown);
         }
     }
-    grown.sort_by_key(|g| g.row);
-    BlockPlan { synapses: d.synapses, pruned, grown }
+    let rows = rule.regrow.as_ref().map_or(0, |re| re.source_size as usize);
+    BlockPlan { synapses: d.synapses, pruned, grown: by_row(grown, rows) }
 }
 
 /// What a commit changed in one block.
@@ -434,16 +458,34 @@ impl Compaction {
     pub fn of(plan: &BlockPlan, row_ptr: &[u32]) -> Self {
         let rows = row_ptr.len() - 1;
         let (mut pruned_ptr, mut grown_ptr) = (Vec::with_capacity(rows + 1), Vec::with_capacity(rows + 1));
+        // One merge walk over the rows and the two sorted lists.
         let (mut p, mut g) = (0, 0);
         for r in 0..rows {
             pruned_ptr.push(p as u32);
             grown_ptr.push(g as u32);
-            p += plan.pruned[p..].partition_point(|&k| k < row_ptr[r + 1]);
-            g += plan.grown[g..].partition_point(|n| n.row as usize == r);
+            while p < plan.pruned.len() && plan.pruned[p] < row_ptr[r + 1] {
+                p += 1;
+            }
+            while g < plan.grown.len() && plan.grown[g].row as usize == r {
+                g += 1;
+            }
         }
         pruned_ptr.push(p as u32);
         grown_ptr.push(g as u32);
         Compaction { pruned_ptr, grown_ptr }
+    }
+}
+
+impl Compaction {
+    /// The row pointers after the plan, from those before (`old`).
+    pub fn row_ptr(&self, old: &[u32]) -> Vec<u32> {
+        let mut row_ptr = Vec::with_capacity(old.len());
+        row_ptr.push(0u32);
+        for r in 0..old.len() - 1 {
+            let kept = old[r + 1] - old[r] - (self.pruned_ptr[r + 1] - self.pruned_ptr[r]);
+            row_ptr.push(row_ptr[r] + kept + self.grown_ptr[r + 1] - self.grown_ptr[r]);
+        }
+        row_ptr
     }
 }
 
@@ -453,6 +495,20 @@ pub struct Rebuilt {
     pub block: usize,
     pub plan: BlockPlan,
     pub rows: Compaction,
+    /// The device's part, made ready by the plan thread, if the backend did (after a restore
+    /// or a checkpoint in between, it starts from the plan).
+    pub prepared: Option<Prepared>,
+}
+
+/// Columns a commit replaced: freeing gigabytes takes the kernel a while (unmapping pages from
+/// every core), so a thread of their own drops them ([`retire`]).
+pub type Retired = Vec<Box<dyn Send>>;
+
+/// Drops `retired` on a thread of its own.
+pub fn retire(retired: Retired) {
+    if !retired.is_empty() {
+        std::thread::Builder::new().name("fum-free".into()).spawn(move || drop(retired)).map(drop).unwrap_or(());
+    }
 }
 
 /// One per-synapse column after `plan` (see [`apply_plan`]): each row's runs between pruned
@@ -475,8 +531,9 @@ fn compact_rows<T: Copy>(old: &[T], old_ptr: &[u32], plan: &BlockPlan, rows: &Co
 /// synapses in order, then gets its new ones; the columns are rebuilt at their new size, so
 /// pruned synapses give their memory back. The block's weights are those at the commit step
 /// (kept synapses keep any change since the snapshot); new weights are rounded to the stored
-/// type. Rows are copied run by run between pruned synapses.
-pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction) -> Change {
+/// type. Rows are copied run by run between pruned synapses. The replaced columns go to
+/// `retired`, to be freed off the simulation's path.
+pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction, retired: &mut Retired) -> Change {
     assert_eq!(block.len(), plan.synapses as usize, "a plan applies to the structure it was made from");
     let bytes_before = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
     if plan.pruned.is_empty() && plan.grown.is_empty() {
@@ -484,33 +541,27 @@ pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction)
     }
     let len = block.len() - plan.pruned.len() + plan.grown.len();
     let old_ptr = &block.row_ptr;
-    let compact = |old: &[u16], new: fn(&Grown) -> u16| Column::from_vec(compact_rows(old, old_ptr, plan, rows, len, new));
-    let target = compact(&block.target, |g| g.target);
+    // A column whose host copy is behind a device's (which compacts its own) gets zeros of the
+    // new length until a download.
+    fn rebuilt<T: bytemuck::Pod>(c: &Column<T>, old_ptr: &[u32], plan: &BlockPlan, rows: &Compaction, len: usize, new: impl Fn(&Grown) -> T) -> Column<T> {
+        if c.host_is_current() { Column::from_vec(compact_rows(c, old_ptr, plan, rows, len, new)) } else { Column::filled(len, T::zeroed()) }
+    }
+    let target = rebuilt(&block.target, old_ptr, plan, rows, len, |g| g.target);
     let delay = match &block.delay {
-        Delays::PerSynapse(d) => Some(compact(d, |g| g.delay)),
+        Delays::PerSynapse(d) => Some(rebuilt(d, old_ptr, plan, rows, len, |g| g.delay)),
         _ => None,
     };
-    // Weights a device steps are behind on the host: the device rebuilds them
-    // (`Backend::structure_changed`); the host keeps zeros of the new length until a download.
-    fn weights<W: Weight>(w: &Column<W>, old_ptr: &[u32], plan: &BlockPlan, rows: &Compaction, len: usize) -> Column<W> {
-        if w.host_is_current() { Column::from_vec(compact_rows(w, old_ptr, plan, rows, len, |g| W::set(g.weight))) } else { Column::filled(len, W::zeroed()) }
-    }
     let weight = match &block.weight {
-        Weights::F32(w) => Weights::F32(weights(w, old_ptr, plan, rows, len)),
-        Weights::F16(w) => Weights::F16(weights(w, old_ptr, plan, rows, len)),
+        Weights::F32(w) => Weights::F32(rebuilt(w, old_ptr, plan, rows, len, |g| f32::set(g.weight))),
+        Weights::F16(w) => Weights::F16(rebuilt(w, old_ptr, plan, rows, len, |g| half::f16::set(g.weight))),
     };
-    let mut row_ptr = Vec::with_capacity(old_ptr.len());
-    row_ptr.push(0u32);
-    for r in 0..old_ptr.len() - 1 {
-        let kept = old_ptr[r + 1] - old_ptr[r] - (rows.pruned_ptr[r + 1] - rows.pruned_ptr[r]);
-        row_ptr.push(row_ptr[r] + kept + rows.grown_ptr[r + 1] - rows.grown_ptr[r]);
-    }
-    block.target = target;
+    let row_ptr = rows.row_ptr(old_ptr);
+    retired.push(Box::new(std::mem::replace(&mut block.target, target)));
     if let (Some(d), Delays::PerSynapse(old)) = (delay, &mut block.delay) {
-        *old = d;
+        retired.push(Box::new(std::mem::replace(old, d)));
     }
-    block.weight = weight;
-    block.row_ptr = Column::from_vec(row_ptr);
+    retired.push(Box::new(std::mem::replace(&mut block.weight, weight)));
+    retired.push(Box::new(std::mem::replace(&mut block.row_ptr, Column::from_vec(row_ptr))));
     let bytes_after = (block.synapse_bytes() + block.row_ptr.bytes()) as u64;
     Change { pruned: plan.pruned.len() as u64, grown: plan.grown.len() as u64, bytes_before, bytes_after }
 }
@@ -543,7 +594,19 @@ pub fn check_block(block: &SynapseBlock, shard_neurons: usize) -> Result<(), Str
 
 /// The plans of one shard's blocks (None for blocks without a rule), and the seconds spent
 /// planning each.
-type ShardPlan = Vec<Option<(BlockPlan, f64)>>;
+type ShardPlan = Vec<Option<Planned>>;
+
+/// One block's plan as a plan thread leaves it.
+pub struct Planned {
+    pub plan: BlockPlan,
+    /// Seconds the plan thread spent on it.
+    pub seconds: f64,
+    /// What a device backend made ready for its part of the commit (see [`Rebuilt`]).
+    pub prepared: Option<Prepared>,
+}
+
+/// A device backend's part of a commit, made ready beside the simulation (its own type).
+pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
 
 /// A shard's structural state: its neurons' spike counts since the last snapshot and the plan
 /// awaiting its commit (computing on a thread, or stored). Registered as `structural`, so a
@@ -561,9 +624,10 @@ pub struct Rewiring {
     /// checkpointed: reported only).
     planning_s: Vec<f64>,
     snapshot_s: f64,
-    job: Option<JoinHandle<ShardPlan>>,
-    /// The plan the thread computed, until the commit takes it or a checkpoint stores it.
-    ready: Option<ShardPlan>,
+    job: Option<JoinHandle<Result<ShardPlan, String>>>,
+    /// The plan the thread computed, until the commit takes it or a checkpoint stores it, or
+    /// why a device failed to compute it.
+    ready: Option<Result<ShardPlan, String>>,
 }
 
 impl std::fmt::Debug for Rewiring {
@@ -593,12 +657,13 @@ impl Rewiring {
     /// checkpoint).
     pub fn settle(&mut self) {
         self.join();
-        let Some(plans) = self.ready.take() else { return };
+        // A failed plan is reported at its commit; a checkpoint stores none.
+        let Some(Ok(plans)) = self.ready.take() else { return };
         let (mut blocks, mut pruned, mut grown) = (Vec::new(), Vec::new(), Vec::new());
         self.planning_s.clear();
         for plan in plans {
             match plan {
-                Some((p, seconds)) => {
+                Some(Planned { plan: p, seconds, .. }) => {
                     blocks.extend([p.synapses, p.pruned.len() as u32, p.grown.len() as u32]);
                     pruned.extend_from_slice(&p.pruned);
                     grown.extend_from_slice(&p.grown);
@@ -616,7 +681,7 @@ impl Rewiring {
     }
 
     /// Takes the pending plan out (after [`Rewiring::settle`]): one entry per block.
-    fn take_plan(&mut self) -> Vec<Option<(BlockPlan, f64)>> {
+    fn take_plan(&mut self) -> Result<Vec<Option<Planned>>, String> {
         self.join();
         if let Some(plans) = self.ready.take() {
             self.plan_meta = Column::default();
@@ -633,12 +698,12 @@ impl Rewiring {
                     let plan = BlockPlan { synapses: c[0], pruned: pruned[p..p + c[1] as usize].to_vec(), grown: grown[g..g + c[2] as usize].to_vec() };
                     p += c[1] as usize;
                     g += c[2] as usize;
-                    (plan, self.planning_s.get(b).copied().unwrap_or(0.0))
+                    Planned { plan, seconds: self.planning_s.get(b).copied().unwrap_or(0.0), prepared: None }
                 })
             })
             .collect();
         self.planning_s.clear();
-        out
+        Ok(out)
     }
 
     /// Whether the stored plan's lengths add up (a restored checkpoint's may not).
@@ -815,8 +880,26 @@ fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferErr
     for (mut blocks, mut rewiring) in q.iter_mut(world) {
         rewiring.bypass_change_detection().spike_count.download()?;
         for b in blocks.bypass_change_detection().0.iter_mut().filter(|b| b.rewired) {
-            // The structure is host state, always current; STDP's per-target records are not read.
+            // The row pointers are host state, always current; STDP's per-target records are
+            // not read.
+            b.target.download()?;
+            if let Delays::PerSynapse(d) = &mut b.delay {
+                d.download()?;
+            }
             b.weight.column_mut().download()?;
+        }
+    }
+    Ok(())
+}
+
+fn download_probed_targets(world: &mut World) -> Result<(), crate::column::TransferError> {
+    let Some(probed) = world.get_resource::<crate::recording::Recorder>().map(|r| r.probed_blocks()) else { return Ok(()) };
+    let shards = crate::state::shards_in_order(world);
+    for (shard, block) in probed {
+        let mut blocks = world.get_mut::<SynapseBlocks>(shards[shard]).expect("a shard has synapses");
+        let b = &mut blocks.bypass_change_detection().0[block];
+        if b.rewired {
+            b.target.download()?;
         }
     }
     Ok(())
@@ -838,33 +921,47 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     let waited = Instant::now();
     let mut plans = Vec::with_capacity(shards.len());
     for &(e, _) in &shards {
-        plans.push(world.get_mut::<Rewiring>(e).expect("queried").take_plan());
+        match world.get_mut::<Rewiring>(e).expect("queried").take_plan() {
+            Ok(plan) => plans.push(plan),
+            Err(e) => return crate::backend::report_failure(world, format!("structural plan: {e}")),
+        }
     }
     let wait_s = waited.elapsed().as_secs_f64();
     let snapshot_s = world.get::<Rewiring>(shards[0].0).map_or(0.0, |r| r.snapshot_s);
     let started = Instant::now();
+    // Weight probes find their synapses in the new rows on the host: a device's copy of the
+    // probed blocks' targets comes back first, so that the host compacts them too.
+    if let Err(e) = download_probed_targets(world) {
+        return crate::backend::report_failure(world, e.to_string());
+    }
     // Every shard's write side, in shard order, for the whole commit.
     let mut guards: Vec<_> = locks.0.iter().map(|l| l.write().unwrap_or_else(|e| e.into_inner())).collect();
     // Blocks are independent: they are rebuilt in parallel.
     let mut q = world.query::<(&Shard, &mut SynapseBlocks)>();
     let mut shard_blocks: Vec<_> = q.iter_mut(world).filter(|(s, _)| shards.iter().any(|&(_, i)| i == s.index)).collect();
     shard_blocks.sort_unstable_by_key(|(s, _)| s.index);
-    let work: Vec<(usize, usize, &mut SynapseBlock, (BlockPlan, f64))> = shard_blocks
+    let work: Vec<(usize, usize, &mut SynapseBlock, Planned)> = shard_blocks
         .iter_mut()
         .zip(plans)
         .flat_map(|((shard, blocks), plan)| blocks.0.iter_mut().enumerate().zip(plan).filter_map(|((i, b), p)| Some((shard.index, i, b, p?))))
         .collect();
-    let done: Vec<((usize, Change, f64), Option<Rebuilt>)> = work
+    let done: Vec<((usize, Change, f64), Option<Rebuilt>, Retired)> = work
         .into_par_iter()
-        .map(|(shard, block, b, (plan, planning_s))| {
+        .map(|(shard, block, b, Planned { plan, seconds, prepared })| {
             let changed = !(plan.pruned.is_empty() && plan.grown.is_empty());
             let rows = Compaction::of(&plan, &b.row_ptr);
-            let change = apply_plan(b, &plan, &rows);
-            ((b.projection, change, planning_s), changed.then_some(Rebuilt { shard, block, plan, rows }))
+            let mut retired = Vec::new();
+            let change = apply_plan(b, &plan, &rows, &mut retired);
+            ((b.projection, change, seconds), changed.then_some(Rebuilt { shard, block, plan, rows, prepared }), retired)
         })
         .collect();
-    let (changes, rebuilt): (Vec<_>, Vec<_>) = done.into_iter().unzip();
-    let rebuilt: Vec<Rebuilt> = rebuilt.into_iter().flatten().collect();
+    let mut changes = Vec::with_capacity(done.len());
+    let (mut rebuilt, mut retired) = (Vec::new(), Vec::new());
+    for (change, r, old) in done {
+        changes.push(change);
+        rebuilt.extend(r);
+        retired.extend(old);
+    }
     crate::recording::Recorder::relocate_synapses(world);
     // A device backend rebuilds its copies inside the commit, under the same locks.
     let device = Instant::now();
@@ -877,6 +974,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     }
     drop(guards);
     let commit_s = started.elapsed().as_secs_f64();
+    retire(retired);
     let total = changes.iter().map(|c| c.1.bytes_after).sum::<u64>().max(1) as f64;
     let rules = world.resource::<Structural>().rules.clone();
     let mut report = world.remove_resource::<StructuralReport>().unwrap_or_default();
@@ -912,8 +1010,9 @@ type ShardWork = Vec<Option<(Rule, Work)>>;
 enum Work {
     /// The host plans from a copy ([`plan_block`]), with every neuron's spike count.
     Host(BlockSnapshot, Arc<Vec<u32>>),
-    /// The device has planned; the host finishes ([`finish_device_plan`]).
-    Device(BlockTargets, DevicePlan),
+    /// The device plans (the job waits for it and brings back what it decided); the host
+    /// finishes ([`finish_device_plan`]).
+    Device(BlockTargets, DevicePlanJob),
 }
 
 /// The shard-local range of `rule`'s target population in `shard`, and where it starts.
@@ -961,7 +1060,7 @@ fn snapshot(world: &mut World, structural: &Structural) -> Vec<ShardWork> {
 }
 
 /// What the host finishes of the plans a device computed, per shard.
-fn device_work(world: &mut World, structural: &Structural, device: Vec<Vec<Option<DevicePlan>>>) -> Vec<ShardWork> {
+fn device_work(world: &mut World, structural: &Structural, device: Vec<Vec<Option<DevicePlanJob>>>) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
     let populations = world.resource::<crate::components::Populations>().0.clone();
     let mut q = world.query::<(&Shard, &SynapseBlocks)>();
@@ -996,14 +1095,21 @@ fn start_planning(world: &mut World, structural: &Structural, step: u64, work: V
                 pool.install(|| {
                     work.into_iter()
                         .map(|w| {
-                            w.map(|(rule, work)| {
-                                let started = Instant::now();
-                                let p = match work {
-                                    Work::Host(snap, counts) => plan_block(&rule, key, plan, &snap, &counts, interval_s, dt),
-                                    Work::Device(at, d) => finish_device_plan(&rule, key, &at, &d, dt),
-                                };
-                                (p, started.elapsed().as_secs_f64())
-                            })
+                            let Some((rule, work)) = w else { return Ok(None) };
+                            Ok(Some(match work {
+                                Work::Host(snap, counts) => {
+                                    let started = Instant::now();
+                                    let plan = plan_block(&rule, key, plan, &snap, &counts, interval_s, dt);
+                                    Planned { plan, seconds: started.elapsed().as_secs_f64(), prepared: None }
+                                }
+                                Work::Device(at, job) => {
+                                    let mut d = job()?;
+                                    let started = Instant::now();
+                                    let plan = finish_device_plan(&rule, key, &at, &d, dt);
+                                    let prepared = d.prepare.take().map(|prepare| prepare(&plan)).transpose()?;
+                                    Planned { plan, seconds: started.elapsed().as_secs_f64(), prepared }
+                                }
+                            }))
                         })
                         .collect()
                 })
@@ -1045,7 +1151,7 @@ mod tests {
         let mut b = block();
         let plan = BlockPlan { synapses: 5, pruned: vec![1, 3], grown: vec![Grown { row: 0, weight: 7.0, target: 2, delay: 9 }, Grown { row: 2, weight: 8.0, target: 1, delay: 8 }] };
         let rows = Compaction::of(&plan, &b.row_ptr);
-        let change = apply_plan(&mut b, &plan, &rows);
+        let change = apply_plan(&mut b, &plan, &rows, &mut Vec::new());
         assert_eq!(&b.row_ptr[..], &[0, 2, 3, 5]);
         assert_eq!(&b.target[..], &[0, 2, 1, 2, 1]);
         assert_eq!((0..5).map(|k| b.delay.get(k)).collect::<Vec<_>>(), vec![1, 9, 3, 5, 8]);
@@ -1053,7 +1159,7 @@ mod tests {
         assert_eq!((change.pruned, change.grown, change.bytes_before, change.bytes_after), (2, 2, 5 * 6 + 16, 5 * 6 + 16));
         let gone_plan = BlockPlan { synapses: 5, pruned: vec![0, 1, 2, 3], grown: vec![] };
         let rows = Compaction::of(&gone_plan, &b.row_ptr);
-        let gone = apply_plan(&mut b, &gone_plan, &rows);
+        let gone = apply_plan(&mut b, &gone_plan, &rows, &mut Vec::new());
         assert_eq!(&b.row_ptr[..], &[0, 0, 0, 1]);
         assert_eq!(gone.bytes_after, 6 + 16);
         check_block(&b, 3).unwrap();
@@ -1139,7 +1245,7 @@ mod tests {
         assert!(a.grown.iter().all(|g| g.delay == 3 && (1.0..=1.8).contains(&g.weight)));
         let mut b = block();
         let rows = Compaction::of(&a, &b.row_ptr);
-        apply_plan(&mut b, &a, &rows);
+        apply_plan(&mut b, &a, &rows, &mut Vec::new());
         for j in 0..3u16 {
             let mut rows: Vec<usize> = (0..3).flat_map(|r| (b.row_ptr[r]..b.row_ptr[r + 1]).map(move |k| (r, k))).filter(|&(_, k)| b.target[k as usize] == j).map(|(r, _)| r).collect();
             rows.sort_unstable();

@@ -307,6 +307,17 @@ extern "C" __global__ void plan_count(u32 n_syn, const u16* target, u32* counts)
     for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) atomicAdd(&counts[target[k]], 1u);
 }
 
+// Pruning by weight alone (mode 0 of plan_select) needs no buckets: each synapse below `x` is
+// pruned where it stands, and the others count toward their target's kept synapses.
+extern "C" __global__ void plan_below(u32 n_syn, const u16* target, u64 weight, u32 weight_f16, double x, u32 t0,
+                                      u32* pruned_bits, u32* kept) {
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) {
+        float w = fabsf(weight_f16 ? half_to_float(((const u16*)weight)[k]) : ((const float*)weight)[k]);
+        if ((double)w < x) atomicOr(&pruned_bits[k >> 5], 1u << (k & 31));
+        else atomicAdd(&kept[target[k] - t0], 1u);
+    }
+}
+
 // Every synapse into its target's bucket with its key: |w| as f32 bits, or (priority) the
 // co-activity priority |w| x rate_pre x rate_post as f64 bits. Both are non-negative, so their
 // bits order as their values do. A warp per row, which knows its source.
@@ -333,33 +344,20 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* 
 }
 
 // Decides for each target j in [t0, t1) (a thread block each) which synapses go, setting the
-// bits of their positions, and how many stay (kept[j - t0]). mode 0: |w| < x; mode 1: all but
-// the `keep` largest |w|; mode 2: the round(x * n) lowest priorities; ties go to the earlier
-// position. Modes 1 and 2 find the m-th smallest (key, position) by a radix select, 8 bits a
-// pass (key_bits of key, then 32 of position); mode 1 orders by descending |w| (flipped keys).
+// bits of their positions, and how many stay (kept[j - t0]). mode 1: all but the `keep`
+// largest |w|; mode 2: the round(x * n) lowest priorities; ties go to the earlier position. It
+// finds the m-th smallest (key, position) by a radix select, 8 bits a pass (key_bits of key,
+// then 32 of position); mode 1 orders by descending |w| (flipped keys).
 extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const u64* keys, const u32* positions,
                                        u32 mode, double x, u32 keep, u32 key_bits, u32* pruned_bits, u32* kept) {
     __shared__ u32 hist[256];
     __shared__ u64 prefix_key;
-    __shared__ u32 prefix_pos, remaining, pruned_count;
+    __shared__ u32 prefix_pos, remaining;
     u32 j = t0 + blockIdx.x;
     if (j >= t1) return;
     u32 b0 = offsets[j], n = offsets[j + 1] - b0;
     const u64* key = keys + b0;
     const u32* pos = positions + b0;
-    if (mode == 0) {
-        if (threadIdx.x == 0) pruned_count = 0;
-        __syncthreads();
-        for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
-            if ((double)__uint_as_float((u32)key[i]) < x) {
-                atomicOr(&pruned_bits[pos[i] >> 5], 1u << (pos[i] & 31));
-                atomicAdd(&pruned_count, 1u);
-            }
-        }
-        __syncthreads();
-        if (threadIdx.x == 0) kept[j - t0] = n - pruned_count;
-        return;
-    }
     bool flip = mode == 1;
     u32 m = flip ? min(keep, n) : min((u32)round(__dmul_rn(x, (double)n)), n);
     u64 tk = 0;

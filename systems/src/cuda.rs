@@ -20,7 +20,7 @@ use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange, Syna
 use fum_engine::recording::Recorder;
 use fum_engine::components::{Shard, Weights};
 use fum_engine::model::Prune;
-use fum_engine::structural::{DevicePlan, Draws, Rebuilt, Structural, block_targets};
+use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets};
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
@@ -46,6 +46,8 @@ pub struct CudaRunner {
     slot_words: usize,
     multiprocessors: u32,
     pending: VecDeque<u64>,
+    /// Where structural plans run beside the steps (see `plan_structure`).
+    plan_stream: Arc<CudaStream>,
     /// Counts spikes per neuron for structural co-activity.
     count_spikes: bool,
     /// Steps replayed, and the seconds spent capturing the graph.
@@ -110,7 +112,7 @@ impl Backend for CudaBackend {
         world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.rebuild_blocks(world, blocks)).map_err(|e| e.to_string())
     }
 
-    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlan>>>, String>> {
+    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, String>> {
         world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.plan_structure(world, plan)).map(|r| r.map_err(|e| e.to_string()))
     }
 
@@ -125,7 +127,10 @@ impl Backend for CudaBackend {
 
 /// Uploads `sim`'s network (built or restored) to `gpu` and makes the simulation step there.
 fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
-    let stream = gpu.ctx.new_stream()?;
+    // The step's stream goes first when structural planning (the plan stream) runs beside it.
+    let (least, greatest) = cudarc::driver::result::stream::get_priority_range()?;
+    let stream = gpu.ctx.new_stream_with_priority(greatest)?;
+    let plan_stream = gpu.ctx.new_stream_with_priority(least)?;
     let (free, _) = gpu.ctx.mem_get_info()?;
     let uploading = std::time::Instant::now();
     let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, free, &gpu.label())?;
@@ -148,6 +153,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         staging_ptr,
         slot_words,
         multiprocessors,
+        plan_stream,
         pending: VecDeque::new(),
         count_spikes: sim.world.get_resource::<Structural>().is_some_and(Structural::counts_spikes),
         steps: 0,
@@ -373,17 +379,23 @@ impl CudaRunner {
         let entities = state::shards_in_order(world);
         let mut replaced = Vec::new();
         for rebuilt in blocks {
+            let made_now;
             let key = (rebuilt.shard, rebuilt.block);
             let mut shard_blocks = world.get_mut::<SynapseBlocks>(entities[rebuilt.shard]).expect("a shard has synapses");
             let block = &mut shard_blocks.0[rebuilt.block];
             let plan = &rebuilt.plan;
             let rows = block.source_size;
             let old_ptr = self.net.block_buffer(key, "row_ptr").expect("mirrored").ptr();
-            let pruned = self.net.ctx.upload(&plan.pruned)?;
-            let pruned_ptr = self.net.ctx.upload(&rebuilt.rows.pruned_ptr)?;
-            let grown_ptr = self.net.ctx.upload(&rebuilt.rows.grown_ptr)?;
-            let new_ptr = self.net.buffer(block.row_ptr.as_bytes().len(), false)?;
-            fum_engine::column::DeviceBuffer::write(new_ptr.as_ref(), 0, block.row_ptr.as_bytes()).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+            // What the plan thread made ready, or the same made now from the host's plan.
+            let ready = match rebuilt.prepared.as_ref().and_then(|p| p.downcast_ref::<ReadyCommit>()) {
+                Some(ready) => ready,
+                None => {
+                    made_now = ReadyCommit::new(&self.net.ctx, &stream, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
+                    &made_now
+                }
+            };
+            stream.wait(&ready.uploaded)?;
+            let (pruned, pruned_ptr, grown_ptr, new_ptr) = (&ready.pruned, &ready.pruned_ptr, &ready.grown_ptr, ready.row_ptr.clone());
             let mut named = vec![("row_ptr", new_ptr.clone())];
             let mut failed = None;
             let net = &self.net;
@@ -398,10 +410,9 @@ impl CudaRunner {
                     return;
                 }
                 let elem = column.element_bytes() as u32;
-                let grown = plan.grown_bytes(name, elem as usize);
+                let grown = &ready.grown.iter().find(|(n, _)| *n == name).expect("every per-synapse column is made ready").1;
                 let done = (|| -> Result<Arc<fum_engine::device::Buffer>, CudaError> {
                     let old = net.block_buffer(key, name).expect("mirrored").ptr();
-                    let grown = net.ctx.upload(&grown)?;
                     let new = net.buffer(column.len() * elem as usize, role == state::Role::State)?;
                     let (new_row_ptr, new_col) = (new_ptr.ptr(), new.ptr());
                     // SAFETY: the old buffers hold the block before the commit, the new ones the
@@ -410,7 +421,7 @@ impl CudaRunner {
                     unsafe {
                         stream
                             .launch_builder(&kernels.compact_rows)
-                            .arg(&rows).arg(&elem).arg(&old_ptr).arg(&new_row_ptr).arg(&pruned).arg(&pruned_ptr).arg(&grown).arg(&grown_ptr)
+                            .arg(&rows).arg(&elem).arg(&old_ptr).arg(&new_row_ptr).arg(pruned).arg(pruned_ptr).arg(grown).arg(grown_ptr)
                             .arg(&old).arg(&new_col)
                             .launch(LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
                     }
@@ -436,60 +447,103 @@ impl CudaRunner {
             if let Some(e) = failed {
                 return Err(e);
             }
+            // The ready arrays were allocated on their own stream: it frees them after the
+            // kernels that read them.
+            let used = self.gpu.ctx.new_event(None)?;
+            used.record(&stream)?;
+            ready.stream.wait(&used)?;
             replaced.push((key, named));
         }
         self.net.blocks_rebuilt(world, replaced)
     }
 
-    /// Decides a structural plan on the device at this step (`Backend::plan_structure`): for
-    /// each rewired block, in stream order after the queued steps, the kernels `plan_count` to
-    /// `plan_regrow` (kernels/cuda/fum.cu) decide per target which synapses go and which
-    /// sources come, from the weights and spike counts as they are now; then the spike counts
-    /// are reset. What they decided comes back (a bit per synapse, the drawn sources), and the
-    /// host finishes the plans beside the simulation. None (the host plans) when the scratch,
-    /// 12 bytes per synapse of the largest block, does not fit the free device memory.
-    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlan>>>, CudaError>> {
+    /// Starts a structural plan on the device at this step (`Backend::plan_structure`). On the
+    /// step's stream, after the queued steps, the weights of the rewired blocks and the spike
+    /// counts are copied aside (and the counts reset): that is the snapshot, and the only pause.
+    /// The plan stream (lower priority) waits for it and runs, block by block, the kernels
+    /// `plan_count` to `plan_need` (kernels/cuda/fum.cu), which decide per target which synapses
+    /// go and how many sources come; each block's job (on a plan thread) then has `plan_regrow`
+    /// draw the sources and brings back what was decided (a bit per synapse, the sources), for
+    /// the host to finish. Structure changes only at commits, which wait for the jobs, so the
+    /// kernels read it in place. Every buffer is allocated and freed on the plan stream, so its
+    /// frees follow its kernels. None (the host plans) when the scratch does not fit.
+    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError>> {
         let structural = world.resource::<Structural>().clone();
-        let largest = world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| b.rewired).map(|b| b.len()).max().unwrap_or(0);
-        let scratch = largest as u64 * 12;
+        let (mut largest, mut weight_bytes) = (0usize, 0u64);
+        for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| b.rewired) {
+            largest = largest.max(b.len());
+            weight_bytes += (b.len() * weight_elem(b)) as u64;
+        }
+        // Keys and positions of the largest block, the weights' and counts' snapshot.
+        let scratch = largest as u64 * 12 + weight_bytes + 4 * u64::from(self.net.n);
         let free = self.gpu.ctx.mem_get_info().map_or(0, |(free, _)| free as u64);
         if scratch + (256 << 20) > free {
             eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
             return None;
         }
-        Some(self.plan_on_device(world, &structural, plan, largest))
+        Some(self.plan_on_device(world, &structural, plan, largest, weight_bytes as usize))
     }
 
-    fn plan_on_device(&mut self, world: &mut World, structural: &Structural, plan: u64, largest: usize) -> Result<Vec<Vec<Option<DevicePlan>>>, CudaError> {
-        let stream = self.net.stream.clone();
-        let k = &self.gpu.kernels;
-        let net = &self.net;
+    fn plan_on_device(&mut self, world: &mut World, structural: &Structural, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
+        let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
         let sms = self.multiprocessors;
+        let n = self.net.n as usize;
+        let spike_counts = self.net.neuron_ptr("structural/spike_count");
+        // The snapshot: weights and counts copied aside on the step's stream.
+        // SAFETY (allocations): every element is written before it is read.
+        let weights = unsafe { side.alloc::<u8>(weight_bytes.max(1)) }?;
+        let counts = unsafe { side.alloc::<u32>(n.max(1)) }?;
+        let allocated = self.gpu.ctx.new_event(None)?;
+        allocated.record(&side)?;
+        main.wait(&allocated)?;
+        let (weights_at, counts_at) = (ptr(&weights, &side), ptr(&counts, &side));
+        let entities = state::shards_in_order(world);
+        let mut at = 0u64;
+        let mut snapshot_of = std::collections::HashMap::new();
+        for &e in &entities {
+            let shard = world.get::<Shard>(e).expect("a shard").index;
+            for (bi, b) in world.get::<SynapseBlocks>(e).expect("a shard has synapses").0.iter().enumerate().filter(|(_, b)| b.rewired) {
+                let bytes = b.len() * weight_elem(b);
+                let src = self.net.block_buffer((shard, bi), "weight").expect("mirrored").ptr();
+                // SAFETY: both ranges hold the block's weights; the copy is ordered after the
+                // queued steps and before the next.
+                unsafe { cudarc::driver::result::memcpy_dtod_async(weights_at + at, src, bytes, main.cu_stream()) }?;
+                snapshot_of.insert((shard, bi), weights_at + at);
+                at += bytes as u64;
+            }
+        }
+        // SAFETY: the spike-count column holds one u32 per neuron, as does `counts`.
+        unsafe {
+            cudarc::driver::result::memcpy_dtod_async(counts_at, spike_counts, 4 * n, main.cu_stream())?;
+            cudarc::driver::result::memset_d8_async(spike_counts, 0, 4 * n, main.cu_stream())?;
+        }
+        let taken = self.gpu.ctx.new_event(None)?;
+        taken.record(&main)?;
+        side.wait(&taken)?;
+
+        let k = &self.gpu.kernels;
         let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
-        let spike_counts = net.neuron_ptr("structural/spike_count");
         let populations = world.resource::<Populations>().0.clone();
-        // SAFETY (all allocations below): every element is written by a kernel before it is read.
-        let mut keys = unsafe { stream.alloc::<u64>(largest.max(1)) }?;
-        let mut positions = unsafe { stream.alloc::<u32>(largest.max(1)) }?;
-        let mut total = stream.alloc_zeros::<u32>(1)?;
+        let mut keys = unsafe { side.alloc::<u64>(largest.max(1)) }?;
+        let mut positions = unsafe { side.alloc::<u32>(largest.max(1)) }?;
         let one = |n: u32, threads: u32| LaunchConfig { grid_dim: (n.max(1), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
+        let wide = LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut out = Vec::new();
-        for e in state::shards_in_order(world) {
+        for e in entities {
             let shard = world.get::<Shard>(e).expect("a shard").clone();
             let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
-            let mut plans = Vec::new();
+            let mut jobs: Vec<Option<DevicePlanJob>> = Vec::new();
             for (bi, b) in blocks.0.iter().enumerate() {
                 let Some(rule) = structural.rule_of(b.projection) else {
-                    plans.push(None);
+                    jobs.push(None);
                     continue;
                 };
-                let key = (shard.index, bi);
-                let buffer = |name: &str| net.block_buffer(key, name).expect("mirrored").ptr();
-                let (row_ptr, target, weight) = (buffer("row_ptr"), buffer("target"), buffer("weight"));
-                let at = block_targets(&populations, rule, &shard);
-                let (t0, t1) = (at.targets.start, at.targets.end);
+                let buffer = |name: &str| self.net.block_buffer((shard.index, bi), name).expect("mirrored").ptr();
+                let (row_ptr, target, weight) = (buffer("row_ptr"), buffer("target"), snapshot_of[&(shard.index, bi)]);
+                let targets = block_targets(&populations, rule, &shard);
+                let (t0, t1) = (targets.targets.start, targets.targets.end);
                 let nt = t1 - t0;
-                let (n_syn, rows, shard_size) = (b.len() as u32, b.source_size, shard.neurons.len() as u32);
+                let (n_syn, rows, buckets) = (b.len() as u32, b.source_size, shard.neurons.len() as u32 + 1);
                 let f16 = u32::from(matches!(b.weight, Weights::F16(_)));
                 let (mode, x, keep, key_bits) = match rule.prune {
                     Prune::WeightBelow(x) => (0u32, x, 0u32, 32u32),
@@ -497,71 +551,88 @@ impl CudaRunner {
                     Prune::LowestPriorityFraction(f) => (2, f, 0, 64),
                 };
                 let priority = u32::from(mode == 2);
-                let mut counts = stream.alloc_zeros::<u32>(shard_size as usize + 1)?;
-                let mut bits = stream.alloc_zeros::<u32>((n_syn as usize).div_ceil(32).max(1))?;
-                let mut kept = stream.alloc_zeros::<u32>(nt.max(1) as usize)?;
-                let wide = LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-                let buckets = shard_size + 1;
+                let mut offsets = side.alloc_zeros::<u32>(buckets as usize)?;
+                let mut bits = side.alloc_zeros::<u32>((n_syn as usize).div_ceil(32).max(1))?;
+                let mut kept = side.alloc_zeros::<u32>(nt.max(1) as usize)?;
+                let mut need = side.alloc_zeros::<u32>(nt as usize + 1)?;
+                let mut total = side.alloc_zeros::<u32>(1)?;
                 // SAFETY: the block's buffers hold its n_syn synapses and rows + 1 row pointers,
-                // the scratch `largest` >= n_syn entries, counts shard_size + 1 (every target is
-                // in the shard), bits one per synapse, kept one per target in [t0, t1).
+                // the scratch `largest` >= n_syn entries, offsets one per shard-local target and
+                // one more (every target is in the shard), bits one per synapse, kept one per
+                // target in [t0, t1) and need one more.
                 unsafe {
-                    stream.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut counts).launch(wide)?;
-                    stream.launch_builder(&k.scan_counts).arg(&mut counts).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
-                    let mut fill = stream.clone_dtod(&counts)?;
-                    stream
-                        .launch_builder(&k.plan_bucket)
-                        .arg(&rows).arg(&row_ptr).arg(&target).arg(&weight).arg(&f16).arg(&priority).arg(&spike_counts)
-                        .arg(&b.source_first).arg(&at.shard_first).arg(&interval_s).arg(&mut fill).arg(&mut keys).arg(&mut positions)
-                        .launch(wide)?;
-                    stream
-                        .launch_builder(&k.plan_select)
-                        .arg(&t0).arg(&t1).arg(&counts).arg(&keys).arg(&positions).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
-                        .arg(&mut bits).arg(&mut kept)
-                        .launch(one(nt, 256))?;
-                }
-                let (mut draws, mut grown) = (Vec::new(), Vec::new());
-                if let Some(re) = &rule.regrow {
-                    let mut need = stream.alloc_zeros::<u32>(nt as usize + 1)?;
-                    let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
-                    let entries = nt + 1;
-                    // SAFETY: need holds nt + 1 entries, kept nt.
-                    unsafe {
-                        stream
-                            .launch_builder(&k.plan_need)
+                    if mode == 0 {
+                        side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(wide)?;
+                    } else {
+                        side.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut offsets).launch(wide)?;
+                        side.launch_builder(&k.scan_counts).arg(&mut offsets).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
+                        let mut fill = side.clone_dtod(&offsets)?;
+                        side.launch_builder(&k.plan_bucket)
+                            .arg(&rows).arg(&row_ptr).arg(&target).arg(&weight).arg(&f16).arg(&priority).arg(&counts_at)
+                            .arg(&b.source_first).arg(&targets.shard_first).arg(&interval_s).arg(&mut fill).arg(&mut keys).arg(&mut positions)
+                            .launch(wide)?;
+                        side.launch_builder(&k.plan_select)
+                            .arg(&t0).arg(&t1).arg(&offsets).arg(&keys).arg(&positions).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
+                            .arg(&mut bits).arg(&mut kept)
+                            .launch(one(nt, 256))?;
+                    }
+                    if let Some(re) = &rule.regrow {
+                        let (multapses, no_autapses, entries) = (u32::from(re.multapses), u32::from(re.no_autapses), nt + 1);
+                        side.launch_builder(&k.plan_need)
                             .arg(&t0).arg(&t1).arg(&kept).arg(&re.to_indegree).arg(&multapses).arg(&no_autapses).arg(&re.source_size)
-                            .arg(&at.shard_first).arg(&at.target_first).arg(&mut need)
+                            .arg(&targets.shard_first).arg(&targets.target_first).arg(&mut need)
                             .launch(one(entries.div_ceil(256), 256))?;
-                        stream.launch_builder(&k.scan_counts).arg(&mut need).arg(&entries).arg(&mut total).launch(one(1, 1024))?;
+                        side.launch_builder(&k.scan_counts).arg(&mut need).arg(&entries).arg(&mut total).launch(one(1, 1024))?;
                     }
-                    let drawn = net.ctx.read(&total, 1)?[0] as usize;
-                    let mut sources = unsafe { stream.alloc::<u32>(drawn.max(1)) }?;
-                    let mut out_draws = stream.alloc_zeros::<u32>(4 * nt.max(1) as usize)?;
-                    let stream_word = ((fum_kernels::rng::Purpose::Structural as u32) << 16) | u32::from(rule.projection as u16);
-                    let first_block = plan << 32;
-                    let [key0, key1] = structural.key.0;
-                    // SAFETY: need holds each target's first source (scanned), sources their sum,
-                    // out_draws four words per target; the rows are the block's.
-                    unsafe {
-                        stream
-                            .launch_builder(&k.plan_regrow)
-                            .arg(&t0).arg(&t1).arg(&need).arg(&multapses).arg(&no_autapses).arg(&re.source_size).arg(&at.shard_first)
-                            .arg(&at.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target)
-                            .arg(&bits).arg(&mut sources).arg(&mut out_draws)
-                            .launch(one(nt.div_ceil(128), 128))?;
-                    }
-                    draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&net.ctx.read(&out_draws, 4 * nt as usize)?);
-                    grown = net.ctx.read(&sources, drawn)?;
                 }
-                let pruned_bits = net.ctx.read(&bits, (n_syn as usize).div_ceil(32))?;
-                plans.push(Some(DevicePlan { synapses: n_syn, pruned_bits, draws, rows: grown }));
+                let decided = blocking_event(&self.gpu.ctx)?;
+                decided.record(&side)?;
+                let (gpu, side, ctx, columns) = (self.gpu.clone(), side.clone(), self.net.ctx.clone(), synapse_columns(b));
+                let regrow = rule.regrow.clone();
+                let stream_word = ((fum_kernels::rng::Purpose::Structural as u32) << 16) | u32::from(rule.projection as u16);
+                let [key0, key1] = structural.key.0;
+                let first_block = plan << 32;
+                let job = move || -> Result<DevicePlan, CudaError> {
+                    decided.synchronize()?;
+                    let (mut draws, mut sources) = (Vec::new(), Vec::new());
+                    if let Some(re) = regrow {
+                        let drawn = read(&side, &total, 1)?[0] as usize;
+                        let mut found = unsafe { side.alloc::<u32>(drawn.max(1)) }?;
+                        let mut out_draws = side.alloc_zeros::<u32>(4 * nt.max(1) as usize)?;
+                        let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
+                        // SAFETY: need holds each target's first source (scanned) and their sum
+                        // after the last, `found` that sum, out_draws four words per target; the
+                        // rows are the block's, unchanged until the commit, which waits for this.
+                        unsafe {
+                            side.launch_builder(&gpu.kernels.plan_regrow)
+                                .arg(&t0).arg(&t1).arg(&need).arg(&multapses).arg(&no_autapses).arg(&re.source_size).arg(&targets.shard_first)
+                                .arg(&targets.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target)
+                                .arg(&bits).arg(&mut found).arg(&mut out_draws)
+                                .launch(LaunchConfig { grid_dim: (nt.div_ceil(128).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 })?;
+                        }
+                        draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&read(&side, &out_draws, 4 * nt as usize)?);
+                        sources = read(&side, &found, drawn)?;
+                    }
+                    let pruned_bits = read(&side, &bits, (n_syn as usize).div_ceil(32))?;
+                    drop((offsets, kept));
+                    // The device's part of the commit, made ready on the plan stream from the
+                    // finished plan and the row pointers before it (unchanged until the commit).
+                    let prepare = move |plan: &BlockPlan| -> Result<Prepared, String> {
+                        let ready = || -> Result<ReadyCommit, CudaError> {
+                            let old = read_raw(&side, row_ptr, rows as usize + 1)?;
+                            let compaction = Compaction::of(plan, &old);
+                            ReadyCommit::new(&ctx, &side, plan, &compaction, &compaction.row_ptr(&old), &columns)
+                        };
+                        Ok(Box::new(ready().map_err(|e| e.to_string())?))
+                    };
+                    Ok(DevicePlan { synapses: n_syn, pruned_bits, draws, rows: sources, prepare: Some(Box::new(prepare)) })
+                };
+                jobs.push(Some(Box::new(move || job().map_err(|e| e.to_string()))));
             }
-            out.push(plans);
+            out.push(jobs);
         }
-        // The counts restart for the next plan, as on the host.
-        let n = net.n as usize;
-        // SAFETY: the spike-count column holds one u32 per neuron.
-        unsafe { cudarc::driver::result::memset_d8_async(spike_counts, 0, 4 * n, stream.cu_stream()) }?;
+        // The snapshot, keys and positions are freed on the plan stream, after its kernels.
+        drop((weights, counts, keys, positions));
         Ok(out)
     }
 
@@ -599,4 +670,94 @@ fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
             }
         })
         .map_err(|e| e.to_string())
+}
+
+/// The first `len` values of `src`, copied on `stream` after its queued work (for the plan
+/// jobs, which read on the plan stream; few enough bytes that pageable memory will do).
+fn read<T: cudarc::driver::DeviceRepr + bytemuck::Pod>(stream: &Arc<CudaStream>, src: &cudarc::driver::CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+    let mut out = vec![T::zeroed(); len];
+    if len > 0 {
+        stream.memcpy_dtoh(&src.slice(0..len), &mut out)?;
+    }
+    let done = blocking_event(stream.context())?;
+    done.record(stream)?;
+    done.synchronize()?;
+    Ok(out)
+}
+
+/// An event whose waiters sleep instead of spinning: plan jobs wait beside the simulation.
+fn blocking_event(ctx: &Arc<cudarc::driver::CudaContext>) -> Result<CudaEvent, CudaError> {
+    Ok(ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))?)
+}
+
+/// Bytes of one stored weight of block `b`.
+fn weight_elem(b: &fum_engine::components::SynapseBlock) -> usize {
+    if matches!(b.weight, Weights::F16(_)) { 2 } else { 4 }
+}
+
+/// The per-synapse columns a commit compacts on the device, with their element bytes.
+fn synapse_columns(b: &fum_engine::components::SynapseBlock) -> Vec<(&'static str, usize)> {
+    let mut columns = vec![("target", 2)];
+    if matches!(b.delay, fum_engine::components::Delays::PerSynapse(_)) {
+        columns.push(("delay", 2));
+    }
+    columns.push(("weight", weight_elem(b)));
+    columns
+}
+
+/// What `compact_rows` reads to rebuild a block at a commit, on the device: the plan (pruned
+/// positions, new synapses' values per column) laid out by row, and the new row pointers.
+/// Uploaded on `stream` (the plan stream, by a plan thread beside the simulation; or the
+/// step's, at the commit) and ready once `uploaded` has passed.
+struct ReadyCommit {
+    stream: Arc<CudaStream>,
+    uploaded: CudaEvent,
+    pruned: cudarc::driver::CudaSlice<u32>,
+    pruned_ptr: cudarc::driver::CudaSlice<u32>,
+    grown_ptr: cudarc::driver::CudaSlice<u32>,
+    grown: Vec<(&'static str, cudarc::driver::CudaSlice<u8>)>,
+    row_ptr: Arc<fum_engine::device::Buffer>,
+}
+
+impl ReadyCommit {
+    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
+        // The row pointers' buffer is the step stream's, like every column's: this stream
+        // writes it once it exists.
+        let buffer = fum_engine::device::Buffer::new(ctx, 4 * row_ptr.len(), false)?;
+        let allocated = ctx.stream.context().new_event(None)?;
+        allocated.record(&ctx.stream)?;
+        stream.wait(&allocated)?;
+        // SAFETY: the buffer holds the row pointers; a copy from pageable memory returns once
+        // its source is staged.
+        unsafe { cudarc::driver::result::memcpy_htod_async(buffer.ptr(), row_ptr, stream.cu_stream()) }?;
+        let ready = ReadyCommit {
+            stream: stream.clone(),
+            pruned: ctx.upload_on(stream, &plan.pruned)?,
+            pruned_ptr: ctx.upload_on(stream, &rows.pruned_ptr)?,
+            grown_ptr: ctx.upload_on(stream, &rows.grown_ptr)?,
+            grown: columns.iter().map(|&(name, elem)| Ok((name, ctx.upload_on(stream, &plan.grown_bytes(name, elem))?))).collect::<Result<_, CudaError>>()?,
+            row_ptr: buffer,
+            uploaded: blocking_event(stream.context())?,
+        };
+        ready.uploaded.record(stream)?;
+        Ok(ready)
+    }
+}
+
+impl Drop for ReadyCommit {
+    /// Nothing is freed while its upload may still be in flight.
+    fn drop(&mut self) {
+        let _ = self.uploaded.synchronize();
+    }
+}
+
+/// `len` values at device address `src`, copied on `stream` after its queued work.
+fn read_raw(stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<u32>, CudaError> {
+    let mut out = vec![0u32; len];
+    // SAFETY: `src` holds `len` values (the caller's buffer).
+    unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }?;
+    let done = blocking_event(stream.context())?;
+    done.record(stream)?;
+    done.synchronize()?;
+    Ok(out)
 }
