@@ -447,14 +447,16 @@ __device__ u32 below(Stream& s, u32 n) {
 
 struct Draws { u32 count, used; u64 block; };
 
-// Each target's new sources, a thread per target, as draw_sources draws them: uniform over the
+// Each target's new sources, a warp per target, as draw_sources draws them: uniform over the
 // source population, never the target itself without autapses, and without multapses never a
-// source with a kept synapse to it (found by scanning that source's row) or one drawn already.
-// Writes where the target's stream stopped, for the host to draw delays and weights on.
+// source with a kept synapse to it (the warp scans that source's row) or one drawn already.
+// Every lane draws the same stream; lane 0 writes. Also writes where the target's stream
+// stopped, for the host to draw delays and weights on.
 extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 multapses, u32 no_autapses, u32 source_size,
                                        u32 shard_first, u32 target_first, u32 key0, u32 key1, u32 stream, u64 first_block,
                                        const u32* row_ptr, const u16* target, const u32* pruned_bits, u32* rows, Draws* draws) {
-    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
+    u32 lane = threadIdx.x & 31;
+    u32 i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     if (i >= t1 - t0) return;
     u32 j = t0 + i, first = offsets[i], need = offsets[i + 1] - first;
     u32 post = shard_first + j - target_first;
@@ -465,13 +467,15 @@ extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 m
         if (no_autapses && c == post) continue;
         if (!multapses) {
             bool taken = false;
-            for (u32 k = row_ptr[c]; k < row_ptr[c + 1] && !taken; k++) taken = target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u);
-            for (u32 q = 0; q < got && !taken; q++) taken = rows[first + q] == c;
-            if (taken) continue;
+            for (u32 k = row_ptr[c] + lane; k < row_ptr[c + 1]; k += 32) taken |= target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u);
+            for (u32 q = lane; q < got; q += 32) taken |= rows[first + q] == c;
+            if (__any_sync(0xffffffffu, taken)) continue;
         }
-        rows[first + got++] = c;
+        if (lane == 0) rows[first + got] = c;
+        got++;
+        __syncwarp();
     }
-    draws[i] = Draws{need, s.used, s.block};
+    if (lane == 0) draws[i] = Draws{need, s.used, s.block};
 }
 
 // ---- STDP (stdp.rs) ----

@@ -486,7 +486,6 @@ impl CudaRunner {
 
     fn plan_on_device(&mut self, world: &mut World, structural: &Structural, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
-        let sms = self.multiprocessors;
         let n = self.net.n as usize;
         let spike_counts = self.net.neuron_ptr("structural/spike_count");
         // The snapshot: weights and counts copied aside on the step's stream.
@@ -527,7 +526,10 @@ impl CudaRunner {
         let mut keys = unsafe { side.alloc::<u64>(largest.max(1)) }?;
         let mut positions = unsafe { side.alloc::<u32>(largest.max(1)) }?;
         let one = |n: u32, threads: u32| LaunchConfig { grid_dim: (n.max(1), 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };
-        let wide = LaunchConfig { grid_dim: (sms * 8, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        // Short thread blocks (a synapse a thread, a row a warp), so that the steps' kernels,
+        // whose stream goes first, find free multiprocessors between them.
+        let per_synapse = |n: u32| one(n.div_ceil(256), 256);
+        let per_row = |rows: u32| one(rows.div_ceil(8), 256);
         let mut out = Vec::new();
         for e in entities {
             let shard = world.get::<Shard>(e).expect("a shard").clone();
@@ -562,15 +564,15 @@ impl CudaRunner {
                 // target in [t0, t1) and need one more.
                 unsafe {
                     if mode == 0 {
-                        side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(wide)?;
+                        side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(per_synapse(n_syn))?;
                     } else {
-                        side.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut offsets).launch(wide)?;
+                        side.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut offsets).launch(per_synapse(n_syn))?;
                         side.launch_builder(&k.scan_counts).arg(&mut offsets).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
                         let mut fill = side.clone_dtod(&offsets)?;
                         side.launch_builder(&k.plan_bucket)
                             .arg(&rows).arg(&row_ptr).arg(&target).arg(&weight).arg(&f16).arg(&priority).arg(&counts_at)
                             .arg(&b.source_first).arg(&targets.shard_first).arg(&interval_s).arg(&mut fill).arg(&mut keys).arg(&mut positions)
-                            .launch(wide)?;
+                            .launch(per_row(rows))?;
                         side.launch_builder(&k.plan_select)
                             .arg(&t0).arg(&t1).arg(&offsets).arg(&keys).arg(&positions).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
                             .arg(&mut bits).arg(&mut kept)
@@ -608,7 +610,7 @@ impl CudaRunner {
                                 .arg(&t0).arg(&t1).arg(&need).arg(&multapses).arg(&no_autapses).arg(&re.source_size).arg(&targets.shard_first)
                                 .arg(&targets.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target)
                                 .arg(&bits).arg(&mut found).arg(&mut out_draws)
-                                .launch(LaunchConfig { grid_dim: (nt.div_ceil(128).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 })?;
+                                .launch(LaunchConfig { grid_dim: (nt.div_ceil(4).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 })?;
                         }
                         draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&read(&side, &out_draws, 4 * nt as usize)?);
                         sources = read(&side, &found, drawn)?;
