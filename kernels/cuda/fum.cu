@@ -347,10 +347,10 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* 
 // bits of their positions, and how many stay (kept[j - t0]). mode 1: all but the `keep`
 // largest |w|; mode 2: the round(x * n) lowest priorities; ties go to the earlier position. It
 // finds the m-th smallest (key, position) by a radix select, 8 bits a pass (key_bits of key,
-// then 32 of position); mode 1 orders by descending |w| (flipped keys).
+// then 32 of position); mode 1 orders by descending |w| (flipped keys). 256 threads a block.
 extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const u64* keys, const u32* positions,
                                        u32 mode, double x, u32 keep, u32 key_bits, u32* pruned_bits, u32* kept) {
-    __shared__ u32 hist[256];
+    __shared__ u32 hist[256], warp_sums[8];
     __shared__ u64 prefix_key;
     __shared__ u32 prefix_pos, remaining;
     u32 j = t0 + blockIdx.x;
@@ -380,12 +380,22 @@ extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const
                     atomicAdd(&hist[in_key ? (u32)(k >> shift) & 255u : (pos[i] >> shift) & 255u], 1u);
             }
             __syncthreads();
-            if (threadIdx.x == 0) {
-                u32 below = 0, d = 0;
-                while (below + hist[d] < remaining) below += hist[d++];
-                remaining -= below;
-                if (in_key) prefix_key |= (u64)d << shift;
-                else prefix_pos |= d << shift;
+            // The digit where the count of smaller entries reaches `remaining`: a scan of the
+            // 256 bins, a thread each, by warp shuffles.
+            u32 h = hist[threadIdx.x], lane = threadIdx.x & 31, warp = threadIdx.x >> 5, incl = h;
+            for (u32 o = 1; o < 32; o <<= 1) {
+                u32 v = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += v;
+            }
+            if (lane == 31) warp_sums[warp] = incl;
+            __syncthreads();
+            for (u32 w = 0; w < warp; w++) incl += warp_sums[w];
+            u32 rem = remaining;
+            __syncthreads();
+            if (h > 0 && incl - h < rem && incl >= rem) {
+                remaining = rem - (incl - h);
+                if (in_key) prefix_key |= (u64)threadIdx.x << shift;
+                else prefix_pos |= threadIdx.x << shift;
             }
             if (in_key) key_mask |= 255ull << shift;
             else pos_mask |= 255u << shift;
@@ -418,40 +428,16 @@ extern "C" __global__ void plan_need(u32 t0, u32 t1, const u32* kept, u32 to_ind
     need[i] = n;
 }
 
-// A Philox stream of one (purpose, index, entity), word by word (rng.rs Stream).
-struct Stream {
-    u32 key0, key1, stream, entity;
-    u64 block;
-    u32 words[4];
-    u32 used;
-};
-
-__device__ u32 next_u32(Stream& s) {
-    if (s.used == 4) {
-        s.words[0] = s.stream; s.words[1] = s.entity; s.words[2] = (u32)s.block; s.words[3] = (u32)(s.block >> 32);
-        philox(s.words, s.key0, s.key1);
-        s.block += 1;
-        s.used = 0;
-    }
-    return s.words[s.used++];
-}
-
-// Uniform in [0, n) (Stream::below: Lemire's multiply-shift with rejection).
-__device__ u32 below(Stream& s, u32 n) {
-    u32 threshold = (0u - n) % n;
-    for (;;) {
-        u64 m = (u64)next_u32(s) * n;
-        if ((u32)m >= threshold) return (u32)(m >> 32);
-    }
-}
-
 struct Draws { u32 count, used; u64 block; };
 
-// Each target's new sources, a warp per target, as draw_sources draws them: uniform over the
-// source population, never the target itself without autapses, and without multapses never a
-// source with a kept synapse to it (the warp scans that source's row) or one drawn already.
-// Every lane draws the same stream; lane 0 writes. Also writes where the target's stream
-// stopped, for the host to draw delays and weights on.
+// Each target's new sources, a warp per target, as draw_sources draws them from the target's
+// Philox stream (rng.rs Stream::below: Lemire's multiply-shift with rejection): uniform over
+// the source population, never the target itself without autapses, and without multapses
+// never a source with a kept synapse to it nor one drawn already. The warp takes the stream's
+// words 32 at a time, a lane each: every lane turns its word into a candidate and scans that
+// source's row (the slow, random reads, side by side), then the candidates are taken in word
+// order. Also writes where the stream stopped (the word after the last one used), for the host
+// to draw delays and weights on.
 extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 multapses, u32 no_autapses, u32 source_size,
                                        u32 shard_first, u32 target_first, u32 key0, u32 key1, u32 stream, u64 first_block,
                                        const u32* row_ptr, const u16* target, const u32* pruned_bits, u32* rows, Draws* draws) {
@@ -460,22 +446,39 @@ extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 m
     if (i >= t1 - t0) return;
     u32 j = t0 + i, first = offsets[i], need = offsets[i + 1] - first;
     u32 post = shard_first + j - target_first;
-    Stream s = {key0, key1, stream, post, first_block, {0, 0, 0, 0}, 4};
+    u32 threshold = (0u - source_size) % source_size;
+    u64 used = 0;  // words of the stream consumed, a multiple of 32 until the last batch
     u32 got = 0;
     while (got < need) {
-        u32 c = below(s, source_size);
-        if (no_autapses && c == post) continue;
-        if (!multapses) {
-            bool taken = false;
-            for (u32 k = row_ptr[c] + lane; k < row_ptr[c + 1]; k += 32) taken |= target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u);
-            for (u32 q = lane; q < got; q += 32) taken |= rows[first + q] == c;
-            if (__any_sync(0xffffffffu, taken)) continue;
+        u64 blk = first_block + (used + lane) / 4;
+        u32 c[4] = {stream, post, (u32)blk, (u32)(blk >> 32)};
+        philox(c, key0, key1);
+        u32 q = lane & 3;
+        u32 word = q == 0 ? c[0] : q == 1 ? c[1] : q == 2 ? c[2] : c[3];
+        u64 m = (u64)word * source_size;
+        u32 candidate = (u32)(m >> 32);
+        bool ok = (u32)m >= threshold && !(no_autapses && candidate == post);
+        if (ok && !multapses)
+            for (u32 k = row_ptr[candidate]; k < row_ptr[candidate + 1]; k++)
+                if (target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u)) { ok = false; break; }
+        u32 ballot = __ballot_sync(0xffffffffu, ok), last = 31;
+        while (ballot != 0 && got < need) {
+            u32 b = __ffs(ballot) - 1;
+            ballot &= ballot - 1;
+            u32 source = __shfl_sync(0xffffffffu, candidate, b);
+            bool drawn = false;
+            if (!multapses)
+                for (u32 r = lane; r < got; r += 32) drawn |= rows[first + r] == source;
+            if (__any_sync(0xffffffffu, drawn)) continue;
+            if (lane == 0) rows[first + got] = source;
+            __syncwarp();
+            got++;
+            last = b;
         }
-        if (lane == 0) rows[first + got] = c;
-        got++;
-        __syncwarp();
+        used += got == need ? last + 1 : 32;
     }
-    if (lane == 0) draws[i] = Draws{need, s.used, s.block};
+    // As Stream::position: the next block to generate, and the words used of the current one.
+    if (lane == 0) draws[i] = Draws{need, used % 4 == 0 ? 4u : (u32)(used % 4), first_block + (used + 3) / 4};
 }
 
 // ---- STDP (stdp.rs) ----
