@@ -29,9 +29,9 @@ pub enum Role {
     /// Changes while running, wherever the network steps: checkpointed, and copied back from a
     /// device.
     State,
-    /// Changes while running, but only on the host between steps (synapse structure under
-    /// structural plasticity, a pending structural plan): checkpointed; a device only reads it,
-    /// so its host copy is always current.
+    /// Changes while running, but only on the host between steps (the row pointers of a block
+    /// under structural plasticity, a pending structural plan): checkpointed; a device only
+    /// reads it, so its host copy is always current.
     HostState,
     /// Fixed once built (connectivity, static weights): rebuilt from the model and seed on
     /// resume (a checksum proves it came out the same), uploaded to a device once.

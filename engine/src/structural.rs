@@ -10,7 +10,13 @@
 //! of [`Rewiring`], are reset). The **plan** is computed from that copy on background threads
 //! (at low priority, on the cores the simulation leaves free) while the simulation goes on; it
 //! is a pure function of the copy, the seed, the projection, the target neuron and the plan
-//! index `m` ([`plan_block`]), so neither timing nor threads nor shards change it.
+//! index `m` ([`plan_block`]), so neither timing nor threads nor shards change it. A device
+//! backend may compute the heavy part itself (`Backend::plan_structure`): its snapshot is a
+//! device-side copy of the weights and counts taken in stream order at `s`, kernels on a side
+//! stream decide what [`plan_block`] decides, and the plan threads wait for them and finish
+//! ([`finish_device_plan`]: the new synapses' delays and weights are drawn on the host), so the
+//! plan is the same function of the same snapshot; a plan thread also makes the device's part
+//! of the commit ready ([`Planned::prepared`]).
 //! The plan is **committed** at the start of step `s + commit_after` (a step count from the
 //! model, never from timing; at most `every`, so a plan is applied before the next is made):
 //! the hook waits for the plan threads, takes every shard's [`StructureLocks`] entry for
@@ -27,8 +33,9 @@
 //!
 //! A checkpoint taken between snapshot and commit waits for the plan threads and stores the
 //! plan itself (declared columns of [`Rewiring`]), so a resumed run commits the same plan at the
-//! same step. Affected blocks declare their rows, targets and delays as host state of varying
-//! length, so the changed structure is checkpointed and restored.
+//! same step (what a device made ready is dropped; the commit makes it again). Affected blocks
+//! declare their per-synapse columns as state and their row pointers as host state, all of
+//! varying length, so the changed structure is checkpointed and restored.
 //!
 //! # Semantics
 //!
@@ -1106,7 +1113,8 @@ fn start_planning(world: &mut World, structural: &Structural, step: u64, work: V
                                     let mut d = job()?;
                                     let started = Instant::now();
                                     let plan = finish_device_plan(&rule, key, &at, &d, dt);
-                                    let prepared = d.prepare.take().map(|prepare| prepare(&plan)).transpose()?;
+                                    let changes = !(plan.pruned.is_empty() && plan.grown.is_empty());
+                                    let prepared = d.prepare.take().filter(|_| changes).map(|prepare| prepare(&plan)).transpose()?;
                                     Planned { plan, seconds: started.elapsed().as_secs_f64(), prepared }
                                 }
                             }))
