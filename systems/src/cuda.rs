@@ -128,6 +128,8 @@ impl Backend for CudaBackend {
 /// Uploads `sim`'s network (built or restored) to `gpu` and makes the simulation step there.
 fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     // The step's stream goes first when structural planning (the plan stream) runs beside it.
+    // A raw driver call: the context must be this thread's (a test may open the GPU on another).
+    gpu.ctx.bind_to_thread()?;
     let (least, greatest) = cudarc::driver::result::stream::get_priority_range()?;
     let stream = gpu.ctx.new_stream_with_priority(greatest)?;
     let plan_stream = gpu.ctx.new_stream_with_priority(least)?;
@@ -725,6 +727,7 @@ impl ReadyCommit {
     fn new(ctx: &Arc<fum_engine::device::DeviceContext>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
         // The row pointers' buffer is the step stream's, like every column's: this stream
         // writes it once it exists.
+        stream.context().bind_to_thread()?;
         let buffer = fum_engine::device::Buffer::new(ctx, 4 * row_ptr.len(), false)?;
         let allocated = ctx.stream.context().new_event(None)?;
         allocated.record(&ctx.stream)?;
@@ -756,6 +759,7 @@ impl Drop for ReadyCommit {
 /// `len` values at device address `src`, copied on `stream` after its queued work.
 fn read_raw(stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<u32>, CudaError> {
     let mut out = vec![0u32; len];
+    stream.context().bind_to_thread()?;
     // SAFETY: `src` holds `len` values (the caller's buffer).
     unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }?;
     let done = blocking_event(stream.context())?;
