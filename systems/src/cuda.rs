@@ -8,6 +8,9 @@
 //! steps are queued on the device at any time. Three slots make that safe: the slot step `t`
 //! writes was read when the host handled step `t - 3`. Anything that reads host columns between
 //! steps first calls `sync_to_host`, which waits for the device and drains every pending step.
+//! Structural planning runs on a second, lower-priority stream, ordered after its snapshot by an
+//! event and read back by plan threads; it touches only its own buffers and structure that
+//! changes only at commits, which wait for it (see `CudaRunner::plan_structure`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -66,8 +69,8 @@ unsafe impl Send for CudaRunner {}
 unsafe impl Sync for CudaRunner {}
 
 /// Replaces the CPU step systems: one exclusive system in `Stage::Update` replays the graph.
-/// Structural plasticity keeps its CPU stage: it plans and commits on the host, and the step
-/// mirrors what a commit rebuilt before its next launch.
+/// Structural plasticity keeps its step-start hook; the device plans (`plan_structure`) and
+/// compacts (`rebuild_blocks`) for it.
 pub struct CudaPlugin;
 
 impl Plugin for CudaPlugin {
