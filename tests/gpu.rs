@@ -18,7 +18,12 @@ fn fum_bin() -> PathBuf {
 /// Runs `fum`; structural commits read back every column the device rebuilt and compare it
 /// with the host's (`FUM_CHECK_STRUCTURE`, see `fum_systems::cuda`).
 fn fum(args: &[&str]) -> Output {
-    let out = Command::new(fum_bin()).args(args).env("FUM_CHECK_STRUCTURE", "1").output().expect("fum runs");
+    fum_with(args, &[])
+}
+
+/// [`fum`] with more environment variables.
+fn fum_with(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let out = Command::new(fum_bin()).args(args).env("FUM_CHECK_STRUCTURE", "1").envs(env.iter().copied()).output().expect("fum runs");
     assert!(out.status.success(), "fum {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out
 }
@@ -117,6 +122,11 @@ fn structural_plasticity_is_identical_on_both_backends() {
             assert_eq!(sections(&cpu, &structure), sections(&gpu, &structure), "structure or weights differ");
         }
     }
+    // Where the device cannot plan (its scratch does not fit), the host plans for it: the same.
+    let host = dir.path().join("cuda-host-planned");
+    fum_with(&["run", path, "--out", host.to_str().unwrap(), "--backend", "cuda", "--quiet", "--duration", "1s", "--shards", "3"], &[("FUM_PLAN_ON_HOST", "1")]);
+    assert!(same_file(&cpu.join("spikes.h5"), &host.join("spikes.h5")), "planned on the host for the device: spikes differ");
+    assert!(same_file(&cpu.join("probes.h5"), &host.join("probes.h5")), "planned on the host for the device: probes differ");
     let part = dir.path().join("resumed");
     run(path, &part, "cuda", &["--duration", "1s", "--checkpoint-every", "50ms", "--stop-after", "420ms"]);
     fum(&["resume", part.to_str().unwrap(), "--backend", "cuda", "--quiet"]);

@@ -471,8 +471,12 @@ impl CudaRunner {
     /// draw the sources and brings back what was decided (a bit per synapse, the sources), for
     /// the host to finish. Structure changes only at commits, which wait for the jobs, so the
     /// kernels read it in place. Every buffer is allocated and freed on the plan stream, so its
-    /// frees follow its kernels. None (the host plans) when the scratch does not fit.
+    /// frees follow its kernels. None (the host plans) when the scratch does not fit, or with
+    /// `FUM_PLAN_ON_HOST=1` (the GPU tests check that path too).
     fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError>> {
+        if std::env::var_os("FUM_PLAN_ON_HOST").is_some_and(|v| v == "1") {
+            return None;
+        }
         let structural = world.resource::<Structural>().clone();
         let (mut largest, mut weight_bytes) = (0usize, 0u64);
         for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| b.rewired) {
