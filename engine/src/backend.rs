@@ -66,12 +66,12 @@ pub trait Backend: Send + Sync + 'static {
         Ok(())
     }
 
-    /// Starts computing on the device the structural plan snapshotted at this step (plan number
-    /// `plan`; see `crate::structural`), if the backend can, and resets the device's spike
-    /// counts: per shard with [`Rewiring`](crate::structural::Rewiring), in shard order, per
+    /// Starts computing on the device schedule `schedule`'s structural plan snapshotted at
+    /// this step (plan number `plan`; see `crate::structural`), if the backend can, and resets
+    /// the device's spike counts of that schedule: per shard with [`Rewiring`](crate::structural::Rewiring), in shard order, per
     /// block a job that waits for the device's part and brings it back (None for a block
     /// without a rule), run on the plan threads. None: the host plans.
-    fn plan_structure(&mut self, _world: &mut World, _plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
+    fn plan_structure(&mut self, _world: &mut World, _schedule: usize, _plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
         None
     }
 
@@ -208,8 +208,8 @@ pub fn structure_changed(world: &mut World, blocks: &[crate::structural::Rebuilt
 }
 
 /// [`Backend::plan_structure`] of the installed backend (None without one, or on the host).
-pub fn plan_structure(world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
-    with_installed(world, |backend, world| backend.plan_structure(world, plan)).flatten()
+pub fn plan_structure(world: &mut World, schedule: usize, plan: u64) -> Option<Result<Vec<Vec<Option<crate::structural::DevicePlanJob>>>, String>> {
+    with_installed(world, |backend, world| backend.plan_structure(world, schedule, plan)).flatten()
 }
 
 /// Whether a health check must scan the host columns (neuron state, and plastic weights when

@@ -947,7 +947,7 @@ impl<'a> Validator<'a> {
     }
 
     /// The `[[structural]]` sections: an existing projection each, at most one per projection,
-    /// one schedule for all, and what regrowth needs.
+    /// and what regrowth needs.
     fn structural(&mut self, projections: &HashMap<&str, usize>) -> Result<(), ModelError> {
         let s = &self.model.spec;
         let dt = s.simulation.dt_ms;
@@ -972,10 +972,6 @@ impl<'a> Validator<'a> {
                 if lag > st.every_ms {
                     return Err(self.error(path!("structural", i, "commit_after_ms"), format!("must not exceed every_ms ({} ms): a plan is applied before the next one is made", st.every_ms)));
                 }
-            }
-            let first = &s.structural[0];
-            if i > 0 && ((st.every_ms / dt).round() != (first.every_ms / dt).round() || (st.commit_after_ms() / dt).round() != (first.commit_after_ms() / dt).round()) {
-                return Err(self.error(path!("structural", i, "every_ms"), "all [[structural]] sections share one schedule for now: give them the same every_ms and commit_after_ms".into()));
             }
             match st.prune {
                 Prune::WeightBelow(w) => self.non_negative(path!("structural", i, "prune", "weight_below"), w)?,

@@ -3,11 +3,13 @@
 //!
 //! # Concurrency contract
 //!
-//! Every `every_ms` of biological time (step `s = m * every`, m = 1, 2, ...) the structural
-//! hook, which runs before the step's schedule holding the world, takes a **snapshot** of what
-//! a plan reads: a copy of each affected block's rows, targets and *stored* weights, and the
-//! spike count of every neuron since the previous snapshot (the counters, a checkpointed column
-//! of [`Rewiring`], are reset). The **plan** is computed from that copy on background threads
+//! Sections with the same `every_ms` and `commit_after_ms` share a [`Schedule`]; each schedule
+//! is planned and committed on its own, as follows, over the blocks of its sections (which no
+//! other schedule touches). Every `every_ms` of biological time (step `s = m * every`, m = 1,
+//! 2, ...) the structural hook, which runs before the step's schedule holding the world, takes
+//! a **snapshot** of what a plan reads: a copy of each affected block's rows, targets and
+//! *stored* weights, and the spike count of every neuron since the schedule's previous snapshot
+//! (its counters, a slot per schedule of a checkpointed column of [`Rewiring`], are reset). The **plan** is computed from that copy on background threads
 //! (at low priority, on the cores the simulation leaves free) while the simulation goes on; it
 //! is a pure function of the copy, the seed, the projection, the target neuron and the plan
 //! index `m` ([`plan_block`]), so neither timing nor threads nor shards change it. A device
@@ -43,8 +45,8 @@
 //!   applied lazily at a synapse's next presynaptic spike (`fum_kernels::stdp`), so a stored
 //!   weight lacks the potentiation pending since its source's last spike.
 //! - **Co-activity** of a synapse is `rate_pre * rate_post`, each the neuron's spike count since
-//!   the previous snapshot (since step 0 for the first) over that interval, in Hz; priority is
-//!   `|w| * co-activity`.
+//!   the schedule's previous snapshot (since step 0 for the first) over that interval, in Hz;
+//!   priority is `|w| * co-activity`.
 //! - Rules decide **per target neuron**, ties broken by synapse position (row, then place in
 //!   row): `weight_below` prunes `|w| < x`; `keep_strongest = k` keeps the `k` largest `|w|`;
 //!   `lowest_priority_fraction = f` prunes `round(f * indegree)` lowest priorities.
@@ -87,6 +89,8 @@ pub struct Rule {
     pub target: usize,
     pub prune: Prune,
     pub regrow: Option<Regrow>,
+    /// Index of its schedule in [`Structural::schedules`].
+    pub schedule: usize,
 }
 
 /// What regrowth draws from.
@@ -103,15 +107,52 @@ pub struct Regrow {
     pub source_size: u32,
 }
 
-/// The structural rules of a model and their schedule (a resource; absent without
-/// `[[structural]]`).
-#[derive(Resource, Clone, Debug)]
-pub struct Structural {
-    pub rules: Arc<Vec<Rule>>,
+/// When the plans of the sections that share it are made and applied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
     /// Snapshots at every multiple of this step count (from 1 on).
     pub every_steps: u64,
     /// Steps from a snapshot to its commit (at most `every_steps`).
     pub commit_after_steps: u64,
+}
+
+impl Schedule {
+    /// Whether a plan's snapshot is taken at the start of `step`.
+    pub fn snapshot_at(&self, step: u64) -> bool {
+        step > 0 && step.is_multiple_of(self.every_steps)
+    }
+
+    /// Whether the plan snapshotted `commit_after_steps` before `step` commits at its start.
+    pub fn commit_at(&self, step: u64) -> bool {
+        step.checked_sub(self.commit_after_steps).is_some_and(|s| self.snapshot_at(s))
+    }
+
+    /// Whether the structural hook has work for this schedule at the start of `step`.
+    pub fn busy_at(&self, step: u64) -> bool {
+        self.snapshot_at(step) || self.commit_at(step)
+    }
+
+    /// The first step at or after `from` with a snapshot or a commit.
+    pub fn next_busy(&self, from: u64) -> Option<u64> {
+        // The first snapshot step (a positive multiple of every) at or after `step`.
+        let snapshot_from = |step: u64| step.div_ceil(self.every_steps).max(1).checked_mul(self.every_steps);
+        let commit = snapshot_from(from.saturating_sub(self.commit_after_steps)).and_then(|k| k.checked_add(self.commit_after_steps));
+        snapshot_from(from).into_iter().chain(commit).min()
+    }
+
+    /// Seconds of biological time between two snapshots.
+    pub fn interval_s(&self, dt_ms: f64) -> f64 {
+        self.every_steps as f64 * dt_ms * 1e-3
+    }
+}
+
+/// The structural rules of a model and their schedules (a resource; absent without
+/// `[[structural]]`). Sections with the same `every_ms` and `commit_after_ms` share a schedule
+/// and so their snapshots, plans and commits.
+#[derive(Resource, Clone, Debug)]
+pub struct Structural {
+    pub rules: Arc<Vec<Rule>>,
+    pub schedules: Vec<Schedule>,
     pub key: Key,
     pub dt_ms: f64,
 }
@@ -120,8 +161,9 @@ impl Structural {
     /// The rules of `model`, or None if it has no `[[structural]]` section.
     pub fn of(model: &Model) -> Option<Structural> {
         let spec = &model.spec;
-        let first = spec.structural.first()?;
+        spec.structural.first()?;
         let dt = spec.simulation.dt_ms;
+        let mut schedules = Vec::new();
         let rules = spec
             .structural
             .iter()
@@ -139,16 +181,15 @@ impl Structural {
                     multapses: p.allow_multapses,
                     source_size,
                 });
-                Rule { projection: pi, name: p.name.clone(), target: model.population_index(&p.target).expect("validated"), prune: s.prune, regrow }
+                let schedule = Schedule { every_steps: ((s.every_ms / dt).round() as u64).max(1), commit_after_steps: (s.commit_after_ms() / dt).round() as u64 };
+                let index = schedules.iter().position(|&x| x == schedule).unwrap_or_else(|| {
+                    schedules.push(schedule);
+                    schedules.len() - 1
+                });
+                Rule { projection: pi, name: p.name.clone(), target: model.population_index(&p.target).expect("validated"), prune: s.prune, regrow, schedule: index }
             })
             .collect();
-        Some(Structural {
-            rules: Arc::new(rules),
-            every_steps: ((first.every_ms / dt).round() as u64).max(1),
-            commit_after_steps: (first.commit_after_ms() / dt).round() as u64,
-            key: Key::from_seed(spec.simulation.seed),
-            dt_ms: dt,
-        })
+        Some(Structural { rules: Arc::new(rules), schedules, key: Key::from_seed(spec.simulation.seed), dt_ms: dt })
     }
 
     /// Whether a plan reads co-activity, so that every step must count each neuron's spikes.
@@ -160,15 +201,9 @@ impl Structural {
         self.rules.iter().find(|r| r.projection == projection)
     }
 
-    /// Whether a plan's snapshot is taken at the start of `step`.
-    pub fn snapshot_at(&self, step: u64) -> bool {
-        step > 0 && step.is_multiple_of(self.every_steps)
-    }
-
-    /// Whether the structural hook has work at the start of `step`: a snapshot, or the commit
-    /// of the plan snapshotted `commit_after_steps` earlier.
+    /// Whether the structural hook has work at the start of `step`.
     pub fn busy_at(&self, step: u64) -> bool {
-        self.snapshot_at(step) || step.checked_sub(self.commit_after_steps).is_some_and(|s| self.snapshot_at(s))
+        self.schedules.iter().any(|s| s.busy_at(step))
     }
 }
 
@@ -615,111 +650,155 @@ pub struct Planned {
 /// A device backend's part of a commit, made ready beside the simulation (its own type).
 pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
 
-/// A shard's structural state: its neurons' spike counts since the last snapshot and the plan
-/// awaiting its commit (computing on a thread, or stored). Registered as `structural`, so a
-/// checkpoint stores both.
+/// A shard's structural state: its neurons' spike counts since each schedule's last snapshot
+/// and, per schedule, the plan awaiting its commit (computing on a thread, computed, or
+/// stored). Registered as `structural`, so a checkpoint stores both.
 #[derive(Component, Default)]
 pub struct Rewiring {
+    /// Spikes of each neuron since the last snapshot of each schedule, `[schedule][neuron]`.
     pub spike_count: Column<u32>,
-    /// [plan index, snapshot step, commit step] of the pending plan; empty if none.
+    /// The stored form of the pending plans (what a checkpoint writes and a restore reads):
+    /// [plan index, snapshot step, commit step] per schedule (u64::MAX: none pending), empty if
+    /// none is.
     plan_meta: Column<u64>,
     /// Per block of the shard: synapses at the snapshot (u32::MAX: no plan), pruned, grown.
     plan_blocks: Column<u32>,
     plan_pruned: Column<u32>,
     plan_grown: Column<Grown>,
-    /// Seconds the plan threads took, per block, and the snapshot paused the simulation (not
-    /// checkpointed: reported only).
-    planning_s: Vec<f64>,
-    snapshot_s: f64,
+    /// Whether the stored form is that of `pending`.
+    stored: bool,
+    pending: Vec<Pending>,
+    /// The schedule of each block's rule.
+    block_schedule: Vec<Option<usize>>,
+}
+
+/// One schedule's pending plan in a shard.
+#[derive(Default)]
+struct Pending {
+    /// [plan index, snapshot step, commit step].
+    meta: Option<[u64; 3]>,
     job: Option<JoinHandle<Result<ShardPlan, String>>>,
-    /// The plan the thread computed, until the commit takes it or a checkpoint stores it, or
-    /// why a device failed to compute it.
+    /// The plan the thread computed, until the commit takes it, or why a device failed to.
     ready: Option<Result<ShardPlan, String>>,
+    /// Seconds the snapshot paused the simulation (reported only).
+    snapshot_s: f64,
 }
 
 impl std::fmt::Debug for Rewiring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rewiring").field("pending", &self.pending()).field("computing", &self.job.is_some()).finish()
+        let pending: Vec<_> = self.pending.iter().map(|p| (p.meta, p.job.is_some())).collect();
+        f.debug_struct("Rewiring").field("pending (meta, computing)", &pending).finish()
     }
 }
 
 impl Rewiring {
-    pub fn new(neurons: usize) -> Self {
-        Rewiring { spike_count: Column::filled(neurons, 0), ..Default::default() }
+    /// The state of a shard of `neurons` neurons whose blocks follow `block_schedule` of
+    /// `schedules` schedules.
+    pub fn new(neurons: usize, schedules: usize, block_schedule: Vec<Option<usize>>) -> Self {
+        let pending = (0..schedules).map(|_| Pending::default()).collect();
+        Rewiring { spike_count: Column::filled(neurons * schedules, 0), stored: true, pending, block_schedule, ..Default::default() }
     }
 
-    /// (plan index, snapshot step, commit step) of the plan awaiting its commit.
-    pub fn pending(&self) -> Option<[u64; 3]> {
-        (self.plan_meta.len() == 3).then(|| [self.plan_meta[0], self.plan_meta[1], self.plan_meta[2]])
+    /// (plan index, snapshot step, commit step) of schedule `schedule`'s plan awaiting its
+    /// commit.
+    pub fn pending(&self, schedule: usize) -> Option<[u64; 3]> {
+        self.pending[schedule].meta
     }
 
-    /// Waits for the plan thread, if one runs.
+    /// Starts waiting for schedule `schedule`'s plan, computed by `job`.
+    fn start(&mut self, schedule: usize, meta: [u64; 3], job: JoinHandle<Result<ShardPlan, String>>) {
+        self.pending[schedule] = Pending { meta: Some(meta), job: Some(job), ready: None, snapshot_s: 0.0 };
+        self.stored = false;
+    }
+
+    /// Waits for the plan threads, if any run.
     fn join(&mut self) {
-        if let Some(job) = self.job.take() {
-            self.ready = Some(job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+        for p in &mut self.pending {
+            if let Some(job) = p.job.take() {
+                p.ready = Some(job.join().unwrap_or_else(|e| std::panic::resume_unwind(e)));
+            }
         }
     }
 
-    /// Waits for the plan thread, if one runs, and stores its plan in the columns (for a
+    /// Waits for the plan threads, if any run, and writes the pending plans' stored form (for a
     /// checkpoint).
     pub fn settle(&mut self) {
         self.join();
-        // A failed plan is reported at its commit; a checkpoint stores none.
-        let Some(Ok(plans)) = self.ready.take() else { return };
+        if self.stored {
+            return;
+        }
+        let mut meta = Vec::new();
+        if self.pending.iter().any(|p| p.meta.is_some()) {
+            meta = self.pending.iter().flat_map(|p| p.meta.unwrap_or([u64::MAX; 3])).collect();
+        }
         let (mut blocks, mut pruned, mut grown) = (Vec::new(), Vec::new(), Vec::new());
-        self.planning_s.clear();
-        for plan in plans {
-            match plan {
-                Some(Planned { plan: p, seconds, .. }) => {
+        for (b, schedule) in self.block_schedule.iter().enumerate() {
+            // A failed plan is reported at its commit; a checkpoint stores none.
+            let planned = schedule.and_then(|g| match &self.pending[g].ready {
+                Some(Ok(plans)) => plans[b].as_ref(),
+                _ => None,
+            });
+            match planned {
+                Some(Planned { plan: p, .. }) => {
                     blocks.extend([p.synapses, p.pruned.len() as u32, p.grown.len() as u32]);
                     pruned.extend_from_slice(&p.pruned);
                     grown.extend_from_slice(&p.grown);
-                    self.planning_s.push(seconds);
                 }
-                None => {
-                    blocks.extend([u32::MAX, 0, 0]);
-                    self.planning_s.push(0.0);
-                }
+                None => blocks.extend([u32::MAX, 0, 0]),
             }
         }
+        if meta.is_empty() {
+            blocks.clear();
+        }
+        self.plan_meta = Column::from_vec(meta);
         self.plan_blocks = Column::from_vec(blocks);
         self.plan_pruned = Column::from_vec(pruned);
         self.plan_grown = Column::from_vec(grown);
+        self.stored = true;
     }
 
-    /// Takes the pending plan out (after [`Rewiring::settle`]): one entry per block.
-    fn take_plan(&mut self) -> Result<Vec<Option<Planned>>, String> {
-        self.join();
-        if let Some(plans) = self.ready.take() {
-            self.plan_meta = Column::default();
-            return plans;
-        }
-        let (blocks, pruned, grown) = (std::mem::take(&mut self.plan_blocks), std::mem::take(&mut self.plan_pruned), std::mem::take(&mut self.plan_grown));
-        self.plan_meta = Column::default();
+    /// Reads the pending plans from their stored form, as a restore left it.
+    fn load(&mut self) {
+        let schedules = self.pending.len();
+        let meta: Vec<u64> = self.plan_meta.to_vec();
         let (mut p, mut g) = (0, 0);
-        let out = blocks
-            .chunks_exact(3)
-            .enumerate()
-            .map(|(b, c)| {
-                (c[0] != u32::MAX).then(|| {
-                    let plan = BlockPlan { synapses: c[0], pruned: pruned[p..p + c[1] as usize].to_vec(), grown: grown[g..g + c[2] as usize].to_vec() };
-                    p += c[1] as usize;
-                    g += c[2] as usize;
-                    Planned { plan, seconds: self.planning_s.get(b).copied().unwrap_or(0.0), prepared: None }
-                })
-            })
-            .collect();
-        self.planning_s.clear();
-        Ok(out)
+        let mut plans: Vec<ShardPlan> = (0..schedules).map(|_| (0..self.block_schedule.len()).map(|_| None).collect()).collect();
+        for (b, c) in self.plan_blocks.chunks_exact(3).enumerate() {
+            if c[0] == u32::MAX {
+                continue;
+            }
+            let plan = BlockPlan { synapses: c[0], pruned: self.plan_pruned[p..p + c[1] as usize].to_vec(), grown: self.plan_grown[g..g + c[2] as usize].to_vec() };
+            p += c[1] as usize;
+            g += c[2] as usize;
+            if let Some(s) = self.block_schedule[b] {
+                plans[s][b] = Some(Planned { plan, seconds: 0.0, prepared: None });
+            }
+        }
+        for ((pending, m), plans) in self.pending.iter_mut().zip(meta.chunks_exact(3)).zip(plans) {
+            if m[0] != u64::MAX {
+                *pending = Pending { meta: Some([m[0], m[1], m[2]]), job: None, ready: Some(Ok(plans)), snapshot_s: 0.0 };
+            }
+        }
+        self.stored = true;
     }
 
-    /// Whether the stored plan's lengths add up (a restored checkpoint's may not).
-    pub fn check(&self, blocks: usize) -> Result<(), String> {
+    /// Takes schedule `schedule`'s pending plan out: one entry per block (None for blocks of
+    /// other schedules).
+    fn take_plan(&mut self, schedule: usize) -> Result<ShardPlan, String> {
+        self.join();
+        self.stored = false;
+        let p = std::mem::take(&mut self.pending[schedule]);
+        p.ready.unwrap_or_else(|| Ok((0..self.block_schedule.len()).map(|_| None).collect()))
+    }
+
+    /// Whether the stored plans' lengths add up (a restored checkpoint's may not).
+    pub fn check(&self) -> Result<(), String> {
         if self.plan_meta.is_empty() && self.plan_blocks.is_empty() && self.plan_pruned.is_empty() && self.plan_grown.is_empty() {
             return Ok(());
         }
         let (p, g) = self.plan_blocks.chunks_exact(3).fold((0usize, 0usize), |(p, g), c| (p + c[1] as usize, g + c[2] as usize));
-        if self.plan_meta.len() != 3 || self.plan_blocks.len() != 3 * blocks || p != self.plan_pruned.len() || g != self.plan_grown.len() {
+        let blocks = self.block_schedule.len();
+        if self.plan_meta.len() != 3 * self.pending.len() || self.plan_blocks.len() != 3 * blocks || p != self.plan_pruned.len() || g != self.plan_grown.len() {
             return Err("the pending structural plan does not fit the network".into());
         }
         Ok(())
@@ -728,9 +807,9 @@ impl Rewiring {
 
 impl Columns for Rewiring {
     fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
-        // A checkpoint (or any walk of the state) sees the plan, never a thread computing it.
+        // A checkpoint (or any walk of the state) sees the plans, never a thread computing one.
         self.settle();
-        f("spike_count", Role::State, Shape::Neurons { slots: 1 }, &mut self.spike_count);
+        f("spike_count", Role::State, Shape::Neurons { slots: self.pending.len() }, &mut self.spike_count);
         f("plan_meta", Role::HostState, Shape::Varying, &mut self.plan_meta);
         f("plan_blocks", Role::HostState, Shape::Varying, &mut self.plan_blocks);
         f("plan_pruned", Role::HostState, Shape::Varying, &mut self.plan_pruned);
@@ -807,11 +886,12 @@ pub fn prepare(world: &mut World, structural: Structural) {
     let shards = crate::state::shards_in_order(world);
     for &e in &shards {
         let n = world.get::<Shard>(e).expect("a shard").neurons.len();
-        world.entity_mut(e).insert(Rewiring::new(n));
         let mut blocks = world.get_mut::<SynapseBlocks>(e).expect("a shard has synapses");
         for b in blocks.0.iter_mut() {
             b.rewired = structural.rule_of(b.projection).is_some();
         }
+        let block_schedule = blocks.0.iter().map(|b| structural.rule_of(b.projection).map(|r| r.schedule)).collect();
+        world.entity_mut(e).insert(Rewiring::new(n, structural.schedules.len(), block_schedule));
     }
     world.insert_resource(StructureLocks(Arc::new(shards.iter().map(|_| RwLock::new(0)).collect())));
     let mut report = StructuralReport::default();
@@ -823,15 +903,17 @@ pub fn prepare(world: &mut World, structural: Structural) {
     world.insert_resource(structural);
 }
 
-/// Checks what a checkpoint restored: every affected block well formed, every stored plan whole.
+/// Checks what a checkpoint restored (every affected block well formed, every stored plan
+/// whole) and takes up its pending plans.
 pub fn check_restored(world: &mut World) -> Result<(), String> {
-    let mut q = world.query::<(&Shard, &SynapseBlocks, Option<&Rewiring>)>();
-    for (shard, blocks, rewiring) in q.iter(world) {
+    let mut q = world.query::<(&Shard, &SynapseBlocks, Option<&mut Rewiring>)>();
+    for (shard, blocks, rewiring) in q.iter_mut(world) {
         for b in blocks.0.iter().filter(|b| b.rewired) {
             check_block(b, shard.neurons.len()).map_err(|e| format!("shard {}: {e}", shard.index))?;
         }
-        if let Some(r) = rewiring {
-            r.check(blocks.0.len()).map_err(|e| format!("shard {}: {e}", shard.index))?;
+        if let Some(mut r) = rewiring {
+            r.check().map_err(|e| format!("shard {}: {e}", shard.index))?;
+            r.load();
         }
     }
     Ok(())
@@ -841,12 +923,7 @@ pub fn check_restored(world: &mut World) -> Result<(), String> {
 /// commit ([`Structural::busy_at`]), None without structural rules. The step loop runs it only
 /// there (`crate::simulation::StepStart`), so most steps pay nothing for it.
 pub fn busy(world: &World, from: u64) -> Option<u64> {
-    let s = world.get_resource::<Structural>()?;
-    // The first snapshot step (a positive multiple of every) at or after `step`.
-    let snapshot_from = |step: u64| step.div_ceil(s.every_steps).max(1).checked_mul(s.every_steps);
-    let snapshot = snapshot_from(from);
-    let commit = snapshot_from(from.saturating_sub(s.commit_after_steps)).and_then(|k| k.checked_add(s.commit_after_steps));
-    snapshot.into_iter().chain(commit).min()
+    world.get_resource::<Structural>()?.schedules.iter().filter_map(|s| s.next_busy(from)).min()
 }
 
 /// The structural work at the start of the clock's step: commit the pending plan if this is
@@ -855,28 +932,31 @@ pub fn busy(world: &World, from: u64) -> Option<u64> {
 pub fn at_step_start(world: &mut World) {
     let Some(structural) = world.get_resource::<Structural>().cloned() else { return };
     let step = world.resource::<Clock>().step;
-    // A plan due now commits before the next snapshot (commit_after = every); with
-    // commit_after = 0 the snapshot's own plan commits at once (stop-the-world).
-    commit_if_due(world, step);
-    if structural.snapshot_at(step) {
+    for (g, schedule) in structural.schedules.iter().enumerate() {
+        // A plan due now commits before the next snapshot (commit_after = every); with
+        // commit_after = 0 the snapshot's own plan commits at once (stop-the-world).
+        commit_if_due(world, g, step);
+        if !schedule.snapshot_at(step) {
+            continue;
+        }
         let started = Instant::now();
         // A device backend computes the heavy part of the plan itself, at this step; else the
         // host copies what a plan reads.
-        let work = match crate::backend::plan_structure(world, step / structural.every_steps) {
+        let work = match crate::backend::plan_structure(world, g, step / schedule.every_steps) {
             Some(Ok(device)) => device_work(world, &structural, device),
             Some(Err(e)) => return crate::backend::report_failure(world, e),
             None => {
                 if let Err(e) = make_host_current(world) {
                     return crate::backend::report_failure(world, e.to_string());
                 }
-                snapshot(world, &structural)
+                snapshot(world, &structural, g)
             }
         };
-        start_planning(world, &structural, step, work);
+        start_planning(world, &structural, g, step, work);
         let seconds = started.elapsed().as_secs_f64();
         let mut q = world.query::<&mut Rewiring>();
-        q.iter_mut(world).for_each(|mut r| r.snapshot_s = seconds);
-        commit_if_due(world, step);
+        q.iter_mut(world).for_each(|mut r| r.pending[g].snapshot_s = seconds);
+        commit_if_due(world, g, step);
     }
 }
 
@@ -920,21 +1000,21 @@ fn shards_with_rewiring(world: &mut World) -> Vec<(Entity, usize)> {
 }
 
 /// Commits the pending plan if it is due at `step`.
-pub fn commit_if_due(world: &mut World, step: u64) {
+pub fn commit_if_due(world: &mut World, schedule: usize, step: u64) {
     let shards = shards_with_rewiring(world);
-    let due = shards.first().and_then(|&(e, _)| world.get::<Rewiring>(e).and_then(Rewiring::pending)).filter(|m| m[2] == step);
+    let due = shards.first().and_then(|&(e, _)| world.get::<Rewiring>(e).and_then(|r| r.pending(schedule))).filter(|m| m[2] == step);
     let Some([_, snapshot_step, _]) = due else { return };
+    let snapshot_s = world.get::<Rewiring>(shards[0].0).map_or(0.0, |r| r.pending[schedule].snapshot_s);
     let locks = world.resource::<StructureLocks>().clone();
     let waited = Instant::now();
     let mut plans = Vec::with_capacity(shards.len());
     for &(e, _) in &shards {
-        match world.get_mut::<Rewiring>(e).expect("queried").take_plan() {
+        match world.get_mut::<Rewiring>(e).expect("queried").take_plan(schedule) {
             Ok(plan) => plans.push(plan),
             Err(e) => return crate::backend::report_failure(world, format!("structural plan: {e}")),
         }
     }
     let wait_s = waited.elapsed().as_secs_f64();
-    let snapshot_s = world.get::<Rewiring>(shards[0].0).map_or(0.0, |r| r.snapshot_s);
     let started = Instant::now();
     // Weight probes find their synapses in the new rows on the host: a device's copy of the
     // probed blocks' targets comes back first, so that the host compacts them too.
@@ -985,7 +1065,7 @@ pub fn commit_if_due(world: &mut World, step: u64) {
     let total = changes.iter().map(|c| c.1.bytes_after).sum::<u64>().max(1) as f64;
     let rules = world.resource::<Structural>().rules.clone();
     let mut report = world.remove_resource::<StructuralReport>().unwrap_or_default();
-    for rule in rules.iter() {
+    for rule in rules.iter().filter(|r| r.schedule == schedule) {
         let mut c = CommitReport { step, snapshot_step, pruned: 0, grown: 0, bytes_before: 0, bytes_after: 0, planning_s: 0.0, snapshot_s: 0.0, commit_s: 0.0, commit_device_s: 0.0 };
         for (_, change, planning_s) in changes.iter().filter(|c| c.0 == rule.projection) {
             c.pruned += change.pruned;
@@ -1030,14 +1110,17 @@ pub fn block_targets(populations: &[crate::components::Population], rule: &Rule,
 }
 
 /// The snapshot of a plan: the copies a host plan reads, per shard. The spike counts are reset.
-fn snapshot(world: &mut World, structural: &Structural) -> Vec<ShardWork> {
+fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
-    // Spike counts of all neurons by global id (shards are contiguous from 0, in order).
+    // Spike counts of all neurons by global id since the schedule's last snapshot (shards are
+    // contiguous from 0, in order), restarted.
     let mut counts = Vec::new();
     for &(e, _) in &shards {
         let mut r = world.get_mut::<Rewiring>(e).expect("queried");
-        counts.extend_from_slice(&r.spike_count);
-        r.spike_count.fill(0);
+        let n = r.spike_count.len() / r.pending.len();
+        let slot = &mut r.spike_count[schedule * n..(schedule + 1) * n];
+        counts.extend_from_slice(slot);
+        slot.fill(0);
     }
     let counts = Arc::new(counts);
     let populations = world.resource::<crate::components::Populations>().0.clone();
@@ -1054,7 +1137,7 @@ fn snapshot(world: &mut World, structural: &Structural) -> Vec<ShardWork> {
                         .0
                         .iter()
                         .map(|b| {
-                            let rule = structural.rule_of(b.projection)?;
+                            let rule = structural.rule_of(b.projection).filter(|r| r.schedule == schedule)?;
                             let at = block_targets(populations, rule, shard);
                             Some((rule.clone(), Work::Host(BlockSnapshot::of(b, shard, at.targets, at.target_first), counts.clone())))
                         })
@@ -1081,12 +1164,14 @@ fn device_work(world: &mut World, structural: &Structural, device: Vec<Vec<Optio
         .collect()
 }
 
-/// Starts a planning thread per shard for plan `step / every`, from `work`.
-fn start_planning(world: &mut World, structural: &Structural, step: u64, work: Vec<ShardWork>) {
+/// Starts a planning thread per shard for schedule `schedule`'s plan `step / every`, from
+/// `work`.
+fn start_planning(world: &mut World, structural: &Structural, schedule: usize, step: u64, work: Vec<ShardWork>) {
     let shards = shards_with_rewiring(world);
-    let plan = step / structural.every_steps;
-    let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
-    let meta = [plan, step, step + structural.commit_after_steps];
+    let s = structural.schedules[schedule];
+    let plan = step / s.every_steps;
+    let interval_s = s.interval_s(structural.dt_ms);
+    let meta = [plan, step, step + s.commit_after_steps];
     // Planning runs on the cores the simulation leaves free (at least one), at low priority.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let busy = crate::backend::installed(world).map_or(1, |b| b.host_threads());
@@ -1123,9 +1208,7 @@ fn start_planning(world: &mut World, structural: &Structural, step: u64, work: V
                 })
             })
             .expect("a planning thread");
-        let mut r = world.get_mut::<Rewiring>(e).expect("queried");
-        r.plan_meta = Column::from_vec(meta.to_vec());
-        r.job = Some(job);
+        world.get_mut::<Rewiring>(e).expect("queried").start(schedule, meta, job);
     }
 }
 
@@ -1151,7 +1234,7 @@ mod tests {
     }
 
     fn rule(prune: Prune, regrow: Option<Regrow>) -> Rule {
-        Rule { projection: 0, name: "p".into(), target: 0, prune, regrow }
+        Rule { projection: 0, name: "p".into(), target: 0, prune, regrow, schedule: 0 }
     }
 
     #[test]

@@ -254,8 +254,9 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
 // Adds the step's spikes to each neuron's count since the last structural snapshot (the
 // `spike_count` column of structural plasticity; systems/src/structural.rs counts the same on
 // the CPU).
-extern "C" __global__ void count_spikes(const u32* spikes, const u32* n_spikes, u32* counts) {
-    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < *n_spikes; i += gridDim.x * blockDim.x) counts[spikes[i]] += 1;
+extern "C" __global__ void count_spikes(const u32* spikes, const u32* n_spikes, u32* counts, u32 schedules, u32 n) {
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < *n_spikes; i += gridDim.x * blockDim.x)
+        for (u32 g = 0; g < schedules; g++) counts[(u64)g * n + spikes[i]] += 1;
 }
 
 // Rebuilds one per-synapse column of a block at a structural commit, as apply_plan

@@ -51,8 +51,8 @@ pub struct CudaRunner {
     pending: VecDeque<u64>,
     /// Where structural plans run beside the steps (see `plan_structure`).
     plan_stream: Arc<CudaStream>,
-    /// Counts spikes per neuron for structural co-activity.
-    count_spikes: bool,
+    /// Structural schedules whose spike counts (for co-activity) each step adds to; 0: none.
+    count_spikes: u32,
     /// Steps replayed, and the seconds spent capturing the graph.
     pub steps: u64,
     pub capture_s: f64,
@@ -115,8 +115,8 @@ impl Backend for CudaBackend {
         world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.rebuild_blocks(world, blocks)).map_err(|e| e.to_string())
     }
 
-    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, String>> {
-        world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.plan_structure(world, plan)).map(|r| r.map_err(|e| e.to_string()))
+    fn plan_structure(&mut self, world: &mut World, schedule: usize, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, String>> {
+        world.resource_scope(|world, mut runner: Mut<CudaRunner>| runner.plan_structure(world, schedule, plan)).map(|r| r.map_err(|e| e.to_string()))
     }
 
     fn steerable(&self) -> bool {
@@ -160,7 +160,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         multiprocessors,
         plan_stream,
         pending: VecDeque::new(),
-        count_spikes: sim.world.get_resource::<Structural>().is_some_and(Structural::counts_spikes),
+        count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
         steps: 0,
         capture_s: 0.0,
         upload_s,
@@ -228,9 +228,9 @@ impl CudaRunner {
                 .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
                 .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
             stream.launch_builder(&k.write_spikes).arg(&fired).arg(&n).arg(&counts).arg(&spikes).launch(full)?;
-            if self.count_spikes {
+            if self.count_spikes > 0 {
                 let spike_counts = net.neuron_ptr("structural/spike_count");
-                stream.launch_builder(&k.count_spikes).arg(&spikes).arg(&n_spikes).arg(&spike_counts).launch(LaunchConfig { grid_dim: (self.multiprocessors, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+                stream.launch_builder(&k.count_spikes).arg(&spikes).arg(&n_spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&n).launch(LaunchConfig { grid_dim: (self.multiprocessors, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
             }
             let n_blocks = net.blocks.len() as u32;
             let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
@@ -473,13 +473,14 @@ impl CudaRunner {
     /// kernels read it in place. Every buffer is allocated and freed on the plan stream, so its
     /// frees follow its kernels. None (the host plans) when the scratch does not fit, or with
     /// `FUM_PLAN_ON_HOST=1` (the GPU tests check that path too).
-    fn plan_structure(&mut self, world: &mut World, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError>> {
+    fn plan_structure(&mut self, world: &mut World, schedule: usize, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError>> {
         if std::env::var_os("FUM_PLAN_ON_HOST").is_some_and(|v| v == "1") {
             return None;
         }
         let structural = world.resource::<Structural>().clone();
         let (mut largest, mut weight_bytes) = (0usize, 0u64);
-        for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| b.rewired) {
+        let planned = |b: &&fum_engine::components::SynapseBlock| structural.rule_of(b.projection).is_some_and(|r| r.schedule == schedule);
+        for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(planned) {
             largest = largest.max(b.len());
             weight_bytes += (b.len() * weight_elem(b)) as u64;
         }
@@ -490,13 +491,15 @@ impl CudaRunner {
             eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
             return None;
         }
-        Some(self.plan_on_device(world, &structural, plan, largest, weight_bytes as usize))
+        Some(self.plan_on_device(world, &structural, schedule, plan, largest, weight_bytes as usize))
     }
 
-    fn plan_on_device(&mut self, world: &mut World, structural: &Structural, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
+    fn plan_on_device(&mut self, world: &mut World, structural: &Structural, schedule: usize, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
         let n = self.net.n as usize;
-        let spike_counts = self.net.neuron_ptr("structural/spike_count");
+        let planned = |b: &fum_engine::components::SynapseBlock| structural.rule_of(b.projection).is_some_and(|r| r.schedule == schedule);
+        // The schedule's slot of the spike counts ([schedule][neuron]).
+        let spike_counts = self.net.neuron_ptr("structural/spike_count") + (4 * schedule * n) as u64;
         // The snapshot: weights and counts copied aside on the step's stream.
         // SAFETY (allocations): every element is written before it is read.
         let weights = unsafe { side.alloc::<u8>(weight_bytes.max(1)) }?;
@@ -510,7 +513,7 @@ impl CudaRunner {
         let mut snapshot_of = std::collections::HashMap::new();
         for &e in &entities {
             let shard = world.get::<Shard>(e).expect("a shard").index;
-            for (bi, b) in world.get::<SynapseBlocks>(e).expect("a shard has synapses").0.iter().enumerate().filter(|(_, b)| b.rewired) {
+            for (bi, b) in world.get::<SynapseBlocks>(e).expect("a shard has synapses").0.iter().enumerate().filter(|(_, b)| planned(b)) {
                 let bytes = b.len() * weight_elem(b);
                 let src = self.net.block_buffer((shard, bi), "weight").expect("mirrored").ptr();
                 // SAFETY: both ranges hold the block's weights; the copy is ordered after the
@@ -530,7 +533,7 @@ impl CudaRunner {
         side.wait(&taken)?;
 
         let k = &self.gpu.kernels;
-        let interval_s = structural.every_steps as f64 * structural.dt_ms * 1e-3;
+        let interval_s = structural.schedules[schedule].interval_s(structural.dt_ms);
         let populations = world.resource::<Populations>().0.clone();
         let mut keys = unsafe { side.alloc::<u64>(largest.max(1)) }?;
         let mut positions = unsafe { side.alloc::<u32>(largest.max(1)) }?;
@@ -545,7 +548,7 @@ impl CudaRunner {
             let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
             let mut jobs: Vec<Option<DevicePlanJob>> = Vec::new();
             for (bi, b) in blocks.0.iter().enumerate() {
-                let Some(rule) = structural.rule_of(b.projection) else {
+                let Some(rule) = structural.rule_of(b.projection).filter(|r| r.schedule == schedule) else {
                     jobs.push(None);
                     continue;
                 };

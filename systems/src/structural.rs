@@ -33,12 +33,15 @@ impl Plugin for StructuralPlugin {
     }
 }
 
-/// Adds this step's spikes to each neuron's count since the last snapshot. A few increments
-/// per shard and step: serial, as handing them to the pool would cost more.
+/// Adds this step's spikes to each neuron's count since each schedule's last snapshot. A few
+/// increments per shard and step: serial, as handing them to the pool would cost more.
 pub fn count_spikes(mut shards: Query<(&NeuronBlock, &mut Rewiring)>) {
     for (neurons, mut rewiring) in shards.iter_mut() {
-        for &local in &neurons.spiked {
-            rewiring.spike_count[local as usize] += 1;
+        let n = neurons.v.len();
+        for slot in rewiring.spike_count.chunks_exact_mut(n) {
+            for &local in &neurons.spiked {
+                slot[local as usize] += 1;
+            }
         }
     }
 }
@@ -46,6 +49,7 @@ pub fn count_spikes(mut shards: Query<(&NeuronBlock, &mut Rewiring)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fum_engine::structural::Schedule;
     use fum_kernels::rng::Key;
     use std::sync::Arc;
 
@@ -55,7 +59,7 @@ mod tests {
         for (every, commit_after) in [(1, 0), (1, 1), (5, 0), (5, 2), (5, 5), (7, 3), (5000, 2500)] {
             let mut world = World::new();
             assert_eq!(busy(&world, 0), None);
-            let s = Structural { rules: Arc::new(Vec::new()), every_steps: every, commit_after_steps: commit_after, key: Key::from_seed(1), dt_ms: 0.1 };
+            let s = Structural { rules: Arc::new(Vec::new()), schedules: vec![Schedule { every_steps: every, commit_after_steps: commit_after }], key: Key::from_seed(1), dt_ms: 0.1 };
             world.insert_resource(s.clone());
             for from in (0..40).chain(9990..10010) {
                 let expected = (from..).find(|&k| s.busy_at(k));
