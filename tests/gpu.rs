@@ -134,21 +134,25 @@ fn structural_plasticity_is_identical_on_both_backends() {
 }
 
 /// Every pruning rule, with and without multapses, f32 and f16 weights, drawn regrowth
-/// weights: the device's plans (kernels/cuda/fum.cu `plan_select`, `plan_regrow`) are the
-/// host's, so spikes, counts and probes agree with the CPU's, on 1 and 3 shards.
+/// weights, two schedules at once: the device's plans (kernels/cuda/fum.cu `plan_select`,
+/// `plan_regrow`) are the host's, so spikes and counts agree with the CPU's, on 1 and 3 shards.
 #[test]
 #[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
 fn every_structural_rule_plans_the_same_on_both_backends() {
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
     let base = std::fs::read_to_string(model("stdp_structural")).unwrap().replace("every_ms = 500.0", "every_ms = 100.0").replace("commit_after_ms = 250.0", "commit_after_ms = 30.0");
+    // The last case adds a section on E->I with a schedule of its own: two plans overlap, each
+    // with its own spike counts.
+    let e_to_i = "\n[[structural]]\nprojection = \"E_to_I\"\nevery_ms = 70.0\ncommit_after_ms = 20.0\nprune = { lowest_priority_fraction = 0.1 }\nregrow = { to_indegree = 64 }\n";
     let rules = [
-        ("keep", "prune = { keep_strongest = 60 }\nregrow = { to_indegree = 66, weight = { normal = [16.2, 3.0] } }", false),
-        ("below", "prune = { weight_below = 16.0 }\nregrow = { to_indegree = 64, weight = { uniform = [10.0, 20.0] } }", true),
-        ("priority", "prune = { lowest_priority_fraction = 0.2 }\nregrow = { to_indegree = 70, weight = 16.2 }", false),
+        ("keep", "prune = { keep_strongest = 60 }\nregrow = { to_indegree = 66, weight = { normal = [16.2, 3.0] } }", false, ""),
+        ("below", "prune = { weight_below = 16.0 }\nregrow = { to_indegree = 64, weight = { uniform = [10.0, 20.0] } }", true, ""),
+        ("priority", "prune = { lowest_priority_fraction = 0.2 }\nregrow = { to_indegree = 70, weight = 16.2 }", false, ""),
+        ("two schedules", "prune = { lowest_priority_fraction = 0.2 }\nregrow = { to_indegree = 70, weight = 16.2 }", false, e_to_i),
     ];
-    for (name, rule, f16) in rules {
-        let mut text = base.replace("prune = { lowest_priority_fraction = 0.05 }\nregrow = { to_indegree = 64, weight = 16.2 }", rule);
+    for (name, rule, f16, more) in rules {
+        let mut text = base.replace("prune = { lowest_priority_fraction = 0.05 }\nregrow = { to_indegree = 64, weight = 16.2 }", rule) + more;
         assert!(text.contains(rule), "{name}: the model's rule was replaced");
         if name == "below" {
             text = text.replacen("plasticity = \"stdp_ee\"", "plasticity = \"stdp_ee\"\nallow_multapses = true", 1);
@@ -156,18 +160,18 @@ fn every_structural_rule_plans_the_same_on_both_backends() {
         if f16 {
             text = text.replacen("seed = 2", "seed = 2\nweights = \"f16\"", 1);
         }
-        let path = dir.path().join(format!("{name}.toml"));
+        let path = dir.path().join(format!("{}.toml", name.replace(' ', "_")));
         std::fs::write(&path, text).unwrap();
         let path = path.to_str().unwrap();
-        let cpu = dir.path().join(format!("{name}-cpu"));
+        let cpu = dir.path().join(format!("{}-cpu", name.replace(' ', "_")));
         let report = run(path, &cpu, "cpu", &["--duration", "500ms"]);
         let commits = report["structural"]["E_to_E"]["commits"].as_array().unwrap();
         assert!(commits.len() >= 4 && commits.iter().all(|c| c["pruned"].as_u64() > Some(0) && c["grown"].as_u64() > Some(0)), "{name}: {commits:?}");
         for shards in ["1", "3"] {
-            let gpu = dir.path().join(format!("{name}-cuda-{shards}"));
+            let gpu = dir.path().join(format!("{}-cuda-{shards}", name.replace(' ', "_")));
             let r = run(path, &gpu, "cuda", &["--duration", "500ms", "--shards", shards]);
-            for field in ["pruned", "grown"] {
-                assert_eq!(r["structural"]["E_to_E"][field], report["structural"]["E_to_E"][field], "{name}, {shards} shards: {field}");
+            for (projection, field) in [("E_to_E", "pruned"), ("E_to_E", "grown"), ("E_to_I", "pruned"), ("E_to_I", "grown")] {
+                assert_eq!(r["structural"][projection][field], report["structural"][projection][field], "{name}, {shards} shards: {projection} {field}");
             }
             assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}, {shards} shards: spikes differ");
         }
