@@ -9,7 +9,8 @@
 //! 2, ...) the structural hook, which runs before the step's schedule holding the world, takes
 //! a **snapshot** of what a plan reads: a copy of each affected block's rows, targets and
 //! *stored* weights, and the spike count of every neuron since the schedule's previous snapshot
-//! (its counters, a slot per schedule of a checkpointed column of [`Rewiring`], are reset). The **plan** is computed from that copy on background threads
+//! (its counters, a slot per schedule of a checkpointed column of [`Rewiring`], are reset).
+//! The **plan** is computed from that copy on background threads
 //! (at low priority, on the cores the simulation leaves free) while the simulation goes on; it
 //! is a pure function of the copy, the seed, the projection, the target neuron and the plan
 //! index `m` ([`plan_block`]), so neither timing nor threads nor shards change it. A device
