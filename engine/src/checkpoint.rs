@@ -186,6 +186,8 @@ impl Snapshot {
         let clock = world.resource::<Clock>().clone();
         let structure = structure(world);
         let shards = structure.len();
+        // A checkpoint holds every pending structural plan, never a thread computing one.
+        crate::structural::settle(world);
         state::visit_checkpointed(world, &mut |d| {
             sections.push((d.section() + ".type", d.column.element_type().as_bytes().to_vec()));
             sections.push((d.section(), d.column.host_bytes().to_vec()));

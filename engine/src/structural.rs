@@ -722,7 +722,7 @@ impl Rewiring {
     }
 
     /// Waits for the plan threads, if any run, and writes the pending plans' stored form (for a
-    /// checkpoint).
+    /// checkpoint: see [`settle`]).
     pub fn settle(&mut self) {
         self.join();
         if self.stored {
@@ -807,15 +807,23 @@ impl Rewiring {
 }
 
 impl Columns for Rewiring {
+    /// The plans' columns are their stored form as of the last [`settle`] (a checkpoint settles
+    /// first); other walks of the state (a device's uploads between steps) never wait for the
+    /// plan threads.
     fn columns(&mut self, f: &mut dyn FnMut(&'static str, Role, Shape, &mut dyn AnyColumn)) {
-        // A checkpoint (or any walk of the state) sees the plans, never a thread computing one.
-        self.settle();
         f("spike_count", Role::State, Shape::Neurons { slots: self.pending.len() }, &mut self.spike_count);
         f("plan_meta", Role::HostState, Shape::Varying, &mut self.plan_meta);
         f("plan_blocks", Role::HostState, Shape::Varying, &mut self.plan_blocks);
         f("plan_pruned", Role::HostState, Shape::Varying, &mut self.plan_pruned);
         f("plan_grown", Role::HostState, Shape::Varying, &mut self.plan_grown);
     }
+}
+
+/// Waits for every shard's plan threads and writes the pending plans' stored form, which a
+/// checkpoint then takes.
+pub fn settle(world: &mut World) {
+    let mut q = world.query::<&mut Rewiring>();
+    q.iter_mut(world).for_each(|mut r| r.settle());
 }
 
 /// One lock per shard over its synapse structure, guarding the number of commits applied to it
