@@ -73,7 +73,7 @@ fn stop_the_world(structural_model: &Model) -> Simulation {
                     .0
                     .iter()
                     .map(|b| {
-                        let rule = rules.rule_of(b.projection).filter(|r| r.schedule == g)?;
+                        let rule = rules.rule_in(b.projection, g)?;
                         let tgt = &populations[rule.target];
                         let snap = BlockSnapshot::of(b, shard, tgt.first..tgt.first + tgt.size, tgt.first);
                         Some(plan_block(rule, rules.key, step / schedule.every_steps, &snap, &counts[g], interval_s, rules.dt_ms))

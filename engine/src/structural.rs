@@ -202,6 +202,11 @@ impl Structural {
         self.rules.iter().find(|r| r.projection == projection)
     }
 
+    /// The rule of `projection` if it follows schedule `schedule`.
+    pub fn rule_in(&self, projection: usize, schedule: usize) -> Option<&Rule> {
+        self.rule_of(projection).filter(|r| r.schedule == schedule)
+    }
+
     /// Whether the structural hook has work at the start of `step`.
     pub fn busy_at(&self, step: u64) -> bool {
         self.schedules.iter().any(|s| s.busy_at(step))
@@ -517,9 +522,7 @@ impl Compaction {
         grown_ptr.push(g as u32);
         Compaction { pruned_ptr, grown_ptr }
     }
-}
 
-impl Compaction {
     /// The row pointers after the plan, from those before (`old`).
     pub fn row_ptr(&self, old: &[u32]) -> Vec<u32> {
         let mut row_ptr = Vec::with_capacity(old.len());
@@ -1146,7 +1149,7 @@ fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<
                         .0
                         .iter()
                         .map(|b| {
-                            let rule = structural.rule_of(b.projection).filter(|r| r.schedule == schedule)?;
+                            let rule = structural.rule_in(b.projection, schedule)?;
                             let at = block_targets(populations, rule, shard);
                             Some((rule.clone(), Work::Host(BlockSnapshot::of(b, shard, at.targets, at.target_first), counts.clone())))
                         })

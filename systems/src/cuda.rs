@@ -479,8 +479,7 @@ impl CudaRunner {
         }
         let structural = world.resource::<Structural>().clone();
         let (mut largest, mut weight_bytes) = (0usize, 0u64);
-        let planned = |b: &&fum_engine::components::SynapseBlock| structural.rule_of(b.projection).is_some_and(|r| r.schedule == schedule);
-        for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(planned) {
+        for b in world.query::<&SynapseBlocks>().iter(world).flat_map(|b| b.0.iter()).filter(|b| structural.rule_in(b.projection, schedule).is_some()) {
             largest = largest.max(b.len());
             weight_bytes += (b.len() * weight_elem(b)) as u64;
         }
@@ -497,7 +496,6 @@ impl CudaRunner {
     fn plan_on_device(&mut self, world: &mut World, structural: &Structural, schedule: usize, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
         let n = self.net.n as usize;
-        let planned = |b: &fum_engine::components::SynapseBlock| structural.rule_of(b.projection).is_some_and(|r| r.schedule == schedule);
         // The schedule's slot of the spike counts ([schedule][neuron]).
         let spike_counts = self.net.neuron_ptr("structural/spike_count") + (4 * schedule * n) as u64;
         // The snapshot: weights and counts copied aside on the step's stream.
@@ -513,7 +511,7 @@ impl CudaRunner {
         let mut snapshot_of = std::collections::HashMap::new();
         for &e in &entities {
             let shard = world.get::<Shard>(e).expect("a shard").index;
-            for (bi, b) in world.get::<SynapseBlocks>(e).expect("a shard has synapses").0.iter().enumerate().filter(|(_, b)| planned(b)) {
+            for (bi, b) in world.get::<SynapseBlocks>(e).expect("a shard has synapses").0.iter().enumerate().filter(|(_, b)| structural.rule_in(b.projection, schedule).is_some()) {
                 let bytes = b.len() * weight_elem(b);
                 let src = self.net.block_buffer((shard, bi), "weight").expect("mirrored").ptr();
                 // SAFETY: both ranges hold the block's weights; the copy is ordered after the
@@ -548,7 +546,7 @@ impl CudaRunner {
             let blocks = world.get::<SynapseBlocks>(e).expect("a shard has synapses");
             let mut jobs: Vec<Option<DevicePlanJob>> = Vec::new();
             for (bi, b) in blocks.0.iter().enumerate() {
-                let Some(rule) = structural.rule_of(b.projection).filter(|r| r.schedule == schedule) else {
+                let Some(rule) = structural.rule_in(b.projection, schedule) else {
                     jobs.push(None);
                     continue;
                 };
@@ -633,7 +631,9 @@ impl CudaRunner {
                     // finished plan and the row pointers before it (unchanged until the commit).
                     let prepare = move |plan: &BlockPlan| -> Result<Prepared, String> {
                         let ready = || -> Result<ReadyCommit, CudaError> {
-                            let old = read_raw(&side, row_ptr, rows as usize + 1)?;
+                            // SAFETY: the block's row pointers, rows + 1 of them, live until the
+                            // commit, which waits for this thread.
+                            let old: Vec<u32> = unsafe { read_raw(&side, row_ptr, rows as usize + 1) }?;
                             let compaction = Compaction::of(plan, &old);
                             ReadyCommit::new(&ctx, &side, plan, &compaction, &compaction.row_ptr(&old), &columns)
                         };
@@ -689,9 +689,21 @@ fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
 /// The first `len` values of `src`, copied on `stream` after its queued work (for the plan
 /// jobs, which read on the plan stream; few enough bytes that pageable memory will do).
 fn read<T: cudarc::driver::DeviceRepr + bytemuck::Pod>(stream: &Arc<CudaStream>, src: &cudarc::driver::CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+    assert!(len <= src.len(), "a read inside the slice");
+    // SAFETY: the slice holds at least `len` values.
+    unsafe { read_raw(stream, ptr(src, stream), len) }
+}
+
+/// `len` values at device address `src`, copied on `stream` after its queued work.
+///
+/// # Safety
+/// `src` must hold `len` values of `T` that stay allocated until the copy is done.
+unsafe fn read_raw<T: bytemuck::Pod>(stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<T>, CudaError> {
     let mut out = vec![T::zeroed(); len];
+    stream.context().bind_to_thread()?;
     if len > 0 {
-        stream.memcpy_dtoh(&src.slice(0..len), &mut out)?;
+        // SAFETY: as the caller promises.
+        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }?;
     }
     let done = blocking_event(stream.context())?;
     done.record(stream)?;
@@ -764,16 +776,4 @@ impl Drop for ReadyCommit {
     fn drop(&mut self) {
         let _ = self.uploaded.synchronize();
     }
-}
-
-/// `len` values at device address `src`, copied on `stream` after its queued work.
-fn read_raw(stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<u32>, CudaError> {
-    let mut out = vec![0u32; len];
-    stream.context().bind_to_thread()?;
-    // SAFETY: `src` holds `len` values (the caller's buffer).
-    unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }?;
-    let done = blocking_event(stream.context())?;
-    done.record(stream)?;
-    done.synchronize()?;
-    Ok(out)
 }
