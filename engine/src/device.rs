@@ -132,7 +132,8 @@ impl DeviceContext {
         *self.transfers.lock().expect("transfer counts")
     }
 
-    fn count(&self, to_device: bool, bytes: usize) {
+    /// Counts a copy of `bytes` (also one made on another stream, such as a plan thread's).
+    pub fn count(&self, to_device: bool, bytes: usize) {
         let mut t = self.transfers.lock().expect("transfer counts");
         if to_device {
             t.to_device_bytes += bytes as u64;
@@ -169,17 +170,12 @@ impl DeviceContext {
 
     /// A device copy of `host` (at least one element, so that its address is valid).
     pub fn upload<T: DeviceRepr + Copy>(&self, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
-        self.upload_on(&self.stream, host)
-    }
-
-    /// [`DeviceContext::upload`] ordered on `stream`.
-    pub fn upload_on<T: DeviceRepr + Copy>(&self, stream: &Arc<CudaStream>, host: &[T]) -> Result<CudaSlice<T>, CudaError> {
         self.count(true, std::mem::size_of_val(host));
         if host.is_empty() {
             // SAFETY: never read: an empty column's address is only passed along.
-            return Ok(unsafe { stream.alloc::<T>(1) }?);
+            return Ok(unsafe { self.stream.alloc::<T>(1) }?);
         }
-        Ok(stream.clone_htod(host)?)
+        Ok(self.stream.clone_htod(host)?)
     }
 }
 
@@ -548,6 +544,14 @@ impl DeviceNetwork {
     /// network's memory by [`DeviceNetwork::blocks_rebuilt`].
     pub fn buffer(&self, bytes: usize, written: bool) -> Result<Arc<Buffer>, CudaError> {
         Buffer::new(&self.ctx, bytes, written)
+    }
+
+    /// A buffer whose every byte the caller's kernels write before anything reads it (a
+    /// commit's rebuilt column): no zeroing pass over gigabytes in the step's stream.
+    pub fn buffer_to_fill(&self, bytes: usize, written: bool) -> Result<Arc<Buffer>, CudaError> {
+        // SAFETY: the caller writes every byte before it is read (see above).
+        let bytes = unsafe { self.ctx.stream.alloc::<u8>(bytes.max(16)) }?;
+        Ok(Arc::new(Buffer { ctx: self.ctx.clone(), bytes, written_by_device: written }))
     }
 
     /// After a structural commit replaced buffers of `blocks` (named as the block's columns):

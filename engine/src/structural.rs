@@ -1073,6 +1073,11 @@ pub fn commit_if_due(world: &mut World, schedule: usize, step: u64) {
     }
     drop(guards);
     let commit_s = started.elapsed().as_secs_f64();
+    // The plans themselves (hundreds of megabytes of positions and new synapses for a large
+    // projection) go with the old columns: unmapping them stalled the step loop. A device's
+    // part is freed here, on the thread whose context it is.
+    rebuilt.iter_mut().for_each(|r| drop(r.prepared.take()));
+    retired.push(Box::new(rebuilt));
     retire(retired);
     let total = changes.iter().map(|c| c.1.bytes_after).sum::<u64>().max(1) as f64;
     let rules = world.resource::<Structural>().rules.clone();

@@ -235,7 +235,11 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
     for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
 }
 
-extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes) {
+// The step's spike list, ascending; also adds each spike to its neuron's count in every slot
+// of `spike_counts` (`schedules` of them, n each: the `spike_count` column of structural
+// plasticity, which systems/src/structural.rs counts the same on the CPU).
+extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes, u32* spike_counts,
+                                        u32 schedules) {
     __shared__ u32 warp_offsets[32];
     u32 g = blockIdx.x * 1024 + threadIdx.x;
     bool f = g < n && fired[g];
@@ -248,15 +252,10 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
         for (int w = 0; w < 32; w++) { u32 s = warp_offsets[w]; warp_offsets[w] = run; run += s; }
     }
     __syncthreads();
-    if (f) spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = g;
-}
-
-// Adds the step's spikes to each neuron's count since the last structural snapshot (the
-// `spike_count` column of structural plasticity; systems/src/structural.rs counts the same on
-// the CPU).
-extern "C" __global__ void count_spikes(const u32* spikes, const u32* n_spikes, u32* counts, u32 schedules, u32 n) {
-    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < *n_spikes; i += gridDim.x * blockDim.x)
-        for (u32 g = 0; g < schedules; g++) counts[(u64)g * n + spikes[i]] += 1;
+    if (f) {
+        spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = g;
+        for (u32 s = 0; s < schedules; s++) spike_counts[(u64)s * n + g] += 1;
+    }
 }
 
 // Rebuilds one per-synapse column of a block at a structural commit, as apply_plan
@@ -321,10 +320,11 @@ extern "C" __global__ void plan_below(u32 n_syn, const u16* target, u64 weight, 
 
 // Every synapse into its target's bucket with its key: |w| as f32 bits, or (priority) the
 // co-activity priority |w| x rate_pre x rate_post as f64 bits. Both are non-negative, so their
-// bits order as their values do. A warp per row, which knows its source.
+// bits order as their values do. A warp per row, which knows its source. `fill` counts each
+// bucket's entries so far (zeroed by the host: see plan_memory in systems/src/cuda.rs).
 extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* target, u64 weight, u32 weight_f16,
                                        u32 priority, const u32* spike_counts, u32 source_first, u32 shard_first,
-                                       double interval_s, u32* fill, u64* keys, u32* positions) {
+                                       double interval_s, const u32* offsets, u32* fill, u64* keys, u32* positions) {
     u32 lane = threadIdx.x & 31;
     u32 warps = gridDim.x * blockDim.x / 32;
     for (u32 r = (blockIdx.x * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
@@ -337,7 +337,7 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* 
                 double post = __ddiv_rn((double)spike_counts[shard_first + t], interval_s);
                 key = (u64)__double_as_longlong(__dmul_rn(__dmul_rn((double)w, pre), post));
             }
-            u32 slot = atomicAdd(&fill[t], 1u);
+            u32 slot = offsets[t] + atomicAdd(&fill[t], 1u);
             keys[slot] = key;
             positions[slot] = k;
         }
