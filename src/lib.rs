@@ -24,4 +24,5 @@ pub use fum_kernels as kernels;
 pub use fum_systems as systems;
 pub use fum_systems::DefaultPlugins;
 
+pub mod bench;
 pub mod run;

@@ -1,5 +1,5 @@
-//! The `fum` command line: `fum run` (headless batch run), `fum view` (live viewer) and
-//! `fum check` (validate a model).
+//! The `fum` command line: `fum run` (headless batch run), `fum view` (live viewer),
+//! `fum check` (validate a model) and `fum bench` (the benchmark suite).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +115,35 @@ enum Command {
     Check {
         model: PathBuf,
     },
+    /// Run the benchmark suite: each case once to warm up, then --repeat times; prints a table
+    /// and writes OUT/bench-<date>.json. Exits with 4 if a case ran 15 % or more slower than in
+    /// --baseline (a major or critical regression).
+    Bench {
+        /// smoke (seconds) or cpu (the asset models, 1 s each).
+        #[arg(long, default_value = "smoke")]
+        suite: String,
+        /// Measured runs per case (after one warm-up run).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+        /// Worker threads (default: the model's setting, else one per core).
+        #[arg(long, default_value_t = 0, value_parser = parse_threads)]
+        threads: usize,
+        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+        backend: BackendArg,
+        /// Folder of the cases' model files.
+        #[arg(long, default_value = "assets/models")]
+        models: PathBuf,
+        /// Folder for the results file.
+        #[arg(long, default_value = "results")]
+        out: PathBuf,
+        /// An earlier results file to compare with, case by case.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+    },
 }
+
+/// Exit status of `fum bench` when a case regressed by a major or critical grade.
+const EXIT_REGRESSION: u8 = 4;
 
 /// How to simulate a model: what `fum run` and `fum view MODEL` share.
 #[derive(clap::Args)]
@@ -250,6 +278,14 @@ fn main() -> ExitCode {
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
+        Command::Bench { suite, repeat, threads, backend, models, out, baseline } => {
+            let options = fum::bench::BenchOptions { suite: &suite, repeat, threads, backend: backend.into(), models: &models };
+            match cmd_bench(&options, &out, baseline.as_deref()) {
+                Ok(true) => return ExitCode::from(EXIT_REGRESSION),
+                Ok(false) => Ok(Outcome::Finished),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(Outcome::Interrupted) => ExitCode::from(EXIT_INTERRUPTED),
@@ -503,6 +539,28 @@ fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
 
 /// Validates a model, prints its size and the memory it needs, and refuses one that this
 /// machine cannot run (threads, memory) as `fum run` would.
+/// Runs the suite, prints its table and writes its results; true if a case regressed by a
+/// major or critical grade against `baseline`.
+fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline: Option<&std::path::Path>) -> anyhow::Result<bool> {
+    use anyhow::Context;
+    use fum::bench::{Severity, compare, markdown, result_path, run_suite};
+    // Read first: a missing or broken baseline fails before minutes of runs.
+    let baseline = baseline
+        .map(|path| -> anyhow::Result<fum::bench::BenchReport> {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("the baseline {} is not a fum bench results file", path.display()))
+        })
+        .transpose()?;
+    let report = run_suite(options, |case, run, repeat| eprintln!("{case}: {}", if run == 0 { "warm-up run".to_string() } else { format!("run {run} of {repeat}") }))?;
+    let comparisons = baseline.as_ref().map(|b| compare(&report, b)).unwrap_or_default();
+    print!("{}", markdown(&report, &comparisons));
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = result_path(out);
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
+    println!("\nresults: {}", path.display());
+    Ok(comparisons.iter().any(|c| c.severity >= Severity::Major))
+}
+
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
     use fum::engine::estimate;
     use std::io::Write;

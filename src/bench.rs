@@ -1,0 +1,315 @@
+//! `fum bench`: the system-level benchmark suite. Each case of a suite is one of the models in
+//! `assets/models`, run as `fum run` runs it (no output written), once to warm up and then
+//! `repeat` times; the results are medians with the min-max over the repeats, with the machine
+//! they came from, and optionally a comparison with an earlier result file (a baseline) whose
+//! regressions are graded minor, major or critical.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::run::{BackendChoice, RunOptions, RunReport};
+
+/// One benchmark: a model file of the models folder, run for `duration_ms` of biological time.
+pub struct Case {
+    pub name: &'static str,
+    pub model: &'static str,
+    pub duration_ms: f64,
+}
+
+/// The suites `fum bench --suite` knows: `smoke` (seconds, for CI and a quick look) and `cpu`
+/// (the asset models for 1 s each: the CPU figures of benchmarks/RESULTS.md).
+pub fn suite(name: &str) -> Option<&'static [Case]> {
+    const SMOKE: &[Case] = &[
+        Case { name: "vogels_abbott_cuba", model: "vogels_abbott_cuba.toml", duration_ms: 200.0 },
+        Case { name: "stdp_balanced", model: "stdp_balanced.toml", duration_ms: 200.0 },
+    ];
+    const CPU: &[Case] = &[
+        Case { name: "vogels_abbott_cuba", model: "vogels_abbott_cuba.toml", duration_ms: 1000.0 },
+        Case { name: "vogels_abbott_coba", model: "vogels_abbott_coba.toml", duration_ms: 1000.0 },
+        Case { name: "brunel", model: "brunel.toml", duration_ms: 1000.0 },
+        Case { name: "stdp_balanced", model: "stdp_balanced.toml", duration_ms: 1000.0 },
+        Case { name: "stdp_structural", model: "stdp_structural.toml", duration_ms: 1000.0 },
+    ];
+    match name {
+        "smoke" => Some(SMOKE),
+        "cpu" => Some(CPU),
+        _ => None,
+    }
+}
+
+/// Median and range of one figure over the repeats.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of a non-empty sample; the median of an even count is the mean of the middle two.
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Spread { median, min: v[0], max: v[n - 1] }
+    }
+}
+
+/// What one case measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CaseResult {
+    pub name: String,
+    pub model: String,
+    pub backend: String,
+    pub device: String,
+    pub threads: usize,
+    pub duration_ms: f64,
+    pub neurons: u64,
+    pub synapses: u64,
+    /// Host bytes of the built network, in all and per neuron and synapse (`run.json`'s
+    /// `network`: a synapse's bytes are its columns, a neuron's its state, buffers and row
+    /// pointers).
+    pub network_bytes: u64,
+    pub bytes_per_neuron: f64,
+    pub bytes_per_synapse: f64,
+    pub build_s: Spread,
+    pub simulate_s: Spread,
+    /// Wall time per biological time of the simulation loop.
+    pub real_time_factor: Spread,
+    /// Each repeat's simulate_s, in order (the warm-up run is not among them).
+    pub simulate_runs_s: Vec<f64>,
+    /// Mean rates of the last repeat (the same in every repeat: the seed is the model's).
+    pub rates_hz: BTreeMap<String, f64>,
+}
+
+/// The machine and build a result came from: results from different machines or builds are
+/// not comparable, and the load says whether the machine was quiet.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub logical_cores: usize,
+    /// /proc/loadavg's 1, 5 and 15 minute averages before the first run and after the last.
+    pub load_before: Vec<f64>,
+    pub load_after: Vec<f64>,
+    pub os: String,
+    pub fum_version: String,
+    pub fum_commit: String,
+    /// When the suite started, UTC (RFC 3339).
+    pub started: String,
+}
+
+impl Machine {
+    fn now() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo.lines().find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()));
+        Machine {
+            cpu: cpu.unwrap_or_else(|| "unknown".into()),
+            logical_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            load_before: load_average(),
+            load_after: Vec::new(),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            fum_version: env!("CARGO_PKG_VERSION").into(),
+            fum_commit: env!("FUM_COMMIT").into(),
+            started: jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(|_| String::new(), |t| t.to_string()),
+        }
+    }
+}
+
+/// /proc/loadavg's three averages (empty where there is none).
+fn load_average() -> Vec<f64> {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).filter_map(|v| v.parse().ok()).collect()).unwrap_or_default()
+}
+
+/// A suite's results: what `fum bench` writes as JSON and reads back as a baseline.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub suite: String,
+    pub repeat: usize,
+    /// Runs per case before the measured ones, not counted.
+    pub warmup: usize,
+    pub machine: Machine,
+    pub cases: Vec<CaseResult>,
+}
+
+/// How to run a suite.
+pub struct BenchOptions<'a> {
+    pub suite: &'a str,
+    pub repeat: usize,
+    pub threads: usize,
+    pub backend: BackendChoice,
+    /// Where the cases' model files are (`assets/models`).
+    pub models: &'a Path,
+}
+
+/// Runs every case of the suite: one warm-up run, then `repeat` measured ones. `progress` hears
+/// of each run as it starts (case name, run number, runs in all).
+pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) -> anyhow::Result<BenchReport> {
+    let cases = suite(options.suite).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} (smoke or cpu)", options.suite))?;
+    anyhow::ensure!(options.repeat > 0, "--repeat must be at least 1");
+    let mut machine = Machine::now();
+    let mut results = Vec::new();
+    for case in cases {
+        let path = options.models.join(case.model);
+        let mut model = crate::Model::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let run_options = RunOptions { threads: options.threads, duration_ms: Some(case.duration_ms), backend: options.backend, ..RunOptions::default() };
+        run_options.apply(&mut model)?;
+        let mut reports: Vec<RunReport> = Vec::new();
+        for i in 0..=options.repeat {
+            progress(case.name, i, options.repeat);
+            let report = crate::run::run(&model, &run_options, |_| {})?;
+            if let Some(e) = &report.error {
+                anyhow::bail!("{}: the run failed: {e}", case.name);
+            }
+            // The first run warms caches and the allocator up; it is not counted.
+            if i > 0 {
+                reports.push(report);
+            }
+        }
+        let figure = |f: fn(&RunReport) -> f64| Spread::of(&reports.iter().map(f).collect::<Vec<_>>());
+        let last = reports.last().expect("repeat > 0");
+        results.push(CaseResult {
+            name: case.name.into(),
+            model: case.model.into(),
+            backend: last.backend.into(),
+            device: last.device.clone(),
+            threads: last.threads,
+            duration_ms: case.duration_ms,
+            neurons: last.network.neurons,
+            synapses: last.network.synapses,
+            network_bytes: last.network.bytes_total,
+            bytes_per_neuron: last.network.bytes_per_neuron,
+            bytes_per_synapse: (last.network.bytes_static_synapses + last.network.bytes_plastic_synapses) as f64 / last.network.synapses.max(1) as f64,
+            build_s: figure(|r| r.timing.build_s),
+            simulate_s: figure(|r| r.timing.simulate_s),
+            real_time_factor: figure(|r| r.timing.real_time_factor),
+            simulate_runs_s: reports.iter().map(|r| r.timing.simulate_s).collect(),
+            rates_hz: last.rates_hz.clone(),
+        });
+    }
+    machine.load_after = load_average();
+    Ok(BenchReport { suite: options.suite.into(), repeat: options.repeat, warmup: 1, machine, cases: results })
+}
+
+/// How much slower a case ran than in the baseline, by the ratio of median simulate_s. The
+/// thresholds sit above the run-to-run spread of a quiet machine (a few %, benchmarks/
+/// RESULTS.md) so that a grade means a change, not noise: up to 5 % either way is `Same`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// At least 5 % faster.
+    Improved,
+    Same,
+    /// 5 to 15 % slower.
+    Minor,
+    /// 15 to 40 % slower.
+    Major,
+    /// More than 40 % slower.
+    Critical,
+}
+
+impl Severity {
+    pub fn of(ratio: f64) -> Severity {
+        match ratio {
+            r if r > 1.40 => Severity::Critical,
+            r if r > 1.15 => Severity::Major,
+            r if r > 1.05 => Severity::Minor,
+            r if r < 0.95 => Severity::Improved,
+            _ => Severity::Same,
+        }
+    }
+}
+
+/// One case against the baseline.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub name: String,
+    pub baseline_s: f64,
+    pub now_s: f64,
+    /// now / baseline, of the medians.
+    pub ratio: f64,
+    pub severity: Severity,
+}
+
+/// The cases both reports have, by name, in this report's order.
+pub fn compare(now: &BenchReport, baseline: &BenchReport) -> Vec<Comparison> {
+    now.cases
+        .iter()
+        .filter_map(|c| {
+            let b = baseline.cases.iter().find(|b| b.name == c.name)?;
+            let ratio = c.simulate_s.median / b.simulate_s.median;
+            Some(Comparison { name: c.name.clone(), baseline_s: b.simulate_s.median, now_s: c.simulate_s.median, ratio, severity: Severity::of(ratio) })
+        })
+        .collect()
+}
+
+/// The results as a Markdown table, with the baseline's columns if there is one.
+pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
+    let m = &report.machine;
+    let mut s = format!(
+        "fum bench --suite {} --repeat {}: {} ({} logical cores), {}, fum {} ({}), load {:?} -> {:?}\n\n",
+        report.suite, report.repeat, m.cpu, m.logical_cores, m.started, m.fum_version, m.fum_commit, m.load_before, m.load_after
+    );
+    s.push_str("| case | backend | threads | neurons | synapses | B/neuron | B/synapse | build s | simulate s (median, min-max) | RTF |");
+    s.push_str(if comparisons.is_empty() { "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { " baseline s | ratio | grade |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" });
+    for c in &report.cases {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.3} | {:.3} ({:.3}-{:.3}) | {:.3} |",
+            c.name, c.backend, c.threads, c.neurons, c.synapses, c.bytes_per_neuron, c.bytes_per_synapse, c.build_s.median, c.simulate_s.median, c.simulate_s.min, c.simulate_s.max, c.real_time_factor.median
+        ));
+        if !comparisons.is_empty() {
+            match comparisons.iter().find(|x| x.name == c.name) {
+                Some(x) => s.push_str(&format!(" {:.3} | {:.2} | {} |", x.baseline_s, x.ratio, serde_json::to_string(&x.severity).unwrap_or_default().trim_matches('"'))),
+                None => s.push_str(" - | - | not in baseline |"),
+            }
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// Where a suite's results go: OUT/bench-<date>.json, with -2, -3, ... after a first one of
+/// the same day.
+pub fn result_path(out: &Path) -> std::path::PathBuf {
+    let date = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
+    let mut path = out.join(format!("bench-{date}.json"));
+    let mut n = 2;
+    while path.exists() {
+        path = out.join(format!("bench-{date}-{n}.json"));
+        n += 1;
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_is_the_median_and_range() {
+        assert_eq!(Spread::of(&[3.0, 1.0, 2.0]), Spread { median: 2.0, min: 1.0, max: 3.0 });
+        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]), Spread { median: 2.5, min: 1.0, max: 4.0 });
+        assert_eq!(Spread::of(&[7.0]), Spread { median: 7.0, min: 7.0, max: 7.0 });
+    }
+
+    #[test]
+    fn grades_follow_the_documented_thresholds() {
+        let cases = [(0.90, Severity::Improved), (0.96, Severity::Same), (1.05, Severity::Same), (1.06, Severity::Minor), (1.15, Severity::Minor), (1.2, Severity::Major), (1.4, Severity::Major), (1.41, Severity::Critical), (3.0, Severity::Critical)];
+        for (ratio, grade) in cases {
+            assert_eq!(Severity::of(ratio), grade, "ratio {ratio}");
+        }
+    }
+
+    #[test]
+    fn every_case_of_every_suite_names_an_asset_model_that_loads() {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+        for name in ["smoke", "cpu"] {
+            for case in suite(name).expect("a suite") {
+                crate::Model::load(models.join(case.model)).unwrap_or_else(|e| panic!("{name}/{}: {e}", case.name));
+            }
+        }
+        assert!(suite("gpu").is_none());
+    }
+}

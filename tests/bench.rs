@@ -1,0 +1,90 @@
+//! `fum bench` end to end: the smoke suite runs the asset models, writes a results file that
+//! reads back as a baseline, and grades a regression against a baseline with the exit status
+//! scripts check.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use fum::bench::{BenchReport, Severity};
+
+fn bench(out: &Path, extra: &[&str]) -> Output {
+    bench_suite("smoke", out, extra)
+}
+
+fn bench_suite(suite: &str, out: &Path, extra: &[&str]) -> Output {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
+    Command::new(env!("CARGO_BIN_EXE_fum"))
+        .args(["bench", "--suite", suite, "--repeat", "2", "--threads", "1", "--models", models.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+fn results(out: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let first = bench(&out, &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let files = results(&out);
+    assert_eq!(files.len(), 1);
+    let report: BenchReport = serde_json::from_str(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert_eq!((report.suite.as_str(), report.repeat, report.warmup), ("smoke", 2, 1));
+    assert_eq!(report.cases.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["vogels_abbott_cuba", "stdp_balanced"]);
+    for c in &report.cases {
+        assert_eq!(c.simulate_runs_s.len(), 2, "{}: the warm-up run is not counted", c.name);
+        assert!(c.simulate_s.min > 0.0 && c.simulate_s.min <= c.simulate_s.median && c.simulate_s.median <= c.simulate_s.max, "{}", c.name);
+        assert!((c.real_time_factor.median - c.simulate_s.median / (c.duration_ms / 1000.0)).abs() < 0.1 * c.real_time_factor.median, "{}", c.name);
+        assert!(c.neurons == 4000 && c.synapses > 300_000, "{}", c.name);
+        assert_eq!(c.bytes_per_synapse, 6.0, "{}: a u16 target and an f32 weight", c.name);
+        assert!(c.bytes_per_neuron > 0.0 && c.network_bytes > 6 * c.synapses, "{}", c.name);
+        assert!(c.rates_hz["E"] > 1.0, "{}: the network fires", c.name);
+        assert_eq!((c.backend.as_str(), c.threads), ("cpu", 1));
+    }
+    assert!(report.machine.logical_cores >= 1 && !report.machine.cpu.is_empty() && !report.machine.fum_commit.is_empty());
+    let table = String::from_utf8_lossy(&first.stdout);
+    assert!(table.contains("| vogels_abbott_cuba | cpu | 1 | 4000 |"), "{table}");
+
+    // Against itself: no case grades major or critical, so the run succeeds.
+    let same = bench(&out, &["--baseline", files[0].to_str().unwrap()]);
+    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
+    assert!(String::from_utf8_lossy(&same.stdout).contains("| baseline s | ratio | grade |"));
+    assert_eq!(results(&out).len(), 2, "a second results file of the same day gets a name of its own");
+
+    // Against a baseline twice as fast as this machine: every case is a critical regression.
+    let mut fast = report.clone();
+    for c in &mut fast.cases {
+        c.simulate_s.median /= 2.0;
+    }
+    let fast_path = dir.path().join("fast.json");
+    std::fs::write(&fast_path, serde_json::to_string(&fast).unwrap()).unwrap();
+    let slower = bench(&out, &["--baseline", fast_path.to_str().unwrap()]);
+    assert_eq!(slower.status.code(), Some(4), "{}", String::from_utf8_lossy(&slower.stderr));
+    let table = String::from_utf8_lossy(&slower.stdout);
+    assert_eq!(table.matches("| critical |").count(), 2, "{table}");
+    assert_eq!(Severity::of(2.0), Severity::Critical);
+}
+
+#[test]
+fn a_missing_or_foreign_baseline_fails_before_any_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let missing = bench(&out, &["--baseline", dir.path().join("nope.json").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("reading the baseline"), "{}", String::from_utf8_lossy(&missing.stderr));
+    let foreign = dir.path().join("run.json");
+    std::fs::write(&foreign, "{\"steps\": 10}").unwrap();
+    let wrong = bench(&out, &["--baseline", foreign.to_str().unwrap()]);
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("is not a fum bench results file"));
+    assert!(!String::from_utf8_lossy(&wrong.stderr).contains("warm-up"), "nothing ran");
+    let unknown = bench_suite("nope", &out, &[]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown suite \"nope\""));
+}
