@@ -40,7 +40,7 @@ pub fn suite(name: &str) -> Option<&'static [Case]> {
 }
 
 /// Median and range of one figure over the repeats.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Spread {
     pub median: f64,
     pub min: f64,
@@ -79,6 +79,13 @@ pub struct CaseResult {
     pub simulate_s: Spread,
     /// Wall time per biological time of the simulation loop.
     pub real_time_factor: Spread,
+    /// Each repeat's median and 99th-percentile step wall time (`run.json`'s `timing.step_us`).
+    /// Figures added after the first version default to 0, so older results still serve as a
+    /// baseline (which compares simulate_s).
+    #[serde(default)]
+    pub step_p50_us: Spread,
+    #[serde(default)]
+    pub step_p99_us: Spread,
     /// Each repeat's simulate_s, in order (the warm-up run is not among them).
     pub simulate_runs_s: Vec<f64>,
     /// Mean rates of the last repeat (the same in every repeat: the seed is the model's).
@@ -185,6 +192,8 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
             build_s: figure(|r| r.timing.build_s),
             simulate_s: figure(|r| r.timing.simulate_s),
             real_time_factor: figure(|r| r.timing.real_time_factor),
+            step_p50_us: figure(|r| r.timing.step_us.p50),
+            step_p99_us: figure(|r| r.timing.step_us.p99),
             simulate_runs_s: reports.iter().map(|r| r.timing.simulate_s).collect(),
             rates_hz: last.rates_hz.clone(),
         });
@@ -233,12 +242,13 @@ pub struct Comparison {
     pub severity: Severity,
 }
 
-/// The cases both reports have, by name, in this report's order.
+/// The cases both reports ran alike (same name, biological time, backend and threads), in this
+/// report's order; the others are not comparable.
 pub fn compare(now: &BenchReport, baseline: &BenchReport) -> Vec<Comparison> {
     now.cases
         .iter()
         .filter_map(|c| {
-            let b = baseline.cases.iter().find(|b| b.name == c.name)?;
+            let b = baseline.cases.iter().find(|b| b.name == c.name && b.duration_ms == c.duration_ms && b.backend == c.backend && b.threads == c.threads)?;
             let ratio = c.simulate_s.median / b.simulate_s.median;
             Some(Comparison { name: c.name.clone(), baseline_s: b.simulate_s.median, now_s: c.simulate_s.median, ratio, severity: Severity::of(ratio) })
         })
@@ -252,17 +262,17 @@ pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
         "fum bench --suite {} --repeat {}: {} ({} logical cores), {}, fum {} ({}), load {:?} -> {:?}\n\n",
         report.suite, report.repeat, m.cpu, m.logical_cores, m.started, m.fum_version, m.fum_commit, m.load_before, m.load_after
     );
-    s.push_str("| case | backend | threads | neurons | synapses | B/neuron | B/synapse | build s | simulate s (median, min-max) | RTF |");
-    s.push_str(if comparisons.is_empty() { "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { " baseline s | ratio | grade |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" });
+    s.push_str("| case | backend | threads | neurons | synapses | B/neuron | B/synapse | build s | simulate s (median, min-max) | RTF | step p50 / p99 us |");
+    s.push_str(if comparisons.is_empty() { "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { " baseline s | ratio | grade |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" });
     for c in &report.cases {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.3} | {:.3} ({:.3}-{:.3}) | {:.3} |",
-            c.name, c.backend, c.threads, c.neurons, c.synapses, c.bytes_per_neuron, c.bytes_per_synapse, c.build_s.median, c.simulate_s.median, c.simulate_s.min, c.simulate_s.max, c.real_time_factor.median
+            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.3} | {:.3} ({:.3}-{:.3}) | {:.3} | {:.1} / {:.1} |",
+            c.name, c.backend, c.threads, c.neurons, c.synapses, c.bytes_per_neuron, c.bytes_per_synapse, c.build_s.median, c.simulate_s.median, c.simulate_s.min, c.simulate_s.max, c.real_time_factor.median, c.step_p50_us.median, c.step_p99_us.median
         ));
         if !comparisons.is_empty() {
             match comparisons.iter().find(|x| x.name == c.name) {
                 Some(x) => s.push_str(&format!(" {:.3} | {:.2} | {} |", x.baseline_s, x.ratio, serde_json::to_string(&x.severity).unwrap_or_default().trim_matches('"'))),
-                None => s.push_str(" - | - | not in baseline |"),
+                None => s.push_str(" - | - | not in the baseline |"),
             }
         }
         s.push('\n');
@@ -300,6 +310,38 @@ mod tests {
         for (ratio, grade) in cases {
             assert_eq!(Severity::of(ratio), grade, "ratio {ratio}");
         }
+    }
+
+    #[test]
+    fn only_cases_run_alike_are_compared() {
+        let case = |name: &str, duration_ms: f64, threads: usize, s: f64| CaseResult {
+            name: name.into(),
+            model: String::new(),
+            backend: "cpu".into(),
+            device: String::new(),
+            threads,
+            duration_ms,
+            neurons: 0,
+            synapses: 0,
+            network_bytes: 0,
+            bytes_per_neuron: 0.0,
+            bytes_per_synapse: 0.0,
+            build_s: Spread::default(),
+            simulate_s: Spread { median: s, min: s, max: s },
+            real_time_factor: Spread::default(),
+            step_p50_us: Spread::default(),
+            step_p99_us: Spread::default(),
+            simulate_runs_s: vec![s],
+            rates_hz: BTreeMap::new(),
+        };
+        let report = |cases| BenchReport { suite: "cpu".into(), repeat: 1, warmup: 1, machine: Machine::now(), cases };
+        let baseline = report(vec![case("a", 1000.0, 2, 1.0), case("b", 200.0, 2, 1.0), case("c", 1000.0, 1, 1.0)]);
+        let now = report(vec![case("a", 1000.0, 2, 1.3), case("b", 1000.0, 2, 1.0), case("c", 1000.0, 2, 1.0), case("d", 1000.0, 2, 1.0)]);
+        let compared = compare(&now, &baseline);
+        assert_eq!(compared.len(), 1, "b ran longer, c on more threads, d is new");
+        assert_eq!((compared[0].name.as_str(), compared[0].severity), ("a", Severity::Major));
+        assert!((compared[0].ratio - 1.3).abs() < 1e-12);
+        assert!(markdown(&now, &compared).contains("| - | - | not in the baseline |"));
     }
 
     #[test]

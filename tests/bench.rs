@@ -44,6 +44,10 @@ fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
         assert!(c.neurons == 4000 && c.synapses > 300_000, "{}", c.name);
         assert_eq!(c.bytes_per_synapse, 6.0, "{}: a u16 target and an f32 weight", c.name);
         assert!(c.bytes_per_neuron > 0.0 && c.network_bytes > 6 * c.synapses, "{}", c.name);
+        // 2000 steps of 0.1 ms: the median step is the simulate time over the steps, give or take.
+        let mean_us = c.simulate_s.median / 2000.0 * 1e6;
+        assert!(c.step_p50_us.median > 0.1 * mean_us && c.step_p50_us.median < 2.0 * mean_us, "{}: p50 {} us, mean {mean_us} us", c.name, c.step_p50_us.median);
+        assert!(c.step_p50_us.median <= c.step_p99_us.median, "{}", c.name);
         assert!(c.rates_hz["E"] > 1.0, "{}: the network fires", c.name);
         assert_eq!((c.backend.as_str(), c.threads), ("cpu", 1));
     }

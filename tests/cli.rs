@@ -53,6 +53,13 @@ fn run_writes_sonata_spikes_probes_and_metadata() {
         assert!(report["timing"][key].as_f64().unwrap() > 0.0, "{key}");
     }
     assert!(report["rates_hz"]["exc"].as_f64().unwrap() > 1.0);
+    // The step-time distribution: ordered percentiles whose mean accounts for most of the
+    // simulate time (the rest is the duties between steps).
+    let step = |k: &str| report["timing"]["step_us"][k].as_f64().unwrap();
+    assert!(0.0 < step("p50") && step("p50") <= step("p99") && step("p99") <= step("max"), "{}", report["timing"]);
+    let stepping_s = step("mean") * report["steps"].as_f64().unwrap() * 1e-6;
+    let simulate_s = report["timing"]["simulate_s"].as_f64().unwrap();
+    assert!(stepping_s > 0.3 * simulate_s && stepping_s < 1.05 * simulate_s, "steps {stepping_s} s of {simulate_s} s");
 }
 
 #[test]

@@ -28,6 +28,29 @@ pub struct Timing {
     pub checkpoints_written: u64,
     /// Checkpoints not written because a newer one was due before the writer was free.
     pub checkpoints_superseded: u64,
+    /// The distribution of the steps' wall times (a device backend's steps overlap: there it is
+    /// the time between launches).
+    pub step_us: StepTimes,
+}
+
+/// Percentiles of the steps' wall times, microseconds (all 0 when no step ran).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct StepTimes {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl StepTimes {
+    /// From a histogram of nanoseconds.
+    pub fn of(h: &hdrhistogram::Histogram<u64>) -> StepTimes {
+        if h.is_empty() {
+            return StepTimes::default();
+        }
+        let us = |ns: u64| ns as f64 / 1000.0;
+        StepTimes { p50: us(h.value_at_quantile(0.5)), p99: us(h.value_at_quantile(0.99)), max: us(h.max()), mean: h.mean() / 1000.0 }
+    }
 }
 
 /// How a run ended.

@@ -28,7 +28,7 @@ use crate::components::Clock;
 use crate::health::{HealthError, HealthMonitor};
 use crate::observe::Observer;
 use crate::recording::{MissingOutput, OutputError, Recorder, write_atomically};
-use crate::report::{NetworkStats, Outcome, RunReport, Timing};
+use crate::report::{NetworkStats, Outcome, RunReport, StepTimes, Timing};
 use crate::{BuildError, Model, ModelError, Simulation};
 
 /// How to run a model; zero means "choose".
@@ -385,7 +385,17 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
 
     let t0 = Instant::now();
     let end_step = if stop.is_some() { span.start_step } else { span.end_step };
-    let done = sim.run_until(end_step, |world, done| hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s)));
+    // Each step's wall time: from the end of the duties before it to the start of those after
+    // it (its start-of-step hooks and systems; a checkpoint's pause and a viewer's are not in
+    // it). Nanoseconds, 3 significant digits, up to an hour.
+    let mut steps = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
+    let mut step_began = Instant::now();
+    let done = sim.run_until(end_step, |world, done| {
+        steps.saturating_record(step_began.elapsed().as_nanos() as u64);
+        let duties = hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s));
+        step_began = Instant::now();
+        duties
+    });
     drop(hooks);
     // The last steps queued on a device belong to the simulation time; copying its state back
     // (learned weights, for the outputs and a final checkpoint) is timed apart.
@@ -447,6 +457,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         checkpoint_pause_s: checkpoints.pause_s,
         checkpoints_written: checkpoints.written,
         checkpoints_superseded: checkpoints.superseded,
+        step_us: StepTimes::of(&steps),
     };
     if report.stdp_history_overflows > 0 {
         eprintln!("warning: {} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]", report.stdp_history_overflows);
