@@ -11,31 +11,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::run::{BackendChoice, RunOptions, RunReport};
 
-/// One benchmark: a model file of the models folder, run for `duration_ms` of biological time.
+/// One benchmark: a model file of the models folder, run for `duration_ms` of biological time,
+/// with its populations scaled to `neurons` in all if given.
 pub struct Case {
-    pub name: &'static str,
+    pub name: String,
     pub model: &'static str,
     pub duration_ms: f64,
+    pub neurons: Option<u32>,
 }
 
-/// The suites `fum bench --suite` knows: `smoke` (seconds, for CI and a quick look) and `cpu`
-/// (the asset models for 1 s each: the CPU figures of benchmarks/RESULTS.md).
-pub fn suite(name: &str) -> Option<&'static [Case]> {
-    const SMOKE: &[Case] = &[
-        Case { name: "vogels_abbott_cuba", model: "vogels_abbott_cuba.toml", duration_ms: 200.0 },
-        Case { name: "stdp_balanced", model: "stdp_balanced.toml", duration_ms: 200.0 },
-    ];
-    const CPU: &[Case] = &[
-        Case { name: "vogels_abbott_cuba", model: "vogels_abbott_cuba.toml", duration_ms: 1000.0 },
-        Case { name: "vogels_abbott_coba", model: "vogels_abbott_coba.toml", duration_ms: 1000.0 },
-        Case { name: "brunel", model: "brunel.toml", duration_ms: 1000.0 },
-        Case { name: "stdp_balanced", model: "stdp_balanced.toml", duration_ms: 1000.0 },
-        Case { name: "stdp_structural", model: "stdp_structural.toml", duration_ms: 1000.0 },
-    ];
-    match name {
-        "smoke" => Some(SMOKE),
-        "cpu" => Some(CPU),
-        _ => None,
+/// Sizes of the scaling suite unless `--sizes` says otherwise: what a few CPU cores run in
+/// minutes (a GPU run names its own, e.g. 100000,1000000).
+pub const SCALING_SIZES: &[u32] = &[2500, 5000, 10000, 20000];
+
+/// The cases of a suite: `smoke` (seconds, for CI and a quick look), `cpu` (the asset models
+/// for 1 s each: the CPU figures of benchmarks/RESULTS.md) or `scaling` (the scaling family,
+/// 1000 synapses per neuron, at each of `sizes`, 200 ms each).
+pub fn suite(name: &str, sizes: &[u32]) -> Option<Vec<Case>> {
+    let case = |name: &str, model, duration_ms| Case { name: name.into(), model, duration_ms, neurons: None };
+    Some(match name {
+        "smoke" => vec![case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 200.0), case("stdp_balanced", "stdp_balanced.toml", 200.0)],
+        "cpu" => vec![
+            case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 1000.0),
+            case("vogels_abbott_coba", "vogels_abbott_coba.toml", 1000.0),
+            case("brunel", "brunel.toml", 1000.0),
+            case("stdp_balanced", "stdp_balanced.toml", 1000.0),
+            case("stdp_structural", "stdp_structural.toml", 1000.0),
+        ],
+        "scaling" => sizes.iter().map(|&n| Case { name: format!("scaling_{n}"), model: "scaling.toml", duration_ms: 200.0, neurons: Some(n) }).collect(),
+        _ => return None,
+    })
+}
+
+/// Scales every population of `model` by the same factor so that they hold `neurons` in all
+/// (the last takes the rounding); rules that fix an in-degree keep it.
+pub fn scale(model: &mut crate::Model, neurons: u32) {
+    let pops = &mut model.spec.populations;
+    let total: u64 = pops.iter().map(|p| u64::from(p.size)).sum();
+    let mut given = 0u32;
+    let last = pops.len() - 1;
+    for (i, p) in pops.iter_mut().enumerate() {
+        p.size = if i == last { neurons - given } else { (u64::from(p.size) * u64::from(neurons) / total) as u32 };
+        given += p.size;
     }
 }
 
@@ -144,6 +161,8 @@ pub struct BenchReport {
 /// How to run a suite.
 pub struct BenchOptions<'a> {
     pub suite: &'a str,
+    /// The scaling suite's sizes (neurons in all).
+    pub sizes: &'a [u32],
     pub repeat: usize,
     pub threads: usize,
     pub backend: BackendChoice,
@@ -154,18 +173,21 @@ pub struct BenchOptions<'a> {
 /// Runs every case of the suite: one warm-up run, then `repeat` measured ones. `progress` hears
 /// of each run as it starts (case name, run number, runs in all).
 pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) -> anyhow::Result<BenchReport> {
-    let cases = suite(options.suite).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} (smoke or cpu)", options.suite))?;
+    let cases = suite(options.suite, options.sizes).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} (smoke, cpu or scaling)", options.suite))?;
     anyhow::ensure!(options.repeat > 0, "--repeat must be at least 1");
     let mut machine = Machine::now();
     let mut results = Vec::new();
-    for case in cases {
+    for case in &cases {
         let path = options.models.join(case.model);
         let mut model = crate::Model::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if let Some(n) = case.neurons {
+            scale(&mut model, n);
+        }
         let run_options = RunOptions { threads: options.threads, duration_ms: Some(case.duration_ms), backend: options.backend, ..RunOptions::default() };
         run_options.apply(&mut model)?;
         let mut reports: Vec<RunReport> = Vec::new();
         for i in 0..=options.repeat {
-            progress(case.name, i, options.repeat);
+            progress(&case.name, i, options.repeat);
             let report = crate::run::run(&model, &run_options, |_| {})?;
             if let Some(e) = &report.error {
                 anyhow::bail!("{}: the run failed: {e}", case.name);
@@ -178,7 +200,7 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
         let figure = |f: fn(&RunReport) -> f64| Spread::of(&reports.iter().map(f).collect::<Vec<_>>());
         let last = reports.last().expect("repeat > 0");
         results.push(CaseResult {
-            name: case.name.into(),
+            name: case.name.clone(),
             model: case.model.into(),
             backend: last.backend.into(),
             device: last.device.clone(),
@@ -347,11 +369,23 @@ mod tests {
     #[test]
     fn every_case_of_every_suite_names_an_asset_model_that_loads() {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
-        for name in ["smoke", "cpu"] {
-            for case in suite(name).expect("a suite") {
+        for name in ["smoke", "cpu", "scaling"] {
+            for case in suite(name, SCALING_SIZES).expect("a suite") {
                 crate::Model::load(models.join(case.model)).unwrap_or_else(|e| panic!("{name}/{}: {e}", case.name));
             }
         }
-        assert!(suite("gpu").is_none());
+        assert!(suite("gpu", SCALING_SIZES).is_none());
+    }
+
+    #[test]
+    fn scaling_keeps_the_proportions_and_the_in_degree() {
+        let mut model = crate::Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/scaling.toml")).unwrap();
+        scale(&mut model, 2503);
+        let sizes: Vec<u32> = model.spec.populations.iter().map(|p| p.size).collect();
+        assert_eq!(sizes, [2002, 501], "80 % E, the rounding to the last");
+        model.revalidate().unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 1).unwrap();
+        let synapses = crate::engine::report::NetworkStats::measure(&mut sim.world).synapses;
+        assert_eq!(synapses, 2503 * 1000, "1000 synapses per neuron at any size");
     }
 }

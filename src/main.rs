@@ -119,9 +119,13 @@ enum Command {
     /// and writes OUT/bench-<date>.json. Exits with 4 if a case ran 15 % or more slower than in
     /// --baseline (a major or critical regression).
     Bench {
-        /// smoke (seconds) or cpu (the asset models, 1 s each).
+        /// smoke (seconds), cpu (the asset models, 1 s each) or scaling (1000 synapses per
+        /// neuron at each of --sizes, 200 ms each).
         #[arg(long, default_value = "smoke")]
         suite: String,
+        /// Neurons in all for each case of the scaling suite (default 2500,5000,10000,20000).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<u32>,
         /// Measured runs per case (after one warm-up run).
         #[arg(long, default_value_t = 3)]
         repeat: usize,
@@ -278,8 +282,9 @@ fn main() -> ExitCode {
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
-        Command::Bench { suite, repeat, threads, backend, models, out, baseline } => {
-            let options = fum::bench::BenchOptions { suite: &suite, repeat, threads, backend: backend.into(), models: &models };
+        Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline } => {
+            let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
+            let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backend: backend.into(), models: &models };
             match cmd_bench(&options, &out, baseline.as_deref()) {
                 Ok(true) => return ExitCode::from(EXIT_REGRESSION),
                 Ok(false) => Ok(Outcome::Finished),
