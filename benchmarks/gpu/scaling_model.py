@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes a Brunel-style model (Brunel 2000, network A/B regime, iaf_psc_exp) of N neurons with
 1000 synapses per neuron (800 E + 200 I, fixed in-degree) and additive STDP on E->E, for the
-GPU scaling table. Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace]
+GPU scaling table (assets/models/scaling.toml is its output for N = 10000, which `fum bench
+--suite scaling` scales to other sizes). Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace]
 (--structural: a plan on E->E every 1 s, committed 500 ms later, that prunes nothing (noop) or
 replaces the lowest-priority 5 % and regrows to in-degree 800 (replace))"""
 import sys
