@@ -4,6 +4,8 @@
 //! they came from, and optionally a comparison with an earlier result file (a baseline) whose
 //! regressions are graded minor, major or critical.
 
+pub mod plot;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -143,6 +143,10 @@ enum Command {
         /// An earlier results file to compare with, case by case.
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Run nothing: plot the real-time factor against network size from the scaling cases
+        /// of these results files (OUT/scaling-rtf.svg and .png). A scaling run plots its own.
+        #[arg(long, num_args = 1.., value_name = "RESULTS", conflicts_with = "baseline")]
+        plot: Vec<PathBuf>,
     },
 }
 
@@ -282,7 +286,8 @@ fn main() -> ExitCode {
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
-        Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline } => {
+        Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
+        Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, .. } => {
             let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
             let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backend: backend.into(), models: &models };
             match cmd_bench(&options, &out, baseline.as_deref()) {
@@ -550,12 +555,7 @@ fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline
     use anyhow::Context;
     use fum::bench::{Severity, compare, markdown, result_path, run_suite};
     // Read first: a missing or broken baseline fails before minutes of runs.
-    let baseline = baseline
-        .map(|path| -> anyhow::Result<fum::bench::BenchReport> {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading the baseline {}", path.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("the baseline {} is not a fum bench results file", path.display()))
-        })
-        .transpose()?;
+    let baseline = baseline.map(|path| read_bench_results(path, "baseline")).transpose()?;
     let report = run_suite(options, |case, run, repeat| eprintln!("{case}: {}", if run == 0 { "warm-up run".to_string() } else { format!("run {run} of {repeat}") }))?;
     let comparisons = baseline.as_ref().map(|b| compare(&report, b)).unwrap_or_default();
     print!("{}", markdown(&report, &comparisons));
@@ -563,7 +563,29 @@ fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline
     let path = result_path(out);
     std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     println!("\nresults: {}", path.display());
+    if report.cases.iter().any(|c| c.name.starts_with("scaling_")) {
+        let stem = path.with_file_name(format!("{}-rtf", path.file_stem().unwrap_or_default().to_string_lossy()));
+        let plots = fum::bench::plot::rtf_against_size(std::slice::from_ref(&report), &stem)?;
+        println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
     Ok(comparisons.iter().any(|c| c.severity >= Severity::Major))
+}
+
+/// A results file of `fum bench` (`what` names it in errors).
+fn read_bench_results(path: &std::path::Path, what: &str) -> anyhow::Result<fum::bench::BenchReport> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the {what} {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("the {what} {} is not a fum bench results file", path.display()))
+}
+
+/// `fum bench --plot`: the scaling plot of results files, into OUT.
+fn cmd_bench_plot(files: &[PathBuf], out: &std::path::Path) -> anyhow::Result<Outcome> {
+    use anyhow::Context;
+    let reports = files.iter().map(|f| read_bench_results(f, "results file")).collect::<anyhow::Result<Vec<_>>>()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let plots = fum::bench::plot::rtf_against_size(&reports, &out.join("scaling-rtf"))?;
+    println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(Outcome::Finished)
 }
 
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {

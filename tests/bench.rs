@@ -1,6 +1,6 @@
 //! `fum bench` end to end: the smoke suite runs the asset models, writes a results file that
-//! reads back as a baseline, and grades a regression against a baseline with the exit status
-//! scripts check.
+//! reads back as a baseline, and grades against a baseline with the exit status scripts check
+//! (baselines far off either way, so that no assertion depends on this machine's speed).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -44,9 +44,11 @@ fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
         assert!(c.neurons == 4000 && c.synapses > 300_000, "{}", c.name);
         assert_eq!(c.bytes_per_synapse, 6.0, "{}: a u16 target and an f32 weight", c.name);
         assert!(c.bytes_per_neuron > 0.0 && c.network_bytes > 6 * c.synapses, "{}", c.name);
-        // 2000 steps of 0.1 ms: the median step is the simulate time over the steps, give or take.
-        let mean_us = c.simulate_s.median / 2000.0 * 1e6;
-        assert!(c.step_p50_us.median > 0.1 * mean_us && c.step_p50_us.median < 2.0 * mean_us, "{}: p50 {} us, mean {mean_us} us", c.name, c.step_p50_us.median);
+        // Of the 2000 steps (0.1 ms each) at least half take the median or more, so it is at
+        // most twice the mean, which the simulate time bounds (each run's own figures).
+        assert!(c.step_p50_us.min > 0.0, "{}", c.name);
+        let bound_us = 2.0 * c.simulate_s.max / 2000.0 * 1e6 * 1.01;
+        assert!(c.step_p50_us.max <= bound_us, "{}: p50 {} us, bound {bound_us} us", c.name, c.step_p50_us.max);
         assert!(c.step_p50_us.median <= c.step_p99_us.median, "{}", c.name);
         assert!(c.rates_hz["E"] > 1.0, "{}: the network fires", c.name);
         assert_eq!((c.backend.as_str(), c.threads), ("cpu", 1));
@@ -55,20 +57,26 @@ fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
     let table = String::from_utf8_lossy(&first.stdout);
     assert!(table.contains("| vogels_abbott_cuba | cpu | 1 | 4000 |"), "{table}");
 
-    // Against itself: no case grades major or critical, so the run succeeds.
-    let same = bench(&out, &["--baseline", files[0].to_str().unwrap()]);
-    assert!(same.status.success(), "{}", String::from_utf8_lossy(&same.stderr));
-    assert!(String::from_utf8_lossy(&same.stdout).contains("| baseline s | ratio | grade |"));
+    // Grades are about time, which a test must not depend on: baselines far off either way
+    // grade the same on any machine under any load.
+    let scaled = |factor: f64, name: &str| {
+        let mut b = report.clone();
+        for c in &mut b.cases {
+            c.simulate_s.median *= factor;
+        }
+        let path = dir.path().join(name);
+        std::fs::write(&path, serde_json::to_string(&b).unwrap()).unwrap();
+        path
+    };
+    let slow = scaled(100.0, "slow.json");
+    let faster = bench(&out, &["--baseline", slow.to_str().unwrap()]);
+    assert!(faster.status.success(), "{}", String::from_utf8_lossy(&faster.stderr));
+    let table = String::from_utf8_lossy(&faster.stdout);
+    assert!(table.contains("| baseline s | ratio | grade |") && table.matches("| improved |").count() == 2, "{table}");
     assert_eq!(results(&out).len(), 2, "a second results file of the same day gets a name of its own");
 
-    // Against a baseline twice as fast as this machine: every case is a critical regression.
-    let mut fast = report.clone();
-    for c in &mut fast.cases {
-        c.simulate_s.median /= 2.0;
-    }
-    let fast_path = dir.path().join("fast.json");
-    std::fs::write(&fast_path, serde_json::to_string(&fast).unwrap()).unwrap();
-    let slower = bench(&out, &["--baseline", fast_path.to_str().unwrap()]);
+    let fast = scaled(0.01, "fast.json");
+    let slower = bench(&out, &["--baseline", fast.to_str().unwrap()]);
     assert_eq!(slower.status.code(), Some(4), "{}", String::from_utf8_lossy(&slower.stderr));
     let table = String::from_utf8_lossy(&slower.stdout);
     assert_eq!(table.matches("| critical |").count(), 2, "{table}");
@@ -91,4 +99,25 @@ fn a_missing_or_foreign_baseline_fails_before_any_run() {
     let unknown = bench_suite("nope", &out, &[]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown suite \"nope\""));
+}
+
+#[test]
+fn a_scaling_run_plots_its_real_time_factor_and_plot_redraws_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let run = bench_suite("scaling", &out, &["--sizes", "1250,2500"]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let json = results(&out).into_iter().find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let report: BenchReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report.cases.iter().map(|c| (c.name.as_str(), c.neurons, c.synapses)).collect::<Vec<_>>(), [("scaling_1250", 1250, 1_250_000), ("scaling_2500", 2500, 2_500_000)]);
+    let stem = json.with_extension("");
+    for ext in ["svg", "png"] {
+        let plot = std::path::PathBuf::from(format!("{}-rtf.{ext}", stem.display()));
+        assert!(plot.exists(), "{}", plot.display());
+    }
+    let plots = dir.path().join("plots");
+    let redraw = Command::new(env!("CARGO_BIN_EXE_fum")).args(["bench", "--plot", json.to_str().unwrap(), "--out", plots.to_str().unwrap()]).output().unwrap();
+    assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
+    let svg = std::fs::read_to_string(plots.join("scaling-rtf.svg")).unwrap();
+    assert!(svg.contains("cpu, 1 CPU thread"), "one series, named by backend and device");
 }

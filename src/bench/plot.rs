@@ -1,0 +1,144 @@
+//! `fum bench`'s plot: the real-time factor against network size, one series per backend and
+//! device, from the scaling cases of one or more results files (a CPU run and a GPU run, say).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::BenchReport;
+
+/// One point: neurons, and the real-time factor's median, min and max over the repeats.
+type Point = (f64, f64, f64, f64);
+
+/// Writes `stem`.svg and `stem`.png from the scaling cases of `reports`; the files written.
+pub fn rtf_against_size(reports: &[BenchReport], stem: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for c in reports.iter().flat_map(|r| &r.cases).filter(|c| c.name.starts_with("scaling_")) {
+        let rtf = c.real_time_factor;
+        series.entry(format!("{}, {}", c.backend, c.device)).or_default().push((c.neurons as f64, rtf.median, rtf.min, rtf.max));
+    }
+    anyhow::ensure!(!series.is_empty(), "no scaling cases to plot (`fum bench --suite scaling` measures them)");
+    for points in series.values_mut() {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    // The font travels with the binary: plotters draws text with it, with no system font library.
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT).unwrap_or_else(|_| panic!("the bundled font is valid")));
+    let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
+    draw(SVGBackend::new(&svg, (900, 600)).into_drawing_area(), &series)?;
+    draw(BitMapBackend::new(&png, (900, 600)).into_drawing_area(), &series)?;
+    Ok(vec![svg, png])
+}
+
+/// Whole decades around the data, so that a log axis has its powers of ten to label.
+fn decade_below(x: f64) -> f64 {
+    10f64.powf(x.log10().floor())
+}
+
+fn decade_above(x: f64) -> f64 {
+    let d = 10f64.powf(x.log10().ceil());
+    if d > x { d } else { d * 10.0 }
+}
+
+fn draw<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, series: &BTreeMap<String, Vec<Point>>) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let points = || series.values().flatten();
+    let (x0, x1) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
+    let (y0, y1) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.2), hi.max(p.3)));
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
+    area.fill(&WHITE).map_err(|e| failed(&e))?;
+    let mut chart = ChartBuilder::on(&area)
+        .caption("fum: real-time factor against network size", ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((decade_below(x0)..decade_above(x1)).log_scale(), (decade_below(y0)..decade_above(y1)).log_scale())
+        .map_err(|e| failed(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("neurons (1000 synapses each)")
+        .y_desc("wall time / biological time")
+        .label_style(("sans-serif", 16))
+        .x_labels(6)
+        .x_label_formatter(&|x| format!("{x}"))
+        .y_label_formatter(&|y| format!("{y}"))
+        .draw()
+        .map_err(|e| failed(&e))?;
+    for (i, (label, points)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+            .map_err(|e| failed(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(2)));
+        chart.draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(|e| failed(&e))?;
+        // The repeats' range, as a bar through each point.
+        chart.draw_series(points.iter().map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], color))).map_err(|e| failed(&e))?;
+    }
+    chart.configure_series_labels().label_font(("sans-serif", 16)).background_style(WHITE.mix(0.9)).border_style(BLACK).draw().map_err(|e| failed(&e))?;
+    area.present().map_err(|e| failed(&e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::{CaseResult, Machine, Spread};
+
+    fn case(name: &str, backend: &str, neurons: u64, rtf: f64) -> CaseResult {
+        let s = Spread { median: rtf, min: rtf * 0.9, max: rtf * 1.1 };
+        CaseResult {
+            name: name.into(),
+            model: "scaling.toml".into(),
+            backend: backend.into(),
+            device: format!("{backend} device"),
+            threads: 2,
+            duration_ms: 200.0,
+            neurons,
+            synapses: neurons * 1000,
+            network_bytes: 0,
+            bytes_per_neuron: 0.0,
+            bytes_per_synapse: 6.0,
+            build_s: Spread::default(),
+            simulate_s: s,
+            real_time_factor: s,
+            step_p50_us: Spread::default(),
+            step_p99_us: Spread::default(),
+            simulate_runs_s: vec![rtf],
+            rates_hz: BTreeMap::new(),
+        }
+    }
+
+    fn report(cases: Vec<CaseResult>) -> BenchReport {
+        let machine = Machine { cpu: String::new(), logical_cores: 1, load_before: vec![], load_after: vec![], os: String::new(), fum_version: String::new(), fum_commit: String::new(), started: String::new() };
+        BenchReport { suite: "scaling".into(), repeat: 1, warmup: 1, machine, cases }
+    }
+
+    #[test]
+    fn a_series_per_backend_in_svg_and_png() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = report(vec![case("scaling_2500", "cpu", 2500, 3.0), case("scaling_5000", "cpu", 5000, 5.5), case("brunel", "cpu", 12500, 3.5)]);
+        let gpu = report(vec![case("scaling_100000", "cuda", 100_000, 0.4), case("scaling_1000000", "cuda", 1_000_000, 2.0)]);
+        let files = rtf_against_size(&[cpu, gpu], &dir.path().join("rtf")).unwrap();
+        assert_eq!(files, [dir.path().join("rtf.svg"), dir.path().join("rtf.png")]);
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        for text in ["real-time factor against network size", "cpu, cpu device", "cuda, cuda device", "neurons (1000 synapses each)"] {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert!(!svg.contains("brunel"), "only scaling cases are plotted");
+        let png = std::fs::read(&files[1]).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        assert!(png.len() > 10_000, "a drawn image, not a blank one");
+    }
+
+    #[test]
+    fn results_without_scaling_cases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = rtf_against_size(&[report(vec![case("brunel", "cpu", 12500, 3.5)])], &dir.path().join("rtf")).unwrap_err();
+        assert!(e.to_string().contains("no scaling cases"), "{e}");
+    }
+}
