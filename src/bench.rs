@@ -122,6 +122,7 @@ pub struct Machine {
     pub load_after: Vec<f64>,
     pub os: String,
     pub fum_version: String,
+    /// The commit the binary was built from (`-dirty`: with uncommitted changes then).
     pub fum_commit: String,
     /// When the suite started, UTC (RFC 3339).
     pub started: String,
