@@ -318,6 +318,38 @@ pub fn result_path(out: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A case result for tests: `simulate_s` (and the real-time factor it gives) spread ±10 %.
+#[cfg(test)]
+pub(crate) fn sample_case(name: &str, backend: &str, duration_ms: f64, threads: usize, neurons: u64, simulate_s: f64) -> CaseResult {
+    let spread = |x: f64| Spread { median: x, min: 0.9 * x, max: 1.1 * x };
+    CaseResult {
+        name: name.into(),
+        model: String::new(),
+        backend: backend.into(),
+        device: format!("{backend} device"),
+        threads,
+        duration_ms,
+        neurons,
+        synapses: 1000 * neurons,
+        network_bytes: 0,
+        bytes_per_neuron: 0.0,
+        bytes_per_synapse: 6.0,
+        build_s: Spread::default(),
+        simulate_s: spread(simulate_s),
+        real_time_factor: spread(simulate_s / (duration_ms / 1000.0)),
+        step_p50_us: Spread::default(),
+        step_p99_us: Spread::default(),
+        simulate_runs_s: vec![simulate_s],
+        rates_hz: BTreeMap::new(),
+    }
+}
+
+/// A report of `cases` for tests.
+#[cfg(test)]
+pub(crate) fn sample_report(cases: Vec<CaseResult>) -> BenchReport {
+    BenchReport { suite: "test".into(), repeat: 1, warmup: 1, machine: Machine::now(), cases }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,27 +371,8 @@ mod tests {
 
     #[test]
     fn only_cases_run_alike_are_compared() {
-        let case = |name: &str, duration_ms: f64, threads: usize, s: f64| CaseResult {
-            name: name.into(),
-            model: String::new(),
-            backend: "cpu".into(),
-            device: String::new(),
-            threads,
-            duration_ms,
-            neurons: 0,
-            synapses: 0,
-            network_bytes: 0,
-            bytes_per_neuron: 0.0,
-            bytes_per_synapse: 0.0,
-            build_s: Spread::default(),
-            simulate_s: Spread { median: s, min: s, max: s },
-            real_time_factor: Spread::default(),
-            step_p50_us: Spread::default(),
-            step_p99_us: Spread::default(),
-            simulate_runs_s: vec![s],
-            rates_hz: BTreeMap::new(),
-        };
-        let report = |cases| BenchReport { suite: "cpu".into(), repeat: 1, warmup: 1, machine: Machine::now(), cases };
+        let case = |name: &str, duration_ms: f64, threads: usize, s: f64| sample_case(name, "cpu", duration_ms, threads, 0, s);
+        let report = sample_report;
         let baseline = report(vec![case("a", 1000.0, 2, 1.0), case("b", 200.0, 2, 1.0), case("c", 1000.0, 1, 1.0)]);
         let now = report(vec![case("a", 1000.0, 2, 1.3), case("b", 1000.0, 2, 1.0), case("c", 1000.0, 2, 1.0), case("d", 1000.0, 2, 1.0)]);
         let compared = compare(&now, &baseline);

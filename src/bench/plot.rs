@@ -87,35 +87,11 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{CaseResult, Machine, Spread};
+    use crate::bench::{CaseResult, sample_case, sample_report as report};
 
+    /// A 200 ms case whose real-time factor is `rtf`.
     fn case(name: &str, backend: &str, neurons: u64, rtf: f64) -> CaseResult {
-        let s = Spread { median: rtf, min: rtf * 0.9, max: rtf * 1.1 };
-        CaseResult {
-            name: name.into(),
-            model: "scaling.toml".into(),
-            backend: backend.into(),
-            device: format!("{backend} device"),
-            threads: 2,
-            duration_ms: 200.0,
-            neurons,
-            synapses: neurons * 1000,
-            network_bytes: 0,
-            bytes_per_neuron: 0.0,
-            bytes_per_synapse: 6.0,
-            build_s: Spread::default(),
-            simulate_s: s,
-            real_time_factor: s,
-            step_p50_us: Spread::default(),
-            step_p99_us: Spread::default(),
-            simulate_runs_s: vec![rtf],
-            rates_hz: BTreeMap::new(),
-        }
-    }
-
-    fn report(cases: Vec<CaseResult>) -> BenchReport {
-        let machine = Machine { cpu: String::new(), logical_cores: 1, load_before: vec![], load_after: vec![], os: String::new(), fum_version: String::new(), fum_commit: String::new(), started: String::new() };
-        BenchReport { suite: "scaling".into(), repeat: 1, warmup: 1, machine, cases }
+        sample_case(name, backend, 200.0, 2, neurons, rtf * 0.2)
     }
 
     #[test]
