@@ -547,8 +547,6 @@ fn cmd_inspect(path: PathBuf) -> anyhow::Result<Outcome> {
     Ok(Outcome::Finished)
 }
 
-/// Validates a model, prints its size and the memory it needs, and refuses one that this
-/// machine cannot run (threads, memory) as `fum run` would.
 /// Runs the suite, prints its table and writes its results; true if a case regressed by a
 /// major or critical grade against `baseline`.
 fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline: Option<&std::path::Path>) -> anyhow::Result<bool> {
@@ -588,6 +586,8 @@ fn cmd_bench_plot(files: &[PathBuf], out: &std::path::Path) -> anyhow::Result<Ou
     Ok(Outcome::Finished)
 }
 
+/// Validates a model, prints its size and the memory it needs, and refuses one that this
+/// machine cannot run (threads, memory) as `fum run` would.
 fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
     use fum::engine::estimate;
     use std::io::Write;
