@@ -182,7 +182,7 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
     let mut results = Vec::new();
     for case in &cases {
         let path = options.models.join(case.model);
-        let mut model = crate::Model::load(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let mut model = crate::Model::load(&path)?;
         if let Some(n) = case.neurons {
             scale(&mut model, n);
         }
