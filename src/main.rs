@@ -562,9 +562,7 @@ fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline
     std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     println!("\nresults: {}", path.display());
     if report.cases.iter().any(|c| c.name.starts_with("scaling_")) {
-        let stem = path.with_file_name(format!("{}-rtf", path.file_stem().unwrap_or_default().to_string_lossy()));
-        let plots = fum::bench::plot::rtf_against_size(std::slice::from_ref(&report), &stem)?;
-        println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+        plot_scaling(std::slice::from_ref(&report), &path.with_file_name(format!("{}-rtf", path.file_stem().unwrap_or_default().to_string_lossy())))?;
     }
     Ok(comparisons.iter().any(|c| c.severity >= Severity::Major))
 }
@@ -581,9 +579,15 @@ fn cmd_bench_plot(files: &[PathBuf], out: &std::path::Path) -> anyhow::Result<Ou
     use anyhow::Context;
     let reports = files.iter().map(|f| read_bench_results(f, "results file")).collect::<anyhow::Result<Vec<_>>>()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    let plots = fum::bench::plot::rtf_against_size(&reports, &out.join("scaling-rtf"))?;
-    println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    plot_scaling(&reports, &out.join("scaling-rtf"))?;
     Ok(Outcome::Finished)
+}
+
+/// Draws the scaling plot of `reports` at `stem` (.svg, .png) and says where.
+fn plot_scaling(reports: &[fum::bench::BenchReport], stem: &std::path::Path) -> anyhow::Result<()> {
+    let plots = fum::bench::plot::rtf_against_size(reports, stem)?;
+    println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    Ok(())
 }
 
 /// Validates a model, prints its size and the memory it needs, and refuses one that this
