@@ -299,8 +299,8 @@ extern "C" __global__ void compact_rows(u32 rows, u32 elem, const u32* old_ptr, 
 // host draws the new synapses' delays and weights from where each target's stream stopped, so
 // no device maths enters them. One synapse block at a time: plan_count and scan_counts give
 // each shard-local target a bucket, plan_bucket fills the buckets with (key, position),
-// unordered, plan_select decides per target, plan_need and scan_counts place each target's
-// draws, plan_regrow draws them.
+// unordered, plan_select decides per target; the host places each target's draws from how
+// many it kept (systems/src/cuda.rs), and plan_regrow draws them.
 
 // Incoming synapses per shard-local target.
 extern "C" __global__ void plan_count(u32 n_syn, const u16* target, u32* counts) {
@@ -412,21 +412,6 @@ extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const
         if (smallest != flip) atomicOr(&pruned_bits[pos[i] >> 5], 1u << (pos[i] & 31));
     }
     if (threadIdx.x == 0) kept[j - t0] = flip ? m : n - m;
-}
-
-// New synapses per target (regrow_need), and a zero after the last for scan_counts' total.
-extern "C" __global__ void plan_need(u32 t0, u32 t1, const u32* kept, u32 to_indegree, u32 multapses, u32 no_autapses,
-                                     u32 source_size, u32 shard_first, u32 target_first, u32* need) {
-    u32 i = blockIdx.x * blockDim.x + threadIdx.x;
-    if (i > t1 - t0) return;
-    if (i == t1 - t0) { need[i] = 0; return; }
-    u32 k = kept[i], post = shard_first + t0 + i - target_first;
-    u32 n = to_indegree > k ? to_indegree - k : 0;
-    if (!multapses && n > 0) {
-        u32 available = source_size - (no_autapses && post < source_size ? 1u : 0u);
-        n = min(n, available > k ? available - k : 0u);
-    }
-    need[i] = n;
 }
 
 struct Draws { u32 count, used; u64 block; };

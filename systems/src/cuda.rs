@@ -23,7 +23,7 @@ use fum_engine::components::{Clock, Plasticity, Populations, SpikeExchange, Syna
 use fum_engine::recording::Recorder;
 use fum_engine::components::{Shard, Weights};
 use fum_engine::model::Prune;
-use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets};
+use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets, regrow_need};
 use fum_engine::{Plugin, Simulation, Stage};
 
 use fum_engine::device::{DeviceNetwork, ptr};
@@ -467,13 +467,13 @@ impl CudaRunner {
     /// step's stream, after the queued steps, the weights of the rewired blocks and the spike
     /// counts are copied aside (and the counts reset): that is the snapshot, and the only pause.
     /// The plan stream (lower priority) waits for it and runs, block by block, the kernels
-    /// `plan_count` to `plan_need` (kernels/cuda/fum.cu), which decide per target which synapses
-    /// go and how many sources come; each block's job (on a plan thread) then has `plan_regrow`
-    /// draw the sources and brings back what was decided (a bit per synapse, the sources), for
-    /// the host to finish. Structure changes only at commits, which wait for the jobs, so the
-    /// kernels read it in place. Every buffer is allocated and freed on the plan stream, so its
-    /// frees follow its kernels. None (the host plans) when the scratch does not fit, or with
-    /// `FUM_PLAN_ON_HOST=1` (the GPU tests check that path too).
+    /// `plan_count` to `plan_select` (kernels/cuda/fum.cu), which decide per target which
+    /// synapses go; each block's job (on a plan thread) then works out how many sources each
+    /// target draws, has `plan_regrow` draw them and brings back what was decided (a bit per
+    /// synapse, the sources), for the host to finish. Structure changes only at commits, which
+    /// wait for the jobs, so the kernels read it in place. Buffers come from `plan_memory` and
+    /// are freed once the plan stream is done with them. None (the host plans) when the scratch
+    /// does not fit, or with `FUM_PLAN_ON_HOST=1` (the GPU tests check that path too).
     fn plan_structure(&mut self, world: &mut World, schedule: usize, plan: u64) -> Option<Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError>> {
         if std::env::var_os("FUM_PLAN_ON_HOST").is_some_and(|v| v == "1") {
             return None;
@@ -567,7 +567,7 @@ impl CudaRunner {
                 let words = (n_syn as usize).div_ceil(32);
                 let (mut offsets, mut fill) = (plan_memory::<u32>(&main, &side, buckets as usize, true)?, plan_memory::<u32>(&main, &side, buckets as usize, true)?);
                 let (mut bits, mut kept) = (plan_memory::<u32>(&main, &side, words, true)?, plan_memory::<u32>(&main, &side, nt as usize, true)?);
-                let (mut need, mut total) = (plan_memory::<u32>(&main, &side, nt as usize + 1, true)?, plan_memory::<u32>(&main, &side, 1, true)?);
+                let mut total = plan_memory::<u32>(&main, &side, 1, true)?;
                 // SAFETY: the block's buffers hold its n_syn synapses and rows + 1 row pointers,
                 // the scratch `largest` >= n_syn entries, offsets one per shard-local target and
                 // one more (every target is in the shard), bits one per synapse, kept one per
@@ -587,14 +587,6 @@ impl CudaRunner {
                             .arg(&mut bits).arg(&mut kept)
                             .launch(one(nt, 256))?;
                     }
-                    if let Some(re) = &rule.regrow {
-                        let (multapses, no_autapses, entries) = (u32::from(re.multapses), u32::from(re.no_autapses), nt + 1);
-                        side.launch_builder(&k.plan_need)
-                            .arg(&t0).arg(&t1).arg(&kept).arg(&re.to_indegree).arg(&multapses).arg(&no_autapses).arg(&re.source_size)
-                            .arg(&targets.shard_first).arg(&targets.target_first).arg(&mut need)
-                            .launch(one(entries.div_ceil(256), 256))?;
-                        side.launch_builder(&k.scan_counts).arg(&mut need).arg(&entries).arg(&mut total).launch(one(1, 1024))?;
-                    }
                 }
                 let decided = blocking_event(&self.gpu.ctx)?;
                 decided.record(&side)?;
@@ -605,13 +597,29 @@ impl CudaRunner {
                 let first_block = plan << 32;
                 let job = move || -> Result<DevicePlan, CudaError> {
                     decided.synchronize()?;
+                    let kept_now = if regrow.is_some() { read(&side, &kept, nt as usize)? } else { Vec::new() };
                     // This block's kernels, and those of the blocks before it, are done with the
                     // snapshot; the last job to get here frees it.
                     drop(snapshot);
-                    drop((offsets, fill, kept));
+                    drop((offsets, fill, kept, total));
                     let (mut draws, mut sources) = (Vec::new(), Vec::new());
                     if let Some(re) = regrow {
-                        let drawn = read(&side, &total, 1)?[0] as usize;
+                        // Each target's new synapses and where its draws go, on the host with the
+                        // CPU backend's own `regrow_need` (one rule, not a device twin): a pass
+                        // over the kept counts, microseconds per block.
+                        let mut first = Vec::with_capacity(nt as usize + 1);
+                        let mut drawn = 0u32;
+                        for (i, &k) in kept_now.iter().enumerate() {
+                            first.push(drawn);
+                            let post = targets.shard_first + t0 + i as u32 - targets.target_first;
+                            drawn += regrow_need(&re, k as usize, k as usize, post) as u32;
+                        }
+                        first.push(drawn);
+                        let need = plan_memory::<u32>(&main, &side, first.len(), false)?;
+                        // SAFETY: `need` holds first.len() values; a copy from pageable memory
+                        // returns once its source is staged.
+                        unsafe { cudarc::driver::result::memcpy_htod_async(ptr(&need, &side), &first, side.cu_stream()) }?;
+                        let drawn = drawn as usize;
                         let (mut found, mut out_draws) = (plan_memory::<u32>(&main, &side, drawn, false)?, plan_memory::<u32>(&main, &side, 4 * nt as usize, true)?);
                         let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
                         // SAFETY: need holds each target's first source (scanned) and their sum
@@ -628,7 +636,7 @@ impl CudaRunner {
                         sources = read(&side, &found, drawn)?;
                     }
                     let pruned_bits = read(&side, &bits, words)?;
-                    drop((bits, need, total));
+                    drop(bits);
                     // The device's part of the commit, made ready on the plan stream from the
                     // finished plan and the row pointers before it (unchanged until the commit).
                     let prepare = move |plan: &BlockPlan| -> Result<Prepared, String> {
