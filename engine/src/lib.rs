@@ -11,6 +11,7 @@ pub mod components;
 pub mod device;
 pub mod estimate;
 pub mod model;
+pub mod monitor;
 pub mod observe;
 pub mod recording;
 pub mod report;
