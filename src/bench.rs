@@ -26,23 +26,44 @@ pub struct Case {
 /// minutes (a GPU run names its own, e.g. 100000,1000000).
 pub const SCALING_SIZES: &[u32] = &[2500, 5000, 10000, 20000];
 
+/// The suites, for help texts and errors.
+pub const SUITES: &str = "smoke, cpu, gpu, microcircuit or scaling";
+
 /// The cases of a suite: `smoke` (seconds, for CI and a quick look), `cpu` (the asset models
-/// for 1 s each: the CPU figures of benchmarks/RESULTS.md) or `scaling` (the scaling family,
-/// 1000 synapses per neuron, at each of `sizes`, 200 ms each).
+/// for 1 s each: the CPU figures of benchmarks/RESULTS.md), `gpu` (the same and the cortical
+/// microcircuit, sized for a GPU), `microcircuit` (Potjans-Diesmann 2014 alone, 1 s) or
+/// `scaling` (the scaling family, 1000 synapses per neuron, at each of `sizes`, 200 ms each).
 pub fn suite(name: &str, sizes: &[u32]) -> Option<Vec<Case>> {
     let case = |name: &str, model, duration_ms| Case { name: name.into(), model, duration_ms, neurons: None };
-    Some(match name {
-        "smoke" => vec![case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 200.0), case("stdp_balanced", "stdp_balanced.toml", 200.0)],
-        "cpu" => vec![
+    let assets = || {
+        vec![
             case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 1000.0),
             case("vogels_abbott_coba", "vogels_abbott_coba.toml", 1000.0),
             case("brunel", "brunel.toml", 1000.0),
             case("stdp_balanced", "stdp_balanced.toml", 1000.0),
             case("stdp_structural", "stdp_structural.toml", 1000.0),
-        ],
+        ]
+    };
+    let microcircuit = || case("microcircuit", "microcircuit.toml", 1000.0);
+    Some(match name {
+        "smoke" => vec![case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 200.0), case("stdp_balanced", "stdp_balanced.toml", 200.0)],
+        "cpu" => assets(),
+        "gpu" => assets().into_iter().chain([case("brunel_100k", "brunel_100k.toml", 1000.0), microcircuit()]).collect(),
+        "microcircuit" => vec![microcircuit()],
         "scaling" => sizes.iter().map(|&n| Case { name: format!("scaling_{n}"), model: "scaling.toml", duration_ms: 200.0, neurons: Some(n) }).collect(),
         _ => return None,
     })
+}
+
+/// The backends a suite runs on unless `--backend` names one: `cpu` on the CPU, `gpu` on
+/// CUDA, the others on the CPU and, where a GPU is usable (`cuda_usable`), on it too.
+pub fn default_backends(suite: &str, cuda_usable: bool) -> Vec<BackendChoice> {
+    match suite {
+        "cpu" => vec![BackendChoice::Cpu],
+        "gpu" => vec![BackendChoice::Cuda],
+        _ if cuda_usable => vec![BackendChoice::Cpu, BackendChoice::Cuda],
+        _ => vec![BackendChoice::Cpu],
+    }
 }
 
 /// Scales every population of `model` by the same factor so that they hold `neurons` in all
@@ -98,6 +119,25 @@ pub struct CaseResult {
     pub simulate_s: Spread,
     /// Wall time per biological time of the simulation loop.
     pub real_time_factor: Spread,
+    /// Synaptic events (spikes times their out-degree, `run.json`'s `synaptic_events`) per
+    /// second of simulate time.
+    #[serde(default)]
+    pub synaptic_events_per_s: Spread,
+    /// Device bytes of the network as allocated (device backends).
+    #[serde(default)]
+    pub device_bytes: Option<u64>,
+    /// Microseconds per step in each stage (input, update, exchange, deliver, plasticity,
+    /// record, advance), from the warm-up run, which alone times them (the clock readings
+    /// cost about a microsecond per stage and step). CPU backend only: a device backend
+    /// replays its step as one graph.
+    #[serde(default)]
+    pub stage_us_per_step: Option<BTreeMap<String, f64>>,
+    /// The GPU during the last repeat (NVML; device backends where NVML is present), and the
+    /// energy per synaptic event over the repeats.
+    #[serde(default)]
+    pub monitor: Option<fum_engine::monitor::DeviceReport>,
+    #[serde(default)]
+    pub energy_per_synaptic_event_j: Option<Spread>,
     /// Each repeat's median and 99th-percentile step wall time (`run.json`'s `timing.step_us`).
     /// Figures added after the first version default to 0, so older results still serve as a
     /// baseline (which compares simulate_s).
@@ -121,6 +161,9 @@ pub struct Machine {
     pub load_before: Vec<f64>,
     pub load_after: Vec<f64>,
     pub os: String,
+    /// The GPU and its driver, as NVML names them (a run on a device backend).
+    #[serde(default)]
+    pub gpu: Option<String>,
     pub fum_version: String,
     /// The commit the binary was built from (`-dirty`: with uncommitted changes then).
     pub fum_commit: String,
@@ -138,6 +181,7 @@ impl Machine {
             load_before: load_average(),
             load_after: Vec::new(),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            gpu: None,
             fum_version: env!("CARGO_PKG_VERSION").into(),
             fum_commit: env!("FUM_COMMIT").into(),
             started: jiff::Timestamp::now().round(jiff::Unit::Second).map_or_else(|_| String::new(), |t| t.to_string()),
@@ -168,7 +212,8 @@ pub struct BenchOptions<'a> {
     pub sizes: &'a [u32],
     pub repeat: usize,
     pub threads: usize,
-    pub backend: BackendChoice,
+    /// Every case runs on each of these, in turn.
+    pub backends: &'a [BackendChoice],
     /// Where the cases' model files are (`assets/models`).
     pub models: &'a Path,
 }
@@ -176,31 +221,42 @@ pub struct BenchOptions<'a> {
 /// Runs every case of the suite: one warm-up run, then `repeat` measured ones. `progress` hears
 /// of each run as it starts (case name, run number, runs in all).
 pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) -> anyhow::Result<BenchReport> {
-    let cases = suite(options.suite, options.sizes).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} (smoke, cpu or scaling)", options.suite))?;
+    let cases = suite(options.suite, options.sizes).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} ({SUITES})", options.suite))?;
     anyhow::ensure!(options.repeat > 0, "--repeat must be at least 1");
     let mut machine = Machine::now();
     let mut results = Vec::new();
-    for case in &cases {
+    for (case, &backend) in cases.iter().flat_map(|c| options.backends.iter().map(move |b| (c, b))) {
         let path = options.models.join(case.model);
         let mut model = crate::Model::load(&path)?;
         if let Some(n) = case.neurons {
             scale(&mut model, n);
         }
-        let run_options = RunOptions { threads: options.threads, duration_ms: Some(case.duration_ms), backend: options.backend, ..RunOptions::default() };
+        let on_device = backend != BackendChoice::Cpu;
+        let run_options = RunOptions { threads: options.threads, duration_ms: Some(case.duration_ms), backend, monitor: on_device, ..RunOptions::default() };
         run_options.apply(&mut model)?;
         let mut reports: Vec<RunReport> = Vec::new();
+        let mut stages = None;
         for i in 0..=options.repeat {
             progress(&case.name, i, options.repeat);
-            let report = crate::run::run(&model, &run_options, |_| {})?;
+            // The first run warms caches and the allocator up and is not counted; it alone
+            // times the stages.
+            let timed = RunOptions { time_stages: i == 0 && !on_device, monitor: run_options.monitor && i > 0, ..run_options.clone() };
+            let report = crate::run::run(&model, &timed, |_| {})?;
             if let Some(e) = &report.error {
                 anyhow::bail!("{}: the run failed: {e}", case.name);
             }
-            // The first run warms caches and the allocator up; it is not counted.
-            if i > 0 {
+            if i == 0 {
+                let steps = report.steps.max(1) as f64;
+                stages = report.timing.stages_s.as_ref().map(|s| s.iter().map(|(k, v)| (k.clone(), v / steps * 1e6)).collect());
+            } else {
                 reports.push(report);
             }
         }
+        if machine.gpu.is_none() {
+            machine.gpu = reports.iter().find_map(|r| r.monitor.as_ref()).map(|m| format!("{}, driver {}", m.name, m.driver));
+        }
         let figure = |f: fn(&RunReport) -> f64| Spread::of(&reports.iter().map(f).collect::<Vec<_>>());
+        let energy: Vec<f64> = reports.iter().filter_map(|r| r.energy_per_synaptic_event_j).collect();
         let last = reports.last().expect("repeat > 0");
         results.push(CaseResult {
             name: case.name.clone(),
@@ -217,6 +273,11 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
             build_s: figure(|r| r.timing.build_s),
             simulate_s: figure(|r| r.timing.simulate_s),
             real_time_factor: figure(|r| r.timing.real_time_factor),
+            synaptic_events_per_s: figure(|r| r.timing.synaptic_events_per_s),
+            device_bytes: last.gpu.as_ref().map(|g| g.device_bytes_total),
+            stage_us_per_step: stages,
+            monitor: last.monitor.clone(),
+            energy_per_synaptic_event_j: (energy.len() == reports.len()).then(|| Spread::of(&energy)),
             step_p50_us: figure(|r| r.timing.step_us.p50),
             step_p99_us: figure(|r| r.timing.step_us.p99),
             simulate_runs_s: reports.iter().map(|r| r.timing.simulate_s).collect(),
@@ -260,6 +321,7 @@ impl Severity {
 #[derive(Clone, Debug, Serialize)]
 pub struct Comparison {
     pub name: String,
+    pub backend: String,
     pub baseline_s: f64,
     pub now_s: f64,
     /// now / baseline, of the medians.
@@ -275,7 +337,7 @@ pub fn compare(now: &BenchReport, baseline: &BenchReport) -> Vec<Comparison> {
         .filter_map(|c| {
             let b = baseline.cases.iter().find(|b| b.name == c.name && b.duration_ms == c.duration_ms && b.backend == c.backend && b.threads == c.threads)?;
             let ratio = c.simulate_s.median / b.simulate_s.median;
-            Some(Comparison { name: c.name.clone(), baseline_s: b.simulate_s.median, now_s: c.simulate_s.median, ratio, severity: Severity::of(ratio) })
+            Some(Comparison { name: c.name.clone(), backend: c.backend.clone(), baseline_s: b.simulate_s.median, now_s: c.simulate_s.median, ratio, severity: Severity::of(ratio) })
         })
         .collect()
 }
@@ -287,20 +349,55 @@ pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
         "fum bench --suite {} --repeat {}: {} ({} logical cores), {}, fum {} ({}), load {:?} -> {:?}\n\n",
         report.suite, report.repeat, m.cpu, m.logical_cores, m.started, m.fum_version, m.fum_commit, m.load_before, m.load_after
     );
-    s.push_str("| case | backend | threads | neurons | synapses | B/neuron | B/synapse | build s | simulate s (median, min-max) | RTF | step p50 / p99 us |");
-    s.push_str(if comparisons.is_empty() { "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { " baseline s | ratio | grade |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" });
+    s.push_str("| case | backend | threads | neurons | synapses | B/neuron | B/synapse | build s | simulate s (median, min-max) | RTF | synaptic events/s | step p50 / p99 us |");
+    s.push_str(if comparisons.is_empty() { "\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" } else { " baseline s | ratio | grade |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n" });
     for c in &report.cases {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.3} | {:.3} ({:.3}-{:.3}) | {:.3} | {:.1} / {:.1} |",
-            c.name, c.backend, c.threads, c.neurons, c.synapses, c.bytes_per_neuron, c.bytes_per_synapse, c.build_s.median, c.simulate_s.median, c.simulate_s.min, c.simulate_s.max, c.real_time_factor.median, c.step_p50_us.median, c.step_p99_us.median
+            "| {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.3} | {:.3} ({:.3}-{:.3}) | {:.3} | {:.3e} | {:.1} / {:.1} |",
+            c.name, c.backend, c.threads, c.neurons, c.synapses, c.bytes_per_neuron, c.bytes_per_synapse, c.build_s.median, c.simulate_s.median, c.simulate_s.min, c.simulate_s.max, c.real_time_factor.median, c.synaptic_events_per_s.median, c.step_p50_us.median, c.step_p99_us.median
         ));
         if !comparisons.is_empty() {
-            match comparisons.iter().find(|x| x.name == c.name) {
+            match comparisons.iter().find(|x| x.name == c.name && x.backend == c.backend) {
                 Some(x) => s.push_str(&format!(" {:.3} | {:.2} | {} |", x.baseline_s, x.ratio, serde_json::to_string(&x.severity).unwrap_or_default().trim_matches('"'))),
                 None => s.push_str(" - | - | not in the baseline |"),
             }
         }
         s.push('\n');
+    }
+    let staged: Vec<_> = report.cases.iter().filter_map(|c| Some((c, c.stage_us_per_step.as_ref()?))).collect();
+    if !staged.is_empty() {
+        s.push_str("\nWhere a step's time goes (us per step, from each case's warm-up run; CPU backend):\n\n| case | threads |");
+        let stages = fum_engine::Stage::ALL.map(fum_engine::Stage::name);
+        for name in stages {
+            s.push_str(&format!(" {name} |"));
+        }
+        s.push_str(&format!("\n|---|---:|{}\n", "---:|".repeat(stages.len())));
+        for (c, times) in staged {
+            s.push_str(&format!("| {} | {} |", c.name, c.threads));
+            for name in stages {
+                s.push_str(&format!(" {:.2} |", times.get(name).copied().unwrap_or(0.0)));
+            }
+            s.push('\n');
+        }
+    }
+    let monitored: Vec<_> = report.cases.iter().filter_map(|c| Some((c, c.monitor.as_ref()?))).collect();
+    if !monitored.is_empty() {
+        s.push_str("\nThe GPU during each case's last run (NVML, every 100 ms):\n\n| case | power W mean / max | energy J | nJ per synaptic event | GPU busy % | memory used GB (max) | temperature C (max) | SM MHz (mean) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
+        let stat = |x: Option<fum_engine::monitor::Stat>, scale: f64| x.map_or("-".to_string(), |x| format!("{:.0} / {:.0}", x.mean * scale, x.max * scale));
+        let one = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |x| format!("{x:.digits$}"));
+        for (c, m) in monitored {
+            s.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                c.name,
+                stat(m.power_w, 1.0),
+                one(m.energy_j, 1),
+                one(c.energy_per_synaptic_event_j.map(|e| e.median * 1e9), 3),
+                one(m.utilization_gpu_pct.map(|u| u.mean), 0),
+                one(m.memory_used_bytes.map(|b| b.max / 1e9), 2),
+                one(m.temperature_c.map(|t| t.max), 0),
+                one(m.sm_clock_mhz.map(|c| c.mean), 0),
+            ));
+        }
     }
     s
 }
@@ -337,6 +434,11 @@ pub(crate) fn sample_case(name: &str, backend: &str, duration_ms: f64, threads: 
         build_s: Spread::default(),
         simulate_s: spread(simulate_s),
         real_time_factor: spread(simulate_s / (duration_ms / 1000.0)),
+        synaptic_events_per_s: Spread::default(),
+        device_bytes: None,
+        stage_us_per_step: None,
+        monitor: None,
+        energy_per_synaptic_event_j: None,
         step_p50_us: Spread::default(),
         step_p99_us: Spread::default(),
         simulate_runs_s: vec![simulate_s],
@@ -385,12 +487,21 @@ mod tests {
     #[test]
     fn every_case_of_every_suite_names_an_asset_model_that_loads() {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
-        for name in ["smoke", "cpu", "scaling"] {
-            for case in suite(name, SCALING_SIZES).expect("a suite") {
+        for name in SUITES.split(", ").flat_map(|s| s.split(" or ")) {
+            for case in suite(name, SCALING_SIZES).unwrap_or_else(|| panic!("the suite {name}")) {
                 crate::Model::load(models.join(case.model)).unwrap_or_else(|e| panic!("{name}/{}: {e}", case.name));
             }
         }
-        assert!(suite("gpu", SCALING_SIZES).is_none());
+        assert!(suite("tpu", SCALING_SIZES).is_none());
+    }
+
+    #[test]
+    fn suites_run_where_they_belong() {
+        use BackendChoice::{Cpu, Cuda};
+        assert_eq!(default_backends("cpu", true), [Cpu]);
+        assert_eq!(default_backends("gpu", false), [Cuda], "a gpu suite without a GPU fails, it does not fall back");
+        assert_eq!(default_backends("smoke", true), [Cpu, Cuda]);
+        assert_eq!(default_backends("scaling", false), [Cpu]);
     }
 
     #[test]

@@ -49,6 +49,14 @@ enum Command {
         /// HOST:PORT. Prints the token that steering needs.
         #[arg(long, value_name = "ADDR")]
         serve: Option<String>,
+        /// Sample the GPU's power, energy, utilisation, memory, temperature and clock every
+        /// 100 ms through NVML (run.json's `monitor` and `energy_per_synaptic_event_j`).
+        #[arg(long)]
+        monitor: bool,
+        /// Time each stage of the step (run.json's `timing.stages_s`; about 1 us per stage and
+        /// step more).
+        #[arg(long)]
+        time_stages: bool,
     },
     /// Watch and steer a simulation live: run MODEL in this process, or attach to a run
     /// started with `fum run --serve`.
@@ -119,8 +127,9 @@ enum Command {
     /// and writes OUT/bench-<date>.json. Exits with 4 if a case ran 15 % or more slower than in
     /// --baseline (a major or critical regression).
     Bench {
-        /// smoke (seconds), cpu (the asset models, 1 s each) or scaling (1000 synapses per
-        /// neuron at each of --sizes, 200 ms each).
+        /// smoke (seconds), cpu (the asset models, 1 s each), gpu (those, brunel_100k and the
+        /// cortical microcircuit on CUDA), microcircuit (Potjans-Diesmann 2014, 1 s) or
+        /// scaling (1000 synapses per neuron at each of --sizes, 200 ms each).
         #[arg(long, default_value = "smoke")]
         suite: String,
         /// Neurons in all for each case of the scaling suite (default 2500,5000,10000,20000).
@@ -132,8 +141,10 @@ enum Command {
         /// Worker threads (default: the model's setting, else one per core).
         #[arg(long, default_value_t = 0, value_parser = parse_threads)]
         threads: usize,
-        #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
-        backend: BackendArg,
+        /// Run every case on this backend only (default: cpu for the cpu suite, cuda for the
+        /// gpu suite, else the CPU and, where one is usable, the GPU).
+        #[arg(long, value_enum)]
+        backend: Option<BackendArg>,
         /// Folder of the cases' model files.
         #[arg(long, default_value = "assets/models")]
         models: PathBuf,
@@ -268,8 +279,8 @@ fn parse_rate_hz(text: &str) -> Result<f64, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve } => {
-            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, ..sim.options() };
+        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages } => {
+            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
             cmd_run(model, options, quiet, serve)
         }
         #[cfg(feature = "viewer")]
@@ -289,7 +300,11 @@ fn main() -> ExitCode {
         Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
         Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, .. } => {
             let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
-            let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backend: backend.into(), models: &models };
+            let backends = match backend {
+                Some(b) => vec![b.into()],
+                None => fum::bench::default_backends(&suite, fum::run::backend_for(BackendChoice::Auto).is_ok_and(|b| b.name() != "cpu")),
+            };
+            let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backends: &backends, models: &models };
             match cmd_bench(&options, &out, baseline.as_deref()) {
                 Ok(true) => return ExitCode::from(EXIT_REGRESSION),
                 Ok(false) => Ok(Outcome::Finished),

@@ -14,7 +14,7 @@ fn bench(out: &Path, extra: &[&str]) -> Output {
 fn bench_suite(suite: &str, out: &Path, extra: &[&str]) -> Output {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
     Command::new(env!("CARGO_BIN_EXE_fum"))
-        .args(["bench", "--suite", suite, "--repeat", "2", "--threads", "1", "--models", models.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["bench", "--suite", suite, "--repeat", "2", "--threads", "1", "--backend", "cpu", "--models", models.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .args(extra)
         .output()
         .unwrap()
@@ -51,11 +51,18 @@ fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
         assert!(c.step_p50_us.max <= bound_us, "{}: p50 {} us, bound {bound_us} us", c.name, c.step_p50_us.max);
         assert!(c.step_p50_us.median <= c.step_p99_us.median, "{}", c.name);
         assert!(c.rates_hz["E"] > 1.0, "{}: the network fires", c.name);
+        assert!(c.synaptic_events_per_s.min > 0.0, "{}", c.name);
+        // The warm-up run timed the seven stages; the measured runs did not pay for it.
+        let stages = c.stage_us_per_step.as_ref().unwrap_or_else(|| panic!("{}: stage times", c.name));
+        assert_eq!(stages.len(), 7, "{}", c.name);
+        assert!(stages["update"] > 0.0 && stages["deliver"] > 0.0, "{}: {stages:?}", c.name);
+        assert!(c.monitor.is_none() && c.device_bytes.is_none() && c.energy_per_synaptic_event_j.is_none(), "{}: nothing to monitor on the CPU", c.name);
         assert_eq!((c.backend.as_str(), c.threads), ("cpu", 1));
     }
     assert!(report.machine.logical_cores >= 1 && !report.machine.cpu.is_empty() && !report.machine.fum_commit.is_empty());
     let table = String::from_utf8_lossy(&first.stdout);
     assert!(table.contains("| vogels_abbott_cuba | cpu | 1 | 4000 |"), "{table}");
+    assert!(table.contains("| case | threads | input | update | exchange | deliver | plasticity | record | advance |"), "{table}");
 
     // Grades are about time, which a test must not depend on: baselines far off either way
     // grade the same on any machine under any load.

@@ -149,3 +149,72 @@ fn the_shipped_stdp_model_runs_with_another_seed() {
     let probes = hdf5::File::open(out.join("probes.h5")).unwrap();
     assert_eq!(probes.dataset("learning_synapses/pre_post").unwrap().shape(), vec![6, 2]);
 }
+
+/// Synaptic events count each spike once per outgoing synapse (fixed out-degrees make that
+/// exact: 15 per E spike, none for I, which projects nowhere), and `--time-stages` splits the
+/// stepping into the seven stages, whose sum cannot exceed the simulate time.
+#[test]
+fn run_reports_synaptic_events_and_stage_times() {
+    const MODEL: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 200.0
+seed = 3
+[[populations]]
+name = "E"
+size = 80
+model = "lif_cuba"
+[[populations]]
+name = "I"
+size = 20
+model = "lif_cuba"
+[[projections]]
+name = "E_to_E"
+source = "E"
+target = "E"
+rule = { fixed_outdegree = 10 }
+weight = 20.0
+[[projections]]
+name = "E_to_I"
+source = "E"
+target = "I"
+rule = { fixed_outdegree = 5 }
+weight = 20.0
+[[inputs]]
+name = "drive_E"
+target = "E"
+kind = "poisson"
+rate_hz = 8000.0
+weight = 30.0
+[[inputs]]
+name = "drive_I"
+target = "I"
+kind = "poisson"
+rate_hz = 8000.0
+weight = 30.0
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("events.toml");
+    std::fs::write(&model, MODEL).unwrap();
+    let out = dir.path().join("run");
+    let (code, stderr) = fum(&["run", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "2", "--time-stages", "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    // Spikes per population from its rate (rate x size x 0.2 s).
+    let spikes = |pop: &str| (report["rates_hz"][pop].as_f64().unwrap() * if pop == "E" { 80.0 } else { 20.0 } * 0.2).round();
+    assert!(spikes("E") > 100.0 && spikes("I") > 10.0, "both populations fire: {}", report["rates_hz"]);
+    assert_eq!(spikes("E") + spikes("I"), report["spikes_total"].as_f64().unwrap());
+    assert_eq!(report["synaptic_events"].as_f64().unwrap(), 15.0 * spikes("E"));
+    let simulate_s = report["timing"]["simulate_s"].as_f64().unwrap();
+    assert!((report["timing"]["synaptic_events_per_s"].as_f64().unwrap() - 15.0 * spikes("E") / simulate_s).abs() < 1e-6 * 15.0 * spikes("E") / simulate_s);
+    let stages = report["timing"]["stages_s"].as_object().unwrap();
+    let names: Vec<&str> = stages.keys().map(String::as_str).collect();
+    assert_eq!(names, ["advance", "deliver", "exchange", "input", "plasticity", "record", "update"]);
+    let sum: f64 = stages.values().map(|v| v.as_f64().unwrap()).sum();
+    assert!(stages.values().all(|v| v.as_f64().unwrap() >= 0.0) && sum > 0.0 && sum <= simulate_s, "{stages:?} of {simulate_s} s");
+    // Without the flag, nothing is timed apart.
+    let (code, stderr) = fum(&["run", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--overwrite", "--quiet"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    assert!(report["timing"].get("stages_s").is_none());
+}

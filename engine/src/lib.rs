@@ -23,7 +23,7 @@ pub mod structural;
 
 pub use build::{BuildError, build_world};
 pub use model::{Model, ModelError};
-pub use simulation::{Plugin, Simulation, Stage};
+pub use simulation::{Plugin, Simulation, Stage, StageTimes};
 
 /// 64 unguessable bits: `RandomState`'s keys come from the operating system's random source
 /// (fresh per instance), mixed here with the time and process id. For run ids and steering

@@ -28,9 +28,14 @@ pub struct Timing {
     pub checkpoints_written: u64,
     /// Checkpoints not written because a newer one was due before the writer was free.
     pub checkpoints_superseded: u64,
+    /// The session's synaptic events (its share of `synaptic_events`) per second of `simulate_s`.
+    pub synaptic_events_per_s: f64,
     /// The distribution of the steps' wall times (a device backend's steps overlap: there it is
     /// the time between launches).
     pub step_us: StepTimes,
+    /// Seconds in each stage of the step, when asked for (`RunOptions::time_stages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages_s: Option<BTreeMap<String, f64>>,
 }
 
 /// Percentiles of the steps' wall times, microseconds (all 0 when no step ran).
@@ -104,11 +109,21 @@ pub struct RunReport {
     /// Mean firing rate of every population over the simulated time, Hz.
     pub rates_hz: BTreeMap<String, f64>,
     pub spikes_total: u64,
+    /// Spikes delivered through synapses, from step 0: each population's spikes times the mean
+    /// out-degree of its neurons in every projection it is the source of (how beNNch and
+    /// GeNN's papers count them; exact where out-degrees are equal).
+    pub synaptic_events: u64,
     /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
     pub stdp_history_overflows: u64,
     /// Synapses pruned and grown per projection and commit (`[[structural]]` models only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub structural: Option<crate::structural::StructuralReport>,
+    /// The GPU during the simulation, sampled through NVML (`--monitor`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<crate::monitor::DeviceReport>,
+    /// The GPU's energy over the session's synaptic events (`--monitor`, where NVML gives it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub energy_per_synaptic_event_j: Option<f64>,
     pub outputs: Vec<String>,
 }
 
@@ -127,6 +142,7 @@ impl RunReport {
             .map(|(p, &n)| (p.name.clone(), n as f64 / (f64::from(p.size) * simulated_ms * 1e-3)))
             .collect();
         let backend = installed(&sim.world).expect("a run has a backend");
+        let events = synaptic_events(model, &recorder.spike_counts, &network.synapses_by_projection);
         RunReport {
             fum_version: env!("CARGO_PKG_VERSION"),
             run_id: String::new(),
@@ -149,8 +165,11 @@ impl RunReport {
             timing: Timing::default(),
             rates_hz,
             spikes_total: recorder.spike_counts.iter().sum(),
+            synaptic_events: events,
             stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
             structural: sim.world.get_resource::<crate::structural::StructuralReport>().cloned(),
+            monitor: None,
+            energy_per_synaptic_event_j: None,
             outputs,
         }
     }
@@ -174,6 +193,26 @@ pub struct NetworkStats {
     pub bytes_per_neuron: f64,
     pub bytes_per_static_synapse: f64,
     pub bytes_per_plastic_synapse: f64,
+    /// Synapses of each projection, in the model's order (for `synaptic_events`).
+    #[serde(skip)]
+    pub synapses_by_projection: Vec<u64>,
+}
+
+/// Spikes of each population (`spikes`, in the model's order) times its neurons' mean
+/// out-degree in each projection from it.
+fn synaptic_events(model: &Model, spikes: &[u64], synapses_by_projection: &[u64]) -> u64 {
+    let pops = &model.spec.populations;
+    let events: f64 = model
+        .spec
+        .projections
+        .iter()
+        .zip(synapses_by_projection)
+        .filter_map(|(proj, &synapses)| {
+            let i = pops.iter().position(|p| p.name == proj.source)?;
+            Some(spikes.get(i).copied().unwrap_or(0) as f64 * synapses as f64 / f64::from(pops[i].size.max(1)))
+        })
+        .sum();
+    events.round() as u64
 }
 
 impl NetworkStats {
@@ -186,6 +225,10 @@ impl NetworkStats {
             s.neurons += neurons.len() as u64;
             s.bytes_neurons += neurons.bytes() as u64;
             for block in &synapses.0 {
+                if s.synapses_by_projection.len() <= block.projection {
+                    s.synapses_by_projection.resize(block.projection + 1, 0);
+                }
+                s.synapses_by_projection[block.projection] += block.len() as u64;
                 s.bytes_neurons += block.index_bytes() as u64;
                 if block.plastic.is_some() {
                     s.plastic_synapses += block.len() as u64;

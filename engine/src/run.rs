@@ -58,6 +58,13 @@ pub struct RunOptions {
     /// Use an output folder that is not empty, removing the outputs of an earlier run there.
     #[serde(skip)]
     pub overwrite: bool,
+    /// Time each stage of the step (`timing.stages_s`; costs about a microsecond per stage and
+    /// step, so `fum bench` times its warm-up run only).
+    #[serde(skip)]
+    pub time_stages: bool,
+    /// Sample the GPU through NVML during the simulation (`monitor` in run.json).
+    #[serde(skip)]
+    pub monitor: bool,
 }
 
 impl RunOptions {
@@ -306,6 +313,16 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
     Err(RunError::NoValidCheckpoint(ckpt_dir))
 }
 
+/// Starts sampling the run's GPU every 100 ms (NVML's queries take ~5 ms), or says on stderr
+/// why not; the run goes on either way.
+fn start_monitor(world: &bevy_ecs::world::World) -> Option<crate::monitor::Monitor> {
+    if crate::backend::installed(world).is_some_and(|b| b.name() == "cpu") {
+        eprintln!("warning: --monitor samples a GPU; this run is on the cpu backend, so there is nothing to monitor");
+        return None;
+    }
+    crate::monitor::Monitor::start(0, std::time::Duration::from_millis(100)).map_err(|e| eprintln!("warning: --monitor: {e}; the run goes on without it")).ok()
+}
+
 /// Refuses a folder where run.json or a recording log belongs to another run than `run_id`.
 fn check_one_run(dir: &Path, run_id: u64) -> Result<(), RunError> {
     let mixed = |file: String, other: u64| RunError::MixedRuns { dir: dir.to_path_buf(), file, other: format!("{other:016x}"), run: format!("{run_id:016x}") };
@@ -350,6 +367,9 @@ impl Span {
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let network = NetworkStats::measure(&mut sim.world);
     let build_s = started.elapsed().as_secs_f64();
+    if options.time_stages {
+        sim.time_stages();
+    }
     let span = Span::new(model, options, &sim);
     let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
     if let Some(dir) = &ckpt_dir {
@@ -383,6 +403,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         sim.world.resource_scope(|world, mut c: Mut<Checkpoints>| c.write_now(world))?;
     }
 
+    let monitor = options.monitor.then(|| start_monitor(&sim.world)).flatten();
     let t0 = Instant::now();
     let end_step = if stop.is_some() { span.start_step } else { span.end_step };
     // Each step's wall time: from the end of the duties before it to the start of those after
@@ -408,6 +429,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     }
     // Time a viewer held the run paused is not simulation time.
     let simulate_s = (t0.elapsed().as_secs_f64() - paused_s).max(0.0);
+    let monitored = monitor.map(crate::monitor::Monitor::finish);
     let t_copy = Instant::now();
     let synced = drained.and_then(|()| sync_to_host(&mut sim.world, HostView::Everything));
     let copy_back_s = t_copy.elapsed().as_secs_f64();
@@ -457,8 +479,15 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         checkpoint_pause_s: checkpoints.pause_s,
         checkpoints_written: checkpoints.written,
         checkpoints_superseded: checkpoints.superseded,
+        synaptic_events_per_s: report.synaptic_events as f64 * (done - span.start_step) as f64 / done.max(1) as f64 / simulate_s.max(1e-9),
         step_us: StepTimes::of(&steps),
+        stages_s: sim.world.get_resource::<crate::StageTimes>().map(crate::StageTimes::by_name),
     };
+    if let Some(m) = monitored {
+        let session_events = report.timing.synaptic_events_per_s * simulate_s;
+        report.energy_per_synaptic_event_j = m.energy_j.filter(|_| session_events >= 1.0).map(|j| j / session_events);
+        report.monitor = Some(m);
+    }
     if report.stdp_history_overflows > 0 {
         eprintln!("warning: {} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]", report.stdp_history_overflows);
     }

@@ -37,6 +37,53 @@ pub enum Stage {
     Advance,
 }
 
+impl Stage {
+    /// Every stage, in the order they run.
+    pub const ALL: [Stage; 7] = [Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance];
+
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Input => "input",
+            Stage::Update => "update",
+            Stage::Exchange => "exchange",
+            Stage::Deliver => "deliver",
+            Stage::Plasticity => "plasticity",
+            Stage::Record => "record",
+            Stage::Advance => "advance",
+        }
+    }
+}
+
+/// Before stage `i` of [`Stage::ALL`] (and after the last at `i = 7`): where
+/// [`Simulation::time_stages`] reads the clock. Empty, and so free, unless timing is on.
+#[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Boundary(usize);
+
+/// Wall time spent in each stage ([`Stage::ALL`]'s order), summed over the steps since
+/// [`Simulation::time_stages`]. A device backend replays its step as one graph inside
+/// `Update`, so there all of the step shows as update.
+#[derive(Resource, Clone, Debug, Default)]
+pub struct StageTimes {
+    pub seconds: [f64; 7],
+    since: Option<std::time::Instant>,
+}
+
+impl StageTimes {
+    /// Stage names with their seconds.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, f64> {
+        Stage::ALL.iter().zip(self.seconds).map(|(s, t)| (s.name().to_string(), t)).collect()
+    }
+}
+
+fn mark_boundary<const I: usize>(mut times: ResMut<StageTimes>) {
+    let now = std::time::Instant::now();
+    if let (Some(since), Some(stage)) = (times.since, I.checked_sub(1)) {
+        times.seconds[stage] += (now - since).as_secs_f64();
+    }
+    times.since = (I < Stage::ALL.len()).then_some(now);
+}
+
 /// A capability of the simulation: adds its resources and systems in one place.
 ///
 /// Any `Fn(&mut Simulation)` is a plugin, and so is a tuple of plugins.
@@ -93,8 +140,10 @@ impl Simulation {
     pub fn new(threads: usize) -> Self {
         let world = World::new();
         let mut schedule = Schedule::new(Step);
+        let b = Boundary;
         schedule.configure_sets(
-            (Stage::Input, Stage::Update, Stage::Exchange, Stage::Deliver, Stage::Plasticity, Stage::Record, Stage::Advance).chain(),
+            (b(0), Stage::Input, b(1), Stage::Update, b(2), Stage::Exchange, b(3), Stage::Deliver, b(4), Stage::Plasticity, b(5), Stage::Record, b(6), Stage::Advance, b(7))
+                .chain(),
         );
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
@@ -139,6 +188,22 @@ impl Simulation {
         backend.install(self).map_err(|source| crate::backend::BackendError::Install { backend: backend.name(), source })?;
         self.world.insert_resource(crate::backend::Installed(backend));
         Ok(())
+    }
+
+    /// Times every stage from now on into the resource [`StageTimes`]: a clock reading between
+    /// stages, about a microsecond per stage and step (so it is asked for, not always on).
+    pub fn time_stages(&mut self) {
+        self.world.init_resource::<StageTimes>();
+        self.schedule.add_systems((
+            mark_boundary::<0>.in_set(Boundary(0)),
+            mark_boundary::<1>.in_set(Boundary(1)),
+            mark_boundary::<2>.in_set(Boundary(2)),
+            mark_boundary::<3>.in_set(Boundary(3)),
+            mark_boundary::<4>.in_set(Boundary(4)),
+            mark_boundary::<5>.in_set(Boundary(5)),
+            mark_boundary::<6>.in_set(Boundary(6)),
+            mark_boundary::<7>.in_set(Boundary(7)),
+        ));
     }
 
     pub fn threads(&self) -> usize {
