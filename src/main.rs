@@ -154,8 +154,9 @@ enum Command {
         /// An earlier results file to compare with, case by case.
         #[arg(long)]
         baseline: Option<PathBuf>,
-        /// Run nothing: plot the real-time factor against network size from the scaling cases
-        /// of these results files (OUT/scaling-rtf.svg and .png). A scaling run plots its own.
+        /// Run nothing: plot these results files into OUT: the real-time factor against network
+        /// size of their scaling cases (bench-rtf.svg and .png) and their stage times
+        /// (bench-stages). A suite's run plots its own beside its results file.
         #[arg(long, num_args = 1.., value_name = "RESULTS", conflicts_with = "baseline")]
         plot: Vec<PathBuf>,
     },
@@ -576,9 +577,7 @@ fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline
     let path = result_path(out);
     std::fs::write(&path, serde_json::to_string_pretty(&report)?).with_context(|| format!("writing {}", path.display()))?;
     println!("\nresults: {}", path.display());
-    if report.cases.iter().any(|c| c.name.starts_with("scaling_")) {
-        plot_scaling(std::slice::from_ref(&report), &path.with_file_name(format!("{}-rtf", path.file_stem().unwrap_or_default().to_string_lossy())))?;
-    }
+    plot(std::slice::from_ref(&report), &path.with_file_name(path.file_stem().unwrap_or_default()))?;
     Ok(comparisons.iter().any(|c| c.severity >= Severity::Major))
 }
 
@@ -589,20 +588,32 @@ fn read_bench_results(path: &std::path::Path, what: &str) -> anyhow::Result<fum:
     serde_json::from_str(&text).with_context(|| format!("the {what} {} is not a fum bench results file", path.display()))
 }
 
-/// `fum bench --plot`: the scaling plot of results files, into OUT.
+/// `fum bench --plot`: the plots of results files, into OUT.
 fn cmd_bench_plot(files: &[PathBuf], out: &std::path::Path) -> anyhow::Result<Outcome> {
     use anyhow::Context;
     let reports = files.iter().map(|f| read_bench_results(f, "results file")).collect::<anyhow::Result<Vec<_>>>()?;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    plot_scaling(&reports, &out.join("scaling-rtf"))?;
+    anyhow::ensure!(plot(&reports, &out.join("bench"))?, "nothing to plot: no scaling cases and no stage times in {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "));
     Ok(Outcome::Finished)
 }
 
-/// Draws the scaling plot of `reports` at `stem` (.svg, .png) and says where.
-fn plot_scaling(reports: &[fum::bench::BenchReport], stem: &std::path::Path) -> anyhow::Result<()> {
-    let plots = fum::bench::plot::rtf_against_size(reports, stem)?;
-    println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    Ok(())
+/// Draws what `reports` have to plot at `stem`-rtf (scaling cases) and `stem`-stages (stage
+/// times), .svg and .png, and says where; false if there was nothing.
+fn plot(reports: &[fum::bench::BenchReport], stem: &std::path::Path) -> anyhow::Result<bool> {
+    use fum::bench::plot::{rtf_against_size, stages_per_case};
+    let cases = || reports.iter().flat_map(|r| &r.cases);
+    let at = |suffix: &str| stem.with_file_name(format!("{}-{suffix}", stem.file_name().unwrap_or_default().to_string_lossy()));
+    let mut plots = Vec::new();
+    if cases().any(|c| c.name.starts_with("scaling_")) {
+        plots.extend(rtf_against_size(reports, &at("rtf"))?);
+    }
+    if cases().any(|c| c.stage_us_per_step.is_some()) {
+        plots.extend(stages_per_case(reports, &at("stages"))?);
+    }
+    if !plots.is_empty() {
+        println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    }
+    Ok(!plots.is_empty())
 }
 
 /// Validates a model, prints its size and the memory it needs, and refuses one that this

@@ -20,8 +20,9 @@ fn bench_suite(suite: &str, out: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// The results files in `out` (not the plots beside them).
 fn results(out: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
     files.sort();
     files
 }
@@ -109,22 +110,25 @@ fn a_missing_or_foreign_baseline_fails_before_any_run() {
 }
 
 #[test]
-fn a_scaling_run_plots_its_real_time_factor_and_plot_redraws_from_files() {
+fn a_scaling_run_plots_its_real_time_factor_and_stages_and_plot_redraws_from_files() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let run = bench_suite("scaling", &out, &["--sizes", "1250,2500"]);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let json = results(&out).into_iter().find(|p| p.extension().is_some_and(|e| e == "json")).unwrap();
+    let json = results(&out).pop().unwrap();
     let report: BenchReport = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report.cases.iter().map(|c| (c.name.as_str(), c.neurons, c.synapses)).collect::<Vec<_>>(), [("scaling_1250", 1250, 1_250_000), ("scaling_2500", 2500, 2_500_000)]);
     let stem = json.with_extension("");
-    for ext in ["svg", "png"] {
-        let plot = std::path::PathBuf::from(format!("{}-rtf.{ext}", stem.display()));
-        assert!(plot.exists(), "{}", plot.display());
+    for plot in ["rtf", "stages"] {
+        for ext in ["svg", "png"] {
+            let plot = std::path::PathBuf::from(format!("{}-{plot}.{ext}", stem.display()));
+            assert!(plot.exists(), "{}", plot.display());
+        }
     }
     let plots = dir.path().join("plots");
     let redraw = Command::new(env!("CARGO_BIN_EXE_fum")).args(["bench", "--plot", json.to_str().unwrap(), "--out", plots.to_str().unwrap()]).output().unwrap();
     assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
-    let svg = std::fs::read_to_string(plots.join("scaling-rtf.svg")).unwrap();
+    let svg = std::fs::read_to_string(plots.join("bench-rtf.svg")).unwrap();
     assert!(svg.contains("cpu, 1 CPU thread"), "one series, named by backend and device");
+    assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (1T)"));
 }

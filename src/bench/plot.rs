@@ -1,5 +1,6 @@
-//! `fum bench`'s plot: the real-time factor against network size, one series per backend and
-//! device, from the scaling cases of one or more results files (a CPU run and a GPU run, say).
+//! `fum bench`'s plots: the real-time factor against network size, one series per backend and
+//! device, from the scaling cases of one or more results files (a CPU run and a GPU run, say);
+//! and where each case's step time goes, stage by stage.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,13 +24,91 @@ pub fn rtf_against_size(reports: &[BenchReport], stem: &Path) -> anyhow::Result<
     for points in series.values_mut() {
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    // The font travels with the binary: plotters draws text with it, with no system font library.
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT).unwrap_or_else(|_| panic!("the bundled font is valid")));
+    register_font();
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
     draw(SVGBackend::new(&svg, (900, 600)).into_drawing_area(), &series)?;
     draw(BitMapBackend::new(&png, (900, 600)).into_drawing_area(), &series)?;
     Ok(vec![svg, png])
+}
+
+/// The font travels with the binary: plotters draws text with it, with no system font library.
+fn register_font() {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| plotters::style::register_font("sans-serif", FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT).unwrap_or_else(|_| panic!("the bundled font is valid")));
+}
+
+/// A case's label and its microseconds per step in each stage (`Stage::ALL`'s order).
+type Stages = (String, Vec<f64>);
+
+/// Writes `stem`.svg and `stem`.png: a bar per case with stage times, stacked by stage; the
+/// files written.
+pub fn stages_per_case(reports: &[BenchReport], stem: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let names = fum_engine::Stage::ALL.map(fum_engine::Stage::name);
+    let bars: Vec<Stages> = reports
+        .iter()
+        .flat_map(|r| &r.cases)
+        .filter_map(|c| {
+            let times = c.stage_us_per_step.as_ref()?;
+            Some((format!("{} ({}T)", c.name, c.threads), names.iter().map(|n| times.get(*n).copied().unwrap_or(0.0)).collect()))
+        })
+        .collect();
+    anyhow::ensure!(!bars.is_empty(), "no stage times to plot (the CPU backend's cases have them)");
+    register_font();
+    let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
+    let width = 200 + 110 * bars.len() as u32;
+    draw_stages(SVGBackend::new(&svg, (width.max(700), 600)).into_drawing_area(), &bars, &names)?;
+    draw_stages(BitMapBackend::new(&png, (width.max(700), 600)).into_drawing_area(), &bars, &names)?;
+    Ok(vec![svg, png])
+}
+
+fn draw_stages<DB: DrawingBackend>(area: DrawingArea<DB, Shift>, bars: &[Stages], names: &[&str]) -> anyhow::Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
+    let top = bars.iter().map(|(_, t)| t.iter().sum::<f64>()).fold(0.0, f64::max) * 1.15;
+    area.fill(&WHITE).map_err(|e| failed(&e))?;
+    let mut chart = ChartBuilder::on(&area)
+        .caption("fum: where a step's time goes", ("sans-serif", 26))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top.max(1e-3))
+        .map_err(|e| failed(&e))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .y_desc("us per step")
+        .label_style(("sans-serif", 14))
+        .x_labels(bars.len())
+        .x_label_formatter(&|x| match x {
+            SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
+            _ => String::new(),
+        })
+        .draw()
+        .map_err(|e| failed(&e))?;
+    for (s, name) in names.iter().enumerate() {
+        let color = Palette99::pick(s).to_rgba();
+        let stacked = bars.iter().enumerate().map(|(i, (_, t))| {
+            let below: f64 = t[..s].iter().sum();
+            Rectangle::new([(SegmentValue::Exact(i), below), (SegmentValue::Exact(i + 1), below + t[s])], color.filled())
+        });
+        chart
+            .draw_series(stacked)
+            .map_err(|e| failed(&e))?
+            .label(*name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| failed(&e))?;
+    area.present().map_err(|e| failed(&e))?;
+    Ok(())
 }
 
 /// Whole decades around the data, so that a log axis has its powers of ten to label.
@@ -109,6 +188,23 @@ mod tests {
         let png = std::fs::read(&files[1]).unwrap();
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         assert!(png.len() > 10_000, "a drawn image, not a blank one");
+    }
+
+    #[test]
+    fn stage_bars_name_every_case_and_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = case("brunel", "cpu", 12500, 3.5);
+        a.stage_us_per_step = Some([("update", 40.0), ("deliver", 25.0), ("input", 5.0)].map(|(k, v)| (k.to_string(), v)).into_iter().collect());
+        let mut b = case("vogels_abbott_cuba", "cpu", 4000, 0.1);
+        b.stage_us_per_step = Some([("update", 4.0), ("record", 1.0)].map(|(k, v)| (k.to_string(), v)).into_iter().collect());
+        let gpu = case("brunel", "cuda", 12500, 0.3);
+        let files = stages_per_case(&[report(vec![a, b, gpu])], &dir.path().join("stages")).unwrap();
+        let svg = std::fs::read_to_string(&files[0]).unwrap();
+        for text in ["where a step", "brunel (2T)", "vogels_abbott_cuba (2T)", "us per step"].into_iter().chain(fum_engine::Stage::ALL.map(fum_engine::Stage::name)) {
+            assert!(svg.contains(text), "{text}");
+        }
+        assert_eq!(svg.matches("brunel (").count(), 1, "a case without stage times has no bar");
+        assert!(stages_per_case(&[report(vec![case("brunel", "cuda", 12500, 0.3)])], &dir.path().join("none")).is_err());
     }
 
     #[test]
