@@ -1,4 +1,5 @@
-"""Helpers shared by the peer benchmark scripts (brian2_va.py, nest_va.py).
+"""Helpers shared by the peer benchmark scripts (brian2_va.py, nest_va.py, nest_brunel.py,
+brian2cuda_brunel.py) and run_peer.py.
 
 Each peer script prints exactly one JSON line to stdout. Simulators and compilers print
 banners and progress to stdout, so the scripts move fd 1 onto stderr while they work and
@@ -17,12 +18,40 @@ DT_MS = 0.1
 DELAY_MS = 0.1
 
 
+# Additive all-to-all STDP on E->E of assets/models/stdp_balanced.toml (weights in pA).
+STDP_BALANCED = {
+    "tau_plus_ms": 20.0,
+    "tau_minus_ms": 20.0,
+    "a_plus": 0.005,
+    "a_minus": 0.00525,
+    "w_min": 0.0,
+    "w_max": 32.4,
+}
+
+# Integrators: "reference" is what the peer's own reference script for the model uses (for
+# Brian2's COBA: forward Euler, as in R. Brette's benchmark-1 script), "matched" the scheme fum
+# uses (lif_coba: exponential Euler). They differ only for the COBA model in Brian2.
+INTEGRATORS = ("reference", "matched")
+
+
 def parse_args(description):
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--model", choices=["cuba", "coba"], required=True)
+    p.add_argument(
+        "--model",
+        choices=["cuba", "coba", "stdp"],
+        required=True,
+        help="cuba / coba: assets/models/vogels_abbott_{cuba,coba}.toml; "
+        "stdp: assets/models/stdp_balanced.toml (CUBA with STDP on E->E)",
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--duration-ms", type=float, default=1000.0)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--integrator",
+        choices=INTEGRATORS,
+        default="reference",
+        help="COBA only: reference (the peer's reference scheme) or matched (fum's: exponential Euler)",
+    )
     return p
 
 

@@ -1,11 +1,21 @@
 #!/usr/bin/env python3
-"""Vogels-Abbott benchmark network (CUBA / COBA) in Brian2, C++ standalone mode.
+"""Vogels-Abbott benchmark network (CUBA / COBA / CUBA with STDP) in Brian2, C++ standalone mode.
 
 Same network as assets/models/vogels_abbott_{cuba,coba}.toml: 3200 E + 800 I LIF neurons,
 fixed connection probability 0.02 without autapses, homogeneous delay 0.1 ms, dt 0.1 ms.
+--model stdp is assets/models/stdp_balanced.toml: the CUBA network with additive all-to-all
+STDP on E->E (tau+- 20 ms, a+ 0.005, a- 0.00525 of w_max, w in [0, 32.4 pA] from 16.2 pA), the
+traces kept in the neurons and paired at the neurons' spike times (a zero-delay plasticity
+pathway; the current still arrives after 0.1 ms), as in fum and brian2cuda_brunel.py.
+
+Integrators (--integrator): CUBA and STDP are linear, integrated exactly ("exact", Brian2's CUBA
+example uses the same). COBA: "reference" is forward Euler (method='euler', as R. Brette's
+Brian benchmark-1 script), "matched" is exponential Euler (method='exponential_euler', fum's
+lif_coba scheme).
 
 Prints one JSON line to stdout:
-  peer, model, threads, neurons, synapses, build_s, simulate_s, total_s, rate_e_hz, rate_i_hz
+  peer, version, model, threads, neurons, synapses, build_s, simulate_s, total_s, rate_e_hz,
+  rate_i_hz, integrator, dtype, settings
 plus a "detail" object with the parts of build_s.
 
 Timing:
@@ -38,6 +48,7 @@ from _common import (  # noqa: E402
     N_E,
     N_I,
     P_CONN,
+    STDP_BALANCED,
     StdoutToStderr,
     parse_args,
     rate_hz,
@@ -58,6 +69,7 @@ def main():
 
     with StdoutToStderr() as out:
         import brian2 as b2
+        import numpy as np
         from brian2 import ms, mV, nS, pF
 
         b2.BrianLogger.log_level_error()
@@ -79,8 +91,10 @@ def main():
 
         taum, taue, taui = 20 * ms, 5 * ms, 10 * ms
         Vt, Vr = -50 * mV, -60 * mV
-        if args.model == "cuba":
-            # Brian2's CUBA example: synaptic "currents" expressed as voltages.
+        reset = "v = Vr"
+        if args.model in ("cuba", "stdp"):
+            # Brian2's CUBA example: synaptic "currents" expressed as voltages (pA * 1/g_L,
+            # g_L = C_m / tau_m = 10 nS: 16.2 pA -> 1.62 mV, 90 pA -> 9 mV).
             El = -49 * mV
             eqs = """
             dv/dt  = (ge + gi - (v - El)) / taum : volt (unless refractory)
@@ -89,6 +103,17 @@ def main():
             """
             we, wi = 1.62 * mV, -9 * mV
             method = "exact"
+            if args.model == "stdp":
+                st = STDP_BALANCED
+                assert st["tau_plus_ms"] == st["tau_minus_ms"]  # one trace per neuron serves both
+                tau_stdp = st["tau_plus_ms"] * ms
+                a_plus, a_minus = st["a_plus"], st["a_minus"]
+                g_l_ns = 10.0  # pA -> mV
+                w_min, w_max = st["w_min"] / g_l_ns * mV, st["w_max"] / g_l_ns * mV
+                eqs += "dx/dt = -x / tau_stdp : 1\n"
+                # Traces are bumped in the reset, after the step's synaptic updates: a pre and a
+                # post spike in the same step do not pair (as in fum).
+                reset = "v = Vr; x += 1"
         else:
             # Brian2's COBA benchmark.
             C, gl = 200 * pF, 10 * nS
@@ -99,17 +124,17 @@ def main():
             dgi/dt = -gi / taui : siemens
             """
             we, wi = 6 * nS, 67 * nS
-            method = "exponential_euler"
+            method = "euler" if args.integrator == "reference" else "exponential_euler"
 
         P = b2.NeuronGroup(
             N,
             eqs,
             threshold="v > Vt",
-            reset="v = Vr",
+            reset=reset,
             refractory=5 * ms,
             method=method,
         )
-        if args.model == "cuba":
+        if args.model in ("cuba", "stdp"):
             P.v = "Vr + rand() * (Vt - Vr)"
             P.ge = 0 * mV
             P.gi = 0 * mV
@@ -121,10 +146,29 @@ def main():
         Pe = P[:N_E]
         Pi = P[N_E:]
         delay = DELAY_MS * ms
-        Ce = b2.Synapses(Pe, P, on_pre="ge += we", delay=delay)
+        if args.model == "stdp":
+            Cee = b2.Synapses(
+                Pe,
+                Pe,
+                model="w : volt",
+                on_pre={
+                    "pre": "ge_post += w",
+                    "stdp": "w = clip(w - a_minus * w_max * x_post, w_min, w_max)",
+                },
+                on_post="w = clip(w + a_plus * w_max * x_pre, w_min, w_max)",
+                delay={"pre": delay, "stdp": 0 * ms},
+            )
+            Cei = b2.Synapses(Pe, Pi, on_pre="ge += we", delay=delay)
+            Cee.connect(condition="i != j", p=P_CONN)
+            Cee.w = "we"
+            Cei.connect(p=P_CONN)
+            exc = [Cee, Cei]
+        else:
+            Ce = b2.Synapses(Pe, P, on_pre="ge += we", delay=delay)
+            # i is the index within the source subgroup, j within P: exclude autapses.
+            Ce.connect(condition="i != j", p=P_CONN)
+            exc = [Ce]
         Ci = b2.Synapses(Pi, P, on_pre="gi += wi", delay=delay)
-        # i is the index within the source subgroup, j within P: exclude autapses.
-        Ce.connect(condition="i != j", p=P_CONN)
         Ci.connect(condition=f"i + {N_E} != j", p=P_CONN)
 
         mon = b2.SpikeMonitor(P)
@@ -143,7 +187,17 @@ def main():
         counts = mon.count[:]
         n_e = int(counts[:N_E].sum())
         n_i = int(counts[N_E:].sum())
-        n_syn = int(len(Ce) + len(Ci))
+        n_syn = int(sum(len(c) for c in exc) + len(Ci))
+        extra = {}
+        if args.model == "stdp":
+            w_ee = np.asarray(Cee.w[:] / mV, dtype=np.float64) * g_l_ns  # pA
+            extra = {"w_ee_mean_pa": float(w_ee.mean()), "w_ee_std_pa": float(w_ee.std())}
+        flags = " ".join(b2.prefs.codegen.cpp.extra_compile_args_gcc)
+        settings = (
+            f"C++ standalone (cpp_standalone), g++ {flags} (Brian2's defaults), "
+            + (f"OpenMP {omp} threads" if omp else "serial code (no OpenMP)")
+            + f", {np.dtype(b2.prefs.core.default_float_dtype).name}, make -j{os.cpu_count() or 1}"
+        )
 
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -163,6 +217,10 @@ def main():
                 "total_s": total_s,
                 "rate_e_hz": rate_hz(n_e, N_E, args.duration_ms),
                 "rate_i_hz": rate_hz(n_i, N_I, args.duration_ms),
+                **extra,
+                "integrator": method,
+                "dtype": np.dtype(b2.prefs.core.default_float_dtype).name,
+                "settings": settings,
                 "detail": {
                     "openmp_threads": omp,
                     "construct_s": t_code0 - t_build0,

@@ -4,16 +4,18 @@ benchmarks/gpu/scaling_model.py built in Brian2 and run with Brian2CUDA's `cuda_
 (`--cpu`: Brian2's `cpp_standalone`, to test the script on a machine without a GPU).
 Prints one JSON line to stdout (the shape of torch_brunel.py's, plus spikes and a breakdown).
 
-Usage: brian2cuda_brunel.py N [duration_ms] [--stdp] [--cpu] [--float64] [--threads T]
+Usage: brian2cuda_brunel.py N [duration_ms] [--stdp] [--brunel] [--cpu] [--float64] [--threads T]
                             [--cc 9.0] [--cuda-path DIR] [--codegen-only] [--keep] [--seed S]
 
 The network (as scaling_model.py writes it for fum): N lif_cuba neurons (iaf_psc_exp: tau_m 20 ms,
 C_m 250 pF, E_L 0, V_th 20 mV, V_reset 10 mV, t_ref 2 ms, tau_syn 0.5 ms, V_0 ~ U[0, 20] mV),
 80 % E / 20 % I; fixed in-degree 800 from E (+50 pA) and 200 from I (-250 pA) for every neuron,
-sources drawn with replacement (multapses allowed, as in fum and torch_brunel.py; autapses are not
-excluded here, fum excludes them: about 800/N_E per neuron, 0.1 % of E->E synapses at N = 10^4);
+sources drawn with replacement (multapses allowed, as in fum and torch_brunel.py) and without
+autapses (as fum: a neuron's own index is skipped when it lies in the source population);
 delay 1.5 ms; Poisson drive 16 kHz x 50 pA into every neuron (PoissonInput, binomial(1600, 0.001)
 per step: mean 1.6 events, variance 1.598 instead of 1.6); dt 0.1 ms; exact integration.
+`--brunel`: assets/models/brunel.toml instead (Brunel 2000 model A, g = 5, eta = 2; N = 12500
+there): in-degree 1000 from E and 250 from I, Poisson drive 20 kHz (binomial(2000, 0.001)).
 `--stdp`: additive all-to-all STDP on E->E as fum's stdp_ee (tau+- 20 ms, a+ 0.001, a- 0.00105,
 w in [0, 100 pA], dw = +a+ w_max x_pre at post spikes, -a- w_max x_post at pre spikes, clipped);
 traces live in the neurons (one trace per neuron serves as pre and post trace since tau+ = tau-),
@@ -80,13 +82,16 @@ import tempfile  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-# Network constants, as in benchmarks/gpu/scaling_model.py.
+# Network constants, as in benchmarks/gpu/scaling_model.py (assets/models/scaling.toml) and,
+# with --brunel, assets/models/brunel.toml.
 DT_MS = 0.1
 K_E, K_I = 800, 200
+BRUNEL_K_E, BRUNEL_K_I = 1000, 250
 W_E_PA, W_I_PA = 50.0, 250.0
 DELAY_MS = 1.5
 POISSON_RATE_HZ, POISSON_W_PA = 16000.0, 50.0
-POISSON_N = 1600  # PoissonInput(N sources at POISSON_RATE_HZ / N): binomial(1600, 0.001) per step
+BRUNEL_POISSON_RATE_HZ = 20000.0
+POISSON_SOURCE_HZ = 10.0  # PoissonInput(rate / 10 Hz sources at 10 Hz): binomial(rate / 10 Hz, 0.001) per step
 TIMING_FILE = "peer_timing.txt"
 
 
@@ -177,6 +182,7 @@ def main():
     ap.add_argument("n", type=int, help="number of neurons")
     ap.add_argument("duration_ms", type=float, nargs="?", default=1000.0)
     ap.add_argument("--stdp", action="store_true", help="additive STDP on E->E (as scaling_model.py without --no-stdp)")
+    ap.add_argument("--brunel", action="store_true", help="assets/models/brunel.toml: in-degree 1000/250, 20 kHz drive")
     ap.add_argument("--cpu", action="store_true", help="Brian2 cpp_standalone instead of Brian2CUDA")
     ap.add_argument("--threads", type=int, default=0, help="--cpu only: OpenMP threads (0: serial code)")
     ap.add_argument("--float64", action="store_true", help="Brian2's default float64 instead of float32")
@@ -186,10 +192,14 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the project folder")
     ap.add_argument("--seed", type=int, default=12345)
     args = ap.parse_args()
+    if args.brunel and args.stdp:
+        ap.error("--brunel has no STDP (assets/models/brunel.toml is static)")
 
     n = args.n
     n_e = n * 4 // 5
     n_i = n - n_e
+    k_e, k_i = (BRUNEL_K_E, BRUNEL_K_I) if args.brunel else (K_E, K_I)
+    poisson_hz = BRUNEL_POISSON_RATE_HZ if args.brunel else POISSON_RATE_HZ
 
     with StdoutToStderr() as out:
         import setuptools  # noqa: F401  (Brian2 uses distutils, which setuptools provides on 3.12)
@@ -317,8 +327,14 @@ def main():
         Pe = P[:n_e]
         Pi = P[n_e:]
         delay = DELAY_MS * ms
-        # Fixed in-degree with replacement: for every target j, K sources drawn uniformly.
-        gen = "int(rand() * N_pre) % N_pre for kk in range({k})"
+        # Fixed in-degree with replacement: for every target j, K sources drawn uniformly from the
+        # source population without j itself where j lies in it (m = 1; j_local = j - first):
+        # (m * (j_local + 1) + U{0 .. N_pre - m - 1}) % N_pre skips j_local and nothing else.
+        def gen(k, first, same):
+            if not same:
+                return f"int(rand() * N_pre) % N_pre for kk in range({k})"
+            m = f"int(j >= {first} and j < {first} + N_pre)"
+            return f"({m} * (j - {first} + 1) + int(rand() * (N_pre - {m}))) % N_pre for kk in range({k})"
         syns = []
         if args.stdp:
             S_ee = b2.Synapses(
@@ -331,20 +347,20 @@ def main():
                 delay={"pre": delay, "stdp": 0 * ms},
                 namespace=ns, name="S_ee",
             )
-            S_ee.connect(i=gen.format(k=K_E))
+            S_ee.connect(i=gen(k_e, 0, True))
             S_ee.w = "w_e"
             S_ei = b2.Synapses(Pe, Pi, on_pre="Isyn_post += w_e", delay=delay, namespace=ns, name="S_ei")
-            S_ei.connect(i=gen.format(k=K_E))
+            S_ei.connect(i=gen(k_e, 0, False))
             syns += [S_ee, S_ei]
         else:
             S_e = b2.Synapses(Pe, P, on_pre="Isyn_post += w_e", delay=delay, namespace=ns, name="S_e")
-            S_e.connect(i=gen.format(k=K_E))
+            S_e.connect(i=gen(k_e, 0, True))
             syns.append(S_e)
         S_i = b2.Synapses(Pi, P, on_pre="Isyn_post -= w_i", delay=delay, namespace=ns, name="S_i")
-        S_i.connect(i=gen.format(k=K_I))
+        S_i.connect(i=gen(k_i, n_e, True))
         syns.append(S_i)
-        drive = b2.PoissonInput(P, "Isyn", N=POISSON_N, rate=POISSON_RATE_HZ / POISSON_N * Hz,
-                                weight=POISSON_W_PA * pA)
+        poisson_n = int(round(poisson_hz / POISSON_SOURCE_HZ))
+        drive = b2.PoissonInput(P, "Isyn", N=poisson_n, rate=POISSON_SOURCE_HZ * Hz, weight=POISSON_W_PA * pA)
         net = b2.Network(P, drive, *syns)
         net.run(args.duration_ms * ms)
 
@@ -387,7 +403,7 @@ def main():
         spikes_e = int(counts[:n_e].sum())
         n_syn = int(sum(len(s) for s in syns))
         extra = {}
-        if args.stdp and n_e * K_E <= 200_000_000:
+        if args.stdp and n_e * k_e <= 200_000_000:
             w_ee = np.asarray(S_ee.w[:] / pA, dtype=np.float64)
             extra = {"w_ee_mean_pa": float(w_ee.mean()), "w_ee_std_pa": float(w_ee.std())}
         if os.environ.get("PEER_DEBUG"):
@@ -405,13 +421,30 @@ def main():
         versions = {"brian2": b2.__version__}
         if not args.cpu:
             versions["brian2cuda"] = brian2cuda.__version__
+        dtype = "float64" if args.float64 else "float32"
+        if args.cpu:
+            flags = " ".join(b2.prefs.codegen.cpp.extra_compile_args_gcc)
+            settings = (
+                f"C++ standalone (cpp_standalone), g++ {flags} (Brian2's defaults), "
+                + (f"OpenMP {args.threads} threads" if args.threads else "serial code (no OpenMP)")
+                + f", {dtype}, make -j{jobs}"
+            )
+        else:
+            settings = (
+                f"Brian2CUDA {brian2cuda.__version__} cuda_standalone (Brian2 {b2.__version__}), nvcc "
+                f"{cuda_info.get('cuda_version')} -arch=sm_{int(round(args.cc * 10))}, "
+                f"Brian2CUDA's default nvcc/g++ flags (-std=c++17 for CUDA 13), {dtype}"
+            )
         out.emit({
             "peer": "brian2cuda" if not args.cpu else "brian2-cpp",
             **versions,
             "neurons": n,
             "synapses": n_syn,
             "stdp": bool(args.stdp),
-            "dtype": "float64" if args.float64 else "float32",
+            "model": "brunel" if args.brunel else "scaling" if args.stdp else "scaling_static",
+            "dtype": dtype,
+            "integrator": "exact",
+            "settings": settings,
             "duration_ms": args.duration_ms,
             "build_s": build_s,
             "build_no_compile_s": build_s - compile_s,

@@ -138,6 +138,8 @@ def run_peer(args, peer, model):
         str(args.duration_ms),
         "--seed",
         str(args.seed),
+        "--integrator",
+        args.integrator,
     ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
@@ -180,6 +182,13 @@ def main():
         help="for brian2/nest only; fum simulates the duration in the TOML (1000 ms)",
     )
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--integrator",
+        choices=["reference", "matched"],
+        default="reference",
+        help="COBA in Brian2: reference = forward Euler (Brette's benchmark script), matched = "
+        "exponential Euler (fum's scheme); NEST always runs iaf_cond_exp's RKF45",
+    )
     ap.add_argument("--python", default=sys.executable, help="interpreter for the peer scripts")
     ap.add_argument("--fum", default=os.path.join(ROOT, "target", "release", "fum"))
     ap.add_argument(
@@ -208,7 +217,10 @@ def main():
     print()
     print(f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}")
     print(f"- machine: {cpu_model()}, nproc {os.cpu_count()}, {platform.system()} {platform.release()}")
-    print(f"- threads: {args.threads}, repeats: {args.repeats}, duration: {args.duration_ms:g} ms, seed: {args.seed}")
+    print(
+        f"- threads: {args.threads}, repeats: {args.repeats}, duration: {args.duration_ms:g} ms, seed: {args.seed}, "
+        f"integrator: {args.integrator}"
+    )
     print(f"- python: {cmd_output([args.python, '--version'])} ({args.python})")
     print(
         f"- brian2 {vers.get('brian2')}, nest-simulator {vers.get('nest-simulator')}, "

@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
-"""Vogels-Abbott benchmark network (CUBA / COBA) in NEST 3.x.
+"""Vogels-Abbott benchmark network (CUBA / COBA / CUBA with STDP) in NEST 3.x.
 
 Same network as assets/models/vogels_abbott_{cuba,coba}.toml: 3200 E + 800 I neurons,
 pairwise_bernoulli p = 0.02 without autapses, delay 0.1 ms, resolution 0.1 ms.
 CUBA: iaf_psc_exp (exact integration). COBA: iaf_cond_exp (NEST integrates it with GSL's
-adaptive RKF45, not exponential Euler).
+adaptive RKF45, not exponential Euler; NEST has no other integrator for it, so --integrator
+matched runs the same and says so). --model stdp is assets/models/stdp_balanced.toml: the CUBA
+network with stdp_synapse on E->E, additive (mu_plus = mu_minus = 0), lambda = a+ = 0.005,
+alpha = a-/a+ = 1.05, Wmax 32.4 pA, tau_plus = tau_minus = 20 ms (NEST pairs the spikes with
+the delay counted as dendritic; fum pairs the spike times at the neurons).
 
 Prints one JSON line to stdout:
-  peer, model, threads, neurons, synapses, build_s, simulate_s, total_s, rate_e_hz, rate_i_hz
+  peer, version, model, threads, neurons, synapses, build_s, simulate_s, total_s, rate_e_hz,
+  rate_i_hz, integrator, settings
 plus a "detail" object.
 
 Timing:
@@ -35,6 +40,7 @@ from _common import (  # noqa: E402
     N_I,
     N,
     P_CONN,
+    STDP_BALANCED,
     StdoutToStderr,
     parse_args,
     rate_hz,
@@ -42,7 +48,10 @@ from _common import (  # noqa: E402
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[1]).parse_args()
+    ap = parse_args(__doc__.splitlines()[1])
+    ap.add_argument("--weight-stats", action="store_true",
+                    help="stdp: report the E->E weights' mean and std (GetConnections: ~1 s per 100k synapses)")
+    args = ap.parse_args()
 
     with StdoutToStderr() as out:
         import nest
@@ -63,7 +72,7 @@ def main():
             }
         )
 
-        if args.model == "cuba":
+        if args.model in ("cuba", "stdp"):
             # Brian2's voltage-valued currents times g_L = C_m / tau_m = 10 nS.
             params = {
                 "C_m": 200.0,
@@ -77,6 +86,8 @@ def main():
                 "I_e": 0.0,
             }
             w_e, w_i = 16.2, -90.0  # pA
+            if args.model == "stdp":
+                params["tau_minus"] = STDP_BALANCED["tau_minus_ms"]  # the postsynaptic trace
             pop = nest.Create("iaf_psc_exp", N, params=params)
             pop.V_m = nest.random.uniform(min=-60.0, max=-50.0)
         else:
@@ -105,7 +116,24 @@ def main():
         pop_e = pop[:N_E]
         pop_i = pop[N_E:]
         conn = {"rule": "pairwise_bernoulli", "p": P_CONN, "allow_autapses": False}
-        nest.Connect(pop_e, pop, conn, {"synapse_model": "static_synapse", "weight": w_e, "delay": DELAY_MS})
+        if args.model == "stdp":
+            st = STDP_BALANCED
+            nest.CopyModel(
+                "stdp_synapse",
+                "stdp_ee",
+                {
+                    "tau_plus": st["tau_plus_ms"],
+                    "lambda": st["a_plus"],
+                    "alpha": st["a_minus"] / st["a_plus"],
+                    "mu_plus": 0.0,
+                    "mu_minus": 0.0,
+                    "Wmax": st["w_max"],
+                },
+            )
+            nest.Connect(pop_e, pop_e, conn, {"synapse_model": "stdp_ee", "weight": w_e, "delay": DELAY_MS})
+            nest.Connect(pop_e, pop_i, conn, {"synapse_model": "static_synapse", "weight": w_e, "delay": DELAY_MS})
+        else:
+            nest.Connect(pop_e, pop, conn, {"synapse_model": "static_synapse", "weight": w_e, "delay": DELAY_MS})
         nest.Connect(pop_i, pop, conn, {"synapse_model": "static_synapse", "weight": w_i, "delay": DELAY_MS})
 
         rec_e = nest.Create("spike_recorder")
@@ -124,6 +152,21 @@ def main():
         n_e = int(rec_e.get("n_events"))
         n_i = int(rec_i.get("n_events"))
         n_syn = int(nest.GetKernelStatus("num_connections")) - N  # minus the recorder links
+        extra = {}
+        if args.model == "stdp" and args.weight_stats:
+            import numpy as np
+
+            w_ee = np.asarray(nest.GetConnections(pop_e, pop_e).get("weight"), dtype=np.float64)
+            extra = {"w_ee_mean_pa": float(w_ee.mean()), "w_ee_std_pa": float(w_ee.std())}
+        if args.model == "coba":
+            integrator = "rkf45 (GSL, adaptive; iaf_cond_exp)"
+        else:
+            integrator = "exact (iaf_psc_exp propagators)"
+        settings = (
+            f"NEST {nest.__version__} (PyPI wheel), local_num_threads {args.threads}, "
+            f"resolution {DT_MS} ms, {'iaf_psc_exp' if args.model != 'coba' else 'iaf_cond_exp'}"
+            + (", stdp_synapse on E->E" if args.model == "stdp" else "")
+        )
         total_s = time.perf_counter() - T0
 
         out.emit(
@@ -140,12 +183,16 @@ def main():
                 "total_s": total_s,
                 "rate_e_hz": rate_hz(n_e, N_E, args.duration_ms),
                 "rate_i_hz": rate_hz(n_i, N_I, args.duration_ms),
+                **extra,
+                "integrator": integrator,
+                "settings": settings,
                 "detail": {
                     "prepare_s": t_prep - t_build1,
                     "run_s": t_run - t_prep,
                     "cleanup_s": t_sim1 - t_run,
                     "import_s": t_build0 - T0,
-                    "neuron_model": "iaf_psc_exp" if args.model == "cuba" else "iaf_cond_exp",
+                    "neuron_model": "iaf_cond_exp" if args.model == "coba" else "iaf_psc_exp",
+                    "integrator_requested": args.integrator,
                 },
             }
         )
