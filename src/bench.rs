@@ -4,6 +4,7 @@
 //! they came from, and optionally a comparison with an earlier result file (a baseline) whose
 //! regressions are graded minor, major or critical.
 
+pub mod peers;
 pub mod plot;
 
 use std::collections::BTreeMap;
@@ -138,6 +139,12 @@ pub struct CaseResult {
     pub monitor: Option<fum_engine::monitor::DeviceReport>,
     #[serde(default)]
     pub energy_per_synaptic_event_j: Option<Spread>,
+    /// The same case in the peer simulators (`--peers`), and the peers that failed on it, with
+    /// why.
+    #[serde(default)]
+    pub peers: Vec<peers::PeerResult>,
+    #[serde(default)]
+    pub peer_failures: BTreeMap<String, String>,
     /// Each repeat's median and 99th-percentile step wall time (`run.json`'s `timing.step_us`).
     /// Figures added after the first version default to 0, so older results still serve as a
     /// baseline (which compares simulate_s).
@@ -216,6 +223,8 @@ pub struct BenchOptions<'a> {
     pub backends: &'a [BackendChoice],
     /// Where the cases' model files are (`assets/models`).
     pub models: &'a Path,
+    /// Peer simulators to run each case in as well (`--peers`).
+    pub peers: Option<&'a peers::Peers>,
 }
 
 /// Runs every case of the suite: one warm-up run, then `repeat` measured ones. `progress` hears
@@ -278,11 +287,28 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
             stage_us_per_step: stages,
             monitor: last.monitor.clone(),
             energy_per_synaptic_event_j: (energy.len() == reports.len()).then(|| Spread::of(&energy)),
+            peers: Vec::new(),
+            peer_failures: BTreeMap::new(),
             step_p50_us: figure(|r| r.timing.step_us.p50),
             step_p99_us: figure(|r| r.timing.step_us.p99),
             simulate_runs_s: reports.iter().map(|r| r.timing.simulate_s).collect(),
             rates_hz: last.rates_hz.clone(),
         });
+    }
+    if let Some(peers) = options.peers {
+        for (c, case) in results.iter_mut().zip(cases.iter().flat_map(|c| options.backends.iter().map(move |_| c))) {
+            let model = case.model.trim_end_matches(".toml");
+            for peer in peers.for_case(model, &c.backend) {
+                progress(&format!("{} in {peer}", c.name), 1, 1);
+                match peers.run(peer, model, &c.backend, c.threads, c.duration_ms, case.neurons, options.repeat, c.simulate_s.median) {
+                    Ok(r) => c.peers.push(r),
+                    Err(e) => {
+                        eprintln!("warning: {e}");
+                        c.peer_failures.insert(peer.to_string(), e.to_string());
+                    }
+                }
+            }
+        }
     }
     machine.load_after = load_average();
     Ok(BenchReport { suite: options.suite.into(), repeat: options.repeat, warmup: 1, machine, cases: results })
@@ -380,6 +406,18 @@ pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
             s.push('\n');
         }
     }
+    if report.cases.iter().any(|c| !c.peers.is_empty()) {
+        s.push_str("\nThe same cases in the peer simulators (medians of as many runs; their own timers; ratio = peer / fum simulate time, above 1 fum is faster):\n\n| case | backend | peer | integrator | build s | simulate s | ratio | process wall s (fum build + simulate) | rates Hz peer (fum) |\n|---|---|---|---|---:|---:|---:|---:|---|\n");
+        for c in &report.cases {
+            for p in &c.peers {
+                let rates = p.rates_hz.iter().map(|(k, v)| format!("{k} {v:.2} ({:.2})", c.rates_hz.get(k).copied().unwrap_or(f64::NAN))).collect::<Vec<_>>().join(", ");
+                s.push_str(&format!(
+                    "| {} | {} | {} {} | {} | {:.3} | {:.3} | {:.2} | {:.2} ({:.2}) | {} |\n",
+                    c.name, c.backend, p.peer, p.version, p.integrator, p.build_s.median, p.simulate_s.median, p.simulate_ratio, p.total_s.median, c.build_s.median + c.simulate_s.median, rates
+                ));
+            }
+        }
+    }
     let monitored: Vec<_> = report.cases.iter().filter_map(|c| Some((c, c.monitor.as_ref()?))).collect();
     if !monitored.is_empty() {
         s.push_str("\nThe GPU during each case's last run (NVML, every 100 ms):\n\n| case | power W mean / max | energy J | nJ per synaptic event | GPU busy % | memory used GB (max) | temperature C (max) | SM MHz (mean) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -439,6 +477,8 @@ pub(crate) fn sample_case(name: &str, backend: &str, duration_ms: f64, threads: 
         stage_us_per_step: None,
         monitor: None,
         energy_per_synaptic_event_j: None,
+        peers: Vec::new(),
+        peer_failures: BTreeMap::new(),
         step_p50_us: Spread::default(),
         step_p99_us: Spread::default(),
         simulate_runs_s: vec![simulate_s],

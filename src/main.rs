@@ -154,6 +154,16 @@ enum Command {
         /// An earlier results file to compare with, case by case.
         #[arg(long)]
         baseline: Option<PathBuf>,
+        /// Run each case in the peer simulators installed for --python as well (Brian2, NEST;
+        /// Brian2CUDA and PyTorch on a GPU), --repeat times each, with ratios in the table.
+        #[arg(long)]
+        peers: bool,
+        /// The Python interpreter that has the peers (benchmarks/requirements.txt).
+        #[arg(long, default_value = "python3", requires = "peers")]
+        python: PathBuf,
+        /// The peers' entry point.
+        #[arg(long, default_value = "benchmarks/peers/run_peer.py", requires = "peers")]
+        peers_script: PathBuf,
         /// Run nothing: plot these results files into OUT: the real-time factor against network
         /// size of their scaling cases (bench-rtf.svg and .png) and their stage times
         /// (bench-stages). A suite's run plots its own beside its results file.
@@ -299,14 +309,18 @@ fn main() -> ExitCode {
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),
         Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
-        Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, .. } => {
+        Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, peers, python, peers_script, .. } => {
             let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
             let backends = match backend {
                 Some(b) => vec![b.into()],
                 None => fum::bench::default_backends(&suite, fum::run::backend_for(BackendChoice::Auto).is_ok_and(|b| b.name() != "cpu")),
             };
-            let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backends: &backends, models: &models };
-            match cmd_bench(&options, &out, baseline.as_deref()) {
+            let bench = || {
+                let peers = peers.then(|| fum::bench::peers::Peers::find(&python, &peers_script)).transpose()?;
+                let options = fum::bench::BenchOptions { suite: &suite, sizes: &sizes, repeat, threads, backends: &backends, models: &models, peers: peers.as_ref() };
+                cmd_bench(&options, &out, baseline.as_deref())
+            };
+            match bench() {
                 Ok(true) => return ExitCode::from(EXIT_REGRESSION),
                 Ok(false) => Ok(Outcome::Finished),
                 Err(e) => Err(e),

@@ -132,3 +132,48 @@ fn a_scaling_run_plots_its_real_time_factor_and_stages_and_plot_redraws_from_fil
     assert!(svg.contains("cpu, 1 CPU thread"), "one series, named by backend and device");
     assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (1T)"));
 }
+
+/// `--peers` through a stand-in for benchmarks/peers/run_peer.py (a shell script, so that the
+/// test needs neither Python nor a peer): the listing's peer runs every case it lists, its
+/// times come back with the ratio to fum's, and a case it fails on is recorded with why.
+#[test]
+fn peers_run_beside_each_case_and_their_failures_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("run_peer.sh");
+    std::fs::write(
+        &script,
+        r#"
+if [ "$1" = "--list" ]; then
+  echo '{"peers": {"fakesim": {"version": "1.0", "models": ["vogels_abbott_cuba", "stdp_balanced"], "backends": ["cpu"]}}, "missing": {"othersim": "No module named othersim"}}'
+  exit 0
+fi
+case "$*" in
+  *stdp_balanced*) echo '{"peer": "fakesim", "error": "no plasticity in fakesim"}'; exit 3 ;;
+esac
+echo '{"peer": "fakesim", "version": "1.0", "integrator": "euler", "settings": "as shipped", "build_s": 0.5, "simulate_s": 2.0, "total_s": 3.0, "rates_hz": {"E": 5.0, "I": 6.0}}'
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("bench");
+    let run = bench(&out, &["--peers", "--python", "sh", "--peers-script", script.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("othersim is not available here: No module named othersim"), "{stderr}");
+    let report: BenchReport = serde_json::from_str(&std::fs::read_to_string(&results(&out)[0]).unwrap()).unwrap();
+    let cuba = &report.cases[0];
+    assert_eq!(cuba.peers.len(), 1);
+    let p = &cuba.peers[0];
+    assert_eq!((p.peer.as_str(), p.version.as_str(), p.integrator.as_str()), ("fakesim", "1.0", "euler"));
+    assert_eq!((p.simulate_s.median, p.build_s.median, p.total_s.median), (2.0, 0.5, 3.0));
+    assert!((p.simulate_ratio - 2.0 / cuba.simulate_s.median).abs() < 1e-9 * p.simulate_ratio);
+    assert!(cuba.peer_failures.is_empty());
+    let stdp = &report.cases[1];
+    assert!(stdp.peers.is_empty());
+    assert_eq!(stdp.peer_failures["fakesim"], "fakesim on stdp_balanced: no plasticity in fakesim");
+    let table = String::from_utf8_lossy(&run.stdout);
+    assert!(table.contains("| vogels_abbott_cuba | cpu | fakesim 1.0 | euler | 0.500 | 2.000 |"), "{table}");
+
+    let missing = bench(&out, &["--peers", "--python", "sh", "--peers-script", dir.path().join("nope.py").to_str().unwrap()]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope.py not found"));
+}
