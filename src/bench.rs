@@ -128,9 +128,9 @@ pub struct CaseResult {
     #[serde(default)]
     pub device_bytes: Option<u64>,
     /// Microseconds per step in each stage (input, update, exchange, deliver, plasticity,
-    /// record, advance), from the warm-up run, which alone times them (the clock readings
-    /// cost about a microsecond per stage and step). CPU backend only: a device backend
-    /// replays its step as one graph.
+    /// record, advance), from the warm-up run, which alone times them: on the CPU host wall
+    /// time between the stages (clock readings cost about a microsecond per stage and step),
+    /// on a GPU the device's time between events in the step (a timed step is waited for).
     #[serde(default)]
     pub stage_us_per_step: Option<BTreeMap<String, f64>>,
     /// The GPU during the last repeat (NVML; device backends where NVML is present), and the
@@ -249,7 +249,7 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
             progress(&case.name, i, options.repeat);
             // The first run warms caches and the allocator up and is not counted; it alone
             // times the stages.
-            let timed = RunOptions { time_stages: i == 0 && !on_device, monitor: run_options.monitor && i > 0, ..run_options.clone() };
+            let timed = RunOptions { time_stages: i == 0, monitor: run_options.monitor && i > 0, ..run_options.clone() };
             let report = crate::run::run(&model, &timed, |_| {})?;
             if let Some(e) = &report.error {
                 anyhow::bail!("{}: the run failed: {e}", case.name);
@@ -392,14 +392,14 @@ pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
     }
     let staged: Vec<_> = report.cases.iter().filter_map(|c| Some((c, c.stage_us_per_step.as_ref()?))).collect();
     if !staged.is_empty() {
-        s.push_str("\nWhere a step's time goes (us per step, from each case's warm-up run; CPU backend):\n\n| case | threads |");
+        s.push_str("\nWhere a step's time goes (us per step, from each case's warm-up run: host wall time on the CPU, device time on a GPU):\n\n| case | backend | threads |");
         let stages = fum_engine::Stage::ALL.map(fum_engine::Stage::name);
         for name in stages {
             s.push_str(&format!(" {name} |"));
         }
-        s.push_str(&format!("\n|---|---:|{}\n", "---:|".repeat(stages.len())));
+        s.push_str(&format!("\n|---|---|---:|{}\n", "---:|".repeat(stages.len())));
         for (c, times) in staged {
-            s.push_str(&format!("| {} | {} |", c.name, c.threads));
+            s.push_str(&format!("| {} | {} | {} |", c.name, c.backend, c.threads));
             for name in stages {
                 s.push_str(&format!(" {:.2} |", times.get(name).copied().unwrap_or(0.0)));
             }

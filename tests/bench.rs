@@ -63,7 +63,7 @@ fn the_smoke_suite_reports_every_case_and_grades_a_regression() {
     assert!(report.machine.logical_cores >= 1 && !report.machine.cpu.is_empty() && !report.machine.fum_commit.is_empty());
     let table = String::from_utf8_lossy(&first.stdout);
     assert!(table.contains("| vogels_abbott_cuba | cpu | 1 | 4000 |"), "{table}");
-    assert!(table.contains("| case | threads | input | update | exchange | deliver | plasticity | record | advance |"), "{table}");
+    assert!(table.contains("| case | backend | threads | input | update | exchange | deliver | plasticity | record | advance |"), "{table}");
 
     // Grades are about time, which a test must not depend on: baselines far off either way
     // grade the same on any machine under any load.
@@ -130,7 +130,7 @@ fn a_scaling_run_plots_its_real_time_factor_and_stages_and_plot_redraws_from_fil
     assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
     let svg = std::fs::read_to_string(plots.join("bench-rtf.svg")).unwrap();
     assert!(svg.contains("cpu, 1 CPU thread"), "one series, named by backend and device");
-    assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (1T)"));
+    assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (cpu, 1T)"));
 }
 
 /// `--peers` through a stand-in for benchmarks/peers/run_peer.py (a shell script, so that the

@@ -342,3 +342,27 @@ fn the_device_health_check_finds_a_weight_outside_its_bounds_and_a_non_finite_st
         }
     }
 }
+
+/// `--time-stages` and `--monitor` on the GPU: the device's time per stage (events between the
+/// stages' kernels) and NVML's samples reach run.json, and neither changes a spike.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn stage_times_and_monitoring_on_the_gpu_leave_the_spikes_alone() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let (plain, timed) = (dir.path().join("plain"), dir.path().join("timed"));
+    run(&model("stdp_balanced"), &plain, "cuda", &["--duration", "500ms"]);
+    let report = run(&model("stdp_balanced"), &timed, "cuda", &["--duration", "500ms", "--time-stages", "--monitor"]);
+    assert!(same_file(&plain.join("spikes.h5"), &timed.join("spikes.h5")), "timing changed the spikes");
+    let stages = report["timing"]["stages_s"].as_object().expect("stage times");
+    assert_eq!(stages.len(), 7);
+    let simulate_s = report["timing"]["simulate_s"].as_f64().unwrap();
+    let sum: f64 = stages.values().map(|v| v.as_f64().unwrap()).sum();
+    for stage in ["input", "update", "exchange", "deliver", "plasticity", "record"] {
+        assert!(stages[stage].as_f64().unwrap() > 0.0, "{stage}: {stages:?}");
+    }
+    assert!(sum <= simulate_s, "device stage times {sum} s within the simulate time {simulate_s} s");
+    let monitor = &report["monitor"];
+    assert!(monitor["samples"].as_u64().unwrap() >= 2 && monitor["power_w"]["mean"].as_f64().unwrap() > 0.0, "{monitor}");
+    assert!(report["energy_per_synaptic_event_j"].as_f64().unwrap() > 0.0);
+}

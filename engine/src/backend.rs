@@ -76,6 +76,13 @@ pub trait Backend: Send + Sync + 'static {
     }
 
     /// Device memory and transfers, for run.json.
+    /// Whether the backend times the stages of its own step when
+    /// [`Simulation::time_stages`](crate::Simulation::time_stages) asks (a device measures its
+    /// own work); otherwise the clock is read on the host between the stages' systems.
+    fn times_stages(&self) -> bool {
+        false
+    }
+
     fn stats(&self, _world: &World) -> Option<DeviceStats> {
         None
     }

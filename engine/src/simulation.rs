@@ -60,9 +60,10 @@ impl Stage {
 #[derive(SystemSet, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Boundary(usize);
 
-/// Wall time spent in each stage ([`Stage::ALL`]'s order), summed over the steps since
-/// [`Simulation::time_stages`]. A device backend replays its step as one graph inside
-/// `Update`, so there all of the step shows as update.
+/// Time spent in each stage ([`Stage::ALL`]'s order), summed over the steps since
+/// [`Simulation::time_stages`]: wall time on the host between the stages' systems, or, on a
+/// backend that times its own stages (`Backend::times_stages`: the CUDA backend, with events
+/// between the stages' kernels), the device's time.
 #[derive(Resource, Clone, Debug, Default)]
 pub struct StageTimes {
     pub seconds: [f64; 7],
@@ -191,9 +192,13 @@ impl Simulation {
     }
 
     /// Times every stage from now on into the resource [`StageTimes`]: a clock reading between
-    /// stages, about a microsecond per stage and step (so it is asked for, not always on).
+    /// stages, about a microsecond per stage and step (so it is asked for, not always on), or
+    /// the backend's own timing where it has one.
     pub fn time_stages(&mut self) {
         self.world.init_resource::<StageTimes>();
+        if crate::backend::installed(&self.world).is_some_and(|b| b.times_stages()) {
+            return;
+        }
         self.schedule.add_systems((
             mark_boundary::<0>.in_set(Boundary(0)),
             mark_boundary::<1>.in_set(Boundary(1)),

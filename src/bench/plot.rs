@@ -49,10 +49,10 @@ pub fn stages_per_case(reports: &[BenchReport], stem: &Path) -> anyhow::Result<V
         .flat_map(|r| &r.cases)
         .filter_map(|c| {
             let times = c.stage_us_per_step.as_ref()?;
-            Some((format!("{} ({}T)", c.name, c.threads), names.iter().map(|n| times.get(*n).copied().unwrap_or(0.0)).collect()))
+            Some((format!("{} ({}, {}T)", c.name, c.backend, c.threads), names.iter().map(|n| times.get(*n).copied().unwrap_or(0.0)).collect()))
         })
         .collect();
-    anyhow::ensure!(!bars.is_empty(), "no stage times to plot (the CPU backend's cases have them)");
+    anyhow::ensure!(!bars.is_empty(), "no stage times to plot");
     register_font();
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
     let width = 200 + 110 * bars.len() as u32;
@@ -197,10 +197,10 @@ mod tests {
         a.stage_us_per_step = Some([("update", 40.0), ("deliver", 25.0), ("input", 5.0)].map(|(k, v)| (k.to_string(), v)).into_iter().collect());
         let mut b = case("vogels_abbott_cuba", "cpu", 4000, 0.1);
         b.stage_us_per_step = Some([("update", 4.0), ("record", 1.0)].map(|(k, v)| (k.to_string(), v)).into_iter().collect());
-        let gpu = case("brunel", "cuda", 12500, 0.3);
-        let files = stages_per_case(&[report(vec![a, b, gpu])], &dir.path().join("stages")).unwrap();
+        let untimed = case("brunel", "cuda", 12500, 0.3);
+        let files = stages_per_case(&[report(vec![a, b, untimed])], &dir.path().join("stages")).unwrap();
         let svg = std::fs::read_to_string(&files[0]).unwrap();
-        for text in ["where a step", "brunel (2T)", "vogels_abbott_cuba (2T)", "us per step"].into_iter().chain(fum_engine::Stage::ALL.map(fum_engine::Stage::name)) {
+        for text in ["where a step", "brunel (cpu, 2T)", "vogels_abbott_cuba (cpu, 2T)", "us per step"].into_iter().chain(fum_engine::Stage::ALL.map(fum_engine::Stage::name)) {
             assert!(svg.contains(text), "{text}");
         }
         assert_eq!(svg.matches("brunel (").count(), 1, "a case without stage times has no bar");

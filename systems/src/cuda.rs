@@ -42,6 +42,9 @@ pub struct CudaRunner {
     pub net: DeviceNetwork,
     graph: Option<CudaGraph>,
     events: Vec<CudaEvent>,
+    /// The step captured again with an event before each stage and after the last, replayed
+    /// instead of `graph` while stages are timed (`StageTimes`); made at the first timed step.
+    timed: Option<(CudaGraph, Vec<CudaEvent>)>,
     /// Owns the staging memory `staging_ptr` points into.
     _staging: PinnedHostSlice<u32>,
     /// Its address (host and device alike under unified addressing).
@@ -107,6 +110,10 @@ impl Backend for CudaBackend {
         Some(check(world, weights))
     }
 
+    fn times_stages(&self) -> bool {
+        true
+    }
+
     fn stats(&self, world: &World) -> Option<DeviceStats> {
         world.get_resource::<CudaRunner>().map(CudaRunner::stats)
     }
@@ -154,6 +161,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         net,
         graph: None,
         events,
+        timed: None,
         _staging: staging,
         staging_ptr,
         slot_words,
@@ -169,7 +177,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     runner.net.memory.staging_bytes = (SLOTS * slot_words * 4) as u64;
     let t = std::time::Instant::now();
     stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-    let launched = runner.launch_step(&stream);
+    let launched = runner.launch_step(&stream, None);
     let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
     launched?;
     let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
@@ -194,14 +202,25 @@ fn per_block(total: u32, blocks: u32, threads: u32) -> LaunchConfig {
 
 impl CudaRunner {
     /// Enqueues one step: input, neuron update, compaction, delivery and STDP, recording,
-    /// clock. Called once, under graph capture.
-    fn launch_step(&mut self, stream: &Arc<CudaStream>) -> Result<(), CudaError> {
+    /// clock; with `marks` (one more than `Stage::ALL`), an event before each stage and after
+    /// the last. Called under graph capture.
+    fn launch_step(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
         let k = &self.gpu.kernels;
         let net = &self.net;
         let (n, slots) = (net.n, net.slots);
         let step = ptr(&net.step, stream);
         let (ring_ex, ring_in) = (net.neuron_ptr("ring_ex"), net.neuron_ptr("ring_in"));
+        // External records: an event recorded under capture is otherwise only an ordering
+        // inside the graph, which the host can neither wait for nor time.
+        let mark = |stage: usize| -> Result<(), CudaError> {
+            if let Some(m) = marks {
+                // SAFETY: the event and the stream are live handles of this context.
+                unsafe { sys::cuEventRecordWithFlags(m[stage].cu_event(), stream.cu_stream(), sys::CUevent_record_flags_enum::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
+            }
+            Ok(())
+        };
         unsafe {
+            mark(0)?;
             for src in &net.poisson {
                 let ring = if src.inhibitory { ring_in } else { ring_ex };
                 stream
@@ -210,6 +229,7 @@ impl CudaRunner {
                     .arg(&src.mean).arg(&src.exp_minus_mean).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
                     .launch(grid(src.end - src.first, 256))?;
             }
+            mark(1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
             for pop in &net.populations {
                 let f = if pop.coba { &k.lif_coba } else { &k.lif_cuba };
@@ -219,6 +239,7 @@ impl CudaRunner {
                     .arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
                     .launch(grid(pop.end - pop.first, 256))?;
             }
+            mark(2)?;
             let blocks_1024 = n.div_ceil(1024);
             let (counts, spikes, n_spikes) = (ptr(&net.block_counts, stream), ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
             let full = LaunchConfig { grid_dim: (blocks_1024.max(1), 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
@@ -236,6 +257,7 @@ impl CudaRunner {
             let n_blocks = net.blocks.len() as u32;
             let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
             let sms = self.multiprocessors;
+            mark(3)?;
             if n_blocks > 0 {
                 let enabled = u32::from(net.stdp_enabled);
                 stream
@@ -244,6 +266,7 @@ impl CudaRunner {
                     .arg(&fired).arg(&enabled).arg(&lost)
                     .launch(per_block(sms * 16, n_blocks, 256))?;
             }
+            mark(4)?;
             if net.n_plastic_blocks > 0 {
                 let plastic = ptr(&net.plastic_blocks, stream);
                 stream
@@ -256,6 +279,7 @@ impl CudaRunner {
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&rules).arg(&n_rules)
                     .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
             }
+            mark(5)?;
             let staging = self.staging_ptr as u64;
             let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
             let probes = ptr(&net.probes, stream);
@@ -264,9 +288,32 @@ impl CudaRunner {
                 .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&n)
                 .arg(&probes).arg(&n_probes).arg(&table)
                 .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+            mark(6)?;
             stream.launch_builder(&k.advance).arg(&step).launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 })?;
+            mark(7)?;
         }
         Ok(())
+    }
+
+    /// Gives up timing the stages (the run goes on, and run.json has no stage times) when the
+    /// device cannot time them.
+    fn stop_timing(&mut self, world: &mut World, e: &CudaError) {
+        eprintln!("warning: the GPU's stages cannot be timed ({e}); the run goes on without stage times");
+        world.remove_resource::<fum_engine::StageTimes>();
+        self.timed = None;
+    }
+
+    /// The step captured with timing events (see `timed`).
+    fn capture_timed(&self) -> Result<(CudaGraph, Vec<CudaEvent>), CudaError> {
+        let stream = self.net.stream.clone();
+        let marks = (0..=fum_engine::Stage::ALL.len()).map(|_| self.gpu.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))).collect::<Result<Vec<_>, _>>()?;
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let launched = self.launch_step(&stream, Some(&marks));
+        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+        launched?;
+        let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
+        graph.upload()?;
+        Ok((graph, marks))
     }
 
     /// Replays the step graph, then handles the oldest queued step once `LAG` are queued.
@@ -282,7 +329,28 @@ impl CudaRunner {
             state::upload(world).map_err(|e| CudaError::Unsupported(e.to_string()))?;
         }
         self.net.ctx.advance();
-        self.graph.as_ref().expect("captured at install").launch()?;
+        let timing = world.contains_resource::<fum_engine::StageTimes>();
+        if timing && self.timed.is_none() {
+            match self.capture_timed() {
+                Ok(timed) => self.timed = Some(timed),
+                Err(e) => self.stop_timing(world, &e),
+            }
+        }
+        match (&self.timed, world.contains_resource::<fum_engine::StageTimes>()) {
+            // A timed step is waited for before the next is launched, whose replay would
+            // record the same events again: timing costs the overlap of host and device.
+            (Some((graph, marks)), true) => {
+                graph.launch()?;
+                let times = marks[marks.len() - 1].synchronize().map_err(CudaError::from).and_then(|()| {
+                    marks.windows(2).map(|pair| Ok(f64::from(pair[0].elapsed_ms(&pair[1])?) * 1e-3)).collect::<Result<Vec<f64>, CudaError>>()
+                });
+                match times {
+                    Ok(times) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(times).for_each(|(t, dt)| *t += dt),
+                    Err(e) => self.stop_timing(world, &e),
+                }
+            }
+            _ => self.graph.as_ref().expect("captured at install").launch()?,
+        }
         self.events[step as usize % SLOTS].record(&self.net.stream)?;
         self.pending.push_back(step);
         self.steps += 1;
