@@ -298,13 +298,13 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
     if let Some(peers) = options.peers {
         for (c, case) in results.iter_mut().zip(cases.iter().flat_map(|c| options.backends.iter().map(move |_| c))) {
             let model = case.model.trim_end_matches(".toml");
-            for peer in peers.for_case(model, &c.backend) {
-                progress(&format!("{} in {peer}", c.name), 1, 1);
-                match peers.run(peer, model, &c.backend, c.threads, c.duration_ms, case.neurons, options.repeat, c.simulate_s.median) {
+            for (peer, integrator) in peers.for_case(model, &c.backend) {
+                progress(&format!("{} in {peer} ({integrator} integrator)", c.name), 1, 1);
+                match peers.run(peer, integrator, model, &c.backend, c.threads, c.duration_ms, case.neurons, options.repeat, c.simulate_s.median) {
                     Ok(r) => c.peers.push(r),
                     Err(e) => {
                         eprintln!("warning: {e}");
-                        c.peer_failures.insert(peer.to_string(), e.to_string());
+                        c.peer_failures.insert(format!("{peer} ({integrator} integrator)"), e.to_string());
                     }
                 }
             }

@@ -134,8 +134,9 @@ fn a_scaling_run_plots_its_real_time_factor_and_stages_and_plot_redraws_from_fil
 }
 
 /// `--peers` through a stand-in for benchmarks/peers/run_peer.py (a shell script, so that the
-/// test needs neither Python nor a peer): the listing's peer runs every case it lists, its
-/// times come back with the ratio to fum's, and a case it fails on is recorded with why.
+/// test needs neither Python nor a peer): the listing's peer runs every case it lists (with
+/// its reference integrator, and fum's where that differs), its times come back with the
+/// ratio to fum's, and a case it fails on is recorded with why.
 #[test]
 fn peers_run_beside_each_case_and_their_failures_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
@@ -144,11 +145,12 @@ fn peers_run_beside_each_case_and_their_failures_are_recorded() {
         &script,
         r#"
 if [ "$1" = "--list" ]; then
-  echo '{"peers": {"fakesim": {"version": "1.0", "models": ["vogels_abbott_cuba", "stdp_balanced"], "backends": ["cpu"]}}, "missing": {"othersim": "No module named othersim"}}'
+  echo '{"peers": {"fakesim": {"version": "1.0", "models": ["vogels_abbott_cuba", "stdp_balanced"], "backends": ["cpu"], "matched_differs": ["vogels_abbott_cuba"]}}, "missing": {"othersim": "No module named othersim"}}'
   exit 0
 fi
 case "$*" in
   *stdp_balanced*) echo '{"peer": "fakesim", "error": "no plasticity in fakesim"}'; exit 3 ;;
+  *matched*) echo '{"peer": "fakesim", "version": "1.0", "integrator": "exponential_euler", "settings": "as shipped", "build_s": 0.5, "simulate_s": 4.0, "total_s": 5.0, "rates_hz": {"E": 5.0, "I": 6.0}}'; exit 0 ;;
 esac
 echo '{"peer": "fakesim", "version": "1.0", "integrator": "euler", "settings": "as shipped", "build_s": 0.5, "simulate_s": 2.0, "total_s": 3.0, "rates_hz": {"E": 5.0, "I": 6.0}}'
 "#,
@@ -161,7 +163,8 @@ echo '{"peer": "fakesim", "version": "1.0", "integrator": "euler", "settings": "
     assert!(stderr.contains("othersim is not available here: No module named othersim"), "{stderr}");
     let report: BenchReport = serde_json::from_str(&std::fs::read_to_string(&results(&out)[0]).unwrap()).unwrap();
     let cuba = &report.cases[0];
-    assert_eq!(cuba.peers.len(), 1);
+    // Its reference integrator is not fum's on this model, so it ran both ways.
+    assert_eq!(cuba.peers.iter().map(|p| (p.integrator.as_str(), p.simulate_s.median)).collect::<Vec<_>>(), [("euler", 2.0), ("exponential_euler", 4.0)]);
     let p = &cuba.peers[0];
     assert_eq!((p.peer.as_str(), p.version.as_str(), p.integrator.as_str()), ("fakesim", "1.0", "euler"));
     assert_eq!((p.simulate_s.median, p.build_s.median, p.total_s.median), (2.0, 0.5, 3.0));
@@ -169,7 +172,7 @@ echo '{"peer": "fakesim", "version": "1.0", "integrator": "euler", "settings": "
     assert!(cuba.peer_failures.is_empty());
     let stdp = &report.cases[1];
     assert!(stdp.peers.is_empty());
-    assert_eq!(stdp.peer_failures["fakesim"], "fakesim on stdp_balanced: no plasticity in fakesim");
+    assert_eq!(stdp.peer_failures["fakesim (reference integrator)"], "fakesim on stdp_balanced: no plasticity in fakesim");
     let table = String::from_utf8_lossy(&run.stdout);
     assert!(table.contains("| vogels_abbott_cuba | cpu | fakesim 1.0 | euler | 0.500 | 2.000 |"), "{table}");
 

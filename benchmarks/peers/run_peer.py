@@ -12,7 +12,10 @@ brian2cuda_brunel.py: brian2 2.10.1 + brian2cuda 1.0b1 and an nvcc) for --backen
 How fum calls it (from the repository root):
     python3 benchmarks/peers/run_peer.py --list
         one JSON line: {"python": ..., "peers": {"brian2": {"version": "2.9.0", "models": [...],
-        "backends": ["cpu"]}, ...}, "missing": {"torch": "ModuleNotFoundError: ..."}}
+        "backends": ["cpu"], "matched_differs": ["vogels_abbott_coba"]}, ...},
+        "missing": {"torch": "ModuleNotFoundError: ..."}}
+        (matched_differs: the models whose --integrator matched runs another scheme than the
+        reference one, which fum bench then runs both ways)
         (peers whose module imports and whose tools are there; the others under "missing")
     python3 benchmarks/peers/run_peer.py --peer brian2 --model vogels_abbott_cuba --backend cpu \\
         --threads 2 --duration-ms 1000 --seed 1 [--integrator reference|matched] [--neurons N]
@@ -108,6 +111,8 @@ PEERS = {
         "module": "brian2",
         "backends": ["cpu"],
         "models": ["vogels_abbott_cuba", "vogels_abbott_coba", "brunel", "stdp_balanced", "scaling"],
+        # Models whose --integrator matched runs another scheme than the reference one.
+        "matched_differs": ["vogels_abbott_coba"],
         "cmd": brian2_cmd,
         "needs": ["g++", "make"],
     },
@@ -327,7 +332,8 @@ def cmd_list():
         if version is None:
             missing[name] = why
         else:
-            peers[name] = {"version": version, "models": PEERS[name]["models"], "backends": PEERS[name]["backends"]}
+            peers[name] = {"version": version, "models": PEERS[name]["models"], "backends": PEERS[name]["backends"],
+                           "matched_differs": PEERS[name].get("matched_differs", [])}
     emit({"python": sys.executable, "peers": peers, "missing": missing})
     return 0
 

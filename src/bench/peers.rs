@@ -28,6 +28,10 @@ pub struct Listed {
     pub version: String,
     pub models: Vec<String>,
     pub backends: Vec<String>,
+    /// Models on which the peer's reference integrator is not fum's (Brian2's COBA: forward
+    /// Euler); those run both ways.
+    #[serde(default)]
+    pub matched_differs: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -84,19 +88,23 @@ impl Peers {
         Ok(Peers { python: python.to_path_buf(), script: script.to_path_buf(), found: listing.peers })
     }
 
-    /// The peers that run `model` on `backend`.
-    pub fn for_case<'a>(&'a self, model: &'a str, backend: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.found.iter().filter(move |(_, l)| l.models.iter().any(|m| m == model) && l.backends.iter().any(|b| b == backend)).map(|(p, _)| p.as_str())
+    /// The peers that run `model` on `backend`, each with its integrators: `reference`, and
+    /// `matched` too where that is another scheme.
+    pub fn for_case<'a>(&'a self, model: &'a str, backend: &'a str) -> impl Iterator<Item = (&'a str, &'static str)> + 'a {
+        self.found.iter().filter(move |(_, l)| l.models.iter().any(|m| m == model) && l.backends.iter().any(|b| b == backend)).flat_map(move |(p, l)| {
+            let matched = l.matched_differs.iter().any(|m| m == model);
+            ["reference", "matched"].into_iter().take(if matched { 2 } else { 1 }).map(move |i| (p.as_str(), i))
+        })
     }
 
     /// Runs `peer` `repeat` times on `model` (the asset's name without .toml) as fum ran it,
     /// and compares its median simulate time with fum's (`fum_simulate_s`).
     #[allow(clippy::too_many_arguments)]
-    pub fn run(&self, peer: &str, model: &str, backend: &str, threads: usize, duration_ms: f64, neurons: Option<u32>, repeat: usize, fum_simulate_s: f64) -> anyhow::Result<PeerResult> {
+    pub fn run(&self, peer: &str, integrator: &str, model: &str, backend: &str, threads: usize, duration_ms: f64, neurons: Option<u32>, repeat: usize, fum_simulate_s: f64) -> anyhow::Result<PeerResult> {
         let mut runs = Vec::new();
         for _ in 0..repeat {
             let mut cmd = Command::new(&self.python);
-            cmd.arg(&self.script).args(["--peer", peer, "--model", model, "--backend", backend]);
+            cmd.arg(&self.script).args(["--peer", peer, "--model", model, "--backend", backend, "--integrator", integrator]);
             cmd.args(["--threads", &threads.to_string(), "--duration-ms", &duration_ms.to_string()]);
             if let Some(n) = neurons {
                 cmd.args(["--neurons", &n.to_string()]);
