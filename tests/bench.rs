@@ -130,7 +130,7 @@ fn a_scaling_run_plots_its_real_time_factor_and_stages_and_plot_redraws_from_fil
     assert!(redraw.status.success(), "{}", String::from_utf8_lossy(&redraw.stderr));
     let svg = std::fs::read_to_string(plots.join("bench-rtf.svg")).unwrap();
     assert!(svg.contains("cpu, 1 CPU thread"), "one series, named by backend and device");
-    assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (cpu, 1T)"));
+    assert!(std::fs::read_to_string(plots.join("bench-stages.svg")).unwrap().contains("scaling_2500 (cpu, 1T): "));
 }
 
 /// `--peers` through a stand-in for benchmarks/peers/run_peer.py (a shell script, so that the

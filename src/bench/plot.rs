@@ -40,8 +40,9 @@ fn register_font() {
 /// A case's label and its microseconds per step in each stage (`Stage::ALL`'s order).
 type Stages = (String, Vec<f64>);
 
-/// Writes `stem`.svg and `stem`.png: a bar per case with stage times, stacked by stage; the
-/// files written.
+/// Writes `stem`.svg and `stem`.png: a bar per case with stage times, each stage's share of
+/// the step stacked (shares, so that a 3 us step and a 450 us one both read; the label gives
+/// the step's microseconds); the files written.
 pub fn stages_per_case(reports: &[BenchReport], stem: &Path) -> anyhow::Result<Vec<PathBuf>> {
     let names = fum_engine::Stage::ALL.map(fum_engine::Stage::name);
     let bars: Vec<Stages> = reports
@@ -49,13 +50,15 @@ pub fn stages_per_case(reports: &[BenchReport], stem: &Path) -> anyhow::Result<V
         .flat_map(|r| &r.cases)
         .filter_map(|c| {
             let times = c.stage_us_per_step.as_ref()?;
-            Some((format!("{} ({}, {}T)", c.name, c.backend, c.threads), names.iter().map(|n| times.get(*n).copied().unwrap_or(0.0)).collect()))
+            let us: Vec<f64> = names.iter().map(|n| times.get(*n).copied().unwrap_or(0.0)).collect();
+            let total: f64 = us.iter().sum();
+            Some((format!("{} ({}, {}T): {total:.1} us", c.name, c.backend, c.threads), us.iter().map(|t| 100.0 * t / total.max(1e-12)).collect()))
         })
         .collect();
     anyhow::ensure!(!bars.is_empty(), "no stage times to plot");
     register_font();
     let (svg, png) = (stem.with_extension("svg"), stem.with_extension("png"));
-    let width = 200 + 110 * bars.len() as u32;
+    let width = 260 + 230 * bars.len() as u32;
     draw_stages(SVGBackend::new(&svg, (width.max(700), 600)).into_drawing_area(), &bars, &names)?;
     draw_stages(BitMapBackend::new(&png, (width.max(700), 600)).into_drawing_area(), &bars, &names)?;
     Ok(vec![svg, png])
@@ -66,20 +69,19 @@ where
     DB::ErrorType: 'static,
 {
     let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
-    let top = bars.iter().map(|(_, t)| t.iter().sum::<f64>()).fold(0.0, f64::max) * 1.15;
     area.fill(&WHITE).map_err(|e| failed(&e))?;
     let mut chart = ChartBuilder::on(&area)
         .caption("fum: where a step's time goes", ("sans-serif", 26))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..top.max(1e-3))
+        .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..100.0)
         .map_err(|e| failed(&e))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
-        .y_desc("us per step")
-        .label_style(("sans-serif", 14))
+        .y_desc("share of the step (%)")
+        .label_style(("sans-serif", 13))
         .x_labels(bars.len())
         .x_label_formatter(&|x| match x {
             SegmentValue::CenterOf(i) => bars.get(*i).map_or(String::new(), |b| b.0.clone()),
@@ -91,7 +93,9 @@ where
         let color = Palette99::pick(s).to_rgba();
         let stacked = bars.iter().enumerate().map(|(i, (_, t))| {
             let below: f64 = t[..s].iter().sum();
-            Rectangle::new([(SegmentValue::Exact(i), below), (SegmentValue::Exact(i + 1), below + t[s])], color.filled())
+            let mut bar = Rectangle::new([(SegmentValue::Exact(i), below), (SegmentValue::Exact(i + 1), below + t[s])], color.filled());
+            bar.set_margin(0, 0, 20, 20);
+            bar
         });
         chart
             .draw_series(stacked)
@@ -101,7 +105,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(SeriesLabelPosition::LowerRight)
         .label_font(("sans-serif", 14))
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
@@ -200,7 +204,7 @@ mod tests {
         let untimed = case("brunel", "cuda", 12500, 0.3);
         let files = stages_per_case(&[report(vec![a, b, untimed])], &dir.path().join("stages")).unwrap();
         let svg = std::fs::read_to_string(&files[0]).unwrap();
-        for text in ["where a step", "brunel (cpu, 2T)", "vogels_abbott_cuba (cpu, 2T)", "us per step"].into_iter().chain(fum_engine::Stage::ALL.map(fum_engine::Stage::name)) {
+        for text in ["where a step", "brunel (cpu, 2T): 70.0 us", "vogels_abbott_cuba (cpu, 2T): 5.0 us", "share of the step"].into_iter().chain(fum_engine::Stage::ALL.map(fum_engine::Stage::name)) {
             assert!(svg.contains(text), "{text}");
         }
         assert_eq!(svg.matches("brunel (").count(), 1, "a case without stage times has no bar");
