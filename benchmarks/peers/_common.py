@@ -81,3 +81,35 @@ class StdoutToStderr:
 
 def rate_hz(n_spikes, n_neurons, duration_ms):
     return float(n_spikes) / (n_neurons * duration_ms * 1e-3)
+
+
+def nest_record_and_run(nest, pop_e, pop_i, duration_ms):
+    """Records both populations' spikes and runs NEST for duration_ms (Prepare, Run, Cleanup).
+
+    Returns (build_end, times, n_spikes_e, n_spikes_i, recorder_e): build_end is the
+    perf_counter reading after the recorders were connected (the end of network construction),
+    times holds simulate_s (Prepare to Cleanup) and its parts prepare_s, run_s and cleanup_s.
+    """
+    import time
+
+    rec_e = nest.Create("spike_recorder")
+    rec_i = nest.Create("spike_recorder")
+    nest.Connect(pop_e, rec_e)
+    nest.Connect(pop_i, rec_i)
+    t_build1 = time.perf_counter()
+    nest.Prepare()
+    t_prep = time.perf_counter()
+    nest.Run(duration_ms)
+    t_run = time.perf_counter()
+    nest.Cleanup()
+    t_sim1 = time.perf_counter()
+    times = {"simulate_s": t_sim1 - t_build1, "prepare_s": t_prep - t_build1, "run_s": t_run - t_prep, "cleanup_s": t_sim1 - t_run}
+    return t_build1, times, int(rec_e.get("n_events")), int(rec_i.get("n_events")), rec_e
+
+
+def nest_weight_stats(nest, pop):
+    """Mean and standard deviation of the weights of pop -> pop (slow: ~10 s per million synapses)."""
+    import numpy as np
+
+    w = np.asarray(nest.GetConnections(pop, pop).get("weight"), dtype=np.float64)
+    return {"w_ee_mean_pa": float(w.mean()), "w_ee_std_pa": float(w.std())}

@@ -33,7 +33,7 @@ import sys  # noqa: E402
 os.environ.setdefault("PYNEST_QUIET", "1")  # no banner on import
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import StdoutToStderr, rate_hz  # noqa: E402
+from _common import StdoutToStderr, nest_record_and_run, nest_weight_stats, rate_hz  # noqa: E402
 
 DT_MS = 0.1
 MODELS = {
@@ -149,30 +149,13 @@ def main():
             nest.Connect(E, E, conn_e, static_e)
         nest.Connect(E, I, conn_e, static_e)
         nest.Connect(I, E + I, conn_i, {"synapse_model": "static_synapse", "weight": W_I, "delay": DELAY_MS})
-        rec_e = nest.Create("spike_recorder")
-        rec_i = nest.Create("spike_recorder")
-        nest.Connect(E, rec_e)
-        nest.Connect(I, rec_i)
-        t_build1 = time.perf_counter()
-
-        nest.Prepare()
-        t_prep = time.perf_counter()
-        nest.Run(args.duration_ms)
-        t_run = time.perf_counter()
-        nest.Cleanup()
-        t_sim1 = time.perf_counter()
-
-        n_spk_e = int(rec_e.get("n_events"))
-        n_spk_i = int(rec_i.get("n_events"))
+        t_build1, times, n_spk_e, n_spk_i, rec_e = nest_record_and_run(nest, E, I, args.duration_ms)
         n_syn = int(nest.GetKernelStatus("num_connections")) - 2 * n  # minus drive and recorder links
         detail_stats = {}
         if args.stats and args.duration_ms > 300.0:
             ev = rec_e.get("events")
             detail_stats = stats(np.asarray(ev["times"]), np.asarray(ev["senders"]), 200.0, args.duration_ms)
-        extra = {}
-        if stdp and args.weight_stats:
-            w_ee = np.asarray(nest.GetConnections(E, E).get("weight"), dtype=np.float64)
-            extra = {"w_ee_mean_pa": float(w_ee.mean()), "w_ee_std_pa": float(w_ee.std())}
+        extra = nest_weight_stats(nest, E) if stdp and args.weight_stats else {}
         total_s = time.perf_counter() - T0
 
         out.emit(
@@ -186,7 +169,7 @@ def main():
                 "duration_ms": args.duration_ms,
                 "seed": seed,
                 "build_s": t_build1 - t_build0,
-                "simulate_s": t_sim1 - t_build1,
+                "simulate_s": times["simulate_s"],
                 "total_s": total_s,
                 "rate_e_hz": rate_hz(n_spk_e, n_e, args.duration_ms),
                 "rate_i_hz": rate_hz(n_spk_i, n_i, args.duration_ms),
@@ -196,9 +179,7 @@ def main():
                 f"resolution {DT_MS} ms, iaf_psc_exp, poisson_generator"
                 + (", stdp_synapse on E->E" if stdp else ""),
                 "detail": {
-                    "prepare_s": t_prep - t_build1,
-                    "run_s": t_run - t_prep,
-                    "cleanup_s": t_sim1 - t_run,
+                    **{k: v for k, v in times.items() if k != "simulate_s"},
                     "import_s": t_build0 - T0,
                     **detail_stats,
                 },

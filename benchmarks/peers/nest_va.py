@@ -42,6 +42,8 @@ from _common import (  # noqa: E402
     P_CONN,
     STDP_BALANCED,
     StdoutToStderr,
+    nest_record_and_run,
+    nest_weight_stats,
     parse_args,
     rate_hz,
 )
@@ -136,28 +138,9 @@ def main():
             nest.Connect(pop_e, pop, conn, {"synapse_model": "static_synapse", "weight": w_e, "delay": DELAY_MS})
         nest.Connect(pop_i, pop, conn, {"synapse_model": "static_synapse", "weight": w_i, "delay": DELAY_MS})
 
-        rec_e = nest.Create("spike_recorder")
-        rec_i = nest.Create("spike_recorder")
-        nest.Connect(pop_e, rec_e)
-        nest.Connect(pop_i, rec_i)
-        t_build1 = time.perf_counter()
-
-        nest.Prepare()
-        t_prep = time.perf_counter()
-        nest.Run(args.duration_ms)
-        t_run = time.perf_counter()
-        nest.Cleanup()
-        t_sim1 = time.perf_counter()
-
-        n_e = int(rec_e.get("n_events"))
-        n_i = int(rec_i.get("n_events"))
+        t_build1, times, n_e, n_i, _ = nest_record_and_run(nest, pop_e, pop_i, args.duration_ms)
         n_syn = int(nest.GetKernelStatus("num_connections")) - N  # minus the recorder links
-        extra = {}
-        if args.model == "stdp" and args.weight_stats:
-            import numpy as np
-
-            w_ee = np.asarray(nest.GetConnections(pop_e, pop_e).get("weight"), dtype=np.float64)
-            extra = {"w_ee_mean_pa": float(w_ee.mean()), "w_ee_std_pa": float(w_ee.std())}
+        extra = nest_weight_stats(nest, pop_e) if args.model == "stdp" and args.weight_stats else {}
         if args.model == "coba":
             integrator = "rkf45 (GSL, adaptive; iaf_cond_exp)"
         else:
@@ -179,7 +162,7 @@ def main():
                 "synapses": n_syn,
                 "duration_ms": args.duration_ms,
                 "build_s": t_build1 - t_build0,
-                "simulate_s": t_sim1 - t_build1,
+                "simulate_s": times["simulate_s"],
                 "total_s": total_s,
                 "rate_e_hz": rate_hz(n_e, N_E, args.duration_ms),
                 "rate_i_hz": rate_hz(n_i, N_I, args.duration_ms),
@@ -187,9 +170,7 @@ def main():
                 "integrator": integrator,
                 "settings": settings,
                 "detail": {
-                    "prepare_s": t_prep - t_build1,
-                    "run_s": t_run - t_prep,
-                    "cleanup_s": t_sim1 - t_run,
+                    **{k: v for k, v in times.items() if k != "simulate_s"},
                     "import_s": t_build0 - T0,
                     "neuron_model": "iaf_cond_exp" if args.model == "coba" else "iaf_psc_exp",
                     "integrator_requested": args.integrator,

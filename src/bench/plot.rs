@@ -69,12 +69,7 @@ where
     DB::ErrorType: 'static,
 {
     let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
-    area.fill(&WHITE).map_err(|e| failed(&e))?;
-    let mut chart = ChartBuilder::on(&area)
-        .caption("fum: where a step's time goes", ("sans-serif", 26))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
+    let mut chart = frame(&area, "fum: where a step's time goes")?
         .build_cartesian_2d((0..bars.len()).into_segmented(), 0.0..100.0)
         .map_err(|e| failed(&e))?;
     chart
@@ -115,6 +110,17 @@ where
     Ok(())
 }
 
+/// Every plot's white page, title, margin and label areas.
+fn frame<'a, DB: DrawingBackend>(area: &'a DrawingArea<DB, Shift>, caption: &str) -> anyhow::Result<ChartBuilder<'a, 'a, DB>>
+where
+    DB::ErrorType: 'static,
+{
+    area.fill(&WHITE).map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    let mut builder = ChartBuilder::on(area);
+    builder.caption(caption, ("sans-serif", 26)).margin(20).x_label_area_size(50).y_label_area_size(70);
+    Ok(builder)
+}
+
 /// Whole decades around the data, so that a log axis has its powers of ten to label.
 fn decade_below(x: f64) -> f64 {
     10f64.powf(x.log10().floor())
@@ -133,12 +139,7 @@ where
     let (x0, x1) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.0), hi.max(p.0)));
     let (y0, y1) = points().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.2), hi.max(p.3)));
     let failed = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the plot: {e}");
-    area.fill(&WHITE).map_err(|e| failed(&e))?;
-    let mut chart = ChartBuilder::on(&area)
-        .caption("fum: real-time factor against network size", ("sans-serif", 26))
-        .margin(20)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
+    let mut chart = frame(&area, "fum: real-time factor against network size")?
         .build_cartesian_2d((decade_below(x0)..decade_above(x1)).log_scale(), (decade_below(y0)..decade_above(y1)).log_scale())
         .map_err(|e| failed(&e))?;
     chart
