@@ -139,6 +139,7 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
                 target: target.ids(),
                 mean_per_step: mean,
                 exp_minus_mean: (-mean).exp(),
+                cdf: if mean <= 64.0 { fum_kernels::rng::PoissonCdf::new(mean, (-mean).exp()) } else { Default::default() },
                 weight: i.weight.unwrap_or(0.0) as f32,
                 receptor: i.receptor,
             }

@@ -350,6 +350,8 @@ pub struct PoissonSource {
     /// Mean count per neuron and step, and its exp(-mean).
     pub mean_per_step: f64,
     pub exp_minus_mean: f64,
+    /// The CPU's table of that Poisson distribution (means up to 64; above, a normal).
+    pub cdf: fum_kernels::rng::PoissonCdf,
     pub weight: f32,
     pub receptor: Receptor,
 }

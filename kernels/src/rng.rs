@@ -191,9 +191,70 @@ pub fn poisson(lambda: f64, exp_minus_lambda: f64, u: f64, normal: f64) -> u32 {
     k
 }
 
+/// The cumulative distribution `poisson` walks for one mean of at most 64, computed once with
+/// the same operations in the same order, so that a search of it returns `poisson`'s count bit
+/// for bit without `poisson`'s divisions and unpredictable loop exit (the CPU's Poisson input:
+/// one table per input, a draw per neuron and step). The device keeps the loop
+/// (kernels/cuda/fum.cu).
+#[derive(Clone, Debug, Default)]
+pub struct PoissonCdf {
+    /// `cdf[k]`: the loop's running sum after term k, for k below the loop's cap of 1024.
+    cdf: Vec<f64>,
+    /// Where nearly every draw ends (the mean plus four standard deviations and some): counted
+    /// there without branches, since a branch on a random count mispredicts about once a draw.
+    window: usize,
+}
+
+impl PoissonCdf {
+    pub fn new(lambda: f64, exp_minus_lambda: f64) -> PoissonCdf {
+        let mut cdf = Vec::with_capacity(1024);
+        let (mut p, mut sum) = (exp_minus_lambda, exp_minus_lambda);
+        cdf.push(sum);
+        for k in 1..1024u32 {
+            p = p * lambda / f64::from(k);
+            sum += p;
+            cdf.push(sum);
+        }
+        let window = ((lambda + 4.0 * lambda.sqrt() + 4.0).ceil() as usize).next_multiple_of(8).min(cdf.len());
+        PoissonCdf { cdf, window }
+    }
+
+    /// `poisson(lambda, exp_minus_lambda, u, _)` for this table's mean: the first k with
+    /// `u <= cdf[k]`, or the cap. The sums never decrease, so within the window that k is the
+    /// number of sums below `u`.
+    #[inline]
+    pub fn sample(&self, u: f64) -> u32 {
+        let (head, tail) = self.cdf.split_at(self.window);
+        let k = head.iter().fold(0u32, |n, &c| n + u32::from(u > c));
+        if (k as usize) < head.len() {
+            return k;
+        }
+        tail.iter().position(|&c| u <= c).map_or(1024, |i| (head.len() + i) as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The table gives the loop's count for every uniform: Philox draws, the table's own values
+    /// and their neighbours (where a comparison flips), at means from none to the cap of 64.
+    #[test]
+    fn poisson_cdf_returns_the_loops_count_bit_for_bit() {
+        let key = Key::from_seed(7);
+        for lambda in [0.0f64, 1e-9, 0.03, 0.5, 2.0, 2.5, 9.75, 37.3, 64.0] {
+            let e = (-lambda).exp();
+            let table = PoissonCdf::new(lambda, e);
+            let mut us: Vec<f64> = (0..20_000u32).map(|i| { let w = key.block(Purpose::PoissonInput, 0, i, 3); uniform_f64(w[0], w[1]) }).collect();
+            for &c in table.cdf.iter().take(200) {
+                us.extend([c, f64::from_bits(c.to_bits().wrapping_sub(1)), f64::from_bits(c.to_bits() + 1)].into_iter().filter(|u| (0.0..1.0).contains(u)));
+            }
+            us.extend([0.0, 1.0 - f64::EPSILON]);
+            for u in us {
+                assert_eq!(table.sample(u), poisson(lambda, e, u, 0.0), "mean {lambda}, u {u:e}");
+            }
+        }
+    }
 
     /// Known-answer vectors from Random123's kat_vectors for philox4x32_10.
     #[test]

@@ -34,8 +34,9 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
             let ring = block.ring_mut(src.receptor).sums;
             for id in lo..hi {
                 let w = key.block(Purpose::PoissonInput, src.index, id, step);
-                let normal = if src.mean_per_step > 64.0 { normal_from(w[2], w[3]) } else { 0.0 };
-                let k = poisson(src.mean_per_step, src.exp_minus_mean, uniform_f64(w[0], w[1]), normal);
+                let u = uniform_f64(w[0], w[1]);
+                // The table gives `poisson`'s count (the device's loop) without its divisions.
+                let k = if src.mean_per_step > 64.0 { poisson(src.mean_per_step, src.exp_minus_mean, u, normal_from(w[2], w[3])) } else { src.cdf.sample(u) };
                 if k > 0 {
                     ring[slot.start + (id - shard.neurons.start) as usize] += i64::from(k) * quantum;
                 }
