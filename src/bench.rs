@@ -421,13 +421,13 @@ pub fn markdown(report: &BenchReport, comparisons: &[Comparison]) -> String {
     let monitored: Vec<_> = report.cases.iter().filter_map(|c| Some((c, c.monitor.as_ref()?))).collect();
     if !monitored.is_empty() {
         s.push_str("\nThe GPU during each case's last run (NVML, every 100 ms):\n\n| case | power W mean / max | energy J | nJ per synaptic event | GPU busy % | memory used GB (max) | temperature C (max) | SM MHz (mean) |\n|---|---:|---:|---:|---:|---:|---:|---:|\n");
-        let stat = |x: Option<fum_engine::monitor::Stat>, scale: f64| x.map_or("-".to_string(), |x| format!("{:.0} / {:.0}", x.mean * scale, x.max * scale));
+        let stat = |x: Option<fum_engine::monitor::Stat>| x.map_or("-".to_string(), |x| format!("{:.0} / {:.0}", x.mean, x.max));
         let one = |x: Option<f64>, digits: usize| x.map_or("-".to_string(), |x| format!("{x:.digits$}"));
         for (c, m) in monitored {
             s.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 c.name,
-                stat(m.power_w, 1.0),
+                stat(m.power_w),
                 one(m.energy_j, 1),
                 one(c.energy_per_synaptic_event_j.map(|e| e.median * 1e9), 3),
                 one(m.utilization_gpu_pct.map(|u| u.mean), 0),

@@ -133,16 +133,17 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
         .filter(|(_, i)| i.kind == InputKind::Poisson)
         .map(|(index, i)| {
             let target = &populations[model.population_index(&i.target).expect("validated")];
-            let mean = i.rate_hz.unwrap_or(0.0) * dt * 1e-3;
-            PoissonSource {
+            let mut source = PoissonSource {
                 index: index as u16,
                 target: target.ids(),
-                mean_per_step: mean,
-                exp_minus_mean: (-mean).exp(),
-                cdf: if mean <= 64.0 { fum_kernels::rng::PoissonCdf::new(mean, (-mean).exp()) } else { Default::default() },
+                mean_per_step: 0.0,
+                exp_minus_mean: 1.0,
+                cdf: Default::default(),
                 weight: i.weight.unwrap_or(0.0) as f32,
                 receptor: i.receptor,
-            }
+            };
+            source.set_rate(i.rate_hz.unwrap_or(0.0), dt);
+            source
         })
         .collect();
     world.insert_resource(Populations(populations));

@@ -356,6 +356,16 @@ pub struct PoissonSource {
     pub receptor: Receptor,
 }
 
+impl PoissonSource {
+    /// Sets the rate: the mean count per step, its exp(-mean) and the CPU's table change
+    /// together (at the build and when a viewer steers the input).
+    pub fn set_rate(&mut self, rate_hz: f64, dt_ms: f64) {
+        self.mean_per_step = rate_hz * dt_ms * 1e-3;
+        self.exp_minus_mean = (-self.mean_per_step).exp();
+        self.cdf = if self.mean_per_step <= 64.0 { fum_kernels::rng::PoissonCdf::new(self.mean_per_step, self.exp_minus_mean) } else { Default::default() };
+    }
+}
+
 #[derive(Resource, Clone, Debug, Default)]
 pub struct PoissonSources(pub Vec<PoissonSource>);
 

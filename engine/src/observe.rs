@@ -542,8 +542,7 @@ impl Observer {
                         Reply::Error(format!("rate {rate_hz} Hz is not between 0 and {} Hz", MAX_POISSON_MEAN_PER_STEP / (dt_ms * 1e-3)))
                     }
                     Some(source) => {
-                        source.mean_per_step = rate_hz * dt_ms * 1e-3;
-                        source.exp_minus_mean = (-source.mean_per_step).exp();
+                        source.set_rate(rate_hz, dt_ms);
                         Reply::Done(format!("input {input} at {rate_hz} Hz from step {done}"))
                     }
                     None => Reply::Error(format!("input {input} is not a Poisson input of this model")),
@@ -777,6 +776,8 @@ weight = 50.0
         assert!(matches!(&replies[3], Reply::Done(_)) && matches!(&replies[4], Reply::Done(_)));
         let source = &sim.world.resource::<PoissonSources>().0[0];
         assert!((source.mean_per_step - 0.2).abs() < 1e-12 && (source.exp_minus_mean - (-0.2f64).exp()).abs() < 1e-12);
+        // The CPU draws from the new rate's table: P(0) = exp(-0.2) = 0.8187, P(<= 1) = 0.9825.
+        assert_eq!([0.5, 0.9, 0.99].map(|u| source.cdf.sample(u)), [0, 1, 2]);
         match &replies[5] {
             Reply::Membrane { membrane_mv, .. } => assert!(membrane_mv[0].is_finite() && membrane_mv[1].is_nan()),
             other => panic!("{other:?}"),

@@ -110,8 +110,8 @@ pub struct RunReport {
     pub rates_hz: BTreeMap<String, f64>,
     pub spikes_total: u64,
     /// Spikes delivered through synapses, from step 0: each population's spikes times the mean
-    /// out-degree of its neurons in every projection it is the source of (how beNNch and
-    /// GeNN's papers count them; exact where out-degrees are equal).
+    /// out-degree of its neurons in every projection it is the source of (exact where
+    /// out-degrees are equal, as with `fixed_outdegree`).
     pub synaptic_events: u64,
     /// STDP pairings lost to overflowing postsynaptic spike histories (raise `post_history`).
     pub stdp_history_overflows: u64,
