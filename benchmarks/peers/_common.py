@@ -83,6 +83,26 @@ def rate_hz(n_spikes, n_neurons, duration_ms):
     return float(n_spikes) / (n_neurons * duration_ms * 1e-3)
 
 
+def nest_start(threads, seed):
+    """Imports NEST quietly and resets its kernel (dt DT_MS, `threads` threads, `seed`).
+
+    Returns (nest, t_build0): the module and the perf_counter reading where network
+    construction starts (the reset is part of it, the import is not).
+    """
+    import time
+
+    import nest
+
+    try:
+        nest.verbosity = nest.VerbosityLevel.ERROR
+    except AttributeError:
+        nest.set_verbosity("M_ERROR")
+    t_build0 = time.perf_counter()
+    nest.ResetKernel()
+    nest.SetKernelStatus({"resolution": DT_MS, "local_num_threads": threads, "rng_seed": seed, "print_time": False})
+    return nest, t_build0
+
+
 def nest_record_and_run(nest, pop_e, pop_i, duration_ms):
     """Records both populations' spikes and runs NEST for duration_ms (Prepare, Run, Cleanup).
 

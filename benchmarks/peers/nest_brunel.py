@@ -33,7 +33,7 @@ import sys  # noqa: E402
 os.environ.setdefault("PYNEST_QUIET", "1")  # no banner on import
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import StdoutToStderr, nest_record_and_run, nest_weight_stats, rate_hz  # noqa: E402
+from _common import StdoutToStderr, nest_record_and_run, nest_start, nest_weight_stats, rate_hz  # noqa: E402
 
 DT_MS = 0.1
 MODELS = {
@@ -94,19 +94,9 @@ def main():
     seed = spec["seed"] if args.seed is None else args.seed
 
     with StdoutToStderr() as out:
-        import nest
         import numpy as np
 
-        try:
-            nest.verbosity = nest.VerbosityLevel.ERROR
-        except AttributeError:
-            nest.set_verbosity("M_ERROR")
-
-        t_build0 = time.perf_counter()
-        nest.ResetKernel()
-        nest.SetKernelStatus(
-            {"resolution": DT_MS, "local_num_threads": args.threads, "rng_seed": seed, "print_time": False}
-        )
+        nest, t_build0 = nest_start(args.threads, seed)
         params = {
             "C_m": 250.0,
             "tau_m": 20.0,

@@ -43,6 +43,7 @@ from _common import (  # noqa: E402
     STDP_BALANCED,
     StdoutToStderr,
     nest_record_and_run,
+    nest_start,
     nest_weight_stats,
     parse_args,
     rate_hz,
@@ -56,23 +57,7 @@ def main():
     args = ap.parse_args()
 
     with StdoutToStderr() as out:
-        import nest
-
-        try:
-            nest.verbosity = nest.VerbosityLevel.ERROR
-        except AttributeError:
-            nest.set_verbosity("M_ERROR")
-
-        t_build0 = time.perf_counter()
-        nest.ResetKernel()
-        nest.SetKernelStatus(
-            {
-                "resolution": DT_MS,
-                "local_num_threads": args.threads,
-                "rng_seed": args.seed,
-                "print_time": False,
-            }
-        )
+        nest, t_build0 = nest_start(args.threads, args.seed)
 
         if args.model in ("cuba", "stdp"):
             # Brian2's voltage-valued currents times g_L = C_m / tau_m = 10 nS.
