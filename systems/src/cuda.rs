@@ -639,7 +639,7 @@ impl CudaRunner {
                 // SAFETY: the block's buffers hold its n_syn synapses and rows + 1 row pointers,
                 // the scratch `largest` >= n_syn entries, offsets one per shard-local target and
                 // one more (every target is in the shard), bits one per synapse, kept one per
-                // target in [t0, t1) and need one more.
+                // target in [t0, t1).
                 unsafe {
                     if mode == 0 {
                         side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(per_synapse(n_syn))?;
