@@ -103,6 +103,23 @@ def nest_start(threads, seed):
     return nest, t_build0
 
 
+def nest_stdp_model(nest, tau_plus_ms, a_plus, a_minus, w_max):
+    """Defines "stdp_ee": NEST's stdp_synapse as fum's additive all-to-all rule (mu = 0,
+    lambda = a_plus, alpha = a_minus / a_plus)."""
+    nest.CopyModel(
+        "stdp_synapse",
+        "stdp_ee",
+        {
+            "tau_plus": tau_plus_ms,
+            "lambda": a_plus,
+            "alpha": a_minus / a_plus,
+            "mu_plus": 0.0,
+            "mu_minus": 0.0,
+            "Wmax": w_max,
+        },
+    )
+
+
 def nest_record_and_run(nest, pop_e, pop_i, duration_ms):
     """Records both populations' spikes and runs NEST for duration_ms (Prepare, Run, Cleanup).
 

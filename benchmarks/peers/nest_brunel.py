@@ -33,7 +33,7 @@ import sys  # noqa: E402
 os.environ.setdefault("PYNEST_QUIET", "1")  # no banner on import
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import StdoutToStderr, nest_record_and_run, nest_start, nest_weight_stats, rate_hz  # noqa: E402
+from _common import StdoutToStderr, nest_record_and_run, nest_start, nest_stdp_model, nest_weight_stats, rate_hz  # noqa: E402
 
 DT_MS = 0.1
 MODELS = {
@@ -122,18 +122,7 @@ def main():
         conn_i = {"rule": "fixed_indegree", "indegree": spec["k_i"], "allow_autapses": False, "allow_multapses": True}
         static_e = {"synapse_model": "static_synapse", "weight": W_E, "delay": DELAY_MS}
         if stdp:
-            nest.CopyModel(
-                "stdp_synapse",
-                "stdp_ee",
-                {
-                    "tau_plus": stdp["tau_ms"],
-                    "lambda": stdp["a_plus"],
-                    "alpha": stdp["a_minus"] / stdp["a_plus"],
-                    "mu_plus": 0.0,
-                    "mu_minus": 0.0,
-                    "Wmax": stdp["w_max"],
-                },
-            )
+            nest_stdp_model(nest, stdp["tau_ms"], stdp["a_plus"], stdp["a_minus"], stdp["w_max"])
             nest.Connect(E, E, conn_e, {"synapse_model": "stdp_ee", "weight": W_E, "delay": DELAY_MS})
         else:
             nest.Connect(E, E, conn_e, static_e)

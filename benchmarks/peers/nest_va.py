@@ -44,6 +44,7 @@ from _common import (  # noqa: E402
     StdoutToStderr,
     nest_record_and_run,
     nest_start,
+    nest_stdp_model,
     nest_weight_stats,
     parse_args,
     rate_hz,
@@ -105,18 +106,7 @@ def main():
         conn = {"rule": "pairwise_bernoulli", "p": P_CONN, "allow_autapses": False}
         if args.model == "stdp":
             st = STDP_BALANCED
-            nest.CopyModel(
-                "stdp_synapse",
-                "stdp_ee",
-                {
-                    "tau_plus": st["tau_plus_ms"],
-                    "lambda": st["a_plus"],
-                    "alpha": st["a_minus"] / st["a_plus"],
-                    "mu_plus": 0.0,
-                    "mu_minus": 0.0,
-                    "Wmax": st["w_max"],
-                },
-            )
+            nest_stdp_model(nest, st["tau_plus_ms"], st["a_plus"], st["a_minus"], st["w_max"])
             nest.Connect(pop_e, pop_e, conn, {"synapse_model": "stdp_ee", "weight": w_e, "delay": DELAY_MS})
             nest.Connect(pop_e, pop_i, conn, {"synapse_model": "static_synapse", "weight": w_e, "delay": DELAY_MS})
         else:
