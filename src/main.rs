@@ -200,6 +200,14 @@ struct SimArgs {
     /// Where to run: cpu, cuda (fails without a usable GPU), or auto (cuda when usable).
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
+    /// RAM for the network (e.g. 8GB, 512MiB): synapses beyond it live in compressed pages on
+    /// disk, with the same spikes (cpu backend).
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    host_memory: Option<u64>,
+    /// Folder for the spilled pages (default: --out, else the system's temporary folder); their
+    /// files are unnamed and vanish with the run.
+    #[arg(long, value_name = "DIR", requires = "host_memory")]
+    spill_dir: Option<PathBuf>,
 }
 
 /// `--backend`, as the engine's [`BackendChoice`].
@@ -223,8 +231,16 @@ impl From<BackendArg> for BackendChoice {
 impl SimArgs {
     /// The run options these arguments set; the others as `RunOptions::default()`.
     fn options(self) -> RunOptions {
-        let SimArgs { out, overwrite, threads, shards, duration, seed, backend } = self;
-        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), ..RunOptions::default() }
+        let SimArgs { out, overwrite, threads, shards, duration, seed, backend, host_memory, spill_dir } = self;
+        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), host_memory, spill_dir, ..RunOptions::default() }
+    }
+}
+
+/// "8GB", "512MiB", "1.5 GB" -> bytes.
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    match text.parse::<bytesize::ByteSize>() {
+        Ok(size) if size.as_u64() > 0 => Ok(size.as_u64()),
+        _ => Err(format!("\"{text}\" is not a size such as 8GB or 512MiB")),
     }
 }
 
@@ -527,6 +543,21 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
             g.synapses_per_neuron
         )?;
         writeln!(out, "transfers        {} to the device, {} to the host in {} copies", bytes(g.transfers.to_device_bytes as f64), bytes(g.transfers.to_host_bytes as f64), g.transfers.copies)?;
+    }
+    if let Some(h) = report.storage.get("host") {
+        writeln!(
+            out,
+            "host tier        {} of synapses in {} pages, {} budget ({} peak), {:.1} % hits, {} moved ({}/s), {} on disk, {:.3} s stalled",
+            bytes(h.paged_bytes as f64),
+            h.pages,
+            bytes(h.budget_bytes as f64),
+            bytes(h.peak_resident_bytes as f64),
+            100.0 * h.hit_rate,
+            bytes((h.bytes_in + h.bytes_out) as f64),
+            bytes(h.bytes_moved_per_s),
+            bytes(h.disk_bytes as f64),
+            h.stall_s
+        )?;
     }
     writeln!(out, "build            {:.3} s", t.build_s)?;
     writeln!(out, "simulate         {:.3} s for steps {}..{} of {} (dt {} ms)", t.simulate_s, report.start_step, report.end_step, report.steps, report.dt_ms)?;

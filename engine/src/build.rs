@@ -336,6 +336,7 @@ fn build_block(
         weight: Weights::from_f32(weight, spec.simulation.weights),
         plastic,
         rewired: false,
+        pages: None,
     }))
 }
 

@@ -17,10 +17,16 @@
 //!   upload such columns ([`Column::upload`]).
 //!
 //! All movement between tiers goes through a column's ranges, one copy per contiguous range,
-//! and the buffer counts the bytes. Later tiers (pinned host, compressed disk pages) are further
-//! implementations of [`DeviceBuffer`] behind the same [`Mirror`].
+//! and the buffer counts the bytes.
+//!
+//! Below the host, a synapse column may be *paged* ([`crate::paging`]): its host copy then lives
+//! in an anonymous mapping, and ranges of it (pages) are spilled to compressed disk pages and
+//! their memory given back to the system. While any range is spilled, reading the column whole
+//! panics as a stale read does; the code that made the ranges it reads resident (delivery, after
+//! the paging pass of the step) reads them through [`Column::pages`].
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
 use bytemuck::Pod;
@@ -82,8 +88,51 @@ pub struct Mirror {
 /// column (`&col[..]`, `&mut col[..]`) once per shard and hand the slices to the kernels.
 #[derive(Default, PartialEq)]
 pub struct Column<T: Pod> {
-    host: Vec<T>,
+    host: Host<T>,
     mirror: Option<Mirror>,
+    /// Ranges of the host copy spilled to a lower tier (their memory given back): while any
+    /// is, only [`Column::pages`] reads the column.
+    spilled: usize,
+}
+
+/// The memory of a column's host copy: the heap, or an anonymous mapping whose ranges can be
+/// given back to the system while their bytes live in a lower tier (see [`crate::paging`]).
+enum Host<T: Pod> {
+    Heap(Vec<T>),
+    Mapped { map: memmap2::MmapMut, len: usize, _element: std::marker::PhantomData<T> },
+}
+
+impl<T: Pod> Default for Host<T> {
+    fn default() -> Self {
+        Host::Heap(Vec::new())
+    }
+}
+
+impl<T: Pod + PartialEq> PartialEq for Host<T> {
+    fn eq(&self, other: &Self) -> bool {
+        <[T] as PartialEq>::eq(self, other)
+    }
+}
+
+impl<T: Pod> std::ops::Deref for Host<T> {
+    type Target = [T];
+    #[inline]
+    fn deref(&self) -> &[T] {
+        match self {
+            Host::Heap(v) => v,
+            Host::Mapped { map, len, .. } => bytemuck::cast_slice(&map[..len * size_of::<T>()]),
+        }
+    }
+}
+
+impl<T: Pod> std::ops::DerefMut for Host<T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut [T] {
+        match self {
+            Host::Heap(v) => v,
+            Host::Mapped { map, len, .. } => bytemuck::cast_slice_mut(&mut map[..*len * size_of::<T>()]),
+        }
+    }
 }
 
 impl PartialEq for Mirror {
@@ -94,16 +143,20 @@ impl PartialEq for Mirror {
 
 impl<T: Pod> Column<T> {
     pub fn from_vec(host: Vec<T>) -> Self {
-        Column { host, mirror: None }
+        Column { host: Host::Heap(host), mirror: None, spilled: 0 }
     }
 
     pub fn filled(len: usize, value: T) -> Self {
         Column::from_vec(vec![value; len])
     }
 
-    /// Bytes held by the host copy (its capacity), for memory reports.
+    /// Bytes held by the host copy (its capacity; a paged column's whole length, spilled or
+    /// not), for memory reports.
     pub fn bytes(&self) -> usize {
-        self.host.capacity() * std::mem::size_of::<T>()
+        match &self.host {
+            Host::Heap(v) => v.capacity() * size_of::<T>(),
+            Host::Mapped { len, .. } => len * size_of::<T>(),
+        }
     }
 
     /// The raw bytes of the host copy, for checkpoints and checksums.
@@ -163,7 +216,7 @@ impl<T: Pod> Column<T> {
         }
         let p = m.placement;
         let size = std::mem::size_of::<T>();
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.host);
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut self.host[..]);
         for (c, chunk) in bytes.chunks_mut(p.chunk_len * size).enumerate().take(p.chunks) {
             m.buffer.read(p.offset + c * p.stride, chunk)?;
         }
@@ -179,13 +232,94 @@ impl<T: Pod> Column<T> {
         }
         let p = m.placement;
         let size = std::mem::size_of::<T>();
-        let bytes: &[u8] = bytemuck::cast_slice(&self.host);
+        let bytes: &[u8] = bytemuck::cast_slice(&self.host[..]);
         for (c, chunk) in bytes.chunks(p.chunk_len * size).enumerate().take(p.chunks) {
             m.buffer.write(p.offset + c * p.stride, chunk)?;
         }
         m.host_newer = false;
         m.synced = m.buffer.generation();
         Ok(())
+    }
+
+    /// Moves the host copy into an anonymous mapping, so that ranges of it can be spilled
+    /// ([`Column::spill`]); the same elements, the same order.
+    pub fn make_pageable(&mut self) -> std::io::Result<()> {
+        if matches!(self.host, Host::Mapped { .. }) || self.host.is_empty() {
+            return Ok(());
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(&self.host[..]);
+        let mut map = memmap2::MmapMut::map_anon(bytes.len())?;
+        map.copy_from_slice(bytes);
+        self.host = Host::Mapped { map, len: self.host.len(), _element: std::marker::PhantomData };
+        Ok(())
+    }
+
+    /// The host copy whatever its spilled ranges hold (zeros): for code that made the ranges
+    /// it reads resident ([`crate::paging`]). Panics, as `Deref` does, if the device copy is
+    /// newer.
+    #[inline]
+    pub fn pages(&self) -> &[T] {
+        if !self.host_is_current() {
+            Self::stale();
+        }
+        &self.host
+    }
+
+    /// [`Column::pages`], writable (marks the host copy newer, as `DerefMut` does).
+    #[inline]
+    pub fn pages_mut(&mut self) -> &mut [T] {
+        self.mark_host_written();
+        &mut self.host
+    }
+
+    /// Gives the memory of elements `range` back to the system: their bytes now live in a lower
+    /// tier (the caller wrote them there), and the column is readable only through
+    /// [`Column::pages`] until [`Column::restore`] brings them back. Only whole memory pages
+    /// inside the range are released, so neighbouring ranges keep their bytes.
+    pub fn spill(&mut self, range: Range<usize>) -> std::io::Result<()> {
+        let size = size_of::<T>();
+        if let Host::Mapped { map, .. } = &self.host {
+            const OS_PAGE: usize = 4096;
+            let (start, end) = ((range.start * size).next_multiple_of(OS_PAGE), (range.end * size) / OS_PAGE * OS_PAGE);
+            if end > start {
+                // SAFETY: MADV_DONTNEED on a private anonymous mapping only replaces the pages
+                // with zero-filled ones; this column owns the mapping and no reference into it
+                // outlives `&mut self`.
+                unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)? };
+            }
+        }
+        self.spilled += 1;
+        Ok(())
+    }
+
+    /// Puts back the elements of a spilled `range`: `fill` writes their raw bytes.
+    pub fn restore_with<E>(&mut self, range: Range<usize>, fill: impl FnOnce(&mut [u8]) -> Result<(), E>) -> Result<(), E> {
+        fill(bytemuck::cast_slice_mut::<T, u8>(&mut self.host[range]))?;
+        self.spilled -= 1;
+        Ok(())
+    }
+
+    /// Whether some range is spilled.
+    pub fn is_spilled(&self) -> bool {
+        self.spilled > 0
+    }
+
+    fn mark_host_written(&mut self) {
+        if let Some(m) = &mut self.mirror {
+            if !(m.host_newer || m.synced == m.buffer.generation()) {
+                Self::stale();
+            }
+            if !m.host_newer {
+                m.host_newer = true;
+                m.buffer.host_written();
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spilled_read() -> ! {
+        panic!("read of a whole {} column with pages spilled to disk: read its resident pages (Column::pages) or bring them back first (fum_engine::paging)", std::any::type_name::<T>())
     }
 
     #[cold]
@@ -215,26 +349,20 @@ impl<T: Pod> std::ops::Deref for Column<T> {
     type Target = [T];
     #[inline]
     fn deref(&self) -> &[T] {
-        if !self.host_is_current() {
-            Self::stale();
+        if self.spilled > 0 {
+            Self::spilled_read();
         }
-        &self.host
+        self.pages()
     }
 }
 
 impl<T: Pod> std::ops::DerefMut for Column<T> {
     #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
-        if let Some(m) = &mut self.mirror {
-            if !(m.host_newer || m.synced == m.buffer.generation()) {
-                Self::stale();
-            }
-            if !m.host_newer {
-                m.host_newer = true;
-                m.buffer.host_written();
-            }
+        if self.spilled > 0 {
+            Self::spilled_read();
         }
-        &mut self.host
+        self.pages_mut()
     }
 }
 
@@ -258,6 +386,12 @@ pub trait AnyColumn {
     fn detach(&mut self) -> Result<(), TransferError>;
     fn download(&mut self) -> Result<(), TransferError>;
     fn upload(&mut self) -> Result<(), TransferError>;
+    /// Paging ([`crate::paging`]): see [`Column::make_pageable`], [`Column::spill`],
+    /// [`Column::restore_with`]; `range_bytes` reads a resident range whatever else is spilled.
+    fn make_pageable(&mut self) -> std::io::Result<()>;
+    fn spill(&mut self, range: Range<usize>) -> std::io::Result<()>;
+    fn restore_with(&mut self, range: Range<usize>, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<(), String>;
+    fn range_bytes(&self, range: Range<usize>) -> &[u8];
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -283,7 +417,8 @@ impl<T: Pod> AnyColumn for Column<T> {
     }
     fn replace_host_bytes(&mut self, bytes: &[u8]) {
         assert!(self.mirror.is_none(), "a mirrored column keeps its length");
-        self.host = bytemuck::pod_collect_to_vec(bytes);
+        self.host = Host::Heap(bytemuck::pod_collect_to_vec(bytes));
+        self.spilled = 0;
     }
     fn attach(&mut self, buffer: Arc<dyn DeviceBuffer>, placement: Placement) {
         Column::attach(self, buffer, placement)
@@ -299,6 +434,18 @@ impl<T: Pod> AnyColumn for Column<T> {
     }
     fn upload(&mut self) -> Result<(), TransferError> {
         Column::upload(self)
+    }
+    fn make_pageable(&mut self) -> std::io::Result<()> {
+        Column::make_pageable(self)
+    }
+    fn spill(&mut self, range: Range<usize>) -> std::io::Result<()> {
+        Column::spill(self, range)
+    }
+    fn restore_with(&mut self, range: Range<usize>, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<(), String> {
+        Column::restore_with(self, range, fill)
+    }
+    fn range_bytes(&self, range: Range<usize>) -> &[u8] {
+        bytemuck::cast_slice(&self.pages()[range])
     }
 }
 

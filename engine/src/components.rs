@@ -107,6 +107,8 @@ pub struct SynapseBlock {
     /// Structural plasticity changes this block's synapses while running (`crate::structural`):
     /// its rows, targets, delays and weights are then state of varying length.
     pub rewired: bool,
+    /// Where its synapses are when the network is paged (`crate::paging`); `None`: all in RAM.
+    pub pages: Option<crate::paging::PageTable>,
 }
 
 /// The delays of a block's synapses, in steps.
@@ -119,12 +121,13 @@ pub enum Delays {
 }
 
 impl Delays {
-    /// The delays of synapses `range`, for the kernels.
+    /// The delays of synapses `range`, for the kernels; the range must be resident if the
+    /// block is paged (`crate::paging`).
     #[inline]
     pub fn row(&self, range: Range<usize>) -> RowDelays<'_> {
         match self {
             Delays::Constant(d) => RowDelays::Constant(*d),
-            Delays::PerSynapse(c) => RowDelays::PerSynapse(&c[range]),
+            Delays::PerSynapse(c) => RowDelays::PerSynapse(&c.pages()[range]),
         }
     }
 
@@ -195,16 +198,26 @@ impl Weights {
         }
     }
 
-    /// The first synapse whose weight lies outside `[lo, hi]` after both bounds are rounded to
-    /// the stored type (rounding is monotonic, so a clamped weight stays inside).
-    pub fn position_outside(&self, lo: f32, hi: f32) -> Option<usize> {
-        fn find<W: Weight>(c: &[W], lo: f32, hi: f32) -> Option<usize> {
+    /// The first synapse of `range` whose weight lies outside `[lo, hi]` after both bounds
+    /// are rounded to the stored type (rounding is monotonic, so a clamped weight stays
+    /// inside). The range must be resident if the block is paged (`crate::paging`).
+    pub fn position_outside(&self, range: Range<usize>, lo: f32, hi: f32) -> Option<usize> {
+        fn find<W: Weight>(c: &[W], range: Range<usize>, lo: f32, hi: f32) -> Option<usize> {
             let bounds = W::set(lo).get()..=W::set(hi).get();
-            c.iter().position(|w| !bounds.contains(&w.get()))
+            let start = range.start;
+            c[range].iter().position(|w| !bounds.contains(&w.get())).map(|k| start + k)
         }
         match self {
-            Weights::F32(c) => find(c, lo, hi),
-            Weights::F16(c) => find(c, lo, hi),
+            Weights::F32(c) => find(c.pages(), range, lo, hi),
+            Weights::F16(c) => find(c.pages(), range, lo, hi),
+        }
+    }
+
+    /// The weight of synapse `k`, which must be resident if the block is paged.
+    pub fn get_resident(&self, k: usize) -> f32 {
+        match self {
+            Weights::F32(c) => c.pages()[k].get(),
+            Weights::F16(c) => c.pages()[k].get(),
         }
     }
 

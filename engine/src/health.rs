@@ -76,9 +76,10 @@ impl HealthMonitor {
             for block in &synapses.0 {
                 let Some(p) = &block.plastic else { continue };
                 let rule = &plasticity.projections[p.rule].rule;
-                if let Some(k) = block.weight.position_outside(rule.w_min, rule.w_max) {
-                    let target = u32::from(block.target[k]) + shard.neurons.start;
-                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get(k), rule.w_min, rule.w_max)));
+                // A paged block's resident pages: a spilled page cannot change.
+                if let Some(k) = crate::paging::resident_ranges(block).into_iter().find_map(|r| block.weight.position_outside(r, rule.w_min, rule.w_max)) {
+                    let target = u32::from(block.target.pages()[k]) + shard.neurons.start;
+                    return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get_resident(k), rule.w_min, rule.w_max)));
                 }
             }
         }

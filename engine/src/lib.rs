@@ -13,6 +13,7 @@ pub mod estimate;
 pub mod model;
 pub mod monitor;
 pub mod observe;
+pub mod paging;
 pub mod recording;
 pub mod report;
 pub mod run;

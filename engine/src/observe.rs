@@ -608,13 +608,14 @@ impl Observer {
         let (mut sum, mut n) = (0.0f64, 0u64);
         let scale = bins as f32 / (hi - lo).max(f32::MIN_POSITIVE);
         for (_, _, blocks) in self.shards(world) {
+            // A paged block's resident synapses only (`crate::paging`).
             for block in blocks.0.iter().filter(|b| b.projection == projection as usize) {
-                for k in 0..block.weight.len() {
-                    let w = block.weight.get(k);
+                for k in crate::paging::resident_ranges(block).into_iter().flatten() {
+                    let w = block.weight.get_resident(k);
                     counts[(((w - lo) * scale) as usize).min(bins as usize - 1)] += 1;
                     sum += f64::from(w);
+                    n += 1;
                 }
-                n += block.weight.len() as u64;
             }
         }
         Reply::WeightHistogram(WeightHistogram { projection, step, w_min: lo, w_max: hi, counts, mean: sum / n.max(1) as f64 })

@@ -121,6 +121,9 @@ pub struct RunReport {
     /// The GPU during the simulation, sampled through NVML (`--monitor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
+    /// Each storage tier of a paged network (`--host-memory`): its bytes, hits, moves, stall.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub storage: BTreeMap<&'static str, crate::paging::TierStats>,
     /// The GPU's energy over the session's synaptic events (`--monitor`, where NVML gives it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub energy_per_synaptic_event_j: Option<f64>,
@@ -169,6 +172,7 @@ impl RunReport {
             stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
             structural: sim.world.get_resource::<crate::structural::StructuralReport>().cloned(),
             monitor: None,
+            storage: sim.world.get_resource::<crate::paging::HostTier>().map(|t| ("host", t.stats.clone())).into_iter().collect(),
             energy_per_synaptic_event_j: None,
             outputs,
         }

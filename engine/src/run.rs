@@ -55,6 +55,12 @@ pub struct RunOptions {
     /// Where the simulation runs.
     #[serde(default)]
     pub backend: BackendChoice,
+    /// RAM for the network, bytes: synapses beyond it are paged to disk (`crate::paging`).
+    #[serde(default)]
+    pub host_memory: Option<u64>,
+    /// Folder of the spilled pages (default: `out`, else the system's temporary folder).
+    #[serde(default)]
+    pub spill_dir: Option<PathBuf>,
     /// Use an output folder that is not empty, removing the outputs of an earlier run there.
     #[serde(skip)]
     pub overwrite: bool,
@@ -122,6 +128,8 @@ pub enum RunError {
     Unhealthy { error: HealthError, hint: String },
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Paging(#[from] crate::paging::PagingError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error(transparent)]
@@ -313,6 +321,20 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
     Err(RunError::NoValidCheckpoint(ckpt_dir))
 }
 
+/// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
+fn start_paging(sim: &mut Simulation, options: &RunOptions, host_bytes: u64, dt_ms: f64) -> Result<(), RunError> {
+    use crate::paging::{PagingError, TierOptions};
+    let backend = crate::backend::installed(&sim.world).map_or("cpu", |b| b.name());
+    if backend != "cpu" {
+        return Err(PagingError::Backend(backend).into());
+    }
+    let spill_dir = options.spill_dir.clone().or_else(|| options.out.clone()).unwrap_or_else(std::env::temp_dir);
+    if let Some(line) = crate::paging::enable(&mut sim.world, &TierOptions { host_bytes, spill_dir, page_bytes: crate::paging::PAGE_BYTES }, dt_ms)? {
+        eprintln!("{line}");
+    }
+    Ok(())
+}
+
 /// Starts sampling the run's GPU every 100 ms (NVML's queries take ~5 ms), or says on stderr
 /// why not; the run goes on either way.
 fn start_monitor(world: &bevy_ecs::world::World) -> Option<crate::monitor::Monitor> {
@@ -366,6 +388,9 @@ impl Span {
 /// Build (done by the caller) -> hooks -> loop -> outputs.
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let network = NetworkStats::measure(&mut sim.world);
+    if let Some(host_bytes) = options.host_memory {
+        start_paging(&mut sim, options, host_bytes, model.spec.simulation.dt_ms)?;
+    }
     let build_s = started.elapsed().as_secs_f64();
     if options.time_stages {
         sim.time_stages();
@@ -483,6 +508,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         step_us: StepTimes::of(&steps),
         stages_s: sim.world.get_resource::<crate::StageTimes>().map(crate::StageTimes::by_name),
     };
+    if let Some(host) = report.storage.get_mut("host") {
+        host.bytes_moved_per_s = (host.bytes_in + host.bytes_out) as f64 / simulate_s.max(1e-9);
+    }
     if let Some(m) = monitored {
         let session_events = report.timing.synaptic_events_per_s * simulate_s;
         report.energy_per_synaptic_event_j = m.energy_j.filter(|_| session_events >= 1.0).map(|j| j / session_events);

@@ -1247,6 +1247,7 @@ mod tests {
             weight: Weights::F16(Column::from_vec([1.0f32, 0.5, 2.0, 0.25, 3.0].map(f16::from_f32).to_vec())),
             plastic: None,
             rewired: true,
+            pages: None,
         }
     }
 

@@ -20,7 +20,9 @@ pub struct DeliveryPlugin;
 
 impl Plugin for DeliveryPlugin {
     fn build(&self, sim: &mut Simulation) {
-        sim.add_systems(deliver_spikes.in_set(Stage::Deliver));
+        // The paging pass makes the rows of the step's spikes resident first (it does nothing
+        // unless the network is paged: `fum_engine::paging`).
+        sim.add_systems((fum_engine::paging::page_in, deliver_spikes).chain().in_set(Stage::Deliver));
     }
 }
 
@@ -49,11 +51,13 @@ pub fn deliver_spikes(
                 Receptor::Inhibitory => &mut ring_in,
             };
             let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
-            let rows = Rows { source_first: *source_first, row_ptr, target, delay, plastic: plastic.as_ref() };
+            // `pages`: the rows of this step's spikes are resident (the paging pass ran first),
+            // whatever other pages of a paged block are spilled.
+            let rows = Rows { source_first: *source_first, row_ptr, target: target.pages(), delay, plastic: plastic.as_ref() };
             let spikes = &exchange.spikes[run];
             let n = match weight {
-                Weights::F32(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),
-                Weights::F16(w) => deliver_block(&rows, w, ring, spikes, step, fired, &plasticity),
+                Weights::F32(w) => deliver_block(&rows, w.pages_mut(), ring, spikes, step, fired, &plasticity),
+                Weights::F16(w) => deliver_block(&rows, w.pages_mut(), ring, spikes, step, fired, &plasticity),
             };
             lost.fetch_add(n, Ordering::Relaxed);
         }

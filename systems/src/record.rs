@@ -61,7 +61,7 @@ pub fn record(
                         ProbeVariable::Weight => unreachable!("weight probes have synapse sites"),
                     }
                 }
-                ProbeSite::Synapse { shard, block, synapse, .. } => synapse.map_or(f32::NAN, |k| parts[shard].2.0[block].weight.get(k)),
+                ProbeSite::Synapse { shard, block, synapse, .. } => synapse.map_or(f32::NAN, |k| parts[shard].2.0[block].weight.get_resident(k)),
             };
             probe.values.pending.push(value);
         }

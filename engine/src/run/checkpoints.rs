@@ -71,7 +71,11 @@ impl Checkpoints {
 
     fn snapshot(&self, world: &mut World) -> Result<Snapshot, String> {
         sync_to_host(world, HostView::Everything)?;
-        Ok(Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone()))
+        // A snapshot copies every column whole: spilled synapse pages come back for it.
+        crate::paging::fault_in_all(world)?;
+        let snap = Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone());
+        crate::paging::enforce(world)?;
+        Ok(snap)
     }
 
     /// Hands a checkpoint of `world` to the writer, waiting until it takes it (a run's first).

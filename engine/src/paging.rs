@@ -1,0 +1,613 @@
+//! Tiered synapse storage on the host: synapses beyond a RAM budget (`--host-memory`) live in
+//! compressed pages on disk, with the same spikes and learned weights, bit for bit.
+//!
+//! A **page** is a range of presynaptic rows of one synapse block, so its synapses are one
+//! contiguous range of each per-synapse column (targets, drawn delays, weights). A page is
+//! *resident* (its bytes in the columns' host copies, which paging moves into anonymous
+//! mappings) or *spilled*: each column's range compressed with zstd into the block's spill
+//! file, and its memory given back to the system (`Column::spill`). A page keeps its disk copy
+//! when it comes back, so evicting it again costs nothing unless STDP wrote it (*dirty*).
+//! Spill files are unnamed temporary files in `--spill-dir`: they vanish with the process,
+//! however it ends. Blocks under structural plasticity are not paged (their columns change
+//! length at commits) and count as fixed memory.
+//!
+//! **When.** Delivery is the only part of a step that reads synapses, and only the rows of the
+//! step's spikes. Each step, before delivery, [`page_in`] makes every page those rows touch
+//! resident, evicting others first when the budget would be exceeded; the time that takes is
+//! the stall. So placement depends on the spikes alone, never on timing or threads, and the
+//! hit rates of a run are reproducible too.
+//!
+//! **Which page goes.** Every page has a priority: its presynaptic activity (spikes through its
+//! rows, halved every [`HALF_LIFE_MS`]: the aging) times the mean |w| of its synapses. When
+//! the resident pages and those coming in would exceed the budget, the lowest-priority pages
+//! not needed in this step go, least recently used first among equals, down to 7/8 of the
+//! budget, so that evictions come in batches. Pages holding probed synapses are pinned.
+//!
+//! **Readers between steps.** A checkpoint brings every page back first ([`fault_in_all`]:
+//! its snapshot copies the state, so the budget is exceeded while it is taken) and evicts down
+//! to the budget after ([`enforce`]); health checks, the viewer's weight histogram and weight
+//! probes read resident pages only (spilled ones cannot change).
+//!
+//! Concurrency contract: [`page_in`] decides on one thread, then each shard's evictions and
+//! page-ins run in parallel, every shard touching only its own blocks, columns and spill files;
+//! delivery runs after it in the same stage. Nothing else reads or writes pages during a step.
+
+use std::fs::File;
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bevy_ecs::prelude::*;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::column::AnyColumn;
+use crate::components::{Clock, Delays, Plasticity, Shard, SpikeExchange, SynapseBlock, SynapseBlocks, Weights};
+use crate::estimate::bytes;
+use crate::recording::{ProbeSite, Recorder};
+
+/// Half-life of a page's activity, in biological time.
+pub const HALF_LIFE_MS: f64 = 100.0;
+/// zstd level of the disk pages: the fastest of the standard levels (the disk tier is read in
+/// the step's critical path).
+const LEVEL: i32 = 1;
+/// Bytes of a page (whole rows, so a little more or less), unless that makes more than a million.
+pub const PAGE_BYTES: u64 = 64 << 10;
+/// Pages the budget must hold at least.
+const MIN_PAGES: u64 = 8;
+
+/// Why paging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PagingError {
+    #[error("--host-memory {}: the network needs {} of memory besides its pageable synapses ({} of neuron state, row pointers, traces{}), and at least {} more for synapse pages", bytes(*budget as f64), bytes(*fixed as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, bytes(*min_pages as f64))]
+    TooSmall { budget: u64, fixed: u64, rewired: u64, min_pages: u64 },
+    #[error("--spill-dir {}: {} of synapses may go to disk and the folder's file system has {} free", dir.display(), bytes(*need as f64), bytes(*free as f64))]
+    NoDisk { dir: PathBuf, need: u64, free: u64 },
+    #[error("--host-memory pages synapses on the cpu backend; the {0} backend's storage tiers are not built yet")]
+    Backend(&'static str),
+    #[error("spill folder {}", dir.display())]
+    Io { dir: PathBuf, source: io::Error },
+}
+
+/// What a run asks of the host tier.
+#[derive(Clone, Debug)]
+pub struct TierOptions {
+    /// RAM for the whole network, bytes.
+    pub host_bytes: u64,
+    pub spill_dir: PathBuf,
+    /// Bytes of a page: [`PAGE_BYTES`] (tests page small networks with smaller pages).
+    pub page_bytes: u64,
+}
+
+/// Where a network's host memory goes, bytes.
+#[derive(Clone, Copy, Debug)]
+pub struct Footprint {
+    /// Neuron state, ring buffers, row pointers, STDP traces and histories: never paged.
+    pub fixed: u64,
+    /// Synapses of blocks under structural plasticity: never paged either.
+    pub rewired: u64,
+    /// Synapses that paging may spill.
+    pub pageable: u64,
+}
+
+/// The host memory of `world`'s network (see [`Footprint`]).
+pub fn footprint(world: &mut World) -> Footprint {
+    let (mut fixed, mut rewired, mut pageable) = (0u64, 0u64, 0u64);
+    let mut query = world.query::<(&crate::components::NeuronBlock, &SynapseBlocks)>();
+    for (neurons, blocks) in query.iter(world) {
+        fixed += neurons.bytes() as u64;
+        for b in &blocks.0 {
+            fixed += b.index_bytes() as u64;
+            if b.rewired { rewired += b.synapse_bytes() as u64 } else { pageable += b.synapse_bytes() as u64 }
+        }
+    }
+    fixed += world.resource::<Plasticity>().projections.iter().map(|p| (p.pre_trace.bytes() + p.pre_last_spike.bytes()) as u64).sum::<u64>();
+    Footprint { fixed, rewired, pageable }
+}
+
+/// The host tier of a paged network: its budget, what is resident, and what moved.
+#[derive(Resource, Debug)]
+pub struct HostTier {
+    dir: PathBuf,
+    half_life_steps: f64,
+    resident: u64,
+    pub stats: TierStats,
+}
+
+/// The host tier's figures (`storage.host` in run.json).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TierStats {
+    /// `--host-memory`, and what it leaves for synapse pages.
+    pub host_memory_bytes: u64,
+    pub budget_bytes: u64,
+    pub spill_dir: String,
+    pub pages: u64,
+    /// Bytes of all pages, and the most resident at once during steps (checkpoints apart).
+    pub paged_bytes: u64,
+    pub peak_resident_bytes: u64,
+    pub resident_bytes: u64,
+    /// Compressed bytes on disk.
+    pub disk_bytes: u64,
+    /// Pages a step needed that were resident, and that were not.
+    pub hits: u64,
+    pub faults: u64,
+    pub hit_rate: f64,
+    pub evictions: u64,
+    /// Evictions that wrote the page (first spill, or changed by STDP).
+    pub writebacks: u64,
+    /// Uncompressed bytes brought in and written out.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Steps whose pages alone exceeded the budget.
+    pub steps_over_budget: u64,
+    /// Time steps waited for pages (decompression, and evictions' compression).
+    pub stall_s: f64,
+    pub bytes_moved_per_s: f64,
+}
+
+/// The pages of one block (see the module comment).
+#[derive(Debug)]
+pub struct PageTable {
+    /// Page `p` holds rows `rows[p]..rows[p + 1]`.
+    rows: Vec<u32>,
+    pages: Vec<Page>,
+    /// Created at the block's first spill, `capacity` bytes.
+    file: Option<SpillFile>,
+    capacity: u64,
+    /// Element bytes of the block's paged columns, in their order (target, drawn delays,
+    /// weights).
+    element_bytes: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Page {
+    synapses: Range<usize>,
+    /// Offset of the page's slot in the spill file: room for each column's compressed range.
+    slot: u64,
+    resident: bool,
+    /// Its resident bytes differ from its disk copy (or it has none).
+    dirty: bool,
+    on_disk: bool,
+    pinned: bool,
+    /// 1 + the last step that needed it (0: none yet).
+    last_use: u64,
+    /// Spikes through its rows, aged to `last_use`.
+    activity: f32,
+    mean_abs_weight: f32,
+    /// Per column: compressed length and CRC-32 of the disk copy.
+    frames: [(u32, u32); 3],
+}
+
+#[derive(Debug)]
+struct SpillFile {
+    file: File,
+    map: memmap2::Mmap,
+}
+
+impl PageTable {
+    /// Bytes of page `p`, all columns.
+    fn bytes(&self, p: usize) -> u64 {
+        (self.pages[p].synapses.len() * self.element_bytes.iter().sum::<usize>()) as u64
+    }
+
+    /// The page holding row `row`.
+    fn page_of_row(&self, row: u32) -> usize {
+        self.rows.partition_point(|&r| r <= row) - 1
+    }
+
+    /// The page holding synapse `k`.
+    fn page_of_synapse(&self, k: usize) -> usize {
+        self.pages.partition_point(|p| p.synapses.end <= k)
+    }
+
+    /// The synapse ranges of the resident pages.
+    pub fn resident(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.pages.iter().filter(|p| p.resident).map(|p| p.synapses.clone())
+    }
+}
+
+/// The synapse ranges a reader between steps may read of `block`: all of it unless paged.
+pub fn resident_ranges(block: &SynapseBlock) -> Vec<Range<usize>> {
+    match &block.pages {
+        Some(t) => t.resident().collect(),
+        None => vec![0..block.len()],
+    }
+}
+
+/// A block's page table and its paged columns, in [`PageTable::element_bytes`] order.
+fn parts(block: &mut SynapseBlock) -> (Option<&mut PageTable>, Vec<&mut dyn AnyColumn>) {
+    let SynapseBlock { target, delay, weight, pages, .. } = block;
+    let mut columns: Vec<&mut dyn AnyColumn> = vec![target];
+    if let Delays::PerSynapse(d) = delay {
+        columns.push(d);
+    }
+    columns.push(weight.column_mut());
+    (pages.as_mut(), columns)
+}
+
+/// Bytes per synapse of a block's paged columns, in their order.
+fn element_bytes(block: &SynapseBlock) -> Vec<usize> {
+    let weight = match block.weight {
+        Weights::F32(_) => 4,
+        Weights::F16(_) => 2,
+    };
+    match block.delay {
+        Delays::PerSynapse(_) => vec![2, 2, weight],
+        Delays::Constant(_) => vec![2, weight],
+    }
+}
+
+/// Starts paging `world`'s synapses under `options` if they do not fit, and says so; `None`
+/// when everything fits in the budget (nothing is paged then).
+pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Option<String>, PagingError> {
+    let Footprint { fixed, rewired, pageable } = footprint(world);
+    if fixed + rewired + pageable <= options.host_bytes {
+        return Ok(None);
+    }
+    let budget = options.host_bytes.saturating_sub(fixed + rewired);
+    // Small pages move little beside the active rows; at most about a million of them.
+    let page_bytes = (pageable >> 20).max(options.page_bytes);
+    if budget < MIN_PAGES * page_bytes.min(pageable) {
+        return Err(PagingError::TooSmall { budget: options.host_bytes, fixed: fixed + rewired, rewired, min_pages: MIN_PAGES * page_bytes.min(pageable) });
+    }
+    let free = free_space(&options.spill_dir).map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
+    // Compressed pages are at most about their raw size.
+    let need = pageable - budget.min(pageable);
+    if free < need {
+        return Err(PagingError::NoDisk { dir: options.spill_dir.clone(), need, free });
+    }
+    let mut pages = 0;
+    let mut query = world.query::<&mut SynapseBlocks>();
+    for mut blocks in query.iter_mut(world) {
+        for block in blocks.0.iter_mut().filter(|b| !b.rewired && !b.is_empty()) {
+            let table = paginate(block, page_bytes as usize);
+            pages += table.pages.len() as u64;
+            block.pages = Some(table);
+            let (_, columns) = parts(block);
+            for c in columns {
+                c.make_pageable().map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
+            }
+        }
+    }
+    pin_probed(world);
+    let stats = TierStats { host_memory_bytes: options.host_bytes, budget_bytes: budget, spill_dir: options.spill_dir.display().to_string(), pages, paged_bytes: pageable, ..Default::default() };
+    world.insert_resource(HostTier { dir: options.spill_dir.clone(), half_life_steps: HALF_LIFE_MS / dt_ms, resident: pageable, stats });
+    enforce(world).map_err(|e| PagingError::Io { dir: options.spill_dir.clone(), source: io::Error::other(e) })?;
+    Ok(Some(format!(
+        "synapses need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
+        bytes(pageable as f64),
+        bytes(budget as f64),
+        pages,
+        bytes(page_bytes as f64),
+        options.spill_dir.display()
+    )))
+}
+
+/// Cuts `block` into pages of about `page_bytes` (whole rows; a row longer than that is a
+/// page of its own).
+fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
+    let element_bytes = element_bytes(block);
+    let per_synapse: usize = element_bytes.iter().sum();
+    let row_ptr = &block.row_ptr;
+    let (mut rows, mut pages) = (vec![0u32], Vec::new());
+    let mut slot = 0u64;
+    let rows_total = row_ptr.len() - 1;
+    let mut start = 0;
+    while start < rows_total {
+        let first = row_ptr[start] as usize;
+        // The last row whose end still fits, and at least one row.
+        let limit = first + (page_bytes / per_synapse).max(1);
+        let end = (start + 1).max(row_ptr[start + 1..].partition_point(|&e| e as usize <= limit) + start).min(rows_total);
+        let synapses = first..row_ptr[end] as usize;
+        let mean_abs_weight = mean_abs(&block.weight, synapses.clone());
+        pages.push(Page { synapses: synapses.clone(), slot, resident: true, dirty: true, on_disk: false, pinned: false, last_use: 0, activity: 0.0, mean_abs_weight, frames: [(0, 0); 3] });
+        slot += element_bytes.iter().map(|b| zstd::zstd_safe::compress_bound(b * synapses.len()) as u64).sum::<u64>();
+        rows.push(end as u32);
+        start = end;
+    }
+    PageTable { rows, pages, file: None, capacity: slot, element_bytes }
+}
+
+fn mean_abs(weights: &Weights, range: Range<usize>) -> f32 {
+    let n = range.len().max(1) as f32;
+    let sum: f32 = match weights {
+        Weights::F32(c) => c.pages()[range].iter().map(|w| w.abs()).sum(),
+        Weights::F16(c) => c.pages()[range].iter().map(|w| f32::from(*w).abs()).sum(),
+    };
+    sum / n
+}
+
+/// Pins the pages of every probed synapse (probes read them between steps).
+fn pin_probed(world: &mut World) {
+    let sites: Vec<(usize, usize, usize)> = world
+        .resource::<Recorder>()
+        .probes
+        .iter()
+        .flat_map(|p| &p.sites)
+        .filter_map(|s| match *s {
+            ProbeSite::Synapse { shard, block, synapse: Some(k), .. } => Some((shard, block, k)),
+            _ => None,
+        })
+        .collect();
+    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
+    for (shard, mut blocks) in query.iter_mut(world) {
+        for &(_, b, k) in sites.iter().filter(|s| s.0 == shard.index) {
+            if let Some(t) = blocks.0[b].pages.as_mut() {
+                let p = t.page_of_synapse(k);
+                t.pages[p].pinned = true;
+            }
+        }
+    }
+}
+
+/// Free bytes of the file system holding `dir`.
+fn free_space(dir: &Path) -> io::Result<u64> {
+    std::fs::create_dir_all(dir)?;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a statvfs to fill.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut s) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// What to do with a page: bring it in, or evict it.
+#[derive(Clone, Copy, Debug)]
+enum Move {
+    In { block: usize, page: usize },
+    Out { block: usize, page: usize },
+}
+
+/// What a shard's moves did.
+#[derive(Default)]
+struct Moved {
+    bytes_in: u64,
+    bytes_out: u64,
+    writebacks: u64,
+    disk_bytes: i64,
+    error: Option<String>,
+}
+
+/// The paging pass of a step (see the module comment): the pages this step's spikes need come
+/// in, others go out where the budget requires.
+pub fn page_in(mut shards: Query<(&Shard, &mut SynapseBlocks)>, exchange: Res<SpikeExchange>, clock: Res<Clock>, plasticity: Res<Plasticity>, tier: Option<ResMut<HostTier>>, mut commands: Commands) {
+    let Some(mut tier) = tier else { return };
+    let step = clock.step;
+    let mut items: Vec<_> = shards.iter_mut().map(|(s, b)| (s.index, b)).collect();
+    items.sort_by_key(|(index, _)| *index);
+    let mut moves: Vec<Vec<Move>> = vec![Vec::new(); items.len()];
+    let (mut incoming, mut hits) = (0u64, 0u64);
+    let aging = 0.5f32.powf(1.0 / tier.half_life_steps as f32);
+    for (s, (_, blocks)) in items.iter_mut().enumerate() {
+        for (b, block) in blocks.0.iter_mut().enumerate() {
+            let writes = block.plastic.is_some() && plasticity.enabled;
+            let first = block.source_first;
+            let Some(table) = block.pages.as_mut() else { continue };
+            let run = fum_kernels::spikes::in_range(&exchange.spikes, first..first + block.source_size);
+            let mut last = usize::MAX;
+            for &g in &exchange.spikes[run] {
+                let p = table.page_of_row(g - first);
+                let page = &mut table.pages[p];
+                if p != last {
+                    page.activity *= aged(aging, step + 1 - page.last_use);
+                    page.last_use = step + 1;
+                    page.dirty |= writes;
+                    if page.resident {
+                        hits += 1;
+                    } else {
+                        incoming += (page.synapses.len() * table.element_bytes.iter().sum::<usize>()) as u64;
+                        moves[s].push(Move::In { block: b, page: p });
+                    }
+                    last = p;
+                }
+                page.activity += 1.0;
+            }
+        }
+    }
+    let faults = moves.iter().map(Vec::len).sum::<usize>() as u64;
+    tier.stats.hits += hits;
+    tier.stats.faults += faults;
+    if tier.resident + incoming > tier.stats.budget_bytes {
+        choose_evictions(&mut items, &mut moves, &mut tier, incoming, step, aging);
+    }
+    if moves.iter().all(Vec::is_empty) {
+        return;
+    }
+    let t = Instant::now();
+    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
+    tier.stats.stall_s += t.elapsed().as_secs_f64();
+    tier.resident += incoming;
+    if tier.resident > tier.stats.budget_bytes {
+        tier.stats.steps_over_budget += 1;
+    }
+    tier.stats.peak_resident_bytes = tier.stats.peak_resident_bytes.max(tier.resident);
+    if let Some(error) = account(&mut tier, moved) {
+        commands.insert_resource(crate::backend::DeviceFailure(format!("synapse pages: {error}")));
+    }
+}
+
+/// `aging` to the power `steps` (0 past 2^20 steps).
+fn aged(aging: f32, steps: u64) -> f32 {
+    if steps > 1 << 20 { 0.0 } else { aging.powi(steps as i32) }
+}
+
+/// Adds moves that evict the lowest-priority resident pages not used in `step` until the
+/// resident pages and `incoming` fit in 7/8 of the budget; subtracts them from the resident
+/// bytes.
+fn choose_evictions(items: &mut [(usize, Mut<SynapseBlocks>)], moves: &mut [Vec<Move>], tier: &mut HostTier, incoming: u64, step: u64, aging: f32) {
+    let goal = tier.stats.budget_bytes / 8 * 7;
+    let mut candidates = Vec::new();
+    for (s, (_, blocks)) in items.iter().enumerate() {
+        for (b, block) in blocks.0.iter().enumerate() {
+            let Some(table) = &block.pages else { continue };
+            for (p, page) in table.pages.iter().enumerate().filter(|(_, page)| page.resident && !page.pinned && page.last_use <= step) {
+                let priority = page.activity * aged(aging, step + 1 - page.last_use) * page.mean_abs_weight;
+                candidates.push((priority, page.last_use, s, b, p, table.bytes(p)));
+            }
+        }
+    }
+    candidates.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then((x.2, x.3, x.4).cmp(&(y.2, y.3, y.4))));
+    for (_, _, s, b, p, bytes) in candidates {
+        if tier.resident + incoming <= goal {
+            break;
+        }
+        moves[s].push(Move::Out { block: b, page: p });
+        tier.resident -= bytes;
+        tier.stats.evictions += 1;
+    }
+}
+
+/// Adds a shard's moves to the totals; the first error met.
+fn account(tier: &mut HostTier, moved: Vec<Moved>) -> Option<String> {
+    let mut error = None;
+    for m in moved {
+        tier.stats.bytes_in += m.bytes_in;
+        tier.stats.bytes_out += m.bytes_out;
+        tier.stats.writebacks += m.writebacks;
+        tier.stats.disk_bytes = (tier.stats.disk_bytes as i64 + m.disk_bytes) as u64;
+        error = error.or(m.error);
+    }
+    tier.stats.resident_bytes = tier.resident;
+    let asked = tier.stats.hits + tier.stats.faults;
+    tier.stats.hit_rate = if asked > 0 { tier.stats.hits as f64 / asked as f64 } else { 1.0 };
+    error
+}
+
+/// Carries out a shard's moves: evictions first (they free the memory the page-ins use).
+fn execute(blocks: &mut SynapseBlocks, moves: &[Move], dir: &Path) -> Moved {
+    let mut moved = Moved::default();
+    let outs = moves.iter().filter(|m| matches!(m, Move::Out { .. }));
+    let ins = moves.iter().filter(|m| matches!(m, Move::In { .. }));
+    for m in outs.chain(ins) {
+        let result = match *m {
+            Move::Out { block, page } => evict(&mut blocks.0[block], page, dir, &mut moved),
+            Move::In { block, page } => bring_in(&mut blocks.0[block], page, &mut moved),
+        };
+        if let Err(e) = result {
+            moved.error.get_or_insert(e);
+        }
+    }
+    moved
+}
+
+/// Writes page `p` of `block` to its spill file if its disk copy is missing or stale, then
+/// gives its memory back.
+fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> Result<(), String> {
+    let synapses = block.pages.as_ref().expect("a paged block").pages[p].synapses.clone();
+    let mean_abs_weight = mean_abs(&block.weight, synapses.clone());
+    let (table, mut columns) = parts(block);
+    let table = table.expect("a paged block");
+    let page = &table.pages[p];
+    if page.dirty || !page.on_disk {
+        if table.file.is_none() {
+            table.file = Some(SpillFile::create(dir, table.capacity).map_err(|e| format!("creating a spill file in {}: {e}", dir.display()))?);
+        }
+        let file = table.file.as_ref().expect("created above");
+        let page = &mut table.pages[p];
+        let mut at = page.slot;
+        let mut written = 0i64;
+        for (c, column) in columns.iter().enumerate() {
+            let raw = column.range_bytes(synapses.clone());
+            let frame = zstd::bulk::compress(raw, LEVEL).map_err(|e| format!("compressing a page: {e}"))?;
+            file.file.write_all_at(&frame, at).map_err(|e| format!("writing a page to {}: {e}", dir.display()))?;
+            written += i64::from(frame.len() as u32) - i64::from(page.frames[c].0);
+            page.frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
+            at += zstd::zstd_safe::compress_bound(raw.len()) as u64;
+            moved.bytes_out += raw.len() as u64;
+        }
+        moved.disk_bytes += written;
+        moved.writebacks += 1;
+        page.mean_abs_weight = mean_abs_weight;
+        page.on_disk = true;
+        page.dirty = false;
+    }
+    for column in columns.iter_mut() {
+        column.spill(synapses.clone()).map_err(|e| format!("releasing a page's memory: {e}"))?;
+    }
+    table.pages[p].resident = false;
+    Ok(())
+}
+
+/// Reads page `p` of `block` back from its spill file, checking each frame's CRC.
+fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(), String> {
+    let (table, mut columns) = parts(block);
+    let table = table.expect("a paged block");
+    let file = table.file.as_ref().expect("a spilled page has a spill file");
+    let page = &mut table.pages[p];
+    let mut at = page.slot as usize;
+    for (c, column) in columns.iter_mut().enumerate() {
+        let (len, crc) = page.frames[c];
+        let frame = &file.map[at..at + len as usize];
+        if crc32fast::hash(frame) != crc {
+            return Err(format!("a page read back from the spill file is corrupt (CRC mismatch at byte {at})"));
+        }
+        let raw_len = column.element_bytes() * page.synapses.len();
+        column.restore_with(page.synapses.clone(), &mut |dst| zstd::bulk::decompress_to_buffer(frame, dst).map(drop).map_err(|e| format!("decompressing a page: {e}")))?;
+        at += zstd::zstd_safe::compress_bound(raw_len);
+        moved.bytes_in += raw_len as u64;
+    }
+    page.resident = true;
+    Ok(())
+}
+
+impl SpillFile {
+    /// An unnamed file of `capacity` bytes (sparse: disk is used as pages are written) in `dir`,
+    /// mapped for reading.
+    fn create(dir: &Path, capacity: u64) -> io::Result<SpillFile> {
+        let file = tempfile::tempfile_in(dir)?;
+        file.set_len(capacity.max(1))?;
+        // SAFETY: the file is unnamed and private to this process; it is written only through
+        // `write_all_at` at slots whose bytes are not being read.
+        let map = unsafe { memmap2::Mmap::map(&file)? };
+        Ok(SpillFile { file, map })
+    }
+}
+
+/// Brings every spilled page of `world` back (before a checkpoint's snapshot); see [`enforce`].
+pub fn fault_in_all(world: &mut World) -> Result<(), String> {
+    let Some(mut tier) = world.remove_resource::<HostTier>() else { return Ok(()) };
+    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
+    let mut items: Vec<_> = query.iter_mut(world).map(|(s, b)| (s.index, b)).collect();
+    let mut incoming = 0;
+    let moves: Vec<Vec<Move>> = items
+        .iter()
+        .map(|(_, blocks)| {
+            let mut moves = Vec::new();
+            for (b, block) in blocks.0.iter().enumerate() {
+                let Some(t) = &block.pages else { continue };
+                for p in (0..t.pages.len()).filter(|&p| !t.pages[p].resident) {
+                    incoming += t.bytes(p);
+                    moves.push(Move::In { block: b, page: p });
+                }
+            }
+            moves
+        })
+        .collect();
+    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
+    tier.resident += incoming;
+    let error = account(&mut tier, moved);
+    world.insert_resource(tier);
+    error.map_or(Ok(()), Err)
+}
+
+/// Evicts down to the budget (after [`fault_in_all`], and when paging starts).
+pub fn enforce(world: &mut World) -> Result<(), String> {
+    let Some(mut tier) = world.remove_resource::<HostTier>() else { return Ok(()) };
+    let step = world.resource::<Clock>().step;
+    let aging = 0.5f32.powf(1.0 / tier.half_life_steps as f32);
+    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
+    let mut items: Vec<_> = query.iter_mut(world).map(|(s, b)| (s.index, b)).collect();
+    items.sort_by_key(|(index, _)| *index);
+    let mut moves = vec![Vec::new(); items.len()];
+    if tier.resident > tier.stats.budget_bytes {
+        // Between steps every page may go: none was needed by `step`, which has not run.
+        choose_evictions(&mut items, &mut moves, &mut tier, 0, step, aging);
+    }
+    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
+    let error = account(&mut tier, moved);
+    world.insert_resource(tier);
+    error.map_or(Ok(()), Err)
+}

@@ -1,0 +1,208 @@
+//! Tiered synapse storage on the CPU (`--host-memory`): whatever the budget, the same spikes and
+//! learned weights as a run with every synapse in RAM, through pages spilled to disk.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use fum::engine::paging::{self, HostTier, TierOptions};
+use fum::{DefaultPlugins, Model, Simulation};
+
+/// Builds `model`, pages it with `budget` bytes for synapse pages of `page_bytes`, runs it
+/// to its end; the simulation and its host tier's figures.
+fn paged(model: &Model, threads: usize, shards: usize, budget: impl Fn(u64) -> u64, page_bytes: u64, dir: &Path) -> (Simulation, paging::TierStats) {
+    let mut sim = Simulation::from_model(model, threads, shards).expect("builds");
+    sim.add_plugins(DefaultPlugins);
+    let f = paging::footprint(&mut sim.world);
+    let options = TierOptions { host_bytes: f.fixed + f.rewired + budget(f.pageable), spill_dir: dir.to_path_buf(), page_bytes };
+    let said = paging::enable(&mut sim.world, &options, model.spec.simulation.dt_ms).expect("pages");
+    assert!(said.is_some_and(|line| line.contains("spilled")), "the run says it spills");
+    sim.run(model.steps(), |_| {});
+    let stats = sim.world.resource::<HostTier>().stats.clone();
+    // Read back whole for the comparison.
+    paging::fault_in_all(&mut sim.world).unwrap();
+    (sim, stats)
+}
+
+#[test]
+fn any_budget_gives_the_same_spikes_and_learned_weights() {
+    // Plastic E->E with drawn delays, static projections of every rule, f32 weights.
+    let model = common::parse(common::BALANCED);
+    let mut reference = common::simulate(&model, 2, 3);
+    let (spikes, weights) = (common::spikes(&reference), common::synapses(&mut reference));
+    assert!(spikes.len() > 1000, "the network fires");
+    let dir = tempfile::tempdir().unwrap();
+    for (threads, shards, share) in [(1, 1, 2), (2, 3, 4), (2, 5, 16)] {
+        let (mut sim, stats) = paged(&model, threads, shards, |pageable| pageable / share, 4096, dir.path());
+        assert!(stats.faults > 0 && stats.evictions > 0 && stats.writebacks > stats.pages / 2, "pages moved both ways at 1/{share} of the synapses: {stats:?}");
+        assert!(stats.disk_bytes > 0 && stats.bytes_in > 0, "{stats:?}");
+        assert_eq!(common::spikes(&sim), spikes, "spikes at 1/{share} of the synapses in RAM, {threads} threads, {shards} shards");
+        assert_eq!(common::synapses(&mut sim), weights, "synapses and learned weights at 1/{share}");
+    }
+}
+
+#[test]
+fn f16_weights_and_constant_delays_page_too() {
+    let text = common::BALANCED.replace("seed = 99", "seed = 99\nweights = \"f16\"").replace("delay_ms = { uniform = [0.5, 3.0] }", "delay_ms = 1.5");
+    let model = common::parse(&text);
+    let mut reference = common::simulate(&model, 2, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, stats) = paged(&model, 2, 2, |pageable| pageable / 3, 2048, dir.path());
+    assert!(stats.faults > 0, "{stats:?}");
+    assert_eq!(common::spikes(&sim), common::spikes(&reference));
+    assert_eq!(common::synapses(&mut sim), common::synapses(&mut reference));
+}
+
+fn fum(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fum")).args(args).output().unwrap()
+}
+
+fn run_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// 4,000 neurons, 200 synapses each (4.8 MB of synapses, 73 pages of 64 KiB), driven to fire.
+const LARGER: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 60.0
+seed = 5
+
+[[populations]]
+name = "E"
+size = 3200
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+v_init_mv = { uniform = [0.0, 20.0] }
+
+[[populations]]
+name = "I"
+size = 800
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[projections]]
+name = "EE"
+source = "E"
+target = "E"
+rule = { fixed_indegree = 160 }
+weight = 20.0
+delay_ms = { uniform = [1.0, 2.0] }
+
+[[projections]]
+name = "EI"
+source = "E"
+target = "I"
+rule = { fixed_indegree = 160 }
+weight = 20.0
+delay_ms = 1.0
+
+[[projections]]
+name = "IE"
+source = "I"
+target = "E"
+rule = { fixed_indegree = 40 }
+receptor = "inhibitory"
+weight = 100.0
+delay_ms = 1.0
+
+[[projections]]
+name = "II"
+source = "I"
+target = "I"
+rule = { fixed_indegree = 40 }
+receptor = "inhibitory"
+weight = 100.0
+delay_ms = 1.0
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "E"
+rate_hz = 20000.0
+weight = 25.0
+
+[[inputs]]
+name = "drive_I"
+kind = "poisson"
+target = "I"
+rate_hz = 20000.0
+weight = 25.0
+
+[recording]
+spikes = ["E", "I"]
+"#;
+
+#[test]
+fn a_network_four_times_the_host_memory_runs_through_disk_pages() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("larger.toml");
+    std::fs::write(&model, LARGER).unwrap();
+    let (all, spilled) = (dir.path().join("all"), dir.path().join("spilled"));
+    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let network = &run_json(&all)["network"];
+    let synapse_bytes = network["bytes_static_synapses"].as_u64().unwrap() + network["bytes_plastic_synapses"].as_u64().unwrap();
+    let fixed = network["bytes_total"].as_u64().unwrap() - synapse_bytes;
+    let host_memory = format!("{}B", fixed + synapse_bytes / 4);
+    let spill_dir = dir.path().join("pages");
+    let out = fum(&["run", model.to_str().unwrap(), "--out", spilled.to_str().unwrap(), "--host-memory", &host_memory, "--spill-dir", spill_dir.to_str().unwrap()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("the rest spilled to"), "the run says it spills: {stderr}");
+    assert!(stdout.contains("host tier"), "the summary has the host tier: {stdout}");
+    let host = &run_json(&spilled)["storage"]["host"];
+    let budget = host["budget_bytes"].as_u64().unwrap();
+    assert!(budget * 4 <= host["paged_bytes"].as_u64().unwrap() + 4096, "synapses need 4x the budget: {host}");
+    assert!(host["peak_resident_bytes"].as_u64().unwrap() <= budget, "resident pages never exceeded the budget: {host}");
+    assert!(host["faults"].as_u64().unwrap() > 0 && host["disk_bytes"].as_u64().unwrap() > 0, "{host}");
+    assert!(host["stall_s"].as_f64().unwrap() > 0.0 && host["bytes_moved_per_s"].as_f64().unwrap() > 0.0, "{host}");
+    assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0, "spill files are unnamed: nothing is left behind");
+    let populations = [("E", 0), ("I", 3200)];
+    let spikes = common::spikes_h5(&all.join("spikes.h5"), &populations, 0.1);
+    assert!(spikes.len() > 5000, "the network fires: {}", spikes.len());
+    assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &populations, 0.1), spikes, "the same spikes through disk pages");
+}
+
+#[test]
+fn a_paged_run_resumes_from_its_checkpoints_to_the_same_spikes() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("balanced.toml");
+    std::fs::write(&model, common::BALANCED.replace("duration_ms = 300.0", "duration_ms = 120.0")).unwrap();
+    let (all, parts) = (dir.path().join("all"), dir.path().join("parts"));
+    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let network = &run_json(&all)["network"];
+    let host_memory = format!("{}B", network["bytes_total"].as_u64().unwrap() - 200_000);
+    let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--stop-after", "50ms"];
+    let out = fum(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = fum(&["resume", parts.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let resumed = run_json(&parts);
+    assert!(resumed["storage"]["host"]["faults"].as_u64().unwrap() > 0, "the resumed session pages too: {}", resumed["storage"]);
+    let populations = [("E", 0), ("I", 800)];
+    assert_eq!(common::spikes_h5(&parts.join("spikes.h5"), &populations, 0.1), common::spikes_h5(&all.join("spikes.h5"), &populations, 0.1));
+}
+
+#[test]
+fn a_budget_below_the_fixed_state_is_refused_with_the_sizes() {
+    let model = common::repo().join("assets/models/brunel.toml");
+    let out = fum(&["run", model.to_str().unwrap(), "--duration", "1ms", "--host-memory", "1MB"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--host-memory 1.0 MB: the network needs") && stderr.contains("besides its pageable synapses"), "{stderr}");
+    let out = fum(&["run", model.to_str().unwrap(), "--duration", "1ms", "--host-memory", "lots"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size such as 8GB"));
+}
