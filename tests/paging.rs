@@ -171,7 +171,7 @@ fn a_network_four_times_the_host_memory_runs_through_disk_pages() {
     assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0, "spill files are unnamed: nothing is left behind");
     let populations = [("E", 0), ("I", 3200)];
     let spikes = common::spikes_h5(&all.join("spikes.h5"), &populations, 0.1);
-    assert!(spikes.len() > 5000, "the network fires: {}", spikes.len());
+    assert!(spikes.len() > 2000, "the network fires: {}", spikes.len());
     assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &populations, 0.1), spikes, "the same spikes through disk pages");
 }
 

@@ -12,31 +12,35 @@
 //! length at commits) and count as fixed memory.
 //!
 //! **When.** Delivery is the only part of a step that reads synapses, and only the rows of the
-//! step's spikes. Each step, before delivery, [`page_in`] makes every page those rows touch
-//! resident, evicting others first when the budget would be exceeded; the time that takes is
-//! the stall. So placement depends on the spikes alone, never on timing or threads, and the
+//! step's spikes: before it walks a row of a paged block it calls [`ShardPages::fetch`], which
+//! brings the row's page in if it is spilled (the time that takes is the stall). Each shard has
+//! its own share of the budget, in proportion to its synapses, so shards page in parallel
+//! without sharing anything, and the budget holds at every moment, even when one step needs
+//! more pages than fit. Placement depends on the spikes alone, never on timing or threads: the
 //! hit rates of a run are reproducible too.
 //!
 //! **Which page goes.** Every page has a priority: its presynaptic activity (spikes through its
-//! rows, halved every [`HALF_LIFE_MS`]: the aging) times the mean |w| of its synapses. When
-//! the resident pages and those coming in would exceed the budget, the lowest-priority pages
-//! not needed in this step go, least recently used first among equals, down to 7/8 of the
-//! budget, so that evictions come in batches. Pages holding probed synapses are pinned.
+//! rows, halved every [`HALF_LIFE_MS`]: the aging) times the mean |w| of its synapses. When a
+//! page would not fit, the shard's lowest-priority pages go, least recently used first among
+//! equals, down to 7/8 of its share, so that evictions come in batches. Pages holding probed
+//! synapses are pinned.
 //!
 //! **Readers between steps.** A checkpoint brings every page back first ([`fault_in_all`]:
 //! its snapshot copies the state, so the budget is exceeded while it is taken) and evicts down
 //! to the budget after ([`enforce`]); health checks, the viewer's weight histogram and weight
 //! probes read resident pages only (spilled ones cannot change).
 //!
-//! Concurrency contract: [`page_in`] decides on one thread, then each shard's evictions and
-//! page-ins run in parallel, every shard touching only its own blocks, columns and spill files;
-//! delivery runs after it in the same stage. Nothing else reads or writes pages during a step.
+//! Concurrency contract: a shard's pages, its [`ShardPages`] and its spill files are touched
+//! only by the thread delivering into that shard, or, between steps, by the one running
+//! [`fault_in_all`] or [`enforce`] for it; nothing else reads a paged block's synapses during a
+//! step.
 
 use std::fs::File;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bevy_ecs::prelude::*;
@@ -44,7 +48,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::column::AnyColumn;
-use crate::components::{Clock, Delays, Plasticity, Shard, SpikeExchange, SynapseBlock, SynapseBlocks, Weights};
+use crate::components::{Clock, Delays, Plasticity, Shard, SynapseBlock, SynapseBlocks, Weights};
 use crate::estimate::bytes;
 use crate::recording::{ProbeSite, Recorder};
 
@@ -110,9 +114,6 @@ pub fn footprint(world: &mut World) -> Footprint {
 /// The host tier of a paged network: its budget, what is resident, and what moved.
 #[derive(Resource, Debug)]
 pub struct HostTier {
-    dir: PathBuf,
-    half_life_steps: f64,
-    resident: u64,
     pub stats: TierStats,
 }
 
@@ -124,7 +125,8 @@ pub struct TierStats {
     pub budget_bytes: u64,
     pub spill_dir: String,
     pub pages: u64,
-    /// Bytes of all pages, and the most resident at once during steps (checkpoints apart).
+    /// Bytes of all pages, and the most resident during steps (checkpoints apart): the sum of
+    /// the shards' peaks, so at least the peak of the whole.
     pub paged_bytes: u64,
     pub peak_resident_bytes: u64,
     pub resident_bytes: u64,
@@ -272,8 +274,17 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
         }
     }
     pin_probed(world);
+    // Each shard gets a share of the budget in proportion to its synapses (whole shards page
+    // in parallel, each within its own share).
+    let (dir, aging) = (Arc::new(options.spill_dir.clone()), 0.5f32.powf((dt_ms / HALF_LIFE_MS) as f32));
+    let mut query = world.query::<(Entity, &SynapseBlocks)>();
+    let shares: Vec<(Entity, u64)> = query.iter(world).map(|(e, blocks)| (e, blocks.0.iter().filter(|b| b.pages.is_some()).map(|b| b.synapse_bytes() as u64).sum())).collect();
+    for (entity, bytes) in shares {
+        let share = (u128::from(budget) * u128::from(bytes) / u128::from(pageable.max(1))) as u64;
+        world.entity_mut(entity).insert(ShardPages { budget: share, resident: bytes, peak: 0, aging, dir: dir.clone(), moved: Moved::default() });
+    }
     let stats = TierStats { host_memory_bytes: options.host_bytes, budget_bytes: budget, spill_dir: options.spill_dir.display().to_string(), pages, paged_bytes: pageable, ..Default::default() };
-    world.insert_resource(HostTier { dir: options.spill_dir.clone(), half_life_steps: HALF_LIFE_MS / dt_ms, resident: pageable, stats });
+    world.insert_resource(HostTier { stats });
     enforce(world).map_err(|e| PagingError::Io { dir: options.spill_dir.clone(), source: io::Error::other(e) })?;
     Ok(Some(format!(
         "synapses need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
@@ -354,78 +365,91 @@ fn free_space(dir: &Path) -> io::Result<u64> {
     Ok(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
-/// What to do with a page: bring it in, or evict it.
-#[derive(Clone, Copy, Debug)]
-enum Move {
-    In { block: usize, page: usize },
-    Out { block: usize, page: usize },
+/// A shard's share of the host tier: a budget in proportion to its synapses, what it holds,
+/// and what it moved since the step's figures were last summed into [`HostTier`].
+#[derive(Component, Debug)]
+pub struct ShardPages {
+    budget: u64,
+    resident: u64,
+    peak: u64,
+    /// Activity kept per step (see [`HALF_LIFE_MS`]).
+    aging: f32,
+    dir: Arc<PathBuf>,
+    moved: Moved,
 }
 
-/// What a shard's moves did.
-#[derive(Default)]
+/// What a shard moved, and the first error it met.
+#[derive(Clone, Debug, Default)]
 struct Moved {
+    hits: u64,
+    faults: u64,
+    evictions: u64,
+    writebacks: u64,
     bytes_in: u64,
     bytes_out: u64,
-    writebacks: u64,
     disk_bytes: i64,
+    over_budget: u64,
+    stall_s: f64,
     error: Option<String>,
 }
 
-/// The paging pass of a step (see the module comment): the pages this step's spikes need come
-/// in, others go out where the budget requires.
-pub fn page_in(mut shards: Query<(&Shard, &mut SynapseBlocks)>, exchange: Res<SpikeExchange>, clock: Res<Clock>, plasticity: Res<Plasticity>, tier: Option<ResMut<HostTier>>, mut commands: Commands) {
-    let Some(mut tier) = tier else { return };
-    let step = clock.step;
-    let mut items: Vec<_> = shards.iter_mut().map(|(s, b)| (s.index, b)).collect();
-    items.sort_by_key(|(index, _)| *index);
-    let mut moves: Vec<Vec<Move>> = vec![Vec::new(); items.len()];
-    let (mut incoming, mut hits) = (0u64, 0u64);
-    let aging = 0.5f32.powf(1.0 / tier.half_life_steps as f32);
-    for (s, (_, blocks)) in items.iter_mut().enumerate() {
-        for (b, block) in blocks.0.iter_mut().enumerate() {
-            let writes = block.plastic.is_some() && plasticity.enabled;
-            let first = block.source_first;
-            let Some(table) = block.pages.as_mut() else { continue };
-            let run = fum_kernels::spikes::in_range(&exchange.spikes, first..first + block.source_size);
-            let mut last = usize::MAX;
-            for &g in &exchange.spikes[run] {
-                let p = table.page_of_row(g - first);
-                let page = &mut table.pages[p];
-                if p != last {
-                    page.activity *= aged(aging, step + 1 - page.last_use);
-                    page.last_use = step + 1;
-                    page.dirty |= writes;
-                    if page.resident {
-                        hits += 1;
-                    } else {
-                        incoming += (page.synapses.len() * table.element_bytes.iter().sum::<usize>()) as u64;
-                        moves[s].push(Move::In { block: b, page: p });
-                    }
-                    last = p;
-                }
-                page.activity += 1.0;
+impl ShardPages {
+    /// Makes resident the page of `blocks[b]` holding the row of presynaptic neuron `global`,
+    /// which delivery reads next in `step` (and writes, if `writes`: STDP), evicting the
+    /// shard's lowest-priority pages if it would not fit. Does nothing for a block not paged.
+    pub fn fetch(&mut self, blocks: &mut [SynapseBlock], b: usize, global: u32, step: u64, writes: bool) {
+        let first = blocks[b].source_first;
+        let Some(table) = blocks[b].pages.as_mut() else { return };
+        let p = table.page_of_row(global - first);
+        let bytes = table.bytes(p);
+        let page = &mut table.pages[p];
+        page.activity = page.activity * aged(self.aging, step + 1 - page.last_use) + 1.0;
+        page.last_use = step + 1;
+        page.dirty |= writes;
+        if page.resident {
+            self.moved.hits += 1;
+            return;
+        }
+        self.moved.faults += 1;
+        let t = Instant::now();
+        if self.resident + bytes > self.budget {
+            self.evict_down(blocks, Some((b, p)), self.budget.saturating_sub(self.budget / 8 + bytes), step);
+            self.moved.over_budget += u64::from(self.resident + bytes > self.budget);
+        }
+        let result = bring_in(&mut blocks[b], p, &mut self.moved);
+        self.note(result);
+        self.resident += bytes;
+        self.peak = self.peak.max(self.resident);
+        self.moved.stall_s += t.elapsed().as_secs_f64();
+    }
+
+    /// Evicts the shard's resident pages, lowest priority first (least recently used among
+    /// equals), except `keep` and pinned ones, until at most `goal` bytes are resident.
+    fn evict_down(&mut self, blocks: &mut [SynapseBlock], keep: Option<(usize, usize)>, goal: u64, step: u64) {
+        let mut candidates = Vec::new();
+        for (b, block) in blocks.iter().enumerate() {
+            let Some(table) = &block.pages else { continue };
+            for (p, page) in table.pages.iter().enumerate().filter(|&(p, page)| page.resident && !page.pinned && keep != Some((b, p))) {
+                let priority = page.activity * aged(self.aging, step + 1 - page.last_use.min(step + 1)) * page.mean_abs_weight;
+                candidates.push((priority, page.last_use, b, p, table.bytes(p)));
             }
         }
+        candidates.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then((x.2, x.3).cmp(&(y.2, y.3))));
+        for (_, _, b, p, bytes) in candidates {
+            if self.resident <= goal {
+                break;
+            }
+            let result = evict(&mut blocks[b], p, &self.dir, &mut self.moved);
+            self.note(result);
+            self.resident -= bytes;
+            self.moved.evictions += 1;
+        }
     }
-    let faults = moves.iter().map(Vec::len).sum::<usize>() as u64;
-    tier.stats.hits += hits;
-    tier.stats.faults += faults;
-    if tier.resident + incoming > tier.stats.budget_bytes {
-        choose_evictions(&mut items, &mut moves, &mut tier, incoming, step, aging);
-    }
-    if moves.iter().all(Vec::is_empty) {
-        return;
-    }
-    let t = Instant::now();
-    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
-    tier.stats.stall_s += t.elapsed().as_secs_f64();
-    tier.resident += incoming;
-    if tier.resident > tier.stats.budget_bytes {
-        tier.stats.steps_over_budget += 1;
-    }
-    tier.stats.peak_resident_bytes = tier.stats.peak_resident_bytes.max(tier.resident);
-    if let Some(error) = account(&mut tier, moved) {
-        commands.insert_resource(crate::backend::DeviceFailure(format!("synapse pages: {error}")));
+
+    fn note(&mut self, result: Result<(), String>) {
+        if let Err(e) = result {
+            self.moved.error.get_or_insert(e);
+        }
     }
 }
 
@@ -434,63 +458,31 @@ fn aged(aging: f32, steps: u64) -> f32 {
     if steps > 1 << 20 { 0.0 } else { aging.powi(steps as i32) }
 }
 
-/// Adds moves that evict the lowest-priority resident pages not used in `step` until the
-/// resident pages and `incoming` fit in 7/8 of the budget; subtracts them from the resident
-/// bytes.
-fn choose_evictions(items: &mut [(usize, Mut<SynapseBlocks>)], moves: &mut [Vec<Move>], tier: &mut HostTier, incoming: u64, step: u64, aging: f32) {
-    let goal = tier.stats.budget_bytes / 8 * 7;
-    let mut candidates = Vec::new();
-    for (s, (_, blocks)) in items.iter().enumerate() {
-        for (b, block) in blocks.0.iter().enumerate() {
-            let Some(table) = &block.pages else { continue };
-            for (p, page) in table.pages.iter().enumerate().filter(|(_, page)| page.resident && !page.pinned && page.last_use <= step) {
-                let priority = page.activity * aged(aging, step + 1 - page.last_use) * page.mean_abs_weight;
-                candidates.push((priority, page.last_use, s, b, p, table.bytes(p)));
-            }
-        }
+impl HostTier {
+    /// Adds what `shard` moved to the run's figures; the first error it met.
+    pub fn collect(&mut self, shard: &mut ShardPages) -> Option<String> {
+        let m = std::mem::take(&mut shard.moved);
+        let s = &mut self.stats;
+        s.hits += m.hits;
+        s.faults += m.faults;
+        s.evictions += m.evictions;
+        s.writebacks += m.writebacks;
+        s.bytes_in += m.bytes_in;
+        s.bytes_out += m.bytes_out;
+        s.disk_bytes = (s.disk_bytes as i64 + m.disk_bytes) as u64;
+        s.steps_over_budget += m.over_budget;
+        s.stall_s += m.stall_s;
+        let asked = s.hits + s.faults;
+        s.hit_rate = if asked > 0 { s.hits as f64 / asked as f64 } else { 1.0 };
+        m.error
     }
-    candidates.sort_by(|x, y| x.0.total_cmp(&y.0).then(x.1.cmp(&y.1)).then((x.2, x.3, x.4).cmp(&(y.2, y.3, y.4))));
-    for (_, _, s, b, p, bytes) in candidates {
-        if tier.resident + incoming <= goal {
-            break;
-        }
-        moves[s].push(Move::Out { block: b, page: p });
-        tier.resident -= bytes;
-        tier.stats.evictions += 1;
-    }
-}
 
-/// Adds a shard's moves to the totals; the first error met.
-fn account(tier: &mut HostTier, moved: Vec<Moved>) -> Option<String> {
-    let mut error = None;
-    for m in moved {
-        tier.stats.bytes_in += m.bytes_in;
-        tier.stats.bytes_out += m.bytes_out;
-        tier.stats.writebacks += m.writebacks;
-        tier.stats.disk_bytes = (tier.stats.disk_bytes as i64 + m.disk_bytes) as u64;
-        error = error.or(m.error);
+    /// Sets the resident and peak figures from the shards'.
+    pub fn measure<'a>(&mut self, shards: impl Iterator<Item = &'a ShardPages>) {
+        let (resident, peak) = shards.fold((0, 0), |(r, p), s| (r + s.resident, p + s.peak));
+        self.stats.resident_bytes = resident;
+        self.stats.peak_resident_bytes = self.stats.peak_resident_bytes.max(peak);
     }
-    tier.stats.resident_bytes = tier.resident;
-    let asked = tier.stats.hits + tier.stats.faults;
-    tier.stats.hit_rate = if asked > 0 { tier.stats.hits as f64 / asked as f64 } else { 1.0 };
-    error
-}
-
-/// Carries out a shard's moves: evictions first (they free the memory the page-ins use).
-fn execute(blocks: &mut SynapseBlocks, moves: &[Move], dir: &Path) -> Moved {
-    let mut moved = Moved::default();
-    let outs = moves.iter().filter(|m| matches!(m, Move::Out { .. }));
-    let ins = moves.iter().filter(|m| matches!(m, Move::In { .. }));
-    for m in outs.chain(ins) {
-        let result = match *m {
-            Move::Out { block, page } => evict(&mut blocks.0[block], page, dir, &mut moved),
-            Move::In { block, page } => bring_in(&mut blocks.0[block], page, &mut moved),
-        };
-        if let Err(e) = result {
-            moved.error.get_or_insert(e);
-        }
-    }
-    moved
 }
 
 /// Writes page `p` of `block` to its spill file if its disk copy is missing or stale, then
@@ -508,17 +500,15 @@ fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> R
         let file = table.file.as_ref().expect("created above");
         let page = &mut table.pages[p];
         let mut at = page.slot;
-        let mut written = 0i64;
         for (c, column) in columns.iter().enumerate() {
             let raw = column.range_bytes(synapses.clone());
             let frame = zstd::bulk::compress(raw, LEVEL).map_err(|e| format!("compressing a page: {e}"))?;
             file.file.write_all_at(&frame, at).map_err(|e| format!("writing a page to {}: {e}", dir.display()))?;
-            written += i64::from(frame.len() as u32) - i64::from(page.frames[c].0);
+            moved.disk_bytes += i64::from(frame.len() as u32) - i64::from(page.frames[c].0);
             page.frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
             at += zstd::zstd_safe::compress_bound(raw.len()) as u64;
             moved.bytes_out += raw.len() as u64;
         }
-        moved.disk_bytes += written;
         moved.writebacks += 1;
         page.mean_abs_weight = mean_abs_weight;
         page.on_disk = true;
@@ -542,7 +532,7 @@ fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(),
         let (len, crc) = page.frames[c];
         let frame = &file.map[at..at + len as usize];
         if crc32fast::hash(frame) != crc {
-            return Err(format!("a page read back from the spill file is corrupt (CRC mismatch at byte {at})"));
+            return Err(format!("a page read back from its spill file is corrupt (CRC mismatch at byte {at})"));
         }
         let raw_len = column.element_bytes() * page.synapses.len();
         column.restore_with(page.synapses.clone(), &mut |dst| zstd::bulk::decompress_to_buffer(frame, dst).map(drop).map_err(|e| format!("decompressing a page: {e}")))?;
@@ -560,54 +550,46 @@ impl SpillFile {
         let file = tempfile::tempfile_in(dir)?;
         file.set_len(capacity.max(1))?;
         // SAFETY: the file is unnamed and private to this process; it is written only through
-        // `write_all_at` at slots whose bytes are not being read.
+        // `write_all_at`, at a page's slot while that page is not being read.
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(SpillFile { file, map })
     }
 }
 
-/// Brings every spilled page of `world` back (before a checkpoint's snapshot); see [`enforce`].
-pub fn fault_in_all(world: &mut World) -> Result<(), String> {
+/// Runs `f` on every paged shard in parallel, then sums what they moved into the [`HostTier`].
+fn each_shard(world: &mut World, f: impl Fn(&mut ShardPages, &mut [SynapseBlock], u64) + Sync + Send) -> Result<(), String> {
     let Some(mut tier) = world.remove_resource::<HostTier>() else { return Ok(()) };
-    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
-    let mut items: Vec<_> = query.iter_mut(world).map(|(s, b)| (s.index, b)).collect();
-    let mut incoming = 0;
-    let moves: Vec<Vec<Move>> = items
-        .iter()
-        .map(|(_, blocks)| {
-            let mut moves = Vec::new();
-            for (b, block) in blocks.0.iter().enumerate() {
-                let Some(t) = &block.pages else { continue };
-                for p in (0..t.pages.len()).filter(|&p| !t.pages[p].resident) {
-                    incoming += t.bytes(p);
-                    moves.push(Move::In { block: b, page: p });
-                }
-            }
-            moves
-        })
-        .collect();
-    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
-    tier.resident += incoming;
-    let error = account(&mut tier, moved);
+    let step = world.resource::<Clock>().step;
+    let mut query = world.query::<(&mut ShardPages, &mut SynapseBlocks)>();
+    let mut items: Vec<_> = query.iter_mut(world).collect();
+    items.par_iter_mut().for_each(|(pages, blocks)| f(pages, &mut blocks.0, step));
+    let error = items.iter_mut().fold(None, |e, (pages, _)| e.or(tier.collect(pages)));
+    tier.measure(items.iter().map(|(pages, _)| &**pages));
     world.insert_resource(tier);
     error.map_or(Ok(()), Err)
 }
 
-/// Evicts down to the budget (after [`fault_in_all`], and when paging starts).
+/// Brings every spilled page of `world` back (before a checkpoint's snapshot); see [`enforce`].
+pub fn fault_in_all(world: &mut World) -> Result<(), String> {
+    each_shard(world, |pages, blocks, _| {
+        for b in 0..blocks.len() {
+            let Some(table) = &blocks[b].pages else { continue };
+            let spilled: Vec<(usize, u64)> = (0..table.pages.len()).filter(|&p| !table.pages[p].resident).map(|p| (p, table.bytes(p))).collect();
+            for (p, bytes) in spilled {
+                let result = bring_in(&mut blocks[b], p, &mut pages.moved);
+                pages.note(result);
+                pages.resident += bytes;
+            }
+        }
+    })
+}
+
+/// Evicts each shard down to its budget (after [`fault_in_all`], and when paging starts).
 pub fn enforce(world: &mut World) -> Result<(), String> {
-    let Some(mut tier) = world.remove_resource::<HostTier>() else { return Ok(()) };
-    let step = world.resource::<Clock>().step;
-    let aging = 0.5f32.powf(1.0 / tier.half_life_steps as f32);
-    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
-    let mut items: Vec<_> = query.iter_mut(world).map(|(s, b)| (s.index, b)).collect();
-    items.sort_by_key(|(index, _)| *index);
-    let mut moves = vec![Vec::new(); items.len()];
-    if tier.resident > tier.stats.budget_bytes {
-        // Between steps every page may go: none was needed by `step`, which has not run.
-        choose_evictions(&mut items, &mut moves, &mut tier, 0, step, aging);
-    }
-    let moved: Vec<Moved> = items.par_iter_mut().zip(moves.par_iter()).map(|((_, blocks), moves)| execute(blocks, moves, &tier.dir)).collect();
-    let error = account(&mut tier, moved);
-    world.insert_resource(tier);
-    error.map_or(Ok(()), Err)
+    // Between steps no page is in use: `step`, the next to run, has read none yet.
+    each_shard(world, |pages, blocks, step| {
+        if pages.resident > pages.budget {
+            pages.evict_down(blocks, None, pages.budget - pages.budget / 8, step);
+        }
+    })
 }

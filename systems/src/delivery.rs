@@ -8,7 +8,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bevy_ecs::prelude::*;
+use fum_engine::backend::DeviceFailure;
 use fum_engine::components::{Clock, Delays, NeuronBlock, PlasticSynapses, Plasticity, SpikeExchange, StdpHistoryOverflows, SynapseBlock, SynapseBlocks, Weights};
+use fum_engine::paging::{HostTier, ShardPages};
 use fum_engine::model::Receptor;
 use fum_engine::{Plugin, Simulation, Stage};
 use fum_kernels::delivery::{Ring, deliver_row};
@@ -20,18 +22,18 @@ pub struct DeliveryPlugin;
 
 impl Plugin for DeliveryPlugin {
     fn build(&self, sim: &mut Simulation) {
-        // The paging pass makes the rows of the step's spikes resident first (it does nothing
-        // unless the network is paged: `fum_engine::paging`).
-        sim.add_systems((fum_engine::paging::page_in, deliver_spikes).chain().in_set(Stage::Deliver));
+        sim.add_systems(deliver_spikes.in_set(Stage::Deliver));
     }
 }
 
 pub fn deliver_spikes(
-    mut shards: Query<(&mut NeuronBlock, &mut SynapseBlocks)>,
+    mut shards: Query<(&mut NeuronBlock, &mut SynapseBlocks, Option<&mut ShardPages>)>,
     exchange: Res<SpikeExchange>,
     plasticity: Res<Plasticity>,
     clock: Res<Clock>,
     mut overflows: ResMut<StdpHistoryOverflows>,
+    tier: Option<ResMut<HostTier>>,
+    mut commands: Commands,
 ) {
     if exchange.spikes.is_empty() {
         return;
@@ -39,30 +41,55 @@ pub fn deliver_spikes(
     let step = clock.step;
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
-    crate::for_each_shard(&mut items, |(neurons, synapses)| {
+    crate::for_each_shard(&mut items, |(neurons, synapses, pages)| {
         let len = neurons.len();
         let NeuronBlock { ring_ex, ring_in, fired, .. } = &mut **neurons;
         let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), &fired[..]);
-        for block in synapses.0.iter_mut() {
+        for b in 0..synapses.0.len() {
+            let block = &synapses.0[b];
             // Spikes are ascending: the ones from this block's source population are one run.
-            let run = in_range(&exchange.spikes, block.source_first..block.source_first + block.source_size);
+            let spikes = &exchange.spikes[in_range(&exchange.spikes, block.source_first..block.source_first + block.source_size)];
             let ring = match block.receptor {
                 Receptor::Excitatory => &mut ring_ex,
                 Receptor::Inhibitory => &mut ring_in,
             };
-            let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
-            // `pages`: the rows of this step's spikes are resident (the paging pass ran first),
-            // whatever other pages of a paged block are spilled.
-            let rows = Rows { source_first: *source_first, row_ptr, target: target.pages(), delay, plastic: plastic.as_ref() };
-            let spikes = &exchange.spikes[run];
-            let n = match weight {
-                Weights::F32(w) => deliver_block(&rows, w.pages_mut(), ring, spikes, step, fired, &plasticity),
-                Weights::F16(w) => deliver_block(&rows, w.pages_mut(), ring, spikes, step, fired, &plasticity),
+            let n = match pages.as_deref_mut().filter(|_| block.pages.is_some()) {
+                None => deliver_block(&mut synapses.0[b], ring, spikes, step, fired, &plasticity),
+                // A paged block (`fum_engine::paging`): each spike's row is made resident
+                // before it is read, so one step may cycle through more pages than fit.
+                Some(pages) => {
+                    let writes = block.plastic.is_some() && plasticity.enabled;
+                    (0..spikes.len())
+                        .map(|k| {
+                            pages.fetch(&mut synapses.0, b, spikes[k], step, writes);
+                            deliver_block(&mut synapses.0[b], ring, &spikes[k..=k], step, fired, &plasticity)
+                        })
+                        .sum()
+                }
             };
             lost.fetch_add(n, Ordering::Relaxed);
         }
     });
     overflows.0 += lost.into_inner();
+    if let Some(mut tier) = tier {
+        let error = items.iter_mut().filter_map(|(_, _, pages)| pages.as_deref_mut()).fold(None, |e, pages| e.or(tier.collect(pages)));
+        tier.measure(items.iter().filter_map(|(_, _, pages)| pages.as_deref()));
+        if let Some(error) = error {
+            commands.insert_resource(DeviceFailure(format!("synapse pages: {error}")));
+        }
+    }
+}
+
+/// Delivers `spikes` (global ids from the block's source population) through `block`; returns
+/// the pairings lost to overflowing spike histories. The rows read are resident if the block
+/// is paged, whatever other pages are spilled (hence `pages`).
+fn deliver_block(block: &mut SynapseBlock, ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
+    let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
+    let rows = Rows { source_first: *source_first, row_ptr, target: target.pages(), delay, plastic: plastic.as_ref() };
+    match weight {
+        Weights::F32(w) => deliver_rows(&rows, w.pages_mut(), ring, spikes, step, fired, plasticity),
+        Weights::F16(w) => deliver_rows(&rows, w.pages_mut(), ring, spikes, step, fired, plasticity),
+    }
 }
 
 /// A synapse block's structure, borrowed apart from its weights.
@@ -74,9 +101,8 @@ struct Rows<'a> {
     plastic: Option<&'a PlasticSynapses>,
 }
 
-/// Delivers `spikes` (global ids from the block's source population) through one block whose
-/// weights are `weight`; returns the pairings lost to overflowing spike histories.
-fn deliver_block<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
+/// Delivers `spikes` through one block's `rows` whose weights are `weight`.
+fn deliver_rows<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
     let stdp = rows.plastic.filter(|_| plasticity.enabled).map(|p| {
         let rule = &plasticity.projections[p.rule];
         let post = Postsynaptic { post: &p.post, decay: &rule.post_decay, history: &p.post_history, history_len: rule.history_len, fired };
