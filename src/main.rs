@@ -208,6 +208,10 @@ struct SimArgs {
     /// files are unnamed and vanish with the run.
     #[arg(long, value_name = "DIR", requires = "host_memory")]
     spill_dir: Option<PathBuf>,
+    /// Device memory for the network (cuda backend; default: the card's free memory): synapses
+    /// beyond it stay in pinned host memory, read by the kernels over the bus.
+    #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
+    device_memory: Option<u64>,
 }
 
 /// `--backend`, as the engine's [`BackendChoice`].
@@ -231,8 +235,8 @@ impl From<BackendArg> for BackendChoice {
 impl SimArgs {
     /// The run options these arguments set; the others as `RunOptions::default()`.
     fn options(self) -> RunOptions {
-        let SimArgs { out, overwrite, threads, shards, duration, seed, backend, host_memory, spill_dir } = self;
-        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), host_memory, spill_dir, ..RunOptions::default() }
+        let SimArgs { out, overwrite, threads, shards, duration, seed, backend, host_memory, spill_dir, device_memory } = self;
+        RunOptions { out, overwrite, threads, shards, duration_ms: duration, seed, backend: backend.into(), host_memory, spill_dir, device_memory, ..RunOptions::default() }
     }
 }
 

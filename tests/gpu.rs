@@ -81,6 +81,35 @@ fn cuba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
     }
 }
 
+/// `--device-memory` below what the network needs: the synapses that do not fit stay in pinned
+/// host memory that the kernels read over the bus, with the same spikes, probes and learned
+/// weights as the CPU's; run.json says how much went there and the bus's measured bandwidth.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["stdp_balanced", "brunel"] {
+        let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-mapped")));
+        let extra = ["--duration", "500ms", "--checkpoint-every", "500ms"];
+        run(&model(name), &cpu, "cpu", &extra);
+        // Every synapse block on the host: the least that fits (the upload keeps 8 MiB spare).
+        let whole = run(&model(name), &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms"]);
+        let m = &whole["gpu"]["device_bytes"];
+        let limit = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + (9 << 20);
+        let report = run(&model(name), &gpu, "cuda", &[&extra[..], &["--device-memory", &format!("{limit}B")]].concat());
+        let mapped = &report["gpu"]["mapped_host"];
+        let synapses = whole["network"]["synapses"].as_u64().unwrap();
+        assert!(mapped["synapses"].as_u64().is_some_and(|n| 10 * n >= 9 * synapses), "{name}: at least 90 % of the {synapses} synapses went to host memory: {mapped}");
+        assert!(mapped["link_bytes_per_s"].as_f64().unwrap() > 1e9, "{name}: the bus was measured: {mapped}");
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
+        if cpu.join("probes.h5").exists() {
+            assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name}: probes differ");
+        }
+        assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
+    }
+}
+
 /// Structural plasticity on the device: the host plans and commits, the device counts the
 /// spikes co-activity reads and rebuilds its blocks. Spikes, probes (weight probes following
 /// their synapses through commits among them), learned weights and the structure left (row

@@ -100,7 +100,7 @@ fn a_declared_column_is_mirrored_and_never_read_stale() {
         v.into_iter().map(|p| p.1).collect()
     };
     let generation = Arc::new(AtomicU64::new(0));
-    let placed = state::mirror::<HostDevice, TransferError>(&mut sim.world, &shards, &mut |bytes, written| {
+    let placed = state::mirror::<HostDevice, TransferError>(&mut sim.world, &shards, &mut |bytes, written, _, _| {
         Ok(Arc::new(HostDevice { bytes: Mutex::new(vec![0; bytes]), generation: generation.clone(), written, host_written: AtomicBool::new(false) }))
     })
     .unwrap();

@@ -262,6 +262,26 @@ impl DeviceMemory {
     }
 }
 
+/// A run's limit on device memory (`--device-memory`), for a device backend to place the network
+/// within; without it, the card's free memory is the limit.
+#[derive(Resource, Clone, Copy, Debug)]
+pub struct DeviceMemoryLimit(pub u64);
+
+/// The synapses a device backend left in pinned host memory, read by its kernels over the bus
+/// (zero-copy), because the network did not fit in the device's memory.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct MappedHost {
+    /// The device memory the network would need whole, and the limit it had to fit.
+    pub needed_bytes: u64,
+    pub limit_bytes: u64,
+    /// Bytes, blocks and synapses in mapped host memory.
+    pub bytes: u64,
+    pub blocks: u64,
+    pub synapses: u64,
+    /// Host-to-device copy bandwidth of pinned memory, measured at the upload: the bus's bound.
+    pub link_bytes_per_s: f64,
+}
+
 /// Device memory, transfers and GPU-side counters of a CUDA run.
 #[derive(Clone, Debug, Serialize)]
 pub struct DeviceStats {
@@ -285,5 +305,8 @@ pub struct DeviceStats {
     pub graph_capture_s: f64,
     /// Copying the built network to the device (included in the build time).
     pub upload_s: f64,
+    /// Synapses kept in host memory because the network did not fit (see [`MappedHost`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mapped_host: Option<MappedHost>,
 }
 

@@ -18,7 +18,7 @@ use bevy_ecs::prelude::*;
 use bytemuck::{Pod, Zeroable};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
-use crate::backend::{DeviceMemory, HostView, Transfers};
+use crate::backend::{DeviceMemory, HostView, MappedHost, Transfers};
 use crate::column::{DeviceBuffer, TransferError};
 use crate::components::{Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::model::ProbeVariable;
@@ -158,6 +158,21 @@ impl DeviceContext {
         Ok(())
     }
 
+    /// Host-to-device bandwidth of pinned memory: the bounce buffer copied to the device four
+    /// times, bytes per second.
+    pub fn link_bandwidth(&self) -> Result<f64, CudaError> {
+        let mut scratch = self.stream.alloc_zeros::<u8>(BOUNCE_BYTES)?;
+        let bounce = self.bounce.lock().expect("the bounce buffer");
+        self.stream.memcpy_htod(&*bounce, &mut scratch)?;
+        self.stream.synchronize()?;
+        let t = std::time::Instant::now();
+        for _ in 0..4 {
+            self.stream.memcpy_htod(&*bounce, &mut scratch)?;
+        }
+        self.stream.synchronize()?;
+        Ok(4.0 * BOUNCE_BYTES as f64 / t.elapsed().as_secs_f64())
+    }
+
     /// A copy of the first `len` values of a device slice.
     pub fn read<T: DeviceRepr + Pod>(&self, src: &CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
         let mut out = vec![T::zeroed(); len];
@@ -187,36 +202,97 @@ const BOUNCE_BYTES: usize = 64 << 20;
 /// One device buffer that columns are mirrored into (an arena or a column's own buffer).
 pub struct Buffer {
     ctx: Arc<DeviceContext>,
-    bytes: CudaSlice<u8>,
+    memory: Memory,
     /// State the kernels write; structure buffers keep generation 0.
     written_by_device: bool,
 }
 
+/// Where a buffer's bytes are: device memory, or pinned host memory mapped into the device's
+/// address space, which kernels read and write over the bus (zero-copy: the host tier of a
+/// network larger than the card, see [`host_tier`]).
+enum Memory {
+    Device(CudaSlice<u8>),
+    Mapped { _pinned: PinnedHostSlice<u8>, host: *mut u8, len: usize, device: u64 },
+}
+
+// SAFETY: a mapped buffer's host pointer is only dereferenced by `read` and `write`, after the
+// stream's queued steps (its only other users) have finished.
+unsafe impl Send for Buffer {}
+unsafe impl Sync for Buffer {}
+
 impl std::fmt::Debug for Buffer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Buffer").field("bytes", &self.bytes.len()).field("written_by_device", &self.written_by_device).finish()
+        f.debug_struct("Buffer").field("bytes", &self.len()).field("mapped", &matches!(self.memory, Memory::Mapped { .. })).field("written_by_device", &self.written_by_device).finish()
     }
 }
 
 impl Buffer {
     pub fn new(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
         let bytes = ctx.stream.alloc_zeros::<u8>(bytes.max(16))?;
-        Ok(Arc::new(Buffer { ctx: ctx.clone(), bytes, written_by_device }))
+        Ok(Arc::new(Buffer { ctx: ctx.clone(), memory: Memory::Device(bytes), written_by_device }))
+    }
+
+    /// A buffer in pinned host memory that kernels read over the bus; its bytes are undefined
+    /// until written (a column's upload writes all of them).
+    pub fn mapped(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
+        use cudarc::driver::sys;
+        let len = bytes.max(16);
+        // SAFETY: read only after the upload that follows writes every byte.
+        // Write-combined: the bus need not snoop the host's caches for it (CUDA's guide: up to
+        // 40 % faster transfers); the host only writes it sequentially (uploads) and reads it
+        // rarely (checkpoints).
+        let flags = sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE | sys::CU_MEMHOSTALLOC_WRITECOMBINED;
+        let mut pinned = unsafe { ctx.stream.context().alloc_pinned_with_flags::<u8>(len, flags) }?;
+        let host = pinned.as_mut_ptr()?;
+        let mut device = 0;
+        // SAFETY: `host` is the start of a mapped allocation of this context.
+        unsafe { sys::cuMemHostGetDevicePointer_v2(&mut device, host.cast(), 0) }.result()?;
+        Ok(Arc::new(Buffer { ctx: ctx.clone(), memory: Memory::Mapped { _pinned: pinned, host, len, device }, written_by_device }))
+    }
+
+    fn len(&self) -> usize {
+        match &self.memory {
+            Memory::Device(bytes) => bytes.len(),
+            Memory::Mapped { len, .. } => *len,
+        }
+    }
+
+    /// Whether the buffer is in mapped host memory.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.memory, Memory::Mapped { .. })
     }
 
     /// The buffer's device address, for descriptor tables and kernel arguments.
     pub fn ptr(&self) -> u64 {
-        self.bytes.device_ptr(&self.ctx.stream).0
+        match &self.memory {
+            Memory::Device(bytes) => bytes.device_ptr(&self.ctx.stream).0,
+            Memory::Mapped { device, .. } => *device,
+        }
     }
 }
 
 impl DeviceBuffer for Buffer {
     fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), TransferError> {
-        self.ctx.read_bytes(&self.bytes.slice(at..at + dst.len()), dst).map_err(|e| TransferError(e.to_string()))
+        match &self.memory {
+            Memory::Device(bytes) => self.ctx.read_bytes(&bytes.slice(at..at + dst.len()), dst).map_err(|e| TransferError(e.to_string())),
+            Memory::Mapped { host, len, .. } => {
+                assert!(at + dst.len() <= *len, "a read inside the buffer");
+                self.ctx.stream.synchronize().map_err(|e| TransferError(e.to_string()))?;
+                // SAFETY: inside the allocation (checked above); the device is done with it.
+                unsafe { std::ptr::copy_nonoverlapping(host.add(at), dst.as_mut_ptr(), dst.len()) };
+                Ok(())
+            }
+        }
     }
 
     fn write(&self, at: usize, src: &[u8]) -> Result<(), TransferError> {
-        assert!(at + src.len() <= self.bytes.len(), "a write inside the buffer");
+        assert!(at + src.len() <= self.len(), "a write inside the buffer");
+        if let Memory::Mapped { host, .. } = &self.memory {
+            self.ctx.stream.synchronize().map_err(|e| TransferError(e.to_string()))?;
+            // SAFETY: inside the allocation (checked above); the device is done with it.
+            unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), host.add(at), src.len()) };
+            return Ok(());
+        }
         let stream = &self.ctx.stream;
         // SAFETY: the destination is `src.len()` bytes inside this buffer (checked above); the
         // copy is ordered on the stream, and waited for before `src` can go away.
@@ -307,6 +383,36 @@ pub struct DeviceNetwork {
     pub stdp_enabled: bool,
     pub memory: DeviceMemory,
     pub synapses: u64,
+    /// Synapses left in mapped host memory, if the network did not fit ([`host_tier`]).
+    pub mapped: Option<MappedHost>,
+}
+
+/// A block's per-synapse columns: what the host tier holds.
+const SYNAPSE_COLUMNS: [&str; 3] = ["target", "delay", "weight"];
+
+/// The blocks whose synapses stay in pinned host memory, mapped into the device's address
+/// space, so that a network `excess` bytes larger than the device's limit runs without them on
+/// the card (zero-copy: each spike's row crosses the bus when delivered, in the same kernels, so
+/// the spikes are the same). Static blocks go first (a plastic block also writes its weights
+/// back over the bus), largest first; blocks under structural plasticity never go (a commit
+/// rebuilds them in device memory). Their keys and bytes.
+pub fn host_tier(world: &mut World, excess: u64) -> (Vec<(usize, usize)>, u64) {
+    let mut blocks: Vec<(bool, u64, (usize, usize))> = Vec::new();
+    for (shard, synapses) in world.query::<(&Shard, &SynapseBlocks)>().iter(world) {
+        for (i, b) in synapses.0.iter().enumerate().filter(|(_, b)| !b.rewired && !b.is_empty()) {
+            blocks.push((b.plastic.is_some(), b.synapse_bytes() as u64, (shard.index, i)));
+        }
+    }
+    blocks.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
+    let (mut chosen, mut bytes) = (Vec::new(), 0);
+    for (_, b, key) in blocks {
+        if bytes >= excess {
+            break;
+        }
+        chosen.push(key);
+        bytes += b;
+    }
+    (chosen, bytes)
 }
 
 /// The raw device address of a slice, for descriptor tables and kernel arguments.
@@ -354,12 +460,14 @@ impl DeviceNetwork {
     }
 
     /// Copies the world's network to the device: attaches every declared column to its place
-    /// (see the module comment) and uploads it, then builds the tables.
-    pub fn upload_world(stream: Arc<CudaStream>, world: &mut World, free_bytes: usize, device: &str) -> Result<DeviceNetwork, CudaError> {
+    /// (see the module comment) and uploads it, then builds the tables. A network that needs
+    /// more than `limit_bytes` keeps synapses in mapped host memory ([`host_tier`]).
+    pub fn upload_world(stream: Arc<CudaStream>, world: &mut World, limit_bytes: u64, device: &str) -> Result<DeviceNetwork, CudaError> {
         let needed = Self::required_bytes(world);
-        if needed > free_bytes as u64 {
+        let (mapped, mapped_bytes) = if needed > limit_bytes { host_tier(world, needed - limit_bytes) } else { Default::default() };
+        if needed - mapped_bytes > limit_bytes {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
-            return Err(CudaError::OutOfMemory { needed: gib(needed), free: gib(free_bytes as u64), device: device.into() });
+            return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });
         }
         let mut shards = Vec::new();
         for e in state::shards_in_order(world) {
@@ -410,10 +518,16 @@ impl DeviceNetwork {
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
             synapses: 0,
+            mapped: None,
         };
         net.memory = declared_bytes(world);
         net.memory.neuron_bytes += SCRATCH_BYTES_PER_NEURON * n as u64;
-        net.attach_columns(world)?;
+        net.memory.synapse_bytes -= mapped_bytes;
+        if !mapped.is_empty() {
+            let synapses = world.query::<(&Shard, &SynapseBlocks)>().iter(world).flat_map(|(s, b)| b.0.iter().enumerate().map(move |(i, b)| ((s.index, i), b.len() as u64))).filter(|(key, _)| mapped.contains(key)).map(|(_, n)| n).sum();
+            net.mapped = Some(MappedHost { needed_bytes: needed, limit_bytes, bytes: mapped_bytes, blocks: mapped.len() as u64, synapses, link_bytes_per_s: net.ctx.link_bandwidth()? });
+        }
+        net.attach_columns(world, &mapped)?;
         net.upload_populations(world);
         net.upload_tables(world)?;
         net.upload_probes(world)?;
@@ -422,9 +536,12 @@ impl DeviceNetwork {
 
     /// Gives every declared column its place on the device and copies it there
     /// ([`state::mirror`]).
-    fn attach_columns(&mut self, world: &mut World) -> Result<(), CudaError> {
+    fn attach_columns(&mut self, world: &mut World, mapped: &[(usize, usize)]) -> Result<(), CudaError> {
         let ctx = self.ctx.clone();
-        let placed = state::mirror(world, &self.shards, &mut |bytes, written| Buffer::new(&ctx, bytes, written))?;
+        let placed = state::mirror(world, &self.shards, &mut |bytes, written, owner, name| match owner {
+            state::Owner::Block { shard, block } if mapped.contains(&(shard, block)) && SYNAPSE_COLUMNS.contains(&name) => Buffer::mapped(&ctx, bytes, written),
+            _ => Buffer::new(&ctx, bytes, written),
+        })?;
         self.neurons = Buffers(placed.neurons);
         self.blocks = placed.blocks.into_iter().map(|(key, named)| (key, Buffers(named.into_iter().map(|(n, b)| (n.to_string(), b)).collect()))).collect();
         self.rules = placed.projections.into_iter().map(|named| Buffers(named.into_iter().map(|(n, b)| (n.to_string(), b)).collect())).collect();
@@ -551,7 +668,7 @@ impl DeviceNetwork {
     pub fn buffer_to_fill(&self, bytes: usize, written: bool) -> Result<Arc<Buffer>, CudaError> {
         // SAFETY: the caller writes every byte before it is read (see above).
         let bytes = unsafe { self.ctx.stream.alloc::<u8>(bytes.max(16)) }?;
-        Ok(Arc::new(Buffer { ctx: self.ctx.clone(), bytes, written_by_device: written }))
+        Ok(Arc::new(Buffer { ctx: self.ctx.clone(), memory: Memory::Device(bytes), written_by_device: written }))
     }
 
     /// After a structural commit replaced buffers of `blocks` (named as the block's columns):
@@ -580,7 +697,7 @@ impl DeviceNetwork {
             self.ctx.count(true, std::mem::size_of_val(&probes[..]));
         }
         let declared = declared_bytes(world);
-        (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes, declared.index_bytes);
+        (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes - self.mapped.map_or(0, |m| m.bytes), declared.index_bytes);
         Ok(())
     }
 

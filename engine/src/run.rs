@@ -61,6 +61,10 @@ pub struct RunOptions {
     /// Folder of the spilled pages (default: `out`, else the system's temporary folder).
     #[serde(default)]
     pub spill_dir: Option<PathBuf>,
+    /// Device memory for the network, bytes (default: the card's free memory); synapses beyond
+    /// it stay in pinned host memory that the kernels read over the bus.
+    #[serde(default)]
+    pub device_memory: Option<u64>,
     /// Use an output folder that is not empty, removing the outputs of an earlier run there.
     #[serde(skip)]
     pub overwrite: bool,
@@ -240,6 +244,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     }
     let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
     let mut sim = Simulation::from_model(model, threads, shards)?;
+    limit_device_memory(&mut sim, options);
     sim.install(backend)?;
     if let Some(out) = &options.out {
         // Recorded output moves to logs under OUT/recording at each checkpoint.
@@ -314,11 +319,19 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         }
         let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         missing.extend(lost);
+        limit_device_memory(&mut sim, &options);
         sim.install(choose(options.backend)?)?;
         eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
         return execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing });
     }
     Err(RunError::NoValidCheckpoint(ckpt_dir))
+}
+
+/// Tells a device backend the run's `--device-memory`, before it places the network.
+fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
+    if let Some(bytes) = options.device_memory {
+        sim.world.insert_resource(crate::backend::DeviceMemoryLimit(bytes));
+    }
 }
 
 /// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
@@ -390,6 +403,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let network = NetworkStats::measure(&mut sim.world);
     if let Some(host_bytes) = options.host_memory {
         start_paging(&mut sim, options, host_bytes, model.spec.simulation.dt_ms)?;
+    }
+    if options.device_memory.is_some() && crate::backend::installed(&sim.world).is_some_and(|b| b.name() == "cpu") {
+        eprintln!("warning: --device-memory limits a GPU's memory; this run is on the cpu backend (--host-memory limits its RAM)");
     }
     let build_s = started.elapsed().as_secs_f64();
     if options.time_stages {

@@ -223,7 +223,7 @@ pub struct Mirrored<B> {
 pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     world: &mut World,
     shards: &[std::ops::Range<u32>],
-    allocate: &mut dyn FnMut(usize, bool) -> Result<Arc<B>, E>,
+    allocate: &mut dyn FnMut(usize, bool, Owner, &'static str) -> Result<Arc<B>, E>,
 ) -> Result<Mirrored<B>, E> {
     let n = shards.last().map_or(0, |r| r.end as usize);
     let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
@@ -243,11 +243,11 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
                 let range = shards[shard].clone();
                 let arena = match out.neurons.iter().find(|(name, _)| *name == key) {
                     Some((_, b)) => Ok(b.clone()),
-                    None => allocate(slots * n * size, written).inspect(|b| out.neurons.push((key, b.clone()))),
+                    None => allocate(slots * n * size, written, d.owner, d.name).inspect(|b| out.neurons.push((key, b.clone()))),
                 };
                 arena.map(|a| (a, Placement { offset: range.start as usize * size, chunk_len: range.len(), chunks: slots, stride: n * size }))
             }
-            (owner, _) => allocate(d.column.len() * size, written).map(|b| {
+            (owner, _) => allocate(d.column.len() * size, written, owner, d.name).map(|b| {
                 let named = match owner {
                     Owner::Projection { projection } => {
                         if out.projections.len() == projection {

@@ -510,15 +510,13 @@ __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u3
     atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
 }
 
-// A plastic synapse k (target j) at a presynaptic spike at t whose source last fired at `tl`
-// with trace `xl` (stdp.rs, plastic_row): potentiation by the target's spikes after tl (read
-// from its history only if it fired since tl), depression by its trace, delivery, then pairing
-// with a postsynaptic spike of this very step. Returns whether the history had lost spikes
-// after tl.
+// A plastic synapse k (target j, weight w as loaded) at a presynaptic spike at t whose source
+// last fired at `tl` with trace `xl` (stdp.rs, plastic_row): potentiation by the target's spikes
+// after tl (read from its history only if it fired since tl), depression by its trace,
+// delivery, then pairing with a postsynaptic spike of this very step. Returns whether the
+// history had lost spikes after tl.
 __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, u32 k,
-                                                u32 tl, float xl, const u8* fired) {
-    u32 j = ((const u16*)b.target)[k];
-    float w = load_weight(b, k);
+                                                u32 j, float w, u32 tl, float xl, const u8* fired) {
     Post p = ((const Post*)b.post)[j];
     bool lost = false;
     if (tl != NEVER && p.last != NEVER && p.last > tl) {
@@ -542,6 +540,9 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
     store_weight(b, k, w);
     return lost;
 }
+
+// Synapses of a row a lane loads at once (see `deliver`).
+#define UNROLL 4
 
 // Strategy "presynaptic row per warp": rows are short (a neuron's synapses into one shard)
 // and contiguous, so a warp reads them coalesced; atomics on 64-bit integers make the sum
@@ -570,12 +571,27 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
     for (u32 s = range[0] + blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); s < range[1]; s += warps) {
         u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
-        if (plastic) {
-            u32 tl = ((const u32*)r.pre_last)[row];
-            float xl = ((const float*)r.pre_trace)[row];
-            for (u32 k = lo + lane; k < hi; k += 32) lost += plastic_synapse(b, r, slots, n, t, k, tl, xl, fired);
-        } else {
-            for (u32 k = lo + lane; k < hi; k += 32) add_to_ring(b, slots, n, t, k, ((const u16*)b.target)[k], load_weight(b, k));
+        u32 tl = plastic ? ((const u32*)r.pre_last)[row] : NEVER;
+        float xl = plastic ? ((const float*)r.pre_trace)[row] : 0.0f;
+        // Each lane loads the targets and weights of UNROLL synapses before using any: a row in
+        // mapped host memory (the host tier, engine/src/device.rs) takes a bus round trip per
+        // load, so a warp keeps several in flight. Synapses are independent, so the order of
+        // their updates and atomic adds changes nothing.
+        for (u32 k0 = lo + lane; k0 < hi; k0 += 32 * UNROLL) {
+            u32 j[UNROLL];
+            float w[UNROLL];
+#pragma unroll
+            for (u32 u = 0; u < UNROLL; u++) {
+                u32 k = k0 + 32 * u;
+                if (k < hi) { j[u] = ((const u16*)b.target)[k]; w[u] = load_weight(b, k); }
+            }
+#pragma unroll
+            for (u32 u = 0; u < UNROLL; u++) {
+                u32 k = k0 + 32 * u;
+                if (k >= hi) break;
+                if (plastic) lost += plastic_synapse(b, r, slots, n, t, k, j[u], w[u], tl, xl, fired);
+                else add_to_ring(b, slots, n, t, k, j[u], w[u]);
+            }
         }
     }
     if (lost) atomicAdd(lost_pairings, (u64)lost);

@@ -145,7 +145,19 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let plan_stream = gpu.ctx.new_stream_with_priority(least)?;
     let (free, _) = gpu.ctx.mem_get_info()?;
     let uploading = std::time::Instant::now();
-    let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, free, &gpu.label())?;
+    let limit = sim.world.get_resource::<fum_engine::backend::DeviceMemoryLimit>().map_or(free as u64, |l| l.0.min(free as u64));
+    let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, limit, &gpu.label())?;
+    if let Some(m) = &net.mapped {
+        let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
+        eprintln!(
+            "the network needs {} of device memory and has {}: {} of synapses ({} blocks) stay in pinned host memory, read by the kernels over the bus ({:.1} GB/s)",
+            gb(m.needed_bytes),
+            gb(m.limit_bytes),
+            gb(m.bytes),
+            m.blocks,
+            m.link_bytes_per_s / 1e9
+        );
+    }
     let upload_s = uploading.elapsed().as_secs_f64();
     let slot_words = 1 + net.n as usize + net.probe_sites();
     // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
@@ -436,6 +448,7 @@ impl CudaRunner {
             nvrtc_compile_s: self.gpu.kernels.compile_s,
             graph_capture_s: self.capture_s,
             upload_s: self.upload_s,
+            mapped_host: net.mapped,
         }
     }
 
