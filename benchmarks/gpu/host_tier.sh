@@ -7,6 +7,7 @@
 # spike counts and rates are the same.
 #
 #   N=1000000 DURATION=1s bash benchmarks/gpu/host_tier.sh
+#   MODEL_ARGS="--weights f16" bash benchmarks/gpu/host_tier.sh      # arguments for the generator
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${FUM_BIN:-.carry/fum}
@@ -18,7 +19,7 @@ work=$(mktemp -d)
 shards=$(( (N + 65535) / 65536 )); [ "$shards" -lt 16 ] && shards=16
 for variant in stdp static; do
   flag=""; [ "$variant" = static ] && flag="--no-stdp"
-  python3 benchmarks/gpu/scaling_model.py "$N" "$work/$variant.toml" $flag
+  python3 benchmarks/gpu/scaling_model.py "$N" "$work/$variant.toml" $flag ${MODEL_ARGS:-}
   "$BIN" run "$work/$variant.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/run" --overwrite --quiet || exit 1
   cp "$work/run/run.json" "$OUT/host_tier/${variant}_whole.json"
   limits=$(python3 - "$work/run/run.json" <<'PY'
