@@ -307,9 +307,9 @@ fn a_superseded_snapshot_hands_its_recording_to_the_next() {
     };
     let mut checkpointed = sim(Some(&logs));
     checkpointed.run(500, |_| {});
-    let older = Snapshot::take(&mut checkpointed.world, &model.source, model.hash(), serde_json::Value::Null);
+    let older = Snapshot::take(&mut checkpointed.world, &model.source, model.hash(), serde_json::Value::Null).unwrap();
     checkpointed.run(1000, |_| {});
-    let newer = Snapshot::take(&mut checkpointed.world, &model.source, model.hash(), serde_json::Value::Null);
+    let newer = Snapshot::take(&mut checkpointed.world, &model.source, model.hash(), serde_json::Value::Null).unwrap();
     let path = newer.supersede(older).write(&dir.path().join("checkpoints"), 1).unwrap();
     let mut restored = sim(Some(&logs));
     Checkpoint::open(&path).unwrap().restore(&mut restored.world, model.hash()).unwrap();
@@ -380,7 +380,7 @@ fn checkpoint_of_another_model_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let model = common::parse(MODEL);
     let mut sim = fum::Simulation::from_model(&model, 1, 2).unwrap();
-    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
     let ckpt = Checkpoint::open(&path).unwrap();
     let err = ckpt.restore(&mut sim.world, model.hash() ^ 1).unwrap_err().to_string();
     assert!(err.contains("written for another model"), "{err}");

@@ -472,7 +472,7 @@ fn fixture() -> &'static Fixture {
         let mut sim = fresh_sim(&model).unwrap();
         sim.run(200, |_| {});
         let dir = tempfile::tempdir().unwrap();
-        let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+        let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let (header, data) = split(&bytes);
         assert!(sim.world.resource::<Recorder>().spike_counts.iter().sum::<u64>() > 0, "the fixture should hold spikes");

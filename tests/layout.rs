@@ -96,7 +96,7 @@ fn f16_weights_round_trip_through_a_checkpoint() {
     assert!(learned.iter().all(|s| half::f16::from_f32(f32::from_bits(s.4)).to_f32().to_bits() == s.4), "every weight is an f16 value");
 
     let dir = tempfile::tempdir().unwrap();
-    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
     let ckpt = Checkpoint::open(&path).unwrap();
     let mut resumed = Simulation::from_model(&model, 1, 2).unwrap();
     resumed.add_plugins(DefaultPlugins);

@@ -175,19 +175,30 @@ fn a_network_four_times_the_host_memory_runs_through_disk_pages() {
     assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &populations, 0.1), spikes, "the same spikes through disk pages");
 }
 
+/// Every section and the structure checksums of the checkpoint of `step` in `run`, but the run's
+/// settings (which hold `--host-memory`).
+fn checkpoint(run: &Path, step: u64) -> (Vec<Vec<u32>>, Vec<(String, Vec<u8>)>) {
+    let path = run.join("checkpoints").join(format!("ckpt-{step:09}"));
+    let c = fum::engine::checkpoint::Checkpoint::open(&path).unwrap();
+    let sections = c.header.sections.iter().map(|s| (s.name.clone(), c.section(&s.name).unwrap())).collect();
+    (c.header.structure.clone(), sections)
+}
+
 #[test]
-fn a_paged_run_resumes_from_its_checkpoints_to_the_same_spikes() {
+fn a_paged_run_checkpoints_what_it_would_unpaged_and_resumes_to_the_same_spikes() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("balanced.toml");
     std::fs::write(&model, common::BALANCED.replace("duration_ms = 300.0", "duration_ms = 120.0")).unwrap();
     let (all, parts) = (dir.path().join("all"), dir.path().join("parts"));
-    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet"]);
+    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet", "--checkpoint-every", "20ms", "--keep-checkpoints", "10"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let network = &run_json(&all)["network"];
     let host_memory = format!("{}B", network["bytes_total"].as_u64().unwrap() - 200_000);
     let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--stop-after", "50ms"];
     let out = fum(&args);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Spilled pages are read where they are: the checkpoint is the unpaged run's, byte for byte.
+    assert_eq!(checkpoint(&parts, 400), checkpoint(&all, 400), "the checkpoint of step 400");
     let out = fum(&["resume", parts.to_str().unwrap(), "--quiet"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let resumed = run_json(&parts);

@@ -53,7 +53,7 @@ fn a_declared_column_is_checkpointed_and_restored() {
     add_adaptation(&mut sim, |id| id as f32 * 0.5 + 1.0);
     sim.run(20, |_| {});
     let dir = tempfile::tempdir().unwrap();
-    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
     let ckpt = Checkpoint::open(&path).unwrap();
     assert!(ckpt.header.sections.iter().any(|s| s.name == "shard/2/adaptation/w"), "the column has its section");
 

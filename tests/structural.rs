@@ -129,7 +129,7 @@ fn resumed_at(model: &Model, split: u64, threads: usize, shards: usize) -> Simul
     let mut first = Simulation::from_model(model, threads, shards).unwrap();
     first.add_plugins(DefaultPlugins);
     first.run(split, |_| {});
-    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
     drop(first);
     let mut second = Simulation::from_model(model, threads, shards).unwrap();
     Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
@@ -415,7 +415,7 @@ fn version_3_checkpoints_are_read_and_older_ones_refused() {
     let mut sim = Simulation::from_model(&model, 1, 1).unwrap();
     sim.add_plugins(DefaultPlugins);
     sim.run(100, |_| {});
-    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).write(dir.path(), 1).unwrap();
+    let path = Snapshot::take(&mut sim.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
     let mut bytes = std::fs::read(&path).unwrap();
     for (version, readable) in [(3u32, true), (2, false)] {
         bytes[8..12].copy_from_slice(&version.to_le_bytes());

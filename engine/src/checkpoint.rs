@@ -150,29 +150,33 @@ fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
 }
 
 /// Checksums of each block's structure: its structure columns and, for a constant delay, the
-/// delay.
-fn structure_crc(blocks: &mut SynapseBlocks) -> Vec<u32> {
+/// delay. A paged block's columns are read page by page, spilled pages from disk.
+fn structure_crc(blocks: &mut SynapseBlocks) -> Result<Vec<u32>, String> {
     use crate::state::Columns;
-    blocks
-        .0
-        .iter_mut()
-        .map(|b| {
-            let mut h = crc32fast::Hasher::new();
-            if let Delays::Constant(d) = &b.delay {
-                h.update(&d.to_le_bytes());
-            }
-            b.columns(&mut |_, role, _, column| {
-                if role == Role::Structure {
-                    h.update(column.host_bytes());
+    let mut crcs = Vec::new();
+    for b in blocks.0.iter_mut() {
+        let mut h = crc32fast::Hasher::new();
+        if let Delays::Constant(d) = &b.delay {
+            h.update(&d.to_le_bytes());
+        }
+        let (table, mut failed) = (b.pages.take(), None);
+        b.columns(&mut |name, role, _, column| {
+            if role == Role::Structure {
+                match table.as_ref().map(|t| crate::paging::read_paged(t, name, column, &mut |bytes| h.update(bytes))) {
+                    Some(Ok(true)) => {}
+                    Some(Err(e)) => failed = Some(e),
+                    None | Some(Ok(false)) => h.update(column.host_bytes()),
                 }
-            });
-            h.finalize()
-        })
-        .collect()
+            }
+        });
+        b.pages = table;
+        crcs.push(failed.map_or(Ok(h.finalize()), Err)?);
+    }
+    Ok(crcs)
 }
 
 /// The structure checksums of every shard, by shard index.
-fn structure(world: &mut World) -> Vec<Vec<u32>> {
+fn structure(world: &mut World) -> Result<Vec<Vec<u32>>, String> {
     state::shards_in_order(world).into_iter().map(|e| structure_crc(&mut world.get_mut::<SynapseBlocks>(e).expect("shard has synapses"))).collect()
 }
 
@@ -180,18 +184,35 @@ impl Snapshot {
     /// Copies the state of `world` (a step boundary). `model_text` is embedded. If the
     /// recorder has a log folder, its pending output moves into the snapshot's spills and the
     /// checkpoint keeps only the cursors.
-    pub fn take(world: &mut World, model_text: &str, model_hash: u64, run: serde_json::Value) -> Snapshot {
+    pub fn take(world: &mut World, model_text: &str, model_hash: u64, run: serde_json::Value) -> Result<Snapshot, String> {
         let mut sections: Vec<(String, Vec<u8>)> = Vec::new();
         sections.push(("model.toml".into(), model_text.as_bytes().to_vec()));
         let clock = world.resource::<Clock>().clone();
-        let structure = structure(world);
+        let structure = structure(world)?;
         let shards = structure.len();
         // A checkpoint holds every pending structural plan, never a thread computing one.
         crate::structural::settle(world);
+        // Paged blocks' columns are read where their pages are (`crate::paging`).
+        let tables = crate::paging::take_tables(world);
+        let mut failed = None;
         state::visit_checkpointed(world, &mut |d| {
             sections.push((d.section() + ".type", d.column.element_type().as_bytes().to_vec()));
-            sections.push((d.section(), d.column.host_bytes().to_vec()));
+            let mut bytes = Vec::new();
+            let paged = match d.owner {
+                state::Owner::Block { shard, block } => tables.get(&(shard, block)).map(|t| crate::paging::read_paged(t, d.name, &*d.column, &mut |b| bytes.extend_from_slice(b))),
+                _ => None,
+            };
+            match paged {
+                Some(Ok(true)) => {}
+                Some(Err(e)) => failed = Some(e),
+                None | Some(Ok(false)) => bytes = d.column.host_bytes().to_vec(),
+            }
+            sections.push((d.section(), bytes));
         });
+        crate::paging::put_tables(world, tables);
+        if let Some(e) = failed {
+            return Err(e);
+        }
         sections.push(("plasticity/enabled".into(), vec![u8::from(world.resource::<Plasticity>().enabled)]));
         let overflows = world.resource::<StdpHistoryOverflows>().0;
         sections.push(("plasticity/history_overflows".into(), overflows.to_le_bytes().to_vec()));
@@ -221,7 +242,7 @@ impl Snapshot {
             run,
             sections: Vec::new(),
         };
-        Snapshot { header, sections, spills, run_id }
+        Ok(Snapshot { header, sections, spills, run_id })
     }
 
     /// A newer snapshot that replaces `older`, which was never written: the older one's
@@ -356,7 +377,7 @@ impl Checkpoint {
         if self.header.model_hash != model_hash {
             return Err(CheckpointError::OtherModel { path: path.clone(), found: self.header.model_hash, expected: model_hash });
         }
-        let built = structure(world);
+        let built = structure(world).map_err(corrupt)?;
         if built.len() != self.header.shards || self.header.structure.len() != built.len() {
             return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
         }

@@ -25,10 +25,11 @@
 //! equals, down to 7/8 of its share, so that evictions come in batches. Pages holding probed
 //! synapses are pinned.
 //!
-//! **Readers between steps.** A checkpoint brings every page back first ([`fault_in_all`]:
-//! its snapshot copies the state, so the budget is exceeded while it is taken) and evicts down
-//! to the budget after ([`enforce`]); health checks, the viewer's weight histogram and weight
-//! probes read resident pages only (spilled ones cannot change).
+//! **Readers between steps.** A checkpoint reads every page where it is ([`read_paged`]:
+//! resident pages from memory, spilled ones decompressed from disk) into its checksums and its
+//! copy of the state (a plastic block's weights, copied as for any network); health checks, the
+//! viewer's weight histogram and weight probes read resident pages only (spilled ones cannot
+//! change).
 //!
 //! Concurrency contract: a shard's pages, its [`ShardPages`] and its spill files are touched
 //! only by the thread delivering into that shard, or, between steps, by the one running
@@ -158,8 +159,9 @@ pub struct PageTable {
     /// Created at the block's first spill, `capacity` bytes.
     file: Option<SpillFile>,
     capacity: u64,
-    /// Element bytes of the block's paged columns, in their order (target, drawn delays,
-    /// weights).
+    /// Names and element bytes of the block's paged columns, in their order (target, drawn
+    /// delays, weights).
+    columns: Vec<&'static str>,
     element_bytes: Vec<usize>,
 }
 
@@ -210,6 +212,70 @@ impl PageTable {
     }
 }
 
+impl PageTable {
+    /// Where column `c`'s frame of page `p` starts in the spill file: each page's slot holds
+    /// room for every column's compressed range, in column order.
+    fn frame_at(&self, p: usize, c: usize) -> u64 {
+        let n = self.pages[p].synapses.len();
+        self.pages[p].slot + self.element_bytes[..c].iter().map(|b| zstd::zstd_safe::compress_bound(b * n) as u64).sum::<u64>()
+    }
+
+    /// Column `c`'s frame of spilled page `p`, its CRC checked.
+    fn frame(&self, p: usize, c: usize) -> Result<&[u8], String> {
+        let file = self.file.as_ref().expect("a spilled page has a spill file");
+        let at = self.frame_at(p, c) as usize;
+        let (len, crc) = self.pages[p].frames[c];
+        let frame = &file.map[at..at + len as usize];
+        if crc32fast::hash(frame) != crc {
+            return Err(format!("a page read back from its spill file is corrupt (CRC mismatch at byte {at})"));
+        }
+        Ok(frame)
+    }
+}
+
+/// Streams the bytes of `column`, the paged column `name` of the block whose page table is
+/// `table`, in order, resident pages from memory and spilled ones decompressed from disk (a
+/// checkpoint reads pages where they are); `Ok(false)` if `name` is not paged.
+pub fn read_paged(table: &PageTable, name: &str, column: &dyn AnyColumn, f: &mut dyn FnMut(&[u8])) -> Result<bool, String> {
+    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(false) };
+    let mut scratch = Vec::new();
+    for (p, page) in table.pages.iter().enumerate() {
+        if page.resident {
+            f(column.range_bytes(page.synapses.clone()));
+        } else {
+            scratch.resize(page.synapses.len() * table.element_bytes[c], 0);
+            zstd::bulk::decompress_to_buffer(table.frame(p, c)?, &mut scratch[..]).map_err(|e| format!("decompressing a page: {e}"))?;
+            f(&scratch);
+        }
+    }
+    Ok(true)
+}
+
+/// Takes the page tables out of `world`'s blocks, keyed by (shard index, block index), so that
+/// a reader can walk the columns with them at hand ([`read_paged`]); [`put_tables`] returns them.
+pub fn take_tables(world: &mut World) -> std::collections::HashMap<(usize, usize), PageTable> {
+    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
+    let mut tables = std::collections::HashMap::new();
+    for (shard, mut blocks) in query.iter_mut(world) {
+        for (b, block) in blocks.0.iter_mut().enumerate() {
+            if let Some(t) = block.pages.take() {
+                tables.insert((shard.index, b), t);
+            }
+        }
+    }
+    tables
+}
+
+/// Puts back the tables [`take_tables`] took.
+pub fn put_tables(world: &mut World, mut tables: std::collections::HashMap<(usize, usize), PageTable>) {
+    let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
+    for (shard, mut blocks) in query.iter_mut(world) {
+        for (b, block) in blocks.0.iter_mut().enumerate() {
+            block.pages = tables.remove(&(shard.index, b)).or(block.pages.take());
+        }
+    }
+}
+
 /// The synapse ranges a reader between steps may read of `block`: all of it unless paged.
 pub fn resident_ranges(block: &SynapseBlock) -> Vec<Range<usize>> {
     match &block.pages {
@@ -229,15 +295,15 @@ fn parts(block: &mut SynapseBlock) -> (Option<&mut PageTable>, Vec<&mut dyn AnyC
     (pages.as_mut(), columns)
 }
 
-/// Bytes per synapse of a block's paged columns, in their order.
-fn element_bytes(block: &SynapseBlock) -> Vec<usize> {
+/// Names and bytes per synapse of a block's paged columns, in their order.
+fn paged_columns(block: &SynapseBlock) -> (Vec<&'static str>, Vec<usize>) {
     let weight = match block.weight {
         Weights::F32(_) => 4,
         Weights::F16(_) => 2,
     };
     match block.delay {
-        Delays::PerSynapse(_) => vec![2, 2, weight],
-        Delays::Constant(_) => vec![2, weight],
+        Delays::PerSynapse(_) => (vec!["target", "delay", "weight"], vec![2, 2, weight]),
+        Delays::Constant(_) => (vec!["target", "weight"], vec![2, weight]),
     }
 }
 
@@ -299,7 +365,7 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
 /// Cuts `block` into pages of about `page_bytes` (whole rows; a row longer than that is a
 /// page of its own).
 fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
-    let element_bytes = element_bytes(block);
+    let (columns, element_bytes) = paged_columns(block);
     let per_synapse: usize = element_bytes.iter().sum();
     let row_ptr = &block.row_ptr;
     let (mut rows, mut pages) = (vec![0u32], Vec::new());
@@ -318,7 +384,7 @@ fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
         rows.push(end as u32);
         start = end;
     }
-    PageTable { rows, pages, file: None, capacity: slot, element_bytes }
+    PageTable { rows, pages, file: None, capacity: slot, columns, element_bytes }
 }
 
 fn mean_abs(weights: &Weights, range: Range<usize>) -> f32 {
@@ -497,18 +563,17 @@ fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> R
         if table.file.is_none() {
             table.file = Some(SpillFile::create(dir, table.capacity).map_err(|e| format!("creating a spill file in {}: {e}", dir.display()))?);
         }
-        let file = table.file.as_ref().expect("created above");
-        let page = &mut table.pages[p];
-        let mut at = page.slot;
         for (c, column) in columns.iter().enumerate() {
             let raw = column.range_bytes(synapses.clone());
             let frame = zstd::bulk::compress(raw, LEVEL).map_err(|e| format!("compressing a page: {e}"))?;
-            file.file.write_all_at(&frame, at).map_err(|e| format!("writing a page to {}: {e}", dir.display()))?;
+            let file = table.file.as_ref().expect("created above");
+            file.file.write_all_at(&frame, table.frame_at(p, c)).map_err(|e| format!("writing a page to {}: {e}", dir.display()))?;
+            let page = &mut table.pages[p];
             moved.disk_bytes += i64::from(frame.len() as u32) - i64::from(page.frames[c].0);
             page.frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
-            at += zstd::zstd_safe::compress_bound(raw.len()) as u64;
             moved.bytes_out += raw.len() as u64;
         }
+        let page = &mut table.pages[p];
         moved.writebacks += 1;
         page.mean_abs_weight = mean_abs_weight;
         page.on_disk = true;
@@ -525,21 +590,13 @@ fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> R
 fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(), String> {
     let (table, mut columns) = parts(block);
     let table = table.expect("a paged block");
-    let file = table.file.as_ref().expect("a spilled page has a spill file");
-    let page = &mut table.pages[p];
-    let mut at = page.slot as usize;
+    let synapses = table.pages[p].synapses.clone();
     for (c, column) in columns.iter_mut().enumerate() {
-        let (len, crc) = page.frames[c];
-        let frame = &file.map[at..at + len as usize];
-        if crc32fast::hash(frame) != crc {
-            return Err(format!("a page read back from its spill file is corrupt (CRC mismatch at byte {at})"));
-        }
-        let raw_len = column.element_bytes() * page.synapses.len();
-        column.restore_with(page.synapses.clone(), &mut |dst| zstd::bulk::decompress_to_buffer(frame, dst).map(drop).map_err(|e| format!("decompressing a page: {e}")))?;
-        at += zstd::zstd_safe::compress_bound(raw_len);
-        moved.bytes_in += raw_len as u64;
+        let frame = table.frame(p, c)?;
+        column.restore_with(synapses.clone(), &mut |dst| zstd::bulk::decompress_to_buffer(frame, dst).map(drop).map_err(|e| format!("decompressing a page: {e}")))?;
+        moved.bytes_in += (column.element_bytes() * synapses.len()) as u64;
     }
-    page.resident = true;
+    table.pages[p].resident = true;
     Ok(())
 }
 
@@ -569,7 +626,8 @@ fn each_shard(world: &mut World, f: impl Fn(&mut ShardPages, &mut [SynapseBlock]
     error.map_or(Ok(()), Err)
 }
 
-/// Brings every spilled page of `world` back (before a checkpoint's snapshot); see [`enforce`].
+/// Brings every spilled page of `world` back, for a reader that needs whole columns (tests
+/// comparing networks); see [`enforce`].
 pub fn fault_in_all(world: &mut World) -> Result<(), String> {
     each_shard(world, |pages, blocks, _| {
         for b in 0..blocks.len() {

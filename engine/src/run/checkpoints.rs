@@ -71,11 +71,7 @@ impl Checkpoints {
 
     fn snapshot(&self, world: &mut World) -> Result<Snapshot, String> {
         sync_to_host(world, HostView::Everything)?;
-        // A snapshot copies every column whole: spilled synapse pages come back for it.
-        crate::paging::fault_in_all(world)?;
-        let snap = Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone());
-        crate::paging::enforce(world)?;
-        Ok(snap)
+        Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone()).map_err(|e| format!("synapse pages: {e}"))
     }
 
     /// Hands a checkpoint of `world` to the writer, waiting until it takes it (a run's first).
