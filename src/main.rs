@@ -465,7 +465,7 @@ fn cmd_view(path: PathBuf, mut options: RunOptions, paused: bool, speed: observe
     }
     options.apply(&mut model)?;
     let (threads, shards) = options.resolve(&model);
-    fum::engine::estimate::check(&model, threads, shards)?;
+    fum::engine::estimate::check(&model, threads, shards, options.host_memory)?;
     // What would fail the run fails here rather than in a window that shows nothing.
     if options.backend == BackendChoice::Cuda {
         fum::run::backend_for(BackendChoice::Cuda)?;
@@ -551,7 +551,7 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
     if let Some(h) = report.storage.get("host") {
         writeln!(
             out,
-            "host tier        {} of synapses in {} pages, {} budget ({} peak), {:.1} % hits, {} moved ({}/s), {} on disk, {:.3} s stalled",
+            "host tier        {} of synapses in {} pages, {} budget ({} peak), {:.1} % hits, {} moved ({}/s), {} on disk, {:.3} s stalled; process peak {}",
             bytes(h.paged_bytes as f64),
             h.pages,
             bytes(h.budget_bytes as f64),
@@ -560,7 +560,8 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
             bytes((h.bytes_in + h.bytes_out) as f64),
             bytes(h.bytes_moved_per_s),
             bytes(h.disk_bytes as f64),
-            h.stall_s
+            h.stall_s,
+            bytes(report.host_peak_rss_bytes as f64)
         )?;
     }
     writeln!(out, "build            {:.3} s", t.build_s)?;
@@ -685,7 +686,7 @@ fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
     writeln!(out, "duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms)?;
     out.flush()?;
     let (threads, shards) = RunOptions::default().resolve(&model);
-    let e = estimate::check(&model, threads, shards)?;
+    let e = estimate::check(&model, threads, shards, None)?;
     let available = e.available_bytes.map_or(String::new(), |a| format!(" of {} available", bytes(a as f64)));
     writeln!(out, "memory           ~{} on the host{available}; ~{} when built (a cuda run needs about that on the GPU)", bytes(e.host_bytes), bytes(e.network_bytes))?;
     Ok(Outcome::Finished)

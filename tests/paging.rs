@@ -217,3 +217,25 @@ fn a_budget_below_the_fixed_state_is_refused_with_the_sizes() {
     let out = fum(&["run", model.to_str().unwrap(), "--duration", "1ms", "--host-memory", "lots"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size such as 8GB"));
 }
+
+#[test]
+fn a_network_larger_than_its_host_memory_is_spilled_while_it_is_built() {
+    // Brunel: 94 MB of synapses; 16 shards keep the blocks being built (and their drafts) small.
+    let model = common::repo().join("assets/models/brunel.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (all, spilled) = (dir.path().join("all"), dir.path().join("spilled"));
+    let args = |out: &Path| vec!["run".to_string(), model.to_str().unwrap().into(), "--duration".into(), "5ms".into(), "--shards".into(), "16".into(), "--quiet".into(), "--out".into(), out.to_str().unwrap().into()];
+    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&all)).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let whole = run_json(&all);
+    let n = &whole["network"];
+    let synapse_bytes = n["bytes_static_synapses"].as_u64().unwrap();
+    let host_memory = format!("{}B", n["bytes_total"].as_u64().unwrap() - synapse_bytes + 16_000_000);
+    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&spilled)).args(["--host-memory", &host_memory]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let paged = run_json(&spilled);
+    let (rss_all, rss_paged) = (whole["host_peak_rss_bytes"].as_u64().unwrap(), paged["host_peak_rss_bytes"].as_u64().unwrap());
+    assert!(rss_paged + synapse_bytes / 2 < rss_all, "the synapses never sat whole in memory: peak {rss_paged} B paged against {rss_all} B with {synapse_bytes} B of synapses");
+    assert_eq!(paged["spikes_total"], whole["spikes_total"]);
+    assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1), common::spikes_h5(&all.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1));
+}

@@ -32,6 +32,8 @@ pub enum BuildError {
     BlockTooLarge(String),
     #[error(transparent)]
     Recording(#[from] crate::recording::OutputError),
+    #[error("synapse pages: {0}")]
+    Spill(String),
 }
 
 /// One synapse while building: population-local source, shard-local target.
@@ -60,6 +62,13 @@ pub fn shard_count(neurons: u32, requested: usize) -> usize {
 /// Builds the world of a model cut into `shards` shards, or more where a shard would exceed
 /// [`MAX_SHARD_NEURONS`] (see [`shard_count`]). Runs in the current rayon pool.
 pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
+    build_world_spilled(model, shards, None)
+}
+
+/// [`build_world`], spilling each synapse block's pages beyond its share of `--host-memory` to
+/// disk as soon as it is built, so that the network never sits whole in memory
+/// (`crate::paging::BuildSpill`).
+pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::paging::BuildSpill>) -> Result<World, BuildError> {
     let spec = &model.spec;
     let dt = spec.simulation.dt_ms;
     let key = Key::from_seed(spec.simulation.seed);
@@ -114,7 +123,10 @@ pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
             let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
             let mut blocks = Vec::new();
             for (pi, _) in spec.projections.iter().enumerate() {
-                if let Some(block) = build_block(model, key, &populations, &plastic, pi, range.clone())? {
+                if let Some(mut block) = build_block(model, key, &populations, &plastic, pi, range.clone())? {
+                    if let Some(spill) = spill {
+                        spill.block(&mut block).map_err(BuildError::Spill)?;
+                    }
                     blocks.push(block);
                 }
             }

@@ -28,6 +28,8 @@ pub struct Estimate {
     pub synapses: f64,
     /// The built network: what stays allocated while simulating.
     pub network_bytes: f64,
+    /// Of it, the synapses outside structural plasticity: what `--host-memory` may page to disk.
+    pub pageable_bytes: f64,
     /// The most host memory the run holds at once: the network, the blocks being built, and
     /// the recorded probe values.
     pub host_bytes: f64,
@@ -56,7 +58,7 @@ impl Estimate {
             WeightPrecision::F32 => 4.0,
             WeightPrecision::F16 => 2.0,
         };
-        let (mut synapses, mut drafts, mut largest) = (0.0, 0.0f64, None::<(usize, f64)>);
+        let (mut synapses, mut drafts, mut largest, mut pageable) = (0.0, 0.0f64, None::<(usize, f64)>, 0.0);
         for (i, p) in spec.projections.iter().enumerate() {
             let (src, tgt) = (size(&p.source), size(&p.target));
             // Regrowth ([[structural]]) may fill every target up to its in-degree.
@@ -66,6 +68,9 @@ impl Estimate {
             let blocks = ((tgt / shard_len.max(1.0)).ceil() + 1.0).min(shards);
             let delay_bytes = if matches!(p.delay_ms, None | Some(Distribution::Constant(_))) { 0.0 } else { 2.0 };
             network += count * (2.0 + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
+            if !spec.structural.iter().any(|s| s.projection == p.name) {
+                pageable += count * (2.0 + weight_bytes + delay_bytes);
+            }
             if let Some(&history) = p.plasticity.as_deref().and_then(|name| histories.get(name)) {
                 let history = f64::from(history);
                 network += blocks * shard_len * (size_of::<PostState>() as f64 + 4.0 * history) + 8.0 * src;
@@ -92,6 +97,7 @@ impl Estimate {
             neurons,
             synapses,
             network_bytes: network,
+            pageable_bytes: pageable,
             host_bytes: network + drafts + probes,
             available_bytes: available_memory(),
             largest_projection: largest.map(|(i, _)| i),
@@ -101,8 +107,10 @@ impl Estimate {
 
 /// Refuses, as an error at the field responsible, a model this machine cannot run with
 /// `threads` threads and `shards` shards: more threads than [`MAX_THREADS_PER_CORE`] per core,
-/// or more memory than is available. Warns on stderr of more threads than cores.
-pub fn check(model: &Model, threads: usize, shards: usize) -> Result<Estimate, ModelError> {
+/// or more memory than is available (with `host_memory`, `--host-memory`, synapses beyond it go
+/// to disk, so only that much and the blocks being built count). Warns on stderr of more
+/// threads than cores.
+pub fn check(model: &Model, threads: usize, shards: usize, host_memory: Option<u64>) -> Result<Estimate, ModelError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads > MAX_THREADS_PER_CORE * cores {
         let message = format!("{threads} threads on {cores} cores: at most {} ({MAX_THREADS_PER_CORE} per core)", MAX_THREADS_PER_CORE * cores);
@@ -112,14 +120,15 @@ pub fn check(model: &Model, threads: usize, shards: usize) -> Result<Estimate, M
         eprintln!("warning: {threads} threads on {cores} cores: each step waits for threads that cannot run at once");
     }
     let estimate = Estimate::of(model, threads, shards);
-    if let Some(available) = estimate.available_bytes.filter(|&a| estimate.host_bytes > a as f64) {
+    let needed = host_memory.map_or(estimate.host_bytes, |budget| estimate.host_bytes.min(budget as f64 + estimate.host_bytes - estimate.network_bytes));
+    if let Some(available) = estimate.available_bytes.filter(|&a| needed > a as f64) {
         let at = match estimate.largest_projection {
             Some(i) if estimate.synapses * 6.0 > estimate.network_bytes / 2.0 => vec![Seg::from("projections"), Seg::from(i), Seg::from("rule")],
             _ => vec![Seg::from("populations")],
         };
         let message = format!(
             "the network needs about {} of memory ({} neurons, ~{:.0} synapses; {} when built) and this machine has {} available",
-            bytes(estimate.host_bytes),
+            bytes(needed),
             estimate.neurons,
             estimate.synapses,
             bytes(estimate.network_bytes),

@@ -206,6 +206,11 @@ impl PageTable {
         self.pages.partition_point(|p| p.synapses.end <= k)
     }
 
+    /// Bytes of the resident pages.
+    fn resident_bytes(&self) -> u64 {
+        (0..self.pages.len()).filter(|&p| self.pages[p].resident).map(|p| self.bytes(p)).sum()
+    }
+
     /// The synapse ranges of the resident pages.
     pub fn resident(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         self.pages.iter().filter(|p| p.resident).map(|p| p.synapses.clone())
@@ -311,31 +316,19 @@ fn paged_columns(block: &SynapseBlock) -> (Vec<&'static str>, Vec<usize>) {
 /// when everything fits in the budget (nothing is paged then).
 pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Option<String>, PagingError> {
     let Footprint { fixed, rewired, pageable } = footprint(world);
-    if fixed + rewired + pageable <= options.host_bytes {
+    let mut query = world.query::<&SynapseBlocks>();
+    let built_paged = query.iter(world).any(|blocks| blocks.0.iter().any(|b| b.pages.is_some()));
+    if !built_paged && fixed + rewired + pageable <= options.host_bytes {
         return Ok(None);
     }
-    let budget = options.host_bytes.saturating_sub(fixed + rewired);
-    // Small pages move little beside the active rows; at most about a million of them.
-    let page_bytes = (pageable >> 20).max(options.page_bytes);
-    if budget < MIN_PAGES * page_bytes.min(pageable) {
-        return Err(PagingError::TooSmall { budget: options.host_bytes, fixed: fixed + rewired, rewired, min_pages: MIN_PAGES * page_bytes.min(pageable) });
-    }
-    let free = free_space(&options.spill_dir).map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
-    // Compressed pages are at most about their raw size.
-    let need = pageable - budget.min(pageable);
-    if free < need {
-        return Err(PagingError::NoDisk { dir: options.spill_dir.clone(), need, free });
-    }
-    let mut pages = 0;
+    let (budget, page_bytes) = budget_for(options, fixed + rewired, rewired, pageable, !built_paged)?;
+    let io = |source| PagingError::Io { dir: options.spill_dir.clone(), source };
     let mut query = world.query::<&mut SynapseBlocks>();
     for mut blocks in query.iter_mut(world) {
-        for block in blocks.0.iter_mut().filter(|b| !b.rewired && !b.is_empty()) {
-            let table = paginate(block, page_bytes as usize);
-            pages += table.pages.len() as u64;
-            block.pages = Some(table);
-            let (_, columns) = parts(block);
-            for c in columns {
-                c.make_pageable().map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
+        for block in blocks.0.iter_mut().filter(|b| !b.rewired && !b.is_empty() && b.pages.is_none()) {
+            block.pages = Some(paginate(block, page_bytes as usize));
+            for c in parts(block).1 {
+                c.make_pageable().map_err(io)?;
             }
         }
     }
@@ -344,14 +337,22 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
     // in parallel, each within its own share).
     let (dir, aging) = (Arc::new(options.spill_dir.clone()), 0.5f32.powf((dt_ms / HALF_LIFE_MS) as f32));
     let mut query = world.query::<(Entity, &SynapseBlocks)>();
-    let shares: Vec<(Entity, u64)> = query.iter(world).map(|(e, blocks)| (e, blocks.0.iter().filter(|b| b.pages.is_some()).map(|b| b.synapse_bytes() as u64).sum())).collect();
-    for (entity, bytes) in shares {
+    let shards: Vec<(Entity, u64, u64, u64)> = query
+        .iter(world)
+        .map(|(e, blocks)| {
+            let tables = || blocks.0.iter().filter_map(|b| b.pages.as_ref());
+            let bytes = blocks.0.iter().filter(|b| b.pages.is_some()).map(|b| b.synapse_bytes() as u64).sum();
+            (e, bytes, tables().map(PageTable::resident_bytes).sum(), tables().map(|t| t.pages.len() as u64).sum())
+        })
+        .collect();
+    let pages = shards.iter().map(|s| s.3).sum();
+    for (entity, bytes, resident, _) in shards {
         let share = (u128::from(budget) * u128::from(bytes) / u128::from(pageable.max(1))) as u64;
-        world.entity_mut(entity).insert(ShardPages { budget: share, resident: bytes, peak: 0, aging, dir: dir.clone(), moved: Moved::default() });
+        world.entity_mut(entity).insert(ShardPages { budget: share, resident, peak: 0, aging, dir: dir.clone(), moved: Moved::default() });
     }
     let stats = TierStats { host_memory_bytes: options.host_bytes, budget_bytes: budget, spill_dir: options.spill_dir.display().to_string(), pages, paged_bytes: pageable, ..Default::default() };
     world.insert_resource(HostTier { stats });
-    enforce(world).map_err(|e| PagingError::Io { dir: options.spill_dir.clone(), source: io::Error::other(e) })?;
+    enforce(world).map_err(|e| io(io::Error::other(e)))?;
     Ok(Some(format!(
         "synapses need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
         bytes(pageable as f64),
@@ -360,6 +361,73 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
         bytes(page_bytes as f64),
         options.spill_dir.display()
     )))
+}
+
+/// The bytes `options` leaves for synapse pages beside `fixed` bytes of other memory (of which
+/// `rewired` are synapses under structural plasticity), and the page size for `pageable` bytes
+/// of synapses; an error with the sizes if the budget holds too few pages or (if `disk`) the
+/// spill folder's file system cannot take the rest.
+fn budget_for(options: &TierOptions, fixed: u64, rewired: u64, pageable: u64, disk: bool) -> Result<(u64, u64), PagingError> {
+    let budget = options.host_bytes.saturating_sub(fixed);
+    // Small pages move little beside the active rows; at most about a million of them.
+    let page_bytes = (pageable >> 20).max(options.page_bytes);
+    let min_pages = MIN_PAGES * page_bytes.min(pageable);
+    if budget < min_pages {
+        return Err(PagingError::TooSmall { budget: options.host_bytes, fixed, rewired, min_pages });
+    }
+    if disk {
+        let free = free_space(&options.spill_dir).map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
+        // Compressed pages are at most about their raw size.
+        let need = pageable - budget.min(pageable);
+        if free < need {
+            return Err(PagingError::NoDisk { dir: options.spill_dir.clone(), need, free });
+        }
+    }
+    Ok((budget, page_bytes))
+}
+
+/// Spilling while the network is built (one larger than `--host-memory`): each block, as soon
+/// as it is built, keeps resident its synapses' share of the budget and spills the rest of its
+/// pages, so that at most the budget and the blocks being built sit in memory; [`enable`] then
+/// sets each shard's exact share.
+#[derive(Debug)]
+pub struct BuildSpill {
+    /// Resident bytes a block keeps per byte of its synapses.
+    keep: f64,
+    page_bytes: u64,
+    dir: Arc<PathBuf>,
+    /// Projections under structural plasticity: never paged.
+    rewired: Vec<usize>,
+}
+
+impl BuildSpill {
+    /// Spilling for `options` if `model`'s estimate says its synapses do not fit; errors before
+    /// anything is built where they cannot fit at all.
+    pub fn plan(model: &crate::Model, estimate: &crate::estimate::Estimate, options: &TierOptions) -> Result<Option<BuildSpill>, PagingError> {
+        let (fixed, pageable) = ((estimate.network_bytes - estimate.pageable_bytes) as u64, estimate.pageable_bytes as u64);
+        if fixed + pageable <= options.host_bytes {
+            return Ok(None);
+        }
+        let (budget, page_bytes) = budget_for(options, fixed, 0, pageable, true)?;
+        let spec = &model.spec;
+        let rewired = spec.projections.iter().enumerate().filter(|(_, p)| spec.structural.iter().any(|s| s.projection == p.name)).map(|(i, _)| i).collect();
+        Ok(Some(BuildSpill { keep: budget as f64 / pageable.max(1) as f64, page_bytes, dir: Arc::new(options.spill_dir.clone()), rewired }))
+    }
+
+    /// Pages `block`, just built, and spills what exceeds its share.
+    pub fn block(&self, block: &mut SynapseBlock) -> Result<(), String> {
+        if self.rewired.contains(&block.projection) || block.is_empty() {
+            return Ok(());
+        }
+        block.pages = Some(paginate(block, self.page_bytes as usize));
+        for c in parts(block).1 {
+            c.make_pageable().map_err(|e| format!("mapping a block's memory: {e}"))?;
+        }
+        let (bytes, keep) = (block.synapse_bytes() as u64, (block.synapse_bytes() as f64 * self.keep) as u64);
+        let mut pages = ShardPages { budget: keep, resident: bytes, peak: 0, aging: 1.0, dir: self.dir.clone(), moved: Moved::default() };
+        pages.evict_down(std::slice::from_mut(block), None, keep, 0);
+        pages.moved.error.map_or(Ok(()), Err)
+    }
 }
 
 /// Cuts `block` into pages of about `page_bytes` (whole rows; a row longer than that is a

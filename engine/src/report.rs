@@ -121,6 +121,8 @@ pub struct RunReport {
     /// The GPU during the simulation, sampled through NVML (`--monitor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
+    /// The most memory the process held at once (its peak resident set, from getrusage), bytes.
+    pub host_peak_rss_bytes: u64,
     /// Each storage tier of a paged network (`--host-memory`): its bytes, hits, moves, stall.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub storage: BTreeMap<&'static str, crate::paging::TierStats>,
@@ -172,6 +174,7 @@ impl RunReport {
             stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
             structural: sim.world.get_resource::<crate::structural::StructuralReport>().cloned(),
             monitor: None,
+            host_peak_rss_bytes: peak_rss_bytes(),
             storage: sim.world.get_resource::<crate::paging::HostTier>().map(|t| ("host", t.stats.clone())).into_iter().collect(),
             energy_per_synaptic_event_j: None,
             outputs,
@@ -258,3 +261,13 @@ impl NetworkStats {
     }
 }
 
+
+/// The most memory this process has held at once (peak resident set size), bytes.
+pub fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0;
+    }
+    usage.ru_maxrss as u64 * 1024
+}

@@ -235,7 +235,12 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     let started = Instant::now();
     let (threads, shards) = options.resolve(model);
     // Threads and memory this machine cannot give are refused before anything is built.
-    crate::estimate::check(model, threads, shards)?;
+    let estimate = crate::estimate::check(model, threads, shards, options.host_memory)?;
+    // A network larger than --host-memory is paged while it is built (`crate::paging`).
+    let spill = match options.host_memory {
+        Some(host_bytes) => crate::paging::BuildSpill::plan(model, &estimate, &tier_options(options, host_bytes))?,
+        None => None,
+    };
     // Chosen before building, so that a backend that cannot run here fails at once (and
     // writes nothing).
     let backend = choose(options.backend)?;
@@ -243,7 +248,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
         prepare_output(out, options.overwrite)?;
     }
     let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
-    let mut sim = Simulation::from_model(model, threads, shards)?;
+    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill.as_ref())?;
     limit_device_memory(&mut sim, options);
     sim.install(backend)?;
     if let Some(out) = &options.out {
@@ -336,16 +341,22 @@ fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
 
 /// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
 fn start_paging(sim: &mut Simulation, options: &RunOptions, host_bytes: u64, dt_ms: f64) -> Result<(), RunError> {
-    use crate::paging::{PagingError, TierOptions};
+    use crate::paging::PagingError;
     let backend = crate::backend::installed(&sim.world).map_or("cpu", |b| b.name());
     if backend != "cpu" {
         return Err(PagingError::Backend(backend).into());
     }
-    let spill_dir = options.spill_dir.clone().or_else(|| options.out.clone()).unwrap_or_else(std::env::temp_dir);
-    if let Some(line) = crate::paging::enable(&mut sim.world, &TierOptions { host_bytes, spill_dir, page_bytes: crate::paging::PAGE_BYTES }, dt_ms)? {
+    if let Some(line) = crate::paging::enable(&mut sim.world, &tier_options(options, host_bytes), dt_ms)? {
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// The host tier a run asks for: `--host-memory` bytes, pages spilled to `--spill-dir` (default
+/// the output folder, else the system's temporary folder).
+fn tier_options(options: &RunOptions, host_bytes: u64) -> crate::paging::TierOptions {
+    let spill_dir = options.spill_dir.clone().or_else(|| options.out.clone()).unwrap_or_else(std::env::temp_dir);
+    crate::paging::TierOptions { host_bytes, spill_dir, page_bytes: crate::paging::PAGE_BYTES }
 }
 
 /// Starts sampling the run's GPU every 100 ms (NVML's queries take ~5 ms), or says on stderr

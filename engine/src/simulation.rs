@@ -176,8 +176,14 @@ impl Simulation {
     /// its recording. Systems come from a backend ([`Simulation::install`]) or plugins, e.g.
     /// `fum::DefaultPlugins`.
     pub fn from_model(model: &crate::Model, threads: usize, shards: usize) -> Result<Self, crate::BuildError> {
+        Self::from_model_spilled(model, threads, shards, None)
+    }
+
+    /// [`Simulation::from_model`], spilling synapse pages to disk as blocks are built when
+    /// `spill` says so (a network larger than `--host-memory`: `crate::paging`).
+    pub fn from_model_spilled(model: &crate::Model, threads: usize, shards: usize, spill: Option<&crate::paging::BuildSpill>) -> Result<Self, crate::BuildError> {
         let mut sim = Simulation::new(threads);
-        sim.world = sim.pool.install(|| crate::build_world(model, shards))?;
+        sim.world = sim.pool.install(|| crate::build::build_world_spilled(model, shards, spill))?;
         let recorder = crate::recording::Recorder::new(model, &mut sim.world)?;
         sim.world.insert_resource(recorder);
         Ok(sim)
