@@ -190,8 +190,10 @@ impl Snapshot {
         let clock = world.resource::<Clock>().clone();
         let structure = structure(world)?;
         let shards = structure.len();
-        // A checkpoint holds every pending structural plan, never a thread computing one.
+        // A checkpoint holds every pending structural plan, never a thread computing one, and
+        // no deferred delivery of a paged block.
         crate::structural::settle(world);
+        crate::paging::deliver_all_deferred(world);
         // Paged blocks' columns are read where their pages are (`crate::paging`).
         let tables = crate::paging::take_tables(world);
         let mut failed = None;

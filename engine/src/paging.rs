@@ -19,6 +19,12 @@
 //! more pages than fit. Placement depends on the spikes alone, never on timing or threads: the
 //! hit rates of a run are reproducible too.
 //!
+//! **Lookahead.** A spike of step t reaches a static synapse only at t + its delay, so a
+//! static block defers its spikes' deliveries for up to its minimum delay and then delivers all
+//! that wait, sorted by row ([`deliver_static`]): a page read by several spikes of the window
+//! comes in once. The sums are integers, so the spikes are the same whatever the order and the
+//! step of delivery. A checkpoint delivers every deferred spike first ([`deliver_all_deferred`]).
+//!
 //! **Which page goes.** Every page has a priority: its presynaptic activity (spikes through its
 //! rows, halved every [`HALF_LIFE_MS`]: the aging) times the mean |w| of its synapses. When a
 //! page would not fit, the shard's lowest-priority pages go, least recently used first among
@@ -49,7 +55,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::column::AnyColumn;
-use crate::components::{Clock, Delays, Plasticity, Shard, SynapseBlock, SynapseBlocks, Weights};
+use crate::components::{Clock, Delays, NeuronBlock, Plasticity, Shard, SynapseBlock, SynapseBlocks, Weights};
+use crate::model::Receptor;
+use fum_kernels::delivery::{Ring, deliver_row};
 use crate::estimate::bytes;
 use crate::recording::{ProbeSite, Recorder};
 
@@ -163,6 +171,11 @@ pub struct PageTable {
     /// delays, weights).
     columns: Vec<&'static str>,
     element_bytes: Vec<usize>,
+    /// Steps a spike's delivery may wait (a static block's minimum delay; 1 for a plastic block,
+    /// whose updates read the state of the spike's own step), and the spikes waiting, as
+    /// (global id, step), in step order (see [`deliver_static`]).
+    window: u64,
+    deferred: Vec<(u32, u64)>,
 }
 
 #[derive(Debug)]
@@ -452,7 +465,12 @@ fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
         rows.push(end as u32);
         start = end;
     }
-    PageTable { rows, pages, file: None, capacity: slot, columns, element_bytes }
+    let window = match &block.delay {
+        _ if block.plastic.is_some() => 1,
+        Delays::Constant(d) => u64::from(*d),
+        Delays::PerSynapse(c) => c.pages().iter().copied().min().map_or(1, u64::from),
+    };
+    PageTable { rows, pages, file: None, capacity: slot, columns, element_bytes, window: window.max(1), deferred: Vec::new() }
 }
 
 fn mean_abs(weights: &Weights, range: Range<usize>) -> f32 {
@@ -583,6 +601,56 @@ impl ShardPages {
     fn note(&mut self, result: Result<(), String>) {
         if let Err(e) = result {
             self.moved.error.get_or_insert(e);
+        }
+    }
+}
+
+/// Delivery through a paged static block (`SynapseBlock::pages`, no plasticity): `spikes`, of
+/// `step`, join the block's deferred spikes; when the oldest of them reaches its deadline (its
+/// step + the block's minimum delay - 1: the last step whose delivery still lands before its
+/// earliest synapse's slot is read), all of them are delivered, in row order, each page made
+/// resident once.
+pub fn deliver_static(pages: &mut ShardPages, blocks: &mut [SynapseBlock], b: usize, spikes: &[u32], step: u64, ring: &mut Ring<'_>) {
+    let table = blocks[b].pages.as_mut().expect("a paged block");
+    table.deferred.extend(spikes.iter().map(|&g| (g, step)));
+    if table.deferred.first().is_some_and(|&(_, oldest)| oldest + table.window - 1 <= step) {
+        deliver_deferred(pages, blocks, b, step, ring);
+    }
+}
+
+/// Delivers every deferred spike of `blocks[b]` now (at `step`).
+fn deliver_deferred(pages: &mut ShardPages, blocks: &mut [SynapseBlock], b: usize, step: u64, ring: &mut Ring<'_>) {
+    let mut deferred = std::mem::take(&mut blocks[b].pages.as_mut().expect("a paged block").deferred);
+    deferred.sort_unstable();
+    for &(g, t) in &deferred {
+        pages.fetch(blocks, b, g, step, false);
+        let block = &blocks[b];
+        let r = (g - block.source_first) as usize;
+        let syn = block.row_ptr[r] as usize..block.row_ptr[r + 1] as usize;
+        let (target, delay) = (&block.target.pages()[syn.clone()], block.delay.row(syn.clone()));
+        match &block.weight {
+            Weights::F32(w) => deliver_row(ring, t, target, delay, &w.pages()[syn]),
+            Weights::F16(w) => deliver_row(ring, t, target, delay, &w.pages()[syn]),
+        }
+    }
+    deferred.clear();
+    blocks[b].pages.as_mut().expect("a paged block").deferred = deferred;
+}
+
+/// Delivers every deferred spike of `world` into the rings (before a checkpoint's snapshot,
+/// which holds no deferred spike: a resumed run, paged or not, delivers nothing twice).
+pub fn deliver_all_deferred(world: &mut World) {
+    let step = world.resource::<Clock>().step;
+    let mut query = world.query::<(&mut NeuronBlock, &mut SynapseBlocks, &mut ShardPages)>();
+    for (mut neurons, mut blocks, mut pages) in query.iter_mut(world) {
+        let len = neurons.len();
+        let NeuronBlock { ring_ex, ring_in, .. } = &mut *neurons;
+        let (mut ex, mut inh) = (Ring::new(len, ring_ex), Ring::new(len, ring_in));
+        for b in 0..blocks.0.len() {
+            if blocks.0[b].pages.as_ref().is_some_and(|t| !t.deferred.is_empty()) {
+                let ring = if blocks.0[b].receptor == Receptor::Excitatory { &mut ex } else { &mut inh };
+                deliver_deferred(&mut pages, &mut blocks.0, b, step, ring);
+            }
         }
     }
 }

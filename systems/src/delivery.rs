@@ -35,7 +35,8 @@ pub fn deliver_spikes(
     tier: Option<ResMut<HostTier>>,
     mut commands: Commands,
 ) {
-    if exchange.spikes.is_empty() {
+    // A paged network may have deferred deliveries due in a step without spikes.
+    if exchange.spikes.is_empty() && tier.is_none() {
         return;
     }
     let step = clock.step;
@@ -56,7 +57,12 @@ pub fn deliver_spikes(
             let n = match pages.as_deref_mut().filter(|_| block.pages.is_some()) {
                 None => deliver_block(&mut synapses.0[b], ring, spikes, step, fired, &plasticity),
                 // A paged block (`fum_engine::paging`): each spike's row is made resident
-                // before it is read, so one step may cycle through more pages than fit.
+                // before it is read, so one step may cycle through more pages than fit; a
+                // static block defers its deliveries within its minimum delay.
+                Some(pages) if block.plastic.is_none() => {
+                    fum_engine::paging::deliver_static(pages, &mut synapses.0, b, spikes, step, ring);
+                    0
+                }
                 Some(pages) => {
                     let writes = block.plastic.is_some() && plasticity.enabled;
                     (0..spikes.len())
