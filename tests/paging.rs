@@ -58,108 +58,37 @@ fn fum(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_fum")).args(args).output().unwrap()
 }
 
+/// [`fum`], which must succeed.
+fn fum_ok(args: &[&str]) -> std::process::Output {
+    let out = fum(args);
+    assert!(out.status.success(), "fum {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
 }
 
-/// 4,000 neurons, 200 synapses each (4.8 MB of synapses, 73 pages of 64 KiB), driven to fire.
-const LARGER: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 60.0
-seed = 5
-
-[[populations]]
-name = "E"
-size = 3200
-model = "lif_cuba"
-tau_m_ms = 20.0
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-v_init_mv = { uniform = [0.0, 20.0] }
-
-[[populations]]
-name = "I"
-size = 800
-model = "lif_cuba"
-tau_m_ms = 20.0
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-
-[[projections]]
-name = "EE"
-source = "E"
-target = "E"
-rule = { fixed_indegree = 160 }
-weight = 20.0
-delay_ms = { uniform = [1.0, 2.0] }
-
-[[projections]]
-name = "EI"
-source = "E"
-target = "I"
-rule = { fixed_indegree = 160 }
-weight = 20.0
-delay_ms = 1.0
-
-[[projections]]
-name = "IE"
-source = "I"
-target = "E"
-rule = { fixed_indegree = 40 }
-receptor = "inhibitory"
-weight = 100.0
-delay_ms = 1.0
-
-[[projections]]
-name = "II"
-source = "I"
-target = "I"
-rule = { fixed_indegree = 40 }
-receptor = "inhibitory"
-weight = 100.0
-delay_ms = 1.0
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "E"
-rate_hz = 20000.0
-weight = 25.0
-
-[[inputs]]
-name = "drive_I"
-kind = "poisson"
-target = "I"
-rate_hz = 20000.0
-weight = 25.0
-
-[recording]
-spikes = ["E", "I"]
-"#;
+/// The balanced network five times larger (5,000 neurons, 1.8 M synapses, 11.5 MB of them; STDP
+/// on E->E), 60 ms.
+fn larger() -> String {
+    common::BALANCED.replace("size = 800", "size = 4000").replace("size = 200", "size = 1000").replace("duration_ms = 300.0", "duration_ms = 60.0")
+}
 
 #[test]
 fn a_network_four_times_the_host_memory_runs_through_disk_pages() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("larger.toml");
-    std::fs::write(&model, LARGER).unwrap();
+    std::fs::write(&model, larger()).unwrap();
     let (all, spilled) = (dir.path().join("all"), dir.path().join("spilled"));
-    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fum_ok(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet"]);
     let network = &run_json(&all)["network"];
     let synapse_bytes = network["bytes_static_synapses"].as_u64().unwrap() + network["bytes_plastic_synapses"].as_u64().unwrap();
     let fixed = network["bytes_total"].as_u64().unwrap() - synapse_bytes;
     let host_memory = format!("{}B", fixed + synapse_bytes / 4);
     let spill_dir = dir.path().join("pages");
-    let out = fum(&["run", model.to_str().unwrap(), "--out", spilled.to_str().unwrap(), "--host-memory", &host_memory, "--spill-dir", spill_dir.to_str().unwrap()]);
+    let out = fum_ok(&["run", model.to_str().unwrap(), "--out", spilled.to_str().unwrap(), "--host-memory", &host_memory, "--spill-dir", spill_dir.to_str().unwrap()]);
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("the rest spilled to"), "the run says it spills: {stderr}");
     assert!(stdout.contains("host tier"), "the summary has the host tier: {stdout}");
     let host = &run_json(&spilled)["storage"]["host"];
@@ -169,7 +98,7 @@ fn a_network_four_times_the_host_memory_runs_through_disk_pages() {
     assert!(host["faults"].as_u64().unwrap() > 0 && host["disk_bytes"].as_u64().unwrap() > 0, "{host}");
     assert!(host["stall_s"].as_f64().unwrap() > 0.0 && host["bytes_moved_per_s"].as_f64().unwrap() > 0.0, "{host}");
     assert_eq!(std::fs::read_dir(&spill_dir).unwrap().count(), 0, "spill files are unnamed: nothing is left behind");
-    let populations = [("E", 0), ("I", 3200)];
+    let populations = [("E", 0), ("I", 4000)];
     let spikes = common::spikes_h5(&all.join("spikes.h5"), &populations, 0.1);
     assert!(spikes.len() > 2000, "the network fires: {}", spikes.len());
     assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &populations, 0.1), spikes, "the same spikes through disk pages");
@@ -190,17 +119,14 @@ fn a_paged_run_checkpoints_what_it_would_unpaged_and_resumes_to_the_same_spikes(
     let model = dir.path().join("balanced.toml");
     std::fs::write(&model, common::BALANCED.replace("duration_ms = 300.0", "duration_ms = 120.0")).unwrap();
     let (all, parts) = (dir.path().join("all"), dir.path().join("parts"));
-    let out = fum(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet", "--checkpoint-every", "20ms", "--keep-checkpoints", "10"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fum_ok(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet", "--checkpoint-every", "20ms", "--keep-checkpoints", "10"]);
     let network = &run_json(&all)["network"];
     let host_memory = format!("{}B", network["bytes_total"].as_u64().unwrap() - 200_000);
     let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--stop-after", "50ms"];
-    let out = fum(&args);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fum_ok(&args);
     // Spilled pages are read where they are: the checkpoint is the unpaged run's, byte for byte.
     assert_eq!(checkpoint(&parts, 400), checkpoint(&all, 400), "the checkpoint of step 400");
-    let out = fum(&["resume", parts.to_str().unwrap(), "--quiet"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    fum_ok(&["resume", parts.to_str().unwrap(), "--quiet"]);
     let resumed = run_json(&parts);
     assert!(resumed["storage"]["host"]["faults"].as_u64().unwrap() > 0, "the resumed session pages too: {}", resumed["storage"]);
     let populations = [("E", 0), ("I", 800)];
@@ -224,18 +150,17 @@ fn a_network_larger_than_its_host_memory_is_spilled_while_it_is_built() {
     let model = common::repo().join("assets/models/brunel.toml");
     let dir = tempfile::tempdir().unwrap();
     let (all, spilled) = (dir.path().join("all"), dir.path().join("spilled"));
-    let args = |out: &Path| vec!["run".to_string(), model.to_str().unwrap().into(), "--duration".into(), "5ms".into(), "--shards".into(), "16".into(), "--quiet".into(), "--out".into(), out.to_str().unwrap().into()];
-    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&all)).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = |out: &Path, more: &[&str]| fum_ok(&[&["run", model.to_str().unwrap(), "--duration", "5ms", "--shards", "16", "--quiet", "--out", out.to_str().unwrap()], more].concat());
+    run(&all, &[]);
     let whole = run_json(&all);
     let n = &whole["network"];
     let synapse_bytes = n["bytes_static_synapses"].as_u64().unwrap();
     let host_memory = format!("{}B", n["bytes_total"].as_u64().unwrap() - synapse_bytes + 16_000_000);
-    let out = Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&spilled)).args(["--host-memory", &host_memory]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    run(&spilled, &["--host-memory", &host_memory]);
     let paged = run_json(&spilled);
     let (rss_all, rss_paged) = (whole["host_peak_rss_bytes"].as_u64().unwrap(), paged["host_peak_rss_bytes"].as_u64().unwrap());
     assert!(rss_paged + synapse_bytes / 2 < rss_all, "the synapses never sat whole in memory: peak {rss_paged} B paged against {rss_all} B with {synapse_bytes} B of synapses");
     assert_eq!(paged["spikes_total"], whole["spikes_total"]);
-    assert_eq!(common::spikes_h5(&spilled.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1), common::spikes_h5(&all.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1));
+    let spikes = |run: &Path| common::spikes_h5(&run.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1);
+    assert_eq!(spikes(&spilled), spikes(&all));
 }
