@@ -262,7 +262,7 @@ pub fn read_paged(table: &PageTable, name: &str, column: &dyn AnyColumn, f: &mut
             f(column.range_bytes(page.synapses.clone()));
         } else {
             scratch.resize(page.synapses.len() * table.element_bytes[c], 0);
-            zstd::bulk::decompress_to_buffer(table.frame(p, c)?, &mut scratch[..]).map_err(|e| format!("decompressing a page: {e}"))?;
+            decompress(table.frame(p, c)?, &mut scratch[..])?;
             f(&scratch);
         }
     }
@@ -687,11 +687,24 @@ impl HostTier {
     }
 }
 
+thread_local! {
+    /// Each thread's zstd contexts: making one costs more than a page's decompression.
+    static ZSTD: std::cell::RefCell<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)> =
+        std::cell::RefCell::new((zstd::bulk::Compressor::new(LEVEL).expect("a zstd context"), zstd::bulk::Decompressor::new().expect("a zstd context")));
+}
+
+/// Decompresses `frame` into exactly `dst`.
+fn decompress(frame: &[u8], dst: &mut [u8]) -> Result<(), String> {
+    ZSTD.with_borrow_mut(|z| z.1.decompress_to_buffer(frame, dst)).map(drop).map_err(|e| format!("decompressing a page: {e}"))
+}
+
 /// Writes page `p` of `block` to its spill file if its disk copy is missing or stale, then
 /// gives its memory back.
 fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> Result<(), String> {
-    let synapses = block.pages.as_ref().expect("a paged block").pages[p].synapses.clone();
-    let mean_abs_weight = mean_abs(&block.weight, synapses.clone());
+    let page = &block.pages.as_ref().expect("a paged block").pages[p];
+    let synapses = page.synapses.clone();
+    // A page written out again changed (STDP): its priority's |w| with it.
+    let mean_abs_weight = (page.dirty || !page.on_disk).then(|| mean_abs(&block.weight, synapses.clone()));
     let (table, mut columns) = parts(block);
     let table = table.expect("a paged block");
     let page = &table.pages[p];
@@ -701,7 +714,7 @@ fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> R
         }
         for (c, column) in columns.iter().enumerate() {
             let raw = column.range_bytes(synapses.clone());
-            let frame = zstd::bulk::compress(raw, LEVEL).map_err(|e| format!("compressing a page: {e}"))?;
+            let frame = ZSTD.with_borrow_mut(|z| z.0.compress(raw)).map_err(|e| format!("compressing a page: {e}"))?;
             let file = table.file.as_ref().expect("created above");
             file.file.write_all_at(&frame, table.frame_at(p, c)).map_err(|e| format!("writing a page to {}: {e}", dir.display()))?;
             let page = &mut table.pages[p];
@@ -711,7 +724,7 @@ fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> R
         }
         let page = &mut table.pages[p];
         moved.writebacks += 1;
-        page.mean_abs_weight = mean_abs_weight;
+        page.mean_abs_weight = mean_abs_weight.expect("computed for a page written out");
         page.on_disk = true;
         page.dirty = false;
     }
@@ -729,7 +742,7 @@ fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(),
     let synapses = table.pages[p].synapses.clone();
     for (c, column) in columns.iter_mut().enumerate() {
         let frame = table.frame(p, c)?;
-        column.restore_with(synapses.clone(), &mut |dst| zstd::bulk::decompress_to_buffer(frame, dst).map(drop).map_err(|e| format!("decompressing a page: {e}")))?;
+        column.restore_with(synapses.clone(), &mut |dst| decompress(frame, dst))?;
         moved.bytes_in += (column.element_bytes() * synapses.len()) as u64;
     }
     table.pages[p].resident = true;
