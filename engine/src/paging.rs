@@ -134,14 +134,14 @@ pub struct TierStats {
     pub budget_bytes: u64,
     pub spill_dir: String,
     pub pages: u64,
-    /// Bytes of all pages, and the most resident during steps (checkpoints apart): the sum of
-    /// the shards' peaks, so at least the peak of the whole.
+    /// Bytes of all pages, and the most resident at once: the sum of the shards' peaks, so at
+    /// least the peak of the whole.
     pub paged_bytes: u64,
     pub peak_resident_bytes: u64,
     pub resident_bytes: u64,
     /// Compressed bytes on disk.
     pub disk_bytes: u64,
-    /// Pages a step needed that were resident, and that were not.
+    /// Rows delivery read from a resident page, and rows whose page it brought in first.
     pub hits: u64,
     pub faults: u64,
     pub hit_rate: f64,
@@ -151,9 +151,11 @@ pub struct TierStats {
     /// Uncompressed bytes brought in and written out.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    /// Steps whose pages alone exceeded the budget.
-    pub steps_over_budget: u64,
-    /// Time steps waited for pages (decompression, and evictions' compression).
+    /// Page faults that found the shard's share full of pages that could not go (pinned ones,
+    /// or a page larger than the share): the budget was exceeded then.
+    pub faults_over_budget: u64,
+    /// Time delivery waited for pages (reading and decompressing, and evictions writing),
+    /// summed over the shards' threads.
     pub stall_s: f64,
     pub bytes_moved_per_s: f64,
 }
@@ -364,7 +366,11 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
         world.entity_mut(entity).insert(ShardPages { budget: share, resident, peak: 0, aging, dir: dir.clone(), moved: Moved::default() });
     }
     let stats = TierStats { host_memory_bytes: options.host_bytes, budget_bytes: budget, spill_dir: options.spill_dir.display().to_string(), pages, paged_bytes: pageable, ..Default::default() };
-    world.insert_resource(HostTier { stats });
+    let mut tier = HostTier { stats };
+    if let Some(SpilledWhileBuilding(moved)) = world.remove_resource::<SpilledWhileBuilding>() {
+        tier.add(moved);
+    }
+    world.insert_resource(tier);
     enforce(world).map_err(|e| io(io::Error::other(e)))?;
     Ok(Some(format!(
         "synapses need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
@@ -411,6 +417,19 @@ pub struct BuildSpill {
     dir: Arc<PathBuf>,
     /// Projections under structural plasticity: never paged.
     rewired: Vec<usize>,
+    /// What the blocks' spills wrote, for the run's figures ([`enable`] adds them).
+    moved: std::sync::Mutex<Moved>,
+}
+
+/// What spilling wrote while the network was built, until [`enable`] counts it.
+#[derive(Resource, Debug)]
+pub struct SpilledWhileBuilding(Moved);
+
+impl BuildSpill {
+    /// What the blocks' spills wrote, as a resource for [`enable`].
+    pub fn into_resource(self) -> SpilledWhileBuilding {
+        SpilledWhileBuilding(self.moved.into_inner().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl BuildSpill {
@@ -424,7 +443,7 @@ impl BuildSpill {
         let (budget, page_bytes) = budget_for(options, fixed, 0, pageable, true)?;
         let spec = &model.spec;
         let rewired = spec.projections.iter().enumerate().filter(|(_, p)| spec.structural.iter().any(|s| s.projection == p.name)).map(|(i, _)| i).collect();
-        Ok(Some(BuildSpill { keep: budget as f64 / pageable.max(1) as f64, page_bytes, dir: Arc::new(options.spill_dir.clone()), rewired }))
+        Ok(Some(BuildSpill { keep: budget as f64 / pageable.max(1) as f64, page_bytes, dir: Arc::new(options.spill_dir.clone()), rewired, moved: Default::default() }))
     }
 
     /// Pages `block`, just built, and spills what exceeds its share.
@@ -439,7 +458,9 @@ impl BuildSpill {
         let (bytes, keep) = (block.synapse_bytes() as u64, (block.synapse_bytes() as f64 * self.keep) as u64);
         let mut pages = ShardPages { budget: keep, resident: bytes, peak: 0, aging: 1.0, dir: self.dir.clone(), moved: Moved::default() };
         pages.evict_down(std::slice::from_mut(block), None, keep, 0);
-        pages.moved.error.map_or(Ok(()), Err)
+        let error = pages.moved.error.take();
+        self.moved.lock().unwrap_or_else(|e| e.into_inner()).add(pages.moved);
+        error.map_or(Ok(()), Err)
     }
 }
 
@@ -532,7 +553,7 @@ pub struct ShardPages {
 
 /// What a shard moved, and the first error it met.
 #[derive(Clone, Debug, Default)]
-struct Moved {
+pub struct Moved {
     hits: u64,
     faults: u64,
     evictions: u64,
@@ -543,6 +564,21 @@ struct Moved {
     over_budget: u64,
     stall_s: f64,
     error: Option<String>,
+}
+
+impl Moved {
+    fn add(&mut self, m: Moved) {
+        self.hits += m.hits;
+        self.faults += m.faults;
+        self.evictions += m.evictions;
+        self.writebacks += m.writebacks;
+        self.bytes_in += m.bytes_in;
+        self.bytes_out += m.bytes_out;
+        self.disk_bytes += m.disk_bytes;
+        self.over_budget += m.over_budget;
+        self.stall_s += m.stall_s;
+        self.error = self.error.take().or(m.error);
+    }
 }
 
 impl ShardPages {
@@ -663,7 +699,10 @@ fn aged(aging: f32, steps: u64) -> f32 {
 impl HostTier {
     /// Adds what `shard` moved to the run's figures; the first error it met.
     pub fn collect(&mut self, shard: &mut ShardPages) -> Option<String> {
-        let m = std::mem::take(&mut shard.moved);
+        self.add(std::mem::take(&mut shard.moved))
+    }
+
+    fn add(&mut self, m: Moved) -> Option<String> {
         let s = &mut self.stats;
         s.hits += m.hits;
         s.faults += m.faults;
@@ -672,7 +711,7 @@ impl HostTier {
         s.bytes_in += m.bytes_in;
         s.bytes_out += m.bytes_out;
         s.disk_bytes = (s.disk_bytes as i64 + m.disk_bytes) as u64;
-        s.steps_over_budget += m.over_budget;
+        s.faults_over_budget += m.over_budget;
         s.stall_s += m.stall_s;
         let asked = s.hits + s.faults;
         s.hit_rate = if asked > 0 { s.hits as f64 / asked as f64 } else { 1.0 };

@@ -248,7 +248,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
         prepare_output(out, options.overwrite)?;
     }
     let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
-    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill.as_ref())?;
+    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill)?;
     limit_device_memory(&mut sim, options);
     sim.install(backend)?;
     if let Some(out) = &options.out {

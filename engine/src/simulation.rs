@@ -181,9 +181,12 @@ impl Simulation {
 
     /// [`Simulation::from_model`], spilling synapse pages to disk as blocks are built when
     /// `spill` says so (a network larger than `--host-memory`: `crate::paging`).
-    pub fn from_model_spilled(model: &crate::Model, threads: usize, shards: usize, spill: Option<&crate::paging::BuildSpill>) -> Result<Self, crate::BuildError> {
+    pub fn from_model_spilled(model: &crate::Model, threads: usize, shards: usize, spill: Option<crate::paging::BuildSpill>) -> Result<Self, crate::BuildError> {
         let mut sim = Simulation::new(threads);
-        sim.world = sim.pool.install(|| crate::build::build_world_spilled(model, shards, spill))?;
+        sim.world = sim.pool.install(|| crate::build::build_world_spilled(model, shards, spill.as_ref()))?;
+        if let Some(spill) = spill {
+            sim.world.insert_resource(spill.into_resource());
+        }
         let recorder = crate::recording::Recorder::new(model, &mut sim.world)?;
         sim.world.insert_resource(recorder);
         Ok(sim)
