@@ -383,12 +383,14 @@ fn progress_bar(steps: u64, quiet: bool) -> indicatif::ProgressBar {
     bar
 }
 
-/// Moves the bar to `p`; under structural plasticity its message is the running totals.
+/// Moves the bar to `p`; its message is the running totals of structural plasticity and of the
+/// host tier, where the run has them.
 fn show_progress(bar: &indicatif::ProgressBar, p: &RunProgress) {
     bar.set_length(p.end_step);
     bar.set_position(p.done);
-    if let Some(totals) = &p.structural {
-        bar.set_message(totals.to_string());
+    let message: Vec<String> = [p.structural.as_ref().map(ToString::to_string), p.paging.as_ref().map(ToString::to_string)].into_iter().flatten().collect();
+    if !message.is_empty() {
+        bar.set_message(message.join("; "));
     }
 }
 

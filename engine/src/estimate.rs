@@ -30,6 +30,8 @@ pub struct Estimate {
     pub network_bytes: f64,
     /// Of it, the synapses outside structural plasticity: what `--host-memory` may page to disk.
     pub pageable_bytes: f64,
+    /// The blocks being built at once (drafts and the columns they are sorted into).
+    pub draft_bytes: f64,
     /// The most host memory the run holds at once: the network, the blocks being built, and
     /// the recorded probe values.
     pub host_bytes: f64,
@@ -98,6 +100,7 @@ impl Estimate {
             synapses,
             network_bytes: network,
             pageable_bytes: pageable,
+            draft_bytes: drafts,
             host_bytes: network + drafts + probes,
             available_bytes: available_memory(),
             largest_projection: largest.map(|(i, _)| i),

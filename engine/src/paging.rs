@@ -127,7 +127,7 @@ pub struct HostTier {
 }
 
 /// The host tier's figures (`storage.host` in run.json).
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TierStats {
     /// `--host-memory`, and what it leaves for synapse pages.
     pub host_memory_bytes: u64,
@@ -158,6 +158,13 @@ pub struct TierStats {
     /// summed over the shards' threads.
     pub stall_s: f64,
     pub bytes_moved_per_s: f64,
+}
+
+/// One line for a progress bar: `pages 83.6 % hits, 2.8 GB in, waited 4.2 s`.
+impl std::fmt::Display for TierStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "pages {:.1} % hits, {} in, waited {:.1} s", 100.0 * self.hit_rate, bytes(self.bytes_in as f64), self.stall_s)
+    }
 }
 
 /// The pages of one block (see the module comment).
@@ -403,6 +410,21 @@ fn budget_for(options: &TierOptions, fixed: u64, rewired: u64, pageable: u64, di
         }
     }
     Ok((budget, page_bytes))
+}
+
+/// The shard count to build a network paged within `host_bytes` in: `shards`, or, unless they
+/// were `chosen`, more, until the blocks being built at once take at most a quarter of
+/// `host_bytes` (blocks are per shard: more shards, smaller blocks; spikes do not depend on the
+/// shard count), at most one shard per 1,000 neurons.
+pub fn shards_for_building(model: &crate::Model, threads: usize, shards: usize, host_bytes: u64, chosen: bool) -> usize {
+    use crate::estimate::Estimate;
+    let estimate = Estimate::of(model, threads, shards);
+    let most = (estimate.neurons as usize / 1000).max(shards);
+    let mut s = shards;
+    while !chosen && estimate.network_bytes > host_bytes as f64 && s * 2 <= most && Estimate::of(model, threads, s).draft_bytes > host_bytes as f64 / 4.0 {
+        s *= 2;
+    }
+    s
 }
 
 /// Spilling while the network is built (one larger than `--host-memory`): each block, as soon

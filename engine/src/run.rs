@@ -233,7 +233,15 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 /// every step boundary and may write checkpoints into the output folder on request.
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (threads, shards) = options.resolve(model);
+    let (threads, mut shards) = options.resolve(model);
+    if let Some(host_bytes) = options.host_memory {
+        let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
+        let more = crate::paging::shards_for_building(model, threads, shards, host_bytes, chosen);
+        if more != shards {
+            eprintln!("building in {more} shards instead of {shards}, so that the blocks being built fit beside --host-memory");
+            shards = more;
+        }
+    }
     // Threads and memory this machine cannot give are refused before anything is built.
     let estimate = crate::estimate::check(model, threads, shards, options.host_memory)?;
     // A network larger than --host-memory is paged while it is built (`crate::paging`).

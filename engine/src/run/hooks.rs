@@ -42,7 +42,8 @@ impl<F: Fn(&RunProgress) + Sync> StepHook for Progress<'_, F> {
     fn between_steps(&mut self, world: &mut World, done: u64) -> ControlFlow<Stop> {
         if done.is_multiple_of(100) || done == self.end_step {
             let structural = world.get_resource::<StructuralReport>().map(StructuralTotals::of);
-            (self.report)(&RunProgress { done, end_step: self.end_step, structural });
+            let paging = world.get_resource::<crate::paging::HostTier>().map(|t| t.stats.clone());
+            (self.report)(&RunProgress { done, end_step: self.end_step, structural, paging });
         }
         ControlFlow::Continue(())
     }

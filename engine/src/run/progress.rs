@@ -13,6 +13,8 @@ pub struct RunProgress {
     pub end_step: u64,
     /// Structural plasticity so far in this session; `None` without `[[structural]]`.
     pub structural: Option<StructuralTotals>,
+    /// The host tier so far (`--host-memory`, when the synapses did not fit).
+    pub paging: Option<crate::paging::TierStats>,
 }
 
 /// Structural plasticity summed over the projections under `[[structural]]`.
