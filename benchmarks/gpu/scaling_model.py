@@ -2,7 +2,9 @@
 """Writes a Brunel-style model (Brunel 2000, network A/B regime, iaf_psc_exp) of N neurons with
 1000 synapses per neuron (800 E + 200 I, fixed in-degree) and additive STDP on E->E, for the
 GPU scaling table (assets/models/scaling.toml is its output for N = 10000, which `fum bench
---suite scaling` scales to other sizes). Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace]
+--suite scaling` scales to other sizes). Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace] [--drive HZ]
+(--drive: the Poisson drive of every neuron, default 16000 Hz: about 28 Hz of firing; 9500 Hz
+gives about 5 Hz)
 (--structural: a plan on E->E every 1 s, committed 500 ms later, that prunes nothing (noop) or
 replaces the lowest-priority 5 % and regrows to in-degree 800 (replace))"""
 import sys
@@ -12,6 +14,7 @@ out = sys.argv[2]
 weights = "f16" if "--weights" in sys.argv and sys.argv[sys.argv.index("--weights") + 1] == "f16" else "f32"
 stdp = "--no-stdp" not in sys.argv
 structural = sys.argv[sys.argv.index("--structural") + 1] if "--structural" in sys.argv else None
+drive = float(sys.argv[sys.argv.index("--drive") + 1]) if "--drive" in sys.argv else 16000.0
 n_e, n_i = n * 4 // 5, n - n * 4 // 5
 
 def population(name, size):
@@ -59,14 +62,14 @@ seed = 12345
 name = "external"
 kind = "poisson"
 target = "E"
-rate_hz = 16000.0
+rate_hz = {drive}
 weight = 50.0
 
 [[inputs]]
 name = "external_I"
 kind = "poisson"
 target = "I"
-rate_hz = 16000.0
+rate_hz = {drive}
 weight = 50.0
 
 [[plasticity]]
