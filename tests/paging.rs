@@ -164,3 +164,20 @@ fn a_network_larger_than_its_host_memory_is_spilled_while_it_is_built() {
     let spikes = |run: &Path| common::spikes_h5(&run.join("spikes.h5"), &[("E", 0), ("I", 10000)], 0.1);
     assert_eq!(spikes(&spilled), spikes(&all));
 }
+
+#[test]
+fn weight_probes_and_spikes_of_a_paged_plastic_network_are_the_unpaged_ones() {
+    // stdp_balanced: 1.9 MB of synapses, six probed E->E weights (their pages stay resident).
+    let model = common::repo().join("assets/models/stdp_balanced.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let (all, paged) = (dir.path().join("all"), dir.path().join("paged"));
+    let run = |out: &Path, more: &[&str]| fum_ok(&[&["run", model.to_str().unwrap(), "--duration", "200ms", "--quiet", "--out", out.to_str().unwrap()], more].concat());
+    run(&all, &[]);
+    let n = &run_json(&all)["network"];
+    let synapse_bytes = n["bytes_static_synapses"].as_u64().unwrap() + n["bytes_plastic_synapses"].as_u64().unwrap();
+    run(&paged, &["--host-memory", &format!("{}B", n["bytes_total"].as_u64().unwrap() - synapse_bytes + 700_000)]);
+    assert!(run_json(&paged)["storage"]["host"]["faults"].as_u64().unwrap() > 0, "pages moved");
+    for file in ["spikes.h5", "probes.h5"] {
+        assert!(std::fs::read(all.join(file)).unwrap() == std::fs::read(paged.join(file)).unwrap(), "{file} differs");
+    }
+}

@@ -354,7 +354,7 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
             }
         }
     }
-    pin_probed(world);
+    let pinned = pin_probed(world);
     // Each shard gets a share of the budget in proportion to its synapses (whole shards page
     // in parallel, each within its own share).
     let (dir, aging) = (Arc::new(options.spill_dir.clone()), 0.5f32.powf((dt_ms / HALF_LIFE_MS) as f32));
@@ -376,6 +376,9 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
     let mut tier = HostTier { stats };
     if let Some(SpilledWhileBuilding(moved)) = world.remove_resource::<SpilledWhileBuilding>() {
         tier.add(moved);
+    }
+    if let Some(e) = tier.add(pinned) {
+        return Err(io(io::Error::other(e)));
     }
     world.insert_resource(tier);
     enforce(world).map_err(|e| io(io::Error::other(e)))?;
@@ -525,8 +528,9 @@ fn mean_abs(weights: &Weights, range: Range<usize>) -> f32 {
     sum / n
 }
 
-/// Pins the pages of every probed synapse (probes read them between steps).
-fn pin_probed(world: &mut World) {
+/// Pins the pages of every probed synapse (probes read them between steps), bringing back
+/// those spilled while the network was built; what that read.
+fn pin_probed(world: &mut World) -> Moved {
     let sites: Vec<(usize, usize, usize)> = world
         .resource::<Recorder>()
         .probes
@@ -537,15 +541,36 @@ fn pin_probed(world: &mut World) {
             _ => None,
         })
         .collect();
+    let mut moved = Moved::default();
     let mut query = world.query::<(&Shard, &mut SynapseBlocks)>();
     for (shard, mut blocks) in query.iter_mut(world) {
         for &(_, b, k) in sites.iter().filter(|s| s.0 == shard.index) {
-            if let Some(t) = blocks.0[b].pages.as_mut() {
-                let p = t.page_of_synapse(k);
-                t.pages[p].pinned = true;
+            let Some(t) = blocks.0[b].pages.as_mut() else { continue };
+            let p = t.page_of_synapse(k);
+            t.pages[p].pinned = true;
+            if !t.pages[p].resident {
+                if let Err(e) = bring_in(&mut blocks.0[b], p, &mut moved) {
+                    moved.error.get_or_insert(e);
+                }
             }
         }
     }
+    moved
+}
+
+/// The targets of row `row` of `block`, from memory or, for a spilled page, from its spill
+/// file (probes find their synapses in a network paged while it was built).
+pub fn row_targets(block: &SynapseBlock, row: usize) -> Result<Vec<u16>, String> {
+    let syn = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
+    let Some(t) = block.pages.as_ref() else { return Ok(block.target[syn].to_vec()) };
+    let p = t.page_of_row(row as u32);
+    if t.pages[p].resident {
+        return Ok(block.target.pages()[syn].to_vec());
+    }
+    let page = &t.pages[p].synapses;
+    let mut raw = vec![0u8; 2 * page.len()];
+    decompress(t.frame(p, 0)?, &mut raw)?;
+    Ok(raw.chunks_exact(2).skip(syn.start - page.start).take(syn.len()).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
 }
 
 /// Free bytes of the file system holding `dir`.
@@ -860,4 +885,63 @@ pub fn enforce(world: &mut World) -> Result<(), String> {
             pages.evict_down(blocks, None, pages.budget - pages.budget / 8, step);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 400 neurons, 100 synapses each (static, per-synapse delays: 8 bytes a synapse).
+    const MODEL: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 10.0
+[[populations]]
+name = "N"
+size = 400
+model = "lif_cuba"
+[[projections]]
+name = "NN"
+source = "N"
+target = "N"
+rule = { fixed_indegree = 100 }
+weight = { uniform = [1.0, 2.0] }
+delay_ms = { uniform = [1.0, 2.0] }
+"#;
+
+    /// The world of `MODEL`, paged with `budget` bytes for 4 kB pages; its spill folder.
+    fn paged(budget: u64) -> (World, tempfile::TempDir) {
+        let model = crate::Model::parse(MODEL, Path::new("test.toml")).unwrap();
+        let mut world = crate::build_world(&model, 2).unwrap();
+        let recorder = crate::recording::Recorder::new(&model, &mut world).unwrap();
+        world.insert_resource(recorder);
+        let dir = tempfile::tempdir().unwrap();
+        let f = footprint(&mut world);
+        let options = TierOptions { host_bytes: f.fixed + budget, spill_dir: dir.path().to_path_buf(), page_bytes: 4096 };
+        enable(&mut world, &options, 0.1).unwrap().expect("spills");
+        (world, dir)
+    }
+
+    #[test]
+    fn the_budget_holds_and_every_page_comes_back_as_it_was() {
+        let model = crate::Model::parse(MODEL, Path::new("test.toml")).unwrap();
+        let mut whole = crate::build_world(&model, 2).unwrap();
+        let (mut world, _dir) = paged(64 << 10);
+        let tier = &world.resource::<HostTier>().stats;
+        assert_eq!(tier.paged_bytes, 400 * 100 * 8);
+        assert!(tier.resident_bytes <= tier.budget_bytes && tier.writebacks > 0, "{tier:?}");
+        fault_in_all(&mut world).unwrap();
+        let columns = |w: &mut World| w.query::<&SynapseBlocks>().iter(w).flat_map(|b| b.0.iter().map(|b| (b.target.to_vec(), b.weight.to_f32(), b.delay.bytes())).collect::<Vec<_>>()).collect::<Vec<_>>();
+        assert_eq!(columns(&mut world), columns(&mut whole));
+    }
+
+    #[test]
+    fn a_corrupt_page_on_disk_is_detected_not_read() {
+        let (mut world, _dir) = paged(64 << 10);
+        let mut query = world.query::<&SynapseBlocks>();
+        let (table, p) = query.iter(&world).flat_map(|b| b.0.iter()).filter_map(|b| b.pages.as_ref()).find_map(|t| t.pages.iter().position(|p| !p.resident).map(|p| (t, p))).expect("a spilled page");
+        table.file.as_ref().unwrap().file.write_all_at(&[0xff; 8], table.frame_at(p, 0)).unwrap();
+        let error = fault_in_all(&mut world).unwrap_err();
+        assert!(error.contains("corrupt (CRC mismatch"), "{error}");
+    }
 }

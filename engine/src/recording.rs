@@ -106,8 +106,10 @@ impl ProbeSite {
     pub fn relocate(&mut self, blocks: &SynapseBlocks) {
         if let ProbeSite::Synapse { block, pre, local, synapse, .. } = self {
             let b = &blocks.0[*block];
-            let row = b.row_ptr[*pre as usize] as usize..b.row_ptr[*pre as usize + 1] as usize;
-            *synapse = row.into_iter().find(|&k| u32::from(b.target[k]) == *local);
+            let first = b.row_ptr[*pre as usize] as usize;
+            // A paged block's row may be on disk (`crate::paging`).
+            let targets = crate::paging::row_targets(b, *pre as usize).unwrap_or_default();
+            *synapse = targets.iter().position(|&t| u32::from(t) == *local).map(|i| first + i);
         }
     }
 }

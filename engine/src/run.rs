@@ -252,6 +252,9 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     // Chosen before building, so that a backend that cannot run here fails at once (and
     // writes nothing).
     let backend = choose(options.backend)?;
+    if options.host_memory.is_some() {
+        pages_on(backend.name())?;
+    }
     if let Some(out) = &options.out {
         prepare_output(out, options.overwrite)?;
     }
@@ -349,15 +352,19 @@ fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
 
 /// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
 fn start_paging(sim: &mut Simulation, options: &RunOptions, host_bytes: u64, dt_ms: f64) -> Result<(), RunError> {
-    use crate::paging::PagingError;
-    let backend = crate::backend::installed(&sim.world).map_or("cpu", |b| b.name());
-    if backend != "cpu" {
-        return Err(PagingError::Backend(backend).into());
-    }
+    pages_on(crate::backend::installed(&sim.world).map_or("cpu", |b| b.name()))?;
     if let Some(line) = crate::paging::enable(&mut sim.world, &tier_options(options, host_bytes), dt_ms)? {
         eprintln!("{line}");
     }
     Ok(())
+}
+
+/// Refuses `--host-memory` on a backend that does not page (all but the CPU's).
+fn pages_on(backend: &'static str) -> Result<(), RunError> {
+    match backend {
+        "cpu" => Ok(()),
+        other => Err(crate::paging::PagingError::Backend(other).into()),
+    }
 }
 
 /// The host tier a run asks for: `--host-memory` bytes, pages spilled to `--spill-dir` (default
