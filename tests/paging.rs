@@ -139,7 +139,7 @@ fn a_budget_below_the_fixed_state_is_refused_with_the_sizes() {
     let out = fum(&["run", model.to_str().unwrap(), "--duration", "1ms", "--host-memory", "1MB"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(stderr.contains("--host-memory 1.0 MB: the network needs") && stderr.contains("besides its pageable synapses"), "{stderr}");
+    assert!(stderr.contains("--host-memory 1.0 MB: the network needs") && stderr.contains("besides its pageable synapses") && stderr.contains("synapse pages at least"), "{stderr}");
     let out = fum(&["run", model.to_str().unwrap(), "--duration", "1ms", "--host-memory", "lots"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a size such as 8GB"));
 }

@@ -31,16 +31,22 @@
 //! equals, down to 7/8 of its share, so that evictions come in batches. Pages holding probed
 //! synapses are pinned.
 //!
+//! **Building.** A network larger than the budget is paged as it is built ([`BuildSpill`]):
+//! each block spills what exceeds its share as soon as it is built, so the synapses never sit
+//! whole in memory; a paged build uses more shards where the blocks being built would take more
+//! than a quarter of the budget ([`shards_for_building`]).
+//!
 //! **Readers between steps.** A checkpoint reads every page where it is ([`read_paged`]:
 //! resident pages from memory, spilled ones decompressed from disk) into its checksums and its
 //! copy of the state (a plastic block's weights, copied as for any network); health checks, the
 //! viewer's weight histogram and weight probes read resident pages only (spilled ones cannot
 //! change).
 //!
-//! Concurrency contract: a shard's pages, its [`ShardPages`] and its spill files are touched
-//! only by the thread delivering into that shard, or, between steps, by the one running
-//! [`fault_in_all`] or [`enforce`] for it; nothing else reads a paged block's synapses during a
-//! step.
+//! Concurrency contract: a block's pages and spill file are touched by one thread at a time:
+//! the one building it, then the one delivering into its shard (with the shard's
+//! [`ShardPages`]), or, between steps, the one running [`fault_in_all`], [`enforce`] or
+//! [`deliver_all_deferred`] for its shard, or a checkpoint reading it on the thread that owns the
+//! world; nothing else reads a paged block's synapses during a step.
 
 use std::fs::File;
 use std::io;
@@ -56,10 +62,10 @@ use serde::Serialize;
 
 use crate::column::AnyColumn;
 use crate::components::{Clock, Delays, NeuronBlock, Plasticity, Shard, SynapseBlock, SynapseBlocks, Weights};
-use crate::model::Receptor;
-use fum_kernels::delivery::{Ring, deliver_row};
 use crate::estimate::bytes;
+use crate::model::Receptor;
 use crate::recording::{ProbeSite, Recorder};
+use fum_kernels::delivery::{Ring, deliver_row};
 
 /// Half-life of a page's activity, in biological time.
 pub const HALF_LIFE_MS: f64 = 100.0;
@@ -74,7 +80,7 @@ const MIN_PAGES: u64 = 8;
 /// Why paging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PagingError {
-    #[error("--host-memory {}: the network needs {} of memory besides its pageable synapses ({} of neuron state, row pointers, traces{}), and at least {} more for synapse pages", bytes(*budget as f64), bytes(*fixed as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, bytes(*min_pages as f64))]
+    #[error("--host-memory {}: the network needs {} besides its pageable synapses (neuron state, ring buffers, row pointers, STDP traces{}), and synapse pages at least {} more", bytes(*budget as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, bytes(*min_pages as f64))]
     TooSmall { budget: u64, fixed: u64, rewired: u64, min_pages: u64 },
     #[error("--spill-dir {}: {} of synapses may go to disk and the folder's file system has {} free", dir.display(), bytes(*need as f64), bytes(*free as f64))]
     NoDisk { dir: PathBuf, need: u64, free: u64 },
@@ -108,7 +114,7 @@ pub struct Footprint {
 /// The host memory of `world`'s network (see [`Footprint`]).
 pub fn footprint(world: &mut World) -> Footprint {
     let (mut fixed, mut rewired, mut pageable) = (0u64, 0u64, 0u64);
-    let mut query = world.query::<(&crate::components::NeuronBlock, &SynapseBlocks)>();
+    let mut query = world.query::<(&NeuronBlock, &SynapseBlocks)>();
     for (neurons, blocks) in query.iter(world) {
         fixed += neurons.bytes() as u64;
         for b in &blocks.0 {

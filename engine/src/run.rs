@@ -233,15 +233,9 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 /// every step boundary and may write checkpoints into the output folder on request.
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    let (threads, mut shards) = options.resolve(model);
-    if let Some(host_bytes) = options.host_memory {
-        let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
-        let more = crate::paging::shards_for_building(model, threads, shards, host_bytes, chosen);
-        if more != shards {
-            eprintln!("building in {more} shards instead of {shards}, so that the blocks being built fit beside --host-memory");
-            shards = more;
-        }
-    }
+    let (threads, asked) = options.resolve(model);
+    let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
+    let shards = options.host_memory.map_or(asked, |host_bytes| crate::paging::shards_for_building(model, threads, asked, host_bytes, chosen));
     // Threads and memory this machine cannot give are refused before anything is built.
     let estimate = crate::estimate::check(model, threads, shards, options.host_memory)?;
     // A network larger than --host-memory is paged while it is built (`crate::paging`).
@@ -249,6 +243,9 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
         Some(host_bytes) => crate::paging::BuildSpill::plan(model, &estimate, &tier_options(options, host_bytes))?,
         None => None,
     };
+    if shards != asked {
+        eprintln!("building in {shards} shards instead of {asked}, so that the blocks being built fit beside --host-memory");
+    }
     // Chosen before building, so that a backend that cannot run here fails at once (and
     // writes nothing).
     let backend = choose(options.backend)?;
