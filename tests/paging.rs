@@ -125,7 +125,14 @@ fn a_paged_run_checkpoints_what_it_would_unpaged_and_resumes_to_the_same_spikes(
     let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--stop-after", "50ms"];
     fum_ok(&args);
     // Spilled pages are read where they are: the checkpoint is the unpaged run's, byte for byte.
-    assert_eq!(checkpoint(&parts, 400), checkpoint(&all, 400), "the checkpoint of step 400");
+    // (A periodic checkpoint may be superseded when the writer is busy: compare those both runs
+    // have, step 0's always among them, taken with most pages spilled.)
+    let steps = |run: &Path| fum::engine::checkpoint::list(&run.join("checkpoints")).into_iter().map(|p| fum::engine::checkpoint::Checkpoint::open(&p).unwrap().header.step).collect::<Vec<u64>>();
+    let common_steps: Vec<u64> = steps(&parts).into_iter().filter(|s| steps(&all).contains(s)).collect();
+    assert!(common_steps.contains(&0), "both runs checkpoint step 0: {common_steps:?}");
+    for step in common_steps {
+        assert_eq!(checkpoint(&parts, step), checkpoint(&all, step), "the checkpoint of step {step}");
+    }
     fum_ok(&["resume", parts.to_str().unwrap(), "--quiet"]);
     let resumed = run_json(&parts);
     assert!(resumed["storage"]["host"]["faults"].as_u64().unwrap() > 0, "the resumed session pages too: {}", resumed["storage"]);
