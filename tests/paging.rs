@@ -122,7 +122,7 @@ fn a_paged_run_checkpoints_what_it_would_unpaged_and_resumes_to_the_same_spikes(
     fum_ok(&["run", model.to_str().unwrap(), "--out", all.to_str().unwrap(), "--quiet", "--checkpoint-every", "20ms", "--keep-checkpoints", "10"]);
     let network = &run_json(&all)["network"];
     let host_memory = format!("{}B", network["bytes_total"].as_u64().unwrap() - 200_000);
-    let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--stop-after", "50ms"];
+    let args = ["run", model.to_str().unwrap(), "--out", parts.to_str().unwrap(), "--quiet", "--host-memory", &host_memory, "--checkpoint-every", "20ms", "--keep-checkpoints", "10", "--stop-after", "50ms"];
     fum_ok(&args);
     // Spilled pages are read where they are: the checkpoint is the unpaged run's, byte for byte.
     // (A periodic checkpoint may be superseded when the writer is busy: compare those both runs
