@@ -163,6 +163,7 @@ pub struct TierStats {
     /// Time delivery waited for pages (reading and decompressing, and evictions writing),
     /// summed over the shards' threads.
     pub stall_s: f64,
+    /// Bytes in and out (those spilled while building included) over the simulation's time.
     pub bytes_moved_per_s: f64,
 }
 

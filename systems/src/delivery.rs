@@ -64,10 +64,10 @@ pub fn deliver_spikes(
                     0
                 }
                 Some(pages) => {
-                    let writes = block.plastic.is_some() && plasticity.enabled;
+                    // A plastic block: STDP writes the rows it delivers through.
                     (0..spikes.len())
                         .map(|k| {
-                            pages.fetch(&mut synapses.0, b, spikes[k], step, writes);
+                            pages.fetch(&mut synapses.0, b, spikes[k], step, plasticity.enabled);
                             deliver_block(&mut synapses.0[b], ring, &spikes[k..=k], step, fired, &plasticity)
                         })
                         .sum()
