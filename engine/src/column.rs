@@ -22,8 +22,8 @@
 //! Below the host, a synapse column may be *paged* ([`crate::paging`]): its host copy then lives
 //! in an anonymous mapping, and ranges of it (pages) are spilled to compressed disk pages and
 //! their memory given back to the system. While any range is spilled, reading the column whole
-//! panics as a stale read does; the code that made the ranges it reads resident (delivery, after
-//! the paging pass of the step) reads them through [`Column::pages`].
+//! panics as a stale read does; the code that made the ranges it reads resident (delivery, once
+//! it has fetched a row's page) reads them through [`Column::pages`].
 
 use std::fmt;
 use std::ops::Range;
@@ -550,6 +550,21 @@ mod tests {
         let mut synced = Column::from_vec(vec![5u32; 3]);
         synced.attach_filled(device, Placement::contiguous(0, 3), true);
         assert!(synced.host_is_current());
+    }
+
+    #[test]
+    fn a_spilled_range_gives_its_memory_back_and_refuses_whole_reads_until_restored() {
+        let mut column = Column::from_vec((0..4096u32).collect());
+        column.make_pageable().unwrap();
+        assert_eq!(column[4095], 4095, "the same elements in the mapping");
+        let bytes: Vec<u8> = bytemuck::cast_slice(&column[1024..3072]).to_vec();
+        column.spill(1024..3072).unwrap();
+        assert!(column.is_spilled());
+        assert_eq!(column.pages()[1024..2048], [0; 1024], "whole memory pages inside the range were given back");
+        assert_eq!(column.pages()[..1024], (0..1024).collect::<Vec<u32>>()[..], "the rest is untouched");
+        assert!(std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| column[0])).is_err(), "a whole read panics");
+        column.restore_with(1024..3072, |dst| Ok::<_, ()>(dst.copy_from_slice(&bytes))).unwrap();
+        assert_eq!(&column[..], &(0..4096).collect::<Vec<u32>>()[..]);
     }
 
     #[test]
