@@ -559,10 +559,10 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
             bytes(h.budget_bytes as f64),
             bytes(h.peak_resident_bytes as f64),
             100.0 * h.hit_rate,
-            bytes((h.bytes_in + h.bytes_out) as f64),
+            bytes((h.moved.bytes_in + h.moved.bytes_out) as f64),
             bytes(h.bytes_moved_per_s),
-            bytes(h.disk_bytes as f64),
-            h.stall_s,
+            bytes(h.moved.disk_bytes as f64),
+            h.moved.stall_s,
             bytes(report.host_peak_rss_bytes as f64)
         )?;
     }

@@ -145,24 +145,10 @@ pub struct TierStats {
     pub paged_bytes: u64,
     pub peak_resident_bytes: u64,
     pub resident_bytes: u64,
-    /// Compressed bytes on disk.
-    pub disk_bytes: u64,
-    /// Rows delivery read from a resident page, and rows whose page it brought in first.
-    pub hits: u64,
-    pub faults: u64,
+    /// What moved, and how often a read found its page resident.
+    #[serde(flatten)]
+    pub moved: Moved,
     pub hit_rate: f64,
-    pub evictions: u64,
-    /// Evictions that wrote the page (first spill, or changed by STDP).
-    pub writebacks: u64,
-    /// Uncompressed bytes brought in and written out.
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Page faults that found the shard's share full of pages that could not go (pinned ones,
-    /// or a page larger than the share): the budget was exceeded then.
-    pub faults_over_budget: u64,
-    /// Time delivery waited for pages (reading and decompressing, and evictions writing),
-    /// summed over the shards' threads.
-    pub stall_s: f64,
     /// Bytes in and out (those spilled while building included) over the simulation's time.
     pub bytes_moved_per_s: f64,
 }
@@ -170,7 +156,7 @@ pub struct TierStats {
 /// One line for a progress bar: `pages 83.6 % hits, 2.8 GB in, waited 4.2 s`.
 impl std::fmt::Display for TierStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "pages {:.1} % hits, {} in, waited {:.1} s", 100.0 * self.hit_rate, bytes(self.bytes_in as f64), self.stall_s)
+        write!(f, "pages {:.1} % hits, {} in, waited {:.1} s", 100.0 * self.hit_rate, bytes(self.moved.bytes_in as f64), self.moved.stall_s)
     }
 }
 
@@ -605,18 +591,27 @@ pub struct ShardPages {
     moved: Moved,
 }
 
-/// What a shard moved, and the first error it met.
-#[derive(Clone, Debug, Default)]
+/// What a shard (or the whole tier, in [`TierStats`]) moved, and the first error it met.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Moved {
-    hits: u64,
-    faults: u64,
-    evictions: u64,
-    writebacks: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    disk_bytes: i64,
-    over_budget: u64,
-    stall_s: f64,
+    /// Rows delivery read from a resident page, and rows whose page it brought in first.
+    pub hits: u64,
+    pub faults: u64,
+    pub evictions: u64,
+    /// Evictions that wrote the page (first spill, or changed by STDP).
+    pub writebacks: u64,
+    /// Uncompressed bytes brought in and written out.
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Compressed bytes on disk.
+    pub disk_bytes: i64,
+    /// Page faults that found the shard's share full of pages that could not go (pinned ones,
+    /// or a page larger than the share): the budget was exceeded then.
+    pub faults_over_budget: u64,
+    /// Time delivery waited for pages (reading and decompressing, and evictions writing),
+    /// summed over the shards' threads.
+    pub stall_s: f64,
+    #[serde(skip)]
     error: Option<String>,
 }
 
@@ -629,7 +624,7 @@ impl Moved {
         self.bytes_in += m.bytes_in;
         self.bytes_out += m.bytes_out;
         self.disk_bytes += m.disk_bytes;
-        self.over_budget += m.over_budget;
+        self.faults_over_budget += m.faults_over_budget;
         self.stall_s += m.stall_s;
         self.error = self.error.take().or(m.error);
     }
@@ -656,7 +651,7 @@ impl ShardPages {
         let t = Instant::now();
         if self.resident + bytes > self.budget {
             self.evict_down(blocks, Some((b, p)), self.budget.saturating_sub(self.budget / 8 + bytes), step);
-            self.moved.over_budget += u64::from(self.resident + bytes > self.budget);
+            self.moved.faults_over_budget += u64::from(self.resident + bytes > self.budget);
         }
         let result = bring_in(&mut blocks[b], p, &mut self.moved);
         self.note(result);
@@ -756,20 +751,13 @@ impl HostTier {
         self.add(std::mem::take(&mut shard.moved))
     }
 
-    fn add(&mut self, m: Moved) -> Option<String> {
+    fn add(&mut self, mut m: Moved) -> Option<String> {
+        let error = m.error.take();
         let s = &mut self.stats;
-        s.hits += m.hits;
-        s.faults += m.faults;
-        s.evictions += m.evictions;
-        s.writebacks += m.writebacks;
-        s.bytes_in += m.bytes_in;
-        s.bytes_out += m.bytes_out;
-        s.disk_bytes = (s.disk_bytes as i64 + m.disk_bytes) as u64;
-        s.faults_over_budget += m.over_budget;
-        s.stall_s += m.stall_s;
-        let asked = s.hits + s.faults;
-        s.hit_rate = if asked > 0 { s.hits as f64 / asked as f64 } else { 1.0 };
-        m.error
+        s.moved.add(m);
+        let asked = s.moved.hits + s.moved.faults;
+        s.hit_rate = if asked > 0 { s.moved.hits as f64 / asked as f64 } else { 1.0 };
+        error
     }
 
     /// Sets the resident and peak figures from the shards'.
@@ -936,7 +924,7 @@ delay_ms = { uniform = [1.0, 2.0] }
         let (mut world, _dir) = paged(64 << 10);
         let tier = &world.resource::<HostTier>().stats;
         assert_eq!(tier.paged_bytes, 400 * 100 * 8);
-        assert!(tier.resident_bytes <= tier.budget_bytes && tier.writebacks > 0, "{tier:?}");
+        assert!(tier.resident_bytes <= tier.budget_bytes && tier.moved.writebacks > 0, "{tier:?}");
         fault_in_all(&mut world).unwrap();
         let columns = |w: &mut World| w.query::<&SynapseBlocks>().iter(w).flat_map(|b| b.0.iter().map(|b| (b.target.to_vec(), b.weight.to_f32(), b.delay.bytes())).collect::<Vec<_>>()).collect::<Vec<_>>();
         assert_eq!(columns(&mut world), columns(&mut whole));

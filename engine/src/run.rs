@@ -548,7 +548,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         stages_s: sim.world.get_resource::<crate::StageTimes>().map(crate::StageTimes::by_name),
     };
     if let Some(host) = report.storage.get_mut("host") {
-        host.bytes_moved_per_s = (host.bytes_in + host.bytes_out) as f64 / simulate_s.max(1e-9);
+        host.bytes_moved_per_s = (host.moved.bytes_in + host.moved.bytes_out) as f64 / simulate_s.max(1e-9);
     }
     if let Some(m) = monitored {
         let session_events = report.timing.synaptic_events_per_s * simulate_s;
