@@ -54,3 +54,47 @@ fn stdp_changes_weights() {
     assert!(changed > 1000, "only {changed} plastic weights changed");
     assert!(learned.iter().filter(|s| s.0 == 0).all(|s| (0.0..=100.0).contains(&f32::from_bits(s.4))));
 }
+
+/// Poisson rates drawn per neuron (`rate_hz = { lognormal = [mu, sigma] }`): the draws follow
+/// the distribution, do not depend on the shards, and drive each neuron at its own rate (the
+/// neurons drawn the highest rates fire far more than those drawn the lowest); the spikes are the
+/// same on any threads and shards.
+#[test]
+fn per_neuron_poisson_rates() {
+    use fum::engine::components::PoissonSources;
+    let (mu, sigma) = (9.635f64, 0.3f64);
+    let text = BALANCED.replacen("rate_hz = 16000.0", &format!("rate_hz = {{ lognormal = [{mu}, {sigma}] }}"), 1);
+    assert_ne!(text, BALANCED, "the E drive is drawn per neuron");
+    let model = parse(&text);
+    let dt = model.spec.simulation.dt_ms;
+    let reference = simulate(&model, 1, 1);
+    let drawn = |sim: &Simulation| sim.world.resource::<PoissonSources>().0[0].per_neuron.clone().expect("rates drawn per neuron");
+    let rates: Vec<f64> = drawn(&reference).iter().map(|r| r[0] / (dt * 1e-3)).collect();
+    let n = rates.len() as f64;
+    let mean = rates.iter().sum::<f64>() / n;
+    let log_mean = rates.iter().map(|r| r.ln()).sum::<f64>() / n;
+    let log_std = (rates.iter().map(|r| (r.ln() - log_mean).powi(2)).sum::<f64>() / n).sqrt();
+    // Sampling error of a mean of n draws: a few sigma / sqrt(n).
+    assert!((log_mean - mu).abs() < 4.0 * sigma / n.sqrt(), "mean of ln(rate) {log_mean} against mu {mu}");
+    assert!((log_std - sigma).abs() < 0.1 * sigma, "std of ln(rate) {log_std} against sigma {sigma}");
+    assert!((mean / (mu + sigma * sigma / 2.0).exp() - 1.0).abs() < 0.02, "mean rate {mean} Hz");
+    // Neurons ranked by their drawn rate: the top tenth against the bottom tenth.
+    let mut counts = vec![0u32; rates.len()];
+    for (pop, _, id) in spikes(&reference) {
+        if pop == 0 {
+            counts[id as usize] += 1;
+        }
+    }
+    let mut order: Vec<usize> = (0..rates.len()).collect();
+    order.sort_by(|&a, &b| rates[a].total_cmp(&rates[b]));
+    let tenth = order.len() / 10;
+    let fired = |ids: &[usize]| ids.iter().map(|&i| f64::from(counts[i])).sum::<f64>() / ids.len() as f64;
+    let (low, high) = (fired(&order[..tenth]), fired(&order[order.len() - tenth..]));
+    assert!(high > 3.0 * low && high > 1.0, "the most driven tenth fires {high} spikes per neuron, the least {low}");
+    let spikes_ref = spikes(&reference);
+    for (threads, shards) in [(2, 3), (1, 8)] {
+        let sim = simulate(&model, threads, shards);
+        assert_eq!(drawn(&sim), drawn(&reference), "drawn rates differ on {shards} shards");
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+    }
+}

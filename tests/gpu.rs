@@ -81,31 +81,51 @@ fn cuba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
     }
 }
 
-/// `--device-memory` below what the network needs: the synapses that do not fit stay in pinned
-/// host memory that the kernels read over the bus, with the same spikes, probes and learned
-/// weights as the CPU's; run.json says how much went there and the bus's measured bandwidth.
+/// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
+/// the kernels read over the bus, with the device's row cache of the most active rows in what
+/// memory is left (none at the least limit, a third of the synapses' bytes at the other), with
+/// the same spikes, probes and learned weights as the CPU's; run.json says how much went there,
+/// the bus's measured bandwidth and what the cache served. Brunel's drive is drawn per neuron
+/// (so the per-neuron Poisson rates are checked against the CPU's too).
 #[test]
 #[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
 fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["stdp_balanced", "brunel"] {
+    // Brunel's drive drawn per neuron (lognormal, the same mean): skewed rates, as in cortex.
+    let skewed = dir.path().join("brunel_skewed.toml");
+    let text = std::fs::read_to_string(model("brunel")).unwrap().replace("rate_hz = 20000.0", "rate_hz = { lognormal = [9.898, 0.1] }");
+    assert!(text.contains("lognormal"), "brunel's drive is drawn per neuron");
+    std::fs::write(&skewed, text).unwrap();
+    for (name, path) in [("stdp_balanced", model("stdp_balanced")), ("brunel_skewed", skewed.to_str().unwrap().to_string())] {
         let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-mapped")));
         let extra = ["--duration", "500ms", "--checkpoint-every", "500ms"];
-        run(&model(name), &cpu, "cpu", &extra);
+        run(&path, &cpu, "cpu", &extra);
         // Every synapse block on the host: the least that fits (the upload keeps 8 MiB spare).
-        let whole = run(&model(name), &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms"]);
+        let whole = run(&path, &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms"]);
         let m = &whole["gpu"]["device_bytes"];
-        let limit = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + (8 << 20) + 1024;
-        let report = run(&model(name), &gpu, "cuda", &[&extra[..], &["--device-memory", &format!("{limit}B")]].concat());
-        let mapped = &report["gpu"]["mapped_host"];
-        assert!(mapped["synapses"].as_u64().is_some_and(|n| n > 0), "{name}: synapses went to host memory: {mapped}");
-        assert!(mapped["link_bytes_per_s"].as_f64().unwrap() > 1e9, "{name}: the bus was measured: {mapped}");
-        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
-        if cpu.join("probes.h5").exists() {
-            assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name}: probes differ");
+        let least = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + (8 << 20) + 1024;
+        // Then a third of the synapses' bytes more: the row cache holds the most active rows.
+        for (limit, cached) in [(least, false), (least + m["synapse_bytes"].as_u64().unwrap() / 3, true)] {
+            let gpu = gpu.join(if cached { "cached" } else { "uncached" });
+            let report = run(&path, &gpu, "cuda", &[&extra[..], &["--device-memory", &format!("{limit}B")]].concat());
+            let mapped = &report["gpu"]["mapped_host"];
+            assert!(mapped["synapses"].as_u64().is_some_and(|n| n > 0), "{name}: synapses went to host memory: {mapped}");
+            assert!(mapped["link_bytes_per_s"].as_f64().unwrap() > 1e9, "{name}: the bus was measured: {mapped}");
+            let cache = &mapped["row_cache"];
+            if cached {
+                assert!(cache["rankings"].as_u64() > Some(3) && cache["bytes_in"].as_u64() > Some(0), "{name}: the cache ranked and moved rows: {cache}");
+                let hit = cache["hit_rate"].as_f64().unwrap();
+                assert!(hit > 0.1 && hit < 1.0, "{name}: a third of the synapses' bytes serve part of the reads: {cache}");
+            } else {
+                assert_eq!(cache["slots"], 0, "{name}: no room for a cache: {cache}");
+            }
+            assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name} (cached: {cached}): spikes differ");
+            if cpu.join("probes.h5").exists() {
+                assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name} (cached: {cached}): probes differ");
+            }
+            assert_eq!(weights(&cpu), weights(&gpu), "{name} (cached: {cached}): learned weights differ");
         }
-        assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
     }
 }
 

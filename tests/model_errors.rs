@@ -302,6 +302,16 @@ fn not_a_number_is_not_called_negative() {
     expect_error("rate_hz = 100.0", "rate_hz = -1.0", &["inputs[0].rate_hz", "must not be negative (got -1)"]);
 }
 
+/// Rates drawn per neuron: from distributions without negative draws, with valid parameters.
+#[test]
+fn drawn_rates() {
+    expect_error("rate_hz = 100.0", "rate_hz = { normal = [100.0, 10.0] }", &["inputs[0].rate_hz", "uniform or lognormal"]);
+    expect_error("rate_hz = 100.0", "rate_hz = { uniform = [-1.0, 10.0] }", &["inputs[0].rate_hz", "must not be negative (got -1)"]);
+    expect_error("rate_hz = 100.0", "rate_hz = { lognormal = [4.0, -0.5] }", &["inputs[0].rate_hz", "sigma must not be negative"]);
+    expect_error("rate_hz = 100.0", "rate_hz = { lognormal = [inf, 0.5] }", &["inputs[0].rate_hz", "must be finite"]);
+    expect_error("rate_hz = 100.0", "rate_hz = { gamma = [1.0, 2.0] }", &["inputs[0]", "lognormal = [mu, sigma]"]);
+}
+
 /// The estimate `fum check` prints and `fum run` checks is what the builder allocates.
 #[test]
 fn the_memory_estimate_matches_the_built_network() {

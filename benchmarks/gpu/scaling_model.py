@@ -3,10 +3,13 @@
 1000 synapses per neuron (800 E + 200 I, fixed in-degree) and additive STDP on E->E, for the
 GPU scaling table (assets/models/scaling.toml is its output for N = 10000, which `fum bench
 --suite scaling` scales to other sizes). Usage: scaling_model.py N OUT.toml [--weights f16] [--no-stdp] [--structural noop|replace] [--drive HZ]
-(--drive: the Poisson drive of every neuron, default 16000 Hz: about 28 Hz of firing; 9500 Hz
-gives about 5 Hz)
+[--spread SIGMA] [--record]
+(--drive: the mean Poisson drive of a neuron, default 16000 Hz: about 28 Hz of firing; 9500 Hz
+gives about 5 Hz. --spread: drives drawn per neuron from a lognormal of that sigma and the same
+mean, so that firing rates are skewed as in cortex. --record: spikes of E and I to spikes.h5)
 (--structural: a plan on E->E every 1 s, committed 500 ms later, that prunes nothing (noop) or
 replaces the lowest-priority 5 % and regrows to in-degree 800 (replace))"""
+import math
 import sys
 
 n = int(sys.argv[1])
@@ -15,6 +18,10 @@ weights = "f16" if "--weights" in sys.argv and sys.argv[sys.argv.index("--weight
 stdp = "--no-stdp" not in sys.argv
 structural = sys.argv[sys.argv.index("--structural") + 1] if "--structural" in sys.argv else None
 drive = float(sys.argv[sys.argv.index("--drive") + 1]) if "--drive" in sys.argv else 16000.0
+spread = float(sys.argv[sys.argv.index("--spread") + 1]) if "--spread" in sys.argv else 0.0
+# A lognormal of sigma `spread` whose mean is `drive`: mu = ln(drive) - sigma^2 / 2.
+rate = f"{{ lognormal = [{math.log(drive) - spread * spread / 2}, {spread}] }}" if spread > 0 else f"{drive}"
+record = '[recording]\nspikes = ["E", "I"]\n' if "--record" in sys.argv else ""
 n_e, n_i = n * 4 // 5, n - n * 4 // 5
 
 def population(name, size):
@@ -62,14 +69,14 @@ seed = 12345
 name = "external"
 kind = "poisson"
 target = "E"
-rate_hz = {drive}
+rate_hz = {rate}
 weight = 50.0
 
 [[inputs]]
 name = "external_I"
 kind = "poisson"
 target = "I"
-rate_hz = {drive}
+rate_hz = {rate}
 weight = 50.0
 
 [[plasticity]]
@@ -82,7 +89,8 @@ w_min = 0.0
 w_max = 100.0
 weight_dependence = "additive"
 pairing = "all_to_all"
-"""
+
+{record}"""
 if structural:
     prune = {"noop": "{ weight_below = 0.0 }", "replace": "{ lowest_priority_fraction = 0.05 }"}[structural]
     regrow = "regrow = { to_indegree = 800 }\n" if structural == "replace" else ""

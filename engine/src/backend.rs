@@ -280,6 +280,29 @@ pub struct MappedHost {
     pub synapses: u64,
     /// Host-to-device copy bandwidth of pinned memory, measured at the upload: the bus's bound.
     pub link_bytes_per_s: f64,
+    /// The device's copies of the rows read most (`fum_engine::row_cache`).
+    pub row_cache: RowCacheStats,
+}
+
+/// What the device row cache of a network in host memory did (`fum_engine::row_cache`).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct RowCacheStats {
+    /// Device bytes of its copies and tables, its slots (one row each) and the rows in them at
+    /// the end.
+    pub bytes: u64,
+    pub slots: u64,
+    pub rows: u64,
+    /// Rankings of the rows, and the bytes they moved: rows copied in, weights written back
+    /// (when rows left, and before the host read the weights).
+    pub rankings: u64,
+    pub bytes_in: u64,
+    pub bytes_back: u64,
+    /// Seconds the steps waited for the rankings and their copies.
+    pub stall_s: f64,
+    /// Synapses delivered from the cache and from host memory, and the first's share.
+    pub synapses_from_cache: u64,
+    pub synapses_from_host: u64,
+    pub hit_rate: f64,
 }
 
 /// Device memory, transfers and GPU-side counters of a CUDA run.

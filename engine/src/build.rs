@@ -153,8 +153,18 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
                 cdf: Default::default(),
                 weight: i.weight.unwrap_or(0.0) as f32,
                 receptor: i.receptor,
+                per_neuron: None,
             };
-            source.set_rate(i.rate_hz.unwrap_or(0.0), dt);
+            match i.rate_hz.unwrap_or(Distribution::Constant(0.0)) {
+                Distribution::Constant(rate) => source.set_rate(rate, dt),
+                // One draw per target neuron, from its own stream: the same on any shard.
+                rate => {
+                    let key = Key::from_seed(spec.simulation.seed);
+                    let means: Vec<f64> = (0..target.size).map(|j| rate.sample(&mut key.stream(Purpose::InputRate, index as u16, j)) * dt * 1e-3).collect();
+                    source.mean_per_step = means.iter().sum::<f64>() / f64::from(target.size.max(1));
+                    source.per_neuron = Some(means.into_iter().map(|m| [m, (-m).exp()]).collect());
+                }
+            }
             source
         })
         .collect();
@@ -175,7 +185,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
 pub(crate) fn delay_range_steps(delay_ms: Option<Distribution>, dt: f64) -> (u32, u32) {
     match delay_ms {
         None => (1, 1),
-        Some(Distribution::Normal { .. }) => (1, MAX_DELAY_STEPS),
+        Some(d) if d.unbounded() => (1, MAX_DELAY_STEPS),
         Some(d) => {
             let (lo, hi) = d.range();
             (to_steps(lo, dt), to_steps(hi, dt))

@@ -367,13 +367,25 @@ pub struct PoissonSource {
     pub cdf: fum_kernels::rng::PoissonCdf,
     pub weight: f32,
     pub receptor: Receptor,
+    /// With a rate drawn per neuron: each target neuron's mean count per step and its
+    /// exp(-mean), in target order (`mean_per_step` is then their mean).
+    pub per_neuron: Option<Vec<[f64; 2]>>,
 }
 
 impl PoissonSource {
     /// Sets the rate: the mean count per step, its exp(-mean) and the CPU's table change
-    /// together (at the build and when a viewer steers the input).
+    /// together (at the build and when a viewer steers the input). Rates drawn per neuron are
+    /// scaled to the new mean, keeping their spread.
     pub fn set_rate(&mut self, rate_hz: f64, dt_ms: f64) {
-        self.mean_per_step = rate_hz * dt_ms * 1e-3;
+        let mean = rate_hz * dt_ms * 1e-3;
+        if let Some(rates) = &mut self.per_neuron {
+            let scale = if self.mean_per_step > 0.0 { mean / self.mean_per_step } else { 0.0 };
+            for r in rates.iter_mut() {
+                let m = if scale > 0.0 { r[0] * scale } else { mean };
+                *r = [m, (-m).exp()];
+            }
+        }
+        self.mean_per_step = mean;
         self.exp_minus_mean = (-self.mean_per_step).exp();
         self.cdf = if self.mean_per_step <= 64.0 { fum_kernels::rng::PoissonCdf::new(self.mean_per_step, self.exp_minus_mean) } else { Default::default() };
     }

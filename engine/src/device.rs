@@ -52,6 +52,13 @@ pub struct BlockDesc {
     pub weight_f16: u32,
     pub rule: u32,
     pub history_len: u32,
+    /// The row cache of a block in host memory ([`crate::row_cache`]), or zeros.
+    pub cache_row: u64,
+    pub cache_target: u64,
+    pub cache_delay: u64,
+    pub cache_weight: u64,
+    pub cache_len: u32,
+    pub cache_pad: u32,
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -340,6 +347,8 @@ pub struct PoissonLaunch {
     pub exp_minus_mean: f64,
     pub quantum: i64,
     pub inhibitory: bool,
+    /// Per-neuron (mean, exp(-mean)) pairs when the rate is drawn per neuron.
+    pub rates: Option<CudaSlice<f64>>,
 }
 
 /// The probes' layout in the staging slot: for each probe, its range in the flat site list.
@@ -385,33 +394,29 @@ pub struct DeviceNetwork {
     pub synapses: u64,
     /// Synapses left in mapped host memory, if the network did not fit ([`host_tier`]).
     pub mapped: Option<MappedHost>,
+    /// The device's copies of their most-read rows.
+    pub cache: Option<crate::row_cache::RowCache>,
 }
 
 /// A block's per-synapse columns: what the host tier holds.
 const SYNAPSE_COLUMNS: [&str; 3] = ["target", "delay", "weight"];
 
 /// The blocks whose synapses stay in pinned host memory, mapped into the device's address
-/// space, so that a network `excess` bytes larger than the device's limit runs without them on
-/// the card (zero-copy: each spike's row crosses the bus when delivered, in the same kernels, so
-/// the spikes are the same). Static blocks go first (a plastic block also writes its weights
-/// back over the bus), largest first; blocks under structural plasticity never go (a commit
-/// rebuilds them in device memory). Their keys and bytes.
-pub fn host_tier(world: &mut World, excess: u64) -> (Vec<(usize, usize)>, u64) {
-    let mut blocks: Vec<(bool, u64, (usize, usize))> = Vec::new();
+/// space, when the network does not fit in the device's memory: every block but those under
+/// structural plasticity (a commit rebuilds them in device memory). Kernels read them over the
+/// bus (zero-copy), except the rows the device's row cache holds ([`crate::row_cache`]), which
+/// takes the device memory left; either way a synapse has the same value, so the spikes are the
+/// same. Their keys and bytes.
+pub fn host_tier(world: &mut World) -> (Vec<(usize, usize)>, u64) {
+    let mut chosen = Vec::new();
+    let mut bytes = 0;
     for (shard, synapses) in world.query::<(&Shard, &SynapseBlocks)>().iter(world) {
         for (i, b) in synapses.0.iter().enumerate().filter(|(_, b)| !b.rewired && !b.is_empty()) {
-            blocks.push((b.plastic.is_some(), b.synapse_bytes() as u64, (shard.index, i)));
+            chosen.push((shard.index, i));
+            bytes += b.synapse_bytes() as u64;
         }
     }
-    blocks.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
-    let (mut chosen, mut bytes) = (Vec::new(), 0);
-    for (_, b, key) in blocks {
-        if bytes >= excess {
-            break;
-        }
-        chosen.push(key);
-        bytes += b;
-    }
+    chosen.sort_unstable();
     (chosen, bytes)
 }
 
@@ -464,7 +469,7 @@ impl DeviceNetwork {
     /// more than `limit_bytes` keeps synapses in mapped host memory ([`host_tier`]).
     pub fn upload_world(stream: Arc<CudaStream>, world: &mut World, limit_bytes: u64, device: &str) -> Result<DeviceNetwork, CudaError> {
         let needed = Self::required_bytes(world);
-        let (mapped, mapped_bytes) = if needed > limit_bytes { host_tier(world, needed - limit_bytes) } else { Default::default() };
+        let (mapped, mapped_bytes) = if needed > limit_bytes { host_tier(world) } else { Default::default() };
         if needed - mapped_bytes > limit_bytes {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
             return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });
@@ -519,16 +524,22 @@ impl DeviceNetwork {
             memory: DeviceMemory::default(),
             synapses: 0,
             mapped: None,
+            cache: None,
         };
         net.memory = declared_bytes(world);
         net.memory.neuron_bytes += SCRATCH_BYTES_PER_NEURON * n as u64;
         net.memory.synapse_bytes -= mapped_bytes;
         if !mapped.is_empty() {
             let synapses = world.query::<(&Shard, &SynapseBlocks)>().iter(world).flat_map(|(s, b)| b.0.iter().enumerate().map(move |(i, b)| ((s.index, i), b.len() as u64))).filter(|(key, _)| mapped.contains(key)).map(|(_, n)| n).sum();
-            net.mapped = Some(MappedHost { needed_bytes: needed, limit_bytes, bytes: mapped_bytes, blocks: mapped.len() as u64, synapses, link_bytes_per_s: net.ctx.link_bandwidth()? });
+            net.mapped = Some(MappedHost { needed_bytes: needed, limit_bytes, bytes: mapped_bytes, blocks: mapped.len() as u64, synapses, link_bytes_per_s: net.ctx.link_bandwidth()?, row_cache: Default::default() });
         }
         net.attach_columns(world, &mapped)?;
-        net.upload_populations(world);
+        if !mapped.is_empty() {
+            let keys: Vec<_> = mapped.iter().map(|k| (*k, net.blocks.iter().position(|(b, _)| b == k).expect("a block on the device"))).collect();
+            net.cache = crate::row_cache::RowCache::new(&stream, world, &keys, limit_bytes - (needed - mapped_bytes), net.stdp_enabled)?;
+            net.memory.synapse_bytes += net.cache.as_ref().map_or(0, |c| c.bytes());
+        }
+        net.upload_populations(world)?;
         net.upload_tables(world)?;
         net.upload_probes(world)?;
         Ok(net)
@@ -549,7 +560,7 @@ impl DeviceNetwork {
         Ok(())
     }
 
-    fn upload_populations(&mut self, world: &World) {
+    fn upload_populations(&mut self, world: &World) -> Result<(), CudaError> {
         for p in &world.resource::<Populations>().0 {
             let bits = |x: f32| x.to_bits();
             let (coba, constants) = match p.dynamics {
@@ -567,8 +578,11 @@ impl DeviceNetwork {
                 exp_minus_mean: s.exp_minus_mean,
                 quantum: fum_kernels::delivery::to_fixed(s.weight),
                 inhibitory: s.receptor == crate::model::Receptor::Inhibitory,
+                rates: s.per_neuron.as_ref().map(|r| self.ctx.upload(r.as_flattened())).transpose()?,
             });
+            self.memory.neuron_bytes += s.per_neuron.as_ref().map_or(0, |r| 16 * r.len() as u64);
         }
+        Ok(())
     }
 
     /// The rule and block tables the kernels read, from the attached columns' addresses.
@@ -652,6 +666,9 @@ impl DeviceNetwork {
                 desc.post = buffers.ptr("post");
                 desc.history = buffers.ptr("post_history");
             }
+            if let Some(cache) = &mut self.cache {
+                cache.describe(table.len(), &mut desc);
+            }
             table.push(desc);
         }
         (table, plastic_index)
@@ -697,7 +714,7 @@ impl DeviceNetwork {
             self.ctx.count(true, std::mem::size_of_val(&probes[..]));
         }
         let declared = declared_bytes(world);
-        (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes - self.mapped.map_or(0, |m| m.bytes), declared.index_bytes);
+        (self.memory.synapse_bytes, self.memory.index_bytes) = (declared.synapse_bytes - self.mapped.map_or(0, |m| m.bytes) + self.cache.as_ref().map_or(0, |c| c.bytes()), declared.index_bytes);
         Ok(())
     }
 

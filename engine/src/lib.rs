@@ -16,6 +16,8 @@ pub mod observe;
 pub mod paging;
 pub mod recording;
 pub mod report;
+#[cfg(feature = "cuda")]
+pub mod row_cache;
 pub mod run;
 pub mod serve;
 pub mod simulation;

@@ -189,7 +189,7 @@ impl PopulationSpec {
 
 /// A value that is constant or drawn per neuron / synapse.
 #[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
-#[serde(untagged, expecting = "a number, { uniform = [low, high] } or { normal = [mean, std] }")]
+#[serde(untagged, expecting = "a number, { uniform = [low, high] }, { normal = [mean, std] } or { lognormal = [mu, sigma] }")]
 pub enum Distribution {
     Constant(f64),
     Uniform {
@@ -197,6 +197,11 @@ pub enum Distribution {
     },
     Normal {
         normal: [f64; 2],
+    },
+    /// exp of a normal draw of mean `mu` and standard deviation `sigma` (NumPy's and NEST's
+    /// parameters): median e^mu, mean e^(mu + sigma^2 / 2).
+    LogNormal {
+        lognormal: [f64; 2],
     },
 }
 
@@ -207,7 +212,14 @@ impl Distribution {
             Distribution::Constant(v) => v,
             Distribution::Uniform { uniform: [lo, hi] } => lo + (hi - lo) * stream.uniform(),
             Distribution::Normal { normal: [mean, std] } => mean + std * stream.normal(),
+            Distribution::LogNormal { lognormal: [mu, sigma] } => (mu + sigma * stream.normal()).exp(),
         }
+    }
+
+    /// Whether draws are unbounded (normal, lognormal): where a range is required they are
+    /// clipped to it instead.
+    pub fn unbounded(&self) -> bool {
+        matches!(self, Distribution::Normal { .. } | Distribution::LogNormal { .. })
     }
 
     /// The smallest and largest value a draw can take.
@@ -216,6 +228,7 @@ impl Distribution {
             Distribution::Constant(v) => (v, v),
             Distribution::Uniform { uniform: [lo, hi] } => (lo, hi),
             Distribution::Normal { .. } => (f64::NEG_INFINITY, f64::INFINITY),
+            Distribution::LogNormal { .. } => (0.0, f64::INFINITY),
         }
     }
 
@@ -224,6 +237,7 @@ impl Distribution {
             Distribution::Constant(v) => v,
             Distribution::Uniform { uniform: [lo, hi] } => 0.5 * (lo + hi),
             Distribution::Normal { normal: [mean, _] } => mean,
+            Distribution::LogNormal { lognormal: [mu, sigma] } => (mu + 0.5 * sigma * sigma).exp(),
         }
     }
 }
@@ -419,8 +433,8 @@ pub struct InputSpec {
     pub name: String,
     pub kind: InputKind,
     pub target: String,
-    /// Poisson: rate of the train each neuron receives, Hz.
-    pub rate_hz: Option<f64>,
+    /// Poisson: rate of the train each neuron receives, Hz: one for all, or drawn per neuron.
+    pub rate_hz: Option<Distribution>,
     /// Poisson: weight magnitude of each input spike.
     pub weight: Option<f64>,
     #[serde(default)]
@@ -828,7 +842,7 @@ impl<'a> Validator<'a> {
             if let Some(delay) = p.delay_ms {
                 self.distribution(path!("projections", i, "delay_ms"), &delay)?;
                 let (lo, hi) = delay.range();
-                if let Distribution::Normal { .. } = delay {
+                if delay.unbounded() {
                     // Draws are clipped to [dt, max delay]; the mean must lie inside.
                     let mean = delay.mean();
                     if mean < sim.dt_ms || mean > f64::from(MAX_DELAY_STEPS) * sim.dt_ms {
@@ -846,7 +860,7 @@ impl<'a> Validator<'a> {
                 };
                 let rule = &s.plasticity[k];
                 let (lo, hi) = p.weight.range();
-                if let Distribution::Normal { .. } = p.weight {
+                if p.weight.unbounded() {
                     // Draws are clipped to the rule's bounds.
                 } else if lo < rule.w_min || hi > rule.w_max {
                     return Err(self.error(path!("projections", i, "weight"), format!("initial weights must lie within the bounds of rule \"{name}\" [{}, {}]", rule.w_min, rule.w_max)));
@@ -863,7 +877,14 @@ impl<'a> Validator<'a> {
                     let Some(rate) = input.rate_hz else {
                         return Err(self.error(path!("inputs", i), "a poisson input needs rate_hz".into()));
                     };
-                    self.non_negative(path!("inputs", i, "rate_hz"), rate)?;
+                    match rate {
+                        Distribution::Constant(r) => self.non_negative(path!("inputs", i, "rate_hz"), r)?,
+                        Distribution::Normal { .. } => return Err(self.error(path!("inputs", i, "rate_hz"), "rates are not negative: draw them from a uniform or lognormal distribution".into())),
+                        _ => {
+                            self.distribution(path!("inputs", i, "rate_hz"), &rate)?;
+                            self.non_negative(path!("inputs", i, "rate_hz"), rate.range().0)?;
+                        }
+                    }
                     let Some(w) = input.weight else {
                         return Err(self.error(path!("inputs", i), "a poisson input needs weight".into()));
                     };
@@ -1030,6 +1051,7 @@ impl<'a> Validator<'a> {
     fn fits_f32(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
         let largest = match *d {
             Distribution::Normal { normal: [mean, std] } => mean.abs() + NORMAL_REACH * std,
+            Distribution::LogNormal { lognormal: [mu, sigma] } => (mu + NORMAL_REACH * sigma).exp(),
             _ => d.range().0.abs().max(d.range().1.abs()),
         };
         if !largest.is_finite() {
@@ -1073,6 +1095,8 @@ impl<'a> Validator<'a> {
             Distribution::Normal { normal: [mean, std] } if !(mean.is_finite() && std.is_finite()) => Err(self.error(path, format!("normal = [{mean}, {std}]: mean and standard deviation must be finite"))),
             Distribution::Uniform { uniform: [lo, hi] } if !(lo <= hi) => Err(self.error(path, format!("uniform = [{lo}, {hi}]: low must not exceed high"))),
             Distribution::Normal { normal: [_, std] } if !(std >= 0.0) => Err(self.error(path, format!("normal standard deviation must not be negative (got {std})"))),
+            Distribution::LogNormal { lognormal: [mu, sigma] } if !(mu.is_finite() && sigma.is_finite()) => Err(self.error(path, format!("lognormal = [{mu}, {sigma}]: mu and sigma must be finite"))),
+            Distribution::LogNormal { lognormal: [_, sigma] } if !(sigma >= 0.0) => Err(self.error(path, format!("lognormal sigma must not be negative (got {sigma})"))),
             _ => Ok(()),
         }
     }

@@ -34,6 +34,14 @@ struct Block {
     u64 history;        // u32*: ring of the last `history_len` postsynaptic spike steps per target
     u32 source_first, source_size, shard_first, shard_size;
     u32 const_delay, weight_f16, rule, history_len;  // rule: index of the Rule, or NEVER
+    // The device row cache of a block in host memory (engine/src/row_cache.rs), or all 0: the
+    // first `cache_len` synapses of row r are at [cache_row[r] * cache_len ...] of the cache
+    // columns when cache_row[r] != NEVER, else only in the block's own columns.
+    u64 cache_row;      // u32*: slot of each row, or NEVER
+    u64 cache_target;   // u16*
+    u64 cache_delay;    // u16*, or 0 with `const_delay`
+    u64 cache_weight;   // as `weight`
+    u32 cache_len, cache_pad;
 };
 
 // What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
@@ -99,13 +107,28 @@ __device__ __forceinline__ u16 float_to_half(float f) {
     return h;
 }
 
-__device__ __forceinline__ float load_weight(const Block& b, u32 k) {
-    return b.weight_f16 ? half_to_float(((const u16*)b.weight)[k]) : ((const float*)b.weight)[k];
+// Where one synapse's target, delay and weight are: index `i` of the block's own columns or of
+// its row cache (see `struct Block` and `locate`).
+struct Syn {
+    u64 target, delay, weight, i;
+};
+
+__device__ __forceinline__ float load_weight_at(const Block& b, const Syn& s) {
+    return b.weight_f16 ? half_to_float(((const u16*)s.weight)[s.i]) : ((const float*)s.weight)[s.i];
 }
 
-__device__ __forceinline__ void store_weight(const Block& b, u32 k, float w) {
-    if (b.weight_f16) ((u16*)b.weight)[k] = float_to_half(w);
-    else ((float*)b.weight)[k] = w;
+__device__ __forceinline__ void store_weight_at(const Block& b, const Syn& s, float w) {
+    if (b.weight_f16) ((u16*)s.weight)[s.i] = float_to_half(w);
+    else ((float*)s.weight)[s.i] = w;
+}
+
+// Synapse k of the block's own columns.
+__device__ __forceinline__ Syn own(const Block& b, u64 k) {
+    return Syn{b.target, b.delay, b.weight, k};
+}
+
+__device__ __forceinline__ float load_weight(const Block& b, u64 k) {
+    return load_weight_at(b, own(b, k));
 }
 
 // ---- Philox4x32-10 (rng.rs) ----
@@ -146,14 +169,16 @@ __device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
     return k;
 }
 
-// Independent Poisson counts into neurons [first, end) (systems/src/input.rs).
+// Independent Poisson counts into neurons [first, end) (systems/src/input.rs): of mean `mean`
+// (exp(-mean) = `eml`), or with `rates`, of each neuron's (mean, exp(-mean)) pair.
 extern "C" __global__ void poisson_input(const u64* step, u32 key0, u32 key1, u32 stream, u32 first, u32 end,
-                                         double mean, double eml, i64 quantum, i64* ring, u32 n, u32 slots) {
+                                         double mean, double eml, const double* rates, i64 quantum, i64* ring, u32 n, u32 slots) {
     u32 id = first + blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= end) return;
     u64 t = *step;
     u32 c[4] = {stream, id, (u32)t, (u32)(t >> 32)};
     philox(c, key0, key1);
+    if (rates) { mean = rates[2 * (id - first)]; eml = rates[2 * (id - first) + 1]; }
     u32 k = poisson(mean, eml, uniform_f64(c[0], c[1]), c[2], c[3]);
     if (k > 0) ring[(u64)(t & (slots - 1)) * n + id] += (i64)k * quantum;
 }
@@ -505,17 +530,17 @@ __device__ __forceinline__ u32 first_at_least(const u32* spikes, u32 count, u32 
     return lo;
 }
 
-__device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, u32 k, u32 j, float w) {
-    u32 d = b.delay ? ((const u16*)b.delay)[k] : b.const_delay;
+__device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, const Syn& s, u32 j, float w) {
+    u32 d = s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
     atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
 }
 
-// A plastic synapse k (target j, weight w as loaded) at a presynaptic spike at t whose source
+// A plastic synapse s (target j, weight w as loaded) at a presynaptic spike at t whose source
 // last fired at `tl` with trace `xl` (stdp.rs, plastic_row): potentiation by the target's spikes
 // after tl (read from its history only if it fired since tl), depression by its trace,
 // delivery, then pairing with a postsynaptic spike of this very step. Returns whether the
 // history had lost spikes after tl.
-__device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, u32 k,
+__device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
                                                 u32 j, float w, u32 tl, float xl, const u8* fired) {
     Post p = ((const Post*)b.post)[j];
     bool lost = false;
@@ -535,9 +560,9 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
         lost = p.floor != NEVER && p.floor > tl;
     }
     w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
-    add_to_ring(b, slots, n, t, k, j, w);
+    add_to_ring(b, slots, n, t, s, j, w);
     if (fired[b.shard_first + j] && tl != NEVER) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
-    store_weight(b, k, w);
+    store_weight_at(b, s, w);
     return lost;
 }
 
@@ -549,9 +574,15 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
 // independent of the order in which warps run. Grid: y = block, x = thread blocks sharing
 // that block's spikes. The spike list is sorted, so a block's sources are one contiguous
 // range of it, found by binary search: no warp is spent on a spike the block does not hold.
+// Synapse k of a row whose first `cut` synapses (from `lo`) are in the row cache from `base`.
+__device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u64 base) {
+    return k < cut ? Syn{b.cache_target, b.cache_delay, b.cache_weight, base + (k - lo)} : own(b, k);
+}
+
+// `cache_reads` counts the synapses read from row caches ([0]) and from host memory ([1]).
 extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                    const Rule* rules, u32 n, u32 slots, const u8* fired,
-                                   u32 stdp_enabled, u64* lost_pairings) {
+                                   u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
     __shared__ Block b;
     __shared__ Rule r;
     __shared__ u32 range[2];
@@ -568,9 +599,14 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
     bool plastic = b.rule != NEVER && stdp_enabled;
     const u32* row_ptr = (const u32*)b.row_ptr;
     u32 lost = 0;
+    u64 from_cache = 0, from_host = 0;
     for (u32 s = range[0] + blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); s < range[1]; s += warps) {
         u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
+        u32 slot = b.cache_row ? ((const u32*)b.cache_row)[row] : NEVER;
+        u32 cut = slot == NEVER ? lo : lo + min(hi - lo, b.cache_len);
+        u64 base = (u64)slot * b.cache_len;
+        if (b.cache_row && lane == 0) { from_cache += cut - lo; from_host += hi - cut; }
         u32 tl = plastic ? ((const u32*)r.pre_last)[row] : NEVER;
         float xl = plastic ? ((const float*)r.pre_trace)[row] : 0.0f;
         // Each lane loads the targets and weights of UNROLL synapses before using any: a row in
@@ -583,18 +619,59 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
                 u32 k = k0 + 32 * u;
-                if (k < hi) { j[u] = ((const u16*)b.target)[k]; w[u] = load_weight(b, k); }
+                if (k < hi) {
+                    Syn at = locate(b, k, lo, cut, base);
+                    j[u] = ((const u16*)at.target)[at.i];
+                    w[u] = load_weight_at(b, at);
+                }
             }
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
                 u32 k = k0 + 32 * u;
                 if (k >= hi) break;
-                if (plastic) lost += plastic_synapse(b, r, slots, n, t, k, j[u], w[u], tl, xl, fired);
-                else add_to_ring(b, slots, n, t, k, j[u], w[u]);
+                Syn at = locate(b, k, lo, cut, base);
+                if (plastic) lost += plastic_synapse(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
+                else add_to_ring(b, slots, n, t, at, j[u], w[u]);
             }
         }
     }
     if (lost) atomicAdd(lost_pairings, (u64)lost);
+    if (from_cache) atomicAdd(&cache_reads[0], from_cache);
+    if (from_host) atomicAdd(&cache_reads[1], from_host);
+}
+
+// ---- the row cache of blocks in host memory (engine/src/row_cache.rs) ----
+
+// Spikes per neuron since the cache last read them: what ranks the rows.
+extern "C" __global__ void count_sources(const u32* spikes, const u32* n_spikes, u32* counts) {
+    u32 count = *n_spikes;
+    for (u32 s = blockIdx.x * blockDim.x + threadIdx.x; s < count; s += gridDim.x * blockDim.x) counts[spikes[s]] += 1;
+}
+
+// A warp per (row, slot) pair of block `b`. `mode` 0 copies the row's first cache_len synapses
+// from the block's columns into the slot and points the row at it; otherwise bit 1 copies the
+// slot's weights back to the block's columns (the only column steps write), and bit 2 points
+// the row back at them. Targets and delays never change, so they never go back.
+extern "C" __global__ void move_rows(Block b, const u32* rows, const u32* slots, u32 count, u32 mode) {
+    u32 lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x >> 5);
+    for (u32 p = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); p < count; p += warps) {
+        u32 row = rows[p], slot = slots[p];
+        u32 lo = ((const u32*)b.row_ptr)[row], len = min(((const u32*)b.row_ptr)[row + 1] - lo, b.cache_len);
+        u64 at = (u64)slot * b.cache_len;
+        for (u32 i = lane; i < len; i += 32) {
+            if (mode == 0) {
+                ((u16*)b.cache_target)[at + i] = ((const u16*)b.target)[lo + i];
+                if (b.delay) ((u16*)b.cache_delay)[at + i] = ((const u16*)b.delay)[lo + i];
+            }
+            if (mode == 0 || (mode & 1)) {
+                u64 from = mode == 0 ? b.weight : b.cache_weight, to = mode == 0 ? b.cache_weight : b.weight;
+                u64 src = mode == 0 ? lo + i : at + i, dst = mode == 0 ? at + i : lo + i;
+                if (b.weight_f16) ((u16*)to)[dst] = ((const u16*)from)[src];
+                else ((u32*)to)[dst] = ((const u32*)from)[src];
+            }
+        }
+        if (lane == 0 && (mode == 0 || (mode & 2))) ((u32*)b.cache_row)[row] = mode == 0 ? slot : NEVER;
+    }
 }
 
 // Postsynaptic bookkeeping of plastic blocks (grid y = plastic block): trace and spike

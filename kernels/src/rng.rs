@@ -50,6 +50,8 @@ pub enum Purpose {
     /// Structural plasticity: the sources, weights and delays of regrown synapses, per
     /// projection and target neuron, one run of blocks per plan ([`Key::stream_at`]).
     Structural = 5,
+    /// Poisson input rates drawn per neuron (per input and target neuron).
+    InputRate = 6,
 }
 
 /// The seed of a run, split into Philox's two key words.

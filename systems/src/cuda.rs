@@ -235,10 +235,11 @@ impl CudaRunner {
             mark(0)?;
             for src in &net.poisson {
                 let ring = if src.inhibitory { ring_in } else { ring_ex };
+                let rates = src.rates.as_ref().map_or(0, |r| ptr(r, stream));
                 stream
                     .launch_builder(&k.poisson_input)
                     .arg(&step).arg(&net.key[0]).arg(&net.key[1]).arg(&src.stream).arg(&src.first).arg(&src.end)
-                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
+                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&rates).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
                     .launch(grid(src.end - src.first, 256))?;
             }
             mark(1)?;
@@ -266,16 +267,22 @@ impl CudaRunner {
                 .launch_builder(&k.write_spikes)
                 .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes)
                 .launch(full)?;
+            // The row cache ranks rows by their sources' spikes (fum_engine::row_cache).
+            if let Some(cache) = &net.cache {
+                let sources = ptr(&cache.counts, stream);
+                stream.launch_builder(&k.count_sources).arg(&spikes).arg(&n_spikes).arg(&sources).launch(grid(1024, 256))?;
+            }
             let n_blocks = net.blocks.len() as u32;
             let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
             let sms = self.multiprocessors;
             mark(3)?;
             if n_blocks > 0 {
                 let enabled = u32::from(net.stdp_enabled);
+                let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
                 stream
                     .launch_builder(&k.deliver)
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
-                    .arg(&fired).arg(&enabled).arg(&lost)
+                    .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
                     .launch(per_block(sms * 16, n_blocks, 256))?;
             }
             mark(4)?;
@@ -339,6 +346,16 @@ impl CudaRunner {
         // launch on, the device copy of every state column is the newer one.
         if self.net.ctx.take_host_written() {
             state::upload(world).map_err(|e| CudaError::Unsupported(e.to_string()))?;
+            if let Some(cache) = &mut self.net.cache {
+                cache.refill(&self.gpu.kernels)?;
+            }
+        }
+        if let Some(cache) = &mut self.net.cache {
+            if cache.due(step) {
+                let ctx = self.net.ctx.clone();
+                cache.rank(&self.gpu.kernels, |counts| ctx.read(counts, counts.len()), step)?;
+            }
+            cache.stepped();
         }
         self.net.ctx.advance();
         let timing = world.contains_resource::<fum_engine::StageTimes>();
@@ -415,6 +432,9 @@ impl CudaRunner {
         unsafe {
             stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
             if weights && net.n_plastic_blocks > 0 {
+                if let Some(cache) = &mut net.cache {
+                    cache.write_back(k)?;
+                }
                 let (table, plastic, rules) = (ptr(&net.block_table, &stream), ptr(&net.plastic_blocks, &stream), ptr(&net.rule_table, &stream));
                 stream
                     .launch_builder(&k.weights_outside)
@@ -448,7 +468,13 @@ impl CudaRunner {
             nvrtc_compile_s: self.gpu.kernels.compile_s,
             graph_capture_s: self.capture_s,
             upload_s: self.upload_s,
-            mapped_host: net.mapped,
+            mapped_host: net.mapped.map(|mut m| {
+                if let Some(cache) = &net.cache {
+                    let reads = net.ctx.read(&cache.reads, 2).unwrap_or_default();
+                    m.row_cache = cache.stats([reads.first().copied().unwrap_or(0), reads.get(1).copied().unwrap_or(0)]);
+                }
+                m
+            }),
         }
     }
 
@@ -769,7 +795,13 @@ fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
             runner.drain(world)?;
             match view {
                 HostView::Recorded => Ok(()),
-                _ => runner.net.download_world(world, view),
+                _ => {
+                    let runner = &mut *runner;
+                    if let Some(cache) = &mut runner.net.cache {
+                        cache.write_back(&runner.gpu.kernels)?;
+                    }
+                    runner.net.download_world(world, view)
+                }
             }
         })
         .map_err(|e| e.to_string())

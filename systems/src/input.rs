@@ -36,7 +36,15 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
                 let w = key.block(Purpose::PoissonInput, src.index, id, step);
                 let u = uniform_f64(w[0], w[1]);
                 // The table gives `poisson`'s count (the device's loop) without its divisions.
-                let k = if src.mean_per_step > 64.0 { poisson(src.mean_per_step, src.exp_minus_mean, u, normal_from(w[2], w[3])) } else { src.cdf.sample(u) };
+                let k = match &src.per_neuron {
+                    // A rate per neuron: the device's loop (no table per neuron).
+                    Some(rates) => {
+                        let [mean, eml] = rates[(id - src.target.start) as usize];
+                        poisson(mean, eml, u, normal_from(w[2], w[3]))
+                    }
+                    None if src.mean_per_step > 64.0 => poisson(src.mean_per_step, src.exp_minus_mean, u, normal_from(w[2], w[3])),
+                    None => src.cdf.sample(u),
+                };
                 if k > 0 {
                     ring[slot.start + (id - shard.neurons.start) as usize] += i64::from(k) * quantum;
                 }
