@@ -9,6 +9,8 @@
 #   N=1000000 DURATION=1s bash benchmarks/gpu/host_tier.sh
 #   MODEL_ARGS="--weights f16" bash benchmarks/gpu/host_tier.sh      # arguments for the generator
 #   MODEL_ARGS="--drive 9200 --spread 0.1" RATES=1 bash benchmarks/gpu/host_tier.sh   # skewed rates, and their distribution
+#   LIMITS=half bash benchmarks/gpu/host_tier.sh                      # only the half-memory runs
+#   N=7000000 MODEL_ARGS="--weights f16" VARIANTS=stdp LIMITS=28000000000 bash benchmarks/gpu/host_tier.sh   # bytes
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${FUM_BIN:-.carry/fum}
@@ -18,7 +20,7 @@ OUT=${OUT:-host-tier-out}
 mkdir -p "$OUT/host_tier"
 work=$(mktemp -d)
 shards=$(( (N + 65535) / 65536 )); [ "$shards" -lt 16 ] && shards=16
-for variant in stdp static; do
+for variant in ${VARIANTS:-stdp static}; do
   flag=""; [ "$variant" = static ] && flag="--no-stdp"
   python3 benchmarks/gpu/scaling_model.py "$N" "$work/$variant.toml" $flag ${MODEL_ARGS:-}
   "$BIN" run "$work/$variant.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/run" --overwrite --quiet || exit 1
@@ -32,8 +34,8 @@ print(total // 2, least)
 PY
 )
   read -r half least <<< "$limits"
-  for limit in half least; do
-    bytes=${!limit}
+  for limit in ${LIMITS:-half least}; do
+    case $limit in half|least) bytes=${!limit} ;; *) bytes=$limit ;; esac
     "$BIN" run "$work/$variant.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/run" --overwrite --quiet --device-memory "${bytes}B" || exit 1
     cp "$work/run/run.json" "$OUT/host_tier/${variant}_$limit.json"
   done
@@ -61,13 +63,17 @@ PY
 fi
 rm -rf "$work"
 python3 - "$OUT/host_tier" <<'PY'
-import json, sys
+import json, os, sys
 d = sys.argv[1]
 print("| network | device memory | synapses in host memory | row cache hit rate | simulate s | RTF | vs whole | bus GB/s (measured) | synapse bytes read over the bus GB/s | same spikes and rates |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for v in ["stdp", "static"]:
+    if not os.path.exists(f"{d}/{v}_whole.json"):
+        continue
     whole = json.load(open(f"{d}/{v}_whole.json"))
-    for limit in ["whole", "half", "least"]:
+    for limit in ["whole", "half", "least"] + sorted(f[len(v) + 1:-5] for f in os.listdir(d) if f.startswith(v + "_") and f[len(v) + 1].isdigit()):
+        if not os.path.exists(f"{d}/{v}_{limit}.json"):
+            continue
         j = json.load(open(f"{d}/{v}_{limit}.json"))
         t, g = j["timing"], j["gpu"]
         m = g.get("mapped_host")
@@ -80,7 +86,7 @@ for v in ["stdp", "static"]:
         synapse_bytes = (n["bytes_static_synapses"] + n["bytes_plastic_synapses"]) / n["synapses"]
         cache = m["row_cache"] if m else None
         over_bus = f"{cache['synapses_from_host'] * synapse_bytes / t['simulate_s'] / 1e9:.1f}" if m else "-"
-        hit = f"{100 * cache['hit_rate']:.1f} % ({cache['bytes'] / 1e9:.2f} GB)" if cache and cache["slots"] else "-"
+        hit = f"{100 * cache['hit_rate']:.1f} % ({cache['bytes'] / 1e9:.2f} GB; stall {cache['stall_s']:.2f} s)" if cache and cache["slots"] else "-"
         same = j["spikes_total"] == whole["spikes_total"] and j["rates_hz"] == whole["rates_hz"]
         print(f"| {v} | {dev / 1e9:.2f} GB ({limit}) | {share} | {hit} | {t['simulate_s']:.3f} | {t['real_time_factor']:.3f} | {whole['timing']['simulate_s'] / t['simulate_s']:.2f}x | {bus} | {over_bus} | {'yes' if same else 'NO'} |")
 PY

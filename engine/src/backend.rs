@@ -297,8 +297,10 @@ pub struct RowCacheStats {
     pub rankings: u64,
     pub bytes_in: u64,
     pub bytes_back: u64,
-    /// Seconds the steps waited for the rankings and their copies.
+    /// Seconds the steps waited for the rankings and their copies, and of those, the host's
+    /// ranking itself.
     pub stall_s: f64,
+    pub rank_s: f64,
     /// Synapses delivered from the cache and from host memory, and the first's share.
     pub synapses_from_cache: u64,
     pub synapses_from_host: u64,

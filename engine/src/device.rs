@@ -402,19 +402,29 @@ pub struct DeviceNetwork {
 const SYNAPSE_COLUMNS: [&str; 3] = ["target", "delay", "weight"];
 
 /// The blocks whose synapses stay in pinned host memory, mapped into the device's address
-/// space, when the network does not fit in the device's memory: every block but those under
-/// structural plasticity (a commit rebuilds them in device memory). Kernels read them over the
-/// bus (zero-copy), except the rows the device's row cache holds ([`crate::row_cache`]), which
-/// takes the device memory left; either way a synapse has the same value, so the spikes are the
-/// same. Their keys and bytes.
-pub fn host_tier(world: &mut World) -> (Vec<(usize, usize)>, u64) {
-    let mut chosen = Vec::new();
-    let mut bytes = 0;
+/// space, when the network is `excess` bytes larger than the device's limit: static blocks
+/// first (a plastic block's rows also write their weights back over the bus), largest first,
+/// until they hold twice the excess, so that the device memory they free beyond the excess
+/// (as much again) holds the row cache of their most active rows ([`crate::row_cache`]).
+/// Blocks under structural plasticity never go (a commit rebuilds them in device memory).
+/// Twice, not all: under uniform activity a resident block serves every read of its bytes and
+/// a cache only its share, while skewed activity finds its hot rows in the cache; all blocks
+/// would make every cold row's read cross the bus. Their keys and bytes.
+pub fn host_tier(world: &mut World, excess: u64) -> (Vec<(usize, usize)>, u64) {
+    let mut blocks: Vec<(bool, u64, (usize, usize))> = Vec::new();
     for (shard, synapses) in world.query::<(&Shard, &SynapseBlocks)>().iter(world) {
         for (i, b) in synapses.0.iter().enumerate().filter(|(_, b)| !b.rewired && !b.is_empty()) {
-            chosen.push((shard.index, i));
-            bytes += b.synapse_bytes() as u64;
+            blocks.push((b.plastic.is_some(), b.synapse_bytes() as u64, (shard.index, i)));
         }
+    }
+    blocks.sort_by(|x, y| x.0.cmp(&y.0).then(y.1.cmp(&x.1)).then(x.2.cmp(&y.2)));
+    let (mut chosen, mut bytes) = (Vec::new(), 0);
+    for (_, b, key) in blocks {
+        if bytes >= 2 * excess {
+            break;
+        }
+        chosen.push(key);
+        bytes += b;
     }
     chosen.sort_unstable();
     (chosen, bytes)
@@ -469,7 +479,7 @@ impl DeviceNetwork {
     /// more than `limit_bytes` keeps synapses in mapped host memory ([`host_tier`]).
     pub fn upload_world(stream: Arc<CudaStream>, world: &mut World, limit_bytes: u64, device: &str) -> Result<DeviceNetwork, CudaError> {
         let needed = Self::required_bytes(world);
-        let (mapped, mapped_bytes) = if needed > limit_bytes { host_tier(world) } else { Default::default() };
+        let (mapped, mapped_bytes) = if needed > limit_bytes { host_tier(world, needed - limit_bytes) } else { Default::default() };
         if needed - mapped_bytes > limit_bytes {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
             return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });

@@ -1,8 +1,7 @@
-//! The device row cache. A network larger than its device's memory keeps the synapses of every
-//! block that may leave the device (all but those under structural plasticity, whose commits
-//! rebuild them in device memory) in pinned host memory mapped into the device's address space
-//! ([`crate::device::host_tier`]); the device memory left over holds copies of the rows that
-//! spikes read most. Activity in cortex-like networks is skewed (rates spread over orders of
+//! The device row cache. A network larger than its device's memory keeps the synapses of some
+//! blocks (twice the excess, see [`crate::device::host_tier`]) in pinned host memory mapped
+//! into the device's address space; the device memory left over holds copies of their rows
+//! that spikes read most. Activity in cortex-like networks is skewed (rates spread over orders of
 //! magnitude), so a cache of a fraction of the rows serves most of the reads, and only the rest
 //! cross the bus. Rows, not pages of rows: the rows of neighbouring neurons have unrelated rates,
 //! so a page of many rows is as active as any other.
@@ -16,9 +15,10 @@
 //! Policy: rows are ranked by what caching them saves, the spikes of their source (counted on
 //! the device every step, aged with a half-life of [`HALF_LIFE_MS`]) times the synapses a slot
 //! holds of them. The ranking is redone at growing intervals (from [`FIRST_RANKING_MS`] of
-//! simulated time, doubling up to [`RANKING_MS`]): an uncached row among the top `slots` takes a
-//! free slot, or the slot of the lowest-ranked cached row if it ranks [`HYSTERESIS`] times
-//! higher (so that rows near the edge do not move back and forth). Leaving rows write their
+//! simulated time, doubling up to [`RANKING_MS`], or beyond while rankings take more than
+//! [`RANKING_SHARE`] of the time): an uncached row among the top `slots` takes a
+//! free slot, or the slot of the lowest-ranked cached row that ranks [`HYSTERESIS`] times below
+//! the top `slots`' cut (so that rows near the cut do not move back and forth). Leaving rows write their
 //! weights back when STDP writes them; probed rows never move in (probes read the block's own
 //! columns).
 //!
@@ -46,7 +46,9 @@ pub const HALF_LIFE_MS: f64 = 1000.0;
 pub const FIRST_RANKING_MS: f64 = 10.0;
 /// The longest interval between rankings.
 pub const RANKING_MS: f64 = 1000.0;
-/// How much higher an uncached row must rank than the cached row whose slot it takes.
+/// The most of the run's time rankings may take: past it, their interval keeps doubling.
+pub const RANKING_SHARE: f64 = 0.02;
+/// How far below the cut a cached row must rank to give its slot to an uncached row above it.
 pub const HYSTERESIS: f32 = 1.5;
 
 const NEVER: u32 = u32::MAX;
@@ -102,6 +104,8 @@ pub struct RowCache {
     next: u64,
     interval: u64,
     max_interval: u64,
+    /// When the last ranking ended.
+    ranked_at: Option<std::time::Instant>,
     half_life_steps: f64,
     /// Steps ran since the last write-back.
     dirty: bool,
@@ -193,6 +197,7 @@ impl RowCache {
             next: step + steps(FIRST_RANKING_MS),
             interval: steps(FIRST_RANKING_MS),
             max_interval: steps(RANKING_MS),
+            ranked_at: None,
             half_life_steps: HALF_LIFE_MS / dt_ms,
             dirty: false,
             stats: RowCacheStats { bytes, slots, ..Default::default() },
@@ -236,7 +241,9 @@ impl RowCache {
         let decay = 0.5f32.powf(((step - self.last) as f64 / self.half_life_steps) as f32);
         self.activity.par_iter_mut().zip(counts.par_iter()).for_each(|(a, &c)| *a = *a * decay + c as f32);
         let activity = &self.activity;
+        let ranking = std::time::Instant::now();
         let moves: Vec<Moves> = self.blocks.par_iter_mut().map(|b| b.slots.rank(activity)).collect();
+        self.stats.rank_s += ranking.elapsed().as_secs_f64();
         for (b, m) in self.blocks.iter().zip(&moves) {
             if !m.out_rows.is_empty() {
                 b.launch(kernels, &self.stream, &m.out_rows, &m.out_slots, if b.written { 3 } else { 2 })?;
@@ -252,9 +259,14 @@ impl RowCache {
         self.stats.rows = self.blocks.iter().map(|b| b.slots.slot_row.iter().filter(|&&r| r != NEVER).count() as u64).sum();
         self.stats.rankings += 1;
         self.last = step;
-        self.interval = (self.interval * 2).min(self.max_interval);
+        let stall = started.elapsed();
+        // A network of many rows ranks less often than RANKING_MS: its rankings take at most
+        // RANKING_SHARE of the time.
+        let since = self.ranked_at.map_or(stall, |at| at.elapsed());
+        self.interval = if stall.as_secs_f64() > RANKING_SHARE * since.as_secs_f64() { self.interval * 2 } else { (self.interval * 2).min(self.max_interval) };
         self.next = step + self.interval;
-        self.stats.stall_s += started.elapsed().as_secs_f64();
+        self.ranked_at = Some(std::time::Instant::now());
+        self.stats.stall_s += stall.as_secs_f64();
         Ok(())
     }
 
@@ -312,15 +324,8 @@ impl Slots {
         self.slot_row.iter().enumerate().filter(|&(_, &r)| r != NEVER).map(|(s, &r)| (r, s as u32)).unzip()
     }
 
-    fn place(&mut self, row: u32, slot: u32, moves: &mut Moves) {
-        self.row_slot[row as usize] = slot;
-        self.slot_row[slot as usize] = row;
-        moves.in_rows.push(row);
-        moves.in_slots.push(slot);
-    }
-
     /// One ranking of this block (see the module comment); updates the host's copy of the row
-    /// table and returns the moves the device must make.
+    /// table and returns the moves the device must make. O(rows): selections, no sorts.
     fn rank(&mut self, activity: &[f32]) -> Moves {
         let slots = self.slot_row.len();
         let mut moves = Moves::default();
@@ -328,44 +333,42 @@ impl Slots {
             return moves;
         }
         let first = self.source_first as usize;
-        let held = std::mem::take(&mut self.held);
-        let priority = |r: usize| activity[first + r] * f32::from(held[r]);
-        // The best uncached rows: at most `slots` of them, best first.
-        let mut newcomers: Vec<(f32, u32)> = (0..held.len()).filter(|&r| self.row_slot[r] == NEVER).map(|r| (priority(r), r as u32)).filter(|&(p, _)| p > 0.0).collect();
-        let by_rank = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
-        if newcomers.len() > slots {
-            newcomers.select_nth_unstable_by(slots - 1, by_rank);
-            newcomers.truncate(slots);
-        }
-        newcomers.sort_unstable_by(by_rank);
-        // Free slots first, then the lowest-ranked cached rows, lowest first.
+        let priority: Vec<f32> = self.held.iter().enumerate().map(|(r, &h)| activity[first + r] * f32::from(h)).collect();
+        // The cut: the priority of the `slots`-th row (0 while fewer rows are active).
+        let mut active: Vec<f32> = priority.iter().copied().filter(|&p| p > 0.0).collect();
+        let cut = if active.len() > slots { *active.select_nth_unstable_by(slots - 1, |a, b| b.total_cmp(a)).1 } else { 0.0 };
+        // Uncached rows at the cut or above, and the slots they may take: free ones, then those of
+        // cached rows HYSTERESIS times below the cut, lowest first.
+        let mut entering: Vec<(f32, u32)> = (0..priority.len()).filter(|&r| self.row_slot[r] == NEVER && priority[r] > 0.0 && priority[r] >= cut).map(|r| (priority[r], r as u32)).collect();
         let mut free: Vec<u32> = (0..slots as u32).filter(|&s| self.slot_row[s as usize] == NEVER).collect();
-        let mut newcomers = newcomers.into_iter();
-        while let Some(slot) = free.pop() {
-            let Some((_, row)) = newcomers.next() else { break };
-            self.place(row, slot, &mut moves);
-        }
-        let contenders: Vec<(f32, u32)> = newcomers.collect();
-        if !contenders.is_empty() {
-            let mut cached: Vec<(f32, u32)> = self.slot_row.iter().enumerate().filter(|&(_, &r)| r != NEVER).map(|(s, &r)| (priority(r as usize), s as u32)).collect();
-            let lowest = |a: &(f32, u32), b: &(f32, u32)| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1));
-            if cached.len() > contenders.len() {
-                cached.select_nth_unstable_by(contenders.len() - 1, lowest);
-                cached.truncate(contenders.len());
+        let need = entering.len().saturating_sub(free.len());
+        if need > 0 {
+            let mut leaving: Vec<(f32, u32)> = self.slot_row.iter().enumerate().filter(|&(_, &r)| r != NEVER && priority[r as usize] * HYSTERESIS < cut).map(|(s, &r)| (priority[r as usize], s as u32)).collect();
+            if leaving.len() > need {
+                leaving.select_nth_unstable_by(need - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+                leaving.truncate(need);
             }
-            cached.sort_unstable_by(lowest);
-            for ((p, row), (q, slot)) in contenders.into_iter().zip(cached) {
-                if p <= HYSTERESIS * q {
-                    break;
-                }
-                let old = self.slot_row[slot as usize];
-                self.row_slot[old as usize] = NEVER;
-                moves.out_rows.push(old);
+            for (_, slot) in leaving {
+                let row = std::mem::replace(&mut self.slot_row[slot as usize], NEVER);
+                self.row_slot[row as usize] = NEVER;
+                moves.out_rows.push(row);
                 moves.out_slots.push(slot);
-                self.place(row, slot, &mut moves);
+                free.push(slot);
             }
         }
-        self.held = held;
+        if entering.len() > free.len() {
+            if free.is_empty() {
+                return moves;
+            }
+            entering.select_nth_unstable_by(free.len() - 1, |a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            entering.truncate(free.len());
+        }
+        for ((_, row), slot) in entering.into_iter().zip(free) {
+            self.row_slot[row as usize] = slot;
+            self.slot_row[slot as usize] = row;
+            moves.in_rows.push(row);
+            moves.in_slots.push(slot);
+        }
         moves
     }
 }
@@ -380,8 +383,9 @@ mod tests {
     }
 
     /// The rows worth most (activity x synapses held) fill free slots; silent and pinned rows
-    /// (held 0) never come in; a newcomer displaces the lowest cached row only when it ranks
-    /// HYSTERESIS times higher; host and "device" (the moves) agree on every slot.
+    /// (held 0) never come in; a row that reaches the top `slots` takes the slot of a cached
+    /// row only when that one ranks HYSTERESIS times below the cut; host and "device" (the
+    /// moves) agree on every slot.
     #[test]
     fn ranking_fills_free_slots_then_swaps_with_hysteresis() {
         // Rows 0..6 of a block whose sources are neurons 10..16; row 5 is probed (held 0).
@@ -397,12 +401,14 @@ mod tests {
         for (&r, &slot) in m.in_rows.iter().zip(&m.in_slots) {
             assert_eq!((s.row_slot[r as usize], s.slot_row[slot as usize]), (slot, r));
         }
-        // Row 3 rises to 5.5 (priority 22): not 1.5 x row 2's 18, so nothing moves.
+        // Row 3 rises to 5.5 (priority 22, the cut 20): row 2's 18 is not 1.5 x below the cut,
+        // so nothing moves.
         activity[13] = 5.5;
         let m = s.rank(&activity);
         assert!(m.in_rows.is_empty() && m.out_rows.is_empty());
-        // Row 3 at 7.0 (28 > 1.5 x 18): it takes row 2's slot, row 2 leaves first.
-        activity[13] = 7.0;
+        // Row 2 falls to 1.0 (priority 2, 1.5 x below the cut 20): row 3 takes its slot, row 2
+        // leaves first.
+        activity[12] = 1.0;
         let slot_of_2 = s.row_slot[2];
         let m = s.rank(&activity);
         assert_eq!((m.out_rows, m.out_slots), (vec![2], vec![slot_of_2]));
