@@ -143,7 +143,8 @@ impl RowCache {
             for (i, b) in synapses.0.iter().enumerate() {
                 let Some(&(key, index)) = mapped.iter().find(|(k, _)| *k == (shard.index, i)) else { continue };
                 let row_ptr = &b.row_ptr[..];
-                let len = slot_len(row_ptr);
+                // A slot holds at most u16::MAX synapses (`held` counts them in 16 bits).
+                let len = slot_len(row_ptr).min(u32::from(u16::MAX));
                 let mut held: Vec<u16> = row_ptr.windows(2).map(|w| (w[1] - w[0]).min(len) as u16).collect();
                 for &(_, _, pre) in probed.iter().filter(|p| (p.0, p.1) == key) {
                     held[pre as usize] = 0;
