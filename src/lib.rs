@@ -25,4 +25,6 @@ pub use fum_systems as systems;
 pub use fum_systems::DefaultPlugins;
 
 pub mod bench;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod run;

@@ -309,10 +309,24 @@ fn parse_rate_hz(text: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Under mpirun this process is one rank of the run (fum_engine::ranks); MPI ends with `_mpi`.
+    #[cfg(feature = "mpi")]
+    let _mpi = match fum::mpi::start() {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let result = match cli.command {
         Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages } => {
-            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
-            cmd_run(model, options, quiet, serve)
+            let mut options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
+            // Rank 0 records, writes the outputs and reports; the other ranks only step.
+            let rank = fum::engine::ranks::rank_and_size().0;
+            if rank > 0 {
+                options.out = None;
+            }
+            cmd_run(model, options, quiet || rank > 0, serve)
         }
         #[cfg(feature = "viewer")]
         Command::View { model, attach, token, token_file, sim, paused, real_time_factor, watch, fps, exit_after } => {
@@ -353,9 +367,23 @@ fn main() -> ExitCode {
         // Output cut short by its reader (`fum inspect CKPT | head`): the reader has what it wanted.
         Err(e) if e.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
             let model_error = e.downcast_ref::<fum::ModelError>().is_some() || matches!(e.downcast_ref::<RunError>(), Some(RunError::Model(_)));
-            if model_error { ExitCode::from(2) } else { ExitCode::FAILURE }
+            let code = if model_error { 2 } else { 1 };
+            match fum::engine::ranks::transport() {
+                // Every rank meets the same error before the first step (a model, a refused
+                // option): rank 0 says it. Later, one rank's error ends them all, named.
+                Some(t) if e.downcast_ref::<RunError>().is_some_and(|e| matches!(e, RunError::Model(_) | RunError::Ranks(_))) || model_error => {
+                    if t.rank() == 0 {
+                        eprintln!("error: {e:#}");
+                    }
+                }
+                Some(t) => {
+                    eprintln!("error: rank {}: {e:#}; ending every rank", t.rank());
+                    t.abort(code);
+                }
+                None => eprintln!("error: {e:#}"),
+            }
+            ExitCode::from(code as u8)
         }
     }
 }

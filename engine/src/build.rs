@@ -116,9 +116,12 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         })
         .collect();
 
+    // In a run of several processes this one builds only the shards it owns (`crate::ranks`).
+    let owned = crate::ranks::owned_here(ranges.len());
     let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
         .par_iter()
         .enumerate()
+        .filter(|(index, _)| owned.contains(index))
         .map(|(index, range)| {
             let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
             let mut blocks = Vec::new();

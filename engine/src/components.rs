@@ -403,6 +403,9 @@ pub struct Seed(pub fum_kernels::rng::Key);
 #[derive(Resource, Clone, Debug, Default)]
 pub struct SpikeExchange {
     pub spikes: Vec<u32>,
+    /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
+    /// all stop after the same step (`crate::ranks`).
+    pub stop: bool,
 }
 
 /// A plastic projection's rule and the presynaptic traces of its source population. The

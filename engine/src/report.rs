@@ -104,6 +104,8 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu: Option<DeviceStats>,
     pub threads: usize,
+    /// Processes of the run (`mpirun -np`), each with `threads` threads.
+    pub ranks: usize,
     pub network: NetworkStats,
     pub timing: Timing,
     /// Mean firing rate of every population over the simulated time, Hz.
@@ -166,6 +168,7 @@ impl RunReport {
             device: backend.device(),
             gpu: backend.stats(&sim.world),
             threads: sim.threads(),
+            ranks: crate::ranks::rank_and_size().1,
             network,
             timing: Timing::default(),
             rates_hz,
@@ -251,13 +254,32 @@ impl NetworkStats {
                 s.bytes_neurons += 8 * proj.pre_trace.len() as u64;
             }
         }
-        s.synapses = s.static_synapses + s.plastic_synapses;
-        s.bytes_total = s.bytes_neurons + s.bytes_static_synapses + s.bytes_plastic_synapses;
-        let per = |bytes: u64, n: u64| if n == 0 { 0.0 } else { bytes as f64 / n as f64 };
-        s.bytes_per_neuron = per(s.bytes_neurons, s.neurons);
-        s.bytes_per_static_synapse = per(s.bytes_static_synapses, s.static_synapses);
-        s.bytes_per_plastic_synapse = per(s.bytes_plastic_synapses, s.plastic_synapses);
+        s.derive();
         s
+    }
+
+    /// The totals over every rank of a multi-process run (`crate::ranks`; a collective call):
+    /// shards, neurons, synapses and bytes of all processes, `projections` long by projection.
+    pub fn sum_over_ranks(&mut self, transport: &dyn crate::ranks::Transport, projections: usize) {
+        self.synapses_by_projection.resize(projections, 0);
+        let mut values = vec![self.shards as u64, self.neurons, self.bytes_neurons, self.static_synapses, self.plastic_synapses, self.bytes_static_synapses, self.bytes_plastic_synapses];
+        values.extend_from_slice(&self.synapses_by_projection);
+        transport.sum(&mut values);
+        let [shards, neurons, bytes_neurons, static_synapses, plastic_synapses, bytes_static, bytes_plastic] = values[..7].try_into().expect("seven totals");
+        (self.shards, self.neurons, self.bytes_neurons) = (shards as usize, neurons, bytes_neurons);
+        (self.static_synapses, self.plastic_synapses, self.bytes_static_synapses, self.bytes_plastic_synapses) = (static_synapses, plastic_synapses, bytes_static, bytes_plastic);
+        self.synapses_by_projection = values[7..].to_vec();
+        self.derive();
+    }
+
+    /// The totals and ratios that follow from the counts.
+    fn derive(&mut self) {
+        self.synapses = self.static_synapses + self.plastic_synapses;
+        self.bytes_total = self.bytes_neurons + self.bytes_static_synapses + self.bytes_plastic_synapses;
+        let per = |bytes: u64, n: u64| if n == 0 { 0.0 } else { bytes as f64 / n as f64 };
+        self.bytes_per_neuron = per(self.bytes_neurons, self.neurons);
+        self.bytes_per_static_synapse = per(self.bytes_static_synapses, self.static_synapses);
+        self.bytes_per_plastic_synapse = per(self.bytes_plastic_synapses, self.plastic_synapses);
     }
 }
 

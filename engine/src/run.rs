@@ -140,6 +140,9 @@ pub enum RunError {
     Json(#[from] serde_json::Error),
     #[error("cannot write {}", path.display())]
     Report { path: PathBuf, source: io::Error },
+    /// What a run of several processes cannot do yet (`crate::ranks`).
+    #[error("{0} is not supported yet in a run of several processes (mpirun -np > 1)")]
+    Ranks(String),
 }
 
 /// The files and folders fum writes in an output folder; `--overwrite` removes these only.
@@ -233,6 +236,9 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 /// every step boundary and may write checkpoints into the output folder on request.
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    if crate::ranks::transport().is_some() {
+        refuse_across_ranks(model, options, observer.is_some())?;
+    }
     let (threads, asked) = options.resolve(model);
     let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
     let shards = options.host_memory.map_or(asked, |host_bytes| crate::paging::shards_for_building(model, threads, asked, host_bytes, chosen));
@@ -267,10 +273,32 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     execute(model, options, sim, started, progress, observer, session)
 }
 
+/// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
+/// checkpoints, probes, structural commits, paging, GPUs and viewers would need the ranks'
+/// parts gathered or agreed on (the multi-process issue's later steps).
+fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
+    let spec = &model.spec;
+    let refused = [
+        (options.checkpoint_every_ms.is_some() || options.stop_after_ms.is_some(), "checkpoints (--checkpoint-every, --stop-after)"),
+        (!spec.recording.probes.is_empty(), "recording probes ([[recording.probes]])"),
+        (!spec.structural.is_empty(), "structural plasticity ([[structural]])"),
+        (options.host_memory.is_some(), "--host-memory"),
+        (options.backend != BackendChoice::Cpu, "a backend other than cpu"),
+        (observed, "watching a run (--serve, fum view)"),
+    ];
+    match refused.into_iter().find(|(yes, _)| *yes) {
+        Some((_, what)) => Err(RunError::Ranks(what.into())),
+        None => Ok(()),
+    }
+}
+
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` and `backend` may differ from the original run's.
 pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
+    if crate::ranks::transport().is_some() {
+        return Err(RunError::Ranks("fum resume".into()));
+    }
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
     if candidates.is_empty() {
@@ -423,7 +451,10 @@ impl Span {
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
-    let network = NetworkStats::measure(&mut sim.world);
+    let mut network = NetworkStats::measure(&mut sim.world);
+    if let Some(transport) = crate::ranks::transport() {
+        network.sum_over_ranks(transport, model.spec.projections.len());
+    }
     if let Some(host_bytes) = options.host_memory {
         start_paging(&mut sim, options, host_bytes, model.spec.simulation.dt_ms)?;
     }
@@ -435,7 +466,8 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         sim.time_stages();
     }
     let span = Span::new(model, options, &sim);
-    let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
+    // No checkpoints across ranks yet: each rank holds only its shards (`refuse_across_ranks`).
+    let ckpt_dir = options.out.as_ref().filter(|_| crate::ranks::transport().is_none()).map(|o| o.join("checkpoints"));
     if let Some(dir) = &ckpt_dir {
         let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
         let mut settings = serde_json::to_value(options)?;
@@ -448,8 +480,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     // A run started paused shows its first step to the viewer before anything runs.
     let mut stop = observer.as_deref_mut().and_then(|o| Observed(o).before_first_step(&mut sim.world, span.start_step).break_value());
     let paused_before = observer.as_ref().map_or(0.0, |o| o.paused_s());
-    if interrupt_flag().load(Ordering::Relaxed) {
+    if interrupt_flag().load(Ordering::Relaxed) && crate::ranks::transport().is_none() {
         // Signalled while building (or while paused before the first step): no step runs.
+        // (Ranks agree on a signal in the first step's exchange.)
         stop = Some(Stop::Interrupted);
     }
     // The duties of every step boundary, in order.
@@ -502,6 +535,11 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         Some(Stop::Unhealthy(e)) => (None, Some(e)),
         Some(Stop::Interrupted) | None => (None, None),
     };
+    // A rank whose own shards failed cannot stop the others at a step boundary: it ends them all.
+    if let (Some(e), Some(transport)) = (&unhealthy, crate::ranks::transport()) {
+        eprintln!("error: rank {}: {e}; ending every rank", transport.rank());
+        transport.abort(3);
+    }
     if let Some(error) = device_failure.or(synced.err()) {
         return Err(RunError::Device { step: done, error });
     }

@@ -1,6 +1,6 @@
 //! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
-//! read. In one process this is a concatenation in shard order; across processes it is an
-//! all-gather of the same lists. [`ClockPlugin`] advances the clock at the end of the step.
+//! read. In one process this is a concatenation in shard order; across processes (ranks) it is
+//! also an all-gather of the ranks' lists. [`ClockPlugin`] advances the clock at the end of the step.
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Shard, SpikeExchange};
@@ -30,6 +30,13 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     spikes.clear();
     for (shard, block) in parts {
         spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
+    }
+    // Across ranks (fum_engine::ranks): each owns ascending shards, so the ranks' lists in rank
+    // order are the ascending list of all; the signal flag rides along.
+    if let Some(transport) = fum_engine::ranks::transport() {
+        let local = std::mem::take(&mut exchange.spikes);
+        let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
+        exchange.stop = transport.all_gather(&local, signalled, &mut exchange.spikes);
     }
 }
 

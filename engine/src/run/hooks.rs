@@ -107,7 +107,12 @@ impl StepHook for PeriodicCheckpoints {
 pub struct Signals(pub Arc<AtomicBool>);
 
 impl StepHook for Signals {
-    fn between_steps(&mut self, _: &mut World, _: u64) -> ControlFlow<Stop> {
-        if self.0.load(Ordering::Relaxed) { ControlFlow::Break(Stop::Interrupted) } else { ControlFlow::Continue(()) }
+    fn between_steps(&mut self, world: &mut World, _: u64) -> ControlFlow<Stop> {
+        // Across ranks, the flag all ranks agreed on in this step's exchange (`crate::ranks`).
+        let signalled = match crate::ranks::transport() {
+            Some(_) => world.resource::<crate::components::SpikeExchange>().stop,
+            None => self.0.load(Ordering::Relaxed),
+        };
+        if signalled { ControlFlow::Break(Stop::Interrupted) } else { ControlFlow::Continue(()) }
     }
 }

@@ -1,0 +1,76 @@
+//! Ranks: the processes of one multi-process run (`mpirun -np N fum run ...`, built with the
+//! cargo feature `mpi`). Each rank builds and steps a contiguous range of the shards
+//! ([`owned`]); the spikes of every step are all-gathered, so that every rank delivers from the
+//! same ascending list of global ids, and rank 0 records and writes the outputs. Global ids key
+//! every random number, so the spikes are those of one process, whatever the number of ranks.
+//! The transport is MPI's: the `fum` crate's `mpi` module implements [`Transport`] and installs
+//! it ([`set_transport`]) when the process was started by `mpirun`; a process on its own has
+//! none, and is rank 0 of 1.
+//!
+//! Concurrency contract: every rank makes the same collective calls in the same order: one
+//! all-gather per step (in `Stage::Exchange`), which also carries each rank's wish to stop, so
+//! that all ranks stop at the same step boundary ([`crate::components::SpikeExchange::stop`]);
+//! the sums of the network's figures once, before the first step. A rank that fails otherwise
+//! ends every rank at once ([`Transport::abort`]) rather than leave the others waiting in a
+//! collective.
+
+use std::ops::Range;
+use std::sync::OnceLock;
+
+/// What a multi-process run needs of its message-passing library.
+pub trait Transport: Send + Sync {
+    fn rank(&self) -> usize;
+    fn size(&self) -> usize;
+    /// Every rank's `local` spikes, in rank order, into `all`; whether any rank passed `stop`.
+    fn all_gather(&self, local: &[u32], stop: bool, all: &mut Vec<u32>) -> bool;
+    /// Element-wise sums over the ranks, in place.
+    fn sum(&self, values: &mut [u64]);
+    /// Ends the process of every rank at once with `code` (after an error on this one).
+    fn abort(&self, code: i32) -> !;
+}
+
+static TRANSPORT: OnceLock<Box<dyn Transport>> = OnceLock::new();
+
+/// Installs the process's transport (once, at start-up, before anything is built).
+pub fn set_transport(transport: Box<dyn Transport>) {
+    assert!(TRANSPORT.set(transport).is_ok(), "the transport is set once");
+}
+
+/// The transport of a run of several ranks; `None` for a process on its own.
+pub fn transport() -> Option<&'static dyn Transport> {
+    TRANSPORT.get().map(|t| &**t).filter(|t| t.size() > 1)
+}
+
+/// This process's rank and the number of ranks.
+pub fn rank_and_size() -> (usize, usize) {
+    transport().map_or((0, 1), |t| (t.rank(), t.size()))
+}
+
+/// The shards (by index) that rank `rank` of `size` owns: a contiguous range, ascending with
+/// the rank, so that the ranks' spike lists concatenate into one ascending list.
+pub fn owned(shards: usize, rank: usize, size: usize) -> Range<usize> {
+    shards * rank / size..shards * (rank + 1) / size
+}
+
+/// The shards this process owns of `shards`.
+pub fn owned_here(shards: usize) -> Range<usize> {
+    let (rank, size) = rank_and_size();
+    owned(shards, rank, size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranks_own_contiguous_ascending_shards_covering_all() {
+        for shards in [1, 2, 3, 7, 16] {
+            for size in 1..=5 {
+                let ranges: Vec<Range<usize>> = (0..size).map(|r| owned(shards, r, size)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[size - 1].end, shards);
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "{shards} shards, {size} ranks: {ranges:?}");
+            }
+        }
+    }
+}

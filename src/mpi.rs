@@ -1,0 +1,74 @@
+//! The MPI transport of a run of several processes (`fum_engine::ranks`), through rsmpi and the
+//! system's MPI (Debian: `libopenmpi-dev openmpi-bin`; cargo feature `mpi`). MPI starts only in
+//! a process that `mpirun` (or another MPI launcher) started; any other stays one rank without
+//! it.
+
+use mpi::Count;
+use mpi::collective::SystemOperation;
+use mpi::datatype::PartitionMut;
+use mpi::topology::SimpleCommunicator;
+use mpi::traits::*;
+
+/// MPI_COMM_WORLD as [`fum_engine::ranks::Transport`].
+struct Mpi {
+    world: SimpleCommunicator,
+    rank: usize,
+    size: usize,
+}
+
+// SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE or MPI_THREAD_SERIALIZED (`start`); the
+// ranks' contract (`fum_engine::ranks`) has one collective at a time in each process (the
+// step's exchange, or the run loop's sums between steps, never both).
+unsafe impl Send for Mpi {}
+unsafe impl Sync for Mpi {}
+
+impl fum_engine::ranks::Transport for Mpi {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn size(&self) -> usize {
+        self.size
+    }
+
+    fn all_gather(&self, local: &[u32], stop: bool, all: &mut Vec<u32>) -> bool {
+        // Each rank's count, doubled, with its wish to stop in the low bit.
+        let mine = [Count::try_from(local.len()).expect("fewer than 2^30 spikes a step") * 2 + Count::from(stop)];
+        let mut counts = vec![0 as Count; self.size];
+        self.world.all_gather_into(&mine[..], &mut counts[..]);
+        let stop = counts.iter().any(|c| c & 1 == 1);
+        let counts: Vec<Count> = counts.iter().map(|c| c >> 1).collect();
+        let displs: Vec<Count> = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
+        all.clear();
+        all.resize(counts.iter().map(|&c| c as usize).sum(), 0);
+        let mut into = PartitionMut::new(&mut all[..], counts, &displs[..]);
+        self.world.all_gather_varcount_into(local, &mut into);
+        stop
+    }
+
+    fn sum(&self, values: &mut [u64]) {
+        let mine = values.to_vec();
+        self.world.all_reduce_into(&mine[..], values, SystemOperation::sum());
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        self.world.abort(code)
+    }
+}
+
+/// Starts MPI if an MPI launcher started this process, and installs its transport; the guard
+/// finalises MPI when dropped (at the end of `main`).
+pub fn start() -> anyhow::Result<Option<mpi::environment::Universe>> {
+    let launched = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"].iter().any(|v| std::env::var_os(v).is_some());
+    if !launched {
+        return Ok(None);
+    }
+    let (universe, threading) = mpi::initialize_with_threading(mpi::Threading::Multiple).ok_or_else(|| anyhow::anyhow!("MPI was initialised already"))?;
+    if threading < mpi::Threading::Serialized {
+        anyhow::bail!("the MPI library gives threads {threading:?} support; fum needs at least Serialized");
+    }
+    let world = universe.world();
+    let (rank, size) = (world.rank() as usize, world.size() as usize);
+    fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size }));
+    Ok(Some(universe))
+}

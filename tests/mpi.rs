@@ -1,0 +1,121 @@
+//! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
+//! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
+//! cores), with and without STDP; what ranks cannot do yet is refused with a message; a signal
+//! stops every rank after the same step, with the outputs; a killed rank ends the run, named.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// `mpirun` with what CI's machine needs: more ranks than cores (yielding while they wait), and
+/// root allowed.
+fn mpirun(np: usize, args: &[&str]) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", &np.to_string(), env!("CARGO_BIN_EXE_fum")]);
+    c.args(args).env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn run_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
+}
+
+/// Asset `name` without its probes (ranks do not gather them yet), in `dir`.
+fn without_probes(name: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
+    let text = &text[..text.find("[[recording.probes]]").unwrap_or(text.len())];
+    assert!(text.contains("spikes = [\"E\", \"I\"]"), "{name} records its spikes");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn two_and_three_ranks_give_the_spikes_of_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // Brunel (static, 12,500 neurons) and the balanced network with STDP on E->E.
+    for name in ["brunel", "stdp_balanced"] {
+        let model = without_probes(name, dir.path());
+        let model = model.to_str().unwrap();
+        let args = |out: &Path| ["run", model, "--duration", "100ms", "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].map(String::from);
+        let one = dir.path().join(format!("{name}-1"));
+        ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&one)).output().unwrap(), "one process");
+        let reference = run_json(&one);
+        assert!(reference["spikes_total"].as_u64().unwrap() > 1000, "{name} is active: {}", reference["spikes_total"]);
+        for np in [2, 3] {
+            let out = dir.path().join(format!("{name}-{np}"));
+            ok(mpirun(np, &[]).args(args(&out)).output().unwrap(), &format!("{name} on {np} ranks"));
+            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks");
+            let report = run_json(&out);
+            assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
+            for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
+                assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
+            }
+            assert_eq!(report["synaptic_events"], reference["synaptic_events"]);
+            // Only rank 0 writes.
+            let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            written.sort();
+            assert_eq!(written, ["run.json", "spikes.h5"]);
+        }
+    }
+}
+
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = without_probes("brunel", dir.path());
+    let plain = plain.to_str().unwrap();
+    let out = dir.path().join("out");
+    let out = out.to_str().unwrap();
+    for (args, says) in [
+        (vec!["run", "assets/models/brunel.toml", "--out", out], "recording probes"),
+        (vec!["run", plain, "--checkpoint-every", "10ms", "--out", out], "checkpoints"),
+        (vec!["run", plain, "--backend", "cuda", "--out", out], "a backend other than cpu"),
+        (vec!["run", plain, "--host-memory", "1GB", "--out", out], "--host-memory"),
+        (vec!["resume", out], "fum resume"),
+    ] {
+        let result = mpirun(2, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{args:?} must fail");
+        assert!(stderr.contains(says) && stderr.contains("not supported yet in a run of several processes"), "{args:?}: {stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "rank 0 alone says it: {stderr}");
+    }
+}
+
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn a_signal_stops_every_rank_after_the_same_step_and_a_killed_rank_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = without_probes("brunel", dir.path());
+    let model = model.to_str().unwrap();
+    // SIGINT to mpirun reaches every rank; they agree in the next exchange and stop together,
+    // and rank 0 writes the outputs so far.
+    let out = dir.path().join("signalled");
+    let mut run = mpirun(2, &["run", model, "--duration", "100s", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()]).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap().success());
+    run.wait().unwrap();
+    let report = run_json(&out);
+    assert_eq!(report["outcome"], "interrupted", "{report}");
+    assert!(report["end_step"].as_u64() > Some(0));
+    // SIGKILL to one rank: mpirun ends the others and names it.
+    let out = dir.path().join("killed");
+    let run = mpirun(2, &["run", model, "--duration", "100s", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let pattern = format!("run {model} --duration 100s --threads 1 --quiet --out {}", out.display());
+    let killed = Command::new("pkill").args(["-KILL", "-n", "-f", &pattern]).status().unwrap();
+    assert!(killed.success(), "a rank was found and killed");
+    let t = Instant::now();
+    let result = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(t.elapsed() < Duration::from_secs(10), "the run ended {:?} after the kill", t.elapsed());
+    assert!(!result.status.success());
+    assert!(stderr.contains("rank") && stderr.contains("signal 9"), "mpirun names the killed rank: {stderr}");
+}
