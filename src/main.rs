@@ -564,7 +564,8 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
     writeln!(out, "neurons          {}", n.neurons)?;
     writeln!(out, "synapses         {} ({} plastic)", n.synapses, n.plastic_synapses)?;
     writeln!(out, "memory           {} ({:.1} B/neuron, {:.2} B/static synapse, {:.2} B/plastic synapse)", bytes(n.bytes_total as f64), n.bytes_per_neuron, n.bytes_per_static_synapse, n.bytes_per_plastic_synapse)?;
-    writeln!(out, "backend          {} ({})", report.backend, report.device)?;
+    let ranks = if report.ranks > 1 { format!(" on each of {} ranks", report.ranks) } else { String::new() };
+    writeln!(out, "backend          {} ({}{ranks})", report.backend, report.device)?;
     if let Some(g) = &report.gpu {
         writeln!(
             out,

@@ -137,7 +137,18 @@ impl RowCache {
                 ProbeSite::Neuron { .. } => None,
             })
             .collect();
-        // (key, index, row lengths, slot length, bytes per synapse, weight bytes, synapse bytes, delays, written)
+        /// What a block's cache will be, before the budget is shared.
+        struct Plan {
+            index: usize,
+            source_first: u32,
+            held: Vec<u16>,
+            len: u32,
+            bytes_per_synapse: u64,
+            weight_bytes: u64,
+            block_bytes: u64,
+            per_synapse_delays: bool,
+            written: bool,
+        }
         let mut plans = Vec::new();
         for (shard, synapses) in world.query::<(&Shard, &SynapseBlocks)>().iter(world) {
             for (i, b) in synapses.0.iter().enumerate() {
@@ -152,18 +163,19 @@ impl RowCache {
                 let weight_bytes = if b.weight.precision() == crate::model::WeightPrecision::F16 { 2 } else { 4 };
                 let per_synapse = matches!(b.delay, Delays::PerSynapse(_));
                 let bytes_per_synapse = 2 + weight_bytes + if per_synapse { 2 } else { 0 };
-                plans.push((index, b.source_first, held, len, bytes_per_synapse, weight_bytes, b.synapse_bytes() as u64, per_synapse, b.plastic.is_some() && stdp_enabled));
+                let written = b.plastic.is_some() && stdp_enabled;
+                plans.push(Plan { index, source_first: b.source_first, held, len, bytes_per_synapse, weight_bytes, block_bytes: b.synapse_bytes() as u64, per_synapse_delays: per_synapse, written });
             }
         }
-        let tables: u64 = plans.iter().map(|p| 4 * p.2.len() as u64).sum::<u64>() + 4 * neurons as u64 + 16;
-        let synapse_bytes: u64 = plans.iter().map(|p| p.6).sum();
+        let tables: u64 = plans.iter().map(|p| 4 * p.held.len() as u64).sum::<u64>() + 4 * neurons as u64 + 16;
+        let synapse_bytes: u64 = plans.iter().map(|p| p.block_bytes).sum();
         if budget <= tables || synapse_bytes == 0 {
             return Ok(None);
         }
         let copies = budget - tables;
         let mut blocks = Vec::new();
         let mut bytes = tables;
-        for (index, source_first, held, len, bytes_per_synapse, weight_bytes, block_bytes, per_synapse, written) in plans {
+        for Plan { index, source_first, held, len, bytes_per_synapse, weight_bytes, block_bytes, per_synapse_delays, written } in plans {
             let cacheable = held.iter().filter(|&&h| h > 0).count() as u64;
             let share = (copies as f64 * block_bytes as f64 / synapse_bytes as f64) as u64;
             let slots = (share / (u64::from(len) * bytes_per_synapse)).min(cacheable) as usize;
@@ -176,7 +188,7 @@ impl RowCache {
                 slots: Slots { source_first, held, slot_row: vec![NEVER; slots], row_slot: vec![NEVER; rows] },
                 table: stream.clone_htod(&vec![NEVER; rows.max(1)])?,
                 target: stream.alloc_zeros(2 * elements.max(1))?,
-                delay: if per_synapse { Some(stream.alloc_zeros(2 * elements.max(1))?) } else { None },
+                delay: if per_synapse_delays { Some(stream.alloc_zeros(2 * elements.max(1))?) } else { None },
                 weight: stream.alloc_zeros(weight_bytes as usize * elements.max(1))?,
                 written,
                 bytes_per_synapse,
