@@ -320,13 +320,9 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages } => {
-            let mut options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
-            // Rank 0 records, writes the outputs and reports; the other ranks only step.
-            let rank = fum::engine::ranks::rank_and_size().0;
-            if rank > 0 {
-                options.out = None;
-            }
-            cmd_run(model, options, quiet || rank > 0, serve)
+            let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
+            // Rank 0 records, writes the outputs and checkpoints and reports (fum_engine::ranks).
+            cmd_run(model, options, quiet || !fum::engine::ranks::writes(), serve)
         }
         #[cfg(feature = "viewer")]
         Command::View { model, attach, token, token_file, sim, paused, real_time_factor, watch, fps, exit_after } => {
@@ -338,7 +334,7 @@ fn main() -> ExitCode {
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, real_time_factor, window),
             }
         }
-        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet),
+        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet || !fum::engine::ranks::writes()),
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),

@@ -51,6 +51,25 @@ impl fum_engine::ranks::Transport for Mpi {
         self.world.all_reduce_into(&mine[..], values, SystemOperation::sum());
     }
 
+    fn gather(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>> {
+        let root = self.world.process_at_rank(0);
+        let Ok(count) = Count::try_from(mine.len()) else {
+            eprintln!("error: rank {}: its part of a checkpoint is {} bytes; MPI gathers at most 2^31 - 1 bytes a rank (use more ranks)", self.rank, mine.len());
+            self.world.abort(1);
+        };
+        if self.rank > 0 {
+            root.gather_into(&count);
+            root.gather_varcount_into(mine);
+            return None;
+        }
+        let mut counts = vec![0 as Count; self.size];
+        root.gather_into_root(&count, &mut counts[..]);
+        let displs: Vec<Count> = counts.iter().scan(0, |at, &c| Some(std::mem::replace(at, *at + c))).collect();
+        let mut all = vec![0u8; counts.iter().map(|&c| c as usize).sum()];
+        root.gather_varcount_into_root(mine, &mut PartitionMut::new(&mut all[..], counts.clone(), &displs[..]));
+        Some(counts.iter().zip(&displs).map(|(&c, &d)| all[d as usize..(d + c) as usize].to_vec()).collect())
+    }
+
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }

@@ -247,6 +247,57 @@ impl Snapshot {
         Ok(Snapshot { header, sections, spills, run_id })
     }
 
+    /// Across ranks (`crate::ranks`, a collective call): every rank's shards in one snapshot at
+    /// rank 0, in shard order; `None` on the other ranks. Sections that are not a shard's
+    /// (projections, plasticity, the recorder) are rank 0's: every rank holds the same.
+    pub fn gather(mut self, transport: &dyn crate::ranks::Transport) -> Option<Snapshot> {
+        let mut part = Vec::new();
+        if transport.rank() > 0 {
+            let put = |part: &mut Vec<u8>, n: usize| part.extend_from_slice(&(n as u64).to_le_bytes());
+            put(&mut part, self.header.structure.len());
+            for crcs in &self.header.structure {
+                put(&mut part, crcs.len());
+                crcs.iter().for_each(|c| part.extend_from_slice(&c.to_le_bytes()));
+            }
+            let shard_sections: Vec<&(String, Vec<u8>)> = self.sections.iter().filter(|(name, _)| name.starts_with("shard/")).collect();
+            put(&mut part, shard_sections.len());
+            for (name, bytes) in shard_sections {
+                put(&mut part, name.len());
+                part.extend_from_slice(name.as_bytes());
+                put(&mut part, bytes.len());
+                part.extend_from_slice(bytes);
+            }
+        }
+        let parts = transport.gather(&part)?;
+        /// Reads back what the ranks put (same process image: no corruption to expect).
+        struct Part<'a>(&'a [u8]);
+        impl<'a> Part<'a> {
+            fn take(&mut self, n: usize) -> &'a [u8] {
+                let (head, rest) = self.0.split_at(n);
+                self.0 = rest;
+                head
+            }
+            fn count(&mut self) -> usize {
+                u64::from_le_bytes(self.take(8).try_into().expect("8 bytes")) as usize
+            }
+        }
+        for part in &parts[1..] {
+            let mut part = Part(part);
+            for _ in 0..part.count() {
+                let n = part.count();
+                self.header.structure.push((0..n).map(|_| u32::from_le_bytes(part.take(4).try_into().expect("4 bytes"))).collect());
+            }
+            for _ in 0..part.count() {
+                let n = part.count();
+                let name = String::from_utf8(part.take(n).to_vec()).expect("a section name");
+                let n = part.count();
+                self.sections.push((name, part.take(n).to_vec()));
+            }
+        }
+        self.header.shards = self.header.structure.len();
+        Some(self)
+    }
+
     /// A newer snapshot that replaces `older`, which was never written: the older one's
     /// recorded output is kept by prepending it to this one's (same columns, same order).
     pub fn supersede(mut self, older: Snapshot) -> Snapshot {
@@ -379,12 +430,14 @@ impl Checkpoint {
         if self.header.model_hash != model_hash {
             return Err(CheckpointError::OtherModel { path: path.clone(), found: self.header.model_hash, expected: model_hash });
         }
+        // The shards built here: all of them, or across ranks this rank's (`crate::ranks`).
         let built = structure(world).map_err(corrupt)?;
-        if built.len() != self.header.shards || self.header.structure.len() != built.len() {
+        let owned = crate::ranks::owned_here(self.header.shards);
+        if built.len() != owned.len() || self.header.structure.len() != self.header.shards {
             return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
         }
-        if let Some(i) = (0..built.len()).find(|&i| built[i] != self.header.structure[i]) {
-            return Err(corrupt(format!("the synapses of shard {i} rebuilt differently from the checkpointed network")));
+        if let Some(i) = (0..built.len()).find(|&i| built[i] != self.header.structure[owned.start + i]) {
+            return Err(corrupt(format!("the synapses of shard {} rebuilt differently from the checkpointed network", owned.start + i)));
         }
         // Decode everything first: every declared state column, checked against the built
         // network's column (element type and length), in the declaration's order.

@@ -1,7 +1,9 @@
 //! Ranks: the processes of one multi-process run (`mpirun -np N fum run ...`, built with the
 //! cargo feature `mpi`). Each rank builds and steps a contiguous range of the shards
 //! ([`owned`]); the spikes of every step are all-gathered, so that every rank delivers from the
-//! same ascending list of global ids, and rank 0 records and writes the outputs. Global ids key
+//! same ascending list of global ids, and rank 0 records and writes the outputs and the
+//! checkpoints, which gather every rank's shards (`Snapshot::gather`); a checkpoint resumes on
+//! any number of ranks, each restoring the shards it owns. Global ids key
 //! every random number, so the spikes are those of one process, whatever the number of ranks.
 //! The transport is MPI's: the `fum` crate's `mpi` module implements [`Transport`] and installs
 //! it ([`set_transport`]) when the process was started by `mpirun`; a process on its own has
@@ -10,7 +12,8 @@
 //! Concurrency contract: every rank makes the same collective calls in the same order: one
 //! all-gather per step (in `Stage::Exchange`), which also carries each rank's wish to stop, so
 //! that all ranks stop at the same step boundary ([`crate::components::SpikeExchange::stop`]);
-//! the sums of the network's figures once, before the first step. A rank that fails otherwise
+//! the sums of the network's figures once, before the first step; a gather of the ranks' shards
+//! at each checkpoint, which falls at the same step on every rank. A rank that fails otherwise
 //! ends every rank at once ([`Transport::abort`]) rather than leave the others waiting in a
 //! collective.
 
@@ -25,6 +28,8 @@ pub trait Transport: Send + Sync {
     fn all_gather(&self, local: &[u32], stop: bool, all: &mut Vec<u32>) -> bool;
     /// Element-wise sums over the ranks, in place.
     fn sum(&self, values: &mut [u64]);
+    /// Every rank's `mine`, in rank order, at rank 0; `None` on the others.
+    fn gather(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>>;
     /// Ends the process of every rank at once with `code` (after an error on this one).
     fn abort(&self, code: i32) -> !;
 }
@@ -44,6 +49,11 @@ pub fn transport() -> Option<&'static dyn Transport> {
 /// This process's rank and the number of ranks.
 pub fn rank_and_size() -> (usize, usize) {
     transport().map_or((0, 1), |t| (t.rank(), t.size()))
+}
+
+/// Whether this process writes the run's files (rank 0, or a process on its own).
+pub fn writes() -> bool {
+    rank_and_size().0 == 0
 }
 
 /// The shards (by index) that rank `rank` of `size` owns: a contiguous range, ascending with

@@ -259,14 +259,15 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     if options.host_memory.is_some() {
         pages_on(backend.name())?;
     }
-    if let Some(out) = &options.out {
+    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
         prepare_output(out, options.overwrite)?;
     }
     let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
     let mut sim = Simulation::from_model_spilled(model, threads, shards, spill)?;
     limit_device_memory(&mut sim, options);
     sim.install(backend)?;
-    if let Some(out) = &options.out {
+    records_here(&mut sim);
+    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
         // Recorded output moves to logs under OUT/recording at each checkpoint.
         let mut recorder = sim.world.resource_mut::<Recorder>();
         (recorder.log_dir, recorder.run_id) = (Some(out.join("recording")), session.run_id);
@@ -274,13 +275,20 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     execute(model, options, sim, started, progress, observer, session)
 }
 
+/// Across ranks only rank 0 records spike trains (every rank has all spikes; rank 0 writes
+/// them); the others keep the counts the health checks read.
+fn records_here(sim: &mut Simulation) {
+    if !crate::ranks::writes() {
+        sim.world.resource_mut::<Recorder>().spikes.clear();
+    }
+}
+
 /// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
-/// checkpoints, probes, structural commits, paging, GPUs and viewers would need the ranks'
-/// parts gathered or agreed on (the multi-process issue's later steps).
+/// probes, structural commits, paging, GPUs and viewers would need the ranks' parts gathered or
+/// agreed on (the multi-process issue's later steps).
 fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let spec = &model.spec;
     let refused = [
-        (options.checkpoint_every_ms.is_some() || options.stop_after_ms.is_some(), "checkpoints (--checkpoint-every, --stop-after)"),
         (!spec.recording.probes.is_empty(), "recording probes ([[recording.probes]])"),
         (!spec.structural.is_empty(), "structural plasticity ([[structural]])"),
         (options.host_memory.is_some(), "--host-memory"),
@@ -297,15 +305,14 @@ fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> R
 /// one that is corrupt or partial. `threads` and `backend` may differ from the original run's.
 pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
     let started = Instant::now();
-    if crate::ranks::transport().is_some() {
-        return Err(RunError::Ranks("fum resume".into()));
-    }
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
     if candidates.is_empty() {
         return Err(RunError::NoCheckpoints(ckpt_dir));
     }
-    check_writable(dir)?;
+    if crate::ranks::writes() {
+        check_writable(dir)?;
+    }
     // The run to continue is the newest checkpoint's: older checkpoints of another run are
     // skipped, and outputs or logs of another run refuse the folder.
     let mut run_id = None;
@@ -324,7 +331,9 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         let id = ckpt.header.run_id().unwrap_or(0);
         match run_id {
             None => {
-                check_one_run(dir, id)?;
+                if crate::ranks::writes() {
+                    check_one_run(dir, id)?;
+                }
                 run_id = Some(id);
             }
             Some(run) if run != id => {
@@ -346,9 +355,13 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         let mut model = Model::parse(&text, Path::new(&model_path))?;
         options.apply(&mut model)?;
         let (threads, _) = options.resolve(&model);
+        if crate::ranks::transport().is_some() {
+            refuse_across_ranks(&model, &options, false)?;
+        }
         let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
+        records_here(&mut sim);
         let mut recorder = sim.world.resource_mut::<Recorder>();
-        (recorder.log_dir, recorder.run_id) = (Some(dir.join("recording")), id);
+        (recorder.log_dir, recorder.run_id) = (crate::ranks::writes().then(|| dir.join("recording")), id);
         let lost = match ckpt.restore(&mut sim.world, model.hash()) {
             Ok(lost) => lost,
             Err(e) => {
@@ -363,7 +376,9 @@ pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose
         missing.extend(lost);
         limit_device_memory(&mut sim, &options);
         sim.install(choose(options.backend)?)?;
-        eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
+        if crate::ranks::writes() {
+            eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
+        }
         return execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing });
     }
     Err(RunError::NoValidCheckpoint(ckpt_dir))
@@ -467,8 +482,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         sim.time_stages();
     }
     let span = Span::new(model, options, &sim);
-    // No checkpoints across ranks yet: each rank holds only its shards (`refuse_across_ranks`).
-    let ckpt_dir = options.out.as_ref().filter(|_| crate::ranks::transport().is_none()).map(|o| o.join("checkpoints"));
+    let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
     if let Some(dir) = &ckpt_dir {
         let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
         let mut settings = serde_json::to_value(options)?;
@@ -597,7 +611,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if report.stdp_history_overflows > 0 {
         eprintln!("warning: {} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]", report.stdp_history_overflows);
     }
-    if let Some(out) = &options.out {
+    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
         report.outputs.push("run.json".to_string());
         let json = serde_json::to_string_pretty(&report)?;
         let path = out.join("run.json");
@@ -615,7 +629,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
 fn write_outputs(model: &Model, options: &RunOptions, sim: &Simulation, outcome: Outcome) -> Result<Vec<String>, RunError> {
     let recorder = sim.world.resource::<Recorder>();
     let mut outputs = Vec::new();
-    if let Some(out) = options.out.as_ref().filter(|_| outcome != Outcome::Stopped) {
+    if let Some(out) = options.out.as_ref().filter(|_| outcome != Outcome::Stopped && crate::ranks::writes()) {
         if !recorder.spikes.is_empty() {
             recorder.write_spikes(&out.join("spikes.h5"), model)?;
             outputs.push("spikes.h5".to_string());

@@ -131,7 +131,9 @@ pub fn register<C: Component<Mutability = Mutable> + Columns>(world: &mut World,
 /// Walks every declared column of `world` in the fixed order (see the module comment).
 pub fn visit(world: &mut World, f: &mut dyn FnMut(Declared<'_>)) {
     let registered: Vec<(&'static str, VisitComponent)> = world.get_resource::<Registered>().map(|r| r.0.clone()).unwrap_or_default();
-    for (shard, e) in shards_in_order(world).into_iter().enumerate() {
+    for e in shards_in_order(world) {
+        // The shard's index, not its position: across ranks a process holds some shards only.
+        let shard = world.get::<Shard>(e).expect("a shard").index;
         let mut entity = world.entity_mut(e);
         if let Some(mut neurons) = entity.get_mut::<NeuronBlock>() {
             neurons.bypass_change_detection().columns(&mut |name, role, shape, column| f(Declared { owner: Owner::Neurons { shard }, name, role, shape, column }));

@@ -6,7 +6,8 @@
 //! It never waits for the disk: the channel to the writer holds one snapshot, so memory stays
 //! bounded if the disk is slow; a snapshot that finds it full is kept and handed over at a later
 //! step, and if the next one is due first, it supersedes the waiting one
-//! (`checkpoints_superseded`).
+//! (`checkpoints_superseded`). Across ranks every rank snapshots at the same steps and rank 0
+//! gathers and writes (`crate::ranks`).
 
 use std::path::PathBuf;
 use std::sync::mpsc::{SyncSender, TrySendError};
@@ -31,8 +32,9 @@ pub struct Checkpoints {
     /// Steps between periodic checkpoints, if any.
     every: Option<u64>,
     end_step: u64,
-    tx: SyncSender<Snapshot>,
-    writer: JoinHandle<Result<u64, CheckpointError>>,
+    /// The writer thread (rank 0 only, across ranks: `crate::ranks`).
+    tx: Option<SyncSender<Snapshot>>,
+    writer: Option<JoinHandle<Result<u64, CheckpointError>>>,
     /// A snapshot that found the writer busy.
     waiting: Option<Snapshot>,
     totals: CheckpointTotals,
@@ -53,40 +55,51 @@ impl Checkpoints {
     pub fn start(dir: PathBuf, keep: usize, every: Option<u64>, end_step: u64, model: &Model, run_id: u64, settings: serde_json::Value) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Snapshot>(1);
         let writer_dir = dir.clone();
-        let writer = std::thread::Builder::new()
-            .name("fum-checkpoint".into())
-            .spawn(move || -> Result<u64, CheckpointError> {
-                let mut written = 0;
-                for snap in rx {
-                    snap.write(&writer_dir, 1)?;
-                    checkpoint::prune(&writer_dir, keep, run_id);
-                    written += 1;
-                }
-                Ok(written)
-            })
-            .expect("a thread for the checkpoint writer");
+        let writer = crate::ranks::writes().then(|| {
+            std::thread::Builder::new()
+                .name("fum-checkpoint".into())
+                .spawn(move || -> Result<u64, CheckpointError> {
+                    let mut written = 0;
+                    for snap in rx {
+                        snap.write(&writer_dir, 1)?;
+                        checkpoint::prune(&writer_dir, keep, run_id);
+                        written += 1;
+                    }
+                    Ok(written)
+                })
+                .expect("a thread for the checkpoint writer")
+        });
+        let tx = writer.is_some().then_some(tx);
         let (model_text, model_hash) = (model.source.clone(), model.hash());
         Checkpoints { dir, model_text, model_hash, settings, every, end_step, tx, writer, waiting: None, totals: CheckpointTotals::default() }
     }
 
-    fn snapshot(&self, world: &mut World) -> Result<Snapshot, String> {
+    /// The state of `world`; across ranks every rank's shards, gathered at rank 0 (`None` on
+    /// the others: they only take part).
+    fn snapshot(&self, world: &mut World) -> Result<Option<Snapshot>, String> {
         sync_to_host(world, HostView::Everything)?;
-        Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone()).map_err(|e| format!("synapse pages: {e}"))
+        let snap = Snapshot::take(world, &self.model_text, self.model_hash, self.settings.clone()).map_err(|e| format!("synapse pages: {e}"))?;
+        Ok(match crate::ranks::transport() {
+            Some(transport) => snap.gather(transport),
+            None => Some(snap),
+        })
     }
 
     /// Hands a checkpoint of `world` to the writer, waiting until it takes it (a run's first).
     pub fn write_now(&mut self, world: &mut World) -> Result<(), RunError> {
-        let snap = self.snapshot(world).map_err(RunError::Sync)?;
-        self.tx.send(snap).ok();
+        if let (Some(snap), Some(tx)) = (self.snapshot(world).map_err(RunError::Sync)?, &self.tx) {
+            tx.send(snap).ok();
+        }
         Ok(())
     }
 
     /// A checkpoint on request, handed over at once so that a paused run writes it too; says
     /// where it goes.
     pub fn request(&mut self, world: &mut World, done: u64) -> Result<String, String> {
-        let snap = self.snapshot(world)?;
-        let snap = self.replace_waiting(snap);
-        self.hand_over(snap);
+        if let Some(snap) = self.snapshot(world)? {
+            let snap = self.replace_waiting(snap);
+            self.hand_over(snap);
+        }
         Ok(format!("checkpoint of step {done} goes to {}", self.dir.display()))
     }
 
@@ -104,8 +117,9 @@ impl Checkpoints {
         let t = Instant::now();
         let due = self.due(done);
         if due {
-            let snap = self.snapshot(world)?;
-            self.waiting = Some(self.replace_waiting(snap));
+            if let Some(snap) = self.snapshot(world)? {
+                self.waiting = Some(self.replace_waiting(snap));
+            }
         }
         if let Some(snap) = self.waiting.take() {
             self.hand_over(snap);
@@ -119,19 +133,25 @@ impl Checkpoints {
     /// Writes a last checkpoint if `last` and waits for the writer to finish.
     pub fn finish(mut self, world: &mut World, last: bool) -> Result<CheckpointTotals, RunError> {
         if last {
-            let snap = self.snapshot(world).map_err(RunError::Sync)?;
-            let snap = self.replace_waiting(snap);
-            self.tx.send(snap).ok();
+            if let Some(snap) = self.snapshot(world).map_err(RunError::Sync)? {
+                let snap = self.replace_waiting(snap);
+                if let Some(tx) = &self.tx {
+                    tx.send(snap).ok();
+                }
+            }
         }
         let Checkpoints { tx, writer, mut totals, .. } = self;
         drop(tx);
-        totals.written = writer.join().expect("the checkpoint writer does not panic")?;
+        if let Some(writer) = writer {
+            totals.written = writer.join().expect("the checkpoint writer does not panic")?;
+        }
         Ok(totals)
     }
 
     /// Offers `snap` to the writer; kept waiting if the writer is busy.
     fn hand_over(&mut self, snap: Snapshot) {
-        if let Err(TrySendError::Full(snap)) = self.tx.try_send(snap) {
+        let Some(tx) = &self.tx else { return };
+        if let Err(TrySendError::Full(snap)) = tx.try_send(snap) {
             self.waiting = Some(snap);
         }
     }
