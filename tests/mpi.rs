@@ -1,6 +1,6 @@
 //! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
 //! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
-//! cores), with and without STDP; a checkpoint of 3 ranks resumes on 2 (and on one process)
+//! cores), with and without STDP, with each rank's times in run.json; a checkpoint of 3 ranks resumes on 2 (and on one process)
 //! identically; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
 
@@ -51,7 +51,7 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
         assert!(reference["spikes_total"].as_u64().unwrap() > 1000, "{name} is active: {}", reference["spikes_total"]);
         for np in [2, 3] {
             let out = dir.path().join(format!("{name}-{np}"));
-            ok(mpirun(np, &[]).args(args(&out)).output().unwrap(), &format!("{name} on {np} ranks"));
+            ok(mpirun(np, &[]).args(args(&out)).arg("--time-stages").output().unwrap(), &format!("{name} on {np} ranks"));
             assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks");
             let report = run_json(&out);
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
@@ -59,6 +59,10 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
             }
             assert_eq!(report["synaptic_events"], reference["synaptic_events"]);
+            // Each rank's times, the exchange among its stages.
+            let ranks = report["timing"]["ranks"].as_array().expect("timing.ranks");
+            assert_eq!(ranks.len(), np);
+            assert!(ranks.iter().all(|r| r["simulate_s"].as_f64() > Some(0.0) && r["stages_s"]["exchange"].as_f64() > Some(0.0)), "{ranks:?}");
             // Only rank 0 writes.
             let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             written.sort();

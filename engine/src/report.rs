@@ -36,6 +36,37 @@ pub struct Timing {
     /// Seconds in each stage of the step, when asked for (`RunOptions::time_stages`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages_s: Option<BTreeMap<String, f64>>,
+    /// Across ranks (`mpirun`): each rank's simulate time and stage times (rank 0's are also
+    /// above). A rank's `exchange` includes waiting for the slowest rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks: Option<Vec<RankTiming>>,
+}
+
+/// One rank's share of a multi-process run's time.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RankTiming {
+    pub simulate_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages_s: Option<BTreeMap<String, f64>>,
+}
+
+impl RankTiming {
+    /// Every rank's timing at rank 0 (a collective call; `None` on the other ranks).
+    pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
+        let mut mine = vec![simulate_s];
+        mine.extend(stages.map_or(&[][..], |s| &s.seconds[..]));
+        let parts = transport.gather(bytemuck::cast_slice(&mine))?;
+        Some(
+            parts
+                .iter()
+                .map(|p| {
+                    let values: Vec<f64> = p.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+                    let stages_s = (values.len() > 1).then(|| crate::Stage::ALL.iter().zip(&values[1..]).map(|(s, &t)| (s.name().to_string(), t)).collect());
+                    RankTiming { simulate_s: values[0], stages_s }
+                })
+                .collect(),
+        )
+    }
 }
 
 /// Percentiles of the steps' wall times, microseconds (all 0 when no step ran).

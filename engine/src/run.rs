@@ -578,6 +578,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         RunError::Unhealthy { error, hint }
     });
 
+    let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, sim.world.get_resource::<crate::StageTimes>()));
     let t1 = Instant::now();
     let outputs = write_outputs(model, options, &sim, outcome)?;
     let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
@@ -599,6 +600,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         synaptic_events_per_s: report.synaptic_events as f64 * (done - span.start_step) as f64 / done.max(1) as f64 / simulate_s.max(1e-9),
         step_us: StepTimes::of(&steps),
         stages_s: sim.world.get_resource::<crate::StageTimes>().map(crate::StageTimes::by_name),
+        ranks,
     };
     if let Some(host) = report.storage.get_mut("host") {
         host.bytes_moved_per_s = (host.moved.bytes_in + host.moved.bytes_out) as f64 / simulate_s.max(1e-9);
