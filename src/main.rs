@@ -574,6 +574,21 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
             g.synapses_per_neuron
         )?;
         writeln!(out, "transfers        {} to the device, {} to the host in {} copies", bytes(g.transfers.to_device_bytes as f64), bytes(g.transfers.to_host_bytes as f64), g.transfers.copies)?;
+        if let Some(m) = &g.mapped_host {
+            let c = &m.row_cache;
+            writeln!(
+                out,
+                "host memory      {} of synapses ({} blocks) read over the bus; row cache {} ({} rows), {:.1} % of synaptic reads, {} moved in, {} written back, {:.3} s stalled",
+                bytes(m.bytes as f64),
+                m.blocks,
+                bytes(c.bytes as f64),
+                c.rows,
+                100.0 * c.hit_rate,
+                bytes(c.bytes_in as f64),
+                bytes(c.bytes_back as f64),
+                c.stall_s
+            )?;
+        }
     }
     if let Some(h) = report.storage.get("host") {
         writeln!(
