@@ -17,6 +17,40 @@ fn mpirun(np: usize, args: &[&str]) -> Command {
     c
 }
 
+/// One multi-process test at a time: each starts up to three processes on CI's two cores, and
+/// the signal tests time what they do.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Waits up to 60 s for `ready`.
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !ready() {
+        assert!(t.elapsed() < Duration::from_secs(60), "waited a minute for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The processes whose command line contains `pattern`, oldest first (from /proc: no procps
+/// needed).
+fn processes(pattern: &str) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|pid: &u32| std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).replace('\0', " ").contains(pattern)))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Sends `signal` (a name: INT, KILL) to `pid` with the shell's kill.
+fn signal(pid: u32, signal: &str) {
+    assert!(Command::new("sh").args(["-c", &format!("kill -{signal} {pid}")]).status().unwrap().success(), "kill -{signal} {pid}");
+}
+
 fn ok(out: Output, what: &str) -> Output {
     assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
     out
@@ -39,6 +73,7 @@ fn without_probes(name: &str, dir: &Path) -> PathBuf {
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn two_and_three_ranks_give_the_spikes_of_one_process() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     // Brunel (static, 12,500 neurons) and the balanced network with STDP on E->E.
     for name in ["brunel", "stdp_balanced"] {
@@ -84,6 +119,7 @@ fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = without_probes("stdp_balanced", dir.path());
     let model = model.to_str().unwrap();
@@ -115,6 +151,7 @@ fn copy_dir(from: &Path, to: &Path) {
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let plain = without_probes("brunel", dir.path());
     let plain = plain.to_str().unwrap();
@@ -136,6 +173,7 @@ fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn a_signal_stops_every_rank_after_the_same_step_and_a_killed_rank_ends_the_run() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let model = without_probes("brunel", dir.path());
     let model = model.to_str().unwrap();
@@ -143,8 +181,12 @@ fn a_signal_stops_every_rank_after_the_same_step_and_a_killed_rank_ends_the_run(
     // and rank 0 writes the outputs so far.
     let out = dir.path().join("signalled");
     let mut run = mpirun(2, &["run", model, "--duration", "100s", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()]).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
-    assert!(Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap().success());
+    // mpirun and both ranks, and rank 0's output folder: the ranks' signal handlers are in
+    // place (they are set before the folder is made).
+    let pattern = format!("--out {}", out.display());
+    wait_for("the ranks to start", || processes(&pattern).len() >= 3 && out.exists());
+    std::thread::sleep(Duration::from_secs(1));
+    signal(run.id(), "INT");
     run.wait().unwrap();
     let report = run_json(&out);
     assert_eq!(report["outcome"], "interrupted", "{report}");
@@ -152,10 +194,11 @@ fn a_signal_stops_every_rank_after_the_same_step_and_a_killed_rank_ends_the_run(
     // SIGKILL to one rank: mpirun ends the others and names it.
     let out = dir.path().join("killed");
     let run = mpirun(2, &["run", model, "--duration", "100s", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()]).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_secs(3));
     let pattern = format!("run {model} --duration 100s --threads 1 --quiet --out {}", out.display());
-    let killed = Command::new("pkill").args(["-KILL", "-n", "-f", &pattern]).status().unwrap();
-    assert!(killed.success(), "a rank was found and killed");
+    wait_for("the ranks to start", || processes(&pattern).len() >= 3 && out.exists());
+    std::thread::sleep(Duration::from_secs(1));
+    // The newest of mpirun and its two ranks is a rank.
+    signal(*processes(&pattern).last().expect("the ranks"), "KILL");
     let t = Instant::now();
     let result = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&result.stderr);
