@@ -88,6 +88,12 @@ impl RunOptions {
         (threads, shards)
     }
 
+    /// The output folder this process writes into: `out`, but across ranks rank 0's only
+    /// (`crate::ranks`; the other ranks' checkpoints reach it through rank 0).
+    pub fn written_out(&self) -> Option<&PathBuf> {
+        self.out.as_ref().filter(|_| crate::ranks::writes())
+    }
+
     /// Applies the duration and seed overrides to a model.
     pub fn apply(&self, model: &mut Model) -> Result<(), ModelError> {
         if let Some(ms) = self.duration_ms {
@@ -259,7 +265,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     if options.host_memory.is_some() {
         pages_on(backend.name())?;
     }
-    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
+    if let Some(out) = options.written_out() {
         prepare_output(out, options.overwrite)?;
     }
     let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
@@ -267,7 +273,7 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
     limit_device_memory(&mut sim, options);
     sim.install(backend)?;
     records_here(&mut sim);
-    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
+    if let Some(out) = options.written_out() {
         // Recorded output moves to logs under OUT/recording at each checkpoint.
         let mut recorder = sim.world.resource_mut::<Recorder>();
         (recorder.log_dir, recorder.run_id) = (Some(out.join("recording")), session.run_id);
@@ -613,7 +619,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if report.stdp_history_overflows > 0 {
         eprintln!("warning: {} STDP pairings lost to full postsynaptic spike histories; raise post_history in [[plasticity]]", report.stdp_history_overflows);
     }
-    if let Some(out) = options.out.as_ref().filter(|_| crate::ranks::writes()) {
+    if let Some(out) = options.written_out() {
         report.outputs.push("run.json".to_string());
         let json = serde_json::to_string_pretty(&report)?;
         let path = out.join("run.json");
@@ -631,7 +637,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
 fn write_outputs(model: &Model, options: &RunOptions, sim: &Simulation, outcome: Outcome) -> Result<Vec<String>, RunError> {
     let recorder = sim.world.resource::<Recorder>();
     let mut outputs = Vec::new();
-    if let Some(out) = options.out.as_ref().filter(|_| outcome != Outcome::Stopped && crate::ranks::writes()) {
+    if let Some(out) = options.written_out().filter(|_| outcome != Outcome::Stopped) {
         if !recorder.spikes.is_empty() {
             recorder.write_spikes(&out.join("spikes.h5"), model)?;
             outputs.push("spikes.h5".to_string());
