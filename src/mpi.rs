@@ -14,6 +14,8 @@ struct Mpi {
     world: SimpleCommunicator,
     rank: usize,
     size: usize,
+    /// Rank and size among the processes of this host.
+    local: (usize, usize),
 }
 
 // SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE or MPI_THREAD_SERIALIZED (`start`); the
@@ -70,6 +72,14 @@ impl fum_engine::ranks::Transport for Mpi {
         Some(counts.iter().zip(&displs).map(|(&c, &d)| all[d as usize..(d + c) as usize].to_vec()).collect())
     }
 
+    fn broadcast(&self, bytes: &mut [u8]) {
+        self.world.process_at_rank(0).broadcast_into(bytes);
+    }
+
+    fn local(&self) -> (usize, usize) {
+        self.local
+    }
+
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
@@ -88,6 +98,8 @@ pub fn start() -> anyhow::Result<Option<mpi::environment::Universe>> {
     }
     let world = universe.world();
     let (rank, size) = (world.rank() as usize, world.size() as usize);
-    fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size }));
+    let host = world.split_shared(world.rank());
+    let local = (host.rank() as usize, host.size() as usize);
+    fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size, local }));
     Ok(Some(universe))
 }

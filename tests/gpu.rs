@@ -337,6 +337,43 @@ fn a_served_cuda_run_streams_the_spikes_it_writes() {
     assert!(same_file(&served.join("spikes.h5"), &plain.join("spikes.h5")), "a served, watched run wrote other spikes");
 }
 
+/// Ranks on GPUs (`mpirun -np N fum run --backend cuda`, `FUM_BIN` built with `--features mpi`)
+/// give the spikes and learned weights of one GPU: 2 ranks (NCCL between GPUs of their own,
+/// or MPI through host memory where they share one), 2 ranks with `FUM_EXCHANGE=mpi`, and 3.
+#[test]
+#[ignore = "needs a CUDA GPU, mpirun and FUM_BIN built with --features mpi; scripts/gpu-check.sh runs it with --include-ignored"]
+fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["brunel", "stdp_balanced"] {
+        let path = common::without_probes(name, dir.path());
+        let model = path.to_str().unwrap();
+        let extra = ["--duration", "100ms", "--shards", "6", "--checkpoint-every", "50ms"];
+        let one = dir.path().join(format!("{name}-1"));
+        let reference = run(model, &one, "cuda", &extra);
+        for (np, exchange) in [(2, None), (2, Some("mpi")), (3, None)] {
+            let out = dir.path().join(format!("{name}-{np}-{exchange:?}"));
+            let mut args = vec!["run", model, "--out", out.to_str().unwrap(), "--backend", "cuda", "--quiet"];
+            args.extend_from_slice(&extra);
+            let mut mpirun = common::mpirun(&fum_bin(), np, &args);
+            mpirun.env("NCCL_NVLS_ENABLE", "0");
+            if let Some(e) = exchange {
+                mpirun.env("FUM_EXCHANGE", e);
+            }
+            let done = mpirun.output().expect("mpirun runs");
+            assert!(done.status.success(), "{name} on {np} ranks: {}", String::from_utf8_lossy(&done.stderr));
+            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+            assert_eq!(report["ranks"], np, "run.json counts the ranks (is FUM_BIN built with --features mpi?)");
+            let path = report["gpu"]["ranks_exchange"].as_str().expect("gpu.ranks_exchange");
+            eprintln!("{name} on {np} ranks: spikes over {path}");
+            assert!(exchange.is_none_or(|e| e == path), "FUM_EXCHANGE={exchange:?} gave {path}");
+            assert_eq!(report["spikes_total"], reference["spikes_total"], "{name} on {np} ranks ({path})");
+            assert!(same_file(&one.join("spikes.h5"), &out.join("spikes.h5")), "{name}: spikes differ on {np} ranks ({path})");
+            assert_eq!(weights(&one), weights(&out), "{name}: learned weights differ on {np} ranks ({path})");
+        }
+    }
+}
+
 #[test]
 fn without_a_usable_gpu_cuda_fails_with_a_message_and_auto_falls_back() {
     // CUDA_VISIBLE_DEVICES="" hides every GPU, so this runs on any machine.

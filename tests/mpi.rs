@@ -4,17 +4,16 @@
 //! identically; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// `mpirun` with what CI's machine needs: more ranks than cores (yielding while they wait), and
-/// root allowed.
+mod common;
+
+use common::without_probes;
+
 fn mpirun(np: usize, args: &[&str]) -> Command {
-    let mut c = Command::new("mpirun");
-    c.args(["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", &np.to_string(), env!("CARGO_BIN_EXE_fum")]);
-    c.args(args).env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
-    c
+    common::mpirun(Path::new(env!("CARGO_BIN_EXE_fum")), np, args)
 }
 
 /// One multi-process test at a time: each starts up to three processes on CI's two cores, and
@@ -58,16 +57,6 @@ fn ok(out: Output, what: &str) -> Output {
 
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
-}
-
-/// Asset `name` without its probes (ranks do not gather them yet), in `dir`.
-fn without_probes(name: &str, dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
-    let text = &text[..text.find("[[recording.probes]]").unwrap_or(text.len())];
-    assert!(text.contains("spikes = [\"E\", \"I\"]"), "{name} records its spikes");
-    let path = dir.join(format!("{name}.toml"));
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 #[test]

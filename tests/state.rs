@@ -94,13 +94,10 @@ fn a_declared_column_is_mirrored_and_never_read_stale() {
     let model = common::asset("brunel.toml");
     let mut sim = Simulation::from_model(&model, 1, 3).unwrap();
     add_adaptation(&mut sim, |id| id as f32);
-    let shards: Vec<std::ops::Range<u32>> = {
-        let mut v: Vec<_> = sim.world.query::<&Shard>().iter(&sim.world).map(|s| (s.index, s.neurons.clone())).collect();
-        v.sort_by_key(|p| p.0);
-        v.into_iter().map(|p| p.1).collect()
-    };
+    let span = state::Span::of(&mut sim.world).unwrap();
+    assert_eq!((span.first_shard, span.base(), span.ranges.len()), (0, 0, 3));
     let generation = Arc::new(AtomicU64::new(0));
-    let placed = state::mirror::<HostDevice, TransferError>(&mut sim.world, &shards, &mut |bytes, written, _, _| {
+    let placed = state::mirror::<HostDevice, TransferError>(&mut sim.world, &span, &mut |bytes, written, _, _| {
         Ok(Arc::new(HostDevice { bytes: Mutex::new(vec![0; bytes]), generation: generation.clone(), written, host_written: AtomicBool::new(false) }))
     })
     .unwrap();
@@ -108,7 +105,7 @@ fn a_declared_column_is_mirrored_and_never_read_stale() {
     // One arena holds the column of every shard, by global id.
     let arena = &placed.neurons.iter().find(|(name, _)| name == "adaptation/w").expect("an arena for the new column").1;
     let on_device: Vec<f32> = bytemuck::pod_collect_to_vec(&arena.bytes.lock().unwrap());
-    let n = shards.last().unwrap().end;
+    let n = span.len();
     assert_eq!(on_device, (0..n).map(|id| id as f32).collect::<Vec<_>>());
 
     // A device step writes the arena: the host copies are behind, and reading one panics.

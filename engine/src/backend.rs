@@ -333,5 +333,9 @@ pub struct DeviceStats {
     /// Synapses kept in host memory because the network did not fit (see [`MappedHost`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mapped_host: Option<MappedHost>,
+    /// Across ranks, how the other ranks' spikes reach this GPU: "nccl" (GPU to GPU, inside
+    /// the step's graph) or "mpi" (through host memory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranks_exchange: Option<&'static str>,
 }
 

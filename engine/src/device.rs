@@ -2,10 +2,11 @@
 //! small descriptor tables and scratch buffers the kernels read.
 //!
 //! Layout (chosen so that one launch covers every shard): per-neuron columns of all shards share
-//! one arena per name, a shard's column being the range of its global ids (shards are
-//! contiguous ranges of ids); ring columns share a slot-major arena `[slot][global id]`, so a
-//! shard's ring is one range per slot, and the neuron update reads one slot of all shards
-//! contiguously. Synapse-block and projection columns each get a buffer of their own (the block
+//! one arena per name, a shard's column being the range of its global ids less the first id
+//! this process holds ([`state::Span`]: 0 for a process on its own, a rank's first neuron
+//! across ranks); ring columns share a slot-major arena `[slot][neuron]`, so a shard's ring is
+//! one range per slot, and the neuron update reads one slot of all shards contiguously. Spike
+//! lists hold global ids: kernels subtract the base where they index the arenas. Synapse-block and projection columns each get a buffer of their own (the block
 //! table holds their addresses). The element layout of every column is the host's, so a copy is
 //! plain bytes, and every column moves through its [`Mirror`](crate::column::Mirror): the
 //! upload attaches each declared column ([`crate::state`]) to its place here, and host reads
@@ -58,7 +59,8 @@ pub struct BlockDesc {
     pub cache_delay: u64,
     pub cache_weight: u64,
     pub cache_len: u32,
-    pub cache_pad: u32,
+    /// `shard_first` less the process's first neuron: the shard's place in the arenas.
+    pub local_first: u32,
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -329,7 +331,7 @@ impl Buffers {
     }
 }
 
-/// One population's LIF launch.
+/// One population's LIF launch over its neurons held (`first..end` index the arenas).
 pub struct PopulationLaunch {
     pub first: u32,
     pub end: u32,
@@ -338,7 +340,8 @@ pub struct PopulationLaunch {
     pub current_pa: f32,
 }
 
-/// One Poisson source's launch.
+/// One Poisson source's launch over its targets held (`first..end` are global ids: they key
+/// the random numbers).
 pub struct PoissonLaunch {
     pub stream: u32,
     pub first: u32,
@@ -360,10 +363,12 @@ pub struct ProbeLayout {
 pub struct DeviceNetwork {
     pub ctx: Arc<DeviceContext>,
     pub stream: Arc<CudaStream>,
+    /// Neurons held (the arenas' length); `total` in the network, on every rank.
     pub n: u32,
+    pub total: u32,
     pub slots: u32,
-    /// Shard ranges of global ids, by shard index.
-    pub shards: Vec<std::ops::Range<u32>>,
+    /// The shards held.
+    pub shards: state::Span,
     /// The per-neuron arenas, by column name.
     pub neurons: Buffers,
     /// Each synapse block's buffers, keyed by (shard, block index in the shard), in
@@ -371,7 +376,8 @@ pub struct DeviceNetwork {
     pub blocks: Vec<((usize, usize), Buffers)>,
     /// Each plastic projection's buffers.
     pub rules: Vec<Buffers>,
-    /// Scratch of the step: spike bits, the compacted spike list and its count and block counts.
+    /// Scratch of the step: spike bits, the compacted spike list (of all ranks: `total` long)
+    /// and its count and block counts.
     pub fired: CudaSlice<u8>,
     pub step: CudaSlice<u64>,
     pub spikes: CudaSlice<u32>,
@@ -484,18 +490,12 @@ impl DeviceNetwork {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
             return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });
         }
-        let mut shards = Vec::new();
-        for e in state::shards_in_order(world) {
-            let range = world.get::<Shard>(e).expect("a shard").neurons.clone();
-            if range.start != shards.last().map_or(0, |r: &std::ops::Range<u32>| r.end) {
-                return Err(CudaError::Unsupported("shards are not contiguous".into()));
-            }
-            if range.len() > 1 << 16 {
-                return Err(CudaError::Unsupported(format!("shard {} has {} neurons; targets are 16-bit, so at most 65,536 per shard", shards.len(), range.len())));
-            }
-            shards.push(range);
+        let shards = state::Span::of(world).map_err(CudaError::Unsupported)?;
+        if let Some((i, range)) = shards.ranges.iter().enumerate().find(|(_, r)| r.len() > 1 << 16) {
+            return Err(CudaError::Unsupported(format!("shard {} has {} neurons; targets are 16-bit, so at most 65,536 per shard", shards.first_shard + i, range.len())));
         }
-        let n = shards.last().map_or(0, |r| r.end as usize);
+        let n = shards.len() as usize;
+        let total = world.resource::<Populations>().0.last().map_or(0, |p| p.first + p.size) as usize;
         let ctx = Arc::new(DeviceContext {
             stream: stream.clone(),
             generation: AtomicU64::new(0),
@@ -509,6 +509,7 @@ impl DeviceNetwork {
             ctx: ctx.clone(),
             stream: stream.clone(),
             n: n as u32,
+            total: total as u32,
             slots: 1,
             shards,
             neurons: Buffers::default(),
@@ -516,7 +517,7 @@ impl DeviceNetwork {
             rules: Vec::new(),
             fired: stream.alloc_zeros(n.max(1))?,
             step: stream.clone_htod(&[step])?,
-            spikes: stream.alloc_zeros(n.max(1))?,
+            spikes: stream.alloc_zeros(total.max(1))?,
             n_spikes: stream.alloc_zeros(1)?,
             block_counts: stream.alloc_zeros(n.div_ceil(1024).max(1))?,
             block_table: stream.alloc_zeros(1)?,
@@ -537,7 +538,7 @@ impl DeviceNetwork {
             cache: None,
         };
         net.memory = declared_bytes(world);
-        net.memory.neuron_bytes += SCRATCH_BYTES_PER_NEURON * n as u64;
+        net.memory.neuron_bytes += SCRATCH_BYTES_PER_NEURON * n as u64 + 4 * (total - n) as u64;
         net.memory.synapse_bytes -= mapped_bytes;
         if !mapped.is_empty() {
             let synapses = world.query::<(&Shard, &SynapseBlocks)>().iter(world).flat_map(|(s, b)| b.0.iter().enumerate().map(move |(i, b)| ((s.index, i), b.len() as u64))).filter(|(key, _)| mapped.contains(key)).map(|(_, n)| n).sum();
@@ -570,27 +571,39 @@ impl DeviceNetwork {
         Ok(())
     }
 
+    /// The launches of the neuron update and the Poisson input, over the neurons held.
     fn upload_populations(&mut self, world: &World) -> Result<(), CudaError> {
+        let (base, end) = (self.shards.base(), self.shards.base() + self.n);
+        let held = |first: u32, last: u32| first.max(base)..last.min(end);
         for p in &world.resource::<Populations>().0 {
+            let range = held(p.first, p.first + p.size);
+            if range.is_empty() {
+                continue;
+            }
             let bits = |x: f32| x.to_bits();
             let (coba, constants) = match p.dynamics {
                 Dynamics::Cuba(c) => (false, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
                 Dynamics::Coba(c) => (true, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)]),
             };
-            self.populations.push(PopulationLaunch { first: p.first, end: p.first + p.size, coba, constants: LifConstants(constants), current_pa: p.current_pa });
+            self.populations.push(PopulationLaunch { first: range.start - base, end: range.end - base, coba, constants: LifConstants(constants), current_pa: p.current_pa });
         }
         for s in &world.resource::<crate::components::PoissonSources>().0 {
+            let range = held(s.target.start, s.target.end);
+            if range.is_empty() {
+                continue;
+            }
+            let rates = s.per_neuron.as_ref().map(|r| &r[(range.start - s.target.start) as usize..(range.end - s.target.start) as usize]);
             self.poisson.push(PoissonLaunch {
                 stream: ((fum_kernels::rng::Purpose::PoissonInput as u32) << 16) | u32::from(s.index),
-                first: s.target.start,
-                end: s.target.end,
+                first: range.start,
+                end: range.end,
                 mean: s.mean_per_step,
                 exp_minus_mean: s.exp_minus_mean,
                 quantum: fum_kernels::delivery::to_fixed(s.weight),
                 inhibitory: s.receptor == crate::model::Receptor::Inhibitory,
-                rates: s.per_neuron.as_ref().map(|r| self.ctx.upload(r.as_flattened())).transpose()?,
+                rates: rates.map(|r| self.ctx.upload(r.as_flattened())).transpose()?,
             });
-            self.memory.neuron_bytes += s.per_neuron.as_ref().map_or(0, |r| 16 * r.len() as u64);
+            self.memory.neuron_bytes += rates.map_or(0, |r| 16 * r.len() as u64);
         }
         Ok(())
     }
@@ -647,7 +660,7 @@ impl DeviceNetwork {
         let entities = state::shards_in_order(world);
         self.synapses = 0;
         for ((shard, index), buffers) in &self.blocks {
-            let range = self.shards[*shard].clone();
+            let range = self.shards.range(*shard);
             let block = &world.get::<SynapseBlocks>(entities[*shard]).expect("shard has synapses").0[*index];
             self.synapses += block.len() as u64;
             let mut desc = BlockDesc {
@@ -660,6 +673,7 @@ impl DeviceNetwork {
                 source_size: block.source_size,
                 shard_first: range.start,
                 shard_size: range.len() as u32,
+                local_first: range.start - self.shards.base(),
                 const_delay: match block.delay {
                     crate::components::Delays::Constant(d) => u32::from(d),
                     crate::components::Delays::PerSynapse(_) => 0,
@@ -757,7 +771,7 @@ impl DeviceNetwork {
                             ProbeVariable::SynIn => "syn_in",
                             _ => "v",
                         };
-                        ProbeDesc { source: self.neuron_ptr(column), index: self.shards[shard].start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
+                        ProbeDesc { source: self.neuron_ptr(column), index: self.shards.local(shard).start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
                     ProbeSite::Synapse { shard, block, synapse, .. } => {
                         let k = self.blocks.iter().position(|(key, _)| *key == (shard, block)).expect("every block is on the device");

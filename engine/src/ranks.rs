@@ -30,6 +30,10 @@ pub trait Transport: Send + Sync {
     fn sum(&self, values: &mut [u64]);
     /// Every rank's `mine`, in rank order, at rank 0; `None` on the others.
     fn gather(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>>;
+    /// Rank 0's `bytes`, into every rank's.
+    fn broadcast(&self, bytes: &mut [u8]);
+    /// This rank's place among the ranks of its host, and their number (a rank per GPU).
+    fn local(&self) -> (usize, usize);
     /// Ends the process of every rank at once with `code` (after an error on this one).
     fn abort(&self, code: i32) -> !;
 }

@@ -126,7 +126,8 @@ impl RowCache {
     /// Caches for the blocks `mapped` (keys, with their positions in the device network's block
     /// list) in `budget` bytes of device memory; `None` when the budget cannot hold the tables.
     pub fn new(stream: &Arc<CudaStream>, world: &mut World, mapped: &[((usize, usize), usize)], budget: u64, stdp_enabled: bool) -> Result<Option<RowCache>, CudaError> {
-        let neurons = world.query::<&Shard>().iter(world).map(|s| s.neurons.len()).sum::<usize>();
+        // Spike counts by global id: the spikes of every rank are its rows' sources.
+        let neurons = world.resource::<crate::components::Populations>().0.last().map_or(0, |p| (p.first + p.size) as usize);
         let probed: Vec<(usize, usize, u32)> = world
             .resource::<Recorder>()
             .probes

@@ -290,15 +290,16 @@ fn records_here(sim: &mut Simulation) {
 }
 
 /// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
-/// probes, structural commits, paging, GPUs and viewers would need the ranks' parts gathered or
-/// agreed on (the multi-process issue's later steps).
+/// probes, structural commits, paging and viewers would need the ranks' parts gathered or
+/// agreed on (the multi-process issue's later steps). `auto` could choose differently on
+/// different ranks.
 fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let spec = &model.spec;
     let refused = [
         (!spec.recording.probes.is_empty(), "recording probes ([[recording.probes]])"),
         (!spec.structural.is_empty(), "structural plasticity ([[structural]])"),
         (options.host_memory.is_some(), "--host-memory"),
-        (options.backend != BackendChoice::Cpu, "a backend other than cpu"),
+        (options.backend == BackendChoice::Auto, "--backend auto (choose cpu or cuda: every rank runs the same)"),
         (observed, "watching a run (--serve, fum view)"),
     ];
     match refused.into_iter().find(|(yes, _)| *yes) {

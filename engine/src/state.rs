@@ -213,21 +213,73 @@ pub struct Mirrored<B> {
     pub projections: Vec<Named<B>>,
 }
 
+/// The neurons this process holds: its shards, of contiguous indices from `first_shard`, whose
+/// global ids are contiguous too, from [`Span::base`]. A process on its own holds every shard;
+/// a rank of several holds its part ([`crate::ranks::owned`]).
+#[derive(Clone, Debug, Default)]
+pub struct Span {
+    pub first_shard: usize,
+    /// The shards' global ranges, in index order.
+    pub ranges: Vec<std::ops::Range<u32>>,
+}
+
+impl Span {
+    /// The world's shards; an error when they are not contiguous.
+    pub fn of(world: &mut World) -> Result<Span, String> {
+        let mut span = Span::default();
+        for e in shards_in_order(world) {
+            let shard = world.get::<Shard>(e).expect("a shard");
+            if span.ranges.is_empty() {
+                span.first_shard = shard.index;
+            } else if shard.neurons.start != span.ranges.last().expect("not empty").end || shard.index != span.first_shard + span.ranges.len() {
+                return Err(format!("shard {} does not follow the shards before it", shard.index));
+            }
+            span.ranges.push(shard.neurons.clone());
+        }
+        Ok(span)
+    }
+
+    /// The first global id held.
+    pub fn base(&self) -> u32 {
+        self.ranges.first().map_or(0, |r| r.start)
+    }
+
+    /// How many neurons are held.
+    pub fn len(&self) -> u32 {
+        self.ranges.last().map_or(0, |r| r.end) - self.base()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Shard `shard`'s global ids.
+    pub fn range(&self, shard: usize) -> std::ops::Range<u32> {
+        self.ranges[shard - self.first_shard].clone()
+    }
+
+    /// Shard `shard`'s place in this process's per-neuron arrays (its ids less `base`).
+    pub fn local(&self, shard: usize) -> std::ops::Range<u32> {
+        let r = self.range(shard);
+        r.start - self.base()..r.end - self.base()
+    }
+}
+
 /// Gives every declared column a place in device buffers that `allocate(bytes, written by
 /// the device)` makes, attaches it there and uploads it.
 ///
-/// Per-neuron columns of all shards share one arena per name, a shard's column being the range
-/// of its global ids (`shards`, by index, contiguous from 0), so that one kernel launch covers
-/// every shard; a ring column (`slots` rows) sits in a slot-major arena `[slot][global id]`,
-/// one range per slot, so that the neuron update reads one slot of all shards contiguously.
+/// Per-neuron columns of all shards share one arena per name, a shard's column being its
+/// range in `span` (global ids less the span's base), so that one kernel launch covers every
+/// shard; a ring column (`slots` rows) sits in a slot-major arena `[slot][neuron]`, one range
+/// per slot, so that the neuron update reads one slot of all shards contiguously.
 /// Block and projection columns get buffers of their own. A registered component's columns
 /// that are not per-neuron (a pending structural plan) stay on the host: no kernel reads them.
 pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     world: &mut World,
-    shards: &[std::ops::Range<u32>],
+    span: &Span,
     allocate: &mut dyn FnMut(usize, bool, Owner, &'static str) -> Result<Arc<B>, E>,
 ) -> Result<Mirrored<B>, E> {
-    let n = shards.last().map_or(0, |r| r.end as usize);
+    let n = span.len() as usize;
     let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
     let mut failed = None;
     visit(world, &mut |d| {
@@ -242,7 +294,7 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
                     Owner::ShardComponent { component, .. } => format!("{component}/{}", d.name),
                     _ => d.name.to_string(),
                 };
-                let range = shards[shard].clone();
+                let range = span.local(shard);
                 let arena = match out.neurons.iter().find(|(name, _)| *name == key) {
                     Some((_, b)) => Ok(b.clone()),
                     None => allocate(slots * n * size, written, d.owner, d.name).inspect(|b| out.neurons.push((key, b.clone()))),
@@ -280,4 +332,22 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
         }
     });
     failed.map_or(Ok(out), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rank's span: shards 2 and 3 of a network, neurons 100..200, laid out from 0.
+    #[test]
+    fn a_span_places_a_ranks_shards_from_its_first_neuron() {
+        let mut world = World::new();
+        world.spawn(Shard { index: 3, neurons: 150..200 });
+        world.spawn(Shard { index: 2, neurons: 100..150 });
+        let span = Span::of(&mut world).unwrap();
+        assert_eq!((span.first_shard, span.base(), span.len()), (2, 100, 100));
+        assert_eq!((span.range(3), span.local(3)), (150..200, 50..100));
+        world.spawn(Shard { index: 5, neurons: 250..300 });
+        assert!(Span::of(&mut world).unwrap_err().contains("shard 5"));
+    }
 }

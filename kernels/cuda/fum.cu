@@ -9,10 +9,11 @@
 // Every kernel reads the step from device memory (`step`), so one captured CUDA graph replays
 // every step; `advance` increments it at the end of the step.
 //
-// Layout (global arrays over all N neurons; a shard is a contiguous range of them):
+// Layout (arrays over the N neurons this process holds, a contiguous range of global ids from
+// `base`: all of them, from 0, unless ranks share the network; a shard is a range of them):
 //   v, syn_ex, syn_in: f32[N]; refractory: u32[N]; fired: u8[N]
 //   ring_ex, ring_in: i64[slots][N], fixed point 2^-24 (delivery.rs)
-//   spikes: u32[N] (ascending global ids of this step), n_spikes: u32
+//   spikes: u32[total] (ascending global ids of this step, of every rank), n_spikes: u32
 // Synapses: one Block per (projection, shard), CSR rows keyed by presynaptic index in the
 // source population, u16 shard-local targets, f32 or f16 weights.
 
@@ -41,7 +42,8 @@ struct Block {
     u64 cache_target;   // u16*
     u64 cache_delay;    // u16*, or 0 with `const_delay`
     u64 cache_weight;   // as `weight`
-    u32 cache_len, cache_pad;
+    u32 cache_len;
+    u32 local_first;    // shard_first - base: the shard's place in the per-neuron arrays
 };
 
 // What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
@@ -172,7 +174,8 @@ __device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
 // Independent Poisson counts into neurons [first, end) (systems/src/input.rs): of mean `mean`
 // (exp(-mean) = `eml`), or with `rates`, of each neuron's (mean, exp(-mean)) pair.
 extern "C" __global__ void poisson_input(const u64* step, u32 key0, u32 key1, u32 stream, u32 first, u32 end,
-                                         double mean, double eml, const double* rates, i64 quantum, i64* ring, u32 n, u32 slots) {
+                                         double mean, double eml, const double* rates, i64 quantum, i64* ring, u32 n, u32 slots,
+                                         u32 base) {
     u32 id = first + blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= end) return;
     u64 t = *step;
@@ -180,7 +183,7 @@ extern "C" __global__ void poisson_input(const u64* step, u32 key0, u32 key1, u3
     philox(c, key0, key1);
     if (rates) { mean = rates[2 * (id - first)]; eml = rates[2 * (id - first) + 1]; }
     u32 k = poisson(mean, eml, uniform_f64(c[0], c[1]), c[2], c[3]);
-    if (k > 0) ring[(u64)(t & (slots - 1)) * n + id] += (i64)k * quantum;
+    if (k > 0) ring[(u64)(t & (slots - 1)) * n + id - base] += (i64)k * quantum;
 }
 
 // ---- LIF update (lif.rs: lif_pass!) ----
@@ -260,11 +263,12 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
     for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
 }
 
-// The step's spike list, ascending; also adds each spike to its neuron's count in every slot
-// of `spike_counts` (`schedules` of them, n each: the `spike_count` column of structural
-// plasticity, which systems/src/structural.rs counts the same on the CPU).
+// The step's spike list (global ids: `base` + index), ascending; also adds each spike to its
+// neuron's count in every slot of `spike_counts` (`schedules` of them, n each: the
+// `spike_count` column of structural plasticity, which systems/src/structural.rs counts the
+// same on the CPU).
 extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes, u32* spike_counts,
-                                        u32 schedules) {
+                                        u32 schedules, u32 base) {
     __shared__ u32 warp_offsets[32];
     u32 g = blockIdx.x * 1024 + threadIdx.x;
     bool f = g < n && fired[g];
@@ -278,9 +282,60 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
     }
     __syncthreads();
     if (f) {
-        spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = g;
+        spikes[warp_offsets[warp] + __popc(ballot & ((1u << lane) - 1))] = base + g;
         for (u32 s = 0; s < schedules; s++) spike_counts[(u64)s * n + g] += 1;
     }
+}
+
+// ---- spikes across ranks (systems/src/cuda.rs, `Exchange`): each rank packs its neurons'
+// spike flags into bits, `words` per rank (the most any rank needs; unused bits 0); the ranks'
+// bits are gathered rank after rank; every rank compacts them into the same ascending list. ----
+
+// bits[w] holds neurons 32w .. 32w + 31 of this rank, bit i for neuron 32w + i.
+extern "C" __global__ void pack_fired(const u8* fired, u32 n, u32 words, u32* bits) {
+    u32 g = blockIdx.x * blockDim.x + threadIdx.x;
+    u32 ballot = __ballot_sync(0xffffffffu, g < n && fired[g]);
+    if ((threadIdx.x & 31) == 0 && g / 32 < words) bits[g / 32] = ballot;
+}
+
+// Spikes per block of 1024 words of the gathered bits (`total_words` of them).
+extern "C" __global__ void count_bits(const u32* bits, u32 total_words, u32* block_counts) {
+    __shared__ u32 warp_counts[32];
+    u32 w = blockIdx.x * 1024 + threadIdx.x;
+    u32 c = w < total_words ? __popc(bits[w]) : 0;
+    for (int d = 16; d > 0; d >>= 1) c += __shfl_down_sync(0xffffffffu, c, d);
+    if ((threadIdx.x & 31) == 0) warp_counts[threadIdx.x >> 5] = c;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 sum = 0;
+        for (int i = 0; i < 32; i++) sum += warp_counts[i];
+        block_counts[blockIdx.x] = sum;
+    }
+}
+
+// The step's spike list from the gathered bits: word w is word w % words of rank w / words,
+// whose neurons start at global id rank_first[w / words].
+extern "C" __global__ void write_bit_spikes(const u32* bits, u32 total_words, u32 words, const u32* rank_first,
+                                            const u32* block_offsets, u32* spikes) {
+    __shared__ u32 warp_offsets[32];
+    u32 w = blockIdx.x * 1024 + threadIdx.x;
+    u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    u32 word = w < total_words ? bits[w] : 0;
+    u32 c = __popc(word), inclusive = c;
+    for (int d = 1; d < 32; d <<= 1) {
+        u32 x = __shfl_up_sync(0xffffffffu, inclusive, d);
+        if (lane >= d) inclusive += x;
+    }
+    if (lane == 31) warp_offsets[warp] = inclusive;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        u32 run = block_offsets[blockIdx.x];
+        for (int i = 0; i < 32; i++) { u32 s = warp_offsets[i]; warp_offsets[i] = run; run += s; }
+    }
+    __syncthreads();
+    u32 at = warp_offsets[warp] + inclusive - c;
+    u32 first = w < total_words ? rank_first[w / words] + (w % words) * 32 : 0;
+    for (; word; word &= word - 1) spikes[at++] = first + __ffs(word) - 1;
 }
 
 // Rebuilds one per-synapse column of a block at a structural commit, as apply_plan
@@ -532,7 +587,7 @@ __device__ __forceinline__ u32 first_at_least(const u32* spikes, u32 count, u32 
 
 __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, const Syn& s, u32 j, float w) {
     u32 d = s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
-    atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.shard_first + j], (u64)to_fixed(w));
+    atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.local_first + j], (u64)to_fixed(w));
 }
 
 // A plastic synapse s (target j, weight w as loaded) at a presynaptic spike at t whose source
@@ -561,7 +616,7 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
     }
     w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
     add_to_ring(b, slots, n, t, s, j, w);
-    if (fired[b.shard_first + j] && tl != NEVER) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
+    if (fired[b.local_first + j] && tl != NEVER) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
     store_weight_at(b, s, w);
     return lost;
 }

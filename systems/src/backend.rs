@@ -53,14 +53,21 @@ pub fn backend_for(choice: BackendChoice) -> Result<Box<dyn Backend>, BackendErr
     })
 }
 
-/// The CUDA backend on the first GPU, opened (and its kernels compiled) once per process.
+/// The CUDA backend on this process's GPU, opened (and its kernels compiled) once per process:
+/// the first, or across ranks the GPU of the rank's place on its host (ranks beyond the host's
+/// GPUs share them, round robin).
 #[cfg(feature = "cuda")]
 fn cuda() -> Result<Box<dyn Backend>, String> {
     use std::sync::{Arc, OnceLock};
 
-    use fum_kernels::cuda::Gpu;
+    use fum_kernels::cuda::{Gpu, device_count};
     static GPU: OnceLock<Result<Arc<Gpu>, String>> = OnceLock::new();
-    let gpu = GPU.get_or_init(|| Gpu::open(0).map(Arc::new).map_err(|e| e.to_string())).clone()?;
+    let open = || {
+        let local = fum_engine::ranks::transport().map_or(0, |t| t.local().0);
+        let count = if local > 0 { device_count().map_err(|e| e.to_string())? } else { 1 };
+        Gpu::open(local % count).map(Arc::new).map_err(|e| e.to_string())
+    };
+    let gpu = GPU.get_or_init(open).clone()?;
     Ok(Box::new(crate::cuda::CudaBackend { gpu }))
 }
 

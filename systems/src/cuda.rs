@@ -30,6 +30,8 @@ use fum_engine::device::{DeviceNetwork, ptr};
 use fum_engine::state::{self, Columns};
 use fum_kernels::cuda::{CudaError, Gpu};
 
+use crate::cuda_ranks::RankSpikes;
+
 /// Staging slots for recorded output (see the module comment).
 const SLOTS: usize = 3;
 /// Steps the host reads behind the device.
@@ -40,11 +42,15 @@ const LAG: usize = SLOTS - 1;
 pub struct CudaRunner {
     pub gpu: Arc<Gpu>,
     pub net: DeviceNetwork,
-    graph: Option<CudaGraph>,
+    /// The step's graph, or its front and back with the spikes of ranks gathered over MPI
+    /// between them (`crate::cuda_ranks`).
+    graphs: Vec<CudaGraph>,
     events: Vec<CudaEvent>,
     /// The step captured again with an event before each stage and after the last, replayed
-    /// instead of `graph` while stages are timed (`StageTimes`); made at the first timed step.
-    timed: Option<(CudaGraph, Vec<CudaEvent>)>,
+    /// instead of `graphs` while stages are timed (`StageTimes`); made at the first timed step.
+    timed: Option<(Vec<CudaGraph>, Vec<CudaEvent>)>,
+    /// The exchange with the other ranks' GPUs; `None` for a process on its own.
+    pub ranks: Option<RankSpikes>,
     /// Owns the staging memory `staging_ptr` points into.
     _staging: PinnedHostSlice<u32>,
     /// Its address (host and device alike under unified addressing).
@@ -159,7 +165,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         );
     }
     let upload_s = uploading.elapsed().as_secs_f64();
-    let slot_words = 1 + net.n as usize + net.probe_sites();
+    let slot_words = 1 + net.total as usize + net.probe_sites();
     // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
     // SAFETY: the memory is written by the record kernel before the host reads it.
     let staging = unsafe { gpu.ctx.alloc_pinned_with_flags::<u32>(SLOTS * slot_words, sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE) }?;
@@ -168,12 +174,14 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let staging_ptr = staging.as_mut_ptr()?;
     let multiprocessors = gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
     let events = (0..SLOTS).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
+    let ranks = RankSpikes::new(&gpu, &stream, net.shards.base(), net.n)?;
     let mut runner = CudaRunner {
         gpu: gpu.clone(),
         net,
-        graph: None,
+        graphs: Vec::new(),
         events,
         timed: None,
+        ranks,
         _staging: staging,
         staging_ptr,
         slot_words,
@@ -188,13 +196,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     };
     runner.net.memory.staging_bytes = (SLOTS * slot_words * 4) as u64;
     let t = std::time::Instant::now();
-    stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-    let launched = runner.launch_step(&stream, None);
-    let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
-    launched?;
-    let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
-    graph.upload()?;
-    runner.graph = Some(graph);
+    runner.graphs = runner.capture(None)?;
     runner.capture_s = t.elapsed().as_secs_f64();
     runner.device_bytes_measured = free.saturating_sub(gpu.ctx.mem_get_info()?.0) as u64;
     sim.world.insert_resource(runner);
@@ -212,13 +214,40 @@ fn per_block(total: u32, blocks: u32, threads: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (total.div_ceil(blocks).max(1), blocks, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 }
 }
 
+/// Which part of a step a graph holds: all of it, or (spikes of ranks gathered on the host
+/// between them) input, update and packing of the spikes, then the rest.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Whole,
+    Front,
+    Back,
+}
+
 impl CudaRunner {
-    /// Enqueues one step: input, neuron update, compaction, delivery and STDP, recording,
-    /// clock; with `marks` (one more than `Stage::ALL`), an event before each stage and after
-    /// the last. Called under graph capture.
-    fn launch_step(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
+    /// The step captured as graphs (see `Part`), with `marks` as in `launch_step`.
+    fn capture(&mut self, marks: Option<&[CudaEvent]>) -> Result<Vec<CudaGraph>, CudaError> {
+        let stream = self.net.stream.clone();
+        let parts: &[Part] = if self.ranks.as_ref().is_some_and(RankSpikes::on_host) { &[Part::Front, Part::Back] } else { &[Part::Whole] };
+        let mut graphs = Vec::new();
+        for &part in parts {
+            stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+            let launched = self.launch_step(&stream, marks, part);
+            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+            launched?;
+            let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
+            graph.upload()?;
+            graphs.push(graph);
+        }
+        Ok(graphs)
+    }
+
+    /// Enqueues one step (or `part` of it): input, neuron update, compaction (and exchange
+    /// across ranks), delivery and STDP, recording, clock; with `marks` (one more than
+    /// `Stage::ALL`), an event before each stage and after the last. Called under graph capture.
+    fn launch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>, part: Part) -> Result<(), CudaError> {
         let k = &self.gpu.kernels;
         let net = &self.net;
+        let base = net.shards.base();
         let (n, slots) = (net.n, net.slots);
         let step = ptr(&net.step, stream);
         let (ring_ex, ring_in) = (net.neuron_ptr("ring_ex"), net.neuron_ptr("ring_in"));
@@ -232,6 +261,7 @@ impl CudaRunner {
             Ok(())
         };
         unsafe {
+          if part != Part::Back {
             mark(0)?;
             for src in &net.poisson {
                 let ring = if src.inhibitory { ring_in } else { ring_ex };
@@ -239,7 +269,7 @@ impl CudaRunner {
                 stream
                     .launch_builder(&k.poisson_input)
                     .arg(&step).arg(&net.key[0]).arg(&net.key[1]).arg(&src.stream).arg(&src.first).arg(&src.end)
-                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&rates).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots)
+                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&rates).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots).arg(&base)
                     .launch(grid(src.end - src.first, 256))?;
             }
             mark(1)?;
@@ -253,20 +283,32 @@ impl CudaRunner {
                     .launch(grid(pop.end - pop.first, 256))?;
             }
             mark(2)?;
-            let blocks_1024 = n.div_ceil(1024);
-            let (counts, spikes, n_spikes) = (ptr(&net.block_counts, stream), ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
-            let full = LaunchConfig { grid_dim: (blocks_1024.max(1), 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-            stream.launch_builder(&k.count_fired).arg(&fired).arg(&n).arg(&counts).launch(full)?;
-            stream
-                .launch_builder(&k.scan_counts)
-                .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
-                .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
-            // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
-            let spike_counts = if self.count_spikes > 0 { net.neuron_ptr("structural/spike_count") } else { 0 };
-            stream
-                .launch_builder(&k.write_spikes)
-                .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes)
-                .launch(full)?;
+            let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
+            match &mut self.ranks {
+                Some(ranks) => ranks.pack(k, stream, fired, n)?,
+                None => {
+                    let blocks_1024 = n.div_ceil(1024);
+                    let counts = ptr(&net.block_counts, stream);
+                    let full = LaunchConfig { grid_dim: (blocks_1024.max(1), 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
+                    stream.launch_builder(&k.count_fired).arg(&fired).arg(&n).arg(&counts).launch(full)?;
+                    stream
+                        .launch_builder(&k.scan_counts)
+                        .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
+                        .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
+                    // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
+                    let spike_counts = if self.count_spikes > 0 { net.neuron_ptr("structural/spike_count") } else { 0 };
+                    stream
+                        .launch_builder(&k.write_spikes)
+                        .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
+                        .launch(full)?;
+                }
+            }
+          }
+          if part != Part::Front {
+            let (spikes, n_spikes, fired) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.fired, stream));
+            if let Some(ranks) = &self.ranks {
+                ranks.compact(k, stream, spikes, n_spikes)?;
+            }
             // The row cache ranks rows by their sources' spikes (fum_engine::row_cache).
             if let Some(cache) = &net.cache {
                 let sources = ptr(&cache.counts, stream);
@@ -304,12 +346,13 @@ impl CudaRunner {
             let probes = ptr(&net.probes, stream);
             stream
                 .launch_builder(&k.record)
-                .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&n)
+                .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&net.total)
                 .arg(&probes).arg(&n_probes).arg(&table)
                 .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
             mark(6)?;
             stream.launch_builder(&k.advance).arg(&step).launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 })?;
             mark(7)?;
+          }
         }
         Ok(())
     }
@@ -323,16 +366,21 @@ impl CudaRunner {
     }
 
     /// The step captured with timing events (see `timed`).
-    fn capture_timed(&self) -> Result<(CudaGraph, Vec<CudaEvent>), CudaError> {
-        let stream = self.net.stream.clone();
+    fn capture_timed(&mut self) -> Result<(Vec<CudaGraph>, Vec<CudaEvent>), CudaError> {
         let marks = (0..=fum_engine::Stage::ALL.len()).map(|_| self.gpu.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))).collect::<Result<Vec<_>, _>>()?;
-        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-        let launched = self.launch_step(&stream, Some(&marks));
-        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
-        launched?;
-        let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
-        graph.upload()?;
-        Ok((graph, marks))
+        Ok((self.capture(Some(&marks))?, marks))
+    }
+
+    /// Replays `graphs` (the step, or its front and back with the ranks' exchange between);
+    /// across ranks, records whether any rank wishes to stop (`SpikeExchange::stop`).
+    fn replay(graphs: &[CudaGraph], ranks: Option<&mut RankSpikes>, stream: &Arc<CudaStream>, world: &mut World) -> Result<(), CudaError> {
+        graphs[0].launch()?;
+        if let Some(ranks) = ranks {
+            let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
+            world.resource_mut::<SpikeExchange>().stop = ranks.exchange(stream, signalled)?;
+        }
+        graphs[1..].iter().try_for_each(CudaGraph::launch)?;
+        Ok(())
     }
 
     /// Replays the step graph, then handles the oldest queued step once `LAG` are queued.
@@ -368,8 +416,8 @@ impl CudaRunner {
         match (&self.timed, world.contains_resource::<fum_engine::StageTimes>()) {
             // A timed step is waited for before the next is launched, whose replay would
             // record the same events again: timing costs the overlap of host and device.
-            (Some((graph, marks)), true) => {
-                graph.launch()?;
+            (Some((graphs, marks)), true) => {
+                Self::replay(graphs, self.ranks.as_mut(), &self.net.stream, world)?;
                 let times = marks[marks.len() - 1].synchronize().map_err(CudaError::from).and_then(|()| {
                     marks.windows(2).map(|pair| Ok(f64::from(pair[0].elapsed_ms(&pair[1])?) * 1e-3)).collect::<Result<Vec<f64>, CudaError>>()
                 });
@@ -378,7 +426,7 @@ impl CudaRunner {
                     Err(e) => self.stop_timing(world, &e),
                 }
             }
-            _ => self.graph.as_ref().expect("captured at install").launch()?,
+            _ => Self::replay(&self.graphs, self.ranks.as_mut(), &self.net.stream, world)?,
         }
         self.events[step as usize % SLOTS].record(&self.net.stream)?;
         self.pending.push_back(step);
@@ -404,7 +452,7 @@ impl CudaRunner {
         world.resource_scope(|world, mut recorder: Mut<Recorder>| {
             let populations = world.resource::<Populations>();
             crate::record::record_spikes(&mut recorder, populations, step, spikes);
-            let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.n as usize..]);
+            let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.total as usize..]);
             for (probe, (range, &interval)) in recorder.probes.iter_mut().zip(self.net.probe_layout.ranges.iter().zip(&self.net.probe_layout.intervals)) {
                 if step.is_multiple_of(interval) {
                     probe.times_ms.pending.push(step as f64 * dt);
@@ -468,6 +516,7 @@ impl CudaRunner {
             nvrtc_compile_s: self.gpu.kernels.compile_s,
             graph_capture_s: self.capture_s,
             upload_s: self.upload_s,
+            ranks_exchange: self.ranks.as_ref().map(RankSpikes::path),
             mapped_host: net.mapped.map(|mut m| {
                 if let Some(cache) = &net.cache {
                     let reads = net.ctx.read(&cache.reads, 2).unwrap_or_default();

@@ -9,6 +9,8 @@
 pub mod backend;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+pub mod cuda_ranks;
 pub mod delivery;
 pub mod exchange;
 pub mod input;

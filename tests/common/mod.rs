@@ -361,3 +361,22 @@ pub fn rate_and_cv(sim: &Simulation, population: usize, size: u32, from_ms: f64,
         .collect();
     (rate, cvs.iter().sum::<f64>() / cvs.len().max(1) as f64)
 }
+
+/// `mpirun` of `bin` on `np` ranks with what CI's machine needs: more ranks than cores
+/// (yielding while they wait), and root allowed.
+pub fn mpirun(bin: &Path, np: usize, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new("mpirun");
+    c.args(["--oversubscribe", "--mca", "mpi_yield_when_idle", "1", "-np", &np.to_string()]).arg(bin);
+    c.args(args).env("OMPI_ALLOW_RUN_AS_ROOT", "1").env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
+}
+
+/// Asset `name` without its probes (ranks do not gather them yet), in `dir`.
+pub fn without_probes(name: &str, dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
+    let text = &text[..text.find("[[recording.probes]]").unwrap_or(text.len())];
+    assert!(text.contains("spikes = [\"E\", \"I\"]"), "{name} records its spikes");
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}

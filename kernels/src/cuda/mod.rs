@@ -73,14 +73,20 @@ fn driver_present() -> Result<(), CudaError> {
     if unsafe { cudarc::driver::sys::is_culib_present() } { Ok(()) } else { Err(CudaError::NoDriver) }
 }
 
-/// Every CUDA device of this machine; an error when there is no driver or no device.
-pub fn gpus() -> Result<Vec<GpuInfo>, CudaError> {
+/// How many CUDA devices this machine has (at least one); an error when there is no driver or
+/// no device.
+pub fn device_count() -> Result<usize, CudaError> {
     driver_present()?;
     let count = CudaContext::device_count().map_err(|e| CudaError::NoDevice(e.to_string()))?;
     if count == 0 {
         return Err(CudaError::NoDevice("the driver reports no device".into()));
     }
-    (0..count as usize).map(|ordinal| Gpu::context(ordinal).and_then(|ctx| describe(&ctx))).collect()
+    Ok(count as usize)
+}
+
+/// Every CUDA device of this machine; an error when there is no driver or no device.
+pub fn gpus() -> Result<Vec<GpuInfo>, CudaError> {
+    (0..device_count()?).map(|ordinal| Gpu::context(ordinal).and_then(|ctx| describe(&ctx))).collect()
 }
 
 fn describe(ctx: &Arc<CudaContext>) -> Result<GpuInfo, CudaError> {
