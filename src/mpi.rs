@@ -101,5 +101,14 @@ pub fn start() -> anyhow::Result<Option<mpi::environment::Universe>> {
     let host = world.split_shared(world.rank());
     let local = (host.rank() as usize, host.size() as usize);
     fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size, local }));
+    // A panic on one rank would otherwise finalise MPI while the others wait in a collective.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        if let Some(t) = fum_engine::ranks::transport() {
+            eprintln!("error: rank {} panicked; ending every rank", t.rank());
+            t.abort(101);
+        }
+    }));
     Ok(Some(universe))
 }

@@ -99,10 +99,11 @@ fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {
     std::fs::write(&skewed, text).unwrap();
     for (name, path) in [("stdp_balanced", model("stdp_balanced")), ("brunel_skewed", skewed.to_str().unwrap().to_string())] {
         let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-mapped")));
-        let extra = ["--duration", "500ms", "--checkpoint-every", "500ms"];
+        // Four shards whatever the machine's cores: the row cache's tables grow with the shards.
+        let extra = ["--duration", "500ms", "--checkpoint-every", "500ms", "--shards", "4"];
         run(&path, &cpu, "cpu", &extra);
         // Every synapse block on the host: the least that fits (the upload keeps 8 MiB spare).
-        let whole = run(&path, &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms"]);
+        let whole = run(&path, &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms", "--shards", "4"]);
         let m = &whole["gpu"]["device_bytes"];
         let least = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + (8 << 20) + 1024;
         // Then a third of the synapses' bytes more: the row cache holds the most active rows.
@@ -114,7 +115,9 @@ fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {
             assert!(mapped["link_bytes_per_s"].as_f64().unwrap() > 1e9, "{name}: the bus was measured: {mapped}");
             let cache = &mapped["row_cache"];
             if cached {
-                assert!(cache["rankings"].as_u64() > Some(3) && cache["bytes_in"].as_u64() > Some(0), "{name}: the cache ranked and moved rows: {cache}");
+                // Rankings come at doubling intervals, stretched further while they take over 2 %
+                // of the wall time (row_cache.rs), so how many is the machine's: at least two.
+                assert!(cache["rankings"].as_u64() > Some(1) && cache["bytes_in"].as_u64() > Some(0), "{name}: the cache ranked and moved rows: {cache}");
                 let hit = cache["hit_rate"].as_f64().unwrap();
                 assert!(hit > 0.1 && hit < 1.0, "{name}: a third of the synapses' bytes serve part of the reads: {cache}");
             } else {

@@ -148,7 +148,7 @@ fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
     let out = out.to_str().unwrap();
     for (args, says) in [
         (vec!["run", "assets/models/brunel.toml", "--out", out], "recording probes"),
-        (vec!["run", plain, "--backend", "cuda", "--out", out], "a backend other than cpu"),
+        (vec!["run", plain, "--backend", "auto", "--out", out], "--backend auto"),
         (vec!["run", plain, "--host-memory", "1GB", "--out", out], "--host-memory"),
     ] {
         let result = mpirun(2, &args).output().unwrap();

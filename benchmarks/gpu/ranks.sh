@@ -27,7 +27,7 @@ counts=$(python3 -c "print(' '.join(str(n) for n in [1, 2, 4, 8] if n <= $GPUS))
 # fum on NP ranks (a GPU each), the host's cores shared among them; the rest are fum's arguments.
 on() {
   local np=$1; shift
-  timeout 300 mpirun --bind-to none -x NCCL_NVLS_ENABLE -np "$np" "$BIN" "$@" --threads $((CORES / np))
+  timeout 150 mpirun --bind-to none -x NCCL_NVLS_ENABLE -np "$np" "$BIN" "$@" --threads $((CORES / np))
 }
 same() { cmp -s "$1" "$2" && echo identical || echo DIFFERENT; }
 

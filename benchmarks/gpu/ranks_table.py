@@ -18,7 +18,8 @@ def gb(b):
 
 
 def counts(prefix):
-    return sorted(int(p.stem.rsplit("_", 1)[1]) for p in raw.glob(f"{prefix}_*.json") if p.stem.rsplit("_", 1)[1].isdigit())
+    """The GPU counts N of the files PREFIX_N.json."""
+    return sorted(int(p.stem[len(prefix) + 1:]) for p in raw.glob(f"{prefix}_*.json") if p.stem[len(prefix) + 1:].isdigit())
 
 
 if (raw / "identity.txt").exists():

@@ -53,6 +53,37 @@ pub fn partition(total: u32, shards: usize) -> Vec<Range<u32>> {
         .collect()
 }
 
+/// How much more stepping a plastic synapse costs than a static one: about 2.4 on an H100 (the
+/// 1M-neuron network of `benchmarks/gpu` at RTF 1.95 with STDP on its 64 % E->E synapses, 1.16
+/// without).
+const PLASTIC_COST: f64 = 2.4;
+
+/// The relative cost of stepping each shard of `ranges`: one per neuron, plus its incoming
+/// synapses at the rules' expected in-degrees, a plastic one counting [`PLASTIC_COST`] times.
+/// Ranks split the shards by it ([`crate::ranks::owned`]).
+pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
+    let spec = &model.spec;
+    let mut first = 0;
+    let per_neuron: Vec<(Range<u32>, f64)> = spec
+        .populations
+        .iter()
+        .map(|pop| {
+            let synapses: f64 = spec
+                .projections
+                .iter()
+                .filter(|p| p.target == pop.name)
+                .map(|p| model.expected_synapses_of(p) / f64::from(pop.size.max(1)) * if p.plasticity.is_some() { PLASTIC_COST } else { 1.0 })
+                .sum();
+            first += pop.size;
+            (first - pop.size..first, 1.0 + synapses)
+        })
+        .collect();
+    ranges
+        .iter()
+        .map(|r| per_neuron.iter().map(|(ids, cost)| f64::from(r.end.min(ids.end).saturating_sub(r.start.max(ids.start))) * cost).sum())
+        .collect()
+}
+
 /// Shards needed for `neurons` neurons when `requested` are asked for: at least one per
 /// [`MAX_SHARD_NEURONS`].
 pub fn shard_count(neurons: u32, requested: usize) -> usize {
@@ -117,7 +148,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         .collect();
 
     // In a run of several processes this one builds only the shards it owns (`crate::ranks`).
-    let owned = crate::ranks::owned_here(ranges.len());
+    let owned = crate::ranks::owned_here(&shard_costs(model, &ranges));
     let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
         .par_iter()
         .enumerate()

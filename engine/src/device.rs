@@ -661,7 +661,7 @@ impl DeviceNetwork {
         self.synapses = 0;
         for ((shard, index), buffers) in &self.blocks {
             let range = self.shards.range(*shard);
-            let block = &world.get::<SynapseBlocks>(entities[*shard]).expect("shard has synapses").0[*index];
+            let block = &world.get::<SynapseBlocks>(entities[*shard - self.shards.first_shard]).expect("shard has synapses").0[*index];
             self.synapses += block.len() as u64;
             let mut desc = BlockDesc {
                 row_ptr: buffers.ptr("row_ptr"),

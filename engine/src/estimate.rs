@@ -125,7 +125,10 @@ pub fn check(model: &Model, threads: usize, shards: usize, host_memory: Option<u
     let estimate = Estimate::of(model, threads, shards);
     let needed = host_memory.map_or(estimate.host_bytes, |budget| estimate.host_bytes.min(budget as f64 + estimate.host_bytes - estimate.network_bytes));
     // Across ranks this process builds its share of the shards (`crate::ranks`).
-    let needed = needed * crate::ranks::owned_here(shards.max(1)).len() as f64 / shards.max(1) as f64;
+    let total = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
+    let costs = crate::build::shard_costs(model, &crate::build::partition(total, shard_count(total, shards)));
+    let share = costs[crate::ranks::owned_here(&costs)].iter().sum::<f64>() / costs.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    let needed = needed * share;
     if let Some(available) = estimate.available_bytes.filter(|&a| needed > a as f64) {
         let at = match estimate.largest_projection {
             Some(i) if estimate.synapses * 6.0 > estimate.network_bytes / 2.0 => vec![Seg::from("projections"), Seg::from(i), Seg::from("rule")],
