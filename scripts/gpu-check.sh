@@ -2,9 +2,12 @@
 # The GPU test set and the GPU benchmarks, on a machine with a CUDA device. Builds nothing: it
 # takes the release binary and the GPU test binary (tests/gpu.rs) carried there:
 #
-#   cargo build --release && cargo test --release --test gpu --no-run      # here
+#   cargo test --release --features mpi --test gpu --no-run && cargo build --release --features mpi
 #   mkdir -p .carry && cp target/release/fum .carry/ && cp <the gpu test binary> .carry/gpu-tests
 #   (device) bash scripts/gpu-check.sh                                      # writes $OUT/gpu-check.md
+#
+# The binary needs the `mpi` feature for the test of ranks on GPUs (mpirun; it uses NCCL where
+# the machine has a GPU a rank). benchmarks/gpu/ranks.sh measures several GPUs.
 #
 # SIZES chooses the scaling table's networks (default 10k 100k 1M 4M neurons, 1000 synapses
 # each, STDP on E->E); PEER_MAX caps the sizes the PyTorch peer runs (its CSR matrix needs
