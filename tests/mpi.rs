@@ -1,6 +1,7 @@
 //! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
 //! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
-//! cores), with and without STDP, with each rank's times in run.json; a checkpoint of 3 ranks resumes on 2 (and on one process)
+//! cores), with and without STDP, and with structural plasticity (also resumed with a plan
+//! pending), with each rank's times in run.json; a checkpoint of 3 ranks resumes on 2 (and on one process)
 //! identically; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
 
@@ -126,6 +127,49 @@ fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {
         assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(resumed.join("spikes.h5")).unwrap(), "{}: spikes differ", resumed.display());
         assert_eq!(weights(&one), weights(resumed), "{}: learned weights differ", resumed.display());
     }
+}
+
+/// Synapses pruned and grown per projection and per commit, from run.json's `structural`.
+fn rewired(report: &serde_json::Value) -> Vec<(String, u64, u64, Vec<(u64, u64)>)> {
+    let projections = report["structural"].as_object().expect("run.json has structural");
+    projections
+        .iter()
+        .map(|(name, p)| {
+            let commits = p["commits"].as_array().unwrap().iter().map(|c| (c["pruned"].as_u64().unwrap(), c["grown"].as_u64().unwrap())).collect();
+            (name.clone(), p["pruned"].as_u64().unwrap(), p["grown"].as_u64().unwrap(), commits)
+        })
+        .collect()
+}
+
+/// Structural plasticity across ranks: each rank plans and commits its own shards at the
+/// model's steps, from every neuron's spike counts (gathered at the snapshot), so 2 and 3 ranks
+/// prune and regrow what one process does, to the same spikes and learned weights; a
+/// checkpoint of 3 ranks taken with a plan pending (after its snapshot at 500 ms, before its
+/// commit at 750 ms) resumes on 2 to them too.
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn structural_plasticity_across_ranks_commits_what_one_process_does() {
+    let _one_at_a_time = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = without_probes("stdp_structural", dir.path());
+    let model = model.to_str().unwrap();
+    let run = |out: &Path, extra: &[&str]| -> Vec<String> { ["run", model, "--duration", "800ms", "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect() };
+    let one = dir.path().join("one");
+    ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "800ms"])).output().unwrap(), "one process");
+    let reference = rewired(&run_json(&one));
+    assert!(reference.iter().any(|(_, pruned, grown, commits)| *pruned > 0 && *grown > 0 && !commits.is_empty()), "a commit pruned and regrew: {reference:?}");
+    for np in [2, 3] {
+        let out = dir.path().join(format!("ranks-{np}"));
+        ok(mpirun(np, &[]).args(run(&out, &["--checkpoint-every", "800ms"])).output().unwrap(), &format!("{np} ranks"));
+        assert_eq!(rewired(&run_json(&out)), reference, "{np} ranks: synapses pruned and grown (summed over the ranks)");
+        assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks: spikes differ");
+        assert_eq!(weights(&one), weights(&out), "{np} ranks: learned weights differ");
+    }
+    let parts = dir.path().join("parts");
+    ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "200ms", "--stop-after", "650ms"])).output().unwrap(), "3 ranks, stopped with a plan pending");
+    ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
+    assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(parts.join("spikes.h5")).unwrap(), "resumed with a plan pending: spikes differ");
+    assert_eq!(weights(&one), weights(&parts), "resumed with a plan pending: learned weights differ");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -290,14 +290,14 @@ fn records_here(sim: &mut Simulation) {
 }
 
 /// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
-/// probes, structural commits, paging and viewers would need the ranks' parts gathered or
-/// agreed on (the multi-process issue's later steps). `auto` could choose differently on
+/// probes, structural plans on a device, paging and viewers would need the ranks' parts
+/// gathered or agreed on (the multi-process issue's later steps). `auto` could choose differently on
 /// different ranks.
 fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let spec = &model.spec;
     let refused = [
         (!spec.recording.probes.is_empty(), "recording probes ([[recording.probes]])"),
-        (!spec.structural.is_empty(), "structural plasticity ([[structural]])"),
+        (!spec.structural.is_empty() && options.backend == BackendChoice::Cuda, "structural plasticity ([[structural]]) on GPUs"),
         (options.host_memory.is_some(), "--host-memory"),
         (options.backend == BackendChoice::Auto, "--backend auto (choose cpu or cuda: every rank runs the same)"),
         (observed, "watching a run (--serve, fum view)"),
@@ -586,10 +586,23 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     });
 
     let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, sim.world.get_resource::<crate::StageTimes>()));
+    // What each rank counted of its own shards, summed for the report (collectives, in order).
+    let summed = crate::ranks::transport().map(|transport| {
+        let structural = sim.world.get_resource::<crate::structural::StructuralReport>().cloned().map(|mut r| {
+            r.sum_over_ranks(transport);
+            r
+        });
+        let mut lost = [sim.world.resource::<crate::components::StdpHistoryOverflows>().0];
+        transport.sum(&mut lost);
+        (structural, lost[0])
+    });
     let t1 = Instant::now();
     let outputs = write_outputs(model, options, &sim, outcome)?;
     let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
     report.run_id = format!("{:016x}", session.run_id);
+    if let Some((structural, lost)) = summed {
+        (report.structural, report.stdp_history_overflows) = (structural, lost);
+    }
     report.error = failure.as_ref().map(ToString::to_string);
     report.missing_output = session.missing;
     let dt = model.spec.simulation.dt_ms;

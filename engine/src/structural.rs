@@ -29,7 +29,11 @@
 //! serialises the commit against delivery, STDP, recording, checkpoints, health checks and the
 //! viewer (they run in the step's stages or between steps, holding the world), so nothing sees a
 //! half-applied change, and the result is bit for bit that of a stop-the-world change computed
-//! at `s` and applied at `s + commit_after`. The locks are the seam for several processes: a
+//! at `s` and applied at `s + commit_after`. Across ranks (`crate::ranks`) each rank snapshots,
+//! plans and commits its own shards at those same steps; the snapshot all-gathers the spike
+//! counts (a plan reads its sources' rates, and sources live on every rank), and since every
+//! step ends in the ranks' collective exchange, no rank steps on while another commits, and a
+//! checkpoint (at the same step on every rank) never holds a half-committed network. The locks are the seam for several processes: a
 //! rank commits only while holding the write side of the shards it owns, and a reader of
 //! structure outside the schedule (a remote viewer, a rank exchanging rows) holds the read side
 //! and checks the generation the lock guards.
@@ -885,6 +889,28 @@ pub struct ProjectionReport {
 #[derive(Resource, Clone, Debug, Default, Serialize)]
 pub struct StructuralReport(pub std::collections::BTreeMap<String, ProjectionReport>);
 
+impl StructuralReport {
+    /// Sums what each rank counted of its shards (synapses pruned and grown, bytes), per
+    /// projection and per commit (every rank commits at the same steps); times stay this rank's.
+    /// A collective: every rank calls it once, at the end of the run.
+    pub fn sum_over_ranks(&mut self, transport: &dyn crate::ranks::Transport) {
+        let mut values = Vec::new();
+        for r in self.0.values() {
+            values.extend([r.pruned, r.grown, r.bytes_at_start, r.bytes_now]);
+            r.commits.iter().for_each(|c| values.extend([c.pruned, c.grown, c.bytes_before, c.bytes_after]));
+        }
+        transport.sum(&mut values);
+        let mut sums = values.into_iter();
+        let mut next = || sums.next().expect("as many values as were summed");
+        for r in self.0.values_mut() {
+            (r.pruned, r.grown, r.bytes_at_start, r.bytes_now) = (next(), next(), next(), next());
+            for c in &mut r.commits {
+                (c.pruned, c.grown, c.bytes_before, c.bytes_after) = (next(), next(), next(), next());
+            }
+        }
+    }
+}
+
 /// Bytes of projection `pi`'s synapses over all shards.
 fn projection_bytes(world: &mut World, pi: usize) -> u64 {
     let mut q = world.query::<&SynapseBlocks>();
@@ -1130,7 +1156,8 @@ pub fn block_targets(populations: &[crate::components::Population], rule: &Rule,
 fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
     // Spike counts of all neurons by global id since the schedule's last snapshot (shards are
-    // contiguous from 0, in order), restarted.
+    // contiguous from 0, in order), restarted. Across ranks each holds its shards' counts, in
+    // rank order: gathered, they are every neuron's.
     let mut counts = Vec::new();
     for &(e, _) in &shards {
         let mut r = world.get_mut::<Rewiring>(e).expect("queried");
@@ -1138,6 +1165,10 @@ fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<
         let slot = &mut r.spike_count[schedule * n..(schedule + 1) * n];
         counts.extend_from_slice(slot);
         slot.fill(0);
+    }
+    if let Some(transport) = crate::ranks::transport() {
+        let mine = std::mem::take(&mut counts);
+        transport.all_gather(&mine, false, &mut counts);
     }
     let counts = Arc::new(counts);
     let populations = world.resource::<crate::components::Populations>().0.clone();

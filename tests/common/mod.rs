@@ -374,7 +374,19 @@ pub fn mpirun(bin: &Path, np: usize, args: &[&str]) -> std::process::Command {
 /// Asset `name` without its probes (ranks do not gather them yet), in `dir`.
 pub fn without_probes(name: &str, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
-    let text = &text[..text.find("[[recording.probes]]").unwrap_or(text.len())];
+    // Every [[recording.probes]] table: from its header to the next table's.
+    let mut probes = false;
+    let text: String = text
+        .lines()
+        .filter(|line| {
+            if line.starts_with('[') {
+                probes = line.trim() == "[[recording.probes]]";
+            }
+            !probes
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    assert!(!text.contains("[[recording.probes]]"), "{name}'s probes are gone");
     assert!(text.contains("spikes = [\"E\", \"I\"]"), "{name} records its spikes");
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
