@@ -84,6 +84,13 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
             }
             assert_eq!(report["synaptic_events"], reference["synaptic_events"]);
+            // How the shards were split: every synapse on one rank, some of them local.
+            let partition = &report["partition"];
+            let parts = partition["ranks"].as_array().expect("partition.ranks");
+            assert_eq!(parts.len(), np);
+            assert_eq!(parts.iter().map(|r| r["synapses"].as_u64().unwrap()).sum::<u64>(), reference["network"]["synapses"].as_u64().unwrap());
+            let (locality, imbalance) = (partition["locality"].as_f64().unwrap(), partition["imbalance"].as_f64().unwrap());
+            assert!(locality > 0.0 && locality < 1.0 && (1.0..=2.0).contains(&imbalance), "{partition}");
             // Each rank's times, the exchange among its stages.
             let ranks = report["timing"]["ranks"].as_array().expect("timing.ranks");
             assert_eq!(ranks.len(), np);

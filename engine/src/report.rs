@@ -50,6 +50,64 @@ pub struct RankTiming {
     pub stages_s: Option<BTreeMap<String, f64>>,
 }
 
+/// `partition` in run.json: how the shards were split among the ranks ([`crate::ranks::owned`]).
+#[derive(Clone, Debug, Serialize)]
+pub struct PartitionReport {
+    /// How the cuts were chosen.
+    pub method: &'static str,
+    pub ranks: Vec<RankPart>,
+    /// Of all synapses, those whose source neuron is on their target's rank: their spikes need
+    /// not leave it.
+    pub locality: f64,
+    /// The most synapses a rank holds, over the mean.
+    pub imbalance: f64,
+}
+
+/// One rank's part of the network.
+#[derive(Clone, Debug, Serialize)]
+pub struct RankPart {
+    pub shards: Range<usize>,
+    pub neurons: u64,
+    pub synapses: u64,
+    /// Its synapses whose source neuron is its own.
+    pub local_synapses: u64,
+}
+
+impl PartitionReport {
+    /// Every rank's part at rank 0 (a collective call; `None` on the other ranks).
+    pub fn gather(world: &mut World, transport: &dyn crate::ranks::Transport) -> Option<PartitionReport> {
+        let span = crate::state::Span::of(world).expect("a rank's shards are contiguous");
+        let (lo, hi) = (span.base(), span.base() + span.len());
+        let (mut synapses, mut local) = (0u64, 0u64);
+        for blocks in world.query::<&SynapseBlocks>().iter(world) {
+            for b in &blocks.0 {
+                synapses += b.len() as u64;
+                // Rows are by source neuron: the rank's own sources are one run of rows.
+                let end = b.source_first + b.source_size;
+                let (r0, r1) = (lo.clamp(b.source_first, end) - b.source_first, hi.clamp(b.source_first, end) - b.source_first);
+                local += u64::from(b.row_ptr[r1 as usize] - b.row_ptr[r0 as usize]);
+            }
+        }
+        let mine = [span.first_shard as u64, span.ranges.len() as u64, u64::from(span.len()), synapses, local];
+        let parts = transport.gather(bytemuck::cast_slice(&mine))?;
+        let ranks: Vec<RankPart> = parts
+            .iter()
+            .map(|p| {
+                let v: Vec<u64> = p.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
+                RankPart { shards: v[0] as usize..(v[0] + v[1]) as usize, neurons: v[2], synapses: v[3], local_synapses: v[4] }
+            })
+            .collect();
+        let total = ranks.iter().map(|r| r.synapses).sum::<u64>().max(1) as f64;
+        let most = ranks.iter().map(|r| r.synapses).max().unwrap_or(0) as f64;
+        Some(PartitionReport {
+            method: "contiguous shards, cut by cost",
+            locality: ranks.iter().map(|r| r.local_synapses).sum::<u64>() as f64 / total,
+            imbalance: most * ranks.len() as f64 / total,
+            ranks,
+        })
+    }
+}
+
 impl RankTiming {
     /// Every rank's timing at rank 0 (a collective call; `None` on the other ranks).
     pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
@@ -151,6 +209,9 @@ pub struct RunReport {
     /// Synapses pruned and grown per projection and commit (`[[structural]]` models only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub structural: Option<crate::structural::StructuralReport>,
+    /// How the shards were split among the ranks (several ranks only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<PartitionReport>,
     /// The GPU during the simulation, sampled through NVML (`--monitor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
@@ -207,6 +268,7 @@ impl RunReport {
             synaptic_events: events,
             stdp_history_overflows: sim.world.resource::<StdpHistoryOverflows>().0,
             structural: sim.world.get_resource::<crate::structural::StructuralReport>().cloned(),
+            partition: None,
             monitor: None,
             host_peak_rss_bytes: peak_rss_bytes(),
             storage: sim.world.get_resource::<crate::paging::HostTier>().map(|t| ("host", t.stats.clone())).into_iter().collect(),

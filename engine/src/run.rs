@@ -475,8 +475,10 @@ impl Span {
 /// Build (done by the caller) -> hooks -> loop -> outputs.
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let mut network = NetworkStats::measure(&mut sim.world);
+    let mut partition = None;
     if let Some(transport) = crate::ranks::transport() {
         network.sum_over_ranks(transport, model.spec.projections.len());
+        partition = crate::report::PartitionReport::gather(&mut sim.world, transport);
     }
     if let Some(host_bytes) = options.host_memory {
         start_paging(&mut sim, options, host_bytes, model.spec.simulation.dt_ms)?;
@@ -600,6 +602,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let outputs = write_outputs(model, options, &sim, outcome)?;
     let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
     report.run_id = format!("{:016x}", session.run_id);
+    report.partition = partition;
     if let Some((structural, lost)) = summed {
         (report.structural, report.stdp_history_overflows) = (structural, lost);
     }
