@@ -204,6 +204,17 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     Ok(())
 }
 
+/// Records `marks[stage]` on `stream` (when stages are timed) as an external record: an event
+/// recorded under capture is otherwise only an ordering inside the graph, which the host can
+/// neither wait for nor time.
+fn mark(marks: Option<&[CudaEvent]>, stream: &CudaStream, stage: usize) -> Result<(), CudaError> {
+    if let Some(m) = marks {
+        // SAFETY: the event and the stream are live handles of this context.
+        unsafe { sys::cuEventRecordWithFlags(m[stage].cu_event(), stream.cu_stream(), sys::CUevent_record_flags_enum::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
+    }
+    Ok(())
+}
+
 fn grid(n: u32, block: u32) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(block).max(1), 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
 }
@@ -245,24 +256,27 @@ impl CudaRunner {
     /// across ranks), delivery and STDP, recording, clock; with `marks` (one more than
     /// `Stage::ALL`), an event before each stage and after the last. Called under graph capture.
     fn launch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>, part: Part) -> Result<(), CudaError> {
+        if part != Part::Back {
+            self.launch_front(stream, marks)?;
+        }
+        if part != Part::Front {
+            self.launch_back(stream, marks)?;
+        }
+        Ok(())
+    }
+
+    /// Input, neuron update and compaction of the step's spikes (across ranks: their packing
+    /// and, with NCCL, their exchange).
+    fn launch_front(&mut self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
         let k = &self.gpu.kernels;
         let net = &self.net;
         let base = net.shards.base();
         let (n, slots) = (net.n, net.slots);
         let step = ptr(&net.step, stream);
         let (ring_ex, ring_in) = (net.neuron_ptr("ring_ex"), net.neuron_ptr("ring_in"));
-        // External records: an event recorded under capture is otherwise only an ordering
-        // inside the graph, which the host can neither wait for nor time.
-        let mark = |stage: usize| -> Result<(), CudaError> {
-            if let Some(m) = marks {
-                // SAFETY: the event and the stream are live handles of this context.
-                unsafe { sys::cuEventRecordWithFlags(m[stage].cu_event(), stream.cu_stream(), sys::CUevent_record_flags_enum::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
-            }
-            Ok(())
-        };
+        // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
         unsafe {
-          if part != Part::Back {
-            mark(0)?;
+            mark(marks, stream, 0)?;
             for src in &net.poisson {
                 let ring = if src.inhibitory { ring_in } else { ring_ex };
                 let rates = src.rates.as_ref().map_or(0, |r| ptr(r, stream));
@@ -272,7 +286,7 @@ impl CudaRunner {
                     .arg(&src.mean).arg(&src.exp_minus_mean).arg(&rates).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots).arg(&base)
                     .launch(grid(src.end - src.first, 256))?;
             }
-            mark(1)?;
+            mark(marks, stream, 1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
             for pop in &net.populations {
                 let f = if pop.coba { &k.lif_coba } else { &k.lif_cuba };
@@ -282,7 +296,7 @@ impl CudaRunner {
                     .arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
                     .launch(grid(pop.end - pop.first, 256))?;
             }
-            mark(2)?;
+            mark(marks, stream, 2)?;
             let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
             match &mut self.ranks {
                 Some(ranks) => ranks.pack(k, stream, fired, n)?,
@@ -303,8 +317,18 @@ impl CudaRunner {
                         .launch(full)?;
                 }
             }
-          }
-          if part != Part::Front {
+        }
+        Ok(())
+    }
+
+    /// Across ranks, the gathered spikes' compaction; then delivery, STDP, recording, the clock.
+    fn launch_back(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
+        let k = &self.gpu.kernels;
+        let net = &self.net;
+        let (n, slots) = (net.n, net.slots);
+        let step = ptr(&net.step, stream);
+        // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
+        unsafe {
             let (spikes, n_spikes, fired) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.fired, stream));
             if let Some(ranks) = &self.ranks {
                 ranks.compact(k, stream, spikes, n_spikes)?;
@@ -317,7 +341,7 @@ impl CudaRunner {
             let n_blocks = net.blocks.len() as u32;
             let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
             let sms = self.multiprocessors;
-            mark(3)?;
+            mark(marks, stream, 3)?;
             if n_blocks > 0 {
                 let enabled = u32::from(net.stdp_enabled);
                 let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
@@ -327,7 +351,7 @@ impl CudaRunner {
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
                     .launch(per_block(sms * 16, n_blocks, 256))?;
             }
-            mark(4)?;
+            mark(marks, stream, 4)?;
             if net.n_plastic_blocks > 0 {
                 let plastic = ptr(&net.plastic_blocks, stream);
                 stream
@@ -340,7 +364,7 @@ impl CudaRunner {
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&rules).arg(&n_rules)
                     .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
             }
-            mark(5)?;
+            mark(marks, stream, 5)?;
             let staging = self.staging_ptr as u64;
             let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
             let probes = ptr(&net.probes, stream);
@@ -349,10 +373,9 @@ impl CudaRunner {
                 .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&net.total)
                 .arg(&probes).arg(&n_probes).arg(&table)
                 .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
-            mark(6)?;
+            mark(marks, stream, 6)?;
             stream.launch_builder(&k.advance).arg(&step).launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 })?;
-            mark(7)?;
-          }
+            mark(marks, stream, 7)?;
         }
         Ok(())
     }
