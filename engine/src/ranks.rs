@@ -1,21 +1,25 @@
 //! Ranks: the processes of one multi-process run (`mpirun -np N fum run ...`, built with the
 //! cargo feature `mpi`). Each rank builds and steps a contiguous range of the shards of about
-//! equal cost ([`owned`], costs from `crate::build::shard_costs`); the spikes of every step are all-gathered, so that every rank delivers from the
-//! same ascending list of global ids, and rank 0 records and writes the outputs and the
-//! checkpoints, which gather every rank's shards (`Snapshot::gather`); a checkpoint resumes on
-//! any number of ranks, each restoring the shards it owns. Global ids key
-//! every random number, so the spikes are those of one process, whatever the number of ranks.
+//! equal cost ([`owned`], costs from `crate::build::shard_costs`); the spikes of every step are
+//! all-gathered, so that every rank delivers from the same ascending list of global ids, and
+//! rank 0 records and writes the outputs and the checkpoints, which gather every rank's shards
+//! (`Snapshot::gather`); a checkpoint resumes on any number of ranks, each restoring the shards
+//! it owns. Global ids key every random number, so the spikes are those of one process,
+//! whatever the number of ranks.
 //! The transport is MPI's: the `fum` crate's `mpi` module implements [`Transport`] and installs
 //! it ([`set_transport`]) when the process was started by `mpirun`; a process on its own has
 //! none, and is rank 0 of 1.
 //!
-//! Concurrency contract: every rank makes the same collective calls in the same order: one
-//! all-gather per step (in `Stage::Exchange`), which also carries each rank's wish to stop, so
-//! that all ranks stop at the same step boundary ([`crate::components::SpikeExchange::stop`]);
-//! the sums of the network's figures once, before the first step; a gather of the ranks' shards
-//! at each checkpoint, which falls at the same step on every rank. A rank that fails otherwise
-//! ends every rank at once ([`Transport::abort`]) rather than leave the others waiting in a
-//! collective.
+//! Concurrency contract: every rank makes the same collective calls in the same order: the
+//! sums of the network's figures and the gather of the partition, once, before the first step
+//! (and, on GPUs, the setup of the spike exchange when the backend installs,
+//! `fum_systems::cuda_ranks`); one all-gather per step (in `Stage::Exchange`, or beside the
+//! GPUs' exchange), which also carries each rank's wish to stop, so that all ranks stop at the
+//! same step boundary ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
+//! counts at each structural snapshot and a gather of the ranks' shards at each checkpoint,
+//! which fall at the same steps on every rank; the sums and gathers of the report at the end.
+//! A rank that fails or panics otherwise ends every rank at once ([`Transport::abort`]) rather
+//! than leave the others waiting in a collective.
 
 use std::ops::Range;
 use std::sync::OnceLock;
