@@ -74,3 +74,8 @@ if [ -n "$FIT" ]; then
 fi
 rm -rf "$work"
 python3 benchmarks/gpu/table.py "$OUT/raw" | tee "$OUT/gpu-check.md"
+# Several GPUs: a rank per GPU, spikes over NCCL (identity, weak and strong scaling).
+if [ "$(nvidia-smi -L 2>/dev/null | wc -l)" -ge 2 ]; then
+  echo "== ranks on $(nvidia-smi -L | wc -l) GPUs"
+  OUT="$OUT/ranks" FUM_BIN="$BIN" bash benchmarks/gpu/ranks.sh && cat "$OUT/ranks/ranks.md" >> "$OUT/gpu-check.md"
+fi
