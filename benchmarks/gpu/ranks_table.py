@@ -28,40 +28,45 @@ if (raw / "identity.txt").exists():
         print(f"- {line}")
     print()
 
-weak = counts("weak")
-if weak:
-    base = load("weak_1")
+def runs(prefix):
+    """Each run PREFIX_N.json with its GPU count, simulate seconds, the 1-GPU run's seconds over
+    them (efficiency for weak scaling, speed-up for strong) and its spikes' path."""
+    base = load(f"{prefix}_1")
+    for np in counts(prefix):
+        r = load(f"{prefix}_{np}")
+        t = r["timing"]["simulate_s"]
+        ratio = base["timing"]["simulate_s"] / t if base else float("nan")
+        yield np, r, t, ratio, r.get("gpu", {}).get("ranks_exchange", "one GPU")
+
+
+def exchange_share(np):
+    """The exchange's share of each rank's timed stages (weak_stages_N.json): mean and max."""
+    staged = load(f"weak_stages_{np}")
+    if not staged:
+        return "-"
+    shares = []
+    for rank in staged["timing"].get("ranks") or [{"stages_s": staged["timing"].get("stages_s")}]:
+        stages = rank.get("stages_s") or {}
+        if sum(stages.values()) > 0:
+            shares.append(stages.get("exchange", 0.0) / sum(stages.values()))
+    return f"{100 * sum(shares) / len(shares):.1f} % / {100 * max(shares):.1f} %" if shares else "-"
+
+
+if counts("weak"):
     print("### Weak scaling (same network per GPU)\n")
     print("| GPUs | neurons | synapses | spikes path | simulate s | RTF | efficiency | exchange share (mean / max over ranks) | GPU memory (rank 0) GB |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for np in weak:
-        r = load(f"weak_{np}")
-        t = r["timing"]["simulate_s"]
-        eff = base["timing"]["simulate_s"] / t if base else float("nan")
-        shares = []
-        staged = load(f"weak_stages_{np}")
-        if staged:
-            ranks = staged["timing"].get("ranks") or [{"stages_s": staged["timing"].get("stages_s")}]
-            for rank in ranks:
-                stages = rank.get("stages_s") or {}
-                total = sum(stages.values())
-                if total > 0:
-                    shares.append(stages.get("exchange", 0.0) / total)
-        share = f"{100 * sum(shares) / len(shares):.1f} % / {100 * max(shares):.1f} %" if shares else "-"
-        gpu = r.get("gpu", {})
-        print(f"| {np} | {r['network']['neurons']:,} | {r['network']['synapses']:,} | {gpu.get('ranks_exchange', 'one GPU')} | {t:.2f} | {r['timing']['real_time_factor']:.3f} | {100 * eff:.1f} % | {share} | {gb(gpu.get('device_bytes_total', 0))} |")
+    for np, r, t, eff, path in runs("weak"):
+        memory = gb(r.get("gpu", {}).get("device_bytes_total", 0))
+        print(f"| {np} | {r['network']['neurons']:,} | {r['network']['synapses']:,} | {path} | {t:.2f} | {r['timing']['real_time_factor']:.3f} | {100 * eff:.1f} % | {exchange_share(np)} | {memory} |")
     print()
 
-strong = counts("strong")
-if strong:
-    base = load("strong_1")
+if counts("strong"):
     print("### Strong scaling: the cortical microcircuit\n")
     print("| GPUs | spikes path | simulate s | RTF | speed-up |")
     print("|---|---|---|---|---|")
-    for np in strong:
-        r = load(f"strong_{np}")
-        t = r["timing"]["simulate_s"]
-        print(f"| {np} | {r.get('gpu', {}).get('ranks_exchange', 'one GPU')} | {t:.2f} | {r['timing']['real_time_factor']:.3f} | {base['timing']['simulate_s'] / t:.2f}x |")
+    for np, r, t, speedup, path in runs("strong"):
+        print(f"| {np} | {path} | {t:.2f} | {r['timing']['real_time_factor']:.3f} | {speedup:.2f}x |")
     print()
 
 largest = load("largest")

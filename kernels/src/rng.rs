@@ -278,7 +278,9 @@ mod tests {
         let key = Key::from_seed(3);
         for taken in [0, 1, 3, 4, 5, 8, 11] {
             let mut s = key.stream_at(Purpose::Structural, 2, 7, 5 << 32);
-            (0..taken).for_each(|_| drop(s.next_u32()));
+            (0..taken).for_each(|_| {
+                s.next_u32();
+            });
             let mut resumed = key.stream_resumed(Purpose::Structural, 2, 7, s.position());
             let ahead: Vec<u32> = (0..9).map(|_| s.next_u32()).collect();
             assert_eq!((0..9).map(|_| resumed.next_u32()).collect::<Vec<_>>(), ahead, "after {taken} words");
