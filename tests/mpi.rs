@@ -56,6 +56,12 @@ fn ok(out: Output, what: &str) -> Output {
     out
 }
 
+/// `fum run MODEL` for `duration` on 4 shards of one thread, quietly, into `out`, then `extra`:
+/// the same arguments for one process and for every rank count.
+fn run_args(model: &str, duration: &str, out: &Path, extra: &[&str]) -> Vec<String> {
+    ["run", model, "--duration", duration, "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
 }
@@ -69,7 +75,7 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
     for name in ["brunel", "stdp_balanced"] {
         let model = without_probes(name, dir.path());
         let model = model.to_str().unwrap();
-        let args = |out: &Path| ["run", model, "--duration", "100ms", "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].map(String::from);
+        let args = |out: &Path| run_args(model, "100ms", out, &[]);
         let one = dir.path().join(format!("{name}-1"));
         ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&one)).output().unwrap(), "one process");
         let reference = run_json(&one);
@@ -120,7 +126,7 @@ fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {
     let dir = tempfile::tempdir().unwrap();
     let model = without_probes("stdp_balanced", dir.path());
     let model = model.to_str().unwrap();
-    let run = |out: &Path, extra: &[&str]| -> Vec<String> { ["run", model, "--duration", "200ms", "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect() };
+    let run = |out: &Path, extra: &[&str]| run_args(model, "200ms", out, extra);
     let one = dir.path().join("one");
     ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "200ms"])).output().unwrap(), "one process");
     let parts = dir.path().join("parts");
@@ -160,7 +166,7 @@ fn structural_plasticity_across_ranks_commits_what_one_process_does() {
     let dir = tempfile::tempdir().unwrap();
     let model = without_probes("stdp_structural", dir.path());
     let model = model.to_str().unwrap();
-    let run = |out: &Path, extra: &[&str]| -> Vec<String> { ["run", model, "--duration", "800ms", "--shards", "4", "--threads", "1", "--quiet", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect() };
+    let run = |out: &Path, extra: &[&str]| run_args(model, "800ms", out, extra);
     let one = dir.path().join("one");
     ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "800ms"])).output().unwrap(), "one process");
     let reference = rewired(&run_json(&one));
