@@ -57,6 +57,10 @@ enum Command {
         /// step more).
         #[arg(long)]
         time_stages: bool,
+        /// Across ranks (mpirun): how the shards are split among them: contiguous (ranges of
+        /// equal cost) or metis (METIS groups the shards that share the most synapses).
+        #[arg(long, value_name = "METHOD", default_value = "contiguous", value_parser = parse_partition)]
+        partition: fum::engine::partition::Method,
     },
     /// Watch and steer a simulation live: run MODEL in this process, or attach to a run
     /// started with `fum run --serve`.
@@ -106,6 +110,10 @@ enum Command {
         /// Backend to continue on (default: as the original run); checkpoints are the same on both.
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
+        /// Across ranks (mpirun): how the shards are split among them: contiguous (ranges of
+        /// equal cost) or metis (METIS groups the shards that share the most synapses).
+        #[arg(long, value_name = "METHOD", default_value = "contiguous", value_parser = parse_partition)]
+        partition: fum::engine::partition::Method,
         #[arg(long)]
         quiet: bool,
     },
@@ -280,6 +288,10 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 }
 
 /// `--threads`: 0 (the default) or at most `MAX_THREADS_PER_CORE` per core of this machine.
+fn parse_partition(s: &str) -> Result<fum::engine::partition::Method, String> {
+    s.parse()
+}
+
 fn parse_threads(text: &str) -> Result<usize, String> {
     use fum::engine::estimate::MAX_THREADS_PER_CORE;
     let threads: usize = text.parse().map_err(|e| format!("{e}"))?;
@@ -319,7 +331,8 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages } => {
+        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages, partition } => {
+            fum::engine::partition::set_method(partition);
             let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
             // Rank 0 records, writes the outputs and checkpoints and reports (fum_engine::ranks).
             cmd_run(model, options, quiet || !fum::engine::ranks::writes(), serve)
@@ -334,7 +347,10 @@ fn main() -> ExitCode {
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, real_time_factor, window),
             }
         }
-        Command::Resume { dir, threads, backend, quiet } => cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet || !fum::engine::ranks::writes()),
+        Command::Resume { dir, threads, backend, quiet, partition } => {
+            fum::engine::partition::set_method(partition);
+            cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet || !fum::engine::ranks::writes())
+        }
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model } => cmd_check(model),

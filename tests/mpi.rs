@@ -1,8 +1,9 @@
 //! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
 //! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
-//! pending), with each rank's times in run.json; a checkpoint of 3 ranks resumes on 2 (and on one process)
-//! identically; what ranks cannot do yet is refused with a message; a signal stops every rank
+//! pending), with contiguous and METIS partitions, with each rank's times in run.json; METIS
+//! keeps a clustered network's modules on their ranks; a checkpoint of 3 ranks resumes on 2
+//! (and on one process) identically; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
 
 use std::path::Path;
@@ -80,11 +81,12 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
         ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&one)).output().unwrap(), "one process");
         let reference = run_json(&one);
         assert!(reference["spikes_total"].as_u64().unwrap() > 1000, "{name} is active: {}", reference["spikes_total"]);
-        for np in [2, 3] {
-            let out = dir.path().join(format!("{name}-{np}"));
-            ok(mpirun(np, &[]).args(args(&out)).arg("--time-stages").output().unwrap(), &format!("{name} on {np} ranks"));
-            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks");
+        for (np, partition) in [(2, "contiguous"), (3, "contiguous"), (2, "metis"), (3, "metis")] {
+            let out = dir.path().join(format!("{name}-{np}-{partition}"));
+            ok(mpirun(np, &[]).args(args(&out)).args(["--time-stages", "--partition", partition]).output().unwrap(), &format!("{name} on {np} ranks, {partition}"));
+            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks, {partition}");
             let report = run_json(&out);
+            assert_eq!(report["partition"]["method"], partition);
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
             for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
@@ -129,8 +131,9 @@ fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {
     let run = |out: &Path, extra: &[&str]| run_args(model, "200ms", out, extra);
     let one = dir.path().join("one");
     ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "200ms"])).output().unwrap(), "one process");
+    // METIS's shards on 3 ranks, the contiguous ranges of 2 after.
     let parts = dir.path().join("parts");
-    ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "50ms", "--stop-after", "100ms"])).output().unwrap(), "3 ranks, stopped at 100 ms");
+    ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "50ms", "--stop-after", "100ms", "--partition", "metis"])).output().unwrap(), "3 ranks, stopped at 100 ms");
     assert!(!parts.join("spikes.h5").exists(), "a stopped run writes its outputs when it ends");
     let again = dir.path().join("again");
     copy_dir(&parts, &again);
@@ -171,18 +174,46 @@ fn structural_plasticity_across_ranks_commits_what_one_process_does() {
     ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "800ms"])).output().unwrap(), "one process");
     let reference = rewired(&run_json(&one));
     assert!(reference.iter().any(|(_, pruned, grown, commits)| *pruned > 0 && *grown > 0 && !commits.is_empty()), "a commit pruned and regrew: {reference:?}");
-    for np in [2, 3] {
-        let out = dir.path().join(format!("ranks-{np}"));
-        ok(mpirun(np, &[]).args(run(&out, &["--checkpoint-every", "800ms"])).output().unwrap(), &format!("{np} ranks"));
-        assert_eq!(rewired(&run_json(&out)), reference, "{np} ranks: synapses pruned and grown (summed over the ranks)");
-        assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks: spikes differ");
-        assert_eq!(weights(&one), weights(&out), "{np} ranks: learned weights differ");
+    for (np, partition) in [(2, "contiguous"), (3, "contiguous"), (3, "metis")] {
+        let out = dir.path().join(format!("ranks-{np}-{partition}"));
+        ok(mpirun(np, &[]).args(run(&out, &["--checkpoint-every", "800ms", "--partition", partition])).output().unwrap(), &format!("{np} ranks, {partition}"));
+        assert_eq!(rewired(&run_json(&out)), reference, "{np} ranks, {partition}: synapses pruned and grown (summed over the ranks)");
+        assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks, {partition}: spikes differ");
+        assert_eq!(weights(&one), weights(&out), "{np} ranks, {partition}: learned weights differ");
     }
     let parts = dir.path().join("parts");
     ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "200ms", "--stop-after", "650ms"])).output().unwrap(), "3 ranks, stopped with a plan pending");
     ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
     assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(parts.join("spikes.h5")).unwrap(), "resumed with a plan pending: spikes differ");
     assert_eq!(weights(&one), weights(&parts), "resumed with a plan pending: learned weights differ");
+}
+
+/// The clustered model (six modules whose E populations come first in id order): METIS puts
+/// each module's shards on one rank, so more than 95 % of the synapses have their source on
+/// their target's rank, against about half for contiguous ranges; the spikes are one process's
+/// either way.
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn metis_keeps_the_modules_of_a_clustered_network_on_their_ranks() {
+    let _one_at_a_time = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = "assets/models/clustered.toml";
+    let args = |out: &Path, partition: &str| ["run", model, "--duration", "100ms", "--threads", "1", "--quiet", "--partition", partition, "--out", out.to_str().unwrap()].map(String::from);
+    let one = dir.path().join("one");
+    ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&one, "contiguous")).output().unwrap(), "one process");
+    assert!(run_json(&one)["spikes_total"].as_u64().unwrap() > 1000, "the modules are active");
+    for np in [2, 3] {
+        let mut locality = Vec::new();
+        for partition in ["contiguous", "metis"] {
+            let out = dir.path().join(format!("{np}-{partition}"));
+            ok(mpirun(np, &[]).args(args(&out, partition)).output().unwrap(), &format!("{np} ranks, {partition}"));
+            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks, {partition}: spikes differ");
+            let report = &run_json(&out)["partition"];
+            assert!(report["imbalance"].as_f64().unwrap() < 1.05, "{np} ranks, {partition}: balanced: {report}");
+            locality.push(report["locality"].as_f64().unwrap());
+        }
+        assert!(locality[1] > 0.95 && locality[0] < 0.8, "{np} ranks: locality contiguous {}, metis {}", locality[0], locality[1]);
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -207,6 +238,7 @@ fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
         (vec!["run", "assets/models/brunel.toml", "--out", out], "recording probes"),
         (vec!["run", plain, "--backend", "auto", "--out", out], "--backend auto"),
         (vec!["run", plain, "--host-memory", "1GB", "--out", out], "--host-memory"),
+        (vec!["run", plain, "--backend", "cuda", "--partition", "metis", "--out", out], "--partition metis on GPUs"),
     ] {
         let result = mpirun(2, &args).output().unwrap();
         let stderr = String::from_utf8_lossy(&result.stderr);

@@ -6,8 +6,8 @@
 //! population and neuron for initial state), never by shard or thread. So the same synapses and
 //! initial state come out for any shard or thread count, and shards build in parallel.
 //!
-//! Shards are contiguous ranges of global ids of near-equal size (graph partitioning can replace
-//! this without touching the rest). Synapse targets are `u16` shard-local indices, so the shard
+//! Shards are contiguous ranges of global ids of near-equal size; across ranks, graph
+//! partitioning groups whole shards (`crate::partition`). Synapse targets are `u16` shard-local indices, so the shard
 //! count is raised to at least `ceil(neurons / 65,536)` whatever was asked for; spikes do not
 //! depend on the shard count. Each shard stores the synapses into its neurons as CSR rows;
 //! a stable counting sort by row keeps, within a row, the order in which synapses were drawn
@@ -60,7 +60,7 @@ const PLASTIC_COST: f64 = 2.4;
 
 /// The relative cost of stepping each shard of `ranges`: one per neuron, plus its incoming
 /// synapses at the rules' expected in-degrees, a plastic one counting [`PLASTIC_COST`] times.
-/// Ranks split the shards by it ([`crate::ranks::owned`]).
+/// Ranks split the shards by it ([`crate::partition`]).
 pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
     let spec = &model.spec;
     let mut first = 0;
@@ -148,11 +148,11 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         .collect();
 
     // In a run of several processes this one builds only the shards it owns (`crate::ranks`).
-    let owned = crate::ranks::owned_here(&shard_costs(model, &ranges));
+    let owned = crate::partition::owned_here(model, &ranges);
     let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
         .par_iter()
         .enumerate()
-        .filter(|(index, _)| owned.contains(index))
+        .filter(|(index, _)| owned.binary_search(index).is_ok())
         .map(|(index, range)| {
             let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
             let mut blocks = Vec::new();

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::components::{Clock, Delays, Plasticity, StdpHistoryOverflows, SynapseBlocks};
+use crate::components::{Clock, Delays, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::recording::{self, MissingOutput, Recorder};
 use crate::state::{self, Role};
 
@@ -143,6 +143,10 @@ pub struct Snapshot {
     pub spills: Vec<(PathBuf, u64, Vec<u8>)>,
     /// The run the logs belong to.
     pub run_id: u64,
+    /// The index of the shard of each of `header.structure`'s entries: every shard in one
+    /// process, a rank's own (not always contiguous, `crate::partition`) across ranks until
+    /// [`Snapshot::gather`].
+    pub shards: Vec<usize>,
 }
 
 fn bytes<T: bytemuck::Pod>(v: &[T]) -> Vec<u8> {
@@ -175,9 +179,12 @@ fn structure_crc(blocks: &mut SynapseBlocks) -> Result<Vec<u32>, String> {
     Ok(crcs)
 }
 
-/// The structure checksums of every shard, by shard index.
-fn structure(world: &mut World) -> Result<Vec<Vec<u32>>, String> {
-    state::shards_in_order(world).into_iter().map(|e| structure_crc(&mut world.get_mut::<SynapseBlocks>(e).expect("shard has synapses"))).collect()
+/// The index and structure checksums of every shard built here, in index order.
+fn structure(world: &mut World) -> Result<Vec<(usize, Vec<u32>)>, String> {
+    state::shards_in_order(world)
+        .into_iter()
+        .map(|e| Ok((world.get::<Shard>(e).expect("a shard").index, structure_crc(&mut world.get_mut::<SynapseBlocks>(e).expect("shard has synapses"))?)))
+        .collect()
 }
 
 impl Snapshot {
@@ -188,7 +195,7 @@ impl Snapshot {
         let mut sections: Vec<(String, Vec<u8>)> = Vec::new();
         sections.push(("model.toml".into(), model_text.as_bytes().to_vec()));
         let clock = world.resource::<Clock>().clone();
-        let structure = structure(world)?;
+        let (shard_indices, structure): (Vec<usize>, Vec<Vec<u32>>) = structure(world)?.into_iter().unzip();
         let shards = structure.len();
         // A checkpoint holds every pending structural plan, never a thread computing one, and
         // no deferred delivery of a paged block.
@@ -244,7 +251,7 @@ impl Snapshot {
             run,
             sections: Vec::new(),
         };
-        Ok(Snapshot { header, sections, spills, run_id })
+        Ok(Snapshot { header, sections, spills, run_id, shards: shard_indices })
     }
 
     /// Across ranks (`crate::ranks`, a collective call): every rank's shards in one snapshot at
@@ -255,7 +262,8 @@ impl Snapshot {
         if transport.rank() > 0 {
             let put = |part: &mut Vec<u8>, n: usize| part.extend_from_slice(&(n as u64).to_le_bytes());
             put(&mut part, self.header.structure.len());
-            for crcs in &self.header.structure {
+            for (&index, crcs) in self.shards.iter().zip(&self.header.structure) {
+                put(&mut part, index);
                 put(&mut part, crcs.len());
                 crcs.iter().for_each(|c| part.extend_from_slice(&c.to_le_bytes()));
             }
@@ -281,19 +289,30 @@ impl Snapshot {
                 u64::from_le_bytes(self.take(8).try_into().expect("8 bytes")) as usize
             }
         }
+        let mut structure: Vec<(usize, Vec<u32>)> = self.shards.drain(..).zip(std::mem::take(&mut self.header.structure)).collect();
+        // Shard sections go where rank 0's first one was, ordered by shard as one process
+        // writes them, whatever shards each rank held (`crate::partition`).
+        let at = self.sections.iter().position(|(name, _)| name.starts_with("shard/")).unwrap_or(self.sections.len());
+        let (mut shard_sections, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.sections).into_iter().partition(|(name, _)| name.starts_with("shard/"));
+        self.sections = rest;
         for part in &parts[1..] {
             let mut part = Part(part);
             for _ in 0..part.count() {
-                let n = part.count();
-                self.header.structure.push((0..n).map(|_| u32::from_le_bytes(part.take(4).try_into().expect("4 bytes"))).collect());
+                let (index, n) = (part.count(), part.count());
+                structure.push((index, (0..n).map(|_| u32::from_le_bytes(part.take(4).try_into().expect("4 bytes"))).collect()));
             }
             for _ in 0..part.count() {
                 let n = part.count();
                 let name = String::from_utf8(part.take(n).to_vec()).expect("a section name");
                 let n = part.count();
-                self.sections.push((name, part.take(n).to_vec()));
+                shard_sections.push((name, part.take(n).to_vec()));
             }
         }
+        let shard_of = |name: &str| name["shard/".len()..].split('/').next().and_then(|i| i.parse::<usize>().ok()).expect("shard/<index>/...");
+        shard_sections.sort_by_key(|(name, _)| shard_of(name));
+        self.sections.splice(at..at, shard_sections);
+        structure.sort_unstable_by_key(|(index, _)| *index);
+        (self.shards, self.header.structure) = structure.into_iter().unzip();
         self.header.shards = self.header.structure.len();
         Some(self)
     }
@@ -432,14 +451,12 @@ impl Checkpoint {
         }
         // The shards built here: all of them, or across ranks this rank's (`crate::ranks`).
         let built = structure(world).map_err(corrupt)?;
-        let first = state::Span::of(world).map_err(corrupt)?.first_shard;
-        let owned = first..first + built.len();
         let all = crate::ranks::transport().is_none();
-        if owned.end > self.header.shards || (all && built.len() != self.header.shards) || self.header.structure.len() != self.header.shards {
+        if built.iter().any(|(index, _)| *index >= self.header.shards) || (all && built.len() != self.header.shards) || self.header.structure.len() != self.header.shards {
             return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
         }
-        if let Some(i) = (0..built.len()).find(|&i| built[i] != self.header.structure[owned.start + i]) {
-            return Err(corrupt(format!("the synapses of shard {} rebuilt differently from the checkpointed network", owned.start + i)));
+        if let Some((index, _)) = built.iter().find(|(index, crcs)| *crcs != self.header.structure[*index]) {
+            return Err(corrupt(format!("the synapses of shard {index} rebuilt differently from the checkpointed network")));
         }
         // Decode everything first: every declared state column, checked against the built
         // network's column (element type and length), in the declaration's order.

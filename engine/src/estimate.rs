@@ -126,8 +126,9 @@ pub fn check(model: &Model, threads: usize, shards: usize, host_memory: Option<u
     let needed = host_memory.map_or(estimate.host_bytes, |budget| estimate.host_bytes.min(budget as f64 + estimate.host_bytes - estimate.network_bytes));
     // Across ranks this process builds its share of the shards (`crate::ranks`).
     let total = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
-    let costs = crate::build::shard_costs(model, &crate::build::partition(total, shard_count(total, shards)));
-    let share = costs[crate::ranks::owned_here(&costs)].iter().sum::<f64>() / costs.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    let ranges = crate::build::partition(total, shard_count(total, shards));
+    let costs = crate::build::shard_costs(model, &ranges);
+    let share = crate::partition::owned_here(model, &ranges).iter().map(|&s| costs[s]).sum::<f64>() / costs.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let needed = needed * share;
     if let Some(available) = estimate.available_bytes.filter(|&a| needed > a as f64) {
         let at = match estimate.largest_projection {

@@ -14,6 +14,7 @@ pub mod model;
 pub mod monitor;
 pub mod observe;
 pub mod paging;
+pub mod partition;
 pub mod ranks;
 pub mod recording;
 pub mod report;

@@ -1,6 +1,6 @@
 //! Ranks: the processes of one multi-process run (`mpirun -np N fum run ...`, built with the
-//! cargo feature `mpi`). Each rank builds and steps a contiguous range of the shards of about
-//! equal cost ([`owned`], costs from `crate::build::shard_costs`); the spikes of every step are
+//! cargo feature `mpi`). Each rank builds and steps the shards `crate::partition` assigns it
+//! (a contiguous range of about equal cost, or METIS's groups); the spikes of every step are
 //! all-gathered, so that every rank delivers from the same ascending list of global ids, and
 //! rank 0 records and writes the outputs and the checkpoints, which gather every rank's shards
 //! (`Snapshot::gather`); a checkpoint resumes on any number of ranks, each restoring the shards
@@ -21,7 +21,6 @@
 //! A rank that fails or panics otherwise ends every rank at once ([`Transport::abort`]) rather
 //! than leave the others waiting in a collective.
 
-use std::ops::Range;
 use std::sync::OnceLock;
 
 /// What a multi-process run needs of its message-passing library.
@@ -62,60 +61,4 @@ pub fn rank_and_size() -> (usize, usize) {
 /// Whether this process writes the run's files (rank 0, or a process on its own).
 pub fn writes() -> bool {
     rank_and_size().0 == 0
-}
-
-/// The shards (by index) that rank `rank` of `size` owns, given each shard's cost: a
-/// contiguous range, ascending with the rank, so that the ranks' spike lists concatenate into
-/// one ascending list, cut at the shard boundary nearest to `rank / size` of the total cost, so
-/// that every rank's steps take about as long (a rank that finishes early waits for the others
-/// at every exchange).
-pub fn owned(costs: &[f64], rank: usize, size: usize) -> Range<usize> {
-    let mut prefix = vec![0.0];
-    prefix.extend(costs.iter().scan(0.0, |sum, &c| {
-        *sum += c;
-        Some(*sum)
-    }));
-    let total = prefix[costs.len()];
-    let cut = |r: usize| {
-        if r == 0 || r == size || total <= 0.0 {
-            return costs.len() * r / size;
-        }
-        let target = total * r as f64 / size as f64;
-        let after = prefix.partition_point(|&p| p < target);
-        if after > 0 && target - prefix[after - 1] <= prefix[after] - target { after - 1 } else { after }
-    };
-    cut(rank)..cut(rank + 1)
-}
-
-/// The shards of `costs` this process owns.
-pub fn owned_here(costs: &[f64]) -> Range<usize> {
-    let (rank, size) = rank_and_size();
-    owned(costs, rank, size)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranks_own_contiguous_ascending_shards_covering_all() {
-        for shards in [1, 2, 3, 7, 16] {
-            for size in 1..=5 {
-                let costs: Vec<f64> = (0..shards).map(|s| 1.0 + (s % 3) as f64).collect();
-                let ranges: Vec<Range<usize>> = (0..size).map(|r| owned(&costs, r, size)).collect();
-                assert_eq!(ranges[0].start, 0);
-                assert_eq!(ranges[size - 1].end, shards);
-                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start), "{shards} shards, {size} ranks: {ranges:?}");
-            }
-        }
-    }
-
-    /// Shards of unequal cost (a plastic population's shards, then a cheaper one's): the cuts
-    /// fall where the cost, not the count, is halved.
-    #[test]
-    fn ranks_split_the_cost_not_the_count() {
-        let costs = [3.0, 3.0, 3.0, 1.0, 1.0, 1.0];
-        assert_eq!((owned(&costs, 0, 2), owned(&costs, 1, 2)), (0..2, 2..6));
-        assert_eq!(owned(&[1.0; 8], 1, 4), 2..4);
-    }
 }

@@ -8,7 +8,7 @@ use bevy_ecs::prelude::*;
 use serde::Serialize;
 
 use crate::backend::{DeviceStats, installed};
-use crate::components::{NeuronBlock, Plasticity, StdpHistoryOverflows, SynapseBlocks};
+use crate::components::{NeuronBlock, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::recording::{MissingOutput, Recorder};
 use crate::{Model, Simulation};
 
@@ -50,10 +50,10 @@ pub struct RankTiming {
     pub stages_s: Option<BTreeMap<String, f64>>,
 }
 
-/// `partition` in run.json: how the shards were split among the ranks ([`crate::ranks::owned`]).
+/// `partition` in run.json: how the shards were split among the ranks (`crate::partition`).
 #[derive(Clone, Debug, Serialize)]
 pub struct PartitionReport {
-    /// How the cuts were chosen.
+    /// How the shards were assigned (`--partition`).
     pub method: &'static str,
     pub ranks: Vec<RankPart>,
     /// Of all synapses, those whose source neuron is on their target's rank: their spikes need
@@ -66,7 +66,8 @@ pub struct PartitionReport {
 /// One rank's part of the network.
 #[derive(Clone, Debug, Serialize)]
 pub struct RankPart {
-    pub shards: Range<usize>,
+    /// Its shards, by index.
+    pub shards: Vec<usize>,
     pub neurons: u64,
     pub synapses: u64,
     /// Its synapses whose source neuron is its own.
@@ -74,33 +75,46 @@ pub struct RankPart {
 }
 
 impl PartitionReport {
-    /// Every rank's part at rank 0 (a collective call; `None` on the other ranks).
+    /// Every rank's part at rank 0 (a collective call; `None` on the other ranks). Rank 0
+    /// checks that the ranks' shards cover each shard once: every rank computes its own
+    /// (`crate::partition`), and a disagreement would lose or double neurons.
     pub fn gather(world: &mut World, transport: &dyn crate::ranks::Transport) -> Option<PartitionReport> {
-        let span = crate::state::Span::of(world).expect("a rank's shards are contiguous");
-        let (lo, hi) = (span.base(), span.base() + span.len());
+        let mut q = world.query::<&Shard>();
+        let mut owned: Vec<(usize, Range<u32>)> = q.iter(world).map(|s| (s.index, s.neurons.clone())).collect();
+        owned.sort_unstable_by_key(|(index, _)| *index);
         let (mut synapses, mut local) = (0u64, 0u64);
         for blocks in world.query::<&SynapseBlocks>().iter(world) {
             for b in &blocks.0 {
                 synapses += b.len() as u64;
-                // Rows are by source neuron: the rank's own sources are one run of rows.
+                // Rows are by source neuron: each of the rank's shards is one run of rows.
                 let end = b.source_first + b.source_size;
-                let (r0, r1) = (lo.clamp(b.source_first, end) - b.source_first, hi.clamp(b.source_first, end) - b.source_first);
-                local += u64::from(b.row_ptr[r1 as usize] - b.row_ptr[r0 as usize]);
+                for (_, ids) in &owned {
+                    let (r0, r1) = (ids.start.clamp(b.source_first, end) - b.source_first, ids.end.clamp(b.source_first, end) - b.source_first);
+                    local += u64::from(b.row_ptr[r1 as usize] - b.row_ptr[r0 as usize]);
+                }
             }
         }
-        let mine = [span.first_shard as u64, span.ranges.len() as u64, u64::from(span.len()), synapses, local];
+        let neurons: u64 = owned.iter().map(|(_, ids)| u64::from(ids.end - ids.start)).sum();
+        let mut mine = vec![neurons, synapses, local];
+        mine.extend(owned.iter().map(|(index, _)| *index as u64));
         let parts = transport.gather(bytemuck::cast_slice(&mine))?;
         let ranks: Vec<RankPart> = parts
             .iter()
             .map(|p| {
                 let v: Vec<u64> = p.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-                RankPart { shards: v[0] as usize..(v[0] + v[1]) as usize, neurons: v[2], synapses: v[3], local_synapses: v[4] }
+                RankPart { neurons: v[0], synapses: v[1], local_synapses: v[2], shards: v[3..].iter().map(|&s| s as usize).collect() }
             })
             .collect();
+        let mut every: Vec<usize> = ranks.iter().flat_map(|r| r.shards.iter().copied()).collect();
+        every.sort_unstable();
+        if every.iter().enumerate().any(|(i, &s)| i != s) {
+            eprintln!("error: the ranks computed different partitions (shards held: {every:?}); ending every rank");
+            transport.abort(1);
+        }
         let total = ranks.iter().map(|r| r.synapses).sum::<u64>().max(1) as f64;
         let most = ranks.iter().map(|r| r.synapses).max().unwrap_or(0) as f64;
         Some(PartitionReport {
-            method: "contiguous shards, cut by cost",
+            method: crate::partition::method().name(),
             locality: ranks.iter().map(|r| r.local_synapses).sum::<u64>() as f64 / total,
             imbalance: most * ranks.len() as f64 / total,
             ranks,

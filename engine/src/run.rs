@@ -300,6 +300,7 @@ fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> R
         (!spec.structural.is_empty() && options.backend == BackendChoice::Cuda, "structural plasticity ([[structural]]) on GPUs"),
         (options.host_memory.is_some(), "--host-memory"),
         (options.backend == BackendChoice::Auto, "--backend auto (choose cpu or cuda: every rank runs the same)"),
+        (options.backend == BackendChoice::Cuda && crate::partition::method() == crate::partition::Method::Metis, "--partition metis on GPUs (a GPU holds a contiguous range of shards)"),
         (observed, "watching a run (--serve, fum view)"),
     ];
     match refused.into_iter().find(|(yes, _)| *yes) {

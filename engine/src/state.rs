@@ -215,7 +215,7 @@ pub struct Mirrored<B> {
 
 /// The neurons this process holds: its shards, of contiguous indices from `first_shard`, whose
 /// global ids are contiguous too, from [`Span::base`]. A process on its own holds every shard;
-/// a rank of several holds its part ([`crate::ranks::owned`]).
+/// a rank of several holds its part (`crate::partition`), contiguous on a GPU.
 #[derive(Clone, Debug, Default)]
 pub struct Span {
     pub first_shard: usize,

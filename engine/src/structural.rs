@@ -1156,19 +1156,32 @@ pub fn block_targets(populations: &[crate::components::Population], rule: &Rule,
 fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
     // Spike counts of all neurons by global id since the schedule's last snapshot (shards are
-    // contiguous from 0, in order), restarted. Across ranks each holds its shards' counts, in
-    // rank order: gathered, they are every neuron's.
+    // contiguous from 0, in order), restarted. Across ranks each holds its shards' counts: each
+    // sends every shard's first id and length before its counts, and every rank puts them in
+    // place (a rank's shards need not be contiguous, `crate::partition`).
     let mut counts = Vec::new();
     for &(e, _) in &shards {
+        let first = world.get::<Shard>(e).expect("queried").neurons.start;
         let mut r = world.get_mut::<Rewiring>(e).expect("queried");
         let n = r.spike_count.len() / r.pending.len();
         let slot = &mut r.spike_count[schedule * n..(schedule + 1) * n];
+        if crate::ranks::transport().is_some() {
+            counts.extend_from_slice(&[first, n as u32]);
+        }
         counts.extend_from_slice(slot);
         slot.fill(0);
     }
     if let Some(transport) = crate::ranks::transport() {
-        let mine = std::mem::take(&mut counts);
-        transport.all_gather(&mine, false, &mut counts);
+        let mut parts = Vec::new();
+        transport.all_gather(&counts, false, &mut parts);
+        let total = world.resource::<crate::components::Populations>().0.iter().map(|p| p.size as usize).sum();
+        counts = vec![0; total];
+        let mut rest = &parts[..];
+        while let [first, n, tail @ ..] = rest {
+            let (first, n) = (*first as usize, *n as usize);
+            counts[first..first + n].copy_from_slice(&tail[..n]);
+            rest = &tail[n..];
+        }
     }
     let counts = Arc::new(counts);
     let populations = world.resource::<crate::components::Populations>().0.clone();

@@ -31,12 +31,16 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     for (shard, block) in parts {
         spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
     }
-    // Across ranks (fum_engine::ranks): each owns ascending shards, so the ranks' lists in rank
-    // order are the ascending list of all; the signal flag rides along.
+    // Across ranks (fum_engine::ranks): the ranks' lists in rank order, each ascending; they
+    // are the ascending list of all where every rank owns a contiguous range of shards, and
+    // are sorted into it otherwise (`fum_engine::partition`). The signal flag rides along.
     if let Some(transport) = fum_engine::ranks::transport() {
         let local = std::mem::take(&mut exchange.spikes);
         let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
         exchange.stop = transport.all_gather(&local, signalled, &mut exchange.spikes);
+        if !exchange.spikes.is_sorted() {
+            exchange.spikes.sort_unstable();
+        }
     }
 }
 
