@@ -1,7 +1,8 @@
 //! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
 //! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
-//! pending), with contiguous and METIS partitions, with each rank's times in run.json; METIS
+//! pending), with contiguous and METIS partitions, exchanging every step or (without
+//! plasticity) once per epoch, with each rank's times in run.json; METIS
 //! keeps a clustered network's modules on their ranks; a checkpoint of 3 ranks resumes on 2
 //! (and on one process) identically; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
@@ -87,6 +88,8 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
             assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks, {partition}");
             let report = run_json(&out);
             assert_eq!(report["partition"]["method"], partition);
+            // Brunel (static, 1.5 ms delays) exchanges once per 15-step epoch; STDP every step.
+            assert_eq!(report["partition"]["exchange_every_steps"], if name == "brunel" { 15 } else { 1 });
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
             for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
@@ -120,28 +123,31 @@ fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Rank 0 gathers every rank's shards into one checkpoint, the format of one process's: one of
 /// 3 ranks (stopped half-way) resumes on 2 to the spikes and learned weights of one process
-/// that ran through, and one process resumes it too.
+/// that ran through, and one process resumes it too. Brunel exchanges in epochs of 15 steps:
+/// checkpoints every 500 steps and the stop at step 1000 end epochs early.
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {
     let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
-    let model = without_probes("stdp_balanced", dir.path());
-    let model = model.to_str().unwrap();
-    let run = |out: &Path, extra: &[&str]| run_args(model, "200ms", out, extra);
-    let one = dir.path().join("one");
-    ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "200ms"])).output().unwrap(), "one process");
-    // METIS's shards on 3 ranks, the contiguous ranges of 2 after.
-    let parts = dir.path().join("parts");
-    ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "50ms", "--stop-after", "100ms", "--partition", "metis"])).output().unwrap(), "3 ranks, stopped at 100 ms");
-    assert!(!parts.join("spikes.h5").exists(), "a stopped run writes its outputs when it ends");
-    let again = dir.path().join("again");
-    copy_dir(&parts, &again);
-    ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
-    ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(["resume", again.to_str().unwrap(), "--quiet"]).output().unwrap(), "resumed by one process");
-    for resumed in [&parts, &again] {
-        assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(resumed.join("spikes.h5")).unwrap(), "{}: spikes differ", resumed.display());
-        assert_eq!(weights(&one), weights(resumed), "{}: learned weights differ", resumed.display());
+    for name in ["stdp_balanced", "brunel"] {
+        let model = without_probes(name, dir.path());
+        let model = model.to_str().unwrap();
+        let run = |out: &Path, extra: &[&str]| run_args(model, "200ms", out, extra);
+        let one = dir.path().join(format!("{name}-one"));
+        ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &["--checkpoint-every", "200ms"])).output().unwrap(), "one process");
+        // METIS's shards on 3 ranks, the contiguous ranges of 2 after.
+        let parts = dir.path().join(format!("{name}-parts"));
+        ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "50ms", "--stop-after", "100ms", "--partition", "metis"])).output().unwrap(), "3 ranks, stopped at 100 ms");
+        assert!(!parts.join("spikes.h5").exists(), "a stopped run writes its outputs when it ends");
+        let again = dir.path().join(format!("{name}-again"));
+        copy_dir(&parts, &again);
+        ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
+        ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(["resume", again.to_str().unwrap(), "--quiet"]).output().unwrap(), "resumed by one process");
+        for resumed in [&parts, &again] {
+            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(resumed.join("spikes.h5")).unwrap(), "{}: spikes differ", resumed.display());
+            assert_eq!(weights(&one), weights(resumed), "{}: learned weights differ", resumed.display());
+        }
     }
 }
 

@@ -399,13 +399,52 @@ pub struct PoissonSources(pub Vec<PoissonSource>);
 pub struct Seed(pub fum_kernels::rng::Key);
 
 /// The spikes of the current step, as global ids in ascending order: what every shard reads
-/// to deliver (in one process a buffer; across processes the result of an all-gather).
+/// to deliver (in one process a buffer; across processes the result of an all-gather, or, in
+/// epochs, this rank's own spikes, the others' arriving in `gathered`).
 #[derive(Resource, Clone, Debug, Default)]
 pub struct SpikeExchange {
     pub spikes: Vec<u32>,
     /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
     /// all stop after the same step (`crate::ranks`).
     pub stop: bool,
+    /// Across ranks, for a network without plasticity: exchange once per epoch instead of every
+    /// step (`None`: every step).
+    pub epochs: Option<Epochs>,
+    /// This rank's spikes of the epoch's steps so far (epochs only).
+    pub pending: Vec<(u64, Vec<u32>)>,
+    /// The steps gathered at this step's exchange, an epoch's (epochs only; empty between).
+    pub gathered: Vec<GatheredStep>,
+}
+
+/// When the ranks exchange their spikes (`SpikeExchange::epochs`). A spike of step `t` is
+/// delivered into the ring slots `t + delay`, and no delay is shorter than `length` steps, so
+/// the other ranks' spikes of an epoch's steps may all arrive at its last step: the slots they
+/// reach are still ahead. Ring sums are fixed-point, so a spike delivered later adds the same
+/// bits. Epochs end at multiples of `length`, and also where a checkpoint is taken and where
+/// the run ends, so that no spike is pending at a step boundary that outlives the step loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Epochs {
+    pub length: u64,
+    pub checkpoint_every: Option<u64>,
+    pub end_step: u64,
+}
+
+impl Epochs {
+    /// Whether the epoch ends with step `step`.
+    pub fn ends_at(&self, step: u64) -> bool {
+        let done = step + 1;
+        done.is_multiple_of(self.length) || done == self.end_step || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
+    }
+}
+
+/// One step's spikes, gathered from every rank at the end of an epoch.
+#[derive(Clone, Debug, Default)]
+pub struct GatheredStep {
+    pub step: u64,
+    /// Every rank's spikes, ascending (rank 0 records them).
+    pub all: Vec<u32>,
+    /// The other ranks' spikes, ascending (this rank delivers them).
+    pub remote: Vec<u32>,
 }
 
 /// A plastic projection's rule and the presynaptic traces of its source population. The

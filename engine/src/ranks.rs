@@ -14,8 +14,10 @@
 //! sums of the network's figures and the gather of the partition, once, before the first step
 //! (and, on GPUs, the setup of the spike exchange when the backend installs,
 //! `fum_systems::cuda_ranks`); one all-gather per step (in `Stage::Exchange`, or beside the
-//! GPUs' exchange), which also carries each rank's wish to stop, so that all ranks stop at the
-//! same step boundary ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
+//! GPUs' exchange), or, for a network without plasticity on CPUs, one at the end of each epoch
+//! ([`crate::components::Epochs`]: the ends fall at the same steps on every rank), which also
+//! carries each rank's wish to stop, so that all ranks stop at the same step boundary
+//! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
 //! counts at each structural snapshot and a gather of the ranks' shards at each checkpoint,
 //! which fall at the same steps on every rank; the sums and gathers of the report at the end.
 //! A rank that fails or panics otherwise ends every rank at once ([`Transport::abort`]) rather

@@ -61,6 +61,9 @@ pub struct PartitionReport {
     pub locality: f64,
     /// The most synapses a rank holds, over the mean.
     pub imbalance: f64,
+    /// How often the ranks exchange spikes, in steps: 1, or the epoch of a network without
+    /// plasticity (`crate::components::Epochs`).
+    pub exchange_every_steps: u64,
 }
 
 /// One rank's part of the network.
@@ -115,6 +118,7 @@ impl PartitionReport {
         let most = ranks.iter().map(|r| r.synapses).max().unwrap_or(0) as f64;
         Some(PartitionReport {
             method: crate::partition::method().name(),
+            exchange_every_steps: world.resource::<crate::components::SpikeExchange>().epochs.map_or(1, |e| e.length),
             locality: ranks.iter().map(|r| r.local_synapses).sum::<u64>() as f64 / total,
             imbalance: most * ranks.len() as f64 / total,
             ranks,

@@ -473,10 +473,25 @@ impl Span {
     }
 }
 
+/// Across CPU ranks, a network without plasticity exchanges spikes once per epoch of its
+/// shortest delay (`components::Epochs`). With plasticity every step exchanges: STDP reads the
+/// postsynaptic state at the step a presynaptic spike is delivered, and structural commits
+/// change rows between steps.
+fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
+    let spec = &model.spec;
+    let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
+    let plastic = spec.projections.iter().any(|p| p.plasticity.is_some()) || !spec.structural.is_empty();
+    let length = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
+    (crate::ranks::transport().is_some() && cpu && !plastic && length > 1).then_some(crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step })
+}
+
 /// Build (done by the caller) -> hooks -> loop -> outputs.
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let mut network = NetworkStats::measure(&mut sim.world);
     let mut partition = None;
+    if let Some(epochs) = epochs(model, &sim, &Span::new(model, options, &sim)) {
+        sim.world.resource_mut::<crate::components::SpikeExchange>().epochs = Some(epochs);
+    }
     if let Some(transport) = crate::ranks::transport() {
         network.sum_over_ranks(transport, model.spec.projections.len());
         partition = crate::report::PartitionReport::gather(&mut sim.world, transport);

@@ -36,20 +36,22 @@ pub fn deliver_spikes(
     mut commands: Commands,
 ) {
     // A paged network may have deferred deliveries due in a step without spikes.
-    if exchange.spikes.is_empty() && tier.is_none() {
+    if exchange.spikes.is_empty() && exchange.gathered.is_empty() && tier.is_none() {
         return;
     }
-    let step = clock.step;
+    // This step's spikes, and at the end of an epoch across ranks the other ranks' spikes of
+    // its steps, each delivered as of the step it was fired in (`Epochs`).
+    let batches: Vec<(u64, &[u32])> = std::iter::once((clock.step, &exchange.spikes[..])).chain(exchange.gathered.iter().map(|g| (g.step, &g.remote[..]))).collect();
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
     crate::for_each_shard(&mut items, |(neurons, synapses, pages)| {
         let len = neurons.len();
         let NeuronBlock { ring_ex, ring_in, fired, .. } = &mut **neurons;
         let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), &fired[..]);
-        for b in 0..synapses.0.len() {
+        for (b, &(step, spikes)) in (0..synapses.0.len()).flat_map(|b| batches.iter().map(move |batch| (b, batch))) {
             let block = &synapses.0[b];
             // Spikes are ascending: the ones from this block's source population are one run.
-            let spikes = &exchange.spikes[in_range(&exchange.spikes, block.source_first..block.source_first + block.source_size)];
+            let spikes = &spikes[in_range(spikes, block.source_first..block.source_first + block.source_size)];
             let ring = match block.receptor {
                 Receptor::Excitatory => &mut ring_ex,
                 Receptor::Inhibitory => &mut ring_in,

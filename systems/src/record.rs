@@ -42,7 +42,11 @@ pub fn record(
 ) {
     let recorder = &mut *recorder;
     let step = clock.step;
-    record_spikes(recorder, &populations, step, &exchange.spikes);
+    // In epochs across ranks, a step's spikes are all known at its epoch's end (`Epochs`).
+    match exchange.epochs {
+        None => record_spikes(recorder, &populations, step, &exchange.spikes),
+        Some(_) => exchange.gathered.iter().for_each(|g| record_spikes(recorder, &populations, g.step, &g.all)),
+    }
     if recorder.probes.iter().all(|p| !step.is_multiple_of(p.interval_steps)) {
         return;
     }
