@@ -54,6 +54,10 @@ impl fum_engine::ranks::Transport for Mpi {
     }
 
     fn gather(&self, mine: &[u8]) -> Option<Vec<Vec<u8>>> {
+        // An empty Vec<u8> points at address 1, which Open MPI reads as MPI_IN_PLACE (an error
+        // on any rank but the root): an empty part is sent from a real address.
+        let empty = [0u8; 1];
+        let mine = if mine.is_empty() { &empty[..0] } else { mine };
         let root = self.world.process_at_rank(0);
         let Ok(count) = Count::try_from(mine.len()) else {
             eprintln!("error: rank {}: its part of a checkpoint is {} bytes; MPI gathers at most 2^31 - 1 bytes a rank (use more ranks)", self.rank, mine.len());

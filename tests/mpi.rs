@@ -1,5 +1,5 @@
 //! Runs of several processes (`mpirun -np N fum run`, cargo feature `mpi`, README "Several
-//! processes"): the same spikes as one process on 2 and 3 ranks (oversubscribed on CI's two
+//! processes"): the same spikes and probes as one process on 2 and 3 ranks (oversubscribed on CI's two
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
 //! pending), with contiguous and METIS partitions, exchanging every step or (without
 //! plasticity) once per epoch, with each rank's times in run.json; METIS
@@ -68,14 +68,26 @@ fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
 }
 
+/// The asset `name` with one more probe, of the synaptic currents of I neurons at both ends
+/// and the middle of the population (the last shards: another rank's than the asset's own
+/// probes, which are of the first neurons).
+fn probed_across(name: &str, dir: &Path, i_neurons: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}-probed.toml"));
+    let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
+    let probe = format!("\n[[recording.probes]]\nname = \"across\"\nvariable = \"syn_ex\"\npopulation = \"I\"\nneurons = [0, {}, {}]\ninterval_ms = 0.2\n", i_neurons / 2, i_neurons - 1);
+    std::fs::write(&path, text + &probe).unwrap();
+    path
+}
+
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
-fn two_and_three_ranks_give_the_spikes_of_one_process() {
+fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
     let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
-    // Brunel (static, 12,500 neurons) and the balanced network with STDP on E->E.
-    for name in ["brunel", "stdp_balanced"] {
-        let model = without_probes(name, dir.path());
+    // Brunel (static, 12,500 neurons) and the balanced network with STDP on E->E, with their
+    // probes (membranes, learning weights) and one of neurons in the last shards.
+    for (name, i_neurons) in [("brunel", 2500), ("stdp_balanced", 800)] {
+        let model = probed_across(name, dir.path(), i_neurons);
         let model = model.to_str().unwrap();
         let args = |out: &Path| run_args(model, "100ms", out, &[]);
         let one = dir.path().join(format!("{name}-1"));
@@ -86,6 +98,7 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
             let out = dir.path().join(format!("{name}-{np}-{partition}"));
             ok(mpirun(np, &[]).args(args(&out)).args(["--time-stages", "--partition", partition]).output().unwrap(), &format!("{name} on {np} ranks, {partition}"));
             assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks, {partition}");
+            assert_eq!(std::fs::read(one.join("probes.h5")).unwrap(), std::fs::read(out.join("probes.h5")).unwrap(), "{name}: probes differ on {np} ranks, {partition}");
             let report = run_json(&out);
             assert_eq!(report["partition"]["method"], partition);
             // Brunel (static, 1.5 ms delays) exchanges once per 15-step epoch; STDP every step.
@@ -109,7 +122,7 @@ fn two_and_three_ranks_give_the_spikes_of_one_process() {
             // Only rank 0 writes.
             let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             written.sort();
-            assert_eq!(written, ["run.json", "spikes.h5"]);
+            assert_eq!(written, ["probes.h5", "run.json", "spikes.h5"]);
         }
     }
 }
@@ -241,7 +254,7 @@ fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
     let out = dir.path().join("out");
     let out = out.to_str().unwrap();
     for (args, says) in [
-        (vec!["run", "assets/models/brunel.toml", "--out", out], "recording probes"),
+        (vec!["run", "assets/models/brunel.toml", "--backend", "cuda", "--out", out], "recording probes ([[recording.probes]]) on GPUs"),
         (vec!["run", plain, "--backend", "auto", "--out", out], "--backend auto"),
         (vec!["run", plain, "--host-memory", "1GB", "--out", out], "--host-memory"),
         (vec!["run", plain, "--backend", "cuda", "--partition", "metis", "--out", out], "--partition metis on GPUs"),

@@ -18,7 +18,8 @@
 //! ([`crate::components::Epochs`]: the ends fall at the same steps on every rank), which also
 //! carries each rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
-//! counts at each structural snapshot and a gather of the ranks' shards at each checkpoint,
+//! counts at each structural snapshot, a gather of probe samples at each step a probe is due
+//! (`Stage::Record`, after the exchange), and a gather of the ranks' shards at each checkpoint,
 //! which fall at the same steps on every rank; the sums and gathers of the report at the end.
 //! A rank that fails or panics otherwise ends every rank at once ([`Transport::abort`]) rather
 //! than leave the others waiting in a collective.

@@ -94,6 +94,9 @@ pub struct SpikeRecord {
 pub enum ProbeSite {
     /// Shard index and shard-local neuron index.
     Neuron { shard: usize, local: usize },
+    /// On a shard another rank holds (`crate::ranks`): rank 0 receives its samples from that
+    /// rank at each sampling step.
+    Elsewhere,
     /// The first synapse from row `pre` to shard-local target `local` in block `block` of shard
     /// `shard`, at index `synapse` of the block; `None` while it does not exist (structural
     /// plasticity pruned it: its samples are NaN until a synapse from `pre` to `local` grows).
@@ -217,7 +220,8 @@ impl Recorder {
             shards.sort_by_key(|(s, _)| s.index);
             for site in recorder.probes.iter_mut().flat_map(|p| p.sites.iter_mut()) {
                 if let ProbeSite::Synapse { shard, .. } = *site {
-                    site.relocate(shards[shard].1);
+                    let at = shards.binary_search_by_key(&shard, |(s, _)| s.index).expect("a probed synapse's shard is held here");
+                    site.relocate(shards[at].1);
                 }
             }
         });
@@ -231,7 +235,9 @@ impl Recorder {
         let mut shards: Vec<(&Shard, &SynapseBlocks)> = query.iter(world).collect();
         shards.sort_by_key(|(s, _)| s.index);
         let first_of = |pop: usize| spec.populations[..pop].iter().map(|p| p.size).sum::<u32>();
-        let shard_of = |id: u32| shards.partition_point(|(s, _)| s.neurons.end <= id);
+        // The held shard (its place among `shards`) of a neuron; none where another rank holds
+        // it (`crate::ranks`; in one process every shard is held).
+        let shard_of = |id: u32| Some(shards.partition_point(|(s, _)| s.neurons.end <= id)).filter(|&at| shards.get(at).is_some_and(|(s, _)| s.neurons.contains(&id)));
 
         let mut probes = Vec::new();
         for p in &spec.recording.probes {
@@ -244,10 +250,13 @@ impl Recorder {
                 let mut sites = Vec::new();
                 for &[pre, post] in &p.synapses {
                     let id = tgt_first + post;
-                    let shard = shard_of(id);
-                    let (s, blocks) = shards[shard];
+                    let Some(at) = shard_of(id) else {
+                        sites.push(ProbeSite::Elsewhere);
+                        continue;
+                    };
+                    let (s, blocks) = shards[at];
                     let block = blocks.0.iter().position(|b| b.projection == pi).expect("a shard has a block of every projection into it");
-                    let mut site = ProbeSite::Synapse { shard, block, pre, local: id - s.neurons.start, synapse: None };
+                    let mut site = ProbeSite::Synapse { shard: s.index, block, pre, local: id - s.neurons.start, synapse: None };
                     site.relocate(blocks);
                     if matches!(site, ProbeSite::Synapse { synapse: None, .. }) {
                         return Err(OutputError::NoSuchSynapse { probe: p.name.clone(), projection: name.into(), pre, post });
@@ -261,9 +270,9 @@ impl Recorder {
                 let sites = p
                     .neurons
                     .iter()
-                    .map(|&n| {
-                        let shard = shard_of(first + n);
-                        ProbeSite::Neuron { shard, local: (first + n - shards[shard].0.neurons.start) as usize }
+                    .map(|&n| match shard_of(first + n) {
+                        Some(at) => ProbeSite::Neuron { shard: shards[at].0.index, local: (first + n - shards[at].0.neurons.start) as usize },
+                        None => ProbeSite::Elsewhere,
                     })
                     .collect();
                 (p.neurons.iter().map(|&n| [n, n]).collect(), sites)

@@ -135,7 +135,7 @@ impl RowCache {
             .flat_map(|p| &p.sites)
             .filter_map(|s| match *s {
                 ProbeSite::Synapse { shard, block, pre, .. } => Some((shard, block, pre)),
-                ProbeSite::Neuron { .. } => None,
+                ProbeSite::Neuron { .. } | ProbeSite::Elsewhere => None,
             })
             .collect();
         /// What a block's cache will be, before the budget is shared.

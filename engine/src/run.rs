@@ -296,7 +296,7 @@ fn records_here(sim: &mut Simulation) {
 fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let spec = &model.spec;
     let refused = [
-        (!spec.recording.probes.is_empty(), "recording probes ([[recording.probes]])"),
+        (!spec.recording.probes.is_empty() && options.backend == BackendChoice::Cuda, "recording probes ([[recording.probes]]) on GPUs"),
         (!spec.structural.is_empty() && options.backend == BackendChoice::Cuda, "structural plasticity ([[structural]]) on GPUs"),
         (options.host_memory.is_some(), "--host-memory"),
         (options.backend == BackendChoice::Auto, "--backend auto (choose cpu or cuda: every rank runs the same)"),

@@ -52,12 +52,16 @@ pub fn record(
     }
     let mut parts: Vec<_> = shards.iter().collect();
     parts.sort_unstable_by_key(|(shard, _, _)| shard.index);
-    for probe in recorder.probes.iter_mut().filter(|p| step.is_multiple_of(p.interval_steps)) {
-        probe.times_ms.pending.push(step as f64 * clock.dt_ms);
-        for site in &probe.sites {
-            let value = match *site {
+    let held = |shard: usize| parts.binary_search_by_key(&shard, |(s, _, _)| s.index).expect("a probed shard is held here");
+    // One row of samples per probe due at this step; sites another rank holds are NaN here.
+    let mut rows: Vec<(usize, Vec<f32>)> = Vec::new();
+    for (p, probe) in recorder.probes.iter().enumerate().filter(|(_, p)| step.is_multiple_of(p.interval_steps)) {
+        let row = probe
+            .sites
+            .iter()
+            .map(|site| match *site {
                 ProbeSite::Neuron { shard, local } => {
-                    let block = parts[shard].1;
+                    let block = parts[held(shard)].1;
                     match probe.variable {
                         ProbeVariable::V => block.v[local],
                         ProbeVariable::SynEx => block.syn_ex[local],
@@ -65,9 +69,32 @@ pub fn record(
                         ProbeVariable::Weight => unreachable!("weight probes have synapse sites"),
                     }
                 }
-                ProbeSite::Synapse { shard, block, synapse, .. } => synapse.map_or(f32::NAN, |k| parts[shard].2.0[block].weight.get_resident(k)),
-            };
-            probe.values.pending.push(value);
+                ProbeSite::Synapse { shard, block, synapse, .. } => synapse.map_or(f32::NAN, |k| parts[held(shard)].2.0[block].weight.get_resident(k)),
+                ProbeSite::Elsewhere => f32::NAN,
+            })
+            .collect();
+        rows.push((p, row));
+    }
+    // Across ranks (a collective at the same steps on every rank: probes are due by the step
+    // alone), rank 0 gathers the samples of the sites the others hold; only it records.
+    if let Some(transport) = fum_engine::ranks::transport() {
+        let mut mine: Vec<u8> = Vec::new();
+        for (r, (p, row)) in rows.iter().enumerate() {
+            for (i, value) in row.iter().enumerate().filter(|&(i, _)| !matches!(recorder.probes[*p].sites[i], ProbeSite::Elsewhere)) {
+                [r as u32, i as u32, value.to_bits()].iter().for_each(|w| mine.extend_from_slice(&w.to_le_bytes()));
+            }
         }
+        let Some(others) = transport.gather(&mine) else { return };
+        for part in &others[1..] {
+            for sample in part.chunks_exact(12) {
+                let word = |k: usize| u32::from_le_bytes(sample[4 * k..4 * k + 4].try_into().expect("4 bytes"));
+                rows[word(0) as usize].1[word(1) as usize] = f32::from_bits(word(2));
+            }
+        }
+    }
+    for (p, row) in rows {
+        let probe = &mut recorder.probes[p];
+        probe.times_ms.pending.push(step as f64 * clock.dt_ms);
+        probe.values.pending.extend(row);
     }
 }
