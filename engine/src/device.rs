@@ -61,6 +61,17 @@ pub struct BlockDesc {
     pub cache_len: u32,
     /// `shard_first` less the process's first neuron: the shard's place in the arenas.
     pub local_first: u32,
+    /// Lanes of a warp that walk one row in `deliver` ([`row_lanes`]).
+    pub row_lanes: u32,
+    pub pad: u32,
+}
+
+/// The lanes of a warp that walk one row of a block of `synapses` in `rows` rows: a power of
+/// two near half the mean row (4 to 32), so that each lane loads about two synapses and a
+/// warp of short rows walks several at once.
+pub fn row_lanes(synapses: usize, rows: u32) -> u32 {
+    let mean = synapses as f64 / f64::from(rows.max(1));
+    ((mean / 2.0).ceil() as u32).next_power_of_two().clamp(4, 32)
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -674,6 +685,7 @@ impl DeviceNetwork {
                 shard_first: range.start,
                 shard_size: range.len() as u32,
                 local_first: range.start - self.shards.base(),
+                row_lanes: row_lanes(block.len(), block.source_size),
                 const_delay: match block.delay {
                     crate::components::Delays::Constant(d) => u32::from(d),
                     crate::components::Delays::PerSynapse(_) => 0,
@@ -802,5 +814,21 @@ impl DeviceNetwork {
             world.resource_mut::<StdpHistoryOverflows>().0 = self.ctx.read(&self.lost_pairings, 1)?[0];
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Rows of 62 synapses (one GPU of the 1M-neuron network's 16 shards) keep a warp per row;
+    /// rows of 31, 16 and 9 (2 and 4 GPUs, the 7e9-synapse network) share a warp.
+    #[test]
+    fn row_lanes_follow_half_the_mean_row() {
+        assert_eq!(super::row_lanes(62_500_000, 1_000_000), 32);
+        assert_eq!(super::row_lanes(31_000_000, 1_000_000), 16);
+        assert_eq!(super::row_lanes(15_600_000, 1_000_000), 8);
+        assert_eq!(super::row_lanes(9_000_000, 1_000_000), 8);
+        assert_eq!(super::row_lanes(10, 1_000), 4);
+        assert_eq!(super::row_lanes(0, 0), 4);
+        assert_eq!(super::row_lanes(10_000, 10), 32);
     }
 }

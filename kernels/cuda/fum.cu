@@ -44,6 +44,8 @@ struct Block {
     u64 cache_weight;   // as `weight`
     u32 cache_len;
     u32 local_first;    // shard_first - base: the shard's place in the per-neuron arrays
+    u32 row_lanes;      // lanes of a warp that walk one row in `deliver`: 4, 8, 16 or 32
+    u32 pad;
 };
 
 // What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
@@ -573,7 +575,7 @@ __device__ __forceinline__ float trace_value(float at_last, u32 last, u64 table,
     return last == NEVER ? 0.0f : __fmul_rn(at_last, decay(table, len, t - last));
 }
 
-// ---- delivery: one warp per (spike, block) row; weights added in fixed point ----
+// ---- delivery: a warp (or part of one) per (spike, block) row; weights added in fixed point ----
 
 // The first index of the ascending spike list holding an id >= `id`.
 __device__ __forceinline__ u32 first_at_least(const u32* spikes, u32 count, u32 id) {
@@ -626,7 +628,9 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
 
 // Strategy "presynaptic row per warp": rows are short (a neuron's synapses into one shard)
 // and contiguous, so a warp reads them coalesced; atomics on 64-bit integers make the sum
-// independent of the order in which warps run. Grid: y = block, x = thread blocks sharing
+// independent of the order in which warps run. Where a block's rows are shorter than a warp
+// (more shards, or more GPUs, share a neuron's synapses), `row_lanes` lanes walk a row and a
+// warp walks several, so that no lane idles for a whole row. Grid: y = block, x = thread blocks sharing
 // that block's spikes. The spike list is sorted, so a block's sources are one contiguous
 // range of it, found by binary search: no warp is spent on a spike the block does not hold.
 // Synapse k of a row whose first `cut` synapses (from `lo`) are in the row cache from `base`.
@@ -650,12 +654,12 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
     }
     __syncthreads();
     u32 t = (u32)*step;
-    u32 lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x >> 5);
+    u32 group = b.row_lanes, lane = threadIdx.x & (group - 1), per_block = blockDim.x / group, groups = gridDim.x * per_block;
     bool plastic = b.rule != NEVER && stdp_enabled;
     const u32* row_ptr = (const u32*)b.row_ptr;
     u32 lost = 0;
     u64 from_cache = 0, from_host = 0;
-    for (u32 s = range[0] + blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); s < range[1]; s += warps) {
+    for (u32 s = range[0] + blockIdx.x * per_block + threadIdx.x / group; s < range[1]; s += groups) {
         u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
         u32 slot = b.cache_row ? ((const u32*)b.cache_row)[row] : NEVER;
@@ -668,12 +672,12 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
         // mapped host memory (the host tier, engine/src/device.rs) takes a bus round trip per
         // load, so a warp keeps several in flight. Synapses are independent, so the order of
         // their updates and atomic adds changes nothing.
-        for (u32 k0 = lo + lane; k0 < hi; k0 += 32 * UNROLL) {
+        for (u32 k0 = lo + lane; k0 < hi; k0 += group * UNROLL) {
             u32 j[UNROLL];
             float w[UNROLL];
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
-                u32 k = k0 + 32 * u;
+                u32 k = k0 + group * u;
                 if (k < hi) {
                     Syn at = locate(b, k, lo, cut, base);
                     j[u] = ((const u16*)at.target)[at.i];
@@ -682,7 +686,7 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
             }
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
-                u32 k = k0 + 32 * u;
+                u32 k = k0 + group * u;
                 if (k >= hi) break;
                 Syn at = locate(b, k, lo, cut, base);
                 if (plastic) lost += plastic_synapse(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
