@@ -290,9 +290,9 @@ fn records_here(sim: &mut Simulation) {
 }
 
 /// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
-/// probes, structural plans on a device, paging and viewers would need the ranks' parts
-/// gathered or agreed on (the multi-process issue's later steps). `auto` could choose differently on
-/// different ranks.
+/// probes and structural plans on a device, paging and viewers would need the ranks' parts
+/// gathered or agreed on (the multi-process issue's later steps), and a GPU holds contiguous
+/// shards only. `auto` could choose differently on different ranks.
 fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let spec = &model.spec;
     let refused = [
