@@ -64,14 +64,19 @@ fn sections(run: &Path, suffixes: &[&str]) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 #[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
-fn cuba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
+fn cuba_and_euler_coba_models_give_identical_spikes_probes_and_weights_on_both_backends() {
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["brunel", "vogels_abbott_cuba", "stdp_balanced"] {
+    // Vogels-Abbott COBA integrated with forward Euler takes no exponential: the same bits too.
+    let euler = dir.path().join("vogels_abbott_coba_euler.toml");
+    let text = std::fs::read_to_string(model("vogels_abbott_coba")).unwrap().replace("model = \"lif_coba\"", "model = \"lif_coba\"\nintegrator = \"euler\"");
+    std::fs::write(&euler, text).unwrap();
+    let models = ["brunel", "vogels_abbott_cuba", "stdp_balanced"].map(|name| (name, model(name)));
+    for (name, path) in models.into_iter().chain([("vogels_abbott_coba_euler", euler.to_str().unwrap().to_string())]) {
         let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-gpu")));
         let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
-        run(&model(name), &cpu, "cpu", &extra);
-        let report = run(&model(name), &gpu, "cuda", &extra);
+        run(&path, &cpu, "cpu", &extra);
+        let report = run(&path, &gpu, "cuda", &extra);
         assert_eq!(report["backend"], "cuda");
         assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
         if cpu.join("probes.h5").exists() {

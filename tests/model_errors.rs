@@ -325,3 +325,9 @@ fn the_memory_estimate_matches_the_built_network() {
         assert!(estimate.host_bytes >= estimate.network_bytes);
     }
 }
+
+#[test]
+fn integrator_of_a_current_based_population_or_unknown() {
+    expect_error("tau_m_ms = 20.0", "integrator = \"euler\"", &["populations[0].integrator", "\"lif_coba\"", "integrated exactly"]);
+    expect_error("tau_m_ms = 20.0", "integrator = \"rk4\"", &["populations[0].integrator", "unknown variant `rk4`", "exponential_euler"]);
+}

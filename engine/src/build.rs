@@ -110,7 +110,10 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         let lif = p.lif();
         let dynamics = match p.model {
             NeuronModel::LifCuba => Dynamics::Cuba(CubaPropagators::new(&lif, dt)),
-            NeuronModel::LifCoba => Dynamics::Coba(CobaConstants::new(&lif, p.reversal_ex_mv(), p.reversal_in_mv(), dt)),
+            NeuronModel::LifCoba => Dynamics::Coba(CobaConstants {
+                euler: p.integrator == Some(crate::model::Integrator::Euler),
+                ..CobaConstants::new(&lif, p.reversal_ex_mv(), p.reversal_in_mv(), dt)
+            }),
         };
         let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
         populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa: (p.i_e_pa + dc) as f32 });

@@ -343,10 +343,18 @@ impl Buffers {
 }
 
 /// One population's LIF launch over its neurons held (`first..end` index the arenas).
+/// The neuron update kernel of a population.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LifKernel {
+    Cuba,
+    Coba,
+    CobaEuler,
+}
+
 pub struct PopulationLaunch {
     pub first: u32,
     pub end: u32,
-    pub coba: bool,
+    pub kernel: LifKernel,
     pub constants: LifConstants,
     pub current_pa: f32,
 }
@@ -592,11 +600,14 @@ impl DeviceNetwork {
                 continue;
             }
             let bits = |x: f32| x.to_bits();
-            let (coba, constants) = match p.dynamics {
-                Dynamics::Cuba(c) => (false, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
-                Dynamics::Coba(c) => (true, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)]),
+            let (kernel, constants) = match p.dynamics {
+                Dynamics::Cuba(c) => (LifKernel::Cuba, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
+                Dynamics::Coba(c) => (
+                    if c.euler { LifKernel::CobaEuler } else { LifKernel::Coba },
+                    [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)],
+                ),
             };
-            self.populations.push(PopulationLaunch { first: range.start - base, end: range.end - base, coba, constants: LifConstants(constants), current_pa: p.current_pa });
+            self.populations.push(PopulationLaunch { first: range.start - base, end: range.end - base, kernel, constants: LifConstants(constants), current_pa: p.current_pa });
         }
         for s in &world.resource::<crate::components::PoissonSources>().0 {
             let range = held(s.target.start, s.target.end);

@@ -109,6 +109,18 @@ pub enum NeuronModel {
     LifCoba,
 }
 
+/// How `lif_coba` integrates its membrane over a step.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrator {
+    /// Exact for the conductances frozen over the step (Brian2's `exponential_euler`).
+    #[default]
+    ExponentialEuler,
+    /// Forward Euler (Brian2's `euler`, the integrator of its COBA reference script): no
+    /// exponential per neuron and step, less accurate.
+    Euler,
+}
+
 /// A population of identical neurons. Defaults are NEST's `iaf_psc_exp` / `iaf_cond_exp`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -138,6 +150,8 @@ pub struct PopulationSpec {
     /// Reversal potentials of `lif_coba` (mV).
     pub e_ex_mv: Option<f64>,
     pub e_in_mv: Option<f64>,
+    /// The membrane integrator of `lif_coba` (default exponential Euler).
+    pub integrator: Option<Integrator>,
     /// Initial membrane potential; default: the resting potential.
     pub v_init_mv: Option<Distribution>,
     /// Initial synaptic variables (pA for `lif_cuba`, nS for `lif_coba`); default 0.
@@ -784,6 +798,9 @@ impl<'a> Validator<'a> {
                     if value.is_some() {
                         return Err(self.error(path!("populations", i, key), "reversal potentials belong to model \"lif_coba\"; \"lif_cuba\" synapses are currents".into()));
                     }
+                }
+                if p.integrator.is_some() {
+                    return Err(self.error(path!("populations", i, "integrator"), "an integrator is chosen for model \"lif_coba\"; \"lif_cuba\" is integrated exactly".into()));
                 }
             }
             for (key, dist) in [("v_init_mv", p.v_init_mv), ("syn_ex_init", p.syn_ex_init), ("syn_in_init", p.syn_in_init)] {

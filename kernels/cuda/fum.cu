@@ -230,6 +230,18 @@ extern "C" __global__ void lif_coba(Coba c, LIF_ARGS) {
     LIF_BODY(coba_integrate(c, vv, ex, inh, current))
 }
 
+// Forward Euler (lif.rs, coba_step with `euler`): v - (drive - g_total v) (-h / C), no expf,
+// so the CPU's bits exactly.
+__device__ __forceinline__ float coba_euler(const Coba& c, float vv, float ex, float inh, float current) {
+    float g_total = __fadd_rn(__fadd_rn(c.g_l, ex), inh);
+    float drive = __fadd_rn(__fadd_rn(__fadd_rn(__fmul_rn(c.g_l, c.e_l), __fmul_rn(ex, c.e_ex)), __fmul_rn(inh, c.e_in)), current);
+    return __fsub_rn(vv, __fmul_rn(__fsub_rn(drive, __fmul_rn(g_total, vv)), c.minus_h_over_c));
+}
+
+extern "C" __global__ void lif_coba_euler(Coba c, LIF_ARGS) {
+    LIF_BODY(coba_euler(c, vv, ex, inh, current))
+}
+
 // ---- spike compaction: ascending global ids, the same list the CPU exchange builds ----
 
 // Spikes per block of 1024 neurons.

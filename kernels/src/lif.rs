@@ -11,7 +11,8 @@
 //! `lif_cuba` is NEST's `iaf_psc_exp`: current-based synapses, integrated exactly with
 //! propagators computed once on the host (Rotter & Diesmann 1999). `lif_coba` has conductance
 //! synapses (Vogels-Abbott / Brette et al. 2007 benchmark 1) and integrates the membrane with the
-//! exponential Euler step Brian2 uses: exact for the conductances frozen over the step.
+//! exponential Euler step Brian2 uses: exact for the conductances frozen over the step; or, on
+//! request, with forward Euler, as Brian2's COBA reference script does.
 
 /// Host-computed constants of one population of `lif_cuba` neurons. Potentials in mV, currents
 /// in pA. Inhibitory currents are kept as positive magnitudes and subtracted.
@@ -100,6 +101,8 @@ pub struct CobaConstants {
     pub minus_h_over_c: f32,
     pub p11_ex: f32,
     pub p11_in: f32,
+    /// Forward Euler instead of exponential Euler for the membrane ([`coba_step`]).
+    pub euler: bool,
 }
 
 impl CobaConstants {
@@ -116,6 +119,7 @@ impl CobaConstants {
             minus_h_over_c: (-h / p.c_m_pf) as f32,
             p11_ex: (-h / p.tau_syn_ex_ms).exp() as f32,
             p11_in: (-h / p.tau_syn_in_ms).exp() as f32,
+            euler: false,
         }
     }
 }
@@ -183,14 +187,26 @@ pub fn cuba_step(c: &CubaPropagators, s: LifState<'_>, input: LifInput<'_>) {
 }
 
 /// One step of `lif_coba` neurons; `input.current_pa` is added to the membrane current.
+/// Exponential Euler relaxes the membrane towards its steady state `v_inf` by
+/// `exp(-h g_total / C)`; forward Euler (`c.euler`) adds `h / C` times the membrane current,
+/// with no exponential (`minus_h_over_c` is `-h / C`, so subtracting its product is adding
+/// `h / C` times, to the bit).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 pub fn coba_step(c: &CobaConstants, s: LifState<'_>, input: LifInput<'_>) {
     let current = input.current_pa;
-    lif_pass!(s, input, c, |v, ex, inh| {
-        let g_total = c.g_l + ex + inh;
-        let v_inf = (c.g_l * c.e_l + ex * c.e_ex + inh * c.e_in + current) / g_total;
-        v_inf + (v - v_inf) * (g_total * c.minus_h_over_c).exp()
-    });
+    if c.euler {
+        lif_pass!(s, input, c, |v, ex, inh| {
+            let g_total = c.g_l + ex + inh;
+            let drive = c.g_l * c.e_l + ex * c.e_ex + inh * c.e_in + current;
+            v - (drive - g_total * v) * c.minus_h_over_c
+        });
+    } else {
+        lif_pass!(s, input, c, |v, ex, inh| {
+            let g_total = c.g_l + ex + inh;
+            let v_inf = (c.g_l * c.e_l + ex * c.e_ex + inh * c.e_in + current) / g_total;
+            v_inf + (v - v_inf) * (g_total * c.minus_h_over_c).exp()
+        });
+    }
 }
 
 /// Appends `base + i` for every `i` with `fired[i] != 0`, ascending. Scans eight flags at a
@@ -380,6 +396,38 @@ mod tests {
         for _ in 0..50 {
             n.coba(&c);
             assert!(n.v[0] >= -80.0 && n.v[0] < -60.0);
+        }
+    }
+
+    /// Forward Euler's free decay is the geometric sequence (1 - h / tau_m)^n of its own
+    /// recurrence, which lies within O(h) of the exact exponential; with a conductance held
+    /// constant, it approaches the same steady state as exponential Euler.
+    #[test]
+    fn coba_forward_euler_decays_geometrically_towards_the_same_steady_state() {
+        let p = LifParameters { e_l_mv: -60.0, v_th_mv: -50.0, v_reset_mv: -60.0, tau_m_ms: 20.0, c_m_pf: 200.0, ..params() };
+        let c = CobaConstants { euler: true, ..CobaConstants::new(&p, 0.0, -80.0, DT) };
+        let mut n = One::at(-55.0);
+        for step in 1..=200 {
+            n.coba(&c);
+            let euler = -60.0 + 5.0 * (1.0 - DT / 20.0).powi(step);
+            let exact = -60.0 + 5.0 * (-f64::from(step) * DT / 20.0).exp();
+            assert!((f64::from(n.v[0]) - euler).abs() < 1e-4, "step {step}: {} against {euler}", n.v[0]);
+            assert!((euler - exact).abs() < 5.0 * DT / 20.0 * 0.5, "within O(h) of exact");
+        }
+        // Steady state under a constant inhibitory conductance (p11 = 1 holds it): g_l E_l + g_in
+        // E_in over g_l + g_in, for both integrators.
+        let hold = |euler: bool| {
+            let c = CobaConstants { p11_in: 1.0, euler, ..CobaConstants::new(&p, 0.0, -80.0, DT) };
+            let mut n = One::at(-60.0);
+            n.inh[0] = 10.0;
+            for _ in 0..20_000 {
+                n.coba(&c);
+            }
+            n.v[0]
+        };
+        let steady = (10.0 * -60.0 + 10.0 * -80.0) / 20.0;
+        for euler in [false, true] {
+            assert!((hold(euler) - steady).abs() < 1e-3, "euler {euler}: {} against {steady}", hold(euler));
         }
     }
 }

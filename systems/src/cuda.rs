@@ -26,7 +26,7 @@ use fum_engine::model::Prune;
 use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets, regrow_need};
 use fum_engine::{Plugin, Simulation, Stage};
 
-use fum_engine::device::{DeviceNetwork, ptr};
+use fum_engine::device::{DeviceNetwork, LifKernel, ptr};
 use fum_engine::state::{self, Columns};
 use fum_kernels::cuda::{CudaError, Gpu};
 
@@ -289,7 +289,11 @@ impl CudaRunner {
             mark(marks, stream, 1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
             for pop in &net.populations {
-                let f = if pop.coba { &k.lif_coba } else { &k.lif_cuba };
+                let f = match pop.kernel {
+                    LifKernel::Cuba => &k.lif_cuba,
+                    LifKernel::Coba => &k.lif_coba,
+                    LifKernel::CobaEuler => &k.lif_coba_euler,
+                };
                 stream
                     .launch_builder(f)
                     .arg(&pop.constants).arg(&step).arg(&pop.first).arg(&pop.end).arg(&n).arg(&slots).arg(&pop.current_pa)
