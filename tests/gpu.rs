@@ -347,7 +347,8 @@ fn a_served_cuda_run_streams_the_spikes_it_writes() {
 
 /// Ranks on GPUs (`mpirun -np N fum run --backend cuda`, `FUM_BIN` built with `--features mpi`)
 /// give the spikes and learned weights of one GPU: 2 ranks (NCCL between GPUs of their own,
-/// or MPI through host memory where they share one), 2 ranks with `FUM_EXCHANGE=mpi`, and 3.
+/// or MPI through host memory where they share one), 2 ranks with `FUM_EXCHANGE=mpi`, and 3;
+/// on two GPUs or more also 2 ranks each shown only its own GPU (`CUDA_VISIBLE_DEVICES`).
 #[test]
 #[ignore = "needs a CUDA GPU, mpirun and FUM_BIN built with --features mpi; scripts/gpu-check.sh runs it with --include-ignored"]
 fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
@@ -363,11 +364,22 @@ fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
         let extra = ["--duration", "100ms", "--shards", "6", "--checkpoint-every", "50ms"];
         let one = dir.path().join(format!("{name}-1"));
         let reference = run(model, &one, "cuda", &extra);
-        for (np, exchange) in [(2, None), (2, Some("mpi")), (3, None)] {
-            let out = dir.path().join(format!("{name}-{np}-{exchange:?}"));
+        // (ranks, FUM_EXCHANGE, each rank shown only its own GPU through CUDA_VISIBLE_DEVICES,
+        // as clusters do: ranks are told apart by their GPUs' PCI addresses, not device counts)
+        let mut cases = vec![(2, None, false), (2, Some("mpi"), false), (3, None, false)];
+        if gpus >= 2 {
+            cases.push((2, None, true));
+        }
+        for (np, exchange, one_visible) in cases {
+            let out = dir.path().join(format!("{name}-{np}-{exchange:?}-{one_visible}"));
             let mut args = vec!["run", model, "--out", out.to_str().unwrap(), "--backend", "cuda", "--quiet"];
             args.extend_from_slice(&extra);
-            let mut mpirun = common::mpirun(&fum_bin(), np, &args);
+            let bin = fum_bin();
+            let visible = ["-c", "CUDA_VISIBLE_DEVICES=$OMPI_COMM_WORLD_LOCAL_RANK exec \"$0\" \"$@\"", bin.to_str().unwrap()];
+            let mut mpirun = match one_visible {
+                false => common::mpirun(&bin, np, &args),
+                true => common::mpirun(Path::new("sh"), np, &[&visible[..], &args[..]].concat()),
+            };
             mpirun.env("NCCL_NVLS_ENABLE", "0");
             if let Some(e) = exchange {
                 mpirun.env("FUM_EXCHANGE", e);
@@ -377,9 +389,9 @@ fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
             let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
             assert_eq!(report["ranks"], np, "run.json counts the ranks (is FUM_BIN built with --features mpi?)");
             let path = report["gpu"]["ranks_exchange"].as_str().expect("gpu.ranks_exchange");
-            eprintln!("{name} on {np} ranks: spikes over {path}");
+            eprintln!("{name} on {np} ranks: spikes over {path}{}", if one_visible { " (a GPU visible to each rank)" } else { "" });
             let expected = exchange.unwrap_or(if np <= gpus { "nccl" } else { "mpi" });
-            assert_eq!(path, expected, "{np} ranks on {gpus} GPUs, FUM_EXCHANGE={exchange:?}");
+            assert_eq!(path, expected, "{np} ranks on {gpus} GPUs, FUM_EXCHANGE={exchange:?}, one visible GPU each: {one_visible}");
             assert_eq!(report["spikes_total"], reference["spikes_total"], "{name} on {np} ranks ({path})");
             assert!(same_file(&one.join("spikes.h5"), &out.join("spikes.h5")), "{name}: spikes differ on {np} ranks ({path})");
             assert_eq!(weights(&one), weights(&out), "{name}: learned weights differ on {np} ranks ({path})");

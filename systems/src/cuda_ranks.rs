@@ -55,8 +55,19 @@ enum Gather {
 unsafe impl Send for RankSpikes {}
 unsafe impl Sync for RankSpikes {}
 
-/// Why NCCL cannot carry this rank's spikes, if it cannot.
-fn nccl_refused(transport: &dyn Transport, gpus: usize) -> Option<String> {
+/// The PCI address (domain, bus, device) of `gpu`: the same physical GPU whatever ordinal
+/// `CUDA_VISIBLE_DEVICES` gives it in each process.
+fn pci_address(gpu: &Gpu) -> Result<u32, CudaError> {
+    use sys::CUdevice_attribute::*;
+    let at = |a| gpu.ctx.attribute(a).map(|v| v as u32);
+    Ok(at(CU_DEVICE_ATTRIBUTE_PCI_DOMAIN_ID)? << 16 | at(CU_DEVICE_ATTRIBUTE_PCI_BUS_ID)? << 8 | at(CU_DEVICE_ATTRIBUTE_PCI_DEVICE_ID)?)
+}
+
+/// Why NCCL cannot carry this rank's spikes, if it cannot. `gpus` is every rank's GPU (its PCI
+/// address): NCCL needs a GPU per rank, and a cluster that gives each rank one GPU through
+/// `CUDA_VISIBLE_DEVICES` shows each rank a single device, so addresses, not device counts,
+/// tell whether ranks share one.
+fn nccl_refused(transport: &dyn Transport, gpus: &[u32]) -> Option<String> {
     let local_size = transport.local().1;
     if std::env::var("FUM_EXCHANGE").is_ok_and(|v| v == "mpi") {
         return Some("FUM_EXCHANGE=mpi".into());
@@ -64,8 +75,11 @@ fn nccl_refused(transport: &dyn Transport, gpus: usize) -> Option<String> {
     if local_size != transport.size() {
         return Some("the ranks run on several hosts".into());
     }
-    if local_size > gpus {
-        return Some(format!("{local_size} ranks share {gpus} GPU{}", if gpus == 1 { "" } else { "s" }));
+    let mut distinct = gpus.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < gpus.len() {
+        return Some(format!("{} ranks share {} GPU{}", gpus.len(), distinct.len(), if distinct.len() == 1 { "" } else { "s" }));
     }
     // SAFETY: only probes whether the shared library can be loaded.
     if !unsafe { cudarc::nccl::sys::is_culib_present() } {
@@ -85,9 +99,10 @@ impl RankSpikes {
         let words = spans.chunks(2).map(|s| s[1].div_ceil(32)).max().unwrap_or(0).max(1);
         let first: Vec<u32> = spans.chunks(2).map(|s| s[0]).collect();
         let total_words = words as usize * ranks;
-        let gpus = fum_kernels::cuda::device_count()?;
+        let mut gpus = Vec::new();
+        transport.all_gather(&[pci_address(gpu)?], false, &mut gpus);
         // Every rank must take the same path: NCCL only if it suits them all.
-        let refused = nccl_refused(transport, gpus);
+        let refused = nccl_refused(transport, &gpus);
         let mut votes = [u64::from(refused.is_some())];
         transport.sum(&mut votes);
         let gather = if votes[0] == 0 {
