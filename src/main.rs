@@ -59,7 +59,7 @@ enum Command {
         time_stages: bool,
         /// Across ranks (mpirun): how the shards are split among them: contiguous (ranges of
         /// equal cost) or metis (METIS groups the shards that share the most synapses).
-        #[arg(long, value_name = "METHOD", default_value = "contiguous", value_parser = parse_partition)]
+        #[arg(long, value_name = "METHOD", default_value = "contiguous")]
         partition: fum::engine::partition::Method,
     },
     /// Watch and steer a simulation live: run MODEL in this process, or attach to a run
@@ -112,7 +112,7 @@ enum Command {
         backend: Option<BackendArg>,
         /// Across ranks (mpirun): how the shards are split among them: contiguous (ranges of
         /// equal cost) or metis (METIS groups the shards that share the most synapses).
-        #[arg(long, value_name = "METHOD", default_value = "contiguous", value_parser = parse_partition)]
+        #[arg(long, value_name = "METHOD", default_value = "contiguous")]
         partition: fum::engine::partition::Method,
         #[arg(long)]
         quiet: bool,
@@ -288,10 +288,6 @@ fn parse_duration_ms(text: &str) -> Result<f64, String> {
 }
 
 /// `--threads`: 0 (the default) or at most `MAX_THREADS_PER_CORE` per core of this machine.
-fn parse_partition(s: &str) -> Result<fum::engine::partition::Method, String> {
-    s.parse()
-}
-
 fn parse_threads(text: &str) -> Result<usize, String> {
     use fum::engine::estimate::MAX_THREADS_PER_CORE;
     let threads: usize = text.parse().map_err(|e| format!("{e}"))?;

@@ -68,10 +68,10 @@ pub fn method() -> Method {
 
 /// The rank of each shard of `ranges`, for `size` ranks.
 pub fn assign(model: &Model, ranges: &[Range<u32>], size: usize, method: Method) -> Vec<usize> {
-    let costs = crate::build::shard_costs(model, ranges);
     if size <= 1 {
         return vec![0; ranges.len()];
     }
+    let costs = crate::build::shard_costs(model, ranges);
     match method {
         Method::Contiguous => {
             let mut rank_of = vec![0; ranges.len()];

@@ -489,7 +489,8 @@ fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::compone
 fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
     let mut network = NetworkStats::measure(&mut sim.world);
     let mut partition = None;
-    if let Some(epochs) = epochs(model, &sim, &Span::new(model, options, &sim)) {
+    let span = Span::new(model, options, &sim);
+    if let Some(epochs) = epochs(model, &sim, &span) {
         sim.world.resource_mut::<crate::components::SpikeExchange>().epochs = Some(epochs);
     }
     if let Some(transport) = crate::ranks::transport() {
@@ -506,7 +507,6 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if options.time_stages {
         sim.time_stages();
     }
-    let span = Span::new(model, options, &sim);
     let ckpt_dir = options.out.as_ref().map(|o| o.join("checkpoints"));
     if let Some(dir) = &ckpt_dir {
         let keep = if options.keep_checkpoints == 0 { 3 } else { options.keep_checkpoints };
