@@ -288,21 +288,39 @@ impl Recorder {
         Ok(Recorder { spikes, probes, spike_counts: vec![0; spec.populations.len()], log_dir: None, run_id: 0, dt_ms: dt })
     }
 
+    /// The spikes of recorded population `r` (`spikes[r]`), as `spikes.h5` holds them: times
+    /// (ms, step x dt as [`step_times`] computes it) and population-local ids, sorted by time;
+    /// what was spilled is read back from the logs.
+    pub fn spike_train(&self, r: usize) -> std::io::Result<(Vec<f64>, Vec<u64>)> {
+        let rec = &self.spikes[r];
+        let steps = rec.steps.all(self.log_path(&format!("spikes-{r}-steps")).as_deref())?;
+        let ids = rec.node_ids.all(self.log_path(&format!("spikes-{r}-node_ids")).as_deref())?;
+        let time_of = step_times(self.dt_ms);
+        Ok((steps.iter().map(|&s| time_of(u64::from(s))).collect(), ids.iter().map(|&n| u64::from(n)).collect()))
+    }
+
+    /// The samples of probe `r` (`probes[r]`), as `probes.h5` holds them: sampling times (ms,
+    /// the same round times as the spikes) and values (row-major, one row of `sites.len()` per
+    /// sample); what was spilled is read back from the logs.
+    pub fn probe_samples(&self, r: usize) -> std::io::Result<(Vec<f64>, Vec<f32>)> {
+        let p = &self.probes[r];
+        let (dt_ms, time_of) = (self.dt_ms, step_times(self.dt_ms));
+        let times = p.times_ms.all(self.log_path(&format!("probe-{r}-times_ms")).as_deref())?;
+        let values = p.values.all(self.log_path(&format!("probe-{r}-values")).as_deref())?;
+        Ok((times.iter().map(|&t| time_of((t / dt_ms).round() as u64)).collect(), values))
+    }
+
     /// Writes `spikes.h5` (SONATA spike report) for the recorded populations, by way of a
     /// temporary file (see [`write_atomically`]).
     pub fn write_spikes(&self, path: &Path, model: &Model) -> Result<(), OutputError> {
-        let time_of = step_times(model.spec.simulation.dt_ms);
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         write_hdf5(path, |file| {
             let spikes = file.create_group("spikes").map_err(err)?;
             for (r, rec) in self.spikes.iter().enumerate() {
-                let steps = rec.steps.all(self.log_path(&format!("spikes-{r}-steps")).as_deref())?;
-                let ids = rec.node_ids.all(self.log_path(&format!("spikes-{r}-node_ids")).as_deref())?;
+                let (timestamps, node_ids) = self.spike_train(r)?;
                 // Recorded step by step, each step's spikes by id: sorted by time as recorded.
                 let group = spikes.create_group(&model.spec.populations[rec.population].name).map_err(err)?;
                 group.new_attr::<Sorting>().create("sorting").and_then(|a| a.write_scalar(&Sorting::by_time)).map_err(err)?;
-                let timestamps: Vec<f64> = steps.iter().map(|&s| time_of(u64::from(s))).collect();
-                let node_ids: Vec<u64> = ids.iter().map(|&n| u64::from(n)).collect();
                 let ts = group.new_dataset_builder().with_data(&timestamps).create("timestamps").map_err(err)?;
                 write_str_attr(&ts, "units", "ms").map_err(err)?;
                 group.new_dataset_builder().with_data(&node_ids).create("node_ids").map_err(err)?;
@@ -315,12 +333,10 @@ impl Recorder {
     /// `/<probe>/node_ids` (neuron ids) or `/<probe>/pre_post` (pairs, for weights), by way of
     /// a temporary file (see [`write_atomically`]).
     pub fn write_probes(&self, path: &Path) -> Result<(), OutputError> {
-        let (dt_ms, time_of) = (self.dt_ms, step_times(self.dt_ms));
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         write_hdf5(path, |file| {
             for (r, p) in self.probes.iter().enumerate() {
-                let times = p.times_ms.all(self.log_path(&format!("probe-{r}-times_ms")).as_deref())?;
-                let values = p.values.all(self.log_path(&format!("probe-{r}-values")).as_deref())?;
+                let (times, values) = self.probe_samples(r)?;
                 let group = file.create_group(&p.name).map_err(err)?;
                 let variable = match p.variable {
                     ProbeVariable::V => "v_mv",
@@ -329,8 +345,6 @@ impl Recorder {
                     ProbeVariable::Weight => "weight",
                 };
                 write_str_attr(&group, "variable", variable).map_err(err)?;
-                // Sampled at step x dt: the same round times as the spikes.
-                let times: Vec<f64> = times.iter().map(|&t| time_of((t / dt_ms).round() as u64)).collect();
                 group.new_dataset_builder().with_data(&times).create("time_ms").map_err(err)?;
                 group.new_dataset_builder().with_data(&ndarray_2d(&values, p.sites.len())).create("values").map_err(err)?;
                 if p.variable == ProbeVariable::Weight {

@@ -242,6 +242,13 @@ pub fn run(model: &Model, options: &RunOptions, choose: Chooser, progress: impl 
 /// [`run`] watched and steered through `observer` (see [`crate::observe`]), which is called at
 /// every step boundary and may write checkpoints into the output folder on request.
 pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
+    run_keeping(model, options, choose, observer, progress).map(|(report, _)| report)
+}
+
+/// [`run_observed`], handing back the simulation as the run left it, its state on the host:
+/// the recorded spikes and probes ([`Recorder`]) and the learned weights, for callers that read
+/// them in memory (the Python package) rather than from the output folder.
+pub fn run_keeping(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation), RunError> {
     let started = Instant::now();
     if crate::ranks::transport().is_some() {
         refuse_across_ranks(model, options, observer.is_some())?;
@@ -312,6 +319,11 @@ fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> R
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` and `backend` may differ from the original run's.
 pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
+    resume_keeping(dir, threads, backend, choose, progress).map(|(report, _)| report)
+}
+
+/// [`resume`], handing back the simulation as the run left it (see [`run_keeping`]).
+pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation), RunError> {
     let started = Instant::now();
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
@@ -486,7 +498,7 @@ fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::compone
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.
-fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<RunReport, RunError> {
+fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: Instant, progress: impl Fn(&RunProgress) + Send + Sync, mut observer: Option<&mut Observer>, session: Session) -> Result<(RunReport, Simulation), RunError> {
     let mut network = NetworkStats::measure(&mut sim.world);
     let mut partition = None;
     let span = Span::new(model, options, &sim);
@@ -661,7 +673,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     }
     match failure {
         Some(e) => Err(e),
-        None => Ok(report),
+        None => Ok((report, sim)),
     }
 }
 

@@ -1,0 +1,474 @@
+"""fum from Python: build a spiking network or load a model file, run it, read the results.
+
+    import fum
+    net = fum.Model.from_toml("assets/models/brunel.toml")     # a model file, or build one:
+    net = fum.Model(dt_ms=0.1, seed=1)
+    E = net.population("E", 800, "lif_cuba", tau_m_ms=20.0, v_init_mv=fum.Uniform(-70.0, -55.0))
+    net.connect(E, E, fum.FixedIndegree(80), weight=50.0, delay_ms=1.5)
+    net.poisson(E, rate_hz=20000.0, weight=50.0)
+    run = net.run(200.0, threads=2)
+    node_ids, timestamps_ms = run.spikes("E")
+
+A model built here is written as the TOML model file it stands for (``net.to_toml()``) and
+parsed by the engine's own parser: every keyword argument is the model file's field of the
+same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
+``fum check`` prints, naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Optional, Union
+
+from ._fum import FumError, ModelError, NativeModel, NativeRun
+from ._fum import resume as _native_resume
+from ._fum import to_toml as _to_toml
+
+__all__ = [
+    "Model", "Run", "resume", "FumError", "ModelError",
+    "Uniform", "Normal", "LogNormal",
+    "FixedProbability", "FixedIndegree", "FixedOutdegree", "OneToOne", "AllToAll",
+    "Stdp", "Population", "Projection", "Spikes", "ProbeSamples", "Synapses",
+]
+
+# What a Python-built model is called in messages (`<fum.Model>:14:1: populations[0]...`): the
+# line and column are those of `Model.to_toml()`'s text.
+_NAME = "<fum.Model>"
+
+
+class _Value:
+    """A value written into the model file as `toml()` gives it."""
+
+    def toml(self) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.toml()!r})"
+
+
+class Uniform(_Value):
+    """A distribution drawn per neuron or synapse: uniform on [low, high]."""
+
+    def __init__(self, low: float, high: float):
+        self.low, self.high = low, high
+
+    def toml(self):
+        return {"uniform": [self.low, self.high]}
+
+
+class Normal(_Value):
+    """A normal distribution of mean `mean` and standard deviation `std`."""
+
+    def __init__(self, mean: float, std: float):
+        self.mean, self.std = mean, std
+
+    def toml(self):
+        return {"normal": [self.mean, self.std]}
+
+
+class LogNormal(_Value):
+    """e to the power of a normal draw of mean `mu` and standard deviation `sigma` (NumPy's)."""
+
+    def __init__(self, mu: float, sigma: float):
+        self.mu, self.sigma = mu, sigma
+
+    def toml(self):
+        return {"lognormal": [self.mu, self.sigma]}
+
+
+class FixedProbability(_Value):
+    """Each (source, target) pair is connected with probability `p`."""
+
+    def __init__(self, p: float):
+        self.p = p
+
+    def toml(self):
+        return {"fixed_probability": self.p}
+
+
+class FixedIndegree(_Value):
+    """Each target neuron gets `k` synapses from sources drawn uniformly."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def toml(self):
+        return {"fixed_indegree": self.k}
+
+
+class FixedOutdegree(_Value):
+    """Each source neuron makes `k` synapses onto targets drawn uniformly."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def toml(self):
+        return {"fixed_outdegree": self.k}
+
+
+class OneToOne(_Value):
+    """Neuron i of the source onto neuron i of the target."""
+
+    def toml(self):
+        return "one_to_one"
+
+
+class AllToAll(_Value):
+    """Every source onto every target."""
+
+    def toml(self):
+        return "all_to_all"
+
+
+class Stdp:
+    """A pair-based STDP rule (`[[plasticity]]`); pass it as `connect(..., plasticity=rule)`.
+
+    Keyword arguments are the model file's fields: `tau_plus_ms`, `tau_minus_ms`, `w_min`,
+    `weight_dependence` ("additive" or "multiplicative"), `pairing` ("all_to_all" or
+    "nearest"), `post_history`. One rule may serve several projections; it is named `name`, or
+    "stdp", "stdp_2", ... in the order it is first used.
+    """
+
+    def __init__(self, a_plus: float, a_minus: float, w_max: float, *, name: Optional[str] = None, **fields: Any):
+        self.name = name
+        self.fields = {"a_plus": a_plus, "a_minus": a_minus, "w_max": w_max, **fields}
+
+
+class Population(NamedTuple):
+    """A population of a model; pass it wherever a population's name goes."""
+
+    name: str
+    size: int
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Projection(NamedTuple):
+    """A projection of a model; pass it wherever a projection's name goes."""
+
+    name: str
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _toml(value: Any) -> Any:
+    """The model-file value of `value`: distributions and rules as their tables, populations and
+    projections by name, numpy arrays and scalars as lists and numbers."""
+    if isinstance(value, _Value):
+        return value.toml()
+    if isinstance(value, (Population, Projection)):
+        return value.name
+    if isinstance(value, dict):
+        return {k: _toml(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_toml(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _toml(value.tolist())
+    return value
+
+
+class Model:
+    """A network: built here with the methods below, or read from a model file (`from_toml`).
+
+    `Model(dt_ms, seed, duration_ms=None, threads=None, shards=None, weights=None)` takes the
+    fields of the file's `[simulation]` table; `duration_ms` may instead be given to `run`.
+    """
+
+    def __init__(self, dt_ms: float = 0.1, seed: int = 0, *, duration_ms: Optional[float] = None, threads: Optional[int] = None, shards: Optional[int] = None, weights: Optional[str] = None):
+        self._simulation = {"dt_ms": dt_ms, "duration_ms": duration_ms, "seed": seed, "threads": threads, "shards": shards, "weights": weights}
+        self._populations: list = []
+        self._projections: list = []
+        self._plasticity: list = []
+        self._rules: list = []
+        self._inputs: list = []
+        self._structural: list = []
+        self._spikes: list = []
+        self._probes: list = []
+        self._native: Optional[NativeModel] = None
+
+    @classmethod
+    def from_toml(cls, path: Union[str, Path]) -> "Model":
+        """Reads and validates a model file (as `fum check` does); raises `ModelError`."""
+        return cls._loaded(NativeModel.load(str(path)))
+
+    @classmethod
+    def from_toml_string(cls, text: str, name: str = "<string>") -> "Model":
+        """Parses and validates model text; `name` stands for the file in messages."""
+        return cls._loaded(NativeModel.parse(text, name))
+
+    @classmethod
+    def _loaded(cls, native: NativeModel) -> "Model":
+        model = cls.__new__(cls)
+        model._native = native
+        return model
+
+    def _building(self) -> None:
+        if self._native is not None:
+            raise FumError(f"this model was read from {self._native.path}: change it in its file")
+
+    def population(self, name: str, size: int, model: str, *, record_spikes: bool = True, **fields: Any) -> Population:
+        """Adds `[[populations]]`: `model` is "lif_cuba" or "lif_coba"; the keyword arguments are
+        its fields (`tau_m_ms`, `c_m_pf`, `e_l_mv`, `v_th_mv`, `v_reset_mv`, `t_ref_ms`,
+        `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`, `e_in_mv`, `v_init_mv`,
+        `syn_ex_init`, `syn_in_init`, `integrator`). Its spikes are recorded unless
+        `record_spikes=False`."""
+        self._building()
+        self._populations.append({"name": name, "size": size, "model": model, **fields})
+        if record_spikes:
+            self._spikes.append(name)
+        return Population(name, size)
+
+    def connect(self, source: Union[Population, str], target: Union[Population, str], rule: Any, weight: Any, *, name: Optional[str] = None, plasticity: Optional[Union[Stdp, str]] = None, **fields: Any) -> Projection:
+        """Adds `[[projections]]` from `source` to `target`: `rule` (FixedIndegree(k), ...) and
+        `weight` (a number or distribution); keyword arguments `delay_ms`, `receptor`
+        ("excitatory" or "inhibitory"), `allow_autapses`, `allow_multapses`, and `plasticity`
+        (an `Stdp` rule). Named `name`, else "<source>_to_<target>"."""
+        self._building()
+        source, target = str(source), str(target)
+        name = name or f"{source}_to_{target}"
+        if isinstance(plasticity, Stdp):
+            plasticity = self._rule(plasticity)
+        self._projections.append({"name": name, "source": source, "target": target, "rule": rule, "weight": weight, "plasticity": plasticity, **fields})
+        return Projection(name, source, target)
+
+    def _rule(self, rule: Stdp) -> str:
+        """The name of `rule` in `[[plasticity]]`, added on first use."""
+        for known, name in self._rules:
+            if known is rule:
+                return name
+        name = rule.name or ("stdp" if not self._rules else f"stdp_{len(self._rules) + 1}")
+        self._rules.append((rule, name))
+        self._plasticity.append({"name": name, **rule.fields})
+        return name
+
+    def poisson(self, target: Union[Population, str], rate_hz: Any, weight: float, *, name: Optional[str] = None, **fields: Any) -> str:
+        """Adds a Poisson input (`[[inputs]]`, kind "poisson"): an independent train of
+        `rate_hz` (a number or distribution, drawn per neuron) into every neuron of `target`,
+        each spike of `weight`; keyword argument `receptor`. Returns its name."""
+        return self._input("poisson", target, name, {"rate_hz": rate_hz, "weight": weight, **fields})
+
+    def dc(self, target: Union[Population, str], amplitude_pa: float, *, name: Optional[str] = None) -> str:
+        """Adds a constant current (`[[inputs]]`, kind "dc") into every neuron of `target`."""
+        return self._input("dc", target, name, {"amplitude_pa": amplitude_pa})
+
+    def _input(self, kind: str, target: Any, name: Optional[str], fields: dict) -> str:
+        self._building()
+        name = name or f"{kind}_{target}" + (f"_{len(self._inputs) + 1}" if any(i["name"] == f"{kind}_{target}" for i in self._inputs) else "")
+        self._inputs.append({"name": name, "kind": kind, "target": str(target), **fields})
+        return name
+
+    def record_spikes(self, *populations: Union[Population, str]) -> None:
+        """Records the spikes of these populations too (`[recording] spikes`)."""
+        self._building()
+        self._spikes.extend(str(p) for p in populations if str(p) not in self._spikes)
+
+    def probe(self, name: str, variable: str, **fields: Any) -> str:
+        """Adds `[[recording.probes]]`: `variable` is "v", "syn_ex", "syn_in" or "weight";
+        keyword arguments `interval_ms`, and `population` with `neurons=[ids]`, or `projection`
+        with `synapses=[[pre, post], ...]` or `count=N`."""
+        self._building()
+        self._probes.append({"name": name, "variable": variable, **fields})
+        return name
+
+    def structural(self, projection: Union[Projection, str], every_ms: float, prune: dict, **fields: Any) -> None:
+        """Adds `[[structural]]` (pruning and regrowth) to `projection`: `prune` is e.g.
+        `{"weight_below": 0.5}`; keyword arguments `commit_after_ms` and `regrow` (e.g.
+        `{"to_indegree": 800, "weight": 5.0}`)."""
+        self._building()
+        self._structural.append({"projection": projection, "every_ms": every_ms, "prune": prune, **fields})
+
+    def document(self, duration_ms: Optional[float] = None) -> dict:
+        """The model file as a dict (tables and arrays of tables as the file lays them out)."""
+        self._building()
+        simulation = dict(self._simulation)
+        if duration_ms is not None:
+            simulation["duration_ms"] = duration_ms
+        document = {
+            "simulation": simulation,
+            "populations": self._populations,
+            "projections": self._projections,
+            "plasticity": self._plasticity,
+            "structural": self._structural,
+            "inputs": self._inputs,
+            "recording": {"spikes": self._spikes, "probes": self._probes},
+        }
+        return _toml({k: v for k, v in document.items() if v != []})
+
+    def to_toml(self, duration_ms: Optional[float] = None) -> str:
+        """The model file this model stands for (its text, for a model read from a file)."""
+        if self._native is not None:
+            return self._native.source
+        return _to_toml(self.document(duration_ms))
+
+    def check(self, duration_ms: Optional[float] = None) -> None:
+        """Validates the model as `fum check` does; raises `ModelError` naming the field."""
+        self._parsed(duration_ms)
+
+    def _parsed(self, duration_ms: Optional[float]) -> NativeModel:
+        if self._native is not None:
+            return self._native
+        if duration_ms is None and self._simulation["duration_ms"] is None:
+            raise FumError("a model built in Python needs a duration: Model(duration_ms=...) or run(duration_ms)")
+        return NativeModel.parse(self.to_toml(duration_ms), _NAME)
+
+    def run(self, duration_ms: Optional[float] = None, *, seed: Optional[int] = None, backend: str = "cpu", threads: int = 0, shards: int = 0, out: Optional[Union[str, Path]] = None, overwrite: bool = False, checkpoint_every_ms: Optional[float] = None, keep_checkpoints: int = 0, stop_after_ms: Optional[float] = None, progress: Union[bool, Callable[[int, int], None]] = True) -> "Run":
+        """Builds and runs the model, as `fum run` does, and returns its `Run`.
+
+        `duration_ms` and `seed` override the model's. `backend` is "cpu", "cuda" or "auto";
+        `threads` and `shards` 0 choose (one thread per core, a shard per thread). With `out`, a
+        folder, the outputs are written there as well (spikes.h5, probes.h5, run.json), and
+        `checkpoint_every_ms`, `keep_checkpoints` and `stop_after_ms` work as `fum run`'s
+        options (`fum.resume(out)` continues). `progress`: True prints a progress line on
+        stderr, False nothing, a function is called as `progress(steps_done, last_step)`
+        (every 100 steps). Ctrl-C stops the run after the step, writes its outputs and raises
+        KeyboardInterrupt. The simulation runs with the GIL released.
+        """
+        native = self._parsed(duration_ms)
+        override = duration_ms if self._native is not None else None
+        out = None if out is None else str(out)
+        with _progress(progress) as report:
+            result = native.run(duration_ms=override, seed=seed, backend=backend, threads=threads, shards=shards, out=out, overwrite=overwrite,
+                                checkpoint_every_ms=checkpoint_every_ms, keep_checkpoints=keep_checkpoints, stop_after_ms=stop_after_ms, progress=report)
+        return Run(result)
+
+    def __repr__(self) -> str:
+        if self._native is not None:
+            return f"Model.from_toml({str(self._native.path)!r})"
+        return f"Model({len(self._populations)} populations, {len(self._projections)} projections)"
+
+
+def resume(out: Union[str, Path], *, threads: int = 0, backend: Optional[str] = None, progress: Union[bool, Callable[[int, int], None]] = True) -> "Run":
+    """Continues the run in `out` from its newest valid checkpoint, as `fum resume` does."""
+    with _progress(progress) as report:
+        result = _native_resume(str(out), threads=threads, backend=backend, progress=report)
+    return Run(result)
+
+
+class _progress:
+    """The progress callback a run gets: the caller's, or a line on stderr redrawn at most
+    five times a second (a carriage return, so it also updates in place in Jupyter)."""
+
+    def __init__(self, progress: Union[bool, Callable[[int, int], None]]):
+        self.user = progress if callable(progress) else None
+        self.show = progress is True
+        self.last = 0.0
+        self.started = time.monotonic()
+        self.drawn = False
+
+    def __enter__(self) -> Optional[Callable[[int, int], None]]:
+        if self.user is not None:
+            return self.user
+        return self.draw if self.show else None
+
+    def draw(self, done: int, end: int) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2 and done < end:
+            return
+        self.last = now
+        share = done / end if end else 1.0
+        bar = "=" * int(30 * share)
+        sys.stderr.write(f"\rfum [{bar:<30}] {done}/{end} steps, {now - self.started:.1f} s")
+        sys.stderr.flush()
+        self.drawn = True
+
+    def __exit__(self, *_: Any) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class Spikes(NamedTuple):
+    """Spikes of a population, sorted by time: population-local ids and times in ms."""
+
+    node_ids: Any
+    timestamps_ms: Any
+
+
+class ProbeSamples(NamedTuple):
+    """A probe's samples: times (ms), values (samples x sites), and the sites: neuron ids, or
+    (sites x 2) [pre, post] pairs for a weight probe."""
+
+    time_ms: Any
+    values: Any
+    sites: Any
+
+
+class Synapses(NamedTuple):
+    """A projection's synapses: source and target (population-local ids) and weight."""
+
+    pre: Any
+    post: Any
+    weight: Any
+
+
+class Run:
+    """A finished run: `run_json` (run.json's content), `spikes()`, `rates()`, `probe()`,
+    `weights()`. It holds the network as the run left it (for `weights()`) while it lives."""
+
+    def __init__(self, native: NativeRun):
+        self._native = native
+        self.run_json: dict = json.loads(native.report_json())
+        self._spikes: dict = {}
+        self._probes = {name: (i, variable) for i, (name, variable) in enumerate(native.probe_names())}
+
+    @property
+    def outcome(self) -> str:
+        """"finished", "stopped" (stop_after_ms) or "interrupted"."""
+        return self.run_json["outcome"]
+
+    @property
+    def populations(self) -> list:
+        """The populations whose spikes were recorded."""
+        return self._native.spike_populations()
+
+    def spikes(self, population: Union[Population, str]) -> Spikes:
+        """The spikes of a recorded population as numpy arrays (node_ids uint64, timestamps_ms
+        float64), the values spikes.h5 holds; read-only, shared between calls."""
+        name = str(population)
+        if name not in self._spikes:
+            recorded = self.populations
+            if name not in recorded:
+                raise KeyError(f"the spikes of {name!r} were not recorded (recorded: {', '.join(recorded) or 'none'})")
+            node_ids, timestamps = self._native.spikes(recorded.index(name))
+            node_ids.flags.writeable = False
+            timestamps.flags.writeable = False
+            self._spikes[name] = Spikes(node_ids, timestamps)
+        return self._spikes[name]
+
+    def spikes_dataframe(self):
+        """Every recorded spike as a pandas DataFrame (population, node_ids, timestamps_ms),
+        sorted by population, then time. Needs pandas."""
+        try:
+            import pandas
+        except ImportError as e:
+            raise ImportError("spikes_dataframe() needs pandas (pip install pandas); spikes() gives numpy arrays without it") from e
+        frames = [pandas.DataFrame({"population": name, "node_ids": s.node_ids, "timestamps_ms": s.timestamps_ms}) for name in self.populations for s in [self.spikes(name)]]
+        if not frames:
+            return pandas.DataFrame({"population": [], "node_ids": [], "timestamps_ms": []})
+        return pandas.concat(frames, ignore_index=True)
+
+    def rates(self) -> dict:
+        """Mean firing rate of every population over the simulated time, Hz."""
+        return dict(self.run_json["rates_hz"])
+
+    def probe(self, name: str) -> ProbeSamples:
+        """The samples of probe `name` (`[[recording.probes]]`), as probes.h5 holds them."""
+        if name not in self._probes:
+            raise KeyError(f"no probe named {name!r} (probes: {', '.join(self._probes) or 'none'})")
+        return ProbeSamples(*self._native.probe(self._probes[name][0]))
+
+    def weights(self, projection: Union[Projection, str]) -> Synapses:
+        """Every synapse of `projection` as the run left it (pre, post, weight). A plastic
+        weight lacks the potentiation still pending since its source's last spike (STDP's
+        potentiation is applied at the next presynaptic spike: docs/model-format.md)."""
+        return Synapses(*self._native.weights(str(projection)))
+
+    def __repr__(self) -> str:
+        return f"Run({self.outcome}, {self.run_json['end_step']} steps, rates {self.rates()})"
