@@ -167,7 +167,7 @@ impl NativeModel {
         options.apply(&mut model).map_err(|e| model_error(&e))?;
         let watch = Watch::new(progress);
         let result = py.detach(|| fum_engine::run::run_keeping(&model, &options, fum_systems::backend_for, None, |p| watch.progress(p)));
-        NativeRun::finish(Some(model), result.map_err(|e| run_error(&e)), watch)
+        NativeRun::finish(py, Some(model), result.map_err(|e| run_error(&e)), watch)
     }
 }
 
@@ -194,37 +194,52 @@ fn resume(py: Python<'_>, out: PathBuf, threads: usize, backend: Option<&str>, p
         let text = fum_engine::checkpoint::Checkpoint::open(&path).and_then(|c| c.model_text()).ok()?;
         Model::parse(&text, Path::new("model.toml")).ok()
     }));
-    NativeRun::finish(model, result, watch)
+    NativeRun::finish(py, model, result, watch)
 }
 
 /// What a running simulation tells Python at each progress report (every 100 steps): the
-/// callback gets (steps done, last step); a pending Ctrl-C (or an exception in the callback)
-/// sets the engine's interrupt flag, so the run stops after the step, writes its outputs and
-/// the exception is raised once it has.
+/// callback gets (steps done, last step). SIGINT (Ctrl-C), or an exception in the callback, sets
+/// the engine's interrupt flag, so the run stops after the step and writes its outputs; then the
+/// exception (KeyboardInterrupt) is raised. The run loop does not call back on Python's main
+/// thread, where Python's own handler would be seen, so a handler of our own stands beside
+/// Python's (signal-hook calls the handler it found, too) while the run lasts.
 struct Watch {
     callback: Option<Py<PyAny>>,
     raised: Mutex<Option<PyErr>>,
     interrupt: Arc<std::sync::atomic::AtomicBool>,
+    sigint: Option<signal_hook::SigId>,
 }
 
 impl Watch {
     fn new(callback: Option<Py<PyAny>>) -> Self {
         let interrupt = interrupt_flag();
         interrupt.store(false, Ordering::Relaxed);
-        Watch { callback, raised: Mutex::new(None), interrupt }
+        let sigint = signal_hook::flag::register(signal_hook::consts::SIGINT, interrupt.clone()).ok();
+        Watch { callback, raised: Mutex::new(None), interrupt, sigint }
     }
 
     fn progress(&self, p: &RunProgress) {
-        Python::attach(|py| {
-            let result = py.check_signals().and_then(|()| match &self.callback {
-                Some(callback) => callback.call1(py, (p.done, p.end_step)).map(drop),
-                None => Ok(()),
+        if let Some(callback) = &self.callback {
+            Python::attach(|py| {
+                if let Err(e) = callback.call1(py, (p.done, p.end_step)) {
+                    self.interrupt.store(true, Ordering::Relaxed);
+                    self.raised.lock().expect("not poisoned").get_or_insert(e);
+                }
             });
-            if let Err(e) = result {
-                self.interrupt.store(true, Ordering::Relaxed);
-                self.raised.lock().expect("not poisoned").get_or_insert(e);
-            }
-        });
+        }
+    }
+
+    /// The run's end: our handler goes, and an exception the run stopped for is raised (a
+    /// callback's, or KeyboardInterrupt from Python's handler, which saw the signal too).
+    fn finish(mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(id) = self.sigint.take() {
+            signal_hook::low_level::unregister(id);
+        }
+        self.interrupt.store(false, Ordering::Relaxed);
+        match self.raised.lock().expect("not poisoned").take() {
+            Some(e) => Err(e),
+            None => py.check_signals(),
+        }
     }
 }
 
@@ -240,11 +255,8 @@ struct NativeRun {
 }
 
 impl NativeRun {
-    fn finish(model: Option<Model>, result: PyResult<(RunReport, Simulation)>, watch: Watch) -> PyResult<NativeRun> {
-        watch.interrupt.store(false, Ordering::Relaxed);
-        if let Some(e) = watch.raised.into_inner().expect("not poisoned") {
-            return Err(e);
-        }
+    fn finish(py: Python<'_>, model: Option<Model>, result: PyResult<(RunReport, Simulation)>, watch: Watch) -> PyResult<NativeRun> {
+        watch.finish(py)?;
         let (report, mut sim) = result?;
         let recorder = sim.world.remove_resource::<Recorder>().unwrap_or_default();
         Ok(NativeRun { model, report, recorder, sim: Mutex::new(sim) })

@@ -1,0 +1,218 @@
+"""The Python package against the engine's own outputs: a network built in Python is the model
+file's network (the same spikes, bit for bit, as the file and as `fum run`), run.spikes() is
+what spikes.h5 holds, and model mistakes raise the message `fum check` prints.
+
+`fum run` is the binary at $FUM_BIN, else target/release/fum; tests that need it or h5py are
+skipped, saying so, where they are missing."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fum
+
+ROOT = Path(__file__).resolve().parents[2]
+BRUNEL = ROOT / "assets" / "models" / "brunel.toml"
+# Short runs: CI has 2 cores. 100 ms of Brunel is ~35,000 spikes.
+DURATION_MS = 100.0
+THREADS = 2
+
+
+def fum_binary():
+    path = Path(os.environ.get("FUM_BIN", ROOT / "target" / "release" / "fum"))
+    if not path.is_file():
+        pytest.skip(f"no fum binary at {path} (cargo build --release, or set FUM_BIN)")
+    return path
+
+
+def h5py():
+    return pytest.importorskip("h5py", reason="h5py reads spikes.h5 (pip install h5py)")
+
+
+def brunel_in_python():
+    """assets/models/brunel.toml, built in Python."""
+    net = fum.Model(dt_ms=0.1, seed=12345)
+    neuron = dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=0.0, v_th_mv=20.0, v_reset_mv=10.0, t_ref_ms=2.0,
+                  tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5, v_init_mv=fum.Uniform(0.0, 20.0))
+    E = net.population("E", 10000, "lif_cuba", **neuron)
+    I = net.population("I", 2500, "lif_cuba", **neuron)
+    for target in (E, I):
+        net.connect(E, target, fum.FixedIndegree(1000), weight=50.0, delay_ms=1.5, receptor="excitatory")
+    for target in (E, I):
+        net.connect(I, target, fum.FixedIndegree(250), weight=250.0, delay_ms=1.5, receptor="inhibitory")
+    net.poisson(E, rate_hz=20000.0, weight=50.0, name="external")
+    net.poisson(I, rate_hz=20000.0, weight=50.0, name="external_I")
+    net.probe("membrane", "v", population=E, neurons=[0, 1, 2, 3, 4], interval_ms=0.1)
+    return net
+
+
+def read_spikes(path, population):
+    with h5py().File(path, "r") as f:
+        group = f["spikes"][population]
+        return group["node_ids"][()], group["timestamps"][()]
+
+
+@pytest.fixture(scope="module")
+def brunel_runs(tmp_path_factory):
+    """Brunel from the file (with its outputs written) and built in Python."""
+    out = tmp_path_factory.mktemp("brunel")
+    from_file = fum.Model.from_toml(BRUNEL).run(DURATION_MS, threads=THREADS, out=out / "toml", progress=False)
+    built = brunel_in_python().run(DURATION_MS, threads=THREADS, progress=False)
+    return from_file, built, out
+
+
+def test_python_built_brunel_gives_the_spikes_of_the_model_file(brunel_runs):
+    from_file, built, _ = brunel_runs
+    assert from_file.populations == built.populations == ["E", "I"]
+    for population in ("E", "I"):
+        a, b = from_file.spikes(population), built.spikes(population)
+        assert len(a.node_ids) > 1000, "Brunel fires"
+        np.testing.assert_array_equal(a.node_ids, b.node_ids)
+        np.testing.assert_array_equal(a.timestamps_ms, b.timestamps_ms)
+    np.testing.assert_array_equal(from_file.probe("membrane").values, built.probe("membrane").values)
+    assert from_file.rates() == built.rates()
+
+
+def test_spikes_equal_what_spikes_h5_holds(brunel_runs):
+    from_file, _, out = brunel_runs
+    for population in ("E", "I"):
+        node_ids, timestamps = read_spikes(out / "toml" / "spikes.h5", population)
+        spikes = from_file.spikes(population)
+        assert spikes.node_ids.dtype == node_ids.dtype == np.uint64
+        assert spikes.timestamps_ms.dtype == timestamps.dtype == np.float64
+        np.testing.assert_array_equal(spikes.node_ids, node_ids)
+        np.testing.assert_array_equal(spikes.timestamps_ms, timestamps)
+
+
+def test_python_built_brunel_gives_the_spikes_of_fum_run(brunel_runs, tmp_path):
+    _, built, _ = brunel_runs
+    binary = fum_binary()
+    out = tmp_path / "cli"
+    subprocess.run([str(binary), "run", str(BRUNEL), "--duration", f"{DURATION_MS:g}ms", "--threads", str(THREADS), "--out", str(out), "--quiet"], check=True)
+    for population in ("E", "I"):
+        node_ids, timestamps = read_spikes(out / "spikes.h5", population)
+        np.testing.assert_array_equal(built.spikes(population).node_ids, node_ids)
+        np.testing.assert_array_equal(built.spikes(population).timestamps_ms, timestamps)
+
+
+def test_a_model_mistake_names_the_field():
+    net = fum.Model(duration_ms=10.0)
+    net.population("E", 10, "lif_cuba", tau_m_ms=-5.0)
+    with pytest.raises(fum.ModelError, match=r"populations\[0\]\.tau_m_ms: must be positive and finite \(got -5\)"):
+        net.run(progress=False)
+    net = fum.Model(duration_ms=10.0)
+    net.population("E", 10, "lif_cuba", tau_mm_ms=20.0)
+    with pytest.raises(fum.ModelError, match=r"populations\[0\].*unknown field `tau_mm_ms`"):
+        net.check()
+    net = fum.Model(duration_ms=10.0)
+    E = net.population("E", 10, "lif_cuba")
+    net.connect(E, "F", fum.FixedIndegree(2), weight=1.0)
+    with pytest.raises(fum.ModelError, match=r"projections\[0\]\.target"):
+        net.check()
+
+
+def test_a_model_file_mistake_gives_the_message_of_fum_check(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(BRUNEL.read_text().replace("tau_m_ms = 20.0", "tau_m_ms = -5.0", 1))
+    with pytest.raises(fum.ModelError) as raised:
+        fum.Model.from_toml(bad)
+    message = str(raised.value)
+    assert message.startswith(f"{bad}:") and "populations[0].tau_m_ms: must be positive and finite (got -5)" in message
+    check = subprocess.run([str(fum_binary()), "check", str(bad)], capture_output=True, text=True)
+    assert check.returncode != 0
+    assert f"error: {message}" in check.stderr
+
+
+def small_plastic_network():
+    net = fum.Model(dt_ms=0.1, seed=3)
+    E = net.population("E", 400, "lif_cuba", v_init_mv=fum.Uniform(-70.0, -55.0))
+    I = net.population("I", 100, "lif_cuba", record_spikes=False)
+    stdp = fum.Stdp(a_plus=0.01, a_minus=0.0105, w_max=100.0)
+    net.connect(E, E, fum.FixedIndegree(40), weight=fum.Uniform(20.0, 40.0), delay_ms=1.5, plasticity=stdp)
+    net.connect(E, I, fum.FixedProbability(0.1), weight=30.0, delay_ms=fum.Uniform(0.5, 2.0))
+    net.connect(I, E, fum.FixedIndegree(10), weight=100.0, receptor="inhibitory")
+    net.poisson(E, rate_hz=fum.LogNormal(9.9, 0.1), weight=90.0)
+    net.poisson(I, rate_hz=20000.0, weight=90.0)
+    net.probe("w", "weight", projection="E_to_E", count=3)
+    return net
+
+
+def test_rates_run_json_probes_and_weights():
+    net = small_plastic_network()
+    calls = []
+    run = net.run(50.0, threads=THREADS, progress=lambda done, end: calls.append((done, end)))
+    assert calls and calls[-1] == (500, 500)
+    assert run.outcome == "finished" and run.run_json["end_step"] == 500
+    assert run.run_json["network"]["neurons"] == 500
+    assert set(run.rates()) == {"E", "I"} and run.rates()["E"] > 0
+    assert run.populations == ["E"]
+    with pytest.raises(KeyError, match="not recorded"):
+        run.spikes("I")
+    ids, times = run.spikes("E")
+    assert len(ids) == len(times) > 0 and np.all(np.diff(times) >= 0) and ids.max() < 400
+    samples = run.probe("w")
+    assert samples.values.shape == (500, 3) and samples.sites.shape == (3, 2)
+    synapses = run.weights("E_to_E")
+    assert len(synapses.pre) == 400 * 40
+    assert np.all(synapses.weight >= 0) and np.all(synapses.weight <= 100.0)
+    assert not np.array_equal(synapses.weight, small_plastic_network().run(0.1, progress=False).weights("E_to_E").weight), "STDP changed weights"
+    # The weight probe's last sample is the synapse's weight at the end.
+    for (pre, post), last in zip(samples.sites, samples.values[-1]):
+        first = np.flatnonzero((synapses.pre == pre) & (synapses.post == post))[0]
+        assert synapses.weight[first] == last
+    assert "[[plasticity]]" in net.to_toml() and 'plasticity = "stdp"' in net.to_toml()
+
+
+def test_stop_and_resume_give_one_run(tmp_path):
+    net = small_plastic_network()
+    whole = net.run(40.0, progress=False)
+    first = net.run(40.0, out=tmp_path / "a", stop_after_ms=20.0, progress=False)
+    assert first.outcome == "stopped"
+    resumed = fum.resume(tmp_path / "a", progress=False)
+    assert resumed.outcome == "finished"
+    np.testing.assert_array_equal(resumed.spikes("E").timestamps_ms, whole.spikes("E").timestamps_ms)
+    np.testing.assert_array_equal(resumed.weights("E_to_E").weight, whole.weights("E_to_E").weight)
+
+
+def test_spikes_dataframe_needs_pandas():
+    run = small_plastic_network().run(10.0, progress=False)
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="needs pandas"):
+            run.spikes_dataframe()
+        pytest.skip("pandas is not installed: checked that spikes_dataframe() says it needs it")
+    frame = run.spikes_dataframe()
+    assert list(frame.columns) == ["population", "node_ids", "timestamps_ms"] and len(frame) == len(run.spikes("E").node_ids)
+
+
+def test_ctrl_c_stops_the_run_after_its_outputs(tmp_path):
+    """SIGINT while simulating: the run stops at a step boundary, writes its outputs (outcome
+    "interrupted") and raises KeyboardInterrupt, as `fum run` does."""
+    import signal
+    import sys
+    import time
+
+    script = tmp_path / "interrupted.py"
+    script.write_text(f"""
+import json, sys, fum
+net = fum.Model.from_toml({str(BRUNEL)!r})
+started = []
+def progress(done, end):
+    if not started:
+        started.append(done)
+        print("running", flush=True)
+try:
+    net.run(100000.0, threads=1, out={str(tmp_path / 'out')!r}, progress=progress)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt", json.load(open({str(tmp_path / 'out' / 'run.json')!r}))["outcome"], flush=True)
+""")
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert child.stdout.readline().strip() == "running"
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    assert child.stdout.readline().strip() == "KeyboardInterrupt interrupted"
+    assert child.wait(timeout=60) == 0 and time.monotonic() - sent < 30
