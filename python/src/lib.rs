@@ -277,6 +277,7 @@ impl NativeRun {
 
     /// The spikes of recorded population `index`: (node_ids uint64, timestamps_ms float64),
     /// sorted by time, as spikes.h5 holds them.
+    #[allow(clippy::type_complexity)]
     fn spikes<'py>(&self, py: Python<'py>, index: usize) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f64>>)> {
         let (times, ids) = self.recorder.spike_train(index).map_err(|e| FumError::new_err(message(&e)))?;
         Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, times)))
@@ -294,7 +295,7 @@ impl NativeRun {
         let probe = &self.recorder.probes[index];
         let (times, values) = self.recorder.probe_samples(index).map_err(|e| FumError::new_err(message(&e)))?;
         let sites = probe.sites.len();
-        let samples = if sites == 0 { 0 } else { values.len() / sites };
+        let samples = values.len().checked_div(sites).unwrap_or(0);
         let values = PyArray1::from_vec(py, values).reshape([samples, sites])?;
         let labels = if probe.variable == fum_engine::model::ProbeVariable::Weight {
             PyArray1::from_vec(py, probe.labels.iter().flatten().copied().collect::<Vec<u32>>()).reshape([sites, 2])?.into_any()
@@ -325,11 +326,10 @@ impl NativeRun {
                 }
                 let weights = block.weight.to_f32();
                 for row in 0..block.source_size as usize {
-                    for k in block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize {
-                        pre.push(row as u32);
-                        post.push(shard.neurons.start + u32::from(block.target[k]) - target_first);
-                        weight.push(weights[k]);
-                    }
+                    let synapses = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
+                    pre.extend(std::iter::repeat_n(row as u32, synapses.len()));
+                    post.extend(block.target[synapses.clone()].iter().map(|&t| shard.neurons.start + u32::from(t) - target_first));
+                    weight.extend_from_slice(&weights[synapses]);
                 }
             }
         }
