@@ -107,12 +107,40 @@ pub struct ProbeDesc {
     pub pad: u32,
 }
 
-/// Population constants passed by value to the LIF kernels (`struct Cuba` / `struct Coba`).
+/// A population's neuron update, as `neurons` in fum.cu reads it (`struct Pop`): the neurons
+/// held (`first..end` index the arenas), the model (0 `lif_cuba`, 1 `lif_coba`, 2 `lif_coba`
+/// with forward Euler), the Poisson sources reaching it (`src_first..src_end` of the source
+/// table), the DC current and the constants (`struct Cuba` / `struct Coba`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
-pub struct LifConstants(pub [u32; 10]);
+pub struct PopDesc {
+    pub first: u32,
+    pub end: u32,
+    pub kind: u32,
+    pub src_first: u32,
+    pub src_end: u32,
+    pub current_pa: f32,
+    pub constants: [u32; 10],
+}
 
-unsafe impl DeviceRepr for LifConstants {}
+/// A Poisson source over its targets held (`first..end` are global ids: they key the random
+/// numbers), as `struct Src`; `rates` is the address of per-neuron (mean, exp(-mean)) pairs
+/// when the rate is drawn per neuron, else 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct SrcDesc {
+    pub stream: u32,
+    pub first: u32,
+    pub end: u32,
+    pub inhibitory: u32,
+    pub mean: f64,
+    pub exp_minus_mean: f64,
+    pub rates: u64,
+    pub quantum: i64,
+}
+
+unsafe impl DeviceRepr for PopDesc {}
+unsafe impl DeviceRepr for SrcDesc {}
 unsafe impl DeviceRepr for BlockDesc {}
 unsafe impl DeviceRepr for RuleDesc {}
 unsafe impl DeviceRepr for ProbeDesc {}
@@ -342,37 +370,6 @@ impl Buffers {
     }
 }
 
-/// One population's LIF launch over its neurons held (`first..end` index the arenas).
-/// The neuron update kernel of a population.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LifKernel {
-    Cuba,
-    Coba,
-    CobaEuler,
-}
-
-pub struct PopulationLaunch {
-    pub first: u32,
-    pub end: u32,
-    pub kernel: LifKernel,
-    pub constants: LifConstants,
-    pub current_pa: f32,
-}
-
-/// One Poisson source's launch over its targets held (`first..end` are global ids: they key
-/// the random numbers).
-pub struct PoissonLaunch {
-    pub stream: u32,
-    pub first: u32,
-    pub end: u32,
-    pub mean: f64,
-    pub exp_minus_mean: f64,
-    pub quantum: i64,
-    pub inhibitory: bool,
-    /// Per-neuron (mean, exp(-mean)) pairs when the rate is drawn per neuron.
-    pub rates: Option<CudaSlice<f64>>,
-}
-
 /// The probes' layout in the staging slot: for each probe, its range in the flat site list.
 pub struct ProbeLayout {
     pub ranges: Vec<std::ops::Range<usize>>,
@@ -411,8 +408,12 @@ pub struct DeviceNetwork {
     pub lost_pairings: CudaSlice<u64>,
     pub probes: CudaSlice<ProbeDesc>,
     pub probe_layout: ProbeLayout,
-    pub populations: Vec<PopulationLaunch>,
-    pub poisson: Vec<PoissonLaunch>,
+    /// The neuron update's tables (`neurons` in fum.cu): a `PopDesc` per population held,
+    /// ascending, and the Poisson sources each reaches; the per-neuron rates they point to.
+    pub pop_table: CudaSlice<PopDesc>,
+    pub n_pops: u32,
+    pub src_table: CudaSlice<SrcDesc>,
+    pub rates: Vec<CudaSlice<f64>>,
     pub key: [u32; 2],
     pub stdp_enabled: bool,
     pub memory: DeviceMemory,
@@ -547,8 +548,10 @@ impl DeviceNetwork {
             lost_pairings: ctx.upload(&[world.resource::<StdpHistoryOverflows>().0])?,
             probes: stream.clone_htod(&[ProbeDesc::default()])?,
             probe_layout: ProbeLayout { ranges: Vec::new(), intervals: Vec::new() },
-            populations: Vec::new(),
-            poisson: Vec::new(),
+            pop_table: stream.clone_htod(&[PopDesc::default()])?,
+            n_pops: 0,
+            src_table: stream.clone_htod(&[SrcDesc::default()])?,
+            rates: Vec::new(),
             key: world.resource::<crate::components::Seed>().0.0,
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
@@ -590,43 +593,59 @@ impl DeviceNetwork {
         Ok(())
     }
 
-    /// The launches of the neuron update and the Poisson input, over the neurons held.
+    /// The tables of the neuron update and the Poisson input, over the neurons held.
     fn upload_populations(&mut self, world: &World) -> Result<(), CudaError> {
         let (base, end) = (self.shards.base(), self.shards.base() + self.n);
         let held = |first: u32, last: u32| first.max(base)..last.min(end);
+        let mut sources = Vec::new();
+        for s in &world.resource::<crate::components::PoissonSources>().0 {
+            let range = held(s.target.start, s.target.end);
+            if range.is_empty() {
+                continue;
+            }
+            let rates = match &s.per_neuron {
+                Some(r) => {
+                    let r = &r[(range.start - s.target.start) as usize..(range.end - s.target.start) as usize];
+                    self.memory.neuron_bytes += 16 * r.len() as u64;
+                    self.rates.push(self.ctx.upload(r.as_flattened())?);
+                    ptr(self.rates.last().expect("just pushed"), &self.stream)
+                }
+                None => 0,
+            };
+            sources.push(SrcDesc {
+                stream: ((fum_kernels::rng::Purpose::PoissonInput as u32) << 16) | u32::from(s.index),
+                first: range.start,
+                end: range.end,
+                inhibitory: u32::from(s.receptor == crate::model::Receptor::Inhibitory),
+                mean: s.mean_per_step,
+                exp_minus_mean: s.exp_minus_mean,
+                rates,
+                quantum: fum_kernels::delivery::to_fixed(s.weight),
+            });
+        }
+        // Each population lists the sources that reach it, so a neuron scans only those.
+        let (mut pops, mut srcs) = (Vec::new(), Vec::new());
         for p in &world.resource::<Populations>().0 {
             let range = held(p.first, p.first + p.size);
             if range.is_empty() {
                 continue;
             }
             let bits = |x: f32| x.to_bits();
-            let (kernel, constants) = match p.dynamics {
-                Dynamics::Cuba(c) => (LifKernel::Cuba, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
+            let (kind, constants) = match p.dynamics {
+                Dynamics::Cuba(c) => (0, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
                 Dynamics::Coba(c) => (
-                    if c.euler { LifKernel::CobaEuler } else { LifKernel::Coba },
+                    if c.euler { 2 } else { 1 },
                     [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)],
                 ),
             };
-            self.populations.push(PopulationLaunch { first: range.start - base, end: range.end - base, kernel, constants: LifConstants(constants), current_pa: p.current_pa });
+            let src_first = srcs.len() as u32;
+            srcs.extend(sources.iter().filter(|s| s.first < range.end && range.start < s.end));
+            pops.push(PopDesc { first: range.start - base, end: range.end - base, kind, src_first, src_end: srcs.len() as u32, current_pa: p.current_pa, constants });
         }
-        for s in &world.resource::<crate::components::PoissonSources>().0 {
-            let range = held(s.target.start, s.target.end);
-            if range.is_empty() {
-                continue;
-            }
-            let rates = s.per_neuron.as_ref().map(|r| &r[(range.start - s.target.start) as usize..(range.end - s.target.start) as usize]);
-            self.poisson.push(PoissonLaunch {
-                stream: ((fum_kernels::rng::Purpose::PoissonInput as u32) << 16) | u32::from(s.index),
-                first: range.start,
-                end: range.end,
-                mean: s.mean_per_step,
-                exp_minus_mean: s.exp_minus_mean,
-                quantum: fum_kernels::delivery::to_fixed(s.weight),
-                inhibitory: s.receptor == crate::model::Receptor::Inhibitory,
-                rates: rates.map(|r| self.ctx.upload(r.as_flattened())).transpose()?,
-            });
-            self.memory.neuron_bytes += rates.map_or(0, |r| 16 * r.len() as u64);
-        }
+        debug_assert!(pops.windows(2).all(|w| w[0].end <= w[1].first), "populations held are ascending and disjoint");
+        self.n_pops = pops.len() as u32;
+        self.pop_table = self.ctx.upload(&pops)?;
+        self.src_table = self.ctx.upload(&srcs)?;
         Ok(())
     }
 

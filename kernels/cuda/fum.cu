@@ -173,50 +173,32 @@ __device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
     return k;
 }
 
-// Independent Poisson counts into neurons [first, end) (systems/src/input.rs): of mean `mean`
+// ---- the neuron update (lif.rs: lif_pass!) with the Poisson input (systems/src/input.rs) ----
+
+// A population's neurons held (indices first .. end of the per-neuron arrays), its model
+// (kind 0: lif_cuba; 1: lif_coba, exponential Euler; 2: lif_coba, forward Euler), its
+// constants and DC current, and the Poisson sources that reach it: srcs[src_first .. src_end].
+struct Pop {
+    u32 first, end, kind, src_first, src_end;
+    float current;
+    union { Cuba cuba; Coba coba; };  // the fields both share sit at the same places
+};
+
+// Independent Poisson counts into the neurons of global ids first .. end, of mean `mean`
 // (exp(-mean) = `eml`), or with `rates`, of each neuron's (mean, exp(-mean)) pair.
-extern "C" __global__ void poisson_input(const u64* step, u32 key0, u32 key1, u32 stream, u32 first, u32 end,
-                                         double mean, double eml, const double* rates, i64 quantum, i64* ring, u32 n, u32 slots,
-                                         u32 base) {
-    u32 id = first + blockIdx.x * blockDim.x + threadIdx.x;
-    if (id >= end) return;
-    u64 t = *step;
-    u32 c[4] = {stream, id, (u32)t, (u32)(t >> 32)};
-    philox(c, key0, key1);
-    if (rates) { mean = rates[2 * (id - first)]; eml = rates[2 * (id - first) + 1]; }
-    u32 k = poisson(mean, eml, uniform_f64(c[0], c[1]), c[2], c[3]);
-    if (k > 0) ring[(u64)(t & (slots - 1)) * n + id - base] += (i64)k * quantum;
-}
+struct Src {
+    u32 stream, first, end, inhibitory;
+    double mean, eml;
+    u64 rates;  // const double*, or 0
+    i64 quantum;
+};
 
-// ---- LIF update (lif.rs: lif_pass!) ----
-
-#define LIF_BODY(INTEGRATE)                                                                  \
-    u32 g = first + blockIdx.x * blockDim.x + threadIdx.x;                                  \
-    if (g >= end) return;                                                                    \
-    u64 at = (u64)(*step & (slots - 1)) * n + g;                                            \
-    float vv = v[g], ex = syn_ex[g], inh = syn_in[g];                                        \
-    u32 r = refractory[g];                                                                   \
-    float vi = r == 0 ? (INTEGRATE) : vv;                                                    \
-    syn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(ex, c.p11_ex)), from_fixed(ring_ex[at])); \
-    syn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(inh, c.p11_in)), from_fixed(ring_in[at])); \
-    ring_ex[at] = 0;                                                                         \
-    ring_in[at] = 0;                                                                         \
-    bool spike = vi >= c.v_th;                                                               \
-    v[g] = spike ? c.v_reset : vi;                                                           \
-    refractory[g] = spike ? c.refractory_steps : (r > 0 ? r - 1 : 0);                        \
-    fired[g] = spike ? 1 : 0;
-
-#define LIF_ARGS                                                                             \
-    const u64* step, u32 first, u32 end, u32 n, u32 slots, float current, float* v,          \
-    float* syn_ex, float* syn_in, u32* refractory, u8* fired, i64* ring_ex, i64* ring_in
-
-extern "C" __global__ void lif_cuba(Cuba c, LIF_ARGS) {
+__device__ __forceinline__ float cuba_integrate(const Cuba& c, float vv, float ex, float inh, float current) {
     // e_l + (v - e_l) p22 + ex p21_ex - inh p21_in + I p20, left to right as in Rust.
     float drive = __fmul_rn(current, c.p20);
-    LIF_BODY(__fadd_rn(__fsub_rn(__fadd_rn(__fadd_rn(c.e_l, __fmul_rn(__fsub_rn(vv, c.e_l), c.p22)),
-                                           __fmul_rn(ex, c.p21_ex)),
-                                 __fmul_rn(inh, c.p21_in)),
-                       drive))
+    return __fadd_rn(__fsub_rn(__fadd_rn(__fadd_rn(c.e_l, __fmul_rn(__fsub_rn(vv, c.e_l), c.p22)), __fmul_rn(ex, c.p21_ex)),
+                               __fmul_rn(inh, c.p21_in)),
+                     drive);
 }
 
 __device__ __forceinline__ float coba_integrate(const Coba& c, float vv, float ex, float inh, float current) {
@@ -224,10 +206,6 @@ __device__ __forceinline__ float coba_integrate(const Coba& c, float vv, float e
     float num = __fadd_rn(__fadd_rn(__fadd_rn(__fmul_rn(c.g_l, c.e_l), __fmul_rn(ex, c.e_ex)), __fmul_rn(inh, c.e_in)), current);
     float v_inf = __fdiv_rn(num, g_total);
     return __fadd_rn(v_inf, __fmul_rn(__fsub_rn(vv, v_inf), expf(__fmul_rn(g_total, c.minus_h_over_c))));
-}
-
-extern "C" __global__ void lif_coba(Coba c, LIF_ARGS) {
-    LIF_BODY(coba_integrate(c, vv, ex, inh, current))
 }
 
 // Forward Euler (lif.rs, coba_step with `euler`): v - (drive - g_total v) (-h / C), no expf,
@@ -238,8 +216,51 @@ __device__ __forceinline__ float coba_euler(const Coba& c, float vv, float ex, f
     return __fsub_rn(vv, __fmul_rn(__fsub_rn(drive, __fmul_rn(g_total, vv)), c.minus_h_over_c));
 }
 
-extern "C" __global__ void lif_coba_euler(Coba c, LIF_ARGS) {
-    LIF_BODY(coba_euler(c, vv, ex, inh, current))
+// One launch for every neuron held, whatever the number of populations (a launch each cost a
+// few microseconds of a step that holds little work, issue "Speed"): a thread finds its
+// population, adds its Poisson counts to this step's input (integers, so in any order the
+// CPU's sum), integrates, fires and resets.
+extern "C" __global__ void neurons(const u64* step, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
+                                   u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
+                                   u8* fired, i64* ring_ex, i64* ring_in) {
+    u32 g = blockIdx.x * blockDim.x + threadIdx.x;
+    if (g >= n) return;
+    u32 lo = 0, hi = n_pops;
+    while (lo < hi) {
+        u32 mid = (lo + hi) >> 1;
+        if (pops[mid].end <= g) lo = mid + 1; else hi = mid;
+    }
+    if (lo == n_pops || pops[lo].first > g) return;
+    const Pop& p = pops[lo];
+    u64 t = *step;
+    u64 at = (u64)(t & (slots - 1)) * n + g;
+    i64 in_ex = ring_ex[at], in_in = ring_in[at];
+    u32 id = base + g;
+    for (u32 i = p.src_first; i < p.src_end; i++) {
+        const Src& src = srcs[i];
+        if (id < src.first || id >= src.end) continue;
+        u32 c[4] = {src.stream, id, (u32)t, (u32)(t >> 32)};
+        philox(c, key0, key1);
+        double mean = src.mean, eml = src.eml;
+        if (src.rates) { mean = ((const double*)src.rates)[2 * (id - src.first)]; eml = ((const double*)src.rates)[2 * (id - src.first) + 1]; }
+        i64 k = (i64)poisson(mean, eml, uniform_f64(c[0], c[1]), c[2], c[3]) * src.quantum;
+        if (src.inhibitory) in_in += k; else in_ex += k;
+    }
+    const Cuba& c = p.cuba;
+    float vv = v[g], ex = syn_ex[g], inh = syn_in[g];
+    u32 r = refractory[g];
+    float vi = vv;
+    if (r == 0) vi = p.kind == 0 ? cuba_integrate(c, vv, ex, inh, p.current)
+                   : p.kind == 1 ? coba_integrate(p.coba, vv, ex, inh, p.current)
+                                 : coba_euler(p.coba, vv, ex, inh, p.current);
+    syn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(ex, c.p11_ex)), from_fixed(in_ex));
+    syn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(inh, c.p11_in)), from_fixed(in_in));
+    ring_ex[at] = 0;
+    ring_in[at] = 0;
+    bool spike = vi >= c.v_th;
+    v[g] = spike ? c.v_reset : vi;
+    refractory[g] = spike ? c.refractory_steps : (r > 0 ? r - 1 : 0);
+    fired[g] = spike ? 1 : 0;
 }
 
 // ---- spike compaction: ascending global ids, the same list the CPU exchange builds ----

@@ -26,7 +26,7 @@ use fum_engine::model::Prune;
 use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets, regrow_need};
 use fum_engine::{Plugin, Simulation, Stage};
 
-use fum_engine::device::{DeviceNetwork, LifKernel, ptr};
+use fum_engine::device::{DeviceNetwork, ptr};
 use fum_engine::state::{self, Columns};
 use fum_kernels::cuda::{CudaError, Gpu};
 
@@ -276,29 +276,17 @@ impl CudaRunner {
         let (ring_ex, ring_in) = (net.neuron_ptr("ring_ex"), net.neuron_ptr("ring_in"));
         // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
         unsafe {
+            // Input and update in one launch: the input stage is empty (its time is the update's).
             mark(marks, stream, 0)?;
-            for src in &net.poisson {
-                let ring = if src.inhibitory { ring_in } else { ring_ex };
-                let rates = src.rates.as_ref().map_or(0, |r| ptr(r, stream));
-                stream
-                    .launch_builder(&k.poisson_input)
-                    .arg(&step).arg(&net.key[0]).arg(&net.key[1]).arg(&src.stream).arg(&src.first).arg(&src.end)
-                    .arg(&src.mean).arg(&src.exp_minus_mean).arg(&rates).arg(&src.quantum).arg(&ring).arg(&n).arg(&slots).arg(&base)
-                    .launch(grid(src.end - src.first, 256))?;
-            }
             mark(marks, stream, 1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
-            for pop in &net.populations {
-                let f = match pop.kernel {
-                    LifKernel::Cuba => &k.lif_cuba,
-                    LifKernel::Coba => &k.lif_coba,
-                    LifKernel::CobaEuler => &k.lif_coba_euler,
-                };
+            let (pops, srcs) = (ptr(&net.pop_table, stream), ptr(&net.src_table, stream));
+            if net.n_pops > 0 {
                 stream
-                    .launch_builder(f)
-                    .arg(&pop.constants).arg(&step).arg(&pop.first).arg(&pop.end).arg(&n).arg(&slots).arg(&pop.current_pa)
-                    .arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
-                    .launch(grid(pop.end - pop.first, 256))?;
+                    .launch_builder(&k.neurons)
+                    .arg(&step).arg(&pops).arg(&net.n_pops).arg(&srcs).arg(&net.key[0]).arg(&net.key[1])
+                    .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
+                    .launch(grid(n, 256))?;
             }
             mark(marks, stream, 2)?;
             let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));

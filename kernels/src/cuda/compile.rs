@@ -13,10 +13,7 @@ pub const SOURCE: &str = include_str!("../../cuda/fum.cu");
 
 /// Every kernel of `fum.cu`.
 pub struct Kernels {
-    pub poisson_input: CudaFunction,
-    pub lif_cuba: CudaFunction,
-    pub lif_coba: CudaFunction,
-    pub lif_coba_euler: CudaFunction,
+    pub neurons: CudaFunction,
     pub count_fired: CudaFunction,
     pub scan_counts: CudaFunction,
     pub write_spikes: CudaFunction,
@@ -61,10 +58,7 @@ impl Kernels {
         let module = ctx.load_module(ptx)?;
         let f = |name: &str| module.load_function(name);
         Ok(Kernels {
-            poisson_input: f("poisson_input")?,
-            lif_cuba: f("lif_cuba")?,
-            lif_coba: f("lif_coba")?,
-            lif_coba_euler: f("lif_coba_euler")?,
+            neurons: f("neurons")?,
             count_fired: f("count_fired")?,
             scan_counts: f("scan_counts")?,
             write_spikes: f("write_spikes")?,
