@@ -396,6 +396,8 @@ pub struct DeviceNetwork {
     /// and its count and block counts.
     pub fired: CudaSlice<u8>,
     pub step: CudaSlice<u64>,
+    /// Blocks of the `record` kernel finished this step: the last one advances `step`.
+    pub recorded_blocks: CudaSlice<u32>,
     pub spikes: CudaSlice<u32>,
     pub n_spikes: CudaSlice<u32>,
     pub block_counts: CudaSlice<u32>,
@@ -537,9 +539,10 @@ impl DeviceNetwork {
             rules: Vec::new(),
             fired: stream.alloc_zeros(n.max(1))?,
             step: stream.clone_htod(&[step])?,
+            recorded_blocks: stream.alloc_zeros(1)?,
             spikes: stream.alloc_zeros(total.max(1))?,
             n_spikes: stream.alloc_zeros(1)?,
-            block_counts: stream.alloc_zeros(n.div_ceil(1024).max(1))?,
+            block_counts: stream.alloc_zeros(n.div_ceil(256).max(1))?,
             block_table: stream.alloc_zeros(1)?,
             plastic_blocks: stream.alloc_zeros(1)?,
             n_plastic_blocks: 0,

@@ -7,7 +7,7 @@
 // backends; everything else is.
 //
 // Every kernel reads the step from device memory (`step`), so one captured CUDA graph replays
-// every step; `advance` increments it at the end of the step.
+// every step; the last block of `record` to finish increments it at the end of the step.
 //
 // Layout (arrays over the N neurons this process holds, a contiguous range of global ids from
 // `base`: all of them, from 0, unless ranks share the network; a shard is a range of them):
@@ -219,20 +219,20 @@ __device__ __forceinline__ float coba_euler(const Coba& c, float vv, float ex, f
 // One launch for every neuron held, whatever the number of populations (a launch each cost a
 // few microseconds of a step that holds little work, issue "Speed"): a thread finds its
 // population, adds its Poisson counts to this step's input (integers, so in any order the
-// CPU's sum), integrates, fires and resets.
-extern "C" __global__ void neurons(const u64* step, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
-                                   u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
-                                   u8* fired, i64* ring_ex, i64* ring_in) {
-    u32 g = blockIdx.x * blockDim.x + threadIdx.x;
-    if (g >= n) return;
+// CPU's sum), integrates, fires and resets. Each block of `NEURON_BLOCK` threads also writes
+// its number of spikes to block_counts, the first pass of the spike list's compaction.
+#define NEURON_BLOCK 256
+
+__device__ __forceinline__ bool neuron(u32 g, u64 t, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
+                                       u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
+                                       u8* fired, i64* ring_ex, i64* ring_in) {
     u32 lo = 0, hi = n_pops;
     while (lo < hi) {
         u32 mid = (lo + hi) >> 1;
         if (pops[mid].end <= g) lo = mid + 1; else hi = mid;
     }
-    if (lo == n_pops || pops[lo].first > g) return;
+    if (lo == n_pops || pops[lo].first > g) return false;
     const Pop& p = pops[lo];
-    u64 t = *step;
     u64 at = (u64)(t & (slots - 1)) * n + g;
     i64 in_ex = ring_ex[at], in_in = ring_in[at];
     u32 id = base + g;
@@ -261,23 +261,19 @@ extern "C" __global__ void neurons(const u64* step, const Pop* pops, u32 n_pops,
     v[g] = spike ? c.v_reset : vi;
     refractory[g] = spike ? c.refractory_steps : (r > 0 ? r - 1 : 0);
     fired[g] = spike ? 1 : 0;
+    return spike;
+}
+
+extern "C" __global__ void __launch_bounds__(NEURON_BLOCK) neurons(const u64* step, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
+                                   u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
+                                   u8* fired, i64* ring_ex, i64* ring_in, u32* block_counts) {
+    u32 g = blockIdx.x * blockDim.x + threadIdx.x;
+    bool spike = g < n && neuron(g, *step, pops, n_pops, srcs, key0, key1, base, n, slots, v, syn_ex, syn_in, refractory, fired, ring_ex, ring_in);
+    u32 count = __syncthreads_count(spike);
+    if (threadIdx.x == 0) block_counts[blockIdx.x] = count;
 }
 
 // ---- spike compaction: ascending global ids, the same list the CPU exchange builds ----
-
-// Spikes per block of 1024 neurons.
-extern "C" __global__ void count_fired(const u8* fired, u32 n, u32* block_counts) {
-    __shared__ u32 warp_counts[32];
-    u32 g = blockIdx.x * 1024 + threadIdx.x;
-    u32 ballot = __ballot_sync(0xffffffffu, g < n && fired[g]);
-    if ((threadIdx.x & 31) == 0) warp_counts[threadIdx.x >> 5] = __popc(ballot);
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        u32 sum = 0;
-        for (int w = 0; w < 32; w++) sum += warp_counts[w];
-        block_counts[blockIdx.x] = sum;
-    }
-}
 
 // Exclusive scan of the block counts in one block of 1024 threads; the total is n_spikes.
 extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spikes) {
@@ -305,7 +301,7 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
 extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes, u32* spike_counts,
                                         u32 schedules, u32 base) {
     __shared__ u32 warp_offsets[32];
-    u32 g = blockIdx.x * 1024 + threadIdx.x;
+    u32 g = blockIdx.x * blockDim.x + threadIdx.x;
     bool f = g < n && fired[g];
     u32 ballot = __ballot_sync(0xffffffffu, f);
     u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -313,7 +309,7 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
     __syncthreads();
     if (threadIdx.x == 0) {
         u32 run = block_offsets[blockIdx.x];
-        for (int w = 0; w < 32; w++) { u32 s = warp_offsets[w]; warp_offsets[w] = run; run += s; }
+        for (u32 w = 0; w < blockDim.x / 32; w++) { u32 s = warp_offsets[w]; warp_offsets[w] = run; run += s; }
     }
     __syncthreads();
     if (f) {
@@ -834,8 +830,11 @@ extern "C" __global__ void pre_spikes(const u64* step, const u32* spikes, const 
 
 // `out` is slot (step % slots_out) of the staging area: [n_spikes, ids ...] then probe values.
 // Only the bytes of actual spikes cross the bus.
-extern "C" __global__ void record(const u64* step, const u32* spikes, const u32* n_spikes, u32* staging, u32 slot_words,
-                                  u32 staging_slots, u32 n_max, const Probe* probes, u32 n_probes, const Block* blocks) {
+// The last block to finish advances the clock (`done` counts finished blocks), after every
+// block has read it: the step's last launch, so no kernel of this step reads the step after.
+extern "C" __global__ void record(u64* step, const u32* spikes, const u32* n_spikes, u32* staging, u32 slot_words,
+                                  u32 staging_slots, u32 n_max, const Probe* probes, u32 n_probes, const Block* blocks,
+                                  u32* done) {
     u64 t = *step;
     u32* out = staging + (u64)(t % staging_slots) * slot_words;
     u32 count = *n_spikes;
@@ -852,9 +851,16 @@ extern "C" __global__ void record(const u64* step, const u32* spikes, const u32*
         else value = __int_as_float(0x7fc00000);  // NaN, as the CPU's f32::NAN
         values[k] = value;
     }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(done, 1) == gridDim.x - 1) {
+            *done = 0;
+            *step = t + 1;
+        }
+    }
 }
 
-extern "C" __global__ void advance(u64* step) { *step += 1; }
 
 // ---- bandwidth reference: a plain device-to-device copy, the ceiling the benchmarks quote ----
 extern "C" __global__ void copy_words(const uint4* src, uint4* dst, u64 n) {

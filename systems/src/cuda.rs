@@ -280,33 +280,29 @@ impl CudaRunner {
             mark(marks, stream, 0)?;
             mark(marks, stream, 1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
-            let (pops, srcs) = (ptr(&net.pop_table, stream), ptr(&net.src_table, stream));
-            if net.n_pops > 0 {
-                stream
-                    .launch_builder(&k.neurons)
-                    .arg(&step).arg(&pops).arg(&net.n_pops).arg(&srcs).arg(&net.key[0]).arg(&net.key[1])
-                    .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in)
-                    .launch(grid(n, 256))?;
-            }
+            let (pops, srcs, counts) = (ptr(&net.pop_table, stream), ptr(&net.src_table, stream), ptr(&net.block_counts, stream));
+            // Blocks of 256 neurons (NEURON_BLOCK in fum.cu), each counting its spikes.
+            let blocks_256 = n.div_ceil(256);
+            stream
+                .launch_builder(&k.neurons)
+                .arg(&step).arg(&pops).arg(&net.n_pops).arg(&srcs).arg(&net.key[0]).arg(&net.key[1])
+                .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
+                .launch(grid(n, 256))?;
             mark(marks, stream, 2)?;
             let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
             match &mut self.ranks {
                 Some(ranks) => ranks.pack(k, stream, fired, n)?,
                 None => {
-                    let blocks_1024 = n.div_ceil(1024);
-                    let counts = ptr(&net.block_counts, stream);
-                    let full = LaunchConfig { grid_dim: (blocks_1024.max(1), 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 };
-                    stream.launch_builder(&k.count_fired).arg(&fired).arg(&n).arg(&counts).launch(full)?;
                     stream
                         .launch_builder(&k.scan_counts)
-                        .arg(&counts).arg(&blocks_1024).arg(&n_spikes)
+                        .arg(&counts).arg(&blocks_256).arg(&n_spikes)
                         .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
                     // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
                     let spike_counts = if self.count_spikes > 0 { net.neuron_ptr("structural/spike_count") } else { 0 };
                     stream
                         .launch_builder(&k.write_spikes)
                         .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
-                        .launch(full)?;
+                        .launch(grid(n, 256))?;
                 }
             }
         }
@@ -359,14 +355,14 @@ impl CudaRunner {
             mark(marks, stream, 5)?;
             let staging = self.staging_ptr as u64;
             let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
-            let probes = ptr(&net.probes, stream);
+            let (probes, done) = (ptr(&net.probes, stream), ptr(&net.recorded_blocks, stream));
+            // Recording also advances the clock (its last block): the advance stage is empty.
             stream
                 .launch_builder(&k.record)
                 .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&net.total)
-                .arg(&probes).arg(&n_probes).arg(&table)
+                .arg(&probes).arg(&n_probes).arg(&table).arg(&done)
                 .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
             mark(marks, stream, 6)?;
-            stream.launch_builder(&k.advance).arg(&step).launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 })?;
             mark(marks, stream, 7)?;
         }
         Ok(())

@@ -14,7 +14,6 @@ pub const SOURCE: &str = include_str!("../../cuda/fum.cu");
 /// Every kernel of `fum.cu`.
 pub struct Kernels {
     pub neurons: CudaFunction,
-    pub count_fired: CudaFunction,
     pub scan_counts: CudaFunction,
     pub write_spikes: CudaFunction,
     pub pack_fired: CudaFunction,
@@ -34,7 +33,6 @@ pub struct Kernels {
     pub weights_outside: CudaFunction,
     pub state_outside: CudaFunction,
     pub record: CudaFunction,
-    pub advance: CudaFunction,
     pub copy_words: CudaFunction,
     /// Seconds NVRTC took.
     pub compile_s: f64,
@@ -59,7 +57,6 @@ impl Kernels {
         let f = |name: &str| module.load_function(name);
         Ok(Kernels {
             neurons: f("neurons")?,
-            count_fired: f("count_fired")?,
             scan_counts: f("scan_counts")?,
             write_spikes: f("write_spikes")?,
             pack_fired: f("pack_fired")?,
@@ -79,7 +76,6 @@ impl Kernels {
             weights_outside: f("weights_outside")?,
             state_outside: f("state_outside")?,
             record: f("record")?,
-            advance: f("advance")?,
             copy_words: f("copy_words")?,
             compile_s: t.elapsed().as_secs_f64(),
         })
