@@ -27,7 +27,13 @@ enum Command {
     /// Build and run a model, writing spikes (SONATA HDF5), probes and run.json under --out.
     Run {
         /// Model file (TOML).
-        model: PathBuf,
+        #[arg(required_unless_present = "sonata")]
+        model: Option<PathBuf>,
+        /// Run a SONATA circuit instead: its circuit_config.json (or a simulation config, or a
+        /// config naming both); duration and dt from the simulation config's run.tstop and
+        /// run.dt (docs/sonata.md).
+        #[arg(long, value_name = "CONFIG", conflicts_with = "model")]
+        sonata: Option<PathBuf>,
         #[command(flatten)]
         sim: SimArgs,
         /// Write a checkpoint every this much biological time (e.g. 500ms), under OUT/checkpoints.
@@ -127,9 +133,13 @@ enum Command {
     Inspect {
         checkpoint: PathBuf,
     },
-    /// Validate a model file and print its size.
+    /// Validate a model file (or a SONATA circuit) and print its size.
     Check {
-        model: PathBuf,
+        #[arg(required_unless_present = "sonata")]
+        model: Option<PathBuf>,
+        /// Check a SONATA circuit instead (circuit_config.json or a config naming it).
+        #[arg(long, value_name = "CONFIG", conflicts_with = "model")]
+        sonata: Option<PathBuf>,
     },
     /// Run the benchmark suite: each case once to warm up, then --repeat times; prints a table
     /// and writes OUT/bench-<date>.json. Exits with 4 if a case ran 15 % or more slower than in
@@ -327,11 +337,11 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run { model, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages, partition } => {
+        Command::Run { model, sonata, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages, partition } => {
             fum::engine::partition::set_method(partition);
             let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
             // Rank 0 records, writes the outputs and checkpoints and reports (fum_engine::ranks).
-            cmd_run(model, options, quiet || !fum::engine::ranks::writes(), serve)
+            cmd_run(ModelSource::of(model, sonata), options, quiet || !fum::engine::ranks::writes(), serve)
         }
         #[cfg(feature = "viewer")]
         Command::View { model, attach, token, token_file, sim, paused, real_time_factor, watch, fps, exit_after } => {
@@ -349,7 +359,7 @@ fn main() -> ExitCode {
         }
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
-        Command::Check { model } => cmd_check(model),
+        Command::Check { model, sonata } => cmd_check(ModelSource::of(model, sonata)),
         Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
         Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, peers, python, peers_script, .. } => {
             let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
@@ -435,8 +445,41 @@ fn socket_addr(addr: &str) -> String {
     if addr.parse::<u16>().is_ok() { format!("127.0.0.1:{addr}") } else { addr.to_string() }
 }
 
-fn cmd_run(path: PathBuf, options: RunOptions, quiet: bool, serve_addr: Option<String>) -> anyhow::Result<Outcome> {
-    let mut model = Model::load(&path)?;
+/// What `fum run` and `fum check` read: a model file, or a SONATA circuit (`--sonata`).
+enum ModelSource {
+    File(PathBuf),
+    Sonata(PathBuf),
+}
+
+impl ModelSource {
+    fn of(model: Option<PathBuf>, sonata: Option<PathBuf>) -> ModelSource {
+        match (model, sonata) {
+            (_, Some(config)) => ModelSource::Sonata(config),
+            (Some(path), None) => ModelSource::File(path),
+            (None, None) => unreachable!("clap requires a model or --sonata"),
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            ModelSource::File(p) | ModelSource::Sonata(p) => p,
+        }
+    }
+
+    /// The model: a SONATA circuit is read through the model file that imports it
+    /// (`fum_engine::sonata::model_text`), which checkpoints keep for `fum resume`. A circuit
+    /// without a duration (no run.tstop, no --duration) takes `fallback_ms`, where given.
+    fn load(&self, duration_ms: Option<f64>, fallback_ms: Option<f64>) -> Result<Model, fum::ModelError> {
+        match self {
+            ModelSource::File(path) => Model::load(path),
+            ModelSource::Sonata(config) => Model::parse(&fum::engine::sonata::model_text(config, duration_ms, fallback_ms)?, config),
+        }
+    }
+}
+
+fn cmd_run(source: ModelSource, options: RunOptions, quiet: bool, serve_addr: Option<String>) -> anyhow::Result<Outcome> {
+    let mut model = source.load(options.duration_ms, None)?;
+    let path = source.path();
     options.apply(&mut model)?;
     install_signal_handlers()?;
     let (threads, shards) = options.resolve(&model);
@@ -722,10 +765,12 @@ fn plot(reports: &[fum::bench::BenchReport], stem: &std::path::Path) -> anyhow::
 
 /// Validates a model, prints its size and the memory it needs, and refuses one that this
 /// machine cannot run (threads, memory) as `fum run` would.
-fn cmd_check(path: PathBuf) -> anyhow::Result<Outcome> {
+fn cmd_check(source: ModelSource) -> anyhow::Result<Outcome> {
     use fum::engine::estimate;
     use std::io::Write;
-    let model = Model::load(&path)?;
+    // A circuit without run.tstop is checked as if it ran a second.
+    let model = source.load(None, Some(1000.0))?;
+    let path = source.path();
     let spec = &model.spec;
     let neurons: u64 = spec.populations.iter().map(|p| u64::from(p.size)).sum();
     let mut out = std::io::stdout().lock();

@@ -313,6 +313,20 @@ fn build_block(
     let to_local = |post: u32| tgt.first + post - shard.start;
 
     let drafts: Vec<Draft> = match proj.rule {
+        // Listed synapses (SONATA edges), in the order listed: a row keeps that order.
+        ConnectionRule::Explicit(_) => {
+            let list = model.explicit_synapses(pi).expect("an explicit projection has its synapse list");
+            (0..list.len())
+                .filter(|&k| posts.contains(&list.post[k]))
+                .map(|k| {
+                    let mut w = list.weight[k];
+                    if let Some((w_min, w_max)) = bounds {
+                        w = f64::from(w).clamp(w_min, w_max) as f32;
+                    }
+                    Draft { row: list.pre[k], target: to_local(list.post[k]), delay_steps: stored_steps(list.delay_ms[k], dt), weight: w }
+                })
+                .collect()
+        }
         ConnectionRule::FixedOutdegree(k) => (0..src.size)
             .into_par_iter()
             .flat_map_iter(|pre| {
@@ -408,6 +422,7 @@ fn draw_sources(rule: ConnectionRule, s: &mut Stream, sources: u32, post: u32, e
         ConnectionRule::OneToOne => vec![post],
         ConnectionRule::AllToAll => (0..sources).filter(|&pre| Some(pre) != exclude).collect(),
         ConnectionRule::FixedOutdegree(_) => unreachable!("drawn per source"),
+        ConnectionRule::Explicit(_) => unreachable!("listed, not drawn"),
     }
 }
 
@@ -424,6 +439,10 @@ pub fn synapse_row(model: &Model, pi: usize, neuron: u32) -> Vec<[u32; 2]> {
     let mut s = Key::from_seed(spec.simulation.seed).stream(Purpose::Connectivity, pi as u16, neuron);
     let exclude = (proj.source == proj.target && !proj.allow_autapses).then_some(neuron);
     let mut row: Vec<[u32; 2]> = match proj.rule {
+        ConnectionRule::Explicit(_) => {
+            let list = model.explicit_synapses(pi).expect("an explicit projection has its synapse list");
+            (0..list.len()).filter(|&k| list.post[k] == neuron).map(|k| [list.pre[k], neuron]).collect()
+        }
         ConnectionRule::FixedOutdegree(k) => choose(&mut s, k, n_tgt, exclude, proj.allow_multapses).into_iter().map(|post| [neuron, post]).collect(),
         rule => draw_sources(rule, &mut s, n_src, neuron, exclude, proj.allow_multapses).into_iter().map(|pre| [pre, neuron]).collect(),
     };

@@ -23,6 +23,7 @@ pub mod row_cache;
 pub mod run;
 pub mod serve;
 pub mod simulation;
+pub mod sonata;
 pub mod state;
 pub mod structural;
 

@@ -26,6 +26,9 @@ pub struct Model {
     pub path: PathBuf,
     /// The file's text, kept for run metadata and checkpoints.
     pub source: String,
+    /// The SONATA circuit its `[sonata]` section imports: where each population and projection
+    /// came from, and the synapses of `ConnectionRule::Explicit` projections.
+    pub circuit: Option<std::sync::Arc<crate::sonata::Circuit>>,
 }
 
 /// Errors in a model file.
@@ -36,6 +39,10 @@ pub enum ModelError {
     Io { path: String, error: std::io::Error },
     #[error("{file}:{line}:{column}: {field}{message}")]
     Invalid { file: String, line: usize, column: usize, field: String, message: String },
+    /// A mistake in a SONATA circuit's files: the file, where in it (a population and type id,
+    /// a dataset) and the field.
+    #[error("{file}: {place}{}{message}", if place.is_empty() { "" } else { ": " })]
+    Sonata { file: String, place: String, message: String },
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -55,6 +62,19 @@ pub struct ModelSpec {
     /// Structural plasticity: pruning and regrowth while running (see `crate::structural`).
     #[serde(default)]
     pub structural: Vec<StructuralSpec>,
+    /// Populations and projections read from a SONATA circuit (see `crate::sonata`).
+    pub sonata: Option<SonataSpec>,
+}
+
+/// A `[sonata]` section: the circuit whose nodes and edges are the model's populations and
+/// projections. Paths are relative to the model file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SonataSpec {
+    pub circuit_config: PathBuf,
+    /// Read for its `inputs` (refused: spike inputs into virtual nodes are not supported yet);
+    /// `fum run --sonata` takes `run.dt` and `run.tstop` from it into `[simulation]`.
+    pub simulation_config: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -270,6 +290,9 @@ pub enum ConnectionRule {
     OneToOne,
     /// Every pair.
     AllToAll,
+    /// Synapses listed one by one (SONATA edges, in `Model::circuit`): this many.
+    #[serde(skip)]
+    Explicit(u64),
 }
 
 impl ConnectionRule {
@@ -283,6 +306,7 @@ impl ConnectionRule {
             ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
             ConnectionRule::OneToOne => src,
             ConnectionRule::AllToAll => src * tgt,
+            ConnectionRule::Explicit(n) => n as f64,
         }
     }
 }
@@ -516,7 +540,21 @@ impl Model {
     /// Parses and validates model text; `path` names it in messages.
     pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
         let spec: ModelSpec = toml::from_str(source).map_err(|e| toml_error(source, path, &e))?;
-        let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string() };
+        let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string(), circuit: None };
+        if let Some(section) = model.spec.sonata.clone() {
+            for (key, given) in [("populations", !model.spec.populations.is_empty()), ("projections", !model.spec.projections.is_empty())] {
+                if given {
+                    return Err(model.invalid(path!(key), "a model with a [sonata] section takes its populations and projections from the circuit".into()));
+                }
+            }
+            let imported = crate::sonata::import(&section, path)?;
+            model.spec.populations = imported.populations;
+            model.spec.projections = imported.projections;
+            if model.spec.recording.spikes.is_empty() {
+                model.spec.recording.spikes = model.spec.populations.iter().map(|p| p.name.clone()).collect();
+            }
+            model.circuit = Some(std::sync::Arc::new(imported.circuit));
+        }
         model.revalidate()?;
         Ok(model)
     }
@@ -556,7 +594,20 @@ impl Model {
 
     /// A hash of the model text (FNV-1a 64), recorded with every output.
     pub fn hash(&self) -> u64 {
-        self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+        let text = self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        // A SONATA circuit's files are part of the model.
+        match &self.circuit {
+            Some(c) => c.digest.to_le_bytes().into_iter().fold(text, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)),
+            None => text,
+        }
+    }
+
+    /// The listed synapses of projection `pi`, where its rule is `ConnectionRule::Explicit`.
+    pub fn explicit_synapses(&self, pi: usize) -> Option<&crate::sonata::SynapseList> {
+        match self.spec.projections[pi].rule {
+            ConnectionRule::Explicit(_) => self.circuit.as_ref().map(|c| &c.edges[pi].synapses),
+            _ => None,
+        }
     }
 
     /// Re-checks the model after command-line overrides of its simulation settings, and
@@ -619,7 +670,34 @@ impl Model {
 
     fn validate(&self) -> Result<(), ModelError> {
         let mut v = Validator { model: self, doc: None, populations: index(self.spec.populations.iter().map(|p| p.name.as_str())) };
-        v.run()
+        v.run().map_err(|e| self.in_circuit(e))
+    }
+
+    /// An error at an imported population or projection, told in the circuit's terms: its
+    /// file, node or edge type and NEST field (`V_reset`, `delay`), not the model's.
+    fn in_circuit(&self, e: ModelError) -> ModelError {
+        let (Some(circuit), ModelError::Invalid { field, message, .. }) = (&self.circuit, &e) else { return e };
+        let parse = |prefix: &str| -> Option<(usize, String)> {
+            let rest = field.strip_prefix(prefix)?.strip_prefix('[')?;
+            let (i, rest) = rest.split_once(']')?;
+            Some((i.parse().ok()?, rest.trim_start_matches('.').trim_end_matches(": ").to_string()))
+        };
+        if let Some((i, key)) = parse("populations") {
+            let nodes = &circuit.nodes[i];
+            let nest = crate::sonata::NEST_NAMES.iter().find(|(_, f)| *f == key).map_or(key.as_str(), |(n, _)| *n);
+            let file = nodes.params_file.as_ref().unwrap_or(&nodes.types_file);
+            return crate::sonata::error(file, format!("population \"{}\", node_type_id {}", nodes.population, nodes.node_type_id), format!("{nest}: {message}"));
+        }
+        if let Some((i, key)) = parse("projections") {
+            let edges = &circuit.edges[i];
+            let name = match key.as_str() {
+                "weight" => "syn_weight",
+                "delay_ms" => "delay",
+                other => other,
+            };
+            return crate::sonata::error(&edges.edges_file, format!("population \"{}\" (projection \"{}\")", edges.population, self.spec.projections[i].name), format!("{name}: {message}"));
+        }
+        e
     }
 }
 

@@ -115,7 +115,8 @@ pub fn contiguous(costs: &[f64], rank: usize, size: usize) -> Range<usize> {
 
 /// The synapses expected between each pair of distinct shards `(a, b)`, `a < b`, both
 /// directions summed: a projection's expected count spread evenly over its source and target
-/// neurons (every rule draws its sources or targets uniformly).
+/// neurons (every rule draws its sources or targets uniformly), or, for listed synapses
+/// (`ConnectionRule::Explicit`), their count.
 pub fn shard_graph(model: &Model, ranges: &[Range<u32>]) -> BTreeMap<(usize, usize), f64> {
     let spec = &model.spec;
     let mut first = BTreeMap::new();
@@ -137,8 +138,19 @@ pub fn shard_graph(model: &Model, ranges: &[Range<u32>]) -> BTreeMap<(usize, usi
             .collect()
     };
     let mut graph = BTreeMap::new();
-    for p in &spec.projections {
+    let shard_of = |id: u32| ranges.partition_point(|r| r.end <= id);
+    for (pi, p) in spec.projections.iter().enumerate() {
         let (Some(src), Some(tgt)) = (first.get(p.source.as_str()), first.get(p.target.as_str())) else { continue };
+        // Listed synapses (SONATA edges) are counted, not expected.
+        if let Some(list) = model.explicit_synapses(pi) {
+            for (&pre, &post) in list.pre.iter().zip(&list.post) {
+                let (a, b) = (shard_of(src.start + pre), shard_of(tgt.start + post));
+                if a != b {
+                    *graph.entry((a.min(b), a.max(b))).or_insert(0.0) += 1.0;
+                }
+            }
+            continue;
+        }
         let expected = model.expected_synapses_of(p);
         let (from, into) = (shares(src), shares(tgt));
         for &(a, fa) in &from {

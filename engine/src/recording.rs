@@ -316,6 +316,9 @@ impl Recorder {
         let err = |source| OutputError::Hdf5 { path: path.display().to_string(), source };
         write_hdf5(path, |file| {
             let spikes = file.create_group("spikes").map_err(err)?;
+            if let Some(circuit) = &model.circuit {
+                return self.write_sonata_spikes(&spikes, circuit, err);
+            }
             for (r, rec) in self.spikes.iter().enumerate() {
                 let (timestamps, node_ids) = self.spike_train(r)?;
                 // Recorded step by step, each step's spikes by id: sorted by time as recorded.
@@ -327,6 +330,29 @@ impl Recorder {
             }
             Ok(())
         })
+    }
+
+    /// The spikes of a SONATA circuit's model under its node populations and `node_id`s (the
+    /// populations of one node population's types merged), sorted by time, then id.
+    fn write_sonata_spikes(&self, spikes: &hdf5::Group, circuit: &crate::sonata::Circuit, err: impl Fn(hdf5::Error) -> OutputError) -> Result<(), OutputError> {
+        let recorded: Vec<usize> = self.spikes.iter().map(|s| s.population).collect();
+        for (name, members) in circuit.report_groups(&recorded) {
+            let mut train: Vec<(f64, u64)> = Vec::new();
+            for p in members {
+                let r = recorded.iter().position(|&q| q == p).expect("a recorded population");
+                let (times, ids) = self.spike_train(r)?;
+                let node_ids = &circuit.nodes[p].node_ids;
+                train.extend(times.into_iter().zip(ids.into_iter().map(|i| node_ids[i as usize])));
+            }
+            train.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let (timestamps, node_ids): (Vec<f64>, Vec<u64>) = train.into_iter().unzip();
+            let group = spikes.create_group(&name).map_err(&err)?;
+            group.new_attr::<Sorting>().create("sorting").and_then(|a| a.write_scalar(&Sorting::by_time)).map_err(&err)?;
+            let ts = group.new_dataset_builder().with_data(&timestamps).create("timestamps").map_err(&err)?;
+            write_str_attr(&ts, "units", "ms").map_err(&err)?;
+            group.new_dataset_builder().with_data(&node_ids).create("node_ids").map_err(&err)?;
+        }
+        Ok(())
     }
 
     /// Writes `probes.h5`: `/<probe>/time_ms`, `/<probe>/values` (samples x sites) and

@@ -1,0 +1,742 @@
+//! SONATA circuits (the format of BMTK and NEST's `SonataNetwork`): nodes and edges HDF5 files
+//! with their CSV type tables, read into the populations and projections of a [`Model`].
+//!
+//! A model file's `[sonata]` section names a `circuit_config.json` (and optionally a simulation
+//! config); [`import`] reads the circuit into the model's populations and projections, and the
+//! model then goes through the normal validation, estimate and build. There is no second
+//! schema: a SONATA node type is a `lif_cuba` population, a group of edges a projection whose
+//! rule is [`ConnectionRule::Explicit`], its synapses listed one by one in the [`Circuit`] the
+//! model carries (the builder lays them out as it lays out drawn ones). `fum run --sonata`
+//! writes that model file ([`model_text`]) so a checkpoint holds it and a resumed run reads
+//! the same circuit again.
+//!
+//! Mapping: each (node population, `node_type_id`) becomes one population, its neurons in
+//! ascending `node_id`, named after the node population (`<population>:<node_type_id>` where a
+//! node population has several types). Each edge population becomes one projection per
+//! (source population, target population, sign of the weight), edges in file order: NEST reads
+//! a negative weight as inhibitory, fum stores a magnitude on the inhibitory receptor.
+//! `spikes.h5` maps the neurons back to their node population and `node_id`.
+//! docs/sonata.md lists what is read and what is refused.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use hdf5::types::{VarLenAscii, VarLenUnicode};
+use serde_json::Value;
+
+use crate::model::{ConnectionRule, Distribution, ModelError, NeuronModel, PopulationSpec, ProjectionSpec, Receptor, SonataSpec};
+
+/// Synapses given one by one: population-local sources and targets, weight magnitudes and
+/// delays, in the order the circuit lists them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SynapseList {
+    pub pre: Vec<u32>,
+    pub post: Vec<u32>,
+    pub weight: Vec<f32>,
+    pub delay_ms: Vec<f64>,
+}
+
+impl SynapseList {
+    pub fn len(&self) -> usize {
+        self.pre.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.pre.is_empty()
+    }
+    fn push(&mut self, pre: u32, post: u32, weight: f32, delay_ms: f64) {
+        self.pre.push(pre);
+        self.post.push(post);
+        self.weight.push(weight);
+        self.delay_ms.push(delay_ms);
+    }
+}
+
+/// Where a population came from: its node population, node type and ids.
+#[derive(Clone, Debug)]
+pub struct NodeSet {
+    pub population: String,
+    pub node_type_id: i64,
+    /// SONATA `node_id` of each neuron, ascending.
+    pub node_ids: Vec<u64>,
+    /// The node-types CSV and the dynamics_params file, for messages.
+    pub types_file: PathBuf,
+    pub params_file: Option<PathBuf>,
+}
+
+/// Where a projection came from, and its synapses.
+#[derive(Clone, Debug)]
+pub struct EdgeSet {
+    pub population: String,
+    pub edges_file: PathBuf,
+    pub synapses: SynapseList,
+}
+
+/// An imported circuit: one [`NodeSet`] per population and one [`EdgeSet`] per projection of
+/// the model, in the model's order.
+#[derive(Clone, Debug)]
+pub struct Circuit {
+    pub nodes: Vec<NodeSet>,
+    pub edges: Vec<EdgeSet>,
+    /// A hash of everything read (node ids, types, parameters, synapses): part of the model's
+    /// hash, so that a checkpoint of another circuit is refused.
+    pub digest: u64,
+}
+
+impl Circuit {
+    /// The SONATA node populations of the recorded populations `recorded` (model indices), in
+    /// order of first appearance, each with the populations it holds.
+    pub fn report_groups(&self, recorded: &[usize]) -> Vec<(String, Vec<usize>)> {
+        let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+        for &p in recorded {
+            let name = &self.nodes[p].population;
+            match groups.iter_mut().find(|(n, _)| n == name) {
+                Some((_, members)) => members.push(p),
+                None => groups.push((name.clone(), vec![p])),
+            }
+        }
+        groups
+    }
+}
+
+/// The model's error for a SONATA file: the file, then where in it (population, type id) and
+/// the field.
+pub(crate) fn error(file: &Path, place: impl Into<String>, message: impl Into<String>) -> ModelError {
+    ModelError::Sonata { file: file.display().to_string(), place: place.into(), message: message.into() }
+}
+
+/// A config file's JSON, with its manifest's `$NAME` and `${configdir}` substituted in every
+/// string and relative paths left relative to the file's folder (see [`resolve`]).
+struct Config {
+    path: PathBuf,
+    json: Value,
+}
+
+impl Config {
+    fn read(path: &Path) -> Result<Config, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| error(path, "", format!("cannot read: {e}")))?;
+        let mut json: Value = serde_json::from_str(&text).map_err(|e| error(path, "", format!("not JSON: {e}")))?;
+        let dir = path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let mut manifest: Vec<(String, String)> = Vec::new();
+        if let Some(m) = json.get("manifest") {
+            let Some(m) = m.as_object() else { return Err(error(path, "", "manifest: must be an object of \"$NAME\": \"value\"")) };
+            for (k, v) in m {
+                let Some(v) = v.as_str() else { return Err(error(path, "", format!("manifest.{k}: must be a string"))) };
+                manifest.push((k.trim_start_matches('$').trim_start_matches('{').trim_end_matches('}').to_string(), v.to_string()));
+            }
+        }
+        // Longest names first, so that $BASE does not replace the start of $BASE_DIR.
+        manifest.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+        let configdir = dir.display().to_string();
+        let substitute = |s: &str| -> Result<String, ModelError> {
+            let mut s = s.replace("${configdir}", &configdir);
+            for _ in 0..16 {
+                if !s.contains('$') {
+                    return Ok(s);
+                }
+                let before = s.clone();
+                for (k, v) in &manifest {
+                    s = s.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
+                }
+                s = s.replace("${configdir}", &configdir);
+                if s == before {
+                    break;
+                }
+            }
+            if s.contains('$') {
+                return Err(error(path, "", format!("\"{s}\": a $NAME the manifest does not define (or defines in a cycle)")));
+            }
+            Ok(s)
+        };
+        fn walk(v: &mut Value, f: &dyn Fn(&str) -> Result<String, ModelError>) -> Result<(), ModelError> {
+            match v {
+                Value::String(s) => *s = f(s)?,
+                Value::Array(a) => a.iter_mut().try_for_each(|x| walk(x, f))?,
+                Value::Object(o) => o.iter_mut().filter(|(k, _)| k.as_str() != "manifest").try_for_each(|(_, x)| walk(x, f))?,
+                _ => {}
+            }
+            Ok(())
+        }
+        walk(&mut json, &substitute)?;
+        Ok(Config { path: path.to_path_buf(), json })
+    }
+
+    /// A path the config names: relative ones are relative to the config's folder.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.path.parent().unwrap_or(Path::new(".")).join(p) }
+    }
+
+    fn string(&self, value: &Value, field: &str) -> Result<String, ModelError> {
+        value.as_str().map(str::to_string).ok_or_else(|| error(&self.path, "", format!("{field}: must be a string (got {value})")))
+    }
+}
+
+/// The configs `path` names: a circuit config (`networks`), a simulation config (`run`), or a
+/// config that references either through `network` / `simulation`.
+pub struct Configs {
+    pub circuit: PathBuf,
+    pub simulation: Option<PathBuf>,
+}
+
+/// Finds the circuit and simulation configs from the file given to `fum run --sonata`.
+pub fn configs(path: &Path) -> Result<Configs, ModelError> {
+    let top = Config::read(path)?;
+    let named = |key: &str| -> Result<Option<PathBuf>, ModelError> { top.json.get(key).map(|v| top.string(v, key).map(|s| top.resolve(&s))).transpose() };
+    let circuit = match (top.json.get("networks"), named("network")?) {
+        (Some(_), _) => path.to_path_buf(),
+        (None, Some(p)) => p,
+        (None, None) => return Err(error(path, "", "neither a circuit config (no \"networks\") nor a config naming one (no \"network\")")),
+    };
+    let simulation = match named("simulation")? {
+        Some(p) => Some(p),
+        None if top.json.get("run").is_some() => Some(path.to_path_buf()),
+        None => None,
+    };
+    Ok(Configs { circuit: absolute(&circuit), simulation: simulation.map(|p| absolute(&p)) })
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// The model file `fum run --sonata` runs: `[simulation]` from the simulation config's
+/// `run.dt` and `run.tstop` (`duration_ms` overrides it; `fallback_ms` stands in where neither
+/// is given, else that is an error), `[sonata]` naming the configs.
+pub fn model_text(path: &Path, duration_ms: Option<f64>, fallback_ms: Option<f64>) -> Result<String, ModelError> {
+    let configs = configs(path)?;
+    let (mut dt, mut tstop) = (None, None);
+    if let Some(sim) = &configs.simulation {
+        let config = Config::read(sim)?;
+        if let Some(run) = config.json.get("run") {
+            let number = |key: &str| -> Result<Option<f64>, ModelError> {
+                run.get(key).map(|v| v.as_f64().ok_or_else(|| error(sim, "", format!("run.{key}: must be a number (got {v})")))).transpose()
+            };
+            dt = number("dt")?;
+            tstop = number("tstop")?;
+            for (key, value) in [("dt", dt), ("tstop", tstop)] {
+                if let Some(v) = value.filter(|v| !(*v > 0.0 && v.is_finite())) {
+                    return Err(error(sim, "", format!("run.{key}: must be positive and finite (got {v})")));
+                }
+            }
+        }
+    }
+    let Some(duration) = duration_ms.or(tstop).or(fallback_ms) else {
+        return Err(error(path, "", "no duration: give --duration, or a simulation config with run.tstop"));
+    };
+    let quote = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    let mut text = format!("# A SONATA circuit, as `fum run --sonata {}` reads it.\n[simulation]\n", path.display());
+    if let Some(dt) = dt {
+        text += &format!("dt_ms = {dt:?}\n");
+    }
+    text += &format!("duration_ms = {duration:?}\n\n[sonata]\ncircuit_config = {}\n", quote(&configs.circuit));
+    if let Some(sim) = &configs.simulation {
+        text += &format!("simulation_config = {}\n", quote(sim));
+    }
+    Ok(text)
+}
+
+/// What [`import`] adds to a model.
+pub struct Imported {
+    pub populations: Vec<PopulationSpec>,
+    pub projections: Vec<ProjectionSpec>,
+    pub circuit: Circuit,
+}
+
+/// Reads the circuit of a `[sonata]` section (paths relative to the model file `model_path`).
+pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, ModelError> {
+    let base = model_path.parent().unwrap_or(Path::new("."));
+    let circuit_path = base.join(&section.circuit_config);
+    if let Some(sim) = &section.simulation_config {
+        refuse_inputs(&base.join(sim))?;
+    }
+    let config = Config::read(&circuit_path)?;
+    if config.json.get("run").is_some() && section.simulation_config.is_none() {
+        refuse_inputs(&circuit_path)?;
+    }
+    let components = config.json.get("components");
+    let dir_of = |key: &str| -> Result<Option<PathBuf>, ModelError> { components.and_then(|c| c.get(key)).map(|v| config.string(v, &format!("components.{key}")).map(|s| config.resolve(&s))).transpose() };
+    let neuron_dir = dir_of("point_neuron_models_dir")?;
+    let synapse_dir = dir_of("synaptic_models_dir")?;
+    let networks = config.json.get("networks").ok_or_else(|| error(&circuit_path, "", "networks: missing"))?;
+    let list = |key: &str| -> Result<Vec<Value>, ModelError> {
+        match networks.get(key) {
+            None => Ok(Vec::new()),
+            Some(Value::Array(a)) => Ok(a.clone()),
+            Some(v) => Err(error(&circuit_path, "", format!("networks.{key}: must be a list (got {v})"))),
+        }
+    };
+    let file_of = |entry: &Value, key: &str, list: &str, i: usize| -> Result<PathBuf, ModelError> {
+        let v = entry.get(key).ok_or_else(|| error(&circuit_path, "", format!("networks.{list}[{i}].{key}: missing")))?;
+        Ok(config.resolve(&config.string(v, &format!("networks.{list}[{i}].{key}"))?))
+    };
+
+    let mut digest = Digest::new();
+    let mut populations = Vec::new();
+    let mut nodes = Vec::new();
+    // Per node population: node_id -> (population index, local index).
+    let mut where_is: HashMap<String, HashMap<u64, (usize, u32)>> = HashMap::new();
+    let node_entries = list("nodes")?;
+    if node_entries.is_empty() {
+        return Err(error(&circuit_path, "", "networks.nodes: the circuit has no nodes"));
+    }
+    for (i, entry) in node_entries.iter().enumerate() {
+        let h5 = file_of(entry, "nodes_file", "nodes", i)?;
+        let csv = file_of(entry, "node_types_file", "nodes", i)?;
+        let types = TypeTable::read(&csv)?;
+        let file = open(&h5)?;
+        let root = file.group("nodes").map_err(|_| error(&h5, "", "no /nodes group"))?;
+        for pop in root.member_names().map_err(|e| error(&h5, "/nodes", e.to_string()))? {
+            if where_is.contains_key(&pop) {
+                return Err(error(&h5, format!("population \"{pop}\""), "a node population of this name was read already"));
+            }
+            let g = root.group(&pop).map_err(|e| error(&h5, format!("/nodes/{pop}"), e.to_string()))?;
+            let at = format!("/nodes/{pop}");
+            let type_ids: Vec<i64> = read(&g, &h5, &at, "node_type_id")?;
+            let n = type_ids.len();
+            let node_ids: Vec<u64> = if g.link_exists("node_id") { read(&g, &h5, &at, "node_id")? } else { (0..n as u64).collect() };
+            same_len(&h5, &at, "node_id", node_ids.len(), n)?;
+            refuse_node_groups(&g, &h5, &at)?;
+            let mut by_type: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+            for (&t, &id) in type_ids.iter().zip(&node_ids) {
+                by_type.entry(t).or_default().push(id);
+            }
+            let several = by_type.len() > 1;
+            let mut ids_here = HashMap::with_capacity(n);
+            for (type_id, mut ids) in by_type {
+                ids.sort_unstable();
+                let place = format!("population \"{pop}\", node_type_id {type_id}");
+                let row = types.row(type_id).ok_or_else(|| error(&csv, &place, format!("no row of node_type_id {type_id} (used by {} nodes of {})", ids.len(), h5.display())))?;
+                let (spec, params_file) = neuron(&types, row, &place, neuron_dir.as_deref(), &config, &mut digest)?;
+                let index = populations.len();
+                for (local, &id) in ids.iter().enumerate() {
+                    if ids_here.insert(id, (index, local as u32)).is_some() {
+                        return Err(error(&h5, format!("{at}/node_id"), format!("node_id {id} appears twice")));
+                    }
+                }
+                digest.add(pop.as_bytes());
+                digest.add(&type_id.to_le_bytes());
+                digest.add(bytemuck::cast_slice(&ids));
+                let name = if several { format!("{pop}:{type_id}") } else { pop.clone() };
+                populations.push(PopulationSpec { name, size: u32::try_from(ids.len()).unwrap_or(u32::MAX), ..spec });
+                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, types_file: csv.clone(), params_file });
+            }
+            where_is.insert(pop, ids_here);
+        }
+    }
+
+    let mut projections = Vec::new();
+    let mut edges = Vec::new();
+    for (i, entry) in list("edges")?.iter().enumerate() {
+        let h5 = file_of(entry, "edges_file", "edges", i)?;
+        let csv = file_of(entry, "edge_types_file", "edges", i)?;
+        let types = TypeTable::read(&csv)?;
+        let file = open(&h5)?;
+        let root = file.group("edges").map_err(|_| error(&h5, "", "no /edges group"))?;
+        for pop in root.member_names().map_err(|e| error(&h5, "/edges", e.to_string()))? {
+            let g = root.group(&pop).map_err(|e| error(&h5, format!("/edges/{pop}"), e.to_string()))?;
+            let at = format!("/edges/{pop}");
+            let sources: Vec<u64> = read(&g, &h5, &at, "source_node_id")?;
+            let targets: Vec<u64> = read(&g, &h5, &at, "target_node_id")?;
+            let type_ids: Vec<i64> = read(&g, &h5, &at, "edge_type_id")?;
+            let n = sources.len();
+            same_len(&h5, &at, "target_node_id", targets.len(), n)?;
+            same_len(&h5, &at, "edge_type_id", type_ids.len(), n)?;
+            let node_population = |dataset: &str| -> Result<String, ModelError> {
+                let ds = g.dataset(dataset).map_err(|e| error(&h5, format!("{at}/{dataset}"), e.to_string()))?;
+                string_attr(&ds, "node_population").ok_or_else(|| error(&h5, format!("{at}/{dataset}"), "attribute node_population: missing (the node population the ids belong to)"))
+            };
+            let (src_pop, tgt_pop) = (node_population("source_node_id")?, node_population("target_node_id")?);
+            let lookup = |name: &str, dataset: &str| {
+                where_is.get(name).ok_or_else(|| error(&h5, format!("{at}/{dataset}"), format!("attribute node_population: no node population \"{name}\" in the circuit's nodes")))
+            };
+            let (src_ids, tgt_ids) = (lookup(&src_pop, "source_node_id")?, lookup(&tgt_pop, "target_node_id")?);
+            let (weight_of_edge, delay_of_edge, nsyns_of_edge) = edge_groups(&g, &h5, &at, n)?;
+            // Per edge type: (weight, delay, nsyns) from the CSV, read once.
+            let mut per_type: HashMap<i64, (Option<f64>, Option<f64>, Option<f64>)> = HashMap::new();
+            // (source population, target population, inhibitory) -> projection.
+            let mut groups: BTreeMap<(usize, usize, bool), SynapseList> = BTreeMap::new();
+            for e in 0..n {
+                let t = type_ids[e];
+                let place = || format!("population \"{pop}\", edge {e}, edge_type_id {t}");
+                let typed = match per_type.get(&t) {
+                    Some(v) => *v,
+                    None => {
+                        let row = types.row(t).ok_or_else(|| error(&csv, format!("population \"{pop}\", edge_type_id {t}"), format!("no row of edge_type_id {t} (used by edge {e} of {})", h5.display())))?;
+                        let v = synapse_type(&types, row, &format!("population \"{pop}\", edge_type_id {t}"), synapse_dir.as_deref(), &config)?;
+                        per_type.insert(t, v);
+                        v
+                    }
+                };
+                let weight = weight_of_edge.as_ref().map(|w| w[e]).or(typed.0).ok_or_else(|| error(&csv, place(), "syn_weight: missing, per edge and per edge type"))?;
+                let delay = delay_of_edge.as_ref().map(|d| d[e]).or(typed.1).ok_or_else(|| error(&csv, place(), "delay: missing, per edge and per edge type"))?;
+                let nsyns = nsyns_of_edge.as_ref().map(|k| k[e]).or(typed.2).unwrap_or(1.0);
+                // BMTK's point networks connect with weight syn_weight x nsyns.
+                let weight = weight * nsyns;
+                if !weight.is_finite() || !delay.is_finite() {
+                    return Err(error(&h5, place(), format!("syn_weight x nsyns and delay must be finite (got {weight} and {delay})")));
+                }
+                let &(sp, pre) = src_ids.get(&sources[e]).ok_or_else(|| error(&h5, format!("{at}/source_node_id"), format!("edge {e}: node {} is not in node population \"{src_pop}\"", sources[e])))?;
+                let &(tp, post) = tgt_ids.get(&targets[e]).ok_or_else(|| error(&h5, format!("{at}/target_node_id"), format!("edge {e}: node {} is not in node population \"{tgt_pop}\"", targets[e])))?;
+                groups.entry((sp, tp, weight < 0.0)).or_default().push(pre, post, weight.abs() as f32, delay);
+            }
+            let single = groups.len() == 1;
+            for ((sp, tp, inhibitory), synapses) in groups {
+                let name = if single { pop.clone() } else { format!("{pop}:{}->{}{}", populations[sp].name, populations[tp].name, if inhibitory { ":inhibitory" } else { "" }) };
+                digest.add(name.as_bytes());
+                digest.add(bytemuck::cast_slice(&synapses.pre));
+                digest.add(bytemuck::cast_slice(&synapses.post));
+                digest.add(bytemuck::cast_slice(&synapses.weight));
+                digest.add(bytemuck::cast_slice(&synapses.delay_ms));
+                projections.push(ProjectionSpec {
+                    name,
+                    source: populations[sp].name.clone(),
+                    target: populations[tp].name.clone(),
+                    rule: ConnectionRule::Explicit(synapses.len() as u64),
+                    receptor: if inhibitory { Receptor::Inhibitory } else { Receptor::Excitatory },
+                    weight: span(synapses.weight.iter().map(|&w| f64::from(w))),
+                    delay_ms: Some(span(synapses.delay_ms.iter().copied())),
+                    plasticity: None,
+                    allow_autapses: true,
+                    allow_multapses: true,
+                });
+                edges.push(EdgeSet { population: pop.clone(), edges_file: h5.clone(), synapses });
+            }
+        }
+    }
+    Ok(Imported { populations, projections, circuit: Circuit { nodes, edges, digest: digest.0 } })
+}
+
+/// A constant where every value is the same, else the range they span (validated as a
+/// distribution would be: delays within [dt, the largest delay], weights finite in `f32`).
+fn span(values: impl Iterator<Item = f64>) -> Distribution {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo == hi || lo > hi { Distribution::Constant(if lo > hi { 0.0 } else { lo }) } else { Distribution::Uniform { uniform: [lo, hi] } }
+}
+
+/// FNV-1a 64 over what was read.
+struct Digest(u64);
+
+impl Digest {
+    fn new() -> Digest {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// A simulation config's `inputs`: spike inputs drive `virtual` nodes, which fum does not run yet.
+fn refuse_inputs(path: &Path) -> Result<(), ModelError> {
+    let config = Config::read(path)?;
+    if let Some(inputs) = config.json.get("inputs").and_then(Value::as_object).filter(|o| !o.is_empty()) {
+        let (name, input) = inputs.iter().next().expect("not empty");
+        let kind = input.get("input_type").and_then(Value::as_str).unwrap_or("?");
+        return Err(error(path, format!("inputs.{name}"), format!("input_type \"{kind}\": inputs (spike trains into virtual nodes, currents) are not supported yet")));
+    }
+    Ok(())
+}
+
+fn open(path: &Path) -> Result<hdf5::File, ModelError> {
+    hdf5::File::open(path).map_err(|e| error(path, "", format!("cannot open as HDF5: {e}")))
+}
+
+/// A 1-D dataset `name` of group `g` (at `at` in file `file`), converted to `T`.
+fn read<T: hdf5::H5Type>(g: &hdf5::Group, file: &Path, at: &str, name: &str) -> Result<Vec<T>, ModelError> {
+    let ds = g.dataset(name).map_err(|_| error(file, format!("{at}/{name}"), "missing"))?;
+    if ds.ndim() != 1 {
+        return Err(error(file, format!("{at}/{name}"), format!("must be one-dimensional (has shape {:?})", ds.shape())));
+    }
+    ds.read_raw::<T>().map_err(|e| error(file, format!("{at}/{name}"), format!("cannot read as {}: {e}", std::any::type_name::<T>())))
+}
+
+fn same_len(file: &Path, at: &str, name: &str, len: usize, expected: usize) -> Result<(), ModelError> {
+    if len == expected { Ok(()) } else { Err(error(file, format!("{at}/{name}"), format!("has {len} entries, the population {expected}"))) }
+}
+
+/// A string attribute as h5py (variable-length) or other writers (fixed-length) store it.
+fn string_attr(ds: &hdf5::Dataset, name: &str) -> Option<String> {
+    let a = ds.attr(name).ok()?;
+    if let Ok(s) = a.read_scalar::<VarLenUnicode>() {
+        return Some(s.as_str().to_string());
+    }
+    if let Ok(s) = a.read_scalar::<VarLenAscii>() {
+        return Some(s.as_str().to_string());
+    }
+    a.read_scalar::<hdf5::types::FixedAscii<256>>().ok().map(|s| s.as_str().to_string())
+}
+
+/// Per-node attributes that would change a neuron's dynamics: refused (fum's populations share
+/// their parameters); others (positions, tuning angles) do not affect a point neuron and are ignored.
+fn refuse_node_groups(g: &hdf5::Group, file: &Path, at: &str) -> Result<(), ModelError> {
+    for member in g.member_names().map_err(|e| error(file, at, e.to_string()))? {
+        let Ok(group) = g.group(&member) else { continue };
+        for name in group.member_names().map_err(|e| error(file, format!("{at}/{member}"), e.to_string()))? {
+            if matches!(name.as_str(), "dynamics_params" | "model_type" | "model_template") || NEST_NAMES.iter().any(|(nest, _)| *nest == name) {
+                return Err(error(file, format!("{at}/{member}/{name}"), format!("per-node {name} is not supported: fum's populations share their parameters; give it per node type in the node-types CSV")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The per-edge `syn_weight`, `delay` and `nsyns` of an edge population, where its groups
+/// have them (each edge's value from its group, by `edge_group_id` and `edge_group_index`).
+#[allow(clippy::type_complexity)]
+fn edge_groups(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<(Option<Vec<f64>>, Option<Vec<f64>>, Option<Vec<f64>>), ModelError> {
+    let mut group_names: Vec<String> = Vec::new();
+    for member in g.member_names().map_err(|e| error(file, at, e.to_string()))? {
+        if g.group(&member).is_ok() && member != "indices" && member != "indicies" {
+            group_names.push(member);
+        }
+    }
+    if group_names.is_empty() {
+        return Ok((None, None, None));
+    }
+    let group_id: Vec<i64> = if g.link_exists("edge_group_id") { read(g, file, at, "edge_group_id")? } else if group_names.len() == 1 { vec![group_names[0].parse().unwrap_or(0); n] } else { return Err(error(file, format!("{at}/edge_group_id"), "missing, and the population has several groups")) };
+    let group_index: Vec<i64> = if g.link_exists("edge_group_index") { read(g, file, at, "edge_group_index")? } else if group_names.len() == 1 { (0..n as i64).collect() } else { return Err(error(file, format!("{at}/edge_group_index"), "missing, and the population has several groups")) };
+    same_len(file, at, "edge_group_id", group_id.len(), n)?;
+    same_len(file, at, "edge_group_index", group_index.len(), n)?;
+    // Per group: its datasets of each field.
+    let mut columns: HashMap<i64, [Option<Vec<f64>>; 3]> = HashMap::new();
+    for name in &group_names {
+        let sub = g.group(name).expect("listed as a group");
+        let here = format!("{at}/{name}");
+        let id: i64 = name.parse().map_err(|_| error(file, &here, "an edge group's name must be its edge_group_id (an integer)"))?;
+        let mut fields: [Option<Vec<f64>>; 3] = [None, None, None];
+        for member in sub.member_names().map_err(|e| error(file, &here, e.to_string()))? {
+            match member.as_str() {
+                "syn_weight" => fields[0] = Some(read(&sub, file, &here, "syn_weight")?),
+                "delay" => fields[1] = Some(read(&sub, file, &here, "delay")?),
+                "nsyns" => fields[2] = Some(read(&sub, file, &here, "nsyns")?),
+                "dynamics_params" | "model_template" | "weight_function" | "weight" => {
+                    return Err(error(file, format!("{here}/{member}"), format!("per-edge {member} is not supported (per edge: syn_weight, delay, nsyns)")));
+                }
+                // Positions and other properties that only BMTK's weight functions read.
+                _ => {}
+            }
+        }
+        columns.insert(id, fields);
+    }
+    let mut out: [Option<Vec<f64>>; 3] = [None, None, None];
+    for (f, column) in out.iter_mut().enumerate() {
+        if !columns.values().any(|c| c[f].is_some()) {
+            continue;
+        }
+        let field = ["syn_weight", "delay", "nsyns"][f];
+        let mut values = Vec::with_capacity(n);
+        for e in 0..n {
+            let fields = columns.get(&group_id[e]).ok_or_else(|| error(file, format!("{at}/edge_group_id"), format!("edge {e}: no group {}", group_id[e])))?;
+            let Some(v) = &fields[f] else {
+                return Err(error(file, format!("{at}/{}", group_id[e]), format!("{field}: given per edge in another group but not in this one")));
+            };
+            let k = usize::try_from(group_index[e]).ok().filter(|&k| k < v.len()).ok_or_else(|| error(file, format!("{at}/edge_group_index"), format!("edge {e}: index {} outside group {} ({} entries)", group_index[e], group_id[e], v.len())))?;
+            values.push(v[k]);
+        }
+        *column = Some(values);
+    }
+    let [w, d, k] = out;
+    Ok((w, d, k))
+}
+
+/// A space-separated type table (node or edge types), as BMTK writes it: a header row, then a
+/// row per type; values with spaces are in double quotes.
+struct TypeTable {
+    path: PathBuf,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    by_id: HashMap<i64, usize>,
+}
+
+impl TypeTable {
+    fn read(path: &Path) -> Result<TypeTable, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|e| error(path, "", format!("cannot read: {e}")))?;
+        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let Some((_, head)) = lines.next() else { return Err(error(path, "", "empty: a type table needs a header row")) };
+        let header = split(head);
+        let id_key = header.iter().position(|h| h == "node_type_id" || h == "edge_type_id").ok_or_else(|| error(path, "line 1", "the header has no node_type_id or edge_type_id column"))?;
+        let mut rows = Vec::new();
+        let mut by_id = HashMap::new();
+        for (i, line) in lines {
+            let row = split(line);
+            if row.len() != header.len() {
+                return Err(error(path, format!("line {}", i + 1), format!("{} values under {} column names", row.len(), header.len())));
+            }
+            let id: i64 = row[id_key].parse().map_err(|_| error(path, format!("line {}", i + 1), format!("{}: not an integer: {:?}", header[id_key], row[id_key])))?;
+            if by_id.insert(id, rows.len()).is_some() {
+                return Err(error(path, format!("line {}", i + 1), format!("{} {id} appears twice", header[id_key])));
+            }
+            rows.push(row);
+        }
+        Ok(TypeTable { path: path.to_path_buf(), header, rows, by_id })
+    }
+
+    fn row(&self, id: i64) -> Option<usize> {
+        self.by_id.get(&id).copied()
+    }
+
+    /// Column `key` of row `row`, where present and not empty or NULL/None/nan (pandas' blanks).
+    fn get(&self, row: usize, key: &str) -> Option<&str> {
+        let c = self.header.iter().position(|h| h == key)?;
+        let v = self.rows[row][c].as_str();
+        (!matches!(v, "" | "NULL" | "None" | "nan" | "NaN")).then_some(v)
+    }
+
+    fn number(&self, row: usize, key: &str, place: &str) -> Result<Option<f64>, ModelError> {
+        self.get(row, key).map(|v| v.parse::<f64>().map_err(|_| error(&self.path, place, format!("{key}: not a number: {v:?}")))).transpose()
+    }
+}
+
+/// Whitespace-separated fields; a field in double quotes may hold spaces.
+fn split(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = line.trim().chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut field = String::new();
+        if c == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    c => field.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                field.push(c);
+                chars.next();
+            }
+        }
+        out.push(field);
+    }
+    out
+}
+
+/// NEST's `iaf_psc_exp` parameters and the `lif_cuba` fields they set: the same units (pF, ms,
+/// mV, pA), so the values are taken as they are.
+pub const NEST_NAMES: [(&str, &str); 10] = [
+    ("C_m", "c_m_pf"),
+    ("tau_m", "tau_m_ms"),
+    ("t_ref", "t_ref_ms"),
+    ("E_L", "e_l_mv"),
+    ("V_th", "v_th_mv"),
+    ("V_reset", "v_reset_mv"),
+    ("tau_syn_ex", "tau_syn_ex_ms"),
+    ("tau_syn_in", "tau_syn_in_ms"),
+    ("I_e", "i_e_pa"),
+    ("V_m", "v_init_mv"),
+];
+
+/// The `lif_cuba` population of node-type row `row`, and its dynamics_params file.
+fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config: &Config, digest: &mut Digest) -> Result<(PopulationSpec, Option<PathBuf>), ModelError> {
+    let csv = &types.path;
+    match types.get(row, "model_type") {
+        Some("point_neuron") | Some("point_process") => {}
+        Some("virtual") => return Err(error(csv, place, "model_type \"virtual\": virtual nodes (spike sources fed from a spike file) are not supported yet")),
+        Some(other) => return Err(error(csv, place, format!("model_type \"{other}\" is not supported (supported: point_neuron)"))),
+        None => return Err(error(csv, place, "model_type: missing")),
+    }
+    let template = types.get(row, "model_template").ok_or_else(|| error(csv, place, "model_template: missing (supported: nest:iaf_psc_exp)"))?;
+    if template != "nest:iaf_psc_exp" {
+        return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: nest:iaf_psc_exp)")));
+    }
+    digest.add(template.as_bytes());
+    // NEST's defaults of iaf_psc_exp (the membrane starts at -70 mV, whatever E_L).
+    let mut spec = PopulationSpec {
+        name: String::new(),
+        size: 0,
+        model: NeuronModel::LifCuba,
+        tau_m_ms: 10.0,
+        c_m_pf: 250.0,
+        e_l_mv: -70.0,
+        v_th_mv: -55.0,
+        v_reset_mv: -70.0,
+        t_ref_ms: 2.0,
+        tau_syn_ex_ms: 2.0,
+        tau_syn_in_ms: 2.0,
+        i_e_pa: 0.0,
+        e_ex_mv: None,
+        e_in_mv: None,
+        integrator: None,
+        v_init_mv: Some(Distribution::Constant(-70.0)),
+        syn_ex_init: None,
+        syn_in_init: None,
+    };
+    let Some(params) = types.get(row, "dynamics_params") else { return Ok((spec, None)) };
+    let path = params_path(params, dir, config);
+    let text = std::fs::read_to_string(&path).map_err(|e| error(&path, place, format!("cannot read the dynamics_params file ({} names it): {e}", csv.display())))?;
+    let json: Value = serde_json::from_str(&text).map_err(|e| error(&path, place, format!("not JSON: {e}")))?;
+    let Some(object) = json.as_object() else { return Err(error(&path, place, "dynamics_params must be a JSON object of NEST parameters")) };
+    for (key, value) in object {
+        let Some(&(_, field)) = NEST_NAMES.iter().find(|(nest, _)| nest == key) else {
+            let known: Vec<&str> = NEST_NAMES.iter().map(|(n, _)| *n).collect();
+            return Err(error(&path, place, format!("{key}: not a parameter of nest:iaf_psc_exp that fum supports ({})", known.join(", "))));
+        };
+        let Some(v) = value.as_f64() else { return Err(error(&path, place, format!("{key}: must be a number (got {value})"))) };
+        digest.add(key.as_bytes());
+        digest.add(&v.to_le_bytes());
+        match field {
+            "c_m_pf" => spec.c_m_pf = v,
+            "tau_m_ms" => spec.tau_m_ms = v,
+            "t_ref_ms" => spec.t_ref_ms = v,
+            "e_l_mv" => spec.e_l_mv = v,
+            "v_th_mv" => spec.v_th_mv = v,
+            "v_reset_mv" => spec.v_reset_mv = v,
+            "tau_syn_ex_ms" => spec.tau_syn_ex_ms = v,
+            "tau_syn_in_ms" => spec.tau_syn_in_ms = v,
+            "i_e_pa" => spec.i_e_pa = v,
+            "v_init_mv" => spec.v_init_mv = Some(Distribution::Constant(v)),
+            _ => unreachable!("every NEST name maps to a field"),
+        }
+    }
+    Ok((spec, Some(path)))
+}
+
+/// A dynamics_params file: absolute, or in the components folder.
+fn params_path(name: &str, dir: Option<&Path>, config: &Config) -> PathBuf {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.map_or_else(|| config.resolve(name), |d| d.join(p))
+    }
+}
+
+/// The per-type weight, delay and nsyns of edge-type row `row`, after checking its model.
+fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config: &Config) -> Result<(Option<f64>, Option<f64>, Option<f64>), ModelError> {
+    let csv = &types.path;
+    if let Some(template) = types.get(row, "model_template") {
+        if !matches!(template, "static_synapse" | "nest:static_synapse") {
+            return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: static_synapse)")));
+        }
+    }
+    if let Some(f) = types.get(row, "weight_function").filter(|f| *f != "default_weight_fnc") {
+        return Err(error(csv, place, format!("weight_function \"{f}\": BMTK's Python weight functions are not supported (give syn_weight per edge)")));
+    }
+    if let Some(params) = types.get(row, "dynamics_params") {
+        let path = params_path(params, dir, config);
+        let text = std::fs::read_to_string(&path).map_err(|e| error(&path, place, format!("cannot read the dynamics_params file ({} names it): {e}", csv.display())))?;
+        let json: Value = serde_json::from_str(&text).map_err(|e| error(&path, place, format!("not JSON: {e}")))?;
+        match json.as_object() {
+            Some(o) if o.is_empty() => {}
+            Some(o) => {
+                let key = o.keys().next().expect("not empty");
+                return Err(error(&path, place, format!("{key}: static_synapse parameters in dynamics_params are not supported (give syn_weight and delay per edge or edge type)")));
+            }
+            None => return Err(error(&path, place, "dynamics_params must be a JSON object")),
+        }
+    }
+    Ok((types.number(row, "syn_weight", place)?, types.number(row, "delay", place)?, types.number(row, "nsyns", place)?))
+}
