@@ -1,0 +1,291 @@
+//! SONATA circuits: a circuit holding a model file's synapses builds into the same synapse
+//! blocks (rows, targets, delays, weights, in order) and gives the same spikes as the file;
+//! mistakes in a circuit's files name the file, the population or type id, and the field.
+//! (python/tests/test_sonata.py writes circuits with h5py, an independent writer, and checks
+//! `fum run --sonata` against `fum run`.)
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use fum::Model;
+use fum::engine::components::{Shard, SynapseBlocks};
+use hdf5::types::VarLenUnicode;
+
+const TOML: &str = r#"[simulation]
+dt_ms = 0.1
+duration_ms = 200.0
+seed = 3
+
+[[populations]]
+name = "E"
+size = 160
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = -65.0
+v_th_mv = -50.0
+v_reset_mv = -65.0
+i_e_pa = 300.0
+v_init_mv = -65.0
+
+[[populations]]
+name = "I"
+size = 40
+model = "lif_cuba"
+i_e_pa = 400.0
+v_init_mv = -70.0
+
+[[projections]]
+name = "p0"
+source = "E"
+target = "E"
+rule = { fixed_probability = 0.1 }
+weight = { uniform = [10.0, 40.0] }
+delay_ms = { uniform = [0.5, 3.0] }
+
+[[projections]]
+name = "p1"
+source = "E"
+target = "I"
+rule = { fixed_indegree = 20 }
+weight = 30.0
+delay_ms = 1.5
+
+[[projections]]
+name = "p2"
+source = "I"
+target = "E"
+receptor = "inhibitory"
+rule = { fixed_outdegree = 30 }
+weight = { uniform = [50.0, 90.0] }
+delay_ms = 0.7
+
+[recording]
+spikes = ["E", "I"]
+"#;
+
+/// NEST's names of the populations' parameters above.
+fn params(population: &str) -> String {
+    match population {
+        "E" => r#"{"tau_m": 20.0, "E_L": -65.0, "V_th": -50.0, "V_reset": -65.0, "I_e": 300.0, "V_m": -65.0}"#.into(),
+        _ => r#"{"I_e": 400.0}"#.into(),
+    }
+}
+
+/// Every block as (shard, projection, row pointers, targets, delays, weight bits), in order.
+#[allow(clippy::type_complexity)]
+fn blocks(sim: &mut fum::Simulation) -> Vec<(usize, usize, Vec<u32>, Vec<u16>, Vec<u16>, Vec<u32>)> {
+    let mut query = sim.world.query::<(&Shard, &SynapseBlocks)>();
+    let mut all: Vec<_> = query
+        .iter(&sim.world)
+        .flat_map(|(shard, blocks)| {
+            blocks.0.iter().map(move |b| {
+                let n = b.target.len();
+                (shard.index, b.projection, b.row_ptr.to_vec(), b.target.to_vec(), (0..n).map(|k| b.delay.get(k)).collect(), (0..n).map(|k| b.weight.get(k).to_bits()).collect())
+            })
+        })
+        .collect();
+    all.sort_by_key(|b| (b.0, b.1));
+    all
+}
+
+fn string_attr(ds: &hdf5::Dataset, name: &str, value: &str) {
+    let value: VarLenUnicode = value.parse().unwrap();
+    ds.new_attr::<VarLenUnicode>().create(name).unwrap().write_scalar(&value).unwrap();
+}
+
+/// One edge population: (name, source and target node populations, pre, post, signed
+/// weights, delays in ms).
+type Edges = (String, String, String, Vec<u64>, Vec<u64>, Vec<f64>, Vec<f64>);
+
+/// Writes a circuit of node populations `E` and `I` (one type each, NEST parameters as the
+/// TOML model's) and `edges`, with `node_types`/`edge_types` as the CSV tables.
+fn write_circuit(dir: &Path, sizes: &[(&str, u64)], node_types: &str, edges: &[Edges], edge_types: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("params")).unwrap();
+    for (pop, _) in sizes {
+        std::fs::write(dir.join(format!("params/{pop}.json")), params(pop)).unwrap();
+    }
+    std::fs::write(dir.join("node_types.csv"), node_types).unwrap();
+    std::fs::write(dir.join("edge_types.csv"), edge_types).unwrap();
+    let file = hdf5::File::create(dir.join("nodes.h5")).unwrap();
+    let nodes = file.create_group("nodes").unwrap();
+    for (t, &(pop, n)) in sizes.iter().enumerate() {
+        let g = nodes.create_group(pop).unwrap();
+        g.new_dataset_builder().with_data(&vec![100 + t as i64; n as usize]).create("node_type_id").unwrap();
+        g.new_dataset_builder().with_data(&(0..n).collect::<Vec<u64>>()).create("node_id").unwrap();
+    }
+    let file = hdf5::File::create(dir.join("edges.h5")).unwrap();
+    let root = file.create_group("edges").unwrap();
+    for (name, src, tgt, pre, post, weight, delay) in edges {
+        let g = root.create_group(name).unwrap();
+        string_attr(&g.new_dataset_builder().with_data(pre).create("source_node_id").unwrap(), "node_population", src);
+        string_attr(&g.new_dataset_builder().with_data(post).create("target_node_id").unwrap(), "node_population", tgt);
+        g.new_dataset_builder().with_data(&vec![1i64; pre.len()]).create("edge_type_id").unwrap();
+        g.new_dataset_builder().with_data(&vec![0i64; pre.len()]).create("edge_group_id").unwrap();
+        g.new_dataset_builder().with_data(&(0..pre.len() as i64).collect::<Vec<_>>()).create("edge_group_index").unwrap();
+        let g0 = g.create_group("0").unwrap();
+        g0.new_dataset_builder().with_data(weight).create("syn_weight").unwrap();
+        g0.new_dataset_builder().with_data(delay).create("delay").unwrap();
+    }
+    let config = serde_json::json!({
+        "manifest": {"$BASE": "${configdir}"},
+        "components": {"point_neuron_models_dir": "$BASE/params"},
+        "networks": {
+            "nodes": [{"nodes_file": "$BASE/nodes.h5", "node_types_file": "$BASE/node_types.csv"}],
+            "edges": [{"edges_file": "$BASE/edges.h5", "edge_types_file": "$BASE/edge_types.csv"}]
+        }
+    });
+    std::fs::write(dir.join("circuit_config.json"), config.to_string()).unwrap();
+    dir.join("circuit_config.json")
+}
+
+const NODE_TYPES: &str = "node_type_id model_type model_template dynamics_params\n100 point_neuron nest:iaf_psc_exp E.json\n101 point_neuron nest:iaf_psc_exp I.json\n";
+const EDGE_TYPES: &str = "edge_type_id model_template\n1 static_synapse\n";
+
+/// The TOML model's synapses as edge populations `p0`, `p1`, `p2`, in the order of its blocks
+/// (shard by shard, row by row), inhibitory weights negative as NEST has them.
+fn edges_of(model: &Model, shards: usize) -> Vec<Edges> {
+    let mut sim = fum::Simulation::from_model(model, 1, shards).unwrap();
+    let dt = model.spec.simulation.dt_ms;
+    let mut out: Vec<Edges> = Vec::new();
+    for (i, p) in model.spec.projections.iter().enumerate() {
+        let sign = if p.receptor == fum::engine::model::Receptor::Inhibitory { -1.0 } else { 1.0 };
+        let first = |name: &str| if name == "E" { 0 } else { 160 };
+        let mut e: Edges = (p.name.clone(), p.source.clone(), p.target.clone(), vec![], vec![], vec![], vec![]);
+        for (shard, _, row_ptr, target, delay, weight) in blocks(&mut sim).into_iter().filter(|b| b.1 == i) {
+            let shard_start = fum::engine::build::partition(200, shards)[shard].start;
+            for row in 0..row_ptr.len() - 1 {
+                for k in row_ptr[row] as usize..row_ptr[row + 1] as usize {
+                    e.3.push(row as u64);
+                    e.4.push(u64::from(shard_start + u32::from(target[k]) - first(&p.target)));
+                    e.5.push(sign * f64::from(f32::from_bits(weight[k])));
+                    e.6.push(f64::from(delay[k]) * dt);
+                }
+            }
+        }
+        out.push(e);
+    }
+    out
+}
+
+#[test]
+fn a_circuit_of_a_models_synapses_builds_the_same_blocks_and_spikes() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = common::parse(TOML);
+    for shards in [1, 3] {
+        let edges = edges_of(&toml, shards);
+        let config = write_circuit(&dir.path().join(format!("c{shards}")), &[("E", 160), ("I", 40)], NODE_TYPES, &edges, EDGE_TYPES);
+        let text = format!("[simulation]\ndt_ms = 0.1\nduration_ms = 200.0\n\n[sonata]\ncircuit_config = {config:?}\n");
+        let sonata = Model::parse(&text, &dir.path().join("m.toml")).unwrap();
+        assert_eq!(sonata.spec.projections.len(), 3);
+        assert_eq!(sonata.expected_synapses(), edges.iter().map(|e| e.3.len()).sum::<usize>() as f64);
+        let (mut a, mut b) = (fum::Simulation::from_model(&toml, 2, shards).unwrap(), fum::Simulation::from_model(&sonata, 2, shards).unwrap());
+        assert_eq!(blocks(&mut a), blocks(&mut b), "{shards} shards");
+        let (a, b) = (common::simulate(&toml, 2, shards), common::simulate(&sonata, 2, shards));
+        assert!(common::spikes(&a).len() > 500, "the network fires");
+        assert_eq!(common::spikes(&a), common::spikes(&b));
+    }
+}
+
+/// `fum check --sonata` on a circuit: its error message (empty if it is valid).
+fn check(config: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["check", "--sonata"]).arg(config).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.success(), stderr.is_empty(), "{stderr}");
+    stderr
+}
+
+fn small_edges(weight: f64) -> Vec<Edges> {
+    vec![("EI".into(), "E".into(), "I".into(), vec![0, 1, 2], vec![0, 0, 1], vec![weight; 3], vec![1.0; 3])]
+}
+
+#[track_caller]
+fn expect(dir: &Path, node_types: &str, edges: &[Edges], edge_types: &str, fragments: &[&str]) {
+    let config = write_circuit(dir, &[("E", 10), ("I", 5)], node_types, edges, edge_types);
+    let err = check(&config);
+    for f in fragments {
+        assert!(err.contains(f), "\"{f}\" missing from: {err}");
+    }
+}
+
+#[test]
+fn a_valid_circuit_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(-5.0), EDGE_TYPES);
+    assert_eq!(check(&config), "");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["check", "--sonata"]).arg(&config).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("projection EI") && stdout.contains("E -> I: ~3 synapses"), "{stdout}");
+}
+
+#[test]
+fn unsupported_neuron_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let types = NODE_TYPES.replace("101 point_neuron nest:iaf_psc_exp", "101 point_neuron nest:iaf_psc_alpha");
+    expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: model_template \"nest:iaf_psc_alpha\" is not supported (supported: nest:iaf_psc_exp)"]);
+}
+
+#[test]
+fn virtual_nodes_are_refused_naming_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let types = NODE_TYPES.replace("100 point_neuron nest:iaf_psc_exp E.json", "100 virtual NULL NULL");
+    expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"E\", node_type_id 100: model_type \"virtual\": virtual nodes (spike sources fed from a spike file) are not supported yet"]);
+}
+
+#[test]
+fn unsupported_synapse_model_and_parameter() {
+    let dir = tempfile::tempdir().unwrap();
+    expect(&dir.path().join("a"), NODE_TYPES, &small_edges(1.0), "edge_type_id model_template\n1 stdp_synapse\n", &["edge_types.csv: population \"EI\", edge_type_id 1: model_template \"stdp_synapse\" is not supported (supported: static_synapse)"]);
+    std::fs::create_dir_all(dir.path().join("b/params")).unwrap();
+    let config = write_circuit(&dir.path().join("b"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    std::fs::write(dir.path().join("b/params/I.json"), r#"{"I_e": 1.0, "gsl_error_tol": 1e-6}"#).unwrap();
+    let err = check(&config);
+    assert!(err.contains("I.json: population \"I\", node_type_id 101: gsl_error_tol: not a parameter of nest:iaf_psc_exp that fum supports"), "{err}");
+}
+
+#[test]
+fn missing_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_type = NODE_TYPES.lines().take(2).collect::<Vec<_>>().join("\n");
+    expect(&dir.path().join("a"), &no_type, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: no row of node_type_id 101 (used by 5 nodes of"]);
+    let config = write_circuit(&dir.path().join("b"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    let file = hdf5::File::open_rw(dir.path().join("b/edges.h5")).unwrap();
+    file.unlink("edges/EI/0/syn_weight").unwrap();
+    drop(file);
+    assert!(check(&config).contains("edge_types.csv: population \"EI\", edge 0, edge_type_id 1: syn_weight: missing, per edge and per edge type"), "{}", check(&config));
+    let file = hdf5::File::open_rw(dir.path().join("b/edges.h5")).unwrap();
+    file.dataset("edges/EI/target_node_id").unwrap().delete_attr("node_population").unwrap();
+    drop(file);
+    assert!(check(&config).contains("edges.h5: /edges/EI/target_node_id: attribute node_population: missing"), "{}", check(&config));
+}
+
+#[test]
+fn inconsistent_files() {
+    let dir = tempfile::tempdir().unwrap();
+    // A target outside its node population.
+    let edges = vec![("EI".into(), "E".into(), "I".into(), vec![0], vec![7], vec![1.0], vec![1.0])];
+    expect(&dir.path().join("a"), NODE_TYPES, &edges, EDGE_TYPES, &["edges.h5: /edges/EI/target_node_id: edge 0: node 7 is not in node population \"I\""]);
+    // Not an HDF5 file.
+    let config = write_circuit(&dir.path().join("b"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    std::fs::write(dir.path().join("b/nodes.h5"), "not hdf5").unwrap();
+    assert!(check(&config).contains("nodes.h5: cannot open as HDF5"), "{}", check(&config));
+    // A delay below one step, told in the circuit's terms.
+    let edges = vec![("EI".into(), "E".into(), "I".into(), vec![0], vec![1], vec![1.0], vec![0.01])];
+    expect(&dir.path().join("c"), NODE_TYPES, &edges, EDGE_TYPES, &["edges.h5: population \"EI\" (projection \"EI\"): delay: a delay of 0.01 ms is shorter than one step"]);
+    // V_reset above V_th, told as NEST's parameter.
+    std::fs::create_dir_all(dir.path().join("d")).unwrap();
+    let config = write_circuit(&dir.path().join("d"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    std::fs::write(dir.path().join("d/params/I.json"), r#"{"V_reset": -40.0}"#).unwrap();
+    assert!(check(&config).contains("I.json: population \"I\", node_type_id 101: V_reset: must be below v_th_mv (-55 mV)"), "{}", check(&config));
+}
+
+#[test]
+fn spike_inputs_are_refused_naming_the_feature() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    let sim = dir.path().join("simulation_config.json");
+    std::fs::write(&sim, r#"{"network": "circuit_config.json", "run": {"tstop": 10.0, "dt": 0.1}, "inputs": {"lgn": {"input_type": "spikes", "module": "h5", "input_file": "lgn.h5", "node_set": "lgn"}}}"#).unwrap();
+    let err = check(&sim);
+    assert!(err.contains("simulation_config.json: inputs.lgn: input_type \"spikes\": inputs (spike trains into virtual nodes, currents) are not supported yet"), "{err}");
+    drop(config);
+}
