@@ -276,7 +276,7 @@ fn inconsistent_files() {
     std::fs::create_dir_all(dir.path().join("d")).unwrap();
     let config = write_circuit(&dir.path().join("d"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
     std::fs::write(dir.path().join("d/params/I.json"), r#"{"V_reset": -40.0}"#).unwrap();
-    assert!(check(&config).contains("I.json: population \"I\", node_type_id 101: V_reset: must be below v_th_mv (-55 mV)"), "{}", check(&config));
+    assert!(check(&config).contains("I.json: population \"I\", node_type_id 101: V_reset: must be below V_th (-55 mV)"), "{}", check(&config));
 }
 
 #[test]

@@ -317,6 +317,7 @@ fn build_block(
         ConnectionRule::Explicit(_) => {
             let list = model.explicit_synapses(pi).expect("an explicit projection has its synapse list");
             (0..list.len())
+                .into_par_iter()
                 .filter(|&k| posts.contains(&list.post[k]))
                 .map(|k| {
                     let mut w = list.weight[k];

@@ -686,6 +686,8 @@ impl Model {
             let nodes = &circuit.nodes[i];
             let nest = crate::sonata::NEST_NAMES.iter().find(|(_, f)| *f == key).map_or(key.as_str(), |(n, _)| *n);
             let file = nodes.params_file.as_ref().unwrap_or(&nodes.types_file);
+            // The message may name another field (`must be below v_th_mv`): NEST's name too.
+            let message = crate::sonata::NEST_NAMES.iter().fold(message.clone(), |m, (nest, field)| m.replace(field, nest));
             return crate::sonata::error(file, format!("population \"{}\", node_type_id {}", nodes.population, nodes.node_type_id), format!("{nest}: {message}"));
         }
         if let Some((i, key)) = parse("projections") {

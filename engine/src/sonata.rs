@@ -740,3 +740,34 @@ fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, 
     }
     Ok((types.number(row, "syn_weight", place)?, types.number(row, "delay", place)?, types.number(row, "nsyns", place)?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_tables_split_on_spaces_and_keep_quoted_values() {
+        assert_eq!(split("100  point_neuron \"a b\" x.json"), ["100", "point_neuron", "a b", "x.json"]);
+        assert_eq!(split("1 \"say \"\"hi\"\"\" NULL"), ["1", "say \"hi\"", "NULL"]);
+        assert!(split("   ").is_empty());
+    }
+
+    #[test]
+    fn manifest_names_are_substituted_longest_first_and_through_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("circuit_config.json");
+        std::fs::write(&path, r#"{"manifest": {"$BASE": "/nowhere", "$BASE_DIR": "${configdir}", "$NET": "$BASE_DIR/network"}, "networks": {"nodes": [{"nodes_file": "${NET}/n.h5", "node_types_file": "$BASE/t.csv"}]}}"#).unwrap();
+        let config = Config::read(&path).unwrap();
+        let nodes = &config.json["networks"]["nodes"][0];
+        assert_eq!(nodes["nodes_file"], format!("{}/network/n.h5", dir.path().display()));
+        assert_eq!(nodes["node_types_file"], "/nowhere/t.csv");
+        std::fs::write(&path, r#"{"manifest": {"$A": "$B", "$B": "$A"}, "networks": {"nodes": ["$A"]}}"#).unwrap();
+        assert!(Config::read(&path).err().unwrap().to_string().contains("a $NAME the manifest does not define (or defines in a cycle)"));
+    }
+
+    #[test]
+    fn equal_values_make_a_constant_and_others_their_range() {
+        assert_eq!(span([1.5, 1.5].into_iter()), Distribution::Constant(1.5));
+        assert_eq!(span([2.0, 0.5, 1.0].into_iter()), Distribution::Uniform { uniform: [0.5, 2.0] });
+    }
+}
