@@ -139,6 +139,15 @@ fn write_circuit(dir: &Path, sizes: &[(&str, u64)], node_types: &str, edges: &[E
     dir.join("circuit_config.json")
 }
 
+/// Held by each test: HDF5 locks the files it opens (flock), and a `fum` process spawned by one
+/// test while another test has a circuit file open inherits that descriptor and its lock, so a
+/// third reader of the file would be refused. One test at a time.
+static FILES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    FILES.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 const NODE_TYPES: &str = "node_type_id model_type model_template dynamics_params\n100 point_neuron nest:iaf_psc_exp E.json\n101 point_neuron nest:iaf_psc_exp I.json\n";
 const EDGE_TYPES: &str = "edge_type_id model_template\n1 static_synapse\n";
 
@@ -170,6 +179,7 @@ fn edges_of(model: &Model, shards: usize) -> Vec<Edges> {
 
 #[test]
 fn a_circuit_of_a_models_synapses_builds_the_same_blocks_and_spikes() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let toml = common::parse(TOML);
     for shards in [1, 3] {
@@ -210,6 +220,7 @@ fn expect(dir: &Path, node_types: &str, edges: &[Edges], edge_types: &str, fragm
 
 #[test]
 fn a_valid_circuit_checks() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(-5.0), EDGE_TYPES);
     assert_eq!(check(&config), "");
@@ -220,6 +231,7 @@ fn a_valid_circuit_checks() {
 
 #[test]
 fn unsupported_neuron_model() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let types = NODE_TYPES.replace("101 point_neuron nest:iaf_psc_exp", "101 point_neuron nest:iaf_psc_alpha");
     expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: model_template \"nest:iaf_psc_alpha\" is not supported (supported: nest:iaf_psc_exp)"]);
@@ -227,6 +239,7 @@ fn unsupported_neuron_model() {
 
 #[test]
 fn virtual_nodes_are_refused_naming_the_feature() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let types = NODE_TYPES.replace("100 point_neuron nest:iaf_psc_exp E.json", "100 virtual NULL NULL");
     expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"E\", node_type_id 100: model_type \"virtual\": virtual nodes (spike sources fed from a spike file) are not supported yet"]);
@@ -234,6 +247,7 @@ fn virtual_nodes_are_refused_naming_the_feature() {
 
 #[test]
 fn unsupported_synapse_model_and_parameter() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     expect(&dir.path().join("a"), NODE_TYPES, &small_edges(1.0), "edge_type_id model_template\n1 stdp_synapse\n", &["edge_types.csv: population \"EI\", edge_type_id 1: model_template \"stdp_synapse\" is not supported (supported: static_synapse)"]);
     std::fs::create_dir_all(dir.path().join("b/params")).unwrap();
@@ -245,6 +259,7 @@ fn unsupported_synapse_model_and_parameter() {
 
 #[test]
 fn missing_fields() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let no_type = NODE_TYPES.lines().take(2).collect::<Vec<_>>().join("\n");
     expect(&dir.path().join("a"), &no_type, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: no row of node_type_id 101 (used by 5 nodes of"]);
@@ -261,6 +276,7 @@ fn missing_fields() {
 
 #[test]
 fn inconsistent_files() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     // A target outside its node population.
     let edges = vec![("EI".into(), "E".into(), "I".into(), vec![0], vec![7], vec![1.0], vec![1.0])];
@@ -281,6 +297,7 @@ fn inconsistent_files() {
 
 #[test]
 fn spike_inputs_are_refused_naming_the_feature() {
+    let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
     let sim = dir.path().join("simulation_config.json");

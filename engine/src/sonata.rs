@@ -350,9 +350,9 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                 where_is.get(name).ok_or_else(|| error(&h5, format!("{at}/{dataset}"), format!("attribute node_population: no node population \"{name}\" in the circuit's nodes")))
             };
             let (src_ids, tgt_ids) = (lookup(&src_pop, "source_node_id")?, lookup(&tgt_pop, "target_node_id")?);
-            let (weight_of_edge, delay_of_edge, nsyns_of_edge) = edge_groups(&g, &h5, &at, n)?;
-            // Per edge type: (weight, delay, nsyns) from the CSV, read once.
-            let mut per_type: HashMap<i64, (Option<f64>, Option<f64>, Option<f64>)> = HashMap::new();
+            let per_edge = edge_groups(&g, &h5, &at, n)?;
+            // Per edge type, from the CSV, read once.
+            let mut per_type: HashMap<i64, Synapse<f64>> = HashMap::new();
             // (source population, target population, inhibitory) -> projection.
             let mut groups: BTreeMap<(usize, usize, bool), SynapseList> = BTreeMap::new();
             for e in 0..n {
@@ -367,9 +367,9 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                         v
                     }
                 };
-                let weight = weight_of_edge.as_ref().map(|w| w[e]).or(typed.0).ok_or_else(|| error(&csv, place(), "syn_weight: missing, per edge and per edge type"))?;
-                let delay = delay_of_edge.as_ref().map(|d| d[e]).or(typed.1).ok_or_else(|| error(&csv, place(), "delay: missing, per edge and per edge type"))?;
-                let nsyns = nsyns_of_edge.as_ref().map(|k| k[e]).or(typed.2).unwrap_or(1.0);
+                let weight = per_edge.syn_weight.as_ref().map(|w| w[e]).or(typed.syn_weight).ok_or_else(|| error(&csv, place(), "syn_weight: missing, per edge and per edge type"))?;
+                let delay = per_edge.delay.as_ref().map(|d| d[e]).or(typed.delay).ok_or_else(|| error(&csv, place(), "delay: missing, per edge and per edge type"))?;
+                let nsyns = per_edge.nsyns.as_ref().map(|k| k[e]).or(typed.nsyns).unwrap_or(1.0);
                 // BMTK's point networks connect with weight syn_weight x nsyns.
                 let weight = weight * nsyns;
                 if !weight.is_finite() || !delay.is_finite() {
@@ -410,7 +410,7 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
 /// distribution would be: delays within [dt, the largest delay], weights finite in `f32`).
 fn span(values: impl Iterator<Item = f64>) -> Distribution {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if lo == hi || lo > hi { Distribution::Constant(if lo > hi { 0.0 } else { lo }) } else { Distribution::Uniform { uniform: [lo, hi] } }
+    if lo >= hi { Distribution::Constant(if lo > hi { 0.0 } else { lo }) } else { Distribution::Uniform { uniform: [lo, hi] } }
 }
 
 /// FNV-1a 64 over what was read.
@@ -481,10 +481,18 @@ fn refuse_node_groups(g: &hdf5::Group, file: &Path, at: &str) -> Result<(), Mode
     Ok(())
 }
 
+/// A synapse's values that the circuit may give per edge or per edge type, where given: `T`
+/// is `f64` for an edge type, `Vec<f64>` (one per edge) for an edge population.
+#[derive(Clone, Copy, Debug, Default)]
+struct Synapse<T> {
+    syn_weight: Option<T>,
+    delay: Option<T>,
+    nsyns: Option<T>,
+}
+
 /// The per-edge `syn_weight`, `delay` and `nsyns` of an edge population, where its groups
 /// have them (each edge's value from its group, by `edge_group_id` and `edge_group_index`).
-#[allow(clippy::type_complexity)]
-fn edge_groups(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<(Option<Vec<f64>>, Option<Vec<f64>>, Option<Vec<f64>>), ModelError> {
+fn edge_groups(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<Synapse<Vec<f64>>, ModelError> {
     let mut group_names: Vec<String> = Vec::new();
     for member in g.member_names().map_err(|e| error(file, at, e.to_string()))? {
         if g.group(&member).is_ok() && member != "indices" && member != "indicies" {
@@ -492,7 +500,7 @@ fn edge_groups(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<(Opti
         }
     }
     if group_names.is_empty() {
-        return Ok((None, None, None));
+        return Ok(Synapse::default());
     }
     let group_id: Vec<i64> = if g.link_exists("edge_group_id") { read(g, file, at, "edge_group_id")? } else if group_names.len() == 1 { vec![group_names[0].parse().unwrap_or(0); n] } else { return Err(error(file, format!("{at}/edge_group_id"), "missing, and the population has several groups")) };
     let group_index: Vec<i64> = if g.link_exists("edge_group_index") { read(g, file, at, "edge_group_index")? } else if group_names.len() == 1 { (0..n as i64).collect() } else { return Err(error(file, format!("{at}/edge_group_index"), "missing, and the population has several groups")) };
@@ -536,8 +544,8 @@ fn edge_groups(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<(Opti
         }
         *column = Some(values);
     }
-    let [w, d, k] = out;
-    Ok((w, d, k))
+    let [syn_weight, delay, nsyns] = out;
+    Ok(Synapse { syn_weight, delay, nsyns })
 }
 
 /// A space-separated type table (node or edge types), as BMTK writes it: a header row, then a
@@ -715,12 +723,10 @@ fn params_path(name: &str, dir: Option<&Path>, config: &Config) -> PathBuf {
 }
 
 /// The per-type weight, delay and nsyns of edge-type row `row`, after checking its model.
-fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config: &Config) -> Result<(Option<f64>, Option<f64>, Option<f64>), ModelError> {
+fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config: &Config) -> Result<Synapse<f64>, ModelError> {
     let csv = &types.path;
-    if let Some(template) = types.get(row, "model_template") {
-        if !matches!(template, "static_synapse" | "nest:static_synapse") {
-            return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: static_synapse)")));
-        }
+    if let Some(template) = types.get(row, "model_template").filter(|t| !matches!(*t, "static_synapse" | "nest:static_synapse")) {
+        return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: static_synapse)")));
     }
     if let Some(f) = types.get(row, "weight_function").filter(|f| *f != "default_weight_fnc") {
         return Err(error(csv, place, format!("weight_function \"{f}\": BMTK's Python weight functions are not supported (give syn_weight per edge)")));
@@ -738,7 +744,7 @@ fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, 
             None => return Err(error(&path, place, "dynamics_params must be a JSON object")),
         }
     }
-    Ok((types.number(row, "syn_weight", place)?, types.number(row, "delay", place)?, types.number(row, "nsyns", place)?))
+    Ok(Synapse { syn_weight: types.number(row, "syn_weight", place)?, delay: types.number(row, "delay", place)?, nsyns: types.number(row, "nsyns", place)? })
 }
 
 #[cfg(test)]
