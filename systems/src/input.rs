@@ -17,7 +17,8 @@ impl Plugin for InputPlugin {
 }
 
 /// Adds each neuron's Poisson count times the weight to the ring slot read in this step. The
-/// count of neuron `id` at step `t` comes from Philox block (input, id, t): the same on any shard.
+/// count of neuron `id` at step `t` comes from Philox block (input, id, t): the same on any shard
+/// (drawn eight neurons at a time where the CPU can).
 pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res<PoissonSources>, clock: Res<Clock>, seed: Res<Seed>) {
     if sources.0.is_empty() {
         return;
@@ -32,8 +33,7 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
             let hi = src.target.end.min(shard.neurons.end);
             let quantum = to_fixed(src.weight);
             let ring = block.ring_mut(src.receptor).sums;
-            for id in lo..hi {
-                let w = key.block(Purpose::PoissonInput, src.index, id, step);
+            key.for_each_block(Purpose::PoissonInput, src.index, lo..hi, step, |id, w| {
                 let u = uniform_f64(w[0], w[1]);
                 // The table gives `poisson`'s count (the device's loop) without its divisions.
                 let k = match &src.per_neuron {
@@ -48,7 +48,7 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
                 if k > 0 {
                     ring[slot.start + (id - shard.neurons.start) as usize] += i64::from(k) * quantum;
                 }
-            }
+            });
         }
     });
 }
