@@ -133,6 +133,16 @@ enum Command {
     Inspect {
         checkpoint: PathBuf,
     },
+    /// Write a model as a SONATA circuit (nodes and edges HDF5, type tables, NEST parameters,
+    /// circuit and simulation configs) with the synapses it builds for its seed, for BMTK or
+    /// NEST; `fum run --sonata DIR/simulation_config.json` gives the model's spikes again.
+    Export {
+        /// Model file (TOML).
+        model: PathBuf,
+        /// The folder to write the circuit into.
+        #[arg(long, value_name = "DIR")]
+        sonata: PathBuf,
+    },
     /// Validate a model file (or a SONATA circuit) and print its size.
     Check {
         #[arg(required_unless_present = "sonata")]
@@ -360,6 +370,7 @@ fn main() -> ExitCode {
         Command::Info { bandwidth } => cmd_info(bandwidth),
         Command::Inspect { checkpoint } => cmd_inspect(checkpoint),
         Command::Check { model, sonata } => cmd_check(ModelSource::of(model, sonata)),
+        Command::Export { model, sonata } => cmd_export(model, sonata),
         Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
         Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, peers, python, peers_script, .. } => {
             let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
@@ -761,6 +772,14 @@ fn plot(reports: &[fum::bench::BenchReport], stem: &std::path::Path) -> anyhow::
         println!("plots: {}", plots.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
     }
     Ok(!plots.is_empty())
+}
+
+/// Writes a model as a SONATA circuit and says where.
+fn cmd_export(path: PathBuf, dir: PathBuf) -> anyhow::Result<Outcome> {
+    let model = Model::load(&path)?;
+    let e = fum::engine::sonata::export(&model, &dir)?;
+    println!("{}: {} neurons, {} synapses as a SONATA circuit: {} (run it with fum run --sonata {})", path.display(), e.neurons, e.synapses, e.circuit_config.display(), e.simulation_config.display());
+    Ok(Outcome::Finished)
 }
 
 /// Validates a model, prints its size and the memory it needs, and refuses one that this

@@ -197,6 +197,33 @@ fn a_circuit_of_a_models_synapses_builds_the_same_blocks_and_spikes() {
     }
 }
 
+#[test]
+fn an_exported_model_runs_with_the_same_spikes() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model.toml");
+    std::fs::write(&model, TOML.replace("duration_ms = 200.0", "duration_ms = 100.0")).unwrap();
+    let fum = |args: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let circuit = dir.path().join("circuit");
+    let said = fum(&["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]);
+    assert!(said.contains("200 neurons"), "{said}");
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fum(&["run".as_ref(), model.as_os_str(), "--out".as_ref(), a.as_os_str(), "--quiet".as_ref()]);
+    fum(&["run".as_ref(), "--sonata".as_ref(), circuit.join("simulation_config.json").as_os_str(), "--out".as_ref(), b.as_os_str(), "--quiet".as_ref(), "--shards".as_ref(), "3".as_ref()]);
+    let pops = [("E", 0), ("I", 160)];
+    let spikes = common::spikes_h5(&a.join("spikes.h5"), &pops, 0.1);
+    assert!(spikes.len() > 200, "the network fires");
+    assert_eq!(spikes, common::spikes_h5(&b.join("spikes.h5"), &pops, 0.1));
+    // What a circuit cannot say is refused.
+    std::fs::write(&model, TOML.replace("v_init_mv = -70.0", "v_init_mv = { uniform = [-70.0, -60.0] }")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), dir.path().join("c").as_os_str()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" draws its initial state per neuron"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// `fum check --sonata` on a circuit: its error message (empty if it is valid).
 fn check(config: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["check", "--sonata"]).arg(config).output().unwrap();

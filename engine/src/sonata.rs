@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use hdf5::types::{VarLenAscii, VarLenUnicode};
 use serde_json::Value;
 
+use crate::Model;
 use crate::model::{ConnectionRule, Distribution, ModelError, NeuronModel, PopulationSpec, ProjectionSpec, Receptor, SonataSpec};
 
 /// Synapses given one by one: population-local sources and targets, weight magnitudes and
@@ -745,6 +746,182 @@ fn synapse_type(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, 
         }
     }
     Ok(Synapse { syn_weight: types.number(row, "syn_weight", place)?, delay: types.number(row, "delay", place)?, nsyns: types.number(row, "nsyns", place)? })
+}
+
+/// What [`export`] wrote.
+pub struct Exported {
+    pub circuit_config: PathBuf,
+    pub simulation_config: PathBuf,
+    pub neurons: u64,
+    pub synapses: u64,
+}
+
+/// Why a model cannot be written as a SONATA circuit.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Build(#[from] crate::BuildError),
+    #[error("cannot write {path}: {message}")]
+    Write { path: String, message: String },
+}
+
+/// Writes `model` as a SONATA circuit under `dir`, as BMTK lays one out (`network/nodes.h5`,
+/// `edges.h5` and their type tables, `components/` with NEST parameters, `circuit_config.json`
+/// and `simulation_config.json`): one node population and type per population (node ids its
+/// local ids), one edge population per projection with the synapses the model builds for its
+/// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
+/// Refused: what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, initial
+/// state drawn per neuron, plasticity, Poisson inputs. DC inputs are added to `I_e`.
+pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
+    let spec = &model.spec;
+    let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
+    for p in &spec.populations {
+        if p.model != NeuronModel::LifCuba {
+            return refuse(format!("population \"{}\" is lif_coba (exported: lif_cuba as nest:iaf_psc_exp)", p.name));
+        }
+        if p.v_init_mv.is_some_and(|d| !matches!(d, Distribution::Constant(_))) || [p.syn_ex_init, p.syn_in_init].iter().any(|d| d.is_some_and(|d| d != Distribution::Constant(0.0))) {
+            return refuse(format!("population \"{}\" draws its initial state per neuron (exported: a constant v_init_mv, syn_ex_init and syn_in_init 0)", p.name));
+        }
+    }
+    if let Some(p) = spec.projections.iter().find(|p| p.plasticity.is_some()) {
+        return refuse(format!("projection \"{}\" is plastic (exported: static synapses)", p.name));
+    }
+    if let Some(i) = spec.inputs.iter().find(|i| i.kind == crate::model::InputKind::Poisson) {
+        return refuse(format!("input \"{}\" is Poisson (spike inputs into virtual nodes are not supported yet)", i.name));
+    }
+    if !spec.structural.is_empty() {
+        return refuse("[[structural]] plasticity".into());
+    }
+    let write_err = |path: &Path, e: &dyn std::fmt::Display| ExportError::Write { path: path.display().to_string(), message: e.to_string() };
+    let network = dir.join("network");
+    let neurons_dir = dir.join("components/point_neuron_models");
+    let synapses_dir = dir.join("components/synaptic_models");
+    for d in [&network, &neurons_dir, &synapses_dir] {
+        std::fs::create_dir_all(d).map_err(|e| write_err(d, &e))?;
+    }
+    let write = |path: PathBuf, text: String| std::fs::write(&path, text).map_err(|e| write_err(&path, &e));
+    let h5 = |path: &Path, e: hdf5::Error| write_err(path, &e);
+
+    // Nodes: type 100 + i for population i.
+    let mut types = String::from("node_type_id model_type model_template dynamics_params pop_name\n");
+    let nodes_path = network.join("nodes.h5");
+    let file = hdf5::File::create(&nodes_path).map_err(|e| h5(&nodes_path, e))?;
+    let root = file.create_group("nodes").map_err(|e| h5(&nodes_path, e))?;
+    for (i, p) in spec.populations.iter().enumerate() {
+        let dc: f64 = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name).filter_map(|d| d.amplitude_pa).sum();
+        let v_m = match p.v_init_mv {
+            Some(Distribution::Constant(v)) => v,
+            _ => p.e_l_mv,
+        };
+        let params = serde_json::json!({
+            "C_m": p.c_m_pf, "tau_m": p.tau_m_ms, "t_ref": p.t_ref_ms, "E_L": p.e_l_mv, "V_th": p.v_th_mv, "V_reset": p.v_reset_mv,
+            "tau_syn_ex": p.tau_syn_ex_ms, "tau_syn_in": p.tau_syn_in_ms, "I_e": p.i_e_pa + dc, "V_m": v_m,
+        });
+        write(neurons_dir.join(format!("{}.json", p.name)), serde_json::to_string_pretty(&params).expect("numbers"))?;
+        types += &format!("{} point_neuron nest:iaf_psc_exp {} {}\n", 100 + i, quote(&format!("{}.json", p.name)), quote(&p.name));
+        let g = root.create_group(&p.name).map_err(|e| h5(&nodes_path, e))?;
+        let n = p.size as usize;
+        g.new_dataset_builder().with_data(&vec![100 + i as u64; n]).create("node_type_id").map_err(|e| h5(&nodes_path, e))?;
+        g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_id").map_err(|e| h5(&nodes_path, e))?;
+        g.new_dataset_builder().with_data(&vec![0u32; n]).create("node_group_id").map_err(|e| h5(&nodes_path, e))?;
+        g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_group_index").map_err(|e| h5(&nodes_path, e))?;
+        g.create_group("0").map_err(|e| h5(&nodes_path, e))?;
+    }
+    drop(root);
+    drop(file);
+    write(network.join("node_types.csv"), types)?;
+
+    // Edges: the synapses as built, block by block, row by row.
+    let mut world = crate::build::build_world(model, 1)?;
+    let dt = spec.simulation.dt_ms;
+    let mut per_projection: Vec<EdgeColumns> = vec![EdgeColumns::default(); spec.projections.len()];
+    let mut shards = world.query::<(&crate::components::Shard, &crate::components::SynapseBlocks)>();
+    let mut parts: Vec<_> = shards.iter(&world).collect();
+    parts.sort_by_key(|(shard, _)| shard.index);
+    let firsts: Vec<u32> = spec.populations.iter().scan(0u32, |at, p| Some(std::mem::replace(at, *at + p.size))).collect();
+    for (shard, blocks) in parts {
+        for b in &blocks.0 {
+            let proj = &spec.projections[b.projection];
+            let target_first = firsts[model.population_index(&proj.target).expect("validated")];
+            let sign = if b.receptor == Receptor::Inhibitory { -1.0 } else { 1.0 };
+            let out = &mut per_projection[b.projection];
+            let row_ptr = b.row_ptr.to_vec();
+            let targets = b.target.to_vec();
+            for row in 0..b.source_size as usize {
+                let start = row_ptr[row] as usize;
+                for (offset, &target) in targets[start..row_ptr[row + 1] as usize].iter().enumerate() {
+                    out.source.push(row as u64);
+                    out.target.push(u64::from(shard.neurons.start + u32::from(target) - target_first));
+                    out.syn_weight.push(sign * f64::from(b.weight.get(start + offset)));
+                    out.delay.push(f64::from(b.delay.get(start + offset)) * dt);
+                }
+            }
+        }
+    }
+    let edges_path = network.join("edges.h5");
+    let file = hdf5::File::create(&edges_path).map_err(|e| h5(&edges_path, e))?;
+    let root = file.create_group("edges").map_err(|e| h5(&edges_path, e))?;
+    let mut edge_types = String::from("edge_type_id model_template dynamics_params\n");
+    let mut synapses = 0u64;
+    for (i, (p, EdgeColumns { source: pre, target: post, syn_weight: weight, delay })) in spec.projections.iter().zip(per_projection).enumerate() {
+        edge_types += &format!("{} static_synapse static_synapse.json\n", 100 + i);
+        synapses += pre.len() as u64;
+        let g = root.create_group(&p.name).map_err(|e| h5(&edges_path, e))?;
+        let n = pre.len();
+        let ds = g.new_dataset_builder().with_data(&pre).create("source_node_id").map_err(|e| h5(&edges_path, e))?;
+        string_attr_write(&ds, "node_population", &p.source).map_err(|e| h5(&edges_path, e))?;
+        let ds = g.new_dataset_builder().with_data(&post).create("target_node_id").map_err(|e| h5(&edges_path, e))?;
+        string_attr_write(&ds, "node_population", &p.target).map_err(|e| h5(&edges_path, e))?;
+        g.new_dataset_builder().with_data(&vec![100 + i as u32; n]).create("edge_type_id").map_err(|e| h5(&edges_path, e))?;
+        g.new_dataset_builder().with_data(&vec![0u32; n]).create("edge_group_id").map_err(|e| h5(&edges_path, e))?;
+        g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("edge_group_index").map_err(|e| h5(&edges_path, e))?;
+        let g0 = g.create_group("0").map_err(|e| h5(&edges_path, e))?;
+        g0.new_dataset_builder().with_data(&weight).create("syn_weight").map_err(|e| h5(&edges_path, e))?;
+        g0.new_dataset_builder().with_data(&delay).create("delay").map_err(|e| h5(&edges_path, e))?;
+    }
+    drop(root);
+    drop(file);
+    write(network.join("edge_types.csv"), edge_types)?;
+    write(synapses_dir.join("static_synapse.json"), "{}\n".into())?;
+
+    let circuit = serde_json::json!({
+        "manifest": {"$BASE_DIR": "${configdir}", "$NETWORK_DIR": "$BASE_DIR/network", "$COMPONENTS_DIR": "$BASE_DIR/components"},
+        "components": {"point_neuron_models_dir": "$COMPONENTS_DIR/point_neuron_models", "synaptic_models_dir": "$COMPONENTS_DIR/synaptic_models"},
+        "networks": {
+            "nodes": [{"nodes_file": "$NETWORK_DIR/nodes.h5", "node_types_file": "$NETWORK_DIR/node_types.csv"}],
+            "edges": [{"edges_file": "$NETWORK_DIR/edges.h5", "edge_types_file": "$NETWORK_DIR/edge_types.csv"}],
+        },
+    });
+    let simulation = serde_json::json!({
+        "target_simulator": "NEST",
+        "network": "circuit_config.json",
+        "run": {"tstop": spec.simulation.duration_ms, "dt": dt},
+    });
+    let (circuit_config, simulation_config) = (dir.join("circuit_config.json"), dir.join("simulation_config.json"));
+    write(circuit_config.clone(), serde_json::to_string_pretty(&circuit).expect("JSON") + "\n")?;
+    write(simulation_config.clone(), serde_json::to_string_pretty(&simulation).expect("JSON") + "\n")?;
+    Ok(Exported { circuit_config, simulation_config, neurons: spec.populations.iter().map(|p| u64::from(p.size)).sum(), synapses })
+}
+
+/// An edge population's datasets as written: node ids, signed weights, delays in ms.
+#[derive(Clone, Default)]
+struct EdgeColumns {
+    source: Vec<u64>,
+    target: Vec<u64>,
+    syn_weight: Vec<f64>,
+    delay: Vec<f64>,
+}
+
+/// A value of a type table, quoted where it holds a space.
+fn quote(value: &str) -> String {
+    if value.contains(char::is_whitespace) || value.contains('"') { format!("\"{}\"", value.replace('"', "\"\"")) } else { value.to_string() }
+}
+
+fn string_attr_write(ds: &hdf5::Dataset, name: &str, value: &str) -> hdf5::Result<()> {
+    let value: VarLenUnicode = value.parse().map_err(|_| hdf5::Error::from("a NUL in a name"))?;
+    ds.new_attr::<VarLenUnicode>().create(name)?.write_scalar(&value)
 }
 
 #[cfg(test)]
