@@ -189,6 +189,20 @@ fn a_circuit_of_a_models_synapses_builds_the_same_blocks_and_spikes() {
         let sonata = Model::parse(&text, &dir.path().join("m.toml")).unwrap();
         assert_eq!(sonata.spec.projections.len(), 3);
         assert_eq!(sonata.expected_synapses(), edges.iter().map(|e| e.3.len()).sum::<usize>() as f64);
+        // The partition's graph of shards counts the listed synapses between each pair.
+        let ranges = fum::engine::build::partition(200, 4);
+        let shard_of = |id: u64| ranges.iter().position(|r| r.contains(&(id as u32))).unwrap();
+        let mut counted = std::collections::BTreeMap::new();
+        for (_, src, tgt, pre, post, _, _) in &edges {
+            let first = |name: &str| if name == "E" { 0 } else { 160 };
+            for (&a, &b) in pre.iter().zip(post) {
+                let (a, b) = (shard_of(a + first(src)), shard_of(b + first(tgt)));
+                if a != b {
+                    *counted.entry((a.min(b), a.max(b))).or_insert(0.0) += 1.0;
+                }
+            }
+        }
+        assert_eq!(fum::engine::partition::shard_graph(&sonata, &ranges), counted);
         let (mut a, mut b) = (fum::Simulation::from_model(&toml, 2, shards).unwrap(), fum::Simulation::from_model(&sonata, 2, shards).unwrap());
         assert_eq!(blocks(&mut a), blocks(&mut b), "{shards} shards");
         let (a, b) = (common::simulate(&toml, 2, shards), common::simulate(&sonata, 2, shards));
