@@ -232,10 +232,19 @@ fn an_exported_model_runs_with_the_same_spikes() {
     let spikes = common::spikes_h5(&a.join("spikes.h5"), &pops, 0.1);
     assert!(spikes.len() > 200, "the network fires");
     assert_eq!(spikes, common::spikes_h5(&b.join("spikes.h5"), &pops, 0.1));
+    // A membrane potential drawn per neuron is exported node by node.
+    std::fs::write(&model, TOML.replace("duration_ms = 200.0", "duration_ms = 100.0").replace("v_init_mv = -65.0", "v_init_mv = { uniform = [-65.0, -50.0] }")).unwrap();
+    let (circuit, a, b) = (dir.path().join("c2"), dir.path().join("a2"), dir.path().join("b2"));
+    fum(&["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]);
+    fum(&["run".as_ref(), model.as_os_str(), "--out".as_ref(), a.as_os_str(), "--quiet".as_ref()]);
+    fum(&["run".as_ref(), "--sonata".as_ref(), circuit.join("simulation_config.json").as_os_str(), "--out".as_ref(), b.as_os_str(), "--quiet".as_ref()]);
+    let spikes = common::spikes_h5(&a.join("spikes.h5"), &pops, 0.1);
+    assert!(spikes.len() > 200, "the network fires");
+    assert_eq!(spikes, common::spikes_h5(&b.join("spikes.h5"), &pops, 0.1));
     // What a circuit cannot say is refused.
-    std::fs::write(&model, TOML.replace("v_init_mv = -70.0", "v_init_mv = { uniform = [-70.0, -60.0] }")).unwrap();
+    std::fs::write(&model, TOML.replace("v_init_mv = -70.0", "v_init_mv = -70.0\nsyn_ex_init = 5.0")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), dir.path().join("c").as_os_str()]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" draws its initial state per neuron"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" starts with synaptic currents"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `fum check --sonata` on a circuit: its error message (empty if it is valid).
@@ -334,6 +343,23 @@ fn inconsistent_files() {
     let config = write_circuit(&dir.path().join("d"), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
     std::fs::write(dir.path().join("d/params/I.json"), r#"{"V_reset": -40.0}"#).unwrap();
     assert!(check(&config).contains("I.json: population \"I\", node_type_id 101: V_reset: must be below V_th (-55 mV)"), "{}", check(&config));
+}
+
+#[test]
+fn per_node_dynamics_other_than_v_m_are_refused() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
+    let file = hdf5::File::open_rw(dir.path().join("nodes.h5")).unwrap();
+    let params = file.group("nodes/I").unwrap().create_group("0").unwrap().create_group("dynamics_params").unwrap();
+    params.new_dataset_builder().with_data(&[-60.0f64; 5]).create("V_m").unwrap();
+    drop((params, file));
+    assert_eq!(check(&config), "");
+    let file = hdf5::File::open_rw(dir.path().join("nodes.h5")).unwrap();
+    file.group("nodes/I/0/dynamics_params").unwrap().new_dataset_builder().with_data(&[5.0f64; 5]).create("tau_m").unwrap();
+    drop(file);
+    let err = check(&config);
+    assert!(err.contains("nodes.h5: /nodes/I/0/dynamics_params/tau_m: per-node tau_m is not supported (per node: dynamics_params/V_m)"), "{err}");
 }
 
 #[test]

@@ -251,11 +251,16 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
         }
         let local = (lo - range.start) as usize..(hi - range.start) as usize;
         let spec = &model.spec.populations[pi];
+        // Listed per neuron (a SONATA circuit's per-node V_m), or drawn.
+        let listed_v = model.circuit.as_ref().and_then(|c| c.nodes[pi].v_init_mv.as_deref());
         for (offset, id) in (lo..hi).enumerate() {
             // One stream per neuron: v, then syn_ex, then syn_in.
             let mut s = key.stream(Purpose::InitialState, pi as u16, id - pop.first);
             let i = local.start + offset;
-            v[i] = spec.v_init_mv.map_or(spec.e_l_mv, |d| d.sample(&mut s)) as f32;
+            v[i] = match listed_v {
+                Some(listed) => listed[(id - pop.first) as usize],
+                None => spec.v_init_mv.map_or(spec.e_l_mv, |d| d.sample(&mut s)),
+            } as f32;
             syn_ex[i] = spec.syn_ex_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
             syn_in[i] = spec.syn_in_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
         }

@@ -59,6 +59,9 @@ pub struct NodeSet {
     pub node_type_id: i64,
     /// SONATA `node_id` of each neuron, ascending.
     pub node_ids: Vec<u64>,
+    /// Initial membrane potential of each neuron, where the nodes give it one by one (a node
+    /// group's `dynamics_params/V_m`, as BMTK reads it); else the type's `V_m` for all.
+    pub v_init_mv: Option<Vec<f64>>,
     /// The node-types CSV and the dynamics_params file, for messages.
     pub types_file: PathBuf,
     pub params_file: Option<PathBuf>,
@@ -296,15 +299,17 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
             let n = type_ids.len();
             let node_ids: Vec<u64> = if g.link_exists("node_id") { read(&g, &h5, &at, "node_id")? } else { (0..n as u64).collect() };
             same_len(&h5, &at, "node_id", node_ids.len(), n)?;
-            refuse_node_groups(&g, &h5, &at)?;
-            let mut by_type: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-            for (&t, &id) in type_ids.iter().zip(&node_ids) {
-                by_type.entry(t).or_default().push(id);
+            let v_init = node_v_init(&g, &h5, &at, n)?;
+            // Per type: (node_id, row in the population's datasets).
+            let mut by_type: BTreeMap<i64, Vec<(u64, usize)>> = BTreeMap::new();
+            for (row, (&t, &id)) in type_ids.iter().zip(&node_ids).enumerate() {
+                by_type.entry(t).or_default().push((id, row));
             }
             let several = by_type.len() > 1;
             let mut ids_here = HashMap::with_capacity(n);
-            for (type_id, mut ids) in by_type {
-                ids.sort_unstable();
+            for (type_id, mut nodes_of_type) in by_type {
+                nodes_of_type.sort_unstable();
+                let ids: Vec<u64> = nodes_of_type.iter().map(|&(id, _)| id).collect();
                 let place = format!("population \"{pop}\", node_type_id {type_id}");
                 let row = types.row(type_id).ok_or_else(|| error(&csv, &place, format!("no row of node_type_id {type_id} (used by {} nodes of {})", ids.len(), h5.display())))?;
                 let (spec, params_file) = neuron(&types, row, &place, neuron_dir.as_deref(), &config, &mut digest)?;
@@ -317,9 +322,18 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                 digest.add(pop.as_bytes());
                 digest.add(&type_id.to_le_bytes());
                 digest.add(bytemuck::cast_slice(&ids));
+                // Per-node V_m where the node group gives it, else the type's.
+                let type_v = match spec.v_init_mv {
+                    Some(Distribution::Constant(v)) => v,
+                    _ => unreachable!("a node type's V_m is a constant"),
+                };
+                let v_init_mv = v_init.as_ref().map(|per_row| nodes_of_type.iter().map(|&(_, row)| per_row[row].unwrap_or(type_v)).collect::<Vec<f64>>());
+                if let Some(v) = &v_init_mv {
+                    digest.add(bytemuck::cast_slice(v));
+                }
                 let name = if several { format!("{pop}:{type_id}") } else { pop.clone() };
                 populations.push(PopulationSpec { name, size: u32::try_from(ids.len()).unwrap_or(u32::MAX), ..spec });
-                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, types_file: csv.clone(), params_file });
+                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, v_init_mv, types_file: csv.clone(), params_file });
             }
             where_is.insert(pop, ids_here);
         }
@@ -468,18 +482,53 @@ fn string_attr(ds: &hdf5::Dataset, name: &str) -> Option<String> {
     a.read_scalar::<hdf5::types::FixedAscii<256>>().ok().map(|s| s.as_str().to_string())
 }
 
-/// Per-node attributes that would change a neuron's dynamics: refused (fum's populations share
-/// their parameters); others (positions, tuning angles) do not affect a point neuron and are ignored.
-fn refuse_node_groups(g: &hdf5::Group, file: &Path, at: &str) -> Result<(), ModelError> {
+/// The per-node initial `V_m` of a node population (by row), where a node group gives it in
+/// its `dynamics_params` subgroup. Other per-node dynamics are refused (fum's populations share
+/// their parameters); other attributes (positions, tuning angles) do not affect a point neuron
+/// and are ignored.
+fn node_v_init(g: &hdf5::Group, file: &Path, at: &str, n: usize) -> Result<Option<Vec<Option<f64>>>, ModelError> {
+    let refused = |place: String, name: &str| error(file, place, format!("per-node {name} is not supported (per node: dynamics_params/V_m): fum's populations share their parameters; give it per node type in the node-types CSV"));
+    let mut v_m: HashMap<i64, Vec<f64>> = HashMap::new();
+    let mut groups = 0;
     for member in g.member_names().map_err(|e| error(file, at, e.to_string()))? {
         let Ok(group) = g.group(&member) else { continue };
-        for name in group.member_names().map_err(|e| error(file, format!("{at}/{member}"), e.to_string()))? {
-            if matches!(name.as_str(), "dynamics_params" | "model_type" | "model_template") || NEST_NAMES.iter().any(|(nest, _)| *nest == name) {
-                return Err(error(file, format!("{at}/{member}/{name}"), format!("per-node {name} is not supported: fum's populations share their parameters; give it per node type in the node-types CSV")));
+        groups += 1;
+        let here = format!("{at}/{member}");
+        for name in group.member_names().map_err(|e| error(file, &here, e.to_string()))? {
+            if matches!(name.as_str(), "model_type" | "model_template") || NEST_NAMES.iter().any(|(nest, _)| *nest == name) {
+                return Err(refused(format!("{here}/{name}"), &name));
+            }
+            if name != "dynamics_params" {
+                continue;
+            }
+            let params = group.group(&name).map_err(|e| error(file, format!("{here}/{name}"), e.to_string()))?;
+            for param in params.member_names().map_err(|e| error(file, format!("{here}/{name}"), e.to_string()))? {
+                if param != "V_m" {
+                    return Err(refused(format!("{here}/dynamics_params/{param}"), &param));
+                }
+                let id: i64 = member.parse().map_err(|_| error(file, &here, "a node group's name must be its node_group_id (an integer)"))?;
+                v_m.insert(id, read(&params, file, &format!("{here}/dynamics_params"), "V_m")?);
             }
         }
     }
-    Ok(())
+    if v_m.is_empty() {
+        return Ok(None);
+    }
+    let group_id: Vec<i64> = if g.link_exists("node_group_id") { read(g, file, at, "node_group_id")? } else if groups == 1 { vec![*v_m.keys().next().expect("not empty"); n] } else { return Err(error(file, format!("{at}/node_group_id"), "missing, and the population has several groups")) };
+    let group_index: Vec<i64> = if g.link_exists("node_group_index") { read(g, file, at, "node_group_index")? } else if groups == 1 { (0..n as i64).collect() } else { return Err(error(file, format!("{at}/node_group_index"), "missing, and the population has several groups")) };
+    same_len(file, at, "node_group_id", group_id.len(), n)?;
+    same_len(file, at, "node_group_index", group_index.len(), n)?;
+    (0..n)
+        .map(|row| {
+            let Some(values) = v_m.get(&group_id[row]) else { return Ok(None) };
+            let k = usize::try_from(group_index[row]).ok().filter(|&k| k < values.len()).ok_or_else(|| error(file, format!("{at}/node_group_index"), format!("row {row}: index {} outside group {} ({} entries)", group_index[row], group_id[row], values.len())))?;
+            if !values[k].is_finite() || values[k].abs() > f64::from(f32::MAX) {
+                return Err(error(file, format!("{at}/{}/dynamics_params/V_m", group_id[row]), format!("entry {k}: must be a finite 32-bit float (got {})", values[k])));
+            }
+            Ok(Some(values[k]))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// A synapse's values that the circuit may give per edge or per edge type, where given: `T`
@@ -772,8 +821,9 @@ pub enum ExportError {
 /// and `simulation_config.json`): one node population and type per population (node ids its
 /// local ids), one edge population per projection with the synapses the model builds for its
 /// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
-/// Refused: what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, initial
-/// state drawn per neuron, plasticity, Poisson inputs. DC inputs are added to `I_e`.
+/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. Refused:
+/// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, initial synaptic
+/// currents, plasticity, Poisson inputs. DC inputs are added to `I_e`.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
     let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
@@ -781,8 +831,8 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
         if p.model != NeuronModel::LifCuba {
             return refuse(format!("population \"{}\" is lif_coba (exported: lif_cuba as nest:iaf_psc_exp)", p.name));
         }
-        if p.v_init_mv.is_some_and(|d| !matches!(d, Distribution::Constant(_))) || [p.syn_ex_init, p.syn_in_init].iter().any(|d| d.is_some_and(|d| d != Distribution::Constant(0.0))) {
-            return refuse(format!("population \"{}\" draws its initial state per neuron (exported: a constant v_init_mv, syn_ex_init and syn_in_init 0)", p.name));
+        if [p.syn_ex_init, p.syn_in_init].iter().any(|d| d.is_some_and(|d| d != Distribution::Constant(0.0))) {
+            return refuse(format!("population \"{}\" starts with synaptic currents (exported: syn_ex_init and syn_in_init 0)", p.name));
         }
     }
     if let Some(p) = spec.projections.iter().find(|p| p.plasticity.is_some()) {
@@ -803,6 +853,14 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     }
     let write = |path: PathBuf, text: String| std::fs::write(&path, text).map_err(|e| write_err(&path, &e));
     let h5 = |path: &Path, e: hdf5::Error| write_err(path, &e);
+
+    // The network as built: initial membrane potentials and synapses.
+    let mut world = crate::build::build_world(model, 1)?;
+    let mut v_init = vec![0f32; spec.populations.iter().map(|p| p.size as usize).sum()];
+    for (shard, neurons) in world.query::<(&crate::components::Shard, &crate::components::NeuronBlock)>().iter(&world) {
+        v_init[shard.neurons.start as usize..shard.neurons.end as usize].copy_from_slice(&neurons.v);
+    }
+    let firsts: Vec<u32> = spec.populations.iter().scan(0u32, |at, p| Some(std::mem::replace(at, *at + p.size))).collect();
 
     // Nodes: type 100 + i for population i.
     let mut types = String::from("node_type_id model_type model_template dynamics_params pop_name\n");
@@ -827,20 +885,25 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
         g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_id").map_err(|e| h5(&nodes_path, e))?;
         g.new_dataset_builder().with_data(&vec![0u32; n]).create("node_group_id").map_err(|e| h5(&nodes_path, e))?;
         g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_group_index").map_err(|e| h5(&nodes_path, e))?;
-        g.create_group("0").map_err(|e| h5(&nodes_path, e))?;
+        let g0 = g.create_group("0").map_err(|e| h5(&nodes_path, e))?;
+        if !matches!(p.v_init_mv, None | Some(Distribution::Constant(_))) {
+            // Drawn per neuron: each node's V_m as the model draws it for its seed.
+            let first = firsts[i] as usize;
+            let v: Vec<f64> = v_init[first..first + n].iter().map(|&v| f64::from(v)).collect();
+            let params = g0.create_group("dynamics_params").map_err(|e| h5(&nodes_path, e))?;
+            params.new_dataset_builder().with_data(&v).create("V_m").map_err(|e| h5(&nodes_path, e))?;
+        }
     }
     drop(root);
     drop(file);
     write(network.join("node_types.csv"), types)?;
 
     // Edges: the synapses as built, block by block, row by row.
-    let mut world = crate::build::build_world(model, 1)?;
     let dt = spec.simulation.dt_ms;
     let mut per_projection: Vec<EdgeColumns> = vec![EdgeColumns::default(); spec.projections.len()];
     let mut shards = world.query::<(&crate::components::Shard, &crate::components::SynapseBlocks)>();
     let mut parts: Vec<_> = shards.iter(&world).collect();
     parts.sort_by_key(|(shard, _)| shard.index);
-    let firsts: Vec<u32> = spec.populations.iter().scan(0u32, |at, p| Some(std::mem::replace(at, *at + p.size))).collect();
     for (shard, blocks) in parts {
         for b in &blocks.0 {
             let proj = &spec.projections[b.projection];
