@@ -114,7 +114,8 @@ impl Key {
         let mut entity = entities.start;
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") {
-            while entities.end - entity >= 8 {
+            // `saturating_sub`: an empty range may be given with its start past its end.
+            while entities.end.saturating_sub(entity) >= 8 {
                 // SAFETY: the CPU has AVX2 (checked above).
                 let blocks = unsafe { philox4x32_10_x8(stream, entity, lo, hi, self.0) };
                 for (i, w) in blocks.into_iter().enumerate() {
@@ -321,6 +322,10 @@ mod tests {
     #[test]
     fn blocks_eight_at_a_time_are_the_scalar_blocks() {
         let key = Key::from_seed(0x1234_5678_9abc_def0);
+        // An empty range may come with its start past its end (a source outside a shard).
+        for step in [0u64, 5] {
+            key.for_each_block(Purpose::PoissonInput, 3, 100..40, step, |e, _| panic!("entity {e} of an empty range"));
+        }
         for (start, len) in [(0u32, 0u32), (0, 7), (0, 8), (3, 29), (u32::MAX - 20, 20), (1000, 64)] {
             for step in [0u64, 1, 12_345, (7 << 32) | 99] {
                 let mut got = Vec::new();
