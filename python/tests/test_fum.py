@@ -5,31 +5,18 @@ what spikes.h5 holds, and model mistakes raise the message `fum check` prints.
 `fum run` is the binary at $FUM_BIN, else target/release/fum; tests that need it or h5py are
 skipped, saying so, where they are missing."""
 
-import os
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import fum
+from support import ROOT, fum_binary, h5py
 
-ROOT = Path(__file__).resolve().parents[2]
 BRUNEL = ROOT / "assets" / "models" / "brunel.toml"
 # Short runs: CI has 2 cores. 100 ms of Brunel is ~35,000 spikes.
 DURATION_MS = 100.0
 THREADS = 2
-
-
-def fum_binary():
-    path = Path(os.environ.get("FUM_BIN", ROOT / "target" / "release" / "fum"))
-    if not path.is_file():
-        pytest.skip(f"no fum binary at {path} (cargo build --release, or set FUM_BIN)")
-    return path
-
-
-def h5py():
-    return pytest.importorskip("h5py", reason="h5py reads spikes.h5 (pip install h5py)")
 
 
 def brunel_in_python():
@@ -50,7 +37,7 @@ def brunel_in_python():
 
 
 def read_spikes(path, population):
-    with h5py().File(path, "r") as f:
+    with h5py("reads spikes.h5").File(path, "r") as f:
         group = f["spikes"][population]
         return group["node_ids"][()], group["timestamps"][()]
 

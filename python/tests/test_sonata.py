@@ -8,7 +8,6 @@ numpy are skipped, saying so, where they are missing."""
 
 import csv
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import numpy as np
 import pytest
 
 import fum
+from support import ROOT, fum_binary, h5py
 
-ROOT = Path(__file__).resolve().parents[2]
 DURATION_MS = 300.0
 
 # Two node types of one node population "E" (their nodes interleaved: Ea has the even ids, Eb
@@ -58,17 +57,6 @@ def sonata_id(population, local):
     if population == "Eb":
         return "E", 2 * local + 1
     return "I", local
-
-
-def fum_binary():
-    path = Path(os.environ.get("FUM_BIN", ROOT / "target" / "release" / "fum"))
-    if not path.is_file():
-        pytest.skip(f"no fum binary at {path} (cargo build --release, or set FUM_BIN)")
-    return path
-
-
-def h5py():
-    return pytest.importorskip("h5py", reason="h5py writes the SONATA circuit and reads spikes.h5 (pip install h5py)")
 
 
 def write_circuit(d: Path, net, h5):
@@ -152,7 +140,7 @@ def write_circuit(d: Path, net, h5):
 
 @pytest.fixture(scope="module")
 def circuit(tmp_path_factory):
-    h5 = h5py()
+    h5 = h5py("writes the SONATA circuit and reads spikes.h5")
     binary = fum_binary()
     d = tmp_path_factory.mktemp("sonata")
     toml = d / "model.toml"
@@ -165,7 +153,7 @@ def circuit(tmp_path_factory):
 
 def spikes(path, h5=None):
     """(node population, sorted list of (time, node_id)) of a spikes.h5."""
-    h5 = h5 or h5py()
+    h5 = h5 or h5py("writes the SONATA circuit and reads spikes.h5")
     out = {}
     with h5.File(path, "r") as f:
         for pop, g in f["spikes"].items():
