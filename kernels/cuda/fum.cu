@@ -276,22 +276,33 @@ extern "C" __global__ void __launch_bounds__(NEURON_BLOCK) neurons(const u64* st
 // ---- spike compaction: ascending global ids, the same list the CPU exchange builds ----
 
 // Exclusive scan of the block counts in one block of 1024 threads; the total is n_spikes.
+// Each thread sums a chunk; warps scan their threads' sums with shuffles, warp 0 the warps'.
 extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spikes) {
-    __shared__ u32 chunk_sums[1024];
+    __shared__ u32 warp_sums[32];
     u32 per = (blocks + 1023) / 1024;
     u32 lo = threadIdx.x * per, hi = min(lo + per, blocks);
     u32 sum = 0;
     for (u32 i = lo; i < hi; i++) sum += block_counts[i];
-    chunk_sums[threadIdx.x] = sum;
+    u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5, inclusive = sum;
+    for (int d = 1; d < 32; d <<= 1) {
+        u32 x = __shfl_up_sync(0xffffffffu, inclusive, d);
+        if (lane >= d) inclusive += x;
+    }
+    if (lane == 31) warp_sums[warp] = inclusive;
     __syncthreads();
-    if (threadIdx.x == 0) {
-        u32 run = 0;
-        for (int i = 0; i < 1024; i++) { u32 s = chunk_sums[i]; chunk_sums[i] = run; run += s; }
-        *n_spikes = run;
+    if (warp == 0) {
+        u32 w = warp_sums[lane], total = w;
+        for (int d = 1; d < 32; d <<= 1) {
+            u32 x = __shfl_up_sync(0xffffffffu, total, d);
+            if (lane >= d) total += x;
+        }
+        warp_sums[lane] = total - w;
+        if (lane == 31) *n_spikes = total;
     }
     __syncthreads();
-    u32 run = chunk_sums[threadIdx.x];
+    u32 run = warp_sums[warp] + inclusive - sum;
     for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
+}
 }
 
 // The step's spike list (global ids: `base` + index), ascending; also adds each spike to its

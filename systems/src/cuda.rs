@@ -57,6 +57,10 @@ pub struct CudaRunner {
     staging_ptr: *mut u32,
     slot_words: usize,
     multiprocessors: u32,
+    /// Thread blocks of `deliver`: as many as the GPU holds at once. Its blocks mostly wait
+    /// (thread 0 finds the block's spikes while the others wait at the barrier), so a second
+    /// wave of them costs that wait again, where one wave walks the same spikes in more strides.
+    deliver_blocks: u32,
     pending: VecDeque<u64>,
     /// Where structural plans run beside the steps (see `plan_structure`).
     plan_stream: Arc<CudaStream>,
@@ -186,6 +190,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         staging_ptr,
         slot_words,
         multiprocessors,
+        deliver_blocks: multiprocessors * gpu.kernels.deliver.occupancy_max_active_blocks_per_multiprocessor(256, 0, None)?.max(1),
         plan_stream,
         pending: VecDeque::new(),
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
@@ -337,7 +342,7 @@ impl CudaRunner {
                     .launch_builder(&k.deliver)
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
-                    .launch(per_block(sms * 16, n_blocks, 256))?;
+                    .launch(per_block(self.deliver_blocks, n_blocks, 256))?;
             }
             mark(marks, stream, 4)?;
             if net.n_plastic_blocks > 0 {
