@@ -303,7 +303,6 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
     u32 run = warp_sums[warp] + inclusive - sum;
     for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
 }
-}
 
 // The step's spike list (global ids: `base` + index), ascending; also adds each spike to its
 // neuron's count in every slot of `spike_counts` (`schedules` of them, n each: the
