@@ -57,9 +57,12 @@ pub struct CudaRunner {
     staging_ptr: *mut u32,
     slot_words: usize,
     multiprocessors: u32,
-    /// Thread blocks of `deliver`: as many as the GPU holds at once. Its blocks mostly wait
-    /// (thread 0 finds the block's spikes while the others wait at the barrier), so a second
-    /// wave of them costs that wait again, where one wave walks the same spikes in more strides.
+    /// Thread blocks of `deliver`. Without plastic blocks, as many as the GPU holds at once:
+    /// few spikes reach each block in a step, and launching thread blocks that find none is
+    /// what a step of a static network waits for (microcircuit, H100: four waves 0.564 RTF,
+    /// one 0.494). With plastic blocks, 16 a multiprocessor (about four waves): their rows cost
+    /// far more than static ones, and one wave, each thread block given a fixed share of a
+    /// block's spikes, waits for the slowest (1M-neuron STDP network: 1.90 RTF, one wave 2.59).
     deliver_blocks: u32,
     pending: VecDeque<u64>,
     /// Where structural plans run beside the steps (see `plan_structure`).
@@ -179,6 +182,11 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let multiprocessors = gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
     let events = (0..SLOTS).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
     let ranks = RankSpikes::new(&gpu, &stream, net.shards.base(), net.n)?;
+    let deliver_blocks = if net.n_plastic_blocks > 0 {
+        multiprocessors * 16
+    } else {
+        multiprocessors * gpu.kernels.deliver.occupancy_max_active_blocks_per_multiprocessor(256, 0, None)?.max(1)
+    };
     let mut runner = CudaRunner {
         gpu: gpu.clone(),
         net,
@@ -190,7 +198,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         staging_ptr,
         slot_words,
         multiprocessors,
-        deliver_blocks: multiprocessors * gpu.kernels.deliver.occupancy_max_active_blocks_per_multiprocessor(256, 0, None)?.max(1),
+        deliver_blocks,
         plan_stream,
         pending: VecDeque::new(),
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
