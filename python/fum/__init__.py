@@ -209,6 +209,14 @@ class Model:
         model._native = native
         return model
 
+    @property
+    def populations(self) -> list:
+        """Every population as `Population(name, size)`, in the model's order: those added with
+        `population()`, or the model file's."""
+        if self._native is not None:
+            return [Population(name, size) for name, size in self._native.populations()]
+        return [Population(p["name"], p["size"]) for p in self._populations]
+
     def _building(self) -> None:
         if self._native is not None:
             raise FumError(f"this model was read from {self._native.path}: change it in its file")

@@ -36,6 +36,11 @@ def brunel_in_python():
     return net
 
 
+def test_populations_of_a_built_and_a_loaded_model():
+    expected = [fum.Population("E", 10000), fum.Population("I", 2500)]
+    assert brunel_in_python().populations == fum.Model.from_toml(BRUNEL).populations == expected
+
+
 def read_spikes(path, population):
     with h5py("reads spikes.h5").File(path, "r") as f:
         group = f["spikes"][population]
