@@ -39,7 +39,7 @@ pub fn ln(x: f64) -> f64 {
     let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
     let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
     if m > SQRT2 {
-        m = m * 0.5;
+        m *= 0.5;
         e += 1;
     }
     let s = (m - 1.0) / (m + 1.0);
