@@ -98,3 +98,29 @@ fn per_neuron_poisson_rates() {
         assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
     }
 }
+
+/// [`BALANCED`] with NEST's power-law rule (`stdp_pl_synapse_hom` with `hpc_benchmark`'s
+/// lambda, alpha, mu and tau_plus; no upper bound) on E->E: the same spikes and learned weights
+/// on any threads and shards, and the weights move, stay finite and not negative.
+#[test]
+fn power_law_stdp_is_identical_across_threads_and_shards() {
+    let rule = "a_plus = 0.01\na_minus = 0.0105\nw_max = 100.0";
+    let power_law = "weight_dependence = \"power_law\"\nlambda = 0.1\nalpha = 0.0513\nmu = 0.4\ntau_plus_ms = 15.0\ntau_minus_ms = 30.0";
+    let text = BALANCED.replacen(rule, power_law, 1);
+    assert_ne!(text, BALANCED);
+    let model = parse(&text);
+    let mut reference = simulate(&model, 1, 1);
+    let (spikes_ref, synapses_ref) = (spikes(&reference), synapses(&mut reference));
+    let initial = synapses(&mut Simulation::from_model(&model, 1, 1).unwrap());
+    let plastic = |s: &[(usize, u32, u32, u16, u32)]| s.iter().filter(|s| s.0 == 0).map(|s| f32::from_bits(s.4)).collect::<Vec<_>>();
+    let (learned, before) = (plastic(&synapses_ref), plastic(&initial));
+    let changed = learned.iter().zip(&before).filter(|(a, b)| a != b).count();
+    assert!(changed > 1000, "only {changed} plastic weights changed");
+    assert!(learned.iter().all(|w| w.is_finite() && *w >= 0.0));
+    assert!(learned.iter().zip(&before).any(|(a, b)| a > b) && learned.iter().zip(&before).any(|(a, b)| a < b), "both potentiation and depression");
+    for (threads, shards) in [(1, 3), (2, 1), (2, 8)] {
+        let mut sim = simulate(&model, threads, shards);
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+        assert!(synapses(&mut sim) == synapses_ref, "synapses or learned weights differ with {threads} threads and {shards} shards");
+    }
+}

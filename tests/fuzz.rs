@@ -158,7 +158,7 @@ const KEYS: &[&str] = &[
     "dt_ms", "duration_ms", "seed", "threads", "shards", "name", "size", "model", "tau_m_ms", "c_m_pf", "e_l_mv", "v_th_mv",
     "v_reset_mv", "t_ref_ms", "tau_syn_ex_ms", "tau_syn_in_ms", "i_e_pa", "e_ex_mv", "e_in_mv", "v_init_mv", "syn_ex_init",
     "syn_in_init", "source", "target", "rule", "receptor", "weight", "delay_ms", "plasticity", "allow_autapses",
-    "allow_multapses", "tau_plus_ms", "tau_minus_ms", "a_plus", "a_minus", "w_min", "w_max", "weight_dependence", "pairing",
+    "allow_multapses", "tau_plus_ms", "tau_minus_ms", "a_plus", "a_minus", "w_min", "w_max", "weight_dependence", "pairing", "lambda", "alpha", "mu",
     "kind", "rate_hz", "amplitude_pa", "spikes", "probes", "variable", "population", "neurons", "projection", "synapses",
     "interval_ms", "weights", "post_history", "integrator", "unknown",
 ];

@@ -86,6 +86,33 @@ fn cuba_and_euler_coba_models_give_identical_spikes_probes_and_weights_on_both_b
     }
 }
 
+/// NEST's power-law rule (`stdp_pl_synapse_hom`) on stdp_balanced's E->E synapses, with no upper
+/// bound, in f32 and f16 weights: w^mu comes from the portable ln/exp of portable.rs and
+/// fum.cu, so the spikes, weight probes and learned weights are the same bits on both backends.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn power_law_stdp_gives_identical_spikes_and_weights_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let additive = "a_plus = 0.005\na_minus = 0.00525\nw_min = 0.0\nw_max = 32.4\nweight_dependence = \"additive\"";
+    let power_law = "lambda = 0.01\nalpha = 1.1\nmu = 0.4\nweight_dependence = \"power_law\"";
+    let text = std::fs::read_to_string(model("stdp_balanced")).unwrap();
+    assert!(text.contains(additive), "stdp_balanced's rule changed: update this test");
+    let text = text.replacen(additive, power_law, 1);
+    for precision in ["f32", "f16"] {
+        let path = dir.path().join(format!("power_law_{precision}.toml"));
+        std::fs::write(&path, text.replacen("[simulation]\n", &format!("[simulation]\nweights = \"{precision}\"\n"), 1)).unwrap();
+        let (cpu, gpu) = (dir.path().join(format!("{precision}-cpu")), dir.path().join(format!("{precision}-gpu")));
+        let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
+        run(path.to_str().unwrap(), &cpu, "cpu", &extra);
+        let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
+        assert_eq!(report["backend"], "cuda");
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{precision}: spikes differ");
+        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{precision}: probes differ");
+        assert_eq!(weights(&cpu), weights(&gpu), "{precision}: learned weights differ");
+    }
+}
+
 /// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
 /// the kernels read over the bus, with the device's row cache of the most active rows in what
 /// memory is left (none at the least limit, a third of the synapses' bytes at the other), with

@@ -331,3 +331,39 @@ fn integrator_of_a_current_based_population_or_unknown() {
     expect_error("tau_m_ms = 20.0", "integrator = \"euler\"", &["populations[0].integrator", "\"lif_coba\"", "integrated exactly"]);
     expect_error("tau_m_ms = 20.0", "integrator = \"rk4\"", &["populations[0].integrator", "unknown variant `rk4`", "exponential_euler"]);
 }
+
+/// [`VALID`] with E->E plastic under a `[[plasticity]]` rule of the given fields.
+fn with_rule(fields: &str) -> String {
+    let plastic = VALID.replacen("delay_ms = 1.0\n", "delay_ms = 1.0\nplasticity = \"pl\"\n", 1);
+    plastic.replacen("[recording]", &format!("[[plasticity]]\nname = \"pl\"\n{fields}\n\n[recording]"), 1)
+}
+
+#[test]
+fn power_law_rules_take_nests_names_and_refuse_the_other_rules_amplitudes() {
+    use fum_kernels::stdp::WeightDependence;
+    let nest = "weight_dependence = \"power_law\"\nlambda = 0.1\nalpha = 0.0513\nmu = 0.4\ntau_plus_ms = 15.0";
+    let model = Model::parse(&with_rule(nest), Path::new("ok.toml")).unwrap();
+    let rule = model.spec.plasticity[0].rule();
+    assert_eq!(rule.dependence, WeightDependence::PowerLaw { mu: 0.4 });
+    assert_eq!((rule.a_plus, rule.a_minus), (0.1, (0.1f64 * 0.0513) as f32), "a_plus is lambda, a_minus lambda alpha");
+    assert_eq!((rule.w_min, rule.w_max), (0.0, f32::MAX), "no upper bound unless w_max is given, as in NEST");
+    let bounded = Model::parse(&with_rule(&format!("{nest}\nw_max = 80.0")), Path::new("ok.toml")).unwrap();
+    assert_eq!(bounded.spec.plasticity[0].rule().w_max, 80.0);
+
+    let cases: [(String, &str, &[&str]); 7] = [
+        (format!("{nest}\na_plus = 0.01"), "a_plus", &["plasticity[0].a_plus", "lambda", "alpha"]),
+        (nest.replace("mu = 0.4", "mu = 1.5"), "mu = 1.5", &["plasticity[0].mu", "[0, 1]", "1.5"]),
+        (nest.replace("mu = 0.4", "mu = -0.1"), "mu = -0.1", &["plasticity[0].mu", "negative"]),
+        (nest.replace("alpha = 0.0513", "alpha = -1.0"), "alpha", &["plasticity[0].alpha", "negative"]),
+        (nest.replace("lambda = 0.1\n", ""), "[[plasticity]]", &["plasticity[0]", "\"power_law\" needs lambda"]),
+        ("a_plus = 0.01\na_minus = 0.01\nw_max = 5.0\nmu = 0.4".into(), "mu = 0.4", &["plasticity[0].mu", "power_law", "a_plus"]),
+        ("a_plus = 0.01\na_minus = 0.01".into(), "[[plasticity]]", &["plasticity[0]", "\"additive\" needs w_max"]),
+    ];
+    for (fields, needle, fragments) in cases {
+        let (err, line) = error_of(&with_rule(&fields), needle);
+        assert!(err.starts_with(&format!("bad.toml:{line}:")), "{fields}: wrong location in: {err}");
+        for f in fragments {
+            assert!(err.contains(f), "{fields}: \"{f}\" missing from: {err}");
+        }
+    }
+}

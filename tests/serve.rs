@@ -465,3 +465,45 @@ fn reads_racing_many_commits_see_whole_commits_and_change_no_spike() {
         assert_eq!(sent[k], expected, "{}'s commits as the client got them", built[k].0);
     }
 }
+
+/// A power-law rule without `w_max` has no upper bound (the largest `f32` stands in): its
+/// weight histogram spans the weights up to the largest there is, not [0, 3.4e38] in which
+/// every weight would fall in the first bin.
+#[test]
+fn the_weight_histogram_of_an_unbounded_power_law_spans_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("power_law.toml");
+    let power_law = "weight_dependence = \"power_law\"\nlambda = 0.1\nalpha = 0.0513\nmu = 0.4";
+    let text = BALANCED.replacen("a_plus = 0.01\na_minus = 0.0105\nw_max = 100.0", power_law, 1);
+    assert_ne!(text, BALANCED);
+    std::fs::write(&model, text).unwrap();
+    let out = dir.path().join("out");
+    let served = common::serve_run(Path::new(env!("CARGO_BIN_EXE_fum")), &[model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--quiet"]);
+    let Served { mut child, addr, token, .. } = served;
+    let (link, _) = serve::attach(&addr, Some(token)).unwrap();
+    let mut histograms = Vec::new();
+    let mut outstanding = false;
+    loop {
+        if !outstanding {
+            outstanding = link.send(Request::WeightHistogram { projection: 0, bins: 16 });
+        }
+        while let Some(reply) = link.try_reply() {
+            match reply {
+                Reply::WeightHistogram(h) => histograms.push(h),
+                other => panic!("{other:?}"),
+            }
+            outstanding = false;
+        }
+        if let Taken::Closed = link.frames.take_timeout(Duration::from_millis(1)) {
+            break;
+        }
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(!histograms.is_empty(), "no histogram came back");
+    for h in &histograms {
+        // Initial weights are drawn in [40, 60] pA; learning moves them by a few pA at most here.
+        assert!(h.w_min == 0.0 && (40.0..1000.0).contains(&h.w_max), "histogram at step {} spans [{}, {}]", h.step, h.w_min, h.w_max);
+        assert_eq!(h.counts.iter().sum::<u64>(), 800 * 80);
+        assert!(h.counts.iter().filter(|&&n| n > 0).count() > 1, "every weight in one bin at step {}", h.step);
+    }
+}

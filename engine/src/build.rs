@@ -302,7 +302,7 @@ fn build_block(
     let same = proj.source == proj.target;
     let bounds = proj.plasticity.as_ref().map(|name| {
         let r = &spec.plasticity[model.plasticity_index(name).expect("validated")];
-        (r.w_min, r.w_max)
+        (r.w_min, r.w_max())
     });
     let draw_parameters = |s: &mut Stream| -> (u16, f32) {
         let delay = proj.delay_ms.map_or(1, |d| stored_steps(d.sample(s), dt));

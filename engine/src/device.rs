@@ -82,7 +82,8 @@ pub struct RuleDesc {
     pub a_minus: f32,
     pub w_min: f32,
     pub w_max: f32,
-    pub multiplicative: u32,
+    /// 0 additive, 1 multiplicative, 2 power law (`RULE_*` in fum.cu).
+    pub dependence: u32,
     pub nearest: u32,
     pub pre_decay_len: u32,
     pub post_decay_len: u32,
@@ -94,6 +95,9 @@ pub struct RuleDesc {
     pub source_size: u32,
     pub target_first: u32,
     pub target_size: u32,
+    /// The power law's exponent (0 for the other rules).
+    pub mu: f32,
+    pub pad: u32,
 }
 
 /// A probed value as `fum.cu` reads it (`struct Probe`).
@@ -665,7 +669,11 @@ impl DeviceNetwork {
                 a_minus: p.rule.a_minus,
                 w_min: p.rule.w_min,
                 w_max: p.rule.w_max,
-                multiplicative: u32::from(p.rule.dependence == WeightDependence::Multiplicative),
+                dependence: match p.rule.dependence {
+                    WeightDependence::Additive => 0,
+                    WeightDependence::Multiplicative => 1,
+                    WeightDependence::PowerLaw { .. } => 2,
+                },
                 nearest: u32::from(p.rule.pairing == Pairing::Nearest),
                 pre_decay_len: pre_decay.len() as u32,
                 post_decay_len: post_decay.len() as u32,
@@ -677,6 +685,11 @@ impl DeviceNetwork {
                 source_size: p.source.end - p.source.start,
                 target_first: p.target.start,
                 target_size: p.target.end - p.target.start,
+                mu: match p.rule.dependence {
+                    WeightDependence::PowerLaw { mu } => mu,
+                    _ => 0.0,
+                },
+                pad: 0,
             });
             self.decays.push(decays);
         }

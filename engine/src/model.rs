@@ -350,6 +350,19 @@ pub enum WeightDependence {
     #[default]
     Additive,
     Multiplicative,
+    /// NEST's `stdp_pl_synapse_hom`: `lambda`, `alpha`, `mu` instead of `a_plus`, `a_minus`.
+    PowerLaw,
+}
+
+impl WeightDependence {
+    /// The name used in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDependence::Additive => "additive",
+            WeightDependence::Multiplicative => "multiplicative",
+            WeightDependence::PowerLaw => "power_law",
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
@@ -402,6 +415,10 @@ pub struct RegrowSpec {
 }
 
 /// A pair-based STDP rule (see `fum_kernels::stdp`).
+///
+/// The additive and multiplicative rules take `a_plus`, `a_minus` and `w_max`; the power law
+/// (NEST's `stdp_pl_synapse_hom`) takes NEST's `lambda`, `alpha` and `mu`, and `w_max` only
+/// if the user wants an upper bound (NEST has none).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlasticitySpec {
@@ -410,13 +427,19 @@ pub struct PlasticitySpec {
     pub tau_plus_ms: f64,
     #[serde(default = "d_tau_stdp")]
     pub tau_minus_ms: f64,
-    pub a_plus: f64,
-    pub a_minus: f64,
+    pub a_plus: Option<f64>,
+    pub a_minus: Option<f64>,
     #[serde(default)]
     pub w_min: f64,
-    pub w_max: f64,
+    pub w_max: Option<f64>,
     #[serde(default)]
     pub weight_dependence: WeightDependence,
+    /// Power law: the learning rate (potentiation `w += lambda w^mu x`).
+    pub lambda: Option<f64>,
+    /// Power law: the asymmetry (depression `w -= lambda alpha w y`).
+    pub alpha: Option<f64>,
+    /// Power law: the exponent of the weight in potentiation, in [0, 1].
+    pub mu: Option<f64>,
     #[serde(default)]
     pub pairing: Pairing,
     /// Postsynaptic spikes each target neuron remembers for potentiation applied at the next
@@ -437,17 +460,29 @@ fn d_post_history() -> u32 {
 pub const MAX_POST_HISTORY: u32 = 4096;
 
 impl PlasticitySpec {
+    /// The upper weight bound: `w_max`, or the largest `f32` for a power law without one.
+    pub fn w_max(&self) -> f64 {
+        self.w_max.unwrap_or(F32_MAX)
+    }
+
+    /// The kernels' rule (of a validated spec: the fields its weight dependence needs are set).
     pub fn rule(&self) -> fum_kernels::stdp::StdpRule {
         use fum_kernels::stdp;
+        let given = |v: Option<f64>| v.unwrap_or_else(|| unreachable!("validated: {} has the fields of {:?}", self.name, self.weight_dependence));
+        let (a_plus, a_minus, dependence) = match self.weight_dependence {
+            WeightDependence::Additive => (given(self.a_plus), given(self.a_minus), stdp::WeightDependence::Additive),
+            WeightDependence::Multiplicative => (given(self.a_plus), given(self.a_minus), stdp::WeightDependence::Multiplicative),
+            WeightDependence::PowerLaw => {
+                let lambda = given(self.lambda);
+                (lambda, lambda * given(self.alpha), stdp::WeightDependence::PowerLaw { mu: given(self.mu) as f32 })
+            }
+        };
         stdp::StdpRule {
-            a_plus: self.a_plus as f32,
-            a_minus: self.a_minus as f32,
+            a_plus: a_plus as f32,
+            a_minus: a_minus as f32,
             w_min: self.w_min as f32,
-            w_max: self.w_max as f32,
-            dependence: match self.weight_dependence {
-                WeightDependence::Additive => stdp::WeightDependence::Additive,
-                WeightDependence::Multiplicative => stdp::WeightDependence::Multiplicative,
-            },
+            w_max: self.w_max() as f32,
+            dependence,
             pairing: match self.pairing {
                 Pairing::AllToAll => stdp::Pairing::AllToAll,
                 Pairing::Nearest => stdp::Pairing::Nearest,
@@ -899,13 +934,12 @@ impl<'a> Validator<'a> {
             self.name(path!("plasticity", i, "name"), &p.name, &mut names)?;
             self.positive(path!("plasticity", i, "tau_plus_ms"), p.tau_plus_ms)?;
             self.positive(path!("plasticity", i, "tau_minus_ms"), p.tau_minus_ms)?;
-            self.non_negative(path!("plasticity", i, "a_plus"), p.a_plus)?;
-            self.non_negative(path!("plasticity", i, "a_minus"), p.a_minus)?;
+            self.weight_dependence(i, p)?;
             self.non_negative(path!("plasticity", i, "w_min"), p.w_min)?;
-            if p.w_max <= p.w_min {
+            if p.w_max() <= p.w_min {
                 return Err(self.error(path!("plasticity", i, "w_max"), format!("must be above w_min ({})", p.w_min)));
             }
-            self.fits_f32(path!("plasticity", i, "w_max"), &Distribution::Constant(p.w_max))?;
+            self.fits_f32(path!("plasticity", i, "w_max"), &Distribution::Constant(p.w_max()))?;
             if !(1..=MAX_POST_HISTORY).contains(&p.post_history) {
                 return Err(self.error(path!("plasticity", i, "post_history"), format!("must lie in [1, {MAX_POST_HISTORY}] (got {})", p.post_history)));
             }
@@ -959,8 +993,8 @@ impl<'a> Validator<'a> {
                 let (lo, hi) = p.weight.range();
                 if p.weight.unbounded() {
                     // Draws are clipped to the rule's bounds.
-                } else if lo < rule.w_min || hi > rule.w_max {
-                    return Err(self.error(path!("projections", i, "weight"), format!("initial weights must lie within the bounds of rule \"{name}\" [{}, {}]", rule.w_min, rule.w_max)));
+                } else if lo < rule.w_min || hi > rule.w_max() {
+                    return Err(self.error(path!("projections", i, "weight"), format!("initial weights must lie within the bounds of rule \"{name}\" [{}, {}]", rule.w_min, rule.w_max())));
                 }
             }
         }
@@ -1122,6 +1156,44 @@ impl<'a> Validator<'a> {
                     return Err(self.error(path!("structural", i, "regrow", "weight"), "weights are magnitudes: give a positive weight".into()));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The amplitudes of `[[plasticity]]` rule `i`: `a_plus`, `a_minus` and `w_max` for the
+    /// additive and multiplicative rules; `lambda`, `alpha` and `mu` (NEST's names) for the
+    /// power law, whose `w_max` is optional. A field of the other kind is refused, not ignored.
+    fn weight_dependence(&mut self, i: usize, p: &PlasticitySpec) -> Result<(), ModelError> {
+        let dependence = p.weight_dependence.name();
+        let (needed, refused, hint) = match p.weight_dependence {
+            WeightDependence::Additive | WeightDependence::Multiplicative => (
+                vec![("a_plus", p.a_plus), ("a_minus", p.a_minus), ("w_max", p.w_max)],
+                vec![("lambda", p.lambda), ("alpha", p.alpha), ("mu", p.mu)],
+                "belongs to weight_dependence = \"power_law\" (NEST's stdp_pl_synapse_hom); this rule takes a_plus and a_minus",
+            ),
+            WeightDependence::PowerLaw => (
+                vec![("lambda", p.lambda), ("alpha", p.alpha), ("mu", p.mu)],
+                vec![("a_plus", p.a_plus), ("a_minus", p.a_minus)],
+                "belongs to the additive and multiplicative rules; the power law takes lambda (potentiation: w += lambda w^mu x) and alpha (depression: w -= lambda alpha w y)",
+            ),
+        };
+        for (key, value) in refused {
+            if value.is_some() {
+                return Err(self.error(path!("plasticity", i, key), hint.into()));
+            }
+        }
+        for (key, value) in needed {
+            let Some(value) = value else {
+                return Err(self.error(path!("plasticity", i), format!("a rule with weight_dependence = \"{dependence}\" needs {key}")));
+            };
+            self.non_negative(path!("plasticity", i, key), value)?;
+            self.fits_f32(path!("plasticity", i, key), &Distribution::Constant(value))?;
+        }
+        if let (Some(lambda), Some(alpha)) = (p.lambda, p.alpha) {
+            self.fits_f32(path!("plasticity", i, "alpha"), &Distribution::Constant(lambda * alpha))?;
+        }
+        if let Some(mu) = p.mu.filter(|mu| !(0.0..=1.0).contains(mu)) {
+            return Err(self.error(path!("plasticity", i, "mu"), format!("must lie in [0, 1] (got {mu}): 0 is additive potentiation, 1 multiplicative")));
         }
         Ok(())
     }

@@ -603,20 +603,21 @@ impl Observer {
         let Some(rule) = plasticity.projections.iter().find(|p| p.projection == projection as usize).map(|p| p.rule) else {
             return Reply::Error(format!("projection {projection} is not plastic"));
         };
-        let (lo, hi) = (rule.w_min, rule.w_max);
+        let shards = self.shards(world);
+        // A paged block's resident synapses only (`crate::paging`).
+        let weights = || {
+            shards.iter().flat_map(|(_, _, blocks)| blocks.0.iter().filter(|b| b.projection == projection as usize)).flat_map(|block| crate::paging::resident_ranges(block).into_iter().flatten().map(|k| block.weight.get_resident(k)))
+        };
+        let lo = rule.w_min;
+        // A rule without an upper bound (a power law without w_max) spans the largest weight.
+        let hi = if rule.w_max < f32::MAX { rule.w_max } else { weights().fold(lo, f32::max) };
         let mut counts = vec![0u64; bins as usize];
         let (mut sum, mut n) = (0.0f64, 0u64);
         let scale = bins as f32 / (hi - lo).max(f32::MIN_POSITIVE);
-        for (_, _, blocks) in self.shards(world) {
-            // A paged block's resident synapses only (`crate::paging`).
-            for block in blocks.0.iter().filter(|b| b.projection == projection as usize) {
-                for k in crate::paging::resident_ranges(block).into_iter().flatten() {
-                    let w = block.weight.get_resident(k);
-                    counts[(((w - lo) * scale) as usize).min(bins as usize - 1)] += 1;
-                    sum += f64::from(w);
-                    n += 1;
-                }
-            }
+        for w in weights() {
+            counts[(((w - lo) * scale) as usize).min(bins as usize - 1)] += 1;
+            sum += f64::from(w);
+            n += 1;
         }
         Reply::WeightHistogram(WeightHistogram { projection, step, w_min: lo, w_max: hi, counts, mean: sum / n.max(1) as f64 })
     }

@@ -175,7 +175,7 @@ impl Structural {
             .map(|s| {
                 let pi = model.projection_index(&s.projection).expect("validated");
                 let p = &spec.projections[pi];
-                let bounds = p.plasticity.as_deref().and_then(|n| model.plasticity_index(n)).map(|r| (spec.plasticity[r].w_min, spec.plasticity[r].w_max));
+                let bounds = p.plasticity.as_deref().and_then(|n| model.plasticity_index(n)).map(|r| (spec.plasticity[r].w_min, spec.plasticity[r].w_max()));
                 let source_size = spec.populations[model.population_index(&p.source).expect("validated")].size;
                 let regrow = s.regrow.as_ref().map(|r| Regrow {
                     to_indegree: r.to_indegree,

@@ -57,13 +57,19 @@ struct __align__(16) Post {
     u32 floor;    // step of the newest overwritten history entry, or NEVER
 };
 
+// dependence: RULE_ADDITIVE, RULE_MULTIPLICATIVE or RULE_POWER_LAW (with exponent mu).
 struct Rule {
     float a_plus, a_minus, w_min, w_max;
-    u32 multiplicative, nearest, pre_decay_len, post_decay_len;
+    u32 dependence, nearest, pre_decay_len, post_decay_len;
     u64 pre_decay, post_decay;  // const float*: exp(-n dt / tau) tables
     u64 pre_trace, pre_last;    // float*, u32*: presynaptic traces of the source population
     u32 source_first, source_size, target_first, target_size;
+    float mu; u32 pad;
 };
+
+#define RULE_ADDITIVE 0u
+#define RULE_MULTIPLICATIVE 1u
+#define RULE_POWER_LAW 2u
 
 struct Cuba {
     float e_l, v_th, v_reset; u32 refractory_steps;
@@ -594,15 +600,78 @@ __device__ __forceinline__ float clampf(float x, float lo, float hi) {
     return x < lo ? lo : (x > hi ? hi : x);
 }
 
+// ---- portable math (portable.rs): IEEE f64 add/sub/mul/div, floor and bits only, so the
+// same bits as the CPU's; libm's powf differs between backends in its last bits ----
+
+// ln of a positive, finite, normal x: x = 2^e m, m in [sqrt(1/2), sqrt(2)], ln m = 2 atanh(s),
+// s = (m - 1) / (m + 1), series to s^19 / 19.
+__device__ __forceinline__ double portable_ln(double x) {
+    const double LN2_HI = __longlong_as_double(0x3fe62e42fee00000ll), LN2_LO = __longlong_as_double(0x3dea39ef35793c76ll);
+    const double SQRT2 = __longlong_as_double(0x3ff6a09e667f3bcdll);
+    long long bits = __double_as_longlong(x);
+    long long e = ((bits >> 52) & 0x7ff) - 1023;
+    double m = __longlong_as_double((bits & 0x000fffffffffffffll) | 0x3ff0000000000000ll);
+    if (m > SQRT2) {
+        m = __dmul_rn(m, 0.5);
+        e += 1;
+    }
+    double s = __ddiv_rn(__dsub_rn(m, 1.0), __dadd_rn(m, 1.0));
+    double z = __dmul_rn(s, s);
+    double series = 1.0 / 19.0;
+    series = __dadd_rn(1.0 / 17.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 15.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 13.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 11.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 9.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 7.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 5.0, __dmul_rn(z, series));
+    series = __dadd_rn(1.0 / 3.0, __dmul_rn(z, series));
+    double ln_m = __dmul_rn(2.0, __dadd_rn(s, __dmul_rn(s, __dmul_rn(z, series))));
+    double ef = (double)e;
+    return __dadd_rn(__dmul_rn(ef, LN2_HI), __dadd_rn(__dmul_rn(ef, LN2_LO), ln_m));
+}
+
+// e^y for |y| <= 700: y = k ln 2 + r, |r| <= 0.3466, Taylor series of e^r to r^13 / 13!.
+__device__ __forceinline__ double portable_exp(double y) {
+    const double LN2_HI = __longlong_as_double(0x3fe62e42fee00000ll), LN2_LO = __longlong_as_double(0x3dea39ef35793c76ll);
+    const double INV_LN2 = __longlong_as_double(0x3ff71547652b82fell);
+    double k = floor(__dadd_rn(__dmul_rn(y, INV_LN2), 0.5));
+    double r = __dsub_rn(__dsub_rn(y, __dmul_rn(k, LN2_HI)), __dmul_rn(k, LN2_LO));
+    double p = 1.0 / 6227020800.0;
+    p = __dadd_rn(1.0 / 479001600.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 39916800.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 3628800.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 362880.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 40320.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 5040.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 720.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 120.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 24.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 6.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0 / 2.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0, __dmul_rn(r, p));
+    p = __dadd_rn(1.0, __dmul_rn(r, p));
+    return __dmul_rn(p, __longlong_as_double(((long long)k + 1023) << 52));
+}
+
+// w^mu for a weight w >= 0 (w <= 0 counts as 0) and 0 <= mu <= 1, rounded once to f32.
+__device__ __forceinline__ float portable_powf_weight(float w, float mu) {
+    double x = (double)w, y = (double)mu;
+    if (x <= 0.0) return y == 0.0 ? 1.0f : 0.0f;
+    return __double2float_rn(portable_exp(__dmul_rn(y, portable_ln(x))));
+}
+
 __device__ __forceinline__ float potentiate(const Rule& r, float w, float x) {
-    float dw = r.multiplicative ? __fmul_rn(__fmul_rn(r.a_plus, __fsub_rn(r.w_max, w)), x)
-                                : __fmul_rn(__fmul_rn(r.a_plus, r.w_max), x);
+    float dw = r.dependence == RULE_MULTIPLICATIVE ? __fmul_rn(__fmul_rn(r.a_plus, __fsub_rn(r.w_max, w)), x)
+             : r.dependence == RULE_POWER_LAW      ? __fmul_rn(__fmul_rn(r.a_plus, portable_powf_weight(w, r.mu)), x)
+                                                   : __fmul_rn(__fmul_rn(r.a_plus, r.w_max), x);
     return clampf(__fadd_rn(w, dw), r.w_min, r.w_max);
 }
 
 __device__ __forceinline__ float depress(const Rule& r, float w, float y) {
-    float dw = r.multiplicative ? __fmul_rn(__fmul_rn(r.a_minus, __fsub_rn(w, r.w_min)), y)
-                                : __fmul_rn(__fmul_rn(r.a_minus, r.w_max), y);
+    float dw = r.dependence == RULE_MULTIPLICATIVE ? __fmul_rn(__fmul_rn(r.a_minus, __fsub_rn(w, r.w_min)), y)
+             : r.dependence == RULE_POWER_LAW      ? __fmul_rn(__fmul_rn(r.a_minus, w), y)
+                                                   : __fmul_rn(__fmul_rn(r.a_minus, r.w_max), y);
     return clampf(__fsub_rn(w, dw), r.w_min, r.w_max);
 }
 

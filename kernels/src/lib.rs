@@ -6,6 +6,8 @@
 //!
 //! - [`rng`]: Philox4x32-10, the counter-based generator keyed by (seed, stream, entity, step).
 //! - [`lif`]: the neuron models (`lif_cuba`, `lif_coba`) and their exact propagators.
+//! - [`portable`]: `ln`, `exp` and `pow` from IEEE `f64` arithmetic alone, the same bits on every
+//!   backend (the power-law STDP rule's `w^mu`).
 //! - [`spikes`]: the run of a sorted spike list that belongs to a range of ids.
 //! - [`delivery`]: synapse rows (u16 targets), fixed-point delay ring buffers, spike delivery.
 //! - [`stdp`]: pair-based STDP with lazily evaluated traces and lazily applied potentiation.
@@ -13,6 +15,7 @@
 
 pub mod delivery;
 pub mod lif;
+pub mod portable;
 pub mod rng;
 pub mod spikes;
 pub mod stdp;

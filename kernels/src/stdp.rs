@@ -35,18 +35,24 @@ pub enum Pairing {
 }
 
 /// How a weight change depends on the weight.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum WeightDependence {
     /// dw = +a_plus w_max x (potentiation), -a_minus w_max y (depression).
     Additive,
     /// dw = +a_plus (w_max - w) x, -a_minus (w - w_min) y (soft bounds).
     Multiplicative,
+    /// dw = +a_plus w^mu x, -a_minus w y: NEST's `stdp_pl_synapse_hom` (Morrison, Aertsen &
+    /// Diesmann 2007), whose `lambda` is `a_plus` and `lambda * alpha` is `a_minus`. `w^mu` is
+    /// [`portable::powf_weight`](crate::portable::powf_weight), the same bits on every backend.
+    PowerLaw { mu: f32 },
 }
 
 /// One STDP rule, in the unit of the projection's weights.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StdpRule {
+    /// Potentiation amplitude (NEST's `lambda` for [`WeightDependence::PowerLaw`]).
     pub a_plus: f32,
+    /// Depression amplitude (NEST's `lambda * alpha` for [`WeightDependence::PowerLaw`]).
     pub a_minus: f32,
     pub w_min: f32,
     pub w_max: f32,
@@ -61,6 +67,7 @@ impl StdpRule {
         let dw = match self.dependence {
             WeightDependence::Additive => self.a_plus * self.w_max * x,
             WeightDependence::Multiplicative => self.a_plus * (self.w_max - w) * x,
+            WeightDependence::PowerLaw { mu } => self.a_plus * crate::portable::powf_weight(w, mu) * x,
         };
         (w + dw).clamp(self.w_min, self.w_max)
     }
@@ -71,6 +78,7 @@ impl StdpRule {
         let dw = match self.dependence {
             WeightDependence::Additive => self.a_minus * self.w_max * y,
             WeightDependence::Multiplicative => self.a_minus * (w - self.w_min) * y,
+            WeightDependence::PowerLaw { .. } => self.a_minus * w * y,
         };
         (w - dw).clamp(self.w_min, self.w_max)
     }
@@ -542,11 +550,106 @@ mod tests {
         assert_eq!(pair_run(&r, 0.1, &post, &pre), 0.0);
     }
 
+    /// NEST's `stdp_pl_synapse_hom` as in its `hpc_benchmark` (lambda 0.1, alpha 0.0513, mu 0.4,
+    /// tau_plus 15 ms), with a tau_minus of 30 ms; no upper bound, as in NEST.
+    fn nest_power_law(pairing: Pairing) -> StdpRule {
+        StdpRule { a_plus: 0.1, a_minus: (0.1f64 * 0.0513) as f32, w_min: 0.0, w_max: f32::MAX, dependence: WeightDependence::PowerLaw { mu: 0.4 }, pairing }
+    }
+
+    /// [`pair_run`] with the time constants (tau_plus, tau_minus) of the traces.
+    fn pair_run_with(rule: &StdpRule, taus: (f64, f64), w0: f32, pre_steps: &[u32], post_steps: &[u32]) -> f32 {
+        let net = Net::pair(w0, pre_steps, post_steps);
+        let mut lazy = Lazy::<f32>::new(*rule, taus, &net, 64);
+        for t in 0..net.steps() {
+            lazy.step(t, &net.pre[t as usize], &net.post[t as usize]);
+        }
+        let late = net.steps() + 12 * TraceDecay::new(taus.0.max(taus.1), DT).table.len() as u32;
+        lazy.step(late, &[0], &[0]);
+        assert_eq!(lazy.lost, 0);
+        lazy.weight[0]
+    }
+
+    #[test]
+    fn power_law_single_pair_changes_weight_by_nests_closed_form() {
+        let (lambda, alpha, mu, tau_plus, tau_minus) = (0.1, 0.0513, 0.4, 15.0, 30.0);
+        for pairing in [Pairing::AllToAll, Pairing::Nearest] {
+            let r = nest_power_law(pairing);
+            for w0 in [0.5f32, 45.61, 300.0] {
+                let w = f64::from(w0);
+                for lag in [1u32, 10, 150, 400] {
+                    let dt = f64::from(lag) * DT;
+                    // pre then post: facilitate_, w + lambda w^mu K+ with K+ = exp(-dt / tau_plus)
+                    let got = pair_run_with(&r, (tau_plus, tau_minus), w0, &[100], &[100 + lag]);
+                    let nest = w + lambda * w.powf(mu) * (-dt / tau_plus).exp();
+                    assert!(close(got, nest), "w0 {w0}, lag {lag}: {got} vs {nest}");
+                    // post then pre: depress_, w - lambda alpha w K- with K- = exp(-dt / tau_minus)
+                    let got = pair_run_with(&r, (tau_plus, tau_minus), w0, &[100 + lag], &[100]);
+                    let nest = w - lambda * alpha * w * (-dt / tau_minus).exp();
+                    assert!(close(got, nest), "w0 {w0}, lag {lag}: {got} vs {nest}");
+                }
+                assert_eq!(pair_run_with(&r, (tau_plus, tau_minus), w0, &[100], &[100]), w0, "same step: no pairing");
+            }
+            // NEST clips depression at 0 (`depress_`), and so does w_min = 0.
+            let strong = StdpRule { a_minus: 1.5, ..r };
+            assert_eq!(pair_run_with(&strong, (tau_plus, tau_minus), 45.61, &[101], &[100]), 0.0);
+            // From 0 the power law cannot potentiate (0^mu = 0).
+            assert_eq!(pair_run_with(&r, (tau_plus, tau_minus), 0.0, &[100], &[101]), 0.0);
+        }
+    }
+
+    /// NEST's `stdp_pl_synapse_hom::send` in `f64`, for one synapse, with the spike times of fum's
+    /// pairing (at the neurons: no dendritic delay): at each presynaptic spike, facilitate by
+    /// every postsynaptic spike since the previous one, oldest first, then depress by the
+    /// postsynaptic trace of spikes strictly before it; traces K+ and K- sum all earlier spikes.
+    fn nest_send_loop(pre: &[u32], post: &[u32], w0: f64, (tau_plus, tau_minus): (f64, f64)) -> f64 {
+        let (lambda, alpha, mu) = (0.1, 0.0513, 0.4);
+        let ms = |step: u32| f64::from(step) * DT;
+        // The archiving node's history: (t, K- just after the spike).
+        let mut history: Vec<(f64, f64)> = Vec::new();
+        for &tp in post {
+            let k = history.last().map_or(0.0, |&(t, k)| k * ((t - ms(tp)) / tau_minus).exp());
+            history.push((ms(tp), k + 1.0));
+        }
+        let (mut w, mut k_plus, mut t_last) = (w0, 0.0, 0.0);
+        for &t in pre {
+            let t = ms(t);
+            for &(tp, _) in history.iter().filter(|&&(tp, _)| t_last < tp && tp <= t) {
+                w += lambda * w.powf(mu) * k_plus * ((t_last - tp) / tau_plus).exp();
+            }
+            let k_minus = history.iter().rev().find(|&&(tp, _)| tp < t).map_or(0.0, |&(tp, k)| k * ((tp - t) / tau_minus).exp());
+            w = (w - lambda * alpha * w * k_minus).max(0.0);
+            k_plus = k_plus * ((t_last - t) / tau_plus).exp() + 1.0;
+            t_last = t;
+        }
+        w
+    }
+
+    #[test]
+    fn power_law_follows_nests_send_loop_over_random_trains() {
+        let taus = (15.0, 30.0);
+        let mut s = Key::from_seed(13).stream(Purpose::Connectivity, 0, 0);
+        let mut moved = 0.0;
+        for trial in 0..40 {
+            // Up to a few hundred spikes each in 2000 steps, with no pre and post spike in one step
+            // (fum pairs those after the depression, NEST before: see docs/model-format.md).
+            let (p_pre, p_post) = (0.002 + 0.05 * s.uniform(), 0.002 + 0.05 * s.uniform());
+            let pre: Vec<u32> = (0..2000).filter(|_| s.uniform() < p_pre).collect();
+            let post: Vec<u32> = (0..2000).filter(|t| s.uniform() < p_post && !pre.contains(t)).collect();
+            let w0 = 1.0 + 100.0 * s.uniform();
+            let late = 2000 + 12 * TraceDecay::new(30.0, DT).table.len() as u32;
+            let nest = nest_send_loop(&[pre.clone(), vec![late]].concat(), &post, w0, taus);
+            let got = pair_run_with(&nest_power_law(Pairing::AllToAll), taus, w0 as f32, &pre, &post);
+            assert!((f64::from(got) - nest).abs() <= 1e-5 * nest.max(1.0), "trial {trial} ({} pre, {} post spikes): {got} vs {nest}", pre.len(), post.len());
+            moved += (nest - w0).abs() / w0;
+        }
+        assert!(moved / 40.0 > 0.05, "weights should change: mean relative change {}", moved / 40.0);
+    }
+
     /// Amplitudes above 1, so that both bounds clip (the multiplicative rule too, where a trace
     /// near 1 overshoots); different time constants for the two traces, so that a mix-up shows.
     fn strong_rules() -> Vec<StdpRule> {
         let mut rules = Vec::new();
-        for dependence in [WeightDependence::Additive, WeightDependence::Multiplicative] {
+        for dependence in [WeightDependence::Additive, WeightDependence::Multiplicative, WeightDependence::PowerLaw { mu: 0.4 }] {
             for pairing in [Pairing::AllToAll, Pairing::Nearest] {
                 rules.push(StdpRule { a_plus: 1.1, a_minus: 1.2, w_min: 0.5, w_max: 2.0, dependence, pairing });
             }

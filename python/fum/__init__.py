@@ -127,14 +127,23 @@ class Stdp:
     """A pair-based STDP rule (`[[plasticity]]`); pass it as `connect(..., plasticity=rule)`.
 
     Keyword arguments are the model file's fields: `tau_plus_ms`, `tau_minus_ms`, `w_min`,
-    `weight_dependence` ("additive" or "multiplicative"), `pairing` ("all_to_all" or
-    "nearest"), `post_history`. One rule may serve several projections; it is named `name`, or
-    "stdp", "stdp_2", ... in the order it is first used.
+    `weight_dependence` ("additive", "multiplicative" or "power_law"), `pairing` ("all_to_all"
+    or "nearest"), `post_history`. One rule may serve several projections; it is named `name`,
+    or "stdp", "stdp_2", ... in the order it is first used.
+
+    The additive and multiplicative rules take `a_plus`, `a_minus` and `w_max`. NEST's power law
+    (`stdp_pl_synapse_hom`) takes NEST's `lambda`, `alpha` and `mu` instead, `lambda` spelled
+    `lambda_` (a Python keyword), and `w_max` only for an upper bound::
+
+        fum.Stdp(weight_dependence="power_law", lambda_=0.1, alpha=0.0513, mu=0.4, tau_plus_ms=15.0)
     """
 
-    def __init__(self, a_plus: float, a_minus: float, w_max: float, *, name: Optional[str] = None, **fields: Any):
+    def __init__(self, a_plus: Optional[float] = None, a_minus: Optional[float] = None, w_max: Optional[float] = None, *, name: Optional[str] = None, **fields: Any):
         self.name = name
-        self.fields = {"a_plus": a_plus, "a_minus": a_minus, "w_max": w_max, **fields}
+        if "lambda_" in fields:
+            fields["lambda"] = fields.pop("lambda_")
+        given = {"a_plus": a_plus, "a_minus": a_minus, "w_max": w_max}
+        self.fields = {**{k: v for k, v in given.items() if v is not None}, **fields}
 
 
 class Population(NamedTuple):

@@ -132,6 +132,20 @@ def small_plastic_network():
     return net
 
 
+def test_power_law_stdp_takes_nests_names():
+    net = fum.Model(dt_ms=0.1, seed=3, duration_ms=10.0)
+    E = net.population("E", 50, "lif_cuba")
+    rule = fum.Stdp(weight_dependence="power_law", lambda_=0.1, alpha=0.0513, mu=0.4, tau_plus_ms=15.0)
+    net.connect(E, E, fum.FixedIndegree(5), weight=45.0, plasticity=rule)
+    text = net.to_toml()
+    assert "lambda = 0.1" in text and "mu = 0.4" in text and "a_plus" not in text and "w_max" not in text
+    net.check()
+    with pytest.raises(fum.ModelError, match=r"plasticity\[0\]\.a_plus"):
+        bad = fum.Model(dt_ms=0.1, duration_ms=10.0)
+        bad.connect(bad.population("E", 50, "lif_cuba"), "E", fum.FixedIndegree(5), weight=45.0, plasticity=fum.Stdp(0.01, weight_dependence="power_law", lambda_=0.1, alpha=1.0, mu=0.4))
+        bad.check()
+
+
 def test_rates_run_json_probes_and_weights():
     net = small_plastic_network()
     calls = []
