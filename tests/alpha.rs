@@ -218,6 +218,14 @@ fn a_resumed_alpha_run_ends_in_the_same_state() {
     resumed.run(400, |_| {});
     assert!(state(&mut resumed) == state(&mut straight), "the resumed run's state differs");
     assert_eq!(column(&mut resumed, bias), column(&mut straight, bias));
+
+    // A checkpoint without the alpha variables (as a fum that did not keep them would write)
+    // is refused, naming the column, rather than resumed with them at 0.
+    let mut snapshot = Snapshot::take(&mut straight.world, &model.source, model.hash(), serde_json::Value::Null).unwrap();
+    snapshot.sections.retain(|(name, _)| !name.contains("dsyn_"));
+    let path = snapshot.write(&dir.path().join("old"), 1).unwrap();
+    let err = Checkpoint::open(&path).unwrap().restore(&mut start(&model).world, model.hash()).unwrap_err().to_string();
+    assert!(err.contains("no section shard/0/dsyn_ex: this network keeps the column \"dsyn_ex\", which the checkpoint (written by fum"), "{err}");
 }
 
 /// A network without `lif_psc_alpha` or a drawn bias has none of their columns: nothing more to

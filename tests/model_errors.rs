@@ -351,6 +351,16 @@ fn the_memory_estimate_matches_the_built_network() {
         assert!((0.95..1.05).contains(&ratio), "{name}: estimated {} bytes, built {built}", estimate.network_bytes);
         assert!(estimate.host_bytes >= estimate.network_bytes);
     }
+    // lif_psc_alpha's two more variables and a drawn bias (12 bytes per neuron): a network of
+    // few synapses, where they are a visible part of the total.
+    let text = common::SMALL_NETWORK.replace("model = \"lif_cuba\"", "model = \"lif_psc_alpha\"\ni_e_pa = { normal = [100.0, 10.0] }");
+    assert_ne!(text, common::SMALL_NETWORK);
+    let model = common::parse(&text);
+    let estimate = fum::engine::estimate::Estimate::of(&model, 2, 2);
+    let built = fum::engine::report::NetworkStats::measure(&mut fum::Simulation::from_model(&model, 2, 2).unwrap().world).bytes_total as f64;
+    let plain = fum::engine::estimate::Estimate::of(&common::parse(common::SMALL_NETWORK), 2, 2).network_bytes;
+    assert!((0.95..1.05).contains(&(estimate.network_bytes / built)), "alpha: estimated {} bytes, built {built}", estimate.network_bytes);
+    assert_eq!(estimate.network_bytes - plain, 12.0 * 375.0, "12 bytes more per neuron");
 }
 
 #[test]
