@@ -113,6 +113,140 @@ fn power_law_stdp_gives_identical_spikes_and_weights_on_both_backends() {
     }
 }
 
+/// `lif_psc_alpha` (NEST's iaf_psc_alpha) and bias currents drawn per neuron, beside `lif_cuba`
+/// and forward-Euler `lif_coba` populations with a drawn and a constant bias: the same spikes,
+/// probes and checkpointed state (the alpha variables `dsyn_ex`, `dsyn_in` included) on both
+/// backends, bit for bit, on one shard and on several.
+const ALPHA_NETWORK: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 1000.0
+seed = 23
+
+[[populations]]
+name = "A"
+size = 3000
+model = "lif_psc_alpha"
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 2.0
+i_e_pa = { uniform = [250.0, 420.0] }
+v_init_mv = { uniform = [-70.0, -56.0] }
+
+[[populations]]
+name = "C"
+size = 700
+model = "lif_cuba"
+i_e_pa = { normal = [330.0, 40.0] }
+
+[[populations]]
+name = "G"
+size = 300
+model = "lif_coba"
+integrator = "euler"
+e_l_mv = -60.0
+v_th_mv = -50.0
+v_reset_mv = -60.0
+tau_m_ms = 20.0
+c_m_pf = 200.0
+tau_syn_ex_ms = 5.0
+tau_syn_in_ms = 10.0
+i_e_pa = { lognormal = [4.0, 0.4] }
+
+[[projections]]
+name = "AA"
+source = "A"
+target = "A"
+rule = { fixed_indegree = 100 }
+weight = { uniform = [10.0, 30.0] }
+delay_ms = { uniform = [0.5, 2.0] }
+
+[[projections]]
+name = "CA"
+source = "C"
+target = "A"
+rule = { fixed_indegree = 50 }
+receptor = "inhibitory"
+weight = 40.0
+delay_ms = 0.8
+
+[[projections]]
+name = "AC"
+source = "A"
+target = "C"
+rule = { fixed_probability = 0.02 }
+weight = 20.0
+
+[[projections]]
+name = "AG"
+source = "A"
+target = "G"
+rule = { fixed_indegree = 40 }
+weight = 0.5
+
+[[inputs]]
+name = "drive"
+kind = "poisson"
+target = "A"
+rate_hz = 3000.0
+weight = 20.0
+
+[[inputs]]
+name = "dc"
+kind = "dc"
+target = "C"
+amplitude_pa = 15.0
+
+[recording]
+spikes = ["A", "C", "G"]
+
+[[recording.probes]]
+name = "alpha_v"
+variable = "v"
+population = "A"
+neurons = [0, 1, 2, 1500, 2999]
+
+[[recording.probes]]
+name = "alpha_current"
+variable = "syn_ex"
+population = "A"
+neurons = [0, 1, 2, 1500, 2999]
+
+[[recording.probes]]
+name = "alpha_inhibition"
+variable = "syn_in"
+population = "A"
+neurons = [0, 2999]
+"#;
+
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn alpha_neurons_and_drawn_biases_give_identical_spikes_probes_and_state_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alpha.toml");
+    std::fs::write(&path, ALPHA_NETWORK).unwrap();
+    let state = ["/v", "/syn_ex", "/syn_in", "/dsyn_ex", "/dsyn_in", "/refractory"];
+    for shards in ["1", "5"] {
+        let (cpu, gpu) = (dir.path().join(format!("cpu-{shards}")), dir.path().join(format!("gpu-{shards}")));
+        let extra = ["--checkpoint-every", "1s", "--shards", shards];
+        let report = run(path.to_str().unwrap(), &cpu, "cpu", &extra);
+        for pop in ["A", "C", "G"] {
+            assert!(report["rates_hz"][pop].as_f64().unwrap() > 1.0, "{pop} must fire: {}", report["rates_hz"]);
+        }
+        let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
+        assert_eq!(report["backend"], "cuda");
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{shards} shards: spikes differ");
+        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{shards} shards: probes differ");
+        let (a, b) = (sections(&cpu, &state), sections(&gpu, &state));
+        assert!(a.iter().any(|(name, _)| name.ends_with("/dsyn_ex")), "the alpha state is checkpointed");
+        for ((name, x), (other, y)) in a.iter().zip(&b) {
+            assert_eq!(name, other);
+            assert!(x == y, "{shards} shards: {name} differs");
+        }
+        assert_eq!(a.len(), b.len());
+    }
+}
+
 /// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
 /// the kernels read over the bus, with the device's row cache of the most active rows in what
 /// memory is left (none at the least limit, a third of the synapses' bytes at the other), with

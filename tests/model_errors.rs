@@ -88,6 +88,33 @@ fn wrong_type_and_unknown_variant() {
     expect_error("model = \"lif_cuba\"", "model = \"hh\"", &["unknown variant `hh`"]);
 }
 
+/// `lif_psc_alpha` and a bias drawn per neuron: the same checks as the other models and
+/// distributions, naming the field and the model.
+#[test]
+fn alpha_model_and_drawn_bias() {
+    let alpha = |to: &str| {
+        let (text, line) = mutate("tau_m_ms = 20.0", to);
+        (text.replacen("model = \"lif_cuba\"", "model = \"lif_psc_alpha\"", 1), line)
+    };
+    Model::parse(&alpha("i_e_pa = { lognormal = [5.0, 0.5] }").0, Path::new("ok.toml")).expect("valid");
+    for (to, fragments) in [
+        ("e_ex_mv = 0.0", &["populations[0].e_ex_mv", "\"lif_psc_alpha\" synapses are currents"][..]),
+        ("integrator = \"euler\"", &["populations[0].integrator", "\"lif_psc_alpha\" is integrated exactly"]),
+        ("i_e_pa = { uniform = [500.0, 100.0] }", &["populations[0].i_e_pa", "low must not exceed high"]),
+        ("i_e_pa = { normal = [300.0, -5.0] }", &["populations[0].i_e_pa", "standard deviation must not be negative"]),
+        ("i_e_pa = { lognormal = [100.0, 1.0] }", &["populations[0].i_e_pa", "32-bit floats"]),
+        ("i_e_pa = { poisson = 3.0 }", &["populations[0].i_e_pa", "{ uniform = [low, high] }"]),
+    ] {
+        let (text, line) = alpha(to);
+        let err = Model::parse(&text, Path::new("bad.toml")).expect_err("the model is invalid").to_string();
+        assert!(err.starts_with(&format!("bad.toml:{line}:")), "wrong location in: {err}");
+        for f in fragments {
+            assert!(err.contains(f), "\"{f}\" missing from: {err}");
+        }
+    }
+    expect_error("model = \"lif_cuba\"", "model = \"iaf_psc_alpha\"", &["unknown variant `iaf_psc_alpha`", "lif_psc_alpha"]);
+}
+
 #[test]
 fn negative_weight_and_rate() {
     expect_error("weight = 1.0", "weight = -1.0", &["projections[0].weight", "receptor = \"inhibitory\""]);
@@ -324,6 +351,16 @@ fn the_memory_estimate_matches_the_built_network() {
         assert!((0.95..1.05).contains(&ratio), "{name}: estimated {} bytes, built {built}", estimate.network_bytes);
         assert!(estimate.host_bytes >= estimate.network_bytes);
     }
+    // lif_psc_alpha's two more variables and a drawn bias (12 bytes per neuron): a network of
+    // few synapses, where they are a visible part of the total.
+    let text = common::SMALL_NETWORK.replace("model = \"lif_cuba\"", "model = \"lif_psc_alpha\"\ni_e_pa = { normal = [100.0, 10.0] }");
+    assert_ne!(text, common::SMALL_NETWORK);
+    let model = common::parse(&text);
+    let estimate = fum::engine::estimate::Estimate::of(&model, 2, 2);
+    let built = fum::engine::report::NetworkStats::measure(&mut fum::Simulation::from_model(&model, 2, 2).unwrap().world).bytes_total as f64;
+    let plain = fum::engine::estimate::Estimate::of(&common::parse(common::SMALL_NETWORK), 2, 2).network_bytes;
+    assert!((0.95..1.05).contains(&(estimate.network_bytes / built)), "alpha: estimated {} bytes, built {built}", estimate.network_bytes);
+    assert_eq!(estimate.network_bytes - plain, 12.0 * 375.0, "12 bytes more per neuron");
 }
 
 #[test]

@@ -283,8 +283,43 @@ fn a_valid_circuit_checks() {
 fn unsupported_neuron_model() {
     let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let types = NODE_TYPES.replace("101 point_neuron nest:iaf_psc_exp", "101 point_neuron nest:iaf_psc_alpha");
-    expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: model_template \"nest:iaf_psc_alpha\" is not supported (supported: nest:iaf_psc_exp)"]);
+    let types = NODE_TYPES.replace("101 point_neuron nest:iaf_psc_exp", "101 point_neuron nest:iaf_cond_alpha");
+    expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"I\", node_type_id 101: model_template \"nest:iaf_cond_alpha\" is not supported (supported: nest:iaf_psc_exp, nest:iaf_psc_alpha)"]);
+}
+
+/// `nest:iaf_psc_alpha` node types become `lif_psc_alpha` populations with their NEST
+/// parameters, and give the spikes of the model file they came from; `fum export` writes such a
+/// population back as `nest:iaf_psc_alpha`, and refuses a bias drawn per neuron.
+#[test]
+fn iaf_psc_alpha_nodes_are_lif_psc_alpha_populations() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let alpha = TOML.replace("model = \"lif_cuba\"", "model = \"lif_psc_alpha\"");
+    let toml = common::parse(&alpha);
+    let types = NODE_TYPES.replace("nest:iaf_psc_exp", "nest:iaf_psc_alpha");
+    let config = write_circuit(&dir.path().join("c"), &[("E", 160), ("I", 40)], &types, &edges_of(&toml, 1), EDGE_TYPES);
+    let text = format!("[simulation]\ndt_ms = 0.1\nduration_ms = 200.0\n\n[sonata]\ncircuit_config = {config:?}\n");
+    let sonata = Model::parse(&text, &dir.path().join("m.toml")).unwrap();
+    assert!(sonata.spec.populations.iter().all(|p| p.model == fum::engine::model::NeuronModel::LifPscAlpha));
+    let e = &sonata.spec.populations[0];
+    assert_eq!((e.tau_m_ms, e.e_l_mv, e.v_th_mv, e.i_e_pa), (20.0, -65.0, -50.0, fum::engine::model::Distribution::Constant(300.0)));
+    let (a, b) = (common::simulate(&toml, 2, 3), common::simulate(&sonata, 1, 2));
+    assert!(common::spikes(&a).len() > 500, "the network fires");
+    assert_eq!(common::spikes(&a), common::spikes(&b));
+
+    let model = dir.path().join("model.toml");
+    std::fs::write(&model, alpha.replace("duration_ms = 200.0", "duration_ms = 100.0")).unwrap();
+    let export = |circuit: &Path| std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]).output().unwrap();
+    let out = export(&dir.path().join("exported"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(dir.path().join("exported/network/node_types.csv")).unwrap();
+    assert_eq!(csv.matches("nest:iaf_psc_alpha").count(), 2, "{csv}");
+    let exported = Model::parse(&format!("[simulation]\nduration_ms = 100.0\n\n[sonata]\ncircuit_config = {:?}\n", dir.path().join("exported/circuit_config.json")), &dir.path().join("e.toml")).unwrap();
+    let original = common::parse(&std::fs::read_to_string(&model).unwrap());
+    assert_eq!(common::spikes(&common::simulate(&exported, 1, 1)), common::spikes(&common::simulate(&original, 1, 1)));
+    std::fs::write(&model, alpha.replace("i_e_pa = 400.0", "i_e_pa = { uniform = [380.0, 420.0] }")).unwrap();
+    let out = export(&dir.path().join("refused"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" draws i_e_pa per neuron"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use crate::column::Column;
 use crate::components::*;
 use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel};
 use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, ring_slots};
-use fum_kernels::lif::{CobaConstants, CubaPropagators};
+use fum_kernels::lif::{AlphaPropagators, CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
 use fum_kernels::stdp::{NEVER, TraceDecay};
 
@@ -114,9 +114,16 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
                 euler: p.integrator == Some(crate::model::Integrator::Euler),
                 ..CobaConstants::new(&lif, p.reversal_ex_mv(), p.reversal_in_mv(), dt)
             }),
+            NeuronModel::LifPscAlpha => Dynamics::Alpha(AlphaPropagators::new(&lif, dt)),
         };
         let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
-        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa: (p.i_e_pa + dc) as f32 });
+        // A constant bias joins the DC inputs in f64, rounded once; a drawn one is drawn per
+        // neuron (`build_neurons`) and added to the DC inputs' f32 sum at each step.
+        let (current_pa, bias_per_neuron) = match p.i_e_pa {
+            Distribution::Constant(i_e) => ((i_e + dc) as f32, false),
+            _ => (dc as f32, true),
+        };
+        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa, bias_per_neuron });
         first += p.size;
     }
     let total = first;
@@ -243,6 +250,10 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
     let n = range.len();
     let mut segments = Vec::new();
     let (mut v, mut syn_ex, mut syn_in) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    // Columns only some models need exist for the whole shard when any population needs
+    // them (see `NeuronBlock::dsyn_ex`), whether or not this shard holds one of its neurons.
+    let alpha = populations.iter().any(|p| matches!(p.dynamics, Dynamics::Alpha(_)));
+    let mut bias = populations.iter().any(|p| p.bias_per_neuron).then(|| vec![0f32; n]);
     for (pi, pop) in populations.iter().enumerate() {
         let lo = pop.first.max(range.start);
         let hi = (pop.first + pop.size).min(range.end);
@@ -263,6 +274,11 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
             } as f32;
             syn_ex[i] = spec.syn_ex_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
             syn_in[i] = spec.syn_in_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
+            if let (Some(bias), true) = (&mut bias, pop.bias_per_neuron) {
+                // A stream of its own per neuron, keyed like the initial state's (population,
+                // neuron): the same draw on any shard, thread, rank or backend.
+                bias[i] = spec.i_e_pa.sample(&mut key.stream(Purpose::NeuronParameters, pi as u16, id - pop.first)) as f32;
+            }
         }
         segments.push(Segment { population: pi, local });
     }
@@ -271,6 +287,9 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
         v: Column::from_vec(v),
         syn_ex: Column::from_vec(syn_ex),
         syn_in: Column::from_vec(syn_in),
+        dsyn_ex: alpha.then(|| Column::filled(n, 0.0)),
+        dsyn_in: alpha.then(|| Column::filled(n, 0.0)),
+        bias_pa: bias.map(Column::from_vec),
         refractory_steps: Column::filled(n, 0),
         fired: Column::filled(n, 0),
         ring_ex: Column::filled(ring_slots(max_delay) * n, 0),

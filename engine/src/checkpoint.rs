@@ -467,6 +467,15 @@ impl Checkpoint {
                 return;
             }
             let name = d.section();
+            // A column the network keeps that the checkpoint lacks: written by a fum that did
+            // not keep it (a model's extra state added since), or not for this network.
+            if !self.header.sections.iter().any(|s| s.name == name) {
+                failed = Some(corrupt(format!(
+                    "no section {name}: this network keeps the column {:?}, which the checkpoint (written by fum {}) does not hold; resume it with the fum that wrote it",
+                    d.name, self.header.fum_version
+                )));
+                return;
+            }
             let decoded = self.section(&format!("{name}.type")).and_then(|ty| {
                 if ty != d.column.element_type().as_bytes() {
                     return Err(corrupt(format!("section {name}.type: stored as {}, the model keeps {}", String::from_utf8_lossy(&ty), d.column.element_type())));

@@ -8,7 +8,7 @@ use crate::column::{AnyColumn, Column};
 use crate::model::{Receptor, WeightPrecision};
 use crate::state::{Columns, Role, Shape};
 use fum_kernels::delivery::{Ring, RowDelays};
-use fum_kernels::lif::{CobaConstants, CubaPropagators};
+use fum_kernels::lif::{AlphaPropagators, CobaConstants, CubaPropagators};
 use fum_kernels::stdp::{PostState, StdpRule, TraceDecay};
 use fum_kernels::weight::Weight;
 use half::f16;
@@ -35,9 +35,26 @@ pub struct NeuronBlock {
     pub segments: Vec<Segment>,
     /// Membrane potential, mV.
     pub v: Column<f32>,
-    /// Excitatory / inhibitory synaptic variable (pA for `lif_cuba`, nS for `lif_coba`).
+    /// Excitatory / inhibitory synaptic variable (pA for `lif_cuba` and `lif_psc_alpha`, nS for
+    /// `lif_coba`).
     pub syn_ex: Column<f32>,
     pub syn_in: Column<f32>,
+    /// `lif_psc_alpha`'s second variable per receptor (NEST's `dI_ex`, `dI_in`, pA/ms; see
+    /// `fum_kernels::lif::AlphaState`). Present for every neuron of every shard when some
+    /// population of the model is `lif_psc_alpha`, absent otherwise: a network without one
+    /// pays no memory or bandwidth for it, and keeps the columns (and checkpoint sections) it
+    /// had before the model existed; a network with one gets one arena per column indexed like
+    /// `v`, which the device kernel reads by global index with no per-population offsets (the
+    /// other populations' entries stay 0).
+    pub dsyn_ex: Option<Column<f32>>,
+    pub dsyn_in: Option<Column<f32>>,
+    /// Each neuron's bias current drawn from its population's `i_e_pa` distribution, pA (0
+    /// where the bias is constant: that one is in `Population::current_pa`). Present for the
+    /// same reasons as `dsyn_ex` only when some population draws its bias; read only for the
+    /// populations that do (`Population::bias_per_neuron`), so a constant bias keeps its one
+    /// multiplication per population. Fixed once built (drawn from the seed, like the initial
+    /// state): rebuilt on resume, not checkpointed.
+    pub bias_pa: Option<Column<f32>>,
     pub refractory_steps: Column<u32>,
     /// Spike bits of the current step (1: fired), written by the neuron update.
     pub fired: Column<u8>,
@@ -67,7 +84,9 @@ impl NeuronBlock {
     }
     /// Bytes of neuron state and ring buffers.
     pub fn bytes(&self) -> usize {
+        let optional = |c: &Option<Column<f32>>| c.as_ref().map_or(0, Column::bytes);
         self.v.bytes() + self.syn_ex.bytes() + self.syn_in.bytes() + self.refractory_steps.bytes() + self.fired.bytes()
+            + optional(&self.dsyn_ex) + optional(&self.dsyn_in) + optional(&self.bias_pa)
             + self.ring_ex.bytes() + self.ring_in.bytes()
             + 4 * self.spiked.capacity()
     }
@@ -80,6 +99,15 @@ impl Columns for NeuronBlock {
         f("v", Role::State, neuron, &mut self.v);
         f("syn_ex", Role::State, neuron, &mut self.syn_ex);
         f("syn_in", Role::State, neuron, &mut self.syn_in);
+        if let Some(c) = &mut self.dsyn_ex {
+            f("dsyn_ex", Role::State, neuron, c);
+        }
+        if let Some(c) = &mut self.dsyn_in {
+            f("dsyn_in", Role::State, neuron, c);
+        }
+        if let Some(c) = &mut self.bias_pa {
+            f("bias_pa", Role::Structure, neuron, c);
+        }
         f("refractory", Role::State, neuron, &mut self.refractory_steps);
         f("ring_ex", Role::State, ring, &mut self.ring_ex);
         f("ring_in", Role::State, ring, &mut self.ring_in);
@@ -323,6 +351,7 @@ pub struct SynapseBlocks(pub Vec<SynapseBlock>);
 pub enum Dynamics {
     Cuba(CubaPropagators),
     Coba(CobaConstants),
+    Alpha(AlphaPropagators),
 }
 
 /// A population as the hot loop sees it: no names looked up, constants precomputed.
@@ -333,8 +362,12 @@ pub struct Population {
     pub first: u32,
     pub size: u32,
     pub dynamics: Dynamics,
-    /// Constant current into every neuron (i_e plus DC inputs), pA.
+    /// Constant current into every neuron (i_e plus DC inputs; DC inputs only where i_e is
+    /// drawn per neuron), pA.
     pub current_pa: f32,
+    /// Whether i_e is drawn per neuron: each neuron's draw is in `NeuronBlock::bias_pa`, and
+    /// its current is that plus `current_pa`.
+    pub bias_per_neuron: bool,
 }
 
 impl Population {

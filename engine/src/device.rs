@@ -113,8 +113,10 @@ pub struct ProbeDesc {
 
 /// A population's neuron update, as `neurons` in fum.cu reads it (`struct Pop`): the neurons
 /// held (`first..end` index the arenas), the model (0 `lif_cuba`, 1 `lif_coba`, 2 `lif_coba`
-/// with forward Euler), the Poisson sources reaching it (`src_first..src_end` of the source
-/// table), the DC current and the constants (`struct Cuba` / `struct Coba`).
+/// with forward Euler, 3 `lif_psc_alpha`), the Poisson sources reaching it
+/// (`src_first..src_end` of the source table), the DC current, whether each neuron adds its
+/// own bias (the `bias_pa` arena) and the constants (`struct Cuba` / `Coba` / `Alpha`, the
+/// unused words 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct PopDesc {
@@ -124,7 +126,8 @@ pub struct PopDesc {
     pub src_first: u32,
     pub src_end: u32,
     pub current_pa: f32,
-    pub constants: [u32; 10],
+    pub bias_per_neuron: u32,
+    pub constants: [u32; 16],
 }
 
 /// A Poisson source over its targets held (`first..end` are global ids: they key the random
@@ -638,16 +641,28 @@ impl DeviceNetwork {
                 continue;
             }
             let bits = |x: f32| x.to_bits();
+            let padded = |w: [u32; 10]| {
+                let mut all = [0; 16];
+                all[..10].copy_from_slice(&w);
+                all
+            };
             let (kind, constants) = match p.dynamics {
-                Dynamics::Cuba(c) => (0, [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)]),
+                Dynamics::Cuba(c) => (0, padded([bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p22), bits(c.p20), bits(c.p21_ex), bits(c.p21_in), bits(c.p11_ex), bits(c.p11_in)])),
                 Dynamics::Coba(c) => (
                     if c.euler { 2 } else { 1 },
-                    [bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)],
+                    padded([bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.e_ex), bits(c.e_in), bits(c.g_l), bits(c.minus_h_over_c), bits(c.p11_ex), bits(c.p11_in)]),
+                ),
+                Dynamics::Alpha(c) => (
+                    3,
+                    [
+                        bits(c.e_l), bits(c.v_th), bits(c.v_reset), c.refractory_steps, bits(c.p33), bits(c.p30), bits(c.p31_ex), bits(c.p31_in),
+                        bits(c.p11_ex), bits(c.p11_in), bits(c.p32_ex), bits(c.p32_in), bits(c.p21_ex), bits(c.p21_in), bits(c.psc_ex), bits(c.psc_in),
+                    ],
                 ),
             };
             let src_first = srcs.len() as u32;
             srcs.extend(sources.iter().filter(|s| s.first < range.end && range.start < s.end));
-            pops.push(PopDesc { first: range.start - base, end: range.end - base, kind, src_first, src_end: srcs.len() as u32, current_pa: p.current_pa, constants });
+            pops.push(PopDesc { first: range.start - base, end: range.end - base, kind, src_first, src_end: srcs.len() as u32, current_pa: p.current_pa, bias_per_neuron: u32::from(p.bias_per_neuron), constants });
         }
         debug_assert!(pops.windows(2).all(|w| w[0].end <= w[1].first), "populations held are ascending and disjoint");
         self.n_pops = pops.len() as u32;

@@ -51,8 +51,13 @@ impl Estimate {
         let shards = shard_count(u32::try_from(neurons).unwrap_or(u32::MAX), shards).clamp(1, neurons.max(1) as usize) as f64;
         let shard_len = n / shards;
         let max_delay = spec.projections.iter().map(|p| delay_range_steps(p.delay_ms, dt).1).max().unwrap_or(1);
-        // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums.
-        let mut network = n * (4.0 * 4.0 + 1.0 + 2.0 * 8.0 * ring_slots(max_delay) as f64);
+        // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums; dsyn_ex and dsyn_in where
+        // a population is lif_psc_alpha, bias_pa where one draws its bias (for every neuron:
+        // `NeuronBlock::dsyn_ex`).
+        let alpha = spec.populations.iter().any(|p| p.model == crate::model::NeuronModel::LifPscAlpha);
+        let drawn_bias = spec.populations.iter().any(|p| !matches!(p.i_e_pa, Distribution::Constant(_)));
+        let optional = 8.0 * f64::from(u8::from(alpha)) + 4.0 * f64::from(u8::from(drawn_bias));
+        let mut network = n * (4.0 * 4.0 + 1.0 + optional + 2.0 * 8.0 * ring_slots(max_delay) as f64);
         let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
         let size = |name: &str| f64::from(sizes[name]);
         let histories: std::collections::HashMap<&str, u32> = spec.plasticity.iter().map(|r| (r.name.as_str(), r.post_history)).collect();

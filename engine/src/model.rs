@@ -127,6 +127,24 @@ pub enum NeuronModel {
     LifCuba,
     /// Conductance-based exponential synapses, exponential Euler (Brian2's COBA).
     LifCoba,
+    /// Current-based alpha-shaped synapses, exact integration (NEST `iaf_psc_alpha`).
+    LifPscAlpha,
+}
+
+impl NeuronModel {
+    /// The name used in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            NeuronModel::LifCuba => "lif_cuba",
+            NeuronModel::LifCoba => "lif_coba",
+            NeuronModel::LifPscAlpha => "lif_psc_alpha",
+        }
+    }
+
+    /// Whether synapses are currents (pA), not conductances.
+    pub fn current_based(self) -> bool {
+        self != NeuronModel::LifCoba
+    }
 }
 
 /// How `lif_coba` integrates its membrane over a step.
@@ -164,9 +182,10 @@ pub struct PopulationSpec {
     pub tau_syn_ex_ms: f64,
     #[serde(default = "d::tau_syn")]
     pub tau_syn_in_ms: f64,
-    /// Constant bias current, pA.
-    #[serde(default)]
-    pub i_e_pa: f64,
+    /// Constant bias current, pA: one for all neurons, or drawn per neuron (keyed by the
+    /// population and neuron, like `v_init_mv`).
+    #[serde(default = "d::i_e")]
+    pub i_e_pa: Distribution,
     /// Reversal potentials of `lif_coba` (mV).
     pub e_ex_mv: Option<f64>,
     pub e_in_mv: Option<f64>,
@@ -174,7 +193,8 @@ pub struct PopulationSpec {
     pub integrator: Option<Integrator>,
     /// Initial membrane potential; default: the resting potential.
     pub v_init_mv: Option<Distribution>,
-    /// Initial synaptic variables (pA for `lif_cuba`, nS for `lif_coba`); default 0.
+    /// Initial synaptic variables (pA for `lif_cuba` and `lif_psc_alpha`, nS for `lif_coba`);
+    /// default 0.
     pub syn_ex_init: Option<Distribution>,
     pub syn_in_init: Option<Distribution>,
 }
@@ -194,6 +214,9 @@ mod d {
     }
     pub fn t_ref() -> f64 {
         2.0
+    }
+    pub fn i_e() -> super::Distribution {
+        super::Distribution::Constant(0.0)
     }
     pub fn tau_syn() -> f64 {
         2.0
@@ -908,14 +931,15 @@ impl<'a> Validator<'a> {
             if p.v_reset_mv >= p.v_th_mv {
                 return Err(self.error(path!("populations", i, "v_reset_mv"), format!("must be below v_th_mv ({} mV)", p.v_th_mv)));
             }
-            if p.model == NeuronModel::LifCuba {
+            if p.model.current_based() {
+                let model = p.model.name();
                 for (key, value) in [("e_ex_mv", p.e_ex_mv), ("e_in_mv", p.e_in_mv)] {
                     if value.is_some() {
-                        return Err(self.error(path!("populations", i, key), "reversal potentials belong to model \"lif_coba\"; \"lif_cuba\" synapses are currents".into()));
+                        return Err(self.error(path!("populations", i, key), format!("reversal potentials belong to model \"lif_coba\"; \"{model}\" synapses are currents")));
                     }
                 }
                 if p.integrator.is_some() {
-                    return Err(self.error(path!("populations", i, "integrator"), "an integrator is chosen for model \"lif_coba\"; \"lif_cuba\" is integrated exactly".into()));
+                    return Err(self.error(path!("populations", i, "integrator"), format!("an integrator is chosen for model \"lif_coba\"; \"{model}\" is integrated exactly")));
                 }
             }
             for (key, dist) in [("v_init_mv", p.v_init_mv), ("syn_ex_init", p.syn_ex_init), ("syn_in_init", p.syn_in_init)] {
@@ -924,7 +948,8 @@ impl<'a> Validator<'a> {
                     self.fits_f32(path!("populations", i, key), &dist)?;
                 }
             }
-            self.fits_f32(path!("populations", i, "i_e_pa"), &Distribution::Constant(p.i_e_pa))?;
+            self.distribution(path!("populations", i, "i_e_pa"), &p.i_e_pa)?;
+            self.fits_f32(path!("populations", i, "i_e_pa"), &p.i_e_pa)?;
         }
         if total > u64::from(u32::MAX) {
             return Err(self.error(path!("populations"), format!("{total} neurons: at most 2^32 - 1 are supported")));

@@ -4,7 +4,8 @@
 //! A model file's `[sonata]` section names a `circuit_config.json` (and optionally a simulation
 //! config); [`import`] reads the circuit into the model's populations and projections, and the
 //! model then goes through the normal validation, estimate and build. There is no second
-//! schema: a SONATA node type is a `lif_cuba` population, a group of edges a projection whose
+//! schema: a SONATA node type is a `lif_cuba` (`nest:iaf_psc_exp`) or `lif_psc_alpha`
+//! (`nest:iaf_psc_alpha`) population, a group of edges a projection whose
 //! rule is [`ConnectionRule::Explicit`], its synapses listed one by one in the [`Circuit`] the
 //! model carries (the builder lays them out as it lays out drawn ones). `fum run --sonata`
 //! writes that model file ([`model_text`]) so a checkpoint holds it and a resumed run reads
@@ -682,8 +683,9 @@ fn split(line: &str) -> Vec<String> {
     out
 }
 
-/// NEST's `iaf_psc_exp` parameters and the `lif_cuba` fields they set: the same units (pF, ms,
-/// mV, pA), so the values are taken as they are.
+/// NEST's `iaf_psc_exp` and `iaf_psc_alpha` parameters (the same names, units and defaults)
+/// and the `lif_cuba` / `lif_psc_alpha` fields they set: the same units (pF, ms, mV, pA), so
+/// the values are taken as they are.
 pub const NEST_NAMES: [(&str, &str); 10] = [
     ("C_m", "c_m_pf"),
     ("tau_m", "tau_m_ms"),
@@ -697,7 +699,16 @@ pub const NEST_NAMES: [(&str, &str); 10] = [
     ("V_m", "v_init_mv"),
 ];
 
-/// The `lif_cuba` population of node-type row `row`, and its dynamics_params file.
+/// The NEST neuron models a node type may name, and the model each becomes.
+const TEMPLATES: [(&str, NeuronModel); 2] = [("nest:iaf_psc_exp", NeuronModel::LifCuba), ("nest:iaf_psc_alpha", NeuronModel::LifPscAlpha)];
+
+/// The SONATA `model_template` of a fum neuron model, if it has one.
+fn template_of(model: NeuronModel) -> Option<&'static str> {
+    TEMPLATES.iter().find(|(_, m)| *m == model).map(|(t, _)| *t)
+}
+
+/// The `lif_cuba` or `lif_psc_alpha` population of node-type row `row`, and its
+/// dynamics_params file.
 fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config: &Config, digest: &mut Digest) -> Result<(PopulationSpec, Option<PathBuf>), ModelError> {
     let csv = &types.path;
     match types.get(row, "model_type") {
@@ -706,16 +717,18 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
         Some(other) => return Err(error(csv, place, format!("model_type \"{other}\" is not supported (supported: point_neuron)"))),
         None => return Err(error(csv, place, "model_type: missing")),
     }
-    let template = types.get(row, "model_template").ok_or_else(|| error(csv, place, "model_template: missing (supported: nest:iaf_psc_exp)"))?;
-    if template != "nest:iaf_psc_exp" {
-        return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: nest:iaf_psc_exp)")));
-    }
+    let supported = TEMPLATES.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+    let template = types.get(row, "model_template").ok_or_else(|| error(csv, place, format!("model_template: missing (supported: {supported})")))?;
+    let Some(&(_, model)) = TEMPLATES.iter().find(|(t, _)| *t == template) else {
+        return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: {supported})")));
+    };
     digest.add(template.as_bytes());
-    // NEST's defaults of iaf_psc_exp (the membrane starts at -70 mV, whatever E_L).
+    // NEST's defaults of iaf_psc_exp and iaf_psc_alpha (the membrane starts at -70 mV,
+    // whatever E_L).
     let mut spec = PopulationSpec {
         name: String::new(),
         size: 0,
-        model: NeuronModel::LifCuba,
+        model,
         tau_m_ms: 10.0,
         c_m_pf: 250.0,
         e_l_mv: -70.0,
@@ -724,7 +737,7 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
         t_ref_ms: 2.0,
         tau_syn_ex_ms: 2.0,
         tau_syn_in_ms: 2.0,
-        i_e_pa: 0.0,
+        i_e_pa: Distribution::Constant(0.0),
         e_ex_mv: None,
         e_in_mv: None,
         integrator: None,
@@ -740,7 +753,7 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
     for (key, value) in object {
         let Some(&(_, field)) = NEST_NAMES.iter().find(|(nest, _)| nest == key) else {
             let known: Vec<&str> = NEST_NAMES.iter().map(|(n, _)| *n).collect();
-            return Err(error(&path, place, format!("{key}: not a parameter of nest:iaf_psc_exp that fum supports ({})", known.join(", "))));
+            return Err(error(&path, place, format!("{key}: not a parameter of {template} that fum supports ({})", known.join(", "))));
         };
         let Some(v) = value.as_f64() else { return Err(error(&path, place, format!("{key}: must be a number (got {value})"))) };
         digest.add(key.as_bytes());
@@ -754,7 +767,7 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
             "v_reset_mv" => spec.v_reset_mv = v,
             "tau_syn_ex_ms" => spec.tau_syn_ex_ms = v,
             "tau_syn_in_ms" => spec.tau_syn_in_ms = v,
-            "i_e_pa" => spec.i_e_pa = v,
+            "i_e_pa" => spec.i_e_pa = Distribution::Constant(v),
             "v_init_mv" => spec.v_init_mv = Some(Distribution::Constant(v)),
             _ => unreachable!("every NEST name maps to a field"),
         }
@@ -822,14 +835,18 @@ pub enum ExportError {
 /// local ids), one edge population per projection with the synapses the model builds for its
 /// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
 /// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. Refused:
-/// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, initial synaptic
-/// currents, plasticity, Poisson inputs. DC inputs are added to `I_e`.
+/// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, a bias current drawn
+/// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs are added to
+/// `I_e`.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
     let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
     for p in &spec.populations {
-        if p.model != NeuronModel::LifCuba {
-            return refuse(format!("population \"{}\" is lif_coba (exported: lif_cuba as nest:iaf_psc_exp)", p.name));
+        if template_of(p.model).is_none() {
+            return refuse(format!("population \"{}\" is {} (exported: lif_cuba as nest:iaf_psc_exp, lif_psc_alpha as nest:iaf_psc_alpha)", p.name, p.model.name()));
+        }
+        if !matches!(p.i_e_pa, Distribution::Constant(_)) {
+            return refuse(format!("population \"{}\" draws i_e_pa per neuron (exported: a constant I_e per node type)", p.name));
         }
         if [p.syn_ex_init, p.syn_in_init].iter().any(|d| d.is_some_and(|d| d != Distribution::Constant(0.0))) {
             return refuse(format!("population \"{}\" starts with synaptic currents (exported: syn_ex_init and syn_in_init 0)", p.name));
@@ -873,12 +890,17 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             Some(Distribution::Constant(v)) => v,
             _ => p.e_l_mv,
         };
+        let i_e = match p.i_e_pa {
+            Distribution::Constant(i_e) => i_e,
+            _ => unreachable!("refused above"),
+        };
         let params = serde_json::json!({
             "C_m": p.c_m_pf, "tau_m": p.tau_m_ms, "t_ref": p.t_ref_ms, "E_L": p.e_l_mv, "V_th": p.v_th_mv, "V_reset": p.v_reset_mv,
-            "tau_syn_ex": p.tau_syn_ex_ms, "tau_syn_in": p.tau_syn_in_ms, "I_e": p.i_e_pa + dc, "V_m": v_m,
+            "tau_syn_ex": p.tau_syn_ex_ms, "tau_syn_in": p.tau_syn_in_ms, "I_e": i_e + dc, "V_m": v_m,
         });
         write(neurons_dir.join(format!("{}.json", p.name)), serde_json::to_string_pretty(&params).expect("numbers"))?;
-        types += &format!("{} point_neuron nest:iaf_psc_exp {} {}\n", 100 + i, quote(&format!("{}.json", p.name)), quote(&p.name));
+        let template = template_of(p.model).expect("refused above");
+        types += &format!("{} point_neuron {template} {} {}\n", 100 + i, quote(&format!("{}.json", p.name)), quote(&p.name));
         let g = root.create_group(&p.name).map_err(|e| h5(&nodes_path, e))?;
         let n = p.size as usize;
         g.new_dataset_builder().with_data(&vec![100 + i as u64; n]).create("node_type_id").map_err(|e| h5(&nodes_path, e))?;

@@ -50,7 +50,7 @@ fn lif(c: &mut Criterion) {
             let mut spikes = Vec::with_capacity(n);
             b.iter(|| {
                 cuba_step(&cuba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
-                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0 });
+                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0, bias_pa: None });
                 spikes.clear();
                 collect_spikes(&st.fired, 0, &mut spikes);
                 black_box(spikes.len())
@@ -62,7 +62,7 @@ fn lif(c: &mut Criterion) {
             let mut spikes = Vec::with_capacity(n);
             b.iter(|| {
                 coba_step(&coba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
-                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0 });
+                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0, bias_pa: None });
                 spikes.clear();
                 collect_spikes(&st.fired, 0, &mut spikes);
                 black_box(spikes.len())

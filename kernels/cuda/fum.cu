@@ -1,10 +1,10 @@
 // fum's CUDA kernels: the GPU twins of the CPU kernels in kernels/src (lif.rs, rng.rs,
 // delivery.rs, stdp.rs), with the same constants and the same order of operations, so that
-// `lif_cuba` networks give the same bits on both backends. Compiled at start-up by NVRTC with
-// --fmad=false: Rust never fuses a multiply and an add, so neither may we. f64 and f32 division
-// and sqrt are IEEE-rounded (NVRTC's defaults). libm's expf (lif_coba) and the f64 log/cos of
-// the Poisson normal approximation (means above 64 per step) are not bit-identical across
-// backends; everything else is.
+// `lif_cuba` and `lif_psc_alpha` networks give the same bits on both backends. Compiled at
+// start-up by NVRTC with --fmad=false: Rust never fuses a multiply and an add, so neither may
+// we. f64 and f32 division and sqrt are IEEE-rounded (NVRTC's defaults). libm's expf
+// (lif_coba) and the f64 log/cos of the Poisson normal approximation (means above 64 per step)
+// are not bit-identical across backends; everything else is.
 //
 // Every kernel reads the step from device memory (`step`), so one captured CUDA graph replays
 // every step; the last block of `record` to finish increments it at the end of the step.
@@ -12,6 +12,8 @@
 // Layout (arrays over the N neurons this process holds, a contiguous range of global ids from
 // `base`: all of them, from 0, unless ranks share the network; a shard is a range of them):
 //   v, syn_ex, syn_in: f32[N]; refractory: u32[N]; fired: u8[N]
+//   dsyn_ex, dsyn_in: f32[N] where some population is lif_psc_alpha, else null
+//   bias: f32[N] where some population draws its bias current per neuron, else null
 //   ring_ex, ring_in: i64[slots][N], fixed point 2^-24 (delivery.rs)
 //   spikes: u32[total] (ascending global ids of this step, of every rank), n_spikes: u32
 // Synapses: one Block per (projection, shard), CSR rows keyed by presynaptic index in the
@@ -79,6 +81,12 @@ struct Cuba {
 struct Coba {
     float e_l, v_th, v_reset; u32 refractory_steps;
     float e_ex, e_in, g_l, minus_h_over_c, p11_ex, p11_in;
+};
+
+// lif.rs: AlphaPropagators (NEST's iaf_psc_alpha); p11 at the place Cuba and Coba keep it.
+struct Alpha {
+    float e_l, v_th, v_reset; u32 refractory_steps;
+    float p33, p30, p31_ex, p31_in, p11_ex, p11_in, p32_ex, p32_in, p21_ex, p21_in, psc_ex, psc_in;
 };
 
 struct Probe {
@@ -182,12 +190,14 @@ __device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
 // ---- the neuron update (lif.rs: lif_pass!) with the Poisson input (systems/src/input.rs) ----
 
 // A population's neurons held (indices first .. end of the per-neuron arrays), its model
-// (kind 0: lif_cuba; 1: lif_coba, exponential Euler; 2: lif_coba, forward Euler), its
-// constants and DC current, and the Poisson sources that reach it: srcs[src_first .. src_end].
+// (kind 0: lif_cuba; 1: lif_coba, exponential Euler; 2: lif_coba, forward Euler; 3:
+// lif_psc_alpha), its constants and DC current, whether each neuron adds its own bias
+// (bias[g]), and the Poisson sources that reach it: srcs[src_first .. src_end].
 struct Pop {
     u32 first, end, kind, src_first, src_end;
     float current;
-    union { Cuba cuba; Coba coba; };  // the fields both share sit at the same places
+    u32 bias_per_neuron;
+    union { Cuba cuba; Coba coba; Alpha alpha; };  // the fields they share sit at the same places
 };
 
 // Independent Poisson counts into the neurons of global ids first .. end, of mean `mean`
@@ -214,6 +224,18 @@ __device__ __forceinline__ float coba_integrate(const Coba& c, float vv, float e
     return __fadd_rn(v_inf, __fmul_rn(__fsub_rn(vv, v_inf), expf(__fmul_rn(g_total, c.minus_h_over_c))));
 }
 
+// lif.rs, alpha_step: e_l + (v - e_l) p33 + dex p31_ex + ex p32_ex - din p31_in - inh p32_in
+// + I p30, left to right as in Rust.
+__device__ __forceinline__ float alpha_integrate(const Alpha& c, float vv, float ex, float inh, float dex, float din, float current) {
+    float drive = __fmul_rn(current, c.p30);
+    float x = __fadd_rn(c.e_l, __fmul_rn(__fsub_rn(vv, c.e_l), c.p33));
+    x = __fadd_rn(x, __fmul_rn(dex, c.p31_ex));
+    x = __fadd_rn(x, __fmul_rn(ex, c.p32_ex));
+    x = __fsub_rn(x, __fmul_rn(din, c.p31_in));
+    x = __fsub_rn(x, __fmul_rn(inh, c.p32_in));
+    return __fadd_rn(x, drive);
+}
+
 // Forward Euler (lif.rs, coba_step with `euler`): v - (drive - g_total v) (-h / C), no expf,
 // so the CPU's bits exactly.
 __device__ __forceinline__ float coba_euler(const Coba& c, float vv, float ex, float inh, float current) {
@@ -230,8 +252,8 @@ __device__ __forceinline__ float coba_euler(const Coba& c, float vv, float ex, f
 #define NEURON_BLOCK 256
 
 __device__ __forceinline__ bool neuron(u32 g, u64 t, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
-                                       u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
-                                       u8* fired, i64* ring_ex, i64* ring_in) {
+                                       u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, float* dsyn_ex,
+                                       float* dsyn_in, const float* bias, u32* refractory, u8* fired, i64* ring_ex, i64* ring_in) {
     u32 lo = 0, hi = n_pops;
     while (lo < hi) {
         u32 mid = (lo + hi) >> 1;
@@ -255,12 +277,26 @@ __device__ __forceinline__ bool neuron(u32 g, u64 t, const Pop* pops, u32 n_pops
     const Cuba& c = p.cuba;
     float vv = v[g], ex = syn_ex[g], inh = syn_in[g];
     u32 r = refractory[g];
+    // lif.rs, LifInput: bias + current, one f32 addition, where the bias is drawn per neuron.
+    float current = p.bias_per_neuron ? __fadd_rn(bias[g], p.current) : p.current;
     float vi = vv;
-    if (r == 0) vi = p.kind == 0 ? cuba_integrate(c, vv, ex, inh, p.current)
-                   : p.kind == 1 ? coba_integrate(p.coba, vv, ex, inh, p.current)
-                                 : coba_euler(p.coba, vv, ex, inh, p.current);
-    syn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(ex, c.p11_ex)), from_fixed(in_ex));
-    syn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(inh, c.p11_in)), from_fixed(in_in));
+    if (p.kind == 3) {
+        // lif.rs, alpha_step: the membrane from the state at the start of the step, then
+        // I = dI p21 + I p11 and dI = dI p11 + arriving e / tau_s, per receptor.
+        const Alpha& a = p.alpha;
+        float dex = dsyn_ex[g], din = dsyn_in[g];
+        if (r == 0) vi = alpha_integrate(a, vv, ex, inh, dex, din, current);
+        syn_ex[g] = flush_subnormal(__fadd_rn(__fmul_rn(dex, a.p21_ex), __fmul_rn(ex, a.p11_ex)));
+        dsyn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(dex, a.p11_ex)), __fmul_rn(from_fixed(in_ex), a.psc_ex));
+        syn_in[g] = flush_subnormal(__fadd_rn(__fmul_rn(din, a.p21_in), __fmul_rn(inh, a.p11_in)));
+        dsyn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(din, a.p11_in)), __fmul_rn(from_fixed(in_in), a.psc_in));
+    } else {
+        if (r == 0) vi = p.kind == 0 ? cuba_integrate(c, vv, ex, inh, current)
+                       : p.kind == 1 ? coba_integrate(p.coba, vv, ex, inh, current)
+                                     : coba_euler(p.coba, vv, ex, inh, current);
+        syn_ex[g] = __fadd_rn(flush_subnormal(__fmul_rn(ex, c.p11_ex)), from_fixed(in_ex));
+        syn_in[g] = __fadd_rn(flush_subnormal(__fmul_rn(inh, c.p11_in)), from_fixed(in_in));
+    }
     ring_ex[at] = 0;
     ring_in[at] = 0;
     bool spike = vi >= c.v_th;
@@ -271,10 +307,12 @@ __device__ __forceinline__ bool neuron(u32 g, u64 t, const Pop* pops, u32 n_pops
 }
 
 extern "C" __global__ void __launch_bounds__(NEURON_BLOCK) neurons(const u64* step, const Pop* pops, u32 n_pops, const Src* srcs, u32 key0, u32 key1,
-                                   u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, u32* refractory,
-                                   u8* fired, i64* ring_ex, i64* ring_in, u32* block_counts) {
+                                   u32 base, u32 n, u32 slots, float* v, float* syn_ex, float* syn_in, float* dsyn_ex,
+                                   float* dsyn_in, const float* bias, u32* refractory, u8* fired, i64* ring_ex, i64* ring_in,
+                                   u32* block_counts) {
     u32 g = blockIdx.x * blockDim.x + threadIdx.x;
-    bool spike = g < n && neuron(g, *step, pops, n_pops, srcs, key0, key1, base, n, slots, v, syn_ex, syn_in, refractory, fired, ring_ex, ring_in);
+    bool spike = g < n && neuron(g, *step, pops, n_pops, srcs, key0, key1, base, n, slots, v, syn_ex, syn_in, dsyn_ex, dsyn_in, bias,
+                                 refractory, fired, ring_ex, ring_in);
     u32 count = __syncthreads_count(spike);
     if (threadIdx.x == 0) block_counts[blockIdx.x] = count;
 }

@@ -86,6 +86,8 @@ pub enum Purpose {
     Structural = 5,
     /// Poisson input rates drawn per neuron (per input and target neuron).
     InputRate = 6,
+    /// Neuron parameters drawn per neuron (the bias current `i_e_pa`), per population and neuron.
+    NeuronParameters = 7,
 }
 
 /// The seed of a run, split into Philox's two key words.

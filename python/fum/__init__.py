@@ -231,11 +231,12 @@ class Model:
             raise FumError(f"this model was read from {self._native.path}: change it in its file")
 
     def population(self, name: str, size: int, model: str, *, record_spikes: bool = True, **fields: Any) -> Population:
-        """Adds `[[populations]]`: `model` is "lif_cuba" or "lif_coba"; the keyword arguments are
-        its fields (`tau_m_ms`, `c_m_pf`, `e_l_mv`, `v_th_mv`, `v_reset_mv`, `t_ref_ms`,
-        `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`, `e_in_mv`, `v_init_mv`,
-        `syn_ex_init`, `syn_in_init`, `integrator`). Its spikes are recorded unless
-        `record_spikes=False`."""
+        """Adds `[[populations]]`: `model` is "lif_cuba", "lif_psc_alpha" or "lif_coba"; the
+        keyword arguments are its fields (`tau_m_ms`, `c_m_pf`, `e_l_mv`, `v_th_mv`,
+        `v_reset_mv`, `t_ref_ms`, `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`,
+        `e_in_mv`, `v_init_mv`, `syn_ex_init`, `syn_in_init`, `integrator`); `i_e_pa` and
+        `v_init_mv` may be distributions (`Uniform`, `Normal`, `LogNormal`), drawn per neuron.
+        Its spikes are recorded unless `record_spikes=False`."""
         self._building()
         self._populations.append({"name": name, "size": size, "model": model, **fields})
         if record_spikes:

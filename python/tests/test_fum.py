@@ -172,6 +172,22 @@ def test_rates_run_json_probes_and_weights():
     assert "[[plasticity]]" in net.to_toml() and 'plasticity = "stdp"' in net.to_toml()
 
 
+def test_alpha_neurons_with_a_bias_drawn_per_neuron():
+    net = fum.Model(duration_ms=100.0, seed=4)
+    net.population("A", 100, "lif_psc_alpha", i_e_pa=fum.Uniform(380.0, 600.0), tau_syn_ex_ms=1.0)
+    assert "[populations.i_e_pa]\nuniform = [380.0, 600.0]" in net.to_toml()
+    run = net.run(threads=THREADS, progress=False)
+    ids, _ = run.spikes("A")
+    # Every neuron is above the rheobase (375 pA) and fires; no two draws are alike.
+    assert len(np.unique(ids)) == 100
+    counts = np.bincount(ids, minlength=100)
+    assert counts.min() >= 1 and counts.max() > counts.min()
+    bad = fum.Model(duration_ms=10.0)
+    bad.population("A", 10, "lif_psc_alpha", i_e_pa=fum.Uniform(600.0, 380.0))
+    with pytest.raises(fum.ModelError, match=r"populations\[0\]\.i_e_pa: uniform = \[600, 380\]: low must not exceed high"):
+        bad.check()
+
+
 def test_stop_and_resume_give_one_run(tmp_path):
     net = small_plastic_network()
     whole = net.run(40.0, progress=False)

@@ -216,7 +216,7 @@ def test_unsupported_model_is_refused_with_file_type_and_field(circuit, tmp_path
     c = tmp_path / "circuit"
     shutil.copytree(d / "circuit", c)
     types = (c / "network" / "node_types.csv").read_text()
-    (c / "network" / "node_types.csv").write_text(types.replace("200 point_neuron nest:iaf_psc_exp", "200 point_neuron nest:iaf_psc_alpha"))
+    (c / "network" / "node_types.csv").write_text(types.replace("200 point_neuron nest:iaf_psc_exp", "200 point_neuron nest:iaf_cond_alpha"))
     check = subprocess.run([str(fum_binary()), "check", "--sonata", str(c / "circuit_config.json")], capture_output=True, text=True)
     assert check.returncode != 0
-    assert "node_types.csv: population \"I\", node_type_id 200: model_template \"nest:iaf_psc_alpha\" is not supported" in check.stderr, check.stderr
+    assert "node_types.csv: population \"I\", node_type_id 200: model_template \"nest:iaf_cond_alpha\" is not supported (supported: nest:iaf_psc_exp, nest:iaf_psc_alpha)" in check.stderr, check.stderr

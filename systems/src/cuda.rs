@@ -294,12 +294,15 @@ impl CudaRunner {
             mark(marks, stream, 1)?;
             let (v, se, si, rf, fired) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"), net.neuron_ptr("refractory"), ptr(&net.fired, stream));
             let (pops, srcs, counts) = (ptr(&net.pop_table, stream), ptr(&net.src_table, stream), ptr(&net.block_counts, stream));
+            // Columns only some models have (fum_engine::components::NeuronBlock): 0 where the
+            // network has none, and then no population reads them.
+            let (dse, dsi, bias) = (net.neuron_ptr("dsyn_ex"), net.neuron_ptr("dsyn_in"), net.neuron_ptr("bias_pa"));
             // Blocks of 256 neurons (NEURON_BLOCK in fum.cu), each counting its spikes.
             let blocks_256 = n.div_ceil(256);
             stream
                 .launch_builder(&k.neurons)
                 .arg(&step).arg(&pops).arg(&net.n_pops).arg(&srcs).arg(&net.key[0]).arg(&net.key[1])
-                .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
+                .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&dse).arg(&dsi).arg(&bias).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
                 .launch(grid(n, 256))?;
             mark(marks, stream, 2)?;
             let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));

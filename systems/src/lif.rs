@@ -5,7 +5,7 @@ use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, Dynamics, NeuronBlock, Populations};
 use fum_engine::{Plugin, Simulation, Stage};
 use fum_kernels::delivery::Ring;
-use fum_kernels::lif::{LifInput, LifState, coba_step, collect_spikes, cuba_step};
+use fum_kernels::lif::{AlphaState, LifInput, LifState, alpha_step, coba_step, collect_spikes, cuba_step};
 
 pub struct LifPlugin;
 
@@ -24,7 +24,7 @@ pub fn lif_update(mut shards: Query<&mut NeuronBlock>, populations: Res<Populati
 /// One step of all neurons of a shard; consumes (zeroes) the ring slot of `step`.
 pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u64) {
     let neurons = block.len();
-    let NeuronBlock { segments, v, syn_ex, syn_in, refractory_steps, fired, ring_ex, ring_in, spiked, .. } = block;
+    let NeuronBlock { segments, v, syn_ex, syn_in, dsyn_ex, dsyn_in, bias_pa, refractory_steps, fired, ring_ex, ring_in, spiked, .. } = block;
     spiked.clear();
     let (ring_ex, ring_in) = (Ring::new(neurons, ring_ex), Ring::new(neurons, ring_in));
     let slot = ring_ex.slot(step);
@@ -42,10 +42,15 @@ pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u6
             arriving_ex: &mut ring_ex.sums[slot.start + r.start..slot.start + r.end],
             arriving_in: &mut ring_in.sums[slot.start + r.start..slot.start + r.end],
             current_pa: pop.current_pa,
+            bias_pa: if pop.bias_per_neuron { Some(&bias_pa.as_ref().expect("built with the bias column")[r.clone()]) } else { None },
         };
         match &pop.dynamics {
             Dynamics::Cuba(c) => cuba_step(c, state, input),
             Dynamics::Coba(c) => coba_step(c, state, input),
+            Dynamics::Alpha(c) => {
+                let (Some(dsyn_ex), Some(dsyn_in)) = (dsyn_ex.as_mut(), dsyn_in.as_mut()) else { unreachable!("built with the alpha columns") };
+                alpha_step(c, state, AlphaState { dsyn_ex: &mut dsyn_ex[r.clone()], dsyn_in: &mut dsyn_in[r.clone()] }, input)
+            }
         }
     }
     collect_spikes(fired, 0, spiked);

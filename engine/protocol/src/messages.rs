@@ -203,7 +203,8 @@ pub enum Request {
     Speed(Speed),
     /// Rate of Poisson input `input` (model index), Hz.
     SetPoissonRate { input: u32, rate_hz: f64 },
-    /// Constant current into every neuron of population `population` (model index), pA.
+    /// Constant current into every neuron of population `population` (model index), pA; where
+    /// the population draws its bias per neuron, the current added to each neuron's bias.
     SetCurrent { population: u32, current_pa: f32 },
     /// STDP weight updates on or off.
     Stdp(bool),
@@ -258,7 +259,8 @@ pub struct PopulationInfo {
     /// Global id of the first neuron; the population's ids are contiguous.
     pub first: u32,
     pub size: u32,
-    /// Constant current into every neuron, pA.
+    /// Constant current into every neuron, pA (with a bias drawn per neuron, what is added to
+    /// each neuron's bias: the DC inputs).
     pub current_pa: f32,
 }
 
