@@ -140,7 +140,7 @@ def test_fixed_total_number_draws_exactly_n_synapses():
     assert len(synapses.pre) == 500 and not np.any(synapses.pre == synapses.post), "no autapses unless allowed"
     net.connect(I, E, fum.FixedTotalNumber(10), weight=1.0, allow_multapses=False)
     with pytest.raises(fum.ModelError, match=r"projections\[2\]\.allow_multapses: fixed_total_number"):
-        net.check()
+        net.check(1.0)
 
 
 def test_rates_run_json_probes_and_weights():
