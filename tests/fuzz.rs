@@ -151,6 +151,7 @@ const ODD_VALUES: &[&str] = &[
     "{ normal = [nan, 1.0] }", "{ normal = [1.0, nan] }", "{ normal = [inf, 1.0] }", "{ normal = [1.0, inf] }",
     "{ normal = [1e300, 1e300] }", "{ fixed_indegree = 4294967295 }", "{ fixed_outdegree = 4294967295 }",
     "{ fixed_indegree = 0 }", "{ fixed_probability = nan }", "{ fixed_probability = 1.0 }", "{ fixed_probability = inf }",
+    "{ fixed_total_number = 0 }", "{ fixed_total_number = 9223372036854775807 }",
     "1979-05-27T07:32:00Z", "'''\nmulti\n'''", "\"\\u00e9\"", "\"é\"", "\"\u{1F600}\"",
 ];
 
@@ -192,7 +193,7 @@ fn value() -> impl Strategy<Value = String> {
         1 => "[a-zA-Z_/ ]{0,6}".prop_map(|s| format!("{s:?}")),
         1 => (num.clone(), num.clone()).prop_map(|(a, b)| format!("{{ uniform = [{a}, {b}] }}")),
         1 => (num.clone(), num.clone()).prop_map(|(a, b)| format!("{{ normal = [{a}, {b}] }}")),
-        1 => (prop::sample::select(&["fixed_indegree", "fixed_outdegree", "fixed_probability"][..]), num.clone())
+        1 => (prop::sample::select(&["fixed_indegree", "fixed_outdegree", "fixed_probability", "fixed_total_number"][..]), num.clone())
             .prop_map(|(r, k)| format!("{{ {r} = {k} }}")),
         1 => prop::collection::vec(num.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(", "))),
         1 => (num.clone(), num).prop_map(|(a, b)| format!("[[{a}, {b}]]")),

@@ -3,8 +3,10 @@
 //! Construction is deterministic in the seed alone. Every random choice is drawn from a Philox
 //! stream keyed by what it is about (the projection and the postsynaptic neuron for
 //! `fixed_probability` / `fixed_indegree`, the presynaptic neuron for `fixed_outdegree`, the
-//! population and neuron for initial state), never by shard or thread. So the same synapses and
-//! initial state come out for any shard or thread count, and shards build in parallel.
+//! population and neuron for initial state, the projection and a split of its targets for the
+//! in-degrees of `fixed_total_number` ([`total_number`])), never by shard or thread. So the same
+//! synapses and initial state come out for any shard or thread count, and shards build in
+//! parallel.
 //!
 //! Shards are contiguous ranges of global ids of near-equal size; across ranks, graph
 //! partitioning groups whole shards (`crate::partition`). Synapse targets are `u16` shard-local indices, so the shard
@@ -24,6 +26,8 @@ use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, ring_slots};
 use fum_kernels::lif::{AlphaPropagators, CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
 use fum_kernels::stdp::{NEVER, TraceDecay};
+
+mod total_number;
 
 /// Errors that a valid model can still hit when built with given options.
 #[derive(Debug, thiserror::Error)]
@@ -336,6 +340,15 @@ fn build_block(
     let posts = (lo - tgt.first)..(hi - tgt.first);
     let to_local = |post: u32| tgt.first + post - shard.start;
 
+    // fixed_total_number: the in-degrees of this shard's targets; each target's sources are then
+    // drawn as fixed_indegree draws them.
+    let indegrees = match proj.rule {
+        ConnectionRule::FixedTotalNumber(total) => total_number::indegrees(key, pi16, total, tgt.size, posts.clone())
+            .into_iter()
+            .map(|d| u32::try_from(d).map_err(|_| BuildError::BlockTooLarge(proj.name.clone())))
+            .collect::<Result<Vec<u32>, _>>()?,
+        _ => Vec::new(),
+    };
     let drafts: Vec<Draft> = match proj.rule {
         // Listed synapses (SONATA edges), in the order listed: a row keeps that order.
         ConnectionRule::Explicit(_) => {
@@ -376,6 +389,10 @@ fn build_block(
                 let mut s = key.stream(Purpose::Connectivity, pi16, post);
                 let mut p = key.stream(Purpose::SynapseParameters, pi16, post);
                 let exclude = (same && !proj.allow_autapses).then_some(post);
+                let rule = match rule {
+                    ConnectionRule::FixedTotalNumber(_) => ConnectionRule::FixedIndegree(indegrees[(post - posts.start) as usize]),
+                    rule => rule,
+                };
                 let sources = draw_sources(rule, &mut s, src.size, post, exclude, proj.allow_multapses);
                 let target = to_local(post);
                 sources
@@ -438,8 +455,9 @@ fn build_block(
     }))
 }
 
-/// The sources of target `post` under a rule drawn per target (all but `fixed_outdegree`), in
-/// drawing order, from its connectivity stream `s`.
+/// The sources of target `post` under a rule drawn per target (all but `fixed_outdegree`;
+/// `fixed_total_number` as `fixed_indegree` of the target's in-degree), in drawing order, from
+/// its connectivity stream `s`.
 fn draw_sources(rule: ConnectionRule, s: &mut Stream, sources: u32, post: u32, exclude: Option<u32>, multapses: bool) -> Vec<u32> {
     match rule {
         ConnectionRule::FixedProbability(q) => bernoulli(s, q, sources, exclude),
@@ -447,6 +465,7 @@ fn draw_sources(rule: ConnectionRule, s: &mut Stream, sources: u32, post: u32, e
         ConnectionRule::OneToOne => vec![post],
         ConnectionRule::AllToAll => (0..sources).filter(|&pre| Some(pre) != exclude).collect(),
         ConnectionRule::FixedOutdegree(_) => unreachable!("drawn per source"),
+        ConnectionRule::FixedTotalNumber(_) => unreachable!("drawn as fixed_indegree of each target's in-degree"),
         ConnectionRule::Explicit(_) => unreachable!("listed, not drawn"),
     }
 }
@@ -469,6 +488,11 @@ pub fn synapse_row(model: &Model, pi: usize, neuron: u32) -> Vec<[u32; 2]> {
             (0..list.len()).filter(|&k| list.post[k] == neuron).map(|k| [list.pre[k], neuron]).collect()
         }
         ConnectionRule::FixedOutdegree(k) => choose(&mut s, k, n_tgt, exclude, proj.allow_multapses).into_iter().map(|post| [neuron, post]).collect(),
+        ConnectionRule::FixedTotalNumber(total) => {
+            let indegree = total_number::indegrees(Key::from_seed(spec.simulation.seed), pi as u16, total, n_tgt, neuron..neuron + 1)[0];
+            // Rows drawn alone are short (`MAX_ROW_DRAWN`): an in-degree fits a u32.
+            choose(&mut s, indegree as u32, n_src, exclude, proj.allow_multapses).into_iter().map(|pre| [pre, neuron]).collect()
+        }
         rule => draw_sources(rule, &mut s, n_src, neuron, exclude, proj.allow_multapses).into_iter().map(|pre| [pre, neuron]).collect(),
     };
     row.sort_unstable();

@@ -309,6 +309,9 @@ pub enum ConnectionRule {
     FixedIndegree(u32),
     /// Each presynaptic neuron sends this many synapses to random targets.
     FixedOutdegree(u32),
+    /// This many synapses in all, each from a source and onto a target drawn uniformly (NEST's
+    /// `fixed_total_number`): in-degrees are multinomial around total / targets.
+    FixedTotalNumber(u64),
     /// Neuron i to neuron i (populations of equal size).
     OneToOne,
     /// Every pair.
@@ -327,6 +330,7 @@ impl ConnectionRule {
             ConnectionRule::FixedProbability(q) => q * src * tgt,
             ConnectionRule::FixedIndegree(k) => f64::from(k) * tgt,
             ConnectionRule::FixedOutdegree(k) => f64::from(k) * src,
+            ConnectionRule::FixedTotalNumber(n) => n as f64,
             ConnectionRule::OneToOne => src,
             ConnectionRule::AllToAll => src * tgt,
             ConnectionRule::Explicit(n) => n as f64,
@@ -985,6 +989,15 @@ impl<'a> Validator<'a> {
                 ConnectionRule::FixedOutdegree(k) if !p.allow_multapses && k > n_tgt => {
                     return Err(self.error(path!("projections", i, "rule", "fixed_outdegree"), format!("{k} distinct targets requested in a population of {n_tgt} (set allow_multapses = true)")));
                 }
+                ConnectionRule::FixedTotalNumber(_) if !p.allow_multapses => {
+                    return Err(self.error(path!("projections", i, "allow_multapses"), "fixed_total_number draws every synapse's source and target independently, as NEST does: it cannot exclude multapses".into()));
+                }
+                ConnectionRule::FixedTotalNumber(n) if n > 0 && src == tgt && n_src == 1 && !p.allow_autapses => {
+                    return Err(self.error(path!("projections", i, "rule", "fixed_total_number"), format!("{n} synapses requested within a population of one neuron without autapses (set allow_autapses = true)")));
+                }
+                ConnectionRule::FixedTotalNumber(n) if n / u64::from(n_tgt) >= u64::from(u32::MAX) => {
+                    return Err(self.error(path!("projections", i, "rule", "fixed_total_number"), format!("{n} synapses onto {n_tgt} neurons: a neuron's in-degree must stay below 2^32 - 1")));
+                }
                 ConnectionRule::OneToOne if n_src != n_tgt => {
                     return Err(self.error(path!("projections", i, "rule"), format!("one_to_one needs populations of equal size ({n_src} and {n_tgt})")));
                 }
@@ -1397,14 +1410,21 @@ source = "I"
 target = "E"
 rule = "all_to_all"
 weight = 1.0
+
+[[projections]]
+name = "total"
+source = "E"
+target = "E"
+rule = { fixed_total_number = 1234 }
+weight = 1.0
 "#;
 
     #[test]
     fn expected_synapses_per_rule_and_in_all() {
         let model = Model::parse(MODEL, Path::new("m.toml")).unwrap();
         let per: Vec<f64> = model.spec.projections.iter().map(|p| model.expected_synapses_of(p)).collect();
-        assert_eq!(per, [0.25 * 80.0 * 20.0, 7.0 * 20.0, 3.0 * 20.0, 20.0, 20.0 * 80.0]);
-        assert_eq!(model.expected_synapses(), 400.0 + 140.0 + 60.0 + 20.0 + 1600.0);
+        assert_eq!(per, [0.25 * 80.0 * 20.0, 7.0 * 20.0, 3.0 * 20.0, 20.0, 20.0 * 80.0, 1234.0]);
+        assert_eq!(model.expected_synapses(), 400.0 + 140.0 + 60.0 + 20.0 + 1600.0 + 1234.0);
     }
 
     #[test]
@@ -1413,6 +1433,7 @@ weight = 1.0
         assert_eq!(ConnectionRule::AllToAll.expected_synapses(u32::MAX, u32::MAX), max * max);
         assert_eq!(ConnectionRule::FixedIndegree(u32::MAX).expected_synapses(1, u32::MAX), max * max);
         assert_eq!(ConnectionRule::FixedProbability(0.0).expected_synapses(u32::MAX, u32::MAX), 0.0);
+        assert_eq!(ConnectionRule::FixedTotalNumber(u64::MAX).expected_synapses(1, 1), u64::MAX as f64);
         let text = "[simulation]\nduration_ms = 1.0\n[[populations]]\nname = \"A\"\nsize = 1\nmodel = \"lif_cuba\"\n";
         let model = Model::parse(text, Path::new("m.toml")).unwrap();
         assert!(model.expected_synapses().is_sign_positive(), "no projections: +0, printed as 0");

@@ -86,8 +86,11 @@ pub enum Purpose {
     Structural = 5,
     /// Poisson input rates drawn per neuron (per input and target neuron).
     InputRate = 6,
+    /// The in-degrees of a `fixed_total_number` projection: one stream per split of its target
+    /// range, keyed by the projection and the split's midpoint.
+    InDegrees = 7,
     /// Neuron parameters drawn per neuron (the bias current `i_e_pa`), per population and neuron.
-    NeuronParameters = 7,
+    NeuronParameters = 8,
 }
 
 /// The seed of a run, split into Philox's two key words.

@@ -30,7 +30,7 @@ from ._fum import to_toml as _to_toml
 __all__ = [
     "Model", "Run", "resume", "FumError", "ModelError",
     "Uniform", "Normal", "LogNormal",
-    "FixedProbability", "FixedIndegree", "FixedOutdegree", "OneToOne", "AllToAll",
+    "FixedProbability", "FixedIndegree", "FixedOutdegree", "FixedTotalNumber", "OneToOne", "AllToAll",
     "Stdp", "Population", "Projection", "Spikes", "ProbeSamples", "Synapses",
 ]
 
@@ -107,6 +107,17 @@ class FixedOutdegree(_Value):
 
     def toml(self):
         return {"fixed_outdegree": self.k}
+
+
+class FixedTotalNumber(_Value):
+    """`n` synapses in all, each from a source onto a target drawn uniformly (NEST's
+    `fixed_total_number`; multapses kept, autapses as `allow_autapses` says)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def toml(self):
+        return {"fixed_total_number": self.n}
 
 
 class OneToOne(_Value):

@@ -146,6 +146,22 @@ def test_power_law_stdp_takes_nests_names():
         bad.check()
 
 
+def test_fixed_total_number_draws_exactly_n_synapses():
+    net = fum.Model(dt_ms=0.1, seed=4)
+    E = net.population("E", 100, "lif_cuba")
+    I = net.population("I", 30, "lif_cuba")
+    net.connect(E, I, fum.FixedTotalNumber(1234), weight=1.0)
+    net.connect(I, I, fum.FixedTotalNumber(500), weight=1.0, receptor="inhibitory")
+    assert "fixed_total_number = 1234" in net.to_toml()
+    run = net.run(1.0, progress=False)
+    assert len(run.weights("E_to_I").pre) == 1234
+    synapses = run.weights("I_to_I")
+    assert len(synapses.pre) == 500 and not np.any(synapses.pre == synapses.post), "no autapses unless allowed"
+    net.connect(I, E, fum.FixedTotalNumber(10), weight=1.0, allow_multapses=False)
+    with pytest.raises(fum.ModelError, match=r"projections\[2\]\.allow_multapses: fixed_total_number"):
+        net.check(1.0)
+
+
 def test_rates_run_json_probes_and_weights():
     net = small_plastic_network()
     calls = []
