@@ -411,6 +411,8 @@ pub struct DeviceNetwork {
     pub block_table: CudaSlice<BlockDesc>,
     pub plastic_blocks: CudaSlice<u32>,
     pub n_plastic_blocks: u32,
+    /// Some rule is a power law: delivery launches `deliver_power_law` (see fum.cu).
+    pub power_law: bool,
     /// Trace decay tables of each rule (constants).
     pub decays: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     pub rule_table: CudaSlice<RuleDesc>,
@@ -553,6 +555,7 @@ impl DeviceNetwork {
             block_table: stream.alloc_zeros(1)?,
             plastic_blocks: stream.alloc_zeros(1)?,
             n_plastic_blocks: 0,
+            power_law: false,
             decays: Vec::new(),
             rule_table: stream.clone_htod(&[RuleDesc::default()])?,
             lost_pairings: ctx.upload(&[world.resource::<StdpHistoryOverflows>().0])?,
@@ -708,6 +711,7 @@ impl DeviceNetwork {
             });
             self.decays.push(decays);
         }
+        self.power_law = rules.iter().any(|r| r.dependence == 2);
         if !rules.is_empty() {
             self.rule_table = self.ctx.upload(&rules)?;
         }

@@ -699,9 +699,11 @@ __device__ __forceinline__ float portable_powf_weight(float w, float mu) {
     return __double2float_rn(portable_exp(__dmul_rn(y, portable_ln(x))));
 }
 
+// POWER_LAW: whether the launch may meet a power-law rule (`deliver_power_law`); see `deliver`.
+template <bool POWER_LAW>
 __device__ __forceinline__ float potentiate(const Rule& r, float w, float x) {
     float dw = r.dependence == RULE_MULTIPLICATIVE ? __fmul_rn(__fmul_rn(r.a_plus, __fsub_rn(r.w_max, w)), x)
-             : r.dependence == RULE_POWER_LAW      ? __fmul_rn(__fmul_rn(r.a_plus, portable_powf_weight(w, r.mu)), x)
+             : POWER_LAW && r.dependence == RULE_POWER_LAW ? __fmul_rn(__fmul_rn(r.a_plus, portable_powf_weight(w, r.mu)), x)
                                                    : __fmul_rn(__fmul_rn(r.a_plus, r.w_max), x);
     return clampf(__fadd_rn(w, dw), r.w_min, r.w_max);
 }
@@ -743,6 +745,7 @@ __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u3
 // after tl (read from its history only if it fired since tl), depression by its trace,
 // delivery, then pairing with a postsynaptic spike of this very step. Returns whether the
 // history had lost spikes after tl.
+template <bool POWER_LAW>
 __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
                                                 u32 j, float w, u32 tl, float xl, const u8* fired) {
     Post p = ((const Post*)b.post)[j];
@@ -758,13 +761,13 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
         for (; pending > 0; pending--) {
             slot = slot + 1 == len ? 0 : slot + 1;
             u32 tp = hist[slot];
-            if (tp < t) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, tp - tl)));
+            if (tp < t) w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, tp - tl)));
         }
         lost = p.floor != NEVER && p.floor > tl;
     }
     w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
     add_to_ring(b, slots, n, t, s, j, w);
-    if (fired[b.local_first + j] && tl != NEVER) w = potentiate(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
+    if (fired[b.local_first + j] && tl != NEVER) w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
     store_weight_at(b, s, w);
     return lost;
 }
@@ -785,7 +788,12 @@ __device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u6
 }
 
 // `cache_reads` counts the synapses read from row caches ([0]) and from host memory ([1]).
-extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+// `deliver` is instantiated twice: without the power law's f64 w^mu, inlined into every
+// unrolled synapse, it needs 62 registers (4 thread blocks of 256 a multiprocessor); with it,
+// 88 (2 blocks), which slowed every plastic and static network by 10-16 %. The host launches
+// `deliver_power_law` only for networks with a power-law rule.
+template <bool POWER_LAW>
+__device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                    const Rule* rules, u32 n, u32 slots, const u8* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
     __shared__ Block b;
@@ -835,7 +843,7 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
                 u32 k = k0 + group * u;
                 if (k >= hi) break;
                 Syn at = locate(b, k, lo, cut, base);
-                if (plastic) lost += plastic_synapse(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
+                if (plastic) lost += plastic_synapse<POWER_LAW>(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
                 else add_to_ring(b, slots, n, t, at, j[u], w[u]);
             }
         }
@@ -843,6 +851,18 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
     if (lost) atomicAdd(lost_pairings, (u64)lost);
     if (from_cache) atomicAdd(&cache_reads[0], from_cache);
     if (from_host) atomicAdd(&cache_reads[1], from_host);
+}
+
+extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                   const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                   u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
+    deliver_rows<false>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
+}
+
+extern "C" __global__ void deliver_power_law(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                             const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                             u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
+    deliver_rows<true>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
 // ---- the row cache of blocks in host memory (engine/src/row_cache.rs) ----

@@ -58,11 +58,12 @@ pub struct CudaRunner {
     slot_words: usize,
     multiprocessors: u32,
     /// Thread blocks of `deliver`. Without plastic blocks, as many as the GPU holds at once:
-    /// few spikes reach each block in a step, and launching thread blocks that find none is
-    /// what a step of a static network waits for (microcircuit, H100: four waves 0.564 RTF,
-    /// one 0.494). With plastic blocks, 16 a multiprocessor (about four waves): their rows cost
-    /// far more than static ones, and one wave, each thread block given a fixed share of a
-    /// block's spikes, waits for the slowest (1M-neuron STDP network: 1.90 RTF, one wave 2.59).
+    /// launching thread blocks that find no spike is most of a small static network's delivery
+    /// (microcircuit, H100: 16 a multiprocessor 0.514 RTF, one wave 0.492), at some cost to a
+    /// large one (1M neurons static: 1.10 against 1.16). With plastic blocks, 16 a
+    /// multiprocessor: their rows cost far more than static ones, and one wave, each thread block
+    /// given a fixed share of a block's spikes, waits for the slowest (1M-neuron STDP network:
+    /// 1.90 RTF, one wave 2.59). A grid apportioned by each block's work would serve all three.
     deliver_blocks: u32,
     pending: VecDeque<u64>,
     /// Where structural plans run beside the steps (see `plan_structure`).
@@ -350,7 +351,7 @@ impl CudaRunner {
                 let enabled = u32::from(net.stdp_enabled);
                 let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
                 stream
-                    .launch_builder(&k.deliver)
+                    .launch_builder(if net.power_law { &k.deliver_power_law } else { &k.deliver })
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
                     .launch(per_block(self.deliver_blocks, n_blocks, 256))?;
