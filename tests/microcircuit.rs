@@ -8,7 +8,6 @@ mod common;
 use common::*;
 
 use fum::engine::model::ConnectionRule;
-use std::process::Command;
 
 const POPULATIONS: [(&str, u32); 8] = [("L23E", 20683), ("L23I", 5834), ("L4E", 21915), ("L4I", 5479), ("L5E", 4850), ("L5I", 1065), ("L6E", 14395), ("L6I", 2948)];
 
@@ -37,20 +36,7 @@ fn microcircuit_validates_with_its_populations() {
 
 #[test]
 fn microcircuit_is_what_its_generator_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("microcircuit.toml");
-    let script = repo().join("benchmarks/models/microcircuit.py");
-    let status = match Command::new("python3").arg(&script).arg(&out).status() {
-        Ok(status) => status,
-        Err(e) => {
-            println!("skipped: cannot run python3 ({e}), so the generator's output is not compared");
-            return;
-        }
-    };
-    assert!(status.success(), "{} failed: {status}", script.display());
-    let written = std::fs::read_to_string(&out).unwrap();
-    let asset = std::fs::read_to_string(repo().join("assets/models/microcircuit.toml")).unwrap();
-    assert!(written == asset, "assets/models/microcircuit.toml differs from what benchmarks/models/microcircuit.py writes: rerun `python3 benchmarks/models/microcircuit.py assets/models/microcircuit.toml`");
+    assert_generated("microcircuit.toml", "microcircuit.py");
 }
 
 /// 10 % of the neurons and of each projection's synapses (the full model's mean in-degrees),

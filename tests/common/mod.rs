@@ -294,6 +294,25 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Whether assets/models/`name` is exactly what `benchmarks/models/<script>` writes (the assets
+/// generated from NEST's parameters); skips, saying so, where python3 cannot run.
+pub fn assert_generated(name: &str, script: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(name);
+    let script = repo().join("benchmarks/models").join(script);
+    let status = match std::process::Command::new("python3").arg(&script).arg(&out).status() {
+        Ok(status) => status,
+        Err(e) => {
+            println!("skipped: cannot run python3 ({e}), so the generator's output is not compared");
+            return;
+        }
+    };
+    assert!(status.success(), "{} failed: {status}", script.display());
+    let written = std::fs::read_to_string(&out).unwrap();
+    let asset = std::fs::read_to_string(repo().join("assets/models").join(name)).unwrap();
+    assert!(written == asset, "assets/models/{name} differs from what {} writes: rerun `python3 {} assets/models/{name}`", script.display(), script.strip_prefix(repo()).unwrap().display());
+}
+
 pub fn asset(name: &str) -> Model {
     Model::load(repo().join("assets/models").join(name)).expect("asset models are valid")
 }
