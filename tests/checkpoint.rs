@@ -256,6 +256,25 @@ fn stop_after_then_resume_equals_one_run() {
     assert!(outputs(&out) == expected);
 }
 
+/// A rule with a dendritic delay keeps the trace after each spike of its targets' histories
+/// (`post_history_trace`): a checkpoint holds them, and a stopped run resumes to the outputs of
+/// one run.
+#[test]
+fn a_dendritic_rule_stops_and_resumes_to_the_outputs_of_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("dendritic.toml");
+    let text = MODEL.replacen("name = \"stdp\"\n", "name = \"stdp\"\ndendritic_delay = true\n", 1);
+    assert_ne!(text, MODEL);
+    std::fs::write(&model, text).unwrap();
+    let expected = reference(dir.path(), &model);
+    let out = dir.path().join("stopped");
+    let status = fum().args(["run", model.to_str().unwrap(), "--out", out.to_str().unwrap(), "--threads", "1", "--stop-after", "600ms", "--quiet"]).status().unwrap();
+    assert!(status.success());
+    let o = resume(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(outputs(&out) == expected, "resumed outputs differ from the uninterrupted run");
+}
+
 #[test]
 fn checkpoints_due_faster_than_the_disk_supersede_each_other_without_losing_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -104,11 +104,32 @@ fn per_neuron_poisson_rates() {
 /// on any threads and shards, and the weights move, stay finite and not negative.
 #[test]
 fn power_law_stdp_is_identical_across_threads_and_shards() {
+    power_law_is_identical_across_threads_and_shards(false);
+}
+
+/// The same with NEST's timing (`dendritic_delay`): each target's history keeps its traces,
+/// read across shards' boundaries as the spike steps are; the learned weights differ from the
+/// timing at the neurons.
+#[test]
+fn dendritic_power_law_stdp_is_identical_across_threads_and_shards() {
+    let dendritic = power_law_is_identical_across_threads_and_shards(true);
+    let somatic = synapses(&mut simulate(&power_law_model(false), 1, 1));
+    assert!(dendritic != somatic, "the timing should change the learned weights");
+}
+
+/// [`BALANCED`] with the power law on E->E (see above), with or without a dendritic delay.
+fn power_law_model(dendritic: bool) -> fum::Model {
     let rule = "a_plus = 0.01\na_minus = 0.0105\nw_max = 100.0";
-    let power_law = "weight_dependence = \"power_law\"\nlambda = 0.1\nalpha = 0.0513\nmu = 0.4\ntau_plus_ms = 15.0\ntau_minus_ms = 30.0";
-    let text = BALANCED.replacen(rule, power_law, 1);
+    let power_law = format!("weight_dependence = \"power_law\"\nlambda = 0.1\nalpha = 0.0513\nmu = 0.4\ntau_plus_ms = 15.0\ntau_minus_ms = 30.0\ndendritic_delay = {dendritic}");
+    let text = BALANCED.replacen(rule, &power_law, 1);
     assert_ne!(text, BALANCED);
-    let model = parse(&text);
+    parse(&text)
+}
+
+/// Runs [`power_law_model`] on several thread and shard counts, checks that nothing differs and
+/// that the weights moved both ways; returns the synapses learned.
+fn power_law_is_identical_across_threads_and_shards(dendritic: bool) -> Vec<(usize, u32, u32, u16, u32)> {
+    let model = power_law_model(dendritic);
     let mut reference = simulate(&model, 1, 1);
     let (spikes_ref, synapses_ref) = (spikes(&reference), synapses(&mut reference));
     let initial = synapses(&mut Simulation::from_model(&model, 1, 1).unwrap());
@@ -120,7 +141,8 @@ fn power_law_stdp_is_identical_across_threads_and_shards() {
     assert!(learned.iter().zip(&before).any(|(a, b)| a > b) && learned.iter().zip(&before).any(|(a, b)| a < b), "both potentiation and depression");
     for (threads, shards) in [(1, 3), (2, 1), (2, 8)] {
         let mut sim = simulate(&model, threads, shards);
-        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
-        assert!(synapses(&mut sim) == synapses_ref, "synapses or learned weights differ with {threads} threads and {shards} shards");
+        assert!(spikes(&sim) == spikes_ref, "dendritic {dendritic}: spikes differ with {threads} threads and {shards} shards");
+        assert!(synapses(&mut sim) == synapses_ref, "dendritic {dendritic}: synapses or learned weights differ with {threads} threads and {shards} shards");
     }
+    synapses_ref
 }

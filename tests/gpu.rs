@@ -113,6 +113,36 @@ fn power_law_stdp_gives_identical_spikes_and_weights_on_both_backends() {
     }
 }
 
+/// NEST's timing (`dendritic_delay`) with the additive rule (f32) and the power law (f16): the
+/// device's `deliver_full` reads the targets' histories and their traces as stdp.rs does, so
+/// the spikes, probes, learned weights and the histories' traces are the same bits.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn dendritic_stdp_gives_identical_spikes_weights_and_histories_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let additive = "a_plus = 0.005\na_minus = 0.00525\nw_min = 0.0\nw_max = 32.4\nweight_dependence = \"additive\"";
+    let power_law = "lambda = 0.01\nalpha = 1.1\nmu = 0.4\nweight_dependence = \"power_law\"";
+    let text = std::fs::read_to_string(model("stdp_balanced")).unwrap();
+    assert!(text.contains(additive), "stdp_balanced's rule changed: update this test");
+    for (name, rule, precision) in [("additive", additive, "f32"), ("power_law", power_law, "f16")] {
+        let text = text.replacen(additive, &format!("{rule}\ndendritic_delay = true"), 1);
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text.replacen("[simulation]\n", &format!("[simulation]\nweights = \"{precision}\"\n"), 1)).unwrap();
+        let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-gpu")));
+        let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
+        run(path.to_str().unwrap(), &cpu, "cpu", &extra);
+        let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
+        assert_eq!(report["backend"], "cuda");
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
+        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name}: probes differ");
+        assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
+        let histories = |run: &Path| sections(run, &["post_history", "post_history_trace"]);
+        assert_eq!(histories(&cpu).len(), 2 * histories(&cpu).iter().filter(|s| s.0.ends_with("post_history")).count(), "{name}: a trace per history");
+        assert_eq!(histories(&cpu), histories(&gpu), "{name}: histories or their traces differ");
+    }
+}
+
 /// `lif_psc_alpha` (NEST's iaf_psc_alpha) and bias currents drawn per neuron, beside `lif_cuba`
 /// and forward-Euler `lif_coba` populations with a drawn and a constant bias: the same spikes,
 /// probes and checkpointed state (the alpha variables `dsyn_ex`, `dsyn_in` included) on both

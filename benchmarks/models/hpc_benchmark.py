@@ -16,7 +16,8 @@ The network, as the NEST script builds it:
 - Weights: JE = 0.14 mV peak EPSP, converted to a PSC amplitude JE_pA; inhibitory g = -5 times
   that. Delay 1.5 ms everywhere.
 - E->E: stdp_pl_synapse_hom, lambda 0.1, alpha 0.0513, mu 0.4, tau_plus 15 ms, and the neurons'
-  tau_minus 30 ms; initial weight JE_pA.
+  tau_minus 30 ms; initial weight JE_pA; the delay counted as dendritic in pairing, as NEST
+  does (`dendritic_delay`).
 - Input: one poisson_generator of rate nu_ext CE into every neuron (an independent train each,
   weight JE_pA), nu_ext = eta nu_thresh, eta = 1.685.
 
@@ -129,6 +130,7 @@ def model_toml(scale=1.0, duration_ms=1000.0, seed=SEED, indegree=1.0, stdp=True
         f"mu = {STDP['mu']}",
         f"tau_plus_ms = {STDP['tau_plus']}",
         f"tau_minus_ms = {STDP['tau_minus']}   # NEST: the neurons' tau_minus",
+        "dendritic_delay = true   # NEST's timing: the whole delay is dendritic",
     ]
     projections = [
         ("E_to_E", "E", "E", p["ce"], "excitatory", p["je_pa"], "stdp_pl" if stdp else None),

@@ -438,7 +438,7 @@ fn build_block(
     let plastic = plastic
         .iter()
         .position(|pp| pp.projection == pi)
-        .map(|rule| PlasticSynapses::new(rule, shard.len(), plastic[rule].history_len));
+        .map(|rule| PlasticSynapses::new(rule, shard.len(), plastic[rule].history_len, plastic[rule].rule.dendritic));
 
     Ok(Some(SynapseBlock {
         projection: pi,

@@ -284,17 +284,29 @@ pub struct PlasticSynapses {
     pub post: Column<PostState>,
     /// `history_len` spike steps per neuron, neuron-major, each a ring (see `PostState`).
     pub post_history: Column<u32>,
+    /// The trace just after each spike of `post_history`, for a rule whose delay is dendritic
+    /// (its synapses read the trace as it was one delay ago); absent otherwise, so that other
+    /// networks pay nothing and keep the checkpoint sections they had.
+    pub post_history_trace: Option<Column<f32>>,
 }
 
 impl PlasticSynapses {
+    /// The per-target columns: every other column of a plastic block is per synapse.
+    pub const PER_TARGET: [&'static str; 3] = ["post", "post_history", "post_history_trace"];
+
     /// Empty histories of `history_len` spikes for `neurons` neurons.
-    pub fn new(rule: usize, neurons: usize, history_len: usize) -> Self {
-        PlasticSynapses { rule, post: Column::filled(neurons, PostState::SILENT), post_history: Column::filled(neurons * history_len, 0) }
+    pub fn new(rule: usize, neurons: usize, history_len: usize, dendritic: bool) -> Self {
+        PlasticSynapses {
+            rule,
+            post: Column::filled(neurons, PostState::SILENT),
+            post_history: Column::filled(neurons * history_len, 0),
+            post_history_trace: dendritic.then(|| Column::filled(neurons * history_len, 0.0)),
+        }
     }
 
     /// Bytes per neuron: traces and histories.
     pub fn bytes(&self) -> usize {
-        self.post.bytes() + self.post_history.bytes()
+        self.post.bytes() + self.post_history.bytes() + self.post_history_trace.as_ref().map_or(0, Column::bytes)
     }
 }
 
@@ -338,6 +350,9 @@ impl Columns for SynapseBlock {
         if let Some(p) = &mut self.plastic {
             f("post", Role::State, Shape::Own, &mut p.post);
             f("post_history", Role::State, Shape::Own, &mut p.post_history);
+            if let Some(c) = &mut p.post_history_trace {
+                f("post_history_trace", Role::State, Shape::Own, c);
+            }
         }
     }
 }

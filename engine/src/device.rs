@@ -21,7 +21,7 @@ use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, Pin
 
 use crate::backend::{DeviceMemory, HostView, MappedHost, Transfers};
 use crate::column::{DeviceBuffer, TransferError};
-use crate::components::{Dynamics, NeuronBlock, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks};
+use crate::components::{Dynamics, NeuronBlock, PlasticSynapses, Plasticity, Populations, Shard, StdpHistoryOverflows, SynapseBlocks};
 use crate::model::ProbeVariable;
 use crate::recording::{ProbeSite, Recorder};
 use crate::state;
@@ -64,6 +64,8 @@ pub struct BlockDesc {
     /// Lanes of a warp that walk one row in `deliver` ([`row_lanes`]).
     pub row_lanes: u32,
     pub pad: u32,
+    /// The traces of `history` for a rule whose delay is dendritic, or 0.
+    pub history_trace: u64,
 }
 
 /// The lanes of a warp that walk one row of a block of `synapses` in `rows` rows: a power of
@@ -97,7 +99,8 @@ pub struct RuleDesc {
     pub target_size: u32,
     /// The power law's exponent (0 for the other rules).
     pub mu: f32,
-    pub pad: u32,
+    /// 1: the delay is dendritic (`StdpRule::dendritic`).
+    pub dendritic: u32,
 }
 
 /// A probed value as `fum.cu` reads it (`struct Probe`).
@@ -411,8 +414,9 @@ pub struct DeviceNetwork {
     pub block_table: CudaSlice<BlockDesc>,
     pub plastic_blocks: CudaSlice<u32>,
     pub n_plastic_blocks: u32,
-    /// Some rule is a power law: delivery launches `deliver_power_law` (see fum.cu).
-    pub power_law: bool,
+    /// Some rule is a power law or has a dendritic delay: delivery launches `deliver_full`
+    /// (see fum.cu).
+    pub full_deliver: bool,
     /// Trace decay tables of each rule (constants).
     pub decays: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     pub rule_table: CudaSlice<RuleDesc>,
@@ -486,7 +490,8 @@ fn declared_bytes(world: &mut World) -> DeviceMemory {
         let kind = match (d.owner, d.name) {
             (state::Owner::Neurons { .. } | state::Owner::ShardComponent { .. }, _) => &mut m.neuron_bytes,
             (state::Owner::Block { .. }, "row_ptr") => &mut m.index_bytes,
-            (state::Owner::Block { .. }, "post" | "post_history") | (state::Owner::Projection { .. }, _) => &mut m.plasticity_bytes,
+            (state::Owner::Block { .. }, name) if PlasticSynapses::PER_TARGET.contains(&name) => &mut m.plasticity_bytes,
+            (state::Owner::Projection { .. }, _) => &mut m.plasticity_bytes,
             (state::Owner::Block { .. }, _) => &mut m.synapse_bytes,
         };
         *kind += bytes;
@@ -555,7 +560,7 @@ impl DeviceNetwork {
             block_table: stream.alloc_zeros(1)?,
             plastic_blocks: stream.alloc_zeros(1)?,
             n_plastic_blocks: 0,
-            power_law: false,
+            full_deliver: false,
             decays: Vec::new(),
             rule_table: stream.clone_htod(&[RuleDesc::default()])?,
             lost_pairings: ctx.upload(&[world.resource::<StdpHistoryOverflows>().0])?,
@@ -707,11 +712,11 @@ impl DeviceNetwork {
                     WeightDependence::PowerLaw { mu } => mu,
                     _ => 0.0,
                 },
-                pad: 0,
+                dendritic: u32::from(p.rule.dendritic),
             });
             self.decays.push(decays);
         }
-        self.power_law = rules.iter().any(|r| r.dependence == 2);
+        self.full_deliver = rules.iter().any(|r| r.dependence == 2 || r.dendritic == 1);
         if !rules.is_empty() {
             self.rule_table = self.ctx.upload(&rules)?;
         }
@@ -766,6 +771,7 @@ impl DeviceNetwork {
                 desc.history_len = history_lens[p.rule];
                 desc.post = buffers.ptr("post");
                 desc.history = buffers.ptr("post_history");
+                desc.history_trace = buffers.ptr("post_history_trace");
             }
             if let Some(cache) = &mut self.cache {
                 cache.describe(table.len(), &mut desc);

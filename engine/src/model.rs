@@ -469,6 +469,10 @@ pub struct PlasticitySpec {
     pub mu: Option<f64>,
     #[serde(default)]
     pub pairing: Pairing,
+    /// The whole synaptic delay is dendritic, as in NEST's STDP synapses: a postsynaptic spike
+    /// pairs at the synapse one delay late. Default: spikes pair at the neurons.
+    #[serde(default)]
+    pub dendritic_delay: bool,
     /// Postsynaptic spikes each target neuron remembers for potentiation applied at the next
     /// presynaptic spike (see `fum_kernels::stdp`).
     #[serde(default = "d_post_history")]
@@ -514,6 +518,7 @@ impl PlasticitySpec {
                 Pairing::AllToAll => stdp::Pairing::AllToAll,
                 Pairing::Nearest => stdp::Pairing::Nearest,
             },
+            dendritic: self.dendritic_delay,
         }
     }
 }

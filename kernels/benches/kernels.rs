@@ -126,25 +126,28 @@ fn delivery(c: &mut Criterion) {
 /// Every target spiked at 450 + j % 100 and 530 + j % 100 and every source last at
 /// 500 + i % 50: with `pending`, each synapse applies one postsynaptic spike's potentiation
 /// before its depression (the average at equal pre and post rates; the eager scheme did that
-/// work at the postsynaptic spike), without, it only depresses.
-fn stdp_rows<W: Weight>(c: &mut Criterion, name: &str, pending: bool) {
-    let rule = StdpRule { a_plus: 0.005, a_minus: 0.00525, w_min: 0.0, w_max: 1.0, dependence: WeightDependence::Additive, pairing: Pairing::AllToAll };
+/// work at the postsynaptic spike), without, it only depresses. `dendritic`: NEST's timing,
+/// where the delays (1-15 steps) shift the postsynaptic spikes.
+fn stdp_rows<W: Weight>(c: &mut Criterion, name: &str, pending: bool, dendritic: bool) {
+    let rule = StdpRule { a_plus: 0.005, a_minus: 0.00525, w_min: 0.0, w_max: 1.0, dependence: WeightDependence::Additive, pairing: Pairing::AllToAll, dendritic };
     let decay = TraceDecay::new(20.0, DT);
     let (n, per_row, spikes, history_len) = (4_000usize, 80usize, 64usize, 64usize);
     let (target, delay, weight) = rows(n, n, per_row);
     let mut weight: Vec<W> = weight.into_iter().map(W::set).collect();
     let (mut pre_trace, mut pre_last) = (vec![0.0f32; n], vec![NEVER; n]);
     let (mut post, mut history) = (vec![PostState::SILENT; n], vec![0u32; n * history_len]);
+    let mut history_trace = vec![0.0f32; if dendritic { n * history_len } else { 0 }];
     for i in 0..n {
         count_spike(&mut pre_trace, &mut pre_last, i, 500 + (i % 50) as u32, &decay, Pairing::AllToAll);
         for t in [450, 530] {
             let t = t + (i % 100) as u32;
             let t = if pending { t } else { t.min(499) };
-            on_post_spike(&mut post[i], &mut history[i * history_len..(i + 1) * history_len], t, &decay, Pairing::AllToAll);
+            let traces = if dendritic { &mut history_trace[i * history_len..(i + 1) * history_len] } else { &mut [][..] };
+            on_post_spike(&mut post[i], &mut history[i * history_len..(i + 1) * history_len], traces, t, &decay, Pairing::AllToAll);
         }
     }
     let fired = vec![0u8; n];
-    let post = Postsynaptic { post: &post, decay: &decay, history: &history, history_len, fired: &fired };
+    let post = Postsynaptic { post: &post, decay: &decay, history: &history, history_trace: &history_trace, history_len, fired: &fired };
     let mut sums = vec![0; ring_slots(15) * n];
     let mut ring = Ring::new(n, &mut sums);
     let mut group = c.benchmark_group("stdp");
@@ -164,9 +167,10 @@ fn stdp_rows<W: Weight>(c: &mut Criterion, name: &str, pending: bool) {
 }
 
 fn stdp(c: &mut Criterion) {
-    stdp_rows::<f32>(c, "on_pre_rows_4000x80_depress_only", false);
-    stdp_rows::<f32>(c, "on_pre_rows_4000x80_one_pending", true);
-    stdp_rows::<half::f16>(c, "on_pre_rows_4000x80_one_pending_f16", true);
+    stdp_rows::<f32>(c, "on_pre_rows_4000x80_depress_only", false, false);
+    stdp_rows::<f32>(c, "on_pre_rows_4000x80_one_pending", true, false);
+    stdp_rows::<half::f16>(c, "on_pre_rows_4000x80_one_pending_f16", true, false);
+    stdp_rows::<f32>(c, "on_pre_rows_4000x80_one_pending_dendritic", true, true);
     let n = 4_000;
     let mut group = c.benchmark_group("stdp");
     group.throughput(Throughput::Elements(64));
@@ -178,7 +182,7 @@ fn stdp(c: &mut Criterion) {
             t += 1;
             for k in 0..64 {
                 let j = k * 61 % n;
-                on_post_spike(&mut post[j], &mut history[j * 64..(j + 1) * 64], t, &decay, Pairing::AllToAll);
+                on_post_spike(&mut post[j], &mut history[j * 64..(j + 1) * 64], &mut [], t, &decay, Pairing::AllToAll);
             }
         })
     });

@@ -48,6 +48,7 @@ struct Block {
     u32 local_first;    // shard_first - base: the shard's place in the per-neuron arrays
     u32 row_lanes;      // lanes of a warp that walk one row in `deliver`: 4, 8, 16 or 32
     u32 pad;
+    u64 history_trace;  // float*: the trace just after each `history` entry (dendritic rules), or 0
 };
 
 // What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
@@ -66,7 +67,7 @@ struct Rule {
     u64 pre_decay, post_decay;  // const float*: exp(-n dt / tau) tables
     u64 pre_trace, pre_last;    // float*, u32*: presynaptic traces of the source population
     u32 source_first, source_size, target_first, target_size;
-    float mu; u32 pad;
+    float mu; u32 dendritic;  // dendritic: the delay is dendritic (NEST's timing)
 };
 
 #define RULE_ADDITIVE 0u
@@ -699,7 +700,7 @@ __device__ __forceinline__ float portable_powf_weight(float w, float mu) {
     return __double2float_rn(portable_exp(__dmul_rn(y, portable_ln(x))));
 }
 
-// POWER_LAW: whether the launch may meet a power-law rule (`deliver_power_law`); see `deliver`.
+// POWER_LAW: whether the launch may meet a power-law rule (`deliver_full`); see `deliver`.
 template <bool POWER_LAW>
 __device__ __forceinline__ float potentiate(const Rule& r, float w, float x) {
     float dw = r.dependence == RULE_MULTIPLICATIVE ? __fmul_rn(__fmul_rn(r.a_plus, __fsub_rn(r.w_max, w)), x)
@@ -741,12 +742,12 @@ __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u3
 }
 
 // A plastic synapse s (target j, weight w as loaded) at a presynaptic spike at t whose source
-// last fired at `tl` with trace `xl` (stdp.rs, plastic_row): potentiation by the target's spikes
+// last fired at `tl` with trace `xl` (stdp.rs, somatic_synapse): potentiation by the target's spikes
 // after tl (read from its history only if it fired since tl), depression by its trace,
 // delivery, then pairing with a postsynaptic spike of this very step. Returns whether the
 // history had lost spikes after tl.
 template <bool POWER_LAW>
-__device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
+__device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
                                                 u32 j, float w, u32 tl, float xl, const u8* fired) {
     Post p = ((const Post*)b.post)[j];
     bool lost = false;
@@ -772,6 +773,58 @@ __device__ __forceinline__ bool plastic_synapse(const Block& b, const Rule& r, u
     return lost;
 }
 
+// The same synapse when the rule's delay d is dendritic (stdp.rs, dendritic_synapse): potentiation
+// by the target's spikes tp with tl < tp + d <= t, depression by its trace at t - d of the spikes
+// before t - d (the last spike's record, or a history entry and its trace if that spike is
+// still on its way), delivery.
+template <bool POWER_LAW>
+__device__ __forceinline__ bool dendritic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
+                                                  u32 j, float w, u32 tl, float xl) {
+    Post p = ((const Post*)b.post)[j];
+    u32 d = s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
+    float y_at = p.trace;
+    u32 y_last = p.last;
+    bool lost = false;
+    bool waiting = p.last != NEVER && p.last + d >= t;
+    bool pending = tl != NEVER && p.last != NEVER && p.last + d > tl;
+    if (waiting || pending) {
+        u32 len = b.history_len;
+        const u32* hist = (const u32*)b.history + (u64)j * len;
+        const float* traces = (const float*)b.history_trace + (u64)j * len;
+        u32 held = min(p.count, len), slot = (p.count + len - 1) % len, i = 0;
+        while (i < held && hist[slot] + d > t) {
+            i++;
+            slot = slot == 0 ? len - 1 : slot - 1;
+        }
+        u32 arrived = slot, anchor = i, anchor_slot = slot;
+        if (anchor < held && hist[anchor_slot] + d == t) {
+            anchor++;
+            anchor_slot = anchor_slot == 0 ? len - 1 : anchor_slot - 1;
+        }
+        if (waiting) {
+            if (anchor < held) { y_at = traces[anchor_slot]; y_last = hist[anchor_slot]; }
+            else { y_at = 0.0f; y_last = NEVER; }
+            lost = lost || (anchor == held && p.floor != NEVER);
+        }
+        if (pending) {
+            u32 count = 0, walk = arrived;
+            while (i + count < held && hist[walk] + d > tl) {
+                count++;
+                walk = walk == 0 ? len - 1 : walk - 1;
+            }
+            for (; count > 0; count--) {
+                walk = walk + 1 == len ? 0 : walk + 1;
+                w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, hist[walk] + d - tl)));
+            }
+            lost = lost || (p.floor != NEVER && p.floor + d > tl);
+        }
+    }
+    w = depress(r, w, trace_value(y_at, y_last, r.post_decay, r.post_decay_len, t - d));
+    add_to_ring(b, slots, n, t, s, j, w);
+    store_weight_at(b, s, w);
+    return lost;
+}
+
 // Synapses of a row a lane loads at once (see `deliver`).
 #define UNROLL 4
 
@@ -788,11 +841,13 @@ __device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u6
 }
 
 // `cache_reads` counts the synapses read from row caches ([0]) and from host memory ([1]).
-// `deliver` is instantiated twice: without the power law's f64 w^mu, inlined into every
-// unrolled synapse, it needs 62 registers (4 thread blocks of 256 a multiprocessor); with it,
+// `deliver` is instantiated twice: FULL adds the rules NEST's benchmarks use, the power law
+// (an f64 w^mu inlined into every unrolled synapse) and the dendritic timing. Without them
+// `deliver` needs 62 registers on sm_90 (4 thread blocks of 256 a multiprocessor); with them
 // 88 (2 blocks), which slowed every plastic and static network by 10-16 %. The host launches
-// `deliver_power_law` only for networks with a power-law rule.
-template <bool POWER_LAW>
+// `deliver_full` only for networks with such a rule; scripts/check-kernels.py holds both
+// to their register budgets.
+template <bool FULL>
 __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                    const Rule* rules, u32 n, u32 slots, const u8* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
@@ -843,7 +898,8 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
                 u32 k = k0 + group * u;
                 if (k >= hi) break;
                 Syn at = locate(b, k, lo, cut, base);
-                if (plastic) lost += plastic_synapse<POWER_LAW>(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
+                if (FULL && plastic && r.dendritic) lost += dendritic_synapse<FULL>(b, r, slots, n, t, at, j[u], w[u], tl, xl);
+                else if (plastic) lost += somatic_synapse<FULL>(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
                 else add_to_ring(b, slots, n, t, at, j[u], w[u]);
             }
         }
@@ -859,9 +915,9 @@ extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32
     deliver_rows<false>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
-extern "C" __global__ void deliver_power_law(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                             const Rule* rules, u32 n, u32 slots, const u8* fired,
-                                             u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
+extern "C" __global__ void deliver_full(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                        const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                        u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
     deliver_rows<true>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
@@ -919,6 +975,7 @@ extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const
         u32 slot = p.count % b.history_len;
         if (p.count >= b.history_len) p.floor = hist[slot];
         hist[slot] = t;
+        if (b.history_trace) ((float*)b.history_trace)[(u64)j * b.history_len + slot] = p.trace;
         p.count += 1;
         *at = p;
     }

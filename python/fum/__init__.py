@@ -139,8 +139,9 @@ class Stdp:
 
     Keyword arguments are the model file's fields: `tau_plus_ms`, `tau_minus_ms`, `w_min`,
     `weight_dependence` ("additive", "multiplicative" or "power_law"), `pairing` ("all_to_all"
-    or "nearest"), `post_history`. One rule may serve several projections; it is named `name`,
-    or "stdp", "stdp_2", ... in the order it is first used.
+    or "nearest"), `dendritic_delay` (True: NEST's timing), `post_history`. One rule may serve
+    several projections; it is named `name`, or "stdp", "stdp_2", ... in the order it is first
+    used.
 
     The additive and multiplicative rules take `a_plus`, `a_minus` and `w_max`. NEST's power law
     (`stdp_pl_synapse_hom`) takes NEST's `lambda`, `alpha` and `mu` instead, `lambda` spelled

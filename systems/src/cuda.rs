@@ -351,7 +351,7 @@ impl CudaRunner {
                 let enabled = u32::from(net.stdp_enabled);
                 let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
                 stream
-                    .launch_builder(if net.power_law { &k.deliver_power_law } else { &k.deliver })
+                    .launch_builder(if net.full_deliver { &k.deliver_full } else { &k.deliver })
                     .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
                     .launch(per_block(self.deliver_blocks, n_blocks, 256))?;
@@ -592,7 +592,7 @@ impl CudaRunner {
             let kernels = &self.gpu.kernels;
             let sms = self.multiprocessors;
             block.columns(&mut |name, role, _, column| {
-                if failed.is_some() || name == "post" || name == "post_history" {
+                if failed.is_some() || fum_engine::components::PlasticSynapses::PER_TARGET.contains(&name) {
                     return;
                 }
                 if name == "row_ptr" {

@@ -113,7 +113,8 @@ struct Rows<'a> {
 fn deliver_rows<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
     let stdp = rows.plastic.filter(|_| plasticity.enabled).map(|p| {
         let rule = &plasticity.projections[p.rule];
-        let post = Postsynaptic { post: &p.post, decay: &rule.post_decay, history: &p.post_history, history_len: rule.history_len, fired };
+        let history_trace = p.post_history_trace.as_deref().unwrap_or(&[]);
+        let post = Postsynaptic { post: &p.post, decay: &rule.post_decay, history: &p.post_history, history_trace, history_len: rule.history_len, fired };
         (rule, post)
     });
     let mut lost = 0;

@@ -39,7 +39,11 @@ pub fn record_postsynaptic_spikes(mut shards: Query<(&Shard, &NeuronBlock, &mut 
                     continue;
                 }
                 let (j, len) = (local as usize, rule.history_len);
-                on_post_spike(&mut p.post[j], &mut p.post_history[j * len..(j + 1) * len], step, &rule.post_decay, rule.rule.pairing);
+                let traces = match &mut p.post_history_trace {
+                    Some(c) => &mut c[j * len..(j + 1) * len],
+                    None => &mut [][..],
+                };
+                on_post_spike(&mut p.post[j], &mut p.post_history[j * len..(j + 1) * len], traces, step, &rule.post_decay, rule.rule.pairing);
             }
         }
     });
