@@ -236,3 +236,18 @@ fn columns_only_where_a_model_needs_them() {
     let blocks: Vec<(bool, bool, bool)> = sim.world.query::<&NeuronBlock>().iter(&sim.world).map(|b| (b.dsyn_ex.is_some(), b.dsyn_in.is_some(), b.bias_pa.is_some())).collect();
     assert!(blocks.iter().all(|&c| c == (false, false, false)), "{blocks:?}");
 }
+
+/// The health check reads the alpha variables too: a non-finite `dsyn_in` is found and named.
+#[test]
+fn the_health_check_finds_a_non_finite_alpha_variable() {
+    use fum::engine::health::HealthMonitor;
+    let mut sim = Simulation::from_model(&parse(ALPHA_NETWORK), 1, 2).unwrap();
+    let mut health = HealthMonitor::new(10, 1e6, &sim.world);
+    assert!(health.check(&mut sim.world, 10).is_ok());
+    let mut query = sim.world.query::<(&Shard, &mut NeuronBlock)>();
+    let (shard, mut block) = query.iter_mut(&mut sim.world).find(|(s, _)| s.neurons.start == 0).unwrap();
+    assert_eq!(shard.neurons.start, 0);
+    block.dsyn_in.as_mut().expect("an alpha network has dsyn_in")[5] = f32::INFINITY;
+    let e = health.check(&mut sim.world, 20).expect_err("the infinite derivative is found");
+    assert!(e.to_string().contains("population A, neuron 5: inhibitory synaptic derivative is inf"), "{e}");
+}

@@ -642,6 +642,14 @@ fn the_device_health_check_finds_a_weight_outside_its_bounds_and_a_non_finite_st
             _ => assert!(checked.unwrap_err().contains("neuron 3: membrane potential is NaN")),
         }
     }
+    // lif_psc_alpha's second variables are checked on the device too.
+    let model = fum::Model::parse(ALPHA_NETWORK, std::path::Path::new("alpha.toml")).unwrap();
+    let mut sim = fum::Simulation::from_model(&model, 1, 1).unwrap();
+    sim.world.query::<&mut NeuronBlock>().iter_mut(&mut sim.world).next().unwrap().dsyn_ex.as_mut().expect("dsyn_ex")[4] = f32::NAN;
+    sim.install(fum::run::backend_for(fum::run::BackendChoice::Cuda).unwrap()).unwrap();
+    let mut health = HealthMonitor::new(10, 1e6, &sim.world);
+    let checked = health.check(&mut sim.world, 10).map_err(|e| e.to_string());
+    assert!(checked.as_ref().is_err_and(|e| e.contains("excitatory synaptic derivative is NaN")), "{checked:?}");
 }
 
 /// `--time-stages` and `--monitor` on the GPU: the device's time per stage (events between the

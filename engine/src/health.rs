@@ -62,7 +62,10 @@ impl HealthMonitor {
         let scan = health_needs_host_scan(world, weights_due).map_err(|e| fail(format!("checking on the device: {e}")))?;
         let mut query = world.query::<(&Shard, &NeuronBlock, &SynapseBlocks)>();
         for (shard, neurons, synapses) in query.iter(world).filter(|_| scan) {
-            for (variable, column) in [("membrane potential", &neurons.v), ("excitatory synaptic variable", &neurons.syn_ex), ("inhibitory synaptic variable", &neurons.syn_in)] {
+            let state = [("membrane potential", Some(&neurons.v)), ("excitatory synaptic variable", Some(&neurons.syn_ex)), ("inhibitory synaptic variable", Some(&neurons.syn_in))];
+            // lif_psc_alpha's second variables, where some population has them.
+            let alpha = [("excitatory synaptic derivative", neurons.dsyn_ex.as_ref()), ("inhibitory synaptic derivative", neurons.dsyn_in.as_ref())];
+            for (variable, column) in state.into_iter().chain(alpha).filter_map(|(name, c)| Some((name, c?))) {
                 if let Some(i) = column.iter().position(|x| !x.is_finite()) {
                     let g = shard.neurons.start + i as u32;
                     let pop = populations.iter().find(|p| p.ids().contains(&g)).expect("every neuron has a population");

@@ -736,8 +736,13 @@ __device__ __forceinline__ u32 first_at_least(const u32* spikes, u32 count, u32 
     return lo;
 }
 
-__device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, const Syn& s, u32 j, float w) {
-    u32 d = s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
+// The delay of synapse s, in steps.
+__device__ __forceinline__ u32 delay_of(const Block& b, const Syn& s) {
+    return s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
+}
+
+// Adds w to target j's input d steps after t.
+__device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u32 t, u32 d, u32 j, float w) {
     atomicAdd((u64*)&((i64*)b.ring)[(u64)((t + d) & (slots - 1)) * n + b.local_first + j], (u64)to_fixed(w));
 }
 
@@ -748,7 +753,7 @@ __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u3
 // history had lost spikes after tl.
 template <bool POWER_LAW>
 __device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
-                                                u32 j, float w, u32 tl, float xl, const u8* fired) {
+                                                u32 j, float w, u32 d, u32 tl, float xl, const u8* fired) {
     Post p = ((const Post*)b.post)[j];
     bool lost = false;
     if (tl != NEVER && p.last != NEVER && p.last > tl) {
@@ -767,7 +772,7 @@ __device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u
         lost = p.floor != NEVER && p.floor > tl;
     }
     w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
-    add_to_ring(b, slots, n, t, s, j, w);
+    add_to_ring(b, slots, n, t, d, j, w);
     if (fired[b.local_first + j] && tl != NEVER) w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
     store_weight_at(b, s, w);
     return lost;
@@ -779,9 +784,8 @@ __device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u
 // still on its way), delivery.
 template <bool POWER_LAW>
 __device__ __forceinline__ bool dendritic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
-                                                  u32 j, float w, u32 tl, float xl) {
+                                                  u32 j, float w, u32 d, u32 tl, float xl) {
     Post p = ((const Post*)b.post)[j];
-    u32 d = s.delay ? ((const u16*)s.delay)[s.i] : b.const_delay;
     float y_at = p.trace;
     u32 y_last = p.last;
     bool lost = false;
@@ -820,7 +824,7 @@ __device__ __forceinline__ bool dendritic_synapse(const Block& b, const Rule& r,
         }
     }
     w = depress(r, w, trace_value(y_at, y_last, r.post_decay, r.post_decay_len, t - d));
-    add_to_ring(b, slots, n, t, s, j, w);
+    add_to_ring(b, slots, n, t, d, j, w);
     store_weight_at(b, s, w);
     return lost;
 }
@@ -854,12 +858,16 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
     __shared__ Block b;
     __shared__ Rule r;
     __shared__ u32 range[2];
+    // Everything waits at the barrier for this prologue, a chain of dependent loads; three warps
+    // share it so that the two searches and the descriptor's copy overlap.
+    const Block& own = blocks[blockIdx.y];
     if (threadIdx.x == 0) {
-        b = blocks[blockIdx.y];
-        if (b.rule != NEVER) r = rules[b.rule];
-        u32 count = *n_spikes;
-        range[0] = first_at_least(spikes, count, b.source_first);
-        range[1] = first_at_least(spikes, count, b.source_first + b.source_size);
+        b = own;
+        if (own.rule != NEVER) r = rules[own.rule];
+    } else if (threadIdx.x == 32) {
+        range[0] = first_at_least(spikes, *n_spikes, own.source_first);
+    } else if (threadIdx.x == 64) {
+        range[1] = first_at_least(spikes, *n_spikes, own.source_first + own.source_size);
     }
     __syncthreads();
     u32 t = (u32)*step;
@@ -877,19 +885,21 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
         if (b.cache_row && lane == 0) { from_cache += cut - lo; from_host += hi - cut; }
         u32 tl = plastic ? ((const u32*)r.pre_last)[row] : NEVER;
         float xl = plastic ? ((const float*)r.pre_trace)[row] : 0.0f;
-        // Each lane loads the targets and weights of UNROLL synapses before using any: a row in
-        // mapped host memory (the host tier, engine/src/device.rs) takes a bus round trip per
-        // load, so a warp keeps several in flight. Synapses are independent, so the order of
-        // their updates and atomic adds changes nothing.
+        // Each lane loads the targets, weights and delays of UNROLL synapses before using any,
+        // so that a warp keeps all of them in flight: a row is a dependent chain of loads
+        // (spike, row pointers, synapses), each a round trip to memory, or over the bus for a
+        // row in mapped host memory (the host tier, engine/src/device.rs); a delay loaded beside
+        // its atomic add would wait a round trip more per synapse. Synapses are independent, so
+        // the order of their updates and atomic adds changes nothing.
         for (u32 k0 = lo + lane; k0 < hi; k0 += group * UNROLL) {
-            u32 j[UNROLL];
+            u32 jd[UNROLL];  // target | delay << 16: both are 16 bits, and registers are scarce
             float w[UNROLL];
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
                 u32 k = k0 + group * u;
                 if (k < hi) {
                     Syn at = locate(b, k, lo, cut, base);
-                    j[u] = ((const u16*)at.target)[at.i];
+                    jd[u] = ((const u16*)at.target)[at.i] | delay_of(b, at) << 16;
                     w[u] = load_weight_at(b, at);
                 }
             }
@@ -898,9 +908,10 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
                 u32 k = k0 + group * u;
                 if (k >= hi) break;
                 Syn at = locate(b, k, lo, cut, base);
-                if (FULL && plastic && r.dendritic) lost += dendritic_synapse<FULL>(b, r, slots, n, t, at, j[u], w[u], tl, xl);
-                else if (plastic) lost += somatic_synapse<FULL>(b, r, slots, n, t, at, j[u], w[u], tl, xl, fired);
-                else add_to_ring(b, slots, n, t, at, j[u], w[u]);
+                u32 j = jd[u] & 0xffffu, d = jd[u] >> 16;
+                if (FULL && plastic && r.dendritic) lost += dendritic_synapse<FULL>(b, r, slots, n, t, at, j, w[u], d, tl, xl);
+                else if (plastic) lost += somatic_synapse<FULL>(b, r, slots, n, t, at, j, w[u], d, tl, xl, fired);
+                else add_to_ring(b, slots, n, t, d, j, w[u]);
             }
         }
     }
@@ -982,10 +993,14 @@ extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const
 }
 
 // Health check of neuron state (engine/src/health.rs): counts non-finite values.
-extern "C" __global__ void state_outside(const float* v, const float* syn_ex, const float* syn_in, u32 n, u32* outside) {
+// dsyn_ex, dsyn_in: lif_psc_alpha's second variables, or null where no population has them.
+extern "C" __global__ void state_outside(const float* v, const float* syn_ex, const float* syn_in, const float* dsyn_ex,
+                                         const float* dsyn_in, u32 n, u32* outside) {
     u32 found = 0;
-    for (u32 g = blockIdx.x * blockDim.x + threadIdx.x; g < n; g += gridDim.x * blockDim.x)
+    for (u32 g = blockIdx.x * blockDim.x + threadIdx.x; g < n; g += gridDim.x * blockDim.x) {
         found += !isfinite(v[g]) + !isfinite(syn_ex[g]) + !isfinite(syn_in[g]);
+        if (dsyn_ex) found += !isfinite(dsyn_ex[g]) + !isfinite(dsyn_in[g]);
+    }
     if (found) atomicAdd(outside, found);
 }
 

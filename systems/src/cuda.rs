@@ -505,8 +505,9 @@ impl CudaRunner {
         let k = &self.gpu.kernels;
         let mut outside = stream.alloc_zeros::<u32>(1)?;
         let (v, se, si) = (net.neuron_ptr("v"), net.neuron_ptr("syn_ex"), net.neuron_ptr("syn_in"));
+        let (dse, dsi) = (net.neuron_ptr("dsyn_ex"), net.neuron_ptr("dsyn_in"));
         unsafe {
-            stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
+            stream.launch_builder(&k.state_outside).arg(&v).arg(&se).arg(&si).arg(&dse).arg(&dsi).arg(&net.n).arg(&mut outside).launch(grid(net.n.min(1 << 20), 256))?;
             if weights && net.n_plastic_blocks > 0 {
                 if let Some(cache) = &mut net.cache {
                     cache.write_back(k)?;

@@ -53,7 +53,14 @@ impl Kernels {
             name: Some("fum.cu".into()),
             ..Default::default()
         };
-        let ptx = compile_ptx_with_opts(SOURCE, options).map_err(|e| CudaError::Compile(e.to_string()))?;
+        // FUM_CUDA_SOURCE names a variant of fum.cu to compile instead of the built-in one: a
+        // kernel change can be measured on a GPU machine without rebuilding the binary. Its
+        // structs and kernel signatures must be this binary's.
+        let source = match std::env::var_os("FUM_CUDA_SOURCE") {
+            Some(path) => std::fs::read_to_string(&path).map_err(|e| CudaError::Compile(format!("FUM_CUDA_SOURCE={}: {e}", path.to_string_lossy())))?,
+            None => SOURCE.to_string(),
+        };
+        let ptx = compile_ptx_with_opts(source, options).map_err(|e| CudaError::Compile(e.to_string()))?;
         let module = ctx.load_module(ptx)?;
         let f = |name: &str| module.load_function(name);
         Ok(Kernels {
