@@ -16,6 +16,8 @@ A model built here is written as the TOML model file it stands for (``net.to_tom
 parsed by the engine's own parser: every keyword argument is the model file's field of the
 same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
 ``fum check`` prints, naming the field.
+
+PyNN scripts run on fum with ``import fum.pynn as sim`` (docs/python.md says what maps).
 """
 
 from __future__ import annotations

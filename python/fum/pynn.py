@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 from typing import Optional
 
 import numpy as np
@@ -145,7 +146,7 @@ class State(common.control.BaseState):
 
 
 state = State()
-simulator = __import__("sys").modules[__name__]   # PyNN's classes look for `_simulator.state`
+simulator = sys.modules[__name__]   # PyNN's classes look for `_simulator.state`
 
 
 # ---------------------------------------------------------------------------------------------
@@ -422,7 +423,8 @@ class Population(common.Population):
         fields = {}
         for pynn_name, fum_name, scale in celltype.fum_table:
             native = celltype.translations[pynn_name]["translated_name"]
-            fields[fum_name] = _value(self._parameters[native], f"{self.label}.{pynn_name}", scale, distributions=(fum_name == "i_e_pa"), translated=True)
+            drawn = fum_name in ("i_e_pa", "rate_hz")   # what fum draws per neuron
+            fields[fum_name] = _value(self._parameters[native], f"{self.label}.{pynn_name}", scale, distributions=drawn, translated=True)
         for variable, value in self._initial.items():
             if variable not in _INITIAL:
                 continue
