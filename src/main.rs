@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use fum::Model;
 use fum::engine::estimate::bytes;
 use fum::engine::{observe, serve};
-use fum::run::{BackendChoice, Outcome, RunError, RunOptions, RunProgress, RunReport, resume, run_observed};
+use fum::run::{BackendChoice, Outcome, Phase, RunError, RunOptions, RunProgress, RunReport, resume, run_observed};
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;
@@ -429,20 +429,36 @@ fn install_signal_handlers() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn progress_bar(steps: u64, quiet: bool) -> indicatif::ProgressBar {
-    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(steps) };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("simulating");
+/// The progress line of `fum run` and `fum resume`: a spinner saying what the run does while it
+/// builds the network and places it on its backend, ticking so that a long build shows its
+/// time, then a bar of the steps ([`show_progress`]).
+fn progress_bar(quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg}, {elapsed} elapsed").expect("a valid template"));
+    bar.set_message("reading the model");
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar
 }
 
-/// Moves the bar to `p`; its message is the running totals of structural plasticity and of the
-/// host tier, where the run has them.
+/// Moves the bar to `p`: while building, its message is the phase; once simulating, a bar of
+/// steps whose message is the running totals of structural plasticity and of the host tier,
+/// where the run has them.
 fn show_progress(bar: &indicatif::ProgressBar, p: &RunProgress) {
+    if p.phase != Phase::Simulating {
+        bar.set_message(p.phase.to_string());
+        return;
+    }
+    if bar.length().is_none() {
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:40}] {pos}/{len} steps, {elapsed} elapsed, eta {eta}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message("simulating");
+    }
     bar.set_length(p.end_step);
     bar.set_position(p.done);
     let message: Vec<String> = [p.structural.as_ref().map(ToString::to_string), p.paging.as_ref().map(ToString::to_string)].into_iter().flatten().collect();
@@ -522,7 +538,7 @@ fn cmd_run(source: ModelSource, options: RunOptions, quiet: bool, serve_addr: Op
         }
         None => None,
     };
-    let bar = progress_bar(model.steps(), quiet);
+    let bar = progress_bar(quiet);
     let report = run_observed(&model, &options, serving.as_mut().map(|(observer, _, _)| observer), |p| show_progress(&bar, p));
     bar.finish_and_clear();
     if let Some((observer, server, token_file)) = serving {
@@ -608,7 +624,7 @@ fn print_window_stats(stats: &fum_viewer::WindowStats) -> std::io::Result<()> {
 
 fn cmd_resume(dir: PathBuf, threads: usize, backend: Option<BackendChoice>, quiet: bool) -> anyhow::Result<Outcome> {
     install_signal_handlers()?;
-    let bar = progress_bar(0, quiet);
+    let bar = progress_bar(quiet);
     let report = resume(&dir, threads, backend, |p| show_progress(&bar, p))?;
     bar.finish_and_clear();
     summarise(&report, Some(&dir), quiet)?;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 pub use fum_engine::backend::BackendChoice;
 pub use fum_engine::report::{NetworkStats, Outcome, RunReport, Timing};
-pub use fum_engine::run::{RunError, RunOptions, RunProgress, StructuralTotals, interrupt_flag};
+pub use fum_engine::run::{Phase, RunError, RunOptions, RunProgress, StructuralTotals, interrupt_flag};
 pub use fum_systems::backend_for;
 
 use fum_engine::observe::Observer;

@@ -146,3 +146,32 @@ fn power_law_is_identical_across_threads_and_shards(dendritic: bool) -> Vec<(usi
     }
     synapses_ref
 }
+
+/// A network built once and run in several calls (`run::build`, then `run::run_built` with the
+/// model lengthened each time: the Python package's `Simulation.run`) steps on where it
+/// stopped: its spikes, learned weights and report are those of one run of the whole duration,
+/// and what was recorded accumulates.
+#[test]
+fn a_built_network_run_in_three_calls_equals_one_run() {
+    use fum::engine::run::{Phase, build, run_built, run_keeping};
+    let model = model();
+    let options = fum::run::RunOptions { threads: 2, shards: 3, ..Default::default() };
+    let (whole_report, mut whole) = run_keeping(&model, &options, fum::run::backend_for, None, |_| {}).unwrap();
+    let phases = std::sync::Mutex::new(Vec::new());
+    let mut sim = build(&model, &options, fum::run::backend_for, |p| phases.lock().unwrap().push(p.phase.clone())).unwrap();
+    let phases = phases.into_inner().unwrap();
+    assert!(matches!(phases.as_slice(), [Phase::Building { neurons: 1000, shards: 3, .. }, Phase::Placing { backend: "cpu" }]), "{phases:?}");
+    let steps = model.steps();
+    let mut report = None;
+    for end in [steps / 4, steps / 4 + 1, steps] {
+        let mut upto = model.clone();
+        upto.spec.simulation.duration_ms = end as f64 * model.spec.simulation.dt_ms;
+        let (r, next) = run_built(&upto, &options, sim, |_| {}).unwrap();
+        assert_eq!((r.end_step, r.outcome), (end, fum::run::Outcome::Finished));
+        (sim, report) = (next, Some(r));
+    }
+    let report = report.unwrap();
+    assert!(spikes(&sim) == spikes(&whole), "the spikes of three calls differ from one run's");
+    assert!(synapses(&mut sim) == synapses(&mut whole), "the learned weights of three calls differ from one run's");
+    assert_eq!((report.rates_hz, report.spikes_total), (whole_report.rates_hz, whole_report.spikes_total));
+}

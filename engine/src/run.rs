@@ -9,7 +9,7 @@ mod checkpoints;
 mod hooks;
 mod progress;
 
-pub use progress::{RunProgress, StructuralTotals};
+pub use progress::{Phase, RunProgress, StructuralTotals};
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -250,8 +250,45 @@ pub fn run_observed(model: &Model, options: &RunOptions, choose: Chooser, observ
 /// them in memory (the Python package) rather than from the output folder.
 pub fn run_keeping(model: &Model, options: &RunOptions, choose: Chooser, observer: Option<&mut Observer>, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation), RunError> {
     let started = Instant::now();
+    let mut sim = build_network(model, options, choose, observer.is_some(), &progress)?;
+    let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
+    if let Some(out) = options.written_out() {
+        // Recorded output moves to logs under OUT/recording at each checkpoint.
+        let mut recorder = sim.world.resource_mut::<Recorder>();
+        (recorder.log_dir, recorder.run_id) = (Some(out.join("recording")), session.run_id);
+    }
+    execute(model, options, sim, started, progress, observer, session)
+}
+
+/// Builds `model` and puts it on the backend `choose` makes, without running a step, for
+/// callers that run a network in several calls ([`run_built`]; the Python package's
+/// `Simulation`). Nothing is written: `options.out`, checkpoints and `stop_after_ms` are not
+/// used. `progress` hears the build's phases ([`Phase`]).
+pub fn build(model: &Model, options: &RunOptions, choose: Chooser, progress: impl Fn(&RunProgress)) -> Result<Simulation, RunError> {
+    let options = RunOptions { out: None, checkpoint_every_ms: None, stop_after_ms: None, ..options.clone() };
+    build_network(model, &options, choose, false, &progress)
+}
+
+/// Runs a simulation that [`build`] made (or that [`run_keeping`], [`resume_keeping`] or this
+/// handed back) from the step its clock is at to `model`'s duration, which the caller sets to
+/// where this call is to end. Stepping on from where the last call stopped takes the steps one
+/// run of the whole duration takes, so two calls give the spikes of one, bit for bit. What is
+/// recorded accumulates in the simulation's [`Recorder`], and the report's rates and spike
+/// totals count from step 0; its `timing.build_s` is what came before the first step here
+/// (measuring the network), not [`build`]'s time. Nothing is written (`options.out` and
+/// checkpoints are not used). A run that fails (a device error, a failed health check) drops
+/// the simulation.
+pub fn run_built(model: &Model, options: &RunOptions, sim: Simulation, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation), RunError> {
+    let options = RunOptions { out: None, checkpoint_every_ms: None, stop_after_ms: None, ..options.clone() };
+    let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
+    execute(model, &options, sim, Instant::now(), progress, None, session)
+}
+
+/// What a run does before its first step: refuse what this machine or these ranks cannot run,
+/// prepare the output folder, build the network and put it on its backend, telling `progress`.
+fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed: bool, progress: &impl Fn(&RunProgress)) -> Result<Simulation, RunError> {
     if crate::ranks::transport().is_some() {
-        refuse_across_ranks(model, options, observer.is_some())?;
+        refuse_across_ranks(model, options, observed)?;
     }
     let (threads, asked) = options.resolve(model);
     let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
@@ -275,17 +312,18 @@ pub fn run_keeping(model: &Model, options: &RunOptions, choose: Chooser, observe
     if let Some(out) = options.written_out() {
         prepare_output(out, options.overwrite)?;
     }
-    let session = Session { run_id: crate::random_u64(), missing: Vec::new() };
+    progress(&RunProgress { phase: building(&estimate, shards), ..RunProgress::default() });
     let mut sim = Simulation::from_model_spilled(model, threads, shards, spill)?;
     limit_device_memory(&mut sim, options);
+    progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, ..RunProgress::default() });
     sim.install(backend)?;
     records_here(&mut sim);
-    if let Some(out) = options.written_out() {
-        // Recorded output moves to logs under OUT/recording at each checkpoint.
-        let mut recorder = sim.world.resource_mut::<Recorder>();
-        (recorder.log_dir, recorder.run_id) = (Some(out.join("recording")), session.run_id);
-    }
-    execute(model, options, sim, started, progress, observer, session)
+    Ok(sim)
+}
+
+/// The build phase of a network `fum check` estimated, cut into `shards` shards.
+fn building(estimate: &crate::estimate::Estimate, shards: usize) -> Phase {
+    Phase::Building { neurons: estimate.neurons, synapses: estimate.synapses.round() as u64, bytes: estimate.network_bytes.round() as u64, shards }
 }
 
 /// Across ranks only rank 0 records spike trains (every rank has all spikes; rank 0 writes
@@ -319,11 +357,12 @@ fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> R
 /// Continues the run in `dir` from its newest valid checkpoint, reporting on stderr any newer
 /// one that is corrupt or partial. `threads` and `backend` may differ from the original run's.
 pub fn resume(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<RunReport, RunError> {
-    resume_keeping(dir, threads, backend, choose, progress).map(|(report, _)| report)
+    resume_keeping(dir, threads, backend, choose, progress).map(|(report, _, _)| report)
 }
 
-/// [`resume`], handing back the simulation as the run left it (see [`run_keeping`]).
-pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation), RunError> {
+/// [`resume`], handing back the simulation as the run left it (see [`run_keeping`]) and the
+/// model it ran: the checkpoint's, with the run's duration and seed overrides applied.
+pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>, choose: Chooser, progress: impl Fn(&RunProgress) + Send + Sync) -> Result<(RunReport, Simulation, Model), RunError> {
     let started = Instant::now();
     let ckpt_dir = dir.join("checkpoints");
     let candidates = checkpoint::list(&ckpt_dir);
@@ -378,6 +417,8 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         if crate::ranks::transport().is_some() {
             refuse_across_ranks(&model, &options, false)?;
         }
+        let estimate = crate::estimate::Estimate::of(&model, threads, ckpt.header.shards);
+        progress(&RunProgress { phase: building(&estimate, ckpt.header.shards), done: ckpt.header.step, ..RunProgress::default() });
         let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
         records_here(&mut sim);
         let mut recorder = sim.world.resource_mut::<Recorder>();
@@ -395,11 +436,14 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         missing.extend(lost);
         limit_device_memory(&mut sim, &options);
-        sim.install(choose(options.backend)?)?;
+        let backend = choose(options.backend)?;
+        progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, done: ckpt.header.step, ..RunProgress::default() });
+        sim.install(backend)?;
         if crate::ranks::writes() {
             eprintln!("resuming from {} (step {})", path.display(), ckpt.header.step);
         }
-        return execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing });
+        let (report, sim) = execute(&model, &options, sim, started, progress, None, Session { run_id: id, missing })?;
+        return Ok((report, sim, model));
     }
     Err(RunError::NoValidCheckpoint(ckpt_dir))
 }

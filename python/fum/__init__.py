@@ -8,27 +8,35 @@
     net.poisson(E, rate_hz=20000.0, weight=50.0)
     run = net.run(200.0, threads=2)
     node_ids, timestamps_ms = run.spikes("E")
+    run.rates("E", per_neuron=True)                              # Hz, one per neuron
+    sim = net.build(threads=2)                                   # or build once and run on:
+    sim.run(100.0); run = sim.run(100.0)                         # the spikes of one run(200.0)
 
 A model built here is written as the TOML model file it stands for (``net.to_toml()``) and
 parsed by the engine's own parser: every keyword argument is the model file's field of the
 same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
 ``fum check`` prints, naming the field.
+
+PyNN scripts run on fum with ``import fum.pynn as sim`` (docs/python.md says what maps).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional, Union
 
-from ._fum import FumError, ModelError, NativeModel, NativeRun
+import numpy as np
+
+from ._fum import FumError, ModelError, NativeModel, NativeRun, NativeSimulation
 from ._fum import resume as _native_resume
 from ._fum import to_toml as _to_toml
 
 __all__ = [
-    "Model", "Run", "resume", "FumError", "ModelError",
+    "Model", "Run", "Simulation", "resume", "FumError", "ModelError",
     "Uniform", "Normal", "LogNormal",
     "FixedProbability", "FixedIndegree", "FixedOutdegree", "FixedTotalNumber", "OneToOne", "AllToAll",
     "Stdp", "Population", "Projection", "Spikes", "ProbeSamples", "Synapses",
@@ -356,9 +364,10 @@ class Model:
         folder, the outputs are written there as well (spikes.h5, probes.h5, run.json), and
         `checkpoint_every_ms`, `keep_checkpoints` and `stop_after_ms` work as `fum run`'s
         options (`fum.resume(out)` continues). `progress`: True prints a progress line on
-        stderr, False nothing, a function is called as `progress(steps_done, last_step)`
-        (every 100 steps). Ctrl-C stops the run after the step, writes its outputs and raises
-        KeyboardInterrupt. The simulation runs with the GIL released.
+        stderr (what the build is doing and its time, then a bar of steps), False nothing, a
+        function is called as `progress(steps_done, last_step)` (every 100 steps). Ctrl-C stops
+        the run after the step, writes its outputs and raises KeyboardInterrupt. The simulation
+        runs with the GIL released. To run on afterwards, `build()` instead.
         """
         native = self._parsed(duration_ms)
         override = duration_ms if self._native is not None else None
@@ -367,6 +376,17 @@ class Model:
             result = native.run(duration_ms=override, seed=seed, backend=backend, threads=threads, shards=shards, out=out, overwrite=overwrite,
                                 checkpoint_every_ms=checkpoint_every_ms, keep_checkpoints=keep_checkpoints, stop_after_ms=stop_after_ms, progress=report)
         return Run(result)
+
+    def build(self, *, seed: Optional[int] = None, backend: str = "cpu", threads: int = 0, shards: int = 0, progress: Union[bool, Callable[[int, int], None]] = True) -> "Simulation":
+        """Builds the network and puts it on its backend without running it: a `Simulation`
+        whose `run(duration_ms)` steps on from where the last one stopped, as NEST's
+        `Simulate` and Brian2's `run` do. `seed`, `backend`, `threads`, `shards` and `progress`
+        as for `run`; the model's duration does not matter. Nothing is written to disk (for
+        spikes.h5, run.json and checkpoints, `run(out=...)`)."""
+        native = self._parsed(None if self._native is not None or self._simulation["duration_ms"] is not None else self._simulation["dt_ms"])
+        with _progress(progress) as report:
+            result = native.build(seed=seed, backend=backend, threads=threads, shards=shards, progress=report)
+        return Simulation(result)
 
     def __repr__(self) -> str:
         if self._native is not None:
@@ -382,40 +402,79 @@ def resume(out: Union[str, Path], *, threads: int = 0, backend: Optional[str] = 
 
 
 class _progress:
-    """The progress callback a run gets: the caller's, or a line on stderr redrawn at most
-    five times a second (a carriage return, so it also updates in place in Jupyter)."""
+    """The progress callback a run gets, which the engine calls as (steps_done, last_step,
+    phase): `phase` is None for the steps (every 100), and says in words what the run does as
+    it starts building the network and as it places it on its backend. A function of the
+    caller's gets the steps, as `progress(steps_done, last_step)`. True draws a line on stderr:
+    while building, the phase and the time so far, redrawn four times a second by a thread of
+    its own (the engine reports each phase once, as it starts); then a bar of the steps,
+    redrawn at most five times a second. A carriage return redraws it in place, in a terminal
+    and in Jupyter alike."""
 
     def __init__(self, progress: Union[bool, Callable[[int, int], None]]):
         self.user = progress if callable(progress) else None
         self.show = progress is True
         self.last = 0.0
         self.started = time.monotonic()
-        self.drawn = False
+        self.drawn = 0
+        self.phase: Optional[str] = None
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.ticker: Optional[threading.Thread] = None
 
-    def __enter__(self) -> Optional[Callable[[int, int], None]]:
-        if self.user is not None:
-            return self.user
-        return self.draw if self.show else None
+    def __enter__(self) -> Optional[Callable[..., None]]:
+        return self.report if self.user is not None or self.show else None
 
-    def draw(self, done: int, end: int) -> None:
-        now = time.monotonic()
-        if now - self.last < 0.2 and done < end:
+    def report(self, done: int, end: int, phase: Optional[str] = None) -> None:
+        if phase is not None:
+            if self.show:
+                with self.lock:
+                    self.phase = phase
+                    self.write(self.phase_line())
+                if self.ticker is None:
+                    self.ticker = threading.Thread(target=self.tick, name="fum-progress", daemon=True)
+                    self.ticker.start()
             return
-        self.last = now
-        share = done / end if end else 1.0
-        bar = "=" * int(30 * share)
-        sys.stderr.write(f"\rfum [{bar:<30}] {done}/{end} steps, {now - self.started:.1f} s")
+        if self.user is not None:
+            self.user(done, end)
+            return
+        now = time.monotonic()
+        with self.lock:
+            if self.phase is None and now - self.last < 0.2 and done < end:
+                return
+            self.phase, self.last = None, now
+            share = done / end if end else 1.0
+            bar = "=" * int(30 * share)
+            self.write(f"fum [{bar:<30}] {done}/{end} steps, {now - self.started:.1f} s")
+
+    def phase_line(self) -> str:
+        return f"fum: {self.phase}, {time.monotonic() - self.started:.1f} s"
+
+    def tick(self) -> None:
+        while not self.done.wait(0.25):
+            with self.lock:
+                if self.phase is None:
+                    return
+                self.write(self.phase_line())
+
+    def write(self, line: str) -> None:
+        """Draws `line` over the last one (padded with spaces where the last was longer)."""
+        sys.stderr.write("\r" + line.ljust(self.drawn))
         sys.stderr.flush()
-        self.drawn = True
+        self.drawn = len(line)
 
     def __exit__(self, *_: Any) -> None:
+        self.done.set()
+        if self.ticker is not None:
+            self.ticker.join()
         if self.drawn:
             sys.stderr.write("\n")
             sys.stderr.flush()
 
 
 class Spikes(NamedTuple):
-    """Spikes of a population, sorted by time: population-local ids and times in ms."""
+    """Spikes of a population, sorted by time: population-local ids (int64) and times in ms
+    (float64)."""
 
     node_ids: Any
     timestamps_ms: Any
@@ -423,7 +482,7 @@ class Spikes(NamedTuple):
 
 class ProbeSamples(NamedTuple):
     """A probe's samples: times (ms), values (samples x sites), and the sites: neuron ids, or
-    (sites x 2) [pre, post] pairs for a weight probe."""
+    (sites x 2) [pre, post] pairs for a weight probe (int64)."""
 
     time_ms: Any
     values: Any
@@ -431,7 +490,7 @@ class ProbeSamples(NamedTuple):
 
 
 class Synapses(NamedTuple):
-    """A projection's synapses: source and target (population-local ids) and weight."""
+    """A projection's synapses: source and target (population-local ids, int64) and weight."""
 
     pre: Any
     post: Any
@@ -439,14 +498,20 @@ class Synapses(NamedTuple):
 
 
 class Run:
-    """A finished run: `run_json` (run.json's content), `spikes()`, `rates()`, `probe()`,
-    `weights()`. It holds the network as the run left it (for `weights()`) while it lives."""
+    """A finished run: `run_json` (run.json's content), `spikes()`, `rates()`, `cv()`,
+    `probe()`, `weights()`, and the model it ran (`model`, `sizes`). It holds the network as
+    the run left it (for `weights()`) while it lives.
+
+    Ids are int64 throughout (spikes' node_ids, probe sites, synapses' pre and post): spikes.h5
+    stores SONATA's uint64, which numpy will not use as an index without a cast
+    (`np.bincount` refuses it); the values are the same."""
 
     def __init__(self, native: NativeRun):
         self._native = native
         self.run_json: dict = json.loads(native.report_json())
         self._spikes: dict = {}
         self._probes = {name: (i, variable) for i, (name, variable) in enumerate(native.probe_names())}
+        self._model: Optional[Model] = None
 
     @property
     def outcome(self) -> str:
@@ -454,13 +519,32 @@ class Run:
         return self.run_json["outcome"]
 
     @property
+    def model(self) -> Model:
+        """The model run (after `fum.resume`, the one its checkpoints hold), as a `Model` read
+        from its text: `run.model.populations`, `run.model.to_toml()`."""
+        if self._model is None:
+            self._model = Model._loaded(self._native.model())
+        return self._model
+
+    @property
+    def sizes(self) -> dict:
+        """The size of every population of the model, recorded or not: {name: neurons}."""
+        return {p.name: p.size for p in self.model.populations}
+
+    @property
+    def duration_ms(self) -> float:
+        """The biological time simulated, from 0 ms to the run's end (a run stopped early, or a
+        `Simulation` run several times, included)."""
+        return round(self.run_json["end_step"] * self.run_json["dt_ms"], 9)
+
+    @property
     def populations(self) -> list:
-        """The populations whose spikes were recorded."""
+        """The names of the populations whose spikes were recorded."""
         return self._native.spike_populations()
 
     def spikes(self, population: Union[Population, str]) -> Spikes:
-        """The spikes of a recorded population as numpy arrays (node_ids uint64, timestamps_ms
-        float64), the values spikes.h5 holds; read-only, shared between calls."""
+        """The spikes of a recorded population as numpy arrays (node_ids int64, timestamps_ms
+        float64) sorted by time, the values spikes.h5 holds; read-only, shared between calls."""
         name = str(population)
         if name not in self._spikes:
             recorded = self.populations
@@ -484,9 +568,65 @@ class Run:
             return pandas.DataFrame({"population": [], "node_ids": [], "timestamps_ms": []})
         return pandas.concat(frames, ignore_index=True)
 
-    def rates(self) -> dict:
-        """Mean firing rate of every population over the simulated time, Hz."""
-        return dict(self.run_json["rates_hz"])
+    def _window(self, population: Union[Population, str], start_ms: Optional[float], end_ms: Optional[float]):
+        """The population's size and its spikes (ids, times) in [start_ms, end_ms), the window
+        itself (default: the whole run)."""
+        name = str(population)
+        sizes = self.sizes
+        if name not in sizes:
+            raise KeyError(f"no population named {name!r} (populations: {', '.join(sizes)})")
+        start = 0.0 if start_ms is None else float(start_ms)
+        end = self.duration_ms if end_ms is None else float(end_ms)
+        if not end > start:
+            raise ValueError(f"the window [{start:g} ms, {end:g} ms) is empty")
+        node_ids, timestamps = self.spikes(name)
+        keep = (timestamps >= start) & (timestamps < end)
+        return sizes[name], node_ids[keep], timestamps[keep], start, end
+
+    def rates(self, population: Optional[Union[Population, str]] = None, *, per_neuron: bool = False, start_ms: Optional[float] = None, end_ms: Optional[float] = None):
+        """Firing rates, Hz.
+
+        `rates()`: {population: mean rate} of every population over the whole run (run.json's
+        `rates_hz`; unrecorded populations too). `rates(pop)`: that mean rate alone.
+        `rates(pop, per_neuron=True)`: a numpy array of the population's size, each neuron's
+        spike count over the window divided by its length; `start_ms` and `end_ms` choose the
+        window [start_ms, end_ms) (default: the whole run), e.g. to leave out a transient. A
+        window, or rates per neuron, need the population's spikes recorded."""
+        if population is None:
+            if per_neuron or start_ms is not None or end_ms is not None:
+                raise TypeError("rates per neuron, or over a window, are of one population: rates(population, ...)")
+            return dict(self.run_json["rates_hz"])
+        if not per_neuron and start_ms is None and end_ms is None:
+            name = str(population)
+            if name not in self.run_json["rates_hz"]:
+                raise KeyError(f"no population named {name!r} (populations: {', '.join(self.run_json['rates_hz'])})")
+            return self.run_json["rates_hz"][name]
+        size, node_ids, _, start, end = self._window(population, start_ms, end_ms)
+        per = np.bincount(node_ids, minlength=size) / ((end - start) * 1e-3)
+        return per if per_neuron else float(per.mean())
+
+    def cv(self, population: Union[Population, str], *, start_ms: Optional[float] = None, end_ms: Optional[float] = None, min_spikes: int = 3):
+        """The coefficient of variation of each neuron's inter-spike intervals (ISI) in the
+        window [start_ms, end_ms) (default: the whole run): their standard deviation (numpy's,
+        over n, not n - 1) over their mean, a numpy array of the population's size. NaN where
+        a neuron fired fewer than `min_spikes` spikes in the window: always below 2 (no
+        interval); the default, 3, also leaves out a single interval, whose CV would be 0.
+        Needs the population's spikes recorded. `np.nanmean(run.cv(pop))` is the population's
+        mean CV."""
+        if min_spikes < 2:
+            raise ValueError(f"min_spikes must be at least 2: a CV needs an interval (got {min_spikes})")
+        size, node_ids, timestamps, _, _ = self._window(population, start_ms, end_ms)
+        order = np.argsort(node_ids, kind="stable")   # by neuron, each neuron's spikes still in time order
+        ids, times = node_ids[order], timestamps[order]
+        same = ids[1:] == ids[:-1]
+        isi, owner = np.diff(times)[same], ids[1:][same]
+        intervals = np.bincount(owner, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.bincount(owner, isi, size) / intervals
+            deviation = isi - mean[owner]
+            cv = np.sqrt(np.bincount(owner, deviation * deviation, size) / intervals) / mean
+        cv[np.bincount(ids, minlength=size) < min_spikes] = np.nan
+        return cv
 
     def probe(self, name: str) -> ProbeSamples:
         """The samples of probe `name` (`[[recording.probes]]`), as probes.h5 holds them."""
@@ -497,8 +637,52 @@ class Run:
     def weights(self, projection: Union[Projection, str]) -> Synapses:
         """Every synapse of `projection` as the run left it (pre, post, weight). A plastic
         weight lacks the potentiation still pending since its source's last spike (STDP's
-        potentiation is applied at the next presynaptic spike: docs/model-format.md)."""
+        potentiation is applied at the next presynaptic spike: docs/model-format.md). A run of a
+        `Simulation` that has run on since refuses: take them from its latest run."""
         return Synapses(*self._native.weights(str(projection)))
 
     def __repr__(self) -> str:
         return f"Run({self.outcome}, {self.run_json['end_step']} steps, rates {self.rates()})"
+
+
+class Simulation:
+    """A network built once (`Model.build`) and run in several calls: each `run(duration_ms)`
+    steps on from where the last one stopped, as NEST's `Simulate` and Brian2's `run` do, so
+    runs of 100 ms and 100 ms give the spikes (and learned weights) of one run of 200 ms, bit
+    for bit. Each returns a `Run` of everything from 0 ms to its end: what is recorded
+    accumulates, and its rates count from 0 ms. The simulation runs with the GIL released;
+    Ctrl-C stops it after the step, raising KeyboardInterrupt, and the next `run` goes on from
+    there. Nothing is written to disk.
+
+        sim = net.build(threads=2)
+        sim.run(100.0)
+        run = sim.run(100.0)           # run.spikes("E"): 0-200 ms; sim.time_ms == 200.0
+    """
+
+    def __init__(self, native: NativeSimulation):
+        self._native = native
+
+    def run(self, duration_ms: float, *, progress: Union[bool, Callable[[int, int], None]] = True) -> Run:
+        """Steps on for `duration_ms` (whole steps of dt) and returns the `Run` so far.
+        `progress` as for `Model.run` (steps counted from 0 ms)."""
+        with _progress(progress) as report:
+            result = self._native.run(duration_ms, progress=report)
+        return Run(result)
+
+    @property
+    def steps(self) -> int:
+        """Steps simulated so far."""
+        return self._native.steps()
+
+    @property
+    def time_ms(self) -> float:
+        """Biological time simulated so far, ms."""
+        return round(self.steps * self._native.dt_ms, 9)
+
+    @property
+    def model(self) -> Model:
+        """The model built."""
+        return Model._loaded(self._native.model())
+
+    def __repr__(self) -> str:
+        return f"Simulation({self.time_ms:g} ms simulated)"

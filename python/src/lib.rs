@@ -1,7 +1,14 @@
 //! `fum._fum`: the engine's public API for Python. The `fum` package (fum/__init__.py) builds
 //! models and wraps these classes; this module parses models with the engine's own parser,
-//! runs them with `fum_engine::run` (the GIL released) and hands recorded spikes, probes and
-//! learned weights to Python as numpy arrays that own the vectors they were computed into.
+//! runs them with `fum_engine::run` (the GIL released), or builds them once and runs them in
+//! several calls (`NativeSimulation`), and hands recorded spikes, probes and learned weights to
+//! Python as numpy arrays that own the vectors they were computed into.
+//!
+//! Ids (spiking neurons, probed neurons, synapses' pre and post) reach Python as int64. SONATA
+//! stores node_ids as uint64 (spikes.h5 keeps that type), but numpy refuses to cast uint64 to
+//! its index type where it cannot do so safely (`np.bincount`, `np.add.at`, mixing with signed
+//! ints gives float64), and unsigned differences wrap; int64 is numpy's and pandas' default
+//! integer, and fum's ids are below 2^32, so the conversion is exact.
 
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -9,10 +16,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use fum_engine::backend::BackendChoice;
-use fum_engine::components::{Shard, SynapseBlocks};
+use fum_engine::components::{Clock, Shard, SynapseBlocks};
 use fum_engine::recording::Recorder;
 use fum_engine::report::RunReport;
-use fum_engine::run::{RunOptions, RunProgress, interrupt_flag};
+use fum_engine::run::{Phase, RunOptions, RunProgress, interrupt_flag};
 use fum_engine::{Model, Simulation};
 use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::create_exception;
@@ -167,7 +174,24 @@ impl NativeModel {
         options.apply(&mut model).map_err(|e| model_error(&e))?;
         let watch = Watch::new(progress);
         let result = py.detach(|| fum_engine::run::run_keeping(&model, &options, fum_systems::backend_for, None, |p| watch.progress(p)));
-        NativeRun::finish(py, Some(model), result.map_err(|e| run_error(&e)), watch)
+        watch.finish(py)?;
+        let (report, sim) = result.map_err(|e| run_error(&e))?;
+        Ok(NativeRun::new(model, report, sim))
+    }
+
+    /// Builds the model and puts it on its backend without running it; see `fum.Model.build`.
+    #[pyo3(signature = (*, seed=None, backend="cpu", threads=0, shards=0, progress=None))]
+    fn build(&self, py: Python<'_>, seed: Option<u64>, backend: &str, threads: usize, shards: usize, progress: Option<Py<PyAny>>) -> PyResult<NativeSimulation> {
+        let options = RunOptions { threads, shards, seed, backend: backend_choice(backend)?, ..RunOptions::default() };
+        let mut model = self.model.clone();
+        options.apply(&mut model).map_err(|e| model_error(&e))?;
+        let watch = Watch::new(progress);
+        let started = std::time::Instant::now();
+        let result = py.detach(|| fum_engine::run::build(&model, &options, fum_systems::backend_for, |p| watch.progress(p)));
+        let build_s = started.elapsed().as_secs_f64();
+        watch.finish(py)?;
+        let sim = result.map_err(|e| run_error(&e))?;
+        Ok(NativeSimulation { model, options, sim: Arc::new(Mutex::new(Some(sim))), build_s: Mutex::new(Some(build_s)) })
     }
 }
 
@@ -188,19 +212,17 @@ fn resume(py: Python<'_>, out: PathBuf, threads: usize, backend: Option<&str>, p
     let backend = backend.map(backend_choice).transpose()?;
     let watch = Watch::new(progress);
     let result = py.detach(|| fum_engine::run::resume_keeping(&out, threads, backend, fum_systems::backend_for, |p| watch.progress(p)));
-    let result = result.map_err(|e| run_error(&e));
-    // The model the run resumed with is in its checkpoints (every one of the run holds it).
-    let model = result.as_ref().ok().and_then(|_| fum_engine::checkpoint::list(&out.join("checkpoints")).into_iter().find_map(|path| {
-        let text = fum_engine::checkpoint::Checkpoint::open(&path).and_then(|c| c.model_text()).ok()?;
-        Model::parse(&text, Path::new("model.toml")).ok()
-    }));
-    NativeRun::finish(py, model, result, watch)
+    watch.finish(py)?;
+    let (report, sim, model) = result.map_err(|e| run_error(&e))?;
+    Ok(NativeRun::new(model, report, sim))
 }
 
-/// What a running simulation tells Python at each progress report (every 100 steps): the
-/// callback gets (steps done, last step). SIGINT (Ctrl-C), or an exception in the callback, sets
-/// the engine's interrupt flag, so the run stops after the step and writes its outputs; then the
-/// exception (KeyboardInterrupt) is raised. The run loop does not call back on Python's main
+/// What a running simulation tells Python at each progress report: the callback gets (steps
+/// done, last step, None) every 100 steps, and (steps done, 0, what) as the run starts building
+/// the network and as it places it on its backend, `what` the phase in words (`building 12.5k
+/// neurons, 15.62M synapses (97.4 MB, 2 shards)`). SIGINT (Ctrl-C), or an exception in the
+/// callback, sets the engine's interrupt flag, so the run stops after the step and writes its
+/// outputs; then the exception (KeyboardInterrupt) is raised. The run loop does not call back on Python's main
 /// thread, where Python's own handler would be seen, so a handler of our own stands beside
 /// Python's (signal-hook calls the handler it found, too) while the run lasts.
 struct Watch {
@@ -221,7 +243,8 @@ impl Watch {
     fn progress(&self, p: &RunProgress) {
         if let Some(callback) = &self.callback {
             Python::attach(|py| {
-                if let Err(e) = callback.call1(py, (p.done, p.end_step)) {
+                let phase = (p.phase != Phase::Simulating).then(|| p.phase.to_string());
+                if let Err(e) = callback.call1(py, (p.done, p.end_step, phase)) {
                     self.interrupt.store(true, Ordering::Relaxed);
                     self.raised.lock().expect("not poisoned").get_or_insert(e);
                 }
@@ -243,23 +266,50 @@ impl Watch {
     }
 }
 
-/// A finished run: its report, what it recorded and the network as it ended.
+/// A simulation a `NativeRun` reads and a `NativeSimulation` runs on; `None` once a run of it
+/// failed. A run holds the lock with the GIL released, so readers holding the GIL only try it.
+type Shared = Arc<Mutex<Option<Simulation>>>;
+
+/// The simulation for reading, unless another thread is running it.
+fn try_read(sim: &Shared) -> PyResult<std::sync::MutexGuard<'_, Option<Simulation>>> {
+    let guard = sim.try_lock().map_err(|_| FumError::new_err("the simulation is running in another thread"))?;
+    if guard.is_none() {
+        return Err(FumError::new_err("the simulation ended with an error in a later run: its state is gone"));
+    }
+    Ok(guard)
+}
+
+/// A finished run: its report, what it recorded and the network as it ended. The recording
+/// stays in the simulation, which a `NativeSimulation` may run on; the run reads the part of it
+/// recorded up to its end.
 #[pyclass(module = "fum._fum", frozen)]
 struct NativeRun {
-    /// The model run (none where a resumed run's checkpoints could not be read again).
-    model: Option<Model>,
+    /// The model run (with the duration it ran to).
+    model: Model,
     report: RunReport,
-    recorder: Recorder,
-    /// For `weights`: the synapses as the run left them.
-    sim: Mutex<Simulation>,
+    sim: Shared,
+    /// (name, recorded spikes) of every recorded population and (name, variable, samples) of
+    /// every probe, at the run's end.
+    spikes: Vec<(String, usize)>,
+    probes: Vec<(String, String, usize)>,
+}
+
+/// (name, recorded spikes) of every recorded population and (name, variable, samples) of every
+/// probe in `sim` now.
+type Recorded = (Vec<(String, usize)>, Vec<(String, String, usize)>);
+
+fn recorded(sim: &Simulation) -> Recorded {
+    let recorder = sim.world.resource::<Recorder>();
+    let spikes = recorder.spikes.iter().map(|s| (s.name.clone(), s.steps.spilled as usize + s.steps.pending.len())).collect();
+    let probes = recorder.probes.iter().map(|p| (p.name.clone(), format!("{:?}", p.variable).to_lowercase(), p.times_ms.spilled as usize + p.times_ms.pending.len())).collect();
+    (spikes, probes)
 }
 
 impl NativeRun {
-    fn finish(py: Python<'_>, model: Option<Model>, result: PyResult<(RunReport, Simulation)>, watch: Watch) -> PyResult<NativeRun> {
-        watch.finish(py)?;
-        let (report, mut sim) = result?;
-        let recorder = sim.world.remove_resource::<Recorder>().unwrap_or_default();
-        Ok(NativeRun { model, report, recorder, sim: Mutex::new(sim) })
+    /// The run that ended with `sim`, which it alone holds.
+    fn new(model: Model, report: RunReport, sim: Simulation) -> NativeRun {
+        let (spikes, probes) = recorded(&sim);
+        NativeRun { model, report, sim: Arc::new(Mutex::new(Some(sim))), spikes, probes }
     }
 }
 
@@ -270,50 +320,80 @@ impl NativeRun {
         serde_json::to_string(&self.report).map_err(|e| FumError::new_err(e.to_string()))
     }
 
-    /// Names of the populations whose spikes were recorded.
-    fn spike_populations(&self) -> Vec<String> {
-        self.recorder.spikes.iter().map(|s| s.name.clone()).collect()
+    /// The model run, with the duration it ran to (after `fum.resume`, the checkpoint's, its
+    /// overrides applied).
+    fn model(&self) -> NativeModel {
+        NativeModel { model: self.model.clone() }
     }
 
-    /// The spikes of recorded population `index`: (node_ids uint64, timestamps_ms float64),
-    /// sorted by time, as spikes.h5 holds them.
+    /// Names of the populations whose spikes were recorded.
+    fn spike_populations(&self) -> Vec<String> {
+        self.spikes.iter().map(|(name, _)| name.clone()).collect()
+    }
+
+    /// The spikes of recorded population `index` up to this run's end: (node_ids int64,
+    /// timestamps_ms float64), sorted by time, the values spikes.h5 holds.
     #[allow(clippy::type_complexity)]
-    fn spikes<'py>(&self, py: Python<'py>, index: usize) -> PyResult<(Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<f64>>)> {
-        let (times, ids) = self.recorder.spike_train(index).map_err(|e| FumError::new_err(message(&e)))?;
+    fn spikes<'py>(&self, py: Python<'py>, index: usize) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>)> {
+        let (mut times, ids) = {
+            let guard = try_read(&self.sim)?;
+            let recorder = guard.as_ref().expect("checked").world.resource::<Recorder>();
+            recorder.spike_train(index).map_err(|e| FumError::new_err(message(&e)))?
+        };
+        let recorded = self.spikes[index].1;
+        times.truncate(recorded);
+        let ids = ids.into_iter().take(recorded).map(|id| id as i64).collect();
         Ok((PyArray1::from_vec(py, ids), PyArray1::from_vec(py, times)))
     }
 
     /// (name, variable) of every probe.
     fn probe_names(&self) -> Vec<(String, String)> {
-        self.recorder.probes.iter().map(|p| (p.name.clone(), format!("{:?}", p.variable).to_lowercase())).collect()
+        self.probes.iter().map(|(name, variable, _)| (name.clone(), variable.clone())).collect()
     }
 
-    /// The samples of probe `index`: (time_ms, values samples x sites, labels): labels are
-    /// neuron ids (sites) or [pre, post] pairs (sites x 2) for weights.
+    /// The samples of probe `index` up to this run's end: (time_ms, values samples x sites,
+    /// labels): labels are neuron ids (sites) or [pre, post] pairs (sites x 2) for weights,
+    /// int64.
     #[allow(clippy::type_complexity)]
     fn probe<'py>(&self, py: Python<'py>, index: usize) -> PyResult<(Bound<'py, PyArray1<f64>>, Bound<'py, PyArray2<f32>>, Bound<'py, PyAny>)> {
-        let probe = &self.recorder.probes[index];
-        let (times, values) = self.recorder.probe_samples(index).map_err(|e| FumError::new_err(message(&e)))?;
-        let sites = probe.sites.len();
-        let samples = values.len().checked_div(sites).unwrap_or(0);
+        let (mut times, mut values, sites, weight, labels) = {
+            let guard = try_read(&self.sim)?;
+            let recorder = guard.as_ref().expect("checked").world.resource::<Recorder>();
+            let probe = &recorder.probes[index];
+            let (times, values) = recorder.probe_samples(index).map_err(|e| FumError::new_err(message(&e)))?;
+            (times, values, probe.sites.len(), probe.variable == fum_engine::model::ProbeVariable::Weight, probe.labels.clone())
+        };
+        let samples = self.probes[index].2;
+        times.truncate(samples);
+        values.truncate(samples * sites);
         let values = PyArray1::from_vec(py, values).reshape([samples, sites])?;
-        let labels = if probe.variable == fum_engine::model::ProbeVariable::Weight {
-            PyArray1::from_vec(py, probe.labels.iter().flatten().copied().collect::<Vec<u32>>()).reshape([sites, 2])?.into_any()
+        let labels = if weight {
+            PyArray1::from_vec(py, labels.iter().flatten().map(|&id| i64::from(id)).collect::<Vec<i64>>()).reshape([sites, 2])?.into_any()
         } else {
-            PyArray1::from_vec(py, probe.labels.iter().map(|l| u64::from(l[0])).collect::<Vec<u64>>()).into_any()
+            PyArray1::from_vec(py, labels.iter().map(|l| i64::from(l[0])).collect::<Vec<i64>>()).into_any()
         };
         Ok((PyArray1::from_vec(py, times), values, labels))
     }
 
     /// Every synapse of projection `name` as the run left it: (pre, post, weight), pre and post
-    /// population-local ids, in order of target shard, then source, then place in the row.
-    /// A plastic weight lacks the potentiation still pending since its source's last spike
-    /// (docs/model-format.md).
+    /// population-local ids (int64), in order of target shard, then source, then place in the
+    /// row. A plastic weight lacks the potentiation still pending since its source's last spike
+    /// (docs/model-format.md). Refused once the simulation has run on past this run's end.
     #[allow(clippy::type_complexity)]
-    fn weights<'py>(&self, py: Python<'py>, name: &str) -> PyResult<(Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<u32>>, Bound<'py, PyArray1<f32>>)> {
-        let model = self.model.as_ref().ok_or_else(|| FumError::new_err("the model of this run could not be read back from its checkpoints"))?;
+    fn weights<'py>(&self, py: Python<'py>, name: &str) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f32>>)> {
+        let model = &self.model;
         let projection = model.projection_index(name).ok_or_else(|| FumError::new_err(format!("no projection named \"{name}\"")))?;
-        let mut sim = self.sim.lock().expect("not poisoned");
+        let mut guard = try_read(&self.sim)?;
+        let sim = guard.as_mut().expect("checked");
+        let now = sim.world.resource::<Clock>().step;
+        if now != self.report.end_step {
+            let dt = model.spec.simulation.dt_ms;
+            return Err(FumError::new_err(format!(
+                "this run ended at {} ms and its simulation has run on to {} ms: read the weights from its latest run",
+                fum_engine::recording::step_time_ms(self.report.end_step, dt),
+                fum_engine::recording::step_time_ms(now, dt)
+            )));
+        }
         let target = &model.spec.projections[projection].target;
         let target_first = sim.world.resource::<fum_engine::components::Populations>().0.iter().find(|p| &p.name == target).expect("a validated model's population").first;
         let (mut pre, mut post, mut weight) = (Vec::new(), Vec::new(), Vec::new());
@@ -327,14 +407,79 @@ impl NativeRun {
                 let weights = block.weight.to_f32();
                 for row in 0..block.source_size as usize {
                     let synapses = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
-                    pre.extend(std::iter::repeat_n(row as u32, synapses.len()));
-                    post.extend(block.target[synapses.clone()].iter().map(|&t| shard.neurons.start + u32::from(t) - target_first));
+                    pre.extend(std::iter::repeat_n(row as i64, synapses.len()));
+                    post.extend(block.target[synapses.clone()].iter().map(|&t| i64::from(shard.neurons.start + u32::from(t) - target_first)));
                     weight.extend_from_slice(&weights[synapses]);
                 }
             }
         }
-        drop(sim);
+        drop(guard);
         Ok((PyArray1::from_vec(py, pre), PyArray1::from_vec(py, post), PyArray1::from_vec(py, weight)))
+    }
+}
+
+/// A network built once and run in several calls (`fum.Model.build`): each `run` steps on from
+/// where the last one stopped (`fum_engine::run::run_built`), so that runs of 100 ms and 100 ms
+/// give the spikes of one run of 200 ms, bit for bit; what is recorded accumulates.
+#[pyclass(module = "fum._fum", frozen)]
+struct NativeSimulation {
+    /// The model built (its duration is set anew for every run).
+    model: Model,
+    options: RunOptions,
+    sim: Shared,
+    /// The build's wall time, for the first run's report (`timing.build_s`; later runs' is 0).
+    build_s: Mutex<Option<f64>>,
+}
+
+#[pymethods]
+impl NativeSimulation {
+    /// Steps on for `duration_ms` (rounded to whole steps) with the GIL released; the run's
+    /// results from step 0 on. `progress` as for `NativeModel.run`.
+    #[pyo3(signature = (duration_ms, *, progress=None))]
+    fn run(&self, py: Python<'_>, duration_ms: f64, progress: Option<Py<PyAny>>) -> PyResult<NativeRun> {
+        let dt = self.model.spec.simulation.dt_ms;
+        if !(duration_ms.is_finite() && duration_ms > 0.0) {
+            return Err(PyValueError::new_err(format!("duration_ms must be positive and finite (got {duration_ms})")));
+        }
+        let steps = ((duration_ms / dt).round() as u64).max(1);
+        let watch = Watch::new(progress);
+        let result = py.detach(|| {
+            let mut guard = self.sim.lock().expect("not poisoned");
+            let sim = guard.take().ok_or_else(|| FumError::new_err("the simulation ended with an error in an earlier run: build it again"))?;
+            let mut model = self.model.clone();
+            model.spec.simulation.duration_ms = (sim.world.resource::<Clock>().step + steps) as f64 * dt;
+            if let Err(e) = model.revalidate() {
+                *guard = Some(sim);
+                return Err(model_error(&e));
+            }
+            let (report, sim) = fum_engine::run::run_built(&model, &self.options, sim, |p| watch.progress(p)).map_err(|e| run_error(&e))?;
+            let (spikes, probes) = recorded(&sim);
+            *guard = Some(sim);
+            Ok(NativeRun { model, report, sim: self.sim.clone(), spikes, probes })
+        });
+        watch.finish(py)?;
+        let mut run = result?;
+        // The build's time is the first run's; later runs were built long before.
+        let build_s = self.build_s.lock().expect("not poisoned").take().unwrap_or(0.0);
+        run.report.timing.total_s += build_s - run.report.timing.build_s;
+        run.report.timing.build_s = build_s;
+        Ok(run)
+    }
+
+    /// Steps done so far.
+    fn steps(&self) -> PyResult<u64> {
+        let guard = try_read(&self.sim)?;
+        Ok(guard.as_ref().expect("checked").world.resource::<Clock>().step)
+    }
+
+    #[getter]
+    fn dt_ms(&self) -> f64 {
+        self.model.spec.simulation.dt_ms
+    }
+
+    /// The model built.
+    fn model(&self) -> NativeModel {
+        NativeModel { model: self.model.clone() }
     }
 }
 
@@ -342,6 +487,7 @@ impl NativeRun {
 fn _fum(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeModel>()?;
     m.add_class::<NativeRun>()?;
+    m.add_class::<NativeSimulation>()?;
     m.add_function(wrap_pyfunction!(to_toml, m)?)?;
     m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add("FumError", m.py().get_type::<FumError>())?;

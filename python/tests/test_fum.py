@@ -6,6 +6,8 @@ what spikes.h5 holds, and model mistakes raise the message `fum check` prints.
 skipped, saying so, where they are missing."""
 
 import subprocess
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -73,7 +75,8 @@ def test_spikes_equal_what_spikes_h5_holds(brunel_runs):
     for population in ("E", "I"):
         node_ids, timestamps = read_spikes(out / "toml" / "spikes.h5", population)
         spikes = from_file.spikes(population)
-        assert spikes.node_ids.dtype == node_ids.dtype == np.uint64
+        # SONATA's uint64 on disk; int64 in memory, which numpy indexes with.
+        assert node_ids.dtype == np.uint64 and spikes.node_ids.dtype == np.int64
         assert spikes.timestamps_ms.dtype == timestamps.dtype == np.float64
         np.testing.assert_array_equal(spikes.node_ids, node_ids)
         np.testing.assert_array_equal(spikes.timestamps_ms, timestamps)
@@ -254,3 +257,156 @@ except KeyboardInterrupt:
     child.send_signal(signal.SIGINT)
     assert child.stdout.readline().strip() == "KeyboardInterrupt interrupted"
     assert child.wait(timeout=60) == 0 and time.monotonic() - sent < 30
+
+
+def test_ids_are_int64_everywhere_and_numpy_indexes_with_them():
+    run = small_plastic_network().run(20.0, progress=False)
+    ids = run.spikes("E").node_ids
+    assert ids.dtype == np.int64 and np.bincount(ids, minlength=400).sum() == len(ids)
+    synapses = run.weights("E_to_E")
+    assert synapses.pre.dtype == synapses.post.dtype == np.int64
+    assert run.probe("w").sites.dtype == np.int64
+    net = fum.Model(dt_ms=0.1, seed=1)
+    net.population("A", 10, "lif_cuba", i_e_pa=500.0)
+    net.probe("v", "v", population="A", neurons=[3, 7])
+    assert net.run(5.0, progress=False).probe("v").sites.tolist() == [3, 7]
+
+
+def poisson_driven(size=60):
+    """Neurons driven by excitatory and inhibitory Poisson input alone, the excitatory rate drawn
+    per neuron: irregular (ISI CV about 0.5), each at its own rate, a few nearly silent."""
+    net = fum.Model(dt_ms=0.1, seed=8)
+    net.population("P", size, "lif_cuba", v_init_mv=fum.Uniform(-70.0, -55.0))
+    net.population("Q", 20, "lif_cuba", record_spikes=False)
+    net.poisson("P", rate_hz=fum.Uniform(8000.0, 14000.0), weight=90.0)
+    net.poisson("P", rate_hz=8000.0, weight=90.0, receptor="inhibitory")
+    net.poisson("Q", rate_hz=10000.0, weight=90.0)
+    return net
+
+
+def hand_rate_and_cv(node_ids, timestamps_ms, neuron, start_ms, end_ms, min_spikes):
+    """One neuron's rate (Hz) and ISI CV over [start_ms, end_ms), with the statistics module."""
+    import statistics
+
+    times = [t for i, t in zip(node_ids.tolist(), timestamps_ms.tolist()) if i == neuron and start_ms <= t < end_ms]
+    rate = len(times) / ((end_ms - start_ms) / 1000.0)
+    if len(times) < min_spikes:
+        return rate, None
+    intervals = [b - a for a, b in zip(times, times[1:])]
+    return rate, statistics.pstdev(intervals) / statistics.mean(intervals)
+
+
+def test_rates_and_cv_per_neuron_against_a_hand_computation():
+    run = poisson_driven().run(600.0, threads=THREADS, progress=False)
+    node_ids, timestamps = run.spikes("P")
+    assert run.sizes == {"P": 60, "Q": 20} and run.duration_ms == 600.0
+    for window, kwargs in [((0.0, 600.0), {}), ((100.0, 450.0), {"start_ms": 100.0, "end_ms": 450.0})]:
+        rates = run.rates("P", per_neuron=True, **kwargs)
+        for min_spikes in (2, 3, 6):
+            cv = run.cv("P", min_spikes=min_spikes, **kwargs)
+            assert rates.shape == cv.shape == (60,)
+            for neuron in range(60):
+                rate, expected = hand_rate_and_cv(node_ids, timestamps, neuron, *window, min_spikes)
+                assert rates[neuron] == pytest.approx(rate, rel=1e-12)
+                if expected is None:
+                    assert np.isnan(cv[neuron]), f"neuron {neuron}: fewer than {min_spikes} spikes, CV {cv[neuron]}"
+                else:
+                    assert cv[neuron] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+        assert 0 < np.count_nonzero(np.isnan(run.cv("P", **kwargs))) < 30, "most neurons fire, a few hardly"
+    # Poisson-driven neurons fire irregularly; the mean of the per-neuron rates is the population's.
+    assert 0.3 < np.nanmean(run.cv("P")) < 1.0
+    assert run.rates("P", per_neuron=True).mean() == pytest.approx(run.rates("P"), rel=1e-12)
+    assert run.rates("P", start_ms=0.0) == pytest.approx(run.rates()["P"], rel=1e-12)
+    with pytest.raises(KeyError, match="not recorded"):
+        run.rates("Q", per_neuron=True)
+    assert run.rates("Q") > 0, "an unrecorded population's mean rate is run.json's"
+    with pytest.raises(ValueError, match="at least 2"):
+        run.cv("P", min_spikes=1)
+    with pytest.raises(ValueError, match="empty"):
+        run.cv("P", start_ms=300.0, end_ms=300.0)
+    silent = poisson_driven(size=5)
+    silent.population("S", 4, "lif_cuba")
+    cv = silent.run(50.0, progress=False).cv("S")
+    assert cv.shape == (4,) and np.all(np.isnan(cv)), "a silent population's CVs are NaN"
+
+
+def test_a_built_network_run_twice_gives_the_spikes_of_one_run():
+    net = small_plastic_network()
+    whole = net.run(60.0, threads=THREADS, progress=False)
+    sim = net.build(threads=THREADS, progress=False)
+    assert sim.steps == 0 and sim.time_ms == 0.0
+    first = sim.run(30.0, progress=False)
+    second = sim.run(30.0, progress=False)
+    assert sim.steps == 600 and sim.time_ms == 60.0 and repr(sim) == "Simulation(60 ms simulated)"
+    assert (first.duration_ms, second.duration_ms) == (30.0, 60.0)
+    assert second.run_json["start_step"] == 300 and second.run_json["end_step"] == 600
+    for a, b in zip(second.spikes("E"), whole.spikes("E")):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(second.weights("E_to_E").weight, whole.weights("E_to_E").weight)
+    np.testing.assert_array_equal(second.probe("w").values, whole.probe("w").values)
+    assert second.rates() == whole.rates()
+    # The first run keeps its own end: its spikes and samples are those of the first 30 ms.
+    early = whole.spikes("E").timestamps_ms < 30.0
+    np.testing.assert_array_equal(first.spikes("E").node_ids, whole.spikes("E").node_ids[early])
+    assert first.probe("w").values.shape == (300, 3)
+    assert first.run_json["timing"]["build_s"] > 0 and second.run_json["timing"]["build_s"] == 0
+    with pytest.raises(fum.FumError, match="ended at 30 ms and its simulation has run on to 60 ms"):
+        first.weights("E_to_E")
+    assert sim.model.populations == net.populations
+
+
+def test_a_built_network_from_a_model_file_runs_on_with_its_seed():
+    net = fum.Model.from_toml(BRUNEL)
+    sim = net.build(threads=THREADS, seed=7, progress=False)
+    sim.run(10.0, progress=False)
+    run = sim.run(10.0, progress=False)
+    whole = net.run(20.0, threads=THREADS, seed=7, progress=False)
+    np.testing.assert_array_equal(run.spikes("I").timestamps_ms, whole.spikes("I").timestamps_ms)
+    np.testing.assert_array_equal(run.spikes("I").node_ids, whole.spikes("I").node_ids)
+    with pytest.raises(ValueError, match="positive"):
+        sim.run(-1.0)
+
+
+def test_the_gil_is_released_while_simulating():
+    """Another Python thread runs while the engine simulates."""
+    sim = fum.Model.from_toml(BRUNEL).build(threads=THREADS, progress=False)
+    ticks, running = [], threading.Event()
+
+    def count():
+        while not running.is_set():
+            time.sleep(0.001)
+        while running.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=count)
+    thread.start()
+    running.set()
+    started = time.monotonic()
+    sim.run(60.0, progress=False)
+    ended = time.monotonic()
+    running.clear()
+    thread.join()
+    during = [t for t in ticks if started < t < ended]
+    assert ended - started > 0.1 and len(during) > 20, f"{len(during)} ticks in {ended - started:.2f} s of simulating"
+
+
+def test_the_build_reports_its_progress(capfd):
+    net = small_plastic_network()
+    calls = []
+    net.build(threads=THREADS, progress=lambda done, end: calls.append((done, end)))
+    assert calls == [], "a function hears the steps only"
+    net.run(20.0, threads=THREADS, progress=True)
+    err = capfd.readouterr().err
+    assert "fum: building 500 neurons, 24.0k synapses" in err and "fum: placing the network on cpu" in err, err
+    assert "200/200 steps" in err and err.endswith("\n")
+
+
+def test_a_resumed_run_knows_its_model(tmp_path):
+    net = small_plastic_network()
+    net.run(40.0, out=tmp_path / "a", stop_after_ms=20.0, progress=False)
+    resumed = fum.resume(tmp_path / "a", progress=False)
+    assert resumed.sizes == {"E": 400, "I": 100}
+    assert resumed.model.populations == net.populations and resumed.duration_ms == 40.0
+    rates = resumed.rates("E", per_neuron=True)
+    assert rates.shape == (400,) and rates.mean() == pytest.approx(resumed.rates()["E"], rel=1e-12)

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bevy_ecs::prelude::*;
 
 use super::checkpoints::Checkpoints;
-use super::progress::{RunProgress, StructuralTotals};
+use super::progress::{Phase, RunProgress, StructuralTotals};
 use crate::backend::failure;
 use crate::health::{HealthError, HealthMonitor};
 use crate::observe::Observer;
@@ -43,7 +43,7 @@ impl<F: Fn(&RunProgress) + Sync> StepHook for Progress<'_, F> {
         if done.is_multiple_of(100) || done == self.end_step {
             let structural = world.get_resource::<StructuralReport>().map(StructuralTotals::of);
             let paging = world.get_resource::<crate::paging::HostTier>().map(|t| t.stats.clone());
-            (self.report)(&RunProgress { done, end_step: self.end_step, structural, paging });
+            (self.report)(&RunProgress { phase: Phase::Simulating, done, end_step: self.end_step, structural, paging });
         }
         ControlFlow::Continue(())
     }

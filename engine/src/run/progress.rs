@@ -1,20 +1,52 @@
-//! What a run tells its progress callback (the CLI's progress bar): the steps done and, under
-//! structural plasticity, the running totals of pruning and regrowth.
+//! What a run tells its progress callback (the CLI's progress bar): what it is doing (building,
+//! placing the network on its backend, simulating), the steps done and, under structural
+//! plasticity, the running totals of pruning and regrowth.
 
 use std::fmt;
 
 use crate::structural::StructuralReport;
 
-/// The progress of a run, reported every 100 steps and at the end.
+/// The progress of a run: once as it starts building and once as it places the network on its
+/// backend, then every 100 steps and at the end.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RunProgress {
-    /// Steps done, and the step the run ends at.
+    /// What the run is doing.
+    pub phase: Phase,
+    /// Steps done, and the step the run ends at (while building: the step it starts from, and
+    /// 0 where not known yet).
     pub done: u64,
     pub end_step: u64,
     /// Structural plasticity so far in this session; `None` without `[[structural]]`.
     pub structural: Option<StructuralTotals>,
     /// The host tier so far (`--host-memory`, when the synapses did not fit).
     pub paging: Option<crate::paging::TierStats>,
+}
+
+/// What a run is doing when it reports progress.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Phase {
+    /// Building the network (resuming: rebuilding it before reading a checkpoint's state in);
+    /// its size as `fum check` estimates it.
+    Building { neurons: u64, synapses: u64, bytes: u64, shards: usize },
+    /// Putting the built network on the backend named (on a GPU: copying it there).
+    Placing { backend: &'static str },
+    /// Stepping.
+    #[default]
+    Simulating,
+}
+
+/// One line for a progress bar: `building 12.5k neurons, 15.62M synapses (97.4 MB, 2 shards)`.
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Phase::Building { neurons, synapses, bytes, shards } => {
+                let plural = if *shards == 1 { "" } else { "s" };
+                write!(f, "building {} neurons, {} synapses ({}, {shards} shard{plural})", count(*neurons), count(*synapses), crate::estimate::bytes(*bytes as f64))
+            }
+            Phase::Placing { backend } => write!(f, "placing the network on {backend}"),
+            Phase::Simulating => write!(f, "simulating"),
+        }
+    }
 }
 
 /// Structural plasticity summed over the projections under `[[structural]]`.
@@ -85,5 +117,14 @@ mod tests {
         assert_eq!(two.to_string(), "pruned 2.50M grown 0 freed 2.1 MB");
         let grew = StructuralTotals::of(&report(&[("EE", 1, 999, 1000, 1300)]));
         assert_eq!(grew.to_string(), "EE: pruned 1 grown 999 took 0.3 kB");
+    }
+
+    #[test]
+    fn phases_read_as_a_progress_line() {
+        let building = Phase::Building { neurons: 12_500, synapses: 15_625_000, bytes: 187_500_000, shards: 2 };
+        assert_eq!(building.to_string(), "building 12.5k neurons, 15.62M synapses (187.5 MB, 2 shards)");
+        assert_eq!(Phase::Building { neurons: 10, synapses: 0, bytes: 2000, shards: 1 }.to_string(), "building 10 neurons, 0 synapses (2.0 kB, 1 shard)");
+        assert_eq!(Phase::Placing { backend: "cuda" }.to_string(), "placing the network on cuda");
+        assert_eq!(RunProgress::default().phase, Phase::Simulating);
     }
 }
