@@ -63,7 +63,8 @@ pub struct BlockDesc {
     pub local_first: u32,
     /// Lanes of a warp that walk one row in `deliver` ([`row_lanes`]).
     pub row_lanes: u32,
-    pub pad: u32,
+    /// Groups of `row_lanes` lanes that walk one row together ([`row_split`]).
+    pub row_split: u32,
     /// The traces of `history` for a rule whose delay is dendritic, or 0.
     pub history_trace: u64,
 }
@@ -74,6 +75,20 @@ pub struct BlockDesc {
 pub fn row_lanes(synapses: usize, rows: u32) -> u32 {
     let mean = synapses as f64 / f64::from(rows.max(1));
     ((mean / 2.0).ceil() as u32).next_power_of_two().clamp(4, 32)
+}
+
+/// Synapses a lane of `deliver` loads before it uses any (fum.cu's `UNROLL`).
+const DELIVER_UNROLL: u32 = 4;
+
+/// The groups of `lanes` lanes that walk one row of a block of `synapses` in `rows` rows
+/// together, each a share of its synapses: as many as the mean row has loads of one group in
+/// flight (lanes x UNROLL synapses), at most 16. A group walks its share one round trip to
+/// memory per lanes x UNROLL synapses, so a long row walked by one group is a long chain of
+/// round trips: the microcircuit's rows into one shard hold up to ~1,200 synapses, and those
+/// set `deliver`'s length however few spikes there are.
+pub fn row_split(synapses: usize, rows: u32, lanes: u32) -> u32 {
+    let mean = synapses as f64 / f64::from(rows.max(1));
+    ((mean / f64::from(lanes * DELIVER_UNROLL)).ceil() as u32).clamp(1, 16)
 }
 
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
@@ -756,6 +771,7 @@ impl DeviceNetwork {
                 shard_size: range.len() as u32,
                 local_first: range.start - self.shards.base(),
                 row_lanes: row_lanes(block.len(), block.source_size),
+                row_split: row_split(block.len(), block.source_size, row_lanes(block.len(), block.source_size)),
                 const_delay: match block.delay {
                     crate::components::Delays::Constant(d) => u32::from(d),
                     crate::components::Delays::PerSynapse(_) => 0,
@@ -892,6 +908,15 @@ impl DeviceNetwork {
 mod tests {
     /// Rows of 62 synapses (one GPU of the 1M-neuron network's 16 shards) keep a warp per row;
     /// rows of 31, 16 and 9 (2 and 4 GPUs, the 7e9-synapse network) share a warp.
+    #[test]
+    fn long_rows_are_split_between_groups() {
+        // The 1M network's rows (62 synapses into a shard): one group of 32 lanes each.
+        assert_eq!(super::row_split(62_500_000, 1_000_000, 32), 1);
+        assert_eq!(super::row_split(600_000, 1_000, 32), 5);
+        assert_eq!(super::row_split(100_000_000, 1_000, 32), 16);
+        assert_eq!(super::row_split(0, 0, 4), 1);
+    }
+
     #[test]
     fn row_lanes_follow_half_the_mean_row() {
         assert_eq!(super::row_lanes(62_500_000, 1_000_000), 32);

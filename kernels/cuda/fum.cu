@@ -47,7 +47,7 @@ struct Block {
     u32 cache_len;
     u32 local_first;    // shard_first - base: the shard's place in the per-neuron arrays
     u32 row_lanes;      // lanes of a warp that walk one row in `deliver`: 4, 8, 16 or 32
-    u32 pad;
+    u32 row_split;      // groups of row_lanes lanes that walk one row together, each a share
     u64 history_trace;  // float*: the trace just after each `history` entry (dendritic rules), or 0
 };
 
@@ -876,13 +876,17 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
     const u32* row_ptr = (const u32*)b.row_ptr;
     u32 lost = 0;
     u64 from_cache = 0, from_host = 0;
-    for (u32 s = range[0] + blockIdx.x * per_block + threadIdx.x / group; s < range[1]; s += groups) {
+    // Work item = (spike, piece): `split` groups walk a row, piece p the synapses from
+    // p x group x UNROLL on, every split x group x UNROLL (device.rs, row_split).
+    u32 split = b.row_split, stride = split * group * UNROLL, items = (range[1] - range[0]) * split;
+    for (u32 item = blockIdx.x * per_block + threadIdx.x / group; item < items; item += groups) {
+        u32 s = range[0] + item / split, piece = item % split;
         u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
         u32 slot = b.cache_row ? ((const u32*)b.cache_row)[row] : NEVER;
         u32 cut = slot == NEVER ? lo : lo + min(hi - lo, b.cache_len);
         u64 base = (u64)slot * b.cache_len;
-        if (b.cache_row && lane == 0) { from_cache += cut - lo; from_host += hi - cut; }
+        if (b.cache_row && lane == 0 && piece == 0) { from_cache += cut - lo; from_host += hi - cut; }
         u32 tl = plastic ? ((const u32*)r.pre_last)[row] : NEVER;
         float xl = plastic ? ((const float*)r.pre_trace)[row] : 0.0f;
         // Each lane loads the targets, weights and delays of UNROLL synapses before using any,
@@ -891,7 +895,7 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
         // row in mapped host memory (the host tier, engine/src/device.rs); a delay loaded beside
         // its atomic add would wait a round trip more per synapse. Synapses are independent, so
         // the order of their updates and atomic adds changes nothing.
-        for (u32 k0 = lo + lane; k0 < hi; k0 += group * UNROLL) {
+        for (u32 k0 = lo + piece * group * UNROLL + lane; k0 < hi; k0 += stride) {
             u32 jd[UNROLL];  // target | delay << 16: both are 16 bits, and registers are scarce
             float w[UNROLL];
 #pragma unroll
