@@ -907,14 +907,16 @@ pub enum ExportError {
 /// and `simulation_config.json`): one node population and type per population (node ids its
 /// local ids), one edge population per projection with the synapses the model builds for its
 /// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
-/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. Refused:
+/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. A
+/// `spike_source` becomes a node population of `virtual` nodes, its spikes a spikes file
+/// (`inputs/<population>.h5`) that the simulation config's `inputs` feed into it. Refused:
 /// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, a bias current drawn
 /// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs are added to
 /// `I_e`.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
     let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
-    for p in &spec.populations {
+    for p in spec.populations.iter().filter(|p| p.model != NeuronModel::SpikeSource) {
         if template_of(p.model).is_none() {
             return refuse(format!("population \"{}\" is {} (exported: lif_cuba as nest:iaf_psc_exp, lif_psc_alpha as nest:iaf_psc_alpha)", p.name, p.model.name()));
         }
@@ -929,7 +931,7 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
         return refuse(format!("projection \"{}\" is plastic (exported: static synapses)", p.name));
     }
     if let Some(i) = spec.inputs.iter().find(|i| i.kind == crate::model::InputKind::Poisson) {
-        return refuse(format!("input \"{}\" is Poisson (spike inputs into virtual nodes are not supported yet)", i.name));
+        return refuse(format!("input \"{}\" is Poisson (exported: spike sources, as virtual nodes with their spikes)", i.name));
     }
     if !spec.structural.is_empty() {
         return refuse("[[structural]] plasticity".into());
@@ -957,7 +959,27 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let nodes_path = network.join("nodes.h5");
     let file = hdf5::File::create(&nodes_path).map_err(|e| h5(&nodes_path, e))?;
     let root = file.create_group("nodes").map_err(|e| h5(&nodes_path, e))?;
+    let inputs_dir = dir.join("inputs");
+    let mut inputs = serde_json::Map::new();
     for (i, p) in spec.populations.iter().enumerate() {
+        if let Some(trains) = &p.trains {
+            // Virtual nodes, and their spikes as listed (ms), which the import rounds again.
+            types += &format!("{} virtual NULL NULL {}\n", 100 + i, quote(&p.name));
+            let g = root.create_group(&p.name).map_err(|e| h5(&nodes_path, e))?;
+            let n = p.size as usize;
+            g.new_dataset_builder().with_data(&vec![100 + i as u64; n]).create("node_type_id").map_err(|e| h5(&nodes_path, e))?;
+            g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_id").map_err(|e| h5(&nodes_path, e))?;
+            std::fs::create_dir_all(&inputs_dir).map_err(|e| write_err(&inputs_dir, &e))?;
+            let path = inputs_dir.join(format!("{}.h5", p.name));
+            let file = hdf5::File::create(&path).map_err(|e| h5(&path, e))?;
+            let spikes = file.create_group("spikes").and_then(|g| g.create_group(&p.name)).map_err(|e| h5(&path, e))?;
+            let ids: Vec<u64> = trains.neurons.iter().map(|&n| u64::from(n)).collect();
+            spikes.new_dataset_builder().with_data(&ids).create("node_ids").map_err(|e| h5(&path, e))?;
+            let times = spikes.new_dataset_builder().with_data(&trains.times_ms).create("timestamps").map_err(|e| h5(&path, e))?;
+            string_attr_write(&times, "units", "ms").map_err(|e| h5(&path, e))?;
+            inputs.insert(p.name.clone(), serde_json::json!({"input_type": "spikes", "module": "sonata", "input_file": format!("inputs/{}.h5", p.name), "node_set": p.name}));
+            continue;
+        }
         let dc: f64 = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name).filter_map(|d| d.amplitude_pa).sum();
         let v_m = match p.v_init_mv {
             Some(Distribution::Constant(v)) => v,
@@ -1052,11 +1074,14 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             "edges": [{"edges_file": "$NETWORK_DIR/edges.h5", "edge_types_file": "$NETWORK_DIR/edge_types.csv"}],
         },
     });
-    let simulation = serde_json::json!({
+    let mut simulation = serde_json::json!({
         "target_simulator": "NEST",
         "network": "circuit_config.json",
         "run": {"tstop": spec.simulation.duration_ms, "dt": dt},
     });
+    if !inputs.is_empty() {
+        simulation["inputs"] = Value::Object(inputs);
+    }
     let (circuit_config, simulation_config) = (dir.join("circuit_config.json"), dir.join("simulation_config.json"));
     write(circuit_config.clone(), serde_json::to_string_pretty(&circuit).expect("JSON") + "\n")?;
     write(simulation_config.clone(), serde_json::to_string_pretty(&simulation).expect("JSON") + "\n")?;
