@@ -72,8 +72,8 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct SonataSpec {
     pub circuit_config: PathBuf,
-    /// Read for its `inputs` (refused: spike inputs into virtual nodes are not supported yet);
-    /// `fum run --sonata` takes `run.dt` and `run.tstop` from it into `[simulation]`.
+    /// Read for its `inputs` (spike files into the circuit's virtual nodes); `fum run
+    /// --sonata` takes `run.dt` and `run.tstop` from it into `[simulation]`.
     pub simulation_config: Option<PathBuf>,
 }
 

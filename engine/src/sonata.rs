@@ -5,7 +5,8 @@
 //! config); [`import`] reads the circuit into the model's populations and projections, and the
 //! model then goes through the normal validation, estimate and build. There is no second
 //! schema: a SONATA node type is a `lif_cuba` (`nest:iaf_psc_exp`) or `lif_psc_alpha`
-//! (`nest:iaf_psc_alpha`) population, a group of edges a projection whose
+//! (`nest:iaf_psc_alpha`) population, or a `spike_source` for `virtual` nodes (its spikes
+//! from the simulation config's spike `inputs`), a group of edges a projection whose
 //! rule is [`ConnectionRule::Explicit`], its synapses listed one by one in the [`Circuit`] the
 //! model carries (the builder lays them out as it lays out drawn ones). `fum run --sonata`
 //! writes that model file ([`model_text`]) so a checkpoint holds it and a resumed run reads
