@@ -184,3 +184,14 @@ fn mistakes_name_the_file_line_and_field() {
     let e = refused(&with_file("s.csv"), d);
     assert!(e.ends_with("s.csv: line 3: node_ids: not a node id: \"x\""), "{e}");
 }
+
+/// `fum check` says how many listed spikes fire, and names those that will not as listed.
+#[test]
+fn check_counts_the_spikes_that_fire() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.toml");
+    std::fs::write(&path, ONE_TO_ONE.replace("[2.35, 0.3]", "[2.35, 0.3, 2.31, 25.0]")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).arg("check").arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("spike source src              4 spikes in the run (1 merged into a spike of the same neuron and step; 1 after the run's end)\n"), "{stdout}");
+}

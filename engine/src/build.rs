@@ -121,7 +121,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
             NeuronModel::LifPscAlpha => Dynamics::Alpha(AlphaPropagators::new(&lif, dt)),
             NeuronModel::SpikeSource => Dynamics::SpikeSource,
         };
-        let schedule = p.trains.as_ref().map(|t| std::sync::Arc::from(fum_kernels::source::schedule(&t.neurons, &t.times_ms, dt).0));
+        let schedule = p.trains.as_ref().map(|t| std::sync::Arc::from(fum_kernels::source::schedule(&t.neurons, &t.times_ms, dt)));
         let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
         // A constant bias joins the DC inputs in f64, rounded once; a drawn one is drawn per
         // neuron (`build_neurons`) and added to the DC inputs' f32 sum at each step.

@@ -30,6 +30,24 @@ impl SpikeTrains {
         self.neurons.push(neuron);
         self.times_ms.push(time_ms);
     }
+
+    /// What the listed spikes become on a grid of `dt_ms` in a run of `steps` steps, for `fum
+    /// check`: the spikes that fire in the run, the listed spikes merged into another of their
+    /// neuron's in the same step, and the spikes past the run's end.
+    pub fn on_grid(&self, dt_ms: f64, steps: u64) -> OnGrid {
+        let schedule = fum_kernels::source::schedule(&self.neurons, &self.times_ms, dt_ms);
+        let fired = schedule.partition_point(|&k| k >> 32 < steps);
+        let after_end = self.times_ms.iter().filter(|&&t| fum_kernels::source::spike_step(t, dt_ms) >= steps as f64).count();
+        OnGrid { fired, merged: self.len() - after_end - fired, after_end }
+    }
+}
+
+/// See [`SpikeTrains::on_grid`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OnGrid {
+    pub fired: usize,
+    pub merged: usize,
+    pub after_end: usize,
 }
 
 /// Spikes as a file lists them: node ids and times (ms), each checked finite and not
@@ -206,6 +224,18 @@ pub(crate) fn load(model: &mut Model) -> Result<(), ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spikes_on_the_grid_are_counted_as_they_fire() {
+        let mut trains = SpikeTrains::default();
+        for (n, t) in [(0, 0.31), (0, 0.35), (1, 0.35), (2, 9.95), (2, 10.0), (2, 12.0)] {
+            trains.push(n, t);
+        }
+        // At 0.1 ms: 0.31 and 0.35 ms both fire at step 4 (neuron 0's twice, one spike), 9.95 ms
+        // at step 100, the last step of a 10 ms run is 99.
+        assert_eq!(trains.on_grid(0.1, 100), OnGrid { fired: 2, merged: 1, after_end: 3 });
+        assert_eq!(trains.on_grid(0.01, 1300), OnGrid { fired: 6, merged: 0, after_end: 0 });
+    }
 
     #[test]
     fn a_csv_table_by_its_header_with_lines_for_messages() {

@@ -35,8 +35,7 @@ pub fn spike_step(time_ms: f64, dt_ms: f64) -> f64 {
 /// The sorted schedule of spikes of `neurons` (population-local) at `times_ms` on a grid of
 /// `dt_ms`: listed spikes in any order; spikes at or beyond step 2^32 (past any run) are left
 /// out, and several spikes of one neuron that fall in one step fire once (the schedule is a set).
-/// Returns the schedule and how many listed spikes were merged into another.
-pub fn schedule(neurons: &[u32], times_ms: &[f64], dt_ms: f64) -> (Vec<u64>, usize) {
+pub fn schedule(neurons: &[u32], times_ms: &[f64], dt_ms: f64) -> Vec<u64> {
     let mut keys: Vec<u64> = neurons
         .iter()
         .zip(times_ms)
@@ -45,10 +44,8 @@ pub fn schedule(neurons: &[u32], times_ms: &[f64], dt_ms: f64) -> (Vec<u64>, usi
         .map(|(n, step)| schedule_key(step.max(0.0) as u64, n))
         .collect();
     keys.sort_unstable();
-    let before = keys.len();
     keys.dedup();
-    let merged = before - keys.len();
-    (keys, merged)
+    keys
 }
 
 /// Marks in `fired` (indexed from neuron `neurons.start`) the neurons of `neurons` that the
@@ -82,12 +79,10 @@ mod tests {
 
     #[test]
     fn a_schedule_is_sorted_by_step_then_neuron_without_repeats() {
-        let (keys, merged) = schedule(&[2, 0, 2, 1, 2], &[0.5, 0.5, 0.1, 0.5, 0.52], 0.1);
+        let keys = schedule(&[2, 0, 2, 1, 2], &[0.5, 0.5, 0.1, 0.5, 0.52], 0.1);
         assert_eq!(keys, [schedule_key(1, 2), schedule_key(5, 0), schedule_key(5, 1), schedule_key(5, 2), schedule_key(6, 2)]);
-        assert_eq!(merged, 0);
-        let (keys, merged) = schedule(&[3, 3], &[1.01, 1.02], 0.1);
-        assert_eq!((keys, merged), (vec![schedule_key(11, 3)], 1), "two spikes of one neuron in one step fire once");
-        let (keys, _) = schedule(&[0], &[1e300], 0.1);
+        assert_eq!(schedule(&[3, 3], &[1.01, 1.02], 0.1), [schedule_key(11, 3)], "two spikes of one neuron in one step fire once");
+        let keys = schedule(&[0], &[1e300], 0.1);
         assert!(keys.is_empty(), "past any run");
     }
 
@@ -96,7 +91,7 @@ mod tests {
     fn every_cut_of_the_population_fires_the_same_neurons() {
         let neurons: Vec<u32> = (0..300).map(|i| (i * 37) % 50).collect();
         let times: Vec<f64> = (0..300).map(|i| f64::from((i * 13) % 40) * 0.1).collect();
-        let (keys, _) = schedule(&neurons, &times, 0.1);
+        let keys = schedule(&neurons, &times, 0.1);
         for step in 0..45u64 {
             let mut whole = vec![0u8; 50];
             fire_scheduled(&keys, step, 0..50, &mut whole);
