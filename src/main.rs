@@ -817,6 +817,19 @@ fn cmd_check(source: ModelSource) -> anyhow::Result<Outcome> {
         writeln!(out, "projection {:<18} {} -> {}: ~{:.0} synapses ({kind})", p.name, p.source, p.target, expected)?;
     }
     writeln!(out, "synapses         ~{:.0}", model.expected_synapses())?;
+    for p in spec.populations.iter().filter(|p| p.trains.is_some()) {
+        // What the listed spikes become on the grid: surprises (merged, past the end) named.
+        let grid = p.trains.as_ref().expect("filtered").on_grid(spec.simulation.dt_ms, model.steps());
+        let mut notes = Vec::new();
+        if grid.merged > 0 {
+            notes.push(format!("{} merged into a spike of the same neuron and step", grid.merged));
+        }
+        if grid.after_end > 0 {
+            notes.push(format!("{} after the run's end", grid.after_end));
+        }
+        let notes = if notes.is_empty() { String::new() } else { format!(" ({})", notes.join("; ")) };
+        writeln!(out, "spike source {:<16} {} spikes in the run{notes}", p.name, grid.fired)?;
+    }
     writeln!(out, "duration         {} ms, {} steps of {} ms", spec.simulation.duration_ms, model.steps(), spec.simulation.dt_ms)?;
     out.flush()?;
     let (threads, shards) = RunOptions::default().resolve(&model);

@@ -277,6 +277,35 @@ fn alpha_neurons_and_drawn_biases_give_identical_spikes_probes_and_state_on_both
     }
 }
 
+/// Spike sources (one reading a spikes file, one listing its times) drive plastic and static
+/// synapses: the same spikes and learned weights on both backends for 1 and 5 shards (the
+/// neuron kernel searches the schedule the CPU searches), and a run stopped on the GPU resumes
+/// on the CPU to the same spikes (the schedule is looked up from the step, not checkpointed).
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn spike_sources_give_identical_spikes_and_weights_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::write_spike_sources(dir.path());
+    let model = model.to_str().unwrap();
+    for shards in ["1", "5"] {
+        let (cpu, gpu) = (dir.path().join(format!("cpu-{shards}")), dir.path().join(format!("gpu-{shards}")));
+        let extra = ["--checkpoint-every", "300ms", "--shards", shards];
+        let report = run(model, &cpu, "cpu", &extra);
+        for pop in ["LGN", "cue", "E", "I"] {
+            assert!(report["rates_hz"][pop].as_f64().unwrap() > 1.0, "{pop} must fire: {}", report["rates_hz"]);
+        }
+        let report = run(model, &gpu, "cuda", &extra);
+        assert_eq!(report["backend"], "cuda");
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{shards} shards: spikes differ");
+        assert_eq!(weights(&cpu), weights(&gpu), "{shards} shards: learned weights differ");
+    }
+    let part = dir.path().join("cuda-then-cpu");
+    run(model, &part, "cuda", &["--stop-after", "150ms"]);
+    fum(&["resume", part.to_str().unwrap(), "--backend", "cpu", "--quiet"]);
+    assert!(same_file(&dir.path().join("cpu-1/spikes.h5"), &part.join("spikes.h5")), "cuda then cpu: spikes differ");
+}
+
 /// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
 /// the kernels read over the bus, with the device's row cache of the most active rows in what
 /// memory is left (none at the least limit, a third of the synapses' bytes at the other), with

@@ -323,14 +323,6 @@ fn iaf_psc_alpha_nodes_are_lif_psc_alpha_populations() {
 }
 
 #[test]
-fn virtual_nodes_are_refused_naming_the_feature() {
-    let _files = one_at_a_time();
-    let dir = tempfile::tempdir().unwrap();
-    let types = NODE_TYPES.replace("100 point_neuron nest:iaf_psc_exp E.json", "100 virtual NULL NULL");
-    expect(dir.path(), &types, &small_edges(1.0), EDGE_TYPES, &["node_types.csv: population \"E\", node_type_id 100: model_type \"virtual\": virtual nodes (spike sources fed from a spike file) are not supported yet"]);
-}
-
-#[test]
 fn unsupported_synapse_model_and_parameter() {
     let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
@@ -397,14 +389,128 @@ fn per_node_dynamics_other_than_v_m_are_refused() {
     assert!(err.contains("nodes.h5: /nodes/I/0/dynamics_params/tau_m: per-node tau_m is not supported (per node: dynamics_params/V_m)"), "{err}");
 }
 
+/// A virtual node population `LGN` of 3 nodes (ids 0, 1, 2), each driving one point neuron of
+/// `T` hard enough to fire it in one step, and a simulation config whose `inputs` is `input`.
+fn write_virtual_circuit(dir: &Path, input: serde_json::Value) -> PathBuf {
+    let types = "node_type_id model_type model_template dynamics_params\n100 virtual NULL NULL\n101 point_neuron nest:iaf_psc_exp T.json\n";
+    let edges: Vec<Edges> = vec![("LGN_T".into(), "LGN".into(), "T".into(), vec![0, 1, 2], vec![0, 1, 2], vec![100_000.0; 3], vec![1.5; 3])];
+    write_circuit(dir, &[("LGN", 3), ("T", 3)], types, &edges, EDGE_TYPES);
+    // A synaptic current gone within a step or so, and a refractory period of 10 steps.
+    std::fs::write(dir.join("params/T.json"), r#"{"tau_syn_ex": 0.1, "t_ref": 1.0}"#).unwrap();
+    let sim = serde_json::json!({"network": "circuit_config.json", "run": {"tstop": 10.0, "dt": 0.1}, "inputs": input});
+    std::fs::write(dir.join("simulation_config.json"), sim.to_string()).unwrap();
+    dir.join("simulation_config.json")
+}
+
+fn spikes_input(module: &str, file: &str, node_set: &str) -> serde_json::Value {
+    serde_json::json!({"lgn": {"input_type": "spikes", "module": module, "input_file": file, "node_set": node_set}})
+}
+
+/// Spikes of `config` (a simulation config) simulated: (population, step, neuron), sorted.
+fn run_sonata(config: &Path, shards: usize) -> Vec<(usize, u32, u32)> {
+    let text = fum::engine::sonata::model_text(config, None, None).unwrap();
+    let model = Model::parse(&text, config).unwrap();
+    let mut spikes = common::spikes(&common::simulate(&model, 2, shards));
+    spikes.sort_unstable();
+    spikes
+}
+
+/// BMTK drives a circuit through virtual nodes: each becomes a spike source that fires at the
+/// times its input file lists (h5 or csv, the node set by population name or through a node
+/// set), and its edges carry them: a spike at step s through a 15-step delay fires its target
+/// at step s + 16 (the current jumps at the end of step s + 15, the membrane integrates it in
+/// the next), whatever the shards.
 #[test]
-fn spike_inputs_are_refused_naming_the_feature() {
+fn virtual_nodes_driven_by_spike_inputs_fire_their_targets_step_exactly() {
     let _files = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let config = write_circuit(dir.path(), &[("E", 10), ("I", 5)], NODE_TYPES, &small_edges(1.0), EDGE_TYPES);
-    let sim = dir.path().join("simulation_config.json");
-    std::fs::write(&sim, r#"{"network": "circuit_config.json", "run": {"tstop": 10.0, "dt": 0.1}, "inputs": {"lgn": {"input_type": "spikes", "module": "h5", "input_file": "lgn.h5", "node_set": "lgn"}}}"#).unwrap();
-    let err = check(&sim);
-    assert!(err.contains("simulation_config.json: inputs.lgn: input_type \"spikes\": inputs (spike trains into virtual nodes, currents) are not supported yet"), "{err}");
-    drop(config);
+    // Node 2 at 0.3 ms and 4.0 ms, node 0 at 1.25 ms (off the grid: step 13); node 1 silent.
+    let (ids, times) = (vec![2u64, 0, 2], vec![0.3, 1.25, 4.0]);
+    let expected: Vec<(usize, u32, u32)> = [(3, 2), (13, 0), (40, 2)].iter().flat_map(|&(s, n)| [(0, s, n), (1, s + 16, n)]).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    let a = dir.path().join("a");
+    std::fs::create_dir_all(&a).unwrap();
+    common::write_spikes_h5(&a.join("lgn.h5"), "LGN", &ids, &times);
+    let config = write_virtual_circuit(&a, spikes_input("h5", "lgn.h5", "LGN"));
+    for shards in [1, 2, 5] {
+        assert_eq!(run_sonata(&config, shards), expected, "{shards} shards");
+    }
+    // CSV as BMTK writes it, through a node set naming the population.
+    let b = dir.path().join("b");
+    std::fs::create_dir_all(&b).unwrap();
+    let rows: String = ids.iter().zip(&times).map(|(n, t)| format!("{t} LGN {n}\n")).collect();
+    std::fs::write(b.join("lgn.csv"), format!("timestamps population node_ids\n{rows}")).unwrap();
+    let config = write_virtual_circuit(&b, spikes_input("csv", "lgn.csv", "thalamus"));
+    let mut sim: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    sim["node_sets"] = serde_json::json!({"thalamus": {"population": "LGN"}});
+    std::fs::write(&config, sim.to_string()).unwrap();
+    assert_eq!(run_sonata(&config, 3), expected);
+    // spikes.h5 names the virtual nodes' population and node ids, as BMTK's report does.
+    let out = dir.path().join("run");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["run".as_ref(), "--sonata".as_ref(), config.as_os_str(), "--out".as_ref(), out.as_os_str(), "--quiet".as_ref()]).status().unwrap();
+    assert!(status.success());
+    let listed = common::spikes_h5(&out.join("spikes.h5"), &[("LGN", 0), ("T", 3)], 0.1);
+    assert_eq!(listed, expected.iter().map(|&(p, s, n)| (u64::from(s), 3 * p as u32 + n)).collect::<std::collections::BTreeSet<_>>().into_iter().collect::<Vec<_>>());
+}
+
+#[test]
+fn spike_inputs_that_cannot_be_read_are_refused_naming_the_file_and_field() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let case = |name: &str, input: serde_json::Value, spikes: Option<(&str, &[u64])>| {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        if let Some((population, ids)) = spikes {
+            common::write_spikes_h5(&d.join("lgn.h5"), population, ids, &vec![1.0; ids.len()]);
+        }
+        check(&write_virtual_circuit(&d, input))
+    };
+    let e = case("a", serde_json::json!({"clamp": {"input_type": "current_clamp", "module": "IClamp", "node_set": "T"}}), None);
+    assert!(e.contains("simulation_config.json: inputs.clamp: input_type \"current_clamp\" is not supported (supported: \"spikes\", spike trains into virtual nodes)"), "{e}");
+    let e = case("b", spikes_input("nwb", "lgn.nwb", "LGN"), None);
+    assert!(e.contains("inputs.lgn: module \"nwb\" is not supported (supported: \"h5\", \"sonata\", \"csv\")"), "{e}");
+    let e = case("c", spikes_input("h5", "lgn.h5", "V1"), None);
+    assert!(e.contains("inputs.lgn: node_set \"V1\": neither a node population (LGN, T) nor a node set of the config"), "{e}");
+    let e = case("d", spikes_input("h5", "lgn.h5", "LGN"), None);
+    assert!(e.contains("lgn.h5: cannot read the spikes file"), "{e}");
+    let e = case("e", spikes_input("h5", "lgn.h5", "LGN"), Some(("LGN", &[0, 7])));
+    assert!(e.contains("lgn.h5: /spikes/LGN/node_ids[1]: node 7 is not in node population \"LGN\""), "{e}");
+    let e = case("f", spikes_input("h5", "lgn.h5", "T"), Some(("T", &[1])));
+    assert!(e.contains("lgn.h5: /spikes/T/node_ids[0]: node 1 of population \"T\" is not virtual: spike inputs drive virtual nodes"), "{e}");
+    let e = case("g", spikes_input("h5", "lgn.h5", "LGN"), Some(("lgn", &[1])));
+    assert!(e.contains("lgn.h5: /spikes: no population \"LGN\" (the file has: lgn)"), "{e}");
+    // Edges into virtual nodes, told in the circuit's terms.
+    let d = dir.path().join("h");
+    std::fs::create_dir_all(&d).unwrap();
+    let types = "node_type_id model_type model_template dynamics_params\n100 virtual NULL NULL\n101 point_neuron nest:iaf_psc_exp T.json\n";
+    let edges: Vec<Edges> = vec![("T_LGN".into(), "T".into(), "LGN".into(), vec![0], vec![1], vec![1.0], vec![1.0])];
+    let e = check(&write_circuit(&d, &[("LGN", 3), ("T", 3)], types, &edges, EDGE_TYPES));
+    assert!(e.contains("edges.h5: population \"T_LGN\" (projection \"T_LGN\"): target_node_id: population \"LGN\" is a spike_source: it receives no synapses"), "{e}");
+}
+
+/// `fum export` writes a spike source as virtual nodes with its spikes file, fed through the
+/// simulation config's inputs; the circuit gives the model's spikes.
+#[test]
+fn spike_sources_export_as_virtual_nodes_with_their_spikes() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::write_spike_sources(dir.path());
+    let circuit = dir.path().join("circuit");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("projection \"LGN_E\" is plastic"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(&model, common::SPIKE_SOURCES.replace("plasticity = \"stdp\"\n", "")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(circuit.join("network/node_types.csv")).unwrap();
+    assert_eq!(csv.matches(" virtual ").count(), 2, "{csv}");
+    let original = Model::load(&model).unwrap();
+    let exported = Model::parse(&fum::engine::sonata::model_text(&circuit.join("simulation_config.json"), None, None).unwrap(), &circuit.join("simulation_config.json")).unwrap();
+    // The circuit lists its node populations by name (HDF5 sorts them): compare by name.
+    let named = |model: &Model, threads, shards| {
+        let mut spikes: Vec<(String, u32, u32)> = common::spikes(&common::simulate(model, threads, shards)).into_iter().map(|(p, s, n)| (model.spec.populations[p].name.clone(), s, n)).collect();
+        spikes.sort_unstable();
+        spikes
+    };
+    let spikes = named(&original, 2, 3);
+    assert!(spikes.iter().filter(|s| s.0 == "E").count() > 1000 && spikes.iter().filter(|s| s.0 == "cue").count() == 3, "the network fires");
+    assert!(named(&exported, 1, 2) == spikes, "the exported circuit's spikes differ");
 }

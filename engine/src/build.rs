@@ -119,7 +119,9 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
                 ..CobaConstants::new(&lif, p.reversal_ex_mv(), p.reversal_in_mv(), dt)
             }),
             NeuronModel::LifPscAlpha => Dynamics::Alpha(AlphaPropagators::new(&lif, dt)),
+            NeuronModel::SpikeSource => Dynamics::SpikeSource,
         };
+        let schedule = p.trains.as_ref().map(|t| std::sync::Arc::from(fum_kernels::source::schedule(&t.neurons, &t.times_ms, dt)));
         let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
         // A constant bias joins the DC inputs in f64, rounded once; a drawn one is drawn per
         // neuron (`build_neurons`) and added to the DC inputs' f32 sum at each step.
@@ -127,7 +129,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
             Distribution::Constant(i_e) => ((i_e + dc) as f32, false),
             _ => (dc as f32, true),
         };
-        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa, bias_per_neuron });
+        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa, bias_per_neuron, schedule });
         first += p.size;
     }
     let total = first;

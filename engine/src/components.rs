@@ -367,6 +367,8 @@ pub enum Dynamics {
     Cuba(CubaPropagators),
     Coba(CobaConstants),
     Alpha(AlphaPropagators),
+    /// No membrane: the neurons fire as `Population::schedule` says.
+    SpikeSource,
 }
 
 /// A population as the hot loop sees it: no names looked up, constants precomputed.
@@ -383,6 +385,9 @@ pub struct Population {
     /// Whether i_e is drawn per neuron: each neuron's draw is in `NeuronBlock::bias_pa`, and
     /// its current is that plus `current_pa`.
     pub bias_per_neuron: bool,
+    /// A spike source's spikes on the step grid (`fum_kernels::source::schedule`), looked up
+    /// from the step: constant, so not state (a resumed run looks up the same spikes).
+    pub schedule: Option<std::sync::Arc<[u64]>>,
 }
 
 impl Population {

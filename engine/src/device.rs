@@ -131,10 +131,10 @@ pub struct ProbeDesc {
 
 /// A population's neuron update, as `neurons` in fum.cu reads it (`struct Pop`): the neurons
 /// held (`first..end` index the arenas), the model (0 `lif_cuba`, 1 `lif_coba`, 2 `lif_coba`
-/// with forward Euler, 3 `lif_psc_alpha`), the Poisson sources reaching it
+/// with forward Euler, 3 `lif_psc_alpha`, 4 `spike_source`), the Poisson sources reaching it
 /// (`src_first..src_end` of the source table), the DC current, whether each neuron adds its
-/// own bias (the `bias_pa` arena) and the constants (`struct Cuba` / `Coba` / `Alpha`, the
-/// unused words 0).
+/// own bias (the `bias_pa` arena) and the constants (`struct Cuba` / `Coba` / `Alpha` /
+/// `Source`, the unused words 0).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
 pub struct PopDesc {
@@ -444,6 +444,9 @@ pub struct DeviceNetwork {
     pub n_pops: u32,
     pub src_table: CudaSlice<SrcDesc>,
     pub rates: Vec<CudaSlice<f64>>,
+    /// The schedules of the spike sources held (`fum_kernels::source`), which `struct Source`
+    /// points to.
+    pub schedules: Vec<CudaSlice<u64>>,
     pub key: [u32; 2],
     pub stdp_enabled: bool,
     pub memory: DeviceMemory,
@@ -585,6 +588,7 @@ impl DeviceNetwork {
             n_pops: 0,
             src_table: stream.clone_htod(&[SrcDesc::default()])?,
             rates: Vec::new(),
+            schedules: Vec::new(),
             key: world.resource::<crate::components::Seed>().0.0,
             stdp_enabled: world.resource::<Plasticity>().enabled,
             memory: DeviceMemory::default(),
@@ -682,6 +686,16 @@ impl DeviceNetwork {
                         bits(c.p11_ex), bits(c.p11_in), bits(c.p32_ex), bits(c.p32_in), bits(c.p21_ex), bits(c.p21_in), bits(c.psc_ex), bits(c.psc_in),
                     ],
                 ),
+                Dynamics::SpikeSource => {
+                    // The whole schedule: a thread finds its neuron's key by binary search.
+                    let schedule = p.schedule.as_deref().expect("a spike source has a schedule");
+                    self.memory.neuron_bytes += 8 * schedule.len() as u64;
+                    self.schedules.push(self.ctx.upload(schedule)?);
+                    let at = ptr(self.schedules.last().expect("just pushed"), &self.stream);
+                    let mut words = [0; 16];
+                    words[..4].copy_from_slice(&[at as u32, (at >> 32) as u32, schedule.len() as u32, p.first]);
+                    (4, words)
+                }
             };
             let src_first = srcs.len() as u32;
             srcs.extend(sources.iter().filter(|s| s.first < range.end && range.start < s.end));

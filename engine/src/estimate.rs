@@ -58,6 +58,8 @@ impl Estimate {
         let drawn_bias = spec.populations.iter().any(|p| !matches!(p.i_e_pa, Distribution::Constant(_)));
         let optional = 8.0 * f64::from(u8::from(alpha)) + 4.0 * f64::from(u8::from(drawn_bias));
         let mut network = n * (4.0 * 4.0 + 1.0 + optional + 2.0 * 8.0 * ring_slots(max_delay) as f64);
+        // Spike sources: their listed spikes (12 bytes each) and schedules (8 bytes a spike).
+        network += 20.0 * spec.populations.iter().filter_map(|p| p.trains.as_ref()).map(|t| t.len() as f64).sum::<f64>();
         let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
         let size = |name: &str| f64::from(sizes[name]);
         let histories: std::collections::HashMap<&str, u32> = spec.plasticity.iter().map(|r| (r.name.as_str(), r.post_history)).collect();

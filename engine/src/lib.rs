@@ -10,6 +10,7 @@ pub mod components;
 #[cfg(feature = "cuda")]
 pub mod device;
 pub mod estimate;
+#[macro_use]
 pub mod model;
 pub mod monitor;
 pub mod observe;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod serve;
 pub mod simulation;
 pub mod sonata;
+pub mod spike_trains;
 pub mod state;
 pub mod structural;
 

@@ -39,8 +39,8 @@ pub enum ModelError {
     Io { path: String, error: std::io::Error },
     #[error("{file}:{line}:{column}: {field}{message}")]
     Invalid { file: String, line: usize, column: usize, field: String, message: String },
-    /// A mistake in a SONATA circuit's files: the file, where in it (a population and type id,
-    /// a dataset) and the field.
+    /// A mistake in a SONATA circuit's files or in a spikes file: the file, where in it (a
+    /// population and type id, a dataset, a line) and the field.
     #[error("{file}: {place}{}{message}", if place.is_empty() { "" } else { ": " })]
     Sonata { file: String, place: String, message: String },
 }
@@ -72,8 +72,8 @@ pub struct ModelSpec {
 #[serde(deny_unknown_fields)]
 pub struct SonataSpec {
     pub circuit_config: PathBuf,
-    /// Read for its `inputs` (refused: spike inputs into virtual nodes are not supported yet);
-    /// `fum run --sonata` takes `run.dt` and `run.tstop` from it into `[simulation]`.
+    /// Read for its `inputs` (spike files into the circuit's virtual nodes); `fum run
+    /// --sonata` takes `run.dt` and `run.tstop` from it into `[simulation]`.
     pub simulation_config: Option<PathBuf>,
 }
 
@@ -129,6 +129,9 @@ pub enum NeuronModel {
     LifCoba,
     /// Current-based alpha-shaped synapses, exact integration (NEST `iaf_psc_alpha`).
     LifPscAlpha,
+    /// No membrane: fires at listed times (NEST's `spike_generator`, SONATA's `virtual` nodes;
+    /// see `crate::spike_trains`).
+    SpikeSource,
 }
 
 impl NeuronModel {
@@ -138,6 +141,7 @@ impl NeuronModel {
             NeuronModel::LifCuba => "lif_cuba",
             NeuronModel::LifCoba => "lif_coba",
             NeuronModel::LifPscAlpha => "lif_psc_alpha",
+            NeuronModel::SpikeSource => "spike_source",
         }
     }
 
@@ -197,6 +201,18 @@ pub struct PopulationSpec {
     /// default 0.
     pub syn_ex_init: Option<Distribution>,
     pub syn_in_init: Option<Distribution>,
+    /// `spike_source`: a spikes file (SONATA HDF5 `/spikes/<population>/node_ids` and
+    /// `timestamps`, or CSV), relative to the model file; its node ids are this population's
+    /// neurons.
+    pub spikes: Option<PathBuf>,
+    /// `spike_source`: the population of `spikes` to read (default: the file's only one).
+    pub spikes_population: Option<String>,
+    /// `spike_source`: the spike times of each neuron, ms (one list per neuron).
+    pub spike_times_ms: Option<Vec<Vec<f64>>>,
+    /// `spike_source`: the spikes listed by `spikes` or `spike_times_ms`, or by a SONATA
+    /// simulation config's inputs; read when the model is loaded.
+    #[serde(skip)]
+    pub trains: Option<std::sync::Arc<crate::spike_trains::SpikeTrains>>,
 }
 
 mod d {
@@ -622,6 +638,7 @@ impl Model {
             }
             model.circuit = Some(std::sync::Arc::new(imported.circuit));
         }
+        crate::spike_trains::load(&mut model)?;
         model.revalidate()?;
         Ok(model)
     }
@@ -662,11 +679,13 @@ impl Model {
     /// A hash of the model text (FNV-1a 64), recorded with every output.
     pub fn hash(&self) -> u64 {
         let text = self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        // A SONATA circuit's files are part of the model.
-        match &self.circuit {
-            Some(c) => c.digest.to_le_bytes().into_iter().fold(text, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)),
+        let fold = |h: u64, bytes: &[u8]| bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        // A SONATA circuit's files and spike files are part of the model.
+        let circuit = match &self.circuit {
+            Some(c) => fold(text, &c.digest.to_le_bytes()),
             None => text,
-        }
+        };
+        self.spec.populations.iter().filter_map(|p| p.trains.as_ref()).fold(circuit, |h, t| fold(fold(h, bytemuck::cast_slice(&t.neurons)), bytemuck::cast_slice(&t.times_ms)))
     }
 
     /// The listed synapses of projection `pi`, where its rule is `ConnectionRule::Explicit`.
@@ -762,6 +781,7 @@ impl Model {
             let name = match key.as_str() {
                 "weight" => "syn_weight",
                 "delay_ms" => "delay",
+                "target" => "target_node_id",
                 other => other,
             };
             return crate::sonata::error(&edges.edges_file, format!("population \"{}\" (projection \"{}\")", edges.population, self.spec.projections[i].name), format!("{name}: {message}"));
@@ -932,6 +952,10 @@ impl<'a> Validator<'a> {
                 return Err(self.error(path!("populations", i, "size"), "must be at least 1".into()));
             }
             total += u64::from(p.size);
+            if p.model == NeuronModel::SpikeSource {
+                self.spike_source(i)?;
+                continue;
+            }
             self.positive(path!("populations", i, "tau_m_ms"), p.tau_m_ms)?;
             self.positive(path!("populations", i, "c_m_pf"), p.c_m_pf)?;
             self.positive(path!("populations", i, "tau_syn_ex_ms"), p.tau_syn_ex_ms)?;
@@ -983,6 +1007,7 @@ impl<'a> Validator<'a> {
             self.name(path!("projections", i, "name"), &p.name, &mut names)?;
             let src = self.population(path!("projections", i, "source"), &p.source)?;
             let tgt = self.population(path!("projections", i, "target"), &p.target)?;
+            self.not_a_spike_source(path!("projections", i, "target"), tgt, "receives no synapses")?;
             let (n_src, n_tgt) = (s.populations[src].size, s.populations[tgt].size);
             match p.rule {
                 ConnectionRule::FixedProbability(q) if !(0.0..=1.0).contains(&q) => {
@@ -1045,7 +1070,8 @@ impl<'a> Validator<'a> {
         let mut names = HashSet::new();
         for (i, input) in s.inputs.iter().enumerate() {
             self.name(path!("inputs", i, "name"), &input.name, &mut names)?;
-            self.population(path!("inputs", i, "target"), &input.target)?;
+            let target = self.population(path!("inputs", i, "target"), &input.target)?;
+            self.not_a_spike_source(path!("inputs", i, "target"), target, "takes no input")?;
             match input.kind {
                 InputKind::Poisson => {
                     let Some(rate) = input.rate_hz else {
@@ -1124,6 +1150,7 @@ impl<'a> Validator<'a> {
                     return Err(self.error(path!("recording", "probes", i), "a state probe needs population".into()));
                 };
                 let k = self.population(path!("recording", "probes", i, "population"), name)?;
+                self.not_a_spike_source(path!("recording", "probes", i, "population"), k, "has no state to probe (its spikes are recorded with [recording] spikes)")?;
                 if probe.neurons.is_empty() {
                     return Err(self.error(path!("recording", "probes", i), "a state probe needs neurons = [ids]".into()));
                 }
@@ -1139,6 +1166,48 @@ impl<'a> Validator<'a> {
             }
         }
         Ok(())
+    }
+
+    /// A `spike_source` population sets none of the membrane's fields, which it does not have
+    /// (its spikes were read and checked by `crate::spike_trains::load`).
+    fn spike_source(&mut self, i: usize) -> Result<(), ModelError> {
+        const MEMBRANE: [&str; 15] = [
+            "tau_m_ms", "c_m_pf", "e_l_mv", "v_th_mv", "v_reset_mv", "t_ref_ms", "tau_syn_ex_ms", "tau_syn_in_ms", "i_e_pa",
+            "e_ex_mv", "e_in_mv", "integrator", "v_init_mv", "syn_ex_init", "syn_in_init",
+        ];
+        for key in MEMBRANE {
+            if self.given(&path!("populations", i, key)) {
+                return Err(self.error(path!("populations", i, key), "a spike_source has no membrane: it fires at its listed times only".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses population `k` where it is a `spike_source` (as a target: it `does` nothing).
+    fn not_a_spike_source(&mut self, path: Vec<Seg>, k: usize, does: &str) -> Result<(), ModelError> {
+        let p = &self.model.spec.populations[k];
+        if p.model == NeuronModel::SpikeSource {
+            return Err(self.error(path, format!("population {:?} is a spike_source: it {does}", p.name)));
+        }
+        Ok(())
+    }
+
+    /// Whether the model file itself gives the field at `path` (not a default).
+    fn given(&mut self, path: &[Seg]) -> bool {
+        use toml::de::DeValue;
+        let doc = self.doc.get_or_insert_with(|| toml::de::DeTable::parse(&self.model.source).expect("the model parsed once already"));
+        let mut value: Option<&DeValue<'_>> = None;
+        for (depth, seg) in path.iter().enumerate() {
+            let next = match (seg, value) {
+                (Seg::Key(k), None) if depth == 0 => doc.get_ref().get(*k).map(|v| v.get_ref()),
+                (Seg::Key(k), Some(DeValue::Table(t))) => t.get(*k).map(|v| v.get_ref()),
+                (Seg::Index(i), Some(DeValue::Array(a))) => a.get(*i).map(|v| v.get_ref()),
+                _ => None,
+            };
+            let Some(next) = next else { return false };
+            value = Some(next);
+        }
+        value.is_some()
     }
 
     /// The `[[structural]]` sections: an existing projection each, at most one per projection,

@@ -5,7 +5,8 @@
 //! config); [`import`] reads the circuit into the model's populations and projections, and the
 //! model then goes through the normal validation, estimate and build. There is no second
 //! schema: a SONATA node type is a `lif_cuba` (`nest:iaf_psc_exp`) or `lif_psc_alpha`
-//! (`nest:iaf_psc_alpha`) population, a group of edges a projection whose
+//! (`nest:iaf_psc_alpha`) population, or a `spike_source` for `virtual` nodes (its spikes
+//! from the simulation config's spike `inputs`), a group of edges a projection whose
 //! rule is [`ConnectionRule::Explicit`], its synapses listed one by one in the [`Circuit`] the
 //! model carries (the builder lays them out as it lays out drawn ones). `fum run --sonata`
 //! writes that model file ([`model_text`]) so a checkpoint holds it and a resumed run reads
@@ -251,13 +252,12 @@ pub struct Imported {
 pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, ModelError> {
     let base = model_path.parent().unwrap_or(Path::new("."));
     let circuit_path = base.join(&section.circuit_config);
-    if let Some(sim) = &section.simulation_config {
-        refuse_inputs(&base.join(sim))?;
-    }
     let config = Config::read(&circuit_path)?;
-    if config.json.get("run").is_some() && section.simulation_config.is_none() {
-        refuse_inputs(&circuit_path)?;
-    }
+    // The inputs of the simulation config, or of a circuit config that is one as well.
+    let inputs = match &section.simulation_config {
+        Some(sim) => Config::read(&base.join(sim))?,
+        None => Config { path: circuit_path.clone(), json: if config.json.get("run").is_some() { config.json.clone() } else { Value::Null } },
+    };
     let components = config.json.get("components");
     let dir_of = |key: &str| -> Result<Option<PathBuf>, ModelError> { components.and_then(|c| c.get(key)).map(|v| config.string(v, &format!("components.{key}")).map(|s| config.resolve(&s))).transpose() };
     let neuron_dir = dir_of("point_neuron_models_dir")?;
@@ -323,12 +323,13 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                 digest.add(pop.as_bytes());
                 digest.add(&type_id.to_le_bytes());
                 digest.add(bytemuck::cast_slice(&ids));
-                // Per-node V_m where the node group gives it, else the type's.
-                let type_v = match spec.v_init_mv {
-                    Some(Distribution::Constant(v)) => v,
+                // Per-node V_m where the node group gives it, else the type's (virtual nodes
+                // have no membrane).
+                let v_init_mv = match spec.v_init_mv {
+                    Some(Distribution::Constant(type_v)) => v_init.as_ref().map(|per_row| nodes_of_type.iter().map(|&(_, row)| per_row[row].unwrap_or(type_v)).collect::<Vec<f64>>()),
+                    None => None,
                     _ => unreachable!("a node type's V_m is a constant"),
                 };
-                let v_init_mv = v_init.as_ref().map(|per_row| nodes_of_type.iter().map(|&(_, row)| per_row[row].unwrap_or(type_v)).collect::<Vec<f64>>());
                 if let Some(v) = &v_init_mv {
                     digest.add(bytemuck::cast_slice(v));
                 }
@@ -419,7 +420,79 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
             }
         }
     }
+    spike_inputs(&inputs, &where_is, &mut populations)?;
     Ok(Imported { populations, projections, circuit: Circuit { nodes, edges, digest: digest.0 } })
+}
+
+/// The spike trains of the `virtual` populations, from the simulation config's `inputs` of
+/// `input_type` "spikes" (BMTK's `module` "h5", "sonata" or "csv"; `input_file`; `node_set` the
+/// node population they drive, by name or through a node set that names only its
+/// `population`). Each spike's `node_id` is looked up in its node population, which must be
+/// virtual; a virtual population no input names stays silent. Other input types are refused.
+fn spike_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &mut [PopulationSpec]) -> Result<(), ModelError> {
+    let path = &config.path;
+    let mut trains: BTreeMap<usize, crate::spike_trains::SpikeTrains> = populations.iter().enumerate().filter(|(_, p)| p.model == NeuronModel::SpikeSource).map(|(i, _)| (i, Default::default())).collect();
+    let inputs = match config.json.get("inputs") {
+        None | Some(Value::Null) => serde_json::Map::new(),
+        Some(Value::Object(o)) => o.clone(),
+        Some(v) => return Err(error(path, "inputs", format!("must be an object of named inputs (got {v})"))),
+    };
+    for (name, input) in &inputs {
+        let place = format!("inputs.{name}");
+        let field = |key: &str| -> Result<String, ModelError> {
+            let v = input.get(key).ok_or_else(|| error(path, &place, format!("{key}: missing")))?;
+            v.as_str().map(str::to_string).ok_or_else(|| error(path, &place, format!("{key}: must be a string (got {v})")))
+        };
+        let kind = field("input_type")?;
+        if kind != "spikes" {
+            return Err(error(path, &place, format!("input_type \"{kind}\" is not supported (supported: \"spikes\", spike trains into virtual nodes)")));
+        }
+        let module = field("module")?;
+        if !matches!(module.as_str(), "h5" | "hdf5" | "sonata" | "csv") {
+            return Err(error(path, &place, format!("module \"{module}\" is not supported (supported: \"h5\", \"sonata\", \"csv\")")));
+        }
+        let node_set = field("node_set")?;
+        let population = node_population(config, &node_set, where_is).map_err(|m| error(path, &place, format!("node_set \"{node_set}\": {m}")))?;
+        let ids = &where_is[&population];
+        let listing = crate::spike_trains::read(&config.resolve(&field("input_file")?), Some(&population))?;
+        for (k, (&id, &t)) in listing.ids.iter().zip(&listing.times_ms).enumerate() {
+            let &(pi, local) = ids.get(&id).ok_or_else(|| listing.error(k, "node_ids", format!("node {id} is not in node population \"{population}\"")))?;
+            let Some(list) = trains.get_mut(&pi) else {
+                return Err(listing.error(k, "node_ids", format!("node {id} of population \"{population}\" is not virtual: spike inputs drive virtual nodes")));
+            };
+            list.push(local, t);
+        }
+    }
+    for (pi, list) in trains {
+        populations[pi].trains = Some(std::sync::Arc::new(list));
+    }
+    Ok(())
+}
+
+/// The node population a `node_set` names: a population itself, or a node set of the config's
+/// `node_sets` (inline or in `node_sets_file`) that selects a whole population.
+fn node_population(config: &Config, node_set: &str, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>) -> Result<String, String> {
+    if where_is.contains_key(node_set) {
+        return Ok(node_set.to_string());
+    }
+    let sets = match (config.json.get("node_sets"), config.json.get("node_sets_file").and_then(Value::as_str)) {
+        (Some(sets), _) => sets.clone(),
+        (None, Some(file)) => {
+            let file = config.resolve(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("cannot read node_sets_file {}: {e}", file.display()))?;
+            serde_json::from_str(&text).map_err(|e| format!("node_sets_file {}: not JSON: {e}", file.display()))?
+        }
+        (None, None) => Value::Null,
+    };
+    let mut populations: Vec<&String> = where_is.keys().collect();
+    populations.sort();
+    let known = populations.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ");
+    let Some(set) = sets.get(node_set) else { return Err(format!("neither a node population ({known}) nor a node set of the config")) };
+    match set.as_object().map(|o| (o.len(), o.get("population").and_then(Value::as_str))) {
+        Some((1, Some(p))) if where_is.contains_key(p) => Ok(p.to_string()),
+        Some((1, Some(p))) => Err(format!("population \"{p}\" is not in the circuit ({known})")),
+        _ => Err(format!("a node set other than {{\"population\": name}} is not supported (got {set})")),
+    }
 }
 
 /// A constant where every value is the same, else the range they span (validated as a
@@ -441,17 +514,6 @@ impl Digest {
             self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
         }
     }
-}
-
-/// A simulation config's `inputs`: spike inputs drive `virtual` nodes, which fum does not run yet.
-fn refuse_inputs(path: &Path) -> Result<(), ModelError> {
-    let config = Config::read(path)?;
-    if let Some(inputs) = config.json.get("inputs").and_then(Value::as_object).filter(|o| !o.is_empty()) {
-        let (name, input) = inputs.iter().next().expect("not empty");
-        let kind = input.get("input_type").and_then(Value::as_str).unwrap_or("?");
-        return Err(error(path, format!("inputs.{name}"), format!("input_type \"{kind}\": inputs (spike trains into virtual nodes, currents) are not supported yet")));
-    }
-    Ok(())
 }
 
 fn open(path: &Path) -> Result<hdf5::File, ModelError> {
@@ -713,7 +775,11 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
     let csv = &types.path;
     match types.get(row, "model_type") {
         Some("point_neuron") | Some("point_process") => {}
-        Some("virtual") => return Err(error(csv, place, "model_type \"virtual\": virtual nodes (spike sources fed from a spike file) are not supported yet")),
+        Some("virtual") => {
+            // A spike source, fed by the simulation config's inputs (`spike_inputs`).
+            digest.add(b"virtual");
+            return Ok((PopulationSpec { v_init_mv: None, ..nest_defaults(NeuronModel::SpikeSource) }, None));
+        }
         Some(other) => return Err(error(csv, place, format!("model_type \"{other}\" is not supported (supported: point_neuron)"))),
         None => return Err(error(csv, place, "model_type: missing")),
     }
@@ -723,28 +789,7 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
         return Err(error(csv, place, format!("model_template \"{template}\" is not supported (supported: {supported})")));
     };
     digest.add(template.as_bytes());
-    // NEST's defaults of iaf_psc_exp and iaf_psc_alpha (the membrane starts at -70 mV,
-    // whatever E_L).
-    let mut spec = PopulationSpec {
-        name: String::new(),
-        size: 0,
-        model,
-        tau_m_ms: 10.0,
-        c_m_pf: 250.0,
-        e_l_mv: -70.0,
-        v_th_mv: -55.0,
-        v_reset_mv: -70.0,
-        t_ref_ms: 2.0,
-        tau_syn_ex_ms: 2.0,
-        tau_syn_in_ms: 2.0,
-        i_e_pa: Distribution::Constant(0.0),
-        e_ex_mv: None,
-        e_in_mv: None,
-        integrator: None,
-        v_init_mv: Some(Distribution::Constant(-70.0)),
-        syn_ex_init: None,
-        syn_in_init: None,
-    };
+    let mut spec = nest_defaults(model);
     let Some(params) = types.get(row, "dynamics_params") else { return Ok((spec, None)) };
     let path = params_path(params, dir, config);
     let text = std::fs::read_to_string(&path).map_err(|e| error(&path, place, format!("cannot read the dynamics_params file ({} names it): {e}", csv.display())))?;
@@ -773,6 +818,35 @@ fn neuron(types: &TypeTable, row: usize, place: &str, dir: Option<&Path>, config
         }
     }
     Ok((spec, Some(path)))
+}
+
+/// A population of `model` with NEST's defaults of iaf_psc_exp and iaf_psc_alpha (the
+/// membrane starts at -70 mV, whatever E_L).
+fn nest_defaults(model: NeuronModel) -> PopulationSpec {
+    PopulationSpec {
+        name: String::new(),
+        size: 0,
+        model,
+        tau_m_ms: 10.0,
+        c_m_pf: 250.0,
+        e_l_mv: -70.0,
+        v_th_mv: -55.0,
+        v_reset_mv: -70.0,
+        t_ref_ms: 2.0,
+        tau_syn_ex_ms: 2.0,
+        tau_syn_in_ms: 2.0,
+        i_e_pa: Distribution::Constant(0.0),
+        e_ex_mv: None,
+        e_in_mv: None,
+        integrator: None,
+        v_init_mv: Some(Distribution::Constant(-70.0)),
+        syn_ex_init: None,
+        syn_in_init: None,
+        spikes: None,
+        spikes_population: None,
+        spike_times_ms: None,
+        trains: None,
+    }
 }
 
 /// A dynamics_params file: absolute, or in the components folder.
@@ -834,14 +908,16 @@ pub enum ExportError {
 /// and `simulation_config.json`): one node population and type per population (node ids its
 /// local ids), one edge population per projection with the synapses the model builds for its
 /// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
-/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. Refused:
+/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. A
+/// `spike_source` becomes a node population of `virtual` nodes, its spikes a spikes file
+/// (`inputs/<population>.h5`) that the simulation config's `inputs` feed into it. Refused:
 /// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, a bias current drawn
 /// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs are added to
 /// `I_e`.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
     let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
-    for p in &spec.populations {
+    for p in spec.populations.iter().filter(|p| p.model != NeuronModel::SpikeSource) {
         if template_of(p.model).is_none() {
             return refuse(format!("population \"{}\" is {} (exported: lif_cuba as nest:iaf_psc_exp, lif_psc_alpha as nest:iaf_psc_alpha)", p.name, p.model.name()));
         }
@@ -856,7 +932,7 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
         return refuse(format!("projection \"{}\" is plastic (exported: static synapses)", p.name));
     }
     if let Some(i) = spec.inputs.iter().find(|i| i.kind == crate::model::InputKind::Poisson) {
-        return refuse(format!("input \"{}\" is Poisson (spike inputs into virtual nodes are not supported yet)", i.name));
+        return refuse(format!("input \"{}\" is Poisson (exported: spike sources, as virtual nodes with their spikes)", i.name));
     }
     if !spec.structural.is_empty() {
         return refuse("[[structural]] plasticity".into());
@@ -884,7 +960,27 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let nodes_path = network.join("nodes.h5");
     let file = hdf5::File::create(&nodes_path).map_err(|e| h5(&nodes_path, e))?;
     let root = file.create_group("nodes").map_err(|e| h5(&nodes_path, e))?;
+    let inputs_dir = dir.join("inputs");
+    let mut inputs = serde_json::Map::new();
     for (i, p) in spec.populations.iter().enumerate() {
+        if let Some(trains) = &p.trains {
+            // Virtual nodes, and their spikes as listed (ms), which the import rounds again.
+            types += &format!("{} virtual NULL NULL {}\n", 100 + i, quote(&p.name));
+            let g = root.create_group(&p.name).map_err(|e| h5(&nodes_path, e))?;
+            let n = p.size as usize;
+            g.new_dataset_builder().with_data(&vec![100 + i as u64; n]).create("node_type_id").map_err(|e| h5(&nodes_path, e))?;
+            g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_id").map_err(|e| h5(&nodes_path, e))?;
+            std::fs::create_dir_all(&inputs_dir).map_err(|e| write_err(&inputs_dir, &e))?;
+            let path = inputs_dir.join(format!("{}.h5", p.name));
+            let file = hdf5::File::create(&path).map_err(|e| h5(&path, e))?;
+            let spikes = file.create_group("spikes").and_then(|g| g.create_group(&p.name)).map_err(|e| h5(&path, e))?;
+            let ids: Vec<u64> = trains.neurons.iter().map(|&n| u64::from(n)).collect();
+            spikes.new_dataset_builder().with_data(&ids).create("node_ids").map_err(|e| h5(&path, e))?;
+            let times = spikes.new_dataset_builder().with_data(&trains.times_ms).create("timestamps").map_err(|e| h5(&path, e))?;
+            string_attr_write(&times, "units", "ms").map_err(|e| h5(&path, e))?;
+            inputs.insert(p.name.clone(), serde_json::json!({"input_type": "spikes", "module": "sonata", "input_file": format!("inputs/{}.h5", p.name), "node_set": p.name}));
+            continue;
+        }
         let dc: f64 = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name).filter_map(|d| d.amplitude_pa).sum();
         let v_m = match p.v_init_mv {
             Some(Distribution::Constant(v)) => v,
@@ -979,11 +1075,14 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             "edges": [{"edges_file": "$NETWORK_DIR/edges.h5", "edge_types_file": "$NETWORK_DIR/edge_types.csv"}],
         },
     });
-    let simulation = serde_json::json!({
+    let mut simulation = serde_json::json!({
         "target_simulator": "NEST",
         "network": "circuit_config.json",
         "run": {"tstop": spec.simulation.duration_ms, "dt": dt},
     });
+    if !inputs.is_empty() {
+        simulation["inputs"] = Value::Object(inputs);
+    }
     let (circuit_config, simulation_config) = (dir.join("circuit_config.json"), dir.join("simulation_config.json"));
     write(circuit_config.clone(), serde_json::to_string_pretty(&circuit).expect("JSON") + "\n")?;
     write(simulation_config.clone(), serde_json::to_string_pretty(&simulation).expect("JSON") + "\n")?;

@@ -90,6 +90,13 @@ struct Alpha {
     float p33, p30, p31_ex, p31_in, p11_ex, p11_in, p32_ex, p32_in, p21_ex, p21_in, psc_ex, psc_in;
 };
 
+// source.rs: a spike source's schedule, keys (step << 32 | population-local neuron) sorted
+// ascending, as two words (a u64 would align the union to 8 and move it in struct Pop), its
+// length and the population's first global id.
+struct Source {
+    u32 schedule_lo, schedule_hi, len, pop_first;
+};
+
 struct Probe {
     u64 source;  // const float* (v, syn_ex, syn_in), or the Block* of a weight probe
     u32 index;   // global neuron id or synapse index
@@ -192,14 +199,27 @@ __device__ u32 poisson(double lambda, double eml, double u, u32 a, u32 b) {
 
 // A population's neurons held (indices first .. end of the per-neuron arrays), its model
 // (kind 0: lif_cuba; 1: lif_coba, exponential Euler; 2: lif_coba, forward Euler; 3:
-// lif_psc_alpha), its constants and DC current, whether each neuron adds its own bias
-// (bias[g]), and the Poisson sources that reach it: srcs[src_first .. src_end].
+// lif_psc_alpha; 4: spike_source), its constants and DC current, whether each neuron adds its
+// own bias (bias[g]), and the Poisson sources that reach it: srcs[src_first .. src_end].
 struct Pop {
     u32 first, end, kind, src_first, src_end;
     float current;
     u32 bias_per_neuron;
-    union { Cuba cuba; Coba coba; Alpha alpha; };  // the fields they share sit at the same places
+    union { Cuba cuba; Coba coba; Alpha alpha; Source source; };  // the LIF models' shared fields sit at the same places
 };
+
+// source.rs, fire_scheduled: whether the schedule holds neuron `neuron` at step t (binary
+// search for the exact key; the CPU finds the same keys by range).
+__device__ __forceinline__ bool scheduled(const Source& s, u64 t, u32 neuron) {
+    const u64* keys = (const u64*)(((u64)s.schedule_hi << 32) | s.schedule_lo);
+    u64 key = (t << 32) | neuron;
+    u32 lo = 0, hi = s.len;
+    while (lo < hi) {
+        u32 mid = (lo + hi) >> 1;
+        if (keys[mid] < key) lo = mid + 1; else hi = mid;
+    }
+    return lo < s.len && keys[lo] == key;
+}
 
 // Independent Poisson counts into the neurons of global ids first .. end, of mean `mean`
 // (exp(-mean) = `eml`), or with `rates`, of each neuron's (mean, exp(-mean)) pair.
@@ -263,8 +283,16 @@ __device__ __forceinline__ bool neuron(u32 g, u64 t, const Pop* pops, u32 n_pops
     if (lo == n_pops || pops[lo].first > g) return false;
     const Pop& p = pops[lo];
     u64 at = (u64)(t & (slots - 1)) * n + g;
-    i64 in_ex = ring_ex[at], in_in = ring_in[at];
     u32 id = base + g;
+    if (p.kind == 4) {
+        // A spike source: no membrane, no input (the model refuses any); the slot is consumed.
+        ring_ex[at] = 0;
+        ring_in[at] = 0;
+        bool spike = scheduled(p.source, t, id - p.source.pop_first);
+        fired[g] = spike ? 1 : 0;
+        return spike;
+    }
+    i64 in_ex = ring_ex[at], in_in = ring_in[at];
     for (u32 i = p.src_first; i < p.src_end; i++) {
         const Src& src = srcs[i];
         if (id < src.first || id >= src.end) continue;

@@ -9,6 +9,7 @@
 //! - [`portable`]: `ln`, `exp` and `pow` from IEEE `f64` arithmetic alone, the same bits on every
 //!   backend (the power-law STDP rule's `w^mu`).
 //! - [`spikes`]: the run of a sorted spike list that belongs to a range of ids.
+//! - [`source`]: spike sources, neurons that fire at listed times, looked up from the step.
 //! - [`delivery`]: synapse rows (u16 targets), fixed-point delay ring buffers, spike delivery.
 //! - [`stdp`]: pair-based STDP with lazily evaluated traces and lazily applied potentiation.
 //! - [`weight`]: weights stored as `f32` or `f16`, computed in `f32`.
@@ -17,6 +18,7 @@ pub mod delivery;
 pub mod lif;
 pub mod portable;
 pub mod rng;
+pub mod source;
 pub mod spikes;
 pub mod stdp;
 pub mod weight;

@@ -8,6 +8,7 @@ numpy are skipped, saying so, where they are missing."""
 
 import csv
 import json
+import math
 import subprocess
 from pathlib import Path
 
@@ -220,3 +221,57 @@ def test_unsupported_model_is_refused_with_file_type_and_field(circuit, tmp_path
     check = subprocess.run([str(fum_binary()), "check", "--sonata", str(c / "circuit_config.json")], capture_output=True, text=True)
     assert check.returncode != 0
     assert "node_types.csv: population \"I\", node_type_id 200: model_template \"nest:iaf_cond_alpha\" is not supported (supported: nest:iaf_psc_exp, nest:iaf_psc_alpha)" in check.stderr, check.stderr
+
+
+def test_virtual_nodes_fire_at_a_bmtk_spike_inputs_times_and_drive_their_targets(tmp_path):
+    """BMTK's way of driving a circuit: a `virtual` node population (LGN) whose spikes come from
+    the simulation config's `inputs` (a SONATA spikes file written here with h5py), its edges
+    into point neurons. LGN fires at the listed times placed on the 0.1 ms grid as NEST's
+    spike_generator places them (an off-grid time at the next step), and each spike, through a
+    2 ms edge strong enough to fire its target in one step, fires that target 2.1 ms later
+    (the current jumps at the end of the arrival step, the membrane integrates it in the next)."""
+    h5 = h5py("writes the virtual nodes' spikes and reads spikes.h5")
+    binary = fum_binary()
+    d = tmp_path
+    (d / "params").mkdir()
+    (d / "params" / "V1.json").write_text(json.dumps({"tau_syn_ex": 0.1, "t_ref": 1.0}))
+    with open(d / "node_types.csv", "w", newline="") as f:
+        w = csv.writer(f, delimiter=" ")
+        w.writerow(["node_type_id", "model_type", "model_template", "dynamics_params", "pop_name"])
+        w.writerow([1, "virtual", "NULL", "NULL", "LGN"])
+        w.writerow([2, "point_neuron", "nest:iaf_psc_exp", "V1.json", "V1"])
+    # LGN's node ids are not 0..n-1: spikes name nodes by node_id.
+    lgn_ids = np.array([10, 11, 12, 13], dtype=np.uint64)
+    with h5.File(d / "nodes.h5", "w") as f:
+        for pop, ids, t in (("LGN", lgn_ids, 1), ("V1", np.arange(4, dtype=np.uint64), 2)):
+            g = f.create_group(f"nodes/{pop}")
+            g.create_dataset("node_id", data=ids)
+            g.create_dataset("node_type_id", data=np.full(len(ids), t, dtype=np.uint32))
+    with open(d / "edge_types.csv", "w", newline="") as f:
+        w = csv.writer(f, delimiter=" ")
+        w.writerow(["edge_type_id", "model_template", "delay", "syn_weight"])
+        w.writerow([1, "static_synapse", 2.0, 1.0e5])
+    with h5.File(d / "edges.h5", "w") as f:
+        g = f.create_group("edges/LGN_to_V1")
+        g.create_dataset("source_node_id", data=lgn_ids).attrs["node_population"] = "LGN"
+        g.create_dataset("target_node_id", data=np.arange(4, dtype=np.uint64)).attrs["node_population"] = "V1"
+        g.create_dataset("edge_type_id", data=np.ones(4, dtype=np.uint32))
+    # Node 13 never fires; node 12 at 0.25 ms (off the grid: step 3) and at 7.0 ms.
+    listed = [(4.0, 10), (0.25, 12), (1.5, 11), (7.0, 12)]
+    with h5.File(d / "lgn_spikes.h5", "w") as f:
+        g = f.create_group("spikes/LGN")
+        g.attrs["sorting"] = "none"
+        g.create_dataset("timestamps", data=np.array([t for t, _ in listed])).attrs["units"] = "ms"
+        g.create_dataset("node_ids", data=np.array([n for _, n in listed], dtype=np.uint64))
+    circuit = {"networks": {"nodes": [{"nodes_file": "nodes.h5", "node_types_file": "node_types.csv"}],
+                            "edges": [{"edges_file": "edges.h5", "edge_types_file": "edge_types.csv"}]},
+               "components": {"point_neuron_models_dir": "params"}}
+    (d / "circuit_config.json").write_text(json.dumps(circuit))
+    simulation = {"network": "circuit_config.json", "run": {"tstop": 12.0, "dt": 0.1},
+                  "inputs": {"LGN_spikes": {"input_type": "spikes", "module": "sonata", "input_file": "lgn_spikes.h5", "node_set": "LGN"}}}
+    (d / "simulation_config.json").write_text(json.dumps(simulation))
+    subprocess.run([str(binary), "run", "--sonata", str(d / "simulation_config.json"), "--out", str(d / "out"), "--quiet"], check=True)
+    got = spikes(d / "out" / "spikes.h5", h5)
+    fired = sorted((math.ceil(round(t * 10, 6)) / 10, n) for t, n in listed)  # the step at or after each time
+    assert got["LGN"] == sorted(fired)
+    assert got["V1"] == sorted((round(t + 2.1, 10), n - 10) for t, n in fired)

@@ -2,10 +2,11 @@
 //! lists the ones that fired.
 
 use bevy_ecs::prelude::*;
-use fum_engine::components::{Clock, Dynamics, NeuronBlock, Populations};
+use fum_engine::components::{Clock, Dynamics, NeuronBlock, Populations, Shard};
 use fum_engine::{Plugin, Simulation, Stage};
 use fum_kernels::delivery::Ring;
 use fum_kernels::lif::{AlphaState, LifInput, LifState, alpha_step, coba_step, collect_spikes, cuba_step};
+use fum_kernels::source::fire_scheduled;
 
 pub struct LifPlugin;
 
@@ -15,14 +16,15 @@ impl Plugin for LifPlugin {
     }
 }
 
-pub fn lif_update(mut shards: Query<&mut NeuronBlock>, populations: Res<Populations>, clock: Res<Clock>) {
+pub fn lif_update(mut shards: Query<(&Shard, &mut NeuronBlock)>, populations: Res<Populations>, clock: Res<Clock>) {
     let step = clock.step;
     let mut items: Vec<_> = shards.iter_mut().collect();
-    crate::for_each_shard(&mut items, |block| update_shard(block, &populations, step));
+    crate::for_each_shard(&mut items, |(shard, block)| update_shard(block, shard.neurons.start, &populations, step));
 }
 
-/// One step of all neurons of a shard; consumes (zeroes) the ring slot of `step`.
-pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u64) {
+/// One step of all neurons of a shard, whose first neuron is global id `shard_first`;
+/// consumes (zeroes) the ring slot of `step`.
+pub fn update_shard(block: &mut NeuronBlock, shard_first: u32, populations: &Populations, step: u64) {
     let neurons = block.len();
     let NeuronBlock { segments, v, syn_ex, syn_in, dsyn_ex, dsyn_in, bias_pa, refractory_steps, fired, ring_ex, ring_in, spiked, .. } = block;
     spiked.clear();
@@ -50,6 +52,15 @@ pub fn update_shard(block: &mut NeuronBlock, populations: &Populations, step: u6
             Dynamics::Alpha(c) => {
                 let (Some(dsyn_ex), Some(dsyn_in)) = (dsyn_ex.as_mut(), dsyn_in.as_mut()) else { unreachable!("built with the alpha columns") };
                 alpha_step(c, state, AlphaState { dsyn_ex: &mut dsyn_ex[r.clone()], dsyn_in: &mut dsyn_in[r.clone()] }, input)
+            }
+            Dynamics::SpikeSource => {
+                // Nothing projects into a spike source (the model refuses it), but the slot is
+                // consumed as every neuron's is.
+                input.arriving_ex.fill(0);
+                input.arriving_in.fill(0);
+                let schedule = pop.schedule.as_deref().expect("a spike source has a schedule");
+                let first = (shard_first + r.start as u32) - pop.first;
+                fire_scheduled(schedule, step, first..first + r.len() as u32, state.fired);
             }
         }
     }

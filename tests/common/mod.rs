@@ -411,3 +411,130 @@ pub fn without_probes(name: &str, dir: &Path) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// A network driven by spike sources: `LGN` (100 neurons) reads its spikes from `lgn.h5`
+/// ([`write_spike_sources`] writes both), `cue` lists its own; they drive `E` and `I` through
+/// static and plastic synapses.
+pub const SPIKE_SOURCES: &str = r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 300.0
+seed = 5
+
+[[populations]]
+name = "LGN"
+size = 100
+model = "spike_source"
+spikes = "lgn.h5"
+
+[[populations]]
+name = "cue"
+size = 2
+model = "spike_source"
+spike_times_ms = [[20.0, 150.0], [75.05]]
+
+[[populations]]
+name = "E"
+size = 400
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[populations]]
+name = "I"
+size = 100
+model = "lif_cuba"
+tau_m_ms = 20.0
+e_l_mv = 0.0
+v_th_mv = 20.0
+v_reset_mv = 10.0
+tau_syn_ex_ms = 0.5
+tau_syn_in_ms = 0.5
+
+[[projections]]
+name = "LGN_E"
+source = "LGN"
+target = "E"
+rule = { fixed_indegree = 20 }
+weight = { uniform = [400.0, 800.0] }
+delay_ms = { uniform = [1.0, 3.0] }
+plasticity = "stdp"
+
+[[projections]]
+name = "cue_E"
+source = "cue"
+target = "E"
+rule = "all_to_all"
+weight = 2000.0
+delay_ms = 2.0
+
+[[projections]]
+name = "EE"
+source = "E"
+target = "E"
+rule = { fixed_indegree = 40 }
+weight = 60.0
+delay_ms = 1.5
+
+[[projections]]
+name = "EI"
+source = "E"
+target = "I"
+rule = { fixed_indegree = 40 }
+weight = 200.0
+delay_ms = 1.0
+
+[[projections]]
+name = "IE"
+source = "I"
+target = "E"
+rule = { fixed_indegree = 20 }
+receptor = "inhibitory"
+weight = 300.0
+delay_ms = 0.8
+
+[[plasticity]]
+name = "stdp"
+a_plus = 0.01
+a_minus = 0.0105
+w_max = 1000.0
+
+[recording]
+spikes = ["LGN", "cue", "E", "I"]
+"#;
+
+/// Spike times of `n` neurons, `per_neuron` each within `duration_ms`, in hundredths of a ms
+/// (mostly off a 0.1 ms grid), listed neuron by neuron (not sorted by time), from a fixed formula.
+pub fn listed_spikes(n: u64, per_neuron: u64, duration_ms: f64) -> (Vec<u64>, Vec<f64>) {
+    let hundredths = (duration_ms * 100.0) as u64;
+    let (mut ids, mut times) = (Vec::new(), Vec::new());
+    for id in 0..n {
+        for k in 0..per_neuron {
+            ids.push(id);
+            times.push(((id * 7919 + k * 104_729 + k * k * 31) % hundredths) as f64 / 100.0);
+        }
+    }
+    (ids, times)
+}
+
+/// Writes a SONATA spikes file: `/spikes/<population>/node_ids` and `timestamps` (ms).
+pub fn write_spikes_h5(path: &Path, population: &str, ids: &[u64], times_ms: &[f64]) {
+    let file = hdf5::File::create(path).unwrap();
+    let g = file.create_group("spikes").unwrap().create_group(population).unwrap();
+    g.new_dataset_builder().with_data(ids).create("node_ids").unwrap();
+    let ds = g.new_dataset_builder().with_data(times_ms).create("timestamps").unwrap();
+    let units: hdf5::types::VarLenUnicode = "ms".parse().unwrap();
+    ds.new_attr::<hdf5::types::VarLenUnicode>().create("units").unwrap().write_scalar(&units).unwrap();
+}
+
+/// Writes [`SPIKE_SOURCES`] as `model.toml` in `dir` with its `lgn.h5`; returns the model's path.
+pub fn write_spike_sources(dir: &Path) -> PathBuf {
+    let (ids, times) = listed_spikes(100, 20, 300.0);
+    write_spikes_h5(&dir.join("lgn.h5"), "lgn", &ids, &times);
+    std::fs::write(dir.join("model.toml"), SPIKE_SOURCES).unwrap();
+    dir.join("model.toml")
+}
