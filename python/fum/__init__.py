@@ -256,7 +256,10 @@ class Model:
         `v_reset_mv`, `t_ref_ms`, `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`,
         `e_in_mv`, `v_init_mv`, `syn_ex_init`, `syn_in_init`, `integrator`); `i_e_pa` and
         `v_init_mv` may be distributions (`Uniform`, `Normal`, `LogNormal`), drawn per neuron.
-        Its spikes are recorded unless `record_spikes=False`."""
+        `model="spike_source"` makes neurons that fire at given times instead: one list of
+        times per neuron (`spike_times_ms=[[1.0, 5.5], [], ...]`) or a SONATA or CSV spike file
+        (`spikes="lgn.h5"`, `spikes_population=...`). Its spikes are recorded unless
+        `record_spikes=False`."""
         self._building()
         self._populations.append({"name": name, "size": size, "model": model, **fields})
         if record_spikes:

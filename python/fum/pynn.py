@@ -28,8 +28,9 @@ refused with an error saying what (docs/python.md lists both):
   FixedNumberPost (fixed_outdegree), FixedTotalNumber, between whole populations; weights and
   delays a number or a RandomDistribution, drawn by fum.
 - synapses: StaticSynapse; STDPMechanism with SpikePairRule and Additive- or
-  MultiplicativeWeightDependence (fum's pair-based STDP, all-to-all pairing; fum pairs spike
-  times at the neurons, as `dendritic_delay_fraction` = 0 would).
+  MultiplicativeWeightDependence (fum's pair-based STDP, all-to-all pairing), with
+  `dendritic_delay_fraction` 1 (PyNN's default and NEST's timing: fum's `dendritic_delay`) or
+  0 (spikes paired at the neurons).
 - SpikeSourcePoisson: an independent Poisson train into each target neuron, so only through a
   OneToOneConnector (a source population's trains shared among targets is not fum's input) and
   with a single weight; its spikes cannot be recorded.
@@ -512,9 +513,13 @@ class Projection(common.Projection):
                 raise Unsupported("STDPMechanism: fum.pynn maps SpikePairRule with AdditiveWeightDependence or MultiplicativeWeightDependence")
             t, w = td.parameter_space, wd.parameter_space
             num = lambda space, key: _value(space[key], f"{self.label}.{key}", distributions=False)  # noqa: E731
+            # PyNN's default, 1, is NEST's timing: the whole delay dendritic.
+            fraction = num(ps, "dendritic_delay_fraction")
+            if fraction not in (0.0, 1.0):
+                raise Unsupported(f"{self.label}: dendritic_delay_fraction {fraction}: fum pairs spikes at the neurons (0) or with the whole delay dendritic (1)")
             rule = fum.Stdp(a_plus=num(t, "A_plus"), a_minus=num(t, "A_minus"), w_max=num(w, "w_max") * scale,
                             w_min=num(w, "w_min") * scale, tau_plus_ms=num(t, "tau_plus"), tau_minus_ms=num(t, "tau_minus"),
-                            weight_dependence=wd.fum_dependence)
+                            weight_dependence=wd.fum_dependence, dendritic_delay=fraction == 1.0)
         return weight, delay, rule
 
     def __len__(self):

@@ -113,6 +113,23 @@ def test_weights_come_back_in_pynn_units_and_stdp_learns():
     sim.end()
 
 
+def test_dendritic_delay_fraction_chooses_the_stdp_timing():
+    def rule(fraction):
+        sim.setup(timestep=0.1, seed=2, threads=THREADS)
+        E = sim.Population(20, sim.IF_curr_exp(**CELL), label="E")
+        stdp = sim.STDPMechanism(timing_dependence=sim.SpikePairRule(tau_plus=20.0, tau_minus=20.0, A_plus=0.01, A_minus=0.012),
+                                 weight_dependence=sim.AdditiveWeightDependence(w_min=0.0, w_max=0.1), weight=0.04, delay=1.0,
+                                 dendritic_delay_fraction=fraction)
+        try:
+            return sim.Projection(E, E, sim.FixedProbabilityConnector(0.1), stdp)._synapse()[2]
+        finally:
+            sim.end()
+    assert rule(1.0).fields["dendritic_delay"] is True
+    assert rule(0.0).fields["dendritic_delay"] is False
+    with pytest.raises(Exception, match="dendritic_delay_fraction 0.5"):
+        rule(0.5)
+
+
 def test_reset_starts_a_new_segment_of_the_same_network():
     E, _, _ = pynn_network(runs=1)
     first = spike_array(E.get_data())
