@@ -86,6 +86,30 @@ fn cuba_and_euler_coba_models_give_identical_spikes_probes_and_weights_on_both_b
     }
 }
 
+/// stdp_balanced's E->E rule, and NEST's power law (no upper bound) for it.
+const STDP_BALANCED_RULE: &str = "a_plus = 0.005\na_minus = 0.00525\nw_min = 0.0\nw_max = 32.4\nweight_dependence = \"additive\"";
+const POWER_LAW: &str = "lambda = 0.01\nalpha = 1.1\nmu = 0.4\nweight_dependence = \"power_law\"";
+
+/// Runs stdp_balanced with `rule` in place of its E->E rule and `precision` weights for 1 s on
+/// both backends, checks that the spikes, probes and learned weights are the same bits, and
+/// returns the two run folders.
+fn stdp_variant_agrees(dir: &Path, name: &str, rule: &str, precision: &str) -> (PathBuf, PathBuf) {
+    let text = std::fs::read_to_string(model("stdp_balanced")).unwrap();
+    assert!(text.contains(STDP_BALANCED_RULE), "stdp_balanced's rule changed: update this test");
+    let text = text.replacen(STDP_BALANCED_RULE, rule, 1).replacen("[simulation]\n", &format!("[simulation]\nweights = \"{precision}\"\n"), 1);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    let (cpu, gpu) = (dir.join(format!("{name}-cpu")), dir.join(format!("{name}-gpu")));
+    let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
+    run(path.to_str().unwrap(), &cpu, "cpu", &extra);
+    let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
+    assert_eq!(report["backend"], "cuda");
+    assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
+    assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name}: probes differ");
+    assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
+    (cpu, gpu)
+}
+
 /// NEST's power-law rule (`stdp_pl_synapse_hom`) on stdp_balanced's E->E synapses, with no upper
 /// bound, in f32 and f16 weights: w^mu comes from the portable ln/exp of portable.rs and
 /// fum.cu, so the spikes, weight probes and learned weights are the same bits on both backends.
@@ -94,22 +118,8 @@ fn cuba_and_euler_coba_models_give_identical_spikes_probes_and_weights_on_both_b
 fn power_law_stdp_gives_identical_spikes_and_weights_on_both_backends() {
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
-    let additive = "a_plus = 0.005\na_minus = 0.00525\nw_min = 0.0\nw_max = 32.4\nweight_dependence = \"additive\"";
-    let power_law = "lambda = 0.01\nalpha = 1.1\nmu = 0.4\nweight_dependence = \"power_law\"";
-    let text = std::fs::read_to_string(model("stdp_balanced")).unwrap();
-    assert!(text.contains(additive), "stdp_balanced's rule changed: update this test");
-    let text = text.replacen(additive, power_law, 1);
     for precision in ["f32", "f16"] {
-        let path = dir.path().join(format!("power_law_{precision}.toml"));
-        std::fs::write(&path, text.replacen("[simulation]\n", &format!("[simulation]\nweights = \"{precision}\"\n"), 1)).unwrap();
-        let (cpu, gpu) = (dir.path().join(format!("{precision}-cpu")), dir.path().join(format!("{precision}-gpu")));
-        let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
-        run(path.to_str().unwrap(), &cpu, "cpu", &extra);
-        let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
-        assert_eq!(report["backend"], "cuda");
-        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{precision}: spikes differ");
-        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{precision}: probes differ");
-        assert_eq!(weights(&cpu), weights(&gpu), "{precision}: learned weights differ");
+        stdp_variant_agrees(dir.path(), &format!("power_law_{precision}"), POWER_LAW, precision);
     }
 }
 
@@ -121,22 +131,8 @@ fn power_law_stdp_gives_identical_spikes_and_weights_on_both_backends() {
 fn dendritic_stdp_gives_identical_spikes_weights_and_histories_on_both_backends() {
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
-    let additive = "a_plus = 0.005\na_minus = 0.00525\nw_min = 0.0\nw_max = 32.4\nweight_dependence = \"additive\"";
-    let power_law = "lambda = 0.01\nalpha = 1.1\nmu = 0.4\nweight_dependence = \"power_law\"";
-    let text = std::fs::read_to_string(model("stdp_balanced")).unwrap();
-    assert!(text.contains(additive), "stdp_balanced's rule changed: update this test");
-    for (name, rule, precision) in [("additive", additive, "f32"), ("power_law", power_law, "f16")] {
-        let text = text.replacen(additive, &format!("{rule}\ndendritic_delay = true"), 1);
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text.replacen("[simulation]\n", &format!("[simulation]\nweights = \"{precision}\"\n"), 1)).unwrap();
-        let (cpu, gpu) = (dir.path().join(format!("{name}-cpu")), dir.path().join(format!("{name}-gpu")));
-        let extra = ["--duration", "1s", "--checkpoint-every", "1s"];
-        run(path.to_str().unwrap(), &cpu, "cpu", &extra);
-        let report = run(path.to_str().unwrap(), &gpu, "cuda", &extra);
-        assert_eq!(report["backend"], "cuda");
-        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name}: spikes differ");
-        assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name}: probes differ");
-        assert_eq!(weights(&cpu), weights(&gpu), "{name}: learned weights differ");
+    for (name, rule, precision) in [("additive", STDP_BALANCED_RULE, "f32"), ("power_law", POWER_LAW, "f16")] {
+        let (cpu, gpu) = stdp_variant_agrees(dir.path(), &format!("dendritic_{name}"), &format!("{rule}\ndendritic_delay = true"), precision);
         let histories = |run: &Path| sections(run, &["post_history", "post_history_trace"]);
         assert_eq!(histories(&cpu).len(), 2 * histories(&cpu).iter().filter(|s| s.0.ends_with("post_history")).count(), "{name}: a trace per history");
         assert_eq!(histories(&cpu), histories(&gpu), "{name}: histories or their traces differ");
