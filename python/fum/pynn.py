@@ -21,9 +21,10 @@ refused with an error saying what (docs/python.md lists both):
 
 - cells: IF_curr_exp (`lif_cuba`, NEST's iaf_psc_exp), IF_curr_alpha (`lif_psc_alpha`,
   iaf_psc_alpha), IF_cond_exp (`lif_coba`: the same equations, integrated with exponential
-  Euler), SpikeSourcePoisson (as fum's Poisson input: below). Parameters are one value per
-  population; `i_offset` and the initial `v` may also be RandomDistributions ('uniform',
-  'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng).
+  Euler), SpikeSourceArray (`spike_source`: a train per cell, times rounded to steps as
+  NEST's spike_generator), SpikeSourcePoisson (as fum's Poisson input: below). Parameters are
+  one value per population; `i_offset` and the initial `v` may also be RandomDistributions
+  ('uniform', 'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng).
 - connectors: AllToAll, OneToOne, FixedProbability, FixedNumberPre (fum's fixed_indegree),
   FixedNumberPost (fixed_outdegree), FixedTotalNumber, between whole populations; weights and
   delays a number or a RandomDistribution, drawn by fum.
@@ -54,7 +55,7 @@ try:
     from pyNN import connectors as _connectors
     from pyNN.connectors import (AllToAllConnector, FixedNumberPostConnector, FixedNumberPreConnector,
                                  FixedProbabilityConnector, FixedTotalNumberConnector, OneToOneConnector)
-    from pyNN.parameters import ParameterSpace, simplify
+    from pyNN.parameters import ParameterSpace, Sequence, simplify  # noqa: F401  (sim.Sequence)
     from pyNN.random import NumpyRNG, RandomDistribution  # noqa: F401  (sim.NumpyRNG, sim.RandomDistribution)
     from pyNN.recording import get_io
     from pyNN.space import Space
@@ -197,6 +198,13 @@ class IF_cond_exp(cells.IF_cond_exp):
     translations = _translations(fum_table)
 
 
+class SpikeSourceArray(cells.SpikeSourceArray):
+    __doc__ = cells.SpikeSourceArray.__doc__
+    fum_model = "spike_source"
+    fum_table = ()
+    translations = build_translations(("spike_times", "spike_times"))
+
+
 class SpikeSourcePoisson(cells.SpikeSourcePoisson):
     __doc__ = cells.SpikeSourcePoisson.__doc__
     fum_model = None
@@ -303,6 +311,8 @@ class Recorder(recording.Recorder):
         state.refuse_if_built("recording")
         if isinstance(self.population.celltype, SpikeSourcePoisson):
             raise Unsupported("recording a SpikeSourcePoisson: fum's Poisson input is not a population of neurons")
+        if isinstance(self.population.celltype, SpikeSourceArray) and variable.name != "spikes":
+            raise Unsupported(f"recording {variable.name!r} of a SpikeSourceArray: it has spikes only")
         if variable.name not in ("spikes", "v"):
             raise Unsupported(f"recording {variable.name!r}: fum.pynn records 'spikes' and 'v'")
 
@@ -382,7 +392,7 @@ class Population(common.Population):
         state.refuse_if_built("creating a Population")
         self._initial: dict = {}
         common.Population.__init__(self, *args, **kwargs)
-        if not isinstance(self.celltype, (IF_curr_exp, IF_curr_alpha, IF_cond_exp, SpikeSourcePoisson)):
+        if not isinstance(self.celltype, (IF_curr_exp, IF_curr_alpha, IF_cond_exp, SpikeSourceArray, SpikeSourcePoisson)):
             raise Unsupported(f"cell type {type(self.celltype).__name__}: fum.pynn has {', '.join(list_standard_models())}")
         self.fum_name = "".join(c if c.isalnum() or c == "_" else "_" for c in self.label)
         if any(p.fum_name == self.fum_name for p in state.populations):
@@ -421,6 +431,11 @@ class Population(common.Population):
     def _fields(self) -> dict:
         """The fum population's fields: parameters and initial values."""
         celltype = self.celltype
+        if isinstance(celltype, SpikeSourceArray):
+            # A train per cell (one Sequence each, or one for all), as fum's spike_times_ms.
+            space = copy.deepcopy(self._parameters)
+            space.evaluate(simplify=False)
+            return {"spike_times_ms": [[float(t) for t in seq.value] for seq in space["spike_times"]]}
         fields = {}
         for pynn_name, fum_name, scale in celltype.fum_table:
             native = celltype.translations[pynn_name]["translated_name"]
@@ -459,14 +474,15 @@ class Projection(common.Projection):
 
     def __init__(self, presynaptic_population, postsynaptic_population, connector, synapse_type=None, source=None, receptor_type=None, space=Space(), label=None):
         state.refuse_if_built("creating a Projection")
+        # Before PyNN's own checks, which look for the target's receptor types.
+        if isinstance(getattr(postsynaptic_population, "celltype", None), (SpikeSourcePoisson, SpikeSourceArray)):
+            raise errors.ConnectionError(f"a {type(postsynaptic_population.celltype).__name__} receives no synapses")
         common.Projection.__init__(self, presynaptic_population, postsynaptic_population, connector, synapse_type, source, receptor_type, space, label)
         for role, pop in (("presynaptic", self.pre), ("postsynaptic", self.post)):
             if not isinstance(pop, Population):
                 raise Unsupported(f"{role} {type(pop).__name__}: fum connects whole Populations, not PopulationViews or Assemblies")
         if source is not None:
             raise Unsupported("source: fum neurons have one spike source")
-        if isinstance(self.post.celltype, SpikeSourcePoisson):
-            raise errors.ConnectionError("a SpikeSourcePoisson receives no synapses")
         self.fum_name = f"{self.pre.fum_name}_to_{self.post.fum_name}_{len(state.projections)}"
         self._rule()   # refused at once, not at run()
         state.projections.append(self)
@@ -640,4 +656,4 @@ def record_v(source, filename):
 
 def list_standard_models():
     """The standard cell types fum.pynn has."""
-    return ["IF_curr_exp", "IF_curr_alpha", "IF_cond_exp", "SpikeSourcePoisson"]
+    return ["IF_curr_exp", "IF_curr_alpha", "IF_cond_exp", "SpikeSourceArray", "SpikeSourcePoisson"]

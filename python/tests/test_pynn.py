@@ -130,6 +130,28 @@ def test_dendritic_delay_fraction_chooses_the_stdp_timing():
         rule(0.5)
 
 
+def test_a_spike_source_array_fires_its_trains_and_drives_its_targets():
+    sim.setup(timestep=0.1, seed=3, threads=THREADS)
+    trains = [sim.Sequence([1.0, 5.5]), sim.Sequence([3.0]), sim.Sequence([])]
+    source = sim.Population(3, sim.SpikeSourceArray(spike_times=trains), label="source")
+    cells = sim.Population(3, sim.IF_curr_exp(**CELL), label="cells")
+    sim.Projection(source, cells, sim.OneToOneConnector(), sim.StaticSynapse(weight=20.0, delay=1.0))
+    with pytest.raises(Exception, match="receives no synapses"):
+        sim.Projection(cells, source, sim.OneToOneConnector(), sim.StaticSynapse(weight=1.0))
+    source.record("spikes")
+    cells.record("spikes")
+    sim.run(20.0)
+    fired = [list(t.magnitude) for t in source.get_data().segments[0].spiketrains]
+    assert [len(t) for t in fired] == [2, 1, 0]
+    np.testing.assert_allclose(np.concatenate(fired), [1.0, 5.5, 3.0], atol=1e-9)
+    driven = [list(t.magnitude) for t in cells.get_data().segments[0].spiketrains]
+    assert [len(t) for t in driven] == [2, 1, 0], driven
+    for train, target in zip(fired, driven):
+        for sent, got in zip(train, target):
+            assert sent + 1.0 < got < sent + 3.0, (sent, got)
+    sim.end()
+
+
 def test_reset_starts_a_new_segment_of_the_same_network():
     E, _, _ = pynn_network(runs=1)
     first = spike_array(E.get_data())
