@@ -875,10 +875,10 @@ __device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u6
 // `cache_reads` counts the synapses read from row caches ([0]) and from host memory ([1]).
 // `deliver` is instantiated twice: FULL adds the rules NEST's benchmarks use, the power law
 // (an f64 w^mu inlined into every unrolled synapse) and the dendritic timing. Without them
-// `deliver` needs 62 registers on sm_90 (4 thread blocks of 256 a multiprocessor); with them
-// 88 (2 blocks), which slowed every plastic and static network by 10-16 %. The host launches
-// `deliver_full` only for networks with such a rule; scripts/check-kernels.py holds both
-// to their register budgets.
+// `deliver` fits in 64 registers (4 thread blocks of 256 a multiprocessor); with them it needs
+// about 90 (2 blocks), which, when every network launched it, slowed them all by 10-16 %. The
+// host launches `deliver_full` only for networks with such a rule; scripts/check-kernels.py
+// holds both to their register budgets.
 template <bool FULL>
 __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                    const Rule* rules, u32 n, u32 slots, const u8* fired,
