@@ -2,9 +2,10 @@
 // delivery.rs, stdp.rs), with the same constants and the same order of operations, so that
 // `lif_cuba` and `lif_psc_alpha` networks give the same bits on both backends. Compiled at
 // start-up by NVRTC with --fmad=false: Rust never fuses a multiply and an add, so neither may
-// we. f64 and f32 division and sqrt are IEEE-rounded (NVRTC's defaults). libm's expf
-// (lif_coba) and the f64 log/cos of the Poisson normal approximation (means above 64 per step)
-// are not bit-identical across backends; everything else is.
+// we. f64 and f32 division and sqrt are IEEE-rounded (NVRTC's defaults). Exponentials and
+// powers inside a step are portable.rs's, twinned below (portable_expf, portable_pow). The
+// f64 log/cos of the Poisson normal approximation (means above 64 per step) are not
+// bit-identical across backends; everything else is.
 //
 // Every kernel reads the step from device memory (`step`), so one captured CUDA graph replays
 // every step; the last block of `record` to finish increments it at the end of the step.
@@ -238,11 +239,27 @@ __device__ __forceinline__ float cuba_integrate(const Cuba& c, float vv, float e
                      drive);
 }
 
+// portable.rs, expf (Cephes' expf): e^y in f32 within one ulp, the CPU's bits.
+__device__ __forceinline__ float portable_expf(float y) {
+    y = fminf(fmaxf(y, -87.0f), 88.0f);
+    float k = floorf(__fadd_rn(__fmul_rn(y, 1.44269504f), 0.5f));
+    float r = __fsub_rn(__fsub_rn(y, __fmul_rn(k, 0.693359375f)), __fmul_rn(k, -0.00021219444f));
+    float p = 0.00019875691f;
+    p = __fadd_rn(__fmul_rn(p, r), 0.0013981999f);
+    p = __fadd_rn(__fmul_rn(p, r), 0.008333452f);
+    p = __fadd_rn(__fmul_rn(p, r), 0.041665796f);
+    p = __fadd_rn(__fmul_rn(p, r), 0.16666666f);
+    p = __fadd_rn(__fmul_rn(p, r), 0.5f);
+    float e_r = __fadd_rn(__fadd_rn(__fmul_rn(p, __fmul_rn(r, r)), r), 1.0f);
+    float two_k = __uint_as_float((__float_as_uint(__fadd_rn(k, 12582912.0f)) + 127u) << 23);
+    return __fmul_rn(e_r, two_k);
+}
+
 __device__ __forceinline__ float coba_integrate(const Coba& c, float vv, float ex, float inh, float current) {
     float g_total = __fadd_rn(__fadd_rn(c.g_l, ex), inh);
     float num = __fadd_rn(__fadd_rn(__fadd_rn(__fmul_rn(c.g_l, c.e_l), __fmul_rn(ex, c.e_ex)), __fmul_rn(inh, c.e_in)), current);
     float v_inf = __fdiv_rn(num, g_total);
-    return __fadd_rn(v_inf, __fmul_rn(__fsub_rn(vv, v_inf), expf(__fmul_rn(g_total, c.minus_h_over_c))));
+    return __fadd_rn(v_inf, __fmul_rn(__fsub_rn(vv, v_inf), portable_expf(__fmul_rn(g_total, c.minus_h_over_c))));
 }
 
 // lif.rs, alpha_step: e_l + (v - e_l) p33 + dex p31_ex + ex p32_ex - din p31_in - inh p32_in

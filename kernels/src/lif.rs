@@ -14,7 +14,8 @@
 //! `iaf_psc_alpha`: the same, with alpha-shaped currents ([`alpha_step`]). `lif_coba` has
 //! conductance synapses (Vogels-Abbott / Brette et al. 2007 benchmark 1) and integrates the
 //! membrane with the exponential Euler step Brian2 uses: exact for the conductances frozen over
-//! the step; or, on request, with forward Euler, as Brian2's COBA reference script does.
+//! the step (its exponential is [`crate::portable::expf`]: vectorised, and the GPU's bits);
+//! or, on request, with forward Euler, as Brian2's COBA reference script does.
 //!
 //! The constant current into a neuron is the population's `current_pa`, plus, where the bias is
 //! drawn per neuron, that neuron's `bias_pa` ([`LifInput`]): `bias + current` in `f32`, then
@@ -378,7 +379,7 @@ fn coba_euler(c: &CobaConstants, v: f32, ex: f32, inh: f32, current: f32) -> f32
 fn coba_exponential(c: &CobaConstants, v: f32, ex: f32, inh: f32, current: f32) -> f32 {
     let g_total = c.g_l + ex + inh;
     let v_inf = (c.g_l * c.e_l + ex * c.e_ex + inh * c.e_in + current) / g_total;
-    v_inf + (v - v_inf) * (g_total * c.minus_h_over_c).exp()
+    v_inf + (v - v_inf) * crate::portable::expf(g_total * c.minus_h_over_c)
 }
 
 /// Appends `base + i` for every `i` with `fired[i] != 0`, ascending. Scans eight flags at a

@@ -73,6 +73,29 @@ pub fn exp(y: f64) -> f64 {
     p * f64::from_bits(((k as i64 + 1023) as u64) << 52)
 }
 
+/// ln 2 in two parts for [`expf`] (Cephes'): the high part has 9 significant bits, so
+/// `k * LN2_HI_F32` is exact for every `k` it meets.
+const LN2_HI_F32: f32 = 0.693_359_4;
+const LN2_LO_F32: f32 = -0.000_212_194_44;
+
+/// e^y in `f32`, within one ulp, for any `y` (clamped to [-87, 88]: the result stays a normal
+/// `f32`). Cephes' `expf`: `y = k ln 2 + r` with |r| <= 0.35, a degree-7 polynomial for e^r,
+/// and `2^k` from the bits. Branch-free `f32` arithmetic in a fixed order, so loops over it
+/// vectorise (libm's `expf` is a call per element) and the GPU twin (`portable_expf` in
+/// fum.cu) gives the same bits.
+#[inline(always)]
+pub fn expf(y: f32) -> f32 {
+    let y = y.max(-87.0).min(88.0);
+    let k = (y * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = (y - k * LN2_HI_F32) - k * LN2_LO_F32;
+    let p = ((((0.000_198_756_91 * r + 0.001_398_199_9) * r + 0.008_333_452) * r + 0.041_665_796) * r + 0.166_666_66) * r + 0.5;
+    let e_r = (p * (r * r) + r) + 1.0;
+    // Adding 1.5 * 2^23 leaves k (|k| <= 126) in the low bits of the mantissa; shifted into
+    // the exponent field with the bias, they are 2^k, and the sum's own bits shift out.
+    let two_k = f32::from_bits((k + 12_582_912.0).to_bits().wrapping_add(127) << 23);
+    e_r * two_k
+}
+
 /// x^y for `x >= 0` (`x <= 0` counts as 0: the result is 0, or 1 where `y == 0`) and
 /// `|y ln x| <= 700`, as `exp(y ln x)`; see the module's note on accuracy.
 pub fn pow(x: f64, y: f64) -> f64 {
@@ -124,6 +147,29 @@ mod tests {
         }
         assert_eq!(ln(1.0), 0.0);
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn expf_is_within_one_ulp_of_the_exact_exponential() {
+        let ulps = |y: f32| {
+            let exact = f64::from(y).exp();
+            let got = expf(y);
+            let ulp = f64::from(f32::from_bits((exact as f32).to_bits() + 1)) - f64::from(exact as f32);
+            (f64::from(got) - exact).abs() / ulp
+        };
+        let mut s = Key::from_seed(6).stream(Purpose::Connectivity, 0, 0);
+        let mut worst: f64 = 0.0;
+        // The whole range, then densely where lif_coba's membrane factor lives (-h g / C).
+        for _ in 0..200_000 {
+            for y in [-87.0 + 175.0 * s.uniform(), -2.0 * s.uniform()] {
+                worst = worst.max(ulps(y as f32));
+            }
+        }
+        assert!(worst <= 1.0, "{worst} ulps");
+        assert!(worst > 0.0, "the test should see rounding");
+        assert_eq!(expf(0.0), 1.0);
+        assert_eq!(expf(-1e30), expf(-87.0));
+        assert!(expf(-87.0).is_normal() && expf(1e30).is_finite());
     }
 
     #[test]
