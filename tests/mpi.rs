@@ -4,7 +4,8 @@
 //! pending), with contiguous and METIS partitions, exchanging every step or (without
 //! plasticity) once per epoch, with each rank's times in run.json; METIS
 //! keeps a clustered network's modules on their ranks; a checkpoint of 3 ranks resumes on 2
-//! (and on one process) identically; what ranks cannot do yet is refused with a message; a signal stops every rank
+//! (and on one process) identically; spike sources and a SONATA circuit give one process's
+//! spikes too; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
 
 use std::path::Path;
@@ -123,6 +124,37 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
             let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             written.sort();
             assert_eq!(written, ["probes.h5", "run.json", "spikes.h5"]);
+        }
+    }
+}
+
+/// Spike sources (a SONATA spikes file and listed times, STDP from them), and the SONATA
+/// circuit exported from the static variant (virtual nodes fed by the simulation config's
+/// spike input): on 2 and 3 ranks the spikes of one process.
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn spike_sources_and_sonata_circuits_on_ranks_give_the_spikes_of_one_process() {
+    let _one_at_a_time = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let plastic = common::write_spike_sources(dir.path());
+    let static_model = dir.path().join("static.toml");
+    std::fs::write(&static_model, common::SPIKE_SOURCES.replace("plasticity = \"stdp\"\n", "")).unwrap();
+    let circuit = dir.path().join("circuit");
+    ok(Command::new(env!("CARGO_BIN_EXE_fum")).arg("export").arg(&static_model).arg("--sonata").arg(&circuit).output().unwrap(), "export");
+    let config = circuit.join("simulation_config.json");
+    for (name, input) in [("spike sources", vec![plastic.to_str().unwrap()]), ("SONATA circuit", vec!["--sonata", config.to_str().unwrap()])] {
+        let args = |out: &Path| -> Vec<String> {
+            let mut args = run_args(input[0], "200ms", out, &[]);
+            args.splice(1..2, input.iter().map(|a| a.to_string()));
+            args
+        };
+        let one = dir.path().join(format!("{name}-1"));
+        ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(args(&one)).output().unwrap(), &format!("{name}, one process"));
+        assert!(run_json(&one)["spikes_total"].as_u64().unwrap() > 500, "{name}: the network fires");
+        for (np, partition) in [(2, "contiguous"), (3, "metis")] {
+            let out = dir.path().join(format!("{name}-{np}"));
+            ok(mpirun(np, &[]).args(args(&out)).args(["--partition", partition]).output().unwrap(), &format!("{name} on {np} ranks"));
+            assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{name}: spikes differ on {np} ranks, {partition}");
         }
     }
 }
