@@ -60,8 +60,9 @@ pub struct Listing {
 }
 
 enum Place {
-    /// HDF5: the group holding `node_ids` and `timestamps`; a spike is its index there.
-    Group(String),
+    /// HDF5: the group holding the ids (`node_ids`, or `gids` in BMTK's older flat layout) and
+    /// `timestamps`; a spike is its index there.
+    Group { at: String, ids: &'static str },
     /// CSV: the line of each spike (1-based).
     Lines(Vec<usize>),
 }
@@ -70,7 +71,7 @@ impl Listing {
     /// Where spike `k` is written: `/spikes/LGN/node_ids[17]` or `line 18`.
     pub fn place(&self, k: usize, dataset: &str) -> String {
         match &self.at {
-            Place::Group(g) => format!("{g}/{dataset}[{k}]"),
+            Place::Group { at, ids } => format!("{at}/{}[{k}]", if dataset == "node_ids" { ids } else { dataset }),
             Place::Lines(lines) => format!("line {}", lines[k]),
         }
     }
@@ -83,7 +84,8 @@ impl Listing {
 
 /// Reads a spikes file: HDF5 (recognised by its signature) in SONATA's layout,
 /// `/spikes/<population>/node_ids` and `timestamps` (ms, or seconds where the dataset's `units`
-/// attribute says `s`), or else a CSV table (columns separated by spaces, as BMTK writes
+/// attribute says `s`), or BMTK's older flat layout (`/spikes/gids` and `/spikes/timestamps`,
+/// one population, which any `population` names), or else a CSV table (columns separated by spaces, as BMTK writes
 /// it, or commas) with a header naming `timestamps` and `node_ids` (or `gid`), and optionally
 /// `population`. `population` picks the population of the file; `None` takes its only one.
 pub fn read(path: &Path, population: Option<&str>) -> Result<Listing, ModelError> {
@@ -103,6 +105,9 @@ pub fn read(path: &Path, population: Option<&str>) -> Result<Listing, ModelError
 fn read_h5(path: &Path, population: Option<&str>) -> Result<Listing, ModelError> {
     let file = hdf5::File::open(path).map_err(|e| error(path, "", format!("cannot open as HDF5: {e}")))?;
     let root = file.group("spikes").map_err(|_| error(path, "", "no /spikes group (a SONATA spikes file has /spikes/<population>/node_ids and timestamps)"))?;
+    if root.link_exists("gids") {
+        return read_group(path, &root, "/spikes".into(), "gids");
+    }
     let names = root.member_names().map_err(|e| error(path, "/spikes", e.to_string()))?;
     let name = match population {
         Some(p) if names.iter().any(|n| n == p) => p.to_string(),
@@ -112,17 +117,22 @@ fn read_h5(path: &Path, population: Option<&str>) -> Result<Listing, ModelError>
     };
     let at = format!("/spikes/{name}");
     let g = root.group(&name).map_err(|e| error(path, &at, e.to_string()))?;
+    read_group(path, &g, at, "node_ids")
+}
+
+/// The spikes of group `g` (at `at` in the file), its ids in dataset `ids_key`.
+fn read_group(path: &Path, g: &hdf5::Group, at: String, ids_key: &'static str) -> Result<Listing, ModelError> {
     let dataset = |key: &str| g.dataset(key).map_err(|_| error(path, format!("{at}/{key}"), "missing"));
-    let (ids, times) = (dataset("node_ids")?, dataset("timestamps")?);
-    for (key, ds) in [("node_ids", &ids), ("timestamps", &times)] {
+    let (ids, times) = (dataset(ids_key)?, dataset("timestamps")?);
+    for (key, ds) in [(ids_key, &ids), ("timestamps", &times)] {
         if ds.ndim() != 1 {
             return Err(error(path, format!("{at}/{key}"), format!("must be one-dimensional (has shape {:?})", ds.shape())));
         }
     }
-    let ids: Vec<u64> = ids.read_raw().map_err(|e| error(path, format!("{at}/node_ids"), format!("cannot read as unsigned integers: {e}")))?;
+    let ids: Vec<u64> = ids.read_raw().map_err(|e| error(path, format!("{at}/{ids_key}"), format!("cannot read as unsigned integers: {e}")))?;
     let mut times_ms: Vec<f64> = times.read_raw().map_err(|e| error(path, format!("{at}/timestamps"), format!("cannot read as numbers: {e}")))?;
     if ids.len() != times_ms.len() {
-        return Err(error(path, &at, format!("{} node_ids but {} timestamps", ids.len(), times_ms.len())));
+        return Err(error(path, &at, format!("{} {ids_key} but {} timestamps", ids.len(), times_ms.len())));
     }
     let units = times.attr("units").ok().and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>().map(|s| s.as_str().to_string()).or_else(|_| a.read_scalar::<hdf5::types::VarLenAscii>().map(|s| s.as_str().to_string())).ok());
     match units.as_deref() {
@@ -130,7 +140,7 @@ fn read_h5(path: &Path, population: Option<&str>) -> Result<Listing, ModelError>
         Some("s") => times_ms.iter_mut().for_each(|t| *t *= 1e3),
         Some(u) => return Err(error(path, format!("{at}/timestamps"), format!("units \"{u}\": spike times are in ms or s"))),
     }
-    Ok(Listing { file: path.to_path_buf(), ids, times_ms, at: Place::Group(at) })
+    Ok(Listing { file: path.to_path_buf(), ids, times_ms, at: Place::Group { at, ids: ids_key } })
 }
 
 fn read_csv(path: &Path, bytes: &[u8], population: Option<&str>) -> Result<Listing, ModelError> {
@@ -235,6 +245,22 @@ mod tests {
         // at step 100, the last step of a 10 ms run is 99.
         assert_eq!(trains.on_grid(0.1, 100), OnGrid { fired: 2, merged: 1, after_end: 3 });
         assert_eq!(trains.on_grid(0.01, 1300), OnGrid { fired: 6, merged: 0, after_end: 0 });
+    }
+
+    #[test]
+    fn bmtks_older_flat_layout_is_one_population() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.h5");
+        let spikes = hdf5::File::create(&path).unwrap().create_group("spikes").unwrap();
+        spikes.new_dataset_builder().with_data(&[4u32, 1, 4]).create("gids").unwrap();
+        spikes.new_dataset_builder().with_data(&[0.5f64, 1.0, 2.5]).create("timestamps").unwrap();
+        drop(spikes);
+        for population in [None, Some("LGN")] {
+            let listing = read(&path, population).unwrap();
+            assert_eq!((listing.ids.as_slice(), listing.times_ms.as_slice()), ([4, 1, 4].as_slice(), [0.5, 1.0, 2.5].as_slice()));
+            assert_eq!(listing.place(2, "node_ids"), "/spikes/gids[2]");
+            assert_eq!(listing.place(2, "timestamps"), "/spikes/timestamps[2]");
+        }
     }
 
     #[test]
