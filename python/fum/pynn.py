@@ -35,7 +35,8 @@ refused with an error saying what (docs/python.md lists both):
 - SpikeSourcePoisson: an independent Poisson train into each target neuron, so only through a
   OneToOneConnector (a source population's trains shared among targets is not fum's input) and
   with a single weight; its spikes cannot be recorded.
-- recording: 'spikes' and 'v' of Populations and PopulationViews, get_data() (neo Blocks),
+- recording: 'spikes', 'v' and (IF_cond_exp) 'gsyn_exc', 'gsyn_inh' of Populations and
+  PopulationViews, get_data() (neo Blocks),
   get_spike_counts(), mean_spike_count(); Projection.get('weight', ...) after a run.
 - run(), run_until(), reset() (a new segment: the network is rebuilt from its seed, the same
   synapses, and starts again from its initial state), end().
@@ -212,6 +213,10 @@ class SpikeSourcePoisson(cells.SpikeSourcePoisson):
     translations = _translations(fum_table)
 
 
+# Recorded signals: PyNN's variable, fum's probe variable, scale (nS to uS). PyNN itself refuses
+# a variable the cell type does not record (gsyn_* are IF_cond_exp's).
+_PROBED = {"v": ("v", 1.0), "gsyn_exc": ("syn_ex", 1e-3), "gsyn_inh": ("syn_in", 1e-3)}
+
 # Initial values: PyNN's state variable, fum's field, scale (nA/uS to pA/nS for the synapses).
 _INITIAL = {"v": ("v_init_mv", 1.0), "isyn_exc": ("syn_ex_init", 1000.0), "isyn_inh": ("syn_in_init", 1000.0),
             "gsyn_exc": ("syn_ex_init", 1000.0), "gsyn_inh": ("syn_in_init", 1000.0)}
@@ -313,8 +318,8 @@ class Recorder(recording.Recorder):
             raise Unsupported("recording a SpikeSourcePoisson: fum's Poisson input is not a population of neurons")
         if isinstance(self.population.celltype, SpikeSourceArray) and variable.name != "spikes":
             raise Unsupported(f"recording {variable.name!r} of a SpikeSourceArray: it has spikes only")
-        if variable.name not in ("spikes", "v"):
-            raise Unsupported(f"recording {variable.name!r}: fum.pynn records 'spikes' and 'v'")
+        if variable.name != "spikes" and variable.name not in _PROBED:
+            raise Unsupported(f"recording {variable.name!r}: fum.pynn records 'spikes', 'v', 'gsyn_exc' and 'gsyn_inh'")
 
     def _spikes(self):
         """(ids, times) of the population's spikes since the segment's start."""
@@ -332,10 +337,10 @@ class Recorder(recording.Recorder):
     def _get_all_signals(self, variable, ids, clear=False):
         if state.last_run is None or not ids:
             return np.zeros((0, len(ids))), None
-        samples = state.last_run.probe(_probe_name(self.population))
+        samples = state.last_run.probe(_probe_name(self.population, variable.name))
         columns = [int(np.flatnonzero(samples.sites == self.population.id_to_index(int(i)))[0]) for i in ids]
         keep = samples.time_ms >= self._since_ms
-        return np.asarray(samples.values[keep][:, columns], dtype=float), None
+        return np.asarray(samples.values[keep][:, columns], dtype=float) * _PROBED[variable.name][1], None
 
     def _local_count(self, variable, filter_ids=None):
         if variable.name != "spikes":
@@ -604,15 +609,15 @@ def _model(state: State) -> "fum.Model":
         if any(v.name == "spikes" and ids for v, ids in recorded.items()):
             net.record_spikes(pop.fum_name)
         for variable, ids in recorded.items():
-            if variable.name == "v" and ids:
+            if variable.name in _PROBED and ids:
                 neurons = sorted(int(pop.id_to_index(int(i))) for i in ids)
                 interval = recorder.sampling_interval
-                net.probe(_probe_name(pop), "v", population=pop.fum_name, neurons=neurons, interval_ms=interval)
+                net.probe(_probe_name(pop, variable.name), _PROBED[variable.name][0], population=pop.fum_name, neurons=neurons, interval_ms=interval)
     return net
 
 
-def _probe_name(pop) -> str:
-    return f"{pop.fum_name}_v"
+def _probe_name(pop, variable: str) -> str:
+    return f"{pop.fum_name}_{variable}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -189,13 +189,31 @@ def test_other_cell_types_run():
     sim.end()
 
 
+def test_conductances_are_recorded_in_microsiemens():
+    sim.setup(timestep=0.1, seed=3, threads=THREADS)
+    cond = sim.Population(20, sim.IF_cond_exp(tau_syn_E=5.0), label="cond")
+    src = sim.Population(20, sim.SpikeSourceArray(spike_times=[5.0, 12.0]), label="src")
+    sim.Projection(src, cond, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.004, delay=1.0))
+    cond[0:4].record(["gsyn_exc", "gsyn_inh"], sampling_interval=0.1)
+    sim.run(30.0)
+    signals = {s.name: s for s in cond.get_data().segments[0].analogsignals}
+    g, g_inh = signals["gsyn_exc"], signals["gsyn_inh"]
+    assert g.shape == (300, 4) and str(g.units.dimensionality) == "uS"
+    assert not g_inh.magnitude.any(), "no inhibitory input"
+    g = g.magnitude[:, 0]
+    # 4 nS arrive 1 ms after each spike and decay with tau_syn_E between arrivals.
+    assert g[:55].max() == 0.0 and g.max() == pytest.approx(0.004 * (1.0 + np.exp(-7.0 / 5.0)), rel=1e-5)
+    np.testing.assert_allclose(g[70:120] / g[69:119], np.exp(-0.1 / 5.0), rtol=1e-5)
+    sim.end()
+
+
 @pytest.mark.parametrize("build, message", [
     (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, 0.1, 1.0)]), sim.StaticSynapse()), "FromListConnector: fum.pynn maps"),
     (lambda E, P: sim.Projection(E[0:10], E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "fum connects whole Populations"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1), source="soma"), "source"),
     (lambda E, P: sim.Population(5, pynn_mock.IF_cond_alpha()), "cell type IF_cond_alpha"),
     (lambda E, P: P.record("spikes"), "recording a SpikeSourcePoisson"),
-    (lambda E, P: sim.Population(5, sim.IF_cond_exp()).record("gsyn_exc"), "fum.pynn records 'spikes' and 'v'"),
+    (lambda E, P: E.record("gsyn_exc"), "gsyn_exc"),
 ])
 def test_what_fum_does_not_do_is_refused_at_once(build, message):
     sim.setup(timestep=0.1)
