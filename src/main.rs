@@ -172,7 +172,7 @@ enum Command {
         /// Worker threads (default: the model's setting, else one per core).
         #[arg(long, default_value_t = 0, value_parser = parse_threads)]
         threads: usize,
-        /// Run every case on this backend only (default: cpu for the cpu suite, cuda for the
+        /// Run every case on this backend only (default: cpu for the cpu and poisson suites, cuda for the
         /// gpu suite, else the CPU and, where one is usable, the GPU).
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
