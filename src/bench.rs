@@ -27,14 +27,25 @@ pub struct Case {
 /// minutes (a GPU run names its own, e.g. 100000,1000000).
 pub const SCALING_SIZES: &[u32] = &[2500, 5000, 10000, 20000];
 
+/// Sizes of the poisson suite unless `--sizes` says otherwise: the speed issue's CPU scaling
+/// set (10k, 100k and 1M neurons x 100 synapses).
+pub const POISSON_SIZES: &[u32] = &[10000, 100000, 1000000];
+
 /// The suites, for help texts and errors.
-pub const SUITES: &str = "smoke, cpu, gpu, microcircuit or scaling";
+pub const SUITES: &str = "smoke, cpu, gpu, microcircuit, scaling or poisson";
 
 /// The cases of a suite: `smoke` (seconds, for CI and a quick look), `cpu` (the asset models
 /// for 1 s each: the CPU figures of benchmarks/RESULTS.md), `gpu` (the same and the cortical
-/// microcircuit, sized for a GPU), `microcircuit` (Potjans-Diesmann 2014 alone, 1 s) or
-/// `scaling` (the scaling family, 1000 synapses per neuron, at each of `sizes`, 200 ms each).
+/// microcircuit, sized for a GPU), `microcircuit` (Potjans-Diesmann 2014 alone, 1 s),
+/// `scaling` (the scaling family, 1000 synapses per neuron, at each of `sizes`, 200 ms each)
+/// or `poisson` (the Poisson-driven network of poisson_drive.toml, 100 synapses per neuron, at
+/// each of `sizes`, 1 s each). Empty `sizes` are the suite's own ([`SCALING_SIZES`],
+/// [`POISSON_SIZES`]).
 pub fn suite(name: &str, sizes: &[u32]) -> Option<Vec<Case>> {
+    let sized = |defaults: &'static [u32], prefix: &str, model: &'static str, duration_ms: f64| -> Vec<Case> {
+        let sizes = if sizes.is_empty() { defaults } else { sizes };
+        sizes.iter().map(|&n| Case { name: format!("{prefix}_{n}"), model, duration_ms, neurons: Some(n) }).collect()
+    };
     let case = |name: &str, model, duration_ms| Case { name: name.into(), model, duration_ms, neurons: None };
     let assets = || {
         vec![
@@ -51,16 +62,18 @@ pub fn suite(name: &str, sizes: &[u32]) -> Option<Vec<Case>> {
         "cpu" => assets(),
         "gpu" => assets().into_iter().chain([case("brunel_100k", "brunel_100k.toml", 1000.0), microcircuit()]).collect(),
         "microcircuit" => vec![microcircuit()],
-        "scaling" => sizes.iter().map(|&n| Case { name: format!("scaling_{n}"), model: "scaling.toml", duration_ms: 200.0, neurons: Some(n) }).collect(),
+        "scaling" => sized(SCALING_SIZES, "scaling", "scaling.toml", 200.0),
+        "poisson" => sized(POISSON_SIZES, "poisson", "poisson_drive.toml", 1000.0),
         _ => return None,
     })
 }
 
-/// The backends a suite runs on unless `--backend` names one: `cpu` on the CPU, `gpu` on
-/// CUDA, the others on the CPU and, where a GPU is usable (`cuda_usable`), on it too.
+/// The backends a suite runs on unless `--backend` names one: `cpu` and `poisson` (the CPU
+/// bar's scaling set) on the CPU, `gpu` on CUDA, the others on the CPU and, where a GPU is
+/// usable (`cuda_usable`), on it too.
 pub fn default_backends(suite: &str, cuda_usable: bool) -> Vec<BackendChoice> {
     match suite {
-        "cpu" => vec![BackendChoice::Cpu],
+        "cpu" | "poisson" => vec![BackendChoice::Cpu],
         "gpu" => vec![BackendChoice::Cuda],
         _ if cuda_usable => vec![BackendChoice::Cpu, BackendChoice::Cuda],
         _ => vec![BackendChoice::Cpu],
@@ -215,7 +228,7 @@ pub struct BenchReport {
 /// How to run a suite.
 pub struct BenchOptions<'a> {
     pub suite: &'a str,
-    /// The scaling suite's sizes (neurons in all).
+    /// The scaling and poisson suites' sizes (neurons in all; empty: the suite's own).
     pub sizes: &'a [u32],
     pub repeat: usize,
     pub threads: usize,
@@ -528,7 +541,7 @@ mod tests {
     fn every_case_of_every_suite_names_an_asset_model_that_loads() {
         let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models");
         for name in SUITES.split(", ").flat_map(|s| s.split(" or ")) {
-            for case in suite(name, SCALING_SIZES).unwrap_or_else(|| panic!("the suite {name}")) {
+            for case in suite(name, &[]).unwrap_or_else(|| panic!("the suite {name}")) {
                 crate::Model::load(models.join(case.model)).unwrap_or_else(|e| panic!("{name}/{}: {e}", case.name));
             }
         }
@@ -536,9 +549,31 @@ mod tests {
     }
 
     #[test]
+    fn sized_suites_take_their_own_sizes_unless_given() {
+        let names = |s: &str, sizes: &[u32]| suite(s, sizes).unwrap().into_iter().map(|c| (c.name, c.neurons, c.duration_ms)).collect::<Vec<_>>();
+        assert_eq!(names("poisson", &[]), [("poisson_10000".to_string(), Some(10000), 1000.0), ("poisson_100000".to_string(), Some(100_000), 1000.0), ("poisson_1000000".to_string(), Some(1_000_000), 1000.0)]);
+        assert_eq!(names("poisson", &[2000]), [("poisson_2000".to_string(), Some(2000), 1000.0)]);
+        assert_eq!(names("scaling", &[]).len(), SCALING_SIZES.len());
+        assert_eq!(names("scaling", &[1250]), [("scaling_1250".to_string(), Some(1250), 200.0)]);
+    }
+
+    #[test]
+    fn the_poisson_set_keeps_100_synapses_and_the_drive_at_any_size() {
+        let mut model = crate::Model::load(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/poisson_drive.toml")).unwrap();
+        assert_eq!(model.spec.populations.iter().map(|p| p.size).sum::<u32>(), 10_000, "10,000 neurons as written");
+        scale(&mut model, 2500);
+        assert_eq!(model.spec.populations.iter().map(|p| p.size).collect::<Vec<_>>(), [2000, 500], "80 % E");
+        model.revalidate().unwrap();
+        let mut sim = crate::Simulation::from_model(&model, 1, 1).unwrap();
+        let synapses = crate::engine::report::NetworkStats::measure(&mut sim.world).synapses;
+        assert_eq!(synapses, 2500 * 100, "100 synapses per neuron (80 E, 20 I) at any size");
+    }
+
+    #[test]
     fn suites_run_where_they_belong() {
         use BackendChoice::{Cpu, Cuda};
         assert_eq!(default_backends("cpu", true), [Cpu]);
+        assert_eq!(default_backends("poisson", true), [Cpu], "the CPU bar's scaling set");
         assert_eq!(default_backends("gpu", false), [Cuda], "a gpu suite without a GPU fails, it does not fall back");
         assert_eq!(default_backends("smoke", true), [Cpu, Cuda]);
         assert_eq!(default_backends("scaling", false), [Cpu]);

@@ -156,11 +156,14 @@ enum Command {
     /// --baseline (a major or critical regression).
     Bench {
         /// smoke (seconds), cpu (the asset models, 1 s each), gpu (those, brunel_100k and the
-        /// cortical microcircuit on CUDA), microcircuit (Potjans-Diesmann 2014, 1 s) or
-        /// scaling (1000 synapses per neuron at each of --sizes, 200 ms each).
+        /// cortical microcircuit on CUDA), microcircuit (Potjans-Diesmann 2014, 1 s), scaling
+        /// (1000 synapses per neuron at each of --sizes, 200 ms each) or poisson (the
+        /// Poisson-driven network of poisson_drive.toml, 100 synapses per neuron, at each of
+        /// --sizes, 1 s each, on the CPU).
         #[arg(long, default_value = "smoke")]
         suite: String,
-        /// Neurons in all for each case of the scaling suite (default 2500,5000,10000,20000).
+        /// Neurons in all for each case of the scaling and poisson suites (default
+        /// 2500,5000,10000,20000 for scaling, 10000,100000,1000000 for poisson).
         #[arg(long, value_delimiter = ',')]
         sizes: Vec<u32>,
         /// Measured runs per case (after one warm-up run).
@@ -169,7 +172,7 @@ enum Command {
         /// Worker threads (default: the model's setting, else one per core).
         #[arg(long, default_value_t = 0, value_parser = parse_threads)]
         threads: usize,
-        /// Run every case on this backend only (default: cpu for the cpu suite, cuda for the
+        /// Run every case on this backend only (default: cpu for the cpu and poisson suites, cuda for the
         /// gpu suite, else the CPU and, where one is usable, the GPU).
         #[arg(long, value_enum)]
         backend: Option<BackendArg>,
@@ -373,7 +376,6 @@ fn main() -> ExitCode {
         Command::Export { model, sonata } => cmd_export(model, sonata),
         Command::Bench { plot, out, .. } if !plot.is_empty() => cmd_bench_plot(&plot, &out),
         Command::Bench { suite, sizes, repeat, threads, backend, models, out, baseline, peers, python, peers_script, .. } => {
-            let sizes = if sizes.is_empty() { fum::bench::SCALING_SIZES.to_vec() } else { sizes };
             let backends = match backend {
                 Some(b) => vec![b.into()],
                 None => fum::bench::default_backends(&suite, fum::run::backend_for(BackendChoice::Auto).is_ok_and(|b| b.name() != "cpu")),

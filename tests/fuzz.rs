@@ -92,8 +92,9 @@ fn config(default_cases: u32) -> Config {
 // ---------------------------------------------------------------------------------------------
 // Model files.
 
-const ASSETS: [(&str, &str); 4] = [
+const ASSETS: [(&str, &str); 5] = [
     ("brunel.toml", include_str!("../assets/models/brunel.toml")),
+    ("poisson_drive.toml", include_str!("../assets/models/poisson_drive.toml")),
     ("stdp_balanced.toml", include_str!("../assets/models/stdp_balanced.toml")),
     ("vogels_abbott_coba.toml", include_str!("../assets/models/vogels_abbott_coba.toml")),
     ("vogels_abbott_cuba.toml", include_str!("../assets/models/vogels_abbott_cuba.toml")),

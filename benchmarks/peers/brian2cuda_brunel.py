@@ -4,7 +4,7 @@ benchmarks/gpu/scaling_model.py built in Brian2 and run with Brian2CUDA's `cuda_
 (`--cpu`: Brian2's `cpp_standalone`, to test the script on a machine without a GPU).
 Prints one JSON line to stdout (the shape of torch_brunel.py's, plus spikes and a breakdown).
 
-Usage: brian2cuda_brunel.py N [duration_ms] [--stdp] [--brunel] [--cpu] [--float64] [--threads T]
+Usage: brian2cuda_brunel.py N [duration_ms] [--stdp | --brunel | --poisson-drive] [--cpu] [--float64] [--threads T]
                             [--cc 9.0] [--cuda-path DIR] [--codegen-only] [--keep] [--seed S]
 
 The network (as scaling_model.py writes it for fum): N lif_cuba neurons (iaf_psc_exp: tau_m 20 ms,
@@ -16,6 +16,9 @@ delay 1.5 ms; Poisson drive 16 kHz x 50 pA into every neuron (PoissonInput, bino
 per step: mean 1.6 events, variance 1.598 instead of 1.6); dt 0.1 ms; exact integration.
 `--brunel`: assets/models/brunel.toml instead (Brunel 2000 model A, g = 5, eta = 2; N = 12500
 there): in-degree 1000 from E and 250 from I, Poisson drive 20 kHz (binomial(2000, 0.001)).
+`--poisson-drive`: assets/models/poisson_drive.toml instead (`fum bench --suite poisson`; 10,000
+neurons there): in-degree 80 from E (+300 pA) and 20 from I (-1500 pA), Poisson drive 1500 Hz x
+300 pA (binomial(150, 0.001)), static.
 `--stdp`: additive all-to-all STDP on E->E as fum's stdp_ee (tau+- 20 ms, a+ 0.001, a- 0.00105,
 w in [0, 100 pA], dw = +a+ w_max x_pre at post spikes, -a- w_max x_post at pre spikes, clipped);
 traces live in the neurons (one trace per neuron serves as pre and post trace since tau+ = tau-),
@@ -91,6 +94,10 @@ W_E_PA, W_I_PA = 50.0, 250.0
 DELAY_MS = 1.5
 POISSON_RATE_HZ, POISSON_W_PA = 16000.0, 50.0
 BRUNEL_POISSON_RATE_HZ = 20000.0
+# --poisson-drive (assets/models/poisson_drive.toml): in-degrees, weights (pA) and drive.
+PD_K_E, PD_K_I = 80, 20
+PD_W_E_PA, PD_W_I_PA = 300.0, 1500.0
+PD_POISSON_RATE_HZ, PD_POISSON_W_PA = 1500.0, 300.0
 POISSON_SOURCE_HZ = 10.0  # PoissonInput(rate / 10 Hz sources at 10 Hz): binomial(rate / 10 Hz, 0.001) per step
 TIMING_FILE = "peer_timing.txt"
 
@@ -183,6 +190,8 @@ def main():
     ap.add_argument("duration_ms", type=float, nargs="?", default=1000.0)
     ap.add_argument("--stdp", action="store_true", help="additive STDP on E->E (as scaling_model.py without --no-stdp)")
     ap.add_argument("--brunel", action="store_true", help="assets/models/brunel.toml: in-degree 1000/250, 20 kHz drive")
+    ap.add_argument("--poisson-drive", action="store_true",
+                    help="assets/models/poisson_drive.toml: in-degree 80/20, 300/1500 pA, 1500 Hz x 300 pA drive")
     ap.add_argument("--cpu", action="store_true", help="Brian2 cpp_standalone instead of Brian2CUDA")
     ap.add_argument("--threads", type=int, default=0, help="--cpu only: OpenMP threads (0: serial code)")
     ap.add_argument("--float64", action="store_true", help="Brian2's default float64 instead of float32")
@@ -192,14 +201,18 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the project folder")
     ap.add_argument("--seed", type=int, default=12345)
     args = ap.parse_args()
-    if args.brunel and args.stdp:
-        ap.error("--brunel has no STDP (assets/models/brunel.toml is static)")
+    if args.stdp and (args.brunel or args.poisson_drive):
+        ap.error("--brunel and --poisson-drive have no STDP (their assets are static)")
+    if args.brunel and args.poisson_drive:
+        ap.error("--brunel or --poisson-drive, not both")
 
     n = args.n
     n_e = n * 4 // 5
     n_i = n - n_e
-    k_e, k_i = (BRUNEL_K_E, BRUNEL_K_I) if args.brunel else (K_E, K_I)
-    poisson_hz = BRUNEL_POISSON_RATE_HZ if args.brunel else POISSON_RATE_HZ
+    k_e, k_i = (BRUNEL_K_E, BRUNEL_K_I) if args.brunel else (PD_K_E, PD_K_I) if args.poisson_drive else (K_E, K_I)
+    poisson_hz = BRUNEL_POISSON_RATE_HZ if args.brunel else PD_POISSON_RATE_HZ if args.poisson_drive else POISSON_RATE_HZ
+    w_e_pa, w_i_pa = (PD_W_E_PA, PD_W_I_PA) if args.poisson_drive else (W_E_PA, W_I_PA)
+    poisson_w_pa = PD_POISSON_W_PA if args.poisson_drive else POISSON_W_PA
 
     with StdoutToStderr() as out:
         import setuptools  # noqa: F401  (Brian2 uses distutils, which setuptools provides on 3.12)
@@ -304,8 +317,8 @@ def main():
             "tau_s": 0.5 * ms,
             "v_th": 20.0 * mV,
             "v_reset": 10.0 * mV,
-            "w_e": W_E_PA * pA,
-            "w_i": W_I_PA * pA,
+            "w_e": w_e_pa * pA,
+            "w_i": w_i_pa * pA,
             "tau_stdp": 20.0 * ms,
             "a_plus": 0.001,
             "a_minus": 0.00105,
@@ -360,7 +373,7 @@ def main():
         S_i.connect(i=gen(k_i, n_e, True))
         syns.append(S_i)
         poisson_n = int(round(poisson_hz / POISSON_SOURCE_HZ))
-        drive = b2.PoissonInput(P, "Isyn", N=poisson_n, rate=POISSON_SOURCE_HZ * Hz, weight=POISSON_W_PA * pA)
+        drive = b2.PoissonInput(P, "Isyn", N=poisson_n, rate=POISSON_SOURCE_HZ * Hz, weight=poisson_w_pa * pA)
         net = b2.Network(P, drive, *syns)
         net.run(args.duration_ms * ms)
 
@@ -441,7 +454,7 @@ def main():
             "neurons": n,
             "synapses": n_syn,
             "stdp": bool(args.stdp),
-            "model": "brunel" if args.brunel else "scaling" if args.stdp else "scaling_static",
+            "model": "brunel" if args.brunel else "poisson_drive" if args.poisson_drive else "scaling" if args.stdp else "scaling_static",
             "dtype": dtype,
             "integrator": "exact",
             "settings": settings,

@@ -31,11 +31,12 @@ How fum calls it (from the repository root):
 Peers, backends and models (each the same network as the asset; the differences are listed in
 the scripts' docstrings and in `asset_mismatch` when the asset has changed since):
     brian2      cpu   vogels_abbott_cuba, vogels_abbott_coba, stdp_balanced (brian2_va.py),
-                      brunel, scaling (brian2cuda_brunel.py --cpu --float64)
+                      brunel, scaling, poisson_drive (brian2cuda_brunel.py --cpu --float64)
                       C++ standalone with Brian2's default compiler flags, float64 (Brian2's
                       default), serial code for --threads 1, OpenMP otherwise.
     nest        cpu   vogels_abbott_cuba, vogels_abbott_coba, stdp_balanced (nest_va.py),
-                      brunel, scaling (nest_brunel.py)
+                      brunel, scaling, poisson_drive (nest_brunel.py; poisson_generator, one
+                      generator to every neuron, an independent train each)
     brian2cuda  cuda  brunel, scaling (brian2cuda_brunel.py, cuda_standalone, float32)
     torch       cuda  brunel (torch_brunel.py --brunel; no STDP, so not scaling)
 --integrator: "reference" (default) runs the peer's reference scheme for the model, "matched"
@@ -43,8 +44,10 @@ fum's. They differ only for vogels_abbott_coba in Brian2: forward Euler (R. Bret
 benchmark-1 script) vs exponential Euler (fum's lif_coba). NEST has one integrator for
 iaf_cond_exp (GSL RKF45, adaptive) and reports it either way; the JSON's "integrator" is always
 the one that ran.
---neurons scales brunel and scaling as `fum bench` does (E = floor(0.8 N), I = N - E, in-degrees
-kept); the other models run at their asset size only.
+--neurons scales brunel, scaling and poisson_drive as `fum bench` does (E = floor(0.8 N), I = N - E,
+in-degrees kept); the other models run at their asset size only. poisson_drive is the Poisson-driven
+scaling set of `fum bench --suite poisson` (100 synapses per neuron, 1500 Hz drive; Brian2 drives it
+with PoissonInput, NEST with poisson_generator).
 --seed and --duration-ms default to the asset's. The peers draw their networks from their own
 random streams: same statistics, not the same synapses as fum.
 
@@ -84,7 +87,7 @@ def brian2_cmd(a):
     if a.model in VA:
         return ["brian2_va.py", "--model", VA[a.model], "--threads", str(a.threads), "--duration-ms", f"{a.duration_ms:g}",
                 "--seed", str(a.seed), "--integrator", a.integrator]
-    flag = "--brunel" if a.model == "brunel" else "--stdp"
+    flag = {"brunel": "--brunel", "poisson_drive": "--poisson-drive"}.get(a.model, "--stdp")
     return ["brian2cuda_brunel.py", str(a.neurons), f"{a.duration_ms:g}", flag, "--cpu", "--float64",
             "--threads", str(threads_omp(a.threads)), "--seed", str(a.seed)]
 
@@ -110,7 +113,7 @@ PEERS = {
     "brian2": {
         "module": "brian2",
         "backends": ["cpu"],
-        "models": ["vogels_abbott_cuba", "vogels_abbott_coba", "brunel", "stdp_balanced", "scaling"],
+        "models": ["vogels_abbott_cuba", "vogels_abbott_coba", "brunel", "stdp_balanced", "scaling", "poisson_drive"],
         # Models whose --integrator matched runs another scheme than the reference one.
         "matched_differs": ["vogels_abbott_coba"],
         "cmd": brian2_cmd,
@@ -119,7 +122,7 @@ PEERS = {
     "nest": {
         "module": "nest",
         "backends": ["cpu"],
-        "models": ["vogels_abbott_cuba", "vogels_abbott_coba", "brunel", "stdp_balanced", "scaling"],
+        "models": ["vogels_abbott_cuba", "vogels_abbott_coba", "brunel", "stdp_balanced", "scaling", "poisson_drive"],
         "cmd": nest_cmd,
         "needs": [],
     },
@@ -138,7 +141,7 @@ PEERS = {
         "needs": ["torch.cuda"],
     },
 }
-SCALABLE = {"brunel", "scaling"}
+SCALABLE = {"brunel", "scaling", "poisson_drive"}
 OTHER_PEER = {("brian2", "cuda"): "brian2cuda", ("brian2cuda", "cpu"): "brian2"}
 
 
@@ -212,6 +215,14 @@ EXPECTED = {
                    "external_I": {"kind": "poisson", "target": "I", "rate_hz": 16000.0, "weight": 50.0}},
         "plasticity": {"stdp_ee": dict(tau_plus_ms=20.0, tau_minus_ms=20.0, a_plus=0.001, a_minus=0.00105, w_min=0.0,
                                        w_max=100.0, **_STDP)},
+    },
+    "poisson_drive": {
+        "dt_ms": 0.1,
+        "populations": {"E": _pop(8000, **_BRUNEL), "I": _pop(2000, **_BRUNEL)},
+        "projections": _proj({"fixed_indegree": 80}, 300.0, 1500.0, 1.5, k_i=20),
+        "inputs": {"external": {"kind": "poisson", "target": "E", "rate_hz": 1500.0, "weight": 300.0},
+                   "external_I": {"kind": "poisson", "target": "I", "rate_hz": 1500.0, "weight": 300.0}},
+        "plasticity": {},
     },
 }
 # Fields of the asset that the scripts do not model (and that do not change the network).
@@ -475,7 +486,8 @@ def main():
     ap.add_argument("--duration-ms", type=float, default=None, help="default: the asset's")
     ap.add_argument("--seed", type=int, default=None, help="default: the asset's")
     ap.add_argument("--integrator", choices=["reference", "matched"], default="reference")
-    ap.add_argument("--neurons", type=int, default=None, help="brunel and scaling: scale to N neurons as fum bench does")
+    ap.add_argument("--neurons", type=int, default=None,
+                    help="brunel, scaling and poisson_drive: scale to N neurons as fum bench does")
     ap.add_argument("--timeout-s", type=float, default=0.0, help="kill the peer after this many seconds (0: never)")
     a = ap.parse_args()
     if a.list:
