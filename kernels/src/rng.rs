@@ -35,9 +35,11 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// Eight Philox blocks of the counters `[c0, first + i, c2, c3]` (i = 0..8), the lanes of AVX2
 /// registers: a 32x32-bit multiply gives even lanes' 64-bit products, shifted odd lanes the
 /// others', and blends put their halves back in lane order.
+/// Word j of block i is `[j][i]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-fn philox4x32_10_x8(c0: u32, first: u32, c2: u32, c3: u32, key: [u32; 2]) -> [[u32; 4]; 8] {
+#[inline]
+fn philox4x32_10_x8(c0: u32, first: u32, c2: u32, c3: u32, key: [u32; 2]) -> [[u32; 8]; 4] {
     use std::arch::x86_64::*;
     let splat = |x: u32| _mm256_set1_epi32(x as i32);
     // (high, low) halves of m x each lane of x.
@@ -57,13 +59,12 @@ fn philox4x32_10_x8(c0: u32, first: u32, c2: u32, c3: u32, key: [u32; 2]) -> [[u
         let (hi1, lo1) = mul(splat(M1), c[2]);
         c = [_mm256_xor_si256(_mm256_xor_si256(hi1, c[1]), splat(k[0])), lo1, _mm256_xor_si256(_mm256_xor_si256(hi0, c[3]), splat(k[1])), lo0];
     }
-    let words: [[u32; 8]; 4] = c.map(|v| {
+    c.map(|v| {
         let mut lanes = [0u32; 8];
         // SAFETY: `lanes` holds 32 bytes; the store needs no alignment.
         unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), v) };
         lanes
-    });
-    std::array::from_fn(|i| [words[0][i], words[1][i], words[2][i], words[3][i]])
+    })
 }
 
 /// What a random stream is used for; the high half of the counter's first word.
@@ -114,6 +115,18 @@ impl Key {
     /// step such as the Poisson input.
     #[inline]
     pub fn for_each_block(self, purpose: Purpose, index: u16, entities: std::ops::Range<u32>, step: u64, mut f: impl FnMut(u32, [u32; 4])) {
+        self.for_each_block8(purpose, index, entities, step, |first, n, w| {
+            for i in 0..n {
+                f(first + i as u32, [w[0][i], w[1][i], w[2][i], w[3][i]]);
+            }
+        });
+    }
+
+    /// `block` for the entities of `entities` in runs of eight (fewer in the last), as words
+    /// side by side: `f(first, n, w)` gets word j of entity `first + i` in `w[j][i]` for i below
+    /// n, a layout that loops over the eight vectorise on.
+    #[inline(always)]
+    pub fn for_each_block8(self, purpose: Purpose, index: u16, entities: std::ops::Range<u32>, step: u64, mut f: impl FnMut(u32, usize, &[[u32; 8]; 4])) {
         let stream = ((purpose as u32) << 16) | u32::from(index);
         let (lo, hi) = (step as u32, (step >> 32) as u32);
         let mut entity = entities.start;
@@ -122,15 +135,20 @@ impl Key {
             // `saturating_sub`: an empty range may be given with its start past its end.
             while entities.end.saturating_sub(entity) >= 8 {
                 // SAFETY: the CPU has AVX2 (checked above).
-                let blocks = unsafe { philox4x32_10_x8(stream, entity, lo, hi, self.0) };
-                for (i, w) in blocks.into_iter().enumerate() {
-                    f(entity + i as u32, w);
-                }
+                let words = unsafe { philox4x32_10_x8(stream, entity, lo, hi, self.0) };
+                f(entity, 8, &words);
                 entity += 8;
             }
         }
-        for e in entity..entities.end {
-            f(e, philox4x32_10([stream, e, lo, hi], self.0));
+        while entity < entities.end {
+            let n = (entities.end - entity).min(8) as usize;
+            let mut words = [[0u32; 8]; 4];
+            for i in 0..n {
+                let w = philox4x32_10([stream, entity + i as u32, lo, hi], self.0);
+                (0..4).for_each(|j| words[j][i] = w[j]);
+            }
+            f(entity, n, &words);
+            entity += n as u32;
         }
     }
 
@@ -285,6 +303,28 @@ impl PoissonCdf {
         PoissonCdf { cdf, window }
     }
 
+    /// [`PoissonCdf::sample`] of the uniforms of eight blocks side by side (words 0 and 1),
+    /// `head` being the window: its comparisons for all eight at once; a count that reaches
+    /// the window's end (rare by its choice) continues in `sample`.
+    #[inline(always)]
+    fn counts8(&self, head: &[f64], w: &[[u32; 8]; 4]) -> [u32; 8] {
+        let u: [f64; 8] = std::array::from_fn(|i| uniform_f64(w[0][i], w[1][i]));
+        let mut k = [0u32; 8];
+        for &c in head {
+            for i in 0..8 {
+                k[i] += u32::from(u[i] > c);
+            }
+        }
+        if k.iter().any(|&k| k as usize == head.len()) {
+            for i in 0..8 {
+                if k[i] as usize == head.len() {
+                    k[i] = self.sample(u[i]);
+                }
+            }
+        }
+        k
+    }
+
     /// `poisson(lambda, exp_minus_lambda, u, _)` for this table's mean: the first k with
     /// `u <= cdf[k]`, or the cap. The sums never decrease, so within the window that k is the
     /// number of sums below `u`.
@@ -297,6 +337,23 @@ impl PoissonCdf {
         }
         tail.iter().position(|&c| u <= c).map_or(1024, |i| (head.len() + i) as u32)
     }
+}
+
+/// Adds `quantum` times each neuron's Poisson count to `ring` (`ring[i]` for neuron
+/// `neurons.start + i`): the count at `step` from `cdf` and the uniform of the neuron's Philox
+/// block (PoissonInput, `index`, neuron, step), as [`PoissonCdf::sample`] gives it, eight
+/// neurons at a time side by side (the CPU's Poisson input for an input of one rate).
+#[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512bw+avx512vl", "x86_64+avx2+fma"))]
+pub fn add_poisson_counts(key: Key, index: u16, neurons: std::ops::Range<u32>, step: u64, cdf: &PoissonCdf, quantum: i64, ring: &mut [i64]) {
+    let head = &cdf.cdf[..cdf.window];
+    key.for_each_block8(Purpose::PoissonInput, index, neurons.clone(), step, |first, n, w| {
+        let at = (first - neurons.start) as usize;
+        let k = cdf.counts8(head, w);
+        match ring[at..].first_chunk_mut::<8>() {
+            Some(sums) if n == 8 => (0..8).for_each(|i| sums[i] += i64::from(k[i]) * quantum),
+            _ => (0..n).for_each(|i| ring[at + i] += i64::from(k[i]) * quantum),
+        }
+    });
 }
 
 #[cfg(test)]
@@ -318,6 +375,34 @@ mod tests {
             us.extend([0.0, 1.0 - f64::EPSILON]);
             for u in us {
                 assert_eq!(table.sample(u), poisson(lambda, e, u, 0.0), "mean {lambda}, u {u:e}");
+            }
+        }
+    }
+
+    /// The input's counts eight neurons at a time are `poisson`'s one at a time, for any run of
+    /// neurons, inside the table's window and past it (a narrowed window sends most draws of
+    /// the larger means there).
+    #[test]
+    fn poisson_counts_eight_at_a_time_are_the_loops_counts() {
+        let key = Key::from_seed(11);
+        for lambda in [0.0f64, 0.15, 2.0, 9.75, 64.0] {
+            let e = (-lambda).exp();
+            let table = PoissonCdf::new(lambda, e);
+            let narrow = PoissonCdf { window: 8, ..table.clone() };
+            for cdf in [&table, &narrow] {
+                for (start, len) in [(0u32, 0u32), (0, 5), (3, 29), (1000, 64)] {
+                    for step in [0u64, 7, (3 << 32) | 5] {
+                        let mut ring = vec![1i64; len as usize];
+                        add_poisson_counts(key, 2, start..start + len, step, cdf, 3, &mut ring);
+                        let want: Vec<i64> = (start..start + len)
+                            .map(|n| {
+                                let w = key.block(Purpose::PoissonInput, 2, n, step);
+                                1 + 3 * i64::from(poisson(lambda, e, uniform_f64(w[0], w[1]), 0.0))
+                            })
+                            .collect();
+                        assert_eq!(ring, want, "mean {lambda}, window {}, neurons {start}+{len}, step {step}", cdf.window);
+                    }
+                }
             }
         }
     }
