@@ -34,8 +34,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 
 /// Eight Philox blocks of the counters `[c0, first + i, c2, c3]` (i = 0..8), the lanes of AVX2
 /// registers: a 32x32-bit multiply gives even lanes' 64-bit products, shifted odd lanes the
-/// others', and blends put their halves back in lane order.
-/// Word j of block i is `[j][i]`.
+/// others', and blends put their halves back in lane order. Word j of block i is `[j][i]`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
