@@ -108,10 +108,11 @@ def k_minus(post_steps, dt, tau_minus):
 def replay_synapse(pre, post, kpost, d, w0, cut, dt, lam, alpha, mu, tau_plus, tau_minus, marks=()):
     """NEST's send() over the presynaptic spikes up to step `cut`: (final weight, sum of
     facilitations, sum of depressions, pending potentiation, facilitations, [complete weight at
-    each of `marks`], [weight as read at each of `marks`]). The pending potentiation is what the next presynaptic spike would add for
-    the postsynaptic spikes not yet facilitated with; the complete weight at a mark c is the
-    weight after the presynaptic spikes up to c plus the pending potentiation of the
-    postsynaptic spikes up to c: every pair of spikes before c counted once."""
+    each of `marks`], [weight as read at each of `marks`]). The pending potentiation is what
+    the next presynaptic spike would add for the postsynaptic spikes not yet facilitated with;
+    the complete weight at a mark c is the weight after the presynaptic spikes up to c plus the
+    pending potentiation of the postsynaptic spikes up to c: every pair of spikes before c
+    counted once."""
     w, kplus, t_last = float(w0), 0.0, 0
     pot = dep = 0.0
     n_fac = 0
