@@ -16,7 +16,16 @@ weights at the end of the run: mean and standard deviation over the synapses int
 --weight-targets E neurons (default 50: 450,000 synapses at any scale; NEST reads ~10 s per
 million), and their drift relative to the initial weight JE. In both simulators a plastic weight
 read at the end lacks the potentiation still pending since its source's last spike (both apply
-it at the next presynaptic spike), so the two are read alike.
+it at the next presynaptic spike), so the two are read alike, but for one detail: NEST has not
+yet delivered the spikes of its last min_delay slice (1 ms: the spike recorder's connection
+sets min_delay), fum has (a 0.002 % difference in drift at scale 1, in-degree x 0.1). That
+pending potentiation (~0.5 % of JE after 1 s at that size) depends on the last tens of ms, so
+a drift read at one instant is noisy: compare over seeds, or with stdp_replay.py's complete
+drift.
+
+--dump PATH.npz also writes every spike (E and I, ids from 0 with E first) and the E->E synapses
+into the first --weight-targets E neurons (source, target, delay, weight at the end; each starts
+at JE), for benchmarks/peers/stdp_replay.py.
 """
 
 import json
@@ -63,6 +72,20 @@ def weight_stats(w, je_pa):
     return {"w_ee_n": int(w.size), "w_ee_mean_pa": float(w.mean()), "w_ee_std_pa": float(w.std()), "w_ee_drift": float(w.mean() / je_pa - 1.0)}
 
 
+def dump(path, sim, a, p, senders, times, source, target, delay_ms, weight, min_delay_ms=0.0):
+    """Writes what stdp_replay.py replays: spikes (ids from 0, E first) and sampled E->E synapses;
+    NEST's min_delay (its communication interval, which decides the spikes still undelivered at
+    the end; the recorder's connection's 1 ms sets it here), 0 for fum."""
+    import numpy as np
+
+    np.savez_compressed(
+        path, sim=sim, seed=a.seed, scale=a.scale, indegree=a.indegree, duration_ms=a.duration_ms, dt_ms=net.DT_MS,
+        ne=p["ne"], ni=p["ni"], je_pa=p["je_pa"], stdp=np.array([net.STDP[k] for k in ("lambda", "alpha", "mu", "tau_plus", "tau_minus")]),
+        senders=np.asarray(senders, dtype=np.int64), times=np.asarray(times, dtype=np.float64),
+        source=np.asarray(source, dtype=np.int64), target=np.asarray(target, dtype=np.int64),
+        delay_ms=np.asarray(delay_ms, dtype=np.float64), weight=np.asarray(weight, dtype=np.float64), min_delay_ms=min_delay_ms)
+
+
 def run_nest(a):
     os.environ.setdefault("PYNEST_QUIET", "1")
     saved = os.dup(1)
@@ -102,6 +125,10 @@ def run_nest(a):
     out |= stats(ev["senders"], ev["times"], e[0].global_id, p["ne"], p["ni"], a.from_ms, a.duration_ms)
     conns = nest.GetConnections(e, e[: a.weight_targets])
     out |= weight_stats(conns.get("weight"), p["je_pa"])
+    if a.dump:
+        c = conns.get(["source", "target", "delay", "weight"])
+        first = e[0].global_id
+        dump(a.dump, "nest", a, p, ev["senders"] - first, ev["times"], [s - first for s in c["source"]], [t - first for t in c["target"]], c["delay"], c["weight"], nest.GetKernelStatus("min_delay"))
     os.dup2(saved, 1)
     return out
 
@@ -128,7 +155,11 @@ def run_fum(a):
         first += size
     out |= stats(np.concatenate(ids), np.concatenate(times), 0, p["ne"], p["ni"], a.from_ms, a.duration_ms)
     syn = run.weights("E_to_E")
-    out |= weight_stats(np.asarray(syn.weight)[np.asarray(syn.post) < a.weight_targets], p["je_pa"])
+    sampled = np.asarray(syn.post) < a.weight_targets
+    out |= weight_stats(np.asarray(syn.weight)[sampled], p["je_pa"])
+    if a.dump:  # fum's E->E delays are the model's one delay
+        senders, times = np.concatenate(ids), np.concatenate(times)
+        dump(a.dump, "fum", a, p, senders, times, np.asarray(syn.pre)[sampled], np.asarray(syn.post)[sampled], np.full(sampled.sum(), net.DELAY_MS), np.asarray(syn.weight)[sampled])
     return out
 
 
@@ -147,7 +178,10 @@ def main():
     ap.add_argument("--seed", type=int, default=net.SEED)
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--weight-targets", type=int, default=50)
+    ap.add_argument("--dump", metavar="PATH.npz", help="write spikes and the sampled E->E synapses (for stdp_replay.py)")
     a = ap.parse_args()
+    if a.compare and a.dump:
+        ap.error("--dump with --sim nest or --sim fum, one file each")
     if a.compare:
         rows = []
         for sim in ("nest", "fum"):
