@@ -345,11 +345,12 @@ impl PoissonCdf {
         PoissonCdf { cdf, window }
     }
 
-    /// [`PoissonCdf::sample`] of the uniforms of eight blocks side by side (words 0 and 1),
-    /// `head` being the window: its comparisons for all eight at once; a count that reaches
-    /// the window's end (rare by its choice) continues in `sample`.
+    /// [`PoissonCdf::sample`] of the uniforms of eight blocks side by side (words 0 and 1):
+    /// the window's comparisons for all eight at once; a count that reaches the window's end
+    /// (rare by its choice) continues in `sample`.
     #[inline(always)]
-    fn counts8(&self, head: &[f64], w: &[[u32; 8]; 4]) -> [u32; 8] {
+    fn counts8(&self, w: &[[u32; 8]; 4]) -> [u32; 8] {
+        let head = &self.cdf[..self.window];
         let u: [f64; 8] = std::array::from_fn(|i| uniform_f64(w[0][i], w[1][i]));
         let mut k = [0u32; 8];
         for &c in head {
@@ -387,10 +388,9 @@ impl PoissonCdf {
 /// neurons at a time side by side (the CPU's Poisson input for an input of one rate).
 #[multiversion::multiversion(targets("x86_64+avx512f+avx512dq+avx512bw+avx512vl", "x86_64+avx2+fma"))]
 pub fn add_poisson_counts(key: Key, index: u16, neurons: std::ops::Range<u32>, step: u64, cdf: &PoissonCdf, quantum: i64, ring: &mut [i64]) {
-    let head = &cdf.cdf[..cdf.window];
     key.for_each_block8(Purpose::PoissonInput, index, neurons.clone(), step, |first, n, w| {
         let at = (first - neurons.start) as usize;
-        let k = cdf.counts8(head, w);
+        let k = cdf.counts8(w);
         match ring[at..].first_chunk_mut::<8>() {
             Some(sums) if n == 8 => (0..8).for_each(|i| sums[i] += i64::from(k[i]) * quantum),
             _ => (0..n).for_each(|i| ring[at + i] += i64::from(k[i]) * quantum),
