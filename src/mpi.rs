@@ -5,7 +5,7 @@
 
 use mpi::Count;
 use mpi::collective::SystemOperation;
-use mpi::datatype::PartitionMut;
+use mpi::datatype::{Partition, PartitionMut};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 
@@ -45,6 +45,31 @@ impl fum_engine::ranks::Transport for Mpi {
         all.resize(counts.iter().map(|&c| c as usize).sum(), 0);
         let mut into = PartitionMut::new(&mut all[..], counts, &displs[..]);
         self.world.all_gather_varcount_into(local, &mut into);
+        stop
+    }
+
+    fn all_to_all(&self, send: &[Vec<u32>], stop: bool, received: &mut Vec<u32>, counts: &mut Vec<usize>) -> bool {
+        // Each list's length, doubled, with the wish to stop in the low bit; then the lists.
+        let lengths: Vec<Count> = (0..self.size)
+            .map(|r| {
+                let len = if r == self.rank { 0 } else { Count::try_from(send[r].len()).expect("fewer than 2^30 spikes a message") };
+                len * 2 + Count::from(stop)
+            })
+            .collect();
+        let mut heard = vec![0 as Count; self.size];
+        self.world.all_to_all_into(&lengths[..], &mut heard[..]);
+        let stop = heard.iter().any(|c| c & 1 == 1);
+        let from: Vec<Count> = heard.iter().map(|c| c >> 1).collect();
+        let into: Vec<Count> = lengths.iter().map(|c| c >> 1).collect();
+        let flat: Vec<u32> = send.iter().enumerate().filter(|&(r, _)| r != self.rank).flat_map(|(_, s)| s.iter().copied()).collect();
+        let displs = |c: &[Count]| -> Vec<Count> { c.iter().scan(0, |at, &n| Some(std::mem::replace(at, *at + n))).collect() };
+        received.clear();
+        received.resize(from.iter().map(|&c| c as usize).sum(), 0);
+        let out = Partition::new(&flat[..], &into[..], displs(&into));
+        let mut inbox = PartitionMut::new(&mut received[..], &from[..], displs(&from));
+        self.world.all_to_all_varcount_into(&out, &mut inbox);
+        counts.clear();
+        counts.extend(from.iter().map(|&c| c as usize));
         stop
     }
 

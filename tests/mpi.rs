@@ -3,7 +3,8 @@
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
 //! pending), with contiguous and METIS partitions, exchanging every step or (without
 //! plasticity) once per epoch, with each rank's times in run.json; METIS
-//! keeps a clustered network's modules on their ranks; a checkpoint of 3 ranks resumes on 2
+//! keeps a clustered network's modules on their ranks, whose spikes then go only where they are
+//! read (routed), STDP and structural plasticity included; a checkpoint of 3 ranks resumes on 2
 //! (and on one process) identically; spike sources and a SONATA circuit give one process's
 //! spikes too; what ranks cannot do yet is refused with a message; a signal stops every rank
 //! after the same step, with the outputs; a killed rank ends the run, named.
@@ -265,6 +266,69 @@ fn metis_keeps_the_modules_of_a_clustered_network_on_their_ranks() {
         }
         assert!(locality[1] > 0.95 && locality[0] < 0.8, "{np} ranks: locality contiguous {}, metis {}", locality[0], locality[1]);
     }
+}
+
+/// The clustered model with STDP inside module 1 and on the ring's link from module 5 into
+/// module 0, and structural plasticity inside module 1, in `dir`.
+fn clustered_plastic(dir: &Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string("assets/models/clustered.toml").unwrap();
+    let text = ["E1_to_E1", "E5_to_E0"].iter().fold(text, |t, name| t.replace(&format!("name = \"{name}\"\n"), &format!("name = \"{name}\"\nplasticity = \"stdp\"\n")));
+    let extra = "\n[[plasticity]]\nname = \"stdp\"\ntau_plus_ms = 20.0\ntau_minus_ms = 20.0\na_plus = 0.01\na_minus = 0.0105\nw_min = 0.0\nw_max = 600.0\n\n\
+                 [[structural]]\nprojection = \"E1_to_E1\"\nevery_ms = 100.0\ncommit_after_ms = 50.0\nprune = { lowest_priority_fraction = 0.05 }\nregrow = { to_indegree = 160, weight = 300.0 }\n";
+    let path = dir.join("clustered_plastic.toml");
+    std::fs::write(&path, text + extra).unwrap();
+    path
+}
+
+/// Routed exchange (each spike only to the ranks that read it, and to rank 0): on the clustered
+/// network split by METIS the ranks exchange less than with contiguous ranges, and, with STDP
+/// (whose sources go whole to every rank that learns from them) and structural plasticity
+/// (which may grow a synapse from any source), 2 and 3 ranks learn, rewire and fire what one
+/// process does; a checkpoint of 3 routed ranks resumes on 2 alike.
+#[test]
+#[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
+fn routed_exchange_sends_less_and_learns_and_rewires_what_one_process_does() {
+    let _one_at_a_time = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = |report: &serde_json::Value| -> u64 { report["timing"]["ranks"].as_array().unwrap().iter().map(|r| r["spike_bytes_received"].as_u64().unwrap()).sum() };
+    // The static model, in epochs: METIS routes; the bytes received fall against contiguous.
+    let model = "assets/models/clustered.toml";
+    for np in [2, 3] {
+        let mut received = Vec::new();
+        for partition in ["contiguous", "metis"] {
+            let out = dir.path().join(format!("static-{np}-{partition}"));
+            ok(mpirun(np, &[]).args(["run", model, "--duration", "50ms", "--threads", "1", "--quiet", "--partition", partition, "--out", out.to_str().unwrap()]).output().unwrap(), "static");
+            let report = run_json(&out);
+            received.push(bytes(&report));
+            if partition == "metis" {
+                assert_eq!(report["partition"]["exchange"], "routed", "{np} ranks: {}", report["partition"]);
+                assert!(report["partition"]["routed_fraction"].as_f64().unwrap() < 0.7, "{}", report["partition"]);
+            }
+        }
+        assert!(received[1] * 10 < received[0] * 8, "{np} ranks: bytes received, contiguous {} against metis {}", received[0], received[1]);
+    }
+    // STDP and structural plasticity, exchanging every step.
+    let model = clustered_plastic(dir.path());
+    let model = model.to_str().unwrap();
+    let run = |out: &Path, extra: &[&str]| ["run", model, "--duration", "300ms", "--threads", "1", "--quiet", "--checkpoint-every", "100ms", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect::<Vec<_>>();
+    let one = dir.path().join("one");
+    ok(Command::new(env!("CARGO_BIN_EXE_fum")).args(run(&one, &[])).output().unwrap(), "one process");
+    let reference = run_json(&one);
+    assert!(rewired(&reference).iter().any(|(_, pruned, grown, _)| *pruned > 0 && *grown > 0), "a commit pruned and regrew");
+    for np in [2, 3] {
+        let out = dir.path().join(format!("plastic-{np}"));
+        ok(mpirun(np, &[]).args(run(&out, &["--partition", "metis"])).output().unwrap(), &format!("{np} ranks"));
+        let report = run_json(&out);
+        assert_eq!((&report["partition"]["exchange"], &report["partition"]["exchange_every_steps"]), (&"routed".into(), &1.into()), "{np} ranks");
+        assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks: spikes differ");
+        assert_eq!(weights(&one), weights(&out), "{np} ranks: learned weights differ");
+        assert_eq!(rewired(&report), rewired(&reference), "{np} ranks: synapses pruned and grown");
+    }
+    let parts = dir.path().join("parts");
+    ok(mpirun(3, &[]).args(run(&parts, &["--partition", "metis", "--stop-after", "150ms"])).output().unwrap(), "3 ranks, stopped");
+    ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
+    assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(parts.join("spikes.h5")).unwrap(), "resumed: spikes differ");
+    assert_eq!(weights(&one), weights(&parts), "resumed: learned weights differ");
 }
 
 fn copy_dir(from: &Path, to: &Path) {

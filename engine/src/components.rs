@@ -452,11 +452,23 @@ pub struct PoissonSources(pub Vec<PoissonSource>);
 pub struct Seed(pub fum_kernels::rng::Key);
 
 /// The spikes of the current step, as global ids in ascending order: what every shard reads
-/// to deliver (in one process a buffer; across processes the result of an all-gather, or, in
-/// epochs, this rank's own spikes, the others' arriving in `gathered`).
+/// to deliver (in one process a buffer; across processes the result of an all-gather, or of an
+/// all-to-all along `routes`, or, in epochs, this rank's own spikes, the others' arriving in
+/// `gathered`).
 #[derive(Resource, Clone, Debug, Default)]
 pub struct SpikeExchange {
     pub spikes: Vec<u32>,
+    /// Across CPU ranks, where the partition makes it pay: which ranks each of this rank's
+    /// neurons' spikes go to (`None`: to every rank, by all-gather).
+    pub routes: Option<crate::routing::Routes>,
+    /// Spikes to each rank at this step's exchange (with `routes`; in epochs, the epoch's so
+    /// far, after each step's count in `outbox_counts`).
+    pub outbox: Vec<Vec<u32>>,
+    pub outbox_counts: Vec<Vec<u32>>,
+    /// Bytes of spike messages this rank sent and received (ids and counts, 4 bytes each; a
+    /// rank's own spikes are not counted as received): what routes save.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
     /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
     /// all stop after the same step (`crate::ranks`).
     pub stop: bool,

@@ -19,6 +19,7 @@ pub mod partition;
 pub mod ranks;
 pub mod recording;
 pub mod report;
+pub mod routing;
 #[cfg(feature = "cuda")]
 pub mod row_cache;
 pub mod run;

@@ -1,8 +1,9 @@
 //! Ranks: the processes of one multi-process run (`mpirun -np N fum run ...`, built with the
 //! cargo feature `mpi`). Each rank builds and steps the shards `crate::partition` assigns it
 //! (a contiguous range of about equal cost, or METIS's groups); the spikes of every step are
-//! all-gathered, so that every rank delivers from the same ascending list of global ids, and
-//! rank 0 records and writes the outputs and the checkpoints, which gather every rank's shards
+//! all-gathered, so that every rank delivers from the same ascending list of global ids (or,
+//! where the partition makes it pay, each goes only to the ranks that read it and to rank 0:
+//! `crate::routing`), and rank 0 records and writes the outputs and the checkpoints, which gather every rank's shards
 //! (`Snapshot::gather`); a checkpoint resumes on any number of ranks, each restoring the shards
 //! it owns. Global ids key every random number, so the spikes are those of one process,
 //! whatever the number of ranks.
@@ -11,12 +12,13 @@
 //! none, and is rank 0 of 1.
 //!
 //! Concurrency contract: every rank makes the same collective calls in the same order: the
-//! sums of the network's figures and the gather of the partition, once, before the first step
-//! (and, on GPUs, the setup of the spike exchange when the backend installs,
-//! `fum_systems::cuda_ranks`); one all-gather per step (in `Stage::Exchange`, or beside the
-//! GPUs' exchange), or, for a network without plasticity on CPUs, one at the end of each epoch
-//! ([`crate::components::Epochs`]: the ends fall at the same steps on every rank), which also
-//! carries each rank's wish to stop, so that all ranks stop at the same step boundary
+//! sums of the network's figures, on CPUs the routes' two all-to-alls and sum
+//! (`crate::routing`), and the gather of the partition, once, before the first step (and, on
+//! GPUs, the setup of the spike exchange when the backend installs, `fum_systems::cuda_ranks`);
+//! one all-gather per step, or one all-to-all where routes are used (in `Stage::Exchange`, or
+//! beside the GPUs' exchange), or, for a network without plasticity on CPUs, one at the end of
+//! each epoch ([`crate::components::Epochs`]: the ends fall at the same steps on every rank),
+//! which also carries each rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
 //! counts at each structural snapshot, a gather of probe samples at each step a probe is due
 //! (`Stage::Record`, after the exchange), and a gather of the ranks' shards at each checkpoint,
@@ -32,6 +34,10 @@ pub trait Transport: Send + Sync {
     fn size(&self) -> usize;
     /// Every rank's `local` spikes, in rank order, into `all`; whether any rank passed `stop`.
     fn all_gather(&self, local: &[u32], stop: bool, all: &mut Vec<u32>) -> bool;
+    /// `send[r]` to rank `r` (a list per rank; this rank's own is not sent), and what every
+    /// other rank sent this one into `received`, in rank order, `counts[r]` of it from rank `r`
+    /// (0 from this rank); whether any rank passed `stop`.
+    fn all_to_all(&self, send: &[Vec<u32>], stop: bool, received: &mut Vec<u32>, counts: &mut Vec<usize>) -> bool;
     /// Element-wise sums over the ranks, in place.
     fn sum(&self, values: &mut [u64]);
     /// Every rank's `mine`, in rank order, at rank 0; `None` on the others.

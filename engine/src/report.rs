@@ -46,6 +46,9 @@ pub struct Timing {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct RankTiming {
     pub simulate_s: f64,
+    /// Bytes of spike messages it sent and received (`SpikeExchange::bytes_sent`).
+    pub spike_bytes_sent: u64,
+    pub spike_bytes_received: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages_s: Option<BTreeMap<String, f64>>,
 }
@@ -64,6 +67,11 @@ pub struct PartitionReport {
     /// How often the ranks exchange spikes, in steps: 1, or the epoch of a network without
     /// plasticity (`crate::components::Epochs`).
     pub exchange_every_steps: u64,
+    /// `all-gather` (every spike to every rank) or `routed` (each spike to the ranks that
+    /// read it and to rank 0: `crate::routing`), and the fraction of the all-gather's messages
+    /// (neurons times receiving ranks) routes carry, whether or not they were used.
+    pub exchange: &'static str,
+    pub routed_fraction: f64,
 }
 
 /// One rank's part of the network.
@@ -81,7 +89,7 @@ impl PartitionReport {
     /// Every rank's part at rank 0 (a collective call; `None` on the other ranks). Rank 0
     /// checks that the ranks' shards cover each shard once: every rank computes its own
     /// (`crate::partition`), and a disagreement would lose or double neurons.
-    pub fn gather(world: &mut World, transport: &dyn crate::ranks::Transport) -> Option<PartitionReport> {
+    pub fn gather(world: &mut World, transport: &dyn crate::ranks::Transport, routed_fraction: f64) -> Option<PartitionReport> {
         let mut q = world.query::<&Shard>();
         let mut owned: Vec<(usize, Range<u32>)> = q.iter(world).map(|s| (s.index, s.neurons.clone())).collect();
         owned.sort_unstable_by_key(|(index, _)| *index);
@@ -119,6 +127,8 @@ impl PartitionReport {
         Some(PartitionReport {
             method: crate::partition::method().name(),
             exchange_every_steps: world.resource::<crate::components::SpikeExchange>().epochs.map_or(1, |e| e.length),
+            exchange: if world.resource::<crate::components::SpikeExchange>().routes.is_some() { "routed" } else { "all-gather" },
+            routed_fraction,
             locality: ranks.iter().map(|r| r.local_synapses).sum::<u64>() as f64 / total,
             imbalance: most * ranks.len() as f64 / total,
             ranks,
@@ -128,8 +138,8 @@ impl PartitionReport {
 
 impl RankTiming {
     /// Every rank's timing at rank 0 (a collective call; `None` on the other ranks).
-    pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
-        let mut mine = vec![simulate_s];
+    pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, bytes: [u64; 2], stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
+        let mut mine = vec![simulate_s, bytes[0] as f64, bytes[1] as f64];
         mine.extend(stages.map_or(&[][..], |s| &s.seconds[..]));
         let parts = transport.gather(bytemuck::cast_slice(&mine))?;
         Some(
@@ -137,8 +147,8 @@ impl RankTiming {
                 .iter()
                 .map(|p| {
                     let values: Vec<f64> = p.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-                    let stages_s = (values.len() > 1).then(|| crate::Stage::ALL.iter().zip(&values[1..]).map(|(s, &t)| (s.name().to_string(), t)).collect());
-                    RankTiming { simulate_s: values[0], stages_s }
+                    let stages_s = (values.len() > 3).then(|| crate::Stage::ALL.iter().zip(&values[3..]).map(|(s, &t)| (s.name().to_string(), t)).collect());
+                    RankTiming { simulate_s: values[0], spike_bytes_sent: values[1] as u64, spike_bytes_received: values[2] as u64, stages_s }
                 })
                 .collect(),
         )

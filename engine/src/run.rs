@@ -551,7 +551,14 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     }
     if let Some(transport) = crate::ranks::transport() {
         network.sum_over_ranks(transport, model.spec.projections.len());
-        partition = crate::report::PartitionReport::gather(&mut sim.world, transport);
+        // CPU ranks send each spike where it is read, where that pays (GPUs gather bits).
+        let mut fraction = 1.0;
+        if crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu") {
+            let routing = crate::routing::Routes::build(&mut sim.world, transport);
+            fraction = routing.fraction;
+            sim.world.resource_mut::<crate::components::SpikeExchange>().routes = routing.routes;
+        }
+        partition = crate::report::PartitionReport::gather(&mut sim.world, transport, fraction);
     }
     if let Some(host_bytes) = options.host_memory {
         start_paging(&mut sim, options, host_bytes, model.spec.simulation.dt_ms)?;
@@ -659,7 +666,8 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         RunError::Unhealthy { error, hint }
     });
 
-    let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, sim.world.get_resource::<crate::StageTimes>()));
+    let bytes = sim.world.get_resource::<crate::components::SpikeExchange>().map_or([0; 2], |e| [e.bytes_sent, e.bytes_received]);
+    let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, bytes, sim.world.get_resource::<crate::StageTimes>()));
     // What each rank counted of its own shards, summed for the report (collectives, in order).
     let summed = crate::ranks::transport().map(|transport| {
         let structural = sim.world.get_resource::<crate::structural::StructuralReport>().cloned().map(|mut r| {

@@ -1,7 +1,8 @@
 //! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
 //! read. In one process this is a concatenation in shard order; across processes (ranks) it is
-//! also an all-gather of the ranks' lists, every step, or once per epoch for a network without
-//! plasticity (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
+//! also an all-gather of the ranks' lists, or an all-to-all of the lists each rank receives
+//! where routes pay (`fum_engine::routing`), every step, or once per epoch for a network
+//! without plasticity (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, GatheredStep, NeuronBlock, Shard, SpikeExchange};
@@ -27,27 +28,73 @@ impl Plugin for ClockPlugin {
 pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResMut<SpikeExchange>, clock: Res<Clock>) {
     let mut parts: Vec<_> = shards.iter().collect();
     parts.sort_unstable_by_key(|(shard, _)| shard.index);
-    let spikes = &mut exchange.spikes;
-    spikes.clear();
-    for (shard, block) in parts {
-        spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
+    let exchange = &mut *exchange;
+    exchange.spikes.clear();
+    let Some(transport) = fum_engine::ranks::transport() else {
+        for (shard, block) in parts {
+            exchange.spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
+        }
+        return;
+    };
+    let size = transport.size();
+    // With routes, each spike also goes into the outbox of every rank that receives it (the
+    // routes number this rank's neurons in shard order).
+    if let Some(routes) = &exchange.routes {
+        exchange.outbox.resize_with(size, Vec::new);
+        exchange.outbox_counts.resize_with(size, Vec::new);
+        let fresh = exchange.outbox.iter().map(Vec::len).collect::<Vec<_>>();
+        let mut own = 0;
+        for (shard, block) in parts {
+            for &local in &block.spiked {
+                let g = shard.neurons.start + local;
+                exchange.spikes.push(g);
+                routes.of(own + local as usize).iter().for_each(|&r| exchange.outbox[r as usize].push(g));
+            }
+            own += shard.neurons.len();
+        }
+        for (counts, (sent, before)) in exchange.outbox_counts.iter_mut().zip(exchange.outbox.iter().zip(fresh)) {
+            counts.push((sent.len() - before) as u32);
+        }
+    } else {
+        for (shard, block) in parts {
+            exchange.spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
+        }
     }
-    let Some(transport) = fum_engine::ranks::transport() else { return };
     let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
+    let rank = transport.rank();
     match exchange.epochs {
         // Across ranks (fum_engine::ranks), every step: the ranks' lists in rank order, each
         // ascending; they are the ascending list of all where every rank owns a contiguous
         // range of shards, and are sorted into it otherwise (`fum_engine::partition`). The
         // signal flag rides along.
         None => {
-            let local = std::mem::take(&mut exchange.spikes);
-            exchange.stop = transport.all_gather(&local, signalled, &mut exchange.spikes);
+            let own = std::mem::take(&mut exchange.spikes);
+            let from_others = match &exchange.routes {
+                None => {
+                    exchange.stop = transport.all_gather(&own, signalled, &mut exchange.spikes);
+                    exchange.bytes_sent += 4 * (own.len() as u64 + 1) * (size as u64 - 1);
+                    exchange.spikes.len() - own.len() + size - 1
+                }
+                // Routed: this rank's spikes and those the others sent it.
+                Some(_) => {
+                    let (mut received, mut counts) = (Vec::new(), Vec::new());
+                    exchange.stop = transport.all_to_all(&exchange.outbox, signalled, &mut received, &mut counts);
+                    exchange.bytes_sent += 4 * exchange.outbox.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64 + 1).sum::<u64>();
+                    exchange.outbox.iter_mut().for_each(Vec::clear);
+                    exchange.outbox_counts.iter_mut().for_each(Vec::clear);
+                    exchange.spikes = own;
+                    exchange.spikes.extend_from_slice(&received);
+                    received.len() + size - 1
+                }
+            };
+            exchange.bytes_received += 4 * from_others as u64;
             if !exchange.spikes.is_sorted() {
                 exchange.spikes.sort_unstable();
             }
         }
         // In epochs: this rank delivers its own spikes now and keeps them; at the epoch's end
-        // every rank sends its steps' counts, then their spikes, in one all-gather.
+        // every rank sends its steps' counts, then their spikes (to every rank in one
+        // all-gather, or to each rank those it receives).
         Some(epochs) => {
             exchange.gathered.clear();
             let own = exchange.spikes.clone();
@@ -55,39 +102,92 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
             exchange.stop = false;
             if epochs.ends_at(clock.step) {
                 let pending = std::mem::take(&mut exchange.pending);
-                let mut mine: Vec<u32> = pending.iter().map(|(_, s)| s.len() as u32).collect();
-                pending.iter().for_each(|(_, s)| mine.extend_from_slice(s));
                 let mut all = Vec::new();
-                exchange.stop = transport.all_gather(&mine, signalled, &mut all);
-                exchange.gathered = split_epoch(&pending, &all, transport.rank());
+                let messages: Vec<&[u32]> = match &exchange.routes {
+                    None => {
+                        let mut mine: Vec<u32> = pending.iter().map(|(_, s)| s.len() as u32).collect();
+                        pending.iter().for_each(|(_, s)| mine.extend_from_slice(s));
+                        exchange.stop = transport.all_gather(&mine, signalled, &mut all);
+                        exchange.bytes_sent += 4 * mine.len() as u64 * (size as u64 - 1);
+                        let mut messages = rank_messages(&all, pending.len());
+                        messages.remove(rank);
+                        messages
+                    }
+                    Some(_) => {
+                        let send: Vec<Vec<u32>> = exchange.outbox_counts.iter().zip(&exchange.outbox).map(|(c, ids)| [&c[..], &ids[..]].concat()).collect();
+                        let mut counts = Vec::new();
+                        exchange.stop = transport.all_to_all(&send, signalled, &mut all, &mut counts);
+                        exchange.bytes_sent += 4 * send.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64).sum::<u64>();
+                        exchange.outbox.iter_mut().for_each(Vec::clear);
+                        exchange.outbox_counts.iter_mut().for_each(Vec::clear);
+                        let mut rest = &all[..];
+                        let mut messages = Vec::new();
+                        for (r, &c) in counts.iter().enumerate() {
+                            let (message, tail) = rest.split_at(c);
+                            if r != rank {
+                                messages.push(message);
+                            }
+                            rest = tail;
+                        }
+                        messages
+                    }
+                };
+                exchange.bytes_received += 4 * messages.iter().map(|m| m.len() as u64).sum::<u64>();
+                exchange.gathered = split_epoch(&pending, &messages);
             }
         }
     }
 }
 
-/// The steps of `pending` (this rank's) from the ranks' epoch messages `all` (rank order; each
-/// the steps' counts, then their spikes): every rank's spikes and the other ranks', ascending.
-fn split_epoch(pending: &[(u64, Vec<u32>)], all: &[u32], rank: usize) -> Vec<GatheredStep> {
-    let mut steps: Vec<GatheredStep> = pending.iter().map(|&(step, _)| GatheredStep { step, ..Default::default() }).collect();
-    let (n, mut rest, mut r) = (steps.len(), all, 0);
-    while rest.len() >= n {
-        let (counts, tail) = rest.split_at(n);
-        let mut at = 0;
+/// The ranks' epoch messages in an all-gather's `all` (rank order; each the `steps` counts,
+/// then the spikes).
+fn rank_messages(all: &[u32], steps: usize) -> Vec<&[u32]> {
+    let (mut messages, mut rest) = (Vec::new(), all);
+    while rest.len() >= steps {
+        let len = steps + rest[..steps].iter().map(|&c| c as usize).sum::<usize>();
+        let (message, tail) = rest.split_at(len);
+        messages.push(message);
+        rest = tail;
+    }
+    messages
+}
+
+/// The steps of `pending` (this rank's own spikes) with the other ranks' epoch `messages` (each
+/// the steps' counts, then their spikes): every spike known here, and the others', ascending.
+fn split_epoch(pending: &[(u64, Vec<u32>)], messages: &[&[u32]]) -> Vec<GatheredStep> {
+    let n = pending.len();
+    let mut steps: Vec<GatheredStep> = pending.iter().map(|(step, own)| GatheredStep { step: *step, all: own.clone(), remote: Vec::new() }).collect();
+    for message in messages {
+        let (counts, mut ids) = message.split_at(n);
         for (step, &count) in steps.iter_mut().zip(counts) {
-            let ids = &tail[at..at + count as usize];
-            step.all.extend_from_slice(ids);
-            if r != rank {
-                step.remote.extend_from_slice(ids);
-            }
-            at += count as usize;
+            let (these, rest) = ids.split_at(count as usize);
+            step.all.extend_from_slice(these);
+            step.remote.extend_from_slice(these);
+            ids = rest;
         }
-        (rest, r) = (&tail[at..], r + 1);
     }
     for step in &mut steps {
         step.all.sort_unstable();
         step.remote.sort_unstable();
     }
     steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_epochs_messages_split_into_its_steps() {
+        // Two steps; three ranks' messages, this rank (1) sending [5] then [6, 7].
+        let all = [1, 0, 3, /**/ 1, 2, 5, 6, 7, /**/ 0, 1, 9];
+        let messages = rank_messages(&all, 2);
+        assert_eq!(messages, [&[1, 0, 3][..], &[1, 2, 5, 6, 7][..], &[0, 1, 9][..]]);
+        let pending = [(10, vec![5]), (11, vec![6, 7])];
+        let steps = split_epoch(&pending, &[messages[0], messages[2]]);
+        assert_eq!((steps[0].step, &steps[0].all[..], &steps[0].remote[..]), (10, &[3, 5][..], &[3][..]));
+        assert_eq!((steps[1].step, &steps[1].all[..], &steps[1].remote[..]), (11, &[6, 7, 9][..], &[9][..]));
+    }
 }
 
 pub fn advance_clock(mut clock: ResMut<Clock>) {
