@@ -67,6 +67,11 @@ enum Command {
         /// equal cost) or metis (METIS groups the shards that share the most synapses).
         #[arg(long, value_name = "METHOD", default_value = "contiguous")]
         partition: fum::engine::partition::Method,
+        /// Across CPU ranks: how spikes travel: auto (routed where that carries less than 90 %
+        /// of the all-gather's messages), all-gather (every spike to every rank) or routed
+        /// (each spike to the ranks that read it, and to rank 0).
+        #[arg(long, value_name = "HOW", default_value = "auto")]
+        exchange: fum::engine::routing::Choice,
     },
     /// Watch and steer a simulation live: run MODEL in this process, or attach to a run
     /// started with `fum run --serve`.
@@ -120,6 +125,9 @@ enum Command {
         /// equal cost) or metis (METIS groups the shards that share the most synapses).
         #[arg(long, value_name = "METHOD", default_value = "contiguous")]
         partition: fum::engine::partition::Method,
+        /// Across CPU ranks: auto, all-gather or routed (as `fum run --exchange`).
+        #[arg(long, value_name = "HOW", default_value = "auto")]
+        exchange: fum::engine::routing::Choice,
         #[arg(long)]
         quiet: bool,
     },
@@ -350,8 +358,9 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run { model, sonata, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages, partition } => {
+        Command::Run { model, sonata, sim, checkpoint_every, keep_checkpoints, stop_after, max_rate_hz, quiet, serve, monitor, time_stages, partition, exchange } => {
             fum::engine::partition::set_method(partition);
+            fum::engine::routing::set_choice(exchange);
             let options = RunOptions { checkpoint_every_ms: checkpoint_every, keep_checkpoints, stop_after_ms: stop_after, max_rate_hz, monitor, time_stages, ..sim.options() };
             // Rank 0 records, writes the outputs and checkpoints and reports (fum_engine::ranks).
             cmd_run(ModelSource::of(model, sonata), options, quiet || !fum::engine::ranks::writes(), serve)
@@ -366,8 +375,9 @@ fn main() -> ExitCode {
                 None => cmd_view(model.expect("clap requires a model without --attach"), options, paused, real_time_factor, window),
             }
         }
-        Command::Resume { dir, threads, backend, quiet, partition } => {
+        Command::Resume { dir, threads, backend, quiet, partition, exchange } => {
             fum::engine::partition::set_method(partition);
+            fum::engine::routing::set_choice(exchange);
             cmd_resume(dir, threads, backend.map(BackendChoice::from), quiet || !fum::engine::ranks::writes())
         }
         Command::Info { bandwidth } => cmd_info(bandwidth),

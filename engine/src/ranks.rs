@@ -48,6 +48,89 @@ pub trait Transport: Send + Sync {
     fn local(&self) -> (usize, usize);
     /// Ends the process of every rank at once with `code` (after an error on this one).
     fn abort(&self, code: i32) -> !;
+    /// A second transport to the same ranks whose collectives may run on another thread beside
+    /// this one's (a duplicated communicator); `None` where the library allows one thread at a
+    /// time. Every rank calls it at the same point.
+    fn duplicate(&self) -> Option<Box<dyn Transport>>;
+}
+
+/// What one epoch's exchange sends: every rank the same list (all-gather), or each rank its own
+/// (all-to-all, routed).
+pub enum Outgoing {
+    AllGather(Vec<u32>),
+    AllToAll(Vec<Vec<u32>>),
+}
+
+/// What it brought: the lists received in rank order, the count from each rank (all-to-all
+/// only; this rank's own list is among an all-gather's), and whether any rank asked to stop.
+pub struct Incoming {
+    pub received: Vec<u32>,
+    pub counts: Vec<usize>,
+    pub stop: bool,
+}
+
+/// Carries one epoch's spike exchange while the next epoch is computed
+/// (`crate::components::Epochs`), on a thread of its own over a [`Transport::duplicate`].
+///
+/// Concurrency contract: the courier's thread is the only user of its transport, and makes one
+/// collective per epoch, posted in epoch order by the exchange system on every rank, so the
+/// ranks' collectives on it match; the step's other collectives (probes, structural counts,
+/// checkpoints, the report) stay on the first transport, on the step's thread. At most one
+/// exchange is in flight: [`Courier::wait`] takes it before the next is posted.
+pub struct Courier {
+    jobs: Option<std::sync::mpsc::Sender<(Outgoing, bool)>>,
+    done: std::sync::Mutex<std::sync::mpsc::Receiver<Incoming>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Courier {
+    /// A courier over `transport` (a duplicate: see [`Transport::duplicate`]).
+    pub fn start(transport: Box<dyn Transport>) -> Courier {
+        let (jobs, inbox) = std::sync::mpsc::channel::<(Outgoing, bool)>();
+        let (outbox, done) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fum-exchange".into())
+            .spawn(move || {
+                for (job, stop) in inbox {
+                    let mut incoming = Incoming { received: Vec::new(), counts: Vec::new(), stop: false };
+                    incoming.stop = match &job {
+                        Outgoing::AllGather(mine) => transport.all_gather(mine, stop, &mut incoming.received),
+                        Outgoing::AllToAll(send) => transport.all_to_all(send, stop, &mut incoming.received, &mut incoming.counts),
+                    };
+                    if outbox.send(incoming).is_err() {
+                        break;
+                    }
+                }
+            })
+            .expect("a thread for the spike exchange");
+        Courier { jobs: Some(jobs), done: std::sync::Mutex::new(done), thread: Some(thread) }
+    }
+
+    /// Starts an exchange (with this rank's wish to stop).
+    pub fn post(&self, outgoing: Outgoing, stop: bool) {
+        self.jobs.as_ref().expect("the courier runs").send((outgoing, stop)).expect("the exchange thread runs");
+    }
+
+    /// Waits for the exchange in flight.
+    pub fn wait(&self) -> Incoming {
+        self.done.lock().expect("one waiter").recv().expect("the exchange thread runs")
+    }
+}
+
+impl Drop for Courier {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which then frees its communicator.
+        self.jobs.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl std::fmt::Debug for Courier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Courier")
+    }
 }
 
 static TRANSPORT: OnceLock<Box<dyn Transport>> = OnceLock::new();

@@ -14,10 +14,11 @@
 //!
 //! Routes are built once, before the first step, by every rank together ([`Routes::build`]: an
 //! all-to-all of the ranks' neuron ranges, one of the sources each rank reads, and a sum), and
-//! kept only if they carry less than [`ROUTE_BELOW`] of what the all-gather would, judged by
-//! neurons (every rank decides alike from the same sums).
+//! kept, unless `--exchange` says otherwise, only if they carry less than [`ROUTE_BELOW`] of
+//! what the all-gather would, judged by neurons (every rank decides alike from the same sums).
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bevy_ecs::prelude::*;
 
@@ -26,6 +27,40 @@ use crate::ranks::Transport;
 
 /// Routes are used where they carry less than this fraction of the all-gather's messages.
 pub const ROUTE_BELOW: f64 = 0.9;
+
+/// `--exchange`: whether spikes are routed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Choice {
+    /// Routed where that carries less than [`ROUTE_BELOW`] of the all-gather's messages.
+    #[default]
+    Auto,
+    AllGather,
+    Routed,
+}
+
+impl std::str::FromStr for Choice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Choice, String> {
+        match s {
+            "auto" => Ok(Choice::Auto),
+            "all-gather" => Ok(Choice::AllGather),
+            "routed" => Ok(Choice::Routed),
+            other => Err(format!("unknown exchange \"{other}\" (auto, all-gather or routed)")),
+        }
+    }
+}
+
+static CHOICE: OnceLock<Choice> = OnceLock::new();
+
+/// Sets the run's choice (once, at start-up).
+pub fn set_choice(choice: Choice) {
+    assert!(CHOICE.set(choice).is_ok(), "the exchange is chosen once");
+}
+
+/// The run's choice: auto unless set.
+pub fn choice() -> Choice {
+    CHOICE.get().copied().unwrap_or_default()
+}
 
 /// Where this rank's neurons' spikes go.
 #[derive(Clone, Debug, Default)]
@@ -99,7 +134,12 @@ impl Routes {
         let mut sums = [routes.to.len() as u64, (neurons * (size - 1)) as u64];
         transport.sum(&mut sums);
         let fraction = sums[0] as f64 / sums[1].max(1) as f64;
-        Routing { routes: (fraction < ROUTE_BELOW).then_some(routes), fraction }
+        let routed = match choice() {
+            Choice::Auto => fraction < ROUTE_BELOW,
+            Choice::AllGather => false,
+            Choice::Routed => true,
+        };
+        Routing { routes: routed.then_some(routes), fraction }
     }
 }
 
