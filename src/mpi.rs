@@ -16,15 +16,11 @@ struct Mpi {
     size: usize,
     /// Rank and size among the processes of this host.
     local: (usize, usize),
-    /// The library's thread support: `Multiple` lets a duplicate's collectives run on another
-    /// thread beside this communicator's.
-    threading: mpi::Threading,
 }
 
 // SAFETY: MPI was initialised with MPI_THREAD_MULTIPLE or MPI_THREAD_SERIALIZED (`start`); the
-// ranks' contract (`fum_engine::ranks`) has one collective at a time on each communicator in
-// each process (the step's exchange, or the run loop's sums between steps, never both; a
-// duplicate, made only under MPI_THREAD_MULTIPLE, is used by the exchange thread alone).
+// ranks' contract (`fum_engine::ranks`) has one collective at a time in each process (the
+// step's exchange, or the run loop's sums between steps, never both).
 unsafe impl Send for Mpi {}
 unsafe impl Sync for Mpi {}
 
@@ -116,12 +112,6 @@ impl fum_engine::ranks::Transport for Mpi {
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
     }
-
-    fn duplicate(&self) -> Option<Box<dyn fum_engine::ranks::Transport>> {
-        (self.threading == mpi::Threading::Multiple).then(|| {
-            Box::new(Mpi { world: self.world.duplicate(), rank: self.rank, size: self.size, local: self.local, threading: self.threading }) as Box<dyn fum_engine::ranks::Transport>
-        })
-    }
 }
 
 /// Starts MPI if an MPI launcher started this process, and installs its transport; the guard
@@ -139,7 +129,7 @@ pub fn start() -> anyhow::Result<Option<mpi::environment::Universe>> {
     let (rank, size) = (world.rank() as usize, world.size() as usize);
     let host = world.split_shared(world.rank());
     let local = (host.rank() as usize, host.size() as usize);
-    fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size, local, threading }));
+    fum_engine::ranks::set_transport(Box::new(Mpi { world, rank, size, local }));
     // A panic on one rank would otherwise finalise MPI while the others wait in a collective.
     let report = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

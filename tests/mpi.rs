@@ -2,7 +2,7 @@
 //! processes"): the same spikes and probes as one process on 2 and 3 ranks (oversubscribed on CI's two
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
 //! pending), with contiguous and METIS partitions, exchanging every step or (without
-//! plasticity) once per epoch while the next is computed, with each rank's times in run.json; METIS
+//! plasticity) once per epoch, with each rank's times in run.json; METIS
 //! keeps a clustered network's modules on their ranks, whose spikes then go only where they are
 //! read (routed), STDP and structural plasticity included; a checkpoint of 3 ranks resumes on 2
 //! (and on one process) identically; spike sources and a SONATA circuit give one process's
@@ -103,9 +103,8 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
             assert_eq!(std::fs::read(one.join("probes.h5")).unwrap(), std::fs::read(out.join("probes.h5")).unwrap(), "{name}: probes differ on {np} ranks, {partition}");
             let report = run_json(&out);
             assert_eq!(report["partition"]["method"], partition);
-            // Brunel (static, 1.5 ms delays) exchanges once per 7-step epoch (half the delay,
-            // each epoch's exchange beside the next epoch); STDP every step.
-            assert_eq!(report["partition"]["exchange_every_steps"], if name == "brunel" { 7 } else { 1 });
+            // Brunel (static, 1.5 ms delays) exchanges once per 15-step epoch; STDP every step.
+            assert_eq!(report["partition"]["exchange_every_steps"], if name == "brunel" { 15 } else { 1 });
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
             for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
@@ -170,9 +169,8 @@ fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Rank 0 gathers every rank's shards into one checkpoint, the format of one process's: one of
 /// 3 ranks (stopped half-way) resumes on 2 to the spikes and learned weights of one process
-/// that ran through, and one process resumes it too. Brunel exchanges in epochs of 7 steps,
-/// each beside the next: checkpoints every 500 steps and the stop at step 1000 end epochs
-/// early and wait for the epoch in flight.
+/// that ran through, and one process resumes it too. Brunel exchanges in epochs of 15 steps:
+/// checkpoints every 500 steps and the stop at step 1000 end epochs early.
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
 fn a_checkpoint_of_three_ranks_resumes_on_two_and_on_one() {

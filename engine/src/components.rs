@@ -469,10 +469,6 @@ pub struct SpikeExchange {
     /// rank's own spikes are not counted as received): what routes save.
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// In epochs, where the MPI library allows it: the thread that exchanges an epoch's spikes
-    /// while the next epoch is computed, and the steps of the epoch in flight.
-    pub courier: Option<std::sync::Arc<crate::ranks::Courier>>,
-    pub in_flight: Option<Vec<(u64, Vec<u32>)>>,
     /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
     /// all stop after the same step (`crate::ranks`).
     pub stop: bool,
@@ -486,16 +482,11 @@ pub struct SpikeExchange {
 }
 
 /// When the ranks exchange their spikes (`SpikeExchange::epochs`). A spike of step `t` is
-/// delivered into the ring slots `t + delay`, so it may arrive at any step before
-/// `t + shortest delay`: the slots it reaches are still ahead. Ring sums are fixed-point, so a
-/// spike delivered later adds the same bits. As Arbor does, an epoch is half the shortest delay
-/// and is exchanged (`SpikeExchange::courier`) while the next one is computed: a spike of the
-/// epoch's first step arrives at the next epoch's last, `2 length - 1` steps later, within the
-/// delay. Where the MPI library cannot run the exchange on a thread of its own, an epoch is the
-/// whole shortest delay and is exchanged at its last step. Epochs end at multiples of
-/// `length`, and also where a checkpoint is taken and where the run ends, which wait for the
-/// exchange in flight and exchange their own at once ([`Epochs::drains_at`]), so that no spike
-/// is pending at a step boundary that outlives the step loop.
+/// delivered into the ring slots `t + delay`, and no delay is shorter than `length` steps, so
+/// the other ranks' spikes of an epoch's steps may all arrive at its last step: the slots they
+/// reach are still ahead. Ring sums are fixed-point, so a spike delivered later adds the same
+/// bits. Epochs end at multiples of `length`, and also where a checkpoint is taken and where
+/// the run ends, so that no spike is pending at a step boundary that outlives the step loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Epochs {
     pub length: u64,
@@ -506,14 +497,8 @@ pub struct Epochs {
 impl Epochs {
     /// Whether the epoch ends with step `step`.
     pub fn ends_at(&self, step: u64) -> bool {
-        (step + 1).is_multiple_of(self.length) || self.drains_at(step)
-    }
-
-    /// Whether every spike up to step `step` must be exchanged by its end (a checkpoint follows,
-    /// or the run ends).
-    pub fn drains_at(&self, step: u64) -> bool {
         let done = step + 1;
-        done == self.end_step || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
+        done.is_multiple_of(self.length) || done == self.end_step || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
     }
 }
 

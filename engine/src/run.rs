@@ -529,23 +529,16 @@ impl Span {
     }
 }
 
-/// Across CPU ranks, a network without plasticity exchanges spikes once per epoch
-/// (`components::Epochs`): half its shortest delay, each epoch's exchange running on a thread of
-/// its own (`ranks::Courier`) while the next is computed, or, where the MPI library allows one
-/// thread at a time, the whole shortest delay, exchanged at its end. With plasticity every step
-/// exchanges: STDP reads the postsynaptic state at the step a presynaptic spike is delivered,
-/// and structural commits change rows between steps. A collective where it returns `Some`.
-fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<(crate::components::Epochs, Option<crate::ranks::Courier>)> {
+/// Across CPU ranks, a network without plasticity exchanges spikes once per epoch of its
+/// shortest delay (`components::Epochs`). With plasticity every step exchanges: STDP reads the
+/// postsynaptic state at the step a presynaptic spike is delivered, and structural commits
+/// change rows between steps.
+fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
     let spec = &model.spec;
     let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
     let plastic = spec.projections.iter().any(|p| p.plasticity.is_some()) || !spec.structural.is_empty();
-    let shortest = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
-    let transport = crate::ranks::transport().filter(|_| cpu && !plastic && shortest > 1)?;
-    let epochs = |length| crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step };
-    Some(match transport.duplicate() {
-        Some(second) => (epochs(shortest / 2), Some(crate::ranks::Courier::start(second))),
-        None => (epochs(shortest), None),
-    })
+    let length = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
+    (crate::ranks::transport().is_some() && cpu && !plastic && length > 1).then_some(crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step })
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.
@@ -553,10 +546,8 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut network = NetworkStats::measure(&mut sim.world);
     let mut partition = None;
     let span = Span::new(model, options, &sim);
-    if let Some((epochs, courier)) = epochs(model, &sim, &span) {
-        let mut exchange = sim.world.resource_mut::<crate::components::SpikeExchange>();
-        exchange.epochs = Some(epochs);
-        exchange.courier = courier.map(std::sync::Arc::new);
+    if let Some(epochs) = epochs(model, &sim, &span) {
+        sim.world.resource_mut::<crate::components::SpikeExchange>().epochs = Some(epochs);
     }
     if let Some(transport) = crate::ranks::transport() {
         network.sum_over_ranks(transport, model.spec.projections.len());

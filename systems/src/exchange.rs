@@ -6,7 +6,6 @@
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, GatheredStep, NeuronBlock, Shard, SpikeExchange};
-use fum_engine::ranks::{Incoming, Outgoing};
 use fum_engine::{Plugin, Simulation, Stage};
 
 pub struct ExchangePlugin;
@@ -95,80 +94,49 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
         }
         // In epochs: this rank delivers its own spikes now and keeps them; at the epoch's end
         // every rank sends its steps' counts, then their spikes (to every rank in one
-        // all-gather, or to each rank those it receives), while the next epoch is computed
-        // where a courier carries it (`Epochs`).
+        // all-gather, or to each rank those it receives).
         Some(epochs) => {
             exchange.gathered.clear();
             let own = exchange.spikes.clone();
             exchange.pending.push((clock.step, own));
             exchange.stop = false;
             if epochs.ends_at(clock.step) {
-                // The epoch before, in flight since its end, comes first: its steps are older.
-                if let Some(pending) = exchange.in_flight.take() {
-                    let incoming = exchange.courier.as_ref().expect("a courier carries the epoch in flight").wait();
-                    receive_epoch(exchange, &pending, incoming, rank);
-                }
                 let pending = std::mem::take(&mut exchange.pending);
-                let outgoing = epoch_message(exchange, &pending, rank, size);
-                match exchange.courier.clone() {
-                    Some(courier) if !epochs.drains_at(clock.step) && !exchange.stop => {
-                        courier.post(outgoing, signalled);
-                        exchange.in_flight = Some(pending);
+                let mut all = Vec::new();
+                let messages: Vec<&[u32]> = match &exchange.routes {
+                    None => {
+                        let mut mine: Vec<u32> = pending.iter().map(|(_, s)| s.len() as u32).collect();
+                        pending.iter().for_each(|(_, s)| mine.extend_from_slice(s));
+                        exchange.stop = transport.all_gather(&mine, signalled, &mut all);
+                        exchange.bytes_sent += 4 * mine.len() as u64 * (size as u64 - 1);
+                        let mut messages = rank_messages(&all, pending.len());
+                        messages.remove(rank);
+                        messages
                     }
-                    _ => {
-                        let mut incoming = Incoming { received: Vec::new(), counts: Vec::new(), stop: false };
-                        incoming.stop = match &outgoing {
-                            Outgoing::AllGather(mine) => transport.all_gather(mine, signalled, &mut incoming.received),
-                            Outgoing::AllToAll(send) => transport.all_to_all(send, signalled, &mut incoming.received, &mut incoming.counts),
-                        };
-                        receive_epoch(exchange, &pending, incoming, rank);
+                    Some(_) => {
+                        let send: Vec<Vec<u32>> = exchange.outbox_counts.iter().zip(&exchange.outbox).map(|(c, ids)| [&c[..], &ids[..]].concat()).collect();
+                        let mut counts = Vec::new();
+                        exchange.stop = transport.all_to_all(&send, signalled, &mut all, &mut counts);
+                        exchange.bytes_sent += 4 * send.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64).sum::<u64>();
+                        exchange.outbox.iter_mut().for_each(Vec::clear);
+                        exchange.outbox_counts.iter_mut().for_each(Vec::clear);
+                        let mut rest = &all[..];
+                        let mut messages = Vec::new();
+                        for (r, &c) in counts.iter().enumerate() {
+                            let (message, tail) = rest.split_at(c);
+                            if r != rank {
+                                messages.push(message);
+                            }
+                            rest = tail;
+                        }
+                        messages
                     }
-                }
+                };
+                exchange.bytes_received += 4 * messages.iter().map(|m| m.len() as u64).sum::<u64>();
+                exchange.gathered = split_epoch(&pending, &messages);
             }
         }
     }
-}
-
-/// This rank's message of the epoch whose steps are `pending`: its steps' counts, then their
-/// spikes, to every rank, or with routes to each rank those it receives.
-fn epoch_message(exchange: &mut SpikeExchange, pending: &[(u64, Vec<u32>)], rank: usize, size: usize) -> Outgoing {
-    match exchange.routes {
-        None => {
-            let mut mine: Vec<u32> = pending.iter().map(|(_, s)| s.len() as u32).collect();
-            pending.iter().for_each(|(_, s)| mine.extend_from_slice(s));
-            exchange.bytes_sent += 4 * mine.len() as u64 * (size as u64 - 1);
-            Outgoing::AllGather(mine)
-        }
-        Some(_) => {
-            let send: Vec<Vec<u32>> = exchange.outbox_counts.iter().zip(&exchange.outbox).map(|(c, ids)| [&c[..], &ids[..]].concat()).collect();
-            exchange.bytes_sent += 4 * send.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64).sum::<u64>();
-            exchange.outbox.iter_mut().for_each(Vec::clear);
-            exchange.outbox_counts.iter_mut().for_each(Vec::clear);
-            Outgoing::AllToAll(send)
-        }
-    }
-}
-
-/// The epoch of `pending` with what the other ranks sent for it, into `exchange.gathered`.
-fn receive_epoch(exchange: &mut SpikeExchange, pending: &[(u64, Vec<u32>)], incoming: Incoming, rank: usize) {
-    let messages: Vec<&[u32]> = if exchange.routes.is_none() {
-        let mut messages = rank_messages(&incoming.received, pending.len());
-        messages.remove(rank);
-        messages
-    } else {
-        let (mut rest, mut messages) = (&incoming.received[..], Vec::new());
-        for (r, &c) in incoming.counts.iter().enumerate() {
-            let (message, tail) = rest.split_at(c);
-            if r != rank {
-                messages.push(message);
-            }
-            rest = tail;
-        }
-        messages
-    };
-    exchange.bytes_received += 4 * messages.iter().map(|m| m.len() as u64).sum::<u64>();
-    exchange.gathered.extend(split_epoch(pending, &messages));
-    exchange.stop |= incoming.stop;
 }
 
 /// The ranks' epoch messages in an all-gather's `all` (rank order; each the `steps` counts,
