@@ -73,6 +73,10 @@ impl fum_engine::ranks::Transport for Mpi {
         stop
     }
 
+    fn barrier(&self) {
+        self.world.barrier();
+    }
+
     fn sum(&self, values: &mut [u64]) {
         let mine = values.to_vec();
         self.world.all_reduce_into(&mine[..], values, SystemOperation::sum());

@@ -2,7 +2,8 @@
 //! processes"): the same spikes and probes as one process on 2 and 3 ranks (oversubscribed on CI's two
 //! cores), with and without STDP, and with structural plasticity (also resumed with a plan
 //! pending), with contiguous and METIS partitions, exchanging every step or (without
-//! plasticity) once per epoch, with each rank's times in run.json; METIS
+//! plasticity) once per epoch, with each rank's times (its wait for the slowest rank apart)
+//! and spike bytes in run.json; METIS
 //! keeps a clustered network's modules on their ranks, whose spikes then go only where they are
 //! read (routed), STDP and structural plasticity included; a checkpoint of 3 ranks resumes on 2
 //! (and on one process) identically; spike sources and a SONATA circuit give one process's
@@ -121,6 +122,9 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
             let ranks = report["timing"]["ranks"].as_array().expect("timing.ranks");
             assert_eq!(ranks.len(), np);
             assert!(ranks.iter().all(|r| r["simulate_s"].as_f64() > Some(0.0) && r["stages_s"]["exchange"].as_f64() > Some(0.0)), "{ranks:?}");
+            // Of the exchange, the wait for the slowest rank (a barrier before each collective).
+            assert!(ranks.iter().all(|r| (0.0..=r["stages_s"]["exchange"].as_f64().unwrap()).contains(&r["exchange_wait_s"].as_f64().unwrap())), "{ranks:?}");
+            assert!(ranks.iter().all(|r| r["spike_bytes_sent"].as_u64() > Some(0)), "{ranks:?}");
             // Only rank 0 writes.
             let mut written: Vec<String> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
             written.sort();

@@ -469,6 +469,9 @@ pub struct SpikeExchange {
     /// rank's own spikes are not counted as received): what routes save.
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// With `--time-stages` across CPU ranks: seconds at a barrier before each exchange, waiting
+    /// for the slowest rank (the rest of the exchange stage is the exchange itself).
+    pub wait_s: f64,
     /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
     /// all stop after the same step (`crate::ranks`).
     pub stop: bool,

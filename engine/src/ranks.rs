@@ -16,7 +16,8 @@
 //! (`crate::routing`), and the gather of the partition, once, before the first step (and, on
 //! GPUs, the setup of the spike exchange when the backend installs, `fum_systems::cuda_ranks`);
 //! one all-gather per step, or one all-to-all where routes are used (in `Stage::Exchange`, or
-//! beside the GPUs' exchange), or, for a network without plasticity on CPUs, one at the end of
+//! beside the GPUs' exchange; on CPUs with `--time-stages` after a barrier, which times the wait
+//! for the slowest rank), or, for a network without plasticity on CPUs, one at the end of
 //! each epoch ([`crate::components::Epochs`]: the ends fall at the same steps on every rank),
 //! which also carries each rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
@@ -38,6 +39,8 @@ pub trait Transport: Send + Sync {
     /// other rank sent this one into `received`, in rank order, `counts[r]` of it from rank `r`
     /// (0 from this rank); whether any rank passed `stop`.
     fn all_to_all(&self, send: &[Vec<u32>], stop: bool, received: &mut Vec<u32>, counts: &mut Vec<usize>) -> bool;
+    /// Waits until every rank has called it.
+    fn barrier(&self);
     /// Element-wise sums over the ranks, in place.
     fn sum(&self, values: &mut [u64]);
     /// Every rank's `mine`, in rank order, at rank 0; `None` on the others.

@@ -37,7 +37,8 @@ pub struct Timing {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages_s: Option<BTreeMap<String, f64>>,
     /// Across ranks (`mpirun`): each rank's simulate time and stage times (rank 0's are also
-    /// above). A rank's `exchange` includes waiting for the slowest rank.
+    /// above). A rank's `exchange` includes waiting for the slowest rank (on CPUs also given
+    /// apart, `exchange_wait_s`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ranks: Option<Vec<RankTiming>>,
 }
@@ -49,6 +50,10 @@ pub struct RankTiming {
     /// Bytes of spike messages it sent and received (`SpikeExchange::bytes_sent`).
     pub spike_bytes_sent: u64,
     pub spike_bytes_received: u64,
+    /// With the stages timed, on CPUs: of the exchange stage, the seconds spent waiting for the
+    /// slowest rank (`SpikeExchange::wait_s`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exchange_wait_s: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages_s: Option<BTreeMap<String, f64>>,
 }
@@ -138,8 +143,8 @@ impl PartitionReport {
 
 impl RankTiming {
     /// Every rank's timing at rank 0 (a collective call; `None` on the other ranks).
-    pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, bytes: [u64; 2], stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
-        let mut mine = vec![simulate_s, bytes[0] as f64, bytes[1] as f64];
+    pub fn gather(transport: &dyn crate::ranks::Transport, simulate_s: f64, bytes: [u64; 2], wait_s: Option<f64>, stages: Option<&crate::StageTimes>) -> Option<Vec<RankTiming>> {
+        let mut mine = vec![simulate_s, bytes[0] as f64, bytes[1] as f64, wait_s.unwrap_or(f64::NAN)];
         mine.extend(stages.map_or(&[][..], |s| &s.seconds[..]));
         let parts = transport.gather(bytemuck::cast_slice(&mine))?;
         Some(
@@ -147,8 +152,9 @@ impl RankTiming {
                 .iter()
                 .map(|p| {
                     let values: Vec<f64> = p.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes"))).collect();
-                    let stages_s = (values.len() > 3).then(|| crate::Stage::ALL.iter().zip(&values[3..]).map(|(s, &t)| (s.name().to_string(), t)).collect());
-                    RankTiming { simulate_s: values[0], spike_bytes_sent: values[1] as u64, spike_bytes_received: values[2] as u64, stages_s }
+                    let stages_s: Option<BTreeMap<String, f64>> = (values.len() > 4).then(|| crate::Stage::ALL.iter().zip(&values[4..]).map(|(s, &t)| (s.name().to_string(), t)).collect());
+                    let exchange_wait_s = Some(values[3]).filter(|w| !w.is_nan());
+                    RankTiming { simulate_s: values[0], spike_bytes_sent: values[1] as u64, spike_bytes_received: values[2] as u64, exchange_wait_s, stages_s }
                 })
                 .collect(),
         )

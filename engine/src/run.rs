@@ -666,8 +666,12 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         RunError::Unhealthy { error, hint }
     });
 
-    let bytes = sim.world.get_resource::<crate::components::SpikeExchange>().map_or([0; 2], |e| [e.bytes_sent, e.bytes_received]);
-    let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, bytes, sim.world.get_resource::<crate::StageTimes>()));
+    let exchange = sim.world.get_resource::<crate::components::SpikeExchange>();
+    let bytes = exchange.map_or([0; 2], |e| [e.bytes_sent, e.bytes_received]);
+    // Timed CPU ranks wait at a barrier before each exchange; a GPU's exchange is in its graph.
+    let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
+    let wait_s = exchange.map(|e| e.wait_s).filter(|_| cpu && options.time_stages);
+    let ranks = crate::ranks::transport().and_then(|t| crate::report::RankTiming::gather(t, simulate_s, bytes, wait_s, sim.world.get_resource::<crate::StageTimes>()));
     // What each rank counted of its own shards, summed for the report (collectives, in order).
     let summed = crate::ranks::transport().map(|transport| {
         let structural = sim.world.get_resource::<crate::structural::StructuralReport>().cloned().map(|mut r| {

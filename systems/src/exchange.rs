@@ -6,7 +6,7 @@
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, GatheredStep, NeuronBlock, Shard, SpikeExchange};
-use fum_engine::{Plugin, Simulation, Stage};
+use fum_engine::{Plugin, Simulation, Stage, StageTimes};
 
 pub struct ExchangePlugin;
 
@@ -25,7 +25,7 @@ impl Plugin for ClockPlugin {
     }
 }
 
-pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResMut<SpikeExchange>, clock: Res<Clock>) {
+pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResMut<SpikeExchange>, clock: Res<Clock>, timed: Option<Res<StageTimes>>) {
     let mut parts: Vec<_> = shards.iter().collect();
     parts.sort_unstable_by_key(|(shard, _)| shard.index);
     let exchange = &mut *exchange;
@@ -62,6 +62,13 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     }
     let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
     let rank = transport.rank();
+    // Timed runs split the wait for the slowest rank from the exchange (beNNch's split): a
+    // barrier before each collective, at the same steps on every rank.
+    if timed.is_some() && exchange.epochs.is_none_or(|e| e.ends_at(clock.step)) {
+        let start = std::time::Instant::now();
+        transport.barrier();
+        exchange.wait_s += start.elapsed().as_secs_f64();
+    }
     match exchange.epochs {
         // Across ranks (fum_engine::ranks), every step: the ranks' lists in rank order, each
         // ascending; they are the ascending list of all where every rank owns a contiguous
