@@ -29,6 +29,10 @@ pub struct Model {
     /// The SONATA circuit its `[sonata]` section imports: where each population and projection
     /// came from, and the synapses of `ConnectionRule::Explicit` projections.
     pub circuit: Option<std::sync::Arc<crate::sonata::Circuit>>,
+    /// The synapses of the `ConnectionRule::Explicit` projections of a model given with its
+    /// synapse lists ([`Model::parse_listed`]: a model built in Python with `fum.FromList`), one
+    /// list per projection (empty for the others).
+    pub listed: Option<std::sync::Arc<Vec<crate::sonata::SynapseList>>>,
 }
 
 /// Errors in a model file.
@@ -332,8 +336,9 @@ pub enum ConnectionRule {
     OneToOne,
     /// Every pair.
     AllToAll,
-    /// Synapses listed one by one (SONATA edges, in `Model::circuit`): this many.
-    #[serde(skip)]
+    /// Synapses listed one by one: this many, the SONATA edges of `Model::circuit` or the lists
+    /// of `Model::listed`. A model file says `rule = { explicit = N }` only with its lists given
+    /// beside it ([`Model::parse_listed`]); the text alone is refused.
     Explicit(u64),
 }
 
@@ -622,8 +627,20 @@ impl Model {
 
     /// Parses and validates model text; `path` names it in messages.
     pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
+        Model::parse_listed(source, path, Vec::new())
+    }
+
+    /// Parses and validates model text whose `explicit` projections (`rule = { explicit = N }`)
+    /// have their synapses in `listed`, by projection name: what a model built in Python with
+    /// `fum.FromList` is, since a model file cannot hold synapses one by one. A listed
+    /// projection's `weight` and `delay_ms` become the range its synapses span, as for SONATA
+    /// edges (the checks of weights and delays, STDP's bounds included, apply to it).
+    pub fn parse_listed(source: &str, path: &Path, listed: Vec<(String, crate::sonata::SynapseList)>) -> Result<Model, ModelError> {
         let spec: ModelSpec = toml::from_str(source).map_err(|e| toml_error(source, path, &e))?;
-        let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string(), circuit: None };
+        let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string(), circuit: None, listed: None };
+        if !listed.is_empty() {
+            model.attach(listed)?;
+        }
         if let Some(section) = model.spec.sonata.clone() {
             for (key, given) in [("populations", !model.spec.populations.is_empty()), ("projections", !model.spec.projections.is_empty())] {
                 if given {
@@ -641,6 +658,33 @@ impl Model {
         crate::spike_trains::load(&mut model)?;
         model.revalidate()?;
         Ok(model)
+    }
+
+    /// Gives the `explicit` projections named in `listed` their synapses (see [`Model::parse_listed`]).
+    fn attach(&mut self, listed: Vec<(String, crate::sonata::SynapseList)>) -> Result<(), ModelError> {
+        if self.spec.sonata.is_some() {
+            return Err(self.invalid(path!("sonata"), "a model with a [sonata] section takes its synapses from the circuit, not from lists".into()));
+        }
+        let mut lists = vec![crate::sonata::SynapseList::default(); self.spec.projections.len()];
+        for (name, list) in listed {
+            let Some(pi) = self.projection_index(&name) else {
+                return Err(self.invalid(path!("projections"), format!("synapses are listed for a projection named {name:?}, which the model does not have")));
+            };
+            if !matches!(self.spec.projections[pi].rule, ConnectionRule::Explicit(_)) {
+                return Err(self.invalid(path!("projections", pi, "rule"), "its synapses are listed: its rule must be { explicit = N }".into()));
+            }
+            let n = list.pre.len();
+            if list.post.len() != n || list.weight.len() != n || list.delay_ms.len() != n {
+                let lens = format!("pre {n}, post {}, weight {}, delay_ms {}", list.post.len(), list.weight.len(), list.delay_ms.len());
+                return Err(self.invalid(path!("projections", pi, "rule", "explicit"), format!("a synapse list's columns differ in length ({lens})")));
+            }
+            let p = &mut self.spec.projections[pi];
+            p.weight = crate::sonata::span(list.weight.iter().map(|&w| f64::from(w)));
+            p.delay_ms = (!list.is_empty()).then(|| crate::sonata::span(list.delay_ms.iter().copied()));
+            lists[pi] = list;
+        }
+        self.listed = Some(std::sync::Arc::new(lists));
+        Ok(())
     }
 
     /// Number of steps of the run.
@@ -680,18 +724,26 @@ impl Model {
     pub fn hash(&self) -> u64 {
         let text = self.source.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
         let fold = |h: u64, bytes: &[u8]| bytes.iter().fold(h, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-        // A SONATA circuit's files and spike files are part of the model.
+        // A SONATA circuit's files, listed synapses and spike files are part of the model.
         let circuit = match &self.circuit {
             Some(c) => fold(text, &c.digest.to_le_bytes()),
             None => text,
         };
-        self.spec.populations.iter().filter_map(|p| p.trains.as_ref()).fold(circuit, |h, t| fold(fold(h, bytemuck::cast_slice(&t.neurons)), bytemuck::cast_slice(&t.times_ms)))
+        let listed = self.listed.iter().flat_map(|l| l.iter()).fold(circuit, |h, l| {
+            let h = fold(fold(h, bytemuck::cast_slice(&l.pre)), bytemuck::cast_slice(&l.post));
+            fold(fold(h, bytemuck::cast_slice(&l.weight)), bytemuck::cast_slice(&l.delay_ms))
+        });
+        self.spec.populations.iter().filter_map(|p| p.trains.as_ref()).fold(listed, |h, t| fold(fold(h, bytemuck::cast_slice(&t.neurons)), bytemuck::cast_slice(&t.times_ms)))
     }
 
     /// The listed synapses of projection `pi`, where its rule is `ConnectionRule::Explicit`.
     pub fn explicit_synapses(&self, pi: usize) -> Option<&crate::sonata::SynapseList> {
         match self.spec.projections[pi].rule {
-            ConnectionRule::Explicit(_) => self.circuit.as_ref().map(|c| &c.edges[pi].synapses),
+            ConnectionRule::Explicit(_) => match (&self.circuit, &self.listed) {
+                (Some(c), _) => Some(&c.edges[pi].synapses),
+                (None, Some(l)) => Some(&l[pi]),
+                (None, None) => None,
+            },
             _ => None,
         }
     }
@@ -1031,6 +1083,7 @@ impl<'a> Validator<'a> {
                 ConnectionRule::OneToOne if n_src != n_tgt => {
                     return Err(self.error(path!("projections", i, "rule"), format!("one_to_one needs populations of equal size ({n_src} and {n_tgt})")));
                 }
+                ConnectionRule::Explicit(n) => self.listed(i, n, n_src, n_tgt)?,
                 _ => {}
             }
             self.distribution(path!("projections", i, "weight"), &p.weight)?;
@@ -1369,6 +1422,37 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
+    /// The synapses listed for `explicit` projection `i`: `n` of them, between neurons of its
+    /// populations (`n_src` and `n_tgt` neurons), of finite, non-negative weights and finite
+    /// delays (the range of weights and delays is checked as the projection's `weight` and
+    /// `delay_ms`).
+    fn listed(&mut self, i: usize, n: u64, n_src: u32, n_tgt: u32) -> Result<(), ModelError> {
+        let m = self.model;
+        let at = || path!("projections", i, "rule", "explicit");
+        let Some(list) = m.explicit_synapses(i) else {
+            return Err(self.error(at(), "synapses listed one by one come with the model from Python (fum.FromList) or from a SONATA circuit: a model file cannot list them".into()));
+        };
+        if list.len() as u64 != n {
+            return Err(self.error(at(), format!("{n} synapses declared, {} listed", list.len())));
+        }
+        let (source, target) = (&m.spec.projections[i].source, &m.spec.projections[i].target);
+        for k in 0..list.len() {
+            let message = if list.pre[k] >= n_src {
+                format!("synapse {k}: pre = {} is not a neuron of population {source:?} ({n_src} neurons)", list.pre[k])
+            } else if list.post[k] >= n_tgt {
+                format!("synapse {k}: post = {} is not a neuron of population {target:?} ({n_tgt} neurons)", list.post[k])
+            } else if !list.weight[k].is_finite() || list.weight[k] < 0.0 {
+                format!("synapse {k}: weight {} must be finite and not negative (a magnitude: receptor = \"inhibitory\" for inhibition)", list.weight[k])
+            } else if !list.delay_ms[k].is_finite() {
+                format!("synapse {k}: delay_ms {} must be finite", list.delay_ms[k])
+            } else {
+                continue;
+            };
+            return Err(self.error(at(), message));
+        }
+        Ok(())
+    }
+
     fn distribution(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
         match *d {
             Distribution::Constant(v) if !v.is_finite() => Err(self.error(path, "must be finite".into())),
@@ -1511,5 +1595,97 @@ weight = 1.0
         let text = "[simulation]\nduration_ms = 1.0\n[[populations]]\nname = \"A\"\nsize = 1\nmodel = \"lif_cuba\"\n";
         let model = Model::parse(text, Path::new("m.toml")).unwrap();
         assert!(model.expected_synapses().is_sign_positive(), "no projections: +0, printed as 0");
+    }
+
+    /// Populations A (3 neurons) and B (4), and projection "ab" from A to B of `rule`.
+    fn two(rule: &str) -> String {
+        format!(
+            "[simulation]\nduration_ms = 5.0\n[[populations]]\nname = \"A\"\nsize = 3\nmodel = \"lif_cuba\"\n[[populations]]\nname = \"B\"\nsize = 4\nmodel = \"lif_cuba\"\n\
+             [[projections]]\nname = \"ab\"\nsource = \"A\"\ntarget = \"B\"\nrule = {rule}\nweight = 2.0\ndelay_ms = 1.0\n"
+        )
+    }
+
+    /// Every (pre, post) of A onto B, pre-major, weight 2 and delay 1 ms (all_to_all's synapses).
+    fn all_pairs() -> crate::sonata::SynapseList {
+        let mut list = crate::sonata::SynapseList::default();
+        for pre in 0..3 {
+            for post in 0..4 {
+                list.pre.push(pre);
+                list.post.push(post);
+                list.weight.push(2.0);
+                list.delay_ms.push(1.0);
+            }
+        }
+        list
+    }
+
+    fn refused(result: Result<Model, ModelError>) -> String {
+        result.expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn listed_synapses_count_and_take_their_range_as_weight_and_delay() {
+        let mut list = all_pairs();
+        list.weight[5] = 3.5;
+        list.delay_ms[0] = 2.0;
+        let model = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list.clone())]).unwrap();
+        assert_eq!(model.expected_synapses(), 12.0);
+        assert_eq!(model.explicit_synapses(0), Some(&list));
+        let p = &model.spec.projections[0];
+        assert_eq!(p.weight, Distribution::Uniform { uniform: [2.0, 3.5] });
+        assert_eq!(p.delay_ms, Some(Distribution::Uniform { uniform: [1.0, 2.0] }));
+        // The lists are part of the model's hash (a checkpoint of other synapses is refused).
+        list.weight[5] = 3.0;
+        let other = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list)]).unwrap();
+        assert_ne!(model.hash(), other.hash());
+    }
+
+    #[test]
+    fn listed_synapses_build_the_blocks_of_the_rule_they_spell_out() {
+        let drawn = Model::parse(&two("\"all_to_all\""), Path::new("m.toml")).unwrap();
+        let listed = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())]).unwrap();
+        for shards in [1, 2] {
+            let blocks = |model: &Model| {
+                let mut world = crate::build::build_world(model, shards).unwrap();
+                let mut q = world.query::<(&crate::components::Shard, &crate::components::SynapseBlocks)>();
+                let mut found: Vec<(usize, Vec<u32>, Vec<u16>, Vec<f32>)> =
+                    q.iter(&world).flat_map(|(s, b)| b.0.iter().map(move |b| (s.index, b.row_ptr.to_vec(), b.target.to_vec(), b.weight.to_f32()))).collect();
+                found.sort_by_key(|b| b.0);
+                found
+            };
+            assert_eq!(blocks(&drawn), blocks(&listed), "{shards} shards");
+        }
+    }
+
+    #[test]
+    fn listed_synapses_are_refused_naming_what_is_wrong() {
+        let text = two("{ explicit = 12 }");
+        let at = |e: String, what: &str| assert!(e.contains("projections[0].rule.explicit: ") && e.contains(what), "{e}");
+        at(refused(Model::parse(&text, Path::new("m.toml"))), "a model file cannot list them");
+        let mut list = all_pairs();
+        list.pre[7] = 3;
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 7: pre = 3 is not a neuron of population \"A\" (3 neurons)");
+        let mut list = all_pairs();
+        list.post[2] = 9;
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 2: post = 9 is not a neuron of population \"B\" (4 neurons)");
+        let mut list = all_pairs();
+        list.weight[4] = f32::NAN;
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 4: weight NaN must be finite");
+        let mut list = all_pairs();
+        list.delay_ms[1] = f64::INFINITY;
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 1: delay_ms inf must be finite");
+        let mut list = all_pairs();
+        list.post.pop();
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "columns differ in length (pre 12, post 11");
+        at(refused(Model::parse_listed(&two("{ explicit = 11 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())])), "11 synapses declared, 12 listed");
+        // A delay below half a step rounds to none, as for a drawn projection.
+        let mut list = all_pairs();
+        list.delay_ms[3] = 0.01;
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)]));
+        assert!(e.contains("projections[0].delay_ms: a delay of 0.01 ms is shorter than one step"), "{e}");
+        let e = refused(Model::parse_listed(&two("\"all_to_all\""), Path::new("m.toml"), vec![("ab".into(), all_pairs())]));
+        assert!(e.contains("projections[0].rule: its synapses are listed"), "{e}");
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ba".into(), all_pairs())]));
+        assert!(e.contains("no projection") || e.contains("which the model does not have"), "{e}");
     }
 }

@@ -497,7 +497,7 @@ fn node_population(config: &Config, node_set: &str, where_is: &HashMap<String, H
 
 /// A constant where every value is the same, else the range they span (validated as a
 /// distribution would be: delays within [dt, the largest delay], weights finite in `f32`).
-fn span(values: impl Iterator<Item = f64>) -> Distribution {
+pub(crate) fn span(values: impl Iterator<Item = f64>) -> Distribution {
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if lo >= hi { Distribution::Constant(if lo > hi { 0.0 } else { lo }) } else { Distribution::Uniform { uniform: [lo, hi] } }
 }

@@ -15,7 +15,8 @@
 A model built here is written as the TOML model file it stands for (``net.to_toml()``) and
 parsed by the engine's own parser: every keyword argument is the model file's field of the
 same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
-``fum check`` prints, naming the field.
+``fum check`` prints, naming the field. Synapses listed one by one (``fum.FromList``) go to the
+engine beside the text, which cannot hold them.
 
 PyNN scripts run on fum with ``import fum.pynn as sim`` (docs/python.md says what maps).
 """
@@ -38,7 +39,7 @@ from ._fum import to_toml as _to_toml
 __all__ = [
     "Model", "Run", "Simulation", "resume", "FumError", "ModelError",
     "Uniform", "Normal", "LogNormal",
-    "FixedProbability", "FixedIndegree", "FixedOutdegree", "FixedTotalNumber", "OneToOne", "AllToAll",
+    "FixedProbability", "FixedIndegree", "FixedOutdegree", "FixedTotalNumber", "OneToOne", "AllToAll", "FromList",
     "Stdp", "Population", "Projection", "Spikes", "ProbeSamples", "Synapses",
 ]
 
@@ -142,6 +143,114 @@ class AllToAll(_Value):
         return "all_to_all"
 
 
+class FromList(_Value):
+    """Synapses listed one by one: source neuron `pre[k]` onto target neuron `post[k]`
+    (population-local indices), of weight `weight[k]` and delay `delay_ms[k]`; `weight` and
+    `delay_ms` are each a number for every synapse or one per synapse (default delay: one
+    step). Pass it as `connect(A, B, rule=fum.FromList(pre, post, weight=w, delay_ms=d))`.
+
+    Weights are magnitudes, as everywhere in fum (`receptor="inhibitory"` for inhibition);
+    delays are rounded to whole steps. A row keeps the order listed, and repeated pairs are
+    several synapses. The lists travel with the model, not in its text: `to_toml()` refuses
+    a model with listed synapses, and its runs write no checkpoints (`fum.resume` rebuilds a
+    model from its text)."""
+
+    def __init__(self, pre: Any, post: Any, weight: Any, delay_ms: Any = None):
+        self.pre = _indices(pre, "pre")
+        self.post = _indices(post, "post")
+        if len(self.pre) != len(self.post):
+            raise ValueError(f"FromList: pre and post differ in length ({len(self.pre)} and {len(self.post)})")
+        self.weight = _per_synapse(weight, len(self.pre), "weight")
+        if (self.weight < 0).any():
+            k = int(np.flatnonzero(self.weight < 0)[0])
+            raise ValueError(f"FromList.weight[{k}] = {self.weight[k]:g}: weights are magnitudes; give receptor=\"inhibitory\" for inhibition")
+        if (np.abs(self.weight) > np.finfo(np.float32).max).any():
+            k = int(np.flatnonzero(np.abs(self.weight) > np.finfo(np.float32).max)[0])
+            raise ValueError(f"FromList.weight[{k}] = {self.weight[k]:g} does not fit the 32-bit floats weights are stored in")
+        self.weight = self.weight.astype(np.float32)
+        self.delay_ms = None if delay_ms is None else _per_synapse(delay_ms, len(self.pre), "delay_ms")
+        if self.delay_ms is not None and (self.delay_ms <= 0).any():
+            k = int(np.flatnonzero(self.delay_ms <= 0)[0])
+            raise ValueError(f"FromList.delay_ms[{k}] = {self.delay_ms[k]:g}: delays must be positive")
+
+    def __len__(self) -> int:
+        return len(self.pre)
+
+    def toml(self):
+        return {"explicit": len(self)}
+
+    def __repr__(self) -> str:
+        return f"FromList({len(self)} synapses)"
+
+    def _checked(self, source: str, n_source: Optional[int], target: str, n_target: Optional[int], dt_ms: float) -> "FromList":
+        """This list for a projection from `source` onto `target` (their sizes, where known):
+        indices in range, delays of at least one step, no longer than fum's longest."""
+        for key, ids, name, size in (("pre", self.pre, source, n_source), ("post", self.post, target, n_target)):
+            if size is not None and (ids >= size).any():
+                k = int(np.flatnonzero(ids >= size)[0])
+                raise ValueError(f"FromList.{key}[{k}] = {ids[k]} is not a neuron of population {name!r} ({size} neurons)")
+        delay = np.full(len(self), float(dt_ms)) if self.delay_ms is None else self.delay_ms
+        steps = np.floor(delay / dt_ms + 0.5)   # to the nearest step, as the engine rounds
+        for bad, why in ((steps < 1, f"is shorter than one step (dt = {dt_ms:g} ms)"), (steps > _MAX_DELAY_STEPS, f"is longer than fum's {_MAX_DELAY_STEPS} steps ({_MAX_DELAY_STEPS * dt_ms:g} ms)")):
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"FromList.delay_ms[{k}] = {delay[k]:g} ms {why}")
+        checked = FromList.__new__(FromList)
+        checked.pre, checked.post, checked.weight, checked.delay_ms = self.pre, self.post, self.weight, delay
+        return checked
+
+    def _columns(self) -> tuple:
+        """What the engine takes: pre, post (uint32), weight (float32), delay_ms (float64)."""
+        return (self.pre.astype(np.uint32), self.post.astype(np.uint32), self.weight, np.ascontiguousarray(self.delay_ms, dtype=np.float64))
+
+
+# The longest delay, in steps (fum_kernels::delivery::MAX_DELAY_STEPS).
+_MAX_DELAY_STEPS = 1023
+
+
+def _indices(values: Any, key: str):
+    """`values` as a 1-D int64 array of non-negative integers (FromList's `key`)."""
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"FromList.{key}: a 1-D list or array of indices, not of shape {array.shape}")
+    if array.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if array.dtype.kind == "f" and np.isfinite(array).all() and (array == np.round(array)).all():
+        array = array.astype(np.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"FromList.{key}: indices are integers, not {array.dtype}")
+    if (array < 0).any():
+        k = int(np.flatnonzero(array < 0)[0])
+        raise ValueError(f"FromList.{key}[{k}] = {array[k]} is negative")
+    if (array >= 2**32).any():
+        k = int(np.flatnonzero(array >= 2**32)[0])
+        raise ValueError(f"FromList.{key}[{k}] = {array[k]} is not a neuron index (below 2^32)")
+    return array.astype(np.int64)
+
+
+def _per_synapse(values: Any, n: int, key: str):
+    """`values`, a number or one per synapse, as a float64 array of `n` finite values."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"FromList.{key}: a number or one number per synapse ({e})") from None
+    if array.ndim == 0:
+        array = np.full(n, float(array))
+    elif array.ndim != 1 or len(array) != n:
+        raise ValueError(f"FromList.{key}: a number or one per synapse ({n}), not of shape {array.shape}")
+    if not np.isfinite(array).all():
+        k = int(np.flatnonzero(~np.isfinite(array))[0])
+        raise ValueError(f"FromList.{key}[{k}] = {array[k]}: must be finite")
+    return array
+
+
+def _span(values) -> Any:
+    """The model file's value for listed values: one number where all are the same, else the
+    range they span (what the engine makes of them too)."""
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return lo if lo >= hi else Uniform(lo, hi)
+
+
 class Stdp:
     """A pair-based STDP rule (`[[plasticity]]`); pass it as `connect(..., plasticity=rule)`.
 
@@ -220,6 +329,7 @@ class Model:
         self._structural: list = []
         self._spikes: list = []
         self._probes: list = []
+        self._listed: dict = {}
         self._native: Optional[NativeModel] = None
 
     @classmethod
@@ -266,16 +376,31 @@ class Model:
             self._spikes.append(name)
         return Population(name, size)
 
-    def connect(self, source: Union[Population, str], target: Union[Population, str], rule: Any, weight: Any, *, name: Optional[str] = None, plasticity: Optional[Union[Stdp, str]] = None, **fields: Any) -> Projection:
+    def connect(self, source: Union[Population, str], target: Union[Population, str], rule: Any, weight: Any = None, *, name: Optional[str] = None, plasticity: Optional[Union[Stdp, str]] = None, **fields: Any) -> Projection:
         """Adds `[[projections]]` from `source` to `target`: `rule` (FixedIndegree(k), ...) and
         `weight` (a number or distribution); keyword arguments `delay_ms`, `receptor`
         ("excitatory" or "inhibitory"), `allow_autapses`, `allow_multapses`, and `plasticity`
-        (an `Stdp` rule). Named `name`, else "<source>_to_<target>"."""
+        (an `Stdp` rule). Named `name`, else "<source>_to_<target>". A `FromList` rule lists
+        the synapses with their weights and delays (no `weight`, `delay_ms` or
+        `allow_*` here)."""
         self._building()
         source, target = str(source), str(target)
         name = name or f"{source}_to_{target}"
         if isinstance(plasticity, Stdp):
             plasticity = self._rule(plasticity)
+        if isinstance(rule, FromList):
+            for key, given in (("weight", weight is not None), *((k, k in fields) for k in ("delay_ms", "allow_autapses", "allow_multapses"))):
+                if given:
+                    raise TypeError(f"connect({key}=...): a FromList projection's synapses are those listed, with FromList's weight and delay_ms")
+            sizes = {p["name"]: p["size"] for p in self._populations}
+            listed = rule._checked(source, sizes.get(source), target, sizes.get(target), self._simulation["dt_ms"])
+            self._listed[name] = listed
+            empty = len(listed) == 0
+            weight = 0.0 if empty else _span(listed.weight.astype(np.float64))
+            if not empty:
+                fields["delay_ms"] = _span(listed.delay_ms)
+        elif weight is None:
+            raise TypeError("connect() needs a weight (a number or distribution), unless its rule is a FromList")
         self._projections.append({"name": name, "source": source, "target": target, "rule": rule, "weight": weight, "plasticity": plasticity, **fields})
         return Projection(name, source, target)
 
@@ -325,9 +450,19 @@ class Model:
         self._building()
         self._structural.append({"projection": projection, "every_ms": every_ms, "prune": prune, **fields})
 
+    def _refuse_listed(self, what: str, listed: list) -> None:
+        """Refuses `what`, a model file, where projections `listed` list their synapses."""
+        if listed:
+            raise FumError(f"{what}: projection {listed[0]!r} lists its synapses (fum.FromList), which a model file cannot hold; "
+                           "run, build or check the model from Python instead")
+
     def document(self, duration_ms: Optional[float] = None) -> dict:
         """The model file as a dict (tables and arrays of tables as the file lays them out)."""
         self._building()
+        self._refuse_listed("document()", list(self._listed))
+        return self._document(duration_ms)
+
+    def _document(self, duration_ms: Optional[float]) -> dict:
         simulation = dict(self._simulation)
         if duration_ms is not None:
             simulation["duration_ms"] = duration_ms
@@ -343,10 +478,18 @@ class Model:
         return _toml({k: v for k, v in document.items() if v != []})
 
     def to_toml(self, duration_ms: Optional[float] = None) -> str:
-        """The model file this model stands for (its text, for a model read from a file)."""
+        """The model file this model stands for (its text, for a model read from a file).
+        Refused for a model with listed synapses (`FromList`), which a file cannot hold."""
         if self._native is not None:
+            self._refuse_listed("to_toml()", self._native.listed())
             return self._native.source
-        return _to_toml(self.document(duration_ms))
+        self._building()
+        self._refuse_listed("to_toml()", list(self._listed))
+        return self._text(duration_ms)
+
+    def _text(self, duration_ms: Optional[float]) -> str:
+        """The model's text, listed projections as `rule = { explicit = N }` (see `_parsed`)."""
+        return _to_toml(self._document(duration_ms))
 
     def check(self, duration_ms: Optional[float] = None) -> None:
         """Validates the model as `fum check` does; raises `ModelError` naming the field."""
@@ -357,7 +500,9 @@ class Model:
             return self._native
         if duration_ms is None and self._simulation["duration_ms"] is None:
             raise FumError("a model built in Python needs a duration: Model(duration_ms=...) or run(duration_ms)")
-        return NativeModel.parse(self.to_toml(duration_ms), _NAME)
+        # The engine's parser, with the synapses of FromList projections beside the text.
+        listed = {name: rule._columns() for name, rule in self._listed.items()}
+        return NativeModel.parse(self._text(duration_ms), _NAME, listed)
 
     def run(self, duration_ms: Optional[float] = None, *, seed: Optional[int] = None, backend: str = "cpu", threads: int = 0, shards: int = 0, out: Optional[Union[str, Path]] = None, overwrite: bool = False, checkpoint_every_ms: Optional[float] = None, keep_checkpoints: int = 0, stop_after_ms: Optional[float] = None, progress: Union[bool, Callable[[int, int], None]] = True) -> "Run":
         """Builds and runs the model, as `fum run` does, and returns its `Run`.

@@ -27,7 +27,10 @@ refused with an error saying what (docs/python.md lists both):
   ('uniform', 'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng).
 - connectors: AllToAll, OneToOne, FixedProbability, FixedNumberPre (fum's fixed_indegree),
   FixedNumberPost (fixed_outdegree), FixedTotalNumber, between whole populations; weights and
-  delays a number or a RandomDistribution, drawn by fum.
+  delays a number or a RandomDistribution, drawn by fum. FromList (conn_list of (i, j) or
+  with weight and delay columns), and AllToAll and OneToOne between PopulationViews, which draw
+  nothing: expanded into a list of synapses (fum.FromList), weights and delays a number or
+  the list's columns.
 - synapses: StaticSynapse; STDPMechanism with SpikePairRule and Additive- or
   MultiplicativeWeightDependence (fum's pair-based STDP, all-to-all pairing), with
   `dendritic_delay_fraction` 1 (PyNN's default and NEST's timing: fum's `dendritic_delay`) or
@@ -55,7 +58,7 @@ try:
     from pyNN import common, errors, recording
     from pyNN import connectors as _connectors
     from pyNN.connectors import (AllToAllConnector, FixedNumberPostConnector, FixedNumberPreConnector,
-                                 FixedProbabilityConnector, FixedTotalNumberConnector, OneToOneConnector)
+                                 FixedProbabilityConnector, FixedTotalNumberConnector, FromListConnector, OneToOneConnector)
     from pyNN.parameters import ParameterSpace, Sequence, simplify  # noqa: F401  (sim.Sequence)
     from pyNN.random import NumpyRNG, RandomDistribution  # noqa: F401  (sim.NumpyRNG, sim.RandomDistribution)
     from pyNN.recording import get_io
@@ -462,6 +465,33 @@ class Population(common.Population):
 # Projections
 # ---------------------------------------------------------------------------------------------
 
+def _root(pop):
+    """The Population a Population or PopulationView is of."""
+    return pop.grandparent if isinstance(pop, PopulationView) else pop
+
+
+def _cells(pop):
+    """The indices in its Population of the cells of a Population or PopulationView, in the
+    view's order."""
+    if isinstance(pop, PopulationView):
+        return np.asarray(pop.index_in_grandparent(np.arange(pop.size)), dtype=np.int64)
+    return np.arange(pop.size, dtype=np.int64)
+
+
+def _view_index(pop, ids):
+    """Indices in `pop` (a Population or PopulationView) of cells `ids` of its Population."""
+    if not isinstance(pop, PopulationView):
+        return ids
+    index = np.full(_root(pop).size, -1, dtype=np.int64)
+    index[_cells(pop)] = np.arange(pop.size)
+    return index[ids]
+
+
+# A projection whose synapses fum.pynn lists (Projection._rule): FromListConnector, and the
+# connectors that draw nothing between PopulationViews.
+_LISTED = object()
+
+
 class Connection(object):
     """A synapse as a fum run left it (for Projection.get and iteration)."""
 
@@ -484,12 +514,16 @@ class Projection(common.Projection):
             raise errors.ConnectionError(f"a {type(postsynaptic_population.celltype).__name__} receives no synapses")
         common.Projection.__init__(self, presynaptic_population, postsynaptic_population, connector, synapse_type, source, receptor_type, space, label)
         for role, pop in (("presynaptic", self.pre), ("postsynaptic", self.post)):
-            if not isinstance(pop, Population):
-                raise Unsupported(f"{role} {type(pop).__name__}: fum connects whole Populations, not PopulationViews or Assemblies")
+            if not isinstance(pop, (Population, PopulationView)):
+                raise Unsupported(f"{role} {type(pop).__name__}: fum connects Populations and PopulationViews, not Assemblies")
+            cells = _cells(pop)
+            if len(np.unique(cells)) != len(cells):
+                raise Unsupported(f"{role} {pop.label}: a PopulationView that repeats cells")
         if source is not None:
             raise Unsupported("source: fum neurons have one spike source")
-        self.fum_name = f"{self.pre.fum_name}_to_{self.post.fum_name}_{len(state.projections)}"
-        self._rule()   # refused at once, not at run()
+        self.fum_name = f"{_root(self.pre).fum_name}_to_{_root(self.post).fum_name}_{len(state.projections)}"
+        if self._rule()[0] is _LISTED:   # refused at once, not at run()
+            self._listed()
         state.projections.append(self)
 
     def _rule(self):
@@ -498,6 +532,14 @@ class Projection(common.Projection):
         if allow_autapses not in (True, False):
             raise Unsupported(f"{type(c).__name__}(allow_self_connections={allow_autapses!r}): fum allows or refuses self-connections, nothing between")
         fields = {"allow_autapses": bool(allow_autapses)} if self.pre is self.post else {}
+        if type(c) is FromListConnector:
+            return _LISTED, {}
+        if isinstance(self.pre, PopulationView) or isinstance(self.post, PopulationView):
+            if type(c) in (OneToOneConnector, AllToAllConnector):
+                return _LISTED, {}
+            raise Unsupported(f"{type(c).__name__} from or onto a PopulationView: fum draws connections from its own seed over whole "
+                              "populations, so a view's share would not be the connector's; AllToAll, OneToOne and FromList connectors, "
+                              "which draw nothing, connect views")
         if type(c) is OneToOneConnector:
             return fum.OneToOne(), {}
         if type(c) is AllToAllConnector:
@@ -512,7 +554,63 @@ class Projection(common.Projection):
             if not c.with_replacement:
                 raise Unsupported("FixedTotalNumberConnector(with_replacement=False): fum's fixed_total_number, as NEST's, draws with replacement")
             return fum.FixedTotalNumber(int(c.n)), fields
-        raise Unsupported(f"{type(c).__name__}: fum.pynn maps AllToAll, OneToOne, FixedProbability, FixedNumberPre, FixedNumberPost and FixedTotalNumber connectors")
+        raise Unsupported(f"{type(c).__name__}: fum.pynn maps AllToAll, OneToOne, FixedProbability, FixedNumberPre, FixedNumberPost, FixedTotalNumber and FromList connectors")
+
+    def _listed(self):
+        """(pre, post, weight, delay) of a listed projection: the indices of its synapses' cells
+        in their Populations, and each synapse's weight and delay in PyNN's units where the
+        connector gives them (FromListConnector's columns), else None."""
+        c = self._connector
+        pre_cells, post_cells = _cells(self.pre), _cells(self.post)
+        weight = delay = None
+        if type(c) is FromListConnector:
+            table = np.asarray(c.conn_list, dtype=float)
+            table = table.reshape(len(table), -1) if table.size else np.zeros((0, 2 + len(c.column_names)))
+            i, j = table[:, 0], table[:, 1]
+            for role, ids, pop in (("presynaptic", i, self.pre), ("postsynaptic", j, self.post)):
+                bad = ~((ids >= 0) & (ids < pop.size) & (ids == np.round(ids)))
+                if bad.any():
+                    k = int(np.flatnonzero(bad)[0])
+                    raise errors.ConnectionError(f"FromListConnector: conn_list[{k}]: {role} index {ids[k]:g} is not a cell of {pop.label} ({pop.size} cells)")
+            for column, name in enumerate(c.column_names, 2):
+                if name == "weight":
+                    weight = table[:, column]
+                elif name == "delay":
+                    delay = table[:, column]
+                else:
+                    raise Unsupported(f"FromListConnector column {name!r}: fum lists a weight and a delay per synapse; other parameters are the synapse type's")
+            pre, post = pre_cells[i.astype(np.int64)], post_cells[j.astype(np.int64)]
+        elif type(c) is OneToOneConnector:
+            if self.pre.size != self.post.size:
+                raise errors.ConnectionError(f"OneToOneConnector between {self.pre.label} ({self.pre.size} cells) and {self.post.label} ({self.post.size}): the sizes must be equal")
+            pre, post = pre_cells, post_cells
+        else:
+            pre, post = np.repeat(pre_cells, len(post_cells)), np.tile(post_cells, len(pre_cells))
+            if _root(self.pre) is _root(self.post) and not c.allow_self_connections:
+                keep = pre != post
+                pre, post = pre[keep], post[keep]
+        return pre, post, weight, delay
+
+    def _fum_list(self, weight, delay):
+        """The fum.FromList of a listed projection, weights and delays in fum's units: the
+        connector's columns, or the synapse type's `weight` and `delay` (numbers)."""
+        pre, post, weights, delays = self._listed()
+        if weights is None:
+            if not isinstance(weight, float):
+                raise Unsupported(f"{self.label}: a RandomDistribution weight on listed synapses (FromListConnector, or a connector between PopulationViews): "
+                                  "fum draws distributions over whole populations from its seed; give the weights in the list")
+            weights = weight
+        else:
+            weights = weights * self.post.celltype.fum_weight_scale
+            if (weights < 0).any():
+                if self.receptor_type != "inhibitory":
+                    raise Unsupported(f"{self.label}: a negative weight onto the {self.receptor_type} receptor")
+                weights = np.abs(weights)
+        if delays is None:
+            if not isinstance(delay, float):
+                raise Unsupported(f"{self.label}: a RandomDistribution delay on listed synapses: give the delays in the list")
+            delays = delay
+        return fum.FromList(pre, post, weight=weights, delay_ms=delays)
 
     def _synapse(self):
         """(weight, delay, stdp rule or None) in fum's units."""
@@ -551,6 +649,7 @@ class Projection(common.Projection):
         if state.last_run is None:
             raise Unsupported("the synapses of a Projection before the first run(): fum draws them when it builds the network")
         pre, post, weight = state.last_run.weights(self.fum_name)
+        pre, post = _view_index(self.pre, pre), _view_index(self.post, post)
         scale = self.post.celltype.fum_weight_scale
         return [Connection(int(i), int(j), float(w) / scale) for i, j, w in zip(pre, post, weight)]
 
@@ -588,17 +687,23 @@ def _model(state: State) -> "fum.Model":
     used = set()
     for prj in state.projections:
         weight, delay, rule = prj._synapse()
-        if prj.pre in sources:
+        if _root(prj.pre) in sources:
+            if prj.pre is not _root(prj.pre):
+                raise Unsupported(f"{prj.label}: a PopulationView of a SpikeSourcePoisson: fum's Poisson input drives whole populations")
             if prj.pre in used:
                 raise Unsupported(f"{prj.pre.label}: a SpikeSourcePoisson in two projections: fum's Poisson input is a train per target, not trains shared among targets")
             used.add(prj.pre)
-            if type(prj._connector) is not OneToOneConnector or prj.pre.size != prj.post.size:
+            if type(prj._connector) is not OneToOneConnector or prj.pre.size != prj.post.size or prj.post is not _root(prj.post):
                 raise Unsupported(f"{prj.label}: a SpikeSourcePoisson projects through a OneToOneConnector onto a population of its size (fum's Poisson input: an independent train into each neuron)")
             if rule is not None or not isinstance(weight, float):
                 raise Unsupported(f"{prj.label}: from a SpikeSourcePoisson, a StaticSynapse of one weight")
             net.poisson(prj.post.fum_name, rate_hz=sources[prj.pre]["rate_hz"], weight=weight, receptor=prj.receptor_type, name=prj.fum_name)
             continue
         rule_value, fields = prj._rule()
+        if rule_value is _LISTED:
+            net.connect(_root(prj.pre).fum_name, _root(prj.post).fum_name, prj._fum_list(weight, delay), name=prj.fum_name,
+                        receptor=prj.receptor_type, plasticity=rule)
+            continue
         net.connect(prj.pre.fum_name, prj.post.fum_name, rule_value, weight, name=prj.fum_name, delay_ms=delay,
                     receptor=prj.receptor_type, plasticity=rule, **fields)
     for recorder in state.recorders:

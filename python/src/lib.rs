@@ -21,7 +21,7 @@ use fum_engine::recording::Recorder;
 use fum_engine::report::RunReport;
 use fum_engine::run::{Phase, RunOptions, RunProgress, interrupt_flag};
 use fum_engine::{Model, Simulation};
-use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -109,10 +109,27 @@ impl NativeModel {
         Model::load(&path).map(|model| NativeModel { model }).map_err(|e| model_error(&e))
     }
 
-    /// Parses and validates model text; `name` names it in messages.
+    /// Parses and validates model text; `name` names it in messages. `listed` gives the
+    /// synapses of its `explicit` projections (`fum.FromList`): {projection name: (pre uint32,
+    /// post uint32, weight float32, delay_ms float64)}, population-local ids.
     #[staticmethod]
-    fn parse(text: &str, name: &str) -> PyResult<Self> {
-        Model::parse(text, Path::new(name)).map(|model| NativeModel { model }).map_err(|e| model_error(&e))
+    #[pyo3(signature = (text, name, listed=None))]
+    fn parse(text: &str, name: &str, listed: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let mut lists = Vec::new();
+        for (projection, columns) in listed.into_iter().flat_map(|d| d.iter()) {
+            let projection: String = projection.extract()?;
+            let (pre, post, weight, delay_ms): (PyReadonlyArray1<u32>, PyReadonlyArray1<u32>, PyReadonlyArray1<f32>, PyReadonlyArray1<f64>) = columns.extract()?;
+            let list = fum_engine::sonata::SynapseList { pre: pre.to_vec()?, post: post.to_vec()?, weight: weight.to_vec()?, delay_ms: delay_ms.to_vec()? };
+            lists.push((projection, list));
+        }
+        Model::parse_listed(text, Path::new(name), lists).map(|model| NativeModel { model }).map_err(|e| model_error(&e))
+    }
+
+    /// Names of the projections whose synapses were listed with the model (`fum.FromList`),
+    /// which its text cannot hold.
+    fn listed(&self) -> Vec<String> {
+        let Some(lists) = &self.model.listed else { return Vec::new() };
+        self.model.spec.projections.iter().zip(lists.iter()).filter(|(p, _)| matches!(p.rule, fum_engine::model::ConnectionRule::Explicit(_))).map(|(p, _)| p.name.clone()).collect()
     }
 
     /// The model's text.
@@ -169,6 +186,11 @@ impl NativeModel {
         stop_after_ms: Option<f64>,
         progress: Option<Py<PyAny>>,
     ) -> PyResult<NativeRun> {
+        if checkpoint_every_ms.is_some() && self.model.listed.is_some() {
+            return Err(FumError::new_err(
+                "checkpoints of a model with listed synapses (fum.FromList) could not be resumed: fum.resume rebuilds the model from its text, which cannot hold them",
+            ));
+        }
         let options = RunOptions { out, overwrite, threads, shards, duration_ms, seed, backend: backend_choice(backend)?, checkpoint_every_ms, keep_checkpoints, stop_after_ms, ..RunOptions::default() };
         let mut model = self.model.clone();
         options.apply(&mut model).map_err(|e| model_error(&e))?;

@@ -207,9 +207,79 @@ def test_conductances_are_recorded_in_microsiemens():
     sim.end()
 
 
+def test_from_list_and_views_give_the_spikes_of_the_same_lists_in_fum():
+    rng = np.random.default_rng(4)
+    n = 600
+    pre, post = rng.integers(0, 100, n), rng.integers(0, 100, n)
+    w, d = rng.uniform(0.01, 0.05, n), rng.choice([1.0, 1.5, 2.0], n)
+    e_view, i_view = [11, 15, 17, 20], list(range(3, 63, 3))
+
+    sim.setup(timestep=0.1, seed=9, threads=THREADS)
+    E = sim.Population(100, sim.IF_curr_exp(**CELL), label="E")
+    E.initialize(v=sim.RandomDistribution("uniform", (-70.0, -55.0)))
+    I = sim.Population(30, sim.IF_curr_exp(**CELL), label="I")
+    noise = sim.Population(100, sim.SpikeSourcePoisson(rate=15000.0), label="noise")
+    sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+    ee = sim.Projection(E, E, sim.FromListConnector(list(zip(pre, post, w, d))), sim.StaticSynapse())
+    ei = sim.Projection(E[0:40], I[e_view], sim.AllToAllConnector(), sim.StaticSynapse(weight=0.2, delay=1.0))
+    ie = sim.Projection(I[10:30], E[i_view], sim.OneToOneConnector(), sim.StaticSynapse(weight=-0.5, delay=1.0), receptor_type="inhibitory")
+    pairs = sim.Projection(E, I, sim.FromListConnector([(0, 0), (1, 2), (1, 2)]), sim.StaticSynapse(weight=0.3, delay=2.0))
+    E.record("spikes")
+    I.record("spikes")
+    sim.run(200.0)
+
+    def in_fum(inhibition):
+        net = fum.Model(dt_ms=0.1, seed=9)
+        cell = dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=-70.0, v_reset_mv=-70.0, v_th_mv=-55.0, t_ref_ms=2.0, tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5)
+        fE = net.population("E", 100, "lif_cuba", **cell, v_init_mv=fum.Uniform(-70.0, -55.0))
+        fI = net.population("I", 30, "lif_cuba", **cell, v_init_mv=-65.0)
+        net.poisson(fE, rate_hz=15000.0, weight=50.0)
+        net.connect(fE, fE, fum.FromList(pre, post, weight=w * 1000.0, delay_ms=d))
+        net.connect(fE, fI, fum.FromList(np.repeat(np.arange(40), 4), np.tile(e_view, 40), weight=200.0, delay_ms=1.0))
+        net.connect(fI, fE, fum.FromList(np.arange(10, 30), i_view, weight=500.0 * inhibition, delay_ms=1.0), receptor="inhibitory")
+        net.connect(fE, fI, fum.FromList([0, 1, 1], [0, 2, 2], weight=300.0, delay_ms=2.0), name="pairs")
+        return net.run(200.0, threads=THREADS, progress=False)
+    run = in_fum(1.0)
+    uninhibited = in_fum(0.0)
+    assert not np.array_equal(run.spikes("E").node_ids, uninhibited.spikes("E").node_ids), "the views' inhibition is felt"
+    for pop, name, fired in ((E, "E", 200), (I, "I", 10)):
+        ids, times = spike_array(pop.get_data())
+        expected_ids, expected_times = sorted_spikes(run.spikes(name))
+        assert len(ids) > fired, f"{name} fires"
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_allclose(times, expected_times, rtol=0, atol=1e-9)
+
+    # Weights come back in PyNN's units, indexed in the projection's views.
+    assert len(ee) == n and len(pairs) == 3
+    listed = sorted(ee.get("weight", format="list"))
+    assert [(i, j) for i, j, _ in listed] == sorted(zip(pre.tolist(), post.tolist()))
+    np.testing.assert_allclose([x for _, _, x in listed], [x for _, _, x in sorted(zip(pre, post, w))], rtol=1e-6)
+    weights = ei.get("weight", format="array")
+    assert weights.shape == (40, 4)
+    np.testing.assert_allclose(weights, 0.2, rtol=1e-6)
+    assert sorted((i, j) for i, j, _ in ie.get("weight", format="list")) == [(k, k) for k in range(20)]
+    sim.end()
+
+
+def test_a_projection_between_views_excludes_self_connections_when_asked():
+    sim.setup(timestep=0.1, seed=1)
+    E = sim.Population(10, sim.IF_curr_exp(), label="E")
+    prj = sim.Projection(E[0:6], E[3:10], sim.AllToAllConnector(allow_self_connections=False), sim.StaticSynapse(weight=0.1, delay=1.0))
+    sim.run(1.0)
+    pairs = {(i, j) for i, j, _ in prj.get("weight", format="list")}
+    # Cells 3, 4 and 5 are in both views (source index 3 is target index 0, ...).
+    assert len(pairs) == 6 * 7 - 3 and (3, 0) not in pairs and (4, 1) not in pairs and (3, 1) in pairs
+    sim.end()
+
+
 @pytest.mark.parametrize("build, message", [
-    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, 0.1, 1.0)]), sim.StaticSynapse()), "FromListConnector: fum.pynn maps"),
-    (lambda E, P: sim.Projection(E[0:10], E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "fum connects whole Populations"),
+    (lambda E, P: sim.Projection(E[0:10], E, sim.FixedProbabilityConnector(0.1), sim.StaticSynapse(weight=0.1)), "FixedProbabilityConnector from or onto a PopulationView: fum draws connections from its own seed"),
+    (lambda E, P: sim.Projection(E, E[[1, 2]], sim.FixedNumberPreConnector(1), sim.StaticSynapse(weight=0.1)), "FixedNumberPreConnector from or onto a PopulationView"),
+    (lambda E, P: sim.Projection(E, E, sim.ArrayConnector(np.ones((20, 20), bool)), sim.StaticSynapse(weight=0.1)), "ArrayConnector: fum.pynn maps"),
+    (lambda E, P: sim.Projection(E[0:5] + E[10:15], E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "not Assemblies"),
+    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 20)]), sim.StaticSynapse(weight=0.1)), r"conn_list\[0\]: postsynaptic index 20 is not a cell of E \(20 cells\)"),
+    (lambda E, P: sim.Projection(E[0:5], E, sim.FromListConnector([(5, 0)]), sim.StaticSynapse(weight=0.1)), r"presynaptic index 5 is not a cell of view of 'E' with size 5 \(5 cells\)"),
+    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, 0.5)], column_names=["U"]), sim.StaticSynapse(weight=0.1)), "FromListConnector column 'U'"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1), source="soma"), "source"),
     (lambda E, P: sim.Population(5, pynn_mock.IF_cond_alpha()), "cell type IF_cond_alpha"),
     (lambda E, P: P.record("spikes"), "recording a SpikeSourcePoisson"),
@@ -229,6 +299,11 @@ def test_what_fum_does_not_do_is_refused_at_once(build, message):
     (lambda E, P: E.set(tau_m=sim.RandomDistribution("uniform", (10.0, 20.0))), "tau_m: fum takes one value"),
     (lambda E, P: E.initialize(v=np.linspace(-70.0, -60.0, 20)), "fum takes one value per population"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (1.0, 1.0)))), "not 'gamma'"),
+    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1)]), sim.StaticSynapse(weight=sim.RandomDistribution("uniform", (0.1, 0.2)))), "a RandomDistribution weight on listed synapses"),
+    (lambda E, P: sim.Projection(E[0:4], E[4:8], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1, delay=sim.RandomDistribution("uniform", (1.0, 2.0)))), "a RandomDistribution delay on listed synapses"),
+    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, -0.1, 1.0)]), sim.StaticSynapse()), "a negative weight onto the excitatory receptor"),
+    (lambda E, P: sim.Projection(P[0:5], E[0:5], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1)), "a PopulationView of a SpikeSourcePoisson"),
+    (lambda E, P: sim.Projection(P, E[0:20], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1)), "through a OneToOneConnector onto a population of its size"),
 ])
 def test_what_fum_does_not_do_is_refused_at_the_first_run(build, message):
     sim.setup(timestep=0.1)
