@@ -241,7 +241,8 @@ pub struct BenchOptions<'a> {
 }
 
 /// Runs every case of the suite: one warm-up run, then `repeat` measured ones. `progress` hears
-/// of each run as it starts (case name, run number, runs in all).
+/// of each run as it starts (case name, run number from 1 or 0 for the warm-up, runs in all),
+/// and of each peer's runs of a case as they start (their label, 0, 0).
 pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) -> anyhow::Result<BenchReport> {
     let cases = suite(options.suite, options.sizes).ok_or_else(|| anyhow::anyhow!("unknown suite {:?} ({SUITES})", options.suite))?;
     anyhow::ensure!(options.repeat > 0, "--repeat must be at least 1");
@@ -312,7 +313,7 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
         for (c, case) in results.iter_mut().zip(cases.iter().flat_map(|c| options.backends.iter().map(move |_| c))) {
             let model = case.model.trim_end_matches(".toml");
             for (peer, integrator) in peers.for_case(model, &c.backend) {
-                progress(&format!("{} in {peer} ({integrator} integrator)", c.name), 1, 1);
+                progress(&format!("{} in {peer} ({integrator} integrator), {} runs", c.name, options.repeat), 0, 0);
                 match peers.run(peer, integrator, model, &c.backend, c.threads, c.duration_ms, case.neurons, options.repeat, c.simulate_s.median) {
                     Ok(r) => c.peers.push(r),
                     Err(e) => {

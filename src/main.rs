@@ -756,7 +756,11 @@ fn cmd_bench(options: &fum::bench::BenchOptions, out: &std::path::Path, baseline
     use fum::bench::{Severity, compare, markdown, result_path, run_suite};
     // Read first: a missing or broken baseline fails before minutes of runs.
     let baseline = baseline.map(|path| read_bench_results(path, "baseline")).transpose()?;
-    let report = run_suite(options, |case, run, repeat| eprintln!("{case}: {}", if run == 0 { "warm-up run".to_string() } else { format!("run {run} of {repeat}") }))?;
+    let report = run_suite(options, |case, run, repeat| match (run, repeat) {
+        (_, 0) => eprintln!("{case}"),
+        (0, _) => eprintln!("{case}: warm-up run"),
+        _ => eprintln!("{case}: run {run} of {repeat}"),
+    })?;
     let comparisons = baseline.as_ref().map(|b| compare(&report, b)).unwrap_or_default();
     print!("{}", markdown(&report, &comparisons));
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
