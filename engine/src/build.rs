@@ -97,13 +97,14 @@ pub fn shard_count(neurons: u32, requested: usize) -> usize {
 /// Builds the world of a model cut into `shards` shards, or more where a shard would exceed
 /// [`MAX_SHARD_NEURONS`] (see [`shard_count`]). Runs in the current rayon pool.
 pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
-    build_world_spilled(model, shards, None)
+    build_world_spilled(model, shards, None, &|_| {})
 }
 
 /// [`build_world`], spilling each synapse block's pages beyond its share of `--host-memory` to
 /// disk as soon as it is built, so that the network never sits whole in memory
-/// (`crate::paging::BuildSpill`).
-pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::paging::BuildSpill>) -> Result<World, BuildError> {
+/// (`crate::paging::BuildSpill`). `built` hears the number of shards built so far as each is
+/// done (from the pool's threads).
+pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::paging::BuildSpill>, built: &(dyn Fn(usize) + Sync)) -> Result<World, BuildError> {
     let spec = &model.spec;
     let dt = spec.simulation.dt_ms;
     let key = Key::from_seed(spec.simulation.seed);
@@ -165,6 +166,8 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
 
     // In a run of several processes this one builds only the shards it owns (`crate::ranks`).
     let owned = crate::partition::owned_here(model, &ranges);
+    // Counted under a lock, so that `built` hears 1, 2, 3 ... in order.
+    let done = std::sync::Mutex::new(0);
     let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
         .par_iter()
         .enumerate()
@@ -180,6 +183,9 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
                     blocks.push(block);
                 }
             }
+            let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+            *done += 1;
+            built(*done);
             Ok((Shard { index, neurons: range.clone() }, neurons, SynapseBlocks(blocks)))
         })
         .collect();

@@ -264,7 +264,7 @@ pub fn run_keeping(model: &Model, options: &RunOptions, choose: Chooser, observe
 /// callers that run a network in several calls ([`run_built`]; the Python package's
 /// `Simulation`). Nothing is written: `options.out`, checkpoints and `stop_after_ms` are not
 /// used. `progress` hears the build's phases ([`Phase`]).
-pub fn build(model: &Model, options: &RunOptions, choose: Chooser, progress: impl Fn(&RunProgress)) -> Result<Simulation, RunError> {
+pub fn build(model: &Model, options: &RunOptions, choose: Chooser, progress: impl Fn(&RunProgress) + Sync) -> Result<Simulation, RunError> {
     let options = RunOptions { out: None, checkpoint_every_ms: None, stop_after_ms: None, ..options.clone() };
     build_network(model, &options, choose, false, &progress)
 }
@@ -286,7 +286,7 @@ pub fn run_built(model: &Model, options: &RunOptions, sim: Simulation, progress:
 
 /// What a run does before its first step: refuse what this machine or these ranks cannot run,
 /// prepare the output folder, build the network and put it on its backend, telling `progress`.
-fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed: bool, progress: &impl Fn(&RunProgress)) -> Result<Simulation, RunError> {
+fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed: bool, progress: &(impl Fn(&RunProgress) + Sync)) -> Result<Simulation, RunError> {
     if crate::ranks::transport().is_some() {
         refuse_across_ranks(model, options, observed)?;
     }
@@ -312,8 +312,9 @@ fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed:
     if let Some(out) = options.written_out() {
         prepare_output(out, options.overwrite)?;
     }
-    progress(&RunProgress { phase: building(&estimate, shards), ..RunProgress::default() });
-    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill)?;
+    progress(&RunProgress { phase: building(&estimate, shards, 0), ..RunProgress::default() });
+    let built = |built| progress(&RunProgress { phase: building(&estimate, shards, built), ..RunProgress::default() });
+    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill, &built)?;
     limit_device_memory(&mut sim, options);
     progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, ..RunProgress::default() });
     sim.install(backend)?;
@@ -321,9 +322,10 @@ fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed:
     Ok(sim)
 }
 
-/// The build phase of a network `fum check` estimated, cut into `shards` shards.
-fn building(estimate: &crate::estimate::Estimate, shards: usize) -> Phase {
-    Phase::Building { neurons: estimate.neurons, synapses: estimate.synapses.round() as u64, bytes: estimate.network_bytes.round() as u64, shards }
+/// The build phase of a network `fum check` estimated, cut into `shards` shards, `built` of
+/// them built.
+fn building(estimate: &crate::estimate::Estimate, shards: usize, built: usize) -> Phase {
+    Phase::Building { neurons: estimate.neurons, synapses: estimate.synapses.round() as u64, bytes: estimate.network_bytes.round() as u64, shards, built }
 }
 
 /// Across ranks only rank 0 records spike trains (every rank has all spikes; rank 0 writes
@@ -418,8 +420,9 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
             refuse_across_ranks(&model, &options, false)?;
         }
         let estimate = crate::estimate::Estimate::of(&model, threads, ckpt.header.shards);
-        progress(&RunProgress { phase: building(&estimate, ckpt.header.shards), done: ckpt.header.step, ..RunProgress::default() });
-        let mut sim = Simulation::from_model(&model, threads, ckpt.header.shards)?;
+        let building = |built| RunProgress { phase: building(&estimate, ckpt.header.shards, built), done: ckpt.header.step, ..RunProgress::default() };
+        progress(&building(0));
+        let mut sim = Simulation::from_model_spilled(&model, threads, ckpt.header.shards, None, &|built| progress(&building(built)))?;
         records_here(&mut sim);
         let mut recorder = sim.world.resource_mut::<Recorder>();
         (recorder.log_dir, recorder.run_id) = (crate::ranks::writes().then(|| dir.join("recording")), id);

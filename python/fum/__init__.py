@@ -552,10 +552,10 @@ def resume(out: Union[str, Path], *, threads: int = 0, backend: Optional[str] = 
 class _progress:
     """The progress callback a run gets, which the engine calls as (steps_done, last_step,
     phase): `phase` is None for the steps (every 100), and says in words what the run does as
-    it starts building the network and as it places it on its backend. A function of the
-    caller's gets the steps, as `progress(steps_done, last_step)`. True draws a line on stderr:
-    while building, the phase and the time so far, redrawn four times a second by a thread of
-    its own (the engine reports each phase once, as it starts); then a bar of the steps,
+    it starts building the network, as each shard is built and as it places it on its backend.
+    A function of the caller's gets the steps, as `progress(steps_done, last_step)`. True draws
+    a line on stderr: while building, the phase and the time so far, redrawn four times a
+    second by a thread of its own; then a bar of the steps,
     redrawn at most five times a second. A carriage return redraws it in place, in a terminal
     and in Jupyter alike."""
 

@@ -241,7 +241,7 @@ fn resume(py: Python<'_>, out: PathBuf, threads: usize, backend: Option<&str>, p
 
 /// What a running simulation tells Python at each progress report: the callback gets (steps
 /// done, last step, None) every 100 steps, and (steps done, 0, what) as the run starts building
-/// the network and as it places it on its backend, `what` the phase in words (`building 12.5k
+/// the network, as each shard is built and as it places it on its backend, `what` the phase in words (`building 12.5k
 /// neurons, 15.62M synapses (97.4 MB, 2 shards)`). SIGINT (Ctrl-C), or an exception in the
 /// callback, sets the engine's interrupt flag, so the run stops after the step and writes its
 /// outputs; then the exception (KeyboardInterrupt) is raised. The run loop does not call back on Python's main

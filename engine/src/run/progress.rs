@@ -26,8 +26,9 @@ pub struct RunProgress {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Phase {
     /// Building the network (resuming: rebuilding it before reading a checkpoint's state in);
-    /// its size as `fum check` estimates it.
-    Building { neurons: u64, synapses: u64, bytes: u64, shards: usize },
+    /// its size as `fum check` estimates it, and the shards this process has built so far (once
+    /// as the build starts, then as each shard is done).
+    Building { neurons: u64, synapses: u64, bytes: u64, shards: usize, built: usize },
     /// Putting the built network on the backend named (on a GPU: copying it there).
     Placing { backend: &'static str },
     /// Stepping.
@@ -35,13 +36,18 @@ pub enum Phase {
     Simulating,
 }
 
-/// One line for a progress bar: `building 12.5k neurons, 15.62M synapses (97.4 MB, 2 shards)`.
+/// One line for a progress bar: `building 12.5k neurons, 15.62M synapses (97.4 MB, 2 shards)`,
+/// and `: 1 built` once a shard is done.
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Phase::Building { neurons, synapses, bytes, shards } => {
+            Phase::Building { neurons, synapses, bytes, shards, built } => {
                 let plural = if *shards == 1 { "" } else { "s" };
-                write!(f, "building {} neurons, {} synapses ({}, {shards} shard{plural})", count(*neurons), count(*synapses), crate::estimate::bytes(*bytes as f64))
+                write!(f, "building {} neurons, {} synapses ({}, {shards} shard{plural})", count(*neurons), count(*synapses), crate::estimate::bytes(*bytes as f64))?;
+                if *built > 0 {
+                    write!(f, ": {built} built")?;
+                }
+                Ok(())
             }
             Phase::Placing { backend } => write!(f, "placing the network on {backend}"),
             Phase::Simulating => write!(f, "simulating"),
@@ -121,9 +127,11 @@ mod tests {
 
     #[test]
     fn phases_read_as_a_progress_line() {
-        let building = Phase::Building { neurons: 12_500, synapses: 15_625_000, bytes: 187_500_000, shards: 2 };
+        let building = Phase::Building { neurons: 12_500, synapses: 15_625_000, bytes: 187_500_000, shards: 2, built: 0 };
         assert_eq!(building.to_string(), "building 12.5k neurons, 15.62M synapses (187.5 MB, 2 shards)");
-        assert_eq!(Phase::Building { neurons: 10, synapses: 0, bytes: 2000, shards: 1 }.to_string(), "building 10 neurons, 0 synapses (2.0 kB, 1 shard)");
+        let one = Phase::Building { neurons: 12_500, synapses: 15_625_000, bytes: 187_500_000, shards: 2, built: 1 };
+        assert_eq!(one.to_string(), "building 12.5k neurons, 15.62M synapses (187.5 MB, 2 shards): 1 built");
+        assert_eq!(Phase::Building { neurons: 10, synapses: 0, bytes: 2000, shards: 1, built: 0 }.to_string(), "building 10 neurons, 0 synapses (2.0 kB, 1 shard)");
         assert_eq!(Phase::Placing { backend: "cuda" }.to_string(), "placing the network on cuda");
         assert_eq!(RunProgress::default().phase, Phase::Simulating);
     }
