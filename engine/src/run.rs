@@ -552,11 +552,15 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if let Some(epochs) = epochs(model, &sim, &span) {
         sim.world.resource_mut::<crate::components::SpikeExchange>().epochs = Some(epochs);
     }
+    let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
+    if crate::routing::choice() != crate::routing::Choice::Auto && !(cpu && crate::ranks::transport().is_some()) && crate::ranks::writes() {
+        eprintln!("warning: --exchange chooses how CPU ranks (mpirun) exchange spikes: it changes nothing in this run (one process, or GPUs, which all-gather their spikes as bits)");
+    }
     if let Some(transport) = crate::ranks::transport() {
         network.sum_over_ranks(transport, model.spec.projections.len());
         // CPU ranks send each spike where it is read, where that pays (GPUs gather bits).
         let mut fraction = 1.0;
-        if crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu") {
+        if cpu {
             let routing = crate::routing::Routes::build(&mut sim.world, transport);
             fraction = routing.fraction;
             sim.world.resource_mut::<crate::components::SpikeExchange>().routes = routing.routes;
