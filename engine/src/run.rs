@@ -563,7 +563,9 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         if cpu {
             let routing = crate::routing::Routes::build(&mut sim.world, transport);
             fraction = routing.fraction;
-            sim.world.resource_mut::<crate::components::SpikeExchange>().routes = routing.routes;
+            let mut exchange = sim.world.resource_mut::<crate::components::SpikeExchange>();
+            (exchange.outbox, exchange.outbox_counts) = (vec![Vec::new(); transport.size()], vec![Vec::new(); transport.size()]);
+            exchange.routes = routing.routes;
         }
         partition = crate::report::PartitionReport::gather(&mut sim.world, transport, fraction);
     }

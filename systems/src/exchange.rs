@@ -30,36 +30,29 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     parts.sort_unstable_by_key(|(shard, _)| shard.index);
     let exchange = &mut *exchange;
     exchange.spikes.clear();
-    let Some(transport) = fum_engine::ranks::transport() else {
-        for (shard, block) in parts {
-            exchange.spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
-        }
-        return;
-    };
-    let size = transport.size();
-    // With routes, each spike also goes into the outbox of every rank that receives it (the
-    // routes number this rank's neurons in shard order).
-    if let Some(routes) = &exchange.routes {
-        exchange.outbox.resize_with(size, Vec::new);
-        exchange.outbox_counts.resize_with(size, Vec::new);
-        let fresh = exchange.outbox.iter().map(Vec::len).collect::<Vec<_>>();
-        let mut own = 0;
-        for (shard, block) in parts {
-            for &local in &block.spiked {
-                let g = shard.neurons.start + local;
-                exchange.spikes.push(g);
+    // Routed (`fum_engine::routing`), each spike also goes into the outbox of every rank that
+    // receives it (routes number this rank's neurons in shard order); in epochs each step's
+    // count to each rank is kept too.
+    let counted = exchange.routes.is_some() && exchange.epochs.is_some();
+    let before: Vec<usize> = if counted { exchange.outbox.iter().map(Vec::len).collect() } else { Vec::new() };
+    let mut own = 0;
+    for (shard, block) in parts {
+        for &local in &block.spiked {
+            let g = shard.neurons.start + local;
+            exchange.spikes.push(g);
+            if let Some(routes) = &exchange.routes {
                 routes.of(own + local as usize).iter().for_each(|&r| exchange.outbox[r as usize].push(g));
             }
-            own += shard.neurons.len();
         }
-        for (counts, (sent, before)) in exchange.outbox_counts.iter_mut().zip(exchange.outbox.iter().zip(fresh)) {
+        own += shard.neurons.len();
+    }
+    if counted {
+        for (counts, (sent, before)) in exchange.outbox_counts.iter_mut().zip(exchange.outbox.iter().zip(before)) {
             counts.push((sent.len() - before) as u32);
         }
-    } else {
-        for (shard, block) in parts {
-            exchange.spikes.extend(block.spiked.iter().map(|&local| shard.neurons.start + local));
-        }
     }
+    let Some(transport) = fum_engine::ranks::transport() else { return };
+    let size = transport.size();
     let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
     let rank = transport.rank();
     // Timed runs split the wait for the slowest rank from the exchange (beNNch's split): a
@@ -88,7 +81,6 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
                     exchange.stop = transport.all_to_all(&exchange.outbox, signalled, &mut received, &mut counts);
                     exchange.bytes_sent += 4 * exchange.outbox.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64 + 1).sum::<u64>();
                     exchange.outbox.iter_mut().for_each(Vec::clear);
-                    exchange.outbox_counts.iter_mut().for_each(Vec::clear);
                     exchange.spikes = own;
                     exchange.spikes.extend_from_slice(&received);
                     received.len() + size - 1
