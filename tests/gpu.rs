@@ -303,6 +303,29 @@ fn spike_sources_give_identical_spikes_and_weights_on_both_backends() {
     assert!(same_file(&dir.path().join("cpu-1/spikes.h5"), &part.join("spikes.h5")), "cuda then cpu: spikes differ");
 }
 
+/// Synapses listed one by one (`rule = { explicit = N }`: a SONATA circuit's edges, and
+/// Python's `fum.FromList`, which build the same blocks): Vogels-Abbott CUBA exported as a
+/// SONATA circuit gives the same spikes on both backends, on 1 and 3 shards.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn listed_synapses_give_identical_spikes_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let circuit = dir.path().join("circuit");
+    fum(&["export", &model("vogels_abbott_cuba"), "--sonata", circuit.to_str().unwrap()]);
+    let config = circuit.join("simulation_config.json");
+    for shards in ["1", "3"] {
+        let (cpu, gpu) = (dir.path().join(format!("cpu-{shards}")), dir.path().join(format!("gpu-{shards}")));
+        for (out, backend) in [(&cpu, "cpu"), (&gpu, "cuda")] {
+            fum(&["run", "--sonata", config.to_str().unwrap(), "--backend", backend, "--shards", shards, "--duration", "300ms", "--out", out.to_str().unwrap(), "--quiet"]);
+        }
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(gpu.join("run.json")).unwrap()).unwrap();
+        assert_eq!(report["backend"], "cuda");
+        assert!(report["spikes_total"].as_u64().unwrap() > 1000, "the circuit fires: {}", report["spikes_total"]);
+        assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{shards} shards: spikes differ");
+    }
+}
+
 /// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
 /// the kernels read over the bus, with the device's row cache of the most active rows in what
 /// memory is left (none at the least limit, a third of the synapses' bytes at the other), with
