@@ -67,7 +67,7 @@ pub fn choice() -> Choice {
 pub struct Routes {
     /// The ranks that receive the spikes of this rank's `i`-th neuron (its shards in index
     /// order, each in id order): `to[first[i]..first[i + 1]]`, ascending.
-    first: Vec<u32>,
+    first: Vec<usize>,
     to: Vec<u32>,
 }
 
@@ -81,7 +81,7 @@ pub struct Routing {
 impl Routes {
     /// The ranks that receive the spikes of this rank's `own`-th neuron.
     pub fn of(&self, own: usize) -> &[u32] {
-        &self.to[self.first[own] as usize..self.first[own + 1] as usize]
+        &self.to[self.first[own]..self.first[own + 1]]
     }
 
     /// Works out the routes (a collective: every rank calls it at the same point).
@@ -126,7 +126,7 @@ impl Routes {
             for i in 0..(range.end - range.start) as usize {
                 let read = |r: usize| from[r][word + i / 32] >> (i % 32) & 1 == 1;
                 routes.to.extend((0..size).filter(|&r| r != rank && (r == 0 || read(r))).map(|r| r as u32));
-                routes.first.push(routes.to.len() as u32);
+                routes.first.push(routes.to.len());
             }
             word += (range.end - range.start).div_ceil(32) as usize;
         }
