@@ -227,7 +227,8 @@ struct SimArgs {
     /// Worker threads (default: the model's setting, else one per core; at most 4 per core).
     #[arg(long, default_value_t = 0, value_parser = parse_threads)]
     threads: usize,
-    /// Shards (default: the model's setting, else one per thread).
+    /// Shards (default: the model's setting, else one per thread and at least one per 65,536
+    /// neurons; larger shards store 4-byte synapse targets).
     #[arg(long, default_value_t = 0)]
     shards: usize,
     /// Biological time to simulate, overriding the model (e.g. 500ms, 2s, 1.5 s).

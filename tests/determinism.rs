@@ -33,6 +33,36 @@ fn spikes_and_weights_identical_across_threads_and_shards() {
 }
 
 #[test]
+fn shards_over_65536_neurons_store_wide_targets_and_give_the_same_spikes_weights_and_rewiring() {
+    let model = parse(WIDE);
+    let wide = |sim: &mut Simulation| {
+        let mut q = sim.world.query::<&fum::engine::components::SynapseBlocks>();
+        let widths: Vec<bool> = q.iter(&sim.world).flat_map(|b| b.0.iter().map(|b| b.target.is_wide())).collect();
+        assert!(widths.iter().all(|&w| w == widths[0]), "every block of a shard has the same width");
+        widths[0]
+    };
+    let mut reference = simulate(&model, 2, 2);
+    assert!(!wide(&mut reference), "35,000-neuron shards store 2-byte targets");
+    // Synapses pruned and grown per projection and commit (bytes differ: targets are wider).
+    let report = |sim: &Simulation| -> Vec<(String, Vec<(u64, u64)>)> {
+        let r = sim.world.resource::<fum::engine::structural::StructuralReport>();
+        r.0.iter().map(|(name, p)| (name.clone(), p.commits.iter().map(|c| (c.pruned, c.grown)).collect())).collect()
+    };
+    let (spikes_ref, synapses_ref, rewired_ref) = (spikes(&reference), synapses(&mut reference), report(&reference));
+    let counts = reference.world.resource::<Recorder>().spike_counts.clone();
+    assert!(counts[0] > 5000 && counts[1] > 500, "the network must be active: {counts:?}");
+    let (pruned, grown) = rewired_ref.iter().flat_map(|(_, c)| c).fold((0, 0), |(p, g), c| (p + c.0, g + c.1));
+    assert!(rewired_ref[0].1.len() == 2 && pruned > 10_000 && grown > 10_000, "two plans pruned and regrew E->E: {rewired_ref:?}");
+    for (threads, shards) in [(1, 1), (2, 1), (2, 7)] {
+        let mut sim = simulate(&model, threads, shards);
+        assert_eq!(wide(&mut sim), shards == 1, "{shards} shards");
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+        assert!(synapses(&mut sim) == synapses_ref, "synapses or learned weights differ with {threads} threads and {shards} shards");
+        assert_eq!(report(&sim), rewired_ref, "synapses pruned and grown, {shards} shards");
+    }
+}
+
+#[test]
 fn two_runs_are_identical_and_seeds_matter() {
     let model = model();
     let a = spikes(&simulate(&model, 2, 2));

@@ -332,6 +332,41 @@ fn listed_synapses_give_identical_spikes_on_both_backends() {
 /// the same spikes, probes and learned weights as the CPU's; run.json says how much went there,
 /// the bus's measured bandwidth and what the cache served. Brunel's drive is drawn per neuron
 /// (so the per-neuron Poisson rates are checked against the CPU's too).
+/// A shard of more than 65,536 neurons stores 4-byte targets, which the device's delivery, STDP,
+/// structural planning and compaction, and the host tier's row cache read: the 70,000-neuron
+/// `common::WIDE` network (STDP and rewiring on E->E) on one shard gives the spikes of the CPU
+/// on two (2-byte targets), and the structure and weights of the CPU on one, also with its
+/// static blocks in host memory.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn four_byte_targets_give_identical_spikes_weights_and_structure_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wide.toml");
+    std::fs::write(&path, common::WIDE.replace("duration_ms = 50.0", "duration_ms = 200.0")).unwrap();
+    let path = path.to_str().unwrap();
+    let extra = ["--checkpoint-every", "200ms"];
+    let (narrow, wide) = (dir.path().join("cpu-2"), dir.path().join("cpu-1"));
+    let report = run(path, &narrow, "cpu", &[&extra[..], &["--shards", "2"]].concat());
+    let commits = report["structural"]["EE"]["commits"].as_array().unwrap();
+    assert!(commits.len() >= 9 && commits.iter().all(|c| c["grown"].as_u64() > Some(0)), "{commits:?}");
+    run(path, &wide, "cpu", &[&extra[..], &["--shards", "1"]].concat());
+    assert!(same_file(&narrow.join("spikes.h5"), &wide.join("spikes.h5")), "CPU, 1 and 2 shards: spikes differ");
+    let structure = ["row_ptr", "target", "delay", "weight"];
+    let gpu = dir.path().join("cuda-1");
+    let whole = run(path, &gpu, "cuda", &[&extra[..], &["--shards", "1"]].concat());
+    assert!(same_file(&narrow.join("spikes.h5"), &gpu.join("spikes.h5")), "CUDA, 1 shard: spikes differ");
+    assert_eq!(sections(&wide, &structure), sections(&gpu, &structure), "CUDA, 1 shard: structure or weights differ");
+    // Every static block in host memory, with room for a row cache.
+    let m = &whole["gpu"]["device_bytes"];
+    let limit = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + m["synapse_bytes"].as_u64().unwrap() / 2 + (8 << 20);
+    let mapped = dir.path().join("cuda-mapped");
+    let r = run(path, &mapped, "cuda", &[&extra[..], &["--shards", "1", "--device-memory", &format!("{limit}B")]].concat());
+    assert!(r["gpu"]["mapped_host"]["synapses"].as_u64().is_some_and(|n| n > 0), "synapses went to host memory: {}", r["gpu"]);
+    assert!(same_file(&narrow.join("spikes.h5"), &mapped.join("spikes.h5")), "CUDA, 1 shard, host tier: spikes differ");
+    assert_eq!(sections(&wide, &structure), sections(&mapped, &structure), "CUDA, host tier: structure or weights differ");
+}
+
 #[test]
 #[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
 fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {

@@ -188,3 +188,15 @@ fn weight_probes_and_spikes_of_a_paged_plastic_network_are_the_unpaged_ones() {
         assert!(std::fs::read(all.join(file)).unwrap() == std::fs::read(paged.join(file)).unwrap(), "{file} differs");
     }
 }
+
+#[test]
+fn four_byte_targets_page_too() {
+    // One shard of 70,000 neurons stores 4-byte targets; its static blocks page.
+    let model = common::parse(common::WIDE);
+    let mut reference = common::simulate(&model, 2, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut sim, stats) = paged(&model, 2, 1, |pageable| pageable / 3, 4096, dir.path());
+    assert!(stats.moved.faults > 0 && stats.moved.disk_bytes > 0, "{stats:?}");
+    assert_eq!(common::spikes(&sim), common::spikes(&reference));
+    assert_eq!(common::synapses(&mut sim), common::synapses(&mut reference));
+}

@@ -74,7 +74,7 @@ fn params(population: &str) -> String {
 
 /// Every block as (shard, projection, row pointers, targets, delays, weight bits), in order.
 #[allow(clippy::type_complexity)]
-fn blocks(sim: &mut fum::Simulation) -> Vec<(usize, usize, Vec<u32>, Vec<u16>, Vec<u16>, Vec<u32>)> {
+fn blocks(sim: &mut fum::Simulation) -> Vec<(usize, usize, Vec<u32>, Vec<u32>, Vec<u16>, Vec<u32>)> {
     let mut query = sim.world.query::<(&Shard, &SynapseBlocks)>();
     let mut all: Vec<_> = query
         .iter(&sim.world)

@@ -8,6 +8,9 @@
 #   (device) bash benchmarks/gpu/ranks.sh          # writes $OUT/ranks.md and $OUT/raw/*.json
 #
 # STEPS picks the parts (default "identity weak strong"; add "largest" with LARGEST set).
+# SHARDS_PER_GPU sets the shards of a GPU's neurons in identity, weak and largest (default: one
+# per 65,536 neurons, 2-byte targets; fewer, larger shards store 4-byte targets and give each
+# spike fewer, longer rows).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${FUM_BIN:-.carry/fum}
@@ -17,6 +20,9 @@ PER_GPU=${PER_GPU:-1000000}
 DURATION=${DURATION:-2s}
 STEPS=${STEPS:-identity weak strong}
 LARGEST=${LARGEST:-0}
+SHARDS_PER_GPU=${SHARDS_PER_GPU:-0}
+# Shards for N neurons per GPU on NP GPUs.
+shards_for() { local per=$SHARDS_PER_GPU; [ "$per" -gt 0 ] || per=$(( ($1 + 65535) / 65536 )); echo $(( per * $2 )); }
 CORES=$(nproc)
 # NVLink multicast stays off (a rule of the lending machines); ranks may run as root there.
 export NCCL_NVLS_ENABLE=0 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -36,14 +42,14 @@ identity)
   echo "== identity: 1M neurons with STDP, 200 ms, spikes recorded"
   python3 benchmarks/gpu/scaling_model.py 1000000 "$work/m1.toml" --record
   for np in $counts; do
-    on "$np" run "$work/m1.toml" --backend cuda --duration 200ms --shards 16 --out "$work/id$np" --quiet
+    on "$np" run "$work/m1.toml" --backend cuda --duration 200ms --shards "$(shards_for $((1000000 / np)) "$np")" --out "$work/id$np" --quiet
     cp "$work/id$np/run.json" "$OUT/raw/identity_$np.json"
     echo "1M STDP on $np GPUs: $(same "$work/id1/spikes.h5" "$work/id$np/spikes.h5") to 1 GPU" | tee -a "$OUT/raw/identity.txt"
   done ;;
 weak)
   echo "== weak scaling: $PER_GPU neurons per GPU, STDP, $DURATION"
   for np in $counts; do
-    n=$((PER_GPU * np)); shards=$(( (PER_GPU + 65535) / 65536 * np ))
+    n=$((PER_GPU * np)); shards=$(shards_for "$PER_GPU" "$np")
     python3 benchmarks/gpu/scaling_model.py "$n" "$work/w.toml"
     on "$np" run "$work/w.toml" --backend cuda --duration "$DURATION" --shards "$shards" --out "$work/w$np" --quiet \
       && cp "$work/w$np/run.json" "$OUT/raw/weak_$np.json"
@@ -64,7 +70,7 @@ strong)
 largest)
   echo "== largest: $LARGEST neurons, STDP, f16 weights, on $GPUS GPUs, $DURATION"
   python3 benchmarks/gpu/scaling_model.py "$LARGEST" "$work/l.toml" --weights f16
-  shards=$(( (LARGEST / GPUS + 65535) / 65536 * GPUS ))
+  shards=$(shards_for $((LARGEST / GPUS)) "$GPUS")
   mpirun --bind-to none -x NCCL_NVLS_ENABLE -np "$GPUS" "$BIN" run "$work/l.toml" --backend cuda \
     --duration "$DURATION" --shards "$shards" --out "$work/l" --quiet --threads $((CORES / GPUS)) \
     && cp "$work/l/run.json" "$OUT/raw/largest.json"

@@ -9,9 +9,9 @@
 //! parallel.
 //!
 //! Shards are contiguous ranges of global ids of near-equal size; across ranks, graph
-//! partitioning groups whole shards (`crate::partition`). Synapse targets are `u16` shard-local indices, so the shard
-//! count is raised to at least `ceil(neurons / 65,536)` whatever was asked for; spikes do not
-//! depend on the shard count. Each shard stores the synapses into its neurons as CSR rows;
+//! partitioning groups whole shards (`crate::partition`). Synapse targets are shard-local
+//! indices, `u16` in shards of at most 65,536 neurons (the default, [`default_shards`]) and
+//! `u32` in larger ones ([`Targets`]); spikes do not depend on the shard count. Each shard stores the synapses into its neurons as CSR rows;
 //! a stable counting sort by row keeps, within a row, the order in which synapses were drawn
 //! (by target for the per-target rules), which does not depend on the sharding either.
 
@@ -22,7 +22,7 @@ use std::ops::Range;
 use crate::column::Column;
 use crate::components::*;
 use crate::model::{ConnectionRule, Distribution, InputKind, Model, NeuronModel};
-use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, ring_slots};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS, NARROW_SHARD_NEURONS, ring_slots};
 use fum_kernels::lif::{AlphaPropagators, CobaConstants, CubaPropagators};
 use fum_kernels::rng::{Key, Purpose, Stream};
 use fum_kernels::stdp::{NEVER, TraceDecay};
@@ -89,9 +89,17 @@ pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
 }
 
 /// Shards needed for `neurons` neurons when `requested` are asked for: at least one per
-/// [`MAX_SHARD_NEURONS`].
+/// [`MAX_SHARD_NEURONS`]. Shards over [`NARROW_SHARD_NEURONS`] store 4-byte targets
+/// ([`Targets`]); [`default_shards`] keeps to 2-byte ones.
 pub fn shard_count(neurons: u32, requested: usize) -> usize {
     requested.max((neurons as usize).div_ceil(MAX_SHARD_NEURONS))
+}
+
+/// Shards when none are asked for: one per worker thread of every rank (`crate::ranks`), and
+/// at least one per [`NARROW_SHARD_NEURONS`], where a CPU thread's scattered adds into a
+/// shard's ring stay within its cache and targets take 2 bytes.
+pub fn default_shards(neurons: u32, threads_of_all_ranks: usize) -> usize {
+    threads_of_all_ranks.max((neurons as usize).div_ceil(NARROW_SHARD_NEURONS))
 }
 
 /// Builds the world of a model cut into `shards` shards, or more where a shard would exceed
@@ -413,7 +421,9 @@ fn build_block(
             })
             .collect(),
     };
-    if drafts.len() >= u32::MAX as usize {
+    // Regrowth fills every target up to its in-degree: that too must fit the block.
+    let regrown = spec.structural.iter().filter(|s| s.projection == proj.name).filter_map(|s| s.regrow.as_ref()).map(|r| u64::from(r.to_indegree) * u64::from(hi - lo)).max().unwrap_or(0);
+    if drafts.len().max(regrown as usize) >= u32::MAX as usize {
         return Err(BuildError::BlockTooLarge(proj.name.clone()));
     }
     // Stable counting sort by row: O(n), and the order within a row stays the drawing order.
@@ -425,14 +435,13 @@ fn build_block(
         row_ptr[r + 1] += row_ptr[r];
     }
     let mut fill = row_ptr.clone();
-    let mut target = vec![0u16; drafts.len()];
+    let mut target = vec![0u32; drafts.len()];
     let mut delay = vec![0u16; drafts.len()];
     let mut weight = vec![0f32; drafts.len()];
     for d in &drafts {
         let k = fill[d.row as usize] as usize;
         fill[d.row as usize] += 1;
-        // Shards hold at most MAX_SHARD_NEURONS neurons, so a local index fits.
-        target[k] = d.target as u16;
+        target[k] = d.target;
         delay[k] = d.delay_steps;
         weight[k] = d.weight;
     }
@@ -454,7 +463,7 @@ fn build_block(
         source_first: src.first,
         source_size: src.size,
         row_ptr: Column::from_vec(row_ptr),
-        target: Column::from_vec(target),
+        target: Targets::new(target, shard.len()),
         delay,
         weight: Weights::from_f32(weight, spec.simulation.weights),
         plastic,
@@ -565,13 +574,19 @@ mod tests {
     }
 
     #[test]
-    fn shards_never_exceed_the_u16_target_range() {
+    fn shards_never_exceed_the_target_range_and_default_to_two_byte_targets() {
         assert_eq!(shard_count(12_500, 2), 2);
-        assert_eq!(shard_count(65_536, 1), 1);
-        assert_eq!(shard_count(65_537, 1), 2);
-        assert_eq!(shard_count(1_000_000, 3), 16);
-        for (total, requested) in [(65_537u32, 1usize), (1_000_000, 3), (200_000, 0)] {
+        assert_eq!(shard_count(65_537, 1), 1);
+        assert_eq!(shard_count(1 << 22, 1), 1);
+        assert_eq!(shard_count((1 << 22) + 1, 1), 2);
+        assert_eq!(shard_count(1_000_000, 3), 3);
+        assert_eq!(default_shards(65_536, 1), 1);
+        assert_eq!(default_shards(65_537, 1), 2);
+        assert_eq!(default_shards(1_000_000, 3), 16);
+        assert_eq!(default_shards(1_000_000, 32), 32);
+        for (total, requested) in [(65_537u32, 1usize), (1_000_000, 3), (200_000, 0), (10_000_000, 1)] {
             assert!(partition(total, shard_count(total, requested)).iter().all(|r| r.len() <= MAX_SHARD_NEURONS));
+            assert!(partition(total, default_shards(total, requested)).iter().all(|r| r.len() <= NARROW_SHARD_NEURONS));
         }
     }
 

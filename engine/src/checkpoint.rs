@@ -33,12 +33,14 @@ use crate::recording::{self, MissingOutput, Recorder};
 use crate::state::{self, Role};
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
+/// Version 5: a pending plan's grown synapses (`crate::structural::Grown`) hold 4-byte targets,
+/// for shards of more than 65,536 neurons; versions 3 and 4 are read with theirs widened.
 /// Version 4: blocks under structural plasticity store their structure as state columns of
 /// varying length, and a pending structural plan is stored (`crate::structural`).
 /// Version 3: a section per declared state column (`crate::state`), each with its element type
 /// in a `.type` section; a plastic block's per-target record (`post`). Version 2 kept the
 /// postsynaptic trace, last spike, history count and floor in four sections.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
 /// Bytes before the header: magic, format version, header length, header CRC-32.
@@ -50,7 +52,7 @@ pub enum CheckpointError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: not a fum checkpoint (bad magic)")]
     NotACheckpoint { path: String },
-    #[error("{path}: checkpoint format version {found}, this fum reads versions 3 and {FORMAT_VERSION}")]
+    #[error("{path}: checkpoint format version {found}, this fum reads versions 3 to {FORMAT_VERSION}")]
     Version { path: String, found: u32 },
     #[error("{path}: truncated ({detail})")]
     Truncated { path: String, detail: String },
@@ -86,6 +88,13 @@ pub struct Header {
     /// Free-form settings of the run that wrote it (for `fum resume`), with its `run_id`.
     pub run: serde_json::Value,
     pub sections: Vec<SectionEntry>,
+    /// The file's format version (in its fixed prefix, not in the JSON).
+    #[serde(skip, default = "current_version")]
+    pub format_version: u32,
+}
+
+fn current_version() -> u32 {
+    FORMAT_VERSION
 }
 
 impl Header {
@@ -105,8 +114,8 @@ impl Header {
         }
         let version = u32::from_le_bytes(prefix[8..12].try_into().expect("4 bytes"));
         // Version 3 differs only in what version 4 adds for structural plasticity, which a
-        // version 3 file cannot hold: it is read as is.
-        if version != FORMAT_VERSION && version != 3 {
+        // version 3 file cannot hold: it is read as is; version 4 only in `Grown` (`restore`).
+        if !(3..=FORMAT_VERSION).contains(&version) {
             return Err(CheckpointError::Version { path: p, found: version });
         }
         let header_len = u64::from_le_bytes(prefix[12..20].try_into().expect("8 bytes"));
@@ -119,7 +128,9 @@ impl Header {
         if crc32fast::hash(&header_bytes) != header_crc {
             return Err(CheckpointError::Checksum { path: p, what: "the header".into() });
         }
-        serde_json::from_slice(&header_bytes).map_err(|e| CheckpointError::Corrupt { path: p.clone(), detail: format!("header: {e}") })
+        let mut header: Header = serde_json::from_slice(&header_bytes).map_err(|e| CheckpointError::Corrupt { path: p.clone(), detail: format!("header: {e}") })?;
+        header.format_version = version;
+        Ok(header)
     }
 
     /// The verified header of the checkpoint at `path`, without reading its sections.
@@ -250,6 +261,7 @@ impl Snapshot {
             structure,
             run,
             sections: Vec::new(),
+            format_version: FORMAT_VERSION,
         };
         Ok(Snapshot { header, sections, spills, run_id, shards: shard_indices })
     }
@@ -481,6 +493,10 @@ impl Checkpoint {
                     return Err(corrupt(format!("section {name}.type: stored as {}, the model keeps {}", String::from_utf8_lossy(&ty), d.column.element_type())));
                 }
                 let raw = self.section(&name)?;
+                let raw = match (self.header.format_version, d.name) {
+                    (3 | 4, "plan_grown") => crate::structural::Grown::widen_v4(&raw).ok_or_else(|| corrupt(format!("section {name}: {} bytes are not whole records", raw.len())))?,
+                    _ => raw,
+                };
                 let fits = match d.shape {
                     state::Shape::Varying => raw.len() % d.column.element_bytes() == 0,
                     _ => raw.len() == d.column.len() * d.column.element_bytes(),

@@ -7,7 +7,7 @@ use std::ops::Range;
 use crate::column::{AnyColumn, Column};
 use crate::model::{Receptor, WeightPrecision};
 use crate::state::{Columns, Role, Shape};
-use fum_kernels::delivery::{Ring, RowDelays};
+use fum_kernels::delivery::{NARROW_SHARD_NEURONS, Ring, RowDelays};
 use fum_kernels::lif::{AlphaPropagators, CobaConstants, CubaPropagators};
 use fum_kernels::stdp::{PostState, StdpRule, TraceDecay};
 use fum_kernels::weight::Weight;
@@ -116,8 +116,9 @@ impl Columns for NeuronBlock {
 
 /// The synapses of one projection into a shard's neurons: CSR rows keyed by the presynaptic
 /// neuron's index in its population. A synapse is its shard-local target, its weight and, for
-/// projections with drawn delays, its delay: 6 bytes with `f32` weights and a constant delay,
-/// 4 with `f16`, 2 more with per-synapse delays; a plastic synapse takes no more.
+/// projections with drawn delays, its delay: 6 bytes with `f32` weights, a constant delay and a
+/// shard of at most 65,536 neurons, 4 with `f16`, 2 more with per-synapse delays, 2 more in a
+/// larger shard ([`Targets`]); a plastic synapse takes no more.
 #[derive(Debug)]
 pub struct SynapseBlock {
     pub projection: usize,
@@ -128,7 +129,7 @@ pub struct SynapseBlock {
     /// Row `r` spans `row_ptr[r]..row_ptr[r + 1]`.
     pub row_ptr: Column<u32>,
     /// Shard-local index of each synapse's postsynaptic neuron.
-    pub target: Column<u16>,
+    pub target: Targets,
     pub delay: Delays,
     pub weight: Weights,
     pub plastic: Option<PlasticSynapses>,
@@ -174,6 +175,125 @@ impl Delays {
             Delays::PerSynapse(c) => c.bytes(),
         }
     }
+}
+
+/// The shard-local targets of a block's synapses: 2 bytes each in a shard of at most
+/// [`NARROW_SHARD_NEURONS`], else 4 (`fum_kernels::delivery::Target`). Every block of a shard
+/// has the same width.
+#[derive(Debug)]
+pub enum Targets {
+    U16(Column<u16>),
+    U32(Column<u32>),
+}
+
+impl Targets {
+    /// `targets`, stored in the width a shard of `shard_neurons` needs.
+    pub fn new(targets: Vec<u32>, shard_neurons: usize) -> Self {
+        if shard_neurons <= NARROW_SHARD_NEURONS {
+            Targets::U16(Column::from_vec(targets.into_iter().map(|t| t as u16).collect()))
+        } else {
+            Targets::U32(Column::from_vec(targets))
+        }
+    }
+
+    /// An empty column of the width a shard of `shard_neurons` needs.
+    pub fn empty(shard_neurons: usize) -> Self {
+        Targets::new(Vec::new(), shard_neurons)
+    }
+
+    /// Whether targets take 4 bytes.
+    pub fn is_wide(&self) -> bool {
+        matches!(self, Targets::U32(_))
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::U16(c) => c.len(),
+            Targets::U32(c) => c.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The target of synapse `k`.
+    pub fn get(&self, k: usize) -> u32 {
+        match self {
+            Targets::U16(c) => u32::from(c[k]),
+            Targets::U32(c) => c[k],
+        }
+    }
+
+    /// The target of synapse `k`, which must be resident if the block is paged.
+    pub fn get_resident(&self, k: usize) -> u32 {
+        match self {
+            Targets::U16(c) => u32::from(c.pages()[k]),
+            Targets::U32(c) => c.pages()[k],
+        }
+    }
+
+    /// Every target, widened.
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            Targets::U16(c) => c.iter().map(|&t| u32::from(t)).collect(),
+            Targets::U32(c) => c.to_vec(),
+        }
+    }
+
+    /// The targets of synapses `range`, widened; the range must be resident if the block is
+    /// paged (`crate::paging`).
+    pub fn resident_to_vec(&self, range: Range<usize>) -> Vec<u32> {
+        match self {
+            Targets::U16(c) => c.pages()[range].iter().map(|&t| u32::from(t)).collect(),
+            Targets::U32(c) => c.pages()[range].to_vec(),
+        }
+    }
+
+    /// Bytes held (see [`Column::bytes`]).
+    pub fn bytes(&self) -> usize {
+        match self {
+            Targets::U16(c) => c.bytes(),
+            Targets::U32(c) => c.bytes(),
+        }
+    }
+
+    /// Bytes per target.
+    pub fn element_bytes(&self) -> usize {
+        self.column().element_bytes()
+    }
+
+    /// The column, whatever its element type.
+    pub fn column(&self) -> &dyn AnyColumn {
+        match self {
+            Targets::U16(c) => c,
+            Targets::U32(c) => c,
+        }
+    }
+
+    /// The column, whatever its element type.
+    pub fn column_mut(&mut self) -> &mut dyn AnyColumn {
+        match self {
+            Targets::U16(c) => c,
+            Targets::U32(c) => c,
+        }
+    }
+}
+
+/// Runs `$body` with `$t` bound to a block's target column and `$w` to its weight column,
+/// whatever their element types: the kernels are generic over both
+/// (`fum_kernels::delivery::Target`, `fum_kernels::weight::Weight`), and this is their one
+/// dispatch. `$targets` and `$weights` are (mutable) references to [`Targets`] and [`Weights`].
+#[macro_export]
+macro_rules! with_synapse_columns {
+    ($targets:expr, $weights:expr, |$t:ident, $w:ident| $body:expr) => {
+        match ($targets, $weights) {
+            ($crate::components::Targets::U16($t), $crate::components::Weights::F32($w)) => $body,
+            ($crate::components::Targets::U16($t), $crate::components::Weights::F16($w)) => $body,
+            ($crate::components::Targets::U32($t), $crate::components::Weights::F32($w)) => $body,
+            ($crate::components::Targets::U32($t), $crate::components::Weights::F16($w)) => $body,
+        }
+    };
 }
 
 /// The weights of a block's synapses, stored as the model's `simulation.weights` says.
@@ -341,7 +461,7 @@ impl Columns for SynapseBlock {
         // (state, copied back like learned weights).
         let (index, synapses, shape) = if self.rewired { (Role::HostState, Role::State, Shape::Varying) } else { (Role::Structure, Role::Structure, Shape::Own) };
         f("row_ptr", index, shape, &mut self.row_ptr);
-        f("target", synapses, shape, &mut self.target);
+        f("target", synapses, shape, self.target.column_mut());
         if let Delays::PerSynapse(d) = &mut self.delay {
             f("delay", synapses, shape, d);
         }

@@ -67,6 +67,9 @@ pub struct BlockDesc {
     pub row_split: u32,
     /// The traces of `history` for a rule whose delay is dendritic, or 0.
     pub history_trace: u64,
+    /// 1 where targets are `u32` (a shard of more than 65,536 neurons, [`crate::components::Targets`]).
+    pub target_wide: u32,
+    pub unused: u32,
 }
 
 /// The lanes of a warp that walk one row of a block of `synapses` in `rows` rows: a power of
@@ -545,9 +548,6 @@ impl DeviceNetwork {
             return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });
         }
         let shards = state::Span::of(world).map_err(CudaError::Unsupported)?;
-        if let Some((i, range)) = shards.ranges.iter().enumerate().find(|(_, r)| r.len() > 1 << 16) {
-            return Err(CudaError::Unsupported(format!("shard {} has {} neurons; targets are 16-bit, so at most 65,536 per shard", shards.first_shard + i, range.len())));
-        }
         let n = shards.len() as usize;
         let total = world.resource::<Populations>().0.last().map_or(0, |p| p.first + p.size) as usize;
         let ctx = Arc::new(DeviceContext {
@@ -791,6 +791,7 @@ impl DeviceNetwork {
                     crate::components::Delays::PerSynapse(_) => 0,
                 },
                 weight_f16: u32::from(block.weight.precision() == crate::model::WeightPrecision::F16),
+                target_wide: u32::from(block.target.is_wide()),
                 rule: NEVER,
                 history_len: 1,
                 ..Default::default()

@@ -50,6 +50,7 @@ impl Estimate {
         let n = neurons as f64;
         let shards = shard_count(u32::try_from(neurons).unwrap_or(u32::MAX), shards).clamp(1, neurons.max(1) as usize) as f64;
         let shard_len = n / shards;
+        let target_bytes = if shard_len.ceil() as usize > fum_kernels::delivery::NARROW_SHARD_NEURONS { 4.0 } else { 2.0 };
         let max_delay = spec.projections.iter().map(|p| delay_range_steps(p.delay_ms, dt).1).max().unwrap_or(1);
         // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums; dsyn_ex and dsyn_in where
         // a population is lif_psc_alpha, bias_pa where one draws its bias (for every neuron:
@@ -76,9 +77,9 @@ impl Estimate {
             // Shards holding the target population, each a block with a row pointer per source.
             let blocks = ((tgt / shard_len.max(1.0)).ceil() + 1.0).min(shards);
             let delay_bytes = if matches!(p.delay_ms, None | Some(Distribution::Constant(_))) { 0.0 } else { 2.0 };
-            network += count * (2.0 + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
+            network += count * (target_bytes + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
             if !spec.structural.iter().any(|s| s.projection == p.name) {
-                pageable += count * (2.0 + weight_bytes + delay_bytes);
+                pageable += count * (target_bytes + weight_bytes + delay_bytes);
             }
             if let Some(&history) = p.plasticity.as_deref().and_then(|name| histories.get(name)) {
                 let history = f64::from(history);

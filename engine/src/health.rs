@@ -81,7 +81,7 @@ impl HealthMonitor {
                 let rule = &plasticity.projections[p.rule].rule;
                 // A paged block's resident pages: a spilled page cannot change.
                 if let Some(k) = crate::paging::resident_ranges(block).into_iter().find_map(|r| block.weight.position_outside(r, rule.w_min, rule.w_max)) {
-                    let target = u32::from(block.target.pages()[k]) + shard.neurons.start;
+                    let target = block.target.get_resident(k) + shard.neurons.start;
                     return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get_resident(k), rule.w_min, rule.w_max)));
                 }
             }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use fum_kernels::delivery::{MAX_DELAY_STEPS, MAX_SHARD_NEURONS};
+use fum_kernels::delivery::{MAX_DELAY_STEPS, NARROW_SHARD_NEURONS};
 
 /// A field path of segments (`Seg`), e.g. `path!("projections", 2, "delay_ms")`.
 macro_rules! path {
@@ -92,7 +92,8 @@ pub struct SimulationSpec {
     /// Worker threads; 0 or absent: one per core.
     #[serde(default)]
     pub threads: usize,
-    /// Shards; 0 or absent: one per thread (raised to at least one per 65,536 neurons).
+    /// Shards; 0 or absent: one per thread and at least one per 65,536 neurons
+    /// (`crate::build::default_shards`).
     #[serde(default)]
     pub shards: usize,
     /// How synaptic weights are stored.
@@ -1308,8 +1309,10 @@ impl<'a> Validator<'a> {
                 return Err(self.error(path!("structural", i, "regrow", "to_indegree"), format!("{} distinct sources requested from {available} available (the projection has allow_multapses = false)", regrow.to_indegree)));
             }
             let n_tgt = s.populations[self.populations.get(p.target.as_str()).copied().unwrap_or(0)].size;
-            if u64::from(regrow.to_indegree) * u64::from(n_tgt.min(MAX_SHARD_NEURONS as u32)) >= u64::from(u32::MAX) {
-                return Err(self.error(path!("structural", i, "regrow", "to_indegree"), format!("{} synapses into each of up to {} neurons of a shard exceed the 2^32 - 1 a block holds", regrow.to_indegree, n_tgt.min(MAX_SHARD_NEURONS as u32))));
+            // Shards as large as the default's (`crate::build::default_shards`); the build checks
+            // larger ones.
+            if u64::from(regrow.to_indegree) * u64::from(n_tgt.min(NARROW_SHARD_NEURONS as u32)) >= u64::from(u32::MAX) {
+                return Err(self.error(path!("structural", i, "regrow", "to_indegree"), format!("{} synapses into each of up to {} neurons of a shard exceed the 2^32 - 1 a block holds", regrow.to_indegree, n_tgt.min(NARROW_SHARD_NEURONS as u32))));
             }
             if available == 0 && regrow.to_indegree > 0 {
                 return Err(self.error(path!("structural", i, "regrow", "to_indegree"), "the source population has no neuron to regrow from".into()));

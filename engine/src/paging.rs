@@ -307,7 +307,7 @@ pub fn resident_ranges(block: &SynapseBlock) -> Vec<Range<usize>> {
 /// A block's page table and its paged columns, in [`PageTable::element_bytes`] order.
 fn parts(block: &mut SynapseBlock) -> (Option<&mut PageTable>, Vec<&mut dyn AnyColumn>) {
     let SynapseBlock { target, delay, weight, pages, .. } = block;
-    let mut columns: Vec<&mut dyn AnyColumn> = vec![target];
+    let mut columns: Vec<&mut dyn AnyColumn> = vec![target.column_mut()];
     if let Delays::PerSynapse(d) = delay {
         columns.push(d);
     }
@@ -321,9 +321,10 @@ fn paged_columns(block: &SynapseBlock) -> (Vec<&'static str>, Vec<usize>) {
         Weights::F32(_) => 4,
         Weights::F16(_) => 2,
     };
+    let target = block.target.element_bytes();
     match block.delay {
-        Delays::PerSynapse(_) => (vec!["target", "delay", "weight"], vec![2, 2, weight]),
-        Delays::Constant(_) => (vec!["target", "weight"], vec![2, weight]),
+        Delays::PerSynapse(_) => (vec!["target", "delay", "weight"], vec![target, 2, weight]),
+        Delays::Constant(_) => (vec!["target", "weight"], vec![target, weight]),
     }
 }
 
@@ -553,17 +554,27 @@ fn pin_probed(world: &mut World) -> Moved {
 
 /// The targets of row `row` of `block`, from memory or, for a spilled page, from its spill
 /// file (probes find their synapses in a network paged while it was built).
-pub fn row_targets(block: &SynapseBlock, row: usize) -> Result<Vec<u16>, String> {
+pub fn row_targets(block: &SynapseBlock, row: usize) -> Result<Vec<u32>, String> {
     let syn = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
-    let Some(t) = block.pages.as_ref() else { return Ok(block.target[syn].to_vec()) };
+    let Some(t) = block.pages.as_ref() else { return Ok(block.target.resident_to_vec(syn)) };
     let p = t.page_of_row(row as u32);
     if t.pages[p].resident {
-        return Ok(block.target.pages()[syn].to_vec());
+        return Ok(block.target.resident_to_vec(syn));
     }
     let page = &t.pages[p].synapses;
-    let mut raw = vec![0u8; 2 * page.len()];
+    let width = block.target.element_bytes();
+    let mut raw = vec![0u8; width * page.len()];
     decompress(t.frame(p, 0)?, &mut raw)?;
-    Ok(raw.chunks_exact(2).skip(syn.start - page.start).take(syn.len()).map(|b| u16::from_le_bytes([b[0], b[1]])).collect())
+    let mut widened = [0u8; 4];
+    Ok(raw
+        .chunks_exact(width)
+        .skip(syn.start - page.start)
+        .take(syn.len())
+        .map(|b| {
+            widened[..width].copy_from_slice(b);
+            u32::from_le_bytes(widened)
+        })
+        .collect())
 }
 
 /// Free bytes of the file system holding `dir`.
@@ -712,11 +723,8 @@ fn deliver_deferred(pages: &mut ShardPages, blocks: &mut [SynapseBlock], b: usiz
         let block = &blocks[b];
         let r = (g - block.source_first) as usize;
         let syn = block.row_ptr[r] as usize..block.row_ptr[r + 1] as usize;
-        let (target, delay) = (&block.target.pages()[syn.clone()], block.delay.row(syn.clone()));
-        match &block.weight {
-            Weights::F32(w) => deliver_row(ring, t, target, delay, &w.pages()[syn]),
-            Weights::F16(w) => deliver_row(ring, t, target, delay, &w.pages()[syn]),
-        }
+        let delay = block.delay.row(syn.clone());
+        crate::with_synapse_columns!(&block.target, &block.weight, |target, w| deliver_row(ring, t, &target.pages()[syn.clone()], delay, &w.pages()[syn.clone()]));
     }
     deferred.clear();
     blocks[b].pages.as_mut().expect("a paged block").deferred = deferred;

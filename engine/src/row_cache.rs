@@ -145,6 +145,7 @@ impl RowCache {
             held: Vec<u16>,
             len: u32,
             bytes_per_synapse: u64,
+            target_bytes: u64,
             weight_bytes: u64,
             block_bytes: u64,
             per_synapse_delays: bool,
@@ -163,9 +164,10 @@ impl RowCache {
                 }
                 let weight_bytes = if b.weight.precision() == crate::model::WeightPrecision::F16 { 2 } else { 4 };
                 let per_synapse = matches!(b.delay, Delays::PerSynapse(_));
-                let bytes_per_synapse = 2 + weight_bytes + if per_synapse { 2 } else { 0 };
+                let target_bytes = b.target.element_bytes() as u64;
+                let bytes_per_synapse = target_bytes + weight_bytes + if per_synapse { 2 } else { 0 };
                 let written = b.plastic.is_some() && stdp_enabled;
-                plans.push(Plan { index, source_first: b.source_first, held, len, bytes_per_synapse, weight_bytes, block_bytes: b.synapse_bytes() as u64, per_synapse_delays: per_synapse, written });
+                plans.push(Plan { index, source_first: b.source_first, held, len, bytes_per_synapse, target_bytes, weight_bytes, block_bytes: b.synapse_bytes() as u64, per_synapse_delays: per_synapse, written });
             }
         }
         let tables: u64 = plans.iter().map(|p| 4 * p.held.len() as u64).sum::<u64>() + 4 * neurons as u64 + 16;
@@ -176,7 +178,7 @@ impl RowCache {
         let copies = budget - tables;
         let mut blocks = Vec::new();
         let mut bytes = tables;
-        for Plan { index, source_first, held, len, bytes_per_synapse, weight_bytes, block_bytes, per_synapse_delays, written } in plans {
+        for Plan { index, source_first, held, len, bytes_per_synapse, target_bytes, weight_bytes, block_bytes, per_synapse_delays, written } in plans {
             let cacheable = held.iter().filter(|&&h| h > 0).count() as u64;
             let share = (copies as f64 * block_bytes as f64 / synapse_bytes as f64) as u64;
             let slots = (share / (u64::from(len) * bytes_per_synapse)).min(cacheable) as usize;
@@ -188,7 +190,7 @@ impl RowCache {
                 len,
                 slots: Slots { source_first, held, slot_row: vec![NEVER; slots], row_slot: vec![NEVER; rows] },
                 table: stream.clone_htod(&vec![NEVER; rows.max(1)])?,
-                target: stream.alloc_zeros(2 * elements.max(1))?,
+                target: stream.alloc_zeros(target_bytes as usize * elements.max(1))?,
                 delay: if per_synapse_delays { Some(stream.alloc_zeros(2 * elements.max(1))?) } else { None },
                 weight: stream.alloc_zeros(weight_bytes as usize * elements.max(1))?,
                 written,

@@ -83,8 +83,8 @@ impl RunOptions {
         let sim = &model.spec.simulation;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let threads = [self.threads, sim.threads].into_iter().find(|&t| t > 0).unwrap_or(cores);
-        // Unless chosen, a shard per thread of every rank (`crate::ranks`).
-        let shards = [self.shards, sim.shards].into_iter().find(|&s| s > 0).unwrap_or(threads * crate::ranks::rank_and_size().1);
+        let neurons = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
+        let shards = [self.shards, sim.shards].into_iter().find(|&s| s > 0).unwrap_or_else(|| crate::build::default_shards(neurons, threads * crate::ranks::rank_and_size().1));
         (threads, shards)
     }
 

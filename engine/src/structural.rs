@@ -79,7 +79,7 @@ use serde::Serialize;
 
 use crate::build::stored_steps;
 use crate::column::{AnyColumn, Column};
-use crate::components::{Clock, Delays, Shard, SynapseBlock, SynapseBlocks, Weights};
+use crate::components::{Clock, Delays, Shard, SynapseBlock, SynapseBlocks, Targets, Weights};
 use crate::model::{Distribution, Model, Prune};
 use crate::state::{Columns, Role, Shape};
 use fum_kernels::rng::{Key, Purpose};
@@ -224,15 +224,37 @@ impl Structural {
 pub struct Grown {
     pub row: u32,
     pub weight: f32,
-    pub target: u16,
+    pub target: u32,
     pub delay: u16,
+    /// Zero: the record's size is a multiple of its alignment (no padding bytes).
+    pub unused: u16,
+}
+
+impl Grown {
+    /// Records of checkpoint format versions 3 and 4, whose targets took 2 bytes (row, weight,
+    /// target: u16, delay), as this version's; `None` if `raw` is not a whole number of them.
+    pub fn widen_v4(raw: &[u8]) -> Option<Vec<u8>> {
+        (raw.len() % 12 == 0).then(|| {
+            let grown: Vec<Grown> = raw
+                .chunks_exact(12)
+                .map(|r| Grown {
+                    row: u32::from_le_bytes(r[0..4].try_into().expect("4 bytes")),
+                    weight: f32::from_le_bytes(r[4..8].try_into().expect("4 bytes")),
+                    target: u32::from(u16::from_le_bytes([r[8], r[9]])),
+                    delay: u16::from_le_bytes([r[10], r[11]]),
+                    unused: 0,
+                })
+                .collect();
+            bytemuck::cast_slice(&grown).to_vec()
+        })
+    }
 }
 
 /// The copy of a block that a plan reads.
 #[derive(Clone, Debug)]
 pub struct BlockSnapshot {
     pub row_ptr: Vec<u32>,
-    pub target: Vec<u16>,
+    pub target: Vec<u32>,
     /// Stored weights, as f32 (exact).
     pub weight: Vec<f32>,
     pub source_first: u32,
@@ -274,6 +296,7 @@ impl BlockPlan {
     pub fn grown_bytes(&self, name: &str, elem: usize) -> Vec<u8> {
         let g = &self.grown;
         match (name, elem) {
+            ("target", 2) => g.iter().flat_map(|g| (g.target as u16).to_le_bytes()).collect(),
             ("target", _) => g.iter().flat_map(|g| g.target.to_le_bytes()).collect(),
             ("delay", _) => g.iter().flat_map(|g| g.delay.to_le_bytes()).collect(),
             (_, 2) => g.iter().flat_map(|g| half::f16::set(g.weight).to_bits().to_le_bytes()).collect(),
@@ -291,7 +314,7 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
     // Incoming synapses of each target, ascending positions (a counting sort by target).
     let mut start = vec![0u32; local_end + 1];
     for &t in &snap.target {
-        start[usize::from(t) + 1] += 1;
+        start[t as usize + 1] += 1;
     }
     for j in 0..local_end {
         start[j + 1] += start[j];
@@ -302,7 +325,7 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
     for r in 0..snap.row_ptr.len() - 1 {
         for k in snap.row_ptr[r]..snap.row_ptr[r + 1] {
             row_of[k as usize] = r as u32;
-            let t = usize::from(snap.target[k as usize]);
+            let t = snap.target[k as usize] as usize;
             incoming[fill[t] as usize] = k;
             fill[t] += 1;
         }
@@ -351,7 +374,7 @@ pub fn plan_block(rule: &Rule, key: Key, plan: u64, snap: &BlockSnapshot, counts
         }
         let mut s = key.stream_at(Purpose::Structural, rule.projection as u16, post, plan << 32);
         let rows = draw_sources(re, &mut s, need, post, |c| kept_rows.binary_search(&c).is_ok());
-        grow(re, &mut s, &rows, j as u16, dt_ms, &mut grown);
+        grow(re, &mut s, &rows, j as u32, dt_ms, &mut grown);
     }
     pruned.sort_unstable();
     BlockPlan { synapses: n as u32, pruned, grown: by_row(grown, snap.row_ptr.len() - 1) }
@@ -410,14 +433,14 @@ pub fn draw_sources(re: &Regrow, s: &mut fum_kernels::rng::Stream, need: usize, 
 
 /// The new synapses from `rows` to shard-local target `target`: a delay, then a weight for
 /// each, drawn from `s` after the sources.
-pub fn grow(re: &Regrow, s: &mut fum_kernels::rng::Stream, rows: &[u32], target: u16, dt_ms: f64, out: &mut Vec<Grown>) {
+pub fn grow(re: &Regrow, s: &mut fum_kernels::rng::Stream, rows: &[u32], target: u32, dt_ms: f64, out: &mut Vec<Grown>) {
     for &row in rows {
         let delay = re.delay_ms.map_or(1, |d| stored_steps(d.sample(s), dt_ms));
         let mut weight = re.weight.sample(s).max(0.0);
         if let Some((lo, hi)) = re.bounds {
             weight = weight.clamp(lo, hi);
         }
-        out.push(Grown { row, weight: weight as f32, target, delay });
+        out.push(Grown { row, weight: weight as f32, target, delay, unused: 0 });
     }
 }
 
@@ -479,7 +502,7 @@ pub fn finish_device_plan(rule: &Rule, key: Key, at: &BlockTargets, d: &DevicePl
             }
             let post = at.shard_first + j - at.target_first;
             let mut s = key.stream_resumed(Purpose::Structural, rule.projection as u16, post, (draws.block, draws.used));
-            grow(re, &mut s, rows, j as u16, dt_ms, &mut grown);
+            grow(re, &mut s, rows, j as u32, dt_ms, &mut grown);
         }
     }
     let rows = rule.regrow.as_ref().map_or(0, |re| re.source_size as usize);
@@ -596,7 +619,10 @@ pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction,
     fn rebuilt<T: bytemuck::Pod>(c: &Column<T>, old_ptr: &[u32], plan: &BlockPlan, rows: &Compaction, len: usize, new: impl Fn(&Grown) -> T) -> Column<T> {
         if c.host_is_current() { Column::from_vec(compact_rows(c, old_ptr, plan, rows, len, new)) } else { Column::filled(len, T::zeroed()) }
     }
-    let target = rebuilt(&block.target, old_ptr, plan, rows, len, |g| g.target);
+    let target = match &block.target {
+        Targets::U16(t) => Targets::U16(rebuilt(t, old_ptr, plan, rows, len, |g| g.target as u16)),
+        Targets::U32(t) => Targets::U32(rebuilt(t, old_ptr, plan, rows, len, |g| g.target)),
+    };
     let delay = match &block.delay {
         Delays::PerSynapse(d) => Some(rebuilt(d, old_ptr, plan, rows, len, |g| g.delay)),
         _ => None,
@@ -631,7 +657,7 @@ pub fn check_block(block: &SynapseBlock, shard_neurons: usize) -> Result<(), Str
     if block.weight.len() != n || block.delay.bytes() != 0 && block.delay.bytes() != 2 * n {
         return Err(format!("block of projection {}: weights or delays do not match its {n} synapses", block.projection));
     }
-    if block.target.iter().any(|&t| usize::from(t) >= shard_neurons) {
+    if (0..n).any(|k| block.target.get(k) as usize >= shard_neurons) {
         return Err(format!("block of projection {}: a target lies outside its shard", block.projection));
     }
     if let Delays::PerSynapse(d) = &block.delay
@@ -1007,7 +1033,7 @@ fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferErr
         for b in blocks.bypass_change_detection().0.iter_mut().filter(|b| b.rewired) {
             // The row pointers are host state, always current; STDP's per-target records are
             // not read.
-            b.target.download()?;
+            b.target.column_mut().download()?;
             if let Delays::PerSynapse(d) = &mut b.delay {
                 d.download()?;
             }
@@ -1024,7 +1050,7 @@ fn download_probed_targets(world: &mut World) -> Result<(), crate::column::Trans
         let mut blocks = world.get_mut::<SynapseBlocks>(shards[shard]).expect("a shard has synapses");
         let b = &mut blocks.bypass_change_detection().0[block];
         if b.rewired {
-            b.target.download()?;
+            b.target.column_mut().download()?;
         }
     }
     Ok(())
@@ -1300,13 +1326,28 @@ mod tests {
     }
 
     #[test]
+    fn grown_synapses_of_version_4_checkpoints_are_widened() {
+        let mut raw = Vec::new();
+        for (row, weight, target, delay) in [(3u32, 7.5f32, 65_535u16, 9u16), (0, -1.0, 2, 1)] {
+            raw.extend(row.to_le_bytes());
+            raw.extend(weight.to_le_bytes());
+            raw.extend(target.to_le_bytes());
+            raw.extend(delay.to_le_bytes());
+        }
+        let wide = Grown::widen_v4(&raw).unwrap();
+        let grown: Vec<Grown> = bytemuck::pod_collect_to_vec(&wide);
+        assert_eq!(grown, [Grown { row: 3, weight: 7.5, target: 65_535, delay: 9, unused: 0 }, Grown { row: 0, weight: -1.0, target: 2, delay: 1, unused: 0 }]);
+        assert_eq!(Grown::widen_v4(&raw[..13]), None);
+    }
+
+    #[test]
     fn a_plan_compacts_rows_and_appends_new_synapses_after_the_kept_ones() {
         let mut b = block();
-        let plan = BlockPlan { synapses: 5, pruned: vec![1, 3], grown: vec![Grown { row: 0, weight: 7.0, target: 2, delay: 9 }, Grown { row: 2, weight: 8.0, target: 1, delay: 8 }] };
+        let plan = BlockPlan { synapses: 5, pruned: vec![1, 3], grown: vec![Grown { row: 0, weight: 7.0, target: 2, delay: 9, unused: 0 }, Grown { row: 2, weight: 8.0, target: 1, delay: 8, unused: 0 }] };
         let rows = Compaction::of(&plan, &b.row_ptr);
         let change = apply_plan(&mut b, &plan, &rows, &mut Vec::new());
         assert_eq!(&b.row_ptr[..], &[0, 2, 3, 5]);
-        assert_eq!(&b.target[..], &[0, 2, 1, 2, 1]);
+        assert_eq!(b.target.to_vec(), [0, 2, 1, 2, 1]);
         assert_eq!((0..5).map(|k| b.delay.get(k)).collect::<Vec<_>>(), vec![1, 9, 3, 5, 8]);
         assert_eq!((0..5).map(|k| b.weight.get(k)).collect::<Vec<_>>(), vec![1.0, 7.0, 2.0, 3.0, 8.0]);
         assert_eq!((change.pruned, change.grown, change.bytes_before, change.bytes_after), (2, 2, 5 * 6 + 16, 5 * 6 + 16));
@@ -1400,7 +1441,7 @@ mod tests {
         let rows = Compaction::of(&a, &b.row_ptr);
         apply_plan(&mut b, &a, &rows, &mut Vec::new());
         for j in 0..3u16 {
-            let mut rows: Vec<usize> = (0..3).flat_map(|r| (b.row_ptr[r]..b.row_ptr[r + 1]).map(move |k| (r, k))).filter(|&(_, k)| b.target[k as usize] == j).map(|(r, _)| r).collect();
+            let mut rows: Vec<usize> = (0..3).flat_map(|r| (b.row_ptr[r]..b.row_ptr[r + 1]).map(move |k| (r, k))).filter(|&(_, k)| b.target.get(k as usize) == u32::from(j)).map(|(r, _)| r).collect();
             rows.sort_unstable();
             assert_eq!(rows, vec![0, 1, 2], "target {j}: one synapse from each source");
         }

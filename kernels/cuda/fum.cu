@@ -18,7 +18,8 @@
 //   ring_ex, ring_in: i64[slots][N], fixed point 2^-24 (delivery.rs)
 //   spikes: u32[total] (ascending global ids of this step, of every rank), n_spikes: u32
 // Synapses: one Block per (projection, shard), CSR rows keyed by presynaptic index in the
-// source population, u16 shard-local targets, f32 or f16 weights.
+// source population, u16 shard-local targets (u32 in shards over 65,536 neurons: target_wide),
+// f32 or f16 weights.
 
 typedef unsigned int u32;
 typedef unsigned long long u64;
@@ -30,7 +31,7 @@ typedef unsigned char u8;
 
 struct Block {
     u64 row_ptr;        // const u32*: row r spans row_ptr[r] .. row_ptr[r + 1]
-    u64 target;         // const u16*: shard-local index
+    u64 target;         // const u16* (u32* when target_wide): shard-local index
     u64 delay;          // const u16*, or 0 when every synapse has `const_delay`
     u64 weight;         // float* or f16 bits (u16*)
     u64 ring;           // i64*: ring of the receptor, [slot][N]
@@ -42,7 +43,7 @@ struct Block {
     // first `cache_len` synapses of row r are at [cache_row[r] * cache_len ...] of the cache
     // columns when cache_row[r] != NEVER, else only in the block's own columns.
     u64 cache_row;      // u32*: slot of each row, or NEVER
-    u64 cache_target;   // u16*
+    u64 cache_target;   // as `target`
     u64 cache_delay;    // u16*, or 0 with `const_delay`
     u64 cache_weight;   // as `weight`
     u32 cache_len;
@@ -50,6 +51,8 @@ struct Block {
     u32 row_lanes;      // lanes of a warp that walk one row in `deliver`: 4, 8, 16 or 32
     u32 row_split;      // groups of row_lanes lanes that walk one row together, each a share
     u64 history_trace;  // float*: the trace just after each `history` entry (dendritic rules), or 0
+    u32 target_wide;    // 1: targets are u32 (a shard of more than 65,536 neurons)
+    u32 unused;
 };
 
 // What a plastic synapse needs of its target, packed so that one 16-byte load fetches it
@@ -139,6 +142,11 @@ __device__ __forceinline__ u16 float_to_half(float f) {
 struct Syn {
     u64 target, delay, weight, i;
 };
+
+// A target stored as u16 or, in a shard of more than 65,536 neurons, u32.
+__device__ __forceinline__ u32 load_target(u64 target, u32 wide, u64 k) {
+    return wide ? ((const u32*)target)[k] : ((const u16*)target)[k];
+}
 
 __device__ __forceinline__ float load_weight_at(const Block& b, const Syn& s) {
     return b.weight_f16 ? half_to_float(((const u16*)s.weight)[s.i]) : ((const float*)s.weight)[s.i];
@@ -514,18 +522,18 @@ extern "C" __global__ void compact_rows(u32 rows, u32 elem, const u32* old_ptr, 
 // many it kept (systems/src/cuda.rs), and plan_regrow draws them.
 
 // Incoming synapses per shard-local target.
-extern "C" __global__ void plan_count(u32 n_syn, const u16* target, u32* counts) {
-    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) atomicAdd(&counts[target[k]], 1u);
+extern "C" __global__ void plan_count(u32 n_syn, u64 target, u32 wide, u32* counts) {
+    for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) atomicAdd(&counts[load_target(target, wide, k)], 1u);
 }
 
 // Pruning by weight alone (mode 0 of plan_select) needs no buckets: each synapse below `x` is
 // pruned where it stands, and the others count toward their target's kept synapses.
-extern "C" __global__ void plan_below(u32 n_syn, const u16* target, u64 weight, u32 weight_f16, double x, u32 t0,
+extern "C" __global__ void plan_below(u32 n_syn, u64 target, u32 wide, u64 weight, u32 weight_f16, double x, u32 t0,
                                       u32* pruned_bits, u32* kept) {
     for (u32 k = blockIdx.x * blockDim.x + threadIdx.x; k < n_syn; k += gridDim.x * blockDim.x) {
         float w = fabsf(weight_f16 ? half_to_float(((const u16*)weight)[k]) : ((const float*)weight)[k]);
         if ((double)w < x) atomicOr(&pruned_bits[k >> 5], 1u << (k & 31));
-        else atomicAdd(&kept[target[k] - t0], 1u);
+        else atomicAdd(&kept[load_target(target, wide, k) - t0], 1u);
     }
 }
 
@@ -533,7 +541,7 @@ extern "C" __global__ void plan_below(u32 n_syn, const u16* target, u64 weight, 
 // co-activity priority |w| x rate_pre x rate_post as f64 bits. Both are non-negative, so their
 // bits order as their values do. A warp per row, which knows its source. `fill` counts each
 // bucket's entries so far (zeroed by the host: see plan_memory in systems/src/cuda.rs).
-extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* target, u64 weight, u32 weight_f16,
+extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, u64 target, u32 wide, u64 weight, u32 weight_f16,
                                        u32 priority, const u32* spike_counts, u32 source_first, u32 shard_first,
                                        double interval_s, const u32* offsets, u32* fill, u64* keys, u32* positions) {
     u32 lane = threadIdx.x & 31;
@@ -541,7 +549,7 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, const u16* 
     for (u32 r = (blockIdx.x * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
         double pre = priority ? __ddiv_rn((double)spike_counts[source_first + r], interval_s) : 0.0;
         for (u32 k = row_ptr[r] + lane; k < row_ptr[r + 1]; k += 32) {
-            u32 t = target[k];
+            u32 t = load_target(target, wide, k);
             float w = fabsf(weight_f16 ? half_to_float(((const u16*)weight)[k]) : ((const float*)weight)[k]);
             u64 key = __float_as_uint(w);
             if (priority) {
@@ -637,7 +645,7 @@ struct Draws { u32 count, used; u64 block; };
 // to draw delays and weights on.
 extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 multapses, u32 no_autapses, u32 source_size,
                                        u32 shard_first, u32 target_first, u32 key0, u32 key1, u32 stream, u64 first_block,
-                                       const u32* row_ptr, const u16* target, const u32* pruned_bits, u32* rows, Draws* draws) {
+                                       const u32* row_ptr, u64 target, u32 wide, const u32* pruned_bits, u32* rows, Draws* draws) {
     u32 lane = threadIdx.x & 31;
     u32 i = (blockIdx.x * blockDim.x + threadIdx.x) / 32;
     if (i >= t1 - t0) return;
@@ -657,7 +665,7 @@ extern "C" __global__ void plan_regrow(u32 t0, u32 t1, const u32* offsets, u32 m
         bool ok = (u32)m >= threshold && !(no_autapses && candidate == post);
         if (ok && !multapses)
             for (u32 k = row_ptr[candidate]; k < row_ptr[candidate + 1]; k++)
-                if (target[k] == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u)) { ok = false; break; }
+                if (load_target(target, wide, k) == j && !((pruned_bits[k >> 5] >> (k & 31)) & 1u)) { ok = false; break; }
         u32 ballot = __ballot_sync(0xffffffffu, ok), last = 31;
         while (ballot != 0 && got < need) {
             u32 b = __ffs(ballot) - 1;
@@ -941,14 +949,14 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
         // its atomic add would wait a round trip more per synapse. Synapses are independent, so
         // the order of their updates and atomic adds changes nothing.
         for (u32 k0 = lo + piece * group * UNROLL + lane; k0 < hi; k0 += stride) {
-            u32 jd[UNROLL];  // target | delay << 16: both are 16 bits, and registers are scarce
+            u32 jd[UNROLL];  // target | delay << 22 (MAX_SHARD_NEURONS, MAX_DELAY_STEPS): registers are scarce
             float w[UNROLL];
 #pragma unroll
             for (u32 u = 0; u < UNROLL; u++) {
                 u32 k = k0 + group * u;
                 if (k < hi) {
                     Syn at = locate(b, k, lo, cut, base);
-                    jd[u] = ((const u16*)at.target)[at.i] | delay_of(b, at) << 16;
+                    jd[u] = load_target(at.target, b.target_wide, at.i) | delay_of(b, at) << 22;
                     w[u] = load_weight_at(b, at);
                 }
             }
@@ -957,7 +965,7 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
                 u32 k = k0 + group * u;
                 if (k >= hi) break;
                 Syn at = locate(b, k, lo, cut, base);
-                u32 j = jd[u] & 0xffffu, d = jd[u] >> 16;
+                u32 j = jd[u] & 0x3fffffu, d = jd[u] >> 22;
                 if (FULL && plastic && r.dendritic) lost += dendritic_synapse<FULL>(b, r, slots, n, t, at, j, w[u], d, tl, xl);
                 else if (plastic) lost += somatic_synapse<FULL>(b, r, slots, n, t, at, j, w[u], d, tl, xl, fired);
                 else add_to_ring(b, slots, n, t, d, j, w[u]);
@@ -1001,7 +1009,8 @@ extern "C" __global__ void move_rows(Block b, const u32* rows, const u32* slots,
         u64 at = (u64)slot * b.cache_len;
         for (u32 i = lane; i < len; i += 32) {
             if (mode == 0) {
-                ((u16*)b.cache_target)[at + i] = ((const u16*)b.target)[lo + i];
+                if (b.target_wide) ((u32*)b.cache_target)[at + i] = ((const u32*)b.target)[lo + i];
+                else ((u16*)b.cache_target)[at + i] = ((const u16*)b.target)[lo + i];
                 if (b.delay) ((u16*)b.cache_delay)[at + i] = ((const u16*)b.delay)[lo + i];
             }
             if (mode == 0 || (mode & 1)) {

@@ -6,15 +6,22 @@
 //! integer (fixed point, 2^-24 of the weight unit), so the sum does not depend on the order in
 //! which spikes, rows or shards are processed: the same spikes for any thread or shard count.
 //!
-//! A synapse is a `u16` shard-local target (hence shards of at most [`MAX_SHARD_NEURONS`]), a
-//! weight (`f32` or `f16`, see [`crate::weight`]) and, only where a projection's delays are
-//! drawn per synapse, a `u16` delay: 6 bytes (4 with `f16` weights), 2 more with per-synapse
-//! delays.
+//! A synapse is a shard-local target ([`Target`]: `u16` in shards of at most
+//! [`NARROW_SHARD_NEURONS`], `u32` in larger ones), a weight (`f32` or `f16`, see
+//! [`crate::weight`]) and, only where a projection's delays are drawn per synapse, a `u16`
+//! delay: 6 bytes (4 with `f16` weights) with narrow targets, 2 more with wide ones, 2 more with
+//! per-synapse delays.
 
 use crate::weight::Weight;
 
-/// Largest number of neurons a shard can hold: targets are `u16` shard-local indices.
-pub const MAX_SHARD_NEURONS: usize = 65_536;
+/// Largest shard with 2-byte (`u16`) targets. Larger shards store 4-byte targets: 2 bytes a
+/// synapse more, but a spike then walks one row per projection and shard instead of one per
+/// 65,536 target neurons (what a GPU pays for most; a CPU thread keeps a smaller shard's ring in
+/// its cache).
+pub const NARROW_SHARD_NEURONS: usize = 65_536;
+/// Largest number of neurons a shard can hold: the CUDA delivery packs a target (22 bits) and a
+/// delay ([`MAX_DELAY_STEPS`], 10 bits) into one register.
+pub const MAX_SHARD_NEURONS: usize = 1 << 22;
 /// Largest synaptic delay in steps (102.3 ms at dt = 0.1 ms).
 pub const MAX_DELAY_STEPS: u32 = 1023;
 
@@ -93,18 +100,37 @@ impl<'a> Ring<'a> {
     }
 }
 
+/// A synapse's shard-local target index as stored: `u16` or `u32` (see [`NARROW_SHARD_NEURONS`]).
+pub trait Target: bytemuck::Pod + Send + Sync {
+    fn index(self) -> usize;
+}
+
+impl Target for u16 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        usize::from(self)
+    }
+}
+
+impl Target for u32 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// Delivers one presynaptic spike emitted at `step` through its row of static synapses.
 #[inline]
-pub fn deliver_row<W: Weight>(ring: &mut Ring<'_>, step: u64, target: &[u16], delay: RowDelays<'_>, weight: &[W]) {
+pub fn deliver_row<T: Target, W: Weight>(ring: &mut Ring<'_>, step: u64, target: &[T], delay: RowDelays<'_>, weight: &[W]) {
     match delay {
         RowDelays::Constant(d) => {
             for (&t, &w) in target.iter().zip(weight) {
-                ring.add(step, u32::from(d), usize::from(t), w.get());
+                ring.add(step, u32::from(d), t.index(), w.get());
             }
         }
         RowDelays::PerSynapse(delays) => {
             for ((&t, &d), &w) in target.iter().zip(delays).zip(weight) {
-                ring.add(step, u32::from(d), usize::from(t), w.get());
+                ring.add(step, u32::from(d), t.index(), w.get());
             }
         }
     }
@@ -164,18 +190,21 @@ mod tests {
     }
 
     #[test]
-    fn constant_delays_and_f16_weights_deliver_like_their_f32_per_synapse_twin() {
+    fn constant_delays_f16_weights_and_wide_targets_deliver_like_their_per_synapse_twin() {
+        const N: usize = NARROW_SHARD_NEURONS;
         let target = [0u16, 2, 2, u16::MAX];
+        let wide: Vec<u32> = target.iter().map(|&t| u32::from(t)).collect();
         let weight = [1.5f32, 0.1, 16.2, 3.0];
         let weight16: Vec<half::f16> = weight.iter().map(|&w| half::f16::set(w)).collect();
-        let (mut sums_a, mut sums_b) = (vec![0; ring_slots(15) * MAX_SHARD_NEURONS], vec![0; ring_slots(15) * MAX_SHARD_NEURONS]);
-        let (mut a, mut b) = (Ring::new(MAX_SHARD_NEURONS, &mut sums_a), Ring::new(MAX_SHARD_NEURONS, &mut sums_b));
+        let (mut sums_a, mut sums_b, mut sums_c) = (vec![0; ring_slots(15) * N], vec![0; ring_slots(15) * N], vec![0; ring_slots(15) * N]);
+        let (mut a, mut b, mut c) = (Ring::new(N, &mut sums_a), Ring::new(N, &mut sums_b), Ring::new(N, &mut sums_c));
         deliver_row(&mut a, 3, &target, RowDelays::Constant(5), &weight16);
         let rounded: Vec<f32> = weight16.iter().map(|w| w.get()).collect();
         deliver_row(&mut b, 3, &target, RowDelays::PerSynapse(&[5; 4]), &rounded);
-        assert!(a.sums[..] == b.sums[..]);
+        deliver_row(&mut c, 3, &wide, RowDelays::Constant(5), &weight16);
+        assert!(a.sums[..] == b.sums[..] && a.sums[..] == c.sums[..]);
         let slot = a.slot(8);
-        assert_eq!(from_fixed(a.sums[slot.start + MAX_SHARD_NEURONS - 1]), 3.0);
+        assert_eq!(from_fixed(a.sums[slot.start + N - 1]), 3.0);
         assert_eq!(from_fixed(a.sums[slot.start + 2]), half::f16::set(0.1).get() + half::f16::set(16.2).get());
     }
 }

@@ -25,7 +25,7 @@
 //! counts each synapse where that happened. A weight read between presynaptic spikes lacks the
 //! potentiation still pending.
 
-use crate::delivery::{Ring, RowDelays};
+use crate::delivery::{Ring, RowDelays, Target};
 use crate::weight::Weight;
 
 /// How a spike adds to its trace.
@@ -217,8 +217,8 @@ pub struct Postsynaptic<'a> {
 
 /// One presynaptic row of plastic synapses.
 #[derive(Debug)]
-pub struct PlasticRow<'a, W> {
-    pub target: &'a [u16],
+pub struct PlasticRow<'a, T, W> {
+    pub target: &'a [T],
     pub delay: RowDelays<'a>,
     pub weight: &'a mut [W],
 }
@@ -241,7 +241,7 @@ pub struct PlasticRow<'a, W> {
 /// The weight is rounded to its stored type once, at the end. Returns the number of synapses
 /// whose target's history had lost spikes they needed (pairings dropped by an overflow).
 #[inline]
-pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, row: PlasticRow<'_, W>, post: &Postsynaptic<'_>) -> u64 {
+pub fn on_pre_row<T: Target, W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, row: PlasticRow<'_, T, W>, post: &Postsynaptic<'_>) -> u64 {
     match row.delay {
         RowDelays::Constant(d) => plastic_row(rule, ring, pre, row.target, row.weight, post, |_| u32::from(d)),
         RowDelays::PerSynapse(delays) => plastic_row(rule, ring, pre, row.target, row.weight, post, |k| u32::from(delays[k])),
@@ -249,10 +249,10 @@ pub fn on_pre_row<W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpik
 }
 
 #[inline(always)]
-fn plastic_row<W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, target: &[u16], weight: &mut [W], post: &Postsynaptic<'_>, delay: impl Fn(usize) -> u32) -> u64 {
+fn plastic_row<T: Target, W: Weight>(rule: &StdpRule, ring: &mut Ring<'_>, pre: &PreSpike<'_>, target: &[T], weight: &mut [W], post: &Postsynaptic<'_>, delay: impl Fn(usize) -> u32) -> u64 {
     let mut lost = 0;
     for (k, (&j, stored)) in target.iter().zip(weight.iter_mut()).enumerate() {
-        let (j, d) = (usize::from(j), delay(k));
+        let (j, d) = (j.index(), delay(k));
         let (delivered, w, dropped) = if rule.dendritic { dendritic_synapse(rule, pre, post, j, d, stored.get()) } else { somatic_synapse(rule, pre, post, j, stored.get()) };
         ring.add(pre.step, d, j, delivered);
         *stored = W::set(w);

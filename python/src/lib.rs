@@ -430,7 +430,7 @@ impl NativeRun {
                 for row in 0..block.source_size as usize {
                     let synapses = block.row_ptr[row] as usize..block.row_ptr[row + 1] as usize;
                     pre.extend(std::iter::repeat_n(row as i64, synapses.len()));
-                    post.extend(block.target[synapses.clone()].iter().map(|&t| i64::from(shard.neurons.start + u32::from(t) - target_first)));
+                    post.extend(block.target.resident_to_vec(synapses.clone()).into_iter().map(|t| i64::from(shard.neurons.start + t - target_first)));
                     weight.extend_from_slice(&weights[synapses]);
                 }
             }

@@ -743,6 +743,7 @@ impl CudaRunner {
                 let nt = t1 - t0;
                 let (n_syn, rows, buckets) = (b.len() as u32, b.source_size, shard.neurons.len() as u32 + 1);
                 let f16 = u32::from(matches!(b.weight, Weights::F16(_)));
+                let wide = u32::from(b.target.is_wide());
                 let (mode, x, keep, key_bits) = match rule.prune {
                     Prune::WeightBelow(x) => (0u32, x, 0u32, 32u32),
                     Prune::KeepStrongest(keep) => (1, 0.0, keep, 32),
@@ -759,12 +760,12 @@ impl CudaRunner {
                 // target in [t0, t1).
                 unsafe {
                     if mode == 0 {
-                        side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(per_synapse(n_syn))?;
+                        side.launch_builder(&k.plan_below).arg(&n_syn).arg(&target).arg(&wide).arg(&weight).arg(&f16).arg(&x).arg(&t0).arg(&mut bits).arg(&mut kept).launch(per_synapse(n_syn))?;
                     } else {
-                        side.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&mut offsets).launch(per_synapse(n_syn))?;
+                        side.launch_builder(&k.plan_count).arg(&n_syn).arg(&target).arg(&wide).arg(&mut offsets).launch(per_synapse(n_syn))?;
                         side.launch_builder(&k.scan_counts).arg(&mut offsets).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
                         side.launch_builder(&k.plan_bucket)
-                            .arg(&rows).arg(&row_ptr).arg(&target).arg(&weight).arg(&f16).arg(&priority).arg(&counts_at)
+                            .arg(&rows).arg(&row_ptr).arg(&target).arg(&wide).arg(&weight).arg(&f16).arg(&priority).arg(&counts_at)
                             .arg(&b.source_first).arg(&targets.shard_first).arg(&interval_s).arg(&offsets).arg(&mut fill).arg(&keys).arg(&positions)
                             .launch(per_row(rows))?;
                         side.launch_builder(&k.plan_select)
@@ -813,7 +814,7 @@ impl CudaRunner {
                         unsafe {
                             side.launch_builder(&gpu.kernels.plan_regrow)
                                 .arg(&t0).arg(&t1).arg(&need).arg(&multapses).arg(&no_autapses).arg(&re.source_size).arg(&targets.shard_first)
-                                .arg(&targets.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target)
+                                .arg(&targets.target_first).arg(&key0).arg(&key1).arg(&stream_word).arg(&first_block).arg(&row_ptr).arg(&target).arg(&wide)
                                 .arg(&bits).arg(&mut found).arg(&mut out_draws)
                                 .launch(LaunchConfig { grid_dim: (nt.div_ceil(4).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 })?;
                         }
@@ -950,7 +951,7 @@ fn weight_elem(b: &fum_engine::components::SynapseBlock) -> usize {
 
 /// The per-synapse columns a commit compacts on the device, with their element bytes.
 fn synapse_columns(b: &fum_engine::components::SynapseBlock) -> Vec<(&'static str, usize)> {
-    let mut columns = vec![("target", 2)];
+    let mut columns = vec![("target", b.target.element_bytes())];
     if matches!(b.delay, fum_engine::components::Delays::PerSynapse(_)) {
         columns.push(("delay", 2));
     }

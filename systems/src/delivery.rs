@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bevy_ecs::prelude::*;
 use fum_engine::backend::DeviceFailure;
-use fum_engine::components::{Clock, Delays, NeuronBlock, PlasticSynapses, Plasticity, SpikeExchange, StdpHistoryOverflows, SynapseBlock, SynapseBlocks, Weights};
+use fum_engine::components::{Clock, Delays, NeuronBlock, PlasticSynapses, Plasticity, SpikeExchange, StdpHistoryOverflows, SynapseBlock, SynapseBlocks};
 use fum_engine::paging::{HostTier, ShardPages};
 use fum_engine::model::Receptor;
 use fum_engine::{Plugin, Simulation, Stage};
-use fum_kernels::delivery::{Ring, deliver_row};
+use fum_kernels::delivery::{Ring, Target, deliver_row};
 use fum_kernels::spikes::in_range;
 use fum_kernels::stdp::{PlasticRow, Postsynaptic, PreSpike, on_pre_row};
 use fum_kernels::weight::Weight;
@@ -93,24 +93,23 @@ pub fn deliver_spikes(
 /// is paged, whatever other pages are spilled (hence `pages`).
 fn deliver_block(block: &mut SynapseBlock, ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
     let SynapseBlock { source_first, row_ptr, target, delay, weight, plastic, .. } = block;
-    let rows = Rows { source_first: *source_first, row_ptr, target: target.pages(), delay, plastic: plastic.as_ref() };
-    match weight {
-        Weights::F32(w) => deliver_rows(&rows, w.pages_mut(), ring, spikes, step, fired, plasticity),
-        Weights::F16(w) => deliver_rows(&rows, w.pages_mut(), ring, spikes, step, fired, plasticity),
-    }
+    fum_engine::with_synapse_columns!(&*target, weight, |t, w| {
+        let rows = Rows { source_first: *source_first, row_ptr, target: t.pages(), delay, plastic: plastic.as_ref() };
+        deliver_rows(&rows, w.pages_mut(), ring, spikes, step, fired, plasticity)
+    })
 }
 
 /// A synapse block's structure, borrowed apart from its weights.
-struct Rows<'a> {
+struct Rows<'a, T> {
     source_first: u32,
     row_ptr: &'a [u32],
-    target: &'a [u16],
+    target: &'a [T],
     delay: &'a Delays,
     plastic: Option<&'a PlasticSynapses>,
 }
 
 /// Delivers `spikes` through one block's `rows` whose weights are `weight`.
-fn deliver_rows<W: Weight>(rows: &Rows<'_>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
+fn deliver_rows<T: Target, W: Weight>(rows: &Rows<'_, T>, weight: &mut [W], ring: &mut Ring<'_>, spikes: &[u32], step: u64, fired: &[u8], plasticity: &Plasticity) -> u64 {
     let stdp = rows.plastic.filter(|_| plasticity.enabled).map(|p| {
         let rule = &plasticity.projections[p.rule];
         let history_trace = p.post_history_trace.as_deref().unwrap_or(&[]);
