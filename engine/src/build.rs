@@ -365,7 +365,9 @@ fn build_block(
             .collect::<Result<Vec<u32>, _>>()?,
         _ => Vec::new(),
     };
-    let drafts: Vec<Draft> = match proj.rule {
+    // In drawing order, in the parts the pool's threads drew (appending them would copy them all
+    // once more).
+    let drafts: Vec<Vec<Draft>> = match proj.rule {
         // Listed synapses (SONATA edges), in the order listed: a row keeps that order.
         ConnectionRule::Explicit(_) => {
             let list = model.explicit_synapses(pi).expect("an explicit projection has its synapse list");
@@ -379,6 +381,8 @@ fn build_block(
                     }
                     Draft { row: list.pre[k], target: to_local(list.post[k]), delay_steps: stored_steps(list.delay_ms[k], dt), weight: w }
                 })
+                .collect_vec_list()
+                .into_iter()
                 .collect()
         }
         ConnectionRule::FixedOutdegree(k) => (0..src.size)
@@ -397,6 +401,8 @@ fn build_block(
                     .map(|(post, d)| Draft { target: to_local(post), ..d })
                     .collect::<Vec<_>>()
             })
+            .collect_vec_list()
+            .into_iter()
             .collect(),
         rule => posts
             .clone()
@@ -419,32 +425,17 @@ fn build_block(
                     })
                     .collect::<Vec<_>>()
             })
+            .collect_vec_list()
+            .into_iter()
             .collect(),
     };
     // Regrowth fills every target up to its in-degree: that too must fit the block.
     let regrown = spec.structural.iter().filter(|s| s.projection == proj.name).filter_map(|s| s.regrow.as_ref()).map(|r| u64::from(r.to_indegree) * u64::from(hi - lo)).max().unwrap_or(0);
-    if drafts.len().max(regrown as usize) >= u32::MAX as usize {
+    let synapses: usize = drafts.iter().map(Vec::len).sum();
+    if synapses.max(regrown as usize) >= u32::MAX as usize {
         return Err(BuildError::BlockTooLarge(proj.name.clone()));
     }
-    // Stable counting sort by row: O(n), and the order within a row stays the drawing order.
-    let mut row_ptr = vec![0u32; src.size as usize + 1];
-    for d in &drafts {
-        row_ptr[d.row as usize + 1] += 1;
-    }
-    for r in 0..src.size as usize {
-        row_ptr[r + 1] += row_ptr[r];
-    }
-    let mut fill = row_ptr.clone();
-    let mut target = vec![0u32; drafts.len()];
-    let mut delay = vec![0u16; drafts.len()];
-    let mut weight = vec![0f32; drafts.len()];
-    for d in &drafts {
-        let k = fill[d.row as usize] as usize;
-        fill[d.row as usize] += 1;
-        target[k] = d.target;
-        delay[k] = d.delay_steps;
-        weight[k] = d.weight;
-    }
+    let (row_ptr, target, delay, weight) = sort_by_row(&drafts, synapses, src.size as usize);
     drop(drafts);
     // A constant delay (or the default of one step) is stored once for the block.
     let delay = match proj.delay_ms {
@@ -470,6 +461,73 @@ fn build_block(
         rewired: false,
         pages: None,
     }))
+}
+
+/// The `synapses` synapses of `drafts` (parts in drawing order) in CSR order: row pointers over
+/// `rows` rows, then each synapse's target, delay and weight. A stable counting sort, O(n), so
+/// the order within a row stays the drawing order. In parallel over groups of consecutive parts,
+/// each with its own count per row and so its own places in every row (a shard of millions of
+/// neurons holds 1e9 drafts); the groups are few enough that their counts take at most a
+/// quarter of the drafts' memory.
+fn sort_by_row(drafts: &[Vec<Draft>], synapses: usize, rows: usize) -> (Vec<u32>, Vec<u32>, Vec<u16>, Vec<f32>) {
+    let groups = rayon::current_num_threads().min(synapses / (4 * rows.max(1))).max(1);
+    // A group starts at the first part that starts at or after its share of the drafts.
+    let share = synapses.div_ceil(groups).max(1);
+    let mut bounds = vec![0];
+    let mut seen = 0;
+    for (i, part) in drafts.iter().enumerate() {
+        if i > 0 && seen >= bounds.len() * share {
+            bounds.push(i);
+        }
+        seen += part.len();
+    }
+    bounds.push(drafts.len());
+    let groups: Vec<&[Vec<Draft>]> = bounds.windows(2).map(|w| &drafts[w[0]..w[1]]).collect();
+    let mut places: Vec<Vec<u32>> = groups
+        .par_iter()
+        .map(|group| {
+            let mut count = vec![0u32; rows];
+            group.iter().flatten().for_each(|d| count[d.row as usize] += 1);
+            count
+        })
+        .collect();
+    // Row r holds group 0's synapses of r, then group 1's, ...: turn counts into first places.
+    let mut row_ptr = vec![0u32; rows + 1];
+    let mut at = 0u32;
+    for r in 0..rows {
+        row_ptr[r] = at;
+        for count in &mut places {
+            let n = count[r];
+            count[r] = at;
+            at += n;
+        }
+    }
+    row_ptr[rows] = at;
+    let (mut target, mut delay, mut weight) = (vec![0u32; synapses], vec![0u16; synapses], vec![0f32; synapses]);
+    /// The three outputs, written from every group's thread.
+    #[derive(Clone, Copy)]
+    struct Out(*mut u32, *mut u16, *mut f32);
+    // SAFETY: the pointers outlive the scope below, and are only written through at places
+    // that no other group writes (see the writes).
+    unsafe impl Send for Out {}
+    unsafe impl Sync for Out {}
+    let out = Out(target.as_mut_ptr(), delay.as_mut_ptr(), weight.as_mut_ptr());
+    groups.par_iter().zip(places.par_iter_mut()).for_each(|(group, place)| {
+        let out = out;
+        for d in group.iter().flatten() {
+            let k = place[d.row as usize] as usize;
+            place[d.row as usize] += 1;
+            // SAFETY: k < synapses (the places of a row end where the next row's begin, the
+            // last at `synapses`), and the places of one group in a row never meet another
+            // group's, so no two writes go to the same element.
+            unsafe {
+                *out.0.add(k) = d.target;
+                *out.1.add(k) = d.delay_steps;
+                *out.2.add(k) = d.weight;
+            }
+        }
+    });
+    (row_ptr, target, delay, weight)
 }
 
 /// The sources of target `post` under a rule drawn per target (all but `fixed_outdegree`;

@@ -2,6 +2,7 @@
 //! plus the resources every shard reads.
 
 use bevy_ecs::prelude::*;
+use rayon::prelude::*;
 use std::ops::Range;
 
 use crate::column::{AnyColumn, Column};
@@ -190,7 +191,7 @@ impl Targets {
     /// `targets`, stored in the width a shard of `shard_neurons` needs.
     pub fn new(targets: Vec<u32>, shard_neurons: usize) -> Self {
         if shard_neurons <= NARROW_SHARD_NEURONS {
-            Targets::U16(Column::from_vec(targets.into_iter().map(|t| t as u16).collect()))
+            Targets::U16(Column::from_vec(targets.into_par_iter().map(|t| t as u16).collect()))
         } else {
             Targets::U32(Column::from_vec(targets))
         }
@@ -308,7 +309,7 @@ impl Weights {
     pub fn from_f32(weights: Vec<f32>, precision: WeightPrecision) -> Self {
         match precision {
             WeightPrecision::F32 => Weights::F32(Column::from_vec(weights)),
-            WeightPrecision::F16 => Weights::F16(Column::from_vec(weights.into_iter().map(f16::set).collect())),
+            WeightPrecision::F16 => Weights::F16(Column::from_vec(weights.into_par_iter().map(f16::set).collect())),
         }
     }
 

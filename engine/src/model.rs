@@ -1651,7 +1651,7 @@ weight = 1.0
             let blocks = |model: &Model| {
                 let mut world = crate::build::build_world(model, shards).unwrap();
                 let mut q = world.query::<(&crate::components::Shard, &crate::components::SynapseBlocks)>();
-                let mut found: Vec<(usize, Vec<u32>, Vec<u16>, Vec<f32>)> =
+                let mut found: Vec<(usize, Vec<u32>, Vec<u32>, Vec<f32>)> =
                     q.iter(&world).flat_map(|(s, b)| b.0.iter().map(move |b| (s.index, b.row_ptr.to_vec(), b.target.to_vec(), b.weight.to_f32()))).collect();
                 found.sort_by_key(|b| b.0);
                 found

@@ -1312,7 +1312,7 @@ mod tests {
             source_first: 10,
             source_size: 3,
             row_ptr: Column::from_vec(vec![0, 2, 3, 5]),
-            target: Column::from_vec(vec![0, 1, 1, 0, 2]),
+            target: Targets::U16(Column::from_vec(vec![0, 1, 1, 0, 2])),
             delay: Delays::PerSynapse(Column::from_vec(vec![1, 2, 3, 4, 5])),
             weight: Weights::F16(Column::from_vec([1.0f32, 0.5, 2.0, 0.25, 3.0].map(f16::from_f32).to_vec())),
             plastic: None,
