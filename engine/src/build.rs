@@ -176,27 +176,28 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
     let owned = crate::partition::owned_here(model, &ranges);
     // Counted under a lock, so that `built` hears 1, 2, 3 ... in order.
     let done = std::sync::Mutex::new(0);
-    let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = ranges
-        .par_iter()
-        .enumerate()
-        .filter(|(index, _)| owned.binary_search(index).is_ok())
-        .map(|(index, range)| {
-            let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
-            let mut blocks = Vec::new();
-            for (pi, _) in spec.projections.iter().enumerate() {
-                if let Some(mut block) = build_block(model, key, &populations, &plastic, pi, range.clone())? {
-                    if let Some(spill) = spill {
-                        spill.block(&mut block).map_err(BuildError::Spill)?;
-                    }
-                    blocks.push(block);
+    let build_shard = |&(index, range): &(usize, &Range<u32>)| -> Result<(Shard, NeuronBlock, SynapseBlocks), BuildError> {
+        let neurons = build_neurons(model, key, &populations, range.clone(), max_delay);
+        let mut blocks = Vec::new();
+        for (pi, _) in spec.projections.iter().enumerate() {
+            if let Some(mut block) = build_block(model, key, &populations, &plastic, pi, range.clone())? {
+                if let Some(spill) = spill {
+                    spill.block(&mut block).map_err(BuildError::Spill)?;
                 }
+                blocks.push(block);
             }
-            let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
-            *done += 1;
-            built(*done);
-            Ok((Shard { index, neurons: range.clone() }, neurons, SynapseBlocks(blocks)))
-        })
-        .collect();
+        }
+        let mut done = done.lock().unwrap_or_else(|e| e.into_inner());
+        *done += 1;
+        built(*done);
+        Ok((Shard { index, neurons: range.clone() }, neurons, SynapseBlocks(blocks)))
+    };
+    // Shards build at once, each drafting its synapses on a thread of the pool, except shards
+    // over NARROW_SHARD_NEURONS: each of those drafts and sorts over the whole pool, so they
+    // build one after another, and only one holds its drafts (16 bytes a synapse) at a time.
+    let owned: Vec<(usize, &Range<u32>)> = ranges.iter().enumerate().filter(|(index, _)| owned.binary_search(index).is_ok()).collect();
+    let at_once = if ranges.iter().any(|r| r.len() > NARROW_SHARD_NEURONS) { 1 } else { owned.len().max(1) };
+    let shard_parts: Vec<Result<(Shard, NeuronBlock, SynapseBlocks), BuildError>> = owned.chunks(at_once).flat_map(|wave| wave.par_iter().map(build_shard).collect::<Vec<_>>()).collect();
 
     let mut world = World::new();
     for part in shard_parts {
