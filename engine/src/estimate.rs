@@ -17,9 +17,10 @@ use crate::model::{Distribution, Model, ModelError, ProbeVariable, Seg, WeightPr
 /// threads that cannot run (10,000 threads on 2 cores took minutes for one step).
 pub const MAX_THREADS_PER_CORE: usize = 4;
 
-/// Bytes of one synapse while its block is built: the draft (row, target, delay, weight) and
-/// the three columns it is sorted into.
-const DRAFT_BYTES: f64 = 16.0 + 8.0;
+/// Bytes of one synapse while its block is built: the draft (row, target, delay, weight), the
+/// three columns it is sorted into (a `u32` target, narrowed after) and the sort's counts (at
+/// most a quarter of the drafts, `crate::build`).
+const DRAFT_BYTES: f64 = 16.0 + 10.0 + 4.0;
 
 /// Sizes of a model as built, in bytes (estimates: `fixed_probability` counts its mean).
 #[derive(Clone, Debug, Default)]
@@ -85,7 +86,9 @@ impl Estimate {
                 let history = f64::from(history);
                 network += blocks * shard_len * (size_of::<PostState>() as f64 + 4.0 * history) + 8.0 * src;
             }
-            drafts = drafts.max(count / blocks * DRAFT_BYTES * (threads as f64).min(blocks));
+            // Shards over 65,536 neurons build one at a time (`crate::build`), others a thread each.
+            let at_once = if target_bytes > 2.0 { 1.0 } else { (threads as f64).min(blocks) };
+            drafts = drafts.max(count / blocks * DRAFT_BYTES * at_once);
             synapses += count;
             if largest.is_none_or(|(_, most)| count > most) {
                 largest = Some((i, count));
