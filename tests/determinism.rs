@@ -34,7 +34,7 @@ fn spikes_and_weights_identical_across_threads_and_shards() {
 
 #[test]
 fn shards_over_65536_neurons_store_wide_targets_and_give_the_same_spikes_weights_and_rewiring() {
-    let model = parse(WIDE);
+    let model = parse(&wide());
     let wide = |sim: &mut Simulation| {
         let mut q = sim.world.query::<&fum::engine::components::SynapseBlocks>();
         let widths: Vec<bool> = q.iter(&sim.world).flat_map(|b| b.0.iter().map(|b| b.target.is_wide())).collect();

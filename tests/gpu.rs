@@ -334,7 +334,7 @@ fn listed_synapses_give_identical_spikes_on_both_backends() {
 /// (so the per-neuron Poisson rates are checked against the CPU's too).
 /// A shard of more than 65,536 neurons stores 4-byte targets, which the device's delivery, STDP,
 /// structural planning and compaction, and the host tier's row cache read: the 70,000-neuron
-/// `common::WIDE` network (STDP and rewiring on E->E) on one shard gives the spikes of the CPU
+/// `common::wide()` network (STDP and rewiring on E->E) on one shard gives the spikes of the CPU
 /// on two (2-byte targets), and the structure and weights of the CPU on one, also with its
 /// static blocks in host memory.
 #[test]
@@ -343,7 +343,7 @@ fn four_byte_targets_give_identical_spikes_weights_and_structure_on_both_backend
     require_cuda();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("wide.toml");
-    std::fs::write(&path, common::WIDE.replace("duration_ms = 50.0", "duration_ms = 200.0")).unwrap();
+    std::fs::write(&path, common::wide().replace("duration_ms = 50.0", "duration_ms = 200.0")).unwrap();
     let path = path.to_str().unwrap();
     let extra = ["--checkpoint-every", "200ms"];
     let (narrow, wide) = (dir.path().join("cpu-2"), dir.path().join("cpu-1"));

@@ -192,7 +192,7 @@ fn weight_probes_and_spikes_of_a_paged_plastic_network_are_the_unpaged_ones() {
 #[test]
 fn four_byte_targets_page_too() {
     // One shard of 70,000 neurons stores 4-byte targets; its static blocks page.
-    let model = common::parse(common::WIDE);
+    let model = common::parse(&common::wide());
     let mut reference = common::simulate(&model, 2, 1);
     let dir = tempfile::tempdir().unwrap();
     let (mut sim, stats) = paged(&model, 2, 1, |pageable| pageable / 3, 4096, dir.path());

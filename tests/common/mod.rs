@@ -106,106 +106,34 @@ amplitude_pa = 20.0
 spikes = ["E", "I"]
 "#;
 
-/// 70,000 neurons, so that one shard holds more than 65,536 of them and stores 4-byte targets
-/// (`fum::engine::components::Targets`) while two or more store 2-byte ones: every rule,
-/// drawn delays, STDP on E->E, structural plasticity on E->E (a plan every 20 ms), 50 ms.
-pub const WIDE: &str = r#"
-[simulation]
-dt_ms = 0.1
-duration_ms = 50.0
-seed = 7
-
-[[populations]]
-name = "E"
-size = 60000
-model = "lif_cuba"
-tau_m_ms = 20.0
-e_l_mv = 0.0
-v_th_mv = 20.0
-v_reset_mv = 10.0
-tau_syn_ex_ms = 0.5
-tau_syn_in_ms = 0.5
-v_init_mv = { uniform = [0.0, 20.0] }
-
-[[populations]]
-name = "I"
-size = 10000
-model = "lif_coba"
-e_l_mv = -60.0
-v_th_mv = -50.0
-v_reset_mv = -60.0
-e_ex_mv = 0.0
-e_in_mv = -80.0
-tau_m_ms = 20.0
-c_m_pf = 200.0
-tau_syn_ex_ms = 5.0
-tau_syn_in_ms = 10.0
-v_init_mv = { normal = [-55.0, 3.0] }
-
-[[projections]]
-name = "EE"
-source = "E"
-target = "E"
-rule = { fixed_indegree = 20 }
-weight = { uniform = [100.0, 200.0] }
-delay_ms = { uniform = [0.5, 3.0] }
-plasticity = "stdp"
-
-[[projections]]
-name = "EI"
-source = "E"
-target = "I"
-rule = { fixed_probability = 0.0005 }
-weight = 8.0
-delay_ms = 1.0
-
-[[projections]]
-name = "IE"
-source = "I"
-target = "E"
-rule = { fixed_outdegree = 30 }
-receptor = "inhibitory"
-weight = { normal = [250.0, 20.0] }
-delay_ms = 0.8
-
-[[projections]]
-name = "II"
-source = "I"
-target = "I"
-rule = { fixed_total_number = 50000 }
-receptor = "inhibitory"
-weight = 0.5
-
-[[plasticity]]
-name = "stdp"
-a_plus = 0.01
-a_minus = 0.0105
-w_max = 400.0
-
+/// [`BALANCED`] at 70,000 neurons, so that one shard holds more than 65,536 of them and stores
+/// 4-byte targets (`fum::engine::components::Targets`) while two or more store 2-byte ones:
+/// every rule (all_to_all as fixed_total_number), drawn delays, STDP and structural plasticity
+/// on E->E (a plan every 20 ms), in-degrees cut to tens, 50 ms.
+pub fn wide() -> String {
+    let mut text = BALANCED.to_string();
+    for (from, to) in [
+        ("duration_ms = 300.0", "duration_ms = 50.0"),
+        ("size = 800", "size = 60000"),
+        ("size = 200", "size = 10000"),
+        ("rule = { fixed_indegree = 80 }\nweight = { uniform = [40.0, 60.0] }", "rule = { fixed_indegree = 20 }\nweight = { uniform = [100.0, 200.0] }"),
+        ("rule = { fixed_probability = 0.1 }\nweight = 2.0", "rule = { fixed_probability = 0.0005 }\nweight = 8.0"),
+        ("fixed_outdegree = 100", "fixed_outdegree = 30"),
+        ("rule = \"all_to_all\"", "rule = { fixed_total_number = 50000 }"),
+        ("w_max = 100.0", "w_max = 400.0"),
+    ] {
+        assert!(text.contains(from), "BALANCED holds {from:?}");
+        text = text.replace(from, to);
+    }
+    text + r#"
 [[structural]]
 projection = "EE"
 every_ms = 20.0
 commit_after_ms = 5.0
 prune = { lowest_priority_fraction = 0.2 }
 regrow = { to_indegree = 20, weight = { uniform = [100.0, 200.0] } }
-
-[[inputs]]
-name = "drive"
-kind = "poisson"
-target = "E"
-rate_hz = 16000.0
-weight = 50.0
-
-[[inputs]]
-name = "drive_I"
-kind = "poisson"
-target = "I"
-rate_hz = 2000.0
-weight = 3.0
-
-[recording]
-spikes = ["E", "I"]
-"#;
+"#
+}
 
 /// One population driven hard by Poisson input (100 ms), its spikes recorded: fast enough to
 /// outrun real time on one thread.
