@@ -11,9 +11,10 @@
 //! Shards are contiguous ranges of global ids of near-equal size; across ranks, graph
 //! partitioning groups whole shards (`crate::partition`). Synapse targets are shard-local
 //! indices, `u16` in shards of at most 65,536 neurons (the default, [`default_shards`]) and
-//! `u32` in larger ones ([`Targets`]); spikes do not depend on the shard count. Each shard stores the synapses into its neurons as CSR rows;
-//! a stable counting sort by row keeps, within a row, the order in which synapses were drawn
-//! (by target for the per-target rules), which does not depend on the sharding either.
+//! `u32` in larger ones ([`Targets`]); spikes do not depend on the shard count. Each shard
+//! stores the synapses into its neurons as CSR rows; a stable counting sort by row
+//! ([`sort_by_row`]) keeps, within a row, the order in which synapses were drawn (by target for
+//! the per-target rules), which does not depend on the sharding either.
 
 use bevy_ecs::prelude::*;
 use rayon::prelude::*;
