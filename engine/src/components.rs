@@ -197,21 +197,13 @@ impl Targets {
         }
     }
 
-    /// An empty column of the width a shard of `shard_neurons` needs.
-    pub fn empty(shard_neurons: usize) -> Self {
-        Targets::new(Vec::new(), shard_neurons)
-    }
-
     /// Whether targets take 4 bytes.
     pub fn is_wide(&self) -> bool {
         matches!(self, Targets::U32(_))
     }
 
     pub fn len(&self) -> usize {
-        match self {
-            Targets::U16(c) => c.len(),
-            Targets::U32(c) => c.len(),
-        }
+        self.column().len()
     }
 
     pub fn is_empty(&self) -> bool {
