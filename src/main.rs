@@ -688,7 +688,7 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
     if let Some(h) = report.storage.get("host") {
         writeln!(
             out,
-            "host tier        {} of synapses in {} pages, {} budget ({} peak), {:.1} % hits, {} moved ({}/s), {} on disk, {:.3} s stalled; process peak {}",
+            "host tier        {} of synapses in {} pages, {} budget ({} peak), {:.1} % hits, {} moved ({}/s), {} on disk, {:.3} s stalled; process peak {} ({} when built)",
             bytes(h.paged_bytes as f64),
             h.pages,
             bytes(h.budget_bytes as f64),
@@ -698,7 +698,8 @@ fn summarise(report: &RunReport, dir: Option<&std::path::Path>, quiet: bool) -> 
             bytes(h.bytes_moved_per_s),
             bytes(h.moved.disk_bytes as f64),
             h.moved.stall_s,
-            bytes(report.host_peak_rss_bytes as f64)
+            bytes(report.host_peak_rss_bytes as f64),
+            bytes(report.host_peak_rss_built_bytes as f64)
         )?;
     }
     writeln!(out, "build            {:.3} s", t.build_s)?;

@@ -250,7 +250,12 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
     /// The most memory the process held at once (its peak resident set, from getrusage), bytes.
+    /// A paged network's spill files are read through memory maps, whose pages count here too
+    /// although the kernel drops them under pressure, as it does the page cache.
     pub host_peak_rss_bytes: u64,
+    /// The peak resident set when the first step began: what building (or loading a checkpoint)
+    /// held, before any spill file was read.
+    pub host_peak_rss_built_bytes: u64,
     /// Each storage tier of a paged network (`--host-memory`): its bytes, hits, moves, stall.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub storage: BTreeMap<&'static str, crate::paging::TierStats>,
@@ -305,6 +310,7 @@ impl RunReport {
             partition: None,
             monitor: None,
             host_peak_rss_bytes: peak_rss_bytes(),
+            host_peak_rss_built_bytes: 0,
             storage: sim.world.get_resource::<crate::paging::HostTier>().map(|t| ("host", t.stats.clone())).into_iter().collect(),
             energy_per_synaptic_event_j: None,
             outputs,

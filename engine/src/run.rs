@@ -575,7 +575,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     if options.device_memory.is_some() && crate::backend::installed(&sim.world).is_some_and(|b| b.name() == "cpu") {
         eprintln!("warning: --device-memory limits a GPU's memory; this run is on the cpu backend (--host-memory limits its RAM)");
     }
-    let build_s = started.elapsed().as_secs_f64();
+    let (build_s, built_rss) = (started.elapsed().as_secs_f64(), crate::report::peak_rss_bytes());
     if options.time_stages {
         sim.time_stages();
     }
@@ -696,6 +696,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     let mut report = RunReport::new(model, &sim, span.start_step..done, outcome, network, outputs);
     report.run_id = format!("{:016x}", session.run_id);
     report.partition = partition;
+    report.host_peak_rss_built_bytes = built_rss;
     if let Some((structural, lost)) = summed {
         (report.structural, report.stdp_history_overflows) = (structural, lost);
     }
