@@ -71,14 +71,13 @@ fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
 }
 
-/// The asset `name` with one more probe, of the synaptic currents of I neurons at both ends
+/// The model `text` (saved as `name`) with one more probe, of the synaptic currents of I neurons at both ends
 /// and the middle of the population (the last shards: another rank's than the asset's own
 /// probes, which are of the first neurons).
-fn probed_across(name: &str, dir: &Path, i_neurons: u32) -> std::path::PathBuf {
+fn probed_across(name: &str, text: &str, dir: &Path, i_neurons: u32) -> std::path::PathBuf {
     let path = dir.join(format!("{name}-probed.toml"));
-    let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
     let probe = format!("\n[[recording.probes]]\nname = \"across\"\nvariable = \"syn_ex\"\npopulation = \"I\"\nneurons = [0, {}, {}]\ninterval_ms = 0.2\n", i_neurons / 2, i_neurons - 1);
-    std::fs::write(&path, text + &probe).unwrap();
+    std::fs::write(&path, text.to_string() + &probe).unwrap();
     path
 }
 
@@ -88,9 +87,13 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
     let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     // Brunel (static, 12,500 neurons) and the balanced network with STDP on E->E, with their
-    // probes (membranes, learning weights) and one of neurons in the last shards.
-    for (name, i_neurons) in [("brunel", 2500), ("stdp_balanced", 800)] {
-        let model = probed_across(name, dir.path(), i_neurons);
+    // probes (membranes, learning weights) and one of neurons in the last shards; and that
+    // network with delays of 1.5 ms (whose STDP runs in epochs cut short where the weights
+    // are probed, every 10 steps) and NEST's dendritic timing.
+    let asset = |name: &str| std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
+    let slow = asset("stdp_balanced").replace("delay_ms = 0.1", "delay_ms = 1.5").replace("pairing = \"all_to_all\"", "pairing = \"all_to_all\"\ndendritic_delay = true");
+    for (name, text, i_neurons) in [("brunel", asset("brunel"), 2500), ("stdp_balanced", asset("stdp_balanced"), 800), ("stdp_slow", slow, 800)] {
+        let model = probed_across(name, &text, dir.path(), i_neurons);
         let model = model.to_str().unwrap();
         let args = |out: &Path| run_args(model, "100ms", out, &[]);
         let one = dir.path().join(format!("{name}-1"));
@@ -104,8 +107,8 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
             assert_eq!(std::fs::read(one.join("probes.h5")).unwrap(), std::fs::read(out.join("probes.h5")).unwrap(), "{name}: probes differ on {np} ranks, {partition}");
             let report = run_json(&out);
             assert_eq!(report["partition"]["method"], partition);
-            // Brunel (static, 1.5 ms delays) exchanges once per 15-step epoch; STDP every step.
-            assert_eq!(report["partition"]["exchange_every_steps"], if name == "brunel" { 15 } else { 1 });
+            // 1.5 ms delays: epochs of 15 steps; 0.1 ms: every step.
+            assert_eq!(report["partition"]["exchange_every_steps"], if name == "stdp_balanced" { 1 } else { 15 });
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
             for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
@@ -311,7 +314,7 @@ fn routed_exchange_sends_less_and_learns_and_rewires_what_one_process_does() {
         }
         assert!(received[1] * 10 < received[0] * 8, "{np} ranks: bytes received, contiguous {} against metis {}", received[0], received[1]);
     }
-    // STDP and structural plasticity, exchanging every step.
+    // STDP and structural plasticity, in epochs of 15 steps.
     let model = clustered_plastic(dir.path());
     let model = model.to_str().unwrap();
     let run = |out: &Path, extra: &[&str]| ["run", model, "--duration", "300ms", "--threads", "1", "--quiet", "--checkpoint-every", "100ms", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect::<Vec<_>>();
@@ -323,7 +326,7 @@ fn routed_exchange_sends_less_and_learns_and_rewires_what_one_process_does() {
         let out = dir.path().join(format!("plastic-{np}"));
         ok(mpirun(np, &[]).args(run(&out, &["--partition", "metis"])).output().unwrap(), &format!("{np} ranks"));
         let report = run_json(&out);
-        assert_eq!((&report["partition"]["exchange"], &report["partition"]["exchange_every_steps"]), (&"routed".into(), &1.into()), "{np} ranks");
+        assert_eq!((&report["partition"]["exchange"], &report["partition"]["exchange_every_steps"]), (&"routed".into(), &15.into()), "{np} ranks");
         assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks: spikes differ");
         assert_eq!(weights(&one), weights(&out), "{np} ranks: learned weights differ");
         assert_eq!(rewired(&report), rewired(&reference), "{np} ranks: synapses pruned and grown");

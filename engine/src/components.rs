@@ -588,8 +588,7 @@ pub struct SpikeExchange {
     /// Across ranks: whether any rank asked to stop (a signal) by this step's exchange, so that
     /// all stop after the same step (`crate::ranks`).
     pub stop: bool,
-    /// Across ranks, for a network without plasticity: exchange once per epoch instead of every
-    /// step (`None`: every step).
+    /// Across CPU ranks: exchange once per epoch instead of every step (`None`: every step).
     pub epochs: Option<Epochs>,
     /// This rank's spikes of the epoch's steps so far (epochs only).
     pub pending: Vec<(u64, Vec<u32>)>,
@@ -601,20 +600,32 @@ pub struct SpikeExchange {
 /// delivered into the ring slots `t + delay`, and no delay is shorter than `length` steps, so
 /// the other ranks' spikes of an epoch's steps may all arrive at its last step: the slots they
 /// reach are still ahead. Ring sums are fixed-point, so a spike delivered later adds the same
-/// bits. Epochs end at multiples of `length`, and also where a checkpoint is taken and where
-/// the run ends, so that no spike is pending at a step boundary that outlives the step loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// bits. Plastic blocks are walked at the epoch's end too, step by step with the STDP
+/// bookkeeping of each step (`fum_systems::epoch`): what they deliver also lies beyond the epoch.
+///
+/// An epoch ends at multiples of `length`, and wherever the state at a step's end must be
+/// whole: where a checkpoint is taken and where the run ends (so that no spike is pending at a
+/// step boundary that outlives the step loop), where a weight probe samples, and before a
+/// structural snapshot or commit (which read and change the rows at the next step's start).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Epochs {
     pub length: u64,
     pub checkpoint_every: Option<u64>,
     pub end_step: u64,
+    /// The sampling intervals of weight probes, steps.
+    pub weight_probe_every: Vec<u64>,
+    pub structural: Vec<crate::structural::Schedule>,
 }
 
 impl Epochs {
     /// Whether the epoch ends with step `step`.
     pub fn ends_at(&self, step: u64) -> bool {
         let done = step + 1;
-        done.is_multiple_of(self.length) || done == self.end_step || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
+        done.is_multiple_of(self.length)
+            || done == self.end_step
+            || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
+            || self.weight_probe_every.iter().any(|&every| step.is_multiple_of(every))
+            || self.structural.iter().any(|s| s.busy_at(done))
     }
 }
 

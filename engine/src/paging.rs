@@ -651,7 +651,7 @@ impl ShardPages {
         let p = table.page_of_row(global - first);
         let bytes = table.bytes(p);
         let page = &mut table.pages[p];
-        page.activity = page.activity * aged(self.aging, step + 1 - page.last_use) + 1.0;
+        page.activity = page.activity * aged(self.aging, (step + 1).saturating_sub(page.last_use)) + 1.0;
         page.last_use = step + 1;
         page.dirty |= writes;
         if page.resident {

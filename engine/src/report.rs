@@ -131,7 +131,7 @@ impl PartitionReport {
         let most = ranks.iter().map(|r| r.synapses).max().unwrap_or(0) as f64;
         Some(PartitionReport {
             method: crate::partition::method().name(),
-            exchange_every_steps: world.resource::<crate::components::SpikeExchange>().epochs.map_or(1, |e| e.length),
+            exchange_every_steps: world.resource::<crate::components::SpikeExchange>().epochs.as_ref().map_or(1, |e| e.length),
             exchange: if world.resource::<crate::components::SpikeExchange>().routes.is_some() { "routed" } else { "all-gather" },
             routed_fraction,
             locality: ranks.iter().map(|r| r.local_synapses).sum::<u64>() as f64 / total,

@@ -532,16 +532,15 @@ impl Span {
     }
 }
 
-/// Across CPU ranks, a network without plasticity exchanges spikes once per epoch of its
-/// shortest delay (`components::Epochs`). With plasticity every step exchanges: STDP reads the
-/// postsynaptic state at the step a presynaptic spike is delivered, and structural commits
-/// change rows between steps.
+/// Across CPU ranks, spikes are exchanged once per epoch of the network's shortest delay
+/// (`components::Epochs`); GPU ranks exchange every step.
 fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
     let spec = &model.spec;
     let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
-    let plastic = spec.projections.iter().any(|p| p.plasticity.is_some()) || !spec.structural.is_empty();
     let length = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
-    (crate::ranks::transport().is_some() && cpu && !plastic && length > 1).then_some(crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step })
+    let weight_probe_every = sim.world.get_resource::<crate::recording::Recorder>().map_or(Vec::new(), |r| r.probes.iter().filter(|p| p.variable == crate::model::ProbeVariable::Weight).map(|p| p.interval_steps).collect());
+    let structural = sim.world.get_resource::<crate::structural::Structural>().map_or(Vec::new(), |s| s.schedules.clone());
+    (crate::ranks::transport().is_some() && cpu && length > 1).then_some(crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step, weight_probe_every, structural })
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.

@@ -33,22 +33,48 @@ pub fn deliver_spikes(
     clock: Res<Clock>,
     mut overflows: ResMut<StdpHistoryOverflows>,
     tier: Option<ResMut<HostTier>>,
-    mut commands: Commands,
+    commands: Commands,
 ) {
     // A paged network may have deferred deliveries due in a step without spikes.
     if exchange.spikes.is_empty() && exchange.gathered.is_empty() && tier.is_none() {
         return;
     }
     // This step's spikes, and at the end of an epoch across ranks the other ranks' spikes of
-    // its steps, each delivered as of the step it was fired in (`Epochs`).
+    // its steps, each delivered as of the step it was fired in (`Epochs`); in epochs plastic
+    // blocks wait for the epoch's replay (`crate::epoch`).
     let batches: Vec<(u64, &[u32])> = std::iter::once((clock.step, &exchange.spikes[..])).chain(exchange.gathered.iter().map(|g| (g.step, &g.remote[..]))).collect();
+    let which = if exchange.epochs.is_some() { Blocks::Static } else { Blocks::All };
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
     crate::for_each_shard(&mut items, |(neurons, synapses, pages)| {
-        let len = neurons.len();
-        let NeuronBlock { ring_ex, ring_in, fired, .. } = &mut **neurons;
-        let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), &fired[..]);
-        for (b, &(step, spikes)) in (0..synapses.0.len()).flat_map(|b| batches.iter().map(move |batch| (b, batch))) {
+        lost.fetch_add(deliver_to_shard(neurons, synapses, pages.as_deref_mut(), &batches, None, &plasticity, which), Ordering::Relaxed);
+    });
+    overflows.0 += lost.into_inner();
+    settle_pages(items.iter_mut().filter_map(|(_, _, pages)| pages.as_deref_mut()), tier, commands);
+}
+
+/// Which of a shard's blocks a delivery walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocks {
+    All,
+    Static,
+    Plastic,
+}
+
+/// Delivers `batches` (a step and its spikes, ascending global ids) through the blocks of one
+/// shard that `which` names, with `fired` as the spike bits of the shard's neurons (`None`:
+/// this step's); returns the STDP pairings lost to overflowing spike histories.
+pub(crate) fn deliver_to_shard(neurons: &mut NeuronBlock, synapses: &mut SynapseBlocks, mut pages: Option<&mut ShardPages>, batches: &[(u64, &[u32])], fired: Option<&[u8]>, plasticity: &Plasticity, which: Blocks) -> u64 {
+    let len = neurons.len();
+    let NeuronBlock { ring_ex, ring_in, fired: this_step, .. } = neurons;
+    let (mut ring_ex, mut ring_in, fired) = (Ring::new(len, ring_ex), Ring::new(len, ring_in), fired.unwrap_or(&this_step[..]));
+    let mut lost = 0;
+    for b in 0..synapses.0.len() {
+        let plastic = synapses.0[b].plastic.is_some();
+        if which == if plastic { Blocks::Static } else { Blocks::Plastic } {
+            continue;
+        }
+        for &(step, spikes) in batches {
             let block = &synapses.0[b];
             // Spikes are ascending: the ones from this block's source population are one run.
             let spikes = &spikes[in_range(spikes, block.source_first..block.source_first + block.source_size)];
@@ -56,35 +82,37 @@ pub fn deliver_spikes(
                 Receptor::Excitatory => &mut ring_ex,
                 Receptor::Inhibitory => &mut ring_in,
             };
-            let n = match pages.as_deref_mut().filter(|_| block.pages.is_some()) {
-                None => deliver_block(&mut synapses.0[b], ring, spikes, step, fired, &plasticity),
+            lost += match pages.as_deref_mut().filter(|_| block.pages.is_some()) {
+                None => deliver_block(&mut synapses.0[b], ring, spikes, step, fired, plasticity),
                 // A paged block (`fum_engine::paging`): each spike's row is made resident
                 // before it is read, so one step may cycle through more pages than fit; a
                 // static block defers its deliveries within its minimum delay.
-                Some(pages) if block.plastic.is_none() => {
+                Some(pages) if !plastic => {
                     fum_engine::paging::deliver_static(pages, &mut synapses.0, b, spikes, step, ring);
                     0
                 }
-                Some(pages) => {
-                    // A plastic block: STDP writes the rows it delivers through.
-                    (0..spikes.len())
-                        .map(|k| {
-                            pages.fetch(&mut synapses.0, b, spikes[k], step, plasticity.enabled);
-                            deliver_block(&mut synapses.0[b], ring, &spikes[k..=k], step, fired, &plasticity)
-                        })
-                        .sum()
-                }
+                // A plastic block: STDP writes the rows it delivers through.
+                Some(pages) => (0..spikes.len())
+                    .map(|k| {
+                        pages.fetch(&mut synapses.0, b, spikes[k], step, plasticity.enabled);
+                        deliver_block(&mut synapses.0[b], ring, &spikes[k..=k], step, fired, plasticity)
+                    })
+                    .sum(),
             };
-            lost.fetch_add(n, Ordering::Relaxed);
         }
-    });
-    overflows.0 += lost.into_inner();
-    if let Some(mut tier) = tier {
-        let error = items.iter_mut().filter_map(|(_, _, pages)| pages.as_deref_mut()).fold(None, |e, pages| e.or(tier.collect(pages)));
-        tier.measure(items.iter().filter_map(|(_, _, pages)| pages.as_deref()));
-        if let Some(error) = error {
-            commands.insert_resource(DeviceFailure(format!("synapse pages: {error}")));
-        }
+    }
+    lost
+}
+
+/// After a delivery: hands what the shards' pages moved to the host tier and measures it; a
+/// failure to move pages ends the run.
+pub(crate) fn settle_pages<'a>(pages: impl Iterator<Item = &'a mut ShardPages>, tier: Option<ResMut<HostTier>>, mut commands: Commands) {
+    let Some(mut tier) = tier else { return };
+    let mut pages: Vec<&mut ShardPages> = pages.collect();
+    let error = pages.iter_mut().fold(None, |e, p| e.or(tier.collect(p)));
+    tier.measure(pages.iter().map(|p| &**p));
+    if let Some(error) = error {
+        commands.insert_resource(DeviceFailure(format!("synapse pages: {error}")));
     }
 }
 

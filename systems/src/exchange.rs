@@ -1,8 +1,8 @@
 //! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
 //! read. In one process this is a concatenation in shard order; across processes (ranks) it is
 //! also an all-gather of the ranks' lists, or an all-to-all of the lists each rank receives
-//! where routes pay (`fum_engine::routing`), every step, or once per epoch for a network
-//! without plasticity (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
+//! where routes pay (`fum_engine::routing`), every step, or, across CPU ranks, once per epoch
+//! (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, GatheredStep, NeuronBlock, Shard, SpikeExchange};
@@ -57,12 +57,14 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     let rank = transport.rank();
     // Timed runs split the wait for the slowest rank from the exchange (beNNch's split): a
     // barrier before each collective, at the same steps on every rank.
-    if timed.is_some() && exchange.epochs.is_none_or(|e| e.ends_at(clock.step)) {
+    // In epochs: whether this step ends one.
+    let epoch_ends = exchange.epochs.as_ref().map(|e| e.ends_at(clock.step));
+    if timed.is_some() && epoch_ends != Some(false) {
         let start = std::time::Instant::now();
         transport.barrier();
         exchange.wait_s += start.elapsed().as_secs_f64();
     }
-    match exchange.epochs {
+    match epoch_ends {
         // Across ranks (fum_engine::ranks), every step: the ranks' lists in rank order, each
         // ascending; they are the ascending list of all where every rank owns a contiguous
         // range of shards, and are sorted into it otherwise (`fum_engine::partition`). The
@@ -94,12 +96,12 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
         // In epochs: this rank delivers its own spikes now and keeps them; at the epoch's end
         // every rank sends its steps' counts, then their spikes (to every rank in one
         // all-gather, or to each rank those it receives).
-        Some(epochs) => {
+        Some(ends) => {
             exchange.gathered.clear();
             let own = exchange.spikes.clone();
             exchange.pending.push((clock.step, own));
             exchange.stop = false;
-            if epochs.ends_at(clock.step) {
+            if ends {
                 let pending = std::mem::take(&mut exchange.pending);
                 let mut all = Vec::new();
                 let messages: Vec<&[u32]> = match &exchange.routes {

@@ -12,6 +12,7 @@ pub mod cuda;
 #[cfg(feature = "cuda")]
 pub mod cuda_ranks;
 pub mod delivery;
+pub mod epoch;
 pub mod exchange;
 pub mod input;
 pub mod lif;
