@@ -46,7 +46,9 @@ pub fn deliver_spikes(
     let which = if exchange.epochs.is_some() { Blocks::Static } else { Blocks::All };
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
-    crate::for_each_shard(&mut items, |(neurons, synapses, pages)| {
+    // A paged network's deferred deliveries fall due apart from the step's spikes.
+    let work = if tier.is_some() { usize::MAX } else { synapses_walked(items.iter().map(|(_, synapses, _)| &**synapses), &batches, which) };
+    crate::for_each_shard(work, &mut items, |(neurons, synapses, pages)| {
         lost.fetch_add(deliver_to_shard(neurons, synapses, pages.as_deref_mut(), &batches, None, &plasticity, which), Ordering::Relaxed);
     });
     overflows.0 += lost.into_inner();
@@ -61,6 +63,28 @@ pub(crate) enum Blocks {
     Plastic,
 }
 
+impl Blocks {
+    fn walks(self, block: &SynapseBlock) -> bool {
+        match self {
+            Blocks::All => true,
+            Blocks::Static => block.plastic.is_none(),
+            Blocks::Plastic => block.plastic.is_some(),
+        }
+    }
+}
+
+/// About how many synapses a delivery of `batches` walks in the blocks `which` names (each
+/// block's spikes times its mean row): the work that decides whether shards go to the pool.
+pub(crate) fn synapses_walked<'a>(shards: impl Iterator<Item = &'a SynapseBlocks>, batches: &[(u64, &[u32])], which: Blocks) -> usize {
+    let blocks = shards.flat_map(|s| s.0.iter()).filter(|b| which.walks(b));
+    blocks
+        .map(|b| {
+            let spikes: usize = batches.iter().map(|(_, s)| in_range(s, b.source_first..b.source_first + b.source_size).len()).sum();
+            spikes * *b.row_ptr.last().unwrap_or(&0) as usize / (b.source_size as usize).max(1)
+        })
+        .sum()
+}
+
 /// Delivers `batches` (a step and its spikes, ascending global ids) through the blocks of one
 /// shard that `which` names, with `fired` as the spike bits of the shard's neurons (`None`:
 /// this step's); returns the STDP pairings lost to overflowing spike histories.
@@ -71,7 +95,7 @@ pub(crate) fn deliver_to_shard(neurons: &mut NeuronBlock, synapses: &mut Synapse
     let mut lost = 0;
     for b in 0..synapses.0.len() {
         let plastic = synapses.0[b].plastic.is_some();
-        if which == if plastic { Blocks::Static } else { Blocks::Plastic } {
+        if !which.walks(&synapses.0[b]) {
             continue;
         }
         for &(step, spikes) in batches {
