@@ -11,7 +11,8 @@
 //! delivers at step `t` lands in ring slots `t + delay`, at least one shortest delay (an epoch)
 //! ahead, so no update of the epoch misses it. Whatever reads the plastic state between steps
 //! (weight probes, structural snapshots and commits, checkpoints, the run's end) ends an epoch,
-//! so it reads the state after the replay.
+//! so it reads the state after the replay; the health check's scan of weights for non-finite
+//! values may read them as of the last epoch's end.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
