@@ -3,8 +3,11 @@
 //! a process that `mpirun` (or another MPI launcher) started; any other stays one rank without
 //! it.
 
+use fum_engine::ranks::{Exchanged, InFlight, Outgoing};
 use mpi::Count;
 use mpi::collective::SystemOperation;
+use mpi::ffi;
+use mpi::raw::AsRaw;
 use mpi::datatype::{Partition, PartitionMut};
 use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
@@ -73,6 +76,25 @@ impl fum_engine::ranks::Transport for Mpi {
         stop
     }
 
+    fn start_exchange(&self, outgoing: Outgoing, stop: bool) -> Box<dyn InFlight> {
+        // Each message starts with the wish to stop.
+        let with_stop = |list: &[u32]| -> Vec<u32> { std::iter::once(u32::from(stop)).chain(list.iter().copied()).collect() };
+        let messages: Vec<(usize, std::sync::Arc<Vec<u32>>)> = match outgoing {
+            Outgoing::ToAll(list) => {
+                let message = std::sync::Arc::new(with_stop(&list));
+                (0..self.size).filter(|&r| r != self.rank).map(|r| (r, message.clone())).collect()
+            }
+            Outgoing::ToEach(lists) => lists.iter().enumerate().filter(|&(r, _)| r != self.rank).map(|(r, l)| (r, std::sync::Arc::new(with_stop(l)))).collect(),
+        };
+        let mut sent = Box::new(Sent { comm: self.world.as_raw(), rank: self.rank, size: self.size, stop, requests: vec![unsafe { ffi::RSMPI_REQUEST_NULL }; messages.len()], messages });
+        let ids = u32::equivalent_datatype().as_raw();
+        for (i, (to, message)) in sent.messages.iter().enumerate() {
+            // SAFETY: the message lives in `sent` until the send completes (`finish` waits).
+            unsafe { ffi::MPI_Isend(message.as_ptr().cast(), count(message.len()), ids, *to as Count, EXCHANGE_TAG, sent.comm, &mut sent.requests[i]) };
+        }
+        sent
+    }
+
     fn barrier(&self) {
         self.world.barrier();
     }
@@ -115,6 +137,65 @@ impl fum_engine::ranks::Transport for Mpi {
 
     fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
+    }
+}
+
+fn count(len: usize) -> Count {
+    Count::try_from(len).expect("fewer than 2^30 spikes a message")
+}
+
+/// The tag of epoch messages ([`Transport::start_exchange`]); fum sends no other messages.
+const EXCHANGE_TAG: i32 = 7;
+
+/// An exchange started by [`Transport::start_exchange`]: a message to each other rank, sent
+/// point to point and without waiting. Collectives would have to be started in the same order
+/// on every rank, which a second collective posted once the lengths are known (at whatever
+/// step they arrive) cannot promise; messages between two ranks with one tag arrive in the
+/// order they were sent, so each epoch's are received in turn, their lengths probed.
+struct Sent {
+    comm: ffi::MPI_Comm,
+    rank: usize,
+    size: usize,
+    stop: bool,
+    /// Each destination and its message, kept until the send completes.
+    messages: Vec<(usize, std::sync::Arc<Vec<u32>>)>,
+    requests: Vec<ffi::MPI_Request>,
+}
+
+// SAFETY: the requests and buffers belong to this exchange alone, and the step thread alone
+// moves it on (MPI was initialised for threads: `start`).
+unsafe impl Send for Sent {}
+unsafe impl Sync for Sent {}
+
+impl InFlight for Sent {
+    fn progress(&mut self) {
+        let mut flag = 0;
+        // SAFETY: requests this exchange posted (completed ones are MPI_REQUEST_NULL).
+        unsafe { ffi::MPI_Testall(self.requests.len() as Count, self.requests.as_mut_ptr(), &mut flag, ffi::RSMPI_STATUSES_IGNORE) };
+    }
+
+    fn finish(mut self: Box<Self>) -> Exchanged {
+        let ids = u32::equivalent_datatype().as_raw();
+        let mut exchanged = Exchanged { received: Vec::new(), counts: vec![0; self.size], stop: self.stop };
+        for from in (0..self.size).filter(|&r| r != self.rank) {
+            // SAFETY: probing, then receiving the probed message into a buffer of its length.
+            let message = unsafe {
+                let mut handle = ffi::RSMPI_MESSAGE_NULL;
+                let mut status: ffi::MPI_Status = std::mem::zeroed();
+                ffi::MPI_Mprobe(from as Count, EXCHANGE_TAG, self.comm, &mut handle, &mut status);
+                let mut len: Count = 0;
+                ffi::MPI_Get_count(&status, ids, &mut len);
+                let mut message = vec![0u32; len as usize];
+                ffi::MPI_Mrecv(message.as_mut_ptr().cast(), len, ids, &mut handle, ffi::RSMPI_STATUS_IGNORE);
+                message
+            };
+            exchanged.stop |= message[0] != 0;
+            exchanged.counts[from] = message.len() - 1;
+            exchanged.received.extend_from_slice(&message[1..]);
+        }
+        // SAFETY: requests this exchange posted.
+        unsafe { ffi::MPI_Waitall(self.requests.len() as Count, self.requests.as_mut_ptr(), ffi::RSMPI_STATUSES_IGNORE) };
+        exchanged
     }
 }
 

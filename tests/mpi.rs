@@ -107,8 +107,8 @@ fn two_and_three_ranks_give_the_spikes_and_probes_of_one_process() {
             assert_eq!(std::fs::read(one.join("probes.h5")).unwrap(), std::fs::read(out.join("probes.h5")).unwrap(), "{name}: probes differ on {np} ranks, {partition}");
             let report = run_json(&out);
             assert_eq!(report["partition"]["method"], partition);
-            // 1.5 ms delays: epochs of 15 steps; 0.1 ms: every step.
-            assert_eq!(report["partition"]["exchange_every_steps"], if name == "stdp_balanced" { 1 } else { 15 });
+            // 1.5 ms delays: epochs of 7 steps, each exchanged beside the next; 0.1 ms: every step.
+            assert_eq!(report["partition"]["exchange_every_steps"], if name == "stdp_balanced" { 1 } else { 7 });
             assert_eq!(report["ranks"], np, "{name}: run.json counts the ranks");
             for key in ["neurons", "synapses", "plastic_synapses", "shards"] {
                 assert_eq!(report["network"][key], reference["network"][key], "{name} on {np} ranks: network.{key} sums the ranks'");
@@ -176,7 +176,7 @@ fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// Rank 0 gathers every rank's shards into one checkpoint, the format of one process's: one of
 /// 3 ranks (stopped half-way) resumes on 2 to the spikes and learned weights of one process
-/// that ran through, and one process resumes it too. Brunel exchanges in epochs of 15 steps:
+/// that ran through, and one process resumes it too. Brunel exchanges in epochs of 7 steps:
 /// checkpoints every 500 steps and the stop at step 1000 end epochs early.
 #[test]
 #[cfg_attr(not(feature = "mpi"), ignore = "needs the mpi feature and Open MPI (cargo test --features mpi; README: Several processes)")]
@@ -314,7 +314,7 @@ fn routed_exchange_sends_less_and_learns_and_rewires_what_one_process_does() {
         }
         assert!(received[1] * 10 < received[0] * 8, "{np} ranks: bytes received, contiguous {} against metis {}", received[0], received[1]);
     }
-    // STDP and structural plasticity, in epochs of 15 steps.
+    // STDP and structural plasticity, in epochs of 7 steps.
     let model = clustered_plastic(dir.path());
     let model = model.to_str().unwrap();
     let run = |out: &Path, extra: &[&str]| ["run", model, "--duration", "300ms", "--threads", "1", "--quiet", "--checkpoint-every", "100ms", "--out", out.to_str().unwrap()].iter().chain(extra).map(|a| a.to_string()).collect::<Vec<_>>();
@@ -326,7 +326,7 @@ fn routed_exchange_sends_less_and_learns_and_rewires_what_one_process_does() {
         let out = dir.path().join(format!("plastic-{np}"));
         ok(mpirun(np, &[]).args(run(&out, &["--partition", "metis"])).output().unwrap(), &format!("{np} ranks"));
         let report = run_json(&out);
-        assert_eq!((&report["partition"]["exchange"], &report["partition"]["exchange_every_steps"]), (&"routed".into(), &15.into()), "{np} ranks");
+        assert_eq!((&report["partition"]["exchange"], &report["partition"]["exchange_every_steps"]), (&"routed".into(), &7.into()), "{np} ranks");
         assert_eq!(std::fs::read(one.join("spikes.h5")).unwrap(), std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks: spikes differ");
         assert_eq!(weights(&one), weights(&out), "{np} ranks: learned weights differ");
         assert_eq!(rewired(&report), rewired(&reference), "{np} ranks: synapses pruned and grown");

@@ -568,7 +568,7 @@ pub struct Seed(pub fum_kernels::rng::Key);
 /// to deliver (in one process a buffer; across processes the result of an all-gather, or of an
 /// all-to-all along `routes`, or, in epochs, this rank's own spikes, the others' arriving in
 /// `gathered`).
-#[derive(Resource, Clone, Debug, Default)]
+#[derive(Resource, Debug, Default)]
 pub struct SpikeExchange {
     pub spikes: Vec<u32>,
     /// Across CPU ranks, where the partition makes it pay: which ranks each of this rank's
@@ -592,21 +592,39 @@ pub struct SpikeExchange {
     pub epochs: Option<Epochs>,
     /// This rank's spikes of the epoch's steps so far (epochs only).
     pub pending: Vec<(u64, Vec<u32>)>,
+    /// The exchange of the previous epoch, while the next one is computed (epochs only).
+    pub in_flight: Option<EpochInFlight>,
     /// The steps gathered at this step's exchange, an epoch's (epochs only; empty between).
     pub gathered: Vec<GatheredStep>,
 }
 
+/// An epoch's exchange under way, and the epoch's steps with this rank's spikes.
+pub struct EpochInFlight {
+    pub steps: Vec<(u64, Vec<u32>)>,
+    pub exchange: Box<dyn crate::ranks::InFlight>,
+}
+
+impl std::fmt::Debug for EpochInFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EpochInFlight").field("steps", &self.steps.len()).finish_non_exhaustive()
+    }
+}
+
 /// When the ranks exchange their spikes (`SpikeExchange::epochs`). A spike of step `t` is
-/// delivered into the ring slots `t + delay`, and no delay is shorter than `length` steps, so
-/// the other ranks' spikes of an epoch's steps may all arrive at its last step: the slots they
-/// reach are still ahead. Ring sums are fixed-point, so a spike delivered later adds the same
-/// bits. Plastic blocks are walked at the epoch's end too, step by step with the STDP
-/// bookkeeping of each step (`fum_systems::epoch`): what they deliver also lies beyond the epoch.
+/// delivered into the ring slots `t + delay`, and no delay is shorter than `shortest_delay`
+/// steps. Epochs are half of it (rounded down) long, and each epoch's exchange runs while the
+/// next epoch is computed (Arbor's scheme): the other ranks' spikes of an epoch arrive at the
+/// end of the next one, at most `2 length - 1 < shortest_delay` steps after they were fired,
+/// so the slots they reach are still ahead. Ring sums are fixed-point, so a spike delivered
+/// later adds the same bits. Plastic blocks are walked when the other ranks' spikes arrive,
+/// step by step with the STDP bookkeeping of each step (`fum_systems::epoch`): what they deliver
+/// also lies beyond that epoch.
 ///
-/// An epoch ends at multiples of `length`, and wherever the state at a step's end must be
-/// whole: where a checkpoint is taken and where the run ends (so that no spike is pending at a
-/// step boundary that outlives the step loop), where a weight probe samples, and before a
-/// structural snapshot or commit (which read and change the rows at the next step's start).
+/// An epoch ends at multiples of `length`, and also, with nothing left under way ([`Epochs::drains_at`]),
+/// wherever the state at a step's end must be whole: where a checkpoint is taken and where the
+/// run ends (so that no spike is pending at a step boundary that outlives the step loop), where
+/// a weight probe samples, and before a structural snapshot or commit (which read and change
+/// the rows at the next step's start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Epochs {
     pub length: u64,
@@ -618,18 +636,28 @@ pub struct Epochs {
 }
 
 impl Epochs {
-    /// Whether the epoch ends with step `step`.
+    /// Epochs for a network whose shortest delay is `shortest_delay` steps; `None` where it is
+    /// one step (then the ranks exchange every step).
+    pub fn for_delay(shortest_delay: u64, checkpoint_every: Option<u64>, end_step: u64, weight_probe_every: Vec<u64>, structural: Vec<crate::structural::Schedule>) -> Option<Epochs> {
+        (shortest_delay > 1).then(|| Epochs { length: shortest_delay / 2, checkpoint_every, end_step, weight_probe_every, structural })
+    }
+
+    /// Whether an epoch ends with step `step`.
     pub fn ends_at(&self, step: u64) -> bool {
+        (step + 1).is_multiple_of(self.length) || self.drains_at(step)
+    }
+
+    /// Whether every spike up to step `step` must be delivered at its end.
+    pub fn drains_at(&self, step: u64) -> bool {
         let done = step + 1;
-        done.is_multiple_of(self.length)
-            || done == self.end_step
+        done == self.end_step
             || self.checkpoint_every.is_some_and(|every| done.is_multiple_of(every))
             || self.weight_probe_every.iter().any(|&every| step.is_multiple_of(every))
             || self.structural.iter().any(|s| s.busy_at(done))
     }
 }
 
-/// One step's spikes, gathered from every rank at the end of an epoch.
+/// One step's spikes, gathered from every rank when its epoch's exchange finished.
 #[derive(Clone, Debug, Default)]
 pub struct GatheredStep {
     pub step: u64,
@@ -681,3 +709,28 @@ pub struct Plasticity {
 /// times since the previous presynaptic spike (`stdp_history_overflows` in run.json).
 #[derive(Resource, Clone, Copy, Debug, Default)]
 pub struct StdpHistoryOverflows(pub u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two epochs are shorter than the shortest delay, so a spike received one epoch late still
+    /// reaches ring slots ahead; the state is whole where it is read.
+    #[test]
+    fn epochs_are_half_the_shortest_delay_and_drain_where_the_state_is_read() {
+        assert_eq!(Epochs::for_delay(1, None, 100, Vec::new(), Vec::new()), None);
+        for shortest in 2..40 {
+            let e = Epochs::for_delay(shortest, None, 1000, Vec::new(), Vec::new()).expect("epochs");
+            assert!(e.length >= 1 && 2 * e.length - 1 < shortest, "shortest delay {shortest}: epochs of {}", e.length);
+        }
+        let schedule = crate::structural::Schedule { every_steps: 50, commit_after_steps: 20 };
+        let e = Epochs::for_delay(15, Some(40), 1000, vec![30], vec![schedule]).expect("epochs");
+        assert_eq!(e.length, 7);
+        let ends: Vec<u64> = (0..75).filter(|&s| e.ends_at(s)).collect();
+        let drains: Vec<u64> = (0..75).filter(|&s| e.drains_at(s)).collect();
+        // Checkpoints after steps 39; probes at 0, 30, 60; the snapshot at 50 and commit at 70.
+        assert_eq!(drains, [0, 30, 39, 49, 60, 69]);
+        assert_eq!(ends, [0, 6, 13, 20, 27, 30, 34, 39, 41, 48, 49, 55, 60, 62, 69]);
+        assert!(e.drains_at(999) && !e.drains_at(998));
+    }
+}

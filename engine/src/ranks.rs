@@ -17,9 +17,13 @@
 //! GPUs, the setup of the spike exchange when the backend installs, `fum_systems::cuda_ranks`);
 //! one all-gather per step, or one all-to-all where routes are used (in `Stage::Exchange`, or
 //! beside the GPUs' exchange; on CPUs with `--time-stages` after a barrier, which times the wait
-//! for the slowest rank), or, for a network without plasticity on CPUs, one at the end of
-//! each epoch ([`crate::components::Epochs`]: the ends fall at the same steps on every rank),
-//! which also carries each rank's wish to stop, so that all ranks stop at the same step boundary
+//! for the slowest rank), or, on CPUs in epochs ([`crate::components::Epochs`]: the ends fall at
+//! the same steps on every rank), no collective: at each epoch's end a message to every other
+//! rank, point to point and not waited for ([`Transport::start_exchange`]), received at the
+//! next epoch's end while the epoch between is computed (at once where the state must be whole
+//! or a rank asked to stop). Messages between two ranks arrive in the order they were sent, so
+//! they need no common order with the collectives around them. Every exchange carries each
+//! rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
 //! counts at each structural snapshot, a gather of probe samples at each step a probe is due
 //! (`Stage::Record`, after the exchange), and a gather of the ranks' shards at each checkpoint,
@@ -39,6 +43,10 @@ pub trait Transport: Send + Sync {
     /// other rank sent this one into `received`, in rank order, `counts[r]` of it from rank `r`
     /// (0 from this rank); whether any rank passed `stop`.
     fn all_to_all(&self, send: &[Vec<u32>], stop: bool, received: &mut Vec<u32>, counts: &mut Vec<usize>) -> bool;
+    /// Starts an exchange of spike lists and returns at once: `outgoing` goes out while the
+    /// caller computes, moved on by [`InFlight::progress`]. Ranks start their exchanges, and
+    /// their other collectives, in the same order.
+    fn start_exchange(&self, outgoing: Outgoing, stop: bool) -> Box<dyn InFlight>;
     /// Waits until every rank has called it.
     fn barrier(&self);
     /// Element-wise sums over the ranks, in place.
@@ -51,6 +59,31 @@ pub trait Transport: Send + Sync {
     fn local(&self) -> (usize, usize);
     /// Ends the process of every rank at once with `code` (after an error on this one).
     fn abort(&self, code: i32) -> !;
+}
+
+/// The lists of an exchange ([`Transport::start_exchange`]): one list to every rank (an
+/// all-gather: this rank's own comes back too), or a list for each rank (an all-to-all; this
+/// rank's own is not sent).
+pub enum Outgoing {
+    ToAll(Vec<u32>),
+    ToEach(Vec<Vec<u32>>),
+}
+
+/// What an exchange brought: what each rank sent this one, in rank order, `counts[r]` of it
+/// from rank `r`; whether any rank passed `stop`.
+#[derive(Clone, Debug, Default)]
+pub struct Exchanged {
+    pub received: Vec<u32>,
+    pub counts: Vec<usize>,
+    pub stop: bool,
+}
+
+/// An exchange started and not complete yet. MPI moves a nonblocking collective on only inside
+/// its calls, so the owner calls [`InFlight::progress`] between steps.
+pub trait InFlight: Send + Sync {
+    fn progress(&mut self);
+    /// Waits for the exchange to complete.
+    fn finish(self: Box<Self>) -> Exchanged;
 }
 
 static TRANSPORT: OnceLock<Box<dyn Transport>> = OnceLock::new();

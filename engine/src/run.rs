@@ -532,15 +532,18 @@ impl Span {
     }
 }
 
-/// Across CPU ranks, spikes are exchanged once per epoch of the network's shortest delay
-/// (`components::Epochs`); GPU ranks exchange every step.
+/// Across CPU ranks, spikes are exchanged once per epoch of half the network's shortest delay,
+/// each beside the next epoch (`components::Epochs`); GPU ranks exchange every step.
 fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
     let spec = &model.spec;
     let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
-    let length = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
+    let shortest = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
     let weight_probe_every = sim.world.get_resource::<crate::recording::Recorder>().map_or(Vec::new(), |r| r.probes.iter().filter(|p| p.variable == crate::model::ProbeVariable::Weight).map(|p| p.interval_steps).collect());
     let structural = sim.world.get_resource::<crate::structural::Structural>().map_or(Vec::new(), |s| s.schedules.clone());
-    (crate::ranks::transport().is_some() && cpu && length > 1).then_some(crate::components::Epochs { length, checkpoint_every: span.checkpoint_every, end_step: span.end_step, weight_probe_every, structural })
+    if crate::ranks::transport().is_none() || !cpu {
+        return None;
+    }
+    crate::components::Epochs::for_delay(shortest, span.checkpoint_every, span.end_step, weight_probe_every, structural)
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.

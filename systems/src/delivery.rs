@@ -39,8 +39,8 @@ pub fn deliver_spikes(
     if exchange.spikes.is_empty() && exchange.gathered.is_empty() && tier.is_none() {
         return;
     }
-    // This step's spikes, and at the end of an epoch across ranks the other ranks' spikes of
-    // its steps, each delivered as of the step it was fired in (`Epochs`); in epochs plastic
+    // This step's spikes, and at an epoch's end across ranks the other ranks' spikes of the
+    // steps whose exchange finished, each delivered as of the step it was fired in (`Epochs`); in epochs plastic
     // blocks wait for the epoch's replay (`crate::epoch`).
     let batches: Vec<(u64, &[u32])> = std::iter::once((clock.step, &exchange.spikes[..])).chain(exchange.gathered.iter().map(|g| (g.step, &g.remote[..]))).collect();
     let which = if exchange.epochs.is_some() { Blocks::Static } else { Blocks::All };

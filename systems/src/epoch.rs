@@ -1,6 +1,7 @@
 //! STDP across CPU ranks in epochs (`fum_engine::components::Epochs`). The other ranks' spikes
-//! of an epoch arrive at its last step, so the plastic blocks run then, for each of the epoch's
-//! steps in order, what that step would have run: deliver the step's spikes (every rank's)
+//! of an epoch arrive at the end of the next epoch (or of this one, where nothing may stay
+//! under way), so the plastic blocks run then, for each of the epoch's steps in order, what
+//! that step would have run: deliver the step's spikes (every rank's)
 //! with the postsynaptic states and presynaptic traces as they were at that step, count the
 //! step's spikes of this rank's neurons in the postsynaptic traces and histories, count the
 //! step's spikes in the presynaptic traces. The weights, traces and histories are therefore
@@ -8,11 +9,11 @@
 //!
 //! Concurrency contract: within an epoch only the neuron updates, static deliveries and
 //! recording run each step, and none of them reads a plastic block. What a plastic block
-//! delivers at step `t` lands in ring slots `t + delay`, at least one shortest delay (an epoch)
-//! ahead, so no update of the epoch misses it. Whatever reads the plastic state between steps
+//! delivers for step `t` lands in ring slots `t + delay`, at least one shortest delay (two
+//! epochs) ahead, so no update misses it. Whatever reads the plastic state between steps
 //! (weight probes, structural snapshots and commits, checkpoints, the run's end) ends an epoch,
 //! so it reads the state after the replay; the health check's scan of weights for non-finite
-//! values may read them as of the last epoch's end.
+//! values may read them as of an earlier step.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,7 +25,7 @@ use fum_kernels::spikes::in_range;
 use crate::delivery::{Blocks, deliver_to_shard, settle_pages, synapses_walked};
 use crate::stdp::{count_presynaptic_spikes, record_post_spikes};
 
-/// At an epoch's end, runs the plastic blocks through the epoch's steps (see the module).
+/// Where an exchange finished, runs the plastic blocks through its steps (see the module).
 pub fn replay_epoch(
     mut shards: Query<(&Shard, &mut NeuronBlock, &mut SynapseBlocks, Option<&mut ShardPages>)>,
     exchange: Res<SpikeExchange>,

@@ -1,11 +1,12 @@
 //! Spike exchange: every shard's spikes become one ascending list of global ids that all shards
 //! read. In one process this is a concatenation in shard order; across processes (ranks) it is
 //! also an all-gather of the ranks' lists, or an all-to-all of the lists each rank receives
-//! where routes pay (`fum_engine::routing`), every step, or, across CPU ranks, once per epoch
-//! (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
+//! where routes pay (`fum_engine::routing`), every step, or, across CPU ranks, once per epoch,
+//! beside the next epoch (`fum_engine::components::Epochs`). [`ClockPlugin`] advances the clock at the end of the step.
 
 use bevy_ecs::prelude::*;
-use fum_engine::components::{Clock, GatheredStep, NeuronBlock, Shard, SpikeExchange};
+use fum_engine::components::{Clock, EpochInFlight, GatheredStep, NeuronBlock, Shard, SpikeExchange};
+use fum_engine::ranks::{Exchanged, Outgoing};
 use fum_engine::{Plugin, Simulation, Stage, StageTimes};
 
 pub struct ExchangePlugin;
@@ -56,10 +57,11 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
     let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
     let rank = transport.rank();
     // Timed runs split the wait for the slowest rank from the exchange (beNNch's split): a
-    // barrier before each collective, at the same steps on every rank.
+    // barrier before each collective, at the same steps on every rank; in epochs, the time
+    // spent finishing exchanges.
     // In epochs: whether this step ends one.
     let epoch_ends = exchange.epochs.as_ref().map(|e| e.ends_at(clock.step));
-    if timed.is_some() && epoch_ends != Some(false) {
+    if timed.is_some() && epoch_ends.is_none() {
         let start = std::time::Instant::now();
         transport.barrier();
         exchange.wait_s += start.elapsed().as_secs_f64();
@@ -94,60 +96,67 @@ pub fn exchange_spikes(shards: Query<(&Shard, &NeuronBlock)>, mut exchange: ResM
             }
         }
         // In epochs: this rank delivers its own spikes now and keeps them; at the epoch's end
-        // every rank sends its steps' counts, then their spikes (to every rank in one
-        // all-gather, or to each rank those it receives).
+        // it starts the exchange of the epoch's steps' counts and spikes (to every rank, or to
+        // each rank those it receives) and finishes the previous epoch's, whose steps are then
+        // delivered (`Epochs`). Where the state must be whole, or a rank asked to stop, it
+        // finishes this epoch's too.
         Some(ends) => {
             exchange.gathered.clear();
             let own = exchange.spikes.clone();
             exchange.pending.push((clock.step, own));
             exchange.stop = false;
+            if let Some(previous) = exchange.in_flight.as_mut() {
+                previous.exchange.progress();
+            }
             if ends {
-                let pending = std::mem::take(&mut exchange.pending);
-                let mut all = Vec::new();
-                let messages: Vec<&[u32]> = match &exchange.routes {
+                let drain = exchange.epochs.as_ref().is_some_and(|e| e.drains_at(clock.step));
+                let steps = std::mem::take(&mut exchange.pending);
+                let outgoing = match &exchange.routes {
                     None => {
-                        let mut mine: Vec<u32> = pending.iter().map(|(_, s)| s.len() as u32).collect();
-                        pending.iter().for_each(|(_, s)| mine.extend_from_slice(s));
-                        exchange.stop = transport.all_gather(&mine, signalled, &mut all);
+                        let mut mine: Vec<u32> = steps.iter().map(|(_, s)| s.len() as u32).collect();
+                        steps.iter().for_each(|(_, s)| mine.extend_from_slice(s));
                         exchange.bytes_sent += 4 * mine.len() as u64 * (size as u64 - 1);
-                        let mut messages = rank_messages(&all, pending.len());
-                        messages.remove(rank);
-                        messages
+                        Outgoing::ToAll(mine)
                     }
                     Some(_) => {
                         let send: Vec<Vec<u32>> = exchange.outbox_counts.iter().zip(&exchange.outbox).map(|(c, ids)| [&c[..], &ids[..]].concat()).collect();
-                        let mut counts = Vec::new();
-                        exchange.stop = transport.all_to_all(&send, signalled, &mut all, &mut counts);
                         exchange.bytes_sent += 4 * send.iter().enumerate().filter(|&(r, _)| r != rank).map(|(_, m)| m.len() as u64).sum::<u64>();
                         exchange.outbox.iter_mut().for_each(Vec::clear);
                         exchange.outbox_counts.iter_mut().for_each(Vec::clear);
-                        let mut rest = &all[..];
-                        let mut messages = Vec::new();
-                        for (r, &c) in counts.iter().enumerate() {
-                            let (message, tail) = rest.split_at(c);
-                            if r != rank {
-                                messages.push(message);
-                            }
-                            rest = tail;
-                        }
-                        messages
+                        Outgoing::ToEach(send)
                     }
                 };
-                exchange.bytes_received += 4 * messages.iter().map(|m| m.len() as u64).sum::<u64>();
-                exchange.gathered = split_epoch(&pending, &messages);
+                let started = EpochInFlight { steps, exchange: transport.start_exchange(outgoing, signalled) };
+                let waited = std::time::Instant::now();
+                let mut finished: Vec<_> = exchange.in_flight.take().into_iter().map(|e| (e.steps, e.exchange.finish())).collect();
+                if drain || finished.iter().any(|(_, e)| e.stop) {
+                    finished.push((started.steps, started.exchange.finish()));
+                } else {
+                    exchange.in_flight = Some(started);
+                }
+                if timed.is_some() {
+                    exchange.wait_s += waited.elapsed().as_secs_f64();
+                }
+                for (steps, exchanged) in finished {
+                    let messages = rank_messages(&exchanged, rank);
+                    exchange.bytes_received += 4 * messages.iter().map(|m| m.len() as u64).sum::<u64>();
+                    exchange.stop |= exchanged.stop;
+                    exchange.gathered.extend(split_epoch(&steps, &messages));
+                }
             }
         }
     }
 }
 
-/// The ranks' epoch messages in an all-gather's `all` (rank order; each the `steps` counts,
-/// then the spikes).
-fn rank_messages(all: &[u32], steps: usize) -> Vec<&[u32]> {
-    let (mut messages, mut rest) = (Vec::new(), all);
-    while rest.len() >= steps {
-        let len = steps + rest[..steps].iter().map(|&c| c as usize).sum::<usize>();
-        let (message, tail) = rest.split_at(len);
-        messages.push(message);
+/// The other ranks' messages in what an exchange brought, in rank order.
+fn rank_messages(exchanged: &Exchanged, rank: usize) -> Vec<&[u32]> {
+    let mut rest = &exchanged.received[..];
+    let mut messages = Vec::new();
+    for (r, &c) in exchanged.counts.iter().enumerate() {
+        let (message, tail) = rest.split_at(c);
+        if r != rank {
+            messages.push(message);
+        }
         rest = tail;
     }
     messages
@@ -181,11 +190,11 @@ mod tests {
     #[test]
     fn an_epochs_messages_split_into_its_steps() {
         // Two steps; three ranks' messages, this rank (1) sending [5] then [6, 7].
-        let all = [1, 0, 3, /**/ 1, 2, 5, 6, 7, /**/ 0, 1, 9];
-        let messages = rank_messages(&all, 2);
-        assert_eq!(messages, [&[1, 0, 3][..], &[1, 2, 5, 6, 7][..], &[0, 1, 9][..]]);
+        let exchanged = Exchanged { received: vec![1, 0, 3, /**/ 1, 2, 5, 6, 7, /**/ 0, 1, 9], counts: vec![3, 5, 3], stop: false };
+        let messages = rank_messages(&exchanged, 1);
+        assert_eq!(messages, [&[1, 0, 3][..], &[0, 1, 9][..]]);
         let pending = [(10, vec![5]), (11, vec![6, 7])];
-        let steps = split_epoch(&pending, &[messages[0], messages[2]]);
+        let steps = split_epoch(&pending, &messages);
         assert_eq!((steps[0].step, &steps[0].all[..], &steps[0].remote[..]), (10, &[3, 5][..], &[3][..]));
         assert_eq!((steps[1].step, &steps[1].all[..], &steps[1].remote[..]), (11, &[6, 7, 9][..], &[9][..]));
     }

@@ -42,7 +42,7 @@ pub fn record(
 ) {
     let recorder = &mut *recorder;
     let step = clock.step;
-    // In epochs across ranks, a step's spikes are all known at its epoch's end (`Epochs`).
+    // In epochs across ranks, a step's spikes are all known when its exchange finishes (`Epochs`).
     match exchange.epochs {
         None => record_spikes(recorder, &populations, step, &exchange.spikes),
         Some(_) => exchange.gathered.iter().for_each(|g| record_spikes(recorder, &populations, g.step, &g.all)),

@@ -8,8 +8,9 @@
 //! 2. the presynaptic traces (global) count this step's spikes.
 //!
 //! Both halves therefore see the partner's trace from earlier steps only. Traces and histories
-//! are kept whether weight updates are enabled or not. Across CPU ranks in epochs, both run at
-//! the epoch's end, step by step between the plastic blocks' deliveries ([`crate::epoch`]).
+//! are kept whether weight updates are enabled or not. Across CPU ranks in epochs, both run for an
+//! epoch's steps when its exchange finishes, step by step between the plastic blocks'
+//! deliveries ([`crate::epoch`]).
 
 use bevy_ecs::prelude::*;
 use fum_engine::components::{Clock, NeuronBlock, Plasticity, Shard, SpikeExchange, SynapseBlocks};
