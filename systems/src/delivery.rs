@@ -47,8 +47,9 @@ pub fn deliver_spikes(
     let lost = AtomicU64::new(0);
     let mut items: Vec<_> = shards.iter_mut().collect();
     // A paged network's deferred deliveries fall due apart from the step's spikes.
-    let work = if tier.is_some() { usize::MAX } else { synapses_walked(items.iter().map(|(_, synapses, _)| &**synapses), &batches, which) };
-    crate::for_each_shard(work, &mut items, |(neurons, synapses, pages)| {
+    let paged = tier.is_some();
+    let work = |items: &[(_, Mut<SynapseBlocks>, _)]| if paged { usize::MAX } else { synapses_walked(items.iter().map(|(_, synapses, _)| &**synapses), &batches, which) };
+    crate::for_each_shard(&mut items, work, |(neurons, synapses, pages)| {
         lost.fetch_add(deliver_to_shard(neurons, synapses, pages.as_deref_mut(), &batches, None, &plasticity, which), Ordering::Relaxed);
     });
     overflows.0 += lost.into_inner();

@@ -42,8 +42,8 @@ pub fn replay_epoch(
     let mut items: Vec<_> = shards.iter_mut().map(|(shard, neurons, synapses, pages)| (shard.neurons.start, neurons, synapses, pages, Vec::new())).collect();
     for g in &exchange.gathered {
         let (step, batch, stdp) = (g.step as u32, [(g.step, &g.all[..])], &*plasticity);
-        let work = synapses_walked(items.iter().map(|(_, _, synapses, _, _)| &**synapses), &batch, Blocks::Plastic);
-        crate::for_each_shard(work, &mut items, |(first, neurons, synapses, pages, fired)| {
+        let work = |items: &[(_, _, Mut<SynapseBlocks>, _, _)]| synapses_walked(items.iter().map(|(_, _, synapses, _, _)| &**synapses), &batch, Blocks::Plastic);
+        crate::for_each_shard(&mut items, work, |(first, neurons, synapses, pages, fired)| {
             let spiked: Vec<u32> = g.all[in_range(&g.all, *first..*first + neurons.len() as u32)].iter().map(|&id| id - *first).collect();
             fired.resize(neurons.len(), 0);
             spiked.iter().for_each(|&j| fired[j as usize] = 1);

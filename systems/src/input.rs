@@ -29,8 +29,7 @@ pub fn poisson_input(mut shards: Query<(&Shard, &mut NeuronBlock)>, sources: Res
     let key = seed.0;
     let mut items: Vec<_> = shards.iter_mut().collect();
     // A Poisson count costs about four neuron updates (a Philox block per neuron and step).
-    let work = 4 * sources.0.iter().map(|s| s.target.len()).sum::<usize>();
-    crate::for_each_shard(work, &mut items, |(shard, block)| {
+    crate::for_each_shard(&mut items, |_| 4 * sources.0.iter().map(|s| s.target.len()).sum::<usize>(), |(shard, block)| {
         let slot = block.ring_mut(Receptor::Excitatory).slot(step);
         for src in &sources.0 {
             let lo = src.target.start.max(shard.neurons.start);

@@ -44,11 +44,11 @@ impl fum_engine::Plugin for DefaultPlugins {
 /// about 5 us). Each shard is computed alone either way, so the results are the same bits.
 const PARALLEL_MIN_WORK: usize = 10_000;
 
-/// Runs `f` on every item, in parallel on the current rayon pool where `work` (see
-/// [`PARALLEL_MIN_WORK`]) is worth it and there is more than one item.
-pub(crate) fn for_each_shard<T: Send>(work: usize, items: &mut [T], f: impl Fn(&mut T) + Sync + Send) {
+/// Runs `f` on every item, in parallel on the current rayon pool where there is more than one
+/// item and their `work` (see [`PARALLEL_MIN_WORK`]; estimated only then) is worth it.
+pub(crate) fn for_each_shard<T: Send>(items: &mut [T], work: impl FnOnce(&[T]) -> usize, f: impl Fn(&mut T) + Sync + Send) {
     use rayon::prelude::*;
-    if items.len() == 1 || work < PARALLEL_MIN_WORK {
+    if items.len() == 1 || work(items) < PARALLEL_MIN_WORK {
         items.iter_mut().for_each(f);
     } else {
         items.par_iter_mut().for_each(f);

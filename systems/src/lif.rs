@@ -19,8 +19,7 @@ impl Plugin for LifPlugin {
 pub fn lif_update(mut shards: Query<(&Shard, &mut NeuronBlock)>, populations: Res<Populations>, clock: Res<Clock>) {
     let step = clock.step;
     let mut items: Vec<_> = shards.iter_mut().collect();
-    let neurons = items.iter().map(|(_, block)| block.len()).sum();
-    crate::for_each_shard(neurons, &mut items, |(shard, block)| update_shard(block, shard.neurons.start, &populations, step));
+    crate::for_each_shard(&mut items, |items| items.iter().map(|(_, block)| block.len()).sum(), |(shard, block)| update_shard(block, shard.neurons.start, &populations, step));
 }
 
 /// One step of all neurons of a shard, whose first neuron is global id `shard_first`;

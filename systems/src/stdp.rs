@@ -32,8 +32,8 @@ pub fn record_postsynaptic_spikes(mut shards: Query<(&Shard, &NeuronBlock, &mut 
         return;
     }
     let mut items: Vec<_> = shards.iter_mut().collect();
-    let work = items.iter().map(|(_, neurons, synapses)| neurons.spiked.len() * synapses.0.len()).sum();
-    crate::for_each_shard(work, &mut items, |(shard, neurons, synapses)| record_post_spikes(synapses, &plasticity, shard.neurons.start, &neurons.spiked, clock.step as u32));
+    let work = |items: &[(_, &NeuronBlock, Mut<SynapseBlocks>)]| items.iter().map(|(_, neurons, synapses)| neurons.spiked.len() * synapses.0.len()).sum();
+    crate::for_each_shard(&mut items, work, |(shard, neurons, synapses)| record_post_spikes(synapses, &plasticity, shard.neurons.start, &neurons.spiked, clock.step as u32));
 }
 
 /// Counts the spikes of step `step` of a shard's neurons (`spiked`, local ids of a shard whose
