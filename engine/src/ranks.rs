@@ -44,8 +44,8 @@ pub trait Transport: Send + Sync {
     /// (0 from this rank); whether any rank passed `stop`.
     fn all_to_all(&self, send: &[Vec<u32>], stop: bool, received: &mut Vec<u32>, counts: &mut Vec<usize>) -> bool;
     /// Starts an exchange of spike lists and returns at once: `outgoing` goes out while the
-    /// caller computes, moved on by [`InFlight::progress`]. Ranks start their exchanges, and
-    /// their other collectives, in the same order.
+    /// caller computes, moved on by [`InFlight::progress`]. Every rank starts its exchanges in
+    /// the same order and finishes them in that order.
     fn start_exchange(&self, outgoing: Outgoing, stop: bool) -> Box<dyn InFlight>;
     /// Waits until every rank has called it.
     fn barrier(&self);
@@ -61,16 +61,15 @@ pub trait Transport: Send + Sync {
     fn abort(&self, code: i32) -> !;
 }
 
-/// The lists of an exchange ([`Transport::start_exchange`]): one list to every rank (an
-/// all-gather: this rank's own comes back too), or a list for each rank (an all-to-all; this
-/// rank's own is not sent).
+/// The lists of an exchange ([`Transport::start_exchange`]): one list to every other rank, or
+/// a list for each rank (this rank's own is not sent).
 pub enum Outgoing {
     ToAll(Vec<u32>),
     ToEach(Vec<Vec<u32>>),
 }
 
-/// What an exchange brought: what each rank sent this one, in rank order, `counts[r]` of it
-/// from rank `r`; whether any rank passed `stop`.
+/// What an exchange brought: what each other rank sent this one, in rank order, `counts[r]` of
+/// it from rank `r` (0 from this rank); whether any rank passed `stop`.
 #[derive(Clone, Debug, Default)]
 pub struct Exchanged {
     pub received: Vec<u32>,
