@@ -8,8 +8,8 @@
 //! synapses and initial state come out for any shard or thread count, and shards build in
 //! parallel.
 //!
-//! Shards are contiguous ranges of global ids of near-equal size; across ranks, graph
-//! partitioning groups whole shards (`crate::partition`). Synapse targets are shard-local
+//! Shards are contiguous ranges of global ids of near-equal cost to step ([`cut`]); across
+//! ranks, the partition groups whole shards (`crate::partition`). Synapse targets are shard-local
 //! indices, `u16` in shards of at most 65,536 neurons (the default, [`default_shards`]) and
 //! `u32` in larger ones ([`Targets`]); spikes do not depend on the shard count. Each shard
 //! stores the synapses into its neurons as CSR rows; a stable counting sort by row
@@ -50,12 +50,60 @@ struct Draft {
     weight: f32,
 }
 
-/// Splits `total` neurons into `shards` contiguous, near-equal ranges.
-pub fn partition(total: u32, shards: usize) -> Vec<Range<u32>> {
+/// Splits `total` neurons into `shards` contiguous, near-equal ranges: the cut of checkpoints
+/// written before format 6 ([`crate::checkpoint::Header::cut`]); [`cut`] is today's.
+pub fn equal_cut(total: u32, shards: usize) -> Vec<Range<u32>> {
     let shards = shards.clamp(1, total.max(1) as usize) as u64;
     (0..shards)
         .map(|s| ((u64::from(total) * s / shards) as u32)..((u64::from(total) * (s + 1) / shards) as u32))
         .collect()
+}
+
+/// Cuts the network's neurons into `shards` contiguous ranges (more where a shard would exceed
+/// [`MAX_SHARD_NEURONS`], [`shard_count`]) of near-equal cost ([`neuron_costs`]), so that a
+/// shard of an excitatory population with plastic inputs and one of an inhibitory population
+/// take alike to step, and ranks, which own whole shards (`crate::partition`), can balance even
+/// with one shard a GPU. Cut into equal counts of neurons, 4M neurons of an 80 / 20 E / I
+/// network in 16 shards left one GPU of four with 30 % less work (benchmarks/RESULTS.md).
+///
+/// Shards are cut one after another, each taking an equal share of the cost still uncut; a cut
+/// within a quarter of that share of a population's edge moves onto the edge, so that the
+/// shards of small populations (modules of a clustered network) hold one population each and
+/// METIS's shard graph keeps them together. No shard is longer than the equal cut allows
+/// itself: [`NARROW_SHARD_NEURONS`] where equal ranges fit in it (2-byte targets stay
+/// 2-byte), else [`MAX_SHARD_NEURONS`]. The cut is a pure function of the model and the count,
+/// so every rank computes the same one; checkpoints record it.
+pub fn cut(model: &Model, shards: usize) -> Vec<Range<u32>> {
+    let costs = neuron_costs(model);
+    let total = costs.last().map_or(0, |(ids, _)| ids.end);
+    let shards = shard_count(total, shards).clamp(1, total.max(1) as usize);
+    let cap = if (total as usize).div_ceil(shards) <= NARROW_SHARD_NEURONS { NARROW_SHARD_NEURONS } else { MAX_SHARD_NEURONS } as u32;
+    // The cost of the neurons before id `at`, and the id before which `cost` is reached.
+    let before = |at: u32| -> f64 { costs.iter().map(|(ids, c)| f64::from(at.min(ids.end).saturating_sub(ids.start)) * c).sum() };
+    let at_cost = |cost: f64| -> u32 {
+        let (ids, c) = costs.iter().find(|(ids, _)| before(ids.end) >= cost).unwrap_or(&costs[costs.len() - 1]);
+        (f64::from(ids.start) + ((cost - before(ids.start)) / c).round()).clamp(f64::from(ids.start), f64::from(ids.end)) as u32
+    };
+    let edges: Vec<u32> = costs.iter().map(|(ids, _)| ids.start).filter(|&e| e > 0).collect();
+    let mut ranges = Vec::with_capacity(shards);
+    let mut start = 0u32;
+    for k in 0..shards {
+        let later = (shards - k - 1) as u32;
+        let end = if later == 0 {
+            total
+        } else {
+            let share = (before(total) - before(start)) / f64::from(later + 1);
+            let target = before(start) + share;
+            let nearest_edge = edges.iter().copied().filter(|&e| e > start && (before(e) - target).abs() <= share / 4.0).min_by(|&a, &b| (before(a) - target).abs().total_cmp(&(before(b) - target).abs()));
+            // At least one neuron here and in each later shard; at most `cap` here, and no more
+            // than the later shards can take.
+            let (lo, hi) = ((start + 1).max(total.saturating_sub(later.saturating_mul(cap))), (start.saturating_add(cap)).min(total - later));
+            nearest_edge.unwrap_or_else(|| at_cost(target)).clamp(lo, hi)
+        };
+        ranges.push(start..end);
+        start = end;
+    }
+    ranges
 }
 
 /// How much more stepping a plastic synapse costs than a static one: about 2.4 on an H100 (the
@@ -63,14 +111,12 @@ pub fn partition(total: u32, shards: usize) -> Vec<Range<u32>> {
 /// without).
 const PLASTIC_COST: f64 = 2.4;
 
-/// The relative cost of stepping each shard of `ranges`: one per neuron, plus its incoming
+/// Each population's neurons with the relative cost of stepping one: one, plus its incoming
 /// synapses at the rules' expected in-degrees, a plastic one counting [`PLASTIC_COST`] times.
-/// Ranks split the shards by it ([`crate::partition`]).
-pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
+pub fn neuron_costs(model: &Model) -> Vec<(Range<u32>, f64)> {
     let spec = &model.spec;
     let mut first = 0;
-    let per_neuron: Vec<(Range<u32>, f64)> = spec
-        .populations
+    spec.populations
         .iter()
         .map(|pop| {
             let synapses: f64 = spec
@@ -82,7 +128,13 @@ pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
             first += pop.size;
             (first - pop.size..first, 1.0 + synapses)
         })
-        .collect();
+        .collect()
+}
+
+/// The relative cost of stepping each shard of `ranges` ([`neuron_costs`]). Ranks split the
+/// shards by it ([`crate::partition`]).
+pub fn shard_costs(model: &Model, ranges: &[Range<u32>]) -> Vec<f64> {
+    let per_neuron = neuron_costs(model);
     ranges
         .iter()
         .map(|r| per_neuron.iter().map(|(ids, cost)| f64::from(r.end.min(ids.end).saturating_sub(r.start.max(ids.start))) * cost).sum())
@@ -103,17 +155,18 @@ pub fn default_shards(neurons: u32, threads_of_all_ranks: usize) -> usize {
     threads_of_all_ranks.max((neurons as usize).div_ceil(NARROW_SHARD_NEURONS))
 }
 
-/// Builds the world of a model cut into `shards` shards, or more where a shard would exceed
-/// [`MAX_SHARD_NEURONS`] (see [`shard_count`]). Runs in the current rayon pool.
+/// Builds the world of a model cut into `shards` shards ([`cut`]). Runs in the current rayon
+/// pool.
 pub fn build_world(model: &Model, shards: usize) -> Result<World, BuildError> {
-    build_world_spilled(model, shards, None, &|_| {})
+    build_world_spilled(model, &cut(model, shards), None, &|_| {})
 }
 
-/// [`build_world`], spilling each synapse block's pages beyond its share of `--host-memory` to
-/// disk as soon as it is built, so that the network never sits whole in memory
+/// Builds the world of a model cut into the shards `ranges` (every neuron once, in order: [`cut`],
+/// or a checkpoint's), spilling each synapse block's pages beyond its share of `--host-memory`
+/// to disk as soon as it is built, so that the network never sits whole in memory
 /// (`crate::paging::BuildSpill`). `built` hears the number of shards built so far as each is
 /// done (from the pool's threads).
-pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::paging::BuildSpill>, built: &(dyn Fn(usize) + Sync)) -> Result<World, BuildError> {
+pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&crate::paging::BuildSpill>, built: &(dyn Fn(usize) + Sync)) -> Result<World, BuildError> {
     let spec = &model.spec;
     let dt = spec.simulation.dt_ms;
     let key = Key::from_seed(spec.simulation.seed);
@@ -142,8 +195,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa, bias_per_neuron, schedule });
         first += p.size;
     }
-    let total = first;
-    let ranges = partition(total, shard_count(total, shards));
+    debug_assert!(ranges.first().is_some_and(|r| r.start == 0) && ranges.last().is_some_and(|r| r.end == first) && ranges.windows(2).all(|w| w[0].end == w[1].start));
     let max_delay = spec
         .projections
         .iter()
@@ -174,7 +226,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         .collect();
 
     // In a run of several processes this one builds only the shards it owns (`crate::ranks`).
-    let owned = crate::partition::owned_here(model, &ranges);
+    let owned = crate::partition::owned_here(model, ranges);
     // Counted under a lock, so that `built` hears 1, 2, 3 ... in order.
     let done = std::sync::Mutex::new(0);
     let build_shard = |&(index, range): &(usize, &Range<u32>)| -> Result<(Shard, NeuronBlock, SynapseBlocks), BuildError> {
@@ -235,6 +287,7 @@ pub fn build_world_spilled(model: &Model, shards: usize, spill: Option<&crate::p
         })
         .collect();
     world.insert_resource(Populations(populations));
+    world.insert_resource(ShardRanges(ranges.to_vec()));
     world.insert_resource(PoissonSources(poisson));
     world.insert_resource(Plasticity { enabled: true, projections: plastic });
     world.insert_resource(StdpHistoryOverflows::default());
@@ -623,14 +676,96 @@ fn choose(s: &mut Stream, k: u32, n: u32, exclude: Option<u32>, multapses: bool)
 mod tests {
     use super::*;
 
+    /// An 80 / 20 network, STDP on E -> E: an excitatory neuron costs 1 + 800 x 2.4 + 200, an
+    /// inhibitory one 1 + 1000.
+    fn excitatory_inhibitory(e: u32, i: u32) -> Model {
+        let text = format!(
+            r#"
+[simulation]
+dt_ms = 0.1
+duration_ms = 1.0
+[[populations]]
+name = "E"
+size = {e}
+model = "lif_cuba"
+[[populations]]
+name = "I"
+size = {i}
+model = "lif_cuba"
+[[plasticity]]
+name = "stdp"
+a_plus = 0.001
+a_minus = 0.001
+w_max = 10.0
+[[projections]]
+name = "EE"
+source = "E"
+target = "E"
+rule = {{ fixed_indegree = 800 }}
+weight = 1.0
+delay_ms = 1.5
+plasticity = "stdp"
+[[projections]]
+name = "IE"
+source = "I"
+target = "E"
+rule = {{ fixed_indegree = 200 }}
+weight = 1.0
+receptor = "inhibitory"
+delay_ms = 1.5
+[[projections]]
+name = "EI"
+source = "E"
+target = "I"
+rule = {{ fixed_indegree = 1000 }}
+weight = 1.0
+delay_ms = 1.5
+"#
+        );
+        Model::parse(&text, std::path::Path::new("ei.toml")).unwrap()
+    }
+
+    fn covers_in_order(parts: &[Range<u32>], total: u32) -> bool {
+        parts.first().is_some_and(|p| p.start == 0) && parts.last().is_some_and(|p| p.end == total) && parts.windows(2).all(|w| w[0].end == w[1].start) && parts.iter().all(|p| !p.is_empty())
+    }
+
     #[test]
-    fn partition_covers_all_neurons_in_order() {
+    fn cuts_cover_all_neurons_in_order() {
         for (total, shards) in [(10, 3), (4000, 8), (5, 8), (1, 1)] {
-            let parts = partition(total, shards);
-            assert_eq!(parts.first().unwrap().start, 0);
-            assert_eq!(parts.last().unwrap().end, total);
-            assert!(parts.windows(2).all(|w| w[0].end == w[1].start && !w[0].is_empty()));
+            assert!(covers_in_order(&equal_cut(total, shards), total));
         }
+        for (e, i, shards) in [(8, 2, 3), (4, 1, 5), (1, 1, 2), (3_200_000, 800_000, 16), (800, 200, 1), (80_000, 20_000, 7)] {
+            let parts = cut(&excitatory_inhibitory(e, i), shards);
+            assert!(covers_in_order(&parts, e + i), "{e} + {i} in {shards}: {parts:?}");
+            assert_eq!(parts.len(), shards.min((e + i) as usize));
+        }
+    }
+
+    /// 4M neurons in 16 shards (4 GPUs of 4 shards): equal ranges put three of the inhibitory
+    /// population's four fifths of a million neurons on the last GPU; cut by cost, every shard
+    /// and every rank of four shards costs within 1 % of the mean.
+    #[test]
+    fn shards_cut_by_cost_balance_excitatory_and_inhibitory_ranges() {
+        let model = excitatory_inhibitory(3_200_000, 800_000);
+        let (by_count, by_cost) = (shard_costs(&model, &equal_cut(4_000_000, 16)), shard_costs(&model, &cut(&model, 16)));
+        let spread = |c: &[f64]| c.iter().cloned().fold(0.0, f64::max) / (c.iter().sum::<f64>() / c.len() as f64);
+        let ranks = |c: &[f64]| c.chunks(4).map(|r| r.iter().sum()).collect::<Vec<f64>>();
+        assert!(spread(&ranks(&by_count)) > 1.1, "{by_count:?}");
+        assert!(spread(&by_cost) < 1.01 && spread(&ranks(&by_cost)) < 1.01, "{by_cost:?}");
+    }
+
+    /// A cut near a population's edge moves onto it; the cut never widens targets: where
+    /// equal ranges fit 2-byte targets, so does every shard cut by cost.
+    #[test]
+    fn cuts_snap_to_population_edges_and_keep_two_byte_targets() {
+        // E ends at 0.894 of the cost: 8.05 shares of nine (the eighth cut snaps onto it), 3.58
+        // of four (no cut within a quarter of a share).
+        let model = excitatory_inhibitory(8_000, 2_000);
+        assert!(cut(&model, 9).iter().any(|r| r.end == 8_000), "{:?}", cut(&model, 9));
+        assert!(!cut(&model, 4).iter().any(|r| r.end == 8_000), "{:?}", cut(&model, 4));
+        let wide = excitatory_inhibitory(800_000, 200_000);
+        assert!(cut(&wide, 16).iter().all(|r| r.len() <= NARROW_SHARD_NEURONS), "{:?}", cut(&wide, 16));
+        assert!(cut(&wide, 8).iter().any(|r| r.len() > NARROW_SHARD_NEURONS));
     }
 
     #[test]
@@ -645,8 +780,9 @@ mod tests {
         assert_eq!(default_shards(1_000_000, 3), 16);
         assert_eq!(default_shards(1_000_000, 32), 32);
         for (total, requested) in [(65_537u32, 1usize), (1_000_000, 3), (200_000, 0), (10_000_000, 1)] {
-            assert!(partition(total, shard_count(total, requested)).iter().all(|r| r.len() <= MAX_SHARD_NEURONS));
-            assert!(partition(total, default_shards(total, requested)).iter().all(|r| r.len() <= NARROW_SHARD_NEURONS));
+            let model = excitatory_inhibitory(total - total / 5, total / 5);
+            assert!(cut(&model, shard_count(total, requested)).iter().all(|r| r.len() <= MAX_SHARD_NEURONS));
+            assert!(cut(&model, default_shards(total, requested)).iter().all(|r| r.len() <= NARROW_SHARD_NEURONS));
         }
     }
 

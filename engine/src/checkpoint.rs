@@ -33,6 +33,8 @@ use crate::recording::{self, MissingOutput, Recorder};
 use crate::state::{self, Role};
 
 pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
+/// Version 6: the header records the shard cut (`shard_starts`: shards are cut by cost since,
+/// `crate::build::cut`); older checkpoints were cut into equal ranges and resume with those.
 /// Version 5: a pending plan's grown synapses (`crate::structural::Grown`) hold 4-byte targets,
 /// for shards of more than 65,536 neurons; versions 3 and 4 are read with theirs widened.
 /// Version 4: blocks under structural plasticity store their structure as state columns of
@@ -40,7 +42,7 @@ pub const MAGIC: &[u8; 8] = b"FUMCKPT\0";
 /// Version 3: a section per declared state column (`crate::state`), each with its element type
 /// in a `.type` section; a plastic block's per-target record (`post`). Version 2 kept the
 /// postsynaptic trace, last spike, history count and floor in four sections.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Larger headers are refused before anything is allocated.
 const MAX_HEADER_BYTES: u64 = 64 << 20;
 /// Bytes before the header: magic, format version, header length, header CRC-32.
@@ -83,6 +85,10 @@ pub struct Header {
     pub step: u64,
     pub dt_ms: f64,
     pub shards: usize,
+    /// The first neuron of each shard (format 6 on; empty before, when shards were equal
+    /// ranges): a resume rebuilds this cut ([`Header::cut`]).
+    #[serde(default)]
+    pub shard_starts: Vec<u32>,
     /// Checksums of each shard's synapse structure, shard by shard, block by block.
     pub structure: Vec<Vec<u32>>,
     /// Free-form settings of the run that wrote it (for `fum resume`), with its `run_id`.
@@ -98,6 +104,19 @@ fn current_version() -> u32 {
 }
 
 impl Header {
+    /// The shards the checkpointed network was cut into, to rebuild it with; `None` where the
+    /// recorded cut does not fit `model`'s neurons.
+    pub fn cut(&self, model: &crate::Model) -> Option<Vec<std::ops::Range<u32>>> {
+        let total = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
+        if self.shard_starts.is_empty() {
+            return Some(crate::build::equal_cut(total, self.shards));
+        }
+        let ends = self.shard_starts.iter().skip(1).copied().chain([total]);
+        let ranges: Vec<_> = self.shard_starts.iter().zip(ends).map(|(&start, end)| start..end).collect();
+        let fits = ranges.len() == self.shards && ranges[0].start == 0 && ranges.iter().all(|r| r.start < r.end);
+        fits.then_some(ranges)
+    }
+
     /// The id of the run that wrote the checkpoint (none before run ids existed).
     pub fn run_id(&self) -> Option<u64> {
         self.run.get("run_id").and_then(|v| v.as_str()).and_then(|hex| u64::from_str_radix(hex, 16).ok())
@@ -258,6 +277,7 @@ impl Snapshot {
             step: clock.step,
             dt_ms: clock.dt_ms,
             shards,
+            shard_starts: world.resource::<crate::components::ShardRanges>().0.iter().map(|r| r.start).collect(),
             structure,
             run,
             sections: Vec::new(),
@@ -466,6 +486,14 @@ impl Checkpoint {
         let all = crate::ranks::transport().is_none();
         if built.iter().any(|(index, _)| *index >= self.header.shards) || (all && built.len() != self.header.shards) || self.header.structure.len() != self.header.shards {
             return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
+        }
+        let cut = &world.resource::<crate::components::ShardRanges>().0;
+        let recorded = match self.header.shard_starts.is_empty() {
+            true => crate::build::equal_cut(cut.last().map_or(0, |r| r.end), self.header.shards).iter().map(|r| r.start).collect(),
+            false => self.header.shard_starts.clone(),
+        };
+        if !cut.iter().map(|r| r.start).eq(recorded) {
+            return Err(corrupt("the network here is cut into other shards than the checkpointed one (build it with the checkpoint's cut, `Header::cut`)".into()));
         }
         if let Some((index, _)) = built.iter().find(|(index, crcs)| *crcs != self.header.structure[*index]) {
             return Err(corrupt(format!("the synapses of shard {index} rebuilt differently from the checkpointed network")));

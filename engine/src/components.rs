@@ -22,6 +22,11 @@ pub struct Shard {
     pub neurons: Range<u32>,
 }
 
+/// Every shard's neurons, of every rank, in shard order: the cut the network was built with
+/// (`crate::build::cut`, or a resumed checkpoint's), which checkpoints record.
+#[derive(Resource, Clone, Debug, PartialEq)]
+pub struct ShardRanges(pub Vec<Range<u32>>);
+
 /// The part of one population that falls in a shard.
 #[derive(Clone, Debug)]
 pub struct Segment {

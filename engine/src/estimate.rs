@@ -136,8 +136,7 @@ pub fn check(model: &Model, threads: usize, shards: usize, host_memory: Option<u
     let estimate = Estimate::of(model, threads, shards);
     let needed = host_memory.map_or(estimate.host_bytes, |budget| estimate.host_bytes.min(budget as f64 + estimate.host_bytes - estimate.network_bytes));
     // Across ranks this process builds its share of the shards (`crate::ranks`).
-    let total = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
-    let ranges = crate::build::partition(total, shard_count(total, shards));
+    let ranges = crate::build::cut(model, shards);
     let costs = crate::build::shard_costs(model, &ranges);
     let share = crate::partition::owned_here(model, &ranges).iter().map(|&s| costs[s]).sum::<f64>() / costs.iter().sum::<f64>().max(f64::MIN_POSITIVE);
     let needed = needed * share;

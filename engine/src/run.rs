@@ -314,7 +314,7 @@ fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed:
     }
     progress(&RunProgress { phase: building(&estimate, shards, 0), ..RunProgress::default() });
     let built = |built| progress(&RunProgress { phase: building(&estimate, shards, built), ..RunProgress::default() });
-    let mut sim = Simulation::from_model_spilled(model, threads, shards, spill, &built)?;
+    let mut sim = Simulation::from_model_spilled(model, threads, &crate::build::cut(model, shards), spill, &built)?;
     limit_device_memory(&mut sim, options);
     progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, ..RunProgress::default() });
     sim.install(backend)?;
@@ -419,10 +419,14 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         if crate::ranks::transport().is_some() {
             refuse_across_ranks(&model, &options, false)?;
         }
+        let Some(ranges) = ckpt.header.cut(&model) else {
+            eprintln!("skipping checkpoint {}: its shard cut does not fit the model's {} shards", path.display(), ckpt.header.shards);
+            continue;
+        };
         let estimate = crate::estimate::Estimate::of(&model, threads, ckpt.header.shards);
         let building = |built| RunProgress { phase: building(&estimate, ckpt.header.shards, built), done: ckpt.header.step, ..RunProgress::default() };
         progress(&building(0));
-        let mut sim = Simulation::from_model_spilled(&model, threads, ckpt.header.shards, None, &|built| progress(&building(built)))?;
+        let mut sim = Simulation::from_model_spilled(&model, threads, &ranges, None, &|built| progress(&building(built)))?;
         records_here(&mut sim);
         let mut recorder = sim.world.resource_mut::<Recorder>();
         (recorder.log_dir, recorder.run_id) = (crate::ranks::writes().then(|| dir.join("recording")), id);

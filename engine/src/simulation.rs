@@ -172,19 +172,19 @@ impl Simulation {
         self
     }
 
-    /// Builds `model` cut into `shards` shards (in this simulation's thread pool) and prepares
-    /// its recording. Systems come from a backend ([`Simulation::install`]) or plugins, e.g.
-    /// `fum::DefaultPlugins`.
+    /// Builds `model` cut into `shards` shards (`crate::build::cut`, in this simulation's
+    /// thread pool) and prepares its recording. Systems come from a backend
+    /// ([`Simulation::install`]) or plugins, e.g. `fum::DefaultPlugins`.
     pub fn from_model(model: &crate::Model, threads: usize, shards: usize) -> Result<Self, crate::BuildError> {
-        Self::from_model_spilled(model, threads, shards, None, &|_| {})
+        Self::from_model_spilled(model, threads, &crate::build::cut(model, shards), None, &|_| {})
     }
 
-    /// [`Simulation::from_model`], spilling synapse pages to disk as blocks are built when
-    /// `spill` says so (a network larger than `--host-memory`: `crate::paging`); `built` hears
-    /// the shards built so far as each is done.
-    pub fn from_model_spilled(model: &crate::Model, threads: usize, shards: usize, spill: Option<crate::paging::BuildSpill>, built: &(dyn Fn(usize) + Sync)) -> Result<Self, crate::BuildError> {
+    /// Builds `model` cut into the shards `ranges`, spilling synapse pages to disk as blocks are
+    /// built when `spill` says so (a network larger than `--host-memory`: `crate::paging`);
+    /// `built` hears the shards built so far as each is done.
+    pub fn from_model_spilled(model: &crate::Model, threads: usize, ranges: &[std::ops::Range<u32>], spill: Option<crate::paging::BuildSpill>, built: &(dyn Fn(usize) + Sync)) -> Result<Self, crate::BuildError> {
         let mut sim = Simulation::new(threads);
-        sim.world = sim.pool.install(|| crate::build::build_world_spilled(model, shards, spill.as_ref(), built))?;
+        sim.world = sim.pool.install(|| crate::build::build_world_spilled(model, ranges, spill.as_ref(), built))?;
         if let Some(spill) = spill {
             sim.world.insert_resource(spill.into_resource());
         }
