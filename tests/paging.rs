@@ -176,6 +176,43 @@ fn a_network_larger_than_its_host_memory_is_spilled_while_it_is_built() {
 }
 
 #[test]
+fn a_network_larger_than_its_host_memory_resumes_without_sitting_whole_in_memory() {
+    // The balanced network at 10,000 neurons with 400 plastic E->E inputs a neuron: 26 MB of
+    // plastic synapses (their weights are in the checkpoint) and 35 MB of static ones, in 64
+    // shards (small blocks being built); 16 ms, stopped at 8 and resumed (at a quarter of its
+    // synapses in memory, STDP faults most plastic pages in at every step: ~0.1 s a step).
+    let text = common::BALANCED
+        .replace("size = 800", "size = 8000")
+        .replace("size = 200", "size = 2000")
+        .replace("rule = { fixed_indegree = 80 }", "rule = { fixed_indegree = 400 }")
+        .replace("duration_ms = 300.0", "duration_ms = 16.0");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.toml");
+    std::fs::write(&model, text).unwrap();
+    let run = |out: &Path, more: &[&str]| fum_ok(&[&["run", model.to_str().unwrap(), "--shards", "64", "--quiet", "--out", out.to_str().unwrap()], more].concat());
+    let (whole, unpaged, paged) = (dir.path().join("whole"), dir.path().join("unpaged"), dir.path().join("paged"));
+    run(&whole, &[]);
+    let n = &run_json(&whole)["network"];
+    let synapse_bytes = n["bytes_static_synapses"].as_u64().unwrap() + n["bytes_plastic_synapses"].as_u64().unwrap();
+    let host_memory = format!("{}B", n["bytes_total"].as_u64().unwrap() - synapse_bytes + synapse_bytes / 4);
+    run(&unpaged, &["--stop-after", "8ms"]);
+    run(&paged, &["--stop-after", "8ms", "--host-memory", &host_memory]);
+    for out in [&unpaged, &paged] {
+        fum_ok(&["resume", out.to_str().unwrap(), "--quiet"]);
+    }
+    // What the resumed sessions held when their first step began: built and restored.
+    let built = |run: &Path| run_json(run)["host_peak_rss_built_bytes"].as_u64().unwrap();
+    let (rss_unpaged, rss_paged) = (built(&unpaged), built(&paged));
+    assert!(rss_paged + synapse_bytes / 2 < rss_unpaged, "the resumed network never sat whole in memory: peak {rss_paged} B paged against {rss_unpaged} B with {synapse_bytes} B of synapses");
+    let host = &run_json(&paged)["storage"]["host"];
+    assert!(host["faults"].as_u64().unwrap() > 0 && host["peak_resident_bytes"].as_u64().unwrap() <= host["budget_bytes"].as_u64().unwrap(), "{host}");
+    let spikes = |run: &Path| common::spikes_h5(&run.join("spikes.h5"), &[("E", 0), ("I", 8000)], 0.1);
+    assert!(spikes(&whole).len() > 300, "the network fires: {}", spikes(&whole).len());
+    assert_eq!(spikes(&paged), spikes(&whole), "resumed through pages: the spikes of one run");
+    assert_eq!(spikes(&unpaged), spikes(&whole));
+}
+
+#[test]
 fn weight_probes_and_spikes_of_a_paged_plastic_network_are_the_unpaged_ones() {
     // stdp_balanced: 1.9 MB of synapses, six probed E->E weights (their pages stay resident).
     let model = common::repo().join("assets/models/stdp_balanced.toml");

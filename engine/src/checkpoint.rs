@@ -25,7 +25,7 @@
 
 use bevy_ecs::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::components::{Clock, Delays, Plasticity, Shard, StdpHistoryOverflows, SynapseBlocks};
@@ -410,31 +410,96 @@ pub fn encode(out: &mut impl Write, header_json: &[u8], data: &[u8]) -> std::io:
 }
 
 /// A checkpoint file opened and verified: header parsed, every section's checksum checked.
+/// Sections stay on disk and are read (streamed through zstd) when asked for, so that a
+/// checkpoint larger than memory can restore a network paged to disk ([`Checkpoint::restore`]).
+/// The file is never changed in place (checkpoints are written to a temporary name and renamed),
+/// and the open handle keeps it readable if it is pruned meanwhile.
 pub struct Checkpoint {
     pub path: PathBuf,
     pub header: Header,
-    data: Vec<u8>,
+    file: std::fs::File,
+    /// Where the section data starts: section offsets count from here.
+    base: u64,
+}
+
+/// The stored (compressed) bytes of one section, read from the file as they are consumed.
+struct Stored<'a> {
+    file: &'a std::fs::File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for Stored<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = (self.end - self.at).min(buf.len() as u64) as usize;
+        if n == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..n], self.at)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
 }
 
 impl Checkpoint {
-    /// Opens `path` and verifies its header and every section checksum.
+    /// Opens `path` and verifies its header and every section checksum (reading each section
+    /// through a small buffer: nothing of it is kept).
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let p = path.display().to_string();
-        let mut file = std::fs::File::open(path).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
-        let file_len = file.metadata().map_err(|source| CheckpointError::Io { path: p.clone(), source })?.len();
+        let io = |source| CheckpointError::Io { path: p.clone(), source };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let file_len = file.metadata().map_err(io)?.len();
         let header = Header::read(&mut file, &p, file_len)?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(|source| CheckpointError::Io { path: p.clone(), source })?;
-        for s in &header.sections {
-            let end = s.offset.checked_add(s.stored_len).filter(|&e| e <= data.len() as u64);
-            let Some(end) = end else {
+        let base = file.stream_position().map_err(io)?;
+        let checkpoint = Checkpoint { path: path.to_path_buf(), header, file, base };
+        let mut buffer = vec![0u8; 1 << 20];
+        for s in &checkpoint.header.sections {
+            if s.offset.checked_add(s.stored_len).is_none_or(|end| end > file_len - base) {
                 return Err(CheckpointError::Truncated { path: p, detail: format!("section {} ends past the end of the file", s.name) });
-            };
-            if crc32fast::hash(&data[s.offset as usize..end as usize]) != s.crc32 {
+            }
+            let (mut stored, mut crc) = (checkpoint.stored(s), crc32fast::Hasher::new());
+            loop {
+                match stored.read(&mut buffer).map_err(io)? {
+                    0 => break,
+                    n => crc.update(&buffer[..n]),
+                }
+            }
+            if crc.finalize() != s.crc32 {
                 return Err(CheckpointError::Checksum { path: p, what: format!("section {}", s.name) });
             }
         }
-        Ok(Checkpoint { path: path.to_path_buf(), header, data })
+        Ok(checkpoint)
+    }
+
+    fn stored(&self, s: &SectionEntry) -> Stored<'_> {
+        Stored { file: &self.file, at: self.base + s.offset, end: self.base + s.offset + s.stored_len }
+    }
+
+    fn entry(&self, name: &str) -> Result<&SectionEntry, CheckpointError> {
+        self.header.sections.iter().find(|s| s.name == name).ok_or_else(|| CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("no section {name}") })
+    }
+
+    /// A reader of section `name`'s decompressed bytes (at most its declared length).
+    fn decoder(&self, name: &str) -> Result<impl Read + '_, CheckpointError> {
+        let s = self.entry(name)?;
+        let decoder = zstd::stream::read::Decoder::new(self.stored(s)).map_err(|e| CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("section {name}: {e}") })?;
+        Ok(decoder.take(s.raw_len))
+    }
+
+    /// Decompresses section `name` without keeping it, checking that it expands to the length
+    /// its header entry declares; that length.
+    fn verify_section(&self, name: &str) -> Result<u64, CheckpointError> {
+        let corrupt = |e: std::io::Error| CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("section {name}: {e}") };
+        let len = std::io::copy(&mut self.decoder(name)?, &mut std::io::sink()).map_err(corrupt)?;
+        let declared = self.entry(name)?.raw_len;
+        if len != declared {
+            return Err(CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("section {name}: {len} bytes, header says {declared}") });
+        }
+        Ok(len)
     }
 
     /// The decompressed bytes of a section. The data is decompressed twice: once counting what
@@ -443,17 +508,9 @@ impl Checkpoint {
     /// and a growing buffer never holds up to three times the section while it reallocates.
     /// Restores are rare; the second pass costs less than the disk read.
     pub fn section(&self, name: &str) -> Result<Vec<u8>, CheckpointError> {
-        let p = || self.path.display().to_string();
-        let corrupt = |e: std::io::Error| CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {e}") };
-        let s = self.header.sections.iter().find(|s| s.name == name).ok_or_else(|| CheckpointError::Corrupt { path: p(), detail: format!("no section {name}") })?;
-        let stored = &self.data[s.offset as usize..(s.offset + s.stored_len) as usize];
-        let decoder = || zstd::stream::read::Decoder::new(stored).map(|d| d.take(s.raw_len));
-        let len = std::io::copy(&mut decoder().map_err(corrupt)?, &mut std::io::sink()).map_err(corrupt)?;
-        if len != s.raw_len {
-            return Err(CheckpointError::Corrupt { path: p(), detail: format!("section {name}: {len} bytes, header says {}", s.raw_len) });
-        }
+        let len = self.verify_section(name)?;
         let mut raw = Vec::with_capacity(len as usize);
-        decoder().map_err(corrupt)?.read_to_end(&mut raw).map_err(corrupt)?;
+        self.decoder(name)?.read_to_end(&mut raw).map_err(|e| CheckpointError::Corrupt { path: self.path.display().to_string(), detail: format!("section {name}: {e}") })?;
         Ok(raw)
     }
 
@@ -499,13 +556,21 @@ impl Checkpoint {
             return Err(corrupt(format!("the synapses of shard {index} rebuilt differently from the checkpointed network")));
         }
         // Decode everything first: every declared state column, checked against the built
-        // network's column (element type and length), in the declaration's order.
+        // network's column (element type and length), in the declaration's order. A column
+        // paged to disk (`crate::paging`: the weights of a network larger than --host-memory)
+        // is decompressed and checked here without being kept, and streamed into its pages
+        // while applying, so that the restore never holds it whole.
         let mut columns = Vec::new();
         let mut failed = None;
+        let tables = crate::paging::take_tables(world);
         state::visit_checkpointed(world, &mut |d| {
             if failed.is_some() {
                 return;
             }
+            let paged = match d.owner {
+                state::Owner::Block { shard, block } => tables.get(&(shard, block)).is_some_and(|t| t.pages_column(d.name)),
+                _ => false,
+            };
             let name = d.section();
             // A column the network keeps that the checkpoint lacks: written by a fum that did
             // not keep it (a model's extra state added since), or not for this network.
@@ -520,6 +585,13 @@ impl Checkpoint {
                 if ty != d.column.element_type().as_bytes() {
                     return Err(corrupt(format!("section {name}.type: stored as {}, the model keeps {}", String::from_utf8_lossy(&ty), d.column.element_type())));
                 }
+                if paged {
+                    let len = self.verify_section(&name)?;
+                    if len != (d.column.len() * d.column.element_bytes()) as u64 {
+                        return Err(corrupt(format!("section {name}: {len} bytes do not fit the network")));
+                    }
+                    return Ok(Restored::Paged);
+                }
                 let raw = self.section(&name)?;
                 let raw = match (self.header.format_version, d.name) {
                     (3 | 4, "plan_grown") => crate::structural::Grown::widen_v4(&raw).ok_or_else(|| corrupt(format!("section {name}: {} bytes are not whole records", raw.len())))?,
@@ -532,13 +604,14 @@ impl Checkpoint {
                 if !fits {
                     return Err(corrupt(format!("section {name}: {} bytes do not fit the network", raw.len())));
                 }
-                Ok(raw)
+                Ok(Restored::Bytes(raw))
             });
             match decoded {
                 Ok(raw) => columns.push(raw),
                 Err(e) => failed = Some(e),
             }
         });
+        crate::paging::put_tables(world, tables);
         if let Some(e) = failed {
             return Err(e);
         }
@@ -612,13 +685,30 @@ impl Checkpoint {
 
         // Then apply.
         let mut decoded = columns.into_iter();
+        let mut tables = crate::paging::take_tables(world);
+        let mut failed = None;
         state::visit_checkpointed(world, &mut |d| {
-            let raw = decoded.next().expect("one section per declared column");
-            match d.shape {
-                state::Shape::Varying => d.column.replace_host_bytes(&raw),
-                _ => d.column.set_host_bytes(&raw),
+            match decoded.next().expect("one section per declared column") {
+                Restored::Bytes(raw) if d.shape == state::Shape::Varying => d.column.replace_host_bytes(&raw),
+                Restored::Bytes(raw) => d.column.set_host_bytes(&raw),
+                Restored::Paged => {
+                    let state::Owner::Block { shard, block } = d.owner else { unreachable!("only blocks are paged") };
+                    let table = tables.get_mut(&(shard, block)).expect("a paged block's table");
+                    let name = d.section();
+                    // Checked above, so an error here is the disk failing under the restore.
+                    let written = self.decoder(&name).map_err(|e| e.to_string()).and_then(|mut reader| {
+                        crate::paging::write_paged(table, d.name, d.column, &mut |dst| reader.read_exact(dst).map_err(|e| format!("section {name}: {e}")))
+                    });
+                    if let Err(e) = written {
+                        failed.get_or_insert(e);
+                    }
+                }
             }
         });
+        crate::paging::put_tables(world, tables);
+        if let Some(e) = failed {
+            return Err(corrupt(e));
+        }
         crate::structural::check_restored(world).map_err(corrupt)?;
         if world.contains_resource::<Recorder>() {
             Recorder::relocate_synapses(world);
@@ -633,6 +723,13 @@ impl Checkpoint {
         world.resource_mut::<Clock>().step = self.header.step;
         Ok(missing)
     }
+}
+
+/// A declared column's section as a restore applies it: its bytes, or, for a column paged to
+/// disk, nothing yet (it is streamed into the pages).
+enum Restored {
+    Bytes(Vec<u8>),
+    Paged,
 }
 
 /// A recorded column as a checkpoint restores it: its log and cursor (in bytes and elements),

@@ -387,11 +387,13 @@ pub trait AnyColumn {
     fn download(&mut self) -> Result<(), TransferError>;
     fn upload(&mut self) -> Result<(), TransferError>;
     /// Paging ([`crate::paging`]): see [`Column::make_pageable`], [`Column::spill`],
-    /// [`Column::restore_with`]; `range_bytes` reads a resident range whatever else is spilled.
+    /// [`Column::restore_with`]; `range_bytes` and `range_bytes_mut` read and write a resident
+    /// range whatever else is spilled.
     fn make_pageable(&mut self) -> std::io::Result<()>;
     fn spill(&mut self, range: Range<usize>) -> std::io::Result<()>;
     fn restore_with(&mut self, range: Range<usize>, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<(), String>;
     fn range_bytes(&self, range: Range<usize>) -> &[u8];
+    fn range_bytes_mut(&mut self, range: Range<usize>) -> &mut [u8];
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -446,6 +448,9 @@ impl<T: Pod> AnyColumn for Column<T> {
     }
     fn range_bytes(&self, range: Range<usize>) -> &[u8] {
         bytemuck::cast_slice(&self.pages()[range])
+    }
+    fn range_bytes_mut(&mut self, range: Range<usize>) -> &mut [u8] {
+        bytemuck::cast_slice_mut(&mut self.pages_mut()[range])
     }
 }
 

@@ -38,15 +38,17 @@
 //!
 //! **Readers between steps.** A checkpoint reads every page where it is ([`read_paged`]:
 //! resident pages from memory, spilled ones decompressed from disk) into its checksums and its
-//! copy of the state (a plastic block's weights, copied as for any network); health checks, the
+//! copy of the state (a plastic block's weights, copied as for any network), and a resume,
+//! which pages the network while building it again, writes the checkpoint's weights into the
+//! pages where they are ([`write_paged`]); health checks, the
 //! viewer's weight histogram and weight probes read resident pages only (spilled ones cannot
 //! change).
 //!
 //! Concurrency contract: a block's pages and spill file are touched by one thread at a time:
 //! the one building it, then the one delivering into its shard (with the shard's
 //! [`ShardPages`]), or, between steps, the one running [`fault_in_all`], [`enforce`] or
-//! [`deliver_all_deferred`] for its shard, or a checkpoint reading it on the thread that owns the
-//! world; nothing else reads a paged block's synapses during a step.
+//! [`deliver_all_deferred`] for its shard, or a checkpoint reading it (a restore writing it) on
+//! the thread that owns the world; nothing else reads a paged block's synapses during a step.
 
 use std::fs::File;
 use std::io;
@@ -202,7 +204,6 @@ struct Page {
 #[derive(Debug)]
 struct SpillFile {
     file: File,
-    map: memmap2::Mmap,
 }
 
 impl PageTable {
@@ -226,6 +227,11 @@ impl PageTable {
         (0..self.pages.len()).filter(|&p| self.pages[p].resident).map(|p| self.bytes(p)).sum()
     }
 
+    /// Whether the block's column `name` is paged.
+    pub fn pages_column(&self, name: &str) -> bool {
+        self.columns.contains(&name)
+    }
+
     /// The synapse ranges of the resident pages.
     pub fn resident(&self) -> impl Iterator<Item = Range<usize>> + '_ {
         self.pages.iter().filter(|p| p.resident).map(|p| p.synapses.clone())
@@ -240,16 +246,22 @@ impl PageTable {
         self.pages[p].slot + self.element_bytes[..c].iter().map(|b| zstd::zstd_safe::compress_bound(b * n) as u64).sum::<u64>()
     }
 
-    /// Column `c`'s frame of spilled page `p`, its CRC checked.
-    fn frame(&self, p: usize, c: usize) -> Result<&[u8], String> {
+    /// Decompresses column `c`'s frame of spilled page `p` into exactly `dst`, its CRC checked.
+    /// The frame is read with `pread` into a buffer of the thread's, not through a memory map,
+    /// so that the spill file's pages stay in the page cache and out of the process's resident
+    /// set (which `host_peak_rss_bytes` reports).
+    fn read_frame(&self, p: usize, c: usize, dst: &mut [u8]) -> Result<(), String> {
         let file = self.file.as_ref().expect("a spilled page has a spill file");
-        let at = self.frame_at(p, c) as usize;
+        let at = self.frame_at(p, c);
         let (len, crc) = self.pages[p].frames[c];
-        let frame = &file.map[at..at + len as usize];
-        if crc32fast::hash(frame) != crc {
-            return Err(format!("a page read back from its spill file is corrupt (CRC mismatch at byte {at})"));
-        }
-        Ok(frame)
+        FRAME.with_borrow_mut(|frame| {
+            frame.resize(len as usize, 0);
+            file.file.read_exact_at(frame, at).map_err(|e| format!("reading a page back from its spill file: {e}"))?;
+            if crc32fast::hash(frame) != crc {
+                return Err(format!("a page read back from its spill file is corrupt (CRC mismatch at byte {at})"));
+            }
+            decompress(frame, dst)
+        })
     }
 }
 
@@ -264,9 +276,35 @@ pub fn read_paged(table: &PageTable, name: &str, column: &dyn AnyColumn, f: &mut
             f(column.range_bytes(page.synapses.clone()));
         } else {
             scratch.resize(page.synapses.len() * table.element_bytes[c], 0);
-            decompress(table.frame(p, c)?, &mut scratch[..])?;
+            table.read_frame(p, c, &mut scratch[..])?;
             f(&scratch);
         }
+    }
+    Ok(true)
+}
+
+/// Writes the bytes of `column`, the paged column `name` of the block whose page table is
+/// `table`, page by page in order as `fill` produces them: into resident pages in memory, and
+/// compressed into their spill-file slots for spilled ones ([`read_paged`]'s counterpart: a
+/// restore writes pages where they are, so a network larger than memory resumes). Priorities
+/// keep the |w| the pages had; `Ok(false)` if `name` is not paged.
+pub fn write_paged(table: &mut PageTable, name: &str, column: &mut dyn AnyColumn, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<bool, String> {
+    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(false) };
+    let mut scratch = Vec::new();
+    for p in 0..table.pages.len() {
+        let synapses = table.pages[p].synapses.clone();
+        if table.pages[p].resident {
+            fill(column.range_bytes_mut(synapses))?;
+            // Its disk copy, if any, is stale now.
+            table.pages[p].dirty = true;
+            continue;
+        }
+        scratch.resize(synapses.len() * table.element_bytes[c], 0);
+        fill(&mut scratch)?;
+        let frame = ZSTD.with_borrow_mut(|z| z.0.compress(&scratch)).map_err(|e| format!("compressing a page: {e}"))?;
+        let file = table.file.as_ref().expect("a spilled page has a spill file");
+        file.file.write_all_at(&frame, table.frame_at(p, c)).map_err(|e| format!("writing a page to its spill file: {e}"))?;
+        table.pages[p].frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
     }
     Ok(true)
 }
@@ -564,7 +602,7 @@ pub fn row_targets(block: &SynapseBlock, row: usize) -> Result<Vec<u32>, String>
     let page = &t.pages[p].synapses;
     let width = block.target.element_bytes();
     let mut raw = vec![0u8; width * page.len()];
-    decompress(t.frame(p, 0)?, &mut raw)?;
+    t.read_frame(p, 0, &mut raw)?;
     let mut widened = [0u8; 4];
     Ok(raw
         .chunks_exact(width)
@@ -777,6 +815,8 @@ impl HostTier {
 }
 
 thread_local! {
+    /// Each thread's buffer for a compressed frame read back ([`PageTable::read_frame`]).
+    static FRAME: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Each thread's zstd contexts: making one costs more than a page's decompression.
     static ZSTD: std::cell::RefCell<(zstd::bulk::Compressor<'static>, zstd::bulk::Decompressor<'static>)> =
         std::cell::RefCell::new((zstd::bulk::Compressor::new(LEVEL).expect("a zstd context"), zstd::bulk::Decompressor::new().expect("a zstd context")));
@@ -830,8 +870,7 @@ fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(),
     let table = table.expect("a paged block");
     let synapses = table.pages[p].synapses.clone();
     for (c, column) in columns.iter_mut().enumerate() {
-        let frame = table.frame(p, c)?;
-        column.restore_with(synapses.clone(), &mut |dst| decompress(frame, dst))?;
+        column.restore_with(synapses.clone(), &mut |dst| table.read_frame(p, c, dst))?;
         moved.bytes_in += (column.element_bytes() * synapses.len()) as u64;
     }
     table.pages[p].resident = true;
@@ -839,15 +878,11 @@ fn bring_in(block: &mut SynapseBlock, p: usize, moved: &mut Moved) -> Result<(),
 }
 
 impl SpillFile {
-    /// An unnamed file of `capacity` bytes (sparse: disk is used as pages are written) in `dir`,
-    /// mapped for reading.
+    /// An unnamed file of `capacity` bytes (sparse: disk is used as pages are written) in `dir`.
     fn create(dir: &Path, capacity: u64) -> io::Result<SpillFile> {
         let file = tempfile::tempfile_in(dir)?;
         file.set_len(capacity.max(1))?;
-        // SAFETY: the file is unnamed and private to this process; it is written only through
-        // `write_all_at`, at a page's slot while that page is not being read.
-        let map = unsafe { memmap2::Mmap::map(&file)? };
-        Ok(SpillFile { file, map })
+        Ok(SpillFile { file })
     }
 }
 

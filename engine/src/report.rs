@@ -250,11 +250,9 @@ pub struct RunReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
     /// The most memory the process held at once (its peak resident set, from getrusage), bytes.
-    /// A paged network's spill files are read through memory maps, whose pages count here too
-    /// although the kernel drops them under pressure, as it does the page cache.
     pub host_peak_rss_bytes: u64,
-    /// The peak resident set when the first step began: what building (or loading a checkpoint)
-    /// held, before any spill file was read.
+    /// The peak resident set when the first step began: what building (and, resumed, restoring
+    /// the checkpoint) held.
     pub host_peak_rss_built_bytes: u64,
     /// Each storage tier of a paged network (`--host-memory`): its bytes, hits, moves, stall.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]

@@ -426,7 +426,13 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         let estimate = crate::estimate::Estimate::of(&model, threads, ckpt.header.shards);
         let building = |built| RunProgress { phase: building(&estimate, ckpt.header.shards, built), done: ckpt.header.step, ..RunProgress::default() };
         progress(&building(0));
-        let mut sim = Simulation::from_model_spilled(&model, threads, &ranges, None, &|built| progress(&building(built)))?;
+        // A network larger than --host-memory is paged while it is built, and the checkpoint's
+        // weights are streamed into its pages (`Checkpoint::restore`).
+        let spill = match options.host_memory {
+            Some(host_bytes) => crate::paging::BuildSpill::plan(&model, &estimate, &tier_options(&options, host_bytes))?,
+            None => None,
+        };
+        let mut sim = Simulation::from_model_spilled(&model, threads, &ranges, spill, &|built| progress(&building(built)))?;
         records_here(&mut sim);
         let mut recorder = sim.world.resource_mut::<Recorder>();
         (recorder.log_dir, recorder.run_id) = (crate::ranks::writes().then(|| dir.join("recording")), id);
