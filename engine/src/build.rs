@@ -109,7 +109,7 @@ pub fn cut(model: &Model, shards: usize) -> Vec<Range<u32>> {
 /// How much more stepping a plastic synapse costs than a static one: about 2.4 on an H100 (the
 /// 1M-neuron network of `benchmarks/gpu` at RTF 1.95 with STDP on its 64 % E->E synapses, 1.16
 /// without).
-const PLASTIC_COST: f64 = 2.4;
+pub const PLASTIC_COST: f64 = 2.4;
 
 /// Each population's neurons with the relative cost of stepping one: one, plus its incoming
 /// synapses at the rules' expected in-degrees, a plastic one counting [`PLASTIC_COST`] times.

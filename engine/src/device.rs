@@ -94,6 +94,35 @@ pub fn row_split(synapses: usize, rows: u32, lanes: u32) -> u32 {
     ((mean / f64::from(lanes * DELIVER_UNROLL)).ceil() as u32).clamp(1, 16)
 }
 
+/// `deliver`'s thread blocks spread over synapse blocks in proportion to their `work`, at
+/// least one each: `total` of them, or one a block where there are more blocks. For each thread
+/// block, four words (a `uint4` in fum.cu): its block, its slice of the block's spikes, the
+/// block's slices, 0. Spread evenly, a block of a few static synapses had as many thread
+/// blocks as one of a shard's plastic inputs, and the hardware's last thread blocks to start
+/// were long ones; the bits do not depend on the spread (delivery's sums are integers, and a
+/// plastic synapse is updated by the one thread walking its row).
+pub fn deliver_map(work: &[f64], total: u32) -> Vec<u32> {
+    let n = work.len();
+    let total = (total as usize).max(n);
+    let (sum, spare) = (work.iter().sum::<f64>(), (total - n) as f64);
+    let ideal: Vec<f64> = work.iter().map(|w| if sum > 0.0 { w / sum * spare } else { spare / n as f64 }).collect();
+    let mut slices: Vec<usize> = ideal.iter().map(|x| 1 + x.floor() as usize).collect();
+    // What the floors left, to the largest remainders (ties to the first block).
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| (ideal[b] - ideal[b].floor()).total_cmp(&(ideal[a] - ideal[a].floor())).then(a.cmp(&b)));
+    let left = total - slices.iter().sum::<usize>();
+    for &b in order.iter().take(left) {
+        slices[b] += 1;
+    }
+    let mut map = Vec::with_capacity(4 * total);
+    for (b, &s) in slices.iter().enumerate() {
+        for k in 0..s {
+            map.extend([b as u32, k as u32, s as u32, 0]);
+        }
+    }
+    map
+}
+
 /// A plastic projection as `fum.cu` reads it (`struct Rule`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
@@ -430,6 +459,13 @@ pub struct DeviceNetwork {
     pub n_spikes: CudaSlice<u32>,
     pub block_counts: CudaSlice<u32>,
     pub block_table: CudaSlice<BlockDesc>,
+    /// `deliver`'s thread blocks spread over the blocks by their work ([`deliver_map`]), four
+    /// words each; `deliver_blocks` of them (0 until [`DeviceNetwork::spread_deliver`]).
+    pub deliver_map: CudaSlice<u32>,
+    pub deliver_blocks: u32,
+    /// Each block's synapses, plastic ones [`crate::build::PLASTIC_COST`] times: what spreads
+    /// `deliver`'s thread blocks.
+    block_work: Vec<f64>,
     pub plastic_blocks: CudaSlice<u32>,
     pub n_plastic_blocks: u32,
     /// Some rule is a power law or has a dendritic delay: delivery launches `deliver_full`
@@ -576,6 +612,9 @@ impl DeviceNetwork {
             n_spikes: stream.alloc_zeros(1)?,
             block_counts: stream.alloc_zeros(n.div_ceil(256).max(1))?,
             block_table: stream.alloc_zeros(1)?,
+            deliver_map: stream.alloc_zeros(4)?,
+            deliver_blocks: 0,
+            block_work: Vec::new(),
             plastic_blocks: stream.alloc_zeros(1)?,
             n_plastic_blocks: 0,
             full_deliver: false,
@@ -767,6 +806,7 @@ impl DeviceNetwork {
         let (ring_ex, ring_in) = (self.neuron_ptr("ring_ex"), self.neuron_ptr("ring_in"));
         let mut table = Vec::new();
         let mut plastic_index = Vec::new();
+        self.block_work.clear();
         let entities = state::shards_in_order(world);
         self.synapses = 0;
         for ((shard, index), buffers) in &self.blocks {
@@ -796,6 +836,7 @@ impl DeviceNetwork {
                 history_len: 1,
                 ..Default::default()
             };
+            self.block_work.push(block.len() as f64 * if block.plastic.is_some() { crate::build::PLASTIC_COST } else { 1.0 });
             if let Some(p) = &block.plastic {
                 plastic_index.push(table.len() as u32);
                 desc.rule = p.rule as u32;
@@ -810,6 +851,17 @@ impl DeviceNetwork {
             table.push(desc);
         }
         (table, plastic_index)
+    }
+
+    /// Spreads about `thread_blocks` thread blocks of `deliver` over the blocks by their work
+    /// ([`deliver_map`]) and uploads the map.
+    pub fn spread_deliver(&mut self, thread_blocks: u32) -> Result<(), CudaError> {
+        let map = deliver_map(&self.block_work, thread_blocks);
+        self.deliver_blocks = (map.len() / 4) as u32;
+        if !map.is_empty() {
+            self.deliver_map = self.ctx.upload(&map)?;
+        }
+        Ok(())
     }
 
     /// A new buffer of `bytes` (written by the device's steps if `written`), counted in the
@@ -844,6 +896,12 @@ impl DeviceNetwork {
         if !table.is_empty() {
             self.stream.memcpy_htod(&table, &mut self.block_table)?;
             self.ctx.count(true, std::mem::size_of_val(&table[..]));
+        }
+        // The blocks' work changed with their synapses; `deliver`'s launch (captured) keeps its
+        // thread blocks, the map spreads them again.
+        if self.deliver_blocks > 0 {
+            let map = deliver_map(&self.block_work, self.deliver_blocks);
+            self.stream.memcpy_htod(&map, &mut self.deliver_map)?;
         }
         // Probed synapses moved (or went) with the commit: the probe table too, in place.
         let probes = self.probe_descs(world);
@@ -927,6 +985,17 @@ mod tests {
     fn long_rows_are_split_between_groups() {
         // The 1M network's rows (62 synapses into a shard): one group of 32 lanes each.
         assert_eq!(super::row_split(62_500_000, 1_000_000, 32), 1);
+    }
+
+    #[test]
+    fn deliver_spreads_its_thread_blocks_by_work() {
+        let map = super::deliver_map(&[480.0, 50.0, 0.0, 470.0], 104);
+        let slices = |b: u32| map.chunks(4).filter(|m| m[0] == b).count();
+        assert_eq!(map.len(), 4 * 104);
+        assert_eq!((slices(0), slices(1), slices(2), slices(3)), (49, 6, 1, 48));
+        assert!(map.chunks(4).all(|m| m[1] < m[2] && m[2] as usize == slices(m[0])), "each thread block knows its slice");
+        // More blocks than thread blocks: one each.
+        assert_eq!(super::deliver_map(&[1.0; 5], 3).len(), 4 * 5);
         assert_eq!(super::row_split(600_000, 1_000, 32), 5);
         assert_eq!(super::row_split(100_000_000, 1_000, 32), 16);
         assert_eq!(super::row_split(0, 0, 4), 1);

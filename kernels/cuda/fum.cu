@@ -903,17 +903,20 @@ __device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u6
 // `deliver` fits in 64 registers (4 thread blocks of 256 a multiprocessor); with them it needs
 // about 90 (2 blocks), which, when every network launched it, slowed them all by 10-16 %. The
 // host launches `deliver_full` only for networks with such a rule; scripts/check-kernels.py
-// holds both to their register budgets.
+// holds both to their register budgets. `map` gives each thread block its synapse block, its
+// slice of that block's spikes and the block's slices (device.rs, deliver_map: thread blocks
+// spread by the blocks' synapses).
 template <bool FULL>
 __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                   const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
     __shared__ Block b;
     __shared__ Rule r;
     __shared__ u32 range[2];
+    const uint4 m = map[blockIdx.x];
     // Everything waits at the barrier for this prologue, a chain of dependent loads; three warps
     // share it so that the two searches and the descriptor's copy overlap.
-    const Block& own = blocks[blockIdx.y];
+    const Block& own = blocks[m.x];
     if (threadIdx.x == 0) {
         b = own;
         if (own.rule != NEVER) r = rules[own.rule];
@@ -924,7 +927,7 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
     }
     __syncthreads();
     u32 t = (u32)*step;
-    u32 group = b.row_lanes, lane = threadIdx.x & (group - 1), per_block = blockDim.x / group, groups = gridDim.x * per_block;
+    u32 group = b.row_lanes, lane = threadIdx.x & (group - 1), per_block = blockDim.x / group, groups = m.z * per_block;
     bool plastic = b.rule != NEVER && stdp_enabled;
     const u32* row_ptr = (const u32*)b.row_ptr;
     u32 lost = 0;
@@ -932,7 +935,7 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
     // Work item = (spike, piece): `split` groups walk a row, piece p the synapses from
     // p x group x UNROLL on, every split x group x UNROLL (device.rs, row_split).
     u32 split = b.row_split, stride = split * group * UNROLL, items = (range[1] - range[0]) * split;
-    for (u32 item = blockIdx.x * per_block + threadIdx.x / group; item < items; item += groups) {
+    for (u32 item = m.y * per_block + threadIdx.x / group; item < items; item += groups) {
         u32 s = range[0] + item / split, piece = item % split;
         u32 row = spikes[s] - b.source_first;
         u32 lo = row_ptr[row], hi = row_ptr[row + 1];
@@ -978,15 +981,15 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
 }
 
 extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                   const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
-    deliver_rows<false>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
+    deliver_rows<false>(step, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
 extern "C" __global__ void deliver_full(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                        const Rule* rules, u32 n, u32 slots, const u8* fired,
+                                        const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
                                         u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
-    deliver_rows<true>(step, spikes, n_spikes, blocks, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
+    deliver_rows<true>(step, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
 // ---- the row cache of blocks in host memory (engine/src/row_cache.rs) ----

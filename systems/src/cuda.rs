@@ -57,14 +57,6 @@ pub struct CudaRunner {
     staging_ptr: *mut u32,
     slot_words: usize,
     multiprocessors: u32,
-    /// Thread blocks of `deliver`. Without plastic blocks, as many as the GPU holds at once:
-    /// launching thread blocks that find no spike is most of a small static network's delivery
-    /// (microcircuit, H100: 16 a multiprocessor 0.514 RTF, one wave 0.492), at some cost to a
-    /// large one (1M neurons static: 1.10 against 1.16). With plastic blocks, 16 a
-    /// multiprocessor: their rows cost far more than static ones, and one wave, each thread block
-    /// given a fixed share of a block's spikes, waits for the slowest (1M-neuron STDP network:
-    /// 1.90 RTF, one wave 2.59). A grid apportioned by each block's work would serve all three.
-    deliver_blocks: u32,
     pending: VecDeque<u64>,
     /// Where structural plans run beside the steps (see `plan_structure`).
     plan_stream: Arc<CudaStream>,
@@ -183,11 +175,20 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let multiprocessors = gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
     let events = (0..SLOTS).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
     let ranks = RankSpikes::new(&gpu, &stream, net.shards.base(), net.n)?;
+    // Thread blocks of `deliver`, spread over the synapse blocks by their synapses
+    // (`DeviceNetwork::spread_deliver`). Without plastic blocks, as many as the GPU holds at
+    // once: launching thread blocks that find no spike is most of a small static network's
+    // delivery (microcircuit, H100: 16 a multiprocessor 0.514 RTF, one wave 0.492), at some cost
+    // to a large one (1M neurons static: 1.10 against 1.16). With plastic blocks, 16 a
+    // multiprocessor: their rows cost far more than static ones, and one wave waits for the
+    // slowest (1M-neuron STDP network, spread evenly: 1.90 RTF, one wave 2.59).
     let deliver_blocks = if net.n_plastic_blocks > 0 {
         multiprocessors * 16
     } else {
         multiprocessors * gpu.kernels.deliver.occupancy_max_active_blocks_per_multiprocessor(256, 0, None)?.max(1)
     };
+    let mut net = net;
+    net.spread_deliver(deliver_blocks)?;
     let mut runner = CudaRunner {
         gpu: gpu.clone(),
         net,
@@ -199,7 +200,6 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         staging_ptr,
         slot_words,
         multiprocessors,
-        deliver_blocks,
         plan_stream,
         pending: VecDeque::new(),
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
@@ -350,11 +350,12 @@ impl CudaRunner {
             if n_blocks > 0 {
                 let enabled = u32::from(net.stdp_enabled);
                 let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
+                let map = ptr(&net.deliver_map, stream);
                 stream
                     .launch_builder(if net.full_deliver { &k.deliver_full } else { &k.deliver })
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&rules).arg(&n).arg(&slots)
+                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&map).arg(&rules).arg(&n).arg(&slots)
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
-                    .launch(per_block(self.deliver_blocks, n_blocks, 256))?;
+                    .launch(grid(net.deliver_blocks * 256, 256))?;
             }
             mark(marks, stream, 4)?;
             if net.n_plastic_blocks > 0 {
