@@ -529,9 +529,12 @@ impl Checkpoint {
         Ok(bytemuck::pod_collect_to_vec(&raw))
     }
 
-    /// Loads the state into `world`, built from the same model with the same shard count.
-    /// Everything is decoded and checked before anything in the world changes. Recorded output
-    /// whose logs are lost or fail their checksums is dropped, and listed.
+    /// Loads the state into `world`, built from the same model with the same cut
+    /// ([`Header::cut`]). Everything is decoded and checked before anything in the world
+    /// changes; a paged column is checked without being kept and then streamed into its pages,
+    /// so only a disk failing during that pass can leave the world half restored (the error
+    /// says so, and `fum resume` then drops that world). Recorded output whose logs are lost or
+    /// fail their checksums is dropped, and listed.
     pub fn restore(&self, world: &mut World, model_hash: u64) -> Result<Vec<MissingOutput>, CheckpointError> {
         let path = self.path.display().to_string();
         let corrupt = |detail: String| CheckpointError::Corrupt { path: path.clone(), detail };
@@ -707,7 +710,7 @@ impl Checkpoint {
         });
         crate::paging::put_tables(world, tables);
         if let Some(e) = failed {
-            return Err(corrupt(e));
+            return Err(corrupt(format!("{e} (while writing the restored pages: this network is half restored)")));
         }
         crate::structural::check_restored(world).map_err(corrupt)?;
         if world.contains_resource::<Recorder>() {
