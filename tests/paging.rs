@@ -189,7 +189,8 @@ fn a_network_larger_than_its_host_memory_resumes_without_sitting_whole_in_memory
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("m.toml");
     std::fs::write(&model, text).unwrap();
-    let run = |out: &Path, more: &[&str]| fum_ok(&[&["run", model.to_str().unwrap(), "--shards", "64", "--quiet", "--out", out.to_str().unwrap()], more].concat());
+    // A checkpoint at the end too (160 steps): the learned weights to compare.
+    let run = |out: &Path, more: &[&str]| fum_ok(&[&["run", model.to_str().unwrap(), "--shards", "64", "--quiet", "--checkpoint-every", "16ms", "--out", out.to_str().unwrap()], more].concat());
     let (whole, unpaged, paged) = (dir.path().join("whole"), dir.path().join("unpaged"), dir.path().join("paged"));
     run(&whole, &[]);
     let n = &run_json(&whole)["network"];
@@ -210,6 +211,8 @@ fn a_network_larger_than_its_host_memory_resumes_without_sitting_whole_in_memory
     assert!(spikes(&whole).len() > 300, "the network fires: {}", spikes(&whole).len());
     assert_eq!(spikes(&paged), spikes(&whole), "resumed through pages: the spikes of one run");
     assert_eq!(spikes(&unpaged), spikes(&whole));
+    // The weights restored into spilled pages, learned on: every section of the last checkpoint.
+    assert_eq!(checkpoint(&paged, 160), checkpoint(&whole, 160), "the state at the end");
 }
 
 #[test]
