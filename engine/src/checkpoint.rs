@@ -769,3 +769,33 @@ pub fn prune(dir: &Path, keep: usize, run_id: u64) {
         let _ = std::fs::remove_file(old);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint's cut: the recorded starts; none recorded (format 5 and before) is the
+    /// equal cut those were built with; starts that do not fit the model are refused.
+    #[test]
+    fn a_checkpoint_rebuilds_the_cut_it_was_written_with() {
+        let text = "[simulation]\ndt_ms = 0.1\nduration_ms = 1.0\n[[populations]]\nname = \"N\"\nsize = 10\nmodel = \"lif_cuba\"\n";
+        let model = crate::Model::parse(text, Path::new("m.toml")).unwrap();
+        let header = |shards: usize, shard_starts: Vec<u32>| Header {
+            fum_version: String::new(),
+            model_hash: 0,
+            step: 0,
+            dt_ms: 0.1,
+            shards,
+            shard_starts,
+            structure: Vec::new(),
+            run: serde_json::Value::Null,
+            sections: Vec::new(),
+            format_version: FORMAT_VERSION,
+        };
+        assert_eq!(header(3, vec![0, 2, 7]).cut(&model), Some(vec![0..2, 2..7, 7..10]));
+        assert_eq!(header(3, Vec::new()).cut(&model), Some(crate::build::equal_cut(10, 3)));
+        for starts in [vec![1, 2, 7], vec![0, 7, 7], vec![0, 2, 12], vec![0, 2]] {
+            assert_eq!(header(3, starts.clone()).cut(&model), None, "{starts:?}");
+        }
+    }
+}
