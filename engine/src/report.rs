@@ -249,7 +249,7 @@ pub struct RunReport {
     /// The GPU during the simulation, sampled through NVML (`--monitor`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub monitor: Option<crate::monitor::DeviceReport>,
-    /// The most memory the process held at once (its peak resident set, from getrusage), bytes.
+    /// The most memory the process held at once (its peak resident set, [`peak_rss_bytes`]), bytes.
     pub host_peak_rss_bytes: u64,
     /// The peak resident set when the first step began: what building (and, resumed, restoring
     /// the checkpoint) held.
@@ -415,8 +415,16 @@ impl NetworkStats {
 }
 
 
-/// The most memory this process has held at once (peak resident set size), bytes.
+/// The most memory this process has held at once (peak resident set size), bytes: Linux's
+/// `VmHWM`, the high-water mark of this program's own memory map. Not getrusage's `ru_maxrss`
+/// where there is `VmHWM`: Linux carries that across `execve` from the parent's memory at fork,
+/// so a fum started by a large process (a test harness, a notebook) reported the parent's size.
 pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).and_then(|v| v.trim().strip_suffix("kB")).and_then(|kb| kb.trim().parse::<u64>().ok());
+    if let Some(kb) = hwm {
+        return kb * 1024;
+    }
     // SAFETY: getrusage fills the zeroed struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
