@@ -64,7 +64,8 @@ pub fn equal_cut(total: u32, shards: usize) -> Vec<Range<u32>> {
 /// shard of an excitatory population with plastic inputs and one of an inhibitory population
 /// take alike to step, and ranks, which own whole shards (`crate::partition`), can balance even
 /// with one shard a GPU. Cut into equal counts of neurons, 4M neurons of an 80 / 20 E / I
-/// network in 16 shards left one GPU of four with 30 % less work (benchmarks/RESULTS.md).
+/// network in 16 shards left two GPUs of four with 17 and 25 % less work than the other two,
+/// which every step waited for (benchmarks/RESULTS.md, "Shards cut by cost").
 ///
 /// Shards are cut one after another, each taking an equal share of the cost still uncut; a cut
 /// within a quarter of that share of a population's edge moves onto the edge, so that the
