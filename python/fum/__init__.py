@@ -783,7 +783,8 @@ class Run:
         return ProbeSamples(*self._native.probe(self._probes[name][0]))
 
     def weights(self, projection: Union[Projection, str]) -> Synapses:
-        """Every synapse of `projection` as the run left it (pre, post, weight). A plastic
+        """Every synapse of `projection` as the run left it (pre, post, weight), ordered by
+        source, then target, whatever the shards and threads. A plastic
         weight lacks the potentiation still pending since its source's last spike (STDP's
         potentiation is applied at the next presynaptic spike: docs/model-format.md). A run of a
         `Simulation` that has run on since refuses: take them from its latest run."""

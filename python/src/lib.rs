@@ -436,6 +436,11 @@ impl NativeRun {
             }
         }
         drop(guard);
+        // By source, then target (a stable sort: a pair's multapses keep the order they were
+        // drawn in), so that the listing does not depend on how the network was cut into shards.
+        let mut order: Vec<usize> = (0..pre.len()).collect();
+        order.sort_by_key(|&k| (pre[k], post[k]));
+        let (pre, post, weight) = (order.iter().map(|&k| pre[k]).collect(), order.iter().map(|&k| post[k]).collect(), order.iter().map(|&k| weight[k]).collect());
         Ok((PyArray1::from_vec(py, pre), PyArray1::from_vec(py, post), PyArray1::from_vec(py, weight)))
     }
 }
