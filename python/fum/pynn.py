@@ -25,12 +25,25 @@ refused with an error saying what (docs/python.md lists both):
   NEST's spike_generator), SpikeSourcePoisson (as fum's Poisson input: below). Parameters are
   one value per population; `i_offset` and the initial `v` may also be RandomDistributions
   ('uniform', 'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng).
-- connectors: AllToAll, OneToOne, FixedProbability, FixedNumberPre (fum's fixed_indegree),
-  FixedNumberPost (fixed_outdegree), FixedTotalNumber, between whole populations; weights and
-  delays a number or a RandomDistribution, drawn by fum. FromList (conn_list of (i, j) or
-  with weight and delay columns), and AllToAll and OneToOne between PopulationViews, which draw
-  nothing: expanded into a list of synapses (fum.FromList), weights and delays a number or
-  the list's columns.
+- connectors, two ways (Projection's docstring says which way each goes):
+  - drawn by fum from the model's seed when it builds the network: AllToAll, OneToOne,
+    FixedProbability, FixedNumberPre (fum's fixed_indegree), FixedNumberPost
+    (fixed_outdegree), FixedTotalNumber (with replacement) between whole Populations; weights
+    and delays a number or a 'uniform', 'normal' or 'lognormal' RandomDistribution, drawn by
+    fum. Nothing is listed in Python: this is the way for large networks.
+  - listed: every connector PyNN draws (FixedProbability, FixedNumberPre/Post,
+    FixedTotalNumber, DistanceDependentProbability, IndexBasedProbability,
+    DisplacementDependentProbability, Array, Clone, FromFile, ...) from or onto
+    PopulationViews and Assemblies, and between whole Populations those fum has no rule for.
+    PyNN's own connector code draws the synapses when the Projection is created, from the
+    connector's rng and the synapse type's RandomDistributions (any distribution, a value per
+    pair, a function of distance), exactly as on any PyNN backend; fum runs the list as a
+    `fum.FromList` (a weight and delay per synapse). FromListConnector (its rows, with weight
+    and delay columns or the synapse type's, a distribution drawn for each synapse in the
+    list's order) and AllToAll/OneToOne of numbers are expanded without drawing. The list is
+    held in memory, drawn at Python's pace, and kept for reset().
+  Projection.get('weight'/'delay', ...) and len(): a listed projection's at once (weights as
+  the last run left them), a drawn one's after a run (its delays where they are one number).
 - synapses: StaticSynapse; STDPMechanism with SpikePairRule and Additive- or
   MultiplicativeWeightDependence (fum's pair-based STDP, all-to-all pairing), with
   `dendritic_delay_fraction` 1 (PyNN's default and NEST's timing: fum's `dendritic_delay`) or
@@ -40,7 +53,7 @@ refused with an error saying what (docs/python.md lists both):
   with a single weight; its spikes cannot be recorded.
 - recording: 'spikes', 'v' and (IF_cond_exp) 'gsyn_exc', 'gsyn_inh' of Populations and
   PopulationViews, get_data() (neo Blocks),
-  get_spike_counts(), mean_spike_count(); Projection.get('weight', ...) after a run.
+  get_spike_counts(), mean_spike_count().
 - run(), run_until(), reset() (a new segment: the network is rebuilt from its seed, the same
   synapses, and starts again from its initial state), end().
 """
@@ -370,6 +383,14 @@ class Recorder(recording.Recorder):
 class Assembly(common.Assembly):
     _simulator = simulator
 
+    @property
+    def receptor_types(self):
+        """The receptor types all its populations have, in the first one's order (PyNN's
+        Assembly gives them in a set's order, which decides the receptor a Projection
+        guesses: excitatory for positive weights)."""
+        first = self.populations[0].celltype.receptor_types
+        return [r for r in first if all(r in p.celltype.receptor_types for p in self.populations[1:])]
+
 
 class PopulationView(common.PopulationView):
     _assembly_class = Assembly
@@ -478,180 +499,386 @@ def _cells(pop):
     return np.arange(pop.size, dtype=np.int64)
 
 
-def _view_index(pop, ids):
-    """Indices in `pop` (a Population or PopulationView) of cells `ids` of its Population."""
-    if not isinstance(pop, PopulationView):
-        return ids
-    index = np.full(_root(pop).size, -1, dtype=np.int64)
-    index[_cells(pop)] = np.arange(pop.size)
-    return index[ids]
+def _locate(pop):
+    """(roots, which, index) of a Population, PopulationView or Assembly: the Populations its
+    cells belong to, and for each of its cells, in its order, the Population (an index into
+    `roots`) and the index there."""
+    roots, which, index = [], [], []
+    for part in (pop.populations if isinstance(pop, common.Assembly) else [pop]):
+        root = _root(part)
+        if not any(r is root for r in roots):
+            roots.append(root)
+        cells = _cells(part)
+        which.append(np.full(len(cells), next(k for k, r in enumerate(roots) if r is root), dtype=np.int64))
+        index.append(cells)
+    return roots, np.concatenate(which), np.concatenate(index)
 
 
-# A projection whose synapses fum.pynn lists (Projection._rule): FromListConnector, and the
-# connectors that draw nothing between PopulationViews.
-_LISTED = object()
+def _weight_scale(pop) -> float:
+    """PyNN's weight unit in fum's (nA or uS: 1000) of the cells of `pop`."""
+    scales = {root.celltype.fum_weight_scale for root in _locate(pop)[0]}
+    if len(scales) != 1:
+        raise Unsupported(f"{pop.label}: an Assembly of cells whose weights differ in units")
+    return scales.pop()
+
+
+def _number(lazy, what: str = ""):
+    """A synapse parameter (a lazyarray) as one number for every synapse, or None where it is
+    not (a RandomDistribution, a value per pair, a function of distance or of the indices)."""
+    try:
+        value = _value(lazy, what, distributions=False)
+    except (Unsupported, TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _steps_ms(delay_ms):
+    """Delays as fum simulates them: rounded to whole steps, as the engine rounds."""
+    return np.round(np.floor(np.asarray(delay_ms, dtype=float) / state.dt + 0.5) * state.dt, 9)
 
 
 class Connection(object):
-    """A synapse as a fum run left it (for Projection.get and iteration)."""
+    """A synapse (for Projection.get and iteration): its cells' indices in the projection's
+    pre- and postsynaptic Population, PopulationView or Assembly, its weight (PyNN's units) and
+    delay (ms, rounded to steps)."""
 
-    def __init__(self, pre, post, weight):
-        self.presynaptic_index, self.postsynaptic_index, self.weight = pre, post, weight
+    def __init__(self, pre, post, weight, delay):
+        self.presynaptic_index, self.postsynaptic_index, self.weight, self._delay = pre, post, weight, delay
+
+    @property
+    def delay(self):
+        if self._delay is None:
+            raise Unsupported("reading back delays that fum drew from a distribution: fum.Run.weights gives pre, post and weight")
+        return self._delay
 
     def as_tuple(self, *names):
         return tuple(getattr(self, name) for name in names)
 
 
+_DRAWN_BY_FUM = (AllToAllConnector, OneToOneConnector, FixedProbabilityConnector, FixedNumberPreConnector,
+                 FixedNumberPostConnector, FixedTotalNumberConnector)
+
+
 class Projection(common.Projection):
-    __doc__ = common.Projection.__doc__
+    __doc__ = """A PyNN Projection on fum. Its synapses come one of two ways:
+
+    - drawn by fum, from the model's seed (`setup(seed=...)`), when it builds the network: a
+      connector fum has a rule for (AllToAll, OneToOne, FixedProbability, FixedNumberPre and
+      FixedNumberPost of a number `n`, FixedTotalNumber with replacement) between whole
+      Populations; weights and delays numbers or distributions fum draws. Nothing is held in
+      Python, and it scales to networks of any size.
+    - listed: any connector from or onto a PopulationView or an Assembly, and between whole
+      Populations the connectors fum has no rule for (DistanceDependentProbability,
+      IndexBasedProbability, Array, FixedNumberPre/Post of a RandomDistribution `n`,
+      FixedTotalNumber without replacement, allow_self_connections='NoMutual', Clone,
+      FromFile, ...). PyNN's own connector code draws the synapses when the Projection is
+      created, as on every PyNN backend, from the connector's rng and the synapse type's
+      RandomDistributions (with their rngs), and fum runs them as a `fum.FromList` (a weight
+      and a delay per synapse). FromListConnector, and AllToAll and OneToOne whose weight and
+      delay are numbers, are expanded without PyNN's connector code. The list is held in
+      memory (32 bytes a synapse) and drawn at Python's pace.
+
+    """ + (common.Projection.__doc__ or "")
     _simulator = simulator
     _static_synapse_class = StaticSynapse
 
     def __init__(self, presynaptic_population, postsynaptic_population, connector, synapse_type=None, source=None, receptor_type=None, space=Space(), label=None):
         state.refuse_if_built("creating a Projection")
         # Before PyNN's own checks, which look for the target's receptor types.
-        if isinstance(getattr(postsynaptic_population, "celltype", None), (SpikeSourcePoisson, SpikeSourceArray)):
-            raise errors.ConnectionError(f"a {type(postsynaptic_population.celltype).__name__} receives no synapses")
+        for target in (postsynaptic_population.populations if isinstance(postsynaptic_population, common.Assembly) else [postsynaptic_population]):
+            if isinstance(getattr(target, "celltype", None), (SpikeSourcePoisson, SpikeSourceArray)):
+                raise errors.ConnectionError(f"a {type(target.celltype).__name__} receives no synapses")
         common.Projection.__init__(self, presynaptic_population, postsynaptic_population, connector, synapse_type, source, receptor_type, space, label)
         for role, pop in (("presynaptic", self.pre), ("postsynaptic", self.post)):
-            if not isinstance(pop, (Population, PopulationView)):
-                raise Unsupported(f"{role} {type(pop).__name__}: fum connects Populations and PopulationViews, not Assemblies")
-            cells = _cells(pop)
-            if len(np.unique(cells)) != len(cells):
-                raise Unsupported(f"{role} {pop.label}: a PopulationView that repeats cells")
+            if not isinstance(pop, (Population, PopulationView, common.Assembly)):
+                raise Unsupported(f"{role} {type(pop).__name__}: fum connects Populations, PopulationViews and Assemblies")
+            ids = np.asarray(pop.all_cells, dtype=np.int64)
+            if len(np.unique(ids)) != len(ids):
+                raise Unsupported(f"{role} {pop.label}: a PopulationView or Assembly that repeats cells")
         if source is not None:
             raise Unsupported("source: fum neurons have one spike source")
-        self.fum_name = f"{_root(self.pre).fum_name}_to_{_root(self.post).fum_name}_{len(state.projections)}"
-        if self._rule()[0] is _LISTED:   # refused at once, not at run()
-            self._listed()
+        self._index = len(state.projections)
+        self.fum_name = f"{_locate(self.pre)[0][0].fum_name}_to_{_locate(self.post)[0][0].fum_name}_{self._index}"
+        # (pre, post, weight, delay) of a listed projection: the synapses' cells as indices in
+        # self.pre and self.post, weights in PyNN's units and sign, delays in ms as given.
+        self._list = None
+        if self._rule() is None:
+            self._list = self._expanded() if self._expands() else self._drawn()
         state.projections.append(self)
 
+    # -- How the synapses come --------------------------------------------------------------
+
     def _rule(self):
+        """(fum rule, fields) where fum draws this projection (a connector fum has, between
+        whole Populations), else None: its synapses are listed."""
         c = self._connector
+        if type(c) not in _DRAWN_BY_FUM or not (isinstance(self.pre, Population) and isinstance(self.post, Population)):
+            return None
         allow_autapses = getattr(c, "allow_self_connections", True)
         if allow_autapses not in (True, False):
-            raise Unsupported(f"{type(c).__name__}(allow_self_connections={allow_autapses!r}): fum allows or refuses self-connections, nothing between")
+            return None   # 'NoMutual': PyNN draws it
         fields = {"allow_autapses": bool(allow_autapses)} if self.pre is self.post else {}
-        if type(c) is FromListConnector:
-            return _LISTED, {}
-        if isinstance(self.pre, PopulationView) or isinstance(self.post, PopulationView):
-            if type(c) in (OneToOneConnector, AllToAllConnector):
-                return _LISTED, {}
-            raise Unsupported(f"{type(c).__name__} from or onto a PopulationView: fum draws connections from its own seed over whole "
-                              "populations, so a view's share would not be the connector's; AllToAll, OneToOne and FromList connectors, "
-                              "which draw nothing, connect views")
         if type(c) is OneToOneConnector:
             return fum.OneToOne(), {}
         if type(c) is AllToAllConnector:
             return fum.AllToAll(), fields
         if type(c) is FixedProbabilityConnector:
             return fum.FixedProbability(float(c.p_connect)), fields
+        if not isinstance(c.n, (int, np.integer)):
+            return None   # a RandomDistribution of n: PyNN draws it
         if type(c) is FixedNumberPreConnector:
             return fum.FixedIndegree(int(c.n)), {**fields, "allow_multapses": bool(c.with_replacement)}
         if type(c) is FixedNumberPostConnector:
             return fum.FixedOutdegree(int(c.n)), {**fields, "allow_multapses": bool(c.with_replacement)}
-        if type(c) is FixedTotalNumberConnector:
-            if not c.with_replacement:
-                raise Unsupported("FixedTotalNumberConnector(with_replacement=False): fum's fixed_total_number, as NEST's, draws with replacement")
-            return fum.FixedTotalNumber(int(c.n)), fields
-        raise Unsupported(f"{type(c).__name__}: fum.pynn maps AllToAll, OneToOne, FixedProbability, FixedNumberPre, FixedNumberPost, FixedTotalNumber and FromList connectors")
+        if not c.with_replacement:
+            return None   # fum's fixed_total_number, as NEST's, draws with replacement; PyNN draws this
+        return fum.FixedTotalNumber(int(c.n)), fields
 
-    def _listed(self):
-        """(pre, post, weight, delay) of a listed projection: the indices of its synapses' cells
-        in their Populations, and each synapse's weight and delay in PyNN's units where the
-        connector gives them (FromListConnector's columns), else None."""
+    def _expands(self) -> bool:
+        """Whether the synapses are listed without PyNN's connector: FromListConnector (its list
+        is checked here), and AllToAll and OneToOne where the synapse type's weight and delay are
+        numbers (else PyNN's connector draws them, in its order)."""
         c = self._connector
-        pre_cells, post_cells = _cells(self.pre), _cells(self.post)
-        weight = delay = None
         if type(c) is FromListConnector:
-            table = np.asarray(c.conn_list, dtype=float)
-            table = table.reshape(len(table), -1) if table.size else np.zeros((0, 2 + len(c.column_names)))
-            i, j = table[:, 0], table[:, 1]
-            for role, ids, pop in (("presynaptic", i, self.pre), ("postsynaptic", j, self.post)):
-                bad = ~((ids >= 0) & (ids < pop.size) & (ids == np.round(ids)))
-                if bad.any():
-                    k = int(np.flatnonzero(bad)[0])
-                    raise errors.ConnectionError(f"FromListConnector: conn_list[{k}]: {role} index {ids[k]:g} is not a cell of {pop.label} ({pop.size} cells)")
-            for column, name in enumerate(c.column_names, 2):
-                if name == "weight":
-                    weight = table[:, column]
-                elif name == "delay":
-                    delay = table[:, column]
-                else:
-                    raise Unsupported(f"FromListConnector column {name!r}: fum lists a weight and a delay per synapse; other parameters are the synapse type's")
-            pre, post = pre_cells[i.astype(np.int64)], post_cells[j.astype(np.int64)]
+            self._from_list()
+            return True
+        if type(c) not in (AllToAllConnector, OneToOneConnector) or getattr(c, "allow_self_connections", True) not in (True, False):
+            return False
+        ps = self.synapse_type.parameter_space
+        return all(_number(ps[name]) is not None for name in ("weight", "delay"))
+
+    def _from_list(self):
+        """(i, j, {column: values}) of a FromListConnector, checked: indices of cells of the
+        projection's pre and post, columns weight and delay."""
+        c = self._connector
+        table = np.asarray(c.conn_list, dtype=float)
+        table = table.reshape(len(table), -1) if table.size else np.zeros((0, 2 + len(c.column_names)))
+        i, j = table[:, 0], table[:, 1]
+        for role, ids, pop in (("presynaptic", i, self.pre), ("postsynaptic", j, self.post)):
+            bad = ~((ids >= 0) & (ids < pop.size) & (ids == np.round(ids)))
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                raise errors.ConnectionError(f"FromListConnector: conn_list[{k}]: {role} index {ids[k]:g} is not a cell of {pop.label} ({pop.size} cells)")
+        columns = {}
+        for column, name in enumerate(c.column_names, 2):
+            if name not in ("weight", "delay"):
+                raise Unsupported(f"FromListConnector column {name!r}: fum lists a weight and a delay per synapse; other parameters are the synapse type's")
+            columns[name] = table[:, column]
+        return i.astype(np.int64), j.astype(np.int64), columns
+
+    def _expanded(self):
+        """The list of a FromListConnector, or of an AllToAll or OneToOne connector, expanded
+        (nothing is drawn); weights and delays the list's columns or the synapse type's."""
+        c = self._connector
+        columns = {}
+        if type(c) is FromListConnector:
+            pre, post, columns = self._from_list()
         elif type(c) is OneToOneConnector:
             if self.pre.size != self.post.size:
                 raise errors.ConnectionError(f"OneToOneConnector between {self.pre.label} ({self.pre.size} cells) and {self.post.label} ({self.post.size}): the sizes must be equal")
-            pre, post = pre_cells, post_cells
+            pre = post = np.arange(self.pre.size, dtype=np.int64)
         else:
-            pre, post = np.repeat(pre_cells, len(post_cells)), np.tile(post_cells, len(pre_cells))
-            if _root(self.pre) is _root(self.post) and not c.allow_self_connections:
-                keep = pre != post
+            pre = np.repeat(np.arange(self.pre.size, dtype=np.int64), self.post.size)
+            post = np.tile(np.arange(self.post.size, dtype=np.int64), self.pre.size)
+            if not c.allow_self_connections:
+                # As PyNN: no synapse from a cell onto itself, whichever views hold it.
+                keep = np.asarray(self.pre.all_cells, dtype=np.int64)[pre] != np.asarray(self.post.all_cells, dtype=np.int64)[post]
                 pre, post = pre[keep], post[keep]
-        return pre, post, weight, delay
+        values = [np.asarray(columns[name], dtype=float) if name in columns else self._listed_values(name, pre, post) for name in ("weight", "delay")]
+        return (pre, post, *values)
 
-    def _fum_list(self, weight, delay):
-        """The fum.FromList of a listed projection, weights and delays in fum's units: the
-        connector's columns, or the synapse type's `weight` and `delay` (numbers)."""
-        pre, post, weights, delays = self._listed()
-        if weights is None:
-            if not isinstance(weight, float):
-                raise Unsupported(f"{self.label}: a RandomDistribution weight on listed synapses (FromListConnector, or a connector between PopulationViews): "
-                                  "fum draws distributions over whole populations from its seed; give the weights in the list")
-            weights = weight
-        else:
-            weights = weights * self.post.celltype.fum_weight_scale
-            if (weights < 0).any():
+    def _listed_values(self, name, pre, post):
+        """The synapse type's `name` (weight or delay) for listed synapses: a number for all, a
+        value per pair (an array of the projection's shape), or a RandomDistribution drawn for
+        each synapse in the list's order (from its rng, which goes on: PyNN's
+        FromListConnector draws from a copy of it for each target, the same numbers again)."""
+        lazy = self.synapse_type.parameter_space[name]
+        number = _number(lazy)
+        if number is not None:
+            return np.full(len(pre), number)
+        base = lazy.base_value
+        if isinstance(base, RandomDistribution):
+            if len(pre) == 0:
+                return np.zeros(0)
+            lazy = copy.copy(lazy)
+            lazy.shape = (len(pre),)
+            return np.asarray(lazy.evaluate(simplify=False), dtype=float).reshape(len(pre))
+        if isinstance(base, np.ndarray) and base.shape == (self.pre.size, self.post.size):
+            lazy = copy.copy(lazy)
+            lazy.shape = base.shape
+            return np.asarray(lazy.evaluate(simplify=False), dtype=float)[pre, post]
+        raise Unsupported(f"{self.label}.{name}: listed synapses take a number, a value per pair or a RandomDistribution; give the {name}s in the list")
+
+    def _drawn(self):
+        """The list PyNN's connector draws (`Connector.connect`, which calls
+        `_convergent_connect` for each target cell)."""
+        c = self._connector
+        name = type(c).__name__
+        if getattr(c, "allow_self_connections", True) == "NoMutual" and not (self.pre is self.post and isinstance(self.pre, Population)):
+            raise Unsupported(f"{name}(allow_self_connections='NoMutual') between PopulationViews or Assemblies: "
+                              "PyNN draws 'NoMutual' between a Population and itself only")
+        # The synapse type's other parameters (STDP's), one value per projection.
+        self._fixed = {n: _number(lazy) for n, lazy in self.synapse_type.native_parameters.items() if n not in ("weight", "delay")}
+        self._drawing = []
+        try:
+            c.connect(self)
+        except Unsupported:
+            raise
+        except NotImplementedError as e:
+            raise Unsupported(f"{name}: PyNN does not draw it ({str(e) or 'its connect() is not implemented'})") from e
+        drawn, self._drawing = self._drawing, None
+        if not drawn:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+        return tuple(np.concatenate(column) for column in zip(*drawn))
+
+    def _convergent_connect(self, presynaptic_indices, postsynaptic_index, location_selector=None, **connection_parameters):
+        """Synapses from cells `presynaptic_indices` of self.pre onto cell `postsynaptic_index`
+        of self.post, of `connection_parameters` (native names: a number for all or one per
+        synapse), as PyNN's connectors draw them: added to the list."""
+        if location_selector is not None:
+            raise Unsupported("location_selector: fum's neurons are points")
+        # Indices, though CSAConnector gives cells (IDs).
+        if isinstance(postsynaptic_index, common.IDMixin):
+            postsynaptic_index = self.post.id_to_index(postsynaptic_index)
+        if len(presynaptic_indices) and isinstance(presynaptic_indices[0], common.IDMixin):
+            presynaptic_indices = self.pre.id_to_index(np.asarray(presynaptic_indices))
+        pre = np.asarray(presynaptic_indices, dtype=np.int64).reshape(-1)
+        values = {}
+        for name, value in connection_parameters.items():
+            value = np.broadcast_to(np.asarray(value, dtype=float), pre.shape)
+            if name in ("weight", "delay"):
+                values[name] = np.array(value)
+            elif len(value) and not np.all(value == self._fixed.get(name)):
+                name = self._pynn_name(name)
+                raise Unsupported(f"{self.label}: {name} per synapse: fum takes one {name} per projection (the synapse type's); weight and delay may differ between synapses")
+        self._drawing.append((pre, np.full(len(pre), int(postsynaptic_index), dtype=np.int64), values["weight"], values["delay"]))
+
+    def _pynn_name(self, native: str) -> str:
+        """PyNN's name of the synapse type's parameter `native`."""
+        syn = self.synapse_type
+        for model in (syn, getattr(syn, "timing_dependence", None), getattr(syn, "weight_dependence", None)):
+            for name, t in getattr(model, "translations", {}).items():
+                if t["translated_name"] == native:
+                    return name
+        return native
+
+    def _parts(self):
+        """(name, source, target, pre, post, rows) of a listed projection for each pair of
+        Populations its synapses join (one, unless an Assembly joins several): the fum
+        projection's name, the Populations, the synapses' cells there, and their rows in the
+        list, ordered as fum.Run.weights lists them (by source, then target; a pair's several
+        synapses in the list's order)."""
+        pre, post = self._list[0], self._list[1]
+        pre_roots, pre_which, pre_index = _locate(self.pre)
+        post_roots, post_which, post_index = _locate(self.post)
+        which_pre, which_post = pre_which[pre], post_which[post]
+        parts = []
+        for a, source in enumerate(pre_roots):
+            for b, target in enumerate(post_roots):
+                rows = np.flatnonzero((which_pre == a) & (which_post == b))
+                if len(rows) == 0:
+                    continue
+                i, j = pre_index[pre[rows]], post_index[post[rows]]
+                order = np.argsort(i * target.size + j, kind="stable")
+                parts.append((f"{source.fum_name}_to_{target.fum_name}_{self._index}", source, target, i[order], j[order], rows[order]))
+        return parts
+
+    def _connect_listed(self, net, poisson) -> None:
+        """Adds a listed projection to `net`: a fum.FromList for each pair of Populations."""
+        rule = self._plasticity()
+        pre, post, weight, delay = self._list
+        for name, source, target, i, j, rows in self._parts():
+            if source in poisson:
+                if self.pre is source:
+                    raise Unsupported(f"{self.label}: a SpikeSourcePoisson projects through a OneToOneConnector onto a population of its size (fum's Poisson input: an independent train into each neuron)")
+                raise Unsupported(f"{self.label}: a PopulationView of a SpikeSourcePoisson (or an Assembly holding one): fum's Poisson input drives whole populations")
+            w = weight[rows] * target.celltype.fum_weight_scale
+            if (w < 0).any():
                 if self.receptor_type != "inhibitory":
                     raise Unsupported(f"{self.label}: a negative weight onto the {self.receptor_type} receptor")
-                weights = np.abs(weights)
-        if delays is None:
-            if not isinstance(delay, float):
-                raise Unsupported(f"{self.label}: a RandomDistribution delay on listed synapses: give the delays in the list")
-            delays = delay
-        return fum.FromList(pre, post, weight=weights, delay_ms=delays)
+                w = np.abs(w)
+            try:
+                net.connect(source.fum_name, target.fum_name, fum.FromList(i, j, weight=w, delay_ms=delay[rows]), name=name,
+                            receptor=self.receptor_type, plasticity=rule)
+            except ValueError as e:
+                raise Unsupported(f"{self.label}: {e}") from e
 
-    def _synapse(self):
-        """(weight, delay, stdp rule or None) in fum's units."""
+    # -- The synapse type ---------------------------------------------------------------------
+
+    def _plasticity(self):
+        """fum's STDP rule of the synapse type, in fum's units, or None (StaticSynapse)."""
         syn = self.synapse_type
         if not isinstance(syn, (StaticSynapse, STDPMechanism)):
             raise Unsupported(f"synapse type {type(syn).__name__}: fum.pynn has StaticSynapse and STDPMechanism")
-        scale = self.post.celltype.fum_weight_scale
-        ps = syn.parameter_space
-        weight = _value(ps["weight"], f"{self.label}.weight", scale)
+        if not isinstance(syn, STDPMechanism):
+            return None
+        scale = _weight_scale(self.post)
+        td, wd = syn.timing_dependence, syn.weight_dependence
+        if not isinstance(td, SpikePairRule) or not isinstance(wd, (AdditiveWeightDependence, MultiplicativeWeightDependence)) or syn.voltage_dependence is not None:
+            raise Unsupported("STDPMechanism: fum.pynn maps SpikePairRule with AdditiveWeightDependence or MultiplicativeWeightDependence")
+        ps, t, w = syn.parameter_space, td.parameter_space, wd.parameter_space
+        num = lambda space, key: _value(space[key], f"{self.label}.{key}", distributions=False)  # noqa: E731
+        # PyNN's default, 1, is NEST's timing: the whole delay dendritic.
+        fraction = num(ps, "dendritic_delay_fraction")
+        if fraction not in (0.0, 1.0):
+            raise Unsupported(f"{self.label}: dendritic_delay_fraction {fraction}: fum pairs spikes at the neurons (0) or with the whole delay dendritic (1)")
+        return fum.Stdp(a_plus=num(t, "A_plus"), a_minus=num(t, "A_minus"), w_max=num(w, "w_max") * scale,
+                        w_min=num(w, "w_min") * scale, tau_plus_ms=num(t, "tau_plus"), tau_minus_ms=num(t, "tau_minus"),
+                        weight_dependence=wd.fum_dependence, dendritic_delay=fraction == 1.0)
+
+    def _synapse(self):
+        """(weight, delay, stdp rule or None) in fum's units, of a projection fum draws: weight
+        and delay each a number or a distribution fum draws."""
+        rule = self._plasticity()
+        ps = self.synapse_type.parameter_space
+        try:
+            weight = _value(ps["weight"], f"{self.label}.weight", _weight_scale(self.post))
+            delay = _value(ps["delay"], f"{self.label}.delay")
+        except Unsupported as e:
+            if isinstance(self.pre.celltype, SpikeSourcePoisson):
+                raise
+            raise Unsupported(f"{e} (between whole Populations fum draws the synapses, their weights and delays from its seed; "
+                              "connect PopulationViews, e.g. pop[:], to have PyNN draw them, any distribution or value per pair)") from e
         if isinstance(weight, float) and weight < 0:
             if self.receptor_type != "inhibitory":
                 raise Unsupported(f"{self.label}: a negative weight onto the {self.receptor_type} receptor")
             weight = -weight
-        delay = _value(ps["delay"], f"{self.label}.delay")
-        rule = None
-        if isinstance(syn, STDPMechanism):
-            td, wd = syn.timing_dependence, syn.weight_dependence
-            if not isinstance(td, SpikePairRule) or not isinstance(wd, (AdditiveWeightDependence, MultiplicativeWeightDependence)) or syn.voltage_dependence is not None:
-                raise Unsupported("STDPMechanism: fum.pynn maps SpikePairRule with AdditiveWeightDependence or MultiplicativeWeightDependence")
-            t, w = td.parameter_space, wd.parameter_space
-            num = lambda space, key: _value(space[key], f"{self.label}.{key}", distributions=False)  # noqa: E731
-            # PyNN's default, 1, is NEST's timing: the whole delay dendritic.
-            fraction = num(ps, "dendritic_delay_fraction")
-            if fraction not in (0.0, 1.0):
-                raise Unsupported(f"{self.label}: dendritic_delay_fraction {fraction}: fum pairs spikes at the neurons (0) or with the whole delay dendritic (1)")
-            rule = fum.Stdp(a_plus=num(t, "A_plus"), a_minus=num(t, "A_minus"), w_max=num(w, "w_max") * scale,
-                            w_min=num(w, "w_min") * scale, tau_plus_ms=num(t, "tau_plus"), tau_minus_ms=num(t, "tau_minus"),
-                            weight_dependence=wd.fum_dependence, dendritic_delay=fraction == 1.0)
         return weight, delay, rule
 
+    # -- The synapses ---------------------------------------------------------------------------
+
+    def _columns(self):
+        """(pre, post, weight, delay) of every synapse: indices in self.pre and self.post,
+        weights in PyNN's units as the last run left them (a listed projection's, before the first
+        run, as listed), delays in ms rounded to steps (None: drawn by fum from a distribution)."""
+        if self._list is None:
+            if state.last_run is None:
+                raise Unsupported("the synapses of a Projection before the first run(): fum draws them when it builds the network "
+                                  "(a connector between whole Populations); PyNN draws those from or onto PopulationViews at once")
+            pre, post, weight = state.last_run.weights(self.fum_name)
+            given = _number(self.synapse_type.parameter_space["weight"])
+            weight = np.asarray(weight, dtype=float) / _weight_scale(self.post) * (-1.0 if given is not None and given < 0 else 1.0)
+            delay = _number(self.synapse_type.parameter_space["delay"])
+            delay = None if delay is None else np.full(len(pre), float(_steps_ms(delay)))
+            return np.asarray(pre, dtype=np.int64), np.asarray(post, dtype=np.int64), weight, delay
+        pre, post, weight, delay = self._list
+        if state.last_run is not None:
+            weight = weight.copy()
+            for name, source, target, i, j, rows in self._parts():
+                run_pre, run_post, run_weight = state.last_run.weights(name)
+                if not (np.array_equal(run_pre, i) and np.array_equal(run_post, j)):   # pragma: no cover - fum lists what it was given
+                    raise RuntimeError(f"{self.label}: the synapses of fum projection {name!r} are not the ones listed")
+                weight[rows] = np.copysign(np.asarray(run_weight, dtype=float) / target.celltype.fum_weight_scale, weight[rows])
+        return pre, post, weight, _steps_ms(delay)
+
     def __len__(self):
-        return len(self.connections)
+        return len(self._list[0]) if self._list is not None else len(self._columns()[0])
 
     @property
     def connections(self):
-        if state.last_run is None:
-            raise Unsupported("the synapses of a Projection before the first run(): fum draws them when it builds the network")
-        pre, post, weight = state.last_run.weights(self.fum_name)
-        pre, post = _view_index(self.pre, pre), _view_index(self.post, post)
-        scale = self.post.celltype.fum_weight_scale
-        return [Connection(int(i), int(j), float(w) / scale) for i, j, w in zip(pre, post, weight)]
+        pre, post, weight, delay = self._columns()
+        delays = [None] * len(pre) if delay is None else delay.tolist()
+        return [Connection(i, j, w, d) for i, j, w, d in zip(pre.tolist(), post.tolist(), weight.tolist(), delays)]
 
     def __getitem__(self, i):
         return self.connections[i]
@@ -660,12 +887,17 @@ class Projection(common.Projection):
         return iter(self.connections)
 
     def set(self, **attributes):
-        raise Unsupported("Projection.set: fum draws weights and delays when it builds the network; give them to the synapse type")
+        raise Unsupported("Projection.set: fum draws weights and delays when it builds the network, and PyNN lists them when the Projection is made; give them to the synapse type")
 
     def _get_attributes_as_list(self, names):
-        if "delay" in names:
-            raise Unsupported("reading delays back: fum.Run.weights gives pre, post and weight")
-        return [c.as_tuple(*names) for c in self.connections]
+        pre, post, weight, delay = self._columns()
+        columns = {"presynaptic_index": pre, "postsynaptic_index": post, "weight": weight, "delay": delay}
+        if "delay" in names and delay is None:
+            raise Unsupported("reading back delays that fum drew from a distribution: fum.Run.weights gives pre, post and weight")
+        for name in names:
+            if name not in columns:
+                raise Unsupported(f"reading back {name!r}: fum.pynn gives the weight and delay of each synapse")
+        return list(zip(*(columns[name].tolist() for name in names)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,24 +918,21 @@ def _model(state: State) -> "fum.Model":
         net.population(pop.fum_name, pop.size, pop.celltype.fum_model, record_spikes=False, **fields)
     used = set()
     for prj in state.projections:
+        if prj._list is not None:
+            prj._connect_listed(net, sources)
+            continue
         weight, delay, rule = prj._synapse()
-        if _root(prj.pre) in sources:
-            if prj.pre is not _root(prj.pre):
-                raise Unsupported(f"{prj.label}: a PopulationView of a SpikeSourcePoisson: fum's Poisson input drives whole populations")
+        if prj.pre in sources:
             if prj.pre in used:
                 raise Unsupported(f"{prj.pre.label}: a SpikeSourcePoisson in two projections: fum's Poisson input is a train per target, not trains shared among targets")
             used.add(prj.pre)
-            if type(prj._connector) is not OneToOneConnector or prj.pre.size != prj.post.size or prj.post is not _root(prj.post):
+            if type(prj._connector) is not OneToOneConnector or prj.pre.size != prj.post.size:
                 raise Unsupported(f"{prj.label}: a SpikeSourcePoisson projects through a OneToOneConnector onto a population of its size (fum's Poisson input: an independent train into each neuron)")
             if rule is not None or not isinstance(weight, float):
                 raise Unsupported(f"{prj.label}: from a SpikeSourcePoisson, a StaticSynapse of one weight")
             net.poisson(prj.post.fum_name, rate_hz=sources[prj.pre]["rate_hz"], weight=weight, receptor=prj.receptor_type, name=prj.fum_name)
             continue
         rule_value, fields = prj._rule()
-        if rule_value is _LISTED:
-            net.connect(_root(prj.pre).fum_name, _root(prj.post).fum_name, prj._fum_list(weight, delay), name=prj.fum_name,
-                        receptor=prj.receptor_type, plasticity=rule)
-            continue
         net.connect(prj.pre.fum_name, prj.post.fum_name, rule_value, weight, name=prj.fum_name, delay_ms=delay,
                     receptor=prj.receptor_type, plasticity=rule, **fields)
     for recorder in state.recorders:

@@ -8,6 +8,8 @@ import pytest
 pytest.importorskip("pyNN", reason="fum.pynn is a PyNN backend (pip install PyNN)")
 
 import pyNN.mock as pynn_mock  # noqa: E402
+from pyNN.core import IndexBasedExpression  # noqa: E402
+from pyNN.space import Grid2D  # noqa: E402
 
 import fum  # noqa: E402
 import fum.pynn as sim  # noqa: E402
@@ -272,15 +274,276 @@ def test_a_projection_between_views_excludes_self_connections_when_asked():
     sim.end()
 
 
+# ---------------------------------------------------------------------------------------------
+# Connectors PyNN draws: between PopulationViews and Assemblies (and, where fum has no rule for
+# the connector, between whole Populations), PyNN's own connector code draws the synapses with
+# the connector's rng, and fum runs them as a fum.FromList.
+# ---------------------------------------------------------------------------------------------
+
+class _Near(IndexBasedExpression):
+    """A connection probability falling with the distance between indices."""
+
+    def __call__(self, i, j):
+        return np.exp(-np.abs(i - j) / 5.0)
+
+
+def _seeded(s, seed):
+    return s.NumpyRNG(seed=seed)
+
+
+DRAWN = {
+    "FixedProbability": lambda s: s.FixedProbabilityConnector(0.3, rng=_seeded(s, 11)),
+    "FixedProbability without self-connections": lambda s: s.FixedProbabilityConnector(0.3, allow_self_connections=False, rng=_seeded(s, 11)),
+    "FixedNumberPre": lambda s: s.FixedNumberPreConnector(4, rng=_seeded(s, 11)),
+    "FixedNumberPre with replacement": lambda s: s.FixedNumberPreConnector(4, with_replacement=True, rng=_seeded(s, 11)),
+    "FixedNumberPre of a distribution": lambda s: s.FixedNumberPreConnector(s.RandomDistribution("uniform_int", (2, 6), rng=_seeded(s, 5)), rng=_seeded(s, 11)),
+    "FixedNumberPost": lambda s: s.FixedNumberPostConnector(3, rng=_seeded(s, 11)),
+    "FixedTotalNumber": lambda s: s.FixedTotalNumberConnector(50, rng=_seeded(s, 11)),
+    "FixedTotalNumber without replacement": lambda s: s.FixedTotalNumberConnector(50, with_replacement=False, rng=_seeded(s, 11)),
+    "DistanceDependentProbability": lambda s: s.DistanceDependentProbabilityConnector("exp(-d/4)", rng=_seeded(s, 11)),
+    "IndexBasedProbability": lambda s: s.IndexBasedProbabilityConnector(_Near(), rng=_seeded(s, 11)),
+    "DisplacementDependentProbability": lambda s: s.DisplacementDependentProbabilityConnector(lambda d: (np.abs(d[0]) < 6) * 0.5, rng=_seeded(s, 11)),
+    "Array": lambda s: s.ArrayConnector(np.random.RandomState(3).rand(20, 10) < 0.2),
+    "AllToAll of drawn weights": lambda s: s.AllToAllConnector(allow_self_connections=False),
+}
+
+
+def drawn_projection(s, connector, between="views"):
+    """A projection of `connector` in backend `s` (fum.pynn or pyNN.mock): between views of one
+    Population (overlapping, so that self-connections are possible) or of two, or between two
+    whole Populations (where fum has no rule for the connector); weights and delays drawn from
+    RandomDistributions of their own rngs."""
+    s.setup(timestep=0.1)
+    a = s.Population(30, s.IF_curr_exp(**CELL), label="a")
+    b = s.Population(20, s.IF_curr_exp(**CELL), label="b")
+    syn = s.StaticSynapse(weight=s.RandomDistribution("gamma", (2.0, 0.05), rng=_seeded(s, 12)),
+                          delay=s.RandomDistribution("uniform", (0.5, 3.0), rng=_seeded(s, 13)))
+    if between == "views":
+        return s.Projection(a[5:25], a[[1, 4, 7, 9, 12, 20, 21, 22, 23, 24]], connector(s), syn)
+    if between == "views of two populations":
+        return s.Projection(a[5:25], b[0:10], connector(s), syn)
+    return s.Projection(s.Population(20, s.IF_curr_exp(**CELL), label="c"), s.Population(10, s.IF_curr_exp(**CELL), label="d"), connector(s), syn)
+
+
+def as_array(listed):
+    return np.array(listed, dtype=float).reshape(-1, 4)
+
+
+@pytest.mark.parametrize("between", ["views", "views of two populations"])
+@pytest.mark.parametrize("connector", list(DRAWN.values()), ids=list(DRAWN))
+def test_connectors_between_views_give_the_synapses_pynn_draws(connector, between):
+    expected = as_array(drawn_projection(pynn_mock, connector, between).get(["weight", "delay"], format="list"))
+    prj = drawn_projection(sim, connector, between)
+    drawn = as_array(prj.get(["weight", "delay"], format="list"))
+    assert len(prj) == len(expected) > 0
+    # The cells and weights PyNN drew, in its order; delays as fum runs them, rounded to steps.
+    np.testing.assert_array_equal(drawn[:, :3], expected[:, :3])
+    np.testing.assert_allclose(drawn[:, 3], np.floor(expected[:, 3] / 0.1 + 0.5) * 0.1, rtol=0, atol=1e-9)
+    sim.run(5.0)
+    after = as_array(prj.get(["weight", "delay"], format="list"))
+    np.testing.assert_array_equal(after[:, [0, 1, 3]], drawn[:, [0, 1, 3]])
+    np.testing.assert_allclose(after[:, 2], drawn[:, 2], rtol=1e-6)   # as fum stores them: 32-bit floats of pA
+    sim.end()
+
+
+@pytest.mark.parametrize("connector", [DRAWN[name] for name in ("DistanceDependentProbability", "IndexBasedProbability", "Array", "FixedNumberPre of a distribution",
+                                                                 "FixedTotalNumber without replacement")])
+def test_connectors_fum_has_no_rule_for_are_drawn_by_pynn_between_whole_populations(connector):
+    expected = as_array(drawn_projection(pynn_mock, connector, "populations").get(["weight", "delay"], format="list"))
+    prj = drawn_projection(sim, connector, "populations")
+    assert prj._list is not None
+    np.testing.assert_array_equal(as_array(prj.get(["weight", "delay"], format="list"))[:, :3], expected[:, :3])
+    sim.end()
+
+
+def test_weights_and_delays_of_distance_and_from_files_are_pynn_s(tmp_path):
+    path = tmp_path / "synapses.txt"
+    path.write_text("# columns = ['i', 'j', 'weight', 'delay']\n0 1 0.1 1.0\n2 3 0.2 1.5\n4 3 0.3 2.0\n")
+
+    def projections(s):
+        s.setup(timestep=0.1)
+        E = s.Population(36, s.IF_curr_exp(**CELL), structure=Grid2D(), label="E")
+        near = s.Projection(E[0:18], E[18:36], s.DistanceDependentProbabilityConnector("d < 3", rng=s.NumpyRNG(seed=3)),
+                            s.StaticSynapse(weight=lambda d: 0.01 + 0.001 * d, delay=lambda d: 0.5 + 0.2 * d))
+        filed = s.Projection(E[0:18], E[18:36], s.FromFileConnector(str(path)), s.StaticSynapse())
+        return [as_array(prj.get(["weight", "delay"], format="list")) for prj in (near, filed)]
+    expected = projections(pynn_mock)
+    got = projections(sim)
+    sim.run(1.0)
+    sim.end()
+    for e, g in zip(expected, got):
+        assert len(g) == len(e) > 2
+        np.testing.assert_array_equal(g[:, :3], e[:, :3])
+        np.testing.assert_allclose(g[:, 3], np.floor(e[:, 3] / 0.1 + 0.5) * 0.1, rtol=0, atol=1e-9)
+    assert len(np.unique(got[0][:, 2])) > 1, "weights by distance"
+
+
+def test_fixed_probability_between_views_is_the_draw_of_its_rng():
+    """The synapses are those of an independent draw from the same seeds: PyNN draws the
+    connection matrix column by column (target by target) from the connector's rng, then the
+    weights and delays of each column's synapses from theirs."""
+    sim.setup(timestep=0.1, seed=77)
+    E = sim.Population(60, sim.IF_curr_exp(**CELL), label="E")
+    I = sim.Population(40, sim.IF_curr_exp(**CELL), label="I")
+    targets = [1, 4, 7, 9, 12, 30, 31, 39]
+    prj = sim.Projection(E[10:50], I[targets], sim.FixedProbabilityConnector(0.25, rng=sim.NumpyRNG(seed=21)),
+                         sim.StaticSynapse(weight=sim.RandomDistribution("normal", (0.05, 0.01), rng=sim.NumpyRNG(seed=22)),
+                                           delay=sim.RandomDistribution("uniform", (0.5, 3.0), rng=sim.NumpyRNG(seed=23))),
+                         receptor_type="excitatory")   # given: guessing it would draw a weight
+    u, w, d = (np.random.RandomState(seed) for seed in (21, 22, 23))
+    expected = []
+    for j in range(len(targets)):
+        sources = np.flatnonzero(u.uniform(0.0, 1.0, 40) < 0.25)
+        expected += zip(sources, [j] * len(sources), w.normal(0.05, 0.01, len(sources)), d.uniform(0.5, 3.0, len(sources)))
+    expected = as_array(expected)
+    drawn = as_array(prj.get(["weight", "delay"], format="list"))
+    assert 50 < len(drawn) == len(expected)
+    np.testing.assert_array_equal(drawn[:, :3], expected[:, :3])
+    np.testing.assert_allclose(drawn[:, 3], np.floor(expected[:, 3] / 0.1 + 0.5) * 0.1, rtol=0, atol=1e-9)
+    # The seed of setup() is fum's: it does not change what PyNN draws.
+    sim.end()
+
+
+def test_weight_distributions_are_honoured_per_synapse():
+    sim.setup(timestep=0.1, seed=3)
+    E = sim.Population(300, sim.IF_curr_exp(**CELL), label="E")
+    k, theta = 4.0, 0.01
+    gamma = sim.Projection(E[0:150], E[150:300], sim.FixedProbabilityConnector(0.5, rng=sim.NumpyRNG(seed=4)),
+                           sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (k, theta), rng=sim.NumpyRNG(seed=5)), delay=1.0))
+    listed = sim.Projection(E, E, sim.FromListConnector([(i, (7 * i) % 300) for i in range(300)]),
+                            sim.StaticSynapse(weight=sim.RandomDistribution("uniform", (0.01, 0.02), rng=sim.NumpyRNG(seed=6)), delay=2.0))
+    # Between whole Populations fum draws, and 'gamma' is not one of its distributions: a view
+    # of all of them (E[:]) has PyNN draw it.
+    whole = sim.Projection(E[:], E[:], sim.FixedNumberPreConnector(5, rng=sim.NumpyRNG(seed=7)),
+                           sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (k, theta), rng=sim.NumpyRNG(seed=8)), delay=1.0))
+    drawn = np.array(gamma.get("weight", format="list", with_address=False))
+    assert len(np.unique(drawn)) == len(drawn), "a weight per synapse"
+    sim.run(10.0)
+    weights = np.array(gamma.get("weight", format="list", with_address=False))
+    np.testing.assert_allclose(weights, drawn, rtol=1e-6)
+    assert len(weights) == pytest.approx(150 * 150 * 0.5, rel=0.05)
+    assert weights.mean() == pytest.approx(k * theta, rel=0.02) and weights.std() == pytest.approx(np.sqrt(k) * theta, rel=0.05)
+    # A FromListConnector's weights are drawn for each synapse in the list's order (PyNN's own
+    # FromListConnector draws each target's from a fresh copy of the rng: the same numbers).
+    from_list = np.array(listed.get("weight", format="list", with_address=False))
+    np.testing.assert_allclose(from_list, np.random.RandomState(6).uniform(0.01, 0.02, 300), rtol=1e-6)
+    assert len(whole) == 300 * 5 and np.array(whole.get("weight", format="list", with_address=False)).mean() == pytest.approx(k * theta, rel=0.05)
+    sim.end()
+
+
+def test_a_network_pynn_draws_gives_the_spikes_of_its_lists_in_fum():
+    """PyNN draws the projections between views and of an Assembly; fum draws the one between
+    whole populations from its seed. The same network in fum's own API, with fum.FromList of
+    the lists the projections give back, fires the same spikes; reset() runs the same synapses."""
+    sim.setup(timestep=0.1, seed=9, threads=THREADS)
+    E = sim.Population(100, sim.IF_curr_exp(**CELL), label="E")
+    E.initialize(v=sim.RandomDistribution("uniform", (-70.0, -55.0)))
+    I = sim.Population(30, sim.IF_curr_exp(**CELL), label="I")
+    noise = sim.Population(100, sim.SpikeSourcePoisson(rate=15000.0), label="noise")
+    sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+    ee = sim.Projection(E[0:50], E[50:100], sim.FixedProbabilityConnector(0.2, rng=sim.NumpyRNG(seed=1)),
+                        sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (2.0, 0.02), rng=sim.NumpyRNG(seed=2)),
+                                          delay=sim.RandomDistribution("uniform", (0.5, 2.5), rng=sim.NumpyRNG(seed=3))))
+    ei = sim.Projection(E, I[0:20], sim.FixedNumberPreConnector(10, rng=sim.NumpyRNG(seed=4)), sim.StaticSynapse(weight=1.0, delay=1.0))
+    ie = sim.Projection(I, E[::2], sim.FixedTotalNumberConnector(300, with_replacement=False, rng=sim.NumpyRNG(seed=5)),
+                        sim.StaticSynapse(weight=-0.3, delay=1.0), receptor_type="inhibitory")
+    mixed = sim.Projection(E[0:10] + I[20:30], E[90:100] + I[0:5], sim.FixedProbabilityConnector(0.3, rng=sim.NumpyRNG(seed=6)),
+                           sim.StaticSynapse(weight=sim.RandomDistribution("uniform", (0.02, 0.08), rng=sim.NumpyRNG(seed=7)), delay=1.5))
+    sim.Projection(E, E, sim.FixedProbabilityConnector(0.05), sim.StaticSynapse(weight=0.02, delay=1.5))   # fum draws it
+    lists = {prj: as_array(prj.get(["weight", "delay"], format="list")) for prj in (ee, ei, ie, mixed)}
+    E.record("spikes")
+    I.record("spikes")
+    sim.run(200.0)
+    first = [spike_array(pop.get_data()) for pop in (E, I)]
+    sim.reset()
+    sim.run(200.0)
+    again = [spike_array_of(pop.get_data().segments[1]) for pop in (E, I)]
+
+    net = fum.Model(dt_ms=0.1, seed=9)
+    cell = dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=-70.0, v_reset_mv=-70.0, v_th_mv=-55.0, t_ref_ms=2.0, tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5)
+    fE = net.population("E", 100, "lif_cuba", **cell, v_init_mv=fum.Uniform(-70.0, -55.0))
+    fI = net.population("I", 30, "lif_cuba", **cell, v_init_mv=-65.0)
+    net.poisson(fE, rate_hz=15000.0, weight=50.0)
+
+    def listed(source, target, pre_cells, post_cells, table, **kwargs):
+        i, j = table[:, 0].astype(int), table[:, 1].astype(int)
+        net.connect(source, target, fum.FromList(np.asarray(pre_cells)[i], np.asarray(post_cells)[j], weight=np.abs(table[:, 2]) * 1000.0, delay_ms=table[:, 3]),
+                    name=f"listed_{len(net._projections)}", **kwargs)
+    listed(fE, fE, range(0, 50), range(50, 100), lists[ee])
+    listed(fE, fI, range(100), range(20), lists[ei])
+    listed(fI, fE, range(30), range(0, 100, 2), lists[ie], receptor="inhibitory")
+    # The Assembly's cells: E 0-9 then I 20-29 send, E 90-99 then I 0-4 receive.
+    table = lists[mixed]
+    for source, pre_cells, sent in ((fE, range(0, 10), table[:, 0] < 10), (fI, range(20, 30), table[:, 0] >= 10)):
+        for target, post_cells, got in ((fE, range(90, 100), table[:, 1] < 10), (fI, range(0, 5), table[:, 1] >= 10)):
+            part = table[sent & got]
+            part[:, 0] -= 0 if source is fE else 10
+            part[:, 1] -= 0 if target is fE else 10
+            listed(source, target, pre_cells, post_cells, part)
+    net.connect(fE, fE, fum.FixedProbability(0.05), weight=20.0, delay_ms=1.5, allow_autapses=True)
+    run = net.run(200.0, threads=THREADS, progress=False)
+
+    assert len(lists[ie]) == 300 and (lists[ie][:, 2] == -0.3).all(), "weights come back in PyNN's sign"
+    for (ids, times), (ids_again, times_again), name, fired in zip(first, again, ("E", "I"), (500, 50)):
+        expected_ids, expected_times = sorted_spikes(run.spikes(name))
+        assert len(ids) > fired, f"{name} fires"
+        np.testing.assert_array_equal(ids, expected_ids)
+        np.testing.assert_allclose(times, expected_times, rtol=0, atol=1e-9)
+        np.testing.assert_array_equal(ids_again, ids)
+        np.testing.assert_array_equal(times_again, times)
+    sim.end()
+
+
+def test_stdp_learns_on_synapses_pynn_draws():
+    sim.setup(timestep=0.1, seed=2, threads=THREADS)
+    E = sim.Population(200, sim.IF_curr_exp(**CELL), label="E")
+    noise = sim.Population(200, sim.SpikeSourcePoisson(rate=20000.0))
+    sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+    stdp = sim.STDPMechanism(timing_dependence=sim.SpikePairRule(tau_plus=20.0, tau_minus=20.0, A_plus=0.01, A_minus=0.012),
+                             weight_dependence=sim.AdditiveWeightDependence(w_min=0.0, w_max=0.1),
+                             weight=sim.RandomDistribution("uniform", (0.03, 0.05), rng=sim.NumpyRNG(seed=1)), delay=1.0)
+    plastic = sim.Projection(E[0:100], E[100:200], sim.FixedProbabilityConnector(0.2, rng=sim.NumpyRNG(seed=2)), stdp)
+    before = as_array(plastic.get(["weight", "delay"], format="list"))
+    sim.run(100.0)
+    after = as_array(plastic.get(["weight", "delay"], format="list"))
+    np.testing.assert_array_equal(after[:, [0, 1, 3]], before[:, [0, 1, 3]])
+    assert np.all((after[:, 2] >= 0.0) & (after[:, 2] <= 0.1 + 1e-7))
+    assert np.count_nonzero(np.abs(after[:, 2] - before[:, 2]) > 1e-6) > 100, "STDP changed weights"
+    sim.end()
+
+
+def test_delays_of_synapses_fum_draws_come_back_where_they_are_one_number():
+    sim.setup(timestep=0.1, seed=1)
+    E = sim.Population(20, sim.IF_curr_exp(), label="E")
+    fixed = sim.Projection(E, E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=-0.1, delay=1.52), receptor_type="inhibitory")
+    drawn = sim.Projection(E, E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1, delay=sim.RandomDistribution("uniform", (1.0, 2.0))))
+    assert fixed._list is None and drawn._list is None, "between whole Populations fum draws"
+    with pytest.raises(sim.Unsupported, match="before the first run"):
+        len(fixed)
+    sim.run(1.0)
+    listed = as_array(fixed.get(["weight", "delay"], format="list"))
+    assert len(listed) == len(fixed) > 100
+    np.testing.assert_allclose(listed[:, 2:], [[-0.1, 1.5]] * len(listed), rtol=1e-6)
+    with pytest.raises(sim.Unsupported, match="delays that fum drew from a distribution"):
+        drawn.get(["weight", "delay"], format="list")
+    sim.end()
+
+
 @pytest.mark.parametrize("build, message", [
-    (lambda E, P: sim.Projection(E[0:10], E, sim.FixedProbabilityConnector(0.1), sim.StaticSynapse(weight=0.1)), "FixedProbabilityConnector from or onto a PopulationView: fum draws connections from its own seed"),
-    (lambda E, P: sim.Projection(E, E[[1, 2]], sim.FixedNumberPreConnector(1), sim.StaticSynapse(weight=0.1)), "FixedNumberPreConnector from or onto a PopulationView"),
-    (lambda E, P: sim.Projection(E, E, sim.ArrayConnector(np.ones((20, 20), bool)), sim.StaticSynapse(weight=0.1)), "ArrayConnector: fum.pynn maps"),
-    (lambda E, P: sim.Projection(E[0:5] + E[10:15], E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "not Assemblies"),
+    (lambda E, P: sim.Projection(E[0:10], E[10:20], sim.SmallWorldConnector(2.0, 0.1), sim.StaticSynapse(weight=0.1)), "SmallWorldConnector: PyNN does not draw it"),
+    (lambda E, P: sim.Projection(E[0:10], E[5:15], sim.FixedProbabilityConnector(0.5, allow_self_connections="NoMutual"), sim.StaticSynapse(weight=0.1)),
+     "'NoMutual' between a Population and itself only"),
+    (lambda E, P: sim.Projection(E, E, sim.CloneConnector(sim.Projection(E, E, sim.FixedProbabilityConnector(0.1), sim.StaticSynapse(weight=0.1))), sim.StaticSynapse(weight=0.2)),
+     "before the first run"),
+    (lambda E, P: sim.Projection(E[0:10], E[10:20], sim.FixedProbabilityConnector(0.5),
+                                 sim.STDPMechanism(timing_dependence=sim.SpikePairRule(A_plus=sim.RandomDistribution("uniform", (0.01, 0.02))),
+                                                   weight_dependence=sim.AdditiveWeightDependence(), weight=0.01, delay=1.0)),
+     "A_plus per synapse: fum takes one A_plus per projection"),
     (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 20)]), sim.StaticSynapse(weight=0.1)), r"conn_list\[0\]: postsynaptic index 20 is not a cell of E \(20 cells\)"),
     (lambda E, P: sim.Projection(E[0:5], E, sim.FromListConnector([(5, 0)]), sim.StaticSynapse(weight=0.1)), r"presynaptic index 5 is not a cell of view of 'E' with size 5 \(5 cells\)"),
     (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, 0.5)], column_names=["U"]), sim.StaticSynapse(weight=0.1)), "FromListConnector column 'U'"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1), source="soma"), "source"),
+    (lambda E, P: sim.Projection(E, P[0:5] + E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "a SpikeSourcePoisson receives no synapses"),
     (lambda E, P: sim.Population(5, pynn_mock.IF_cond_alpha()), "cell type IF_cond_alpha"),
     (lambda E, P: P.record("spikes"), "recording a SpikeSourcePoisson"),
     (lambda E, P: E.record("gsyn_exc"), "gsyn_exc"),
@@ -298,9 +561,9 @@ def test_what_fum_does_not_do_is_refused_at_once(build, message):
     (lambda E, P: sim.Projection(P, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "through a OneToOneConnector"),
     (lambda E, P: E.set(tau_m=sim.RandomDistribution("uniform", (10.0, 20.0))), "tau_m: fum takes one value"),
     (lambda E, P: E.initialize(v=np.linspace(-70.0, -60.0, 20)), "fum takes one value per population"),
-    (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (1.0, 1.0)))), "not 'gamma'"),
-    (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1)]), sim.StaticSynapse(weight=sim.RandomDistribution("uniform", (0.1, 0.2)))), "a RandomDistribution weight on listed synapses"),
-    (lambda E, P: sim.Projection(E[0:4], E[4:8], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1, delay=sim.RandomDistribution("uniform", (1.0, 2.0)))), "a RandomDistribution delay on listed synapses"),
+    (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (1.0, 1.0)))), r"not 'gamma' \(between whole Populations fum draws"),
+    (lambda E, P: sim.Projection(E[0:5], E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1, delay=200.0)), "longer than fum's 1023 steps"),
+    (lambda E, P: sim.Projection(P + E, E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1)), "an Assembly holding one"),
     (lambda E, P: sim.Projection(E, E, sim.FromListConnector([(0, 1, -0.1, 1.0)]), sim.StaticSynapse()), "a negative weight onto the excitatory receptor"),
     (lambda E, P: sim.Projection(P[0:5], E[0:5], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1)), "a PopulationView of a SpikeSourcePoisson"),
     (lambda E, P: sim.Projection(P, E[0:20], sim.OneToOneConnector(), sim.StaticSynapse(weight=0.1)), "through a OneToOneConnector onto a population of its size"),
