@@ -404,3 +404,23 @@ fn power_law_rules_take_nests_names_and_refuse_the_other_rules_amplitudes() {
         }
     }
 }
+
+#[test]
+fn dc_windows_start_before_they_stop_and_belong_to_dc_inputs() {
+    let dc = "kind = \"dc\"\ntarget = \"E\"\namplitude_pa = 50.0";
+    let text = |fields: &str| VALID.replace("kind = \"poisson\"\ntarget = \"E\"\nrate_hz = 100.0\nweight = 5.0", fields);
+    Model::parse(&text(&format!("{dc}\nstart_ms = 2.0\nstop_ms = 2.1")), Path::new("ok.toml")).unwrap();
+    let cases: [(String, &str, &[&str]); 4] = [
+        (format!("{dc}\nstart_ms = 5.0\nstop_ms = 5.0"), "stop_ms", &["inputs[0].stop_ms", "a step after start_ms"]),
+        (format!("{dc}\nstop_ms = 0.04"), "stop_ms", &["inputs[0].stop_ms", "a step after start_ms"]),
+        (format!("{dc}\nstart_ms = -1.0"), "start_ms", &["inputs[0].start_ms", "negative"]),
+        ("kind = \"poisson\"\ntarget = \"E\"\nrate_hz = 100.0\nweight = 5.0\nstart_ms = 1.0".into(), "start_ms", &["inputs[0].start_ms", "kind = \"dc\""]),
+    ];
+    for (fields, needle, fragments) in cases {
+        let (err, line) = error_of(&text(&fields), needle);
+        assert!(err.starts_with(&format!("bad.toml:{line}:")), "{fields}: wrong location in: {err}");
+        for f in fragments {
+            assert!(err.contains(f), "{fields}: \"{f}\" missing from: {err}");
+        }
+    }
+}

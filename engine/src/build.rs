@@ -186,14 +186,20 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
             NeuronModel::SpikeSource => Dynamics::SpikeSource,
         };
         let schedule = p.trains.as_ref().map(|t| std::sync::Arc::from(fum_kernels::source::schedule(&t.neurons, &t.times_ms, dt)));
-        let dc: f64 = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).filter_map(|i| i.amplitude_pa).sum();
-        // A constant bias joins the DC inputs in f64, rounded once; a drawn one is drawn per
-        // neuron (`build_neurons`) and added to the DC inputs' f32 sum at each step.
-        let (current_pa, bias_per_neuron) = match p.i_e_pa {
-            Distribution::Constant(i_e) => ((i_e + dc) as f32, false),
-            _ => (dc as f32, true),
+        // A constant bias joins the DC inputs flowing at a step in f64, rounded once; a drawn
+        // one is drawn per neuron (`build_neurons`) and added to that f32 sum at each step.
+        let dc: Vec<((u64, u64), f64)> = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).map(|i| (i.window_steps(dt), i.amplitude_pa.unwrap_or(0.0))).collect();
+        let (i_e, bias_per_neuron) = match p.i_e_pa {
+            Distribution::Constant(i_e) => (i_e, false),
+            _ => (0.0, true),
         };
-        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa, bias_per_neuron, schedule });
+        let dc_at = |step: u64| dc.iter().filter(|((start, stop), _)| (*start..*stop).contains(&step)).map(|(_, amp)| amp).sum::<f64>();
+        let current_at = |step: u64| (i_e + dc_at(step)) as f32;
+        let mut edges: Vec<u64> = dc.iter().flat_map(|&((start, stop), _)| [start, stop]).filter(|&s| s > 0 && s < u64::MAX).collect();
+        edges.sort_unstable();
+        edges.dedup();
+        let current_changes = edges.into_iter().map(|s| (s, current_at(s))).collect();
+        populations.push(Population { name: p.name.clone(), first, size: p.size, dynamics, current_pa: current_at(0), current_changes, bias_per_neuron, schedule });
         first += p.size;
     }
     debug_assert!(ranges.first().is_some_and(|r| r.start == 0) && ranges.last().is_some_and(|r| r.end == first) && ranges.windows(2).all(|w| w[0].end == w[1].start));

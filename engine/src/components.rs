@@ -497,9 +497,13 @@ pub struct Population {
     pub first: u32,
     pub size: u32,
     pub dynamics: Dynamics,
-    /// Constant current into every neuron (i_e plus DC inputs; DC inputs only where i_e is
-    /// drawn per neuron), pA.
+    /// Current into every neuron from the first step (i_e plus the DC inputs flowing then;
+    /// DC inputs only where i_e is drawn per neuron), pA.
     pub current_pa: f32,
+    /// Where DC inputs start or stop: from each step listed, the current is the one beside it
+    /// (ascending steps, each sum rounded once from f64). Like `schedule`, a function of the
+    /// step, so not state.
+    pub current_changes: std::sync::Arc<[(u64, f32)]>,
     /// Whether i_e is drawn per neuron: each neuron's draw is in `NeuronBlock::bias_pa`, and
     /// its current is that plus `current_pa`.
     pub bias_per_neuron: bool,
@@ -511,6 +515,14 @@ pub struct Population {
 impl Population {
     pub fn ids(&self) -> Range<u32> {
         self.first..self.first + self.size
+    }
+
+    /// The current into every neuron at `step` (see `current_changes`), pA.
+    pub fn current_at(&self, step: u64) -> f32 {
+        match self.current_changes.partition_point(|&(from, _)| from <= step) {
+            0 => self.current_pa,
+            k => self.current_changes[k - 1].1,
+        }
     }
 }
 

@@ -481,6 +481,10 @@ pub struct DeviceNetwork {
     /// ascending, and the Poisson sources each reaches; the per-neuron rates they point to.
     pub pop_table: CudaSlice<PopDesc>,
     pub n_pops: u32,
+    /// The table as uploaded, and the population of each entry: a DC input that starts or
+    /// stops rewrites its entry before the step (`set_currents`).
+    pop_descs: Vec<PopDesc>,
+    pop_of: Vec<usize>,
     pub src_table: CudaSlice<SrcDesc>,
     pub rates: Vec<CudaSlice<f64>>,
     /// The schedules of the spike sources held (`fum_kernels::source`), which `struct Source`
@@ -625,6 +629,8 @@ impl DeviceNetwork {
             probe_layout: ProbeLayout { ranges: Vec::new(), intervals: Vec::new() },
             pop_table: stream.clone_htod(&[PopDesc::default()])?,
             n_pops: 0,
+            pop_descs: Vec::new(),
+            pop_of: Vec::new(),
             src_table: stream.clone_htod(&[SrcDesc::default()])?,
             rates: Vec::new(),
             schedules: Vec::new(),
@@ -701,11 +707,14 @@ impl DeviceNetwork {
         }
         // Each population lists the sources that reach it, so a neuron scans only those.
         let (mut pops, mut srcs) = (Vec::new(), Vec::new());
-        for p in &world.resource::<Populations>().0 {
+        let step = world.resource::<crate::components::Clock>().step;
+        self.pop_of.clear();
+        for (pi, p) in world.resource::<Populations>().0.iter().enumerate() {
             let range = held(p.first, p.first + p.size);
             if range.is_empty() {
                 continue;
             }
+            self.pop_of.push(pi);
             let bits = |x: f32| x.to_bits();
             let padded = |w: [u32; 10]| {
                 let mut all = [0; 16];
@@ -738,12 +747,27 @@ impl DeviceNetwork {
             };
             let src_first = srcs.len() as u32;
             srcs.extend(sources.iter().filter(|s| s.first < range.end && range.start < s.end));
-            pops.push(PopDesc { first: range.start - base, end: range.end - base, kind, src_first, src_end: srcs.len() as u32, current_pa: p.current_pa, bias_per_neuron: u32::from(p.bias_per_neuron), constants });
+            pops.push(PopDesc { first: range.start - base, end: range.end - base, kind, src_first, src_end: srcs.len() as u32, current_pa: p.current_at(step), bias_per_neuron: u32::from(p.bias_per_neuron), constants });
         }
         debug_assert!(pops.windows(2).all(|w| w[0].end <= w[1].first), "populations held are ascending and disjoint");
         self.n_pops = pops.len() as u32;
         self.pop_table = self.ctx.upload(&pops)?;
+        self.pop_descs = pops;
         self.src_table = self.ctx.upload(&srcs)?;
+        Ok(())
+    }
+
+    /// Enqueues, ahead of step `step`, the rewriting of each population entry whose current
+    /// at that step (`Population::current_at`) is not the one uploaded: DC inputs that start
+    /// or stop.
+    pub fn set_currents(&mut self, populations: &Populations, step: u64) -> Result<(), CudaError> {
+        for (i, &pi) in self.pop_of.iter().enumerate() {
+            let current = populations.0[pi].current_at(step);
+            if current.to_bits() != self.pop_descs[i].current_pa.to_bits() {
+                self.pop_descs[i].current_pa = current;
+                self.stream.memcpy_htod(&self.pop_descs[i..i + 1], &mut self.pop_table.slice_mut(i..i + 1))?;
+            }
+        }
         Ok(())
     }
 

@@ -550,7 +550,8 @@ impl PlasticitySpec {
 pub enum InputKind {
     /// An independent Poisson spike train into every neuron of the target.
     Poisson,
-    /// A constant current into every neuron of the target.
+    /// A constant current into every neuron of the target, for the whole run or from
+    /// `start_ms` to `stop_ms` (NEST's `dc_generator`, SONATA's `current_clamp`).
     Dc,
 }
 
@@ -568,6 +569,18 @@ pub struct InputSpec {
     pub receptor: Receptor,
     /// DC: amplitude, pA.
     pub amplitude_pa: Option<f64>,
+    /// DC: the current flows in the steps from `start_ms` (default 0) up to, not including,
+    /// `stop_ms` (default: the run's end), both rounded to steps.
+    pub start_ms: Option<f64>,
+    pub stop_ms: Option<f64>,
+}
+
+impl InputSpec {
+    /// A DC input's steps `[start, stop)` (`stop` `u64::MAX` for the run's end).
+    pub fn window_steps(&self, dt_ms: f64) -> (u64, u64) {
+        let step = |ms: f64| (ms / dt_ms).round() as u64;
+        (self.start_ms.map_or(0, step), self.stop_ms.map_or(u64::MAX, step))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -1144,8 +1157,10 @@ impl<'a> Validator<'a> {
                     };
                     self.non_negative(path!("inputs", i, "weight"), w)?;
                     self.fits_f32(path!("inputs", i, "weight"), &Distribution::Constant(w))?;
-                    if input.amplitude_pa.is_some() {
-                        return Err(self.error(path!("inputs", i, "amplitude_pa"), "belongs to kind = \"dc\"".into()));
+                    for (key, present) in [("amplitude_pa", input.amplitude_pa.is_some()), ("start_ms", input.start_ms.is_some()), ("stop_ms", input.stop_ms.is_some())] {
+                        if present {
+                            return Err(self.error(path!("inputs", i, key), "belongs to kind = \"dc\"".into()));
+                        }
                     }
                 }
                 InputKind::Dc => {
@@ -1156,6 +1171,16 @@ impl<'a> Validator<'a> {
                     for (key, present) in [("rate_hz", input.rate_hz.is_some()), ("weight", input.weight.is_some())] {
                         if present {
                             return Err(self.error(path!("inputs", i, key), "belongs to kind = \"poisson\"".into()));
+                        }
+                    }
+                    if let Some(start) = input.start_ms {
+                        self.non_negative(path!("inputs", i, "start_ms"), start)?;
+                    }
+                    if let Some(stop) = input.stop_ms {
+                        self.positive(path!("inputs", i, "stop_ms"), stop)?;
+                        let (start, stop_step) = input.window_steps(s.simulation.dt_ms);
+                        if stop_step <= start {
+                            return Err(self.error(path!("inputs", i, "stop_ms"), format!("must come at least a step after start_ms (got {stop} ms, a step {} ms)", s.simulation.dt_ms)));
                         }
                     }
                 }

@@ -553,7 +553,9 @@ impl Observer {
                 match populations.0.get_mut(population as usize) {
                     Some(_) if !current_pa.is_finite() => Reply::Error(format!("current {current_pa} pA is not finite")),
                     Some(p) => {
+                        // The viewer's current replaces the model's DC inputs and their times.
                         p.current_pa = current_pa;
+                        p.current_changes = std::sync::Arc::from([]);
                         Reply::Done(format!("{} at {current_pa} pA from step {done}", p.name))
                     }
                     None => Reply::Error(format!("population {population} does not exist")),

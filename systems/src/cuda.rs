@@ -434,6 +434,7 @@ impl CudaRunner {
             }
             cache.stepped();
         }
+        self.net.set_currents(world.resource::<Populations>(), step)?;
         self.net.ctx.advance();
         let timing = world.contains_resource::<fum_engine::StageTimes>();
         if timing && self.timed.is_none() {

@@ -43,7 +43,7 @@ pub fn update_shard(block: &mut NeuronBlock, shard_first: u32, populations: &Pop
         let input = LifInput {
             arriving_ex: &mut ring_ex.sums[slot.start + r.start..slot.start + r.end],
             arriving_in: &mut ring_in.sums[slot.start + r.start..slot.start + r.end],
-            current_pa: pop.current_pa,
+            current_pa: pop.current_at(step),
             bias_pa: if pop.bias_per_neuron { Some(&bias_pa.as_ref().expect("built with the bias column")[r.clone()]) } else { None },
         };
         match &pop.dynamics {
