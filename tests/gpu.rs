@@ -141,9 +141,9 @@ fn dendritic_stdp_gives_identical_spikes_weights_and_histories_on_both_backends(
 }
 
 /// `lif_psc_alpha` (NEST's iaf_psc_alpha) and bias currents drawn per neuron, beside `lif_cuba`
-/// and forward-Euler `lif_coba` populations with a drawn and a constant bias: the same spikes,
-/// probes and checkpointed state (the alpha variables `dsyn_ex`, `dsyn_in` included) on both
-/// backends, bit for bit, on one shard and on several.
+/// and forward-Euler `lif_coba` populations with a drawn and a constant bias, and DC inputs
+/// that start and stop: the same spikes, probes and checkpointed state (the alpha variables
+/// `dsyn_ex`, `dsyn_in` included) on both backends, bit for bit, on one shard and on several.
 const ALPHA_NETWORK: &str = r#"
 [simulation]
 dt_ms = 0.1
@@ -223,6 +223,21 @@ kind = "dc"
 target = "C"
 amplitude_pa = 15.0
 
+[[inputs]]
+name = "pulse"
+kind = "dc"
+target = "G"
+amplitude_pa = 150.0
+start_ms = 200.0
+stop_ms = 600.0
+
+[[inputs]]
+name = "step"
+kind = "dc"
+target = "A"
+amplitude_pa = -40.0
+start_ms = 500.0
+
 [recording]
 spikes = ["A", "C", "G"]
 
@@ -272,6 +287,11 @@ fn alpha_neurons_and_drawn_biases_give_identical_spikes_probes_and_state_on_both
         }
         assert_eq!(a.len(), b.len());
     }
+    // Resumed on the GPU inside the pulse: the device's currents are those of the resumed step.
+    let part = dir.path().join("cpu-then-cuda");
+    run(path.to_str().unwrap(), &part, "cpu", &["--stop-after", "400ms"]);
+    fum(&["resume", part.to_str().unwrap(), "--backend", "cuda", "--quiet"]);
+    assert!(same_file(&dir.path().join("cpu-1/spikes.h5"), &part.join("spikes.h5")), "cpu then cuda: spikes differ");
 }
 
 /// Spike sources (one reading a spikes file, one listing its times) drive plastic and static

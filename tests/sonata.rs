@@ -246,6 +246,24 @@ fn an_exported_model_runs_with_the_same_spikes() {
     let spikes = common::spikes_h5(&a.join("spikes.h5"), &pops, 0.1);
     assert!(spikes.len() > 200, "the network fires");
     assert_eq!(spikes, common::spikes_h5(&b.join("spikes.h5"), &pops, 0.1));
+    // A DC input that starts and stops is exported as a current clamp and imported again.
+    let pulse = "[[inputs]]\nname = \"pulse\"\nkind = \"dc\"\ntarget = \"E\"\namplitude_pa = 300.0\nstart_ms = 30.0\nstop_ms = 60.0\n\n[recording]";
+    std::fs::write(&model, TOML.replace("duration_ms = 200.0", "duration_ms = 100.0").replacen("[recording]", pulse, 1)).unwrap();
+    let (circuit, a, b, c) = (dir.path().join("c3"), dir.path().join("a3"), dir.path().join("b3"), dir.path().join("c3run"));
+    fum(&["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), circuit.as_os_str()]);
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(circuit.join("simulation_config.json")).unwrap()).unwrap();
+    assert_eq!(config["inputs"]["pulse"], serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": "E", "amp": 300.0, "delay": 30.0, "duration": 30.0}));
+    fum(&["run".as_ref(), model.as_os_str(), "--out".as_ref(), a.as_os_str(), "--quiet".as_ref()]);
+    fum(&["run".as_ref(), "--sonata".as_ref(), circuit.join("simulation_config.json").as_os_str(), "--out".as_ref(), b.as_os_str(), "--quiet".as_ref()]);
+    let pulsed = common::spikes_h5(&a.join("spikes.h5"), &pops, 0.1);
+    assert_eq!(pulsed, common::spikes_h5(&b.join("spikes.h5"), &pops, 0.1));
+    assert_ne!(pulsed, common::spikes_h5(&dir.path().join("a").join("spikes.h5"), &pops, 0.1), "the pulse changes the spikes");
+    // The same pulse as BMTK lists pulses: amp, delay and duration of each.
+    let mut listed = config.clone();
+    listed["inputs"]["pulse"] = serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": "E", "amp": [300.0], "delay": [30.0], "duration": [30.0]});
+    std::fs::write(circuit.join("simulation_config.json"), listed.to_string()).unwrap();
+    fum(&["run".as_ref(), "--sonata".as_ref(), circuit.join("simulation_config.json").as_os_str(), "--out".as_ref(), c.as_os_str(), "--quiet".as_ref()]);
+    assert_eq!(pulsed, common::spikes_h5(&c.join("spikes.h5"), &pops, 0.1));
     // What a circuit cannot say is refused.
     std::fs::write(&model, TOML.replace("v_init_mv = -70.0", "v_init_mv = -70.0\nsyn_ex_init = 5.0")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), dir.path().join("c").as_os_str()]).output().unwrap();
@@ -469,8 +487,21 @@ fn spike_inputs_that_cannot_be_read_are_refused_naming_the_file_and_field() {
         }
         check(&write_virtual_circuit(&d, input))
     };
-    let e = case("a", serde_json::json!({"clamp": {"input_type": "current_clamp", "module": "IClamp", "node_set": "T"}}), None);
-    assert!(e.contains("simulation_config.json: inputs.clamp: input_type \"current_clamp\" is not supported (supported: \"spikes\", spike trains into virtual nodes)"), "{e}");
+    let e = case("a", serde_json::json!({"clamp": {"input_type": "voltage_clamp", "module": "SEClamp", "node_set": "T"}}), None);
+    assert!(e.contains("simulation_config.json: inputs.clamp: input_type \"voltage_clamp\" is not supported (supported: \"spikes\", spike trains into virtual nodes; \"current_clamp\")"), "{e}");
+    let clamp = |fields: serde_json::Value| {
+        let mut c = serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": "T", "amp": 100.0, "delay": 1.0, "duration": 2.0});
+        fields.as_object().unwrap().iter().for_each(|(k, v)| c[k] = v.clone());
+        serde_json::json!({ "clamp": c })
+    };
+    let e = case("a2", clamp(serde_json::json!({"node_set": "LGN"})), None);
+    assert!(e.contains("inputs.clamp: node_set \"LGN\": population \"LGN\" is virtual: a current clamp drives neurons"), "{e}");
+    let e = case("a3", clamp(serde_json::json!({"amp": [100.0, 50.0]})), None);
+    assert!(e.contains("inputs.clamp: amp, delay and duration must list as many pulses (2, 1 and 1)"), "{e}");
+    let e = case("a4", clamp(serde_json::json!({"module": "SEClamp"})), None);
+    assert!(e.contains("inputs.clamp: module \"SEClamp\" is not supported for a current_clamp (supported: \"IClamp\")"), "{e}");
+    let e = case("a5", clamp(serde_json::json!({"duration": "long"})), None);
+    assert!(e.contains("inputs.clamp: duration: must be a number or a list of numbers (got \"long\")"), "{e}");
     let e = case("b", spikes_input("nwb", "lgn.nwb", "LGN"), None);
     assert!(e.contains("inputs.lgn: module \"nwb\" is not supported (supported: \"h5\", \"sonata\", \"csv\")"), "{e}");
     let e = case("c", spikes_input("h5", "lgn.h5", "V1"), None);

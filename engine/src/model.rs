@@ -664,6 +664,7 @@ impl Model {
             let imported = crate::sonata::import(&section, path)?;
             model.spec.populations = imported.populations;
             model.spec.projections = imported.projections;
+            model.spec.inputs.extend(imported.inputs);
             if model.spec.recording.spikes.is_empty() {
                 model.spec.recording.spikes = model.spec.populations.iter().map(|p| p.name.clone()).collect();
             }

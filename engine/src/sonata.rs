@@ -245,6 +245,8 @@ pub fn model_text(path: &Path, duration_ms: Option<f64>, fallback_ms: Option<f64
 pub struct Imported {
     pub populations: Vec<PopulationSpec>,
     pub projections: Vec<ProjectionSpec>,
+    /// The simulation config's current clamps, as DC inputs with their windows.
+    pub inputs: Vec<crate::model::InputSpec>,
     pub circuit: Circuit,
 }
 
@@ -420,16 +422,28 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
             }
         }
     }
-    spike_inputs(&inputs, &where_is, &mut populations)?;
-    Ok(Imported { populations, projections, circuit: Circuit { nodes, edges, digest: digest.0 } })
+    let clamps = simulation_inputs(&inputs, &where_is, &mut populations)?;
+    // The current clamps are part of the model, as the circuit's files are (the model's hash).
+    for c in &clamps {
+        digest.add(c.name.as_bytes());
+        [c.amplitude_pa, c.start_ms, c.stop_ms].iter().for_each(|v| digest.add(&v.unwrap_or(0.0).to_le_bytes()));
+    }
+    Ok(Imported { populations, projections, inputs: clamps, circuit: Circuit { nodes, edges, digest: digest.0 } })
 }
 
-/// The spike trains of the `virtual` populations, from the simulation config's `inputs` of
-/// `input_type` "spikes" (BMTK's `module` "h5", "sonata" or "csv"; `input_file`; `node_set` the
-/// node population they drive, by name or through a node set that names only its
-/// `population`). Each spike's `node_id` is looked up in its node population, which must be
-/// virtual; a virtual population no input names stays silent. Other input types are refused.
-fn spike_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &mut [PopulationSpec]) -> Result<(), ModelError> {
+/// The simulation config's `inputs` (`node_set` the node population they drive, by name or
+/// through a node set that names only its `population`):
+/// - `input_type` "spikes" (BMTK's `module` "h5", "sonata" or "csv"; `input_file`): the spike
+///   trains of the `virtual` populations. Each spike's `node_id` is looked up in its node
+///   population, which must be virtual; a virtual population no input names stays silent.
+/// - `input_type` "current_clamp" (`module` "IClamp"; `amp` in pA, as BMTK's PointNet hands it
+///   to NEST's `step_current_generator`, `delay` and `duration` in ms, each a number or a list
+///   of one value per pulse): DC inputs from `delay` to `delay + duration` into every fum
+///   population of the node population, which must not be virtual. Returned.
+///
+/// Other input types are refused.
+fn simulation_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &mut [PopulationSpec]) -> Result<Vec<crate::model::InputSpec>, ModelError> {
+    let mut clamps = Vec::new();
     let path = &config.path;
     let mut trains: BTreeMap<usize, crate::spike_trains::SpikeTrains> = populations.iter().enumerate().filter(|(_, p)| p.model == NeuronModel::SpikeSource).map(|(i, _)| (i, Default::default())).collect();
     let inputs = match config.json.get("inputs") {
@@ -444,8 +458,12 @@ fn spike_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (usize,
             v.as_str().map(str::to_string).ok_or_else(|| error(path, &place, format!("{key}: must be a string (got {v})")))
         };
         let kind = field("input_type")?;
+        if kind == "current_clamp" {
+            clamps.extend(current_clamp(config, name, input, where_is, populations)?);
+            continue;
+        }
         if kind != "spikes" {
-            return Err(error(path, &place, format!("input_type \"{kind}\" is not supported (supported: \"spikes\", spike trains into virtual nodes)")));
+            return Err(error(path, &place, format!("input_type \"{kind}\" is not supported (supported: \"spikes\", spike trains into virtual nodes; \"current_clamp\")")));
         }
         let module = field("module")?;
         if !matches!(module.as_str(), "h5" | "hdf5" | "sonata" | "csv") {
@@ -466,7 +484,56 @@ fn spike_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (usize,
     for (pi, list) in trains {
         populations[pi].trains = Some(std::sync::Arc::new(list));
     }
-    Ok(())
+    Ok(clamps)
+}
+
+/// A `current_clamp` input (see [`simulation_inputs`]) as DC inputs: one per pulse and fum
+/// population, named `<input>` where that is one, else `<input>/<pulse>/<population>`.
+fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &[PopulationSpec]) -> Result<Vec<crate::model::InputSpec>, ModelError> {
+    let (path, place) = (&config.path, format!("inputs.{name}"));
+    let module = input.get("module").and_then(Value::as_str).unwrap_or("IClamp");
+    if module != "IClamp" {
+        return Err(error(path, &place, format!("module \"{module}\" is not supported for a current_clamp (supported: \"IClamp\")")));
+    }
+    // Each of amp, delay, duration: a number, or a list of one per pulse.
+    let values = |key: &str| -> Result<Vec<f64>, ModelError> {
+        let bad = |v: &Value| error(path, &place, format!("{key}: must be a number or a list of numbers (got {v})"));
+        match input.get(key) {
+            None => Err(error(path, &place, format!("{key}: missing"))),
+            Some(Value::Array(a)) => a.iter().map(|v| v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| bad(v))).collect(),
+            Some(v) => v.as_f64().filter(|x| x.is_finite()).map(|x| vec![x]).ok_or_else(|| bad(v)),
+        }
+    };
+    let (amp, delay, duration) = (values("amp")?, values("delay")?, values("duration")?);
+    if amp.len() != delay.len() || amp.len() != duration.len() {
+        return Err(error(path, &place, format!("amp, delay and duration must list as many pulses ({}, {} and {})", amp.len(), delay.len(), duration.len())));
+    }
+    let node_set = input.get("node_set").and_then(Value::as_str).ok_or_else(|| error(path, &place, "node_set: missing, or not a string".to_string()))?;
+    let population = node_population(config, node_set, where_is).map_err(|m| error(path, &place, format!("node_set \"{node_set}\": {m}")))?;
+    let mut targets: Vec<usize> = where_is[&population].values().map(|&(pi, _)| pi).collect();
+    targets.sort_unstable();
+    targets.dedup();
+    if let Some(&pi) = targets.iter().find(|&&pi| populations[pi].model == NeuronModel::SpikeSource) {
+        return Err(error(path, &place, format!("node_set \"{node_set}\": population \"{}\" is virtual: a current clamp drives neurons", populations[pi].name)));
+    }
+    let single = amp.len() == 1 && targets.len() == 1;
+    let mut clamps = Vec::new();
+    for (k, ((&amp, &delay), &duration)) in amp.iter().zip(&delay).zip(&duration).enumerate() {
+        for &pi in &targets {
+            clamps.push(crate::model::InputSpec {
+                name: if single { name.to_string() } else { format!("{name}/{k}/{}", populations[pi].name) },
+                kind: crate::model::InputKind::Dc,
+                target: populations[pi].name.clone(),
+                rate_hz: None,
+                weight: None,
+                receptor: Default::default(),
+                amplitude_pa: Some(amp),
+                start_ms: Some(delay),
+                stop_ms: Some(delay + duration),
+            });
+        }
+    }
+    Ok(clamps)
 }
 
 /// The node population a `node_set` names: a population itself, or a node set of the config's
@@ -912,8 +979,8 @@ pub enum ExportError {
 /// `spike_source` becomes a node population of `virtual` nodes, its spikes a spikes file
 /// (`inputs/<population>.h5`) that the simulation config's `inputs` feed into it. Refused:
 /// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, a bias current drawn
-/// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs are added to
-/// `I_e`.
+/// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs for the whole
+/// run are added to `I_e`; those that start or stop become `current_clamp` inputs.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
     let refuse = |what: String| Err(ExportError::Unsupported(format!("{}: {what}: a SONATA point circuit cannot say this", model.path.display())));
@@ -981,7 +1048,14 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             inputs.insert(p.name.clone(), serde_json::json!({"input_type": "spikes", "module": "sonata", "input_file": format!("inputs/{}.h5", p.name), "node_set": p.name}));
             continue;
         }
-        let dc: f64 = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name).filter_map(|d| d.amplitude_pa).sum();
+        // DC inputs for the whole run join I_e; those that start or stop are current clamps.
+        let dc_inputs = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name);
+        let dc: f64 = dc_inputs.clone().filter(|d| d.start_ms.is_none() && d.stop_ms.is_none()).filter_map(|d| d.amplitude_pa).sum();
+        for d in dc_inputs.filter(|d| d.start_ms.is_some() || d.stop_ms.is_some()) {
+            let start = d.start_ms.unwrap_or(0.0);
+            let duration = d.stop_ms.unwrap_or(spec.simulation.duration_ms.max(start)) - start;
+            inputs.insert(d.name.clone(), serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": p.name, "amp": d.amplitude_pa, "delay": start, "duration": duration}));
+        }
         let v_m = match p.v_init_mv {
             Some(Distribution::Constant(v)) => v,
             _ => p.e_l_mv,
