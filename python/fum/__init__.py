@@ -394,6 +394,8 @@ class Model:
                     raise TypeError(f"connect({key}=...): a FromList projection's synapses are those listed, with FromList's weight and delay_ms")
             sizes = {p["name"]: p["size"] for p in self._populations}
             listed = rule._checked(source, sizes.get(source), target, sizes.get(target), self._simulation["dt_ms"])
+            if name in self._listed or any(p["name"] == name for p in self._projections):
+                raise ValueError(f"a projection named {name!r} exists already: give this one another name (connect(..., name=...))")
             self._listed[name] = listed
             empty = len(listed) == 0
             weight = 0.0 if empty else _span(listed.weight.astype(np.float64))
@@ -420,9 +422,12 @@ class Model:
         each spike of `weight`; keyword argument `receptor`. Returns its name."""
         return self._input("poisson", target, name, {"rate_hz": rate_hz, "weight": weight, **fields})
 
-    def dc(self, target: Union[Population, str], amplitude_pa: float, *, name: Optional[str] = None) -> str:
-        """Adds a constant current (`[[inputs]]`, kind "dc") into every neuron of `target`."""
-        return self._input("dc", target, name, {"amplitude_pa": amplitude_pa})
+    def dc(self, target: Union[Population, str], amplitude_pa: float, *, name: Optional[str] = None, start_ms: Optional[float] = None, stop_ms: Optional[float] = None) -> str:
+        """Adds a constant current (`[[inputs]]`, kind "dc") into every neuron of `target`: for
+        the whole run, or in the steps from `start_ms` up to, not including, `stop_ms` (each
+        rounded to steps; either may be left out). Returns its name."""
+        window = {k: v for k, v in (("start_ms", start_ms), ("stop_ms", stop_ms)) if v is not None}
+        return self._input("dc", target, name, {"amplitude_pa": amplitude_pa, **window})
 
     def _input(self, kind: str, target: Any, name: Optional[str], fields: dict) -> str:
         self._building()

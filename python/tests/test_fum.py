@@ -207,6 +207,35 @@ def test_alpha_neurons_with_a_bias_drawn_per_neuron():
         bad.check()
 
 
+def test_a_dc_pulse_fires_only_while_it_flows():
+    net = fum.Model(duration_ms=100.0, seed=4)
+    net.population("N", 5, "lif_cuba", e_l_mv=-70.0, v_init_mv=-70.0, tau_m_ms=10.0, c_m_pf=250.0)
+    net.dc("N", 1000.0, start_ms=20.0, stop_ms=60.0, name="pulse")
+    assert 'start_ms = 20.0\nstop_ms = 60.0' in net.to_toml()
+    ids, times = net.run(threads=THREADS, progress=False).spikes("N")
+    assert len(ids) >= 5 * 4, "every neuron fires several times while the current flows"
+    assert times.min() >= 20.0 and times.max() < 60.0, (times.min(), times.max())
+    # The same current from the start: its spikes, 20 ms earlier.
+    always = fum.Model(duration_ms=40.0, seed=4)
+    always.population("N", 5, "lif_cuba", e_l_mv=-70.0, v_init_mv=-70.0, tau_m_ms=10.0, c_m_pf=250.0)
+    always.dc("N", 1000.0)
+    a_ids, a_times = always.run(threads=THREADS, progress=False).spikes("N")
+    assert np.array_equal(ids, a_ids) and np.allclose(times - 20.0, a_times)
+    bad = fum.Model(duration_ms=10.0)
+    bad.population("N", 5, "lif_cuba")
+    bad.dc("N", 10.0, start_ms=5.0, stop_ms=5.0)
+    with pytest.raises(fum.ModelError, match=r"inputs\[0\]\.stop_ms: must come at least a step after start_ms"):
+        bad.check()
+
+
+def test_two_listed_projections_may_not_share_a_name():
+    net = fum.Model(duration_ms=10.0)
+    A = net.population("A", 4, "lif_cuba")
+    net.connect(A, A, fum.FromList([0], [1], weight=1.0))
+    with pytest.raises(ValueError, match=r"a projection named 'A_to_A' exists already"):
+        net.connect(A, A, fum.FromList([1], [2], weight=1.0))
+
+
 def test_stop_and_resume_give_one_run(tmp_path):
     net = small_plastic_network()
     whole = net.run(40.0, progress=False)
