@@ -488,7 +488,7 @@ fn simulation_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (u
 }
 
 /// A `current_clamp` input (see [`simulation_inputs`]) as DC inputs: one per pulse and fum
-/// population, named `<input>` where that is one, else `<input>/<pulse>/<population>`.
+/// population, named `<input>` where that is one, else `<input>:<pulse>:<population>`.
 fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &[PopulationSpec]) -> Result<Vec<crate::model::InputSpec>, ModelError> {
     let (path, place) = (&config.path, format!("inputs.{name}"));
     let module = input.get("module").and_then(Value::as_str).unwrap_or("IClamp");
@@ -521,7 +521,7 @@ fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<
     for (k, ((&amp, &delay), &duration)) in amp.iter().zip(&delay).zip(&duration).enumerate() {
         for &pi in &targets {
             clamps.push(crate::model::InputSpec {
-                name: if single { name.to_string() } else { format!("{name}/{k}/{}", populations[pi].name) },
+                name: if single { name.to_string() } else { format!("{name}:{k}:{}", populations[pi].name) },
                 kind: crate::model::InputKind::Dc,
                 target: populations[pi].name.clone(),
                 rate_hz: None,

@@ -211,6 +211,27 @@ def test_resumed_run_gives_the_spikes_of_one_run(circuit):
     assert spikes(out / "spikes.h5") == whole
 
 
+def test_current_clamps_as_bmtk_lists_them_are_the_toml_models_dc_pulses(circuit):
+    """Two IClamp pulses into node population "E" (both its node types), listed as BMTK lists
+    them (amp in pA, delay and duration in ms), against the TOML model with a DC input of
+    start_ms and stop_ms per pulse and population."""
+    d, _ = circuit
+    config = json.loads((d / "circuit" / "simulation_config.json").read_text())
+    config["inputs"] = {"pulses": {"input_type": "current_clamp", "module": "IClamp", "node_set": "E",
+                                   "amp": [150.0, -100.0], "delay": [100.0, 200.0], "duration": [50.0, 30.5]}}
+    (d / "circuit" / "simulation_clamps.json").write_text(json.dumps(config))
+    out = d / "clamped-sonata"
+    subprocess.run([str(fum_binary()), "run", "--sonata", str(d / "circuit" / "simulation_clamps.json"), "--out", str(out), "--quiet"], check=True)
+    toml = d / "clamped.toml"
+    pulses = "".join(f'[[inputs]]\nname = "p{k}_{pop}"\nkind = "dc"\ntarget = "{pop}"\namplitude_pa = {amp}\nstart_ms = {start}\nstop_ms = {stop}\n\n'
+                     for k, (amp, start, stop) in enumerate([(150.0, 100.0, 150.0), (-100.0, 200.0, 230.5)]) for pop in ("Ea", "Eb"))
+    toml.write_text(model_toml().replace("[recording]", pulses + "[recording]"))
+    subprocess.run([str(fum_binary()), "run", str(toml), "--out", str(d / "clamped-toml"), "--quiet"], check=True)
+    expected = toml_spikes_as_sonata(d / "clamped-toml" / "spikes.h5")
+    assert spikes(out / "spikes.h5") == expected
+    assert expected != toml_spikes_as_sonata(d / "toml" / "spikes.h5"), "the pulses change the spikes"
+
+
 def test_unsupported_model_is_refused_with_file_type_and_field(circuit, tmp_path):
     d, _ = circuit
     import shutil
