@@ -51,6 +51,15 @@ refused with an error saying what (docs/python.md lists both):
 - SpikeSourcePoisson: an independent Poisson train into each target neuron, so only through a
   OneToOneConnector (a source population's trains shared among targets is not fum's input) and
   with a single weight; its spikes cannot be recorded.
+- current sources: DCSource (amplitude, start, stop) and StepCurrentSource (times,
+  amplitudes), injected (`inject_into`, `population.inject`) into whole Populations (or views,
+  Assemblies, lists of cells holding whole Populations): fum's DC inputs (`Model.dc`), nA to
+  pA, each flowing in the steps from start / dt up to, not including, stop / dt (PyNN's
+  meaning: the current acts on the cells from `start` until `stop`; NEST's backend subtracts
+  min_delay for its generator's connection delay, fum's input has none); a step source is a
+  window per step, the last amplitude until the run ends. Refused: part of a population
+  (fum's DC input drives every neuron of its population), ACSource and NoisyCurrentSource (fum
+  has no such input), recording a source's current, changing a source after the first run.
 - recording: 'spikes', 'v' and (IF_cond_exp) 'gsyn_exc', 'gsyn_inh' of Populations and
   PopulationViews, get_data() (neo Blocks),
   get_spike_counts(), mean_spike_count().
@@ -76,7 +85,7 @@ try:
     from pyNN.random import NumpyRNG, RandomDistribution  # noqa: F401  (sim.NumpyRNG, sim.RandomDistribution)
     from pyNN.recording import get_io
     from pyNN.space import Space
-    from pyNN.standardmodels import build_translations, cells, synapses
+    from pyNN.standardmodels import StandardCurrentSource, build_translations, cells, electrodes, synapses
 except ImportError as e:  # pragma: no cover - said to the user
     raise ImportError("fum.pynn needs PyNN: pip install PyNN (it brings neo and quantities)") from e
 
@@ -124,6 +133,8 @@ class State(common.control.BaseState):
         self.recorders = set([])
         self.populations: list = []
         self.projections: list = []
+        # (source, Population) of every injection, in the order made.
+        self.current_sources: list = []
         self.id_counter = 0
         self.segment_counter = -1
         self.reset()
@@ -901,6 +912,175 @@ class Projection(common.Projection):
 
 
 # ---------------------------------------------------------------------------------------------
+# Current sources: DC inputs into whole populations
+# ---------------------------------------------------------------------------------------------
+
+_NEVER_MS = 1e12   # PyNN's default `stop`: the current flows until the run ends
+
+
+def _step(ms: float) -> int:
+    """The step fum rounds a time `ms` (>= 0) to: ms / dt rounded half up, as the engine's
+    f64::round does (Python's round() rounds halves to even)."""
+    x = ms / state.dt
+    whole = math.floor(x)
+    return int(whole) + (1 if x - whole >= 0.5 else 0)
+
+
+def _window(amplitude_na: float, start_ms: float, stop_ms: float) -> list:
+    """[(amplitude_pa, start_ms, stop_ms)]: the fum DC input of a current `amplitude_na` (PyNN's
+    nA) flowing from `start_ms` until `stop_ms` (start None: from the run's start, stop None:
+    until its end), or [] where none flows (no amplitude, or no whole step between start and
+    stop once both are rounded to steps: fum's window is the steps from start / dt up to, not
+    including, stop / dt)."""
+    first = _step(max(start_ms, 0.0))
+    last = None if not stop_ms < _NEVER_MS else _step(max(stop_ms, 0.0))
+    if amplitude_na == 0.0 or (last is not None and last <= first):
+        return []
+    return [(amplitude_na * 1000.0, float(start_ms) if first > 0 else None, float(stop_ms) if last is not None else None)]
+
+
+def _injected_populations(cells, what: str) -> list:
+    """The Populations whose cells `cells` are (a Population, PopulationView, Assembly, a list of
+    cells or a cell), each once: fum injects into whole populations only, so each population
+    `cells` touches must be held whole (in any order), each cell once."""
+    if isinstance(cells, common.IDMixin):
+        cells = [cells]
+    groups = {}
+    for cell in cells:
+        if not isinstance(cell, common.IDMixin):
+            raise TypeError(f"{what}: a Population, PopulationView, Assembly or list of cells (IDs), not {type(cell).__name__}")
+        if not cell.celltype.injectable:
+            raise TypeError("Can't inject current into a spike source.")
+        groups.setdefault(id(cell.parent), (cell.parent, []))[1].append(int(cell))
+    populations = []
+    for pop, ids in groups.values():
+        if not any(p is pop for p in state.populations):
+            raise Unsupported(f"{what}: {pop.label} is not a population of this network (it was created before the latest setup())")
+        if len(set(ids)) != len(ids):
+            raise Unsupported(f"{what}: cells of {pop.label} given more than once; fum injects a current once into each cell of a population "
+                              "(inject again to add the same current a second time)")
+        if len(ids) != pop.size:
+            raise Unsupported(f"{what}: {len(ids)} of the {pop.size} cells of {pop.label}: fum injects a current into whole populations only "
+                              "(a DC input drives every neuron of its population); inject into the Population, or make these cells a Population of their own")
+        populations.append(pop)
+    return populations
+
+
+class _CurrentSource(StandardCurrentSource):
+    """A PyNN current source as fum's DC inputs (`[[inputs]] kind = "dc"`, `fum.Model.dc`): a
+    current of one amplitude into every neuron of a whole population, in the steps from `start`
+    up to, not including, `stop` (each rounded to steps). Parameters are in PyNN's units (nA,
+    ms) and become fum's (pA) when the network is built at the first run(); they may change
+    until then (and again after reset())."""
+
+    def __init__(self, **parameters):
+        StandardCurrentSource.__init__(self, **parameters)
+        self.parameter_space.shape = (1,)
+        self._windows()   # refuses bad parameters at once
+
+    def inject_into(self, cells):
+        """Injects the current into every cell of `cells`: a Population, or a PopulationView,
+        Assembly or list of cells that holds whole Populations (fum's DC inputs drive whole
+        populations). Injecting a source twice into a population adds its current twice, as
+        on NEST."""
+        name = type(self).__name__
+        state.refuse_if_built(f"injecting a {name}")
+        for pop in _injected_populations(cells, f"{name}.inject_into"):
+            state.current_sources.append((self, pop))
+
+    def set_native_parameters(self, parameters):
+        name = type(self).__name__
+        state.refuse_if_built(f"changing the parameters of a {name}")
+        space = copy.deepcopy(self.parameter_space)
+        space.update(**dict(parameters.items()))
+        self._windows(space)
+        self.parameter_space = space
+
+    def get_native_parameters(self):
+        space = copy.deepcopy(self.parameter_space)
+        space.evaluate(simplify=True)
+        return ParameterSpace(dict(space.items()))
+
+    def _number(self, space, key):
+        return _value(space[key], f"{type(self).__name__}.{key}", distributions=False)
+
+    def _windows(self, space=None) -> list:
+        """[(amplitude_pa, start_ms or None, stop_ms or None)]: the fum DC inputs of the source."""
+        raise NotImplementedError
+
+    def record(self):
+        raise Unsupported(f"recording the current of a {type(self).__name__}: fum does not record its inputs "
+                          "(the current is the source's amplitude in the steps from start / dt up to, not including, stop / dt)")
+
+    def get_data(self):
+        self.record()
+
+    _get_data = get_data
+
+
+class DCSource(_CurrentSource, electrodes.DCSource):
+    __doc__ = electrodes.DCSource.__doc__ + """
+    On fum: a DC input (`fum.Model.dc`) of amplitude x 1000 pA into every neuron of each
+    Population it is injected into, flowing in the steps from round(start / dt) up to, not
+    including, round(stop / dt) (a negative start is 0; the default stop, 1e12 ms, never comes).
+    """
+    translations = build_translations(("amplitude", "amplitude"), ("start", "start"), ("stop", "stop"))
+
+    def _windows(self, space=None) -> list:
+        space = self.parameter_space if space is None else space
+        amplitude, start, stop = (self._number(space, key) for key in ("amplitude", "start", "stop"))
+        if stop < start:
+            raise ValueError(f"DCSource: stop ({stop:g} ms) before start ({start:g} ms)")
+        return _window(amplitude, start, stop)
+
+
+class StepCurrentSource(_CurrentSource, electrodes.StepCurrentSource):
+    __doc__ = electrodes.StepCurrentSource.__doc__ + """
+    On fum: a DC input for each step, amplitudes[k] x 1000 pA from times[k] up to times[k + 1]
+    (the last until the run ends), each rounded to steps; where several times round to the
+    same step, the last one's amplitude holds (as PyNN's NEST and Brian2 backends).
+    """
+    translations = build_translations(("amplitudes", "amplitudes"), ("times", "times"))
+
+    def _windows(self, space=None) -> list:
+        space = copy.deepcopy(self.parameter_space if space is None else space)
+        space.shape = (1,)
+        for key in ("times", "amplitudes"):
+            if isinstance(space[key].base_value, RandomDistribution):
+                raise Unsupported(f"StepCurrentSource.{key}: a Sequence of numbers, not a RandomDistribution")
+        space.evaluate(simplify=True)
+        values = dict(space.items())
+        times, amplitudes = (np.asarray(getattr(values[key], "value", values[key]), dtype=float).reshape(-1) for key in ("times", "amplitudes"))
+        if len(times) != len(amplitudes):
+            raise ValueError(f"StepCurrentSource: {len(times)} times and {len(amplitudes)} amplitudes: one amplitude per time")
+        if (times < 0).any():
+            raise ValueError("Step current cannot accept negative timestamps.")
+        if len(times) > 1 and (np.diff(times) <= 0).any():
+            raise ValueError("Step current timestamps should be monotonically increasing.")
+        windows = []
+        for k, (time, amplitude) in enumerate(zip(times.tolist(), amplitudes.tolist())):
+            windows += _window(amplitude, time, times[k + 1] if k + 1 < len(times) else _NEVER_MS)
+        return windows
+
+
+class ACSource(electrodes.ACSource):
+    __doc__ = electrodes.ACSource.__doc__
+
+    def __init__(self, **parameters):
+        raise Unsupported("ACSource: fum has no sinusoidal current input; its current inputs are constant "
+                          "(DCSource, StepCurrentSource, a cell's i_offset)")
+
+
+class NoisyCurrentSource(electrodes.NoisyCurrentSource):
+    __doc__ = electrodes.NoisyCurrentSource.__doc__
+
+    def __init__(self, **parameters):
+        raise Unsupported("NoisyCurrentSource: fum has no noise current input; its current inputs are constant "
+                          "(DCSource, StepCurrentSource, a cell's i_offset) and its noise is Poisson spike input "
+                          "(a SpikeSourcePoisson through a OneToOneConnector)")
+
+
+# ---------------------------------------------------------------------------------------------
 # The fum model
 # ---------------------------------------------------------------------------------------------
 
@@ -916,6 +1096,9 @@ def _model(state: State) -> "fum.Model":
             continue
         fields = pop._fields()
         net.population(pop.fum_name, pop.size, pop.celltype.fum_model, record_spikes=False, **fields)
+    for index, (source, pop) in enumerate(state.current_sources):
+        for k, (amplitude_pa, start_ms, stop_ms) in enumerate(source._windows()):
+            net.dc(pop.fum_name, amplitude_pa, name=f"{pop.fum_name}_current_{index}_{k}", start_ms=start_ms, stop_ms=stop_ms)
     used = set()
     for prj in state.projections:
         if prj._list is not None:

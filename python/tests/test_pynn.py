@@ -587,3 +587,187 @@ def test_the_network_is_described_before_it_runs():
     with pytest.raises(sim.Unsupported, match="creating a Projection after"):
         sim.Projection(E, E, sim.OneToOneConnector(), sim.StaticSynapse())
     sim.end()
+
+
+# ---------------------------------------------------------------------------------------------
+# Current sources: DCSource and StepCurrentSource as fum's DC inputs (Model.dc with windows)
+# ---------------------------------------------------------------------------------------------
+
+def pynn_driven_network(inject, duration_ms=200.0, runs=2):
+    """A small recurrent E/I network (no other drive) that `inject(E, I)` gives its currents,
+    run in `runs` calls; E's spikes and E[0:3]'s v."""
+    sim.setup(timestep=0.1, seed=7, threads=THREADS)
+    E = sim.Population(100, sim.IF_curr_exp(**CELL), label="E")
+    I = sim.Population(25, sim.IF_curr_exp(**CELL), label="I")
+    sim.Projection(E, E, sim.FixedProbabilityConnector(0.1), sim.StaticSynapse(weight=0.05, delay=1.5))
+    sim.Projection(E, I, sim.FixedProbabilityConnector(0.2), sim.StaticSynapse(weight=0.05, delay=1.0))
+    sim.Projection(I, E, sim.FixedProbabilityConnector(0.2), sim.StaticSynapse(weight=-0.2, delay=1.0), receptor_type="inhibitory")
+    inject(E, I)
+    E.record("spikes")
+    I.record("spikes")
+    E[0:3].record("v")
+    for _ in range(runs):
+        sim.run(duration_ms / runs)
+    spikes = {pop.label: spike_array(pop.get_data()) for pop in (E, I)}
+    v = np.asarray(E.get_data().segments[0].analogsignals[0].magnitude, dtype=np.float32)
+    sim.end()
+    return spikes, v
+
+
+def fum_driven_network(currents, duration_ms=200.0):
+    """The same network in fum's API, `currents(net)` adding its DC inputs."""
+    net = fum.Model(dt_ms=0.1, seed=7)
+    cell = dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=-70.0, v_reset_mv=-70.0, v_th_mv=-55.0, t_ref_ms=2.0, tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5, v_init_mv=-65.0)
+    net.population("E", 100, "lif_cuba", **cell)
+    net.population("I", 25, "lif_cuba", **cell)
+    net.connect("E", "E", fum.FixedProbability(0.1), weight=50.0, delay_ms=1.5, allow_autapses=True)
+    net.connect("E", "I", fum.FixedProbability(0.2), weight=50.0, delay_ms=1.0)
+    net.connect("I", "E", fum.FixedProbability(0.2), weight=200.0, delay_ms=1.0, receptor="inhibitory")
+    currents(net)
+    net.probe("v", "v", population="E", neurons=[0, 1, 2], interval_ms=0.1)
+    run = net.run(duration_ms, threads=THREADS, progress=False)
+    return {name: sorted_spikes(run.spikes(name)) for name in ("E", "I")}, run.probe("v").values
+
+
+def assert_same_run(pynn, fum_run, fired=("E", "I")):
+    (spikes, v), (expected, expected_v) = pynn, fum_run
+    for name in ("E", "I"):
+        ids, times = spikes[name]
+        if name in fired:
+            assert len(ids) > 20, f"{name} fires"
+        np.testing.assert_array_equal(ids, expected[name][0])
+        np.testing.assert_allclose(times, expected[name][1], rtol=0, atol=1e-9)
+    assert v.shape == expected_v.shape == (2000, 3)
+    np.testing.assert_array_equal(v, expected_v)
+
+
+def test_dc_sources_give_the_spikes_of_fum_s_dc_inputs():
+    def inject(E, I):
+        E.inject(sim.DCSource(amplitude=0.6, start=50.0, stop=150.0))   # nA, ms: across the two runs' boundary
+        sim.DCSource(amplitude=0.35).inject_into(I[::-1])                 # a view of all of I: the whole population
+        (E + I).inject(sim.DCSource(amplitude=0.1, start=120.0))          # an Assembly of whole populations: into each
+
+    def currents(net):
+        net.dc("E", 600.0, start_ms=50.0, stop_ms=150.0)
+        net.dc("I", 350.0)
+        net.dc("E", 100.0, start_ms=120.0)
+        net.dc("I", 100.0, start_ms=120.0)
+
+    pynn = pynn_driven_network(inject)
+    assert_same_run(pynn, fum_driven_network(currents))
+    times = pynn[0]["E"][1]
+    assert times.min() >= 50.0, "E is driven by its current only"
+
+
+def test_a_step_current_source_is_its_windows():
+    # The amplitude at each time holds until the next (the last until the run ends); 60.0 and
+    # 60.04 round to the same step, where the later one's amplitude holds, as on NEST.
+    times, amplitudes = [20.0, 60.0, 60.04, 100.0, 170.0], [0.4, 5.0, 0.8, 0.0, 0.5]
+
+    def inject(E, I):
+        step = sim.StepCurrentSource(times=times, amplitudes=amplitudes)
+        step.inject_into(list(E.all_cells))   # a list of all of E's cells
+        I.inject(step)
+
+    def currents(net):
+        for pop in ("E", "I"):
+            net.dc(pop, 400.0, start_ms=20.0, stop_ms=60.0)
+            net.dc(pop, 800.0, start_ms=60.04, stop_ms=100.0)
+            net.dc(pop, 500.0, start_ms=170.0)
+
+    pynn = pynn_driven_network(inject)
+    assert_same_run(pynn, fum_driven_network(currents))
+    sim.setup(timestep=0.1)
+    step = sim.StepCurrentSource(times=times, amplitudes=amplitudes)
+    assert step._windows() == [(400.0, 20.0, 60.0), (800.0, 60.04, 100.0), (500.0, 170.0, None)]
+    sim.end()
+
+
+@pytest.mark.parametrize("celltype", ["IF_curr_exp", "IF_curr_alpha", "IF_cond_exp"])
+def test_cells_fire_only_while_the_current_flows(celltype):
+    sim.setup(timestep=0.1, seed=1, threads=THREADS)
+    cells = sim.Population(10, getattr(sim, celltype)(), label="cells")    # unconnected, at rest (v_rest = v = -65 mV)
+    quiet = sim.Population(10, getattr(sim, celltype)(), label="quiet")
+    cells.inject(sim.DCSource(amplitude=2.0, start=40.0, stop=120.0))
+    step = sim.StepCurrentSource(times=[150.0, 170.0], amplitudes=[2.0, 0.0])
+    step.amplitudes = [3.0, 0.0]   # before the first run: taken
+    cells.inject(step)
+    cells.record(["spikes", "v"])
+    quiet.record("spikes")
+    sim.run(250.0)
+    block = cells.get_data()
+    trains = block.segments[0].spiketrains
+    times = np.concatenate([t.magnitude for t in trains])
+    assert all(len(t) > 2 for t in trains), "every cell fires while 2 nA flow"
+    assert np.all(((times >= 40.0) & (times < 120.0)) | ((times >= 150.0) & (times < 170.0))), times
+    assert np.count_nonzero(times >= 150.0) >= 10
+    v = block.segments[0].analogsignals[0].magnitude
+    assert np.all(v[:400] == -65.0), "at rest until the current starts at 40 ms"
+    assert np.all(v[401] > -65.0)
+    assert sum(quiet.get_spike_counts().values()) == 0
+    sim.end()
+
+
+def test_current_sources_take_pynn_s_units_and_defaults():
+    sim.setup(timestep=0.1)
+    E = sim.Population(5, sim.IF_curr_exp(), label="E")
+    E.inject(sim.DCSource())                                   # 1 nA, from 0, stop 1e12: the whole run
+    E.inject(sim.DCSource(amplitude=-0.25, start=-5.0, stop=10.0))   # a negative start is 0, as NEST's
+    E.inject(sim.DCSource(amplitude=0.3, start=10.0, stop=10.04))    # no whole step: nothing flows
+    E.inject(sim.DCSource(amplitude=0.0, start=1.0, stop=2.0))
+    twice = sim.DCSource(amplitude=0.5, start=1.0, stop=2.0)
+    E.inject(twice)
+    twice.inject_into(E[:])                                    # injected twice: its current twice, as on NEST
+    inputs = [i for i in sim._model(sim.state)._inputs if i["kind"] == "dc"]
+    assert [(i["amplitude_pa"], i.get("start_ms"), i.get("stop_ms")) for i in inputs] == [(1000.0, None, None), (-250.0, None, 10.0), (500.0, 1.0, 2.0), (500.0, 1.0, 2.0)]
+    sim.end()
+
+
+@pytest.mark.parametrize("inject, error, message", [
+    (lambda E, S: E[0:5].inject(sim.DCSource()), sim.Unsupported, r"DCSource.inject_into: 5 of the 20 cells of E: fum injects a current into whole populations only"),
+    (lambda E, S: sim.StepCurrentSource(times=[1.0], amplitudes=[1.0]).inject_into(E.all_cells[[0, 3]]), sim.Unsupported, "2 of the 20 cells of E"),
+    (lambda E, S: E[0].inject(sim.DCSource()), sim.Unsupported, "1 of the 20 cells of E"),
+    (lambda E, S: sim.DCSource().inject_into(list(E.all_cells) + [E[0]]), sim.Unsupported, "cells of E given more than once"),
+    (lambda E, S: sim.DCSource().inject_into(E + S), TypeError, "Can't inject current into a spike source"),
+    (lambda E, S: sim.DCSource().inject_into(S), TypeError, "Can't inject current into a spike source"),
+    (lambda E, S: sim.ACSource(amplitude=1.0, frequency=10.0), sim.Unsupported, "ACSource: fum has no sinusoidal current input"),
+    (lambda E, S: sim.NoisyCurrentSource(mean=0.5, stdev=0.2), sim.Unsupported, "NoisyCurrentSource: fum has no noise current input"),
+    (lambda E, S: sim.DCSource().record(), sim.Unsupported, "recording the current of a DCSource: fum does not record its inputs"),
+    (lambda E, S: sim.StepCurrentSource(times=[1.0], amplitudes=[1.0]).get_data(), sim.Unsupported, "recording the current of a StepCurrentSource"),
+    (lambda E, S: sim.DCSource(amplitude=sim.RandomDistribution("uniform", (0.1, 0.2))), sim.Unsupported, "DCSource.amplitude: fum takes one value here"),
+    (lambda E, S: sim.DCSource(start=20.0, stop=10.0), ValueError, r"stop \(10 ms\) before start \(20 ms\)"),
+    (lambda E, S: sim.StepCurrentSource(times=[5.0, 1.0], amplitudes=[1.0, 0.0]), ValueError, "monotonically increasing"),
+    (lambda E, S: sim.StepCurrentSource(times=[-1.0], amplitudes=[1.0]), ValueError, "negative timestamps"),
+    (lambda E, S: sim.StepCurrentSource(times=[1.0, 2.0], amplitudes=[1.0]), ValueError, "2 times and 1 amplitudes"),
+])
+def test_what_fum_does_not_inject_is_refused(inject, error, message):
+    sim.setup(timestep=0.1)
+    E = sim.Population(20, sim.IF_curr_exp(), label="E")
+    S = sim.Population(20, sim.SpikeSourceArray(spike_times=[1.0]), label="S")
+    with pytest.raises(error, match=message):
+        inject(E, S)
+    assert sim.state.current_sources == [], "nothing injected"
+    sim.end()
+
+
+def test_current_sources_are_described_before_the_run_and_again_after_reset():
+    sim.setup(timestep=0.1, seed=1, threads=THREADS)
+    cells = sim.Population(10, sim.IF_curr_exp(), label="cells")
+    dc = sim.DCSource(amplitude=2.0, start=10.0, stop=60.0)
+    cells.inject(dc)
+    cells.record("spikes")
+    sim.run(100.0)
+    assert sum(cells.get_spike_counts().values()) > 10
+    with pytest.raises(sim.Unsupported, match="changing the parameters of a DCSource after the network was built"):
+        dc.amplitude = 0.0
+    with pytest.raises(sim.Unsupported, match="changing the parameters of a DCSource after"):
+        dc.set_parameters(stop=30.0)
+    with pytest.raises(sim.Unsupported, match="injecting a StepCurrentSource after the network was built"):
+        cells.inject(sim.StepCurrentSource(times=[0.0], amplitudes=[1.0]))
+    assert dc._windows() == [(2000.0, 10.0, 60.0)], "unchanged"
+    sim.reset()
+    dc.amplitude = 0.0    # after reset() the network is described again
+    sim.run(100.0)
+    assert sum(cells.get_spike_counts().values()) == 0
+    assert len(cells.get_data().segments) == 2
+    sim.end()
