@@ -20,6 +20,7 @@ fn paged(model: &Model, threads: usize, shards: usize, budget: impl Fn(u64) -> u
     assert!(said.is_some_and(|line| line.contains("spilled")), "the run says it spills");
     sim.run(model.steps(), |_| {});
     let stats = sim.world.resource::<HostTier>().stats.clone();
+    assert_eq!(stats.moved.disk_bytes as u64, paging::disk_bytes_held(&mut sim.world), "the tier counts the bytes its pages hold on disk");
     // Read back whole for the comparison.
     paging::fault_in_all(&mut sim.world).unwrap();
     (sim, stats)
@@ -40,6 +41,40 @@ fn any_budget_gives_the_same_spikes_and_learned_weights() {
         assert_eq!(common::spikes(&sim), spikes, "spikes at 1/{share} of the synapses in RAM, {threads} threads, {shards} shards");
         assert_eq!(common::synapses(&mut sim), weights, "synapses and learned weights at 1/{share}");
     }
+}
+
+/// A checkpoint restored into a paged world writes the spilled pages where they are: the
+/// spikes and weights of one run, and the tier's disk bytes and the pages' priorities follow
+/// the pages rewritten.
+#[test]
+fn a_checkpoint_restores_into_pages_and_the_tier_counts_what_it_wrote() {
+    use fum::engine::checkpoint::{Checkpoint, Snapshot};
+    let model = common::parse(common::BALANCED);
+    let mut reference = common::simulate(&model, 2, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let pager = |sim: &mut Simulation| {
+        let f = paging::footprint(&mut sim.world);
+        let options = TierOptions { host_bytes: f.fixed + f.rewired + f.pageable / 4, spill_dir: dir.path().to_path_buf(), page_bytes: 4096 };
+        paging::enable(&mut sim.world, &options, model.spec.simulation.dt_ms).expect("pages");
+    };
+    let mut first = Simulation::from_model(&model, 2, 3).unwrap();
+    first.add_plugins(DefaultPlugins);
+    pager(&mut first);
+    first.run(1500, |_| {});
+    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
+    drop(first);
+    let mut second = Simulation::from_model(&model, 2, 3).unwrap();
+    second.add_plugins(DefaultPlugins);
+    pager(&mut second);
+    Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
+    second.run(model.steps(), |_| {});
+    let stats = second.world.resource::<HostTier>().stats.clone();
+    assert!(stats.moved.faults > 0, "{stats:?}");
+    assert_eq!(stats.moved.disk_bytes as u64, paging::disk_bytes_held(&mut second.world), "the tier counts the pages the restore rewrote");
+    paging::fault_in_all(&mut second.world).unwrap();
+    let spikes: Vec<_> = common::spikes(&second).into_iter().filter(|s| s.1 >= 1500).collect();
+    assert_eq!(spikes, common::spikes(&reference).into_iter().filter(|s| s.1 >= 1500).collect::<Vec<_>>());
+    assert_eq!(common::synapses(&mut second), common::synapses(&mut reference));
 }
 
 #[test]

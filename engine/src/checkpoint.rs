@@ -689,7 +689,7 @@ impl Checkpoint {
         // Then apply.
         let mut decoded = columns.into_iter();
         let mut tables = crate::paging::take_tables(world);
-        let mut failed = None;
+        let (mut failed, mut disk_bytes) = (None, std::collections::HashMap::<usize, i64>::new());
         state::visit_checkpointed(world, &mut |d| {
             match decoded.next().expect("one section per declared column") {
                 Restored::Bytes(raw) if d.shape == state::Shape::Varying => d.column.replace_host_bytes(&raw),
@@ -702,13 +702,18 @@ impl Checkpoint {
                     let written = self.decoder(&name).map_err(|e| e.to_string()).and_then(|mut reader| {
                         crate::paging::write_paged(table, d.name, d.column, &mut |dst| reader.read_exact(dst).map_err(|e| format!("section {name}: {e}")))
                     });
-                    if let Err(e) = written {
-                        failed.get_or_insert(e);
+                    match written {
+                        Ok(delta) => *disk_bytes.entry(shard).or_default() += delta.unwrap_or(0),
+                        Err(e) => _ = failed.get_or_insert(e),
                     }
                 }
             }
         });
         crate::paging::put_tables(world, tables);
+        let mut shards = world.query::<(&crate::components::Shard, &mut crate::paging::ShardPages)>();
+        for (shard, mut pages) in shards.iter_mut(world) {
+            pages.add_disk_bytes(disk_bytes.get(&shard.index).copied().unwrap_or(0));
+        }
         if let Some(e) = failed {
             return Err(corrupt(format!("{e} (while writing the restored pages: this network is half restored)")));
         }

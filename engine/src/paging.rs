@@ -286,11 +286,13 @@ pub fn read_paged(table: &PageTable, name: &str, column: &dyn AnyColumn, f: &mut
 /// Writes the bytes of `column`, the paged column `name` of the block whose page table is
 /// `table`, page by page in order as `fill` produces them: into resident pages in memory, and
 /// compressed into their spill-file slots for spilled ones ([`read_paged`]'s counterpart: a
-/// restore writes pages where they are, so a network larger than memory resumes). Priorities
-/// keep the |w| the pages had; `Ok(false)` if `name` is not paged.
-pub fn write_paged(table: &mut PageTable, name: &str, column: &mut dyn AnyColumn, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<bool, String> {
-    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(false) };
-    let mut scratch = Vec::new();
+/// restore writes pages where they are, so a network larger than memory resumes). A spilled
+/// page's priority takes the |w| of the weights written; a resident one's is taken when it is
+/// evicted, as after STDP. The change in compressed bytes on disk (for
+/// [`ShardPages::add_disk_bytes`]), or `None` if `name` is not paged.
+pub fn write_paged(table: &mut PageTable, name: &str, column: &mut dyn AnyColumn, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<Option<i64>, String> {
+    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(None) };
+    let (mut scratch, mut disk_bytes) = (Vec::new(), 0);
     for p in 0..table.pages.len() {
         let synapses = table.pages[p].synapses.clone();
         if table.pages[p].resident {
@@ -299,14 +301,28 @@ pub fn write_paged(table: &mut PageTable, name: &str, column: &mut dyn AnyColumn
             table.pages[p].dirty = true;
             continue;
         }
-        scratch.resize(synapses.len() * table.element_bytes[c], 0);
+        let elem = table.element_bytes[c];
+        scratch.resize(synapses.len() * elem, 0);
         fill(&mut scratch)?;
         let frame = ZSTD.with_borrow_mut(|z| z.0.compress(&scratch)).map_err(|e| format!("compressing a page: {e}"))?;
         let file = table.file.as_ref().expect("a spilled page has a spill file");
         file.file.write_all_at(&frame, table.frame_at(p, c)).map_err(|e| format!("writing a page to its spill file: {e}"))?;
-        table.pages[p].frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
+        let page = &mut table.pages[p];
+        disk_bytes += i64::from(frame.len() as u32) - i64::from(page.frames[c].0);
+        page.frames[c] = (frame.len() as u32, crc32fast::hash(&frame));
+        if name == "weight" {
+            let weights = scratch.chunks_exact(elem).map(|b| if elem == 4 { f32::from_le_bytes(b.try_into().expect("4 bytes")) } else { f32::from(half::f16::from_le_bytes(b.try_into().expect("2 bytes"))) });
+            page.mean_abs_weight = mean_of_abs(weights, synapses.len());
+        }
     }
-    Ok(true)
+    Ok(Some(disk_bytes))
+}
+
+/// Compressed bytes of the pages' copies on disk, summed over `world`'s paged blocks: what
+/// the tier's `disk_bytes` counts.
+pub fn disk_bytes_held(world: &mut World) -> u64 {
+    let mut query = world.query::<&SynapseBlocks>();
+    query.iter(world).flat_map(|blocks| blocks.0.iter()).filter_map(|b| b.pages.as_ref()).flat_map(|t| t.pages.iter().filter(|p| p.on_disk)).flat_map(|p| p.frames.iter()).map(|&(len, _)| u64::from(len)).sum()
 }
 
 /// Takes the page tables out of `world`'s blocks, keyed by (shard index, block index), so that
@@ -552,12 +568,16 @@ fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
 }
 
 fn mean_abs(weights: &Weights, range: Range<usize>) -> f32 {
-    let n = range.len().max(1) as f32;
-    let sum: f32 = match weights {
-        Weights::F32(c) => c.pages()[range].iter().map(|w| w.abs()).sum(),
-        Weights::F16(c) => c.pages()[range].iter().map(|w| f32::from(*w).abs()).sum(),
-    };
-    sum / n
+    let n = range.len();
+    match weights {
+        Weights::F32(c) => mean_of_abs(c.pages()[range].iter().copied(), n),
+        Weights::F16(c) => mean_of_abs(c.pages()[range].iter().map(|&w| f32::from(w)), n),
+    }
+}
+
+/// The mean |w| of `n` weights (a page's priority factor).
+fn mean_of_abs(weights: impl Iterator<Item = f32>, n: usize) -> f32 {
+    weights.map(f32::abs).sum::<f32>() / n.max(1) as f32
 }
 
 /// Pins the pages of every probed synapse (probes read them between steps), bringing back
@@ -680,6 +700,12 @@ impl Moved {
 }
 
 impl ShardPages {
+    /// Counts `delta` more compressed bytes on disk (pages rewritten by a restore:
+    /// [`write_paged`]); the tier collects it with the next delivery's figures.
+    pub fn add_disk_bytes(&mut self, delta: i64) {
+        self.moved.disk_bytes += delta;
+    }
+
     /// Makes resident the page of `blocks[b]` holding the row of presynaptic neuron `global`,
     /// which delivery reads next in `step` (and writes, if `writes`: STDP), evicting the
     /// shard's lowest-priority pages if it would not fit. Does nothing for a block not paged.
