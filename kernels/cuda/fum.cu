@@ -1029,13 +1029,15 @@ extern "C" __global__ void move_rows(Block b, const u32* rows, const u32* slots,
 
 // Postsynaptic bookkeeping of plastic blocks (grid y = plastic block): trace and spike
 // history of every spiking target, found as a range of the sorted spike list.
-extern "C" __global__ void post_spikes(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
+// `post_spikes` and `pre_spikes` run at the start of the next step (`lag` 1: the clock has
+// moved on), beside the exchange of its spikes (systems/src/cuda.rs, `launch_front`).
+extern "C" __global__ void post_spikes(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                        const u32* plastic_blocks, const Rule* rules) {
     const Block& b = blocks[plastic_blocks[blockIdx.y]];
     const Rule& r = rules[b.rule];
     u32 from = max(b.shard_first, r.target_first), to = min(b.shard_first + b.shard_size, r.target_first + r.target_size);
     if (from >= to) return;
-    u32 t = (u32)*step, count = *n_spikes;
+    u32 t = (u32)*step - lag, count = *n_spikes;
     u32 lo = first_at_least(spikes, count, from), hi = first_at_least(spikes, count, to);
     for (u32 s = lo + blockIdx.x * blockDim.x + threadIdx.x; s < hi; s += gridDim.x * blockDim.x) {
         u32 j = spikes[s] - b.shard_first;
@@ -1081,8 +1083,8 @@ extern "C" __global__ void weights_outside(const Block* blocks, const u32* plast
 }
 
 // Presynaptic traces count this step's spikes (after every row has read them).
-extern "C" __global__ void pre_spikes(const u64* step, const u32* spikes, const u32* n_spikes, const Rule* rules, u32 n_rules) {
-    u32 t = (u32)*step;
+extern "C" __global__ void pre_spikes(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Rule* rules, u32 n_rules) {
+    u32 t = (u32)*step - lag;
     u64 pairs = (u64)*n_spikes * n_rules;
     for (u64 p = (u64)blockIdx.x * blockDim.x + threadIdx.x; p < pairs; p += (u64)gridDim.x * blockDim.x) {
         const Rule& r = rules[p % n_rules];

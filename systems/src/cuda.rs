@@ -7,7 +7,9 @@
 //! staging slot (after waiting on that step's event, normally long complete), so up to two
 //! steps are queued on the device at any time. Three slots make that safe: the slot step `t`
 //! writes was read when the host handled step `t - 3`. Anything that reads host columns between
-//! steps first calls `sync_to_host`, which waits for the device and drains every pending step.
+//! steps first calls `sync_to_host`, which waits for the device and drains every pending step
+//! (and runs the last step's STDP bookkeeping, which each step otherwise leaves to the next:
+//! `CudaRunner::late_stdp`).
 //! Structural planning runs on a second, lower-priority stream, ordered after its snapshot by an
 //! event and read back by plan threads; it touches only its own buffers and structure that
 //! changes only at commits, which wait for it (see `CudaRunner::plan_structure`).
@@ -58,6 +60,8 @@ pub struct CudaRunner {
     slot_words: usize,
     multiprocessors: u32,
     pending: VecDeque<u64>,
+    /// A step ran whose STDP bookkeeping is left to the next (`late_stdp`, `drain`).
+    late_pending: bool,
     /// Where structural plans run beside the steps (see `plan_structure`).
     plan_stream: Arc<CudaStream>,
     /// Structural schedules whose spike counts (for co-activity) each step adds to; 0: none.
@@ -202,6 +206,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         multiprocessors,
         plan_stream,
         pending: VecDeque::new(),
+        late_pending: false,
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
         steps: 0,
         capture_s: 0.0,
@@ -298,18 +303,63 @@ impl CudaRunner {
             // Columns only some models have (fum_engine::components::NeuronBlock): 0 where the
             // network has none, and then no population reads them.
             let (dse, dsi, bias) = (net.neuron_ptr("dsyn_ex"), net.neuron_ptr("dsyn_in"), net.neuron_ptr("bias_pa"));
-            // Blocks of 256 neurons (NEURON_BLOCK in fum.cu), each counting its spikes.
-            let blocks_256 = n.div_ceil(256);
             stream
                 .launch_builder(&k.neurons)
                 .arg(&step).arg(&pops).arg(&net.n_pops).arg(&srcs).arg(&net.key[0]).arg(&net.key[1])
                 .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&dse).arg(&dsi).arg(&bias).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
                 .launch(grid(n, 256))?;
             mark(marks, stream, 2)?;
-            let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
-            match &mut self.ranks {
-                Some(ranks) => ranks.pack(k, stream, fired, n)?,
+            if let Some(ranks) = &mut self.ranks {
+                ranks.pack(k, stream, fired, n)?;
+            }
+        }
+        // The previous step's STDP bookkeeping, beside the gather across ranks (see `late_stdp`).
+        self.late_stdp(stream)
+    }
+
+    /// The STDP bookkeeping of the step before the clock's: its spikes in the postsynaptic
+    /// histories and traces (`post_spikes`) and in the presynaptic traces (`pre_spikes`), from
+    /// the spike list it left. It runs at the start of the next step, beside the exchange of
+    /// that step's spikes (which it does not read): the neuron update reads neither, and the
+    /// next delivery, which reads both, follows. What reads them between steps runs after
+    /// `CudaRunner::drain`, which runs it for the last step and empties the list.
+    fn late_stdp(&self, stream: &Arc<CudaStream>) -> Result<(), CudaError> {
+        let (k, net) = (&self.gpu.kernels, &self.net);
+        if net.n_plastic_blocks == 0 {
+            return Ok(());
+        }
+        let (step, lag, sms) = (ptr(&net.step, stream), 1u32, self.multiprocessors);
+        let (spikes, n_spikes, table, rules, plastic) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.plastic_blocks, stream));
+        let n_rules = net.rules.len() as u32;
+        // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
+        unsafe {
+            stream
+                .launch_builder(&k.post_spikes)
+                .arg(&step).arg(&lag).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&rules)
+                .launch(per_block(sms * 2, net.n_plastic_blocks, 256))?;
+            stream
+                .launch_builder(&k.pre_spikes)
+                .arg(&step).arg(&lag).arg(&spikes).arg(&n_spikes).arg(&rules).arg(&n_rules)
+                .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+        }
+        Ok(())
+    }
+
+    /// The step's spike list (across ranks, compacted from the gathered bits); then delivery,
+    /// recording, the clock.
+    fn launch_back(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
+        let k = &self.gpu.kernels;
+        let net = &self.net;
+        let (n, slots) = (net.n, net.slots);
+        let step = ptr(&net.step, stream);
+        // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
+        unsafe {
+            let (spikes, n_spikes, fired) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.fired, stream));
+            match &self.ranks {
+                Some(ranks) => ranks.compact(k, stream, spikes, n_spikes)?,
                 None => {
+                    // The update's spike counts per block of 256 neurons (NEURON_BLOCK in fum.cu).
+                    let (counts, blocks_256, base) = (ptr(&net.block_counts, stream), n.div_ceil(256), net.shards.base());
                     stream
                         .launch_builder(&k.scan_counts)
                         .arg(&counts).arg(&blocks_256).arg(&n_spikes)
@@ -321,22 +371,6 @@ impl CudaRunner {
                         .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
                         .launch(grid(n, 256))?;
                 }
-            }
-        }
-        Ok(())
-    }
-
-    /// Across ranks, the gathered spikes' compaction; then delivery, STDP, recording, the clock.
-    fn launch_back(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
-        let k = &self.gpu.kernels;
-        let net = &self.net;
-        let (n, slots) = (net.n, net.slots);
-        let step = ptr(&net.step, stream);
-        // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
-        unsafe {
-            let (spikes, n_spikes, fired) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.fired, stream));
-            if let Some(ranks) = &self.ranks {
-                ranks.compact(k, stream, spikes, n_spikes)?;
             }
             // The row cache ranks rows by their sources' spikes (fum_engine::row_cache).
             if let Some(cache) = &net.cache {
@@ -357,19 +391,9 @@ impl CudaRunner {
                     .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
                     .launch(grid(net.deliver_blocks * 256, 256))?;
             }
+            // STDP's bookkeeping of this step's spikes is the next step's (`late_stdp`): the
+            // plasticity stage is empty, its time in the next step's exchange stage.
             mark(marks, stream, 4)?;
-            if net.n_plastic_blocks > 0 {
-                let plastic = ptr(&net.plastic_blocks, stream);
-                stream
-                    .launch_builder(&k.post_spikes)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&plastic).arg(&rules)
-                    .launch(per_block(sms * 2, net.n_plastic_blocks, 256))?;
-                let n_rules = net.rules.len() as u32;
-                stream
-                    .launch_builder(&k.pre_spikes)
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&rules).arg(&n_rules)
-                    .launch(LaunchConfig { grid_dim: (sms * 4, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
-            }
             mark(marks, stream, 5)?;
             let staging = self.staging_ptr as u64;
             let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
@@ -459,6 +483,7 @@ impl CudaRunner {
             _ => Self::replay(&self.graphs, self.ranks.as_mut(), &self.net.stream, world)?,
         }
         self.events[step as usize % SLOTS].record(&self.net.stream)?;
+        self.late_pending = true;
         self.pending.push_back(step);
         self.steps += 1;
         while self.pending.len() > LAG {
@@ -848,6 +873,14 @@ impl CudaRunner {
 
     /// Waits for the device and records every queued step.
     pub fn drain(&mut self, world: &mut World) -> Result<(), CudaError> {
+        if self.late_pending {
+            // The last step's STDP bookkeeping, then an empty list, so that the next step's
+            // `late_stdp` does it only once.
+            let stream = self.net.stream.clone();
+            self.late_stdp(&stream)?;
+            stream.memset_zeros(&mut self.net.n_spikes)?;
+            self.late_pending = false;
+        }
         self.net.stream.synchronize()?;
         while let Some(step) = self.pending.pop_front() {
             self.consume(world, step);

@@ -8,7 +8,8 @@
 //! graph needs, and a bit a neuron costs less than an id a spike once 1 neuron in 32 fires.
 //!
 //! The gather is NCCL's all-gather, inside the step's graph, when every rank has a GPU of its
-//! own on one host. Otherwise (ranks sharing a GPU, ranks on several hosts, no libnccl, or
+//! own on one host: forked onto a stream of its own, beside the previous step's STDP
+//! bookkeeping (`late_stdp` in systems/src/cuda.rs), and joined before the compaction. Otherwise (ranks sharing a GPU, ranks on several hosts, no libnccl, or
 //! `FUM_EXCHANGE=mpi`) it is MPI's, on the host, between two graphs: the front (input, update,
 //! packing into mapped host memory) and the back (compaction, delivery, plasticity, recording).
 //!
@@ -43,8 +44,9 @@ pub struct RankSpikes {
 }
 
 enum Gather {
-    /// In the graph: this rank's bits and every rank's, in device memory.
-    Nccl { comm: Comm, bits: CudaSlice<u32>, gathered: CudaSlice<u32> },
+    /// In the graph, on `stream` (forked from the step stream at `forked`, joined at `done`):
+    /// this rank's bits and every rank's, in device memory.
+    Nccl { comm: Comm, stream: Arc<CudaStream>, forked: CudaEvent, done: CudaEvent, bits: CudaSlice<u32>, gathered: CudaSlice<u32> },
     /// On the host: the same in mapped, pinned host memory (host and device addresses alike),
     /// and the event that marks the front graph's end.
     Host { _bits: PinnedHostSlice<u32>, bits_at: u64, _gathered: PinnedHostSlice<u32>, gathered_at: u64, received: Vec<u32>, packed: CudaEvent },
@@ -112,12 +114,16 @@ impl RankSpikes {
             }
             transport.broadcast(&mut id);
             gpu.ctx.bind_to_thread()?;
-            let comm = Comm::from_rank(stream.clone(), transport.rank(), ranks, Id::uninit(id.map(|b| b as _))).map_err(nccl)?;
+            // The gather's stream goes first, as the step's does: every step waits for it.
+            let (_, greatest) = cudarc::driver::result::stream::get_priority_range()?;
+            let side = gpu.ctx.new_stream_with_priority(greatest)?;
+            let comm = Comm::from_rank(side.clone(), transport.rank(), ranks, Id::uninit(id.map(|b| b as _))).map_err(nccl)?;
             let (bits, mut gathered) = (stream.alloc_zeros(words as usize)?, stream.alloc_zeros(total_words)?);
+            stream.synchronize()?;
             // Once before the graph captures it: NCCL connects its peers at the first call.
             comm.all_gather(&bits, &mut gathered).map_err(nccl)?;
-            stream.synchronize()?;
-            Gather::Nccl { comm, bits, gathered }
+            side.synchronize()?;
+            Gather::Nccl { comm, stream: side, forked: gpu.ctx.new_event(None)?, done: gpu.ctx.new_event(None)?, bits, gathered }
         } else {
             if transport.rank() == 0 {
                 eprintln!("spikes between the GPUs go over MPI through host memory ({})", refused.as_deref().unwrap_or("NCCL is refused on another rank"));
@@ -155,23 +161,33 @@ impl RankSpikes {
         self.words * self.ranks
     }
 
-    /// Enqueues the packing of this rank's `n` spike flags (and, with NCCL, the gather).
+    /// Enqueues the packing of this rank's `n` spike flags (and, with NCCL, the gather, forked
+    /// onto the gather's stream: `compact` joins it).
     pub fn pack(&mut self, k: &Kernels, stream: &Arc<CudaStream>, fired: u64, n: u32) -> Result<(), CudaError> {
         let words = self.words;
-        let bits = match &self.gather {
-            Gather::Nccl { bits, .. } => ptr(bits, stream),
-            Gather::Host { bits_at, .. } => *bits_at,
+        let (on, bits) = match &self.gather {
+            Gather::Nccl { stream: side, forked, bits, .. } => {
+                forked.record(stream)?;
+                side.wait(forked)?;
+                (side, ptr(bits, side))
+            }
+            Gather::Host { bits_at, .. } => (stream, *bits_at),
         };
         // SAFETY: `fired` holds n flags and `bits` `words` words; the grid covers every word.
-        unsafe { stream.launch_builder(&k.pack_fired).arg(&fired).arg(&n).arg(&words).arg(&bits).launch(grid(words * 32, 256)) }?;
-        if let Gather::Nccl { comm, bits, gathered } = &mut self.gather {
+        unsafe { on.launch_builder(&k.pack_fired).arg(&fired).arg(&n).arg(&words).arg(&bits).launch(grid(words * 32, 256)) }?;
+        if let Gather::Nccl { comm, stream: side, done, bits, gathered, .. } = &mut self.gather {
             comm.all_gather(bits, gathered).map_err(nccl)?;
+            done.record(side)?;
         }
         Ok(())
     }
 
-    /// Enqueues the compaction of the gathered bits into the step's ascending `spikes`.
+    /// Enqueues (with NCCL, after the gather) the compaction of the gathered bits into the
+    /// step's ascending `spikes`.
     pub fn compact(&self, k: &Kernels, stream: &Arc<CudaStream>, spikes: u64, n_spikes: u64) -> Result<(), CudaError> {
+        if let Gather::Nccl { done, .. } = &self.gather {
+            stream.wait(done)?;
+        }
         let (total, words) = (self.total_words(), self.words);
         let gathered = match &self.gather {
             Gather::Nccl { gathered, .. } => ptr(gathered, stream),
