@@ -375,6 +375,19 @@ fn with_rule(fields: &str) -> String {
     plastic.replacen("[recording]", &format!("[[plasticity]]\nname = \"pl\"\n{fields}\n\n[recording]"), 1)
 }
 
+/// Each case (fields, a text on the line the error names, fragments of the message) made into
+/// a model by `text`: its error names that line and holds the fragments.
+#[track_caller]
+fn expect_errors(cases: &[(String, &str, &[&str])], text: impl Fn(&str) -> String) {
+    for (fields, needle, fragments) in cases {
+        let (err, line) = error_of(&text(fields), needle);
+        assert!(err.starts_with(&format!("bad.toml:{line}:")), "{fields}: wrong location in: {err}");
+        for f in fragments.iter() {
+            assert!(err.contains(f), "{fields}: \"{f}\" missing from: {err}");
+        }
+    }
+}
+
 #[test]
 fn power_law_rules_take_nests_names_and_refuse_the_other_rules_amplitudes() {
     use fum_kernels::stdp::WeightDependence;
@@ -396,13 +409,7 @@ fn power_law_rules_take_nests_names_and_refuse_the_other_rules_amplitudes() {
         ("a_plus = 0.01\na_minus = 0.01\nw_max = 5.0\nmu = 0.4".into(), "mu = 0.4", &["plasticity[0].mu", "power_law", "a_plus"]),
         ("a_plus = 0.01\na_minus = 0.01".into(), "[[plasticity]]", &["plasticity[0]", "\"additive\" needs w_max"]),
     ];
-    for (fields, needle, fragments) in cases {
-        let (err, line) = error_of(&with_rule(&fields), needle);
-        assert!(err.starts_with(&format!("bad.toml:{line}:")), "{fields}: wrong location in: {err}");
-        for f in fragments {
-            assert!(err.contains(f), "{fields}: \"{f}\" missing from: {err}");
-        }
-    }
+    expect_errors(&cases, with_rule);
 }
 
 #[test]
@@ -416,11 +423,5 @@ fn dc_windows_start_before_they_stop_and_belong_to_dc_inputs() {
         (format!("{dc}\nstart_ms = -1.0"), "start_ms", &["inputs[0].start_ms", "negative"]),
         ("kind = \"poisson\"\ntarget = \"E\"\nrate_hz = 100.0\nweight = 5.0\nstart_ms = 1.0".into(), "start_ms", &["inputs[0].start_ms", "kind = \"dc\""]),
     ];
-    for (fields, needle, fragments) in cases {
-        let (err, line) = error_of(&text(&fields), needle);
-        assert!(err.starts_with(&format!("bad.toml:{line}:")), "{fields}: wrong location in: {err}");
-        for f in fragments {
-            assert!(err.contains(f), "{fields}: \"{f}\" missing from: {err}");
-        }
-    }
+    expect_errors(&cases, text);
 }
