@@ -104,10 +104,10 @@ fn current_version() -> u32 {
 }
 
 impl Header {
-    /// The shards the checkpointed network was cut into, to rebuild it with; `None` where the
-    /// recorded cut does not fit `model`'s neurons.
-    pub fn cut(&self, model: &crate::Model) -> Option<Vec<std::ops::Range<u32>>> {
-        let total = model.spec.populations.iter().map(|p| p.size).sum::<u32>();
+    /// The shards the checkpointed network of `total` neurons was cut into (equal ranges for
+    /// checkpoints from before cuts were recorded), to rebuild it with; `None` where the recorded
+    /// cut does not fit `total`.
+    pub fn cut(&self, total: u32) -> Option<Vec<std::ops::Range<u32>>> {
         if self.shard_starts.is_empty() {
             return Some(crate::build::equal_cut(total, self.shards));
         }
@@ -548,11 +548,7 @@ impl Checkpoint {
             return Err(corrupt(format!("{} shards in the checkpoint, {} built", self.header.shards, built.len())));
         }
         let cut = &world.resource::<crate::components::ShardRanges>().0;
-        let recorded = match self.header.shard_starts.is_empty() {
-            true => crate::build::equal_cut(cut.last().map_or(0, |r| r.end), self.header.shards).iter().map(|r| r.start).collect(),
-            false => self.header.shard_starts.clone(),
-        };
-        if !cut.iter().map(|r| r.start).eq(recorded) {
+        if self.header.cut(cut.last().map_or(0, |r| r.end)).as_ref() != Some(cut) {
             return Err(corrupt("the network here is cut into other shards than the checkpointed one (build it with the checkpoint's cut, `Header::cut`)".into()));
         }
         if let Some((index, _)) = built.iter().find(|(index, crcs)| *crcs != self.header.structure[*index]) {
@@ -779,12 +775,10 @@ pub fn prune(dir: &Path, keep: usize, run_id: u64) {
 mod tests {
     use super::*;
 
-    /// A checkpoint's cut: the recorded starts; none recorded (format 5 and before) is the
-    /// equal cut those were built with; starts that do not fit the model are refused.
+    /// A checkpoint's cut of 10 neurons: the recorded starts; none recorded (format 5 and
+    /// before) is the equal cut those were built with; starts that do not fit are refused.
     #[test]
     fn a_checkpoint_rebuilds_the_cut_it_was_written_with() {
-        let text = "[simulation]\ndt_ms = 0.1\nduration_ms = 1.0\n[[populations]]\nname = \"N\"\nsize = 10\nmodel = \"lif_cuba\"\n";
-        let model = crate::Model::parse(text, Path::new("m.toml")).unwrap();
         let header = |shards: usize, shard_starts: Vec<u32>| Header {
             fum_version: String::new(),
             model_hash: 0,
@@ -797,10 +791,10 @@ mod tests {
             sections: Vec::new(),
             format_version: FORMAT_VERSION,
         };
-        assert_eq!(header(3, vec![0, 2, 7]).cut(&model), Some(vec![0..2, 2..7, 7..10]));
-        assert_eq!(header(3, Vec::new()).cut(&model), Some(crate::build::equal_cut(10, 3)));
+        assert_eq!(header(3, vec![0, 2, 7]).cut(10), Some(vec![0..2, 2..7, 7..10]));
+        assert_eq!(header(3, Vec::new()).cut(10), Some(crate::build::equal_cut(10, 3)));
         for starts in [vec![1, 2, 7], vec![0, 7, 7], vec![0, 2, 12], vec![0, 2]] {
-            assert_eq!(header(3, starts.clone()).cut(&model), None, "{starts:?}");
+            assert_eq!(header(3, starts.clone()).cut(10), None, "{starts:?}");
         }
     }
 }

@@ -419,7 +419,7 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         if crate::ranks::transport().is_some() {
             refuse_across_ranks(&model, &options, false)?;
         }
-        let Some(ranges) = ckpt.header.cut(&model) else {
+        let Some(ranges) = ckpt.header.cut(model.spec.populations.iter().map(|p| p.size).sum()) else {
             eprintln!("skipping checkpoint {}: its shard cut does not fit the model's {} shards", path.display(), ckpt.header.shards);
             continue;
         };
