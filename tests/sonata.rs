@@ -264,6 +264,15 @@ fn an_exported_model_runs_with_the_same_spikes() {
     std::fs::write(circuit.join("simulation_config.json"), listed.to_string()).unwrap();
     fum(&["run".as_ref(), "--sonata".as_ref(), circuit.join("simulation_config.json").as_os_str(), "--out".as_ref(), c.as_os_str(), "--quiet".as_ref()]);
     assert_eq!(pulsed, common::spikes_h5(&c.join("spikes.h5"), &pops, 0.1));
+    // The clamps are part of the model: another target is another hash.
+    let hash = |config: &serde_json::Value| {
+        let path = circuit.join("simulation_hash.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        Model::parse(&fum::engine::sonata::model_text(&path, None, None).unwrap(), &path).unwrap().hash()
+    };
+    let mut other = listed.clone();
+    other["inputs"]["pulse"]["node_set"] = "I".into();
+    assert_ne!(hash(&listed), hash(&other), "a clamp's target is in the model hash");
     // What a circuit cannot say is refused.
     std::fs::write(&model, TOML.replace("v_init_mv = -70.0", "v_init_mv = -70.0\nsyn_ex_init = 5.0")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["export".as_ref(), model.as_os_str(), "--sonata".as_ref(), dir.path().join("c").as_os_str()]).output().unwrap();
@@ -502,6 +511,12 @@ fn spike_inputs_that_cannot_be_read_are_refused_naming_the_file_and_field() {
     assert!(e.contains("inputs.clamp: module \"SEClamp\" is not supported for a current_clamp (supported: \"IClamp\")"), "{e}");
     let e = case("a5", clamp(serde_json::json!({"duration": "long"})), None);
     assert!(e.contains("inputs.clamp: duration: must be a number or a list of numbers (got \"long\")"), "{e}");
+    let e = case("a6", clamp(serde_json::json!({"delay": [1.0, -2.0], "amp": [1.0, 2.0], "duration": [1.0, 1.0]})), None);
+    assert!(e.contains("simulation_config.json: inputs.clamp: delay[1]: must not be negative (got -2)"), "{e}");
+    let e = case("a7", clamp(serde_json::json!({"duration": 0.0})), None);
+    assert!(e.contains("simulation_config.json: inputs.clamp: duration[0]: must be positive (got 0)"), "{e}");
+    let e = case("a8", clamp(serde_json::json!({"module": 3})), None);
+    assert!(e.contains("inputs.clamp: module 3 is not supported for a current_clamp"), "{e}");
     let e = case("b", spikes_input("nwb", "lgn.nwb", "LGN"), None);
     assert!(e.contains("inputs.lgn: module \"nwb\" is not supported (supported: \"h5\", \"sonata\", \"csv\")"), "{e}");
     let e = case("c", spikes_input("h5", "lgn.h5", "V1"), None);

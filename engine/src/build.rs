@@ -194,7 +194,7 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
             _ => (0.0, true),
         };
         let dc_at = |step: u64| dc.iter().filter(|((start, stop), _)| (*start..*stop).contains(&step)).map(|(_, amp)| amp).sum::<f64>();
-        let current_at = |step: u64| (i_e + dc_at(step)) as f32;
+        let current_at = |step: u64| if bias_per_neuron { dc_at(step) as f32 } else { (i_e + dc_at(step)) as f32 };
         let mut edges: Vec<u64> = dc.iter().flat_map(|&((start, stop), _)| [start, stop]).filter(|&s| s > 0 && s < u64::MAX).collect();
         edges.sort_unstable();
         edges.dedup();

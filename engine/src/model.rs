@@ -1181,7 +1181,7 @@ impl<'a> Validator<'a> {
                         self.positive(path!("inputs", i, "stop_ms"), stop)?;
                         let (start, stop_step) = input.window_steps(s.simulation.dt_ms);
                         if stop_step <= start {
-                            return Err(self.error(path!("inputs", i, "stop_ms"), format!("must come at least a step after start_ms (got {stop} ms, a step {} ms)", s.simulation.dt_ms)));
+                            return Err(self.error(path!("inputs", i, "stop_ms"), format!("must come at least a step after start_ms ({} ms; got {stop} ms, a step {} ms)", input.start_ms.unwrap_or(0.0), s.simulation.dt_ms)));
                         }
                     }
                 }

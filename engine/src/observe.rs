@@ -528,8 +528,9 @@ impl Observer {
                 }
             },
             // A device backend uploads these once, into the step it captured (the CUDA backend's
-            // graph holds the Poisson means and currents as kernel arguments and fails the run
-            // if STDP is switched): changing them there would need a new capture.
+            // graph holds the Poisson means as kernel arguments and fails the run if STDP is
+            // switched): changing them there would need a new capture. (Currents it could take:
+            // it rewrites a population's entry where the model's DC inputs change.)
             Request::SetPoissonRate { .. } | Request::SetCurrent { .. } | Request::Stdp(_) if installed(world).is_some_and(|b| !b.steerable()) => {
                 let backend = installed(world).map_or("device", |b| b.name());
                 Reply::Error(format!("Poisson rates, DC currents and STDP on/off are fixed while the run is on the {backend} backend (run on the CPU backend to steer them)"))
@@ -630,7 +631,7 @@ impl Observer {
             .resource::<Populations>()
             .0
             .iter()
-            .map(|p| PopulationInfo { name: p.name.clone(), first: p.first, size: p.size, current_pa: p.current_pa })
+            .map(|p| PopulationInfo { name: p.name.clone(), first: p.first, size: p.size, current_pa: p.current_at(done) })
             .collect();
         let inputs = world
             .resource::<PoissonSources>()

@@ -425,7 +425,10 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
     let clamps = simulation_inputs(&inputs, &where_is, &mut populations)?;
     // The current clamps are part of the model, as the circuit's files are (the model's hash).
     for c in &clamps {
-        digest.add(c.name.as_bytes());
+        for text in [&c.name, &c.target] {
+            digest.add(&(text.len() as u64).to_le_bytes());
+            digest.add(text.as_bytes());
+        }
         [c.amplitude_pa, c.start_ms, c.stop_ms].iter().for_each(|v| digest.add(&v.unwrap_or(0.0).to_le_bytes()));
     }
     Ok(Imported { populations, projections, inputs: clamps, circuit: Circuit { nodes, edges, digest: digest.0 } })
@@ -491,9 +494,9 @@ fn simulation_inputs(config: &Config, where_is: &HashMap<String, HashMap<u64, (u
 /// population, named `<input>` where that is one, else `<input>:<pulse>:<population>`.
 fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<String, HashMap<u64, (usize, u32)>>, populations: &[PopulationSpec]) -> Result<Vec<crate::model::InputSpec>, ModelError> {
     let (path, place) = (&config.path, format!("inputs.{name}"));
-    let module = input.get("module").and_then(Value::as_str).unwrap_or("IClamp");
-    if module != "IClamp" {
-        return Err(error(path, &place, format!("module \"{module}\" is not supported for a current_clamp (supported: \"IClamp\")")));
+    let module = input.get("module").unwrap_or(&Value::Null);
+    if module.as_str() != Some("IClamp") {
+        return Err(error(path, &place, format!("module {module} is not supported for a current_clamp (supported: \"IClamp\")")));
     }
     // Each of amp, delay, duration: a number, or a list of one per pulse.
     let values = |key: &str| -> Result<Vec<f64>, ModelError> {
@@ -507,6 +510,12 @@ fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<
     let (amp, delay, duration) = (values("amp")?, values("delay")?, values("duration")?);
     if amp.len() != delay.len() || amp.len() != duration.len() {
         return Err(error(path, &place, format!("amp, delay and duration must list as many pulses ({}, {} and {})", amp.len(), delay.len(), duration.len())));
+    }
+    if let Some(k) = delay.iter().position(|&d| d < 0.0) {
+        return Err(error(path, &place, format!("delay[{k}]: must not be negative (got {})", delay[k])));
+    }
+    if let Some(k) = duration.iter().position(|&d| d <= 0.0) {
+        return Err(error(path, &place, format!("duration[{k}]: must be positive (got {})", duration[k])));
     }
     let node_set = input.get("node_set").and_then(Value::as_str).ok_or_else(|| error(path, &place, "node_set: missing, or not a string".to_string()))?;
     let population = node_population(config, node_set, where_is).map_err(|m| error(path, &place, format!("node_set \"{node_set}\": {m}")))?;
@@ -1045,16 +1054,22 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             spikes.new_dataset_builder().with_data(&ids).create("node_ids").map_err(|e| h5(&path, e))?;
             let times = spikes.new_dataset_builder().with_data(&trains.times_ms).create("timestamps").map_err(|e| h5(&path, e))?;
             string_attr_write(&times, "units", "ms").map_err(|e| h5(&path, e))?;
-            inputs.insert(p.name.clone(), serde_json::json!({"input_type": "spikes", "module": "sonata", "input_file": format!("inputs/{}.h5", p.name), "node_set": p.name}));
+            if inputs.insert(p.name.clone(), serde_json::json!({"input_type": "spikes", "module": "sonata", "input_file": format!("inputs/{}.h5", p.name), "node_set": p.name})).is_some() {
+                return refuse(format!("population \"{}\" and an input share the name its spikes input would have", p.name));
+            }
             continue;
         }
         // DC inputs for the whole run join I_e; those that start or stop are current clamps.
         let dc_inputs = spec.inputs.iter().filter(|d| d.kind == crate::model::InputKind::Dc && d.target == p.name);
         let dc: f64 = dc_inputs.clone().filter(|d| d.start_ms.is_none() && d.stop_ms.is_none()).filter_map(|d| d.amplitude_pa).sum();
-        for d in dc_inputs.filter(|d| d.start_ms.is_some() || d.stop_ms.is_some()) {
+        // (One that starts after the run's end never flows, and is left out.)
+        for d in dc_inputs.filter(|d| d.start_ms.is_some() || d.stop_ms.is_some()).filter(|d| d.start_ms.unwrap_or(0.0) < spec.simulation.duration_ms) {
             let start = d.start_ms.unwrap_or(0.0);
-            let duration = d.stop_ms.unwrap_or(spec.simulation.duration_ms.max(start)) - start;
-            inputs.insert(d.name.clone(), serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": p.name, "amp": d.amplitude_pa, "delay": start, "duration": duration}));
+            let duration = d.stop_ms.unwrap_or(spec.simulation.duration_ms) - start;
+            let clamp = serde_json::json!({"input_type": "current_clamp", "module": "IClamp", "node_set": p.name, "amp": d.amplitude_pa, "delay": start, "duration": duration});
+            if inputs.insert(d.name.clone(), clamp).is_some() {
+                return refuse(format!("input \"{}\" has the name of a spike source's input: rename one", d.name));
+            }
         }
         let v_m = match p.v_init_mv {
             Some(Distribution::Constant(v)) => v,

@@ -1082,7 +1082,7 @@ extern "C" __global__ void weights_outside(const Block* blocks, const u32* plast
     if (found) atomicAdd(outside, found);
 }
 
-// Presynaptic traces count this step's spikes (after every row has read them).
+// Presynaptic traces count the spikes of step *step - lag (after every row has read them).
 extern "C" __global__ void pre_spikes(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Rule* rules, u32 n_rules) {
     u32 t = (u32)*step - lag;
     u64 pairs = (u64)*n_spikes * n_rules;

@@ -262,9 +262,11 @@ impl CudaRunner {
         for &part in parts {
             stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
             let launched = self.launch_step(&stream, marks, part);
-            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0))?;
+            // A launch that failed (after a fork, say) leaves a capture that cannot end: its
+            // error is the one to report.
+            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
             launched?;
-            let graph = graph.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
+            let graph = graph?.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
             graph.upload()?;
             graphs.push(graph);
         }
