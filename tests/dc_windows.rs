@@ -6,10 +6,9 @@
 mod common;
 use common::*;
 
-use fum::engine::checkpoint::{Checkpoint, Snapshot};
+use fum::Simulation;
 use fum::engine::components::Populations;
 use fum::engine::recording::Recorder;
-use fum::{DefaultPlugins, Simulation};
 
 /// Unconnected neurons at rest (no bias, no input but the pulse) under a current that makes
 /// them fire every few milliseconds from 20 ms to 60 ms.
@@ -90,16 +89,7 @@ fn a_run_resumed_inside_the_window_or_after_it_is_one_run_on_any_shards() {
     let model = parse(&PULSE.replace("size = 6", "size = 60"));
     let whole = simulate(&model, 1, 1);
     for (split, threads, shards) in [(350, 1, 1), (650, 2, 3)] {
-        let dir = tempfile::tempdir().unwrap();
-        let mut first = Simulation::from_model(&model, threads, shards).unwrap();
-        first.add_plugins(DefaultPlugins);
-        first.run(split, |_| {});
-        let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
-        drop(first);
-        let mut second = Simulation::from_model(&model, threads, shards).unwrap();
-        Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
-        second.add_plugins(DefaultPlugins);
-        second.run(model.steps(), |_| {});
+        let second = resumed_at(&model, split, threads, shards);
         let resumed: Vec<_> = spikes(&second).into_iter().filter(|s| s.1 >= split as u32).collect();
         let expected: Vec<_> = spikes(&whole).into_iter().filter(|s| s.1 >= split as u32).collect();
         assert_eq!(resumed, expected, "resumed at step {split} on {threads} threads and {shards} shards");

@@ -122,22 +122,6 @@ fn the_same_for_any_thread_and_shard_count() {
     }
 }
 
-/// Runs `model` to `split` steps, checkpoints through a file, restores into a freshly built
-/// world (other shard count allowed only where the model permits: the same here) and runs on.
-fn resumed_at(model: &Model, split: u64, threads: usize, shards: usize) -> Simulation {
-    let dir = tempfile::tempdir().unwrap();
-    let mut first = Simulation::from_model(model, threads, shards).unwrap();
-    first.add_plugins(DefaultPlugins);
-    first.run(split, |_| {});
-    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
-    drop(first);
-    let mut second = Simulation::from_model(model, threads, shards).unwrap();
-    Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
-    second.add_plugins(DefaultPlugins);
-    second.run(model.steps(), |_| {});
-    second
-}
-
 #[test]
 fn checkpoints_across_a_commit_and_between_snapshot_and_commit_resume_identically() {
     let model = structural_model();

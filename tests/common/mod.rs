@@ -567,3 +567,20 @@ pub fn write_spike_sources(dir: &Path) -> PathBuf {
     std::fs::write(dir.join("model.toml"), SPIKE_SOURCES).unwrap();
     dir.join("model.toml")
 }
+
+/// Runs `model` to `split` steps, checkpoints through a file, restores into a freshly built
+/// world of the same threads and shards and runs on to the model's end.
+pub fn resumed_at(model: &Model, split: u64, threads: usize, shards: usize) -> Simulation {
+    use fum::engine::checkpoint::{Checkpoint, Snapshot};
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Simulation::from_model(model, threads, shards).unwrap();
+    first.add_plugins(DefaultPlugins);
+    first.run(split, |_| {});
+    let path = Snapshot::take(&mut first.world, &model.source, model.hash(), serde_json::Value::Null).unwrap().write(dir.path(), 1).unwrap();
+    drop(first);
+    let mut second = Simulation::from_model(model, threads, shards).unwrap();
+    Checkpoint::open(&path).unwrap().restore(&mut second.world, model.hash()).unwrap();
+    second.add_plugins(DefaultPlugins);
+    second.run(model.steps(), |_| {});
+    second
+}
