@@ -619,21 +619,28 @@ fn a_served_cuda_run_streams_the_spikes_it_writes() {
 }
 
 /// Ranks on GPUs (`mpirun -np N fum run --backend cuda`, `FUM_BIN` built with `--features mpi`)
-/// give the spikes and learned weights of one GPU: 2 ranks (NCCL between GPUs of their own,
-/// or MPI through host memory where they share one), 2 ranks with `FUM_EXCHANGE=mpi`, and 3;
-/// on two GPUs or more also 2 ranks each shown only its own GPU (`CUDA_VISIBLE_DEVICES`).
+/// give the spikes, probes, learned weights and rewired structure of one GPU: 2 ranks (NCCL
+/// between GPUs of their own, or MPI through host memory where they share one), 2 ranks with
+/// `FUM_EXCHANGE=mpi`, and 3; on two GPUs or more also 2 ranks each shown only its own GPU
+/// (`CUDA_VISIBLE_DEVICES`). The structural model plans on each rank's GPU from every rank's
+/// spike counts and commits twice (pruning and regrowing E->E, weights probed through it).
 #[test]
 #[ignore = "needs a CUDA GPU, mpirun and FUM_BIN built with --features mpi; scripts/gpu-check.sh runs it with --include-ignored"]
-fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
+fn ranks_on_gpus_give_the_spikes_probes_weights_and_structure_of_one_gpu() {
     require_cuda();
     let gpus = fum::kernels::cuda::device_count().unwrap();
     if gpus < 2 {
         eprintln!("one GPU: ranks share it, so their spikes go over MPI; NCCL's path needs two GPUs and is not run here");
     }
     let dir = tempfile::tempdir().unwrap();
-    for name in ["brunel", "stdp_balanced"] {
-        let path = common::without_probes(name, dir.path());
-        let model = path.to_str().unwrap();
+    let structural = dir.path().join("structural.toml");
+    let text = std::fs::read_to_string(model("stdp_structural")).unwrap().replace("every_ms = 500.0", "every_ms = 40.0").replace("commit_after_ms = 250.0", "commit_after_ms = 15.0");
+    assert!(text.contains("every_ms = 40.0") && text.contains("commit_after_ms = 15.0"), "the model plans every 40 ms");
+    let text = text + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 200\ninterval_ms = 1.0\n";
+    std::fs::write(&structural, text).unwrap();
+    let models = [model("brunel"), model("stdp_balanced"), structural.to_str().unwrap().to_string()];
+    for (name, model) in ["brunel", "stdp_balanced", "structural"].into_iter().zip(&models) {
+        let model = model.as_str();
         let extra = ["--duration", "100ms", "--shards", "6", "--checkpoint-every", "50ms"];
         let one = dir.path().join(format!("{name}-1"));
         let reference = run(model, &one, "cuda", &extra);
@@ -667,7 +674,16 @@ fn ranks_on_gpus_give_the_spikes_and_weights_of_one_gpu() {
             assert_eq!(path, expected, "{np} ranks on {gpus} GPUs, FUM_EXCHANGE={exchange:?}, one visible GPU each: {one_visible}");
             assert_eq!(report["spikes_total"], reference["spikes_total"], "{name} on {np} ranks ({path})");
             assert!(same_file(&one.join("spikes.h5"), &out.join("spikes.h5")), "{name}: spikes differ on {np} ranks ({path})");
-            assert_eq!(weights(&one), weights(&out), "{name}: learned weights differ on {np} ranks ({path})");
+            assert!(same_file(&one.join("probes.h5"), &out.join("probes.h5")), "{name}: probes differ on {np} ranks ({path})");
+            assert_eq!(sections(&one, &["row_ptr", "target", "weight"]), sections(&out, &["row_ptr", "target", "weight"]), "{name}: weights or structure differ on {np} ranks ({path})");
+            if name == "structural" {
+                assert_eq!(report["structural"]["E_to_E"]["pruned"], reference["structural"]["E_to_E"]["pruned"], "{np} ranks ({path}): pruned synapses");
+                assert_eq!(report["structural"]["E_to_E"]["grown"], reference["structural"]["E_to_E"]["grown"], "{np} ranks ({path}): grown synapses");
+            }
+        }
+        if name == "structural" {
+            let commits = reference["structural"]["E_to_E"]["commits"].as_array().unwrap();
+            assert!(commits.len() == 2 && commits.iter().all(|c| c["pruned"].as_u64() > Some(0) && c["grown"].as_u64() > Some(0)), "{commits:?}");
         }
     }
 }

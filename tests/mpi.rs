@@ -357,7 +357,6 @@ fn what_ranks_cannot_do_yet_is_refused_by_rank_0() {
     let out = dir.path().join("out");
     let out = out.to_str().unwrap();
     for (args, says) in [
-        (vec!["run", "assets/models/brunel.toml", "--backend", "cuda", "--out", out], "recording probes ([[recording.probes]]) on GPUs"),
         (vec!["run", plain, "--backend", "auto", "--out", out], "--backend auto"),
         (vec!["run", plain, "--host-memory", "1GB", "--out", out], "--host-memory"),
         (vec!["run", plain, "--backend", "cuda", "--partition", "metis", "--out", out], "--partition metis on GPUs"),

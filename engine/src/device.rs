@@ -969,8 +969,8 @@ impl DeviceNetwork {
                         };
                         ProbeDesc { source: self.neuron_ptr(column), index: self.shards.local(shard).start + local as u32, kind: 0, interval_steps: probe.interval_steps as u32, pad: 0 }
                     }
-                    // Ranks on GPUs record no probes (refused in `crate::run`).
-                    ProbeSite::Elsewhere => unreachable!("a GPU holds the shards of every probe it records"),
+                    // Held by another rank's GPU: NaN here, gathered by rank 0 (`push_probe_rows`).
+                    ProbeSite::Elsewhere => ProbeDesc { source: 0, index: 0, kind: 2, interval_steps: probe.interval_steps as u32, pad: 0 },
                     ProbeSite::Synapse { shard, block, synapse, .. } => {
                         let k = self.blocks.iter().position(|(key, _)| *key == (shard, block)).expect("every block is on the device");
                         let address = block_base + (k * std::mem::size_of::<BlockDesc>()) as u64;

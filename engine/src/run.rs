@@ -288,7 +288,7 @@ pub fn run_built(model: &Model, options: &RunOptions, sim: Simulation, progress:
 /// prepare the output folder, build the network and put it on its backend, telling `progress`.
 fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed: bool, progress: &(impl Fn(&RunProgress) + Sync)) -> Result<Simulation, RunError> {
     if crate::ranks::transport().is_some() {
-        refuse_across_ranks(model, options, observed)?;
+        refuse_across_ranks(options, observed)?;
     }
     let (threads, asked) = options.resolve(model);
     let chosen = options.shards > 0 || model.spec.simulation.shards > 0;
@@ -337,14 +337,10 @@ fn records_here(sim: &mut Simulation) {
 }
 
 /// What a run of several ranks cannot do yet: each rank holds only its shards' state, so
-/// probes and structural plans on a device, paging and viewers would need the ranks' parts
-/// gathered or agreed on (the multi-process issue's later steps), and a GPU holds contiguous
-/// shards only. `auto` could choose differently on different ranks.
-fn refuse_across_ranks(model: &Model, options: &RunOptions, observed: bool) -> Result<(), RunError> {
-    let spec = &model.spec;
+/// paging and viewers would need the ranks' parts gathered or agreed on, and a GPU holds
+/// contiguous shards only. `auto` could choose differently on different ranks.
+fn refuse_across_ranks(options: &RunOptions, observed: bool) -> Result<(), RunError> {
     let refused = [
-        (!spec.recording.probes.is_empty() && options.backend == BackendChoice::Cuda, "recording probes ([[recording.probes]]) on GPUs"),
-        (!spec.structural.is_empty() && options.backend == BackendChoice::Cuda, "structural plasticity ([[structural]]) on GPUs"),
         (options.host_memory.is_some(), "--host-memory"),
         (options.backend == BackendChoice::Auto, "--backend auto (choose cpu or cuda: every rank runs the same)"),
         (options.backend == BackendChoice::Cuda && crate::partition::method() == crate::partition::Method::Metis, "--partition metis on GPUs (a GPU holds a contiguous range of shards)"),
@@ -417,7 +413,7 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         options.apply(&mut model)?;
         let (threads, _) = options.resolve(&model);
         if crate::ranks::transport().is_some() {
-            refuse_across_ranks(&model, &options, false)?;
+            refuse_across_ranks(&options, false)?;
         }
         let Some(ranges) = ckpt.header.cut(model.spec.populations.iter().map(|p| p.size).sum()) else {
             eprintln!("skipping checkpoint {}: its shard cut does not fit the model's {} shards", path.display(), ckpt.header.shards);

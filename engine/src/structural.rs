@@ -1178,38 +1178,48 @@ pub fn block_targets(populations: &[crate::components::Population], rule: &Rule,
     BlockTargets { targets: tgt.first.max(first) - first..(tgt.first + tgt.size).min(shard.neurons.end) - first, shard_first: first, target_first: tgt.first }
 }
 
+/// Every neuron's spike count by global id (`total` neurons), from those held here: each
+/// shard's (or a GPU's) first id and counts. Across ranks an all-gather, so a collective at the
+/// snapshot step: each rank sends its parts' first ids and lengths before their counts, and
+/// every rank puts them in place (a rank's shards need not be contiguous, `crate::partition`).
+pub fn counts_by_id(held: &[(u32, Vec<u32>)], total: usize) -> Vec<u32> {
+    let mut mine = Vec::new();
+    for (first, counts) in held {
+        mine.extend_from_slice(&[*first, counts.len() as u32]);
+        mine.extend_from_slice(counts);
+    }
+    let mut parts = Vec::new();
+    match crate::ranks::transport() {
+        Some(transport) => {
+            transport.all_gather(&mine, false, &mut parts);
+        }
+        None => parts = mine,
+    }
+    let mut counts = vec![0; total];
+    let mut rest = &parts[..];
+    while let [first, n, tail @ ..] = rest {
+        let (first, n) = (*first as usize, *n as usize);
+        counts[first..first + n].copy_from_slice(&tail[..n]);
+        rest = &tail[n..];
+    }
+    counts
+}
+
 /// The snapshot of a plan: the copies a host plan reads, per shard. The spike counts are reset.
 fn snapshot(world: &mut World, structural: &Structural, schedule: usize) -> Vec<ShardWork> {
     let shards = shards_with_rewiring(world);
-    // Spike counts of all neurons by global id since the schedule's last snapshot (shards are
-    // contiguous from 0, in order), restarted. Across ranks each holds its shards' counts: each
-    // sends every shard's first id and length before its counts, and every rank puts them in
-    // place (a rank's shards need not be contiguous, `crate::partition`).
-    let mut counts = Vec::new();
+    // Spike counts of the shards' neurons since the schedule's last snapshot, restarted.
+    let mut held = Vec::new();
     for &(e, _) in &shards {
         let first = world.get::<Shard>(e).expect("queried").neurons.start;
         let mut r = world.get_mut::<Rewiring>(e).expect("queried");
         let n = r.spike_count.len() / r.pending.len();
         let slot = &mut r.spike_count[schedule * n..(schedule + 1) * n];
-        if crate::ranks::transport().is_some() {
-            counts.extend_from_slice(&[first, n as u32]);
-        }
-        counts.extend_from_slice(slot);
+        held.push((first, slot.to_vec()));
         slot.fill(0);
     }
-    if let Some(transport) = crate::ranks::transport() {
-        let mut parts = Vec::new();
-        transport.all_gather(&counts, false, &mut parts);
-        let total = world.resource::<crate::components::Populations>().0.iter().map(|p| p.size as usize).sum();
-        counts = vec![0; total];
-        let mut rest = &parts[..];
-        while let [first, n, tail @ ..] = rest {
-            let (first, n) = (*first as usize, *n as usize);
-            counts[first..first + n].copy_from_slice(&tail[..n]);
-            rest = &tail[n..];
-        }
-    }
-    let counts = Arc::new(counts);
+    let total = world.resource::<crate::components::Populations>().0.iter().map(|p| p.size as usize).sum();
+    let counts = Arc::new(counts_by_id(&held, total));
     let populations = world.resource::<crate::components::Populations>().0.clone();
     let mut q = world.query::<(&Shard, &SynapseBlocks)>();
     let sources: Vec<(&Shard, &SynapseBlocks)> = shards.iter().map(|&(e, _)| q.get(world, e).expect("a shard has synapses")).collect();

@@ -103,7 +103,7 @@ struct Source {
 
 struct Probe {
     u64 source;  // const float* (v, syn_ex, syn_in), or the Block* of a weight probe
-    u32 index;   // global neuron id or synapse index
+    u32 index;   // the neuron's place in this GPU's arenas, or the synapse's in its block
     u32 kind;    // 0: a neuron's f32 column, 1: a synapse's weight, 2: a synapse that does not exist (NaN)
     u32 interval_steps;
     u32 pad;
@@ -430,11 +430,14 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
 // spike flags into bits, `words` per rank (the most any rank needs; unused bits 0); the ranks'
 // bits are gathered rank after rank; every rank compacts them into the same ascending list. ----
 
-// bits[w] holds neurons 32w .. 32w + 31 of this rank, bit i for neuron 32w + i.
-extern "C" __global__ void pack_fired(const u8* fired, u32 n, u32 words, u32* bits) {
+// bits[w] holds neurons 32w .. 32w + 31 of this rank, bit i for neuron 32w + i. Like
+// write_spikes, adds each spike to its neuron's count in the `schedules` slots of spike_counts.
+extern "C" __global__ void pack_fired(const u8* fired, u32 n, u32 words, u32* bits, u32* spike_counts, u32 schedules) {
     u32 g = blockIdx.x * blockDim.x + threadIdx.x;
-    u32 ballot = __ballot_sync(0xffffffffu, g < n && fired[g]);
+    bool f = g < n && fired[g];
+    u32 ballot = __ballot_sync(0xffffffffu, f);
     if ((threadIdx.x & 31) == 0 && g / 32 < words) bits[g / 32] = ballot;
+    if (f) for (u32 s = 0; s < schedules; s++) spike_counts[(u64)s * n + g] += 1;
 }
 
 // Spikes per block of 1024 words of the gathered bits (`total_words` of them).

@@ -311,12 +311,19 @@ impl CudaRunner {
                 .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&dse).arg(&dsi).arg(&bias).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
                 .launch(grid(n, 256))?;
             mark(marks, stream, 2)?;
+            let (spike_counts, schedules) = (self.spike_counts(), self.count_spikes);
             if let Some(ranks) = &mut self.ranks {
-                ranks.pack(k, stream, fired, n)?;
+                ranks.pack(k, stream, fired, n, spike_counts, schedules)?;
             }
         }
         // The previous step's STDP bookkeeping, beside the gather across ranks (see `late_stdp`).
         self.late_stdp(stream)
+    }
+
+    /// Structural plasticity's spike counts (`schedules` slots of a count per neuron held), or
+    /// 0 where no rule reads them.
+    fn spike_counts(&self) -> u64 {
+        if self.count_spikes > 0 { self.net.neuron_ptr("structural/spike_count") } else { 0 }
     }
 
     /// The STDP bookkeeping of the step before the clock's: its spikes in the postsynaptic
@@ -367,7 +374,7 @@ impl CudaRunner {
                         .arg(&counts).arg(&blocks_256).arg(&n_spikes)
                         .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
                     // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
-                    let spike_counts = if self.count_spikes > 0 { net.neuron_ptr("structural/spike_count") } else { 0 };
+                    let spike_counts = self.spike_counts();
                     stream
                         .launch_builder(&k.write_spikes)
                         .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
@@ -509,12 +516,15 @@ impl CudaRunner {
         world.resource_scope(|world, mut recorder: Mut<Recorder>| {
             let populations = world.resource::<Populations>();
             crate::record::record_spikes(&mut recorder, populations, step, spikes);
+            // Sites another rank's GPU holds are NaN here (across ranks rank 0 gathers them).
             let values: &[f32] = bytemuck::cast_slice(&words[1 + self.net.total as usize..]);
-            for (probe, (range, &interval)) in recorder.probes.iter_mut().zip(self.net.probe_layout.ranges.iter().zip(&self.net.probe_layout.intervals)) {
-                if step.is_multiple_of(interval) {
-                    probe.times_ms.pending.push(step as f64 * dt);
-                    probe.values.pending.extend_from_slice(&values[range.clone()]);
-                }
+            let layout = &self.net.probe_layout;
+            let rows: Vec<(usize, Vec<f32>)> = (layout.ranges.iter().zip(&layout.intervals).enumerate())
+                .filter(|(_, (_, interval))| step.is_multiple_of(**interval))
+                .map(|(p, (range, _))| (p, values[range.clone()].to_vec()))
+                .collect();
+            if !rows.is_empty() {
+                crate::record::push_probe_rows(&mut recorder, step, dt, rows);
             }
         });
         // A watching observer takes every step's spikes, labelled, from here (see `StepSpikes`).
@@ -596,12 +606,13 @@ impl CudaRunner {
         use fum_engine::column::Placement;
         let stream = self.net.stream.clone();
         let check = std::env::var_os("FUM_CHECK_STRUCTURE").is_some_and(|v| v == "1");
+        // The shards held, in index order (across ranks from `first_shard`).
         let entities = state::shards_in_order(world);
         let mut replaced = Vec::new();
         for rebuilt in blocks {
             let made_now;
             let key = (rebuilt.shard, rebuilt.block);
-            let mut shard_blocks = world.get_mut::<SynapseBlocks>(entities[rebuilt.shard]).expect("a shard has synapses");
+            let mut shard_blocks = world.get_mut::<SynapseBlocks>(entities[rebuilt.shard - self.net.shards.first_shard]).expect("a shard has synapses");
             let block = &mut shard_blocks.0[rebuilt.block];
             let plan = &rebuilt.plan;
             let rows = block.source_size;
@@ -699,7 +710,7 @@ impl CudaRunner {
             weight_bytes += (b.len() * weight_elem(b)) as u64;
         }
         // Keys and positions of the largest block, the weights' and counts' snapshot.
-        let scratch = largest as u64 * 12 + weight_bytes + 4 * u64::from(self.net.n);
+        let scratch = largest as u64 * 12 + weight_bytes + 4 * u64::from(self.net.total);
         let free = self.gpu.ctx.mem_get_info().map_or(0, |(free, _)| free as u64);
         if scratch + (256 << 20) > free {
             eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
@@ -710,14 +721,16 @@ impl CudaRunner {
 
     fn plan_on_device(&mut self, world: &mut World, structural: &Structural, schedule: usize, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
-        let n = self.net.n as usize;
-        // The schedule's slot of the spike counts ([schedule][neuron]).
+        let (n, total) = (self.net.n as usize, self.net.total as usize);
+        // The schedule's slot of the spike counts ([schedule][neuron held]; zeros where no rule
+        // reads them, so that every plan copies the same).
         let spike_counts = self.net.neuron_ptr("structural/spike_count") + (4 * schedule * n) as u64;
-        // The snapshot: weights and counts copied aside on the step's stream, into memory the
-        // plan threads free once the plan stream is done with it (`PlanMemory`).
+        // The snapshot: weights and every neuron's count (by global id) copied aside on the
+        // step's stream, into memory the plan threads free once the plan stream is done with it
+        // (`PlanMemory`).
         let snapshot = Arc::new(PlanMemory {
             weights: plan_memory(&main, &side, weight_bytes, false)?,
-            counts: plan_memory(&main, &side, 4 * n, false)?,
+            counts: plan_memory(&main, &side, 4 * total, false)?,
             keys: plan_memory(&main, &side, 8 * largest, false)?,
             positions: plan_memory(&main, &side, 4 * largest, false)?,
         });
@@ -738,9 +751,17 @@ impl CudaRunner {
                 at += bytes as u64;
             }
         }
-        // SAFETY: the spike-count column holds one u32 per neuron, as does `counts`.
+        // SAFETY: the slot holds one u32 per neuron held, `counts` one per neuron; a copy from
+        // pageable memory returns once its source is staged.
         unsafe {
-            cudarc::driver::result::memcpy_dtod_async(counts_at, spike_counts, 4 * n, main.cu_stream())?;
+            if self.ranks.is_some() {
+                // The other ranks' counts come over MPI (a collective at this step on every rank).
+                let held = read_raw::<u32>(&main, spike_counts, n)?;
+                let all = fum_engine::structural::counts_by_id(&[(self.net.shards.base(), held)], total);
+                cudarc::driver::result::memcpy_htod_async(counts_at, &all, main.cu_stream())?;
+            } else {
+                cudarc::driver::result::memcpy_dtod_async(counts_at, spike_counts, 4 * n, main.cu_stream())?;
+            }
             cudarc::driver::result::memset_d8_async(spike_counts, 0, 4 * n, main.cu_stream())?;
         }
         let taken = self.gpu.ctx.new_event(None)?;

@@ -161,9 +161,10 @@ impl RankSpikes {
         self.words * self.ranks
     }
 
-    /// Enqueues the packing of this rank's `n` spike flags (and, with NCCL, the gather, forked
-    /// onto the gather's stream: `compact` joins it).
-    pub fn pack(&mut self, k: &Kernels, stream: &Arc<CudaStream>, fired: u64, n: u32) -> Result<(), CudaError> {
+    /// Enqueues the packing of this rank's `n` spike flags, counting them in `schedules` slots
+    /// of `spike_counts` (structural plasticity's; 0 and none where nothing counts), and, with
+    /// NCCL, the gather, forked onto the gather's stream: `compact` joins it.
+    pub fn pack(&mut self, k: &Kernels, stream: &Arc<CudaStream>, fired: u64, n: u32, spike_counts: u64, schedules: u32) -> Result<(), CudaError> {
         let words = self.words;
         let (on, bits) = match &self.gather {
             Gather::Nccl { stream: side, forked, bits, .. } => {
@@ -173,8 +174,9 @@ impl RankSpikes {
             }
             Gather::Host { bits_at, .. } => (stream, *bits_at),
         };
-        // SAFETY: `fired` holds n flags and `bits` `words` words; the grid covers every word.
-        unsafe { on.launch_builder(&k.pack_fired).arg(&fired).arg(&n).arg(&words).arg(&bits).launch(grid(words * 32, 256)) }?;
+        // SAFETY: `fired` holds n flags, `bits` `words` words and `spike_counts` n per schedule; the
+        // grid covers every word.
+        unsafe { on.launch_builder(&k.pack_fired).arg(&fired).arg(&n).arg(&words).arg(&bits).arg(&spike_counts).arg(&schedules).launch(grid(words * 32, 256)) }?;
         if let Gather::Nccl { comm, stream: side, done, bits, gathered, .. } = &mut self.gather {
             comm.all_gather(bits, gathered).map_err(nccl)?;
             done.record(side)?;

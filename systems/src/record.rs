@@ -75,8 +75,14 @@ pub fn record(
             .collect();
         rows.push((p, row));
     }
-    // Across ranks (a collective at the same steps on every rank: probes are due by the step
-    // alone), rank 0 gathers the samples of the sites the others hold; only it records.
+    push_probe_rows(recorder, step, clock.dt_ms, rows);
+}
+
+/// Records `rows`, one row of samples per probe due at `step` (the probe's index and a value
+/// per site; sites another rank holds are NaN here). Across ranks (a collective at the same
+/// steps on every rank: probes are due by the step alone), rank 0 first gathers the samples of
+/// the sites the others hold; only it records.
+pub fn push_probe_rows(recorder: &mut Recorder, step: u64, dt_ms: f64, mut rows: Vec<(usize, Vec<f32>)>) {
     if let Some(transport) = fum_engine::ranks::transport() {
         let mut mine: Vec<u8> = Vec::new();
         for (r, (p, row)) in rows.iter().enumerate() {
@@ -94,7 +100,7 @@ pub fn record(
     }
     for (p, row) in rows {
         let probe = &mut recorder.probes[p];
-        probe.times_ms.pending.push(step as f64 * clock.dt_ms);
+        probe.times_ms.pending.push(step as f64 * dt_ms);
         probe.values.pending.extend(row);
     }
 }

@@ -419,7 +419,7 @@ pub fn mpirun(bin: &Path, np: usize, args: &[&str]) -> std::process::Command {
     c
 }
 
-/// Asset `name` without its probes (ranks on GPUs refuse them), in `dir`.
+/// Asset `name` without its probes, in `dir`.
 pub fn without_probes(name: &str, dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(format!("assets/models/{name}.toml")).unwrap();
     // Every [[recording.probes]] table: from its header to the next table's.
