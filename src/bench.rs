@@ -21,6 +21,9 @@ pub struct Case {
     pub model: &'static str,
     pub duration_ms: f64,
     pub neurons: Option<u32>,
+    /// fum integrates `lif_coba` with forward Euler (`integrator = "euler"`), and the peers
+    /// whose reference scheme that is (Brian2's COBA script) run it alone: like against like.
+    pub euler: bool,
 }
 
 /// Sizes of the scaling suite unless `--sizes` says otherwise: what a few CPU cores run in
@@ -44,13 +47,14 @@ pub const SUITES: &str = "smoke, cpu, gpu, microcircuit, scaling or poisson";
 pub fn suite(name: &str, sizes: &[u32]) -> Option<Vec<Case>> {
     let sized = |defaults: &'static [u32], prefix: &str, model: &'static str, duration_ms: f64| -> Vec<Case> {
         let sizes = if sizes.is_empty() { defaults } else { sizes };
-        sizes.iter().map(|&n| Case { name: format!("{prefix}_{n}"), model, duration_ms, neurons: Some(n) }).collect()
+        sizes.iter().map(|&n| Case { name: format!("{prefix}_{n}"), model, duration_ms, neurons: Some(n), euler: false }).collect()
     };
-    let case = |name: &str, model, duration_ms| Case { name: name.into(), model, duration_ms, neurons: None };
+    let case = |name: &str, model, duration_ms| Case { name: name.into(), model, duration_ms, neurons: None, euler: false };
     let assets = || {
         vec![
             case("vogels_abbott_cuba", "vogels_abbott_cuba.toml", 1000.0),
             case("vogels_abbott_coba", "vogels_abbott_coba.toml", 1000.0),
+            Case { euler: true, ..case("vogels_abbott_coba_euler", "vogels_abbott_coba.toml", 1000.0) },
             case("brunel", "brunel.toml", 1000.0),
             case("stdp_balanced", "stdp_balanced.toml", 1000.0),
             case("stdp_structural", "stdp_structural.toml", 1000.0),
@@ -254,6 +258,10 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
         if let Some(n) = case.neurons {
             scale(&mut model, n);
         }
+        if case.euler {
+            let coba = model.spec.populations.iter_mut().filter(|p| p.model == crate::engine::model::NeuronModel::LifCoba);
+            coba.for_each(|p| p.integrator = Some(crate::engine::model::Integrator::Euler));
+        }
         let on_device = backend != BackendChoice::Cpu;
         let run_options = RunOptions { threads: options.threads, duration_ms: Some(case.duration_ms), backend, monitor: on_device, ..RunOptions::default() };
         run_options.apply(&mut model)?;
@@ -312,7 +320,7 @@ pub fn run_suite(options: &BenchOptions, progress: impl Fn(&str, usize, usize)) 
     if let Some(peers) = options.peers {
         for (c, case) in results.iter_mut().zip(cases.iter().flat_map(|c| options.backends.iter().map(move |_| c))) {
             let model = case.model.trim_end_matches(".toml");
-            for (peer, integrator) in peers.for_case(model, &c.backend) {
+            for (peer, integrator) in peers.for_case(model, &c.backend, case.euler) {
                 progress(&format!("{} in {peer} ({integrator} integrator), {} runs", c.name, options.repeat), 0, 0);
                 match peers.run(peer, integrator, model, &c.backend, c.threads, c.duration_ms, case.neurons, options.repeat, c.simulate_s.median) {
                     Ok(r) => c.peers.push(r),

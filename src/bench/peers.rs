@@ -89,11 +89,19 @@ impl Peers {
     }
 
     /// The peers that run `model` on `backend`, each with its integrators: `reference`, and
-    /// `matched` too where that is another scheme.
-    pub fn for_case<'a>(&'a self, model: &'a str, backend: &'a str) -> impl Iterator<Item = (&'a str, &'static str)> + 'a {
+    /// `matched` too where that is another scheme than fum's; where fum runs the peer's
+    /// reference scheme (`euler`, [`super::Case::euler`]), only the peers whose reference
+    /// differs from fum's default, with it.
+    pub fn for_case<'a>(&'a self, model: &'a str, backend: &'a str, euler: bool) -> impl Iterator<Item = (&'a str, &'static str)> + 'a {
         self.found.iter().filter(move |(_, l)| l.models.iter().any(|m| m == model) && l.backends.iter().any(|b| b == backend)).flat_map(move |(p, l)| {
             let matched = l.matched_differs.iter().any(|m| m == model);
-            ["reference", "matched"].into_iter().take(if matched { 2 } else { 1 }).map(move |i| (p.as_str(), i))
+            let integrators: &[&'static str] = match (euler, matched) {
+                (true, true) => &["reference"],
+                (true, false) => &[],
+                (false, true) => &["reference", "matched"],
+                (false, false) => &["reference"],
+            };
+            integrators.iter().map(move |&i| (p.as_str(), i))
         })
     }
 
