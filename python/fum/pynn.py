@@ -289,7 +289,7 @@ class SpikePairRule(synapses.SpikePairRule):
 
 
 # ---------------------------------------------------------------------------------------------
-# Values: one per population, or a distribution fum draws
+# Values: one per population, a distribution fum draws, or (i_offset, v) one per cell
 # ---------------------------------------------------------------------------------------------
 
 def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, translated: bool = False, cells: bool = False, per_cell: bool = False):
