@@ -1,6 +1,7 @@
-//! `lif_psc_alpha` (NEST's `iaf_psc_alpha`) and bias currents drawn per neuron, through the
-//! engine: each neuron's drawn bias gives it the analytic LIF firing period, the draws and the
-//! spikes do not depend on shards or threads, and a checkpoint keeps the alpha state. The
+//! `lif_psc_alpha` (NEST's `iaf_psc_alpha`) and bias currents drawn or listed per neuron,
+//! through the engine: each neuron's drawn bias gives it the analytic LIF firing period, the
+//! draws and the spikes do not depend on shards or threads, listing the drawn values gives the
+//! same spikes, and a checkpoint keeps the alpha state. The
 //! single-neuron numerics are tested against the analytic solutions in `fum_kernels::lif`.
 
 mod common;
@@ -9,6 +10,7 @@ use common::*;
 use fum::Simulation;
 use fum::engine::checkpoint::{Checkpoint, Snapshot};
 use fum::engine::components::{NeuronBlock, Shard};
+use fum::engine::sonata::NeuronValues;
 
 /// Alpha neurons with a uniform bias and cuba / coba neurons with a normal and a lognormal one,
 /// connected and driven: every model and every distribution of the bias, in one network.
@@ -138,6 +140,41 @@ fn per_neuron_bias_and_alpha_spikes_are_identical_across_threads_and_shards() {
     let constant = parse(&ALPHA_NETWORK.replace("i_e_pa = { uniform = [300.0, 450.0] }", "i_e_pa = 375.0"));
     let v0 = |m: &fum::Model| column(&mut Simulation::from_model(m, 1, 1).unwrap(), |b| b.v.to_vec());
     assert_eq!(v0(&model), v0(&constant));
+}
+
+/// Values listed per neuron (from Python: `v_init_mv=array`, `i_e_pa=array`) fill the columns
+/// draws fill: listing the initial potentials and biases the drawn network drew gives its
+/// spikes and state, bit for bit, on any threads and shards (G lists the same v for all).
+#[test]
+fn values_listed_per_neuron_give_the_spikes_of_the_same_values_drawn() {
+    let drawn = parse(ALPHA_NETWORK);
+    let mut reference = simulate(&drawn, 1, 1);
+    let (spikes_ref, bias_ref, state_ref) = (spikes(&reference), column(&mut reference, bias), state(&mut reference));
+    assert!(spikes_ref.len() > 1000, "{} spikes", spikes_ref.len());
+    let mut built = Simulation::from_model(&drawn, 1, 1).unwrap();
+    let (v0, bias0) = (column(&mut built, |b| b.v.to_vec()), column(&mut built, bias));
+    let values = |of: &[f32], r: std::ops::Range<usize>| Some(of[r].iter().map(|&x| f64::from(x)).collect::<Vec<f64>>());
+    let neurons = vec![
+        ("A".to_string(), NeuronValues { v_init_mv: values(&v0, 0..400), i_e_pa: values(&bias0, 0..400) }),
+        ("C".to_string(), NeuronValues { v_init_mv: None, i_e_pa: values(&bias0, 400..500) }),
+        ("G".to_string(), NeuronValues { v_init_mv: values(&v0, 500..600), i_e_pa: values(&bias0, 500..600) }),
+    ];
+    let mut text = ALPHA_NETWORK.to_string();
+    for line in ["i_e_pa = { uniform = [300.0, 450.0] }\n", "v_init_mv = { uniform = [-70.0, -56.0] }\n", "i_e_pa = { normal = [360.0, 30.0] }\n", "i_e_pa = { lognormal = [4.5, 0.3] }\n"] {
+        text = text.replacen(line, "", 1);
+    }
+    let text = text
+        .replacen("model = \"lif_psc_alpha\"\n", "model = \"lif_psc_alpha\"\nlisted = [\"v_init_mv\", \"i_e_pa\"]\n", 1)
+        .replacen("model = \"lif_cuba\"\n", "model = \"lif_cuba\"\nlisted = [\"i_e_pa\"]\n", 1)
+        .replacen("model = \"lif_coba\"\n", "model = \"lif_coba\"\nlisted = [\"i_e_pa\", \"v_init_mv\"]\n", 1);
+    let listed = fum::Model::parse_listed(&text, std::path::Path::new("listed.toml"), vec![], neurons).unwrap();
+    assert_ne!(listed.hash(), drawn.hash());
+    for (threads, shards) in [(1, 1), (2, 1), (1, 3)] {
+        let mut sim = simulate(&listed, threads, shards);
+        assert_eq!(column(&mut sim, bias), bias_ref, "biases differ with {threads} threads and {shards} shards");
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+        assert!(state(&mut sim) == state_ref, "state differs with {threads} threads and {shards} shards");
+    }
 }
 
 /// NEST's reference behaviour: a LIF neuron with a constant current I above the rheobase

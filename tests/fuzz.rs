@@ -162,7 +162,7 @@ const KEYS: &[&str] = &[
     "syn_in_init", "source", "target", "rule", "receptor", "weight", "delay_ms", "plasticity", "allow_autapses",
     "allow_multapses", "tau_plus_ms", "tau_minus_ms", "a_plus", "a_minus", "w_min", "w_max", "weight_dependence", "pairing", "lambda", "alpha", "mu",
     "kind", "rate_hz", "amplitude_pa", "spikes", "probes", "variable", "population", "neurons", "projection", "synapses",
-    "interval_ms", "weights", "post_history", "integrator", "unknown",
+    "interval_ms", "weights", "post_history", "integrator", "listed", "unknown",
 ];
 
 const HEADERS: &[&str] = &[

@@ -279,6 +279,32 @@ fn an_exported_model_runs_with_the_same_spikes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" starts with synaptic currents"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// Initial potentials listed per neuron (from Python) are exported node by node, as drawn ones
+/// are, and so again from the circuit read back; the circuit gives the listed model's spikes.
+/// A bias listed per neuron, which a SONATA point circuit cannot say, is refused.
+#[test]
+fn values_listed_per_neuron_are_exported_node_by_node() {
+    let _files = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let text = TOML.replace("duration_ms = 200.0", "duration_ms = 100.0");
+    // Multiples of 3/32 mV: exact in the f32 the exporter reads back from the built network.
+    let v: Vec<f64> = (0..160).map(|k| -65.0 + 0.09375 * f64::from(k)).collect();
+    let values = |v_init_mv, i_e_pa| vec![("E".to_string(), fum::engine::sonata::NeuronValues { v_init_mv, i_e_pa })];
+    let listed = Model::parse_listed(&text.replacen("v_init_mv = -65.0", "listed = [\"v_init_mv\"]", 1), &dir.path().join("m.toml"), vec![], values(Some(v.clone()), None)).unwrap();
+    let read = |circuit: &Path| Model::parse(&format!("[simulation]\nduration_ms = 100.0\n\n[sonata]\ncircuit_config = {:?}\n", circuit.join("circuit_config.json")), &dir.path().join("e.toml")).unwrap();
+    fum::engine::sonata::export(&listed, &dir.path().join("c")).unwrap();
+    let circuit = read(&dir.path().join("c"));
+    assert_eq!(circuit.neuron_values(0).and_then(|n| n.v_init_mv.clone()), Some(v.clone()));
+    let spikes = common::spikes(&common::simulate(&listed, 1, 1));
+    assert!(spikes.len() > 200, "the network fires");
+    assert_eq!(spikes, common::spikes(&common::simulate(&circuit, 1, 2)));
+    fum::engine::sonata::export(&circuit, &dir.path().join("again")).unwrap();
+    assert_eq!(read(&dir.path().join("again")).neuron_values(0).and_then(|n| n.v_init_mv.clone()), Some(v));
+    let bias = Model::parse_listed(&text.replacen("i_e_pa = 300.0", "listed = [\"i_e_pa\"]", 1), &dir.path().join("m.toml"), vec![], values(None, Some(vec![250.0; 159].into_iter().chain([300.0]).collect()))).unwrap();
+    let refused = fum::engine::sonata::export(&bias, &dir.path().join("refused")).err().expect("refused").to_string();
+    assert!(refused.contains("population \"E\" has an i_e_pa per neuron, drawn or listed"), "{refused}");
+}
+
 /// `fum check --sonata` on a circuit: its error message (empty if it is valid).
 fn check(config: &Path) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_fum")).args(["check", "--sonata"]).arg(config).output().unwrap();
@@ -351,7 +377,7 @@ fn iaf_psc_alpha_nodes_are_lif_psc_alpha_populations() {
     assert_eq!(common::spikes(&common::simulate(&exported, 1, 1)), common::spikes(&common::simulate(&original, 1, 1)));
     std::fs::write(&model, alpha.replace("i_e_pa = 400.0", "i_e_pa = { uniform = [380.0, 420.0] }")).unwrap();
     let out = export(&dir.path().join("refused"));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" draws i_e_pa per neuron"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("population \"I\" has an i_e_pa per neuron, drawn or listed"), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

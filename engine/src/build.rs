@@ -187,7 +187,8 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
         };
         let schedule = p.trains.as_ref().map(|t| std::sync::Arc::from(fum_kernels::source::schedule(&t.neurons, &t.times_ms, dt)));
         // A constant bias joins the DC inputs flowing at a step in f64, rounded once; a drawn
-        // one is drawn per neuron (`build_neurons`) and added to that f32 sum at each step.
+        // or listed one (its span is not a constant) is stored per neuron (`build_neurons`) and
+        // added to that f32 sum at each step.
         let dc: Vec<((u64, u64), f64)> = spec.inputs.iter().filter(|i| i.kind == InputKind::Dc && i.target == p.name).map(|i| (i.window_steps(dt), i.amplitude_pa.unwrap_or(0.0))).collect();
         let (i_e, bias_per_neuron) = match p.i_e_pa {
             Distribution::Constant(i_e) => (i_e, false),
@@ -344,14 +345,16 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
         }
         let local = (lo - range.start) as usize..(hi - range.start) as usize;
         let spec = &model.spec.populations[pi];
-        // Listed per neuron (a SONATA circuit's per-node V_m), or drawn.
-        let listed_v = model.circuit.as_ref().and_then(|c| c.nodes[pi].v_init_mv.as_deref());
+        // Listed per neuron (a SONATA circuit's per-node V_m, values from Python), or drawn.
+        let listed = model.neuron_values(pi);
+        let (listed_v, listed_bias) = (listed.and_then(|l| l.v_init_mv.as_deref()), listed.and_then(|l| l.i_e_pa.as_deref()));
         for (offset, id) in (lo..hi).enumerate() {
             // One stream per neuron: v, then syn_ex, then syn_in.
             let mut s = key.stream(Purpose::InitialState, pi as u16, id - pop.first);
             let i = local.start + offset;
+            let n = (id - pop.first) as usize;
             v[i] = match listed_v {
-                Some(listed) => listed[(id - pop.first) as usize],
+                Some(listed) => listed[n],
                 None => spec.v_init_mv.map_or(spec.e_l_mv, |d| d.sample(&mut s)),
             } as f32;
             syn_ex[i] = spec.syn_ex_init.map_or(0.0, |d| d.sample(&mut s)) as f32;
@@ -359,7 +362,10 @@ fn build_neurons(model: &Model, key: Key, populations: &[Population], range: Ran
             if let (Some(bias), true) = (&mut bias, pop.bias_per_neuron) {
                 // A stream of its own per neuron, keyed like the initial state's (population,
                 // neuron): the same draw on any shard, thread, rank or backend.
-                bias[i] = spec.i_e_pa.sample(&mut key.stream(Purpose::NeuronParameters, pi as u16, id - pop.first)) as f32;
+                bias[i] = match listed_bias {
+                    Some(listed) => listed[n],
+                    None => spec.i_e_pa.sample(&mut key.stream(Purpose::NeuronParameters, pi as u16, id - pop.first)),
+                } as f32;
             }
         }
         segments.push(Segment { population: pi, local });

@@ -54,14 +54,17 @@ impl Estimate {
         let target_bytes = if shard_len.ceil() as usize > fum_kernels::delivery::NARROW_SHARD_NEURONS { 4.0 } else { 2.0 };
         let max_delay = spec.projections.iter().map(|p| delay_range_steps(p.delay_ms, dt).1).max().unwrap_or(1);
         // v, syn_ex, syn_in, refractory, fired, two rings of i64 sums; dsyn_ex and dsyn_in where
-        // a population is lif_psc_alpha, bias_pa where one draws its bias (for every neuron:
-        // `NeuronBlock::dsyn_ex`).
+        // a population is lif_psc_alpha, bias_pa where one draws or lists its bias (for every
+        // neuron: `NeuronBlock::dsyn_ex`).
         let alpha = spec.populations.iter().any(|p| p.model == crate::model::NeuronModel::LifPscAlpha);
         let drawn_bias = spec.populations.iter().any(|p| !matches!(p.i_e_pa, Distribution::Constant(_)));
         let optional = 8.0 * f64::from(u8::from(alpha)) + 4.0 * f64::from(u8::from(drawn_bias));
         let mut network = n * (4.0 * 4.0 + 1.0 + optional + 2.0 * 8.0 * ring_slots(max_delay) as f64);
         // Spike sources: their listed spikes (12 bytes each) and schedules (8 bytes a spike).
         network += 20.0 * spec.populations.iter().filter_map(|p| p.trains.as_ref()).map(|t| t.len() as f64).sum::<f64>();
+        // Values listed per neuron, which the model keeps (8 bytes each).
+        let listed = (0..spec.populations.len()).filter_map(|pi| model.neuron_values(pi)).flat_map(|v| [&v.v_init_mv, &v.i_e_pa]).flatten();
+        network += 8.0 * listed.map(|v| v.len() as f64).sum::<f64>();
         let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
         let size = |name: &str| f64::from(sizes[name]);
         let histories: std::collections::HashMap<&str, u32> = spec.plasticity.iter().map(|r| (r.name.as_str(), r.post_history)).collect();

@@ -29,10 +29,20 @@ pub struct Model {
     /// The SONATA circuit its `[sonata]` section imports: where each population and projection
     /// came from, and the synapses of `ConnectionRule::Explicit` projections.
     pub circuit: Option<std::sync::Arc<crate::sonata::Circuit>>,
-    /// The synapses of the `ConnectionRule::Explicit` projections of a model given with its
-    /// synapse lists ([`Model::parse_listed`]: a model built in Python with `fum.FromList`), one
-    /// list per projection (empty for the others).
-    pub listed: Option<std::sync::Arc<Vec<crate::sonata::SynapseList>>>,
+    /// What a model given with lists beside its text carries ([`Model::parse_listed`]: a model
+    /// built in Python with `fum.FromList` or arrays of values per neuron).
+    pub listed: Option<std::sync::Arc<Listed>>,
+}
+
+/// The lists a model's text cannot hold, given beside it ([`Model::parse_listed`]).
+#[derive(Clone, Debug, Default)]
+pub struct Listed {
+    /// The synapses of the `ConnectionRule::Explicit` projections, one list per projection
+    /// (empty for the others).
+    pub synapses: Vec<crate::sonata::SynapseList>,
+    /// The values of the fields each population lists per neuron (its `listed`), one entry per
+    /// population (empty for the others).
+    pub neurons: Vec<crate::sonata::NeuronValues>,
 }
 
 /// Errors in a model file.
@@ -202,6 +212,11 @@ pub struct PopulationSpec {
     pub integrator: Option<Integrator>,
     /// Initial membrane potential; default: the resting potential.
     pub v_init_mv: Option<Distribution>,
+    /// Fields whose values are given per neuron beside the text (from Python), which then
+    /// become the range the values span, as a listed projection's `weight` does. The text
+    /// alone is refused.
+    #[serde(default)]
+    pub listed: Vec<ListedField>,
     /// Initial synaptic variables (pA for `lif_cuba` and `lif_psc_alpha`, nS for `lif_coba`);
     /// default 0.
     pub syn_ex_init: Option<Distribution>,
@@ -218,6 +233,33 @@ pub struct PopulationSpec {
     /// simulation config's inputs; read when the model is loaded.
     #[serde(skip)]
     pub trains: Option<std::sync::Arc<crate::spike_trains::SpikeTrains>>,
+}
+
+/// A population field that may be given per neuron (`listed = ["v_init_mv", "i_e_pa"]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum ListedField {
+    #[serde(rename = "v_init_mv")]
+    VInitMv,
+    #[serde(rename = "i_e_pa")]
+    IEPa,
+}
+
+impl ListedField {
+    /// The field's name in model files.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListedField::VInitMv => "v_init_mv",
+            ListedField::IEPa => "i_e_pa",
+        }
+    }
+
+    /// The values of this field in `values`.
+    pub fn values(self, values: &crate::sonata::NeuronValues) -> Option<&[f64]> {
+        match self {
+            ListedField::VInitMv => values.v_init_mv.as_deref(),
+            ListedField::IEPa => values.i_e_pa.as_deref(),
+        }
+    }
 }
 
 mod d {
@@ -641,19 +683,26 @@ impl Model {
 
     /// Parses and validates model text; `path` names it in messages.
     pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
-        Model::parse_listed(source, path, Vec::new())
+        Model::parse_listed(source, path, Vec::new(), Vec::new())
     }
 
     /// Parses and validates model text whose `explicit` projections (`rule = { explicit = N }`)
-    /// have their synapses in `listed`, by projection name: what a model built in Python with
-    /// `fum.FromList` is, since a model file cannot hold synapses one by one. A listed
-    /// projection's `weight` and `delay_ms` become the range its synapses span, as for SONATA
-    /// edges (the checks of weights and delays, STDP's bounds included, apply to it).
-    pub fn parse_listed(source: &str, path: &Path, listed: Vec<(String, crate::sonata::SynapseList)>) -> Result<Model, ModelError> {
+    /// have their synapses in `synapses`, by projection name, and whose populations' `listed`
+    /// fields have their values per neuron in `neurons`, by population name: what a model built
+    /// in Python with `fum.FromList` or arrays of values is, since a model file cannot hold
+    /// them. A listed projection's `weight` and `delay_ms`, and a listed field, become the range
+    /// the values span, as for SONATA edges (the checks of weights and delays, STDP's bounds
+    /// included, and of a distribution's range apply to it).
+    pub fn parse_listed(
+        source: &str,
+        path: &Path,
+        synapses: Vec<(String, crate::sonata::SynapseList)>,
+        neurons: Vec<(String, crate::sonata::NeuronValues)>,
+    ) -> Result<Model, ModelError> {
         let spec: ModelSpec = toml::from_str(source).map_err(|e| toml_error(source, path, &e))?;
         let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string(), circuit: None, listed: None };
-        if !listed.is_empty() {
-            model.attach(listed)?;
+        if !synapses.is_empty() || !neurons.is_empty() {
+            model.attach(synapses, neurons)?;
         }
         if let Some(section) = model.spec.sonata.clone() {
             for (key, given) in [("populations", !model.spec.populations.is_empty()), ("projections", !model.spec.projections.is_empty())] {
@@ -675,13 +724,28 @@ impl Model {
         Ok(model)
     }
 
-    /// Gives the `explicit` projections named in `listed` their synapses (see [`Model::parse_listed`]).
-    fn attach(&mut self, listed: Vec<(String, crate::sonata::SynapseList)>) -> Result<(), ModelError> {
+    /// Gives the `explicit` projections named in `synapses` their synapses and the populations
+    /// named in `neurons` their values (see [`Model::parse_listed`]).
+    fn attach(&mut self, synapses: Vec<(String, crate::sonata::SynapseList)>, neurons: Vec<(String, crate::sonata::NeuronValues)>) -> Result<(), ModelError> {
         if self.spec.sonata.is_some() {
-            return Err(self.invalid(path!("sonata"), "a model with a [sonata] section takes its synapses from the circuit, not from lists".into()));
+            return Err(self.invalid(path!("sonata"), "a model with a [sonata] section takes its synapses and neurons from the circuit, not from lists".into()));
+        }
+        let mut values = vec![crate::sonata::NeuronValues::default(); self.spec.populations.len()];
+        for (name, given) in neurons {
+            let Some(pi) = self.population_index(&name) else {
+                return Err(self.invalid(path!("populations"), format!("values are listed per neuron for a population named {name:?}, which the model does not have")));
+            };
+            let p = &mut self.spec.populations[pi];
+            if let Some(v) = &given.v_init_mv {
+                p.v_init_mv = Some(crate::sonata::span(v.iter().copied()));
+            }
+            if let Some(i_e) = &given.i_e_pa {
+                p.i_e_pa = crate::sonata::span(i_e.iter().copied());
+            }
+            values[pi] = given;
         }
         let mut lists = vec![crate::sonata::SynapseList::default(); self.spec.projections.len()];
-        for (name, list) in listed {
+        for (name, list) in synapses {
             let Some(pi) = self.projection_index(&name) else {
                 return Err(self.invalid(path!("projections"), format!("synapses are listed for a projection named {name:?}, which the model does not have")));
             };
@@ -698,7 +762,7 @@ impl Model {
             p.delay_ms = (!list.is_empty()).then(|| crate::sonata::span(list.delay_ms.iter().copied()));
             lists[pi] = list;
         }
-        self.listed = Some(std::sync::Arc::new(lists));
+        self.listed = Some(std::sync::Arc::new(Listed { synapses: lists, neurons: values }));
         Ok(())
     }
 
@@ -744,10 +808,13 @@ impl Model {
             Some(c) => fold(text, &c.digest.to_le_bytes()),
             None => text,
         };
-        let listed = self.listed.iter().flat_map(|l| l.iter()).fold(circuit, |h, l| {
+        let synapses = self.listed.iter().flat_map(|l| &l.synapses).fold(circuit, |h, l| {
             let h = fold(fold(h, bytemuck::cast_slice(&l.pre)), bytemuck::cast_slice(&l.post));
             fold(fold(h, bytemuck::cast_slice(&l.weight)), bytemuck::cast_slice(&l.delay_ms))
         });
+        // Which fields a population lists is in the text; their values are here.
+        let values = self.listed.iter().flat_map(|l| &l.neurons).flat_map(|n| [&n.v_init_mv, &n.i_e_pa]).flatten();
+        let listed = values.fold(synapses, |h, v| fold(h, bytemuck::cast_slice(v)));
         self.spec.populations.iter().filter_map(|p| p.trains.as_ref()).fold(listed, |h, t| fold(fold(h, bytemuck::cast_slice(&t.neurons)), bytemuck::cast_slice(&t.times_ms)))
     }
 
@@ -756,10 +823,20 @@ impl Model {
         match self.spec.projections[pi].rule {
             ConnectionRule::Explicit(_) => match (&self.circuit, &self.listed) {
                 (Some(c), _) => Some(&c.edges[pi].synapses),
-                (None, Some(l)) => Some(&l[pi]),
+                (None, Some(l)) => Some(&l.synapses[pi]),
                 (None, None) => None,
             },
             _ => None,
+        }
+    }
+
+    /// The values population `pi` gives neuron by neuron (a SONATA circuit's per-node `V_m`, or
+    /// the fields it lists), which the builder takes in place of its draws.
+    pub fn neuron_values(&self, pi: usize) -> Option<&crate::sonata::NeuronValues> {
+        match (&self.circuit, &self.listed) {
+            (Some(c), _) => Some(&c.nodes[pi].values),
+            (None, Some(l)) => Some(&l.neurons[pi]),
+            (None, None) => None,
         }
     }
 
@@ -1019,6 +1096,7 @@ impl<'a> Validator<'a> {
                 return Err(self.error(path!("populations", i, "size"), "must be at least 1".into()));
             }
             total += u64::from(p.size);
+            self.listed_values(i)?;
             if p.model == NeuronModel::SpikeSource {
                 self.spike_source(i)?;
                 continue;
@@ -1251,9 +1329,9 @@ impl<'a> Validator<'a> {
     /// A `spike_source` population sets none of the membrane's fields, which it does not have
     /// (its spikes were read and checked by `crate::spike_trains::load`).
     fn spike_source(&mut self, i: usize) -> Result<(), ModelError> {
-        const MEMBRANE: [&str; 15] = [
+        const MEMBRANE: [&str; 16] = [
             "tau_m_ms", "c_m_pf", "e_l_mv", "v_th_mv", "v_reset_mv", "t_ref_ms", "tau_syn_ex_ms", "tau_syn_in_ms", "i_e_pa",
-            "e_ex_mv", "e_in_mv", "integrator", "v_init_mv", "syn_ex_init", "syn_in_init",
+            "e_ex_mv", "e_in_mv", "integrator", "v_init_mv", "syn_ex_init", "syn_in_init", "listed",
         ];
         for key in MEMBRANE {
             if self.given(&path!("populations", i, key)) {
@@ -1482,6 +1560,34 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
+    /// The values population `i` lists per neuron: given beside the text for exactly the fields
+    /// its `listed` names, one per neuron, each a finite 32-bit float.
+    fn listed_values(&mut self, i: usize) -> Result<(), ModelError> {
+        let m = self.model;
+        let p = &m.spec.populations[i];
+        let given = m.listed.as_ref().map(|l| &l.neurons[i]);
+        for field in [ListedField::VInitMv, ListedField::IEPa] {
+            let values = given.and_then(|g| field.values(g));
+            match (p.listed.contains(&field), values) {
+                (false, None) => continue,
+                (true, None) => {
+                    let message = format!("{} listed per neuron comes with the model from Python (fum.Model.population(..., {}=array)): a model file cannot list it", field.name(), field.name());
+                    return Err(self.error(path!("populations", i, "listed"), message));
+                }
+                (false, Some(_)) => return Err(self.error(path!("populations", i, field.name()), "values are listed per neuron, but the population's `listed` does not name the field".into())),
+                (true, Some(values)) => {
+                    if values.len() != p.size as usize {
+                        return Err(self.error(path!("populations", i, field.name()), format!("{} values listed for {} neurons", values.len(), p.size)));
+                    }
+                    if let Some(k) = values.iter().position(|v| !(v.is_finite() && v.abs() <= F32_MAX)) {
+                        return Err(self.error(path!("populations", i, field.name()), format!("neuron {k}: must be a finite 32-bit float (got {})", values[k])));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn distribution(&mut self, path: Vec<Seg>, d: &Distribution) -> Result<(), ModelError> {
         match *d {
             Distribution::Constant(v) if !v.is_finite() => Err(self.error(path, "must be finite".into())),
@@ -1657,7 +1763,7 @@ weight = 1.0
         let mut list = all_pairs();
         list.weight[5] = 3.5;
         list.delay_ms[0] = 2.0;
-        let model = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list.clone())]).unwrap();
+        let model = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list.clone())], vec![]).unwrap();
         assert_eq!(model.expected_synapses(), 12.0);
         assert_eq!(model.explicit_synapses(0), Some(&list));
         let p = &model.spec.projections[0];
@@ -1665,14 +1771,14 @@ weight = 1.0
         assert_eq!(p.delay_ms, Some(Distribution::Uniform { uniform: [1.0, 2.0] }));
         // The lists are part of the model's hash (a checkpoint of other synapses is refused).
         list.weight[5] = 3.0;
-        let other = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list)]).unwrap();
+        let other = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list)], vec![]).unwrap();
         assert_ne!(model.hash(), other.hash());
     }
 
     #[test]
     fn listed_synapses_build_the_blocks_of_the_rule_they_spell_out() {
         let drawn = Model::parse(&two("\"all_to_all\""), Path::new("m.toml")).unwrap();
-        let listed = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())]).unwrap();
+        let listed = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![]).unwrap();
         for shards in [1, 2] {
             let blocks = |model: &Model| {
                 let mut world = crate::build::build_world(model, shards).unwrap();
@@ -1693,28 +1799,75 @@ weight = 1.0
         at(refused(Model::parse(&text, Path::new("m.toml"))), "a model file cannot list them");
         let mut list = all_pairs();
         list.pre[7] = 3;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 7: pre = 3 is not a neuron of population \"A\" (3 neurons)");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 7: pre = 3 is not a neuron of population \"A\" (3 neurons)");
         let mut list = all_pairs();
         list.post[2] = 9;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 2: post = 9 is not a neuron of population \"B\" (4 neurons)");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 2: post = 9 is not a neuron of population \"B\" (4 neurons)");
         let mut list = all_pairs();
         list.weight[4] = f32::NAN;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 4: weight NaN must be finite");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 4: weight NaN must be finite");
         let mut list = all_pairs();
         list.delay_ms[1] = f64::INFINITY;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "synapse 1: delay_ms inf must be finite");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 1: delay_ms inf must be finite");
         let mut list = all_pairs();
         list.post.pop();
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)])), "columns differ in length (pre 12, post 11");
-        at(refused(Model::parse_listed(&two("{ explicit = 11 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())])), "11 synapses declared, 12 listed");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "columns differ in length (pre 12, post 11");
+        at(refused(Model::parse_listed(&two("{ explicit = 11 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![])), "11 synapses declared, 12 listed");
         // A delay below half a step rounds to none, as for a drawn projection.
         let mut list = all_pairs();
         list.delay_ms[3] = 0.01;
-        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)]));
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![]));
         assert!(e.contains("projections[0].delay_ms: a delay of 0.01 ms is shorter than one step"), "{e}");
-        let e = refused(Model::parse_listed(&two("\"all_to_all\""), Path::new("m.toml"), vec![("ab".into(), all_pairs())]));
+        let e = refused(Model::parse_listed(&two("\"all_to_all\""), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![]));
         assert!(e.contains("projections[0].rule: its synapses are listed"), "{e}");
-        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ba".into(), all_pairs())]));
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ba".into(), all_pairs())], vec![]));
         assert!(e.contains("no projection") || e.contains("which the model does not have"), "{e}");
+    }
+
+    /// Populations A and B of [`two`] with `fields` added to A, which lists them per neuron.
+    fn listing(fields: &str) -> String {
+        two("\"all_to_all\"").replacen("model = \"lif_cuba\"\n", &format!("model = \"lif_cuba\"\n{fields}\n"), 1)
+    }
+
+    fn values(v_init_mv: Option<Vec<f64>>, i_e_pa: Option<Vec<f64>>) -> Vec<(String, crate::sonata::NeuronValues)> {
+        vec![("A".into(), crate::sonata::NeuronValues { v_init_mv, i_e_pa })]
+    }
+
+    #[test]
+    fn values_listed_per_neuron_take_their_range_and_are_part_of_the_hash() {
+        let text = listing("listed = [\"v_init_mv\", \"i_e_pa\"]");
+        let model = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 200.0]))).unwrap();
+        let p = &model.spec.populations[0];
+        assert_eq!(p.v_init_mv, Some(Distribution::Uniform { uniform: [-70.0, -60.0] }));
+        assert_eq!(p.i_e_pa, Distribution::Uniform { uniform: [100.0, 300.0] });
+        assert_eq!(model.neuron_values(0).and_then(|v| v.i_e_pa.clone()), Some(vec![100.0, 300.0, 200.0]));
+        let other = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 201.0]))).unwrap();
+        assert_ne!(model.hash(), other.hash(), "models that differ only in a listed value");
+        // The builder takes them: initial v and the bias column, in neuron order.
+        let mut world = crate::build::build_world(&model, 2).unwrap();
+        let mut q = world.query::<(&crate::components::Shard, &crate::components::NeuronBlock)>();
+        let mut found: Vec<(u32, f32, f32)> = q.iter(&world).flat_map(|(s, b)| s.neurons.clone().zip(b.v.to_vec()).zip(b.bias_pa.as_ref().unwrap().to_vec()).map(|((n, v), i)| (n, v, i))).collect();
+        found.sort_by_key(|f| f.0);
+        assert_eq!(&found[..3], &[(0, -70.0, 100.0), (1, -60.0, 300.0), (2, -65.0, 200.0)]);
+    }
+
+    #[test]
+    fn values_listed_per_neuron_are_refused_naming_what_is_wrong() {
+        let both = listing("listed = [\"v_init_mv\", \"i_e_pa\"]");
+        let at = |e: String, field: &str, what: &str| assert!(e.contains(&format!("populations[0].{field}: ")) && e.contains(what), "{e}");
+        at(refused(Model::parse(&both, Path::new("m.toml"))), "listed", "v_init_mv listed per neuron comes with the model from Python");
+        let good = || Some(vec![-70.0, -60.0, -65.0]);
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), None))), "listed", "i_e_pa listed per neuron comes with the model from Python");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![1.0, 2.0])))), "i_e_pa", "2 values listed for 3 neurons");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(Some(vec![-70.0, f64::NAN, -65.0]), good()))), "v_init_mv", "neuron 1: must be a finite 32-bit float (got NaN)");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![0.0, 0.0, 1e39])))), "i_e_pa", "neuron 2: must be a finite 32-bit float (got 1000000000000000000000000000000000000000)");
+        let v_only = listing("listed = [\"v_init_mv\"]");
+        at(refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], values(good(), good()))), "i_e_pa", "the population's `listed` does not name the field");
+        let e = refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], vec![("C".into(), crate::sonata::NeuronValues { v_init_mv: good(), i_e_pa: None })]));
+        assert!(e.contains("populations: values are listed per neuron for a population named \"C\", which the model does not have"), "{e}");
+        let e = refused(Model::parse(&listing("listed = [\"tau_m_ms\"]"), Path::new("m.toml")));
+        assert!(e.contains("unknown variant `tau_m_ms`, expected `v_init_mv` or `i_e_pa`"), "{e}");
+        let source = listing("").replace("model = \"lif_cuba\"\n\n", "model = \"spike_source\"\nspike_times_ms = [[], [], []]\nlisted = [\"v_init_mv\"]\n");
+        at(refused(Model::parse_listed(&source, Path::new("m.toml"), vec![], values(good(), None))), "listed", "a spike_source has no membrane");
     }
 }

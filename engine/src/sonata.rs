@@ -54,6 +54,18 @@ impl SynapseList {
     }
 }
 
+/// A population's values given neuron by neuron, in its neuron order, where its fields would
+/// give one value for all or draw them: a SONATA node group's per-node `V_m`, or arrays from
+/// Python (`fum.Model.population(..., v_init_mv=array)`). The builder takes them in place of
+/// the draws (`Model::neuron_values`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NeuronValues {
+    /// Initial membrane potential, mV.
+    pub v_init_mv: Option<Vec<f64>>,
+    /// Bias current, pA (stored per neuron as a drawn `i_e_pa` is).
+    pub i_e_pa: Option<Vec<f64>>,
+}
+
 /// Where a population came from: its node population, node type and ids.
 #[derive(Clone, Debug)]
 pub struct NodeSet {
@@ -61,9 +73,9 @@ pub struct NodeSet {
     pub node_type_id: i64,
     /// SONATA `node_id` of each neuron, ascending.
     pub node_ids: Vec<u64>,
-    /// Initial membrane potential of each neuron, where the nodes give it one by one (a node
-    /// group's `dynamics_params/V_m`, as BMTK reads it); else the type's `V_m` for all.
-    pub v_init_mv: Option<Vec<f64>>,
+    /// Values given node by node: the initial membrane potential where a node group gives
+    /// `dynamics_params/V_m` (as BMTK reads it; the type's `V_m` for the other nodes).
+    pub values: NeuronValues,
     /// The node-types CSV and the dynamics_params file, for messages.
     pub types_file: PathBuf,
     pub params_file: Option<PathBuf>,
@@ -337,7 +349,7 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                 }
                 let name = if several { format!("{pop}:{type_id}") } else { pop.clone() };
                 populations.push(PopulationSpec { name, size: u32::try_from(ids.len()).unwrap_or(u32::MAX), ..spec });
-                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, v_init_mv, types_file: csv.clone(), params_file });
+                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, values: NeuronValues { v_init_mv, i_e_pa: None }, types_file: csv.clone(), params_file });
             }
             where_is.insert(pop, ids_here);
         }
@@ -916,6 +928,7 @@ fn nest_defaults(model: NeuronModel) -> PopulationSpec {
         e_in_mv: None,
         integrator: None,
         v_init_mv: Some(Distribution::Constant(-70.0)),
+        listed: Vec::new(),
         syn_ex_init: None,
         syn_in_init: None,
         spikes: None,
@@ -984,11 +997,11 @@ pub enum ExportError {
 /// and `simulation_config.json`): one node population and type per population (node ids its
 /// local ids), one edge population per projection with the synapses the model builds for its
 /// seed, weights signed as NEST has them. `fum run --sonata` gives the model's spikes again.
-/// A membrane potential drawn per neuron goes to each node's `dynamics_params/V_m`. A
+/// A membrane potential drawn or listed per neuron goes to each node's `dynamics_params/V_m`. A
 /// `spike_source` becomes a node population of `virtual` nodes, its spikes a spikes file
 /// (`inputs/<population>.h5`) that the simulation config's `inputs` feed into it. Refused:
 /// what SONATA point circuits (as fum reads them) cannot say: `lif_coba`, a bias current drawn
-/// per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs for the whole
+/// or listed per neuron, initial synaptic currents, plasticity, Poisson inputs. DC inputs for the whole
 /// run are added to `I_e`; those that start or stop become `current_clamp` inputs.
 pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
     let spec = &model.spec;
@@ -998,7 +1011,7 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
             return refuse(format!("population \"{}\" is {} (exported: lif_cuba as nest:iaf_psc_exp, lif_psc_alpha as nest:iaf_psc_alpha)", p.name, p.model.name()));
         }
         if !matches!(p.i_e_pa, Distribution::Constant(_)) {
-            return refuse(format!("population \"{}\" draws i_e_pa per neuron (exported: a constant I_e per node type)", p.name));
+            return refuse(format!("population \"{}\" has an i_e_pa per neuron, drawn or listed (exported: a constant I_e per node type)", p.name));
         }
         if [p.syn_ex_init, p.syn_in_init].iter().any(|d| d.is_some_and(|d| d != Distribution::Constant(0.0))) {
             return refuse(format!("population \"{}\" starts with synaptic currents (exported: syn_ex_init and syn_in_init 0)", p.name));
@@ -1093,8 +1106,8 @@ pub fn export(model: &Model, dir: &Path) -> Result<Exported, ExportError> {
         g.new_dataset_builder().with_data(&vec![0u32; n]).create("node_group_id").map_err(|e| h5(&nodes_path, e))?;
         g.new_dataset_builder().with_data(&(0..n as u64).collect::<Vec<_>>()).create("node_group_index").map_err(|e| h5(&nodes_path, e))?;
         let g0 = g.create_group("0").map_err(|e| h5(&nodes_path, e))?;
-        if !matches!(p.v_init_mv, None | Some(Distribution::Constant(_))) {
-            // Drawn per neuron: each node's V_m as the model draws it for its seed.
+        if !matches!(p.v_init_mv, None | Some(Distribution::Constant(_))) || model.neuron_values(i).is_some_and(|v| v.v_init_mv.is_some()) {
+            // Drawn or listed per neuron: each node's V_m as the model builds it.
             let first = firsts[i] as usize;
             let v: Vec<f64> = v_init[first..first + n].iter().map(|&v| f64::from(v)).collect();
             let params = g0.create_group("dynamics_params").map_err(|e| h5(&nodes_path, e))?;

@@ -15,8 +15,9 @@
 A model built here is written as the TOML model file it stands for (``net.to_toml()``) and
 parsed by the engine's own parser: every keyword argument is the model file's field of the
 same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
-``fum check`` prints, naming the field. Synapses listed one by one (``fum.FromList``) go to the
-engine beside the text, which cannot hold them.
+``fum check`` prints, naming the field. Synapses listed one by one (``fum.FromList``) and
+values given per neuron (``v_init_mv=array``, ``i_e_pa=array``) go to the engine beside the
+text, which cannot hold them.
 
 PyNN scripts run on fum with ``import fum.pynn as sim`` (docs/python.md says what maps).
 """
@@ -244,6 +245,30 @@ def _per_synapse(values: Any, n: int, key: str):
     return array
 
 
+# Population fields that take one value per neuron (an array or sequence), listed beside the text.
+_PER_NEURON = ("v_init_mv", "i_e_pa")
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _per_neuron(values: Any, population: str, size: int, key: str):
+    """`values`, one per neuron of `population` (`size` neurons), as a float64 array of finite
+    32-bit floats (what the engine stores)."""
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"population {population!r}: {key} is a number, a distribution or one number per neuron ({e})") from None
+    if array.ndim != 1:
+        raise ValueError(f"population {population!r}: {key} is one value per neuron ({size}), not an array of shape {array.shape}")
+    if len(array) != size:
+        raise ValueError(f"population {population!r}: {key} has {len(array)} values for {size} neurons")
+    bad = ~(np.isfinite(array) & (np.abs(array) <= _F32_MAX))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"population {population!r}: {key}[{k}] = {array[k]:g} must be a finite 32-bit float")
+    return array
+
+
 def _span(values) -> Any:
     """The model file's value for listed values: one number where all are the same, else the
     range they span (what the engine makes of them too)."""
@@ -330,6 +355,7 @@ class Model:
         self._spikes: list = []
         self._probes: list = []
         self._listed: dict = {}
+        self._values: dict = {}
         self._native: Optional[NativeModel] = None
 
     @classmethod
@@ -365,12 +391,32 @@ class Model:
         keyword arguments are its fields (`tau_m_ms`, `c_m_pf`, `e_l_mv`, `v_th_mv`,
         `v_reset_mv`, `t_ref_ms`, `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`,
         `e_in_mv`, `v_init_mv`, `syn_ex_init`, `syn_in_init`, `integrator`); `i_e_pa` and
-        `v_init_mv` may be distributions (`Uniform`, `Normal`, `LogNormal`), drawn per neuron.
-        `model="spike_source"` makes neurons that fire at given times instead: one list of
-        times per neuron (`spike_times_ms=[[1.0, 5.5], [], ...]`) or a SONATA or CSV spike file
-        (`spikes="lgn.h5"`, `spikes_population=...`). Its spikes are recorded unless
-        `record_spikes=False`."""
+        `v_init_mv` may be distributions (`Uniform`, `Normal`, `LogNormal`), drawn per neuron,
+        or one value per neuron (a sequence or numpy array of `size` finite numbers), which go
+        to the engine beside the text as `FromList`'s synapses do: such a model has no
+        `to_toml()` and its runs no checkpoints (unless every value is the same: then it is
+        the one value). `model="spike_source"` makes neurons that fire at given times instead:
+        one list of times per neuron (`spike_times_ms=[[1.0, 5.5], [], ...]`) or a SONATA or
+        CSV spike file (`spikes="lgn.h5"`, `spikes_population=...`). Its spikes are recorded
+        unless `record_spikes=False`."""
         self._building()
+        listed = {}
+        for key in _PER_NEURON:
+            value = fields.get(key)
+            if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) != 0:
+                values = _per_neuron(value, name, size, key)
+                if size == 0:
+                    del fields[key]
+                elif (values == values[0]).all():
+                    fields[key] = float(values[0])
+                else:
+                    listed[key] = values
+                    fields[key] = _span(values)
+        if listed:
+            if name in self._values:
+                raise ValueError(f"a population named {name!r} exists already: give this one another name")
+            self._values[name] = listed
+            fields["listed"] = list(listed)
         self._populations.append({"name": name, "size": size, "model": model, **fields})
         if record_spikes:
             self._spikes.append(name)
@@ -455,16 +501,23 @@ class Model:
         self._building()
         self._structural.append({"projection": projection, "every_ms": every_ms, "prune": prune, **fields})
 
-    def _refuse_listed(self, what: str, listed: list) -> None:
-        """Refuses `what`, a model file, where projections `listed` list their synapses."""
+    def _refuse_listed(self, what: str, listed: list, values: list) -> None:
+        """Refuses `what`, a model file, where projections `listed` list their synapses or
+        (population, field) pairs `values` give a field per neuron."""
         if listed:
             raise FumError(f"{what}: projection {listed[0]!r} lists its synapses (fum.FromList), which a model file cannot hold; "
                            "run, build or check the model from Python instead")
+        if values:
+            raise FumError(f"{what}: population {values[0][0]!r} gives {values[0][1]} per neuron (an array), which a model file cannot hold; "
+                           "run, build or check the model from Python instead")
+
+    def _listed_values(self) -> list:
+        return [(population, key) for population, fields in self._values.items() for key in fields]
 
     def document(self, duration_ms: Optional[float] = None) -> dict:
         """The model file as a dict (tables and arrays of tables as the file lays them out)."""
         self._building()
-        self._refuse_listed("document()", list(self._listed))
+        self._refuse_listed("document()", list(self._listed), self._listed_values())
         return self._document(duration_ms)
 
     def _document(self, duration_ms: Optional[float]) -> dict:
@@ -484,16 +537,18 @@ class Model:
 
     def to_toml(self, duration_ms: Optional[float] = None) -> str:
         """The model file this model stands for (its text, for a model read from a file).
-        Refused for a model with listed synapses (`FromList`), which a file cannot hold."""
+        Refused for a model with listed synapses (`FromList`) or values per neuron, which a
+        file cannot hold."""
         if self._native is not None:
-            self._refuse_listed("to_toml()", self._native.listed())
+            self._refuse_listed("to_toml()", self._native.listed(), self._native.listed_values())
             return self._native.source
         self._building()
-        self._refuse_listed("to_toml()", list(self._listed))
+        self._refuse_listed("to_toml()", list(self._listed), self._listed_values())
         return self._text(duration_ms)
 
     def _text(self, duration_ms: Optional[float]) -> str:
-        """The model's text, listed projections as `rule = { explicit = N }` (see `_parsed`)."""
+        """The model's text, listed projections as `rule = { explicit = N }` and fields given
+        per neuron named in their population's `listed` (see `_parsed`)."""
         return _to_toml(self._document(duration_ms))
 
     def check(self, duration_ms: Optional[float] = None) -> None:
@@ -505,9 +560,10 @@ class Model:
             return self._native
         if duration_ms is None and self._simulation["duration_ms"] is None:
             raise FumError("a model built in Python needs a duration: Model(duration_ms=...) or run(duration_ms)")
-        # The engine's parser, with the synapses of FromList projections beside the text.
+        # The engine's parser, with the synapses of FromList projections and the values given
+        # per neuron beside the text.
         listed = {name: rule._columns() for name, rule in self._listed.items()}
-        return NativeModel.parse(self._text(duration_ms), _NAME, listed)
+        return NativeModel.parse(self._text(duration_ms), _NAME, listed, self._values)
 
     def run(self, duration_ms: Optional[float] = None, *, seed: Optional[int] = None, backend: str = "cpu", threads: int = 0, shards: int = 0, out: Optional[Union[str, Path]] = None, overwrite: bool = False, checkpoint_every_ms: Optional[float] = None, keep_checkpoints: int = 0, stop_after_ms: Optional[float] = None, progress: Union[bool, Callable[[int, int], None]] = True) -> "Run":
         """Builds and runs the model, as `fum run` does, and returns its `Run`.

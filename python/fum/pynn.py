@@ -24,7 +24,9 @@ refused with an error saying what (docs/python.md lists both):
   Euler), SpikeSourceArray (`spike_source`: a train per cell, times rounded to steps as
   NEST's spike_generator), SpikeSourcePoisson (as fum's Poisson input: below). Parameters are
   one value per population; `i_offset` and the initial `v` may also be RandomDistributions
-  ('uniform', 'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng).
+  ('uniform', 'normal', 'lognormal'), drawn per neuron by fum with its seed (not PyNN's rng),
+  or a value per cell (a list, an array, a function of the index; set for PopulationViews
+  too), which fum takes as listed values beside the model (`fum.Model.population`'s arrays).
 - connectors, two ways (Projection's docstring says which way each goes):
   - drawn by fum from the model's seed when it builds the network: AllToAll, OneToOne,
     FixedProbability, FixedNumberPre (fum's fixed_indegree), FixedNumberPost
@@ -81,7 +83,7 @@ try:
     from pyNN import connectors as _connectors
     from pyNN.connectors import (AllToAllConnector, FixedNumberPostConnector, FixedNumberPreConnector,
                                  FixedProbabilityConnector, FixedTotalNumberConnector, FromListConnector, OneToOneConnector)
-    from pyNN.parameters import ParameterSpace, Sequence, simplify  # noqa: F401  (sim.Sequence)
+    from pyNN.parameters import LazyArray, ParameterSpace, Sequence, simplify  # noqa: F401  (sim.Sequence)
     from pyNN.random import NumpyRNG, RandomDistribution  # noqa: F401  (sim.NumpyRNG, sim.RandomDistribution)
     from pyNN.recording import get_io
     from pyNN.space import Space
@@ -287,14 +289,17 @@ class SpikePairRule(synapses.SpikePairRule):
 
 
 # ---------------------------------------------------------------------------------------------
-# Values: one per population, or a distribution fum draws
+# Values: one per population, a distribution fum draws, or (i_offset, v) one per cell
 # ---------------------------------------------------------------------------------------------
 
-def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, translated: bool = False):
+def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, translated: bool = False, cells: bool = False, per_cell: bool = False):
     """The fum value of a PyNN parameter (a lazyarray) in PyNN's units times `scale`: a number
     where it is the same for all, else a fum distribution where it is a RandomDistribution fum
     draws. `translated`: a cell type's native parameter, whose translation has scaled it
-    already (a lazy multiplication by `scale`, which a distribution's conversion does)."""
+    already (a lazy multiplication by `scale`, which a distribution's conversion does).
+    `cells`: a value of a population's cells, which PyNN may give per cell (a list, an array,
+    a function of the index): one number where every cell's is the same, else, where
+    `per_cell` (fum's `i_e_pa` and `v_init_mv`), a numpy array of one value per cell."""
     base = getattr(lazy, "base_value", lazy)
     if isinstance(base, RandomDistribution):
         if not distributions:
@@ -309,7 +314,7 @@ def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, tran
         if base.name == "lognormal":
             return fum.LogNormal(p["mu"] + math.log(scale), p["sigma"])
         raise Unsupported(f"{what}: fum draws 'uniform', 'normal' and 'lognormal' distributions, not {base.name!r}")
-    if hasattr(lazy, "is_homogeneous") and not lazy.is_homogeneous:
+    if hasattr(lazy, "is_homogeneous") and not lazy.is_homogeneous and not cells:
         raise Unsupported(f"{what}: fum takes one value per population (or a RandomDistribution it draws), not a value per cell")
     if hasattr(lazy, "evaluate"):
         if lazy.shape is None:
@@ -322,10 +327,29 @@ def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, tran
         raise Unsupported(f"{what}: fum takes one value per population, not a function of the cell")
     value = np.asarray(value, dtype=float)
     if value.ndim > 0:
-        if value.size == 0 or not np.all(value == value.flat[0]):
-            raise Unsupported(f"{what}: fum takes one value per population (or a RandomDistribution it draws), not a value per cell")
-        value = value.flat[0]
+        if value.size > 0 and np.all(value == value.flat[0]):
+            value = value.flat[0]
+        elif per_cell:
+            if not np.isfinite(value).all():
+                k = int(np.flatnonzero(~np.isfinite(value))[0])
+                raise ValueError(f"{what}: cell {k}'s value {value[k]} must be finite")
+            return value * (1.0 if translated else scale)
+        else:
+            also = " (a value per cell: i_offset and the initial v only)" if cells else ""
+            raise Unsupported(f"{what}: fum takes one value per population (or a RandomDistribution it draws), not a value per cell{also}")
     return float(value) * (1.0 if translated else scale)
+
+
+def _with_cells(whole, cells, part, what: str):
+    """`whole`, a lazyarray of every cell of a Population, with its cells `cells` (indices) set
+    to `part`, a lazyarray of theirs: a value per cell. A RandomDistribution, which fum draws
+    for a whole population, cannot share one with other values."""
+    if any(isinstance(getattr(x, "base_value", x), RandomDistribution) for x in (whole, part)):
+        raise Unsupported(f"{what}: a value for part of a population whose other cells have a RandomDistribution, or the reverse: "
+                          "fum draws a distribution for a whole Population")
+    values = np.array(np.broadcast_to(whole.evaluate(simplify=False), whole.shape), dtype=float)
+    values[cells] = np.broadcast_to(part.evaluate(simplify=False), part.shape)
+    return LazyArray(values, shape=values.shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -413,10 +437,25 @@ class PopulationView(common.PopulationView):
         return ParameterSpace(values, shape=(self.size,))
 
     def _set_parameters(self, parameter_space):
-        raise Unsupported("setting parameters of a PopulationView: fum takes one value per population")
+        root = _root(self)
+        state.refuse_if_built("setting parameters")
+        if root.celltype.fum_model is None or root.celltype.fum_model == "spike_source":
+            raise Unsupported(f"setting parameters of a PopulationView of a {type(root.celltype).__name__}: set them for its Population")
+        for name, value in parameter_space.items():
+            root._parameters[name] = _with_cells(root._parameters[name], _cells(self), value, f"{self.label}.{name}")
 
     def _set_initial_value_array(self, variable, initial_values):
-        raise Unsupported("initial values of a PopulationView: fum takes one value (or distribution) per population")
+        root = _root(self)
+        state.refuse_if_built("setting initial values")
+        whole = root._initial.get(variable, LazyArray(root.celltype.default_initial_values[variable], shape=(root.size,)))
+        root._initial[variable] = root.initial_values[variable] = _with_cells(whole, _cells(self), initial_values, f"{self.label} initial {variable}")
+
+    @property
+    def initial_values(self):
+        # PyNN's PopulationView.initialize stores the view's values here after
+        # `_set_initial_value_array` (its own property raises NotImplementedError); they live
+        # in the Population's, so a fresh dict takes them.
+        return {}
 
     def _get_view(self, selector, label=None):
         return PopulationView(self, selector, label)
@@ -480,16 +519,17 @@ class Population(common.Population):
         for pynn_name, fum_name, scale in celltype.fum_table:
             native = celltype.translations[pynn_name]["translated_name"]
             drawn = fum_name in ("i_e_pa", "rate_hz")   # what fum draws per neuron
-            fields[fum_name] = _value(self._parameters[native], f"{self.label}.{pynn_name}", scale, distributions=drawn, translated=True)
+            fields[fum_name] = _value(self._parameters[native], f"{self.label}.{pynn_name}", scale, distributions=drawn, translated=True,
+                                      cells=True, per_cell=fum_name == "i_e_pa")
         for variable, value in self._initial.items():
             if variable not in _INITIAL:
                 continue
             field, scale = _INITIAL[variable]
             if celltype.fum_model == "lif_psc_alpha" and field != "v_init_mv":
-                if _value(value, f"{self.label} initial {variable}") != 0.0:
+                if _value(value, f"{self.label} initial {variable}", cells=True) != 0.0:
                     raise Unsupported(f"{self.label}: initial {variable} of IF_curr_alpha is not supported (fum starts its synaptic currents at 0)")
                 continue
-            fields[field] = _value(value, f"{self.label} initial {variable}", scale)
+            fields[field] = _value(value, f"{self.label} initial {variable}", scale, cells=True, per_cell=field == "v_init_mv")
         return fields
 
 

@@ -547,6 +547,8 @@ def test_delays_of_synapses_fum_draws_come_back_where_they_are_one_number():
     (lambda E, P: sim.Population(5, pynn_mock.IF_cond_alpha()), "cell type IF_cond_alpha"),
     (lambda E, P: P.record("spikes"), "recording a SpikeSourcePoisson"),
     (lambda E, P: E.record("gsyn_exc"), "gsyn_exc"),
+    (lambda E, P: E[0:5].initialize(v=sim.RandomDistribution("uniform", (-70.0, -60.0))), "fum draws a distribution for a whole Population"),
+    (lambda E, P: P[0:5].set(rate=5.0), "setting parameters of a PopulationView of a SpikeSourcePoisson"),
 ])
 def test_what_fum_does_not_do_is_refused_at_once(build, message):
     sim.setup(timestep=0.1)
@@ -560,7 +562,8 @@ def test_what_fum_does_not_do_is_refused_at_once(build, message):
 @pytest.mark.parametrize("build, message", [
     (lambda E, P: sim.Projection(P, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "through a OneToOneConnector"),
     (lambda E, P: E.set(tau_m=sim.RandomDistribution("uniform", (10.0, 20.0))), "tau_m: fum takes one value"),
-    (lambda E, P: E.initialize(v=np.linspace(-70.0, -60.0, 20)), "fum takes one value per population"),
+    (lambda E, P: E.set(tau_m=np.linspace(10.0, 20.0, 20)), r"E.tau_m: fum takes one value per population .* \(a value per cell: i_offset and the initial v only\)"),
+    (lambda E, P: E.initialize(isyn_exc=lambda i: 0.01 * i), r"E initial isyn_exc: fum takes one value per population .* \(a value per cell"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (1.0, 1.0)))), r"not 'gamma' \(between whole Populations fum draws"),
     (lambda E, P: sim.Projection(E[0:5], E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1, delay=200.0)), "longer than fum's 1023 steps"),
     (lambda E, P: sim.Projection(P + E, E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1)), "an Assembly holding one"),
@@ -593,11 +596,11 @@ def test_the_network_is_described_before_it_runs():
 # Current sources: DCSource and StepCurrentSource as fum's DC inputs (Model.dc with windows)
 # ---------------------------------------------------------------------------------------------
 
-def pynn_driven_network(inject, duration_ms=200.0, runs=2):
+def pynn_driven_network(inject, duration_ms=200.0, runs=2, e_cell=None):
     """A small recurrent E/I network (no other drive) that `inject(E, I)` gives its currents,
-    run in `runs` calls; E's spikes and E[0:3]'s v."""
+    run in `runs` calls; E's spikes and E[0:3]'s v. `e_cell`: more of E's parameters."""
     sim.setup(timestep=0.1, seed=7, threads=THREADS)
-    E = sim.Population(100, sim.IF_curr_exp(**CELL), label="E")
+    E = sim.Population(100, sim.IF_curr_exp(**{**CELL, **(e_cell or {})}), label="E")
     I = sim.Population(25, sim.IF_curr_exp(**CELL), label="I")
     sim.Projection(E, E, sim.FixedProbabilityConnector(0.1), sim.StaticSynapse(weight=0.05, delay=1.5))
     sim.Projection(E, I, sim.FixedProbabilityConnector(0.2), sim.StaticSynapse(weight=0.05, delay=1.0))
@@ -614,11 +617,12 @@ def pynn_driven_network(inject, duration_ms=200.0, runs=2):
     return spikes, v
 
 
-def fum_driven_network(currents, duration_ms=200.0):
-    """The same network in fum's API, `currents(net)` adding its DC inputs."""
+def fum_driven_network(currents, duration_ms=200.0, **e_fields):
+    """The same network in fum's API, `currents(net)` adding its DC inputs; `e_fields`: more
+    of E's fields."""
     net = fum.Model(dt_ms=0.1, seed=7)
     cell = dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=-70.0, v_reset_mv=-70.0, v_th_mv=-55.0, t_ref_ms=2.0, tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5, v_init_mv=-65.0)
-    net.population("E", 100, "lif_cuba", **cell)
+    net.population("E", 100, "lif_cuba", **{**cell, **e_fields})
     net.population("I", 25, "lif_cuba", **cell)
     net.connect("E", "E", fum.FixedProbability(0.1), weight=50.0, delay_ms=1.5, allow_autapses=True)
     net.connect("E", "I", fum.FixedProbability(0.2), weight=50.0, delay_ms=1.0)
@@ -639,6 +643,32 @@ def assert_same_run(pynn, fum_run, fired=("E", "I")):
         np.testing.assert_allclose(times, expected[name][1], rtol=0, atol=1e-9)
     assert v.shape == expected_v.shape == (2000, 3)
     np.testing.assert_array_equal(v, expected_v)
+
+
+# Values per cell (i_offset and the initial v) are fum's values per neuron (fum.Model.population's
+# arrays): a list, an array or a function of the index, for a Population or its views.
+V_CELLS = np.linspace(-70.0, -56.0, 100)
+I_CELLS = np.random.default_rng(4).uniform(0.0, 0.4, 100)   # nA: about half above the rheobase
+
+
+@pytest.mark.parametrize("e_cell, inject", [
+    ({"i_offset": list(I_CELLS), "tau_m": np.full(100, 20.0)}, lambda E, I: E.initialize(v=V_CELLS)),
+    (None, lambda E, I: (E.set(i_offset=I_CELLS), E.initialize(v=lambda i: V_CELLS[i]))),
+    (None, lambda E, I: (E[:50].initialize(v=V_CELLS[:50]), E[50:][::-1].initialize(v=V_CELLS[50:][::-1]),
+                         E[::2].set(i_offset=I_CELLS[::2]), (E[1::2] + I).set(i_offset=0.0), E[1::2].set(i_offset=I_CELLS[1::2]))),
+], ids=["constructor", "set", "views"])
+def test_values_per_cell_give_the_spikes_of_fum_s_values_per_neuron(e_cell, inject):
+    pynn = pynn_driven_network(inject, e_cell=e_cell)
+    assert_same_run(pynn, fum_driven_network(lambda net: None, v_init_mv=V_CELLS, i_e_pa=I_CELLS * 1000.0), fired=("E",))
+
+
+def test_a_value_per_cell_must_be_finite():
+    sim.setup(timestep=0.1)
+    E = sim.Population(20, sim.IF_curr_exp(), label="E")
+    E.set(i_offset=np.r_[np.zeros(19), np.inf])
+    with pytest.raises(ValueError, match="E.i_offset: cell 19's value inf must be finite"):
+        sim.run(1.0)
+    sim.end()
 
 
 def test_dc_sources_give_the_spikes_of_fum_s_dc_inputs():
