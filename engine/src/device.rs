@@ -564,7 +564,30 @@ fn decay_table(decay: &TraceDecay) -> Vec<f32> {
     (0..).map(|n| decay.after(n)).take_while(|&x| x != 0.0).collect()
 }
 
+/// Device memory the step allocates after the network's columns are placed: its graph, the
+/// tables, the kernels' scratch, the row cache's tables. Kept free on a card the network fills.
+const HEADROOM_BYTES: u64 = 1 << 30;
+
+/// The device allocator's page: a buffer of its own takes whole pages.
+const ALLOCATION_PAGE: u64 = 2 << 20;
+
 impl DeviceNetwork {
+    /// Device bytes a card must keep beyond [`DeviceNetwork::required_bytes`] for this network:
+    /// [`HEADROOM_BYTES`], and the pages' round-up of every column in a buffer of its own (synapse
+    /// blocks, projections; neuron columns share arenas), which thousands of blocks make
+    /// gigabytes (5M neurons in 306 shards, 20e9 synapses: without it the placement ran out of
+    /// an H100's memory).
+    pub fn slack_bytes(world: &mut World) -> u64 {
+        let mut rounding = 0;
+        state::visit(world, &mut |d| {
+            if matches!(d.owner, state::Owner::Block { .. } | state::Owner::Projection { .. }) {
+                let bytes = (d.column.len() * d.column.element_bytes()) as u64;
+                rounding += bytes.next_multiple_of(ALLOCATION_PAGE) - bytes;
+            }
+        });
+        HEADROOM_BYTES + rounding
+    }
+
     /// Device bytes the network will take, computed before allocating anything, so that a
     /// network that does not fit fails with a message instead of a driver error midway.
     pub fn required_bytes(world: &mut World) -> u64 {

@@ -155,10 +155,21 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let plan_stream = gpu.ctx.new_stream_with_priority(least)?;
     let (free, _) = gpu.ctx.mem_get_info()?;
     let uploading = std::time::Instant::now();
-    let limit = sim.world.get_resource::<fum_engine::backend::DeviceMemoryLimit>().map_or(free as u64, |l| l.0.min(free as u64));
-    let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, limit, &gpu.label())?;
+    // What the card holds for the network: its free memory less what placing and stepping it
+    // takes beyond the columns' bytes, or less where `--device-memory` says.
+    let usable = (free as u64).saturating_sub(DeviceNetwork::slack_bytes(&mut sim.world));
+    let limit = sim.world.get_resource::<fum_engine::backend::DeviceMemoryLimit>().map_or(usable, |l| l.0.min(usable));
+    let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
+    let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, limit, &gpu.label()).map_err(|e| match e {
+        CudaError::Driver(d) if d.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => CudaError::Unsupported(format!(
+            "{} ran out of memory placing the network in {} of its {} free; a smaller --device-memory keeps more synapses in host memory",
+            gpu.label(),
+            gb(limit),
+            gb(free as u64)
+        )),
+        e => e,
+    })?;
     if let Some(m) = &net.mapped {
-        let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
         eprintln!(
             "the network needs {} of device memory and has {}: {} of synapses ({} blocks) stay in pinned host memory, read by the kernels over the bus ({:.1} GB/s)",
             gb(m.needed_bytes),
