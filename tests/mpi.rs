@@ -218,7 +218,8 @@ fn rewired(report: &serde_json::Value) -> Vec<(String, u64, u64, Vec<(u64, u64)>
 
 /// Structural plasticity across ranks: each rank plans and commits its own shards at the
 /// model's steps, from every neuron's spike counts (gathered at the snapshot), so 2 and 3 ranks
-/// prune and regrow what one process does, to the same spikes and learned weights; a
+/// prune and regrow what one process does, to the same spikes, probes (weights probed on every
+/// rank's shards through the commits) and learned weights; a
 /// checkpoint of 3 ranks taken with a plan pending (after its snapshot at 500 ms, before its
 /// commit at 750 ms) resumes on 2 to them too.
 #[test]
@@ -226,7 +227,11 @@ fn rewired(report: &serde_json::Value) -> Vec<(String, u64, u64, Vec<(u64, u64)>
 fn structural_plasticity_across_ranks_commits_what_one_process_does() {
     let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
-    let model = without_probes("stdp_structural", dir.path());
+    // Its membrane probes, one of I neurons on the last ranks, and the weights of E->E synapses
+    // into each of the four shards (they exist for the model's seed; pruned, they read NaN).
+    let asset = std::fs::read_to_string("assets/models/stdp_structural.toml").unwrap();
+    let weights_probe = "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\nsynapses = [[3, 1700], [69, 2500], [76, 3199], [116, 3199]]\ninterval_ms = 1.0\n";
+    let model = probed_across("stdp_structural", &(asset + weights_probe), dir.path(), 800);
     let model = model.to_str().unwrap();
     let run = |out: &Path, extra: &[&str]| run_args(model, "800ms", out, extra);
     let one = dir.path().join("one");
@@ -238,12 +243,14 @@ fn structural_plasticity_across_ranks_commits_what_one_process_does() {
         ok(mpirun(np, &[]).args(run(&out, &["--checkpoint-every", "800ms", "--partition", partition])).output().unwrap(), &format!("{np} ranks, {partition}"));
         assert_eq!(rewired(&run_json(&out)), reference, "{np} ranks, {partition}: synapses pruned and grown (summed over the ranks)");
         assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(out.join("spikes.h5")).unwrap(), "{np} ranks, {partition}: spikes differ");
+        assert!(std::fs::read(one.join("probes.h5")).unwrap() == std::fs::read(out.join("probes.h5")).unwrap(), "{np} ranks, {partition}: probes differ");
         assert_eq!(weights(&one), weights(&out), "{np} ranks, {partition}: learned weights differ");
     }
     let parts = dir.path().join("parts");
     ok(mpirun(3, &[]).args(run(&parts, &["--checkpoint-every", "200ms", "--stop-after", "650ms"])).output().unwrap(), "3 ranks, stopped with a plan pending");
     ok(mpirun(2, &["resume", parts.to_str().unwrap(), "--threads", "1", "--quiet"]).output().unwrap(), "resumed on 2 ranks");
     assert!(std::fs::read(one.join("spikes.h5")).unwrap() == std::fs::read(parts.join("spikes.h5")).unwrap(), "resumed with a plan pending: spikes differ");
+    assert!(std::fs::read(one.join("probes.h5")).unwrap() == std::fs::read(parts.join("probes.h5")).unwrap(), "resumed with a plan pending: probes differ");
     assert_eq!(weights(&one), weights(&parts), "resumed with a plan pending: learned weights differ");
 }
 

@@ -621,7 +621,15 @@ impl Checkpoint {
         let (run_id, outputs) = {
             let mut rec = world.resource_mut::<Recorder>();
             let (log_dir, run_id, outputs) = (rec.log_dir.clone(), rec.run_id, rec.outputs());
+            // Across ranks only rank 0 records and keeps the logs; the others' recordings stay
+            // empty (they sample probes for rank 0 and keep no rows).
+            let records = crate::ranks::writes();
             for (name, column) in rec.columns_mut() {
+                if !records {
+                    let element_bytes = column.element_bytes();
+                    recorded.push(Logged { name, log: None, log_bytes: 0, spilled: 0, pending: Vec::new(), element_bytes, damage: None });
+                    continue;
+                }
                 let pending = self.section(&format!("recorder/{name}"))?;
                 let spilled: [u8; 8] = self.section(&format!("recorder/{name}.spilled"))?.try_into().map_err(|_| corrupt(format!("section recorder/{name}.spilled is not a u64")))?;
                 let spilled = u64::from_le_bytes(spilled);

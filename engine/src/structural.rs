@@ -1045,9 +1045,13 @@ fn make_host_current(world: &mut World) -> Result<(), crate::column::TransferErr
 
 fn download_probed_targets(world: &mut World) -> Result<(), crate::column::TransferError> {
     let Some(probed) = world.get_resource::<crate::recording::Recorder>().map(|r| r.probed_blocks()) else { return Ok(()) };
-    let shards = crate::state::shards_in_order(world);
+    // Probe sites name shards by index; across ranks a process holds some shards only, not
+    // necessarily contiguous ones (METIS), and probes only those.
+    let mut q = world.query::<(Entity, &Shard)>();
+    let held: std::collections::HashMap<usize, Entity> = q.iter(world).map(|(e, s)| (s.index, e)).collect();
     for (shard, block) in probed {
-        let mut blocks = world.get_mut::<SynapseBlocks>(shards[shard]).expect("a shard has synapses");
+        let Some(&entity) = held.get(&shard) else { continue };
+        let mut blocks = world.get_mut::<SynapseBlocks>(entity).expect("a shard has synapses");
         let b = &mut blocks.bypass_change_detection().0[block];
         if b.rewired {
             b.target.column_mut().download()?;
