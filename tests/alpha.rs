@@ -155,9 +155,9 @@ fn values_listed_per_neuron_give_the_spikes_of_the_same_values_drawn() {
     let (v0, bias0) = (column(&mut built, |b| b.v.to_vec()), column(&mut built, bias));
     let values = |of: &[f32], r: std::ops::Range<usize>| Some(of[r].iter().map(|&x| f64::from(x)).collect::<Vec<f64>>());
     let neurons = vec![
-        ("A".to_string(), NeuronValues { v_init_mv: values(&v0, 0..400), i_e_pa: values(&bias0, 0..400) }),
-        ("C".to_string(), NeuronValues { v_init_mv: None, i_e_pa: values(&bias0, 400..500) }),
-        ("G".to_string(), NeuronValues { v_init_mv: values(&v0, 500..600), i_e_pa: values(&bias0, 500..600) }),
+        ("A".to_string(), NeuronValues { v_init_mv: values(&v0, 0..400), i_e_pa: values(&bias0, 0..400), rate_hz: None }),
+        ("C".to_string(), NeuronValues { i_e_pa: values(&bias0, 400..500), ..Default::default() }),
+        ("G".to_string(), NeuronValues { v_init_mv: values(&v0, 500..600), i_e_pa: values(&bias0, 500..600), rate_hz: None }),
     ];
     let mut text = ALPHA_NETWORK.to_string();
     for line in ["i_e_pa = { uniform = [300.0, 450.0] }\n", "v_init_mv = { uniform = [-70.0, -56.0] }\n", "i_e_pa = { normal = [360.0, 30.0] }\n", "i_e_pa = { lognormal = [4.5, 0.3] }\n"] {
@@ -167,7 +167,7 @@ fn values_listed_per_neuron_give_the_spikes_of_the_same_values_drawn() {
         .replacen("model = \"lif_psc_alpha\"\n", "model = \"lif_psc_alpha\"\nlisted = [\"v_init_mv\", \"i_e_pa\"]\n", 1)
         .replacen("model = \"lif_cuba\"\n", "model = \"lif_cuba\"\nlisted = [\"i_e_pa\"]\n", 1)
         .replacen("model = \"lif_coba\"\n", "model = \"lif_coba\"\nlisted = [\"i_e_pa\", \"v_init_mv\"]\n", 1);
-    let listed = fum::Model::parse_listed(&text, std::path::Path::new("listed.toml"), vec![], neurons).unwrap();
+    let listed = fum::Model::parse_listed(&text, std::path::Path::new("listed.toml"), vec![], neurons, vec![]).unwrap();
     assert_ne!(listed.hash(), drawn.hash());
     for (threads, shards) in [(1, 1), (2, 1), (1, 3)] {
         let mut sim = simulate(&listed, threads, shards);

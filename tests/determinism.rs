@@ -85,6 +85,37 @@ fn stdp_changes_weights() {
     assert!(learned.iter().filter(|s| s.0 == 0).all(|s| (0.0..=100.0).contains(&f32::from_bits(s.4))));
 }
 
+/// Poisson rates listed per target neuron (from Python: `poisson(..., rate_hz=array)`) take the
+/// place of drawn ones: listing the rates the drawn network drew (E's lognormal, I's uniform)
+/// gives its per-neuron means and spikes, bit for bit, on any threads and shards.
+#[test]
+fn poisson_rates_listed_per_neuron_give_the_spikes_of_the_same_rates_drawn() {
+    use fum::engine::components::PoissonSources;
+    use fum::kernels::rng::{Key, Purpose};
+    let text = BALANCED.replacen("rate_hz = 16000.0", "rate_hz = { lognormal = [9.635, 0.3] }", 1).replacen("rate_hz = 2000.0", "rate_hz = { uniform = [1000.0, 3000.0] }", 1);
+    let drawn = parse(&text);
+    let reference = simulate(&drawn, 1, 1);
+    let means = |sim: &Simulation| sim.world.resource::<PoissonSources>().0.iter().map(|s| (s.mean_per_step, s.per_neuron.clone())).collect::<Vec<_>>();
+    let spikes_ref = spikes(&reference);
+    assert!(spikes_ref.len() > 1000, "{} spikes", spikes_ref.len());
+    // The rates the builder draws: input `index`'s distribution, one stream per target neuron.
+    let key = Key::from_seed(drawn.spec.simulation.seed);
+    let rates = |index: usize| {
+        let input = &drawn.spec.inputs[index];
+        let size = drawn.spec.populations[drawn.population_index(&input.target).unwrap()].size;
+        let rate = input.rate_hz.unwrap();
+        (input.name.clone(), fum::engine::sonata::NeuronValues { rate_hz: Some((0..size).map(|j| rate.sample(&mut key.stream(Purpose::InputRate, index as u16, j))).collect()), ..Default::default() })
+    };
+    let listed_text = text.replacen("rate_hz = { lognormal = [9.635, 0.3] }", "listed = [\"rate_hz\"]", 1).replacen("rate_hz = { uniform = [1000.0, 3000.0] }", "listed = [\"rate_hz\"]", 1);
+    let listed = fum::Model::parse_listed(&listed_text, std::path::Path::new("listed.toml"), vec![], vec![], vec![rates(0), rates(1)]).unwrap();
+    assert_ne!(listed.hash(), drawn.hash());
+    for (threads, shards) in [(1, 1), (2, 1), (1, 3), (2, 3)] {
+        let sim = simulate(&listed, threads, shards);
+        assert!(means(&sim) == means(&reference), "per-neuron means differ with {threads} threads and {shards} shards");
+        assert!(spikes(&sim) == spikes_ref, "spikes differ with {threads} threads and {shards} shards");
+    }
+}
+
 /// Poisson rates drawn per neuron (`rate_hz = { lognormal = [mu, sigma] }`): the draws follow
 /// the distribution, do not depend on the shards, and drive each neuron at its own rate (the
 /// neurons drawn the highest rates fire far more than those drawn the lowest); the spikes are the

@@ -346,6 +346,30 @@ fn listed_synapses_give_identical_spikes_on_both_backends() {
     }
 }
 
+/// Poisson rates listed per target neuron (Python's `poisson(..., rate_hz=array)`) fill the
+/// per-neuron rates a drawn `rate_hz` fills, which the device's source table reads: the same
+/// spikes on both backends, on 1 and 3 shards.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn listed_poisson_rates_give_identical_spikes_on_both_backends() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    let text = common::BALANCED.replacen("rate_hz = 16000.0", "listed = [\"rate_hz\"]", 1);
+    // E's 800 neurons from 8 to 24 kHz, in an order unlike their ids.
+    let rates: Vec<f64> = (0..800u32).map(|j| 8000.0 + 20.0 * f64::from((j * 7919) % 800)).collect();
+    let values = fum::engine::sonata::NeuronValues { rate_hz: Some(rates), ..Default::default() };
+    let model = fum::Model::parse_listed(&text, Path::new("listed.toml"), vec![], vec![], vec![("drive".into(), values)]).unwrap();
+    for shards in [1, 3] {
+        let out = |backend: &str| dir.path().join(format!("{backend}-{shards}"));
+        for (backend, choice) in [("cpu", fum::run::BackendChoice::Cpu), ("cuda", fum::run::BackendChoice::Cuda)] {
+            let options = fum::run::RunOptions { out: Some(out(backend)), shards, backend: choice, ..Default::default() };
+            let (report, _) = fum::engine::run::run_keeping(&model, &options, fum::run::backend_for, None, |_| {}).unwrap();
+            assert!(report.spikes_total > 1000, "{backend}: {} spikes", report.spikes_total);
+        }
+        assert!(same_file(&out("cpu").join("spikes.h5"), &out("cuda").join("spikes.h5")), "{shards} shards: spikes differ");
+    }
+}
+
 /// `--device-memory` below what the network needs: the synapses stay in pinned host memory that
 /// the kernels read over the bus, with the device's row cache of the most active rows in what
 /// memory is left (none at the least limit, a third of the synapses' bytes at the other), with

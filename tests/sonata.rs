@@ -289,8 +289,8 @@ fn values_listed_per_neuron_are_exported_node_by_node() {
     let text = TOML.replace("duration_ms = 200.0", "duration_ms = 100.0");
     // Multiples of 3/32 mV: exact in the f32 the exporter reads back from the built network.
     let v: Vec<f64> = (0..160).map(|k| -65.0 + 0.09375 * f64::from(k)).collect();
-    let values = |v_init_mv, i_e_pa| vec![("E".to_string(), fum::engine::sonata::NeuronValues { v_init_mv, i_e_pa })];
-    let listed = Model::parse_listed(&text.replacen("v_init_mv = -65.0", "listed = [\"v_init_mv\"]", 1), &dir.path().join("m.toml"), vec![], values(Some(v.clone()), None)).unwrap();
+    let values = |v_init_mv, i_e_pa| vec![("E".to_string(), fum::engine::sonata::NeuronValues { v_init_mv, i_e_pa, rate_hz: None })];
+    let listed = Model::parse_listed(&text.replacen("v_init_mv = -65.0", "listed = [\"v_init_mv\"]", 1), &dir.path().join("m.toml"), vec![], values(Some(v.clone()), None), vec![]).unwrap();
     let read = |circuit: &Path| Model::parse(&format!("[simulation]\nduration_ms = 100.0\n\n[sonata]\ncircuit_config = {:?}\n", circuit.join("circuit_config.json")), &dir.path().join("e.toml")).unwrap();
     fum::engine::sonata::export(&listed, &dir.path().join("c")).unwrap();
     let circuit = read(&dir.path().join("c"));
@@ -300,7 +300,7 @@ fn values_listed_per_neuron_are_exported_node_by_node() {
     assert_eq!(spikes, common::spikes(&common::simulate(&circuit, 1, 2)));
     fum::engine::sonata::export(&circuit, &dir.path().join("again")).unwrap();
     assert_eq!(read(&dir.path().join("again")).neuron_values(0).and_then(|n| n.v_init_mv.clone()), Some(v));
-    let bias = Model::parse_listed(&text.replacen("i_e_pa = 300.0", "listed = [\"i_e_pa\"]", 1), &dir.path().join("m.toml"), vec![], values(None, Some(vec![250.0; 159].into_iter().chain([300.0]).collect()))).unwrap();
+    let bias = Model::parse_listed(&text.replacen("i_e_pa = 300.0", "listed = [\"i_e_pa\"]", 1), &dir.path().join("m.toml"), vec![], values(None, Some(vec![250.0; 159].into_iter().chain([300.0]).collect())), vec![]).unwrap();
     let refused = fum::engine::sonata::export(&bias, &dir.path().join("refused")).err().expect("refused").to_string();
     assert!(refused.contains("population \"E\" has an i_e_pa per neuron, drawn or listed"), "{refused}");
 }

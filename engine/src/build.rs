@@ -281,12 +281,14 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
                 receptor: i.receptor,
                 per_neuron: None,
             };
-            match i.rate_hz.unwrap_or(Distribution::Constant(0.0)) {
-                Distribution::Constant(rate) => source.set_rate(rate, dt),
-                // One draw per target neuron, from its own stream: the same on any shard.
-                rate => {
+            match (model.input_rates_hz(index), i.rate_hz.unwrap_or(Distribution::Constant(0.0))) {
+                (None, Distribution::Constant(rate)) => source.set_rate(rate, dt),
+                // Listed per target neuron, or one draw per target neuron from its own stream (the
+                // same on any shard): either way the per-neuron means both backends read.
+                (listed, rate) => {
                     let key = Key::from_seed(spec.simulation.seed);
-                    let means: Vec<f64> = (0..target.size).map(|j| rate.sample(&mut key.stream(Purpose::InputRate, index as u16, j)) * dt * 1e-3).collect();
+                    let rate_of = |j: u32| listed.map_or_else(|| rate.sample(&mut key.stream(Purpose::InputRate, index as u16, j)), |l| l[j as usize]);
+                    let means: Vec<f64> = (0..target.size).map(|j| rate_of(j) * dt * 1e-3).collect();
                     source.mean_per_step = means.iter().sum::<f64>() / f64::from(target.size.max(1));
                     source.per_neuron = Some(means.into_iter().map(|m| [m, (-m).exp()]).collect());
                 }

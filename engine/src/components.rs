@@ -550,7 +550,7 @@ pub struct PoissonSource {
     pub cdf: fum_kernels::rng::PoissonCdf,
     pub weight: f32,
     pub receptor: Receptor,
-    /// With a rate drawn per neuron: each target neuron's mean count per step and its
+    /// With a rate drawn or listed per neuron: each target neuron's mean count per step and its
     /// exp(-mean), in target order (`mean_per_step` is then their mean).
     pub per_neuron: Option<Vec<[f64; 2]>>,
 }

@@ -63,7 +63,8 @@ impl Estimate {
         // Spike sources: their listed spikes (12 bytes each) and schedules (8 bytes a spike).
         network += 20.0 * spec.populations.iter().filter_map(|p| p.trains.as_ref()).map(|t| t.len() as f64).sum::<f64>();
         // Values listed per neuron, which the model keeps (8 bytes each).
-        let listed = (0..spec.populations.len()).filter_map(|pi| model.neuron_values(pi)).flat_map(|v| [&v.v_init_mv, &v.i_e_pa]).flatten();
+        let inputs = model.listed.iter().flat_map(|l| &l.inputs);
+        let listed = (0..spec.populations.len()).filter_map(|pi| model.neuron_values(pi)).chain(inputs).flat_map(|v| v.fields()).flatten();
         network += 8.0 * listed.map(|v| v.len() as f64).sum::<f64>();
         let sizes: std::collections::HashMap<&str, u32> = spec.populations.iter().map(|p| (p.name.as_str(), p.size)).collect();
         let size = |name: &str| f64::from(sizes[name]);

@@ -43,6 +43,9 @@ pub struct Listed {
     /// The values of the fields each population lists per neuron (its `listed`), one entry per
     /// population (empty for the others).
     pub neurons: Vec<crate::sonata::NeuronValues>,
+    /// The rates each Poisson input lists per target neuron (its `listed`), one entry per input
+    /// (empty for the others).
+    pub inputs: Vec<crate::sonata::NeuronValues>,
 }
 
 /// Errors in a model file.
@@ -235,21 +238,32 @@ pub struct PopulationSpec {
     pub trains: Option<std::sync::Arc<crate::spike_trains::SpikeTrains>>,
 }
 
-/// A population field that may be given per neuron (`listed = ["v_init_mv", "i_e_pa"]`).
+/// A field that may be given per neuron: a population's (`listed = ["v_init_mv", "i_e_pa"]`)
+/// or a Poisson input's, per target neuron (`listed = ["rate_hz"]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 pub enum ListedField {
     #[serde(rename = "v_init_mv")]
     VInitMv,
     #[serde(rename = "i_e_pa")]
     IEPa,
+    #[serde(rename = "rate_hz")]
+    RateHz,
 }
 
 impl ListedField {
+    pub const ALL: [ListedField; 3] = [ListedField::VInitMv, ListedField::IEPa, ListedField::RateHz];
+
+    /// Whether the field is a Poisson input's (else a population's).
+    pub fn of_input(self) -> bool {
+        self == ListedField::RateHz
+    }
+
     /// The field's name in model files.
     pub fn name(self) -> &'static str {
         match self {
             ListedField::VInitMv => "v_init_mv",
             ListedField::IEPa => "i_e_pa",
+            ListedField::RateHz => "rate_hz",
         }
     }
 
@@ -258,6 +272,16 @@ impl ListedField {
         match self {
             ListedField::VInitMv => values.v_init_mv.as_deref(),
             ListedField::IEPa => values.i_e_pa.as_deref(),
+            ListedField::RateHz => values.rate_hz.as_deref(),
+        }
+    }
+
+    /// Why `value` cannot be this field's (membrane values are stored as f32; rates as f64
+    /// means, which must not be negative).
+    fn refuses(self, value: f64) -> Option<&'static str> {
+        match self {
+            ListedField::VInitMv | ListedField::IEPa => (!(value.is_finite() && value.abs() <= F32_MAX)).then_some("must be a finite 32-bit float"),
+            ListedField::RateHz => (!(value.is_finite() && value >= 0.0)).then_some("must be a finite rate, not negative"),
         }
     }
 }
@@ -603,8 +627,13 @@ pub struct InputSpec {
     pub name: String,
     pub kind: InputKind,
     pub target: String,
-    /// Poisson: rate of the train each neuron receives, Hz: one for all, or drawn per neuron.
+    /// Poisson: rate of the train each neuron receives, Hz: one for all, or drawn per neuron
+    /// (or, where `listed` names it, the range of rates given per neuron).
     pub rate_hz: Option<Distribution>,
+    /// Poisson: `["rate_hz"]` where the rates are given per target neuron beside the text (from
+    /// Python), as a population's `listed`. The text alone is refused.
+    #[serde(default)]
+    pub listed: Vec<ListedField>,
     /// Poisson: weight magnitude of each input spike.
     pub weight: Option<f64>,
     #[serde(default)]
@@ -683,14 +712,15 @@ impl Model {
 
     /// Parses and validates model text; `path` names it in messages.
     pub fn parse(source: &str, path: &Path) -> Result<Model, ModelError> {
-        Model::parse_listed(source, path, Vec::new(), Vec::new())
+        Model::parse_listed(source, path, Vec::new(), Vec::new(), Vec::new())
     }
 
     /// Parses and validates model text whose `explicit` projections (`rule = { explicit = N }`)
-    /// have their synapses in `synapses`, by projection name, and whose populations' `listed`
-    /// fields have their values per neuron in `neurons`, by population name: what a model built
-    /// in Python with `fum.FromList` or arrays of values is, since a model file cannot hold
-    /// them. A listed projection's `weight` and `delay_ms`, and a listed field, become the range
+    /// have their synapses in `synapses`, by projection name, whose populations' `listed`
+    /// fields have their values per neuron in `neurons`, by population name, and whose Poisson
+    /// inputs' `listed` rates have theirs per target neuron in `inputs`, by input name: what a
+    /// model built in Python with `fum.FromList` or arrays of values is, since a model file
+    /// cannot hold them. A listed projection's `weight` and `delay_ms`, and a listed field, become the range
     /// the values span, as for SONATA edges (the checks of weights and delays, STDP's bounds
     /// included, and of a distribution's range apply to it).
     pub fn parse_listed(
@@ -698,11 +728,12 @@ impl Model {
         path: &Path,
         synapses: Vec<(String, crate::sonata::SynapseList)>,
         neurons: Vec<(String, crate::sonata::NeuronValues)>,
+        inputs: Vec<(String, crate::sonata::NeuronValues)>,
     ) -> Result<Model, ModelError> {
         let spec: ModelSpec = toml::from_str(source).map_err(|e| toml_error(source, path, &e))?;
         let mut model = Model { spec, path: path.to_path_buf(), source: source.to_string(), circuit: None, listed: None };
-        if !synapses.is_empty() || !neurons.is_empty() {
-            model.attach(synapses, neurons)?;
+        if !synapses.is_empty() || !neurons.is_empty() || !inputs.is_empty() {
+            model.attach(synapses, neurons, inputs)?;
         }
         if let Some(section) = model.spec.sonata.clone() {
             for (key, given) in [("populations", !model.spec.populations.is_empty()), ("projections", !model.spec.projections.is_empty())] {
@@ -724,9 +755,15 @@ impl Model {
         Ok(model)
     }
 
-    /// Gives the `explicit` projections named in `synapses` their synapses and the populations
-    /// named in `neurons` their values (see [`Model::parse_listed`]).
-    fn attach(&mut self, synapses: Vec<(String, crate::sonata::SynapseList)>, neurons: Vec<(String, crate::sonata::NeuronValues)>) -> Result<(), ModelError> {
+    /// Gives the `explicit` projections named in `synapses` their synapses, the populations
+    /// named in `neurons` and the inputs named in `inputs` their values (see
+    /// [`Model::parse_listed`]).
+    fn attach(
+        &mut self,
+        synapses: Vec<(String, crate::sonata::SynapseList)>,
+        neurons: Vec<(String, crate::sonata::NeuronValues)>,
+        inputs: Vec<(String, crate::sonata::NeuronValues)>,
+    ) -> Result<(), ModelError> {
         if self.spec.sonata.is_some() {
             return Err(self.invalid(path!("sonata"), "a model with a [sonata] section takes its synapses and neurons from the circuit, not from lists".into()));
         }
@@ -743,6 +780,16 @@ impl Model {
                 p.i_e_pa = crate::sonata::span(i_e.iter().copied());
             }
             values[pi] = given;
+        }
+        let mut rates = vec![crate::sonata::NeuronValues::default(); self.spec.inputs.len()];
+        for (name, given) in inputs {
+            let Some(ii) = self.spec.inputs.iter().position(|i| i.name == name) else {
+                return Err(self.invalid(path!("inputs"), format!("values are listed per neuron for an input named {name:?}, which the model does not have")));
+            };
+            if let Some(r) = &given.rate_hz {
+                self.spec.inputs[ii].rate_hz = Some(crate::sonata::span(r.iter().copied()));
+            }
+            rates[ii] = given;
         }
         let mut lists = vec![crate::sonata::SynapseList::default(); self.spec.projections.len()];
         for (name, list) in synapses {
@@ -762,7 +809,7 @@ impl Model {
             p.delay_ms = (!list.is_empty()).then(|| crate::sonata::span(list.delay_ms.iter().copied()));
             lists[pi] = list;
         }
-        self.listed = Some(std::sync::Arc::new(Listed { synapses: lists, neurons: values }));
+        self.listed = Some(std::sync::Arc::new(Listed { synapses: lists, neurons: values, inputs: rates }));
         Ok(())
     }
 
@@ -812,8 +859,8 @@ impl Model {
             let h = fold(fold(h, bytemuck::cast_slice(&l.pre)), bytemuck::cast_slice(&l.post));
             fold(fold(h, bytemuck::cast_slice(&l.weight)), bytemuck::cast_slice(&l.delay_ms))
         });
-        // Which fields a population lists is in the text; their values are here.
-        let values = self.listed.iter().flat_map(|l| &l.neurons).flat_map(|n| [&n.v_init_mv, &n.i_e_pa]).flatten();
+        // Which fields a population or input lists is in the text; their values are here.
+        let values = self.listed.iter().flat_map(|l| l.neurons.iter().chain(&l.inputs)).flat_map(|n| n.fields()).flatten();
         let listed = values.fold(synapses, |h, v| fold(h, bytemuck::cast_slice(v)));
         self.spec.populations.iter().filter_map(|p| p.trains.as_ref()).fold(listed, |h, t| fold(fold(h, bytemuck::cast_slice(&t.neurons)), bytemuck::cast_slice(&t.times_ms)))
     }
@@ -838,6 +885,12 @@ impl Model {
             (None, Some(l)) => Some(&l.neurons[pi]),
             (None, None) => None,
         }
+    }
+
+    /// The rates Poisson input `i` (an index into `spec.inputs`) lists per target neuron, which
+    /// the builder takes in place of its draws.
+    pub fn input_rates_hz(&self, i: usize) -> Option<&[f64]> {
+        self.listed.as_ref().and_then(|l| l.inputs.get(i)?.rate_hz.as_deref())
     }
 
     /// Re-checks the model after command-line overrides of its simulation settings, and
@@ -1096,7 +1149,7 @@ impl<'a> Validator<'a> {
                 return Err(self.error(path!("populations", i, "size"), "must be at least 1".into()));
             }
             total += u64::from(p.size);
-            self.listed_values(i)?;
+            self.listed_values("populations", i, &p.listed, p.size, self.model.listed.as_ref().map(|l| &l.neurons[i]))?;
             if p.model == NeuronModel::SpikeSource {
                 self.spike_source(i)?;
                 continue;
@@ -1220,6 +1273,8 @@ impl<'a> Validator<'a> {
             self.not_a_spike_source(path!("inputs", i, "target"), target, "takes no input")?;
             match input.kind {
                 InputKind::Poisson => {
+                    let size = s.populations[target].size;
+                    self.listed_values("inputs", i, &input.listed, size, self.model.listed.as_ref().map(|l| &l.inputs[i]))?;
                     let Some(rate) = input.rate_hz else {
                         return Err(self.error(path!("inputs", i), "a poisson input needs rate_hz".into()));
                     };
@@ -1247,7 +1302,7 @@ impl<'a> Validator<'a> {
                         return Err(self.error(path!("inputs", i), "a dc input needs amplitude_pa".into()));
                     };
                     self.fits_f32(path!("inputs", i, "amplitude_pa"), &Distribution::Constant(amplitude))?;
-                    for (key, present) in [("rate_hz", input.rate_hz.is_some()), ("weight", input.weight.is_some())] {
+                    for (key, present) in [("rate_hz", input.rate_hz.is_some()), ("weight", input.weight.is_some()), ("listed", !input.listed.is_empty())] {
                         if present {
                             return Err(self.error(path!("inputs", i, key), "belongs to kind = \"poisson\"".into()));
                         }
@@ -1560,27 +1615,31 @@ impl<'a> Validator<'a> {
         Ok(())
     }
 
-    /// The values population `i` lists per neuron: given beside the text for exactly the fields
-    /// its `listed` names, one per neuron, each a finite 32-bit float.
-    fn listed_values(&mut self, i: usize) -> Result<(), ModelError> {
-        let m = self.model;
-        let p = &m.spec.populations[i];
-        let given = m.listed.as_ref().map(|l| &l.neurons[i]);
-        for field in [ListedField::VInitMv, ListedField::IEPa] {
+    /// The values population or input `i` (`table` "populations" or "inputs") lists per neuron
+    /// (of its own or its target's `size`): given beside the text for exactly the fields its
+    /// `listed` names, fields of its kind, one per neuron, each one the field can hold.
+    fn listed_values(&mut self, table: &'static str, i: usize, listed: &[ListedField], size: u32, given: Option<&crate::sonata::NeuronValues>) -> Result<(), ModelError> {
+        let of_input = table == "inputs";
+        let (kind, python) = if of_input { ("input", "fum.Model.poisson(...,") } else { ("population", "fum.Model.population(...,") };
+        if let Some(other) = listed.iter().find(|f| f.of_input() != of_input) {
+            let whose = if of_input { "a population's field, not an input's" } else { "a Poisson input's field, not a population's" };
+            return Err(self.error(path!(table, i, "listed"), format!("{} is {whose}", other.name())));
+        }
+        for field in ListedField::ALL {
             let values = given.and_then(|g| field.values(g));
-            match (p.listed.contains(&field), values) {
+            match (listed.contains(&field), values) {
                 (false, None) => continue,
                 (true, None) => {
-                    let message = format!("{} listed per neuron comes with the model from Python (fum.Model.population(..., {}=array)): a model file cannot list it", field.name(), field.name());
-                    return Err(self.error(path!("populations", i, "listed"), message));
+                    let message = format!("{} listed per neuron comes with the model from Python ({python} {}=array)): a model file cannot list it", field.name(), field.name());
+                    return Err(self.error(path!(table, i, "listed"), message));
                 }
-                (false, Some(_)) => return Err(self.error(path!("populations", i, field.name()), "values are listed per neuron, but the population's `listed` does not name the field".into())),
+                (false, Some(_)) => return Err(self.error(path!(table, i, field.name()), format!("values are listed per neuron, but the {kind}'s `listed` does not name the field"))),
                 (true, Some(values)) => {
-                    if values.len() != p.size as usize {
-                        return Err(self.error(path!("populations", i, field.name()), format!("{} values listed for {} neurons", values.len(), p.size)));
+                    if values.len() != size as usize {
+                        return Err(self.error(path!(table, i, field.name()), format!("{} values listed for {size} neurons", values.len())));
                     }
-                    if let Some(k) = values.iter().position(|v| !(v.is_finite() && v.abs() <= F32_MAX)) {
-                        return Err(self.error(path!("populations", i, field.name()), format!("neuron {k}: must be a finite 32-bit float (got {})", values[k])));
+                    if let Some((k, why)) = values.iter().enumerate().find_map(|(k, &v)| Some((k, field.refuses(v)?))) {
+                        return Err(self.error(path!(table, i, field.name()), format!("neuron {k}: {why} (got {})", values[k])));
                     }
                 }
             }
@@ -1763,7 +1822,7 @@ weight = 1.0
         let mut list = all_pairs();
         list.weight[5] = 3.5;
         list.delay_ms[0] = 2.0;
-        let model = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list.clone())], vec![]).unwrap();
+        let model = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list.clone())], vec![], vec![]).unwrap();
         assert_eq!(model.expected_synapses(), 12.0);
         assert_eq!(model.explicit_synapses(0), Some(&list));
         let p = &model.spec.projections[0];
@@ -1771,14 +1830,14 @@ weight = 1.0
         assert_eq!(p.delay_ms, Some(Distribution::Uniform { uniform: [1.0, 2.0] }));
         // The lists are part of the model's hash (a checkpoint of other synapses is refused).
         list.weight[5] = 3.0;
-        let other = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list)], vec![]).unwrap();
+        let other = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![]).unwrap();
         assert_ne!(model.hash(), other.hash());
     }
 
     #[test]
     fn listed_synapses_build_the_blocks_of_the_rule_they_spell_out() {
         let drawn = Model::parse(&two("\"all_to_all\""), Path::new("m.toml")).unwrap();
-        let listed = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![]).unwrap();
+        let listed = Model::parse_listed(&two("{ explicit = 12 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![], vec![]).unwrap();
         for shards in [1, 2] {
             let blocks = |model: &Model| {
                 let mut world = crate::build::build_world(model, shards).unwrap();
@@ -1799,28 +1858,28 @@ weight = 1.0
         at(refused(Model::parse(&text, Path::new("m.toml"))), "a model file cannot list them");
         let mut list = all_pairs();
         list.pre[7] = 3;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 7: pre = 3 is not a neuron of population \"A\" (3 neurons)");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![])), "synapse 7: pre = 3 is not a neuron of population \"A\" (3 neurons)");
         let mut list = all_pairs();
         list.post[2] = 9;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 2: post = 9 is not a neuron of population \"B\" (4 neurons)");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![])), "synapse 2: post = 9 is not a neuron of population \"B\" (4 neurons)");
         let mut list = all_pairs();
         list.weight[4] = f32::NAN;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 4: weight NaN must be finite");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![])), "synapse 4: weight NaN must be finite");
         let mut list = all_pairs();
         list.delay_ms[1] = f64::INFINITY;
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "synapse 1: delay_ms inf must be finite");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![])), "synapse 1: delay_ms inf must be finite");
         let mut list = all_pairs();
         list.post.pop();
-        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![])), "columns differ in length (pre 12, post 11");
-        at(refused(Model::parse_listed(&two("{ explicit = 11 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![])), "11 synapses declared, 12 listed");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![])), "columns differ in length (pre 12, post 11");
+        at(refused(Model::parse_listed(&two("{ explicit = 11 }"), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![], vec![])), "11 synapses declared, 12 listed");
         // A delay below half a step rounds to none, as for a drawn projection.
         let mut list = all_pairs();
         list.delay_ms[3] = 0.01;
-        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![]));
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ab".into(), list)], vec![], vec![]));
         assert!(e.contains("projections[0].delay_ms: a delay of 0.01 ms is shorter than one step"), "{e}");
-        let e = refused(Model::parse_listed(&two("\"all_to_all\""), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![]));
+        let e = refused(Model::parse_listed(&two("\"all_to_all\""), Path::new("m.toml"), vec![("ab".into(), all_pairs())], vec![], vec![]));
         assert!(e.contains("projections[0].rule: its synapses are listed"), "{e}");
-        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ba".into(), all_pairs())], vec![]));
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![("ba".into(), all_pairs())], vec![], vec![]));
         assert!(e.contains("no projection") || e.contains("which the model does not have"), "{e}");
     }
 
@@ -1830,18 +1889,18 @@ weight = 1.0
     }
 
     fn values(v_init_mv: Option<Vec<f64>>, i_e_pa: Option<Vec<f64>>) -> Vec<(String, crate::sonata::NeuronValues)> {
-        vec![("A".into(), crate::sonata::NeuronValues { v_init_mv, i_e_pa })]
+        vec![("A".into(), crate::sonata::NeuronValues { v_init_mv, i_e_pa, rate_hz: None })]
     }
 
     #[test]
     fn values_listed_per_neuron_take_their_range_and_are_part_of_the_hash() {
         let text = listing("listed = [\"v_init_mv\", \"i_e_pa\"]");
-        let model = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 200.0]))).unwrap();
+        let model = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 200.0])), vec![]).unwrap();
         let p = &model.spec.populations[0];
         assert_eq!(p.v_init_mv, Some(Distribution::Uniform { uniform: [-70.0, -60.0] }));
         assert_eq!(p.i_e_pa, Distribution::Uniform { uniform: [100.0, 300.0] });
         assert_eq!(model.neuron_values(0).and_then(|v| v.i_e_pa.clone()), Some(vec![100.0, 300.0, 200.0]));
-        let other = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 201.0]))).unwrap();
+        let other = Model::parse_listed(&text, Path::new("m.toml"), vec![], values(Some(vec![-70.0, -60.0, -65.0]), Some(vec![100.0, 300.0, 201.0])), vec![]).unwrap();
         assert_ne!(model.hash(), other.hash(), "models that differ only in a listed value");
         // The builder takes them: initial v and the bias column, in neuron order.
         let mut world = crate::build::build_world(&model, 2).unwrap();
@@ -1857,17 +1916,59 @@ weight = 1.0
         let at = |e: String, field: &str, what: &str| assert!(e.contains(&format!("populations[0].{field}: ")) && e.contains(what), "{e}");
         at(refused(Model::parse(&both, Path::new("m.toml"))), "listed", "v_init_mv listed per neuron comes with the model from Python");
         let good = || Some(vec![-70.0, -60.0, -65.0]);
-        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), None))), "listed", "i_e_pa listed per neuron comes with the model from Python");
-        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![1.0, 2.0])))), "i_e_pa", "2 values listed for 3 neurons");
-        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(Some(vec![-70.0, f64::NAN, -65.0]), good()))), "v_init_mv", "neuron 1: must be a finite 32-bit float (got NaN)");
-        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![0.0, 0.0, 1e39])))), "i_e_pa", "neuron 2: must be a finite 32-bit float (got 1000000000000000000000000000000000000000)");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), None), vec![])), "listed", "i_e_pa listed per neuron comes with the model from Python");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![1.0, 2.0])), vec![])), "i_e_pa", "2 values listed for 3 neurons");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(Some(vec![-70.0, f64::NAN, -65.0]), good()), vec![])), "v_init_mv", "neuron 1: must be a finite 32-bit float (got NaN)");
+        at(refused(Model::parse_listed(&both, Path::new("m.toml"), vec![], values(good(), Some(vec![0.0, 0.0, 1e39])), vec![])), "i_e_pa", "neuron 2: must be a finite 32-bit float (got 1000000000000000000000000000000000000000)");
         let v_only = listing("listed = [\"v_init_mv\"]");
-        at(refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], values(good(), good()))), "i_e_pa", "the population's `listed` does not name the field");
-        let e = refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], vec![("C".into(), crate::sonata::NeuronValues { v_init_mv: good(), i_e_pa: None })]));
+        at(refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], values(good(), good()), vec![])), "i_e_pa", "the population's `listed` does not name the field");
+        let e = refused(Model::parse_listed(&v_only, Path::new("m.toml"), vec![], vec![("C".into(), crate::sonata::NeuronValues { v_init_mv: good(), ..Default::default() })], vec![]));
         assert!(e.contains("populations: values are listed per neuron for a population named \"C\", which the model does not have"), "{e}");
         let e = refused(Model::parse(&listing("listed = [\"tau_m_ms\"]"), Path::new("m.toml")));
-        assert!(e.contains("unknown variant `tau_m_ms`, expected `v_init_mv` or `i_e_pa`"), "{e}");
+        assert!(e.contains("unknown variant `tau_m_ms`, expected one of `v_init_mv`, `i_e_pa`, `rate_hz`"), "{e}");
         let source = listing("").replace("model = \"lif_cuba\"\n\n", "model = \"spike_source\"\nspike_times_ms = [[], [], []]\nlisted = [\"v_init_mv\"]\n");
-        at(refused(Model::parse_listed(&source, Path::new("m.toml"), vec![], values(good(), None))), "listed", "a spike_source has no membrane");
+        at(refused(Model::parse_listed(&source, Path::new("m.toml"), vec![], values(good(), None), vec![])), "listed", "a spike_source has no membrane");
+        at(refused(Model::parse(&listing("listed = [\"rate_hz\"]"), Path::new("m.toml"))), "listed", "rate_hz is a Poisson input's field, not a population's");
+    }
+
+    /// [`two`] with a Poisson input into B (4 neurons) whose `fields` follow its kind.
+    fn driven(fields: &str) -> String {
+        format!("{}[[inputs]]\nname = \"drive\"\nkind = \"poisson\"\ntarget = \"B\"\nweight = 1.0\n{fields}\n", two("\"all_to_all\""))
+    }
+
+    fn rates(rate_hz: Vec<f64>) -> Vec<(String, crate::sonata::NeuronValues)> {
+        vec![("drive".into(), crate::sonata::NeuronValues { rate_hz: Some(rate_hz), ..Default::default() })]
+    }
+
+    #[test]
+    fn rates_listed_per_target_neuron_take_their_range_are_built_and_are_part_of_the_hash() {
+        let text = driven("listed = [\"rate_hz\"]");
+        let model = Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], rates(vec![10.0, 0.0, 30.0, 20.0])).unwrap();
+        assert_eq!(model.spec.inputs[0].rate_hz, Some(Distribution::Uniform { uniform: [0.0, 30.0] }));
+        assert_eq!(model.input_rates_hz(0), Some(&[10.0, 0.0, 30.0, 20.0][..]));
+        let other = Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], rates(vec![10.0, 0.0, 20.0, 30.0])).unwrap();
+        assert_ne!(model.hash(), other.hash(), "models that differ only in a listed rate");
+        // The builder takes them as a drawn rate's per-neuron means (dt 0.1 ms), in target order.
+        let world = crate::build::build_world(&model, 2).unwrap();
+        let source = &world.resource::<crate::components::PoissonSources>().0[0];
+        let means: Vec<f64> = source.per_neuron.as_ref().unwrap().iter().map(|m| m[0]).collect();
+        assert_eq!(means, [10.0, 0.0, 30.0, 20.0].map(|r| r * 0.1 * 1e-3));
+        assert_eq!(source.mean_per_step, means.iter().sum::<f64>() / 4.0);
+    }
+
+    #[test]
+    fn rates_listed_per_target_neuron_are_refused_naming_what_is_wrong() {
+        let text = driven("listed = [\"rate_hz\"]");
+        let at = |e: String, field: &str, what: &str| assert!(e.contains(&format!("inputs[0].{field}: ")) && e.contains(what), "{e}");
+        at(refused(Model::parse(&text, Path::new("m.toml"))), "listed", "rate_hz listed per neuron comes with the model from Python (fum.Model.poisson(..., rate_hz=array))");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], rates(vec![1.0, 2.0, 3.0]))), "rate_hz", "3 values listed for 4 neurons");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], rates(vec![1.0, -2.0, 3.0, 4.0]))), "rate_hz", "neuron 1: must be a finite rate, not negative (got -2)");
+        at(refused(Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], rates(vec![1.0, 2.0, 3.0, f64::INFINITY]))), "rate_hz", "neuron 3: must be a finite rate, not negative (got inf)");
+        at(refused(Model::parse_listed(&driven("rate_hz = 5.0"), Path::new("m.toml"), vec![], vec![], rates(vec![1.0; 4]))), "rate_hz", "the input's `listed` does not name the field");
+        at(refused(Model::parse(&driven("rate_hz = 5.0\nlisted = [\"i_e_pa\"]"), Path::new("m.toml"))), "listed", "i_e_pa is a population's field, not an input's");
+        let dc = driven("listed = [\"rate_hz\"]").replace("kind = \"poisson\"\ntarget = \"B\"\nweight = 1.0", "kind = \"dc\"\ntarget = \"B\"\namplitude_pa = 1.0");
+        at(refused(Model::parse(&dc, Path::new("m.toml"))), "listed", "belongs to kind = \"poisson\"");
+        let e = refused(Model::parse_listed(&text, Path::new("m.toml"), vec![], vec![], vec![("noise".into(), crate::sonata::NeuronValues::default())]));
+        assert!(e.contains("inputs: values are listed per neuron for an input named \"noise\", which the model does not have"), "{e}");
     }
 }

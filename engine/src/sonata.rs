@@ -54,16 +54,26 @@ impl SynapseList {
     }
 }
 
-/// A population's values given neuron by neuron, in its neuron order, where its fields would
-/// give one value for all or draw them: a SONATA node group's per-node `V_m`, or arrays from
-/// Python (`fum.Model.population(..., v_init_mv=array)`). The builder takes them in place of
-/// the draws (`Model::neuron_values`).
+/// Values given neuron by neuron, in neuron order, where fields would give one value for all
+/// or draw them: a population's (a SONATA node group's per-node `V_m`, arrays from Python:
+/// `fum.Model.population(..., v_init_mv=array)`) or a Poisson input's, per neuron of its target
+/// (`fum.Model.poisson(..., rate_hz=array)`). The builder takes them in place of the draws
+/// (`Model::neuron_values`, `Model::input_rates_hz`).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct NeuronValues {
     /// Initial membrane potential, mV.
     pub v_init_mv: Option<Vec<f64>>,
     /// Bias current, pA (stored per neuron as a drawn `i_e_pa` is).
     pub i_e_pa: Option<Vec<f64>>,
+    /// A Poisson input's rate into each target neuron, Hz (stored as a drawn `rate_hz` is).
+    pub rate_hz: Option<Vec<f64>>,
+}
+
+impl NeuronValues {
+    /// Every field, given or not, in one order (for the hash and the estimate).
+    pub fn fields(&self) -> [&Option<Vec<f64>>; 3] {
+        [&self.v_init_mv, &self.i_e_pa, &self.rate_hz]
+    }
 }
 
 /// Where a population came from: its node population, node type and ids.
@@ -349,7 +359,7 @@ pub fn import(section: &SonataSpec, model_path: &Path) -> Result<Imported, Model
                 }
                 let name = if several { format!("{pop}:{type_id}") } else { pop.clone() };
                 populations.push(PopulationSpec { name, size: u32::try_from(ids.len()).unwrap_or(u32::MAX), ..spec });
-                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, values: NeuronValues { v_init_mv, i_e_pa: None }, types_file: csv.clone(), params_file });
+                nodes.push(NodeSet { population: pop.clone(), node_type_id: type_id, node_ids: ids, values: NeuronValues { v_init_mv, ..NeuronValues::default() }, types_file: csv.clone(), params_file });
             }
             where_is.insert(pop, ids_here);
         }
@@ -546,6 +556,7 @@ fn current_clamp(config: &Config, name: &str, input: &Value, where_is: &HashMap<
                 kind: crate::model::InputKind::Dc,
                 target: populations[pi].name.clone(),
                 rate_hz: None,
+                listed: Vec::new(),
                 weight: None,
                 receptor: Default::default(),
                 amplitude_pa: Some(amp),

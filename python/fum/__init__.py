@@ -16,8 +16,8 @@ A model built here is written as the TOML model file it stands for (``net.to_tom
 parsed by the engine's own parser: every keyword argument is the model file's field of the
 same name (docs/model-format.md), and a mistake raises ``fum.ModelError`` with the message
 ``fum check`` prints, naming the field. Synapses listed one by one (``fum.FromList``) and
-values given per neuron (``v_init_mv=array``, ``i_e_pa=array``) go to the engine beside the
-text, which cannot hold them.
+values given per neuron (``v_init_mv=array``, ``i_e_pa=array``, a Poisson input's
+``rate_hz=array``) go to the engine beside the text, which cannot hold them.
 
 PyNN scripts run on fum with ``import fum.pynn as sim`` (docs/python.md says what maps).
 """
@@ -251,21 +251,22 @@ _PER_NEURON = ("v_init_mv", "i_e_pa")
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _per_neuron(values: Any, population: str, size: int, key: str):
-    """`values`, one per neuron of `population` (`size` neurons), as a float64 array of finite
-    32-bit floats (what the engine stores)."""
+def _per_neuron(values: Any, owner: str, size: int, key: str, rates: bool = False):
+    """`values`, one per neuron (`size` neurons) of `owner` ("population 'A'", or "input 'drive'"
+    for the neurons of its target), as a float64 array of what the engine stores: finite 32-bit
+    floats, or (`rates`) finite rates, not negative."""
     try:
         array = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"population {population!r}: {key} is a number, a distribution or one number per neuron ({e})") from None
+        raise TypeError(f"{owner}: {key} is a number, a distribution or one number per neuron ({e})") from None
     if array.ndim != 1:
-        raise ValueError(f"population {population!r}: {key} is one value per neuron ({size}), not an array of shape {array.shape}")
+        raise ValueError(f"{owner}: {key} is one value per neuron ({size}), not an array of shape {array.shape}")
     if len(array) != size:
-        raise ValueError(f"population {population!r}: {key} has {len(array)} values for {size} neurons")
-    bad = ~(np.isfinite(array) & (np.abs(array) <= _F32_MAX))
+        raise ValueError(f"{owner}: {key} has {len(array)} values for {size} neurons")
+    bad = ~(np.isfinite(array) & ((array >= 0) if rates else (np.abs(array) <= _F32_MAX)))
     if bad.any():
         k = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"population {population!r}: {key}[{k}] = {array[k]:g} must be a finite 32-bit float")
+        raise ValueError(f"{owner}: {key}[{k}] = {array[k]:g} must be " + ("a finite rate, not negative" if rates else "a finite 32-bit float"))
     return array
 
 
@@ -356,6 +357,7 @@ class Model:
         self._probes: list = []
         self._listed: dict = {}
         self._values: dict = {}
+        self._input_values: dict = {}
         self._native: Optional[NativeModel] = None
 
     @classmethod
@@ -404,7 +406,7 @@ class Model:
         for key in _PER_NEURON:
             value = fields.get(key)
             if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) != 0:
-                values = _per_neuron(value, name, size, key)
+                values = _per_neuron(value, f"population {name!r}", size, key)
                 if size == 0:
                     del fields[key]
                 elif (values == values[0]).all():
@@ -464,9 +466,27 @@ class Model:
 
     def poisson(self, target: Union[Population, str], rate_hz: Any, weight: float, *, name: Optional[str] = None, **fields: Any) -> str:
         """Adds a Poisson input (`[[inputs]]`, kind "poisson"): an independent train of
-        `rate_hz` (a number or distribution, drawn per neuron) into every neuron of `target`,
-        each spike of `weight`; keyword argument `receptor`. Returns its name."""
-        return self._input("poisson", target, name, {"rate_hz": rate_hz, "weight": weight, **fields})
+        `rate_hz` (a number, a distribution drawn per neuron, or one rate per neuron of
+        `target`: a sequence or numpy array of finite rates, not negative) into every neuron of
+        `target`, each spike of `weight`; keyword argument `receptor`. Returns its name. Rates
+        per neuron go to the engine beside the text, as `population`'s arrays do (no
+        `to_toml()`, no checkpoints; all the same: the one rate)."""
+        self._building()
+        name = self._input_name("poisson", target, name)
+        fields = {"rate_hz": rate_hz, "weight": weight, **fields}
+        if isinstance(rate_hz, (list, tuple, np.ndarray)) and np.ndim(rate_hz) != 0:
+            size = next((p["size"] for p in self._populations if p["name"] == str(target)), None)
+            if size is None:
+                raise ValueError(f"input {name!r}: rate_hz per neuron of {str(target)!r}, which is not a population of this model")
+            rates = _per_neuron(rate_hz, f"input {name!r}", size, "rate_hz", rates=True)
+            if size == 0 or (rates == rates[0]).all():
+                fields["rate_hz"] = float(rates[0]) if size else 0.0
+            else:
+                if name in self._input_values:
+                    raise ValueError(f"an input named {name!r} exists already: give this one another name")
+                self._input_values[name] = {"rate_hz": rates}
+                fields.update(rate_hz=_span(rates), listed=["rate_hz"])
+        return self._input("poisson", target, name, fields)
 
     def dc(self, target: Union[Population, str], amplitude_pa: float, *, name: Optional[str] = None, start_ms: Optional[float] = None, stop_ms: Optional[float] = None) -> str:
         """Adds a constant current (`[[inputs]]`, kind "dc") into every neuron of `target`: for
@@ -475,9 +495,12 @@ class Model:
         window = {k: v for k, v in (("start_ms", start_ms), ("stop_ms", stop_ms)) if v is not None}
         return self._input("dc", target, name, {"amplitude_pa": amplitude_pa, **window})
 
+    def _input_name(self, kind: str, target: Any, name: Optional[str]) -> str:
+        return name or f"{kind}_{target}" + (f"_{len(self._inputs) + 1}" if any(i["name"] == f"{kind}_{target}" for i in self._inputs) else "")
+
     def _input(self, kind: str, target: Any, name: Optional[str], fields: dict) -> str:
         self._building()
-        name = name or f"{kind}_{target}" + (f"_{len(self._inputs) + 1}" if any(i["name"] == f"{kind}_{target}" for i in self._inputs) else "")
+        name = self._input_name(kind, target, name)
         self._inputs.append({"name": name, "kind": kind, "target": str(target), **fields})
         return name
 
@@ -503,16 +526,18 @@ class Model:
 
     def _refuse_listed(self, what: str, listed: list, values: list) -> None:
         """Refuses `what`, a model file, where projections `listed` list their synapses or
-        (population, field) pairs `values` give a field per neuron."""
+        ("population" or "input", name, field) `values` give a field per neuron."""
         if listed:
             raise FumError(f"{what}: projection {listed[0]!r} lists its synapses (fum.FromList), which a model file cannot hold; "
                            "run, build or check the model from Python instead")
         if values:
-            raise FumError(f"{what}: population {values[0][0]!r} gives {values[0][1]} per neuron (an array), which a model file cannot hold; "
+            kind, name, field = values[0]
+            raise FumError(f"{what}: {kind} {name!r} gives {field} per neuron (an array), which a model file cannot hold; "
                            "run, build or check the model from Python instead")
 
     def _listed_values(self) -> list:
-        return [(population, key) for population, fields in self._values.items() for key in fields]
+        return [("population", population, key) for population, fields in self._values.items() for key in fields] + \
+            [("input", name, key) for name, fields in self._input_values.items() for key in fields]
 
     def document(self, duration_ms: Optional[float] = None) -> dict:
         """The model file as a dict (tables and arrays of tables as the file lays them out)."""
@@ -563,7 +588,7 @@ class Model:
         # The engine's parser, with the synapses of FromList projections and the values given
         # per neuron beside the text.
         listed = {name: rule._columns() for name, rule in self._listed.items()}
-        return NativeModel.parse(self._text(duration_ms), _NAME, listed, self._values)
+        return NativeModel.parse(self._text(duration_ms), _NAME, listed, self._values, self._input_values)
 
     def run(self, duration_ms: Optional[float] = None, *, seed: Optional[int] = None, backend: str = "cpu", threads: int = 0, shards: int = 0, out: Optional[Union[str, Path]] = None, overwrite: bool = False, checkpoint_every_ms: Optional[float] = None, keep_checkpoints: int = 0, stop_after_ms: Optional[float] = None, progress: Union[bool, Callable[[int, int], None]] = True) -> "Run":
         """Builds and runs the model, as `fum run` does, and returns its `Run`.

@@ -52,7 +52,10 @@ refused with an error saying what (docs/python.md lists both):
   0 (spikes paired at the neurons).
 - SpikeSourcePoisson: an independent Poisson train into each target neuron, so only through a
   OneToOneConnector (a source population's trains shared among targets is not fum's input) and
-  with a single weight; its spikes cannot be recorded.
+  with a single weight; its spikes cannot be recorded. Its `rate` is one value, a
+  RandomDistribution fum draws ('uniform', 'lognormal') or a value per cell (a list, an array,
+  a function of the index; `set` on the Population or a PopulationView), the rate into the
+  target neuron of that index (`fum.Model.poisson`'s `rate_hz=array`).
 - current sources: DCSource (amplitude, start, stop) and StepCurrentSource (times,
   amplitudes), injected (`inject_into`, `population.inject`) into whole Populations (or views,
   Assemblies, lists of cells holding whole Populations): fum's DC inputs (`Model.dc`), nA to
@@ -289,7 +292,7 @@ class SpikePairRule(synapses.SpikePairRule):
 
 
 # ---------------------------------------------------------------------------------------------
-# Values: one per population, a distribution fum draws, or (i_offset, v) one per cell
+# Values: one per population, a distribution fum draws, or (i_offset, v, rate) one per cell
 # ---------------------------------------------------------------------------------------------
 
 def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, translated: bool = False, cells: bool = False, per_cell: bool = False):
@@ -299,7 +302,8 @@ def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, tran
     already (a lazy multiplication by `scale`, which a distribution's conversion does).
     `cells`: a value of a population's cells, which PyNN may give per cell (a list, an array,
     a function of the index): one number where every cell's is the same, else, where
-    `per_cell` (fum's `i_e_pa` and `v_init_mv`), a numpy array of one value per cell."""
+    `per_cell` (fum's `i_e_pa`, `v_init_mv` and `rate_hz`), a numpy array of one value per
+    cell."""
     base = getattr(lazy, "base_value", lazy)
     if isinstance(base, RandomDistribution):
         if not distributions:
@@ -335,7 +339,7 @@ def _value(lazy, what: str, scale: float = 1.0, distributions: bool = True, tran
                 raise ValueError(f"{what}: cell {k}'s value {value[k]} must be finite")
             return value * (1.0 if translated else scale)
         else:
-            also = " (a value per cell: i_offset and the initial v only)" if cells else ""
+            also = " (a value per cell: i_offset, the initial v and a SpikeSourcePoisson's rate only)" if cells else ""
             raise Unsupported(f"{what}: fum takes one value per population (or a RandomDistribution it draws), not a value per cell{also}")
     return float(value) * (1.0 if translated else scale)
 
@@ -439,7 +443,7 @@ class PopulationView(common.PopulationView):
     def _set_parameters(self, parameter_space):
         root = _root(self)
         state.refuse_if_built("setting parameters")
-        if root.celltype.fum_model is None or root.celltype.fum_model == "spike_source":
+        if root.celltype.fum_model == "spike_source":
             raise Unsupported(f"setting parameters of a PopulationView of a {type(root.celltype).__name__}: set them for its Population")
         for name, value in parameter_space.items():
             root._parameters[name] = _with_cells(root._parameters[name], _cells(self), value, f"{self.label}.{name}")
@@ -518,9 +522,9 @@ class Population(common.Population):
         fields = {}
         for pynn_name, fum_name, scale in celltype.fum_table:
             native = celltype.translations[pynn_name]["translated_name"]
-            drawn = fum_name in ("i_e_pa", "rate_hz")   # what fum draws per neuron
+            drawn = fum_name in ("i_e_pa", "rate_hz")   # what fum draws, or takes, per neuron
             fields[fum_name] = _value(self._parameters[native], f"{self.label}.{pynn_name}", scale, distributions=drawn, translated=True,
-                                      cells=True, per_cell=fum_name == "i_e_pa")
+                                      cells=True, per_cell=drawn)
         for variable, value in self._initial.items():
             if variable not in _INITIAL:
                 continue

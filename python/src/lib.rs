@@ -95,6 +95,26 @@ fn to_toml(document: &Bound<'_, PyDict>) -> PyResult<String> {
     toml::to_string(&value).map_err(|e| PyValueError::new_err(format!("cannot write the model as TOML: {e}")))
 }
 
+/// {name: {field: float64 array}} as the engine's values per neuron, by name (the field names
+/// the engine checks against the population's or input's kind).
+fn neuron_values(given: Option<&Bound<'_, PyDict>>) -> PyResult<Vec<(String, fum_engine::sonata::NeuronValues)>> {
+    let mut all = Vec::new();
+    for (name, fields) in given.into_iter().flat_map(|d| d.iter()) {
+        let mut values = fum_engine::sonata::NeuronValues::default();
+        for (field, array) in fields.cast::<PyDict>()?.iter() {
+            let array = Some(array.extract::<PyReadonlyArray1<f64>>()?.to_vec()?);
+            match field.extract::<String>()?.as_str() {
+                "v_init_mv" => values.v_init_mv = array,
+                "i_e_pa" => values.i_e_pa = array,
+                "rate_hz" => values.rate_hz = array,
+                other => return Err(PyValueError::new_err(format!("{other}: only v_init_mv, i_e_pa and rate_hz take a value per neuron"))),
+            }
+        }
+        all.push((name.extract()?, values));
+    }
+    Ok(all)
+}
+
 /// A parsed and validated model (`fum_engine::Model`).
 #[pyclass(module = "fum._fum", frozen)]
 struct NativeModel {
@@ -113,10 +133,11 @@ impl NativeModel {
     /// synapses of its `explicit` projections (`fum.FromList`): {projection name: (pre uint32,
     /// post uint32, weight float32, delay_ms float64)}, population-local ids; `values` the
     /// fields its populations list per neuron: {population name: {"v_init_mv" or "i_e_pa":
-    /// float64 array}}.
+    /// float64 array}}; `inputs` the rates its Poisson inputs list per target neuron: {input
+    /// name: {"rate_hz": float64 array}}.
     #[staticmethod]
-    #[pyo3(signature = (text, name, listed=None, values=None))]
-    fn parse(text: &str, name: &str, listed: Option<&Bound<'_, PyDict>>, values: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+    #[pyo3(signature = (text, name, listed=None, values=None, inputs=None))]
+    fn parse(text: &str, name: &str, listed: Option<&Bound<'_, PyDict>>, values: Option<&Bound<'_, PyDict>>, inputs: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let mut lists = Vec::new();
         for (projection, columns) in listed.into_iter().flat_map(|d| d.iter()) {
             let projection: String = projection.extract()?;
@@ -124,20 +145,8 @@ impl NativeModel {
             let list = fum_engine::sonata::SynapseList { pre: pre.to_vec()?, post: post.to_vec()?, weight: weight.to_vec()?, delay_ms: delay_ms.to_vec()? };
             lists.push((projection, list));
         }
-        let mut neurons = Vec::new();
-        for (population, fields) in values.into_iter().flat_map(|d| d.iter()) {
-            let mut given = fum_engine::sonata::NeuronValues::default();
-            for (field, array) in fields.cast::<PyDict>()?.iter() {
-                let array = Some(array.extract::<PyReadonlyArray1<f64>>()?.to_vec()?);
-                match field.extract::<String>()?.as_str() {
-                    "v_init_mv" => given.v_init_mv = array,
-                    "i_e_pa" => given.i_e_pa = array,
-                    other => return Err(PyValueError::new_err(format!("{other}: only v_init_mv and i_e_pa take a value per neuron"))),
-                }
-            }
-            neurons.push((population.extract()?, given));
-        }
-        Model::parse_listed(text, Path::new(name), lists, neurons).map(|model| NativeModel { model }).map_err(|e| model_error(&e))
+        let (neurons, rates) = (neuron_values(values)?, neuron_values(inputs)?);
+        Model::parse_listed(text, Path::new(name), lists, neurons, rates).map(|model| NativeModel { model }).map_err(|e| model_error(&e))
     }
 
     /// Names of the projections whose synapses were listed with the model (`fum.FromList`),
@@ -147,10 +156,12 @@ impl NativeModel {
         self.model.spec.projections.iter().zip(&lists.synapses).filter(|(p, _)| matches!(p.rule, fum_engine::model::ConnectionRule::Explicit(_))).map(|(p, _)| p.name.clone()).collect()
     }
 
-    /// (population, field) of every field listed per neuron with the model, which its text
-    /// cannot hold.
-    fn listed_values(&self) -> Vec<(String, String)> {
-        self.model.spec.populations.iter().flat_map(|p| p.listed.iter().map(|f| (p.name.clone(), f.name().to_string()))).collect()
+    /// ("population" or "input", its name, field) of every field listed per neuron with the
+    /// model, which its text cannot hold.
+    fn listed_values(&self) -> Vec<(&'static str, String, String)> {
+        let spec = &self.model.spec;
+        let populations = spec.populations.iter().flat_map(|p| p.listed.iter().map(|f| ("population", p.name.clone(), f.name().to_string())));
+        populations.chain(spec.inputs.iter().flat_map(|i| i.listed.iter().map(|f| ("input", i.name.clone(), f.name().to_string())))).collect()
     }
 
     /// The model's text.
@@ -209,7 +220,7 @@ impl NativeModel {
     ) -> PyResult<NativeRun> {
         if checkpoint_every_ms.is_some() && self.model.listed.is_some() {
             return Err(FumError::new_err(
-                "checkpoints of a model with listed synapses (fum.FromList) or values per neuron (v_init_mv, i_e_pa arrays) could not be resumed: fum.resume rebuilds the model from its text, which cannot hold them",
+                "checkpoints of a model with listed synapses (fum.FromList) or values per neuron (v_init_mv, i_e_pa, rate_hz arrays) could not be resumed: fum.resume rebuilds the model from its text, which cannot hold them",
             ));
         }
         let options = RunOptions { out, overwrite, threads, shards, duration_ms, seed, backend: backend_choice(backend)?, checkpoint_every_ms, keep_checkpoints, stop_after_ms, ..RunOptions::default() };

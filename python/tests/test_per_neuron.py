@@ -1,9 +1,10 @@
-"""Values per neuron from Python (`v_init_mv=array`, `i_e_pa=array`): they reach the engine (a
-population of them is the network of one population per neuron, each with its own value, bit
-for bit, on any threads and shards); a wrong array is refused naming the population and the
-field; a model file cannot hold them, so what would write one refuses; they are part of the
-model's hash. (tests/alpha.rs finds that listing the values a distribution drew gives the
-drawn network's spikes.)"""
+"""Values per neuron from Python (`v_init_mv=array`, `i_e_pa=array`, a Poisson input's
+`rate_hz=array`): they reach the engine (a population of them is the network of one population
+per neuron, each with its own value, bit for bit, on any threads and shards; each neuron's rate
+gives it the train a constant rate gives it); a wrong array is refused naming the population
+or input and the field; a model file cannot hold them, so what would write one refuses; they
+are part of the model's hash. (tests/alpha.rs and tests/determinism.rs find that listing the
+values a distribution drew gives the drawn network's spikes.)"""
 
 import numpy as np
 import pytest
@@ -102,3 +103,85 @@ def test_the_values_are_part_of_the_model_hash():
         return net.run(progress=False).run_json["model_hash"]
     # The same range (the same model text), other values: another model.
     assert hash_of([-70.0, -60.0, -65.0]) == hash_of([-70.0, -60.0, -65.0]) != hash_of([-70.0, -65.0, -60.0])
+
+
+# Poisson rates per target neuron: N unconnected neurons, each driven at one of three rates. A
+# neuron's train is keyed by (input, neuron, step), so each neuron fires as in the run of the
+# same input at its rate for all.
+LEVELS = np.array([8000.0, 12000.0, 16000.0])
+RATES = LEVELS[np.arange(N) % 3]
+DRIVEN = dict(CELL, tau_syn_ex_ms=0.5, v_init_mv=-65.0)
+
+
+def driven(rate_hz, **run):
+    net = fum.Model(dt_ms=0.1, seed=3, duration_ms=100.0)
+    A = net.population("A", N, "lif_cuba", **DRIVEN)
+    net.poisson(A, rate_hz=rate_hz, weight=50.0, name="drive")
+    net.probe("v", "v", population=A, neurons=list(range(N)))
+    return net.run(progress=False, **run)
+
+
+def test_rates_per_neuron_give_each_neuron_the_train_of_its_rate():
+    run = driven(RATES, threads=1)
+    ids, times = run.spikes("A")
+    v = run.probe("v").values
+    for level in LEVELS:
+        alike = driven(float(level))
+        which = np.flatnonzero(RATES == level)
+        np.testing.assert_array_equal(v[:, which], alike.probe("v").values[:, which])
+        for k in which:
+            np.testing.assert_array_equal(times[ids == k], alike.spikes("A").timestamps_ms[alike.spikes("A").node_ids == k])
+    counts = np.bincount(ids, minlength=N)
+    assert counts[RATES == LEVELS[2]].sum() > 2 * counts[RATES == LEVELS[0]].sum() > 0, counts
+    for threads, shards in ((2, 0), (1, 3)):
+        other = driven(list(RATES), threads=threads, shards=shards)
+        np.testing.assert_array_equal(other.probe("v").values, v)
+        np.testing.assert_array_equal(other.spikes("A").node_ids, ids)
+
+
+@pytest.mark.parametrize("value, error, message", [
+    (RATES[:5], ValueError, "input 'drive': rate_hz has 5 values for 12 neurons"),
+    (np.r_[RATES[:11], -1.0], ValueError, r"input 'drive': rate_hz\[11\] = -1 must be a finite rate, not negative"),
+    (np.r_[RATES[:11], np.inf], ValueError, r"input 'drive': rate_hz\[11\] = inf must be a finite rate, not negative"),
+    (np.r_[np.nan, RATES[1:]], ValueError, r"input 'drive': rate_hz\[0\] = nan must be a finite rate, not negative"),
+    (RATES.reshape(3, 4), ValueError, r"input 'drive': rate_hz is one value per neuron \(12\), not an array of shape \(3, 4\)"),
+    (["a"] * N, TypeError, "input 'drive': rate_hz is a number, a distribution or one number per neuron"),
+])
+def test_a_wrong_array_of_rates_is_refused_naming_the_input_and_field(value, error, message):
+    net = fum.Model(dt_ms=0.1, seed=3, duration_ms=10.0)
+    net.population("A", N, "lif_cuba")
+    with pytest.raises(error, match=message):
+        net.poisson("A", rate_hz=value, weight=1.0, name="drive")
+    with pytest.raises(ValueError, match="input 'poisson_B': rate_hz per neuron of 'B', which is not a population of this model"):
+        net.poisson("B", rate_hz=RATES, weight=1.0)
+
+
+def test_rates_per_neuron_are_one_rate_where_equal_and_no_model_file_holds_them(tmp_path):
+    net = fum.Model(dt_ms=0.1, seed=3, duration_ms=10.0)
+    net.population("A", N, "lif_cuba")
+    net.poisson("A", rate_hz=np.full(N, 500.0), weight=1.0)
+    assert "rate_hz = 500.0" in net.to_toml() and "listed" not in net.to_toml()
+    net.poisson("A", rate_hz=RATES, weight=1.0, name="drive")
+    for write in (net.to_toml, net.document):
+        with pytest.raises(fum.FumError, match=r"input 'drive' gives rate_hz per neuron \(an array\), which a model file cannot hold"):
+            write()
+    with pytest.raises(fum.FumError, match=r"values per neuron \(v_init_mv, i_e_pa, rate_hz arrays\)"):
+        net.run(out=tmp_path / "out", checkpoint_every_ms=5.0, progress=False)
+    run = net.run(progress=False)
+    with pytest.raises(fum.FumError, match="to_toml()"):
+        run.model.to_toml()
+    with pytest.raises(ValueError, match="an input named 'drive' exists already"):
+        net.poisson("A", rate_hz=RATES[::-1], weight=1.0, name="drive")
+    text = "[simulation]\nduration_ms = 1.0\n[[populations]]\nname = \"A\"\nsize = 2\nmodel = \"lif_cuba\"\n" \
+           "[[inputs]]\nname = \"drive\"\nkind = \"poisson\"\ntarget = \"A\"\nweight = 1.0\nlisted = [\"rate_hz\"]\n"
+    with pytest.raises(fum.ModelError, match=r"m.toml:\d+:\d+: inputs\[0\]\.listed: rate_hz listed per neuron comes with the model from Python"):
+        fum.Model.from_toml_string(text, "m.toml")
+
+
+def test_the_rates_are_part_of_the_model_hash():
+    def hash_of(rates):
+        net = fum.Model(dt_ms=0.1, seed=3, duration_ms=1.0)
+        net.population("A", 3, "lif_cuba")
+        net.poisson("A", rate_hz=rates, weight=1.0)
+        return net.run(progress=False).run_json["model_hash"]
+    assert hash_of([10.0, 30.0, 20.0]) == hash_of([10.0, 30.0, 20.0]) != hash_of([10.0, 20.0, 30.0])

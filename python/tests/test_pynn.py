@@ -548,7 +548,7 @@ def test_delays_of_synapses_fum_draws_come_back_where_they_are_one_number():
     (lambda E, P: P.record("spikes"), "recording a SpikeSourcePoisson"),
     (lambda E, P: E.record("gsyn_exc"), "gsyn_exc"),
     (lambda E, P: E[0:5].initialize(v=sim.RandomDistribution("uniform", (-70.0, -60.0))), "fum draws a distribution for a whole Population"),
-    (lambda E, P: P[0:5].set(rate=5.0), "setting parameters of a PopulationView of a SpikeSourcePoisson"),
+    (lambda E, P: sim.Population(5, sim.SpikeSourceArray(spike_times=[1.0]))[0:2].set(spike_times=[2.0]), "setting parameters of a PopulationView of a SpikeSourceArray"),
 ])
 def test_what_fum_does_not_do_is_refused_at_once(build, message):
     sim.setup(timestep=0.1)
@@ -562,7 +562,7 @@ def test_what_fum_does_not_do_is_refused_at_once(build, message):
 @pytest.mark.parametrize("build, message", [
     (lambda E, P: sim.Projection(P, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=0.1)), "through a OneToOneConnector"),
     (lambda E, P: E.set(tau_m=sim.RandomDistribution("uniform", (10.0, 20.0))), "tau_m: fum takes one value"),
-    (lambda E, P: E.set(tau_m=np.linspace(10.0, 20.0, 20)), r"E.tau_m: fum takes one value per population .* \(a value per cell: i_offset and the initial v only\)"),
+    (lambda E, P: E.set(tau_m=np.linspace(10.0, 20.0, 20)), r"E.tau_m: fum takes one value per population .* \(a value per cell: i_offset, the initial v and a SpikeSourcePoisson's rate only\)"),
     (lambda E, P: E.initialize(isyn_exc=lambda i: 0.01 * i), r"E initial isyn_exc: fum takes one value per population .* \(a value per cell"),
     (lambda E, P: sim.Projection(E, E, sim.AllToAllConnector(), sim.StaticSynapse(weight=sim.RandomDistribution("gamma", (1.0, 1.0)))), r"not 'gamma' \(between whole Populations fum draws"),
     (lambda E, P: sim.Projection(E[0:5], E, sim.FixedProbabilityConnector(0.5), sim.StaticSynapse(weight=0.1, delay=200.0)), "longer than fum's 1023 steps"),
@@ -669,6 +669,58 @@ def test_a_value_per_cell_must_be_finite():
     with pytest.raises(ValueError, match="E.i_offset: cell 19's value inf must be finite"):
         sim.run(1.0)
     sim.end()
+
+
+# A SpikeSourcePoisson's rate per cell is fum's Poisson input's rate per target neuron
+# (fum.Model.poisson's rate_hz=array): the cell of index k drives the target neuron k.
+RATE_CELLS = np.random.default_rng(5).uniform(2000.0, 16000.0, 100)
+
+
+def poisson_per_cell(given):
+    """`given(noise)` sets the rates of a SpikeSourcePoisson of 100 cells driving E one to one."""
+    def inject(E, I):
+        noise = sim.Population(100, sim.SpikeSourcePoisson(rate=1000.0), label="noise")
+        given(noise)
+        sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+    return inject
+
+
+@pytest.mark.parametrize("given", [
+    lambda noise: noise.set(rate=RATE_CELLS),
+    lambda noise: noise.set(rate=lambda i: RATE_CELLS[i]),
+    lambda noise: (noise[:50].set(rate=RATE_CELLS[:50]), noise[50:][::-1].set(rate=RATE_CELLS[50:][::-1])),
+], ids=["set", "function", "views"])
+def test_rates_per_cell_give_the_spikes_of_fum_s_rates_per_neuron(given):
+    pynn = pynn_driven_network(poisson_per_cell(given))
+    assert_same_run(pynn, fum_driven_network(lambda net: net.poisson("E", rate_hz=RATE_CELLS, weight=50.0)), fired=("E",))
+
+
+def test_rates_per_cell_in_the_constructor_and_their_refusals():
+    for rates in (list(RATE_CELLS), RATE_CELLS):
+        sim.setup(timestep=0.1, seed=7)
+        E = sim.Population(100, sim.IF_curr_exp(**CELL), label="E")
+        noise = sim.Population(100, sim.SpikeSourcePoisson(rate=rates), label="noise")
+        sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+        E.record("spikes")
+        sim.run(50.0)
+        ids, times = spike_array(E.get_data())
+        sim.end()
+        net = fum.Model(dt_ms=0.1, seed=7)
+        net.population("E", 100, "lif_cuba", **dict(tau_m_ms=20.0, c_m_pf=250.0, e_l_mv=-70.0, v_reset_mv=-70.0, v_th_mv=-55.0, t_ref_ms=2.0, tau_syn_ex_ms=0.5, tau_syn_in_ms=0.5, v_init_mv=-65.0))
+        net.poisson("E", rate_hz=RATE_CELLS, weight=50.0)
+        expected = sorted_spikes(net.run(50.0, progress=False).spikes("E"))
+        assert len(ids) > 20
+        np.testing.assert_array_equal(ids, expected[0])
+        np.testing.assert_allclose(times, expected[1], rtol=0, atol=1e-9)
+    for bad, error, message in ((np.r_[RATE_CELLS[:99], -5.0], ValueError, r"input 'noise_to_E_0': rate_hz\[99\] = -5 must be a finite rate, not negative"),
+                                (np.r_[RATE_CELLS[:99], np.inf], ValueError, "noise.rate: cell 99's value inf must be finite")):
+        sim.setup(timestep=0.1)
+        E = sim.Population(100, sim.IF_curr_exp(), label="E")
+        noise = sim.Population(100, sim.SpikeSourcePoisson(rate=bad), label="noise")
+        sim.Projection(noise, E, sim.OneToOneConnector(), sim.StaticSynapse(weight=0.05))
+        with pytest.raises(error, match=message):
+            sim.run(1.0)
+        sim.end()
 
 
 def test_dc_sources_give_the_spikes_of_fum_s_dc_inputs():
