@@ -657,14 +657,18 @@ fn ranks_on_gpus_give_the_spikes_probes_weights_and_structure_of_one_gpu() {
         eprintln!("one GPU: ranks share it, so their spikes go over MPI; NCCL's path needs two GPUs and is not run here");
     }
     let dir = tempfile::tempdir().unwrap();
-    let structural = dir.path().join("structural.toml");
     let text = std::fs::read_to_string(model("stdp_structural")).unwrap().replace("every_ms = 500.0", "every_ms = 40.0").replace("commit_after_ms = 250.0", "commit_after_ms = 15.0");
     assert!(text.contains("every_ms = 40.0") && text.contains("commit_after_ms = 15.0"), "the model plans every 40 ms");
-    let text = text + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 200\ninterval_ms = 1.0\n";
-    std::fs::write(&structural, text).unwrap();
-    let models = [model("brunel"), model("stdp_balanced"), structural.to_str().unwrap().to_string()];
-    for (name, model) in ["brunel", "stdp_balanced", "structural"].into_iter().zip(&models) {
-        let model = model.as_str();
+    // Weights of E->E synapses into E neurons of three of the six shards (they exist for the
+    // model's seed; pruned, they read NaN), followed through the commits.
+    let text = text + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\nsynapses = [[3, 1700], [69, 2500], [76, 3199], [116, 3199]]\ninterval_ms = 1.0\n";
+    let asset = |name: &str| std::fs::read_to_string(model(name)).unwrap();
+    // Each with its own probes (of the first neurons, rank 0's) and one of I neurons in the last
+    // shards (other ranks'), which rank 0 gathers.
+    let models = [("brunel", asset("brunel"), 2500), ("stdp_balanced", asset("stdp_balanced"), 800), ("structural", text, 800)];
+    for (name, text, i_neurons) in models {
+        let path = common::probed_across(name, &text, dir.path(), i_neurons);
+        let model = path.to_str().unwrap();
         let extra = ["--duration", "100ms", "--shards", "6", "--checkpoint-every", "50ms"];
         let one = dir.path().join(format!("{name}-1"));
         let reference = run(model, &one, "cuda", &extra);

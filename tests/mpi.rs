@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::without_probes;
+use common::{probed_across, without_probes};
 
 fn mpirun(np: usize, args: &[&str]) -> Command {
     common::mpirun(Path::new(env!("CARGO_BIN_EXE_fum")), np, args)
@@ -69,16 +69,6 @@ fn run_args(model: &str, duration: &str, out: &Path, extra: &[&str]) -> Vec<Stri
 
 fn run_json(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("run.json")).unwrap()).unwrap()
-}
-
-/// The model `text` (saved as `name`) with one more probe, of the synaptic currents of I neurons at both ends
-/// and the middle of the population (the last shards: another rank's than the asset's own
-/// probes, which are of the first neurons).
-fn probed_across(name: &str, text: &str, dir: &Path, i_neurons: u32) -> std::path::PathBuf {
-    let path = dir.join(format!("{name}-probed.toml"));
-    let probe = format!("\n[[recording.probes]]\nname = \"across\"\nvariable = \"syn_ex\"\npopulation = \"I\"\nneurons = [0, {}, {}]\ninterval_ms = 0.2\n", i_neurons / 2, i_neurons - 1);
-    std::fs::write(&path, text.to_string() + &probe).unwrap();
-    path
 }
 
 #[test]

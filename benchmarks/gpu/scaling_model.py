@@ -10,7 +10,7 @@ scaled by 1000 / K so that the mean synaptic input stays the same)
 gives about 5 Hz. --spread: drives drawn per neuron from a lognormal of that sigma and the same
 mean, so that firing rates are skewed as in cortex. --record: spikes of E and I to spikes.h5)
 (--structural: a plan on E->E every 1 s, committed 500 ms later, that prunes nothing (noop) or
-replaces the lowest-priority 5 % and regrows to in-degree 800 (replace))"""
+replaces the lowest-priority 5 % and regrows to its E->E in-degree, 800 (replace))"""
 import math
 import sys
 
@@ -97,7 +97,7 @@ pairing = "all_to_all"
 {record}"""
 if structural:
     prune = {"noop": "{ weight_below = 0.0 }", "replace": "{ lowest_priority_fraction = 0.05 }"}[structural]
-    regrow = "regrow = { to_indegree = 800 }\n" if structural == "replace" else ""
+    regrow = f"regrow = {{ to_indegree = {k * 4 // 5} }}\n" if structural == "replace" else ""
     text += f"""
 [[structural]]
 projection = "E_to_E"

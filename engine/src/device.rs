@@ -573,15 +573,15 @@ const ALLOCATION_PAGE: u64 = 2 << 20;
 
 impl DeviceNetwork {
     /// Device bytes a card must keep beyond [`DeviceNetwork::required_bytes`] for this network:
-    /// [`HEADROOM_BYTES`], and the pages' round-up of every column in a buffer of its own (synapse
-    /// blocks, projections; neuron columns share arenas), which thousands of blocks make
-    /// gigabytes (5M neurons in 306 shards, 20e9 synapses: without it the placement ran out of
-    /// an H100's memory).
+    /// [`HEADROOM_BYTES`], and the pages' round-up of every column of at least a page in a
+    /// buffer of its own (synapse blocks, projections; neuron columns share arenas, and smaller
+    /// buffers are assumed to share pages), which thousands of blocks make gigabytes (5M neurons
+    /// in 306 shards, 20e9 synapses: without it the placement ran out of an H100's memory).
     pub fn slack_bytes(world: &mut World) -> u64 {
         let mut rounding = 0;
         state::visit(world, &mut |d| {
-            if matches!(d.owner, state::Owner::Block { .. } | state::Owner::Projection { .. }) {
-                let bytes = (d.column.len() * d.column.element_bytes()) as u64;
+            let bytes = (d.column.len() * d.column.element_bytes()) as u64;
+            if matches!(d.owner, state::Owner::Block { .. } | state::Owner::Projection { .. }) && bytes >= ALLOCATION_PAGE {
                 rounding += bytes.next_multiple_of(ALLOCATION_PAGE) - bytes;
             }
         });

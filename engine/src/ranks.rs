@@ -26,7 +26,9 @@
 //! rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike
 //! counts at each structural snapshot, a gather of probe samples at each step a probe is due
-//! (`Stage::Record`, after the exchange), and a gather of the ranks' shards at each checkpoint,
+//! (on CPUs in `Stage::Record`, after the exchange; on GPUs as the step's record comes back to
+//! the host, a few steps late, in the same order on every rank), and a gather of the ranks'
+//! shards at each checkpoint,
 //! which fall at the same steps on every rank; the sums and gathers of the report at the end.
 //! A rank that fails or panics otherwise ends every rank at once ([`Transport::abort`]) rather
 //! than leave the others waiting in a collective.

@@ -635,6 +635,12 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         duties
     });
     drop(hooks);
+    // A rank whose device failed cannot meet the others at their next collective (draining
+    // gathers the probes of the queued steps): it ends them all, as a failed health check does.
+    if let (Some(Stop::Device(e)), Some(transport)) = (&stop, crate::ranks::transport()) {
+        eprintln!("error: rank {}: {}; ending every rank", transport.rank(), RunError::Device { step: done, error: e.clone() });
+        transport.abort(3);
+    }
     // The last steps queued on a device belong to the simulation time; copying its state back
     // (learned weights, for the outputs and a final checkpoint) is timed apart.
     let drained = sync_to_host(&mut sim.world, HostView::Recorded);

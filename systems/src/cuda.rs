@@ -162,7 +162,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     let gb = |b: u64| format!("{:.2} GB", b as f64 / 1e9);
     let net = DeviceNetwork::upload_world(stream.clone(), &mut sim.world, limit, &gpu.label()).map_err(|e| match e {
         CudaError::Driver(d) if d.0 == sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => CudaError::Unsupported(format!(
-            "{} ran out of memory placing the network in {} of its {} free; a smaller --device-memory keeps more synapses in host memory",
+            "{} ran out of memory placing the network in at most {} of its {} free (or the host, pinning the synapses kept in its memory); a smaller --device-memory keeps more synapses in host memory, where the host has room for them",
             gpu.label(),
             gb(limit),
             gb(free as u64)
@@ -701,7 +701,8 @@ impl CudaRunner {
 
     /// Starts a structural plan on the device at this step (`Backend::plan_structure`). On the
     /// step's stream, after the queued steps, the weights of the rewired blocks and the spike
-    /// counts are copied aside (and the counts reset): that is the snapshot, and the only pause.
+    /// counts are copied aside (and the counts reset): that is the snapshot, and the only pause
+    /// (across ranks also a copy of this GPU's counts to the host and their all-gather).
     /// The plan stream (lower priority) waits for it and runs, block by block, the kernels
     /// `plan_count` to `plan_select` (kernels/cuda/fum.cu), which decide per target which
     /// synapses go; each block's job (on a plan thread) then works out how many sources each

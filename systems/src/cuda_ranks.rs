@@ -17,9 +17,11 @@
 //! (`fum_engine::ranks`). Each step has one all-gather of the bits (NCCL's, replayed by the
 //! graph on the step stream, or MPI's between the graphs, after the front has finished) and
 //! one MPI all-gather on the host that carries each rank's wish to stop (with the bits, on the
-//! MPI path), so that all ranks stop at the same step. Both graphs and the host copy of the
-//! gathered bits are ordered by the one step stream: the back graph is launched only after the
-//! host has written the bits it reads.
+//! MPI path), so that all ranks stop at the same step. Besides, on the host: a gather of probe
+//! samples for each recorded step a probe is due (`CudaRunner::consume`, steps handled in order
+//! on every rank) and an all-gather of spike counts at each structural snapshot. Both graphs
+//! and the host copy of the gathered bits are ordered by the one step stream: the back graph is
+//! launched only after the host has written the bits it reads.
 
 use std::sync::Arc;
 

@@ -584,3 +584,13 @@ pub fn resumed_at(model: &Model, split: u64, threads: usize, shards: usize) -> S
     second.run(model.steps(), |_| {});
     second
 }
+
+/// The model `text` (saved as `name`) with one more probe, of the synaptic currents of I neurons at both ends
+/// and the middle of the population (the last shards: another rank's than the asset's own
+/// probes, which are of the first neurons).
+pub fn probed_across(name: &str, text: &str, dir: &Path, i_neurons: u32) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}-probed.toml"));
+    let probe = format!("\n[[recording.probes]]\nname = \"across\"\nvariable = \"syn_ex\"\npopulation = \"I\"\nneurons = [0, {}, {}]\ninterval_ms = 0.2\n", i_neurons / 2, i_neurons - 1);
+    std::fs::write(&path, text.to_string() + &probe).unwrap();
+    path
+}
