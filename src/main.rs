@@ -241,7 +241,8 @@ struct SimArgs {
     #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
     backend: BackendArg,
     /// RAM for the network (e.g. 8GB, 512MiB): synapses beyond it live in compressed pages on
-    /// disk, with the same spikes (cpu backend).
+    /// disk, with the same spikes (cuda backend: the host's copies of the synapses, beside the
+    /// pinned host memory of --device-memory, which it counts).
     #[arg(long, value_name = "SIZE", value_parser = parse_bytes)]
     host_memory: Option<u64>,
     /// Folder for the spilled pages (default: --out, else the system's temporary folder); their

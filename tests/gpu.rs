@@ -458,6 +458,60 @@ fn a_network_larger_than_its_device_memory_reads_synapses_from_host_memory() {
     }
 }
 
+/// `--host-memory` under the GPU: the host's copies of the synapses are paged to disk within
+/// the budget (which counts the pinned host tier of a network larger than `--device-memory`
+/// too), the device is filled page by page, and spikes, probes and learned weights are the
+/// CPU's; a run stopped at a checkpoint resumes paged, with the same spikes. Brunel pages every
+/// synapse column; stdp_balanced all but its plastic weights, which the device writes.
+#[test]
+#[ignore = "needs a CUDA GPU; scripts/gpu-check.sh runs it with --include-ignored"]
+fn host_memory_pages_the_host_copies_of_a_device_network() {
+    require_cuda();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["brunel", "stdp_balanced"] {
+        let cpu = dir.path().join(format!("{name}-cpu"));
+        let extra = ["--duration", "400ms", "--checkpoint-every", "200ms", "--shards", "4"];
+        let reference = run(&model(name), &cpu, "cpu", &extra);
+        let n = &reference["network"];
+        let (synapses, static_synapses) = (n["synapses"].as_u64().unwrap(), n["static_synapses"].as_u64().unwrap());
+        // What a device leaves to page: 2-byte targets, 4-byte static weights.
+        let pageable = 2 * synapses + 4 * static_synapses;
+        let whole = run(&model(name), &dir.path().join(format!("{name}-whole")), "cuda", &["--duration", "1ms", "--shards", "4"]);
+        let m = &whole["gpu"]["device_bytes"];
+        // Half the synapses on the device (the upload keeps 8 MiB spare).
+        let limit = m["neuron_bytes"].as_u64().unwrap() + m["index_bytes"].as_u64().unwrap() + m["plasticity_bytes"].as_u64().unwrap() + m["synapse_bytes"].as_u64().unwrap() / 2 + (8 << 20);
+        for (device_limit, label) in [(None, "on the device"), (Some(limit), "half in pinned host memory")] {
+            let gpu = dir.path().join(format!("{name}-{}", device_limit.is_some()));
+            let spill = dir.path().join("spill");
+            let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+            let mut pinned = 0;
+            if let Some(limit) = device_limit {
+                args.extend(["--device-memory".into(), format!("{limit}B")]);
+                let probe = run(&model(name), &dir.path().join(format!("{name}-pinned")), "cuda", &["--duration", "1ms", "--shards", "4", "--device-memory", &format!("{limit}B")]);
+                pinned = probe["gpu"]["mapped_host"]["bytes"].as_u64().unwrap();
+                assert!(pinned > 0, "{name}: synapses went to pinned host memory");
+            }
+            // Half the pageable bytes too few.
+            let host = n["bytes_total"].as_u64().unwrap() - pageable / 2 + pinned;
+            args.extend(["--host-memory".into(), format!("{host}B"), "--spill-dir".into(), spill.to_str().unwrap().into()]);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let report = run(&model(name), &gpu, "cuda", &args);
+            let tier = &report["storage"]["host"];
+            assert_eq!(tier["paged_bytes"].as_u64(), Some(pageable), "{name} ({label}): {tier}");
+            assert!(tier["peak_resident_bytes"].as_u64() <= tier["budget_bytes"].as_u64() && tier["writebacks"].as_u64() > Some(0), "{name} ({label}): pages went to disk within the budget: {tier}");
+            assert!(same_file(&cpu.join("spikes.h5"), &gpu.join("spikes.h5")), "{name} ({label}): spikes differ");
+            if cpu.join("probes.h5").exists() {
+                assert!(same_file(&cpu.join("probes.h5"), &gpu.join("probes.h5")), "{name} ({label}): probes differ");
+            }
+            assert_eq!(weights(&cpu), weights(&gpu), "{name} ({label}): learned weights differ");
+            let part = dir.path().join(format!("{name}-{}-part", device_limit.is_some()));
+            run(&model(name), &part, "cuda", &[&args[..], &["--stop-after", "200ms"]].concat());
+            fum(&["resume", part.to_str().unwrap(), "--quiet"]);
+            assert!(same_file(&cpu.join("spikes.h5"), &part.join("spikes.h5")), "{name} ({label}): resumed paged, spikes differ");
+        }
+    }
+}
+
 /// Structural plasticity on the device: the host plans and commits, the device counts the
 /// spikes co-activity reads and rebuilds its blocks. Spikes, probes (weight probes following
 /// their synapses through commits among them), learned weights and the structure left (row

@@ -14,8 +14,8 @@ use fum::{DefaultPlugins, Model, Simulation};
 fn paged(model: &Model, threads: usize, shards: usize, budget: impl Fn(u64) -> u64, page_bytes: u64, dir: &Path) -> (Simulation, paging::TierStats) {
     let mut sim = Simulation::from_model(model, threads, shards).expect("builds");
     sim.add_plugins(DefaultPlugins);
-    let f = paging::footprint(&mut sim.world);
-    let options = TierOptions { host_bytes: f.fixed + f.rewired + budget(f.pageable), spill_dir: dir.to_path_buf(), page_bytes };
+    let f = paging::footprint(&mut sim.world, false);
+    let options = TierOptions { host_bytes: f.fixed + f.rewired + budget(f.pageable), spill_dir: dir.to_path_buf(), page_bytes, device: false };
     let said = paging::enable(&mut sim.world, &options, model.spec.simulation.dt_ms).expect("pages");
     assert!(said.is_some_and(|line| line.contains("spilled")), "the run says it spills");
     sim.run(model.steps(), |_| {});
@@ -53,8 +53,8 @@ fn a_checkpoint_restores_into_pages_and_the_tier_counts_what_it_wrote() {
     let mut reference = common::simulate(&model, 2, 3);
     let dir = tempfile::tempdir().unwrap();
     let pager = |sim: &mut Simulation| {
-        let f = paging::footprint(&mut sim.world);
-        let options = TierOptions { host_bytes: f.fixed + f.rewired + f.pageable / 4, spill_dir: dir.path().to_path_buf(), page_bytes: 4096 };
+        let f = paging::footprint(&mut sim.world, false);
+        let options = TierOptions { host_bytes: f.fixed + f.rewired + f.pageable / 4, spill_dir: dir.path().to_path_buf(), page_bytes: 4096, device: false };
         paging::enable(&mut sim.world, &options, model.spec.simulation.dt_ms).expect("pages");
     };
     let mut first = Simulation::from_model(&model, 2, 3).unwrap();

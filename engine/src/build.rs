@@ -307,6 +307,15 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
     if let Some(structural) = crate::structural::Structural::of(model) {
         crate::structural::prepare(&mut world, structural);
     }
+    // The blocks' drafts (up to 30 B a synapse, a block per thread) are freed now, but glibc
+    // keeps freed memory in its per-thread arenas: without a trim the run's resident memory
+    // stays near the build's peak (1M neurons x 1000 synapses on 16 threads: 10.8 GB while
+    // simulating a network of 5 GB).
+    // SAFETY: malloc_trim only returns free memory to the system.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::malloc_trim(0)
+    };
     Ok(world)
 }
 

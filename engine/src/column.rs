@@ -224,11 +224,16 @@ impl<T: Pod> Column<T> {
         Ok(())
     }
 
-    /// Makes the device copy current: copies each range there if the host copy is newer.
+    /// Makes the device copy current: copies each range there if the host copy is newer. A
+    /// column with ranges spilled is uploaded page by page instead ([`crate::paging`]), never
+    /// with the zeros its spilled ranges hold here.
     pub fn upload(&mut self) -> Result<(), TransferError> {
         let Some(m) = &mut self.mirror else { return Ok(()) };
         if !m.host_newer {
             return Ok(());
+        }
+        if self.spilled > 0 {
+            return Err(TransferError(format!("a {} column with pages spilled to disk is uploaded through fum_engine::paging", std::any::type_name::<T>())));
         }
         let p = m.placement;
         let size = std::mem::size_of::<T>();
@@ -239,6 +244,23 @@ impl<T: Pod> Column<T> {
         m.host_newer = false;
         m.synced = m.buffer.generation();
         Ok(())
+    }
+
+    /// Copies `bytes`, the elements from `first` on, to a mirror of one contiguous range (a
+    /// block's column), whatever the host copy holds there: a paged column's upload, page by
+    /// page ([`crate::paging::upload_paged`]), which then calls [`Column::mark_uploaded`].
+    pub fn write_mirror(&self, first: usize, bytes: &[u8]) -> Result<(), TransferError> {
+        let m = self.mirror.as_ref().expect("a mirrored column");
+        assert_eq!(m.placement.chunks, 1, "a block's column is one range of its buffer");
+        m.buffer.write(m.placement.offset + first * size_of::<T>(), bytes)
+    }
+
+    /// Records that [`Column::write_mirror`] made the device copy current.
+    pub fn mark_uploaded(&mut self) {
+        if let Some(m) = &mut self.mirror {
+            m.host_newer = false;
+            m.synced = m.buffer.generation();
+        }
     }
 
     /// Moves the host copy into an anonymous mapping, so that ranges of it can be spilled
@@ -394,6 +416,10 @@ pub trait AnyColumn {
     fn restore_with(&mut self, range: Range<usize>, fill: &mut dyn FnMut(&mut [u8]) -> Result<(), String>) -> Result<(), String>;
     fn range_bytes(&self, range: Range<usize>) -> &[u8];
     fn range_bytes_mut(&mut self, range: Range<usize>) -> &mut [u8];
+    /// See [`Column::write_mirror`] and [`Column::mark_uploaded`].
+    fn write_mirror(&self, first: usize, bytes: &[u8]) -> Result<(), TransferError>;
+    fn mark_uploaded(&mut self);
+    fn is_spilled(&self) -> bool;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -452,21 +478,30 @@ impl<T: Pod> AnyColumn for Column<T> {
     fn range_bytes_mut(&mut self, range: Range<usize>) -> &mut [u8] {
         bytemuck::cast_slice_mut(&mut self.pages_mut()[range])
     }
+    fn write_mirror(&self, first: usize, bytes: &[u8]) -> Result<(), TransferError> {
+        Column::write_mirror(self, first, bytes)
+    }
+    fn mark_uploaded(&mut self) {
+        Column::mark_uploaded(self)
+    }
+    fn is_spilled(&self) -> bool {
+        Column::is_spilled(self)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     /// A device buffer in host memory whose "device" can be made to write.
     #[derive(Debug, Default)]
-    struct FakeDevice {
-        bytes: Mutex<Vec<u8>>,
-        generation: AtomicU64,
-        written: AtomicBool,
-        copies: AtomicU64,
+    pub(crate) struct FakeDevice {
+        pub(crate) bytes: Mutex<Vec<u8>>,
+        pub(crate) generation: AtomicU64,
+        pub(crate) written: AtomicBool,
+        pub(crate) copies: AtomicU64,
     }
 
     impl DeviceBuffer for FakeDevice {
@@ -507,6 +542,20 @@ mod tests {
         column.attach(device.clone(), placement);
         column.upload().unwrap();
         (device, column)
+    }
+
+    /// A column with a range spilled holds zeros there: uploading it whole is refused (paging
+    /// uploads it page by page).
+    #[test]
+    fn a_spilled_column_is_not_uploaded_whole() {
+        let device = Arc::new(FakeDevice { bytes: Mutex::new(vec![0; 4 * 4096]), ..Default::default() });
+        let mut column = Column::from_vec((0..4096u32).collect());
+        column.make_pageable().unwrap();
+        column.spill(1024..2048).unwrap();
+        column.attach(device.clone(), Placement::contiguous(0, 4096));
+        let error = column.upload().unwrap_err();
+        assert!(error.to_string().contains("uploaded through fum_engine::paging"), "{error}");
+        assert_eq!(device.copies.load(Ordering::Relaxed), 0);
     }
 
     #[test]

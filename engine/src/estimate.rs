@@ -31,6 +31,8 @@ pub struct Estimate {
     pub network_bytes: f64,
     /// Of it, the synapses outside structural plasticity: what `--host-memory` may page to disk.
     pub pageable_bytes: f64,
+    /// Of those, the weights of plastic projections (a device writes them: they stay in RAM).
+    pub plastic_weight_bytes: f64,
     /// The blocks being built at once (drafts and the columns they are sorted into).
     pub draft_bytes: f64,
     /// The most host memory the run holds at once: the network, the blocks being built, and
@@ -73,7 +75,7 @@ impl Estimate {
             WeightPrecision::F32 => 4.0,
             WeightPrecision::F16 => 2.0,
         };
-        let (mut synapses, mut drafts, mut largest, mut pageable) = (0.0, 0.0f64, None::<(usize, f64)>, 0.0);
+        let (mut synapses, mut drafts, mut largest, mut pageable, mut plastic_weights) = (0.0, 0.0f64, None::<(usize, f64)>, 0.0, 0.0);
         for (i, p) in spec.projections.iter().enumerate() {
             let (src, tgt) = (size(&p.source), size(&p.target));
             // Regrowth ([[structural]]) may fill every target up to its in-degree.
@@ -85,6 +87,9 @@ impl Estimate {
             network += count * (target_bytes + weight_bytes + delay_bytes) + blocks * (src + 1.0) * 4.0;
             if !spec.structural.iter().any(|s| s.projection == p.name) {
                 pageable += count * (target_bytes + weight_bytes + delay_bytes);
+                if p.plasticity.is_some() {
+                    plastic_weights += count * weight_bytes;
+                }
             }
             if let Some(&history) = p.plasticity.as_deref().and_then(|name| histories.get(name)) {
                 let history = f64::from(history);
@@ -115,6 +120,7 @@ impl Estimate {
             synapses,
             network_bytes: network,
             pageable_bytes: pageable,
+            plastic_weight_bytes: plastic_weights,
             draft_bytes: drafts,
             host_bytes: network + drafts + probes,
             available_bytes: available_memory(),

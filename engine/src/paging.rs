@@ -11,6 +11,15 @@
 //! however it ends. Blocks under structural plasticity are not paged (their columns change
 //! length at commits) and count as fixed memory.
 //!
+//! **Under a device** (`--host-memory` with `--backend cuda`) paging holds the host's copies
+//! to the budget while the kernels read the device's (and, for a network larger than the card,
+//! the pinned host tier of [`crate::device::host_tier`], which the budget counts as fixed). The
+//! device is filled page by page ([`upload_paged`]), spilled pages straight from disk, so the
+//! synapses never sit whole in RAM. Only columns the device never writes are paged there
+//! (targets, delays, static weights): a plastic block's weights stay in RAM, where a
+//! checkpoint's download lands them. No step reads a page on the host then: the disk holds
+//! the host's copy, not a tier the kernels are served from.
+//!
 //! **When.** Delivery is the only part of a step that reads synapses, and only the rows of the
 //! step's spikes: before it walks a row of a paged block it calls [`ShardPages::fetch`], which
 //! brings the row's page in if it is spilled (the time that takes is the stall). Each shard has
@@ -82,12 +91,10 @@ const MIN_PAGES: u64 = 8;
 /// Why paging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PagingError {
-    #[error("--host-memory {}: the network needs {} besides its pageable synapses (neuron state, ring buffers, row pointers, STDP traces{}), and synapse pages at least {} more", bytes(*budget as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, bytes(*min_pages as f64))]
-    TooSmall { budget: u64, fixed: u64, rewired: u64, min_pages: u64 },
+    #[error("--host-memory {}: the network needs {} besides its pageable synapses (neuron state, ring buffers, row pointers, STDP traces{}{}), and synapse pages at least {} more", bytes(*budget as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, if *device_kept > 0 { format!(", {} the GPU run keeps in RAM: its pinned host tier and the plastic weights it writes", bytes(*device_kept as f64)) } else { String::new() }, bytes(*min_pages as f64))]
+    TooSmall { budget: u64, fixed: u64, rewired: u64, device_kept: u64, min_pages: u64 },
     #[error("--spill-dir {}: {} of synapses may go to disk and the folder's file system has {} free", dir.display(), bytes(*need as f64), bytes(*free as f64))]
     NoDisk { dir: PathBuf, need: u64, free: u64 },
-    #[error("--host-memory pages synapses on the cpu backend; the {0} backend's storage tiers are not built yet")]
-    Backend(&'static str),
     #[error("spill folder {}", dir.display())]
     Io { dir: PathBuf, source: io::Error },
 }
@@ -100,32 +107,46 @@ pub struct TierOptions {
     pub spill_dir: PathBuf,
     /// Bytes of a page: [`PAGE_BYTES`] (tests page small networks with smaller pages).
     pub page_bytes: u64,
+    /// The network runs on a device backend (see the module comment).
+    pub device: bool,
 }
 
 /// Where a network's host memory goes, bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Footprint {
-    /// Neuron state, ring buffers, row pointers, STDP traces and histories: never paged.
+    /// Neuron state, ring buffers, row pointers, STDP traces and histories, and under a device
+    /// its plastic weights and pinned host tier: never paged.
     pub fixed: u64,
     /// Synapses of blocks under structural plasticity: never paged either.
     pub rewired: u64,
     /// Synapses that paging may spill.
     pub pageable: u64,
+    /// Of `fixed`, what a device run keeps in RAM: the plastic weights it writes, its pinned
+    /// host tier.
+    pub device_kept: u64,
 }
 
-/// The host memory of `world`'s network (see [`Footprint`]).
-pub fn footprint(world: &mut World) -> Footprint {
-    let (mut fixed, mut rewired, mut pageable) = (0u64, 0u64, 0u64);
+/// The host memory of `world`'s network (see [`Footprint`]), on a device backend if `device`.
+pub fn footprint(world: &mut World, device: bool) -> Footprint {
+    let (mut fixed, mut rewired, mut pageable, mut device_kept) = (0u64, 0u64, 0u64, 0u64);
     let mut query = world.query::<(&NeuronBlock, &SynapseBlocks)>();
     for (neurons, blocks) in query.iter(world) {
         fixed += neurons.bytes() as u64;
         for b in &blocks.0 {
             fixed += b.index_bytes() as u64;
-            if b.rewired { rewired += b.synapse_bytes() as u64 } else { pageable += b.synapse_bytes() as u64 }
+            if b.rewired {
+                rewired += b.synapse_bytes() as u64;
+            } else {
+                // Weights a device writes are not paged ([`paged_columns`]).
+                let kept = if device && b.plastic.is_some() { b.weight.bytes() as u64 } else { 0 };
+                pageable += b.synapse_bytes() as u64 - kept;
+                (fixed, device_kept) = (fixed + kept, device_kept + kept);
+            }
         }
     }
     fixed += world.resource::<Plasticity>().projections.iter().map(|p| (p.pre_trace.bytes() + p.pre_last_spike.bytes()) as u64).sum::<u64>();
-    Footprint { fixed, rewired, pageable }
+    let pinned = crate::backend::installed(world).and_then(|b| b.stats(world)).and_then(|s| s.mapped_host).map_or(0, |m| m.bytes);
+    Footprint { fixed: fixed + pinned, rewired, pageable, device_kept: device_kept + pinned }
 }
 
 /// The host tier of a paged network: its budget, what is resident, and what moved.
@@ -220,6 +241,11 @@ impl PageTable {
     /// The page holding synapse `k`.
     fn page_of_synapse(&self, k: usize) -> usize {
         self.pages.partition_point(|p| p.synapses.end <= k)
+    }
+
+    /// Bytes of all pages (its paged columns: under a device not a plastic block's weights).
+    fn paged_bytes(&self) -> u64 {
+        (0..self.pages.len()).map(|p| self.bytes(p)).sum()
     }
 
     /// Bytes of the resident pages.
@@ -365,44 +391,81 @@ fn parts(block: &mut SynapseBlock) -> (Option<&mut PageTable>, Vec<&mut dyn AnyC
     if let Delays::PerSynapse(d) = delay {
         columns.push(d);
     }
-    columns.push(weight.column_mut());
+    if pages.as_ref().is_none_or(|t| t.pages_column("weight")) {
+        columns.push(weight.column_mut());
+    }
     (pages.as_mut(), columns)
 }
 
-/// Names and bytes per synapse of a block's paged columns, in their order.
-fn paged_columns(block: &SynapseBlock) -> (Vec<&'static str>, Vec<usize>) {
-    let weight = match block.weight {
-        Weights::F32(_) => 4,
-        Weights::F16(_) => 2,
-    };
-    let target = block.target.element_bytes();
-    match block.delay {
-        Delays::PerSynapse(_) => (vec!["target", "delay", "weight"], vec![target, 2, weight]),
-        Delays::Constant(_) => (vec!["target", "weight"], vec![target, weight]),
+/// Names and bytes per synapse of a block's paged columns, in their order: all three, but under
+/// a device (`device`) not the weights of a plastic block, which the device writes.
+fn paged_columns(block: &SynapseBlock, device: bool) -> (Vec<&'static str>, Vec<usize>) {
+    let (mut names, mut bytes) = (vec!["target"], vec![block.target.element_bytes()]);
+    if let Delays::PerSynapse(_) = block.delay {
+        (names.push("delay"), bytes.push(2));
     }
+    if !(device && block.plastic.is_some()) {
+        names.push("weight");
+        bytes.push(match block.weight {
+            Weights::F32(_) => 4,
+            Weights::F16(_) => 2,
+        });
+    }
+    (names, bytes)
+}
+
+/// Uploads `column`, the column `name` of the block whose page table is `table`, to its mirror
+/// page by page: resident pages from memory, spilled ones decompressed from disk (a device is
+/// filled without the column ever being whole in RAM); `Ok(false)` if `name` is not paged.
+pub fn upload_paged(table: &PageTable, name: &str, column: &mut dyn AnyColumn) -> Result<bool, String> {
+    // Pages are gathered into copies of about this many bytes (one copy per page would wait
+    // for the device a million times on a large network).
+    const BATCH_BYTES: usize = 16 << 20;
+    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(false) };
+    let elem = table.element_bytes[c];
+    let (mut batch, mut first) = (Vec::new(), 0);
+    for (p, page) in table.pages.iter().enumerate() {
+        if batch.is_empty() {
+            first = page.synapses.start;
+        }
+        let at = batch.len();
+        batch.resize(at + page.synapses.len() * elem, 0);
+        if page.resident {
+            batch[at..].copy_from_slice(column.range_bytes(page.synapses.clone()));
+        } else {
+            table.read_frame(p, c, &mut batch[at..])?;
+        }
+        if batch.len() >= BATCH_BYTES || p + 1 == table.pages.len() {
+            column.write_mirror(first, &batch).map_err(|e| e.to_string())?;
+            batch.clear();
+        }
+    }
+    column.mark_uploaded();
+    Ok(true)
 }
 
 /// Starts paging `world`'s synapses under `options` if they do not fit, and says so; `None`
 /// when everything fits in the budget (nothing is paged then).
 pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Option<String>, PagingError> {
-    let Footprint { fixed, rewired, pageable } = footprint(world);
+    let Footprint { fixed, rewired, pageable, device_kept } = footprint(world, options.device);
     let mut query = world.query::<&SynapseBlocks>();
     let built_paged = query.iter(world).any(|blocks| blocks.0.iter().any(|b| b.pages.is_some()));
     if !built_paged && fixed + rewired + pageable <= options.host_bytes {
         return Ok(None);
     }
-    let (budget, page_bytes) = budget_for(options, fixed + rewired, rewired, pageable, !built_paged)?;
+    let (budget, page_bytes) = budget_for(options, fixed + rewired, rewired, device_kept, pageable, !built_paged)?;
     let io = |source| PagingError::Io { dir: options.spill_dir.clone(), source };
     let mut query = world.query::<&mut SynapseBlocks>();
     for mut blocks in query.iter_mut(world) {
         for block in blocks.0.iter_mut().filter(|b| !b.rewired && !b.is_empty() && b.pages.is_none()) {
-            block.pages = Some(paginate(block, page_bytes as usize));
+            block.pages = Some(paginate(block, page_bytes as usize, options.device));
             for c in parts(block).1 {
                 c.make_pageable().map_err(io)?;
             }
         }
     }
-    let pinned = pin_probed(world);
+    // A device gathers its probes from its own copies: no host page need stay.
+    let pinned = if options.device { Moved::default() } else { pin_probed(world) };
     // Each shard gets a share of the budget in proportion to its synapses (whole shards page
     // in parallel, each within its own share).
     let (dir, aging) = (Arc::new(options.spill_dir.clone()), 0.5f32.powf((dt_ms / HALF_LIFE_MS) as f32));
@@ -411,7 +474,7 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
         .iter(world)
         .map(|(e, blocks)| {
             let tables = || blocks.0.iter().filter_map(|b| b.pages.as_ref());
-            let bytes = blocks.0.iter().filter(|b| b.pages.is_some()).map(|b| b.synapse_bytes() as u64).sum();
+            let bytes = tables().map(PageTable::paged_bytes).sum();
             (e, bytes, tables().map(PageTable::resident_bytes).sum(), tables().map(|t| t.pages.len() as u64).sum())
         })
         .collect();
@@ -431,7 +494,8 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
     world.insert_resource(tier);
     enforce(world).map_err(|e| io(io::Error::other(e)))?;
     Ok(Some(format!(
-        "synapses need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
+        "{} need {} and --host-memory leaves {} for them: {} pages of ~{}, the rest spilled to {}",
+        if options.device { "the host's copies of the synapses (the GPU reads its own)" } else { "synapses" },
         bytes(pageable as f64),
         bytes(budget as f64),
         pages,
@@ -444,13 +508,13 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
 /// `rewired` are synapses under structural plasticity), and the page size for `pageable` bytes
 /// of synapses; an error with the sizes if the budget holds too few pages or (if `disk`) the
 /// spill folder's file system cannot take the rest.
-fn budget_for(options: &TierOptions, fixed: u64, rewired: u64, pageable: u64, disk: bool) -> Result<(u64, u64), PagingError> {
+fn budget_for(options: &TierOptions, fixed: u64, rewired: u64, device_kept: u64, pageable: u64, disk: bool) -> Result<(u64, u64), PagingError> {
     let budget = options.host_bytes.saturating_sub(fixed);
     // Small pages move little beside the active rows; at most about a million of them.
     let page_bytes = (pageable >> 20).max(options.page_bytes);
     let min_pages = MIN_PAGES * page_bytes.min(pageable);
     if budget < min_pages {
-        return Err(PagingError::TooSmall { budget: options.host_bytes, fixed, rewired, min_pages });
+        return Err(PagingError::TooSmall { budget: options.host_bytes, fixed, rewired, device_kept, min_pages });
     }
     if disk {
         let free = free_space(&options.spill_dir).map_err(|source| PagingError::Io { dir: options.spill_dir.clone(), source })?;
@@ -490,6 +554,8 @@ pub struct BuildSpill {
     dir: Arc<PathBuf>,
     /// Projections under structural plasticity: never paged.
     rewired: Vec<usize>,
+    /// The network will run on a device backend (see the module comment).
+    device: bool,
     /// What the blocks' spills wrote, for the run's figures ([`enable`] adds them).
     moved: std::sync::Mutex<Moved>,
 }
@@ -509,14 +575,16 @@ impl BuildSpill {
     /// Spilling for `options` if `model`'s estimate says its synapses do not fit; errors before
     /// anything is built where they cannot fit at all.
     pub fn plan(model: &crate::Model, estimate: &crate::estimate::Estimate, options: &TierOptions) -> Result<Option<BuildSpill>, PagingError> {
-        let (fixed, pageable) = ((estimate.network_bytes - estimate.pageable_bytes) as u64, estimate.pageable_bytes as u64);
+        // Under a device, plastic weights stay in RAM (see the module comment).
+        let unpaged = if options.device { estimate.plastic_weight_bytes } else { 0.0 };
+        let (fixed, pageable) = ((estimate.network_bytes - estimate.pageable_bytes + unpaged) as u64, (estimate.pageable_bytes - unpaged) as u64);
         if fixed + pageable <= options.host_bytes {
             return Ok(None);
         }
-        let (budget, page_bytes) = budget_for(options, fixed, 0, pageable, true)?;
+        let (budget, page_bytes) = budget_for(options, fixed, 0, unpaged as u64, pageable, true)?;
         let spec = &model.spec;
         let rewired = spec.projections.iter().enumerate().filter(|(_, p)| spec.structural.iter().any(|s| s.projection == p.name)).map(|(i, _)| i).collect();
-        Ok(Some(BuildSpill { keep: budget as f64 / pageable.max(1) as f64, page_bytes, dir: Arc::new(options.spill_dir.clone()), rewired, moved: Default::default() }))
+        Ok(Some(BuildSpill { keep: budget as f64 / pageable.max(1) as f64, page_bytes, dir: Arc::new(options.spill_dir.clone()), rewired, device: options.device, moved: Default::default() }))
     }
 
     /// Pages `block`, just built, and spills what exceeds its share.
@@ -524,11 +592,12 @@ impl BuildSpill {
         if self.rewired.contains(&block.projection) || block.is_empty() {
             return Ok(());
         }
-        block.pages = Some(paginate(block, self.page_bytes as usize));
+        block.pages = Some(paginate(block, self.page_bytes as usize, self.device));
         for c in parts(block).1 {
             c.make_pageable().map_err(|e| format!("mapping a block's memory: {e}"))?;
         }
-        let (bytes, keep) = (block.synapse_bytes() as u64, (block.synapse_bytes() as f64 * self.keep) as u64);
+        let bytes = block.pages.as_ref().map_or(0, PageTable::paged_bytes);
+        let keep = (bytes as f64 * self.keep) as u64;
         let mut pages = ShardPages { budget: keep, resident: bytes, peak: 0, aging: 1.0, dir: self.dir.clone(), moved: Moved::default() };
         pages.evict_down(std::slice::from_mut(block), None, keep, 0);
         let error = pages.moved.error.take();
@@ -538,9 +607,9 @@ impl BuildSpill {
 }
 
 /// Cuts `block` into pages of about `page_bytes` (whole rows; a row longer than that is a
-/// page of its own).
-fn paginate(block: &SynapseBlock, page_bytes: usize) -> PageTable {
-    let (columns, element_bytes) = paged_columns(block);
+/// page of its own) of the columns paged on a device (`device`) or the host.
+fn paginate(block: &SynapseBlock, page_bytes: usize, device: bool) -> PageTable {
+    let (columns, element_bytes) = paged_columns(block, device);
     let per_synapse: usize = element_bytes.iter().sum();
     let row_ptr = &block.row_ptr;
     let (mut rows, mut pages) = (vec![0u32], Vec::new());
@@ -858,8 +927,10 @@ fn decompress(frame: &[u8], dst: &mut [u8]) -> Result<(), String> {
 fn evict(block: &mut SynapseBlock, p: usize, dir: &Path, moved: &mut Moved) -> Result<(), String> {
     let page = &block.pages.as_ref().expect("a paged block").pages[p];
     let synapses = page.synapses.clone();
-    // A page written out again changed (STDP): its priority's |w| with it.
-    let mean_abs_weight = (page.dirty || !page.on_disk).then(|| mean_abs(&block.weight, synapses.clone()));
+    // A page written out again changed (STDP): its priority's |w| with it (weights a device
+    // writes are not paged, and keep the |w| they were built with).
+    let paged_weights = block.pages.as_ref().is_some_and(|t| t.pages_column("weight"));
+    let mean_abs_weight = (page.dirty || !page.on_disk).then(|| if paged_weights { mean_abs(&block.weight, synapses.clone()) } else { page.mean_abs_weight });
     let (table, mut columns) = parts(block);
     let table = table.expect("a paged block");
     let page = &table.pages[p];
@@ -948,6 +1019,8 @@ pub fn enforce(world: &mut World) -> Result<(), String> {
         if pages.resident > pages.budget {
             pages.evict_down(blocks, None, pages.budget - pages.budget / 8, step);
         }
+        // Under a device no step fetches a page: what is resident now is the peak.
+        pages.peak = pages.peak.max(pages.resident);
     })
 }
 
@@ -980,8 +1053,8 @@ delay_ms = { uniform = [1.0, 2.0] }
         let recorder = crate::recording::Recorder::new(&model, &mut world).unwrap();
         world.insert_resource(recorder);
         let dir = tempfile::tempdir().unwrap();
-        let f = footprint(&mut world);
-        let options = TierOptions { host_bytes: f.fixed + budget, spill_dir: dir.path().to_path_buf(), page_bytes: 4096 };
+        let f = footprint(&mut world, false);
+        let options = TierOptions { host_bytes: f.fixed + budget, spill_dir: dir.path().to_path_buf(), page_bytes: 4096, device: false };
         enable(&mut world, &options, 0.1).unwrap().expect("spills");
         (world, dir)
     }
@@ -997,6 +1070,55 @@ delay_ms = { uniform = [1.0, 2.0] }
         fault_in_all(&mut world).unwrap();
         let columns = |w: &mut World| w.query::<&SynapseBlocks>().iter(w).flat_map(|b| b.0.iter().map(|b| (b.target.to_vec(), b.weight.to_f32(), b.delay.bytes())).collect::<Vec<_>>()).collect::<Vec<_>>();
         assert_eq!(columns(&mut world), columns(&mut whole));
+    }
+
+    /// Buffers for `world`'s columns in host memory, filled by [`crate::state::mirror`] as a
+    /// device's would be; each block's buffers by name.
+    fn mirror(world: &mut World) -> Vec<((usize, usize), Vec<(&'static str, Vec<u8>)>)> {
+        use crate::column::tests::FakeDevice;
+        let span = crate::state::Span::of(world).unwrap();
+        let mirrored = crate::state::mirror::<FakeDevice, crate::column::TransferError>(world, &span, &mut |bytes, _, _, _| Ok(Arc::new(FakeDevice { bytes: std::sync::Mutex::new(vec![0; bytes]), ..Default::default() }))).unwrap();
+        mirrored.blocks.into_iter().map(|(key, named)| (key, named.into_iter().map(|(name, b)| (name, b.bytes.lock().unwrap().clone())).collect())).collect()
+    }
+
+    /// A device is filled page by page from a network paged while (or after) it was built:
+    /// every block's buffers hold the network's synapses, spilled pages included, and a spilled
+    /// column is never uploaded whole (its spilled ranges hold zeros on the host).
+    #[test]
+    fn a_device_is_filled_page_by_page() {
+        let model = crate::Model::parse(MODEL, Path::new("test.toml")).unwrap();
+        let mut whole = crate::build_world(&model, 2).unwrap();
+        let (mut world, _dir) = paged(64 << 10);
+        assert!(world.query::<&SynapseBlocks>().iter(&world).flat_map(|b| b.0.iter()).any(|b| b.target.column().is_spilled()));
+        assert_eq!(mirror(&mut world), mirror(&mut whole));
+        // Still paged on the host, within its budget.
+        assert!(world.query::<&SynapseBlocks>().iter(&world).flat_map(|b| b.0.iter()).any(|b| b.target.column().is_spilled()));
+    }
+
+    /// Under a device, a plastic block's weights stay in RAM (the device writes them) and count
+    /// as fixed memory; its targets and delays are paged.
+    #[test]
+    fn under_a_device_plastic_weights_stay_in_ram() {
+        let text = format!("{MODEL}plasticity = \"stdp\"\n[[plasticity]]\nname = \"stdp\"\ntau_plus_ms = 20.0\ntau_minus_ms = 20.0\na_plus = 0.005\na_minus = 0.005\nw_min = 0.0\nw_max = 4.0\n");
+        let model = crate::Model::parse(&text, Path::new("test.toml")).unwrap();
+        let mut world = crate::build_world(&model, 2).unwrap();
+        let recorder = crate::recording::Recorder::new(&model, &mut world).unwrap();
+        world.insert_resource(recorder);
+        let (host, device) = (footprint(&mut world, false), footprint(&mut world, true));
+        assert_eq!((host.pageable, device.pageable), (400 * 100 * 8, 400 * 100 * 4));
+        assert_eq!(device.fixed, host.fixed + 400 * 100 * 4);
+        let dir = tempfile::tempdir().unwrap();
+        let options = TierOptions { host_bytes: device.fixed + (32 << 10), spill_dir: dir.path().to_path_buf(), page_bytes: 4096, device: true };
+        enable(&mut world, &options, 0.1).unwrap().expect("spills");
+        let mut query = world.query::<&mut SynapseBlocks>();
+        let mut spilled = 0;
+        for b in query.iter_mut(&mut world).flat_map(|b| b.into_inner().0.iter_mut()) {
+            let table = b.pages.as_ref().unwrap();
+            assert!(table.pages_column("target") && table.pages_column("delay") && !table.pages_column("weight"));
+            assert!(!b.weight.column_mut().is_spilled());
+            spilled += usize::from(b.target.column().is_spilled());
+        }
+        assert!(spilled > 0);
     }
 
     #[test]

@@ -295,19 +295,16 @@ fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed:
     let shards = options.host_memory.map_or(asked, |host_bytes| crate::paging::shards_for_building(model, threads, asked, host_bytes, chosen));
     // Threads and memory this machine cannot give are refused before anything is built.
     let estimate = crate::estimate::check(model, threads, shards, options.host_memory)?;
+    // Chosen before building, so that a backend that cannot run here fails at once (and
+    // writes nothing).
+    let backend = choose(options.backend)?;
     // A network larger than --host-memory is paged while it is built (`crate::paging`).
     let spill = match options.host_memory {
-        Some(host_bytes) => crate::paging::BuildSpill::plan(model, &estimate, &tier_options(options, host_bytes))?,
+        Some(host_bytes) => crate::paging::BuildSpill::plan(model, &estimate, &tier_options(options, host_bytes, backend.name()))?,
         None => None,
     };
     if shards != asked {
         eprintln!("building in {shards} shards instead of {asked}, so that the blocks being built fit beside --host-memory");
-    }
-    // Chosen before building, so that a backend that cannot run here fails at once (and
-    // writes nothing).
-    let backend = choose(options.backend)?;
-    if options.host_memory.is_some() {
-        pages_on(backend.name())?;
     }
     if let Some(out) = options.written_out() {
         prepare_output(out, options.overwrite)?;
@@ -424,8 +421,9 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         progress(&building(0));
         // A network larger than --host-memory is paged while it is built, and the checkpoint's
         // weights are streamed into its pages (`Checkpoint::restore`).
+        let backend = choose(options.backend)?;
         let spill = match options.host_memory {
-            Some(host_bytes) => crate::paging::BuildSpill::plan(&model, &estimate, &tier_options(&options, host_bytes))?,
+            Some(host_bytes) => crate::paging::BuildSpill::plan(&model, &estimate, &tier_options(&options, host_bytes, backend.name()))?,
             None => None,
         };
         let mut sim = Simulation::from_model_spilled(&model, threads, &ranges, spill, &|built| progress(&building(built)))?;
@@ -445,7 +443,6 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         missing.extend(lost);
         limit_device_memory(&mut sim, &options);
-        let backend = choose(options.backend)?;
         progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, done: ckpt.header.step, ..RunProgress::default() });
         sim.install(backend)?;
         if crate::ranks::writes() {
@@ -466,26 +463,18 @@ fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
 
 /// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
 fn start_paging(sim: &mut Simulation, options: &RunOptions, host_bytes: u64, dt_ms: f64) -> Result<(), RunError> {
-    pages_on(crate::backend::installed(&sim.world).map_or("cpu", |b| b.name()))?;
-    if let Some(line) = crate::paging::enable(&mut sim.world, &tier_options(options, host_bytes), dt_ms)? {
+    let backend = crate::backend::installed(&sim.world).map_or("cpu", |b| b.name());
+    if let Some(line) = crate::paging::enable(&mut sim.world, &tier_options(options, host_bytes, backend), dt_ms)? {
         eprintln!("{line}");
     }
     Ok(())
 }
 
-/// Refuses `--host-memory` on a backend that does not page (all but the CPU's).
-fn pages_on(backend: &'static str) -> Result<(), RunError> {
-    match backend {
-        "cpu" => Ok(()),
-        other => Err(crate::paging::PagingError::Backend(other).into()),
-    }
-}
-
-/// The host tier a run asks for: `--host-memory` bytes, pages spilled to `--spill-dir` (default
-/// the output folder, else the system's temporary folder).
-fn tier_options(options: &RunOptions, host_bytes: u64) -> crate::paging::TierOptions {
+/// The host tier a run on `backend` asks for: `--host-memory` bytes, pages spilled to
+/// `--spill-dir` (default the output folder, else the system's temporary folder).
+fn tier_options(options: &RunOptions, host_bytes: u64, backend: &str) -> crate::paging::TierOptions {
     let spill_dir = options.spill_dir.clone().or_else(|| options.out.clone()).unwrap_or_else(std::env::temp_dir);
-    crate::paging::TierOptions { host_bytes, spill_dir, page_bytes: crate::paging::PAGE_BYTES }
+    crate::paging::TierOptions { host_bytes, spill_dir, page_bytes: crate::paging::PAGE_BYTES, device: backend != "cpu" }
 }
 
 /// Starts sampling the run's GPU every 100 ms (NVML's queries take ~5 ms), or says on stderr

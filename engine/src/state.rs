@@ -282,6 +282,8 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
     let n = span.len() as usize;
     let mut out: Mirrored<B> = Mirrored { neurons: Vec::new(), blocks: Vec::new(), projections: Vec::new() };
     let mut failed = None;
+    // Paged columns are uploaded page by page, spilled pages from disk (`crate::paging`).
+    let tables = crate::paging::take_tables(world);
     visit(world, &mut |d| {
         if failed.is_some() || matches!((d.owner, d.shape), (Owner::ShardComponent { .. }, Shape::Own | Shape::Varying)) {
             return;
@@ -324,13 +326,23 @@ pub fn mirror<B: DeviceBuffer + 'static, E: From<TransferError>>(
         match placed {
             Ok((buffer, placement)) => {
                 d.column.attach(buffer, placement);
-                if let Err(e) = d.column.upload() {
+                let paged = match d.owner {
+                    Owner::Block { shard, block } => tables.get(&(shard, block)).map(|t| crate::paging::upload_paged(t, d.name, &mut *d.column)),
+                    _ => None,
+                };
+                let result = match paged {
+                    Some(Ok(true)) => Ok(()),
+                    Some(Err(e)) => Err(TransferError(e)),
+                    None | Some(Ok(false)) => d.column.upload(),
+                };
+                if let Err(e) = result {
                     failed = Some(E::from(e));
                 }
             }
             Err(e) => failed = Some(e),
         }
     });
+    crate::paging::put_tables(world, tables);
     failed.map_or(Ok(out), Err)
 }
 
