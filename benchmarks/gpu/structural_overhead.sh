@@ -33,12 +33,15 @@ import json, statistics, sys
 d, repeat = sys.argv[1], int(sys.argv[2])
 runs = {v: [json.load(open(f"{d}/{v}_{r}.json")) for r in range(1, repeat + 1)] for v in ["without", "noop", "replace"]}
 base = statistics.median(j["timing"]["simulate_s"] for j in runs["without"])
-print("| variant | simulate s (median, runs) | vs without | planning s | snapshot s | waited s | commit s | pruned | grown | E->E bytes start -> end |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+# Synaptic events: a rewired network is another network, whose activity may differ.
+events = statistics.median(j["synaptic_events"] for j in runs["without"])
+print("| variant | simulate s (median, runs) | vs without | synaptic events vs without | planning s | snapshot s | waited s | commit s | pruned | grown | E->E bytes start -> end |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for v, js in runs.items():
     t = [j["timing"]["simulate_s"] for j in js]
     m = statistics.median(t)
     s = js[0].get("structural", {}).get("E_to_E")
     extra = f"{s['planning_s']:.2f} | {s['snapshot_s']:.3f} | {s['wait_s']:.3f} | {s['commit_s']:.3f} ({s.get('commit_device_s', 0):.3f} device) | {s['pruned']} | {s['grown']} | {s['bytes_at_start']} -> {s['bytes_now']}" if s else "- | - | - | - | - | - | -"
-    print(f"| {v} | {m:.3f} ({' '.join(f'{x:.3f}' for x in t)}) | {100 * (m / base - 1):+.1f} % | {extra} |")
+    ev = statistics.median(j["synaptic_events"] for j in js)
+    print(f"| {v} | {m:.3f} ({' '.join(f'{x:.3f}' for x in t)}) | {100 * (m / base - 1):+.1f} % | {100 * (ev / events - 1):+.2f} % | {extra} |")
 PY
