@@ -232,7 +232,7 @@ def _indices(values: Any, key: str):
 def _per_synapse(values: Any, n: int, key: str):
     """`values`, a number or one per synapse, as a float64 array of `n` finite values."""
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.array(values, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as e:
         raise TypeError(f"FromList.{key}: a number or one number per synapse ({e})") from None
     if array.ndim == 0:
@@ -251,12 +251,19 @@ _PER_NEURON = ("v_init_mv", "i_e_pa")
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
+def _is_per_neuron(value: Any) -> bool:
+    """Whether a field's value lists one value per neuron: a sequence, range, numpy array or
+    pandas Series (anything else is a number or a distribution)."""
+    return (isinstance(value, (list, tuple, range, np.ndarray)) or hasattr(value, "to_numpy")) and np.ndim(value) != 0
+
+
 def _per_neuron(values: Any, owner: str, size: int, key: str, rates: bool = False):
     """`values`, one per neuron (`size` neurons) of `owner` ("population 'A'", or "input 'drive'"
     for the neurons of its target), as a float64 array of what the engine stores: finite 32-bit
-    floats, or (`rates`) finite rates, not negative."""
+    floats, or (`rates`) finite rates, not negative. A copy: changing `values` afterwards
+    changes nothing of the model."""
     try:
-        array = np.asarray(values, dtype=np.float64)
+        array = np.array(values, dtype=np.float64, copy=True)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{owner}: {key} is a number, a distribution or one number per neuron ({e})") from None
     if array.ndim != 1:
@@ -394,7 +401,7 @@ class Model:
         `v_reset_mv`, `t_ref_ms`, `tau_syn_ex_ms`, `tau_syn_in_ms`, `i_e_pa`, `e_ex_mv`,
         `e_in_mv`, `v_init_mv`, `syn_ex_init`, `syn_in_init`, `integrator`); `i_e_pa` and
         `v_init_mv` may be distributions (`Uniform`, `Normal`, `LogNormal`), drawn per neuron,
-        or one value per neuron (a sequence or numpy array of `size` finite numbers), which go
+        or one value per neuron (a sequence, range, numpy array or pandas Series of `size` finite numbers, copied), which go
         to the engine beside the text as `FromList`'s synapses do: such a model has no
         `to_toml()` and its runs no checkpoints (unless every value is the same: then it is
         the one value). `model="spike_source"` makes neurons that fire at given times instead:
@@ -405,7 +412,7 @@ class Model:
         listed = {}
         for key in _PER_NEURON:
             value = fields.get(key)
-            if isinstance(value, (list, tuple, np.ndarray)) and np.ndim(value) != 0:
+            if _is_per_neuron(value):
                 values = _per_neuron(value, f"population {name!r}", size, key)
                 if size == 0:
                     del fields[key]
@@ -467,14 +474,14 @@ class Model:
     def poisson(self, target: Union[Population, str], rate_hz: Any, weight: float, *, name: Optional[str] = None, **fields: Any) -> str:
         """Adds a Poisson input (`[[inputs]]`, kind "poisson"): an independent train of
         `rate_hz` (a number, a distribution drawn per neuron, or one rate per neuron of
-        `target`: a sequence or numpy array of finite rates, not negative) into every neuron of
+        `target`: a sequence, range, numpy array or pandas Series of finite rates, not negative) into every neuron of
         `target`, each spike of `weight`; keyword argument `receptor`. Returns its name. Rates
         per neuron go to the engine beside the text, as `population`'s arrays do (no
         `to_toml()`, no checkpoints; all the same: the one rate)."""
         self._building()
         name = self._input_name("poisson", target, name)
         fields = {"rate_hz": rate_hz, "weight": weight, **fields}
-        if isinstance(rate_hz, (list, tuple, np.ndarray)) and np.ndim(rate_hz) != 0:
+        if _is_per_neuron(rate_hz):
             size = next((p["size"] for p in self._populations if p["name"] == str(target)), None)
             if size is None:
                 raise ValueError(f"input {name!r}: rate_hz per neuron of {str(target)!r}, which is not a population of this model")

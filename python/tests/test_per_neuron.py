@@ -64,6 +64,20 @@ def test_a_wrong_array_is_refused_naming_the_population_and_field(value, error, 
         net.population("A", N, "lif_cuba", i_e_pa=value)
 
 
+def test_the_values_are_copied_when_given():
+    # A range and an array changed after the call give the values they held at the call.
+    def network(v0):
+        net = fum.Model(dt_ms=0.1, seed=3, duration_ms=100.0)
+        A = net.population("A", N, "lif_cuba", **CELL, v_init_mv=v0, i_e_pa=range(150, 150 + 20 * N, 20))
+        net.probe("v", "v", population=A, neurons=list(range(N)))
+        return net
+
+    v0 = V0.copy()
+    changed = network(v0)
+    v0[:] = -60.0
+    np.testing.assert_array_equal(changed.run(progress=False).probe("v").values, network(V0).run(progress=False).probe("v").values)
+
+
 def test_the_same_value_for_every_neuron_is_the_one_value():
     net = fum.Model(dt_ms=0.1, seed=3, duration_ms=10.0)
     net.population("A", N, "lif_cuba", v_init_mv=np.full(N, -65.0), i_e_pa=[100.0] * N)
