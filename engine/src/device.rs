@@ -610,6 +610,14 @@ impl DeviceNetwork {
             let gib = |b: u64| format!("{:.2} GiB", b as f64 / (1u64 << 30) as f64);
             return Err(CudaError::OutOfMemory { needed: gib(needed - mapped_bytes), free: gib(limit_bytes), device: device.into() });
         }
+        // With --host-memory, the host's copies are paged to a budget counting the pinned tier
+        // before the tier is allocated (`crate::paging`).
+        world.insert_resource(crate::paging::PinnedHostBytes(mapped_bytes));
+        if let Some(budget) = world.remove_resource::<crate::paging::DeviceHostBudget>() {
+            if let Some(line) = crate::paging::enable(world, &budget.options, budget.dt_ms).map_err(|e| CudaError::Unsupported(e.to_string()))? {
+                eprintln!("{line}");
+            }
+        }
         let shards = state::Span::of(world).map_err(CudaError::Unsupported)?;
         let n = shards.len() as usize;
         let total = world.resource::<Populations>().0.last().map_or(0, |p| p.first + p.size) as usize;

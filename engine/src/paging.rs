@@ -13,7 +13,8 @@
 //!
 //! **Under a device** (`--host-memory` with `--backend cuda`) paging holds the host's copies
 //! to the budget while the kernels read the device's (and, for a network larger than the card,
-//! the pinned host tier of [`crate::device::host_tier`], which the budget counts as fixed). The
+//! the pinned host tier of [`crate::device::host_tier`], which the budget counts as fixed:
+//! the device calls [`enable`] once it knows the tier's size, before allocating it). The
 //! device is filled page by page ([`upload_paged`]), spilled pages straight from disk, so the
 //! synapses never sit whole in RAM. Only columns the device never writes are paged there
 //! (targets, delays, static weights): a plastic block's weights stay in RAM, where a
@@ -111,6 +112,20 @@ pub struct TierOptions {
     pub device: bool,
 }
 
+/// `--host-memory` of a run on a device backend: the device starts paging ([`enable`]) as it
+/// places the network, once it knows its pinned host tier and before allocating it, so that the
+/// host never holds the build's resident pages and the tier at once.
+#[derive(Resource, Clone, Debug)]
+pub struct DeviceHostBudget {
+    pub options: TierOptions,
+    pub dt_ms: f64,
+}
+
+/// Bytes of the pinned host tier a device keeps synapses in ([`crate::device::host_tier`]):
+/// fixed memory for the host tier's budget.
+#[derive(Resource, Clone, Copy, Debug, Default)]
+pub struct PinnedHostBytes(pub u64);
+
 /// Where a network's host memory goes, bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Footprint {
@@ -145,7 +160,7 @@ pub fn footprint(world: &mut World, device: bool) -> Footprint {
         }
     }
     fixed += world.resource::<Plasticity>().projections.iter().map(|p| (p.pre_trace.bytes() + p.pre_last_spike.bytes()) as u64).sum::<u64>();
-    let pinned = crate::backend::installed(world).and_then(|b| b.stats(world)).and_then(|s| s.mapped_host).map_or(0, |m| m.bytes);
+    let pinned = world.get_resource::<PinnedHostBytes>().map_or(0, |p| p.0);
     Footprint { fixed: fixed + pinned, rewired, pageable, device_kept: device_kept + pinned }
 }
 

@@ -313,6 +313,7 @@ fn build_network(model: &Model, options: &RunOptions, choose: Chooser, observed:
     let built = |built| progress(&RunProgress { phase: building(&estimate, shards, built), ..RunProgress::default() });
     let mut sim = Simulation::from_model_spilled(model, threads, &crate::build::cut(model, shards), spill, &built)?;
     limit_device_memory(&mut sim, options);
+    page_on_device(&mut sim, options, backend.name(), model.spec.simulation.dt_ms);
     progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, ..RunProgress::default() });
     sim.install(backend)?;
     records_here(&mut sim);
@@ -443,6 +444,7 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         let mut missing: Vec<MissingOutput> = ckpt.header.run.get("missing_output").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default();
         missing.extend(lost);
         limit_device_memory(&mut sim, &options);
+        page_on_device(&mut sim, &options, backend.name(), model.spec.simulation.dt_ms);
         progress(&RunProgress { phase: Phase::Placing { backend: backend.name() }, done: ckpt.header.step, ..RunProgress::default() });
         sim.install(backend)?;
         if crate::ranks::writes() {
@@ -461,8 +463,20 @@ fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
     }
 }
 
-/// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so.
+/// Tells a device backend the run's `--host-memory`, for it to start paging as it places the
+/// network (`crate::paging::DeviceHostBudget`).
+fn page_on_device(sim: &mut Simulation, options: &RunOptions, backend: &str, dt_ms: f64) {
+    if let (Some(host_bytes), true) = (options.host_memory, backend != "cpu") {
+        sim.world.insert_resource(crate::paging::DeviceHostBudget { options: tier_options(options, host_bytes, backend), dt_ms });
+    }
+}
+
+/// Pages the synapses that do not fit in `host_bytes` (`--host-memory`) to disk, saying so
+/// (unless a device backend did while placing the network).
 fn start_paging(sim: &mut Simulation, options: &RunOptions, host_bytes: u64, dt_ms: f64) -> Result<(), RunError> {
+    if sim.world.contains_resource::<crate::paging::HostTier>() {
+        return Ok(());
+    }
     let backend = crate::backend::installed(&sim.world).map_or("cpu", |b| b.name());
     if let Some(line) = crate::paging::enable(&mut sim.world, &tier_options(options, host_bytes, backend), dt_ms)? {
         eprintln!("{line}");
