@@ -141,3 +141,23 @@ impl Peers {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Brian2 integrates COBA with forward Euler by reference (its matched run uses fum's
+    /// exponential Euler); NEST integrates it one way. fum's default case meets Brian2's both
+    /// ways and NEST's one; the case where fum runs forward Euler meets only Brian2's reference.
+    #[test]
+    fn a_case_meets_the_integrators_it_is_compared_with() {
+        let listed = |matched: &[&str]| Listed { version: "1".into(), models: vec!["vogels_abbott_coba".into(), "brunel".into()], backends: vec!["cpu".into()], matched_differs: matched.iter().map(|m| m.to_string()).collect() };
+        let found = BTreeMap::from([("brian2".to_string(), listed(&["vogels_abbott_coba"])), ("nest".to_string(), listed(&[]))]);
+        let peers = Peers { python: PathBuf::new(), script: PathBuf::new(), found };
+        let runs = |model, euler| peers.for_case(model, "cpu", euler).collect::<Vec<_>>();
+        assert_eq!(runs("vogels_abbott_coba", false), [("brian2", "reference"), ("brian2", "matched"), ("nest", "reference")]);
+        assert_eq!(runs("vogels_abbott_coba", true), [("brian2", "reference")]);
+        assert_eq!(runs("brunel", false), [("brian2", "reference"), ("nest", "reference")]);
+        assert!(peers.for_case("brunel", "cuda", false).next().is_none());
+    }
+}
