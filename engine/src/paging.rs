@@ -520,7 +520,8 @@ pub fn enable(world: &mut World, options: &TierOptions, dt_ms: f64) -> Result<Op
 }
 
 /// The bytes `options` leaves for synapse pages beside `fixed` bytes of other memory (of which
-/// `rewired` are synapses under structural plasticity), and the page size for `pageable` bytes
+/// `rewired` are synapses under structural plasticity and `device_kept` what a device run keeps
+/// in RAM: [`Footprint`]), and the page size for `pageable` bytes
 /// of synapses; an error with the sizes if the budget holds too few pages or (if `disk`) the
 /// spill folder's file system cannot take the rest.
 fn budget_for(options: &TierOptions, fixed: u64, rewired: u64, device_kept: u64, pageable: u64, disk: bool) -> Result<(u64, u64), PagingError> {
