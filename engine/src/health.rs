@@ -79,9 +79,10 @@ impl HealthMonitor {
             for block in &synapses.0 {
                 let Some(p) = &block.plastic else { continue };
                 let rule = &plasticity.projections[p.rule].rule;
-                // A paged block's resident pages: a spilled page cannot change.
+                // A paged block's resident pages: a spilled page cannot change (under a device
+                // the weights are not paged, and every one is read).
                 if let Some(k) = crate::paging::resident_ranges(block).into_iter().find_map(|r| block.weight.position_outside(r, rule.w_min, rule.w_max)) {
-                    let target = block.target.get_resident(k) + shard.neurons.start;
+                    let target = crate::paging::target_of(block, k).map_err(fail)? + shard.neurons.start;
                     return Err(fail(format!("projection #{} synapse into {} neuron {}: weight {} outside [{}, {}]", block.projection, name_of(target), target, block.weight.get_resident(k), rule.w_min, rule.w_max)));
                 }
             }

@@ -52,7 +52,7 @@
 //! which pages the network while building it again, writes the checkpoint's weights into the
 //! pages where they are ([`write_paged`]); health checks, the
 //! viewer's weight histogram and weight probes read resident pages only (spilled ones cannot
-//! change).
+//! change; under a device the weights are not paged and are read whole).
 //!
 //! Concurrency contract: a block's pages and spill file are touched by one thread at a time:
 //! the one building it, then the one delivering into its shard (with the shard's
@@ -92,7 +92,7 @@ const MIN_PAGES: u64 = 8;
 /// Why paging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum PagingError {
-    #[error("--host-memory {}: the network needs {} besides its pageable synapses (neuron state, ring buffers, row pointers, STDP traces{}{}), and synapse pages at least {} more", bytes(*budget as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, if *device_kept > 0 { format!(", {} the GPU run keeps in RAM: its pinned host tier and the plastic weights it writes", bytes(*device_kept as f64)) } else { String::new() }, bytes(*min_pages as f64))]
+    #[error("--host-memory {}: the network needs {} besides its pageable synapses (neuron state, ring buffers, row pointers, STDP traces{}{}), and synapse pages at least {} more", bytes(*budget as f64), bytes(*fixed as f64), if *rewired > 0 { format!(", {} of synapses under structural plasticity", bytes(*rewired as f64)) } else { String::new() }, if *device_kept > 0 { format!(", {} the GPU run keeps in RAM: the plastic weights it writes and the pinned host memory of synapses beyond the card", bytes(*device_kept as f64)) } else { String::new() }, bytes(*min_pages as f64))]
     TooSmall { budget: u64, fixed: u64, rewired: u64, device_kept: u64, min_pages: u64 },
     #[error("--spill-dir {}: {} of synapses may go to disk and the folder's file system has {} free", dir.display(), bytes(*need as f64), bytes(*free as f64))]
     NoDisk { dir: PathBuf, need: u64, free: u64 },
@@ -191,9 +191,13 @@ pub struct TierStats {
     pub bytes_moved_per_s: f64,
 }
 
-/// One line for a progress bar: `pages 83.6 % hits, 2.8 GB in, waited 4.2 s`.
+/// One line for a progress bar: `pages 83.6 % hits, 2.8 GB in, waited 4.2 s`, or where no step
+/// reads a page (under a device) `pages 1.2 GB resident, 1.4 GB on disk`.
 impl std::fmt::Display for TierStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.moved.hits + self.moved.faults == 0 {
+            return write!(f, "pages {} resident, {} on disk", bytes(self.resident_bytes as f64), bytes(self.moved.disk_bytes as f64));
+        }
         write!(f, "pages {:.1} % hits, {} in, waited {:.1} s", 100.0 * self.hit_rate, bytes(self.moved.bytes_in as f64), self.moved.stall_s)
     }
 }
@@ -391,12 +395,20 @@ pub fn put_tables(world: &mut World, mut tables: std::collections::HashMap<(usiz
     }
 }
 
-/// The synapse ranges a reader between steps may read of `block`: all of it unless paged.
+/// The synapse ranges whose weights a reader between steps may read of `block`: all of them
+/// unless its weights are paged (under a device they are not, and the device writes them all).
 pub fn resident_ranges(block: &SynapseBlock) -> Vec<Range<usize>> {
     match &block.pages {
-        Some(t) => t.resident().collect(),
-        None => vec![0..block.len()],
+        Some(t) if t.pages_column("weight") => t.resident().collect(),
+        _ => vec![0..block.len()],
     }
+}
+
+/// The target (shard-local) of synapse `k` of `block`, from memory or, for a spilled page, from
+/// its spill file.
+pub fn target_of(block: &SynapseBlock, k: usize) -> Result<u32, String> {
+    let row = block.row_ptr.partition_point(|&p| p as usize <= k) - 1;
+    Ok(row_targets(block, row)?[k - block.row_ptr[row] as usize])
 }
 
 /// A block's page table and its paged columns, in [`PageTable::element_bytes`] order.
@@ -1109,6 +1121,17 @@ delay_ms = { uniform = [1.0, 2.0] }
         assert_eq!(mirror(&mut world), mirror(&mut whole));
         // Still paged on the host, within its budget.
         assert!(world.query::<&SynapseBlocks>().iter(&world).flat_map(|b| b.0.iter()).any(|b| b.target.column().is_spilled()));
+    }
+
+    /// A synapse's target is found where its page is (a health check names the neuron of a
+    /// weight out of bounds whose targets were spilled).
+    #[test]
+    fn a_target_is_read_where_its_page_is() {
+        let model = crate::Model::parse(MODEL, Path::new("test.toml")).unwrap();
+        let mut whole = crate::build_world(&model, 2).unwrap();
+        let (mut world, _dir) = paged(64 << 10);
+        let targets = |w: &mut World| w.query::<&SynapseBlocks>().iter(w).flat_map(|b| b.0.iter().flat_map(|b| (0..b.len()).map(|k| target_of(b, k).unwrap())).collect::<Vec<_>>()).collect::<Vec<_>>();
+        assert_eq!(targets(&mut world), targets(&mut whole));
     }
 
     /// Under a device, a plastic block's weights stay in RAM (the device writes them) and count

@@ -36,6 +36,9 @@ pub enum CudaError {
     OutOfMemory { needed: String, free: String, device: String },
     #[error("the CUDA backend cannot run this model: {0}")]
     Unsupported(String),
+    /// The host's memory tier (`--host-memory`) could not take the network while it was placed.
+    #[error("{0}")]
+    HostTier(String),
 }
 
 /// One GPU as `fum info` describes it.
