@@ -420,9 +420,9 @@ pub fn resume_keeping(dir: &Path, threads: usize, backend: Option<BackendChoice>
         let estimate = crate::estimate::Estimate::of(&model, threads, ckpt.header.shards);
         let building = |built| RunProgress { phase: building(&estimate, ckpt.header.shards, built), done: ckpt.header.step, ..RunProgress::default() };
         progress(&building(0));
+        let backend = choose(options.backend)?;
         // A network larger than --host-memory is paged while it is built, and the checkpoint's
         // weights are streamed into its pages (`Checkpoint::restore`).
-        let backend = choose(options.backend)?;
         let spill = match options.host_memory {
             Some(host_bytes) => crate::paging::BuildSpill::plan(&model, &estimate, &tier_options(&options, host_bytes, backend.name()))?,
             None => None,
@@ -466,7 +466,7 @@ fn limit_device_memory(sim: &mut Simulation, options: &RunOptions) {
 /// Tells a device backend the run's `--host-memory`, for it to start paging as it places the
 /// network (`crate::paging::DeviceHostBudget`).
 fn page_on_device(sim: &mut Simulation, options: &RunOptions, backend: &str, dt_ms: f64) {
-    if let (Some(host_bytes), true) = (options.host_memory, backend != "cpu") {
+    if let Some(host_bytes) = options.host_memory.filter(|_| backend != "cpu") {
         sim.world.insert_resource(crate::paging::DeviceHostBudget { options: tier_options(options, host_bytes, backend), dt_ms });
     }
 }
