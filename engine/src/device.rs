@@ -614,17 +614,7 @@ impl DeviceNetwork {
         // before the tier is allocated (`crate::paging`).
         world.insert_resource(crate::paging::PinnedHostBytes(mapped_bytes));
         if let Some(budget) = world.remove_resource::<crate::paging::DeviceHostBudget>() {
-            // The message with its causes (a spill folder's I/O error says why it failed).
-            let chain = |e: crate::paging::PagingError| {
-                let mut message = e.to_string();
-                let mut cause = std::error::Error::source(&e);
-                while let Some(c) = cause {
-                    message = format!("{message}: {c}");
-                    cause = c.source();
-                }
-                CudaError::HostTier(message)
-            };
-            if let Some(line) = crate::paging::enable(world, &budget.options, budget.dt_ms).map_err(chain)? {
+            if let Some(line) = crate::paging::enable(world, &budget.options, budget.dt_ms).map_err(|e| CudaError::HostTier(Box::new(e)))? {
                 eprintln!("{line}");
             }
         }

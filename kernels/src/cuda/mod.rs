@@ -37,8 +37,8 @@ pub enum CudaError {
     #[error("the CUDA backend cannot run this model: {0}")]
     Unsupported(String),
     /// The host's memory tier (`--host-memory`) could not take the network while it was placed.
-    #[error("{0}")]
-    HostTier(String),
+    #[error(transparent)]
+    HostTier(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// One GPU as `fum info` describes it.
