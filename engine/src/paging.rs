@@ -448,24 +448,29 @@ pub fn upload_paged(table: &PageTable, name: &str, column: &mut dyn AnyColumn) -
     // Pages are gathered into copies of about this many bytes (one copy per page would wait
     // for the device a million times on a large network).
     const BATCH_BYTES: usize = 16 << 20;
-    let Some(c) = table.columns.iter().position(|&n| n == name) else { return Ok(false) };
-    let elem = table.element_bytes[c];
-    let (mut batch, mut first) = (Vec::new(), 0);
-    for (p, page) in table.pages.iter().enumerate() {
-        if batch.is_empty() {
-            first = page.synapses.start;
+    let (elem, mut batch, mut first, mut failed) = (column.element_bytes(), Vec::new(), 0, None);
+    let mirrored: &dyn AnyColumn = column;
+    let mut flush = |batch: &mut Vec<u8>| {
+        if let Err(e) = mirrored.write_mirror(first, batch) {
+            failed.get_or_insert(e.to_string());
         }
-        let at = batch.len();
-        batch.resize(at + page.synapses.len() * elem, 0);
-        if page.resident {
-            batch[at..].copy_from_slice(column.range_bytes(page.synapses.clone()));
-        } else {
-            table.read_frame(p, c, &mut batch[at..])?;
+        first += batch.len() / elem;
+        batch.clear();
+    };
+    let paged = read_paged(table, name, mirrored, &mut |bytes| {
+        batch.extend_from_slice(bytes);
+        if batch.len() >= BATCH_BYTES {
+            flush(&mut batch);
         }
-        if batch.len() >= BATCH_BYTES || p + 1 == table.pages.len() {
-            column.write_mirror(first, &batch).map_err(|e| e.to_string())?;
-            batch.clear();
-        }
+    })?;
+    if !paged {
+        return Ok(false);
+    }
+    if !batch.is_empty() {
+        flush(&mut batch);
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     column.mark_uploaded();
     Ok(true)
