@@ -60,6 +60,14 @@ fn run_writes_sonata_spikes_probes_and_metadata() {
     let stepping_s = step("mean") * report["steps"].as_f64().unwrap() * 1e-6;
     let simulate_s = report["timing"]["simulate_s"].as_f64().unwrap();
     assert!(stepping_s > 0.3 * simulate_s && stepping_s < 1.05 * simulate_s, "steps {stepping_s} s of {simulate_s} s");
+    // The timeline: stretches of 100 ms of biological time covering the run, whose wall times
+    // add up to the simulate time (less what the loop did after its last step).
+    let timeline = &report["timing"]["timeline"];
+    assert_eq!(timeline["bucket_ms"].as_f64(), Some(100.0));
+    let stretches: Vec<f64> = timeline["wall_s"].as_array().unwrap().iter().map(|w| w.as_f64().unwrap()).collect();
+    assert_eq!(stretches.len() as f64, (report["duration_ms"].as_f64().unwrap() / 100.0).ceil());
+    let looped: f64 = stretches.iter().sum();
+    assert!(stretches.iter().all(|&w| w > 0.0) && looped <= simulate_s && looped > 0.9 * simulate_s, "{stretches:?} of {simulate_s} s");
 }
 
 #[test]

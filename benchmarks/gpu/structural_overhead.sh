@@ -44,4 +44,15 @@ for v, js in runs.items():
     extra = f"{s['planning_s']:.2f} | {s['snapshot_s']:.3f} | {s['wait_s']:.3f} | {s['commit_s']:.3f} ({s.get('commit_device_s', 0):.3f} device) | {s['pruned']} | {s['grown']} | {s['bytes_at_start']} -> {s['bytes_now']}" if s else "- | - | - | - | - | - | -"
     ev = statistics.median(j["synaptic_events"] for j in js)
     print(f"| {v} | {m:.3f} ({' '.join(f'{x:.3f}' for x in t)}) | {100 * (m / base - 1):+.1f} % | {100 * (ev / events - 1):+.2f} % | {extra} |")
+# Where the excess falls: each variant's wall time per 500 ms of biological time (run.json's
+# timeline, medians over the runs) less the run without.
+def halves(j):
+    w, per = j["timing"]["timeline"]["wall_s"], round(500 / j["timing"]["timeline"]["bucket_ms"])
+    return [sum(w[i:i + per]) for i in range(0, len(w), per)]
+lanes = {v: [statistics.median(x) for x in zip(*(halves(j) for j in js))] for v, js in runs.items()}
+print()
+print("| variant | excess over without, ms, per 500 ms of biological time |")
+print("|---|---|")
+for v in ["noop", "replace"]:
+    print(f"| {v} | {' '.join(f'{1e3 * (a - b):+.0f}' for a, b in zip(lanes[v], lanes['without']))} |")
 PY

@@ -33,6 +33,8 @@ pub struct Timing {
     /// The distribution of the steps' wall times (a device backend's steps overlap: there it is
     /// the time between launches).
     pub step_us: StepTimes,
+    /// Where in the run the time went: wall seconds per stretch of biological time.
+    pub timeline: Timeline,
     /// Seconds in each stage of the step, when asked for (`RunOptions::time_stages`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stages_s: Option<BTreeMap<String, f64>>,
@@ -178,6 +180,51 @@ impl StepTimes {
         }
         let us = |ns: u64| ns as f64 / 1000.0;
         StepTimes { p50: us(h.value_at_quantile(0.5)), p99: us(h.value_at_quantile(0.99)), max: us(h.max()), mean: h.mean() / 1000.0 }
+    }
+}
+
+/// The simulation loop's wall time per stretch of `bucket_ms` of biological time, from the
+/// session's first step: where a run slowed down and for how long (a structural plan and its
+/// commit, pages moving, a checkpoint's pause, a viewer's pause are in the stretch they fell in).
+/// Stretches are 100 ms of biological time, doubled while there would be more than
+/// [`Timeline::MAX`] of them, so a long run's report stays small.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Timeline {
+    pub bucket_ms: f64,
+    pub wall_s: Vec<f64>,
+    #[serde(skip)]
+    bucket_steps: u64,
+    #[serde(skip)]
+    dt_ms: f64,
+}
+
+impl Default for Timeline {
+    fn default() -> Self {
+        Timeline::new(0.1)
+    }
+}
+
+impl Timeline {
+    pub const MAX: usize = 1000;
+
+    pub fn new(dt_ms: f64) -> Timeline {
+        let bucket_steps = ((100.0 / dt_ms).round() as u64).max(1);
+        Timeline { bucket_ms: bucket_steps as f64 * dt_ms, wall_s: Vec::new(), bucket_steps, dt_ms }
+    }
+
+    /// Adds `seconds` of wall time spent on the session's step `i` (0 for its first) and the
+    /// duties after it.
+    pub fn add(&mut self, i: u64, seconds: f64) {
+        while i / self.bucket_steps >= Self::MAX as u64 {
+            self.wall_s = self.wall_s.chunks(2).map(|c| c.iter().sum()).collect();
+            self.bucket_steps *= 2;
+            self.bucket_ms = self.bucket_steps as f64 * self.dt_ms;
+        }
+        let b = (i / self.bucket_steps) as usize;
+        if self.wall_s.len() <= b {
+            self.wall_s.resize(b + 1, 0.0);
+        }
+        self.wall_s[b] += seconds;
     }
 }
 
@@ -431,4 +478,32 @@ pub fn peak_rss_bytes() -> u64 {
         return 0;
     }
     usage.ru_maxrss as u64 * 1024
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Timeline;
+
+    #[test]
+    fn the_timeline_keeps_every_second_and_doubles_its_stretches() {
+        // dt 0.5 ms: 200 steps a stretch of 100 ms.
+        let mut t = Timeline::new(0.5);
+        for i in 0..1000 {
+            t.add(i, 0.001);
+        }
+        assert_eq!(t.bucket_ms, 100.0);
+        assert_eq!(t.wall_s.len(), 5);
+        assert!(t.wall_s.iter().all(|&w| (w - 0.2).abs() < 1e-12), "{:?}", t.wall_s);
+        // A step beyond MAX stretches merges them in pairs, as often as needed: step 399 800 is
+        // stretch 1999 of 200 steps, 999 of 400.
+        t.add(200 * 1999, 1.0);
+        assert_eq!(t.bucket_ms, 200.0);
+        assert_eq!(t.wall_s.len(), 1000);
+        assert!((t.wall_s[0] - 0.4).abs() < 1e-12 && (t.wall_s[2] - 0.2).abs() < 1e-12 && t.wall_s[999] == 1.0, "{:?}", &t.wall_s[..3]);
+        // Three more doublings at once.
+        t.add(200 * 15_999, 1.0);
+        assert_eq!((t.bucket_ms, t.wall_s.len()), (1600.0, 1000));
+        assert!((t.wall_s[0] - 1.0).abs() < 1e-12 && t.wall_s[124] == 1.0 && t.wall_s[999] == 1.0);
+        assert!((t.wall_s.iter().sum::<f64>() - 3.0).abs() < 1e-9);
+    }
 }

@@ -631,10 +631,15 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
     // it). Nanoseconds, 3 significant digits, up to an hour.
     let mut steps = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds");
     let mut step_began = Instant::now();
+    // And the loop's wall time (steps and duties) along the run.
+    let mut timeline = crate::report::Timeline::new(model.spec.simulation.dt_ms);
+    let mut stretch_began = t0;
     let done = sim.run_until(end_step, |world, done| {
         steps.saturating_record(step_began.elapsed().as_nanos() as u64);
         let duties = hooks.iter_mut().try_for_each(|hook| hook.between_steps(world, done)).map_break(|s| stop = Some(s));
         step_began = Instant::now();
+        timeline.add(done - 1 - span.start_step, (step_began - stretch_began).as_secs_f64());
+        stretch_began = step_began;
         duties
     });
     drop(hooks);
@@ -733,6 +738,7 @@ fn execute(model: &Model, options: &RunOptions, mut sim: Simulation, started: In
         checkpoints_superseded: checkpoints.superseded,
         synaptic_events_per_s: report.synaptic_events as f64 * (done - span.start_step) as f64 / done.max(1) as f64 / simulate_s.max(1e-9),
         step_us: StepTimes::of(&steps),
+        timeline,
         stages_s: sim.world.get_resource::<crate::StageTimes>().map(crate::StageTimes::by_name),
         ranks,
     };
