@@ -62,8 +62,10 @@ pub struct CudaRunner {
     pending: VecDeque<u64>,
     /// A step ran whose STDP bookkeeping is left to the next (`late_stdp`, `drain`).
     late_pending: bool,
-    /// Where structural plans run beside the steps (see `plan_structure`).
+    /// Where structural plans run beside the steps (see `plan_structure`), and the pinned
+    /// memory that structural uploads go through.
     plan_stream: Arc<CudaStream>,
+    plan_uploads: Arc<std::sync::Mutex<Option<Uploads>>>,
     /// Structural schedules whose spike counts (for co-activity) each step adds to; 0: none.
     count_spikes: u32,
     /// Steps replayed, and the seconds spent capturing the graph.
@@ -216,6 +218,7 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         slot_words,
         multiprocessors,
         plan_stream,
+        plan_uploads: Default::default(),
         pending: VecDeque::new(),
         late_pending: false,
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
@@ -632,7 +635,7 @@ impl CudaRunner {
             let ready = match rebuilt.prepared.as_ref().and_then(|p| p.downcast_ref::<ReadyCommit>()) {
                 Some(ready) => ready,
                 None => {
-                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
+                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, &self.plan_uploads, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
                     &made_now
                 }
             };
@@ -723,7 +726,7 @@ impl CudaRunner {
         }
         // Keys and positions of the largest block, the weights' and counts' snapshot.
         let scratch = largest as u64 * 12 + weight_bytes + 4 * u64::from(self.net.total);
-        let free = self.gpu.ctx.mem_get_info().map_or(0, |(free, _)| free as u64);
+        let free = fum_kernels::cuda::free_bytes(&self.gpu.ctx).unwrap_or(0);
         if scratch + (256 << 20) > free {
             eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
             return None;
@@ -733,6 +736,7 @@ impl CudaRunner {
 
     fn plan_on_device(&mut self, world: &mut World, structural: &Structural, schedule: usize, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
+        let uploads = self.plan_uploads.clone();
         let (n, total) = (self.net.n as usize, self.net.total as usize);
         // The schedule's slot of the spike counts ([schedule][neuron held]; zeros where no rule
         // reads them, so that every plan copies the same).
@@ -838,7 +842,7 @@ impl CudaRunner {
                 }
                 let decided = blocking_event(&self.gpu.ctx)?;
                 decided.record(&side)?;
-                let (gpu, main, side, ctx, columns, snapshot) = (self.gpu.clone(), main.clone(), side.clone(), self.net.ctx.clone(), synapse_columns(b), snapshot.clone());
+                let (gpu, main, side, ctx, columns, snapshot, uploads) = (self.gpu.clone(), main.clone(), side.clone(), self.net.ctx.clone(), synapse_columns(b), snapshot.clone(), uploads.clone());
                 let regrow = rule.regrow.clone();
                 let stream_word = ((fum_kernels::rng::Purpose::Structural as u32) << 16) | u32::from(rule.projection as u16);
                 let [key0, key1] = structural.key.0;
@@ -864,9 +868,7 @@ impl CudaRunner {
                         }
                         first.push(drawn);
                         let need = plan_memory::<u32>(&main, &side, first.len(), false)?;
-                        // SAFETY: `need` holds first.len() values; a copy from pageable memory
-                        // returns once its source is staged.
-                        unsafe { cudarc::driver::result::memcpy_htod_async(ptr(&need, &side), &first, side.cu_stream()) }?;
+                        Uploads::copy(&uploads, &side, ptr(&need, &side), bytemuck::cast_slice(&first))?;
                         let drawn = drawn as usize;
                         let (mut found, mut out_draws) = (plan_memory::<u32>(&main, &side, drawn, false)?, plan_memory::<u32>(&main, &side, 4 * nt as usize, true)?);
                         let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
@@ -893,7 +895,7 @@ impl CudaRunner {
                             // commit, which waits for this thread.
                             let old: Vec<u32> = unsafe { read_raw(&side, row_ptr, rows as usize + 1) }?;
                             let compaction = Compaction::of(plan, &old);
-                            ReadyCommit::new(&ctx, &main, &side, plan, &compaction, &compaction.row_ptr(&old), &columns)
+                            ReadyCommit::new(&ctx, &main, &side, &uploads, plan, &compaction, &compaction.row_ptr(&old), &columns)
                         };
                         Ok(Box::new(ready().map_err(|e| e.to_string())?))
                     };
@@ -981,6 +983,56 @@ unsafe fn read_raw<T: bytemuck::Pod>(stream: &Arc<CudaStream>, src: u64, len: us
     Ok(out)
 }
 
+/// Pinned memory that the plan threads' uploads go through, half by half, one upload at a time.
+/// From pageable memory the driver stages a copy itself, and the step loop waited behind
+/// those copies: a plan's uploads (about 30 MB a synapse block) held it for 100-200 ms; through
+/// these halves the first plan's excess fell from about 240 to 135 ms (1M-neuron STDP network,
+/// H200, measured). Allocated at the first upload.
+struct Uploads {
+    _pinned: PinnedHostSlice<u8>,
+    host: *mut u8,
+    /// When each half's last copy is done and the half may be written again.
+    copied: [CudaEvent; 2],
+}
+
+// SAFETY: `host` points into `_pinned`, which moves with it; it is used under a mutex.
+unsafe impl Send for Uploads {}
+
+impl Uploads {
+    const HALF: usize = 16 << 20;
+
+    fn new(ctx: &Arc<cudarc::driver::CudaContext>) -> Result<Uploads, CudaError> {
+        // SAFETY: each half is written before the copy that reads it.
+        let mut pinned = unsafe { ctx.alloc_pinned::<u8>(2 * Self::HALF) }?;
+        let host = pinned.as_mut_ptr()?;
+        Ok(Uploads { _pinned: pinned, host, copied: [blocking_event(ctx)?, blocking_event(ctx)?] })
+    }
+
+    /// Copies `bytes` to device address `dst` on `stream`; returns once the last half is
+    /// handed to the device (the stream's later work sees all of it).
+    fn copy(uploads: &std::sync::Mutex<Option<Uploads>>, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
+        stream.context().bind_to_thread()?;
+        let mut guard = uploads.lock().expect("no upload panicked");
+        let u = match &mut *guard {
+            Some(u) => u,
+            empty => empty.insert(Uploads::new(stream.context())?),
+        };
+        for (i, chunk) in bytes.chunks(Self::HALF).enumerate() {
+            let half = i % 2;
+            u.copied[half].synchronize()?;
+            // SAFETY: the half holds HALF bytes and no copy reads it any more; `dst` holds
+            // `bytes` (the caller's allocation).
+            unsafe {
+                let at = u.host.add(half * Self::HALF);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), at, chunk.len());
+                sys::cuMemcpyHtoDAsync_v2(dst + (i * Self::HALF) as u64, at.cast(), chunk.len(), stream.cu_stream()).result()?;
+            }
+            u.copied[half].record(stream)?;
+        }
+        Ok(())
+    }
+}
+
 /// A plan's snapshot and scratch, shared by its jobs; the last to finish frees it.
 struct PlanMemory {
     weights: cudarc::driver::CudaSlice<u8>,
@@ -1046,24 +1098,21 @@ struct ReadyCommit {
 impl ReadyCommit {
     /// Uploads on `stream` into memory of the step stream `main` (see `plan_memory`), which the
     /// commit frees after its kernels.
-    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, uploads: &std::sync::Mutex<Option<Uploads>>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
         stream.context().bind_to_thread()?;
         // The row pointers' buffer is the step stream's, like every column's.
         let buffer = fum_engine::device::Buffer::new(ctx, 4 * row_ptr.len(), false)?;
         let upload = |host: &[u8]| -> Result<cudarc::driver::CudaSlice<u8>, CudaError> {
             ctx.count(true, host.len());
             let slice = plan_memory::<u8>(main, stream, host.len(), false)?;
-            // SAFETY: the slice holds the bytes; a copy from pageable memory returns once its
-            // source is staged.
-            if !host.is_empty() {
-                unsafe { cudarc::driver::result::memcpy_htod_async(ptr(&slice, stream), host, stream.cu_stream()) }?;
-            }
+            Uploads::copy(uploads, stream, ptr(&slice, stream), host)?;
             Ok(slice)
         };
         let (pruned, pruned_ptr, grown_ptr) = (upload(bytemuck::cast_slice(&plan.pruned))?, upload(bytemuck::cast_slice(&rows.pruned_ptr))?, upload(bytemuck::cast_slice(&rows.grown_ptr))?);
-        // SAFETY: as above; the buffer was allocated (and zeroed) on `main` before the first
-        // upload's allocation, which this stream waits for.
-        unsafe { cudarc::driver::result::memcpy_htod_async(buffer.ptr(), row_ptr, stream.cu_stream()) }?;
+        // The buffer was allocated (and zeroed) on `main` before the first upload's allocation,
+        // which this stream waits for.
+        Uploads::copy(uploads, stream, buffer.ptr(), bytemuck::cast_slice(row_ptr))?;
         let ready = ReadyCommit {
             stream: stream.clone(),
             pruned,

@@ -127,6 +127,7 @@ impl Gpu {
         // cost time and are not allowed inside graph capture.
         // SAFETY: no buffer is shared between streams.
         unsafe { ctx.disable_event_tracking() };
+        keep_freed_memory(&ctx)?;
         let info = describe(&ctx)?;
         let kernels = Kernels::compile(&ctx, info.compute_capability)?;
         Ok(Gpu { ctx, info, kernels })
@@ -137,6 +138,41 @@ impl Gpu {
         let (major, minor) = self.info.compute_capability;
         format!("{} (sm_{major}{minor}, {:.1} GiB)", self.info.name, self.info.total_memory_bytes as f64 / (1u64 << 30) as f64)
     }
+}
+
+/// Keeps memory freed into the device's stream-ordered pool there for the next allocation,
+/// instead of returning it to the driver at the next synchronisation (the pool's default).
+/// A structural plan allocates and frees gigabytes of scratch beside the steps: returning it
+/// held the steps' graph launches for up to 28 ms at a time, about 130 ms a plan (1M-neuron
+/// STDP network, H200, measured). The idle part still counts as free where the engine asks
+/// ([`free_bytes`]).
+fn keep_freed_memory(ctx: &Arc<CudaContext>) -> Result<(), CudaError> {
+    use cudarc::driver::sys;
+    let mut keep = u64::MAX;
+    // SAFETY: the pool is the device's own; the attribute takes a u64.
+    unsafe { sys::cuMemPoolSetAttribute(default_pool(ctx)?, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD, (&raw mut keep).cast()) }.result()?;
+    Ok(())
+}
+
+fn default_pool(ctx: &Arc<CudaContext>) -> Result<cudarc::driver::sys::CUmemoryPool, CudaError> {
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: writes one handle.
+    unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }.result()?;
+    Ok(pool)
+}
+
+/// Bytes the device can still allocate: the driver's free memory and what the pool holds idle.
+pub fn free_bytes(ctx: &Arc<CudaContext>) -> Result<u64, CudaError> {
+    use cudarc::driver::sys::CUmemPool_attribute::{CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_CURRENT};
+    let pool = default_pool(ctx)?;
+    let attribute = |a| -> Result<u64, CudaError> {
+        let mut v = 0u64;
+        // SAFETY: both attributes are u64s.
+        unsafe { cudarc::driver::sys::cuMemPoolGetAttribute(pool, a, (&raw mut v).cast()) }.result()?;
+        Ok(v)
+    };
+    let idle = attribute(CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?.saturating_sub(attribute(CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?);
+    Ok(ctx.mem_get_info()?.0 as u64 + idle)
 }
 
 /// Device-to-device copy bandwidth (bytes read + written per second) of a plain copy kernel
