@@ -868,7 +868,8 @@ impl CudaRunner {
                         }
                         first.push(drawn);
                         let need = plan_memory::<u32>(&main, &side, first.len(), false)?;
-                        Uploads::copy(&uploads, &side, ptr(&need, &side), bytemuck::cast_slice(&first))?;
+                        // SAFETY: `need` holds first.len() values.
+                        unsafe { Uploads::copy(&uploads, &side, ptr(&need, &side), bytemuck::cast_slice(&first)) }?;
                         let drawn = drawn as usize;
                         let (mut found, mut out_draws) = (plan_memory::<u32>(&main, &side, drawn, false)?, plan_memory::<u32>(&main, &side, 4 * nt as usize, true)?);
                         let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
@@ -1010,7 +1011,11 @@ impl Uploads {
 
     /// Copies `bytes` to device address `dst` on `stream`; returns once the last half is
     /// handed to the device (the stream's later work sees all of it).
-    fn copy(uploads: &std::sync::Mutex<Option<Uploads>>, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
+    ///
+    /// # Safety
+    /// `dst` must hold `bytes.len()` bytes, allocated before the copy in `stream`'s order and
+    /// freed after it.
+    unsafe fn copy(uploads: &std::sync::Mutex<Option<Uploads>>, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
         stream.context().bind_to_thread()?;
         let mut guard = uploads.lock().expect("no upload panicked");
         let u = match &mut *guard {
@@ -1021,7 +1026,7 @@ impl Uploads {
             let half = i % 2;
             u.copied[half].synchronize()?;
             // SAFETY: the half holds HALF bytes and no copy reads it any more; `dst` holds
-            // `bytes` (the caller's allocation).
+            // `bytes`, as the caller promises.
             unsafe {
                 let at = u.host.add(half * Self::HALF);
                 std::ptr::copy_nonoverlapping(chunk.as_ptr(), at, chunk.len());
@@ -1106,13 +1111,14 @@ impl ReadyCommit {
         let upload = |host: &[u8]| -> Result<cudarc::driver::CudaSlice<u8>, CudaError> {
             ctx.count(true, host.len());
             let slice = plan_memory::<u8>(main, stream, host.len(), false)?;
-            Uploads::copy(uploads, stream, ptr(&slice, stream), host)?;
+            // SAFETY: the slice holds the bytes; this stream waits for its allocation.
+            unsafe { Uploads::copy(uploads, stream, ptr(&slice, stream), host) }?;
             Ok(slice)
         };
         let (pruned, pruned_ptr, grown_ptr) = (upload(bytemuck::cast_slice(&plan.pruned))?, upload(bytemuck::cast_slice(&rows.pruned_ptr))?, upload(bytemuck::cast_slice(&rows.grown_ptr))?);
-        // The buffer was allocated (and zeroed) on `main` before the first upload's allocation,
-        // which this stream waits for.
-        Uploads::copy(uploads, stream, buffer.ptr(), bytemuck::cast_slice(row_ptr))?;
+        // SAFETY: the buffer holds the row pointers; it was allocated (and zeroed) on `main`
+        // before the first upload's allocation, which this stream waits for.
+        unsafe { Uploads::copy(uploads, stream, buffer.ptr(), bytemuck::cast_slice(row_ptr)) }?;
         let ready = ReadyCommit {
             stream: stream.clone(),
             pruned,
