@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use bevy_ecs::prelude::*;
 use bytemuck::{Pod, Zeroable};
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
+use cudarc::driver::{sys, CudaContext, CudaEvent, CudaSlice, CudaStream, CudaView, DevicePtr, DeviceRepr, PinnedHostSlice, ValidAsZeroBits};
 
 use crate::backend::{DeviceMemory, HostView, MappedHost, Transfers};
 use crate::column::{DeviceBuffer, TransferError};
@@ -204,7 +204,7 @@ unsafe impl DeviceRepr for ProbeDesc {}
 unsafe impl ValidAsZeroBits for BlockDesc {}
 
 /// What every buffer of one device network shares: the stream all copies are ordered on, the
-/// generation of the device state, the host-written flag, the pinned bounce buffer and the
+/// generation of the device state, the host-written flag, the pinned staging memory and the
 /// transfer counts.
 pub struct DeviceContext {
     pub stream: Arc<CudaStream>,
@@ -212,12 +212,16 @@ pub struct DeviceContext {
     generation: AtomicU64,
     /// Raised when a host copy of a mirrored column is written; the step uploads such columns.
     host_written: AtomicBool,
-    /// Pinned host memory every download passes through (`BOUNCE_BYTES`).
-    bounce: Mutex<PinnedHostSlice<u8>>,
+    /// What the step loop's downloads (on `stream`, `read_bytes`) pass through.
+    staging: Mutex<Staging>,
+    /// What the structural plan threads' copies (on the stream they name, `read_on`,
+    /// `write_on`) pass through: memory of their own, so that the step loop's downloads never
+    /// wait for the plan stream's work. Allocated at the first such copy.
+    plan_staging: Mutex<Option<Staging>>,
     transfers: Mutex<Transfers>,
 }
 
-// SAFETY: the pinned buffer is only touched under its mutex; cudarc's handles carry no thread
+// SAFETY: the staging memory is only touched under its mutexes; cudarc's handles carry no thread
 // affinity (the context is bound on every call).
 unsafe impl Send for DeviceContext {}
 unsafe impl Sync for DeviceContext {}
@@ -248,34 +252,65 @@ impl DeviceContext {
         t.copies += 1;
     }
 
-    /// Copies `src` (device bytes) into `dst` through the pinned bounce buffer, counting them.
+    /// Copies `src` (device bytes) into `dst` on the step stream, after the work queued on it,
+    /// through pinned memory; counts them.
     pub fn read_bytes(&self, src: &CudaView<'_, u8>, dst: &mut [u8]) -> Result<(), CudaError> {
-        let mut bounce = self.bounce.lock().expect("the bounce buffer");
-        for (i, chunk) in dst.chunks_mut(BOUNCE_BYTES).enumerate() {
-            let from = i * BOUNCE_BYTES;
-            // A copy moves as many bytes as its destination holds: give it exactly the chunk.
-            let staged = &mut bounce.as_mut_slice()?[..chunk.len()];
-            self.stream.memcpy_dtoh(&src.slice(from..from + chunk.len()), staged)?;
-            self.stream.synchronize()?;
-            chunk.copy_from_slice(staged);
-        }
+        let (at, _) = src.device_ptr(&self.stream);
+        // SAFETY: `src` holds dst.len() bytes and lives across the call, which returns once the
+        // copies are done.
+        unsafe { self.staging.lock().expect("the staging memory").read(&self.stream, at, dst) }?;
         self.count(false, dst.len());
         Ok(())
     }
 
-    /// Host-to-device bandwidth of pinned memory: the bounce buffer copied to the device four
+    /// Copies `bytes` to device address `dst` on `stream` (a structural plan's stream, or the
+    /// step stream at a commit) through the plan threads' pinned memory; returns once the last
+    /// of them is handed to the device (`stream`'s later work sees all of them). Counts them.
+    ///
+    /// # Safety
+    /// `dst` must hold `bytes.len()` bytes, allocated before the copy in `stream`'s order and
+    /// freed after it.
+    pub unsafe fn write_on(&self, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
+        // SAFETY: as the caller promises.
+        self.with_plan_staging(stream, |s| unsafe { s.write(stream, dst, bytes) })?;
+        self.count(true, bytes.len());
+        Ok(())
+    }
+
+    /// Copies `dst.len()` bytes at device address `src` into `dst` on `stream`, after the work
+    /// queued on it, through the plan threads' pinned memory. Counts them.
+    ///
+    /// # Safety
+    /// `src` must hold `dst.len()` bytes until the call returns.
+    pub unsafe fn read_on(&self, stream: &Arc<CudaStream>, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
+        // SAFETY: as the caller promises.
+        self.with_plan_staging(stream, |s| unsafe { s.read(stream, src, dst) })?;
+        self.count(false, dst.len());
+        Ok(())
+    }
+
+    fn with_plan_staging(&self, stream: &Arc<CudaStream>, copy: impl FnOnce(&mut Staging) -> Result<(), CudaError>) -> Result<(), CudaError> {
+        let mut plan = self.plan_staging.lock().expect("the staging memory");
+        let staging = match &mut *plan {
+            Some(s) => s,
+            empty => empty.insert(Staging::new(stream.context(), PLAN_STAGING_BYTES, true)?),
+        };
+        copy(staging)
+    }
+
+    /// Host-to-device bandwidth of pinned memory: the staging memory copied to the device four
     /// times, bytes per second.
     pub fn link_bandwidth(&self) -> Result<f64, CudaError> {
-        let mut scratch = self.stream.alloc_zeros::<u8>(BOUNCE_BYTES)?;
-        let bounce = self.bounce.lock().expect("the bounce buffer");
-        self.stream.memcpy_htod(&*bounce, &mut scratch)?;
+        let staging = self.staging.lock().expect("the staging memory");
+        let mut scratch = self.stream.alloc_zeros::<u8>(staging.pinned.len())?;
+        self.stream.memcpy_htod(&staging.pinned, &mut scratch)?;
         self.stream.synchronize()?;
         let t = std::time::Instant::now();
         for _ in 0..4 {
-            self.stream.memcpy_htod(&*bounce, &mut scratch)?;
+            self.stream.memcpy_htod(&staging.pinned, &mut scratch)?;
         }
         self.stream.synchronize()?;
-        Ok(4.0 * BOUNCE_BYTES as f64 / t.elapsed().as_secs_f64())
+        Ok(4.0 * staging.pinned.len() as f64 / t.elapsed().as_secs_f64())
     }
 
     /// A copy of the first `len` values of a device slice.
@@ -299,10 +334,96 @@ impl DeviceContext {
     }
 }
 
-/// Size of the pinned host buffer that downloads go through: copies from the device into
-/// pageable memory ran at under 1 GB/s on the H100 test machine (4.5 s for the learned weights
-/// of a 1M-neuron network); through pinned memory they run at bus speed.
-const BOUNCE_BYTES: usize = 64 << 20;
+/// The step loop's staging memory, and the plan threads'.
+const STAGING_BYTES: usize = 64 << 20;
+const PLAN_STAGING_BYTES: usize = 32 << 20;
+
+/// Pinned host memory that copies between pageable memory and the device go through, in two
+/// halves: one half's copy runs while the host fills or empties the other. The driver stages
+/// a copy to or from pageable memory itself: downloads ran at under 1 GB/s on the H100 test
+/// machine (4.5 s for the learned weights of a 1M-neuron network), and the step loop waited
+/// behind a structural plan's uploads (100-200 ms a plan, 1M-neuron STDP network, H200).
+/// Through pinned memory both run at bus speed and wait for nothing but their own stream. One
+/// copy at a time: the owner holds it under a mutex.
+struct Staging {
+    pinned: PinnedHostSlice<u8>,
+    host: *mut u8,
+    /// When each half's last copy is done (the half may be written again, or read).
+    done: [CudaEvent; 2],
+}
+
+impl Staging {
+    /// `bytes` of pinned memory; waiters on its copies sleep (`blocking`) or spin.
+    fn new(ctx: &Arc<CudaContext>, bytes: usize, blocking: bool) -> Result<Staging, CudaError> {
+        // SAFETY: each half is written (by the host or by a copy) before it is read.
+        let mut pinned = unsafe { ctx.alloc_pinned::<u8>(bytes) }?;
+        let host = pinned.as_mut_ptr()?;
+        let flags = blocking.then_some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC);
+        Ok(Staging { pinned, host, done: [ctx.new_event(flags)?, ctx.new_event(flags)?] })
+    }
+
+    fn half(&self) -> usize {
+        self.pinned.len() / 2
+    }
+
+    /// Copies `bytes` to device address `dst` on `stream`; returns once the last half is handed
+    /// to the device.
+    ///
+    /// # Safety
+    /// `dst` must hold `bytes.len()` bytes, allocated before the copy in `stream`'s order and
+    /// freed after it.
+    unsafe fn write(&mut self, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
+        stream.context().bind_to_thread()?;
+        let half = self.half();
+        for (i, chunk) in bytes.chunks(half).enumerate() {
+            let h = i % 2;
+            self.done[h].synchronize()?;
+            // SAFETY: the half holds `half` bytes and no copy reads it any more; `dst` holds
+            // `bytes`, as the caller promises.
+            unsafe {
+                let at = self.host.add(h * half);
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), at, chunk.len());
+                sys::cuMemcpyHtoDAsync_v2(dst + (i * half) as u64, at.cast(), chunk.len(), stream.cu_stream()).result()?;
+            }
+            self.done[h].record(stream)?;
+        }
+        Ok(())
+    }
+
+    /// Copies `dst.len()` bytes from device address `src` into `dst` on `stream`, after the
+    /// work queued on it; returns once all have arrived.
+    ///
+    /// # Safety
+    /// `src` must hold `dst.len()` bytes until the call returns.
+    unsafe fn read(&mut self, stream: &Arc<CudaStream>, src: u64, dst: &mut [u8]) -> Result<(), CudaError> {
+        stream.context().bind_to_thread()?;
+        let (half, total) = (self.half(), dst.len());
+        let n = total.div_ceil(half);
+        let len = |i: usize| half.min(total - i * half);
+        // Copies chunk i into its half (i % 2), once the host has emptied that half.
+        let issue = |s: &Staging, i: usize| -> Result<(), CudaError> {
+            // SAFETY: the half holds `half` >= len(i) bytes; `src` holds the range, as the
+            // caller promises.
+            unsafe { sys::cuMemcpyDtoHAsync_v2(s.host.add((i % 2) * half).cast(), src + (i * half) as u64, len(i), stream.cu_stream()).result() }?;
+            s.done[i % 2].record(stream)?;
+            Ok(())
+        };
+        for i in 0..n.min(2) {
+            issue(self, i)?;
+        }
+        // Chunk i + 2 is copied into the half the host just emptied while it empties chunk i + 1.
+        for i in 0..n {
+            self.done[i % 2].synchronize()?;
+            // SAFETY: the half holds chunk i, which its copy (done) wrote.
+            let staged = unsafe { std::slice::from_raw_parts(self.host.add((i % 2) * half), len(i)) };
+            dst[i * half..i * half + len(i)].copy_from_slice(staged);
+            if i + 2 < n {
+                issue(self, i + 2)?;
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One device buffer that columns are mirrored into (an arena or a column's own buffer).
 pub struct Buffer {
@@ -340,7 +461,6 @@ impl Buffer {
     /// A buffer in pinned host memory that kernels read over the bus; its bytes are undefined
     /// until written (a column's upload writes all of them).
     pub fn mapped(ctx: &Arc<DeviceContext>, bytes: usize, written_by_device: bool) -> Result<Arc<Buffer>, CudaError> {
-        use cudarc::driver::sys;
         let len = bytes.max(16);
         // SAFETY: read only after the upload that follows writes every byte.
         // Write-combined: the bus need not snoop the host's caches for it (CUDA's guide: up to
@@ -625,8 +745,8 @@ impl DeviceNetwork {
             stream: stream.clone(),
             generation: AtomicU64::new(0),
             host_written: AtomicBool::new(false),
-            // SAFETY: the buffer is written by a copy before it is read.
-            bounce: Mutex::new(unsafe { stream.context().alloc_pinned::<u8>(BOUNCE_BYTES) }?),
+            staging: Mutex::new(Staging::new(stream.context(), STAGING_BYTES, false)?),
+            plan_staging: Mutex::new(None),
             transfers: Mutex::new(Transfers::default()),
         });
         let step = world.resource::<crate::components::Clock>().step;

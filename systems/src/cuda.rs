@@ -28,7 +28,7 @@ use fum_engine::model::Prune;
 use fum_engine::structural::{BlockPlan, Compaction, DevicePlan, DevicePlanJob, Draws, Prepared, Rebuilt, Structural, block_targets, regrow_need};
 use fum_engine::{Plugin, Simulation, Stage};
 
-use fum_engine::device::{DeviceNetwork, ptr};
+use fum_engine::device::{DeviceContext, DeviceNetwork, ptr};
 use fum_engine::state::{self, Columns};
 use fum_kernels::cuda::{CudaError, Gpu};
 
@@ -62,10 +62,8 @@ pub struct CudaRunner {
     pending: VecDeque<u64>,
     /// A step ran whose STDP bookkeeping is left to the next (`late_stdp`, `drain`).
     late_pending: bool,
-    /// Where structural plans run beside the steps (see `plan_structure`), and the pinned
-    /// memory that structural uploads go through.
+    /// Where structural plans run beside the steps (see `plan_structure`).
     plan_stream: Arc<CudaStream>,
-    plan_uploads: Arc<std::sync::Mutex<Option<Uploads>>>,
     /// Structural schedules whose spike counts (for co-activity) each step adds to; 0: none.
     count_spikes: u32,
     /// Steps replayed, and the seconds spent capturing the graph.
@@ -218,7 +216,6 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         slot_words,
         multiprocessors,
         plan_stream,
-        plan_uploads: Default::default(),
         pending: VecDeque::new(),
         late_pending: false,
         count_spikes: sim.world.get_resource::<Structural>().filter(|s| s.counts_spikes()).map_or(0, |s| s.schedules.len() as u32),
@@ -635,7 +632,7 @@ impl CudaRunner {
             let ready = match rebuilt.prepared.as_ref().and_then(|p| p.downcast_ref::<ReadyCommit>()) {
                 Some(ready) => ready,
                 None => {
-                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, &self.plan_uploads, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
+                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
                     &made_now
                 }
             };
@@ -736,7 +733,6 @@ impl CudaRunner {
 
     fn plan_on_device(&mut self, world: &mut World, structural: &Structural, schedule: usize, plan: u64, largest: usize, weight_bytes: usize) -> Result<Vec<Vec<Option<DevicePlanJob>>>, CudaError> {
         let (main, side) = (self.net.stream.clone(), self.plan_stream.clone());
-        let uploads = self.plan_uploads.clone();
         let (n, total) = (self.net.n as usize, self.net.total as usize);
         // The schedule's slot of the spike counts ([schedule][neuron held]; zeros where no rule
         // reads them, so that every plan copies the same).
@@ -772,7 +768,7 @@ impl CudaRunner {
         unsafe {
             if self.ranks.is_some() {
                 // The other ranks' counts come over MPI (a collective at this step on every rank).
-                let held = read_raw::<u32>(&main, spike_counts, n)?;
+                let held = read_raw::<u32>(&self.net.ctx, &main, spike_counts, n)?;
                 let all = fum_engine::structural::counts_by_id(&[(self.net.shards.base(), held)], total);
                 cudarc::driver::result::memcpy_htod_async(counts_at, &all, main.cu_stream())?;
             } else {
@@ -842,14 +838,14 @@ impl CudaRunner {
                 }
                 let decided = blocking_event(&self.gpu.ctx)?;
                 decided.record(&side)?;
-                let (gpu, main, side, ctx, columns, snapshot, uploads) = (self.gpu.clone(), main.clone(), side.clone(), self.net.ctx.clone(), synapse_columns(b), snapshot.clone(), uploads.clone());
+                let (gpu, main, side, ctx, columns, snapshot) = (self.gpu.clone(), main.clone(), side.clone(), self.net.ctx.clone(), synapse_columns(b), snapshot.clone());
                 let regrow = rule.regrow.clone();
                 let stream_word = ((fum_kernels::rng::Purpose::Structural as u32) << 16) | u32::from(rule.projection as u16);
                 let [key0, key1] = structural.key.0;
                 let first_block = plan << 32;
                 let job = move || -> Result<DevicePlan, CudaError> {
                     decided.synchronize()?;
-                    let kept_now = if regrow.is_some() { read(&side, &kept, nt as usize)? } else { Vec::new() };
+                    let kept_now = if regrow.is_some() { read(&ctx, &side, &kept, nt as usize)? } else { Vec::new() };
                     // This block's kernels, and those of the blocks before it, are done with the
                     // snapshot; the last job to get here frees it.
                     drop(snapshot);
@@ -869,7 +865,7 @@ impl CudaRunner {
                         first.push(drawn);
                         let need = plan_memory::<u32>(&main, &side, first.len(), false)?;
                         // SAFETY: `need` holds first.len() values.
-                        unsafe { Uploads::copy(&uploads, &side, ptr(&need, &side), bytemuck::cast_slice(&first)) }?;
+                        unsafe { ctx.write_on(&side, ptr(&need, &side), bytemuck::cast_slice(&first)) }?;
                         let drawn = drawn as usize;
                         let (mut found, mut out_draws) = (plan_memory::<u32>(&main, &side, drawn, false)?, plan_memory::<u32>(&main, &side, 4 * nt as usize, true)?);
                         let (multapses, no_autapses) = (u32::from(re.multapses), u32::from(re.no_autapses));
@@ -883,10 +879,10 @@ impl CudaRunner {
                                 .arg(&bits).arg(&mut found).arg(&mut out_draws)
                                 .launch(LaunchConfig { grid_dim: (nt.div_ceil(4).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 })?;
                         }
-                        draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&read(&side, &out_draws, 4 * nt as usize)?);
-                        sources = read(&side, &found, drawn)?;
+                        draws = bytemuck::pod_collect_to_vec::<u32, Draws>(&read(&ctx, &side, &out_draws, 4 * nt as usize)?);
+                        sources = read(&ctx, &side, &found, drawn)?;
                     }
-                    let pruned_bits = read(&side, &bits, words)?;
+                    let pruned_bits = read(&ctx, &side, &bits, words)?;
                     drop(bits);
                     // The device's part of the commit, made ready on the plan stream from the
                     // finished plan and the row pointers before it (unchanged until the commit).
@@ -894,9 +890,9 @@ impl CudaRunner {
                         let ready = || -> Result<ReadyCommit, CudaError> {
                             // SAFETY: the block's row pointers, rows + 1 of them, live until the
                             // commit, which waits for this thread.
-                            let old: Vec<u32> = unsafe { read_raw(&side, row_ptr, rows as usize + 1) }?;
+                            let old: Vec<u32> = unsafe { read_raw(&ctx, &side, row_ptr, rows as usize + 1) }?;
                             let compaction = Compaction::of(plan, &old);
-                            ReadyCommit::new(&ctx, &main, &side, &uploads, plan, &compaction, &compaction.row_ptr(&old), &columns)
+                            ReadyCommit::new(&ctx, &main, &side, plan, &compaction, &compaction.row_ptr(&old), &columns)
                         };
                         Ok(Box::new(ready().map_err(|e| e.to_string())?))
                     };
@@ -959,83 +955,23 @@ fn sync_to_host(world: &mut World, view: HostView) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-/// The first `len` values of `src`, copied on `stream` after its queued work (for the plan
-/// jobs, which read on the plan stream; few enough bytes that pageable memory will do).
-fn read<T: cudarc::driver::DeviceRepr + bytemuck::Pod>(stream: &Arc<CudaStream>, src: &cudarc::driver::CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
+/// The first `len` values of `src`, copied on `stream` after its queued work, through the plan
+/// threads' pinned memory (`DeviceContext::read_on`).
+fn read<T: cudarc::driver::DeviceRepr + bytemuck::Pod>(ctx: &DeviceContext, stream: &Arc<CudaStream>, src: &cudarc::driver::CudaSlice<T>, len: usize) -> Result<Vec<T>, CudaError> {
     assert!(len <= src.len(), "a read inside the slice");
     // SAFETY: the slice holds at least `len` values.
-    unsafe { read_raw(stream, ptr(src, stream), len) }
+    unsafe { read_raw(ctx, stream, ptr(src, stream), len) }
 }
 
 /// `len` values at device address `src`, copied on `stream` after its queued work.
 ///
 /// # Safety
 /// `src` must hold `len` values of `T` that stay allocated until the copy is done.
-unsafe fn read_raw<T: bytemuck::Pod>(stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<T>, CudaError> {
+unsafe fn read_raw<T: bytemuck::Pod>(ctx: &DeviceContext, stream: &Arc<CudaStream>, src: u64, len: usize) -> Result<Vec<T>, CudaError> {
     let mut out = vec![T::zeroed(); len];
-    stream.context().bind_to_thread()?;
-    if len > 0 {
-        // SAFETY: as the caller promises.
-        unsafe { cudarc::driver::result::memcpy_dtoh_async(&mut out, src, stream.cu_stream()) }?;
-    }
-    let done = blocking_event(stream.context())?;
-    done.record(stream)?;
-    done.synchronize()?;
+    // SAFETY: as the caller promises.
+    unsafe { ctx.read_on(stream, src, bytemuck::cast_slice_mut(&mut out)) }?;
     Ok(out)
-}
-
-/// Pinned memory that the plan threads' uploads go through, half by half, one upload at a time.
-/// From pageable memory the driver stages a copy itself, and the step loop waited behind
-/// those copies: a plan's uploads (about 30 MB a synapse block) held it for 100-200 ms; through
-/// these halves the first plan's excess fell from about 240 to 135 ms (1M-neuron STDP network,
-/// H200, measured). Allocated at the first upload.
-struct Uploads {
-    _pinned: PinnedHostSlice<u8>,
-    host: *mut u8,
-    /// When each half's last copy is done and the half may be written again.
-    copied: [CudaEvent; 2],
-}
-
-// SAFETY: `host` points into `_pinned`, which moves with it; it is used under a mutex.
-unsafe impl Send for Uploads {}
-
-impl Uploads {
-    const HALF: usize = 16 << 20;
-
-    fn new(ctx: &Arc<cudarc::driver::CudaContext>) -> Result<Uploads, CudaError> {
-        // SAFETY: each half is written before the copy that reads it.
-        let mut pinned = unsafe { ctx.alloc_pinned::<u8>(2 * Self::HALF) }?;
-        let host = pinned.as_mut_ptr()?;
-        Ok(Uploads { _pinned: pinned, host, copied: [blocking_event(ctx)?, blocking_event(ctx)?] })
-    }
-
-    /// Copies `bytes` to device address `dst` on `stream`; returns once the last half is
-    /// handed to the device (the stream's later work sees all of it).
-    ///
-    /// # Safety
-    /// `dst` must hold `bytes.len()` bytes, allocated before the copy in `stream`'s order and
-    /// freed after it.
-    unsafe fn copy(uploads: &std::sync::Mutex<Option<Uploads>>, stream: &Arc<CudaStream>, dst: u64, bytes: &[u8]) -> Result<(), CudaError> {
-        stream.context().bind_to_thread()?;
-        let mut guard = uploads.lock().expect("no upload panicked");
-        let u = match &mut *guard {
-            Some(u) => u,
-            empty => empty.insert(Uploads::new(stream.context())?),
-        };
-        for (i, chunk) in bytes.chunks(Self::HALF).enumerate() {
-            let half = i % 2;
-            u.copied[half].synchronize()?;
-            // SAFETY: the half holds HALF bytes and no copy reads it any more; `dst` holds
-            // `bytes`, as the caller promises.
-            unsafe {
-                let at = u.host.add(half * Self::HALF);
-                std::ptr::copy_nonoverlapping(chunk.as_ptr(), at, chunk.len());
-                sys::cuMemcpyHtoDAsync_v2(dst + (i * Self::HALF) as u64, at.cast(), chunk.len(), stream.cu_stream()).result()?;
-            }
-            u.copied[half].record(stream)?;
-        }
-        Ok(())
-    }
 }
 
 /// A plan's snapshot and scratch, shared by its jobs; the last to finish frees it.
@@ -1104,21 +1040,20 @@ impl ReadyCommit {
     /// Uploads on `stream` into memory of the step stream `main` (see `plan_memory`), which the
     /// commit frees after its kernels.
     #[allow(clippy::too_many_arguments)]
-    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, uploads: &std::sync::Mutex<Option<Uploads>>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
+    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
         stream.context().bind_to_thread()?;
         // The row pointers' buffer is the step stream's, like every column's.
         let buffer = fum_engine::device::Buffer::new(ctx, 4 * row_ptr.len(), false)?;
         let upload = |host: &[u8]| -> Result<cudarc::driver::CudaSlice<u8>, CudaError> {
-            ctx.count(true, host.len());
             let slice = plan_memory::<u8>(main, stream, host.len(), false)?;
             // SAFETY: the slice holds the bytes; this stream waits for its allocation.
-            unsafe { Uploads::copy(uploads, stream, ptr(&slice, stream), host) }?;
+            unsafe { ctx.write_on(stream, ptr(&slice, stream), host) }?;
             Ok(slice)
         };
         let (pruned, pruned_ptr, grown_ptr) = (upload(bytemuck::cast_slice(&plan.pruned))?, upload(bytemuck::cast_slice(&rows.pruned_ptr))?, upload(bytemuck::cast_slice(&rows.grown_ptr))?);
         // SAFETY: the buffer holds the row pointers; it was allocated (and zeroed) on `main`
         // before the first upload's allocation, which this stream waits for.
-        unsafe { Uploads::copy(uploads, stream, buffer.ptr(), bytemuck::cast_slice(row_ptr)) }?;
+        unsafe { ctx.write_on(stream, buffer.ptr(), bytemuck::cast_slice(row_ptr)) }?;
         let ready = ReadyCommit {
             stream: stream.clone(),
             pruned,
