@@ -12,10 +12,10 @@ use fum::run::{BackendChoice, Outcome, Phase, RunError, RunOptions, RunProgress,
 
 /// jemalloc, not glibc's malloc. While a structural plan's threads allocate and free their
 /// buffers (tens of MB each) beside the simulation, glibc maps and unmaps that memory, and the
-/// step loop stalled for up to 70 ms at a time in small allocations of its own: the 1M-neuron
-/// STDP network with a plan every second ran 14 % slower than without plans under glibc, 6.5 %
-/// under jemalloc (H200, benchmarks/RESULTS.md). jemalloc keeps freed memory mapped and returns
-/// it on its background threads.
+/// step loop stalled for 5-87 ms at a time in small allocations of its own and the driver's:
+/// the 1M-neuron STDP network with a plan every second ran 15.6 % slower than without plans
+/// under glibc, 6.9 % under jemalloc (H200, benchmarks/RESULTS.md). jemalloc keeps freed memory
+/// mapped and returns it on its background threads.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

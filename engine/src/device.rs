@@ -255,7 +255,7 @@ impl DeviceContext {
     /// Copies `src` (device bytes) into `dst` on the step stream, after the work queued on it,
     /// through pinned memory; counts them.
     pub fn read_bytes(&self, src: &CudaView<'_, u8>, dst: &mut [u8]) -> Result<(), CudaError> {
-        let (at, _) = src.device_ptr(&self.stream);
+        let (at, _in_use) = src.device_ptr(&self.stream);
         // SAFETY: `src` holds dst.len() bytes and lives across the call, which returns once the
         // copies are done.
         unsafe { self.staging.lock().expect("the staging memory").read(&self.stream, at, dst) }?;
