@@ -10,22 +10,7 @@ use fum::engine::estimate::bytes;
 use fum::engine::{observe, serve};
 use fum::run::{BackendChoice, Outcome, Phase, RunError, RunOptions, RunProgress, RunReport, resume, run_observed};
 
-/// jemalloc, not glibc's malloc. While a structural plan's threads allocate and free their
-/// buffers (tens of MB each) beside the simulation, glibc maps and unmaps that memory, and the
-/// step loop stalled for 5-87 ms at a time in small allocations of its own and the driver's:
-/// the 1M-neuron STDP network with a plan every second ran 15.6 % slower than without plans
-/// under glibc, 6.9 % under jemalloc (H200, benchmarks/RESULTS.md). jemalloc keeps freed memory
-/// mapped and returns it on its background threads.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-
-/// jemalloc's settings (its `malloc_conf`, a C string): background threads return freed memory
-/// to the system a second after it was last used (the build's drafts, once the network is
-/// built), so that no allocating thread does it.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+fum::engine::use_jemalloc!();
 
 /// Exit status of a run stopped by SIGINT/SIGTERM after writing a checkpoint and the outputs.
 const EXIT_INTERRUPTED: u8 = 3;

@@ -34,6 +34,31 @@ pub use build::{BuildError, build_world};
 pub use model::{Model, ModelError};
 pub use simulation::{Plugin, Simulation, Stage, StageTimes};
 
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[doc(hidden)]
+pub use tikv_jemallocator;
+
+/// Makes jemalloc the global allocator of the binary or library that invokes it (the `fum`
+/// binary, the Python module), with its settings. Why not glibc's malloc: while a structural
+/// plan's threads allocate and free their buffers (tens of MB each) beside the simulation,
+/// glibc maps and unmaps that memory, and the step loop stalled for 5-87 ms at a time in small
+/// allocations of its own and the driver's: the 1M-neuron STDP network with a plan every
+/// second ran 15.6 % slower than without plans under glibc, 6.9 % under jemalloc (H200,
+/// benchmarks/RESULTS.md). jemalloc keeps freed memory mapped; its settings (`malloc_conf`, a C
+/// string) have background threads return it to the system a second after its last use (the
+/// build's drafts, once the network is built), so that no allocating thread does.
+#[macro_export]
+macro_rules! use_jemalloc {
+    () => {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[global_allocator]
+        static ALLOCATOR: $crate::tikv_jemallocator::Jemalloc = $crate::tikv_jemallocator::Jemalloc;
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        #[unsafe(export_name = "_rjem_malloc_conf")]
+        pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+    };
+}
+
 /// 64 unguessable bits: `RandomState`'s keys come from the operating system's random source
 /// (fresh per instance), mixed here with the time and process id. For run ids and steering
 /// tokens, which need no cryptographic generator of their own.

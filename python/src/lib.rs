@@ -27,14 +27,7 @@ use pyo3::exceptions::{PyException, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-// The engine's allocations go to jemalloc, with its settings, as in the `fum` binary (src/main.rs
-// at the root says why: glibc's malloc stalled the step loop beside a structural plan).
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &u8 = &b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0"[0];
+fum_engine::use_jemalloc!();
 
 create_exception!(_fum, FumError, PyException, "A run failed: the message is the one `fum run` prints.");
 create_exception!(_fum, ModelError, FumError, "A model was refused: `file:line:column: field: message`, as `fum check` prints it.");
