@@ -310,7 +310,9 @@ pub fn build_world_spilled(model: &Model, ranges: &[Range<u32>], spill: Option<&
     // The blocks' drafts (up to 30 B a synapse, a block per thread) are freed now, but glibc
     // keeps freed memory in its per-thread arenas: without a trim the run's resident memory
     // stays near the build's peak (1M neurons x 1000 synapses on 16 threads: 10.8 GB while
-    // simulating a network of 5 GB).
+    // simulating a network of 5 GB). A program that allocates through `use_jemalloc!` (the fum
+    // binary, the Python module) gets its drafts back from jemalloc's background threads; the
+    // trim still returns what C libraries freed through glibc.
     // SAFETY: malloc_trim only returns free memory to the system.
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     unsafe {
