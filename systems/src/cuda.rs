@@ -1045,7 +1045,6 @@ struct ReadyCommit {
 impl ReadyCommit {
     /// Uploads on `stream` into memory of the step stream `main` (see `plan_memory`), which the
     /// commit frees after its kernels.
-    #[allow(clippy::too_many_arguments)]
     fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
         stream.context().bind_to_thread()?;
         // The row pointers' buffer is the step stream's, like every column's.
