@@ -521,23 +521,25 @@ pub struct Change {
 
 /// A plan's changes row by row, as a device rebuilding its copy of a block reads them: row `r`
 /// keeps its synapses but `plan.pruned[pruned_ptr[r]..pruned_ptr[r + 1]]`, then gets
-/// `plan.grown[grown_ptr[r]..grown_ptr[r + 1]]`.
+/// `plan.grown[grown_ptr[r]..grown_ptr[r + 1]]`; `row_ptr` are the block's row pointers after.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Compaction {
     pub pruned_ptr: Vec<u32>,
     pub grown_ptr: Vec<u32>,
+    pub row_ptr: Vec<u32>,
 }
 
 impl Compaction {
     /// The layout of `plan` over the rows of `row_ptr` (the block's, before the commit).
     pub fn of(plan: &BlockPlan, row_ptr: &[u32]) -> Self {
         let rows = row_ptr.len() - 1;
-        let (mut pruned_ptr, mut grown_ptr) = (Vec::with_capacity(rows + 1), Vec::with_capacity(rows + 1));
+        let (mut pruned_ptr, mut grown_ptr, mut new_ptr) = (Vec::with_capacity(rows + 1), Vec::with_capacity(rows + 1), Vec::with_capacity(rows + 1));
         // One merge walk over the rows and the two sorted lists.
         let (mut p, mut g) = (0, 0);
         for r in 0..rows {
             pruned_ptr.push(p as u32);
             grown_ptr.push(g as u32);
+            new_ptr.push((row_ptr[r] as usize - p + g) as u32);
             while p < plan.pruned.len() && plan.pruned[p] < row_ptr[r + 1] {
                 p += 1;
             }
@@ -547,18 +549,8 @@ impl Compaction {
         }
         pruned_ptr.push(p as u32);
         grown_ptr.push(g as u32);
-        Compaction { pruned_ptr, grown_ptr }
-    }
-
-    /// The row pointers after the plan, from those before (`old`).
-    pub fn row_ptr(&self, old: &[u32]) -> Vec<u32> {
-        let mut row_ptr = Vec::with_capacity(old.len());
-        row_ptr.push(0u32);
-        for r in 0..old.len() - 1 {
-            let kept = old[r + 1] - old[r] - (self.pruned_ptr[r + 1] - self.pruned_ptr[r]);
-            row_ptr.push(row_ptr[r] + kept + self.grown_ptr[r + 1] - self.grown_ptr[r]);
-        }
-        row_ptr
+        new_ptr.push((row_ptr[rows] as usize - p + g) as u32);
+        Compaction { pruned_ptr, grown_ptr, row_ptr: new_ptr }
     }
 }
 
@@ -570,7 +562,7 @@ pub struct Rebuilt {
     pub rows: Compaction,
     /// The device's part, made ready by the plan thread, if the backend did (after a restore
     /// or a checkpoint in between, it starts from the plan).
-    pub prepared: Option<Prepared>,
+    pub prepared: Option<DevicePart>,
 }
 
 /// Columns a commit replaced: freeing gigabytes takes the kernel a while (unmapping pages from
@@ -631,7 +623,7 @@ pub fn apply_plan(block: &mut SynapseBlock, plan: &BlockPlan, rows: &Compaction,
         Weights::F32(w) => Weights::F32(rebuilt(w, old_ptr, plan, rows, len, |g| f32::set(g.weight))),
         Weights::F16(w) => Weights::F16(rebuilt(w, old_ptr, plan, rows, len, |g| half::f16::set(g.weight))),
     };
-    let row_ptr = rows.row_ptr(old_ptr);
+    let row_ptr = rows.row_ptr.clone();
     retired.push(Box::new(std::mem::replace(&mut block.target, target)));
     if let (Some(d), Delays::PerSynapse(old)) = (delay, &mut block.delay) {
         retired.push(Box::new(std::mem::replace(old, d)));
@@ -677,12 +669,21 @@ pub struct Planned {
     pub plan: BlockPlan,
     /// Seconds the plan thread spent on it.
     pub seconds: f64,
-    /// What a device backend made ready for its part of the commit (see [`Rebuilt`]).
+    /// What a device backend made ready for the commit (see [`Prepared`]).
     pub prepared: Option<Prepared>,
 }
 
+/// A block's commit made ready on a plan thread by a device backend: the plan's layout over
+/// the block's rows (they change only at commits, so the layout holds at this one; computed
+/// inside the commit it was most of its pause: 25 ms a block of 50 M synapses) and the
+/// device's own part.
+pub struct Prepared {
+    pub rows: Compaction,
+    pub device: DevicePart,
+}
+
 /// A device backend's part of a commit, made ready beside the simulation (its own type).
-pub type Prepared = Box<dyn std::any::Any + Send + Sync>;
+pub type DevicePart = Box<dyn std::any::Any + Send + Sync>;
 
 /// A shard's structural state: its neurons' spike counts since each schedule's last snapshot
 /// and, per schedule, the plan awaiting its commit (computing on a thread, computed, or
@@ -1104,7 +1105,10 @@ pub fn commit_if_due(world: &mut World, schedule: usize, step: u64) {
         .into_par_iter()
         .map(|(shard, block, b, Planned { plan, seconds, prepared })| {
             let changed = !(plan.pruned.is_empty() && plan.grown.is_empty());
-            let rows = Compaction::of(&plan, &b.row_ptr);
+            let (rows, prepared) = match prepared {
+                Some(Prepared { rows, device }) => (rows, Some(device)),
+                None => (Compaction::of(&plan, &b.row_ptr), None),
+            };
             let mut retired = Vec::new();
             let change = apply_plan(b, &plan, &rows, &mut retired);
             ((b.projection, change, seconds), changed.then_some(Rebuilt { shard, block, plan, rows, prepared }), retired)
@@ -1378,8 +1382,8 @@ mod tests {
         let b = block();
         let plan = BlockPlan { synapses: 5, pruned: vec![1, 3, 4], grown: vec![Grown { row: 0, ..Default::default() }, Grown { row: 0, ..Default::default() }, Grown { row: 2, ..Default::default() }] };
         let c = Compaction::of(&plan, &b.row_ptr);
-        // Rows span 0..2, 2..3, 3..5: row 0 loses 1, row 2 loses 3 and 4.
-        assert_eq!(c, Compaction { pruned_ptr: vec![0, 1, 1, 3], grown_ptr: vec![0, 2, 2, 3] });
+        // Rows span 0..2, 2..3, 3..5: row 0 loses 1 and gains 2, row 2 loses 3 and 4 and gains 1.
+        assert_eq!(c, Compaction { pruned_ptr: vec![0, 1, 1, 3], grown_ptr: vec![0, 2, 2, 3], row_ptr: vec![0, 3, 4, 5] });
     }
 
     fn snapshot() -> BlockSnapshot {

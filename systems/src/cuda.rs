@@ -638,7 +638,7 @@ impl CudaRunner {
             let ready = match rebuilt.prepared.as_ref().and_then(|p| p.downcast_ref::<ReadyCommit>()) {
                 Some(ready) => ready,
                 None => {
-                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, plan, &rebuilt.rows, &block.row_ptr, &synapse_columns(block))?;
+                    made_now = ReadyCommit::new(&self.net.ctx, &stream, &stream, plan, &rebuilt.rows, &synapse_columns(block))?;
                     &made_now
                 }
             };
@@ -893,14 +893,15 @@ impl CudaRunner {
                     // The device's part of the commit, made ready on the plan stream from the
                     // finished plan and the row pointers before it (unchanged until the commit).
                     let prepare = move |plan: &BlockPlan| -> Result<Prepared, String> {
-                        let ready = || -> Result<ReadyCommit, CudaError> {
+                        let ready = || -> Result<Prepared, CudaError> {
                             // SAFETY: the block's row pointers, rows + 1 of them, live until the
                             // commit, which waits for this thread.
                             let old: Vec<u32> = unsafe { read_raw(&ctx, &side, row_ptr, rows as usize + 1) }?;
-                            let compaction = Compaction::of(plan, &old);
-                            ReadyCommit::new(&ctx, &main, &side, plan, &compaction, &compaction.row_ptr(&old), &columns)
+                            let rows = Compaction::of(plan, &old);
+                            let device = Box::new(ReadyCommit::new(&ctx, &main, &side, plan, &rows, &columns)?);
+                            Ok(Prepared { rows, device })
                         };
-                        Ok(Box::new(ready().map_err(|e| e.to_string())?))
+                        ready().map_err(|e| e.to_string())
                     };
                     Ok(DevicePlan { synapses: n_syn, pruned_bits, draws, rows: sources, prepare: Some(Box::new(prepare)) })
                 };
@@ -1045,7 +1046,8 @@ struct ReadyCommit {
 impl ReadyCommit {
     /// Uploads on `stream` into memory of the step stream `main` (see `plan_memory`), which the
     /// commit frees after its kernels.
-    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, row_ptr: &[u32], columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
+    fn new(ctx: &Arc<fum_engine::device::DeviceContext>, main: &Arc<CudaStream>, stream: &Arc<CudaStream>, plan: &BlockPlan, rows: &Compaction, columns: &[(&'static str, usize)]) -> Result<ReadyCommit, CudaError> {
+        let row_ptr = &rows.row_ptr;
         stream.context().bind_to_thread()?;
         // The row pointers' buffer is the step stream's, like every column's.
         let buffer = fum_engine::device::Buffer::new(ctx, 4 * row_ptr.len(), false)?;
