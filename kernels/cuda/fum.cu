@@ -520,7 +520,7 @@ extern "C" __global__ void compact_rows(u32 rows, u32 elem, const u32* old_ptr, 
 // The device decides which synapses a plan prunes and which sources each target draws; the
 // host draws the new synapses' delays and weights from where each target's stream stopped, so
 // no device maths enters them. One synapse block at a time: plan_count and scan_counts give
-// each shard-local target a bucket, plan_bucket fills the buckets with (key, position),
+// each shard-local target a bucket, plan_bucket fills the buckets with entries (key, position),
 // unordered, plan_select decides per target; the host places each target's draws from how
 // many it kept (systems/src/cuda.rs), and plan_regrow draws them.
 
@@ -540,13 +540,17 @@ extern "C" __global__ void plan_below(u32 n_syn, u64 target, u32 wide, u64 weigh
     }
 }
 
+// A synapse in its target's bucket: key and position in one 16-byte record, so that each
+// scattered write touches one sector of memory (apart, they touched two).
+struct __align__(16) Entry { u64 key; u32 pos, unused; };
+
 // Every synapse into its target's bucket with its key: |w| as f32 bits, or (priority) the
 // co-activity priority |w| x rate_pre x rate_post as f64 bits. Both are non-negative, so their
 // bits order as their values do. A warp per row, which knows its source. `fill` counts each
 // bucket's entries so far (zeroed by the host: see plan_memory in systems/src/cuda.rs).
 extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, u64 target, u32 wide, u64 weight, u32 weight_f16,
                                        u32 priority, const u32* spike_counts, u32 source_first, u32 shard_first,
-                                       double interval_s, const u32* offsets, u32* fill, u64* keys, u32* positions) {
+                                       double interval_s, const u32* offsets, u32* fill, Entry* entries) {
     u32 lane = threadIdx.x & 31;
     u32 warps = gridDim.x * blockDim.x / 32;
     for (u32 r = (blockIdx.x * blockDim.x + threadIdx.x) / 32; r < rows; r += warps) {
@@ -559,9 +563,7 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, u64 target,
                 double post = __ddiv_rn((double)spike_counts[shard_first + t], interval_s);
                 key = (u64)__double_as_longlong(__dmul_rn(__dmul_rn((double)w, pre), post));
             }
-            u32 slot = offsets[t] + atomicAdd(&fill[t], 1u);
-            keys[slot] = key;
-            positions[slot] = k;
+            entries[offsets[t] + atomicAdd(&fill[t], 1u)] = Entry{key, k, 0u};
         }
     }
 }
@@ -570,23 +572,31 @@ extern "C" __global__ void plan_bucket(u32 rows, const u32* row_ptr, u64 target,
 // bits of their positions, and how many stay (kept[j - t0]). mode 1: all but the `keep`
 // largest |w|; mode 2: the round(x * n) lowest priorities; ties go to the earlier position. It
 // finds the m-th smallest (key, position) by a radix select, 8 bits a pass (key_bits of key,
-// then 32 of position); mode 1 orders by descending |w| (flipped keys). 256 threads a block.
-extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const u64* keys, const u32* positions,
+// then 32 of position), and stops at the pass whose digit's entries are all among the m; mode
+// 1 orders by descending |w| (flipped keys). A bucket of at most `cached` entries is read once
+// into shared memory (dynamic, `cached` entries) and every pass reads it there. 256 threads a
+// block.
+extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const Entry* entries, u32 cached,
                                        u32 mode, double x, u32 keep, u32 key_bits, u32* pruned_bits, u32* kept) {
+    extern __shared__ Entry cache[];
     __shared__ u32 hist[256], warp_sums[8];
     __shared__ u64 prefix_key;
-    __shared__ u32 prefix_pos, remaining;
+    __shared__ u32 prefix_pos, remaining, done;
     u32 j = t0 + blockIdx.x;
     if (j >= t1) return;
     u32 b0 = offsets[j], n = offsets[j + 1] - b0;
-    const u64* key = keys + b0;
-    const u32* pos = positions + b0;
+    const Entry* e = entries + b0;
+    if (n <= cached) {
+        for (u32 i = threadIdx.x; i < n; i += blockDim.x) cache[i] = e[i];
+        __syncthreads();
+        e = cache;
+    }
     bool flip = mode == 1;
     u32 m = flip ? min(keep, n) : min((u32)round(__dmul_rn(x, (double)n)), n);
     u64 tk = 0;
     u32 tp = 0;
     if (m > 0 && m < n) {
-        if (threadIdx.x == 0) { prefix_key = 0; prefix_pos = 0; remaining = m; }
+        if (threadIdx.x == 0) { prefix_key = 0; prefix_pos = 0; remaining = m; done = 0; }
         u64 key_mask = 0;
         u32 pos_mask = 0;
         u32 key_passes = key_bits / 8;
@@ -598,9 +608,10 @@ extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const
             u64 pk = prefix_key;
             u32 pp = prefix_pos;
             for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
-                u64 k = flip ? 0xffffffffull - key[i] : key[i];
-                if ((k & key_mask) == pk && (pos[i] & pos_mask) == pp)
-                    atomicAdd(&hist[in_key ? (u32)(k >> shift) & 255u : (pos[i] >> shift) & 255u], 1u);
+                Entry en = e[i];
+                u64 k = flip ? 0xffffffffull - en.key : en.key;
+                if ((k & key_mask) == pk && (en.pos & pos_mask) == pp)
+                    atomicAdd(&hist[in_key ? (u32)(k >> shift) & 255u : (en.pos >> shift) & 255u], 1u);
             }
             __syncthreads();
             // The digit where the count of smaller entries reaches `remaining`: a scan of the
@@ -617,21 +628,30 @@ extern "C" __global__ void plan_select(u32 t0, u32 t1, const u32* offsets, const
             __syncthreads();
             if (h > 0 && incl - h < rem && incl >= rem) {
                 remaining = rem - (incl - h);
-                if (in_key) prefix_key |= (u64)threadIdx.x << shift;
-                else prefix_pos |= threadIdx.x << shift;
+                // Every entry of this digit is among the m: the threshold is the digit's
+                // largest (key, position), whatever the lower bits.
+                u32 all = incl == rem;
+                done = all;
+                u64 low_key = all ? (in_key ? (1ull << shift) - 1 : 0) : 0;
+                u32 low_pos = all ? (in_key ? 0xffffffffu : (1u << shift) - 1) : 0;
+                if (in_key) prefix_key |= ((u64)threadIdx.x << shift) | low_key;
+                else prefix_pos |= (threadIdx.x << shift) | low_pos;
+                if (all && in_key) prefix_pos = low_pos;
             }
             if (in_key) key_mask |= 255ull << shift;
             else pos_mask |= 255u << shift;
             __syncthreads();
+            if (done) break;
         }
         tk = prefix_key;
         tp = prefix_pos;
     }
     // The m smallest are kept (mode 1) or pruned (mode 2).
     for (u32 i = threadIdx.x; i < n; i += blockDim.x) {
-        u64 k = flip ? 0xffffffffull - key[i] : key[i];
-        bool smallest = m == n || (m > 0 && (k < tk || (k == tk && pos[i] <= tp)));
-        if (smallest != flip) atomicOr(&pruned_bits[pos[i] >> 5], 1u << (pos[i] & 31));
+        Entry en = e[i];
+        u64 k = flip ? 0xffffffffull - en.key : en.key;
+        bool smallest = m == n || (m > 0 && (k < tk || (k == tk && en.pos <= tp)));
+        if (smallest != flip) atomicOr(&pruned_bits[en.pos >> 5], 1u << (en.pos & 31));
     }
     if (threadIdx.x == 0) kept[j - t0] = flip ? m : n - m;
 }

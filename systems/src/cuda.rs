@@ -727,8 +727,8 @@ impl CudaRunner {
             largest = largest.max(b.len());
             weight_bytes += (b.len() * weight_elem(b)) as u64;
         }
-        // Keys and positions of the largest block, the weights' and counts' snapshot.
-        let scratch = largest as u64 * 12 + weight_bytes + 4 * u64::from(self.net.total);
+        // Entries (key and position) of the largest block, the weights' and counts' snapshot.
+        let scratch = largest as u64 * 16 + weight_bytes + 4 * u64::from(self.net.total);
         let free = fum_kernels::cuda::free_bytes(&self.gpu.ctx).unwrap_or(0);
         if scratch + (256 << 20) > free {
             eprintln!("structural plasticity: planning on the host, as the device's scratch ({:.1} GB) does not fit its free memory ({:.1} GB)", scratch as f64 / 1e9, free as f64 / 1e9);
@@ -749,11 +749,10 @@ impl CudaRunner {
         let snapshot = Arc::new(PlanMemory {
             weights: plan_memory(&main, &side, weight_bytes, false)?,
             counts: plan_memory(&main, &side, 4 * total, false)?,
-            keys: plan_memory(&main, &side, 8 * largest, false)?,
-            positions: plan_memory(&main, &side, 4 * largest, false)?,
+            entries: plan_memory(&main, &side, 16 * largest, false)?,
         });
         let (weights_at, counts_at) = (ptr(&snapshot.weights, &side), ptr(&snapshot.counts, &side));
-        let (keys, positions) = (ptr(&snapshot.keys, &side), ptr(&snapshot.positions, &side));
+        let entries = ptr(&snapshot.entries, &side);
         let entities = state::shards_in_order(world);
         let mut at = 0u64;
         let mut snapshot_of = std::collections::HashMap::new();
@@ -834,12 +833,12 @@ impl CudaRunner {
                         side.launch_builder(&k.scan_counts).arg(&mut offsets).arg(&buckets).arg(&mut total).launch(one(1, 1024))?;
                         side.launch_builder(&k.plan_bucket)
                             .arg(&rows).arg(&row_ptr).arg(&target).arg(&wide).arg(&weight).arg(&f16).arg(&priority).arg(&counts_at)
-                            .arg(&b.source_first).arg(&targets.shard_first).arg(&interval_s).arg(&offsets).arg(&mut fill).arg(&keys).arg(&positions)
+                            .arg(&b.source_first).arg(&targets.shard_first).arg(&interval_s).arg(&offsets).arg(&mut fill).arg(&entries)
                             .launch(per_row(rows))?;
                         side.launch_builder(&k.plan_select)
-                            .arg(&t0).arg(&t1).arg(&offsets).arg(&keys).arg(&positions).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
+                            .arg(&t0).arg(&t1).arg(&offsets).arg(&entries).arg(&SELECT_CACHED).arg(&mode).arg(&x).arg(&keep).arg(&key_bits)
                             .arg(&mut bits).arg(&mut kept)
-                            .launch(one(nt, 256))?;
+                            .launch(LaunchConfig { shared_mem_bytes: 16 * SELECT_CACHED, ..one(nt, 256) })?;
                     }
                 }
                 let decided = blocking_event(&self.gpu.ctx)?;
@@ -981,12 +980,16 @@ unsafe fn read_raw<T: bytemuck::Pod>(ctx: &DeviceContext, stream: &Arc<CudaStrea
     Ok(out)
 }
 
+/// Entries of a target's bucket that `plan_select` reads into shared memory (16 bytes each: 32
+/// KiB, 7 thread blocks a multiprocessor); a target with more incoming synapses is read from
+/// device memory at each pass.
+const SELECT_CACHED: u32 = 2048;
+
 /// A plan's snapshot and scratch, shared by its jobs; the last to finish frees it.
 struct PlanMemory {
     weights: cudarc::driver::CudaSlice<u8>,
     counts: cudarc::driver::CudaSlice<u8>,
-    keys: cudarc::driver::CudaSlice<u8>,
-    positions: cudarc::driver::CudaSlice<u8>,
+    entries: cudarc::driver::CudaSlice<u8>,
 }
 
 /// `len` values of device memory for the plan stream (`side`), zeroed if `zeroed`. Allocated
