@@ -522,7 +522,7 @@ pub struct Change {
 /// A plan's changes row by row, as a device rebuilding its copy of a block reads them: row `r`
 /// keeps its synapses but `plan.pruned[pruned_ptr[r]..pruned_ptr[r + 1]]`, then gets
 /// `plan.grown[grown_ptr[r]..grown_ptr[r + 1]]`; `row_ptr` are the block's row pointers after.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Compaction {
     pub pruned_ptr: Vec<u32>,
     pub grown_ptr: Vec<u32>,
@@ -1107,7 +1107,9 @@ pub fn commit_if_due(world: &mut World, schedule: usize, step: u64) {
             let changed = !(plan.pruned.is_empty() && plan.grown.is_empty());
             let (rows, prepared) = match prepared {
                 Some(Prepared { rows, device }) => (rows, Some(device)),
-                None => (Compaction::of(&plan, &b.row_ptr), None),
+                None if changed => (Compaction::of(&plan, &b.row_ptr), None),
+                // A plan that changes nothing is not laid out: apply_plan returns before.
+                None => (Compaction::default(), None),
             };
             let mut retired = Vec::new();
             let change = apply_plan(b, &plan, &rows, &mut retired);
