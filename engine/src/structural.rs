@@ -18,8 +18,9 @@
 //! device-side copy of the weights and counts taken in stream order at `s`, kernels on a side
 //! stream decide what [`plan_block`] decides, and the plan threads wait for them and finish
 //! ([`finish_device_plan`]: the new synapses' delays and weights are drawn on the host), so the
-//! plan is the same function of the same snapshot; a plan thread also makes the device's part
-//! of the commit ready ([`Planned::prepared`]).
+//! plan is the same function of the same snapshot; a plan thread also lays the plan out over
+//! the block's rows, which change only at commits, and makes the device's part of the commit
+//! ready ([`Prepared`]), so that the commit itself only swaps columns and launches kernels.
 //! The plan is **committed** at the start of step `s + commit_after` (a step count from the
 //! model, never from timing; at most `every`, so a plan is applied before the next is made):
 //! the hook waits for the plan threads, takes every shard's [`StructureLocks`] entry for
