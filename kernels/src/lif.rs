@@ -253,8 +253,8 @@ pub fn flush_subnormal(x: f32) -> f32 {
     if x.abs() < f32::MIN_POSITIVE { 0.0 } else { x }
 }
 
-/// The update is one pass without branches (selects only) so that it vectorises; spikes are
-/// left in `fired` and listed afterwards by [`collect_spikes`]. This macro is the shared
+/// The update is two passes without branches (selects only) so that they vectorise; spikes
+/// are left in `fired` and listed afterwards by [`collect_spikes`]. This macro is the shared
 /// body: `$integrate` computes the integrated membrane potential of neuron `$i` from `v`,
 /// `ex`, `inh`.
 macro_rules! lif_pass {
@@ -262,17 +262,23 @@ macro_rules! lif_pass {
         let n = $s.v.len();
         let (syn_ex, syn_in, refractory, fired) = (&mut $s.syn_ex[..n], &mut $s.syn_in[..n], &mut $s.refractory[..n], &mut $s.fired[..n]);
         let (arriving_ex, arriving_in) = (&mut $input.arriving_ex[..n], &mut $input.arriving_in[..n]);
+        // Two passes with the same operations per neuron: the membrane from the synaptic
+        // state at the start of the step, in 32-bit lanes only, then the synaptic state, whose
+        // 64-bit input in the same loop would halve the vector width of the membrane's
+        // arithmetic (COBA's update, 4000 neurons: criterion in benchmarks/RESULTS.md).
         for $i in 0..n {
             let ($v, $ex, $inh, r) = ($s.v[$i], syn_ex[$i], syn_in[$i], refractory[$i]);
             let v = if r == 0 { $integrate } else { $v };
-            syn_ex[$i] = flush_subnormal($ex * $c.p11_ex) + crate::delivery::from_fixed(arriving_ex[$i]);
-            syn_in[$i] = flush_subnormal($inh * $c.p11_in) + crate::delivery::from_fixed(arriving_in[$i]);
-            arriving_ex[$i] = 0;
-            arriving_in[$i] = 0;
             let spike = v >= $c.v_th;
             $s.v[$i] = if spike { $c.v_reset } else { v };
             refractory[$i] = if spike { $c.refractory_steps } else { r.saturating_sub(1) };
             fired[$i] = u8::from(spike);
+        }
+        for i in 0..n {
+            syn_ex[i] = flush_subnormal(syn_ex[i] * $c.p11_ex) + crate::delivery::from_fixed(arriving_ex[i]);
+            syn_in[i] = flush_subnormal(syn_in[i] * $c.p11_in) + crate::delivery::from_fixed(arriving_in[i]);
+            arriving_ex[i] = 0;
+            arriving_in[i] = 0;
         }
     }};
 }
