@@ -981,8 +981,8 @@ unsafe fn read_raw<T: bytemuck::Pod>(ctx: &DeviceContext, stream: &Arc<CudaStrea
 }
 
 /// Entries of a target's bucket that `plan_select` reads into shared memory (16 bytes each: 32
-/// KiB, 7 thread blocks a multiprocessor); a target with more incoming synapses is read from
-/// device memory at each pass.
+/// KiB a thread block, under the 48 KiB a launch may take without opting in); a target with
+/// more incoming synapses is read from device memory at each pass.
 const SELECT_CACHED: u32 = 2048;
 
 /// A plan's snapshot and scratch, shared by its jobs; the last to finish frees it.
