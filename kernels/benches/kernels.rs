@@ -5,7 +5,7 @@
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use fum_kernels::delivery::{Ring, RowDelays, deliver_row, ring_slots};
-use fum_kernels::lif::{CobaConstants, CubaPropagators, LifInput, LifParameters, LifState, coba_step, collect_spikes, cuba_step};
+use fum_kernels::lif::{AlphaPropagators, AlphaState, CobaConstants, CubaPropagators, LifInput, LifParameters, LifState, alpha_step, coba_step, collect_spikes, cuba_step};
 use fum_kernels::rng::{Key, Purpose};
 use fum_kernels::stdp::{NEVER, Pairing, PlasticRow, PostState, Postsynaptic, PreSpike, StdpRule, TraceDecay, WeightDependence, count_spike, on_post_spike, on_pre_row};
 use fum_kernels::weight::Weight;
@@ -62,6 +62,20 @@ fn lif(c: &mut Criterion) {
             let mut spikes = Vec::with_capacity(n);
             b.iter(|| {
                 coba_step(&coba, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
+                    LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0, bias_pa: None });
+                spikes.clear();
+                collect_spikes(&st.fired, 0, &mut spikes);
+                black_box(spikes.len())
+            })
+        });
+        let alpha = AlphaPropagators::new(&params(), DT);
+        let mut st = neurons(n);
+        let (mut dex, mut din) = (st.ex.clone(), st.inh.clone());
+        group.bench_with_input(BenchmarkId::new("alpha", n), &n, |b, _| {
+            let mut spikes = Vec::with_capacity(n);
+            b.iter(|| {
+                alpha_step(&alpha, LifState { v: &mut st.v, syn_ex: &mut st.ex, syn_in: &mut st.inh, refractory: &mut st.r, fired: &mut st.fired },
+                    AlphaState { dsyn_ex: &mut dex, dsyn_in: &mut din },
                     LifInput { arriving_ex: &mut st.arriving_ex, arriving_in: &mut st.arriving_in, current_pa: 80.0, bias_pa: None });
                 spikes.clear();
                 collect_spikes(&st.fired, 0, &mut spikes);
