@@ -719,8 +719,12 @@ fn ranks_on_gpus_give_the_spikes_probes_weights_and_structure_of_one_gpu() {
     let asset = |name: &str| std::fs::read_to_string(model(name)).unwrap();
     // Each with its own probes (of the first neurons, rank 0's) and one of I neurons in the last
     // shards (other ranks'), which rank 0 gathers.
-    let models = [("brunel", asset("brunel"), 2500), ("stdp_balanced", asset("stdp_balanced"), 800), ("structural", text, 800)];
-    for (name, text, i_neurons) in models {
+    // STDP with 1 ms delays: the ranks gather their spikes in epochs of 5 steps, and replay each
+    // epoch's deliveries and STDP bookkeeping step by step (brunel: epochs of 7, without STDP).
+    let epochs = asset("stdp_balanced").replace("delay_ms = 0.1", "delay_ms = 1.0") + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 4\ninterval_ms = 1.0\n";
+    assert_eq!(epochs.matches("delay_ms = 1.0").count(), 4, "every projection of stdp_balanced has 0.1 ms delays");
+    let models = [("brunel", asset("brunel"), 2500, 7), ("stdp_balanced", asset("stdp_balanced"), 800, 1), ("structural", text, 800, 1), ("stdp_epochs", epochs, 800, 5)];
+    for (name, text, i_neurons, epoch) in models {
         let path = common::probed_across(name, &text, dir.path(), i_neurons);
         let model = path.to_str().unwrap();
         let extra = ["--duration", "100ms", "--shards", "6", "--checkpoint-every", "50ms"];
@@ -754,6 +758,7 @@ fn ranks_on_gpus_give_the_spikes_probes_weights_and_structure_of_one_gpu() {
             eprintln!("{name} on {np} ranks: spikes over {path}{}", if one_visible { " (a GPU visible to each rank)" } else { "" });
             let expected = exchange.unwrap_or(if np <= gpus { "nccl" } else { "mpi" });
             assert_eq!(path, expected, "{np} ranks on {gpus} GPUs, FUM_EXCHANGE={exchange:?}, one visible GPU each: {one_visible}");
+            assert_eq!(report["partition"]["exchange_every_steps"], epoch, "{name}: steps per exchange");
             assert_eq!(report["spikes_total"], reference["spikes_total"], "{name} on {np} ranks ({path})");
             assert!(same_file(&one.join("spikes.h5"), &out.join("spikes.h5")), "{name}: spikes differ on {np} ranks ({path})");
             assert!(same_file(&one.join("probes.h5"), &out.join("probes.h5")), "{name}: probes differ on {np} ranks ({path})");

@@ -569,9 +569,11 @@ pub struct DeviceNetwork {
     pub blocks: Vec<((usize, usize), Buffers)>,
     /// Each plastic projection's buffers.
     pub rules: Vec<Buffers>,
-    /// Scratch of the step: spike bits, the compacted spike list (of all ranks: `total` long)
-    /// and its count and block counts.
+    /// Scratch of the step: spike flags, and as bits (a word per 32 neurons, what `deliver`
+    /// pairs with on one GPU; across ranks `RankSpikes` keeps them), the compacted spike list
+    /// (of all ranks: `total` long) and its count and block counts.
     pub fired: CudaSlice<u8>,
+    pub fired_bits: CudaSlice<u32>,
     pub step: CudaSlice<u64>,
     /// Blocks of the `record` kernel finished this step: the last one advances `step`.
     pub recorded_blocks: CudaSlice<u32>,
@@ -761,6 +763,7 @@ impl DeviceNetwork {
             blocks: Vec::new(),
             rules: Vec::new(),
             fired: stream.alloc_zeros(n.max(1))?,
+            fired_bits: stream.alloc_zeros(n.div_ceil(32).max(1))?,
             step: stream.clone_htod(&[step])?,
             recorded_blocks: stream.alloc_zeros(1)?,
             spikes: stream.alloc_zeros(total.max(1))?,

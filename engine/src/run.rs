@@ -541,17 +541,15 @@ impl Span {
     }
 }
 
-/// Across CPU ranks, spikes are exchanged once per epoch of half the network's shortest delay,
-/// each beside the next epoch (`components::Epochs`); GPU ranks exchange every step.
+/// Across ranks, spikes are exchanged once per epoch of half the network's shortest delay
+/// (`components::Epochs`): on CPUs each beside the next epoch, on GPUs at the epoch's end
+/// (fum_systems::cuda, `EpochRun`).
 fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
     let spec = &model.spec;
-    let cpu = crate::backend::installed(&sim.world).is_none_or(|b| b.name() == "cpu");
     let shortest = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
     let weight_probe_every = sim.world.get_resource::<crate::recording::Recorder>().map_or(Vec::new(), |r| r.probes.iter().filter(|p| p.variable == crate::model::ProbeVariable::Weight).map(|p| p.interval_steps).collect());
     let structural = sim.world.get_resource::<crate::structural::Structural>().map_or(Vec::new(), |s| s.schedules.clone());
-    if crate::ranks::transport().is_none() || !cpu {
-        return None;
-    }
+    crate::ranks::transport()?;
     crate::components::Epochs::for_delay(shortest, span.checkpoint_every, span.end_step, weight_probe_every, structural)
 }
 

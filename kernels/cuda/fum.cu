@@ -402,17 +402,19 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
     for (u32 i = lo; i < hi; i++) { u32 s = block_counts[i]; block_counts[i] = run; run += s; }
 }
 
-// The step's spike list (global ids: `base` + index), ascending; also adds each spike to its
+// The step's spike list (global ids: `base` + index), ascending, and its spike bits (`bits[w]`
+// bit i for neuron 32w + i, what `deliver` pairs with); also adds each spike to its
 // neuron's count in every slot of `spike_counts` (`schedules` of them, n each: the
 // `spike_count` column of structural plasticity, which systems/src/structural.rs counts the
 // same on the CPU).
-extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes, u32* spike_counts,
+extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block_offsets, u32* spikes, u32* bits, u32* spike_counts,
                                         u32 schedules, u32 base) {
     __shared__ u32 warp_offsets[32];
     u32 g = blockIdx.x * blockDim.x + threadIdx.x;
     bool f = g < n && fired[g];
     u32 ballot = __ballot_sync(0xffffffffu, f);
     u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0 && g < n) bits[g / 32] = ballot;
     if (lane == 0) warp_offsets[warp] = __popc(ballot);
     __syncthreads();
     if (threadIdx.x == 0) {
@@ -426,25 +428,40 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
     }
 }
 
-// ---- spikes across ranks (systems/src/cuda.rs, `Exchange`): each rank packs its neurons'
-// spike flags into bits, `words` per rank (the most any rank needs; unused bits 0); the ranks'
-// bits are gathered rank after rank; every rank compacts them into the same ascending list. ----
+// ---- spikes across ranks (systems/src/cuda_ranks.rs): each rank packs its neurons' spike
+// flags into bits, `words` per rank and step (the most any rank needs; unused bits 0); the
+// ranks' bits are gathered rank after rank, every step or an epoch's steps at once; every rank
+// compacts each step's into the same ascending list. ----
 
-// bits[w] holds neurons 32w .. 32w + 31 of this rank, bit i for neuron 32w + i. Like
-// write_spikes, adds each spike to its neuron's count in the `schedules` slots of spike_counts.
-extern "C" __global__ void pack_fired(const u8* fired, u32 n, u32 words, u32* bits, u32* spike_counts, u32 schedules) {
+// bits[w] holds neurons 32w .. 32w + 31 of this rank, bit i for neuron 32w + i, at step
+// *step's place in an epoch of `epoch_len` steps (`words` words each; epochs never cross a
+// multiple of their length); also into `host_bits` where that is not null (the MPI path's
+// mapped memory). Like write_spikes, adds each spike to its neuron's count in the `schedules`
+// slots of spike_counts.
+extern "C" __global__ void pack_fired(const u64* step, u32 epoch_len, const u8* fired, u32 n, u32 words, u32* bits, u32* host_bits,
+                                      u32* spike_counts, u32 schedules) {
     u32 g = blockIdx.x * blockDim.x + threadIdx.x;
     bool f = g < n && fired[g];
     u32 ballot = __ballot_sync(0xffffffffu, f);
-    if ((threadIdx.x & 31) == 0 && g / 32 < words) bits[g / 32] = ballot;
+    u64 at = (*step % epoch_len) * words + g / 32;
+    if ((threadIdx.x & 31) == 0 && g / 32 < words) {
+        bits[at] = ballot;
+        if (host_bits) host_bits[at] = ballot;
+    }
     if (f) for (u32 s = 0; s < schedules; s++) spike_counts[(u64)s * n + g] += 1;
 }
 
-// Spikes per block of 1024 words of the gathered bits (`total_words` of them).
-extern "C" __global__ void count_bits(const u32* bits, u32 total_words, u32* block_counts) {
+// The gathered bits of one step: word w (of `total_words`) is word w % words of rank w / words,
+// found at bits[(w / words) * rank_stride + w % words] (rank_stride: the words a rank sent).
+__device__ __forceinline__ u32 gathered_word(const u32* bits, u32 w, u32 words, u32 rank_stride) {
+    return bits[(u64)(w / words) * rank_stride + w % words];
+}
+
+// Spikes per block of 1024 words of the gathered bits.
+extern "C" __global__ void count_bits(const u32* bits, u32 total_words, u32 words, u32 rank_stride, u32* block_counts) {
     __shared__ u32 warp_counts[32];
     u32 w = blockIdx.x * 1024 + threadIdx.x;
-    u32 c = w < total_words ? __popc(bits[w]) : 0;
+    u32 c = w < total_words ? __popc(gathered_word(bits, w, words, rank_stride)) : 0;
     for (int d = 16; d > 0; d >>= 1) c += __shfl_down_sync(0xffffffffu, c, d);
     if ((threadIdx.x & 31) == 0) warp_counts[threadIdx.x >> 5] = c;
     __syncthreads();
@@ -455,14 +472,14 @@ extern "C" __global__ void count_bits(const u32* bits, u32 total_words, u32* blo
     }
 }
 
-// The step's spike list from the gathered bits: word w is word w % words of rank w / words,
-// whose neurons start at global id rank_first[w / words].
-extern "C" __global__ void write_bit_spikes(const u32* bits, u32 total_words, u32 words, const u32* rank_first,
+// The step's spike list from the gathered bits: rank w / words's neurons start at global id
+// rank_first[w / words].
+extern "C" __global__ void write_bit_spikes(const u32* bits, u32 total_words, u32 words, u32 rank_stride, const u32* rank_first,
                                             const u32* block_offsets, u32* spikes) {
     __shared__ u32 warp_offsets[32];
     u32 w = blockIdx.x * 1024 + threadIdx.x;
     u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    u32 word = w < total_words ? bits[w] : 0;
+    u32 word = w < total_words ? gathered_word(bits, w, words, rank_stride) : 0;
     u32 c = __popc(word), inclusive = c;
     for (int d = 1; d < 32; d <<= 1) {
         u32 x = __shfl_up_sync(0xffffffffu, inclusive, d);
@@ -829,7 +846,7 @@ __device__ __forceinline__ void add_to_ring(const Block& b, u32 slots, u32 n, u3
 // history had lost spikes after tl.
 template <bool POWER_LAW>
 __device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u32 slots, u32 n, u32 t, const Syn& s,
-                                                u32 j, float w, u32 d, u32 tl, float xl, const u8* fired) {
+                                                u32 j, float w, u32 d, u32 tl, float xl, const u32* fired) {
     Post p = ((const Post*)b.post)[j];
     bool lost = false;
     if (tl != NEVER && p.last != NEVER && p.last > tl) {
@@ -849,7 +866,8 @@ __device__ __forceinline__ bool somatic_synapse(const Block& b, const Rule& r, u
     }
     w = depress(r, w, trace_value(p.trace, p.last, r.post_decay, r.post_decay_len, t));
     add_to_ring(b, slots, n, t, d, j, w);
-    if (fired[b.local_first + j] && tl != NEVER) w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
+    u32 local = b.local_first + j;
+    if ((fired[local >> 5] >> (local & 31) & 1) && tl != NEVER) w = potentiate<POWER_LAW>(r, w, __fmul_rn(xl, decay(r.pre_decay, r.pre_decay_len, t - tl)));
     store_weight_at(b, s, w);
     return lost;
 }
@@ -930,8 +948,8 @@ __device__ __forceinline__ Syn locate(const Block& b, u32 k, u32 lo, u32 cut, u6
 // slice of that block's spikes and the block's slices (device.rs, deliver_map: thread blocks
 // spread by the blocks' synapses).
 template <bool FULL>
-__device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
+__device__ __forceinline__ void deliver_rows(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u32* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
     __shared__ Block b;
     __shared__ Rule r;
@@ -949,7 +967,7 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
         range[1] = first_at_least(spikes, *n_spikes, own.source_first + own.source_size);
     }
     __syncthreads();
-    u32 t = (u32)*step;
+    u32 t = (u32)*step - lag;
     u32 group = b.row_lanes, lane = threadIdx.x & (group - 1), per_block = blockDim.x / group, groups = m.z * per_block;
     bool plastic = b.rule != NEVER && stdp_enabled;
     const u32* row_ptr = (const u32*)b.row_ptr;
@@ -1003,16 +1021,16 @@ __device__ __forceinline__ void deliver_rows(const u64* step, const u32* spikes,
     if (from_host) atomicAdd(&cache_reads[1], from_host);
 }
 
-extern "C" __global__ void deliver(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
+extern "C" __global__ void deliver(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                   const uint4* map, const Rule* rules, u32 n, u32 slots, const u32* fired,
                                    u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
-    deliver_rows<false>(step, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
+    deliver_rows<false>(step, lag, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
-extern "C" __global__ void deliver_full(const u64* step, const u32* spikes, const u32* n_spikes, const Block* blocks,
-                                        const uint4* map, const Rule* rules, u32 n, u32 slots, const u8* fired,
+extern "C" __global__ void deliver_full(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Block* blocks,
+                                        const uint4* map, const Rule* rules, u32 n, u32 slots, const u32* fired,
                                         u32 stdp_enabled, u64* lost_pairings, u64* cache_reads) {
-    deliver_rows<true>(step, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
+    deliver_rows<true>(step, lag, spikes, n_spikes, blocks, map, rules, n, slots, fired, stdp_enabled, lost_pairings, cache_reads);
 }
 
 // ---- the row cache of blocks in host memory (engine/src/row_cache.rs) ----
@@ -1053,7 +1071,8 @@ extern "C" __global__ void move_rows(Block b, const u32* rows, const u32* slots,
 // Postsynaptic bookkeeping of plastic blocks (grid y = plastic block): trace and spike
 // history of every spiking target, found as a range of the sorted spike list.
 // `post_spikes` and `pre_spikes` run at the start of the next step (`lag` 1: the clock has
-// moved on), beside the exchange of its spikes (systems/src/cuda.rs, `launch_front`).
+// moved on), beside the exchange of its spikes (systems/src/cuda.rs, `late_stdp`), or in an
+// epoch's replay after each step's delivery (`lag`: the steps since).
 extern "C" __global__ void post_spikes(const u64* step, u32 lag, const u32* spikes, const u32* n_spikes, const Block* blocks,
                                        const u32* plastic_blocks, const Rule* rules) {
     const Block& b = blocks[plastic_blocks[blockIdx.y]];
@@ -1123,35 +1142,46 @@ extern "C" __global__ void pre_spikes(const u64* step, u32 lag, const u32* spike
 
 // ---- recording: this step's spikes and due probes into mapped, pinned host memory ----
 
-// `out` is slot (step % slots_out) of the staging area: [n_spikes, ids ...] then probe values.
-// Only the bytes of actual spikes cross the bus.
-// The last block to finish advances the clock (`done` counts finished blocks), after every
-// block has read it: the step's last launch, so no kernel of this step reads the step after.
-extern "C" __global__ void record(u64* step, const u32* spikes, const u32* n_spikes, u32* staging, u32 slot_words,
+// `out` is slot (t % staging_slots) of the staging area, t = *step - lag: [n_spikes, ids ...]
+// then probe values. Only the bytes of actual spikes cross the bus. `what` picks the parts:
+// RECORD_SPIKES, RECORD_STATE (probes of neuron state), RECORD_WEIGHTS (weight
+// probes) and RECORD_ADVANCE: the last block to finish advances the clock
+// (`done` counts finished blocks), after every block has read it, so no later kernel of the
+// step reads the step after. A step records everything and advances at its end; in epochs
+// across ranks its update records the state and advances, and the epoch's replay records its
+// spikes and weights (systems/src/cuda.rs, `launch_replay`).
+#define RECORD_SPIKES 1u
+#define RECORD_STATE 2u
+#define RECORD_WEIGHTS 4u
+#define RECORD_ADVANCE 8u
+extern "C" __global__ void record(u64* step, u32 lag, u32 what, const u32* spikes, const u32* n_spikes, u32* staging, u32 slot_words,
                                   u32 staging_slots, u32 n_max, const Probe* probes, u32 n_probes, const Block* blocks,
                                   u32* done) {
-    u64 t = *step;
+    u64 now = *step, t = now - lag;
     u32* out = staging + (u64)(t % staging_slots) * slot_words;
-    u32 count = *n_spikes;
     u64 tid = (u64)blockIdx.x * blockDim.x + threadIdx.x, threads = (u64)gridDim.x * blockDim.x;
-    if (tid == 0) out[0] = count;
-    for (u64 k = tid; k < count; k += threads) out[1 + k] = spikes[k];
+    if (what & RECORD_SPIKES) {
+        u32 count = *n_spikes;
+        if (tid == 0) out[0] = count;
+        for (u64 k = tid; k < count; k += threads) out[1 + k] = spikes[k];
+    }
     float* values = (float*)(out + 1 + n_max);
     for (u64 k = tid; k < n_probes; k += threads) {
         const Probe& p = probes[k];
-        if (t % p.interval_steps != 0) continue;
+        if (t % p.interval_steps != 0 || !(what & (p.kind == 0 ? RECORD_STATE : RECORD_WEIGHTS))) continue;
         float value;
         if (p.kind == 0) value = ((const float*)p.source)[p.index];
         else if (p.kind == 1) value = load_weight(*(const Block*)p.source, p.index);
         else value = __int_as_float(0x7fc00000);  // NaN, as the CPU's f32::NAN
         values[k] = value;
     }
+    if (!(what & RECORD_ADVANCE)) return;
     __syncthreads();
     if (threadIdx.x == 0) {
         __threadfence();
         if (atomicAdd(done, 1) == gridDim.x - 1) {
             *done = 0;
-            *step = t + 1;
+            *step = now + 1;
         }
     }
 }

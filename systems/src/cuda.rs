@@ -6,10 +6,14 @@
 //! Concurrency contract: the host launches step `t`'s graph and returns; it reads step `t - 2`'s
 //! staging slot (after waiting on that step's event, normally long complete), so up to two
 //! steps are queued on the device at any time. Three slots make that safe: the slot step `t`
-//! writes was read when the host handled step `t - 3`. Anything that reads host columns between
-//! steps first calls `sync_to_host`, which waits for the device and drains every pending step
-//! (and runs the last step's STDP bookkeeping, which each step otherwise leaves to the next:
-//! `CudaRunner::late_stdp`).
+//! writes was read when the host handled step `t - 3`. Across ranks in epochs (`EpochRun`) a
+//! step's spikes are recorded when its epoch is replayed: the host reads an epoch's slots after
+//! launching the next epoch's replay, so two epochs' steps are queued, in twice an epoch's
+//! slots. Anything that reads host columns between steps first calls `sync_to_host`, which
+//! waits for the device and drains every pending step (and runs the last step's STDP
+//! bookkeeping, which each step otherwise leaves to the next: `CudaRunner::late_stdp`); in an
+//! epoch's middle the plastic state it reads is that of the last epoch's end (every read that
+//! needs it whole falls at an epoch's end: `Epochs::drains_at`).
 //! Structural planning runs on a second, lower-priority stream, ordered after its snapshot by an
 //! event and read back by plan threads; it touches only its own buffers and structure that
 //! changes only at commits, which wait for it (see `CudaRunner::plan_structure`).
@@ -34,10 +38,17 @@ use fum_kernels::cuda::{CudaError, Gpu};
 
 use crate::cuda_ranks::RankSpikes;
 
-/// Staging slots for recorded output (see the module comment).
+/// Staging slots for recorded output without epochs (see the module comment).
 const SLOTS: usize = 3;
 /// Steps the host reads behind the device.
 const LAG: usize = SLOTS - 1;
+/// `record`'s parts (fum.cu): spikes, probes of neuron state, weight probes, the clock's advance.
+const RECORD_SPIKES: u32 = 1;
+const RECORD_STATE: u32 = 2;
+const RECORD_WEIGHTS: u32 = 4;
+const RECORD_ADVANCE: u32 = 8;
+/// The mark after a step's last stage (`Marks`): the time after it counts to no stage.
+const END: usize = fum_engine::Stage::ALL.len();
 
 /// The device network, its captured step and the staging area, held as a resource.
 #[derive(Resource)]
@@ -50,7 +61,9 @@ pub struct CudaRunner {
     events: Vec<CudaEvent>,
     /// The step captured again with an event before each stage and after the last, replayed
     /// instead of `graphs` while stages are timed (`StageTimes`); made at the first timed step.
-    timed: Option<(Vec<CudaGraph>, Vec<CudaEvent>)>,
+    timed: Option<(Vec<CudaGraph>, Marks)>,
+    /// Across ranks in epochs, the step's graphs instead of `graphs` (made at the first step).
+    epoch: Option<EpochRun>,
     /// The exchange with the other ranks' GPUs; `None` for a process on its own.
     pub ranks: Option<RankSpikes>,
     /// Owns the staging memory `staging_ptr` points into.
@@ -58,6 +71,8 @@ pub struct CudaRunner {
     /// Its address (host and device alike under unified addressing).
     staging_ptr: *mut u32,
     slot_words: usize,
+    /// Staging slots (and `events`): `SLOTS`, or two epochs' steps.
+    slots: usize,
     multiprocessors: u32,
     pending: VecDeque<u64>,
     /// A step ran whose STDP bookkeeping is left to the next (`late_stdp`, `drain`).
@@ -185,14 +200,8 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     }
     let upload_s = uploading.elapsed().as_secs_f64();
     let slot_words = 1 + net.total as usize + net.probe_sites();
-    // Mapped, pinned memory: kernels write recorded spikes straight into host memory.
-    // SAFETY: the memory is written by the record kernel before the host reads it.
-    let staging = unsafe { gpu.ctx.alloc_pinned_with_flags::<u32>(SLOTS * slot_words, sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE) }?;
-    let mut staging = staging;
-    // Taken before capture: these calls synchronise, which capture forbids.
-    let staging_ptr = staging.as_mut_ptr()?;
+    let (staging, staging_ptr, events) = staging(&gpu, SLOTS, slot_words)?;
     let multiprocessors = gpu.ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as u32;
-    let events = (0..SLOTS).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
     let ranks = RankSpikes::new(&gpu, &stream, net.shards.base(), net.n)?;
     // Thread blocks of `deliver`, spread over the synapse blocks by their synapses
     // (`DeviceNetwork::spread_deliver`). Without plastic blocks, as many as the GPU holds at
@@ -214,10 +223,12 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
         graphs: Vec::new(),
         events,
         timed: None,
+        epoch: None,
         ranks,
         _staging: staging,
         staging_ptr,
         slot_words,
+        slots: SLOTS,
         multiprocessors,
         plan_stream,
         outside: stream.alloc_zeros::<u32>(1)?,
@@ -239,15 +250,72 @@ fn install(sim: &mut Simulation, gpu: Arc<Gpu>) -> Result<(), CudaError> {
     Ok(())
 }
 
-/// Records `marks[stage]` on `stream` (when stages are timed) as an external record: an event
-/// recorded under capture is otherwise only an ordering inside the graph, which the host can
-/// neither wait for nor time.
-fn mark(marks: Option<&[CudaEvent]>, stream: &CudaStream, stage: usize) -> Result<(), CudaError> {
-    if let Some(m) = marks {
-        // SAFETY: the event and the stream are live handles of this context.
-        unsafe { sys::cuEventRecordWithFlags(m[stage].cu_event(), stream.cu_stream(), sys::CUevent_record_flags_enum::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
+/// `slots` staging slots of `slot_words` in mapped, pinned memory, where kernels write recorded
+/// spikes straight into host memory; their address; an event per slot.
+fn staging(gpu: &Gpu, slots: usize, slot_words: usize) -> Result<(PinnedHostSlice<u32>, *mut u32, Vec<CudaEvent>), CudaError> {
+    // SAFETY: the memory is written by the record kernel before the host reads it.
+    let mut staging = unsafe { gpu.ctx.alloc_pinned_with_flags::<u32>(slots * slot_words, sys::CU_MEMHOSTALLOC_DEVICEMAP | sys::CU_MEMHOSTALLOC_PORTABLE) }?;
+    // Taken before capture: these calls synchronise, which capture forbids.
+    let at = staging.as_mut_ptr()?;
+    let events = (0..slots).map(|_| gpu.ctx.new_event(None)).collect::<Result<Vec<_>, _>>()?;
+    Ok((staging, at, events))
+}
+
+/// Events between the stages of timed steps (`StageTimes`): the device's time from one mark to
+/// the next counts to the stage the first was recorded for. A graph records its capture's marks
+/// in the same order at every launch.
+struct Marks {
+    events: Vec<CudaEvent>,
+    stages: std::cell::RefCell<Vec<usize>>,
+    /// Recorded under capture, as external records: an event recorded under capture is
+    /// otherwise only an ordering inside the graph, which the host can neither wait for nor time.
+    captured: bool,
+}
+
+impl Marks {
+    fn new(gpu: &Gpu, count: usize, captured: bool) -> Result<Marks, CudaError> {
+        let events = (0..count).map(|_| gpu.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))).collect::<Result<Vec<_>, _>>()?;
+        Ok(Marks { events, stages: Default::default(), captured })
     }
+
+    /// Waits for the last mark and adds the time between marks to `seconds` (`Stage::ALL`'s).
+    fn add_to(&self, seconds: &mut [f64]) -> Result<(), CudaError> {
+        let stages = self.stages.borrow();
+        let Some(last) = stages.len().checked_sub(1) else { return Ok(()) };
+        self.events[last].synchronize()?;
+        for (i, &stage) in stages[..last].iter().enumerate() {
+            if let Some(t) = seconds.get_mut(stage) {
+                *t += f64::from(self.events[i].elapsed_ms(&self.events[i + 1])?) * 1e-3;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records the next of `marks` on `stream` before `stage` (when stages are timed).
+fn mark(marks: Option<&Marks>, stream: &CudaStream, stage: usize) -> Result<(), CudaError> {
+    let Some(m) = marks else { return Ok(()) };
+    let mut stages = m.stages.borrow_mut();
+    let event = m.events.get(stages.len()).ok_or_else(|| CudaError::Unsupported("more stage marks than events".into()))?;
+    let flags = if m.captured { sys::CUevent_record_flags_enum::CU_EVENT_RECORD_EXTERNAL } else { sys::CUevent_record_flags_enum::CU_EVENT_RECORD_DEFAULT };
+    // SAFETY: the event and the stream are live handles of this context.
+    unsafe { sys::cuEventRecordWithFlags(event.cu_event(), stream.cu_stream(), flags as u32) }.result()?;
+    stages.push(stage);
     Ok(())
+}
+
+/// The step across ranks in epochs (`crate::cuda_ranks`): a graph that updates the neurons and
+/// packs their spikes into the epoch's place for the step (with probes of neuron state and the
+/// clock's advance), and one that gathers a whole epoch's spikes and replays its steps'
+/// compaction, delivery, STDP bookkeeping and recording in order, each as of its step
+/// (`launch_replay`). An epoch cut short (`Epochs::drains_at`, a stop) replays without a graph.
+struct EpochRun {
+    len: u32,
+    graphs: [CudaGraph; 2],
+    /// While stages are timed: the same with marks, and marks for the replays cut short.
+    timed: Option<([CudaGraph; 2], [Marks; 2], Marks)>,
+    /// The epoch's steps so far: updated, their spikes not yet delivered.
+    open: Vec<u64>,
 }
 
 fn grid(n: u32, block: u32) -> LaunchConfig {
@@ -270,31 +338,34 @@ enum Part {
 }
 
 impl CudaRunner {
-    /// The step captured as graphs (see `Part`), with `marks` as in `launch_step`.
-    fn capture(&mut self, marks: Option<&[CudaEvent]>) -> Result<Vec<CudaGraph>, CudaError> {
+    /// What `launch` enqueues, captured as a graph and uploaded.
+    fn graph(&mut self, launch: impl FnOnce(&mut Self, &Arc<CudaStream>) -> Result<(), CudaError>) -> Result<CudaGraph, CudaError> {
         let stream = self.net.stream.clone();
+        stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
+        let launched = launch(self, &stream);
+        // A launch that failed (after a fork, say) leaves a capture that cannot end: its
+        // error is the one to report.
+        let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
+        launched?;
+        let graph = graph?.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
+        graph.upload()?;
+        Ok(graph)
+    }
+
+    /// The step captured as graphs (see `Part`), with `marks` as in `launch_step`.
+    fn capture(&mut self, marks: Option<&Marks>) -> Result<Vec<CudaGraph>, CudaError> {
         let parts: &[Part] = if self.ranks.as_ref().is_some_and(RankSpikes::on_host) { &[Part::Front, Part::Back] } else { &[Part::Whole] };
-        let mut graphs = Vec::new();
-        for &part in parts {
-            stream.begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)?;
-            let launched = self.launch_step(&stream, marks, part);
-            // A launch that failed (after a fork, say) leaves a capture that cannot end: its
-            // error is the one to report.
-            let graph = stream.end_capture(sys::CUgraphInstantiate_flags(0));
-            launched?;
-            let graph = graph?.ok_or_else(|| CudaError::Unsupported("the captured step is empty".into()))?;
-            graph.upload()?;
-            graphs.push(graph);
-        }
-        Ok(graphs)
+        parts.iter().map(|&part| self.graph(|runner, stream| runner.launch_step(stream, marks, part))).collect()
     }
 
     /// Enqueues one step (or `part` of it): input, neuron update, compaction (and exchange
-    /// across ranks), delivery and STDP, recording, clock; with `marks` (one more than
-    /// `Stage::ALL`), an event before each stage and after the last. Called under graph capture.
-    fn launch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>, part: Part) -> Result<(), CudaError> {
+    /// across ranks), delivery and STDP, recording, clock; with `marks`, a mark before each
+    /// stage and after the last. Called under graph capture.
+    fn launch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&Marks>, part: Part) -> Result<(), CudaError> {
         if part != Part::Back {
-            self.launch_front(stream, marks)?;
+            self.launch_update(stream, marks)?;
+            // The previous step's STDP bookkeeping, beside the gather across ranks (see `late_stdp`).
+            self.late_stdp(stream)?;
         }
         if part != Part::Front {
             self.launch_back(stream, marks)?;
@@ -302,9 +373,9 @@ impl CudaRunner {
         Ok(())
     }
 
-    /// Input, neuron update and compaction of the step's spikes (across ranks: their packing
-    /// and, with NCCL, their exchange).
-    fn launch_front(&mut self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
+    /// Input and neuron update (across ranks: the packing of the step's spikes and, with NCCL
+    /// without epochs, their exchange).
+    fn launch_update(&mut self, stream: &Arc<CudaStream>, marks: Option<&Marks>) -> Result<(), CudaError> {
         let k = &self.gpu.kernels;
         let net = &self.net;
         let base = net.shards.base();
@@ -327,13 +398,12 @@ impl CudaRunner {
                 .arg(&base).arg(&n).arg(&slots).arg(&v).arg(&se).arg(&si).arg(&dse).arg(&dsi).arg(&bias).arg(&rf).arg(&fired).arg(&ring_ex).arg(&ring_in).arg(&counts)
                 .launch(grid(n, 256))?;
             mark(marks, stream, 2)?;
-            let (spike_counts, schedules) = (self.spike_counts(), self.count_spikes);
+            let counts = (self.spike_counts(), self.count_spikes);
             if let Some(ranks) = &mut self.ranks {
-                ranks.pack(k, stream, fired, n, spike_counts, schedules)?;
+                ranks.pack(k, stream, step, fired, n, counts)?;
             }
         }
-        // The previous step's STDP bookkeeping, beside the gather across ranks (see `late_stdp`).
-        self.late_stdp(stream)
+        Ok(())
     }
 
     /// Structural plasticity's spike counts (`schedules` slots of a count per neuron held), or
@@ -349,11 +419,16 @@ impl CudaRunner {
     /// next delivery, which reads both, follows. What reads them between steps runs after
     /// `CudaRunner::drain`, which runs it for the last step and empties the list.
     fn late_stdp(&self, stream: &Arc<CudaStream>) -> Result<(), CudaError> {
+        self.launch_stdp(stream, 1)
+    }
+
+    /// The STDP bookkeeping of the spike list's step, `lag` steps before the clock's.
+    fn launch_stdp(&self, stream: &Arc<CudaStream>, lag: u32) -> Result<(), CudaError> {
         let (k, net) = (&self.gpu.kernels, &self.net);
         if net.n_plastic_blocks == 0 {
             return Ok(());
         }
-        let (step, lag, sms) = (ptr(&net.step, stream), 1u32, self.multiprocessors);
+        let (step, sms) = (ptr(&net.step, stream), self.multiprocessors);
         let (spikes, n_spikes, table, rules, plastic) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.plastic_blocks, stream));
         let n_rules = net.rules.len() as u32;
         // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
@@ -372,16 +447,19 @@ impl CudaRunner {
 
     /// The step's spike list (across ranks, compacted from the gathered bits); then delivery,
     /// recording, the clock.
-    fn launch_back(&self, stream: &Arc<CudaStream>, marks: Option<&[CudaEvent]>) -> Result<(), CudaError> {
+    fn launch_back(&self, stream: &Arc<CudaStream>, marks: Option<&Marks>) -> Result<(), CudaError> {
         let k = &self.gpu.kernels;
         let net = &self.net;
-        let (n, slots) = (net.n, net.slots);
-        let step = ptr(&net.step, stream);
+        let n = net.n;
         // SAFETY: every pointer is a live buffer of the network, sized as each kernel reads it.
-        unsafe {
+        let own_bits = unsafe {
             let (spikes, n_spikes, fired) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream), ptr(&net.fired, stream));
             match &self.ranks {
-                Some(ranks) => ranks.compact(k, stream, spikes, n_spikes)?,
+                Some(ranks) => {
+                    ranks.join(stream)?;
+                    ranks.compact(k, stream, spikes, n_spikes, 0, 1)?;
+                    ranks.own_bits(stream, 0)
+                }
                 None => {
                     // The update's spike counts per block of 256 neurons (NEURON_BLOCK in fum.cu).
                     let (counts, blocks_256, base) = (ptr(&net.block_counts, stream), n.div_ceil(256), net.shards.base());
@@ -390,49 +468,118 @@ impl CudaRunner {
                         .arg(&counts).arg(&blocks_256).arg(&n_spikes)
                         .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
                     // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
-                    let spike_counts = self.spike_counts();
+                    let (spike_counts, bits) = (self.spike_counts(), ptr(&net.fired_bits, stream));
                     stream
                         .launch_builder(&k.write_spikes)
-                        .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
+                        .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&bits).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
                         .launch(grid(n, 256))?;
+                    bits
                 }
             }
-            // The row cache ranks rows by their sources' spikes (fum_engine::row_cache).
-            if let Some(cache) = &net.cache {
-                let sources = ptr(&cache.counts, stream);
-                stream.launch_builder(&k.count_sources).arg(&spikes).arg(&n_spikes).arg(&sources).launch(grid(1024, 256))?;
-            }
-            let n_blocks = net.blocks.len() as u32;
-            let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
-            let sms = self.multiprocessors;
-            mark(marks, stream, 3)?;
-            if n_blocks > 0 {
-                let enabled = u32::from(net.stdp_enabled);
-                let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
-                let map = ptr(&net.deliver_map, stream);
-                stream
-                    .launch_builder(if net.full_deliver { &k.deliver_full } else { &k.deliver })
-                    .arg(&step).arg(&spikes).arg(&n_spikes).arg(&table).arg(&map).arg(&rules).arg(&n).arg(&slots)
-                    .arg(&fired).arg(&enabled).arg(&lost).arg(&reads)
-                    .launch(grid(net.deliver_blocks * 256, 256))?;
-            }
-            // STDP's bookkeeping of this step's spikes is the next step's (`late_stdp`): the
-            // plasticity stage is empty, its time in the next step's exchange stage.
-            mark(marks, stream, 4)?;
-            mark(marks, stream, 5)?;
-            let staging = self.staging_ptr as u64;
-            let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, SLOTS as u32, net.probe_sites() as u32);
-            let (probes, done) = (ptr(&net.probes, stream), ptr(&net.recorded_blocks, stream));
-            // Recording also advances the clock (its last block): the advance stage is empty.
+        };
+        self.count_sources(stream)?;
+        mark(marks, stream, 3)?;
+        self.launch_deliver(stream, 0, own_bits)?;
+        // STDP's bookkeeping of this step's spikes is the next step's (`late_stdp`): the
+        // plasticity stage is empty, its time in the next step's exchange stage.
+        mark(marks, stream, 4)?;
+        mark(marks, stream, 5)?;
+        // Recording also advances the clock (its last block): the advance stage is empty.
+        self.launch_record(stream, 0, RECORD_SPIKES | RECORD_STATE | RECORD_WEIGHTS | RECORD_ADVANCE)?;
+        mark(marks, stream, 6)?;
+        mark(marks, stream, 7)
+    }
+
+    /// The row cache ranks rows by their sources' spikes (fum_engine::row_cache): counts the
+    /// spike list's.
+    fn count_sources(&self, stream: &Arc<CudaStream>) -> Result<(), CudaError> {
+        let Some(cache) = &self.net.cache else { return Ok(()) };
+        let (spikes, n_spikes, sources) = (ptr(&self.net.spikes, stream), ptr(&self.net.n_spikes, stream), ptr(&cache.counts, stream));
+        // SAFETY: `sources` holds a count per neuron of the network, the ids the list holds.
+        unsafe { stream.launch_builder(&self.gpu.kernels.count_sources).arg(&spikes).arg(&n_spikes).arg(&sources).launch(grid(1024, 256)) }?;
+        Ok(())
+    }
+
+    /// Delivers the spike list of the step `lag` steps before the clock's, with `fired_bits`
+    /// (this GPU's neurons' spikes of that step, as bits) for STDP's pairing.
+    fn launch_deliver(&self, stream: &Arc<CudaStream>, lag: u32, fired_bits: u64) -> Result<(), CudaError> {
+        let (k, net) = (&self.gpu.kernels, &self.net);
+        let n_blocks = net.blocks.len() as u32;
+        if n_blocks == 0 {
+            return Ok(());
+        }
+        let (n, slots, step) = (net.n, net.slots, ptr(&net.step, stream));
+        let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
+        let (table, rules, lost) = (ptr(&net.block_table, stream), ptr(&net.rule_table, stream), ptr(&net.lost_pairings, stream));
+        let enabled = u32::from(net.stdp_enabled);
+        let reads = net.cache.as_ref().map_or(0, |c| ptr(&c.reads, stream));
+        let map = ptr(&net.deliver_map, stream);
+        // SAFETY: every pointer is a live buffer of the network, sized as the kernel reads it.
+        unsafe {
             stream
-                .launch_builder(&k.record)
-                .arg(&step).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&net.total)
-                .arg(&probes).arg(&n_probes).arg(&table).arg(&done)
-                .launch(LaunchConfig { grid_dim: (sms, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
-            mark(marks, stream, 6)?;
-            mark(marks, stream, 7)?;
+                .launch_builder(if net.full_deliver { &k.deliver_full } else { &k.deliver })
+                .arg(&step).arg(&lag).arg(&spikes).arg(&n_spikes).arg(&table).arg(&map).arg(&rules).arg(&n).arg(&slots)
+                .arg(&fired_bits).arg(&enabled).arg(&lost).arg(&reads)
+                .launch(grid(net.deliver_blocks * 256, 256))?;
         }
         Ok(())
+    }
+
+    /// Records `what` (`RECORD_*`) of the step `lag` steps before the clock's into its staging
+    /// slot.
+    fn launch_record(&self, stream: &Arc<CudaStream>, lag: u32, what: u32) -> Result<(), CudaError> {
+        let net = &self.net;
+        let step = ptr(&net.step, stream);
+        let (spikes, n_spikes) = (ptr(&net.spikes, stream), ptr(&net.n_spikes, stream));
+        let staging = self.staging_ptr as u64;
+        let (slot_words, staging_slots, n_probes) = (self.slot_words as u32, self.slots as u32, net.probe_sites() as u32);
+        let (probes, table, done) = (ptr(&net.probes, stream), ptr(&net.block_table, stream), ptr(&net.recorded_blocks, stream));
+        // SAFETY: every pointer is a live buffer of the network (the staging area: `slots`
+        // slots of `slot_words`), sized as the kernel reads it.
+        unsafe {
+            stream
+                .launch_builder(&self.gpu.kernels.record)
+                .arg(&step).arg(&lag).arg(&what).arg(&spikes).arg(&n_spikes).arg(&staging).arg(&slot_words).arg(&staging_slots).arg(&net.total)
+                .arg(&probes).arg(&n_probes).arg(&table).arg(&done)
+                .launch(LaunchConfig { grid_dim: (self.multiprocessors, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
+        }
+        Ok(())
+    }
+
+    /// In epochs: the step's update, then the probes of its neuron state and the clock's advance.
+    fn launch_epoch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&Marks>) -> Result<(), CudaError> {
+        self.launch_update(stream, marks)?;
+        mark(marks, stream, 5)?;
+        self.launch_record(stream, 0, RECORD_STATE | RECORD_ADVANCE)?;
+        mark(marks, stream, END)
+    }
+
+    /// In epochs, at an epoch's end: gathers (with NCCL; on the MPI path the host has) the
+    /// ranks' spikes of the epoch's `steps` steps, from its place `first` on, then replays them
+    /// in order: each step's spike list, delivery, STDP bookkeeping and recording, each as of
+    /// its step (`lag`: steps before the clock's). Delays of two epochs or more put what they
+    /// deliver past the epoch, and the plastic state (weights, traces, histories) goes through
+    /// the steps in the order one GPU takes, so the spikes and weights are one GPU's.
+    fn launch_replay(&mut self, stream: &Arc<CudaStream>, first: u32, steps: u32, marks: Option<&Marks>) -> Result<(), CudaError> {
+        mark(marks, stream, 2)?;
+        let ranks = self.ranks.as_mut().expect("epochs are across ranks");
+        ranks.gather_epoch(stream, first, steps)?;
+        let (spikes, n_spikes) = (ptr(&self.net.spikes, stream), ptr(&self.net.n_spikes, stream));
+        for at in 0..steps {
+            let lag = steps - at;
+            mark(marks, stream, 2)?;
+            let ranks = self.ranks.as_ref().expect("epochs are across ranks");
+            ranks.compact(&self.gpu.kernels, stream, spikes, n_spikes, at, steps)?;
+            let own_bits = ranks.own_bits(stream, first + at);
+            self.count_sources(stream)?;
+            mark(marks, stream, 3)?;
+            self.launch_deliver(stream, lag, own_bits)?;
+            mark(marks, stream, 4)?;
+            self.launch_stdp(stream, lag)?;
+            mark(marks, stream, 5)?;
+            self.launch_record(stream, lag, RECORD_SPIKES | RECORD_WEIGHTS)?;
+        }
+        mark(marks, stream, END)
     }
 
     /// Gives up timing the stages (the run goes on, and run.json has no stage times) when the
@@ -441,11 +588,14 @@ impl CudaRunner {
         eprintln!("warning: the GPU's stages cannot be timed ({e}); the run goes on without stage times");
         world.remove_resource::<fum_engine::StageTimes>();
         self.timed = None;
+        if let Some(epoch) = &mut self.epoch {
+            epoch.timed = None;
+        }
     }
 
-    /// The step captured with timing events (see `timed`).
-    fn capture_timed(&mut self) -> Result<(Vec<CudaGraph>, Vec<CudaEvent>), CudaError> {
-        let marks = (0..=fum_engine::Stage::ALL.len()).map(|_| self.gpu.ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_DEFAULT))).collect::<Result<Vec<_>, _>>()?;
+    /// The step captured with timing marks (see `timed`).
+    fn capture_timed(&mut self) -> Result<(Vec<CudaGraph>, Marks), CudaError> {
+        let marks = Marks::new(&self.gpu, END + 1, true)?;
         Ok((self.capture(Some(&marks))?, marks))
     }
 
@@ -485,6 +635,15 @@ impl CudaRunner {
         }
         self.net.set_currents(world.resource::<Populations>(), step)?;
         self.net.ctx.advance();
+        let epoch_len = world.resource::<SpikeExchange>().epochs.as_ref().map_or(1, |e| e.length as u32);
+        if self.epoch.is_none() && self.ranks.is_some() && epoch_len > 1 {
+            self.start_epochs(world, epoch_len)?;
+        }
+        if let Some(mut epoch) = self.epoch.take() {
+            let stepped = self.step_in_epoch(world, &mut epoch, step);
+            self.epoch = Some(epoch);
+            return stepped;
+        }
         let timing = world.contains_resource::<fum_engine::StageTimes>();
         if timing && self.timed.is_none() {
             match self.capture_timed() {
@@ -497,25 +656,106 @@ impl CudaRunner {
             // record the same events again: timing costs the overlap of host and device.
             (Some((graphs, marks)), true) => {
                 Self::replay(graphs, self.ranks.as_mut(), &self.net.stream, world)?;
-                let times = marks[marks.len() - 1].synchronize().map_err(CudaError::from).and_then(|()| {
-                    marks.windows(2).map(|pair| Ok(f64::from(pair[0].elapsed_ms(&pair[1])?) * 1e-3)).collect::<Result<Vec<f64>, CudaError>>()
-                });
-                match times {
-                    Ok(times) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(times).for_each(|(t, dt)| *t += dt),
+                let mut seconds = [0.0; END];
+                match marks.add_to(&mut seconds) {
+                    Ok(()) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(seconds).for_each(|(t, dt)| *t += dt),
                     Err(e) => self.stop_timing(world, &e),
                 }
             }
             _ => Self::replay(&self.graphs, self.ranks.as_mut(), &self.net.stream, world)?,
         }
-        self.events[step as usize % SLOTS].record(&self.net.stream)?;
+        self.events[step as usize % self.slots].record(&self.net.stream)?;
         self.late_pending = true;
         self.pending.push_back(step);
         self.steps += 1;
         while self.pending.len() > LAG {
             let oldest = self.pending.pop_front().expect("non-empty");
-            self.events[oldest as usize % SLOTS].synchronize()?;
+            self.events[oldest as usize % self.slots].synchronize()?;
             self.consume(world, oldest);
         }
+        Ok(())
+    }
+
+    /// From the first step across ranks in epochs of `len` steps on: twice an epoch's staging
+    /// slots, and the epoch's graphs instead of the step's.
+    fn start_epochs(&mut self, world: &mut World, len: u32) -> Result<(), CudaError> {
+        self.drain(world)?;
+        let stream = self.net.stream.clone();
+        self.ranks.as_mut().expect("across ranks").set_epochs(&self.gpu, &stream, len)?;
+        self.slots = 2 * len as usize;
+        (self._staging, self.staging_ptr, self.events) = staging(&self.gpu, self.slots, self.slot_words)?;
+        self.net.memory.staging_bytes = (self.slots * self.slot_words * 4) as u64;
+        // They record into the old staging area.
+        (self.graphs, self.timed) = (Vec::new(), None);
+        let t = std::time::Instant::now();
+        let graphs = [self.graph(|r, s| r.launch_epoch_step(s, None))?, self.graph(|r, s| r.launch_replay(s, 0, len, None))?];
+        self.capture_s += t.elapsed().as_secs_f64();
+        self.epoch = Some(EpochRun { len, graphs, timed: None, open: Vec::new() });
+        Ok(())
+    }
+
+    /// A step in epochs (see `EpochRun`): the update; at the epoch's end (or where the ranks
+    /// agreed to stop) the gather and replay of its steps, then the steps of the epoch before
+    /// are recorded.
+    fn step_in_epoch(&mut self, world: &mut World, epoch: &mut EpochRun, step: u64) -> Result<(), CudaError> {
+        let stream = self.net.stream.clone();
+        let len = epoch.len;
+        if world.contains_resource::<fum_engine::StageTimes>() && epoch.timed.is_none() {
+            let timed = (|| {
+                let marks = [Marks::new(&self.gpu, END + 1, true)?, Marks::new(&self.gpu, 4 * len as usize + 2, true)?];
+                let graphs = [self.graph(|r, s| r.launch_epoch_step(s, Some(&marks[0])))?, self.graph(|r, s| r.launch_replay(s, 0, len, Some(&marks[1])))?];
+                Ok::<_, CudaError>((graphs, marks, Marks::new(&self.gpu, 4 * len as usize + 2, false)?))
+            })();
+            match timed {
+                Ok(timed) => epoch.timed = Some(timed),
+                Err(e) => self.stop_timing(world, &e),
+            }
+        }
+        let timed = epoch.timed.as_ref().filter(|_| world.contains_resource::<fum_engine::StageTimes>());
+        let graphs = timed.map_or(&epoch.graphs, |t| &t.0);
+        graphs[0].launch()?;
+        let signalled = fum_engine::run::interrupt_flag().load(std::sync::atomic::Ordering::Relaxed);
+        let ranks = self.ranks.as_mut().expect("epochs are across ranks");
+        let stop = ranks.exchange(&stream, signalled)?;
+        let mut exchange = world.resource_mut::<SpikeExchange>();
+        exchange.stop = stop;
+        let ends = stop || exchange.epochs.as_ref().is_some_and(|e| e.ends_at(step));
+        epoch.open.push(step);
+        let mut replayed = None;
+        if ends {
+            let (first, steps) = ((epoch.open[0] % u64::from(len)) as u32, epoch.open.len() as u32);
+            ranks.exchange_epoch(&stream, first, steps)?;
+            if steps == len {
+                graphs[1].launch()?;
+                replayed = timed.map(|t| &t.1[1]);
+            } else {
+                let marks = timed.map(|t| &t.2);
+                if let Some(m) = marks {
+                    m.stages.borrow_mut().clear();
+                }
+                self.launch_replay(&stream, first, steps, marks)?;
+                replayed = marks;
+            }
+            for &s in &epoch.open {
+                self.events[s as usize % self.slots].record(&stream)?;
+                self.pending.push_back(s);
+            }
+            epoch.open.clear();
+            // This epoch's steps stay queued; the epoch's before, long replayed, are recorded.
+            while self.pending.len() > steps as usize {
+                let oldest = self.pending.pop_front().expect("non-empty");
+                self.events[oldest as usize % self.slots].synchronize()?;
+                self.consume(world, oldest);
+            }
+        }
+        if let Some(t) = timed {
+            let mut seconds = [0.0; END];
+            match [Some(&t.1[0]), replayed].into_iter().flatten().try_for_each(|m| m.add_to(&mut seconds)) {
+                Ok(()) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(seconds).for_each(|(t, dt)| *t += dt),
+                Err(e) => self.stop_timing(world, &e),
+            }
+        }
+        self.steps += 1;
         Ok(())
     }
 
@@ -523,7 +763,7 @@ impl CudaRunner {
     /// probes; the spikes also become the `SpikeExchange`, and go to `StepSpikes` while an
     /// observer watches.
     fn consume(&mut self, world: &mut World, step: u64) {
-        let slot = step as usize % SLOTS;
+        let slot = step as usize % self.slots;
         // SAFETY: the slot was written by the device before the event we waited on.
         let words = unsafe { std::slice::from_raw_parts(self.staging_ptr.add(slot * self.slot_words), self.slot_words) };
         let count = words[0] as usize;
