@@ -403,7 +403,8 @@ extern "C" __global__ void scan_counts(u32* block_counts, u32 blocks, u32* n_spi
 }
 
 // The step's spike list (global ids: `base` + index), ascending, and its spike bits (`bits[w]`
-// bit i for neuron 32w + i, what `deliver` pairs with); also adds each spike to its
+// bit i for neuron 32w + i, what `deliver` pairs with plastic synapses; none where `bits` is
+// null); also adds each spike to its
 // neuron's count in every slot of `spike_counts` (`schedules` of them, n each: the
 // `spike_count` column of structural plasticity, which systems/src/structural.rs counts the
 // same on the CPU).
@@ -414,7 +415,7 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
     bool f = g < n && fired[g];
     u32 ballot = __ballot_sync(0xffffffffu, f);
     u32 lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    if (lane == 0 && g < n) bits[g / 32] = ballot;
+    if (bits && lane == 0 && g < n) bits[g / 32] = ballot;
     if (lane == 0) warp_offsets[warp] = __popc(ballot);
     __syncthreads();
     if (threadIdx.x == 0) {

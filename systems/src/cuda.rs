@@ -468,7 +468,9 @@ impl CudaRunner {
                         .arg(&counts).arg(&blocks_256).arg(&n_spikes)
                         .launch(LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1024, 1, 1), shared_mem_bytes: 0 })?;
                     // Co-activity's spike counts (one slot per schedule) are kept by the same pass.
-                    let (spike_counts, bits) = (self.spike_counts(), ptr(&net.fired_bits, stream));
+                    // The bits only plastic synapses read (no store where none are).
+                    let bits = if net.n_plastic_blocks > 0 { ptr(&net.fired_bits, stream) } else { 0 };
+                    let spike_counts = self.spike_counts();
                     stream
                         .launch_builder(&k.write_spikes)
                         .arg(&fired).arg(&n).arg(&counts).arg(&spikes).arg(&bits).arg(&spike_counts).arg(&self.count_spikes).arg(&base)
