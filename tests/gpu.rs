@@ -719,11 +719,12 @@ fn ranks_on_gpus_give_the_spikes_probes_weights_and_structure_of_one_gpu() {
     let asset = |name: &str| std::fs::read_to_string(model(name)).unwrap();
     // Each with its own probes (of the first neurons, rank 0's) and one of I neurons in the last
     // shards (other ranks'), which rank 0 gathers.
-    // STDP with 1 ms delays: the ranks gather their spikes in epochs of 5 steps, and replay each
-    // epoch's deliveries and STDP bookkeeping step by step (brunel: epochs of 7, without STDP).
-    let epochs = asset("stdp_balanced").replace("delay_ms = 0.1", "delay_ms = 1.0") + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 4\ninterval_ms = 1.0\n";
+    // STDP with 1 ms delays: the ranks gather their spikes in epochs of 10 steps (the shortest
+    // delay), and replay each epoch's deliveries and STDP bookkeeping step by step; weight
+    // probes every 15 steps cut some epochs short (brunel: epochs of 15, without STDP).
+    let epochs = asset("stdp_balanced").replace("delay_ms = 0.1", "delay_ms = 1.0") + "\n[[recording.probes]]\nname = \"w\"\nvariable = \"weight\"\nprojection = \"E_to_E\"\ncount = 4\ninterval_ms = 1.5\n";
     assert_eq!(epochs.matches("delay_ms = 1.0").count(), 4, "every projection of stdp_balanced has 0.1 ms delays");
-    let models = [("brunel", asset("brunel"), 2500, 7), ("stdp_balanced", asset("stdp_balanced"), 800, 1), ("structural", text, 800, 1), ("stdp_epochs", epochs, 800, 5)];
+    let models = [("brunel", asset("brunel"), 2500, 15), ("stdp_balanced", asset("stdp_balanced"), 800, 1), ("structural", text, 800, 1), ("stdp_epochs", epochs, 800, 10)];
     for (name, text, i_neurons, epoch) in models {
         let path = common::probed_across(name, &text, dir.path(), i_neurons);
         let model = path.to_str().unwrap();

@@ -21,7 +21,9 @@
 //! the same steps on every rank), no collective: at each epoch's end a message to every other
 //! rank, point to point and not waited for ([`Transport::start_exchange`]), received at the
 //! next epoch's end while the epoch between is computed (at once where the state must be whole
-//! or a rank asked to stop). Messages between two ranks arrive in the order they were sent, so
+//! or a rank asked to stop); on GPUs in epochs, the per-step all-gather carries only the wish
+//! to stop, and the spikes go in one more all-gather (NCCL's or MPI's) at each epoch's end.
+//! Messages between two ranks arrive in the order they were sent, so
 //! they need no common order with the collectives around them. Every exchange carries each
 //! rank's wish to stop, so that all ranks stop at the same step boundary
 //! ([`crate::components::SpikeExchange::stop`]); an all-gather of spike

@@ -541,16 +541,21 @@ impl Span {
     }
 }
 
-/// Across ranks, spikes are exchanged once per epoch of half the network's shortest delay
-/// (`components::Epochs`): on CPUs each beside the next epoch, on GPUs at the epoch's end
-/// (fum_systems::cuda, `EpochRun`).
+/// Across ranks, spikes are exchanged once per epoch (`components::Epochs`): on CPUs of half the
+/// network's shortest delay, each beside the next epoch; on GPUs of the whole shortest delay,
+/// each replayed at its end (fum_systems::cuda, `EpochRun`), so that a spike is delivered at
+/// most `length - 1` steps late, into ring slots still ahead.
 fn epochs(model: &Model, sim: &Simulation, span: &Span) -> Option<crate::components::Epochs> {
     let spec = &model.spec;
     let shortest = spec.projections.iter().map(|p| u64::from(crate::build::delay_range_steps(p.delay_ms, spec.simulation.dt_ms).0)).min()?;
     let weight_probe_every = sim.world.get_resource::<crate::recording::Recorder>().map_or(Vec::new(), |r| r.probes.iter().filter(|p| p.variable == crate::model::ProbeVariable::Weight).map(|p| p.interval_steps).collect());
     let structural = sim.world.get_resource::<crate::structural::Structural>().map_or(Vec::new(), |s| s.schedules.clone());
     crate::ranks::transport()?;
-    crate::components::Epochs::for_delay(shortest, span.checkpoint_every, span.end_step, weight_probe_every, structural)
+    let mut epochs = crate::components::Epochs::for_delay(shortest, span.checkpoint_every, span.end_step, weight_probe_every, structural)?;
+    if crate::backend::installed(&sim.world).is_some_and(|b| b.name() != "cpu") {
+        epochs.length = shortest;
+    }
+    Some(epochs)
 }
 
 /// Build (done by the caller) -> hooks -> loop -> outputs.

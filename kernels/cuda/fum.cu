@@ -104,7 +104,7 @@ struct Source {
 struct Probe {
     u64 source;  // const float* (v, syn_ex, syn_in), or the Block* of a weight probe
     u32 index;   // the neuron's place in this GPU's arenas, or the synapse's in its block
-    u32 kind;    // 0: a neuron's f32 column, 1: a synapse's weight, 2: a synapse that does not exist (NaN)
+    u32 kind;    // 0: a neuron's f32 column, 1: a synapse's weight, 2: NaN (a synapse that does not exist, or a site another GPU holds)
     u32 interval_steps;
     u32 pad;
 };
@@ -1146,7 +1146,7 @@ extern "C" __global__ void pre_spikes(const u64* step, u32 lag, const u32* spike
 // `out` is slot (t % staging_slots) of the staging area, t = *step - lag: [n_spikes, ids ...]
 // then probe values. Only the bytes of actual spikes cross the bus. `what` picks the parts:
 // RECORD_SPIKES, RECORD_STATE (probes of neuron state), RECORD_WEIGHTS (weight
-// probes) and RECORD_ADVANCE: the last block to finish advances the clock
+// probes, and NaN for sites another GPU holds) and RECORD_ADVANCE: the last block to finish advances the clock
 // (`done` counts finished blocks), after every block has read it, so no later kernel of the
 // step reads the step after. A step records everything and advances at its end; in epochs
 // across ranks its update records the state and advances, and the epoch's replay records its

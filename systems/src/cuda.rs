@@ -13,7 +13,8 @@
 //! waits for the device and drains every pending step (and runs the last step's STDP
 //! bookkeeping, which each step otherwise leaves to the next: `CudaRunner::late_stdp`); in an
 //! epoch's middle the plastic state it reads is that of the last epoch's end (every read that
-//! needs it whole falls at an epoch's end: `Epochs::drains_at`).
+//! needs it whole falls at an epoch's end: `Epochs::drains_at`; the health check reads the
+//! recorded spikes and the weights as they are, as on CPU ranks).
 //! Structural planning runs on a second, lower-priority stream, ordered after its snapshot by an
 //! event and read back by plan threads; it touches only its own buffers and structure that
 //! changes only at commits, which wait for it (see `CudaRunner::plan_structure`).
@@ -47,6 +48,8 @@ const RECORD_SPIKES: u32 = 1;
 const RECORD_STATE: u32 = 2;
 const RECORD_WEIGHTS: u32 = 4;
 const RECORD_ADVANCE: u32 = 8;
+/// Pinned memory for the staging slots of epochs across GPU ranks (`CudaRunner::start_epochs`).
+const EPOCH_STAGING_BYTES: usize = 1 << 30;
 /// The mark after a step's last stage (`Marks`): the time after it counts to no stage.
 const END: usize = fum_engine::Stage::ALL.len();
 
@@ -559,9 +562,10 @@ impl CudaRunner {
     /// In epochs, at an epoch's end: gathers (with NCCL; on the MPI path the host has) the
     /// ranks' spikes of the epoch's `steps` steps, from its place `first` on, then replays them
     /// in order: each step's spike list, delivery, STDP bookkeeping and recording, each as of
-    /// its step (`lag`: steps before the clock's). Delays of two epochs or more put what they
-    /// deliver past the epoch, and the plastic state (weights, traces, histories) goes through
-    /// the steps in the order one GPU takes, so the spikes and weights are one GPU's.
+    /// its step (`lag`: steps before the clock's). No delay is shorter than an epoch, so what
+    /// the steps deliver lies past the epoch, and the plastic state (weights, traces,
+    /// histories) goes through them in the order one GPU takes: the spikes and weights are one
+    /// GPU's.
     fn launch_replay(&mut self, stream: &Arc<CudaStream>, first: u32, steps: u32, marks: Option<&Marks>) -> Result<(), CudaError> {
         mark(marks, stream, 2)?;
         let ranks = self.ranks.as_mut().expect("epochs are across ranks");
@@ -590,9 +594,6 @@ impl CudaRunner {
         eprintln!("warning: the GPU's stages cannot be timed ({e}); the run goes on without stage times");
         world.remove_resource::<fum_engine::StageTimes>();
         self.timed = None;
-        if let Some(epoch) = &mut self.epoch {
-            epoch.timed = None;
-        }
     }
 
     /// The step captured with timing marks (see `timed`).
@@ -679,8 +680,12 @@ impl CudaRunner {
     }
 
     /// From the first step across ranks in epochs of `len` steps on: twice an epoch's staging
-    /// slots, and the epoch's graphs instead of the step's.
+    /// slots, and the epoch's graphs instead of the step's. Epochs are shortened where those
+    /// slots would take more than `EPOCH_STAGING_BYTES` of pinned memory (a slot holds room for
+    /// every neuron's spike); every rank shortens them alike (the slots are alike).
     fn start_epochs(&mut self, world: &mut World, len: u32) -> Result<(), CudaError> {
+        let len = len.min((EPOCH_STAGING_BYTES / (2 * 4 * self.slot_words)).max(2) as u32);
+        world.resource_mut::<SpikeExchange>().epochs.as_mut().expect("in epochs").length = u64::from(len);
         self.drain(world)?;
         let stream = self.net.stream.clone();
         self.ranks.as_mut().expect("across ranks").set_epochs(&self.gpu, &stream, len)?;
@@ -728,6 +733,7 @@ impl CudaRunner {
             let (first, steps) = ((epoch.open[0] % u64::from(len)) as u32, epoch.open.len() as u32);
             ranks.exchange_epoch(&stream, first, steps)?;
             if steps == len {
+                debug_assert_eq!(first, 0, "a whole epoch starts at a multiple of its length");
                 graphs[1].launch()?;
                 replayed = timed.map(|t| &t.1[1]);
             } else {

@@ -238,7 +238,7 @@ impl RankSpikes {
 
     /// Enqueues (NCCL, in epochs) the gather of the `steps` steps of the epoch from its place
     /// `first` on, forked onto the gather's stream and joined: every rank's bits of a step,
-    /// rank after rank, `steps` words apart.
+    /// rank after rank, `steps` x `words` words apart.
     pub fn gather_epoch(&mut self, stream: &Arc<CudaStream>, first: u32, steps: u32) -> Result<(), CudaError> {
         let words = self.words as usize;
         let (from, len) = (first as usize * words, steps as usize * words);
