@@ -133,6 +133,7 @@ impl RankSpikes {
         transport.all_gather(&[pci_address(gpu)?], false, &mut gpus);
         // Every rank must take the same path: NCCL only if it suits them all.
         let refused = nccl_refused(transport, &gpus);
+        let own = stream.alloc_zeros::<u32>(words as usize)?;
         let mut votes = [u64::from(refused.is_some())];
         transport.sum(&mut votes);
         let gather = if votes[0] == 0 {
@@ -146,7 +147,7 @@ impl RankSpikes {
             let (_, greatest) = cudarc::driver::result::stream::get_priority_range()?;
             let side = gpu.ctx.new_stream_with_priority(greatest)?;
             let comm = Comm::from_rank(side.clone(), transport.rank(), ranks, Id::uninit(id.map(|b| b as _))).map_err(nccl)?;
-            let (own, mut gathered) = (stream.alloc_zeros::<u32>(words as usize)?, stream.alloc_zeros(total_words)?);
+            let mut gathered = stream.alloc_zeros(total_words)?;
             stream.synchronize()?;
             // Once before the graph captures it: NCCL connects its peers at the first call.
             comm.all_gather(&own, &mut gathered).map_err(nccl)?;
@@ -163,7 +164,7 @@ impl RankSpikes {
             words,
             ranks: ranks as u32,
             epoch_len: 1,
-            own: stream.alloc_zeros(words as usize)?,
+            own,
             rank_first: stream.clone_htod(&first)?,
             counts: stream.alloc_zeros(total_words.div_ceil(1024).max(1))?,
             gather,
