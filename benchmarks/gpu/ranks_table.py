@@ -30,13 +30,16 @@ if (raw / "identity.txt").exists():
 
 def runs(prefix):
     """Each run PREFIX_N.json with its GPU count, simulate seconds, the 1-GPU run's seconds over
-    them (efficiency for weak scaling, speed-up for strong) and its spikes' path."""
+    them (efficiency for weak scaling, speed-up for strong) and its spikes' path (and how often
+    the ranks gather them: every step, or once per epoch)."""
     base = load(f"{prefix}_1")
     for np in counts(prefix):
         r = load(f"{prefix}_{np}")
         t = r["timing"]["simulate_s"]
         ratio = base["timing"]["simulate_s"] / t if base else float("nan")
-        yield np, r, t, ratio, r.get("gpu", {}).get("ranks_exchange", "one GPU")
+        path = r.get("gpu", {}).get("ranks_exchange", "one GPU")
+        every = (r.get("partition") or {}).get("exchange_every_steps", 1)
+        yield np, r, t, ratio, path if np == 1 else f"{path}, every {every} step{'s' if every > 1 else ''}"
 
 
 def exchange_share(np):
