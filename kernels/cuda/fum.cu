@@ -438,18 +438,28 @@ extern "C" __global__ void write_spikes(const u8* fired, u32 n, const u32* block
 // *step's place in an epoch of `epoch_len` steps (`words` words each; epochs never cross a
 // multiple of their length); also into `host_bits` where that is not null (the MPI path's
 // mapped memory). Like write_spikes, adds each spike to its neuron's count in the `schedules`
-// slots of spike_counts.
-extern "C" __global__ void pack_fired(const u64* step, u32 epoch_len, const u8* fired, u32 n, u32 words, u32* bits, u32* host_bits,
-                                      u32* spike_counts, u32 schedules) {
+// slots of spike_counts. In epochs, where it is the step's last launch, it also advances the
+// clock as `record` does (`done` counts its finished blocks; null: not its part).
+extern "C" __global__ void pack_fired(u64* step, u32 epoch_len, const u8* fired, u32 n, u32 words, u32* bits, u32* host_bits,
+                                      u32* spike_counts, u32 schedules, u32* done) {
     u32 g = blockIdx.x * blockDim.x + threadIdx.x;
     bool f = g < n && fired[g];
     u32 ballot = __ballot_sync(0xffffffffu, f);
-    u64 at = (*step % epoch_len) * words + g / 32;
+    u64 t = *step, at = (t % epoch_len) * words + g / 32;
     if ((threadIdx.x & 31) == 0 && g / 32 < words) {
         bits[at] = ballot;
         if (host_bits) host_bits[at] = ballot;
     }
     if (f) for (u32 s = 0; s < schedules; s++) spike_counts[(u64)s * n + g] += 1;
+    if (!done) return;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(done, 1) == gridDim.x - 1) {
+            *done = 0;
+            *step = t + 1;
+        }
+    }
 }
 
 // The gathered bits of one step: word w (of `total_words`) is word w % words of rank w / words,
@@ -1149,8 +1159,9 @@ extern "C" __global__ void pre_spikes(const u64* step, u32 lag, const u32* spike
 // probes, and NaN for sites another GPU holds) and RECORD_ADVANCE: the last block to finish advances the clock
 // (`done` counts finished blocks), after every block has read it, so no later kernel of the
 // step reads the step after. A step records everything and advances at its end; in epochs
-// across ranks its update records the state and advances, and the epoch's replay records its
-// spikes and weights (systems/src/cuda.rs, `launch_replay`).
+// across ranks `pack_fired` advances the clock, a record launch after it samples the state
+// (lag 1), and the epoch's replay records its spikes and weights (systems/src/cuda.rs,
+// `launch_replay`).
 #define RECORD_SPIKES 1u
 #define RECORD_STATE 2u
 #define RECORD_WEIGHTS 4u

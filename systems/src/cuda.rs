@@ -308,8 +308,8 @@ fn mark(marks: Option<&Marks>, stream: &CudaStream, stage: usize) -> Result<(), 
 }
 
 /// The step across ranks in epochs (`crate::cuda_ranks`): a graph that updates the neurons and
-/// packs their spikes into the epoch's place for the step (with probes of neuron state and the
-/// clock's advance), and one that gathers a whole epoch's spikes and replays its steps'
+/// packs their spikes into the epoch's place for the step, which advances the clock (then
+/// samples probes of neuron state, if any), and one that gathers a whole epoch's spikes and replays its steps'
 /// compaction, delivery, STDP bookkeeping and recording in order, each as of its step
 /// (`launch_replay`). An epoch cut short (`Epochs::drains_at`, a stop) replays without a graph.
 struct EpochRun {
@@ -551,11 +551,14 @@ impl CudaRunner {
         Ok(())
     }
 
-    /// In epochs: the step's update, then the probes of its neuron state and the clock's advance.
+    /// In epochs: the step's update and the packing of its spikes, which advances the clock;
+    /// then, where there are probes, those of its neuron state.
     fn launch_epoch_step(&mut self, stream: &Arc<CudaStream>, marks: Option<&Marks>) -> Result<(), CudaError> {
         self.launch_update(stream, marks)?;
         mark(marks, stream, 5)?;
-        self.launch_record(stream, 0, RECORD_STATE | RECORD_ADVANCE)?;
+        if self.net.probe_sites() > 0 {
+            self.launch_record(stream, 1, RECORD_STATE)?;
+        }
         mark(marks, stream, END)
     }
 

@@ -53,6 +53,9 @@ pub struct RankSpikes {
     rank_first: CudaSlice<u32>,
     /// Spikes per 1024 gathered words, then their offsets (`scan_counts`).
     counts: CudaSlice<u32>,
+    /// Blocks of `pack_fired` finished this step, in epochs, where its last block advances the
+    /// clock.
+    packed_blocks: CudaSlice<u32>,
     gather: Gather,
 }
 
@@ -167,6 +170,7 @@ impl RankSpikes {
             own,
             rank_first: stream.clone_htod(&first)?,
             counts: stream.alloc_zeros(total_words.div_ceil(1024).max(1))?,
+            packed_blocks: stream.alloc_zeros(1)?,
             gather,
         }))
     }
@@ -209,7 +213,8 @@ impl RankSpikes {
     /// Enqueues the packing of this rank's `n` spike flags (into the epoch's place for the
     /// step), counting them in `schedules` slots of `spike_counts` (structural plasticity's; 0
     /// and none where nothing counts), and, with NCCL without epochs, the gather, forked onto
-    /// the gather's stream: `join` joins it.
+    /// the gather's stream: `join` joins it. In epochs the packing ends the step: it advances
+    /// the clock.
     pub fn pack(&mut self, k: &Kernels, stream: &Arc<CudaStream>, step: u64, fired: u64, n: u32, (spike_counts, schedules): (u64, u32)) -> Result<(), CudaError> {
         let (words, epoch_len) = (self.words, self.epoch_len);
         let every_step = epoch_len == 1;
@@ -223,11 +228,12 @@ impl RankSpikes {
             Gather::Host { bits, .. } => (stream, bits.at),
         };
         let own = ptr(&self.own, on);
+        let done = if every_step { 0 } else { ptr(&self.packed_blocks, on) };
         // SAFETY: `fired` holds n flags, `own` (and `host_bits`) `words` words per step of the
         // epoch and `spike_counts` n per schedule; the grid covers every word.
         unsafe {
             on.launch_builder(&k.pack_fired)
-                .arg(&step).arg(&epoch_len).arg(&fired).arg(&n).arg(&words).arg(&own).arg(&host_bits).arg(&spike_counts).arg(&schedules)
+                .arg(&step).arg(&epoch_len).arg(&fired).arg(&n).arg(&words).arg(&own).arg(&host_bits).arg(&spike_counts).arg(&schedules).arg(&done)
                 .launch(grid(words * 32, 256))
         }?;
         if every_step && let Gather::Nccl { comm, stream: side, done, gathered, .. } = &mut self.gather {
