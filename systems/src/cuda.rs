@@ -295,6 +295,14 @@ impl Marks {
     }
 }
 
+/// Adds the device's time between each of `marks` to the run's `StageTimes` (after the last).
+fn add_stage_times<'a>(world: &mut World, marks: impl IntoIterator<Item = &'a Marks>) -> Result<(), CudaError> {
+    let mut seconds = [0.0; END];
+    marks.into_iter().try_for_each(|m| m.add_to(&mut seconds))?;
+    world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(seconds).for_each(|(t, dt)| *t += dt);
+    Ok(())
+}
+
 /// Records the next of `marks` on `stream` before `stage` (when stages are timed).
 fn mark(marks: Option<&Marks>, stream: &CudaStream, stage: usize) -> Result<(), CudaError> {
     let Some(m) = marks else { return Ok(()) };
@@ -662,10 +670,8 @@ impl CudaRunner {
             // record the same events again: timing costs the overlap of host and device.
             (Some((graphs, marks)), true) => {
                 Self::replay(graphs, self.ranks.as_mut(), &self.net.stream, world)?;
-                let mut seconds = [0.0; END];
-                match marks.add_to(&mut seconds) {
-                    Ok(()) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(seconds).for_each(|(t, dt)| *t += dt),
-                    Err(e) => self.stop_timing(world, &e),
+                if let Err(e) = add_stage_times(world, [marks]) {
+                    self.stop_timing(world, &e);
                 }
             }
             _ => Self::replay(&self.graphs, self.ranks.as_mut(), &self.net.stream, world)?,
@@ -674,12 +680,7 @@ impl CudaRunner {
         self.late_pending = true;
         self.pending.push_back(step);
         self.steps += 1;
-        while self.pending.len() > LAG {
-            let oldest = self.pending.pop_front().expect("non-empty");
-            self.events[oldest as usize % self.slots].synchronize()?;
-            self.consume(world, oldest);
-        }
-        Ok(())
+        self.consume_queued(world, LAG)
     }
 
     /// From the first step across ranks in epochs of `len` steps on: twice an epoch's staging
@@ -753,20 +754,25 @@ impl CudaRunner {
             }
             epoch.open.clear();
             // This epoch's steps stay queued; the epoch's before, long replayed, are recorded.
-            while self.pending.len() > steps as usize {
-                let oldest = self.pending.pop_front().expect("non-empty");
-                self.events[oldest as usize % self.slots].synchronize()?;
-                self.consume(world, oldest);
-            }
+            self.consume_queued(world, steps as usize)?;
         }
         if let Some(t) = timed {
-            let mut seconds = [0.0; END];
-            match [Some(&t.1[0]), replayed].into_iter().flatten().try_for_each(|m| m.add_to(&mut seconds)) {
-                Ok(()) => world.resource_mut::<fum_engine::StageTimes>().seconds.iter_mut().zip(seconds).for_each(|(t, dt)| *t += dt),
-                Err(e) => self.stop_timing(world, &e),
+            if let Err(e) = add_stage_times(world, [Some(&t.1[0]), replayed].into_iter().flatten()) {
+                self.stop_timing(world, &e);
             }
         }
         self.steps += 1;
+        Ok(())
+    }
+
+    /// Records the oldest queued steps (waiting for each one's event, normally long past) until
+    /// `keep` are queued.
+    fn consume_queued(&mut self, world: &mut World, keep: usize) -> Result<(), CudaError> {
+        while self.pending.len() > keep {
+            let oldest = self.pending.pop_front().expect("non-empty");
+            self.events[oldest as usize % self.slots].synchronize()?;
+            self.consume(world, oldest);
+        }
         Ok(())
     }
 
