@@ -756,10 +756,10 @@ impl CudaRunner {
             // This epoch's steps stay queued; the epoch's before, long replayed, are recorded.
             self.consume_queued(world, steps as usize)?;
         }
-        if let Some(t) = timed {
-            if let Err(e) = add_stage_times(world, [Some(&t.1[0]), replayed].into_iter().flatten()) {
-                self.stop_timing(world, &e);
-            }
+        if let Some(t) = timed
+            && let Err(e) = add_stage_times(world, [Some(&t.1[0]), replayed].into_iter().flatten())
+        {
+            self.stop_timing(world, &e);
         }
         self.steps += 1;
         Ok(())
